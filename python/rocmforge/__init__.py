@@ -1,0 +1,31 @@
+"""rocmforge: GGUF language models on AMD (ROCm) and NVIDIA GPUs, and on the CPU.
+
+>>> import rocmforge as rf
+>>> g = rf.GGUFFile("model.gguf")           # memory-mapped GGUF reader
+>>> rf.ops.rms_norm(x, w)                    # any transformer op on NumPy arrays
+"""
+
+from . import _rocmforge
+from .errors import (
+    DeviceError,
+    GGUFError,
+    OutOfMemoryError,
+    RocmForgeError,
+    UnsupportedError,
+)
+from ._rocmforge import GGUFFile, TensorInfo, dequantize, quantize
+
+__version__ = _rocmforge.__version__
+
+__all__ = [
+    "__version__",
+    "GGUFFile",
+    "TensorInfo",
+    "dequantize",
+    "quantize",
+    "RocmForgeError",
+    "GGUFError",
+    "UnsupportedError",
+    "DeviceError",
+    "OutOfMemoryError",
+]

@@ -1,0 +1,13 @@
+//! rocmforge: GGUF language models on AMD (ROCm/HIP) and NVIDIA (CUDA) GPUs, and on the CPU.
+//!
+//! Layers, bottom up: `gguf` (pure file reader and quant types) -> `ops` (one module per
+//! transformer op: CPU reference + GPU launch) -> `backend` (device runtimes) -> `model`
+//! (config, weights, forward, KV cache) -> `tokenizer`, `sampling`, `generate` -> `python`.
+
+pub mod error;
+pub mod gguf;
+
+#[cfg(feature = "python")]
+mod python;
+
+pub use error::{Error, Result};
