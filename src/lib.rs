@@ -5,7 +5,9 @@
 //! (config, weights, forward, KV cache) -> `tokenizer`, `sampling`, `generate` -> `python`.
 
 pub mod error;
+pub mod backend;
 pub mod gguf;
+pub mod ops;
 
 #[cfg(feature = "python")]
 mod python;

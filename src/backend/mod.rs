@@ -1,0 +1,133 @@
+//! Backends: where the model's ops run.
+//!
+//! `Backend` is the interface the model (`crate::model`) is written against: flat f32
+//! activation buffers, weights kept in their GGUF type, and a KV cache, all living on the
+//! backend's device. Implementations: `cpu::CpuBackend` (always there) and the GPU backend
+//! (CUDA through cudarc, HIP through hip-runtime-sys with feature `rocm`).
+//!
+//! Conventions shared by every method:
+//! - Buffers may be larger than a call needs (scratch is sized for the largest batch once);
+//!   each method reads/writes only the prefix its size arguments describe.
+//! - Shapes are written in NumPy order, row-major, last axis contiguous.
+//! - Errors are `Error::Device` / `Error::OutOfMemory` naming the op and the sizes.
+
+use crate::error::Result;
+use crate::gguf::GgmlType;
+
+/// Element type of the KV cache.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KvDtype {
+    F32,
+    F16,
+}
+
+impl KvDtype {
+    pub fn name(self) -> &'static str {
+        match self {
+            KvDtype::F32 => "f32",
+            KvDtype::F16 => "f16",
+        }
+    }
+}
+
+/// Rotary embedding parameters of a model.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct RopeParams {
+    /// Base of the frequencies (`rope.freq_base`).
+    pub theta: f32,
+    /// false: rotate pairs (2i, 2i+1) (GGUF llama); true: rotate halves (i, i + n/2) (qwen2).
+    pub neox: bool,
+    /// Number of leading dims of each head that are rotated (usually head_dim).
+    pub n_rot: usize,
+}
+
+pub trait Backend: Send + Sync {
+    /// A flat f32 buffer on the device.
+    type Buf: Send + Sync;
+    /// A GGUF tensor as stored in the file (quantized types stay quantized), on the device.
+    type Weight: Send + Sync;
+    /// One layer's K or V cache: `[n_ctx, kv_heads * head_dim]` of `KvDtype`.
+    type Kv: Send + Sync;
+
+    /// Human-readable device name ("cpu", "NVIDIA H100 80GB HBM3", ...).
+    fn name(&self) -> String;
+
+    /// A zero-filled buffer of `n` floats.
+    fn zeros(&self, n: usize) -> Result<Self::Buf>;
+    /// A buffer holding `host`.
+    fn upload(&self, host: &[f32]) -> Result<Self::Buf>;
+    /// Copy the first `out.len()` floats of `buf` to the host (synchronizes).
+    fn download(&self, buf: &Self::Buf, out: &mut [f32]) -> Result<()>;
+    /// A weight of GGUF type `ty` and NumPy shape `[rows, cols]` (vectors: rows = 1) from the
+    /// file's bytes.
+    fn weight(&self, ty: GgmlType, rows: usize, cols: usize, bytes: &[u8]) -> Result<Self::Weight>;
+    /// A KV cache buffer of `n` elements.
+    fn kv_cache(&self, n: usize, dtype: KvDtype) -> Result<Self::Kv>;
+
+    /// `out[t, :] = dequant(table)[ids[t], :]`; table `[vocab, dim]`, out `[ids.len(), dim]`.
+    /// Ids are checked against the vocabulary by the caller.
+    fn embedding(&self, table: &Self::Weight, ids: &[u32], out: &mut Self::Buf) -> Result<()>;
+
+    /// `out[r, :] = x[r, :] / sqrt(mean(x[r, :]^2) + eps) * w` for `r < rows`;
+    /// x, out `[rows, dim]`, w F32 `[dim]` (dim = w's cols).
+    fn rms_norm(&self, x: &Self::Buf, w: &Self::Weight, eps: f32, rows: usize, out: &mut Self::Buf)
+        -> Result<()>;
+
+    /// `out[m, n] = x[m, k] @ dequant(w)[n, k]^T`; w `[n, k]`.
+    fn matmul(&self, x: &Self::Buf, w: &Self::Weight, m: usize, out: &mut Self::Buf) -> Result<()>;
+
+    /// `x[r, :] += bias` for `r < rows`; bias F32 `[n]`, x `[rows, n]`.
+    fn add_bias(&self, x: &mut Self::Buf, bias: &Self::Weight, rows: usize) -> Result<()>;
+
+    /// `a[i] += b[i]` for `i < n`.
+    fn add(&self, a: &mut Self::Buf, b: &Self::Buf, n: usize) -> Result<()>;
+
+    /// `out[i] = silu(gate[i]) * up[i]` for `i < n`.
+    fn swiglu(&self, gate: &Self::Buf, up: &Self::Buf, n: usize, out: &mut Self::Buf) -> Result<()>;
+
+    /// Rotate `x [seq, heads, head_dim]` in place; token t sits at position `pos0 + t`.
+    /// angle(i) = pos * theta^(-2i/n_rot) / freq_factors[i] (freq_factors F32 `[n_rot/2]`).
+    fn rope(
+        &self,
+        x: &mut Self::Buf,
+        seq: usize,
+        heads: usize,
+        head_dim: usize,
+        pos0: usize,
+        rope: &RopeParams,
+        freq_factors: Option<&Self::Weight>,
+    ) -> Result<()>;
+
+    /// `cache[pos0 + t, :] = src[t, :]` for `t < n`; rows of `row_len` floats (converted to
+    /// the cache's dtype).
+    fn kv_append(&self, cache: &mut Self::Kv, src: &Self::Buf, pos0: usize, n: usize, row_len: usize)
+        -> Result<()>;
+
+    /// Causal attention (bottom-right aligned) of `q [seq_q, heads, head_dim]` against cache
+    /// rows `[0, seq_k)` of `k`, `v` (`[*, kv_heads, head_dim]`), GQA (heads % kv_heads == 0):
+    /// `out [seq_q, heads, head_dim] = softmax(q k^T * scale + mask) v`.
+    #[allow(clippy::too_many_arguments)]
+    fn attention(
+        &self,
+        q: &Self::Buf,
+        k: &Self::Kv,
+        v: &Self::Kv,
+        seq_q: usize,
+        seq_k: usize,
+        heads: usize,
+        kv_heads: usize,
+        head_dim: usize,
+        scale: f32,
+        out: &mut Self::Buf,
+    ) -> Result<()>;
+
+    /// `dst[0.., :] = src[src_row .. src_row + n_rows, :]` (rows of `row_len` floats).
+    fn copy_rows(&self, src: &Self::Buf, src_row: usize, n_rows: usize, row_len: usize, dst: &mut Self::Buf)
+        -> Result<()>;
+
+    /// Index of the largest of the first `n` floats (lowest index on ties).
+    fn argmax(&self, x: &Self::Buf, n: usize) -> Result<u32>;
+
+    /// Wait for all queued work.
+    fn synchronize(&self) -> Result<()>;
+}
