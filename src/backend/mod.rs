@@ -11,8 +11,41 @@
 //! - Shapes are written in NumPy order, row-major, last axis contiguous.
 //! - Errors are `Error::Device` / `Error::OutOfMemory` naming the op and the sizes.
 
-use crate::error::Result;
+pub mod cpu;
+
+use crate::error::{Error, Result};
 use crate::gguf::GgmlType;
+
+/// Where an op runs. The ops of `crate::ops` take one and dispatch on it.
+#[derive(Clone, Debug)]
+pub enum Device {
+    /// The multi-threaded CPU reference (always available).
+    Cpu,
+}
+
+impl Device {
+    /// Short name: "cpu".
+    pub fn name(&self) -> &'static str {
+        match self {
+            Device::Cpu => "cpu",
+        }
+    }
+}
+
+/// The device a user's `device=` string names: "cpu", "gpu" or "auto" (the first GPU found,
+/// else the CPU).
+pub fn resolve_device(name: &str) -> Result<Device> {
+    match name {
+        "cpu" => Ok(Device::Cpu),
+        "auto" => Ok(Device::Cpu),
+        "gpu" => Err(Error::device(
+            "device=\"gpu\": no GPU backend is available yet (use device=\"cpu\" or \"auto\")",
+        )),
+        other => Err(Error::invalid(format!(
+            "device must be \"cpu\", \"gpu\" or \"auto\", got {other:?}"
+        ))),
+    }
+}
 
 /// Element type of the KV cache.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

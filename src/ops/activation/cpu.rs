@@ -1,0 +1,22 @@
+//! CPU reference of the gated activation.
+
+use rayon::prelude::*;
+
+const CHUNK: usize = 1 << 14;
+
+/// `silu(g) = g * sigmoid(g) = g / (1 + exp(-g))`.
+#[inline]
+pub fn silu(g: f32) -> f32 {
+    g / (1.0 + (-g).exp())
+}
+
+/// `out[i] = silu(gate[i]) * up[i]`; gate, up, out `[n]`.
+pub fn swiglu(gate: &[f32], up: &[f32], out: &mut [f32]) {
+    out.par_chunks_mut(CHUNK)
+        .zip(gate.par_chunks(CHUNK).zip(up.par_chunks(CHUNK)))
+        .for_each(|(out, (gate, up))| {
+            for ((o, &g), &u) in out.iter_mut().zip(gate).zip(up) {
+                *o = silu(g) * u;
+            }
+        });
+}

@@ -1,0 +1,18 @@
+//! Gated activations of the feed-forward block: `swiglu` (Llama, Qwen2).
+
+pub mod cpu;
+
+use super::check_len;
+use crate::backend::Device;
+use crate::error::Result;
+
+/// `out[i] = silu(gate[i]) * up[i]` for `i < n`, `silu(g) = g / (1 + exp(-g))`.
+pub fn swiglu(device: &Device, gate: &[f32], up: &[f32], n: usize, out: &mut [f32]) -> Result<()> {
+    check_len("swiglu", "gate", gate.len(), n)?;
+    check_len("swiglu", "up", up.len(), n)?;
+    check_len("swiglu", "out", out.len(), n)?;
+    match device {
+        Device::Cpu => cpu::swiglu(&gate[..n], &up[..n], &mut out[..n]),
+    }
+    Ok(())
+}

@@ -1,0 +1,17 @@
+//! Argmax of a vector (greedy sampling).
+
+pub mod cpu;
+
+use super::{check_len, check_nonzero};
+use crate::backend::Device;
+use crate::error::Result;
+
+/// Index of the largest of the first `n` floats of `x` (lowest index on ties; NaN never wins
+/// over a number).
+pub fn argmax(device: &Device, x: &[f32], n: usize) -> Result<usize> {
+    check_nonzero("argmax", "n", n)?;
+    check_len("argmax", "x", x.len(), n)?;
+    match device {
+        Device::Cpu => Ok(cpu::argmax(&x[..n])),
+    }
+}

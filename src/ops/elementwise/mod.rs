@@ -1,0 +1,37 @@
+//! Element-wise ops: `add` (residuals), `add_bias` (biases of projections), `scale`.
+
+pub mod cpu;
+
+use super::{check_len, check_nonzero, product};
+use crate::backend::Device;
+use crate::error::Result;
+
+/// `a[i] += b[i]` for `i < n`.
+pub fn add(device: &Device, a: &mut [f32], b: &[f32], n: usize) -> Result<()> {
+    check_len("add", "a", a.len(), n)?;
+    check_len("add", "b", b.len(), n)?;
+    match device {
+        Device::Cpu => cpu::add(&mut a[..n], &b[..n]),
+    }
+    Ok(())
+}
+
+/// `x[r, :] += bias` for `r < rows`; x `[rows, n]`, bias `[n]` (n = bias.len()).
+pub fn add_bias(device: &Device, x: &mut [f32], bias: &[f32], rows: usize) -> Result<()> {
+    check_nonzero("add_bias", "bias length", bias.len())?;
+    let n = product("add_bias", "x", &[rows, bias.len()])?;
+    check_len("add_bias", "x", x.len(), n)?;
+    match device {
+        Device::Cpu => cpu::add_bias(&mut x[..n], bias),
+    }
+    Ok(())
+}
+
+/// `x[i] *= factor` for `i < n`.
+pub fn scale(device: &Device, x: &mut [f32], factor: f32, n: usize) -> Result<()> {
+    check_len("scale", "x", x.len(), n)?;
+    match device {
+        Device::Cpu => cpu::scale(&mut x[..n], factor),
+    }
+    Ok(())
+}
