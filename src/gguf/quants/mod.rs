@@ -78,7 +78,7 @@ fn cannot_dequantize(ty: GgmlType) -> Error {
 
 /// Number of elements `n_bytes` of `ty` hold; error if not whole blocks.
 pub fn elements_in(ty: GgmlType, n_bytes: usize) -> Result<usize> {
-    if n_bytes % ty.type_size() != 0 {
+    if !n_bytes.is_multiple_of(ty.type_size()) {
         return Err(Error::invalid(format!(
             "{} bytes are not a whole number of {ty} blocks ({} bytes each)",
             n_bytes,
@@ -176,7 +176,7 @@ pub fn dot(a: &[f32], b: &[f32]) -> f32 {
 
 /// Quantize `x` (a whole number of blocks) to `ty`.
 pub fn quantize(ty: GgmlType, x: &[f32]) -> Result<Vec<u8>> {
-    if x.len() % ty.block_size() != 0 {
+    if !x.len().is_multiple_of(ty.block_size()) {
         return Err(Error::invalid(format!(
             "quantize {ty}: {} values are not a whole number of blocks of {}",
             x.len(),
