@@ -119,17 +119,15 @@ impl Dequantize for BlockQ2_K {
     fn dequantize(&self, out: &mut [f32]) {
         let (d, dmin) = (self.d.to_f32(), self.dmin.to_f32());
         // out: [half 2][shift 4][l 32]; weight k is in group k / 16.
-        for half in 0..2 {
-            for shift in 0..4 {
-                let base = half * 128 + shift * 32;
-                for l in 0..32 {
-                    let k = base + l;
-                    let sc = self.scales[k / 16];
-                    let dl = d * (sc & 0x0F) as f32;
-                    let ml = dmin * (sc >> 4) as f32;
-                    let q = (self.qs[half * 32 + l] >> (2 * shift)) & 3;
-                    out[k] = dl * q as f32 - ml;
-                }
+        for (g, group) in out[..QK_K].chunks_exact_mut(16).enumerate() {
+            let (half, shift, l0) = (g / 8, (g / 2) % 4, 16 * (g % 2));
+            let sc = self.scales[g];
+            let dl = d * (sc & 0x0F) as f32;
+            let ml = dmin * (sc >> 4) as f32;
+            let bytes = &self.qs[half * 32 + l0..half * 32 + l0 + 16];
+            for (o, &b) in group.iter_mut().zip(bytes) {
+                let q = (b >> (2 * shift)) & 3;
+                *o = dl * q as f32 - ml;
             }
         }
     }
@@ -154,17 +152,16 @@ impl Dequantize for BlockQ3_K {
         let d = self.d.to_f32();
         let scales = q3_k_scales(&self.scales);
         // out: [half 2][shift 4][l 32]; the high bit of weight k is bit k / 32 of hmask[l].
-        for half in 0..2 {
-            for shift in 0..4 {
-                let base = half * 128 + shift * 32;
-                for l in 0..32 {
-                    let k = base + l;
-                    let dl = d * scales[k / 16] as f32;
-                    let low = ((self.qs[half * 32 + l] >> (2 * shift)) & 3) as i8;
-                    let high_clear = ((self.hmask[l] >> (k / 32)) & 1) ^ 1;
-                    let q = low - ((high_clear << 2) as i8);
-                    out[k] = dl * q as f32;
-                }
+        for (g, group) in out[..QK_K].chunks_exact_mut(16).enumerate() {
+            let (half, shift, l0) = (g / 8, (g / 2) % 4, 16 * (g % 2));
+            let dl = d * scales[g] as f32;
+            let hbit = g / 2; // = k / 32 for every weight k of the group
+            for (i, o) in group.iter_mut().enumerate() {
+                let l = l0 + i;
+                let low = ((self.qs[half * 32 + l] >> (2 * shift)) & 3) as i8;
+                let high_clear = ((self.hmask[l] >> hbit) & 1) ^ 1;
+                let q = low - ((high_clear << 2) as i8);
+                *o = dl * q as f32;
             }
         }
     }
@@ -227,17 +224,18 @@ impl Dequantize for BlockQ6_K {
     fn dequantize(&self, out: &mut [f32]) {
         let d = self.d.to_f32();
         // Weight k = 128 * half + r: low nibble from ql[64 * half + r % 64] (shift 4 * (r / 64)),
-        // high bits from qh[32 * half + r % 32] (shift 2 * (r / 32)).
-        for half in 0..2 {
+        // high bits from qh[32 * half + r % 32] (shift 2 * (r / 32)); group k / 16.
+        for (g, group) in out[..QK_K].chunks_exact_mut(16).enumerate() {
+            let scale = d * self.scales[g] as f32;
+            let half = g / 8;
             let ql = &self.ql[half * 64..half * 64 + 64];
             let qh = &self.qh[half * 32..half * 32 + 32];
-            for r in 0..128 {
-                let k = half * 128 + r;
+            for (i, o) in group.iter_mut().enumerate() {
+                let r = (g % 8) * 16 + i;
                 let low = (ql[r % 64] >> (4 * (r / 64))) & 0x0F;
                 let high = (qh[r % 32] >> (2 * (r / 32))) & 3;
                 let q = (low | (high << 4)) as i8 - 32;
-                let scale = d * self.scales[k / 16] as f32;
-                out[k] = scale * q as f32;
+                *o = scale * q as f32;
             }
         }
     }
