@@ -6,8 +6,14 @@ from __future__ import annotations
 import os
 import time
 
-import numpy as np
+# NumPy references run on one BLAS thread: the cores belong to the op under test, and a threaded
+# BLAS on small float64 matmuls is slower (thread spin-up) on a 2-core machine.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+import numpy as np  # noqa: E402
 import pytest
+
+from devices import DEVICES
 
 
 @pytest.fixture
@@ -27,3 +33,9 @@ def smollm2_path():
         return str(default_model_path())
     except Exception as e:  # no network and no cache: the real-file tests cannot run
         pytest.skip(f"SmolLM2 file unavailable: {e}")
+
+
+@pytest.fixture(params=DEVICES)
+def device(request):
+    """Each op test runs once per device of `tests_py/devices.py`."""
+    return request.param

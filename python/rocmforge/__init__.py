@@ -5,7 +5,7 @@
 >>> rf.ops.rms_norm(x, w)                    # any transformer op on NumPy arrays
 """
 
-from . import _rocmforge
+from . import _rocmforge, ops
 from .errors import (
     DeviceError,
     GGUFError,
@@ -23,6 +23,7 @@ __all__ = [
     "TensorInfo",
     "dequantize",
     "quantize",
+    "ops",
     "RocmForgeError",
     "GGUFError",
     "UnsupportedError",

@@ -10,6 +10,7 @@ use pyo3::prelude::*;
 use crate::error::Error;
 
 mod gguf;
+mod ops;
 
 /// Turn a crate error into the matching exception of `rocmforge.errors` (or a built-in one).
 pub(crate) fn to_pyerr(err: Error) -> PyErr {
@@ -60,5 +61,6 @@ impl<T> IntoPy<T> for crate::error::Result<T> {
 fn rocmforge_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     gguf::register(m)?;
+    ops::register(m)?;
     Ok(())
 }
