@@ -65,7 +65,7 @@ fn ndarray<'py>(
     expected: &str,
 ) -> PyResult<Bound<'py, PyUntypedArray>> {
     obj.cast::<PyUntypedArray>().cloned().map_err(|_| {
-        let type_name = obj.get_type().name().map(|n| n.to_string()).unwrap_or_default();
+        let type_name = obj.get_type().fully_qualified_name().map(|n| n.to_string()).unwrap_or_default();
         type_error(op, format!("{name} must be a numpy.ndarray of {expected}, got {type_name}"))
     })
 }
@@ -283,7 +283,9 @@ fn qkt_matmul<'py>(
     to_numpy(py, out, out_shape)
 }
 
-/// `x * factor`, element-wise, for float32 `x` of any shape. Returns a new float32 array.
+/// `x * factor`, element-wise (e.g. attention scores times `1 / sqrt(head_dim)`).
+///
+/// x: float32 of any shape `[...]`; factor: a float. Returns a new float32 array of x's shape.
 #[pyfunction]
 #[pyo3(name = "scale", signature = (x, factor, *, device="auto"))]
 fn scale_op<'py>(py: Python<'py>, x: &Bound<'py, PyAny>, factor: f64, device: &str) -> PyResult<Bound<'py, PyArrayDyn<f32>>> {
@@ -315,8 +317,10 @@ fn causal_mask<'py>(py: Python<'py>, scores: &Bound<'py, PyAny>, device: &str) -
     to_numpy(py, out, x.shape.clone())
 }
 
-/// Softmax over the last axis of float32 `x` (any rank >= 1): `exp(x - max) / sum(exp(x - max))`.
-/// A row whose entries are all `-inf` gives zeros, never NaN. Returns a new float32 array.
+/// Softmax over the last axis: `exp(x - max) / sum(exp(x - max))`, row by row.
+///
+/// x: float32 `[..., n]` (e.g. masked scores `[batch, heads, seq_q, seq_k]`). A row whose
+/// entries are all `-inf` gives zeros, never NaN. Returns a new float32 array of x's shape.
 #[pyfunction]
 #[pyo3(signature = (x, *, device="auto"))]
 fn softmax<'py>(py: Python<'py>, x: &Bound<'py, PyAny>, device: &str) -> PyResult<Bound<'py, PyArrayDyn<f32>>> {
