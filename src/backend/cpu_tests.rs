@@ -17,7 +17,10 @@ impl Rng {
             .ok()
             .and_then(|s| s.parse().ok())
             .unwrap_or_else(|| {
-                std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap()
+                    .as_nanos() as u64
             });
         println!("[{test}: seed {seed}]");
         Rng(seed)
@@ -89,7 +92,11 @@ fn attention_f64(
             let scores: Vec<f64> = allowed
                 .iter()
                 .map(|&j| {
-                    (0..d).map(|c| q[(i * heads + h) * d + c] as f64 * k[(j * kv_heads + g) * d + c] as f64).sum::<f64>()
+                    (0..d)
+                        .map(|c| {
+                            q[(i * heads + h) * d + c] as f64 * k[(j * kv_heads + g) * d + c] as f64
+                        })
+                        .sum::<f64>()
                         * scale
                 })
                 .collect();
@@ -110,27 +117,79 @@ fn attention_f64(
 fn matmul_f32_and_f16_weights_match_f64_loops() {
     let mut rng = Rng::new("matmul");
     let b = CpuBackend;
-    for &(m, n, k) in &[(1, 1, 1), (1, 37, 64), (3, 17, 5), (7, 33, 96), (20, 50, 257), (64, 19, 128)] {
+    for &(m, n, k) in &[
+        (1, 1, 1),
+        (1, 37, 64),
+        (3, 17, 5),
+        (7, 33, 96),
+        (20, 50, 257),
+        (64, 19, 128),
+    ] {
         let x = rng.vec(m * k);
         let w = rng.vec(n * k);
         let w16: Vec<f16> = w.iter().map(|&v| f16::from_f32(v)).collect();
         let w16_bytes: Vec<u8> = w16.iter().flat_map(|v| v.to_le_bytes()).collect();
         for (ty, bytes, wf) in [
             (GgmlType::F32, f32_bytes(&w), w.clone()),
-            (GgmlType::F16, w16_bytes, w16.iter().map(|v| v.to_f32()).collect::<Vec<_>>()),
+            (
+                GgmlType::F16,
+                w16_bytes,
+                w16.iter().map(|v| v.to_f32()).collect::<Vec<_>>(),
+            ),
         ] {
             let weight = b.weight(ty, n, k, &bytes).unwrap();
             let mut out = b.zeros(m * n + 3).unwrap(); // larger than needed: prefix only
             b.matmul(&x, &weight, m, &mut out).unwrap();
             let want: Vec<f64> = (0..m * n)
-                .map(|mn| (0..k).map(|c| x[mn / n * k + c] as f64 * wf[mn % n * k + c] as f64).sum())
+                .map(|mn| {
+                    (0..k)
+                        .map(|c| x[mn / n * k + c] as f64 * wf[mn % n * k + c] as f64)
+                        .sum()
+                })
                 .collect();
-            assert_close(&format!("matmul {ty} {m}x{n}x{k}"), &out[..m * n], &want, 1e-6);
+            assert_close(
+                &format!("matmul {ty} {m}x{n}x{k}"),
+                &out[..m * n],
+                &want,
+                1e-6,
+            );
             assert_eq!(&out[m * n..], &[0.0; 3]);
             // the float path of the op layer agrees
             let mut out2 = vec![0f32; m * n];
             ops::matmul::matmul_f32(&CPU, &x, &wf, m, n, k, &mut out2).unwrap();
             assert_close("matmul_f32", &out2, &want, 1e-6);
+        }
+    }
+}
+
+#[test]
+fn matmul_and_embedding_of_quantized_weights_match_their_dequantized_values() {
+    let mut rng = Rng::new("matmul_quantized");
+    let b = CpuBackend;
+    for ty in [GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q5_0, GgmlType::Q5_1, GgmlType::Q8_0] {
+        for &(m, n, k) in &[(1, 1, 32), (3, 17, 96), (9, 40, 256)] {
+            let bytes = match quants::quantize(ty, &rng.vec(n * k)) {
+                Ok(bytes) => bytes,
+                Err(Error::Unsupported(_)) => continue, // this build cannot quantize ty
+                Err(e) => panic!("{e}"),
+            };
+            let mut wf = vec![0f32; n * k];
+            quants::dequantize(ty, &bytes, &mut wf).unwrap();
+            let weight = b.weight(ty, n, k, &bytes).unwrap();
+            let x = rng.vec(m * k);
+            let mut out = b.zeros(m * n).unwrap();
+            b.matmul(&x, &weight, m, &mut out).unwrap();
+            let want: Vec<f64> = (0..m * n)
+                .map(|mn| (0..k).map(|c| x[mn / n * k + c] as f64 * wf[mn % n * k + c] as f64).sum())
+                .collect();
+            assert_close(&format!("matmul {ty} {m}x{n}x{k}"), &out, &want, 1e-6);
+
+            let ids = [n as u32 - 1, 0, (n / 2) as u32];
+            let mut rows = b.zeros(ids.len() * k).unwrap();
+            b.embedding(&weight, &ids, &mut rows).unwrap();
+            for (t, &id) in ids.iter().enumerate() {
+                assert_eq!(&rows[t * k..(t + 1) * k], &wf[id as usize * k..(id as usize + 1) * k]);
+            }
         }
     }
 }
@@ -142,8 +201,12 @@ fn matmul_of_undequantizable_type_is_an_error_not_a_panic() {
     if ty.can_dequantize() {
         return;
     }
-    let w = b.weight(ty, 2, 256, &vec![0u8; 2 * ty.type_size()]).unwrap();
-    let err = b.matmul(&vec![1.0; 256], &w, 1, &mut vec![0.0; 2]).unwrap_err();
+    let w = b
+        .weight(ty, 2, 256, &vec![0u8; 2 * ty.type_size()])
+        .unwrap();
+    let err = b
+        .matmul(&vec![1.0; 256], &w, 1, &mut vec![0.0; 2])
+        .unwrap_err();
     assert!(matches!(err, Error::Unsupported(_)), "{err:?}");
 }
 
@@ -161,7 +224,10 @@ fn embedding_rows_of_float_and_f16_tables() {
     let b = CpuBackend;
     let (vocab, dim) = (53, 24);
     let table = rng.vec(vocab * dim);
-    let ids: Vec<u32> = (0..11).map(|_| rng.below(vocab) as u32).chain([0, vocab as u32 - 1]).collect();
+    let ids: Vec<u32> = (0..11)
+        .map(|_| rng.below(vocab) as u32)
+        .chain([0, vocab as u32 - 1])
+        .collect();
     let bytes16 = quants::quantize(GgmlType::F16, &table).unwrap();
     for (ty, bytes) in [(GgmlType::F32, f32_bytes(&table)), (GgmlType::F16, bytes16)] {
         let w = b.weight(ty, vocab, dim, &bytes).unwrap();
@@ -170,7 +236,11 @@ fn embedding_rows_of_float_and_f16_tables() {
         for (t, &id) in ids.iter().enumerate() {
             for c in 0..dim {
                 let want = table[id as usize * dim + c];
-                let want = if ty == GgmlType::F16 { f16::from_f32(want).to_f32() } else { want };
+                let want = if ty == GgmlType::F16 {
+                    f16::from_f32(want).to_f32()
+                } else {
+                    want
+                };
                 assert_eq!(out[t * dim + c], want);
             }
         }
@@ -201,56 +271,95 @@ fn rms_norm_add_bias_add_swiglu_match_f64_loops() {
 
         let mut y = x.clone();
         b.add_bias(&mut y, &w, rows).unwrap();
-        let want: Vec<f64> = (0..rows * dim).map(|i| x[i] as f64 + wv[i % dim] as f64).collect();
+        let want: Vec<f64> = (0..rows * dim)
+            .map(|i| x[i] as f64 + wv[i % dim] as f64)
+            .collect();
         assert_close("add_bias", &y, &want, 1e-7);
 
         let other = rng.vec(rows * dim);
         let mut y = x.clone();
         b.add(&mut y, &other, rows * dim).unwrap();
-        let want: Vec<f64> = (0..rows * dim).map(|i| x[i] as f64 + other[i] as f64).collect();
+        let want: Vec<f64> = (0..rows * dim)
+            .map(|i| x[i] as f64 + other[i] as f64)
+            .collect();
         assert_close("add", &y, &want, 1e-7);
 
         let gate: Vec<f32> = rng.vec(rows * dim).iter().map(|v| v * 12.0).collect();
         b.swiglu(&gate, &other, rows * dim, &mut out).unwrap();
-        let want: Vec<f64> =
-            (0..rows * dim).map(|i| gate[i] as f64 / (1.0 + (-gate[i] as f64).exp()) * other[i] as f64).collect();
+        let want: Vec<f64> = (0..rows * dim)
+            .map(|i| gate[i] as f64 / (1.0 + (-gate[i] as f64).exp()) * other[i] as f64)
+            .collect();
         assert_close("swiglu", &out, &want, 1e-6);
     }
-    assert!(b.rms_norm(&vec![0.0; 4], &f32_weight(&b, 2, 2, &[1.0; 4]), 1e-5, 2, &mut vec![0.0; 4]).is_err());
+    assert!(b
+        .rms_norm(
+            &vec![0.0; 4],
+            &f32_weight(&b, 2, 2, &[1.0; 4]),
+            1e-5,
+            2,
+            &mut vec![0.0; 4]
+        )
+        .is_err());
 }
 
 #[test]
 fn rope_both_conventions_with_freq_factors_match_f64_loops() {
     let mut rng = Rng::new("rope");
     let b = CpuBackend;
-    for &(seq, heads, head_dim, n_rot, pos0) in &[(1, 1, 2, 2, 0), (5, 3, 64, 64, 7), (9, 2, 80, 64, 1000), (4, 1, 128, 128, 60000)] {
+    for &(seq, heads, head_dim, n_rot, pos0) in &[
+        (1, 1, 2, 2, 0),
+        (5, 3, 64, 64, 7),
+        (9, 2, 80, 64, 1000),
+        (4, 1, 128, 128, 60000),
+    ] {
         for neox in [false, true] {
             for with_ff in [false, true] {
                 let x = rng.vec(seq * heads * head_dim);
                 let theta = 10000.0 + 490000.0 * rng.uniform().abs();
                 let params = RopeParams { theta, neox, n_rot };
-                let ffv: Vec<f32> = (0..n_rot / 2).map(|_| 1.0 + 7.0 * rng.uniform().abs()).collect();
+                let ffv: Vec<f32> = (0..n_rot / 2)
+                    .map(|_| 1.0 + 7.0 * rng.uniform().abs())
+                    .collect();
                 let ffw = f32_weight(&b, 1, n_rot / 2, &ffv);
                 let mut y = x.clone();
-                b.rope(&mut y, seq, heads, head_dim, pos0, &params, with_ff.then_some(&ffw)).unwrap();
+                b.rope(
+                    &mut y,
+                    seq,
+                    heads,
+                    head_dim,
+                    pos0,
+                    &params,
+                    with_ff.then_some(&ffw),
+                )
+                .unwrap();
                 let mut want: Vec<f64> = x.iter().map(|&v| v as f64).collect();
                 let half = n_rot / 2;
                 for t in 0..seq {
                     for h in 0..heads {
                         let base = (t * heads + h) * head_dim;
                         for i in 0..half {
-                            let mut angle = (pos0 + t) as f64 * (theta as f64).powf(-2.0 * i as f64 / n_rot as f64);
+                            let mut angle = (pos0 + t) as f64
+                                * (theta as f64).powf(-2.0 * i as f64 / n_rot as f64);
                             if with_ff {
                                 angle /= ffv[i] as f64;
                             }
-                            let (ia, ib) = if neox { (i, i + half) } else { (2 * i, 2 * i + 1) };
+                            let (ia, ib) = if neox {
+                                (i, i + half)
+                            } else {
+                                (2 * i, 2 * i + 1)
+                            };
                             let (a, bb) = (x[base + ia] as f64, x[base + ib] as f64);
                             want[base + ia] = a * angle.cos() - bb * angle.sin();
                             want[base + ib] = a * angle.sin() + bb * angle.cos();
                         }
                     }
                 }
-                assert_close(&format!("rope {seq} {heads} {head_dim} neox={neox} ff={with_ff}"), &y, &want, 1e-6);
+                assert_close(
+                    &format!("rope {seq} {heads} {head_dim} neox={neox} ff={with_ff}"),
+                    &y,
+                    &want,
+                    1e-6,
+                );
             }
         }
     }
@@ -261,9 +370,13 @@ fn attention_with_f32_and_f16_caches_matches_f64_softmax_attention() {
     let mut rng = Rng::new("attention");
     let b = CpuBackend;
     // (seq_q, seq_k, heads, kv_heads, head_dim): prefill, decode, chunked prefill, GQA 1/3/8
-    for &(seq_q, seq_k, heads, kv_heads, d) in
-        &[(1, 1, 1, 1, 64), (7, 7, 3, 1, 80), (1, 131, 8, 1, 64), (37, 100, 6, 2, 96), (70, 70, 2, 2, 128)]
-    {
+    for &(seq_q, seq_k, heads, kv_heads, d) in &[
+        (1, 1, 1, 1, 64),
+        (7, 7, 3, 1, 80),
+        (1, 131, 8, 1, 64),
+        (37, 100, 6, 2, 96),
+        (70, 70, 2, 2, 128),
+    ] {
         let n_ctx = seq_k + 5;
         let row_len = kv_heads * d;
         let q = rng.vec(seq_q * heads * d);
@@ -277,8 +390,22 @@ fn attention_with_f32_and_f16_caches_matches_f64_softmax_attention() {
             let split = seq_k / 2;
             b.kv_append(&mut kc, &k, 0, split, row_len).unwrap();
             b.kv_append(&mut vc, &v, 0, split, row_len).unwrap();
-            b.kv_append(&mut kc, &k[split * row_len..].to_vec(), split, seq_k - split, row_len).unwrap();
-            b.kv_append(&mut vc, &v[split * row_len..].to_vec(), split, seq_k - split, row_len).unwrap();
+            b.kv_append(
+                &mut kc,
+                &k[split * row_len..].to_vec(),
+                split,
+                seq_k - split,
+                row_len,
+            )
+            .unwrap();
+            b.kv_append(
+                &mut vc,
+                &v[split * row_len..].to_vec(),
+                split,
+                seq_k - split,
+                row_len,
+            )
+            .unwrap();
             let round = |x: &[f32]| -> Vec<f32> {
                 match dtype {
                     KvDtype::F32 => x.to_vec(),
@@ -287,9 +414,28 @@ fn attention_with_f32_and_f16_caches_matches_f64_softmax_attention() {
             };
             let (kr, vr) = (round(&k), round(&v));
             let mut out = b.zeros(seq_q * heads * d).unwrap();
-            b.attention(&q, &kc, &vc, seq_q, seq_k, heads, kv_heads, d, scale, &mut out).unwrap();
-            let want = attention_f64(&q, &kr, &vr, seq_q, seq_k, heads, kv_heads, d, scale as f64, true);
-            assert_close(&format!("attention {dtype:?} {seq_q}x{seq_k} h{heads}/{kv_heads} d{d}"), &out, &want, 2e-6);
+            b.attention(
+                &q, &kc, &vc, seq_q, seq_k, heads, kv_heads, d, scale, &mut out,
+            )
+            .unwrap();
+            let want = attention_f64(
+                &q,
+                &kr,
+                &vr,
+                seq_q,
+                seq_k,
+                heads,
+                kv_heads,
+                d,
+                scale as f64,
+                true,
+            );
+            assert_close(
+                &format!("attention {dtype:?} {seq_q}x{seq_k} h{heads}/{kv_heads} d{d}"),
+                &out,
+                &want,
+                2e-6,
+            );
         }
     }
 }
@@ -298,10 +444,20 @@ fn attention_with_f32_and_f16_caches_matches_f64_softmax_attention() {
 fn flash_attention_equals_the_unfused_pipeline() {
     let mut rng = Rng::new("flash_vs_unfused");
     // includes seq_q > seq_k (the first queries see no key: zeros) and non-causal
-    for &(batch, seq_q, seq_k, heads, kv_heads, d) in
-        &[(1, 1, 1, 1, 1, 3), (2, 9, 4, 3, 1, 8), (1, 33, 130, 8, 1, 16), (3, 65, 65, 4, 2, 5)]
-    {
-        let s = AttentionShape { batch, seq_q, seq_k, heads, kv_heads, head_dim: d };
+    for &(batch, seq_q, seq_k, heads, kv_heads, d) in &[
+        (1, 1, 1, 1, 1, 3),
+        (2, 9, 4, 3, 1, 8),
+        (1, 33, 130, 8, 1, 16),
+        (3, 65, 65, 4, 2, 5),
+    ] {
+        let s = AttentionShape {
+            batch,
+            seq_q,
+            seq_k,
+            heads,
+            kv_heads,
+            head_dim: d,
+        };
         let q = rng.vec(s.q_len());
         let k = rng.vec(s.kv_len());
         let v = rng.vec(s.kv_len());
@@ -326,7 +482,13 @@ fn flash_attention_equals_the_unfused_pipeline() {
                     &q[bi * ql..(bi + 1) * ql],
                     &k[bi * kl..(bi + 1) * kl],
                     &v[bi * kl..(bi + 1) * kl],
-                    seq_q, seq_k, heads, kv_heads, d, scale as f64, causal,
+                    seq_q,
+                    seq_k,
+                    heads,
+                    kv_heads,
+                    d,
+                    scale as f64,
+                    causal,
                 );
                 assert_close("flash vs f64", &fused[bi * ql..(bi + 1) * ql], &want, 2e-6);
             }
@@ -346,7 +508,12 @@ fn softmax_of_all_minus_inf_row_is_zeros() {
     assert_eq!(&x[..5], &[0.0; 5]);
     let e = [1f64.exp(), 3f64.exp(), 2f64.exp()];
     let sum: f64 = e.iter().sum();
-    assert_close("softmax", &x[5..], &[e[0] / sum, 0.0, e[1] / sum, e[2] / sum, 0.0], 1e-6);
+    assert_close(
+        "softmax",
+        &x[5..],
+        &[e[0] / sum, 0.0, e[1] / sum, e[2] / sum, 0.0],
+        1e-6,
+    );
 }
 
 #[test]
@@ -365,14 +532,30 @@ fn kv_append_bounds_and_f16_rounding() {
     let mut k32 = b.kv_cache(12, KvDtype::F32).unwrap();
     let v16 = b.kv_cache(12, KvDtype::F16).unwrap();
     b.kv_append(&mut k32, &src, 0, 2, 3).unwrap();
-    assert!(b.attention(&vec![0.0; 3], &k32, &v16, 1, 1, 1, 1, 3, 1.0, &mut vec![0.0; 3]).is_err());
+    assert!(b
+        .attention(
+            &vec![0.0; 3],
+            &k32,
+            &v16,
+            1,
+            1,
+            1,
+            1,
+            3,
+            1.0,
+            &mut vec![0.0; 3]
+        )
+        .is_err());
 }
 
 #[test]
 fn argmax_first_of_ties_and_never_nan() {
     let b = CpuBackend;
     assert_eq!(b.argmax(&vec![1.0, 3.0, 3.0, -1.0], 4).unwrap(), 1);
-    assert_eq!(b.argmax(&vec![f32::NAN, -5.0, f32::NAN, -4.0], 4).unwrap(), 3);
+    assert_eq!(
+        b.argmax(&vec![f32::NAN, -5.0, f32::NAN, -4.0], 4).unwrap(),
+        3
+    );
     assert_eq!(b.argmax(&vec![0.0, 1.0, 9.0], 2).unwrap(), 1); // only the prefix
     assert_eq!(b.argmax(&vec![f32::NEG_INFINITY; 3], 3).unwrap(), 0);
     assert!(b.argmax(&vec![], 0).is_err());
@@ -385,7 +568,9 @@ fn argmax_first_of_ties_and_never_nan() {
 #[test]
 fn copy_rows_and_download() {
     let b = CpuBackend;
-    let src = b.upload(&(0..12).map(|v| v as f32).collect::<Vec<_>>()).unwrap();
+    let src = b
+        .upload(&(0..12).map(|v| v as f32).collect::<Vec<_>>())
+        .unwrap();
     let mut dst = b.zeros(6).unwrap();
     b.copy_rows(&src, 2, 2, 3, &mut dst).unwrap();
     assert_eq!(dst, vec![6.0, 7.0, 8.0, 9.0, 10.0, 11.0]);
@@ -399,8 +584,20 @@ fn copy_rows_and_download() {
 
 #[test]
 fn gpu_device_is_a_device_error() {
-    assert!(matches!(crate::backend::resolve_device("cpu"), Ok(Device::Cpu)));
-    assert!(matches!(crate::backend::resolve_device("auto"), Ok(Device::Cpu)));
-    assert!(matches!(crate::backend::resolve_device("gpu"), Err(Error::Device(_))));
-    assert!(matches!(crate::backend::resolve_device("tpu"), Err(Error::InvalidArgument(_))));
+    assert!(matches!(
+        crate::backend::resolve_device("cpu"),
+        Ok(Device::Cpu)
+    ));
+    assert!(matches!(
+        crate::backend::resolve_device("auto"),
+        Ok(Device::Cpu)
+    ));
+    assert!(matches!(
+        crate::backend::resolve_device("gpu"),
+        Err(Error::Device(_))
+    ));
+    assert!(matches!(
+        crate::backend::resolve_device("tpu"),
+        Err(Error::InvalidArgument(_))
+    ));
 }

@@ -8,8 +8,8 @@
 
 use half::f16;
 use numpy::{
-    PyArray1, PyArrayDescrMethods, PyArrayDyn, PyArrayMethods, PyReadonlyArrayDyn,
-    PyUntypedArray, PyUntypedArrayMethods,
+    PyArray1, PyArrayDescrMethods, PyArrayDyn, PyArrayMethods, PyReadonlyArrayDyn, PyUntypedArray,
+    PyUntypedArrayMethods,
 };
 use pyo3::exceptions::{PyMemoryError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
@@ -31,7 +31,9 @@ struct Floats<'py> {
 
 impl Floats<'_> {
     fn data(&self) -> &[f32] {
-        self.array.as_slice().expect("made C-contiguous on extraction")
+        self.array
+            .as_slice()
+            .expect("made C-contiguous on extraction")
     }
     fn rank(&self) -> usize {
         self.shape.len()
@@ -45,7 +47,14 @@ impl Floats<'_> {
 fn shape_str(shape: &[usize]) -> String {
     match shape {
         [one] => format!("({one},)"),
-        _ => format!("({})", shape.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", ")),
+        _ => format!(
+            "({})",
+            shape
+                .iter()
+                .map(|d| d.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
     }
 }
 
@@ -65,8 +74,15 @@ fn ndarray<'py>(
     expected: &str,
 ) -> PyResult<Bound<'py, PyUntypedArray>> {
     obj.cast::<PyUntypedArray>().cloned().map_err(|_| {
-        let type_name = obj.get_type().fully_qualified_name().map(|n| n.to_string()).unwrap_or_default();
-        type_error(op, format!("{name} must be a numpy.ndarray of {expected}, got {type_name}"))
+        let type_name = obj
+            .get_type()
+            .fully_qualified_name()
+            .map(|n| n.to_string())
+            .unwrap_or_default();
+        type_error(
+            op,
+            format!("{name} must be a numpy.ndarray of {expected}, got {type_name}"),
+        )
     })
 }
 
@@ -77,7 +93,9 @@ fn c_contiguous<'py>(arr: Bound<'py, PyUntypedArray>) -> PyResult<Bound<'py, PyU
     if arr.is_c_contiguous() && aligned {
         return Ok(arr);
     }
-    Ok(arr.call_method1("copy", ("C",))?.cast_into::<PyUntypedArray>()?)
+    Ok(arr
+        .call_method1("copy", ("C",))?
+        .cast_into::<PyUntypedArray>()?)
 }
 
 /// A non-empty float32 array argument.
@@ -85,16 +103,23 @@ fn floats<'py>(op: &str, name: &str, obj: &Bound<'py, PyAny>) -> PyResult<Floats
     let arr = ndarray(op, name, obj, "float32")?;
     let dtype = arr.dtype();
     if !dtype.is_equiv_to(&numpy::dtype::<f32>(obj.py())) {
-        return Err(type_error(op, format!("{name} must have dtype float32, got {dtype}")));
+        return Err(type_error(
+            op,
+            format!("{name} must have dtype float32, got {dtype}"),
+        ));
     }
     let shape = arr.shape().to_vec();
     if shape.contains(&0) {
-        return Err(value_error(op, format!("{name} is empty (shape {})", shape_str(&shape))));
+        return Err(value_error(
+            op,
+            format!("{name} is empty (shape {})", shape_str(&shape)),
+        ));
     }
     let arr = c_contiguous(arr)?;
-    let array = arr.cast::<PyArrayDyn<f32>>()?.try_readonly().map_err(|e| {
-        value_error(op, format!("{name} cannot be read: {e}"))
-    })?;
+    let array = arr
+        .cast::<PyArrayDyn<f32>>()?
+        .try_readonly()
+        .map_err(|e| value_error(op, format!("{name} cannot be read: {e}")))?;
     Ok(Floats { shape, array })
 }
 
@@ -112,7 +137,10 @@ fn integers(op: &str, name: &str, obj: &Bound<'_, PyAny>) -> PyResult<(Vec<usize
     }
     let shape = arr.shape().to_vec();
     if shape.contains(&0) {
-        return Err(value_error(op, format!("{name} is empty (shape {})", shape_str(&shape))));
+        return Err(value_error(
+            op,
+            format!("{name} is empty (shape {})", shape_str(&shape)),
+        ));
     }
     let as_i64 = arr.call_method1("astype", ("int64",))?;
     let as_i64 = as_i64.cast::<PyArrayDyn<i64>>()?.readonly();
@@ -125,7 +153,10 @@ fn expect_rank(op: &str, name: &str, x: &Floats, rank: usize, layout: &str) -> P
     if x.rank() != rank {
         return Err(value_error(
             op,
-            format!("{name} must be {rank}-D {layout}, got shape {}", x.shape_str()),
+            format!(
+                "{name} must be {rank}-D {layout}, got shape {}",
+                x.shape_str()
+            ),
         ));
     }
     Ok(())
@@ -136,7 +167,10 @@ fn expect_min_rank(op: &str, name: &str, x: &Floats, rank: usize, layout: &str) 
     if x.rank() < rank {
         return Err(value_error(
             op,
-            format!("{name} must have at least {rank} dimension(s) {layout}, got shape {}", x.shape_str()),
+            format!(
+                "{name} must have at least {rank} dimension(s) {layout}, got shape {}",
+                x.shape_str()
+            ),
         ));
     }
     Ok(())
@@ -163,7 +197,11 @@ fn filled(mut v: Vec<f32>) -> Vec<f32> {
     v
 }
 
-fn to_numpy<'py>(py: Python<'py>, data: Vec<f32>, shape: Vec<usize>) -> PyResult<Bound<'py, PyArrayDyn<f32>>> {
+fn to_numpy<'py>(
+    py: Python<'py>,
+    data: Vec<f32>,
+    shape: Vec<usize>,
+) -> PyResult<Bound<'py, PyArrayDyn<f32>>> {
     PyArray1::from_vec(py, data).reshape(shape)
 }
 
@@ -182,20 +220,35 @@ fn attention_scale(op: &str, scale: Option<f64>, head_dim: usize) -> PyResult<f3
 
 /// Shape of attention from q `[batch, seq_q, heads, head_dim]` and k or v
 /// `[batch, seq_k, kv_heads, head_dim]`, with their agreement checked.
-fn attention_shape(op: &str, q: &Floats, q_name: &str, kv: &Floats, kv_name: &str) -> PyResult<AttentionShape> {
+fn attention_shape(
+    op: &str,
+    q: &Floats,
+    q_name: &str,
+    kv: &Floats,
+    kv_name: &str,
+) -> PyResult<AttentionShape> {
     expect_rank(op, q_name, q, 4, "[batch, seq_q, heads, head_dim]")?;
     expect_rank(op, kv_name, kv, 4, "[batch, seq_k, kv_heads, head_dim]")?;
     let (qs, ks) = (&q.shape, &kv.shape);
     if qs[0] != ks[0] {
         return Err(value_error(
             op,
-            format!("{q_name} has batch {} but {kv_name} has batch {} ({q_name} {}, {kv_name} {})", qs[0], ks[0], q.shape_str(), kv.shape_str()),
+            format!(
+                "{q_name} has batch {} but {kv_name} has batch {} ({q_name} {}, {kv_name} {})",
+                qs[0],
+                ks[0],
+                q.shape_str(),
+                kv.shape_str()
+            ),
         ));
     }
     if qs[3] != ks[3] {
         return Err(value_error(
             op,
-            format!("{q_name} has head_dim {} but {kv_name} has head_dim {}", qs[3], ks[3]),
+            format!(
+                "{q_name} has head_dim {} but {kv_name} has head_dim {}",
+                qs[3], ks[3]
+            ),
         ));
     }
     if qs[2] % ks[2] != 0 {
@@ -207,20 +260,38 @@ fn attention_shape(op: &str, q: &Floats, q_name: &str, kv: &Floats, kv_name: &st
             ),
         ));
     }
-    Ok(AttentionShape { batch: qs[0], seq_q: qs[1], seq_k: ks[1], heads: qs[2], kv_heads: ks[2], head_dim: qs[3] })
+    Ok(AttentionShape {
+        batch: qs[0],
+        seq_q: qs[1],
+        seq_k: ks[1],
+        heads: qs[2],
+        kv_heads: ks[2],
+        head_dim: qs[3],
+    })
 }
 
 /// A weight matrix `[n, k]` for `matmul`/`embedding`: float32 `[n, k]`, or uint8 GGUF blocks
 /// `[n, row_bytes]` of `dtype`. Returns (type, rows, cols, little-endian bytes).
-fn gguf_matrix(op: &str, name: &str, obj: &Bound<'_, PyAny>, dtype: &str) -> PyResult<(GgmlType, usize, usize, Vec<u8>)> {
+fn gguf_matrix(
+    op: &str,
+    name: &str,
+    obj: &Bound<'_, PyAny>,
+    dtype: &str,
+) -> PyResult<(GgmlType, usize, usize, Vec<u8>)> {
     let ty = GgmlType::from_name(dtype).py()?;
     let arr = ndarray(op, name, obj, "float32 (dtype='F32') or uint8 GGUF blocks")?;
     let arr_dtype = arr.dtype();
     if arr.ndim() != 2 {
-        return Err(value_error(op, format!("{name} must be 2-D, got shape {}", shape_str(arr.shape()))));
+        return Err(value_error(
+            op,
+            format!("{name} must be 2-D, got shape {}", shape_str(arr.shape())),
+        ));
     }
     if arr.shape().contains(&0) {
-        return Err(value_error(op, format!("{name} is empty (shape {})", shape_str(arr.shape()))));
+        return Err(value_error(
+            op,
+            format!("{name} is empty (shape {})", shape_str(arr.shape())),
+        ));
     }
     let (rows, last) = (arr.shape()[0], arr.shape()[1]);
     if arr_dtype.is_equiv_to(&numpy::dtype::<f32>(obj.py())) {
@@ -235,17 +306,28 @@ fn gguf_matrix(op: &str, name: &str, obj: &Bound<'_, PyAny>, dtype: &str) -> PyR
         return Ok((ty, rows, last, bytes));
     }
     if !arr_dtype.is_equiv_to(&numpy::dtype::<u8>(obj.py())) {
-        return Err(type_error(op, format!("{name} must have dtype float32 or uint8 (GGUF blocks), got {arr_dtype}")));
+        return Err(type_error(
+            op,
+            format!("{name} must have dtype float32 or uint8 (GGUF blocks), got {arr_dtype}"),
+        ));
     }
     if last % ty.type_size() != 0 {
         return Err(value_error(
             op,
-            format!("{name} rows hold {last} bytes, not a whole number of {ty} blocks ({} bytes each)", ty.type_size()),
+            format!(
+                "{name} rows hold {last} bytes, not a whole number of {ty} blocks ({} bytes each)",
+                ty.type_size()
+            ),
         ));
     }
     let cols = last / ty.type_size() * ty.block_size();
     let arr = c_contiguous(arr)?;
-    let bytes = arr.cast::<PyArrayDyn<u8>>()?.readonly().as_slice().expect("C-contiguous").to_vec();
+    let bytes = arr
+        .cast::<PyArrayDyn<u8>>()?
+        .readonly()
+        .as_slice()
+        .expect("C-contiguous")
+        .to_vec();
     Ok((ty, rows, cols, bytes))
 }
 
@@ -288,12 +370,18 @@ fn qkt_matmul<'py>(
 /// x: float32 of any shape `[...]`; factor: a float. Returns a new float32 array of x's shape.
 #[pyfunction]
 #[pyo3(name = "scale", signature = (x, factor, *, device="auto"))]
-fn scale_op<'py>(py: Python<'py>, x: &Bound<'py, PyAny>, factor: f64, device: &str) -> PyResult<Bound<'py, PyArrayDyn<f32>>> {
+fn scale_op<'py>(
+    py: Python<'py>,
+    x: &Bound<'py, PyAny>,
+    factor: f64,
+    device: &str,
+) -> PyResult<Bound<'py, PyArrayDyn<f32>>> {
     let dev = self::device(device)?;
     let x = floats("scale", "x", x)?;
     let mut out = x.data().to_vec();
     let n = out.len();
-    py.detach(|| ops::elementwise::scale(&dev, &mut out, factor as f32, n)).py()?;
+    py.detach(|| ops::elementwise::scale(&dev, &mut out, factor as f32, n))
+        .py()?;
     to_numpy(py, out, x.shape.clone())
 }
 
@@ -304,7 +392,11 @@ fn scale_op<'py>(py: Python<'py>, x: &Bound<'py, PyAny>, factor: f64, device: &s
 /// seq_q > seq_k the first `seq_q - seq_k` queries see none (their softmax row is zeros).
 #[pyfunction]
 #[pyo3(signature = (scores, *, device="auto"))]
-fn causal_mask<'py>(py: Python<'py>, scores: &Bound<'py, PyAny>, device: &str) -> PyResult<Bound<'py, PyArrayDyn<f32>>> {
+fn causal_mask<'py>(
+    py: Python<'py>,
+    scores: &Bound<'py, PyAny>,
+    device: &str,
+) -> PyResult<Bound<'py, PyArrayDyn<f32>>> {
     let op = "causal_mask";
     let dev = self::device(device)?;
     let x = floats(op, "scores", scores)?;
@@ -313,7 +405,8 @@ fn causal_mask<'py>(py: Python<'py>, scores: &Bound<'py, PyAny>, device: &str) -
     let (seq_q, seq_k) = (x.shape[r - 2], x.shape[r - 1]);
     let rows = x.shape[..r - 2].iter().product();
     let mut out = x.data().to_vec();
-    py.detach(|| ops::attention::causal_mask(&dev, &mut out, rows, seq_q, seq_k)).py()?;
+    py.detach(|| ops::attention::causal_mask(&dev, &mut out, rows, seq_q, seq_k))
+        .py()?;
     to_numpy(py, out, x.shape.clone())
 }
 
@@ -323,7 +416,11 @@ fn causal_mask<'py>(py: Python<'py>, scores: &Bound<'py, PyAny>, device: &str) -
 /// entries are all `-inf` gives zeros, never NaN. Returns a new float32 array of x's shape.
 #[pyfunction]
 #[pyo3(signature = (x, *, device="auto"))]
-fn softmax<'py>(py: Python<'py>, x: &Bound<'py, PyAny>, device: &str) -> PyResult<Bound<'py, PyArrayDyn<f32>>> {
+fn softmax<'py>(
+    py: Python<'py>,
+    x: &Bound<'py, PyAny>,
+    device: &str,
+) -> PyResult<Bound<'py, PyArrayDyn<f32>>> {
     let op = "softmax";
     let dev = self::device(device)?;
     let x = floats(op, "x", x)?;
@@ -331,7 +428,8 @@ fn softmax<'py>(py: Python<'py>, x: &Bound<'py, PyAny>, device: &str) -> PyResul
     let cols = *x.shape.last().unwrap();
     let rows = x.data().len() / cols;
     let mut out = x.data().to_vec();
-    py.detach(|| ops::attention::softmax(&dev, &mut out, rows, cols)).py()?;
+    py.detach(|| ops::attention::softmax(&dev, &mut out, rows, cols))
+        .py()?;
     to_numpy(py, out, x.shape.clone())
 }
 
@@ -370,7 +468,14 @@ fn weighted_matmul<'py>(
             format!("weights has {} heads, not a multiple of v's {} kv_heads (GQA needs kv_heads to divide heads)", ws[1], vs[2]),
         ));
     }
-    let s = AttentionShape { batch: ws[0], seq_q: ws[2], seq_k: ws[3], heads: ws[1], kv_heads: vs[2], head_dim: vs[3] };
+    let s = AttentionShape {
+        batch: ws[0],
+        seq_q: ws[2],
+        seq_k: ws[3],
+        heads: ws[1],
+        kv_heads: vs[2],
+        head_dim: vs[3],
+    };
     let out_shape = vec![s.batch, s.seq_q, s.heads, s.head_dim];
     let out = reserve_output(op, &out_shape)?;
     let (wd, vd) = (w.data(), v.data());
@@ -405,10 +510,21 @@ fn flash_attention<'py>(
 ) -> PyResult<Bound<'py, PyArrayDyn<f32>>> {
     let op = "flash_attention";
     let dev = self::device(device)?;
-    let (q, k, v) = (floats(op, "q", q)?, floats(op, "k", k)?, floats(op, "v", v)?);
+    let (q, k, v) = (
+        floats(op, "q", q)?,
+        floats(op, "k", k)?,
+        floats(op, "v", v)?,
+    );
     let s = attention_shape(op, &q, "q", &k, "k")?;
     if v.shape != k.shape {
-        return Err(value_error(op, format!("v has shape {} but k has shape {}", v.shape_str(), k.shape_str())));
+        return Err(value_error(
+            op,
+            format!(
+                "v has shape {} but k has shape {}",
+                v.shape_str(),
+                k.shape_str()
+            ),
+        ));
     }
     let scale = attention_scale(op, scale, s.head_dim)?;
     let out_shape = vec![s.batch, s.seq_q, s.heads, s.head_dim];
@@ -417,7 +533,8 @@ fn flash_attention<'py>(
     let out = py
         .detach(|| {
             let mut out = filled(out);
-            ops::attention::flash_attention(&dev, qd, kd, vd, &s, causal, scale, &mut out).map(|_| out)
+            ops::attention::flash_attention(&dev, qd, kd, vd, &s, causal, scale, &mut out)
+                .map(|_| out)
         })
         .py()?;
     to_numpy(py, out, out_shape)
@@ -453,17 +570,27 @@ fn rope<'py>(
     expect_rank(op, "x", &x, 4, "[batch, seq, heads, head_dim]")?;
     let [batch, seq, heads, head_dim] = [x.shape[0], x.shape[1], x.shape[2], x.shape[3]];
     if head_dim % 2 != 0 {
-        return Err(value_error(op, format!("head_dim (x's last axis) must be even, got {head_dim}")));
+        return Err(value_error(
+            op,
+            format!("head_dim (x's last axis) must be even, got {head_dim}"),
+        ));
     }
     let (pos_shape, positions) = integers(op, "positions", positions)?;
     if pos_shape != [seq] {
         return Err(value_error(
             op,
-            format!("positions must have shape ({seq},) (one per token of x {}), got {}", x.shape_str(), shape_str(&pos_shape)),
+            format!(
+                "positions must have shape ({seq},) (one per token of x {}), got {}",
+                x.shape_str(),
+                shape_str(&pos_shape)
+            ),
         ));
     }
     if !(theta.is_finite() && theta > 0.0) {
-        return Err(value_error(op, format!("theta must be finite and > 0, got {theta}")));
+        return Err(value_error(
+            op,
+            format!("theta must be finite and > 0, got {theta}"),
+        ));
     }
     let ff = match freq_factors {
         Some(obj) if !obj.is_none() => {
@@ -471,17 +598,30 @@ fn rope<'py>(
             if ff.shape != [head_dim / 2] {
                 return Err(value_error(
                     op,
-                    format!("freq_factors must have shape ({},) (head_dim / 2), got {}", head_dim / 2, ff.shape_str()),
+                    format!(
+                        "freq_factors must have shape ({},) (head_dim / 2), got {}",
+                        head_dim / 2,
+                        ff.shape_str()
+                    ),
                 ));
             }
             Some(ff)
         }
         _ => None,
     };
-    let params = RopeParams { theta: theta as f32, neox, n_rot: head_dim };
+    let params = RopeParams {
+        theta: theta as f32,
+        neox,
+        n_rot: head_dim,
+    };
     let ffd = ff.as_ref().map(|f| f.data());
     let mut out = x.data().to_vec();
-    py.detach(|| ops::rope::rope(&dev, &mut out, batch, &positions, heads, head_dim, &params, ffd)).py()?;
+    py.detach(|| {
+        ops::rope::rope(
+            &dev, &mut out, batch, &positions, heads, head_dim, &params, ffd,
+        )
+    })
+    .py()?;
     to_numpy(py, out, x.shape.clone())
 }
 
@@ -489,12 +629,24 @@ fn rope<'py>(
 /// same shape (usually `[tokens, ffn_dim]`). Returns a new float32 array of that shape.
 #[pyfunction]
 #[pyo3(signature = (gate, up, *, device="auto"))]
-fn swiglu<'py>(py: Python<'py>, gate: &Bound<'py, PyAny>, up: &Bound<'py, PyAny>, device: &str) -> PyResult<Bound<'py, PyArrayDyn<f32>>> {
+fn swiglu<'py>(
+    py: Python<'py>,
+    gate: &Bound<'py, PyAny>,
+    up: &Bound<'py, PyAny>,
+    device: &str,
+) -> PyResult<Bound<'py, PyArrayDyn<f32>>> {
     let op = "swiglu";
     let dev = self::device(device)?;
     let (g, u) = (floats(op, "gate", gate)?, floats(op, "up", up)?);
     if g.shape != u.shape {
-        return Err(value_error(op, format!("gate has shape {} but up has shape {}", g.shape_str(), u.shape_str())));
+        return Err(value_error(
+            op,
+            format!(
+                "gate has shape {} but up has shape {}",
+                g.shape_str(),
+                u.shape_str()
+            ),
+        ));
     }
     let n = g.data().len();
     let out = reserve_output(op, &g.shape)?;
@@ -528,10 +680,20 @@ fn rms_norm<'py>(
     expect_rank(op, "weight", &w, 1, "[dim]")?;
     let dim = *x.shape.last().unwrap();
     if w.shape[0] != dim {
-        return Err(value_error(op, format!("weight has shape {} but x's last axis is {dim} (x {})", w.shape_str(), x.shape_str())));
+        return Err(value_error(
+            op,
+            format!(
+                "weight has shape {} but x's last axis is {dim} (x {})",
+                w.shape_str(),
+                x.shape_str()
+            ),
+        ));
     }
     if !(eps.is_finite() && eps >= 0.0) {
-        return Err(value_error(op, format!("eps must be finite and >= 0, got {eps}")));
+        return Err(value_error(
+            op,
+            format!("eps must be finite and >= 0, got {eps}"),
+        ));
     }
     let rows = x.data().len() / dim;
     let out = reserve_output(op, &x.shape)?;
@@ -569,14 +731,23 @@ fn matmul<'py>(
     let m = x.data().len() / k;
     let mut out_shape = x.shape.clone();
     let xd = x.data();
-    let w_is_f32 = w.cast::<PyUntypedArray>().is_ok_and(|a| a.dtype().is_equiv_to(&numpy::dtype::<f32>(py)));
+    let w_is_f32 = w
+        .cast::<PyUntypedArray>()
+        .is_ok_and(|a| a.dtype().is_equiv_to(&numpy::dtype::<f32>(py)));
     let out = if w_is_f32 && GgmlType::from_name(dtype).ok() == Some(GgmlType::F32) {
         // float32 weights: no byte conversion
         let w = floats(op, "w", w)?;
         expect_rank(op, "w", &w, 2, "[n, k]")?;
         let n = w.shape[0];
         if w.shape[1] != k {
-            return Err(value_error(op, format!("x's last axis is {k} but w {} [n, k] has k = {}", w.shape_str(), w.shape[1])));
+            return Err(value_error(
+                op,
+                format!(
+                    "x's last axis is {k} but w {} [n, k] has k = {}",
+                    w.shape_str(),
+                    w.shape[1]
+                ),
+            ));
         }
         *out_shape.last_mut().unwrap() = n;
         let out = reserve_output(op, &out_shape)?;
@@ -589,7 +760,10 @@ fn matmul<'py>(
     } else {
         let (ty, n, cols, bytes) = gguf_matrix(op, "w", w, dtype)?;
         if cols != k {
-            return Err(value_error(op, format!("x's last axis is {k} but w holds {ty} rows of {cols} values")));
+            return Err(value_error(
+                op,
+                format!("x's last axis is {k} but w holds {ty} rows of {cols} values"),
+            ));
         }
         *out_shape.last_mut().unwrap() = n;
         let out = reserve_output(op, &out_shape)?;
@@ -625,7 +799,10 @@ fn embedding<'py>(
     let (ty, vocab, dim, bytes) = gguf_matrix(op, "table", table, dtype)?;
     let (ids_shape, ids) = integers(op, "ids", ids)?;
     if let Some(bad) = ids.iter().find(|&&id| id < 0 || id as u64 >= vocab as u64) {
-        return Err(value_error(op, format!("ids holds {bad}, outside the table's {vocab} rows")));
+        return Err(value_error(
+            op,
+            format!("ids holds {bad}, outside the table's {vocab} rows"),
+        ));
     }
     let ids: Vec<u32> = ids.iter().map(|&id| id as u32).collect();
     let mut out_shape = ids_shape;
@@ -645,7 +822,12 @@ fn embedding<'py>(
 /// `[n]` added to every row of a `[..., n]` (biases). Returns a new float32 array of a's shape.
 #[pyfunction]
 #[pyo3(signature = (a, b, *, device="auto"))]
-fn add<'py>(py: Python<'py>, a: &Bound<'py, PyAny>, b: &Bound<'py, PyAny>, device: &str) -> PyResult<Bound<'py, PyArrayDyn<f32>>> {
+fn add<'py>(
+    py: Python<'py>,
+    a: &Bound<'py, PyAny>,
+    b: &Bound<'py, PyAny>,
+    device: &str,
+) -> PyResult<Bound<'py, PyArrayDyn<f32>>> {
     let op = "add";
     let dev = self::device(device)?;
     let (a, b) = (floats(op, "a", a)?, floats(op, "b", b)?);
@@ -653,14 +835,20 @@ fn add<'py>(py: Python<'py>, a: &Bound<'py, PyAny>, b: &Bound<'py, PyAny>, devic
     let bd = b.data();
     if a.shape == b.shape {
         let n = out.len();
-        py.detach(|| ops::elementwise::add(&dev, &mut out, bd, n)).py()?;
+        py.detach(|| ops::elementwise::add(&dev, &mut out, bd, n))
+            .py()?;
     } else if b.rank() == 1 && a.shape.last() == Some(&b.shape[0]) {
         let rows = out.len() / b.shape[0];
-        py.detach(|| ops::elementwise::add_bias(&dev, &mut out, bd, rows)).py()?;
+        py.detach(|| ops::elementwise::add_bias(&dev, &mut out, bd, rows))
+            .py()?;
     } else {
         return Err(value_error(
             op,
-            format!("b must have a's shape {} or be a vector of a's last axis, got {}", a.shape_str(), b.shape_str()),
+            format!(
+                "b must have a's shape {} or be a vector of a's last axis, got {}",
+                a.shape_str(),
+                b.shape_str()
+            ),
         ));
     }
     to_numpy(py, out, a.shape.clone())
@@ -673,13 +861,22 @@ fn add<'py>(py: Python<'py>, a: &Bound<'py, PyAny>, b: &Bound<'py, PyAny>, devic
 /// `pos + n <= n_ctx`. float16 caches round to nearest even. Returns None.
 #[pyfunction]
 #[pyo3(signature = (cache, src, pos, *, device="auto"))]
-fn kv_append(py: Python<'_>, cache: &Bound<'_, PyAny>, src: &Bound<'_, PyAny>, pos: i64, device: &str) -> PyResult<()> {
+fn kv_append(
+    py: Python<'_>,
+    cache: &Bound<'_, PyAny>,
+    src: &Bound<'_, PyAny>,
+    pos: i64,
+    device: &str,
+) -> PyResult<()> {
     let op = "kv_append";
     let dev = self::device(device)?;
     let src = floats(op, "src", src)?;
     let arr = ndarray(op, "cache", cache, "float32 or float16")?;
     let cache_shape = arr.shape().to_vec();
-    if cache_shape.contains(&0) || cache_shape.len() != src.rank() || cache_shape[1..] != src.shape[1..] {
+    if cache_shape.contains(&0)
+        || cache_shape.len() != src.rank()
+        || cache_shape[1..] != src.shape[1..]
+    {
         return Err(value_error(
             op,
             format!(
@@ -690,29 +887,49 @@ fn kv_append(py: Python<'_>, cache: &Bound<'_, PyAny>, src: &Bound<'_, PyAny>, p
         ));
     }
     if !arr.is_c_contiguous() {
-        return Err(value_error(op, "cache must be C-contiguous (it is written in place)".into()));
+        return Err(value_error(
+            op,
+            "cache must be C-contiguous (it is written in place)".into(),
+        ));
     }
     let (n, n_ctx) = (src.shape[0], cache_shape[0]);
     if pos < 0 || pos as u64 + n as u64 > n_ctx as u64 {
-        return Err(value_error(op, format!("rows [{pos}, {pos} + {n}) do not fit a cache of {n_ctx} rows")));
+        return Err(value_error(
+            op,
+            format!("rows [{pos}, {pos} + {n}) do not fit a cache of {n_ctx} rows"),
+        ));
     }
     let row_len = src.data().len() / n;
     let sd = src.data();
     let pos = pos as usize;
     let cannot_write = |e: numpy::BorrowError| {
-        value_error(op, format!("cache must be a writeable array not shared with src ({e})"))
+        value_error(
+            op,
+            format!("cache must be a writeable array not shared with src ({e})"),
+        )
     };
     let dtype = arr.dtype();
     if dtype.is_equiv_to(&numpy::dtype::<f32>(py)) {
-        let mut c = arr.cast::<PyArrayDyn<f32>>()?.try_readwrite().map_err(cannot_write)?;
+        let mut c = arr
+            .cast::<PyArrayDyn<f32>>()?
+            .try_readwrite()
+            .map_err(cannot_write)?;
         let c = c.as_slice_mut().expect("C-contiguous");
-        py.detach(|| ops::kv_cache::kv_append(&dev, c, sd, pos, n, row_len)).py()
+        py.detach(|| ops::kv_cache::kv_append(&dev, c, sd, pos, n, row_len))
+            .py()
     } else if dtype.is_equiv_to(&numpy::dtype::<f16>(py)) {
-        let mut c = arr.cast::<PyArrayDyn<f16>>()?.try_readwrite().map_err(cannot_write)?;
+        let mut c = arr
+            .cast::<PyArrayDyn<f16>>()?
+            .try_readwrite()
+            .map_err(cannot_write)?;
         let c = c.as_slice_mut().expect("C-contiguous");
-        py.detach(|| ops::kv_cache::kv_append(&dev, c, sd, pos, n, row_len)).py()
+        py.detach(|| ops::kv_cache::kv_append(&dev, c, sd, pos, n, row_len))
+            .py()
     } else {
-        Err(type_error(op, format!("cache must have dtype float32 or float16, got {dtype}")))
+        Err(type_error(
+            op,
+            format!("cache must have dtype float32 or float16, got {dtype}"),
+        ))
     }
 }
 
