@@ -167,7 +167,8 @@ fn matmul_and_embedding_of_quantized_weights_match_their_dequantized_values() {
     let mut rng = Rng::new("matmul_quantized");
     let b = CpuBackend;
     for ty in [GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q5_0, GgmlType::Q5_1, GgmlType::Q8_0] {
-        for &(m, n, k) in &[(1, 1, 32), (3, 17, 96), (9, 40, 256)] {
+        // at least 8 outputs: the relative error of a single dot product is ill-conditioned
+        for &(m, n, k) in &[(9, 1, 32), (1, 17, 96), (9, 40, 256)] {
             let bytes = match quants::quantize(ty, &rng.vec(n * k)) {
                 Ok(bytes) => bytes,
                 Err(Error::Unsupported(_)) => continue, // this build cannot quantize ty
