@@ -114,10 +114,10 @@ pub fn weighted_matmul(weights: &[f32], v: &[f32], s: &AttentionShape, out: &mut
                 let k1 = (k0 + KEY_BLOCK).min(s.seq_k);
                 for (qi, acc) in block.chunks_exact_mut(s.head_dim).enumerate() {
                     let w_row = &weights_bh[(q0 + qi) * s.seq_k..(q0 + qi + 1) * s.seq_k];
-                    for j in k0..k1 {
+                    for (j, &w) in (k0..k1).zip(&w_row[k0..k1]) {
                         let v_row = row(v, b, j, g, s.seq_k, s.kv_heads, s.head_dim);
                         for (a, &x) in acc.iter_mut().zip(v_row) {
-                            *a += w_row[j] * x;
+                            *a += w * x;
                         }
                     }
                 }
