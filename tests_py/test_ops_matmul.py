@@ -76,16 +76,13 @@ def test_matmul_of_a_type_rocmforge_cannot_dequantize_is_unsupported(rng, device
 
 def test_matmul_real_file_weight(rng, device, smollm2_path):
     """A weight of the real SmolLM2 file, as stored (Q4_1 or other), against the gguf package."""
-    import gguf
-
-    reader = gguf.GGUFReader(smollm2_path)
-    t = next(t for t in reader.tensors if t.name == "blk.0.ffn_down.weight")
-    dtype = t.tensor_type.name
+    name = "blk.0.ffn_down.weight"
+    with rf.GGUFFile(smollm2_path) as g:
+        info = next(t for t in g.tensors if t.name == name)
+        raw = g.raw(name)
+    dtype, (n, k) = info.dtype, info.shape
     if not rocmforge_dequantizes(dtype):
         pytest.skip(f"this build of rocmforge does not dequantize {dtype}")
-    with rf.GGUFFile(smollm2_path) as g:
-        raw = g.raw("blk.0.ffn_down.weight")
-    n, k = raw.shape[0], int(t.shape[0])
     w64 = dequantize(raw, dtype, k)
     x = rng.standard_normal((5, k), dtype=np.float32)
     assert rel_err(rf.ops.matmul(x, raw, dtype, device=device), x.astype(np.float64) @ w64.T) < TOL
