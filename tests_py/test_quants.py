@@ -277,6 +277,8 @@ def test_partial_blocks_are_value_errors():
 @pytest.mark.parametrize("name", ["IQ2_XXS", "IQ4_NL", "TQ1_0", "MXFP4", "Q8_1"])
 def test_unsupported_types_raise_unsupported(name):
     bs, ts = sizes(name)
+    if name == "Q8_1":
+        ts = 36  # ggml writes two halves + 32 quants; the gguf package's table says 40
     with pytest.raises(rf.UnsupportedError, match=name):
         rf.dequantize(np.zeros(2 * ts, np.uint8), name)
 
