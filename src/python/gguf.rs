@@ -5,34 +5,58 @@ use std::sync::Arc;
 
 use numpy::{PyArray1, PyArrayDyn, PyArrayMethods, PyReadonlyArrayDyn, PyUntypedArrayMethods};
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyList};
+use pyo3::types::{PyDict, PyList, PyTuple};
 
 use super::IntoPy;
 use crate::error::Error;
 use crate::gguf::{quants, GgmlType, GgufFile, MetaValue};
 
 /// One tensor's entry in a GGUF file.
-#[pyclass(name = "TensorInfo", module = "rocmforge", frozen, get_all)]
+#[pyclass(name = "TensorInfo", module = "rocmforge", frozen)]
 #[derive(Clone)]
 pub struct PyTensorInfo {
     /// Tensor name, e.g. "blk.0.attn_q.weight".
+    #[pyo3(get)]
     name: String,
-    /// Shape in NumPy order (ggml's `ne` reversed): the last axis is contiguous.
     shape: Vec<usize>,
     /// GGUF type name ("F32", "Q4_K", ...).
+    #[pyo3(get)]
     dtype: String,
     /// Byte offset from the start of the file's data section.
+    #[pyo3(get)]
     offset: u64,
     /// Bytes the tensor takes in the file.
+    #[pyo3(get)]
     nbytes: u64,
+    /// Number of elements (the product of `shape`).
+    #[pyo3(get)]
+    n_elements: u64,
+}
+
+/// `(4, 4)`, `(8,)`, `()`: a shape as Python writes a tuple.
+fn tuple_repr(shape: &[usize]) -> String {
+    match shape {
+        [one] => format!("({one},)"),
+        _ => format!("({})", shape.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", ")),
+    }
 }
 
 #[pymethods]
 impl PyTensorInfo {
+    /// Shape in NumPy order (ggml's `ne` reversed), a tuple: the last axis is contiguous.
+    #[getter]
+    fn shape<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
+        PyTuple::new(py, &self.shape)
+    }
+
     fn __repr__(&self) -> String {
         format!(
-            "TensorInfo(name={:?}, shape={:?}, dtype={:?}, offset={}, nbytes={})",
-            self.name, self.shape, self.dtype, self.offset, self.nbytes
+            "TensorInfo(name={:?}, shape={}, dtype={:?}, offset={}, nbytes={})",
+            self.name,
+            tuple_repr(&self.shape),
+            self.dtype,
+            self.offset,
+            self.nbytes
         )
     }
 }
@@ -45,7 +69,6 @@ impl PyTensorInfo {
 pub struct PyGgufFile {
     inner: Option<Arc<GgufFile>>,
     path: PathBuf,
-    metadata_cache: Option<Py<PyDict>>,
 }
 
 impl PyGgufFile {
@@ -89,7 +112,7 @@ impl PyGgufFile {
     fn new(py: Python<'_>, path: PathBuf) -> PyResult<Self> {
         let p = path.clone();
         let file = py.detach(move || GgufFile::open(&p)).py()?;
-        Ok(PyGgufFile { inner: Some(Arc::new(file)), path, metadata_cache: None })
+        Ok(PyGgufFile { inner: Some(Arc::new(file)), path })
     }
 
     /// GGUF format version (2 or 3).
@@ -117,18 +140,14 @@ impl PyGgufFile {
     }
 
     /// All metadata as a dict (file order): `bool | int | float | str | list` values.
+    /// Each access builds a new dict, so changing it changes nothing else.
     #[getter]
-    fn metadata(&mut self, py: Python<'_>) -> PyResult<Py<PyDict>> {
-        if let Some(d) = &self.metadata_cache {
-            return Ok(d.clone_ref(py));
-        }
-        let file = self.file()?.clone();
+    fn metadata<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let file = self.file()?;
         let d = PyDict::new(py);
         for (k, v) in &file.metadata {
             d.set_item(k, meta_to_py(py, v)?)?;
         }
-        let d = d.unbind();
-        self.metadata_cache = Some(d.clone_ref(py));
         Ok(d)
     }
 
@@ -145,6 +164,7 @@ impl PyGgufFile {
                 dtype: t.ggml_type.name().to_string(),
                 offset: t.offset,
                 nbytes: t.nbytes,
+                n_elements: t.n_elements,
             })
             .collect())
     }
@@ -169,7 +189,10 @@ impl PyGgufFile {
         let out = py
             .detach(|| -> crate::Result<Vec<f32>> {
                 let mut out = vec![0f32; n];
-                quants::dequantize(info.ggml_type, file.tensor_bytes(&info), &mut out)?;
+                quants::dequantize(info.ggml_type, file.tensor_bytes(&info), &mut out).map_err(|e| match e {
+                    Error::Unsupported(m) => Error::Unsupported(format!("tensor {name:?}: {m}")),
+                    other => other,
+                })?;
                 Ok(out)
             })
             .py()?;
@@ -189,7 +212,6 @@ impl PyGgufFile {
     /// Release the memory map. Using the file afterwards raises `RocmForgeError`; closing twice is fine.
     fn close(&mut self) {
         self.inner = None;
-        self.metadata_cache = None;
     }
 
     /// Whether `close()` has been called.
@@ -198,8 +220,9 @@ impl PyGgufFile {
         self.inner.is_none()
     }
 
-    fn __enter__(slf: Py<Self>) -> Py<Self> {
-        slf
+    fn __enter__(slf: PyRef<'_, Self>) -> PyResult<PyRef<'_, Self>> {
+        slf.file()?;
+        Ok(slf)
     }
 
     fn __exit__(
