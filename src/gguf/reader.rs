@@ -467,7 +467,14 @@ fn read_magic_and_version(c: &mut Cursor) -> Result<u32> {
         return Err(Error::gguf(if swapped == GGUF_MAGIC {
             "magic at byte offset 0: \"FUGG\" is \"GGUF\" byte-swapped (a big-endian file?); only little-endian GGUF is supported".to_string()
         } else {
-            format!("bad magic at byte offset 0: {magic:02x?}, expected \"GGUF\" (47 47 55 46): not a GGUF file")
+            format!(
+                "bad magic at byte offset 0: \"{}\" (hex {:02x} {:02x} {:02x} {:02x}), expected \"GGUF\" (hex 47 47 55 46): not a GGUF file",
+                magic.escape_ascii(),
+                magic[0],
+                magic[1],
+                magic[2],
+                magic[3]
+            )
         }));
     }
     let version = c.u32(&|| "version".to_string())?;

@@ -1,0 +1,228 @@
+"""The ``rocmforge`` command.
+
+    rocmforge info FILE [--json]      what a GGUF file holds: architecture, parameters, types...
+
+Each subcommand is one function below, registered with ``@command(name, help, arguments)``;
+``main`` builds the argparse parser from the registry, runs the chosen function, and turns
+rocmforge and OS errors into ``rocmforge: error: ...`` on stderr with exit status 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from dataclasses import dataclass
+from typing import Any, Callable, Optional, Sequence
+
+PROG = "rocmforge"
+
+
+@dataclass
+class _Command:
+    name: str
+    help: str
+    arguments: Sequence[tuple[tuple, dict]]
+    run: Callable[[argparse.Namespace], Optional[int]]
+
+
+_COMMANDS: list[_Command] = []
+
+
+def arg(*flags: str, **options: Any) -> tuple[tuple, dict]:
+    """One ``add_argument`` call, for ``@command(..., arguments=[arg(...), ...])``."""
+    return flags, options
+
+
+def command(name: str, help: str, arguments: Sequence[tuple[tuple, dict]] = ()):
+    """Register the decorated function as subcommand ``name``; it returns an exit status or None."""
+
+    def register(run: Callable[[argparse.Namespace], Optional[int]]):
+        _COMMANDS.append(_Command(name, help, arguments, run))
+        return run
+
+    return register
+
+
+class CommandError(Exception):
+    """A user-facing failure of a subcommand: printed as ``rocmforge: error: <message>``."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Formatting helpers
+
+
+def human_count(n: int) -> str:
+    """134515008 -> '134.5M' (powers of 1000, one decimal)."""
+    for unit, scale in (("T", 10**12), ("B", 10**9), ("M", 10**6), ("K", 10**3)):
+        if n >= scale:
+            return f"{n / scale:.1f}{unit}"
+    return str(n)
+
+
+def human_bytes(n: int) -> str:
+    """98362432 -> '93.8 MiB' (powers of 1024)."""
+    value = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{n} B" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    raise AssertionError("unreachable")
+
+
+# ---------------------------------------------------------------------------------------------
+# info
+
+
+def describe_gguf(path: str) -> dict[str, Any]:
+    """The facts ``rocmforge info`` prints, as plain JSON-able values (None where unknown)."""
+    from . import GGUFFile
+
+    with GGUFFile(path) as g:
+        md = g.metadata
+        tensors = g.tensors
+        version, file_size = g.version, g.file_size
+    arch = md.get("general.architecture")
+
+    def arch_key(suffix: str) -> Any:
+        return md.get(f"{arch}.{suffix}") if isinstance(arch, str) else None
+
+    types: dict[str, dict[str, int]] = {}
+    for t in tensors:
+        entry = types.setdefault(t.dtype, {"tensors": 0, "bytes": 0, "parameters": 0})
+        entry["tensors"] += 1
+        entry["bytes"] += t.nbytes
+        entry["parameters"] += t.n_elements
+    tokens = md.get("tokenizer.ggml.tokens")
+    vocab_size = len(tokens) if isinstance(tokens, list) else arch_key("vocab_size")
+    return {
+        "file": os.fspath(path),
+        "file_size": file_size,
+        "gguf_version": version,
+        "architecture": arch,
+        "name": md.get("general.name"),
+        "parameters": sum(t.n_elements for t in tensors),
+        "tensors": len(tensors),
+        "tensor_types": dict(sorted(types.items(), key=lambda kv: -kv[1]["bytes"])),
+        "context_length": arch_key("context_length"),
+        "embedding_length": arch_key("embedding_length"),
+        "layers": arch_key("block_count"),
+        "heads": arch_key("attention.head_count"),
+        "kv_heads": arch_key("attention.head_count_kv"),
+        "tokenizer_model": md.get("tokenizer.ggml.model"),
+        "tokenizer_pre": md.get("tokenizer.ggml.pre"),
+        "vocab_size": vocab_size,
+        "metadata_keys": len(md),
+    }
+
+
+def _show(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, list):  # per-layer values (e.g. head counts of some architectures)
+        distinct = sorted(set(value))
+        return str(distinct[0]) if len(distinct) == 1 else f"per layer, {min(value)}..{max(value)}"
+    return str(value)
+
+
+def format_info(facts: dict[str, Any]) -> str:
+    tokenizer = facts["tokenizer_model"]
+    if tokenizer is not None and facts["tokenizer_pre"] is not None:
+        tokenizer = f"{tokenizer} (pre: {facts['tokenizer_pre']})"
+    heads = _show(facts["heads"])
+    if facts["kv_heads"] is not None:
+        heads += f" (kv heads: {_show(facts['kv_heads'])})"
+    rows = [
+        ("file", f"{facts['file']}"),
+        ("file size", f"{human_bytes(facts['file_size'])} ({facts['file_size']} bytes)"),
+        ("gguf version", facts["gguf_version"]),
+        ("architecture", facts["architecture"]),
+        ("name", facts["name"]),
+        ("parameters", f"{human_count(facts['parameters'])} ({facts['parameters']})"),
+        ("context length", facts["context_length"]),
+        ("embedding length", facts["embedding_length"]),
+        ("layers", facts["layers"]),
+        ("heads", heads),
+        ("tokenizer", tokenizer),
+        ("vocab size", facts["vocab_size"]),
+        ("metadata keys", facts["metadata_keys"]),
+        ("tensors", facts["tensors"]),
+    ]
+    width = max(len(label) for label, _ in rows) + 2
+    lines = [f"{label:<{width}}{_show(value)}" for label, value in rows]
+    type_lines = [
+        f"{dtype:<8} {entry['tensors']:>5} tensor{'s' if entry['tensors'] != 1 else ' '} "
+        f"{human_bytes(entry['bytes']):>11} "
+        f"({entry['bytes']} bytes, {human_count(entry['parameters'])} parameters)"
+        for dtype, entry in facts["tensor_types"].items()
+    ]
+    for i, line in enumerate(type_lines or ["-"]):
+        lines.append(f"{'tensor types' if i == 0 else '':<{width}}{line}")
+    return "\n".join(lines)
+
+
+@command(
+    "info",
+    "print what a GGUF file holds: architecture, parameters, tensor types, sizes, tokenizer",
+    [
+        arg("file", help="path of a .gguf file"),
+        arg("--json", action="store_true", help="print the facts as one JSON object"),
+    ],
+)
+def info(args: argparse.Namespace) -> int:
+    facts = describe_gguf(args.file)
+    print(json.dumps(facts, indent=2) if args.json else format_info(facts))
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------
+# Entry point
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Run and inspect GGUF language models on AMD (ROCm) and NVIDIA GPUs, or the CPU.",
+    )
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands")
+    sub.required = True
+    for cmd in _COMMANDS:
+        p = sub.add_parser(cmd.name, help=cmd.help, description=cmd.help)
+        for flags, options in cmd.arguments:
+            p.add_argument(*flags, **options)
+        p.set_defaults(run=cmd.run)
+    return parser
+
+
+def _error_message(e: BaseException) -> str:
+    if isinstance(e, OSError) and e.filename is not None:
+        reason = e.strerror or str(e)
+        return f"{e.filename}: {reason}"
+    return str(e) or type(e).__name__
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    from .errors import RocmForgeError
+
+    args = build_parser().parse_args(argv)
+    try:
+        status = args.run(args)
+        sys.stdout.flush()
+        return int(status or 0)
+    except (RocmForgeError, CommandError, OSError, ValueError, TypeError) as e:
+        if isinstance(e, BrokenPipeError):  # `rocmforge info x | head`: stop quietly
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return 1
+        print(f"{PROG}: error: {_error_message(e)}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
