@@ -2,10 +2,11 @@
 # Coverage-guided fuzzing of the GGUF reader for a bounded time: scripts/fuzz.sh [seconds] (default 60).
 #
 # Builds fuzz/ (a cargo-fuzz crate, its own workspace) with AddressSanitizer, overflow checks and
-# debug assertions, seeds the corpus with small valid files (fuzz/seeds.py), and runs the
-# gguf_reader target. Exits non-zero on a crash, a panic, a leak, or an allocation over
-# MALLOC_LIMIT_MB; the input that did it is left in fuzz/artifacts/gguf_reader/ (turn it into a
-# regression test in src/gguf/reader.rs). The toolchain is stable: RUSTC_BOOTSTRAP=1 lets
+# debug assertions, seeds the corpus with small valid files (fuzz/seeds.py) and every input kept
+# in fuzz/regressions/, and runs the gguf_reader target. Exits non-zero on a crash, a panic, a
+# leak, or an allocation over MALLOC_LIMIT_MB; the input that did it is left in
+# fuzz/artifacts/gguf_reader/. After the fix, keep it in fuzz/regressions/ (the unit tests of
+# src/gguf/reader.rs read that folder). The toolchain is stable: RUSTC_BOOTSTRAP=1 lets
 # cargo-fuzz use the unstable sanitizer flags.
 set -euo pipefail
 
@@ -29,6 +30,9 @@ if command -v python3 >/dev/null; then
 else
   echo "fuzz.sh: no python3, fuzzing without seeds" >&2
 fi
+
+# Every input that ever crashed the target starts the run (src/gguf/reader.rs tests them too).
+cp fuzz/regressions/* "$corpus"/
 
 export RUSTC_BOOTSTRAP=1
 cargo fuzz build --debug-assertions gguf_reader

@@ -1043,6 +1043,37 @@ mod tests {
         assert!(parse(&swapped.bytes()).is_ok());
     }
 
+    /// Every input the fuzzer ever flagged (fuzz/regressions/) parses or fails cleanly, and a
+    /// parsed one keeps the reader's promises.
+    #[test]
+    fn fuzz_regressions() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/regressions");
+        let mut n = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            let bytes = std::fs::read(&path).unwrap();
+            n += 1;
+            let Ok(g) = GgufFile::from_bytes(bytes) else { continue };
+            for (key, value) in &g.metadata {
+                assert!(std::ptr::eq(g.meta(key).unwrap(), value), "{}", path.display());
+            }
+            for t in &g.tensors {
+                assert_eq!(g.tensor_bytes(t).len() as u64, t.nbytes);
+                assert_eq!(t.n_rows() as u64 * t.row_bytes() as u64, t.nbytes);
+            }
+        }
+        assert!(n > 0, "no regression inputs in {}", dir.display());
+    }
+
+    #[test]
+    fn nan_metadata() {
+        let floats = [f32::NAN, -1.0].iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<_>>();
+        let f = TestFile::valid().kv("t.floats", T_ARRAY, array(T_F32, 2, &floats));
+        let g = parse(&f.bytes()).unwrap();
+        let v = g.metadata.iter().find(|(k, _)| k == "t.floats").unwrap();
+        assert!(v.1.as_array().unwrap()[0].as_f64().unwrap().is_nan());
+    }
+
     #[test]
     fn no_tensors_and_scalars() {
         let mut empty = TestFile::valid();
