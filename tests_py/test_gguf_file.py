@@ -219,6 +219,35 @@ def test_metadata_only_file(tmp_path):
     assert g.metadata == expected_metadata()
 
 
+def test_scalar_and_empty_tensors(tmp_path, rng):
+    path = tmp_path / "odd_shapes.gguf"
+    value = np.float32(rng.standard_normal())
+    w = gguf.GGUFWriter(str(path), arch="llama")
+    w.add_tensor("scalar", np.array(value, dtype=np.float32))
+    w.add_tensor("empty", np.zeros((0, 5), dtype=np.float32))
+    w.add_tensor("after", np.arange(3, dtype=np.float16))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    g = rf.GGUFFile(path)
+    reader = gguf.GGUFReader(path)
+    assert [t.shape for t in g.tensors] == [(), (0, 5), (3,)]
+    assert [t.nbytes for t in g.tensors] == [int(t.n_bytes) for t in reader.tensors] == [4, 0, 6]
+    assert g.tensor("scalar").shape == () and g.tensor("scalar") == value
+    assert g.tensor("empty").shape == (0, 5)
+    assert g.raw("empty").size == 0
+    np.testing.assert_array_equal(g.tensor("after"), np.arange(3, dtype=np.float32))
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs here")
+def test_not_a_regular_file(tmp_path):
+    fifo = tmp_path / "pipe.gguf"
+    os.mkfifo(fifo)
+    with pytest.raises(rf.GGUFError, match="not a regular file"):
+        rf.GGUFFile(fifo)  # must not block waiting for a writer
+
+
 def test_context_manager_close_and_repr(written):
     path, tensors = written
     g = rf.GGUFFile(path)

@@ -203,10 +203,14 @@ impl GgufFile {
                 "is a directory, not a GGUF file",
             )));
         }
-        let file = std::fs::File::open(path).map_err(io)?;
+        if !meta.is_file() {
+            // A FIFO or device: opening could block, and there is no size to check against.
+            return Err(Error::gguf(format!("{}: not a regular file, not a GGUF file", path.display())));
+        }
         if meta.len() == 0 {
             return Err(Error::gguf(format!("{}: empty file (0 bytes), not a GGUF file", path.display())));
         }
+        let file = std::fs::File::open(path).map_err(io)?;
         // SAFETY: the map is read-only; like every mmap-based reader we assume the file is not
         // truncated by another process while it is open.
         let mmap = unsafe { memmap2::Mmap::map(&file) }.map_err(io)?;
