@@ -27,7 +27,7 @@ def test_tensor_infos_match_reader(reader, gfile):
     ours = gfile.tensors
     assert [t.name for t in ours] == [t.name for t in reader.tensors]
     for info, t in zip(ours, reader.tensors):
-        assert info.shape == [int(d) for d in reversed(t.shape.tolist())], info.name
+        assert info.shape == tuple(int(d) for d in reversed(t.shape.tolist())), info.name
         assert info.dtype == t.tensor_type.name, info.name
         assert info.offset == t.data_offset - reader.data_offset, info.name
         assert info.nbytes == t.n_bytes, info.name
