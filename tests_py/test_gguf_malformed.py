@@ -182,6 +182,8 @@ def malformed_cases() -> list[tuple[str, bytes, list[str]]]:
     add("8-elements-overflow", b.with_tensor(1, dims=[1 << 32, 1 << 32]).bytes(), '"blk.0.w"', "overflows")
     add("8-elements-overflow-zero-dim", b.with_tensor(1, dims=[0, 1 << 40, 1 << 40]).bytes(), '"blk.0.w"', "overflows")
     add("8-bytes-overflow", b.with_tensor(1, dims=[1 << 62], ttype=F64).bytes(), '"blk.0.w"', "byte size", "overflows")
+    # found by fuzzing: no data (a zero dim) but a row size that overflows
+    add("8-row-bytes-overflow-zero-dim", b.with_tensor(1, dims=[1 << 62, 0], ttype=F32).bytes(), '"blk.0.w"', "byte size", "overflows")
     add("8-huge-tensor", b.with_tensor(1, dims=[1 << 40, 1 << 20]).bytes(), '"blk.0.w"', "past the end")
     # 9. tensor types and block sizes
     add("9-type-unknown", b.with_tensor(1, ttype=1000).bytes(), '"blk.0.w"', "type id 1000")

@@ -123,7 +123,8 @@ impl MetaValue {
 pub struct TensorInfo {
     pub name: String,
     /// ggml order: `dims[0]` is the row length (contiguous), as in the file. Empty for a
-    /// scalar. Each dim is at most `i64::MAX`, and so is the product of the nonzero ones.
+    /// scalar. Each dim is at most `i64::MAX`, and so are the product of the nonzero ones and
+    /// the byte size of a row: no size computed from them overflows.
     pub dims: Vec<u64>,
     pub ggml_type: GgmlType,
     /// Byte offset relative to the start of the data section.
@@ -145,7 +146,7 @@ impl TensorInfo {
     pub fn n_rows(&self) -> usize {
         self.dims.iter().skip(1).product::<u64>() as usize
     }
-    /// Bytes per row.
+    /// Bytes per row (cannot overflow, the reader checked it).
     pub fn row_bytes(&self) -> usize {
         self.row_len() / self.ggml_type.block_size() * self.ggml_type.type_size()
     }
@@ -611,11 +612,19 @@ fn read_tensor_info(c: &mut Cursor, index: u64, alignment: u64) -> Result<Tensor
             ggml_type.block_size()
         )));
     }
-    let nbytes = ggml_type.bytes_for(n_elements).ok_or_else(|| {
+    // Bytes per row must fit in i64 too: another dim of 0 (no data at all) must not hide a row
+    // whose size overflows (dims [2^62, 0] of F32).
+    let overflow = || {
         Error::gguf(format!(
-            "tensor {name:?} at byte offset {name_at}: byte size of {n_elements} {ggml_type} elements overflows"
+            "tensor {name:?} at byte offset {name_at}: byte size of dims {dims:?} of {ggml_type} overflows"
         ))
-    })?;
+    };
+    let fits = |n: &u64| *n <= i64::MAX as u64;
+    (row_len / ggml_type.block_size() as u64)
+        .checked_mul(ggml_type.type_size() as u64)
+        .filter(fits)
+        .ok_or_else(overflow)?;
+    let nbytes = ggml_type.bytes_for(n_elements).ok_or_else(overflow)?;
     let offset_at = c.pos;
     let offset = c.u64(&|| what("offset"))?;
     if offset % alignment != 0 {
@@ -1003,8 +1012,11 @@ mod tests {
         assert_err(&with(1, &|t| t.1 = vec![1; 5]), &["\"b\"", "n_dims", "5"]);
         assert_err(&with(1, &|t| t.1 = vec![4, u64::MAX]), &["\"b\"", "dim 1", "negative"]);
         assert_err(&with(1, &|t| t.1 = vec![1 << 32, 1 << 32]), &["\"b\"", "dim 1", "overflows"]);
-        // A zero dim must not hide an overflowing product of the others.
+        // A zero dim must not hide an overflowing product of the others, nor a row whose byte
+        // size overflows (found by fuzzing: fuzz/regressions/row-bytes-overflow-zero-dim.gguf).
         assert_err(&with(1, &|t| t.1 = vec![0, 1 << 40, 1 << 40]), &["\"b\"", "dim 2", "overflows"]);
+        assert_err(&with(1, &|t| { t.1 = vec![1 << 62, 0]; t.2 = 0; }), &["\"b\"", "byte size", "overflows"]);
+        assert_err(&with(1, &|t| { t.1 = vec![1 << 61, 0, 3]; t.2 = 28; }), &["\"b\"", "byte size", "overflows"]);
         assert_err(&with(1, &|t| t.2 = 4), &["\"b\"", "retired ggml type id 4"]);
         assert_err(&with(1, &|t| t.2 = 1000), &["\"b\"", "type id 1000"]);
         assert_err(&with(1, &|t| t.2 = 8), &["\"b\"", "block size 32"]); // Q8_0, row of 4
