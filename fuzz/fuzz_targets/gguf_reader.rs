@@ -16,7 +16,9 @@ fn touch_value(v: &MetaValue) -> usize {
     match v {
         MetaValue::Str(s) => s.len(),
         MetaValue::Array(items) => items.iter().map(touch_value).sum::<usize>() + 1,
-        other => other.as_f64().map_or(0, |x| x.is_nan() as usize) + other.as_bool().is_some() as usize,
+        other => {
+            other.as_f64().map_or(0, |x| x.is_nan() as usize) + other.as_bool().is_some() as usize
+        }
     }
 }
 
@@ -43,7 +45,9 @@ fuzz_target!(|data: &[u8]| {
 
     let file_size = file.file_size();
     for t in &file.tensors {
-        assert!(file.tensor_info(&t.name).is_some_and(|i| std::ptr::eq(i, t)));
+        assert!(file
+            .tensor_info(&t.name)
+            .is_some_and(|i| std::ptr::eq(i, t)));
         let bytes = file.tensor_bytes(t);
         assert_eq!(bytes.len() as u64, t.nbytes);
         let end = file.data_offset + t.offset + t.nbytes;
@@ -54,7 +58,10 @@ fuzz_target!(|data: &[u8]| {
         assert_eq!(shape.len(), t.dims.len());
         let elements: u64 = t.dims.iter().product();
         assert_eq!(elements, t.n_elements);
-        assert_eq!((t.n_rows() as u64).checked_mul(t.row_bytes() as u64), Some(t.nbytes));
+        assert_eq!(
+            (t.n_rows() as u64).checked_mul(t.row_bytes() as u64),
+            Some(t.nbytes)
+        );
         assert_eq!(t.row_len() % t.ggml_type.block_size(), 0);
 
         if t.ggml_type.can_dequantize() && t.n_elements <= MAX_DEQUANTIZE_ELEMENTS {
@@ -62,7 +69,10 @@ fuzz_target!(|data: &[u8]| {
             match quants::dequantize(t.ggml_type, bytes, &mut out) {
                 Ok(()) => seen = seen.wrapping_add(out.iter().filter(|x| x.is_finite()).count()),
                 Err(Error::Unsupported(_)) => {}
-                Err(other) => panic!("dequantizing {:?} ({}) failed: {other:?}", t.name, t.ggml_type),
+                Err(other) => panic!(
+                    "dequantizing {:?} ({}) failed: {other:?}",
+                    t.name, t.ggml_type
+                ),
             }
         }
     }

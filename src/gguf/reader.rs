@@ -196,7 +196,10 @@ impl GgufFile {
     /// their I/O error kind; everything about the contents is `Error::Gguf`.
     pub fn open(path: impl AsRef<Path>) -> Result<GgufFile> {
         let path = path.as_ref();
-        let io = |source: std::io::Error| Error::Io { path: path.display().to_string(), source };
+        let io = |source: std::io::Error| Error::Io {
+            path: path.display().to_string(),
+            source,
+        };
         let meta = std::fs::metadata(path).map_err(io)?;
         if meta.is_dir() {
             return Err(io(std::io::Error::new(
@@ -206,10 +209,16 @@ impl GgufFile {
         }
         if !meta.is_file() {
             // A FIFO or device: opening could block, and there is no size to check against.
-            return Err(Error::gguf(format!("{}: not a regular file, not a GGUF file", path.display())));
+            return Err(Error::gguf(format!(
+                "{}: not a regular file, not a GGUF file",
+                path.display()
+            )));
         }
         if meta.len() == 0 {
-            return Err(Error::gguf(format!("{}: empty file (0 bytes), not a GGUF file", path.display())));
+            return Err(Error::gguf(format!(
+                "{}: empty file (0 bytes), not a GGUF file",
+                path.display()
+            )));
         }
         let file = std::fs::File::open(path).map_err(io)?;
         // SAFETY: the map is read-only; like every mmap-based reader we assume the file is not
@@ -319,7 +328,10 @@ impl<'a> Cursor<'a> {
     }
 
     fn array<const N: usize>(&mut self, what: What) -> Result<[u8; N]> {
-        Ok(self.take(N as u64, what)?.try_into().expect("take returned N bytes"))
+        Ok(self
+            .take(N as u64, what)?
+            .try_into()
+            .expect("take returned N bytes"))
     }
     fn u8(&mut self, what: What) -> Result<u8> {
         Ok(self.array::<1>(what)?[0])
@@ -437,7 +449,7 @@ fn read_value(c: &mut Cursor, t: u32, depth: u32, what: What) -> Result<MetaValu
             let count_at = c.pos;
             let count = c.u64(&|| format!("{} (array count)", what()))?;
             // Bound the count by the bytes left before allocating anything.
-            if count.checked_mul(min).map_or(true, |n| n > c.remaining()) {
+            if count.checked_mul(min).is_none_or(|n| n > c.remaining()) {
                 return Err(Error::gguf(format!(
                     "{} at byte offset {count_at}: array count {count} cannot fit in the {} bytes left",
                     what(),
@@ -446,7 +458,9 @@ fn read_value(c: &mut Cursor, t: u32, depth: u32, what: What) -> Result<MetaValu
             }
             let mut items = Vec::with_capacity(count.min(MAX_PREALLOC) as usize);
             for i in 0..count {
-                items.push(read_value(c, elem_t, depth + 1, &|| format!("{}[{i}]", what()))?);
+                items.push(read_value(c, elem_t, depth + 1, &|| {
+                    format!("{}[{i}]", what())
+                })?);
             }
             MetaValue::Array(items)
         }
@@ -516,7 +530,9 @@ fn read_metadata(c: &mut Cursor, n_kv: u64) -> Result<Metadata> {
         let key_at = c.pos;
         let key = c.string(MAX_KEY_LEN, &|| format!("metadata key #{i}"))?;
         if key.is_empty() {
-            return Err(Error::gguf(format!("metadata key #{i} at byte offset {key_at} is empty")));
+            return Err(Error::gguf(format!(
+                "metadata key #{i} at byte offset {key_at} is empty"
+            )));
         }
         if md.index.contains_key(&key) {
             return Err(Error::gguf(format!(
@@ -563,7 +579,9 @@ fn read_tensor_info(c: &mut Cursor, index: u64, alignment: u64) -> Result<Tensor
     let name_at = c.pos;
     let name = c.string(MAX_TENSOR_NAME as u64, &|| format!("tensor #{index} name"))?;
     if name.is_empty() {
-        return Err(Error::gguf(format!("tensor #{index} at byte offset {name_at}: empty name")));
+        return Err(Error::gguf(format!(
+            "tensor #{index} at byte offset {name_at}: empty name"
+        )));
     }
     let what = |field: &str| format!("tensor {name:?} {field}");
     let n_dims_at = c.pos;
@@ -596,7 +614,11 @@ fn read_tensor_info(c: &mut Cursor, index: u64, alignment: u64) -> Result<Tensor
             })?;
         dims.push(ne);
     }
-    let n_elements = if dims.contains(&0) { 0 } else { nonzero_product };
+    let n_elements = if dims.contains(&0) {
+        0
+    } else {
+        nonzero_product
+    };
     let type_at = c.pos;
     let type_id = c.u32(&|| what("type"))?;
     let ggml_type = GgmlType::from_id(type_id).ok_or_else(|| {
@@ -632,7 +654,14 @@ fn read_tensor_info(c: &mut Cursor, index: u64, alignment: u64) -> Result<Tensor
             "tensor {name:?} offset at byte offset {offset_at} is {offset}, not a multiple of the alignment {alignment}"
         )));
     }
-    Ok(TensorInfo { name, dims, ggml_type, offset, nbytes, n_elements })
+    Ok(TensorInfo {
+        name,
+        dims,
+        ggml_type,
+        offset,
+        nbytes,
+        n_elements,
+    })
 }
 
 /// Tensors must tile the data section: sorted by offset, each starts exactly where the previous
@@ -680,7 +709,11 @@ fn check_data_layout(
         let expected = end_of_data.next_multiple_of(alignment);
         if t.offset > expected {
             let after = match last {
-                Some(p) => format!("tensor {:?} ends at byte offset {}", p.name, absolute(end_of_data)),
+                Some(p) => format!(
+                    "tensor {:?} ends at byte offset {}",
+                    p.name,
+                    absolute(end_of_data)
+                ),
                 None => format!("the data section starts at byte offset {data_offset}"),
             };
             return Err(Error::gguf(format!(
@@ -731,12 +764,12 @@ pub fn parse(buf: &[u8]) -> Result<Header> {
     let left = c.remaining();
     let kv_min = n_kv.checked_mul(MIN_KV_SIZE);
     let tensors_min = n_tensors.checked_mul(MIN_TENSOR_INFO_SIZE);
-    if kv_min.map_or(true, |n| n > left) {
+    if kv_min.is_none_or(|n| n > left) {
         return Err(Error::gguf(format!(
             "n_kv at byte offset 16 is {n_kv}: that many metadata entries cannot fit in the {left} bytes left"
         )));
     }
-    if tensors_min.map_or(true, |n| n > left) {
+    if tensors_min.is_none_or(|n| n > left) {
         return Err(Error::gguf(format!(
             "n_tensors at byte offset 8 is {n_tensors}: that many tensor infos cannot fit in the {left} bytes left"
         )));
@@ -746,7 +779,7 @@ pub fn parse(buf: &[u8]) -> Result<Header> {
     let alignment = alignment_of(&md)?;
 
     let left = c.remaining();
-    if tensors_min.map_or(true, |n| n > left) {
+    if tensors_min.is_none_or(|n| n > left) {
         return Err(Error::gguf(format!(
             "n_tensors at byte offset 8 is {n_tensors}: that many tensor infos cannot fit in the {left} bytes left after the metadata (at byte offset {})",
             c.pos
@@ -770,7 +803,13 @@ pub fn parse(buf: &[u8]) -> Result<Header> {
 
     let header_end = c.pos as u64;
     let data_offset = header_end.next_multiple_of(alignment);
-    check_data_layout(&tensors, header_end, data_offset, alignment, buf.len() as u64)?;
+    check_data_layout(
+        &tensors,
+        header_end,
+        data_offset,
+        alignment,
+        buf.len() as u64,
+    )?;
     Ok(Header {
         version,
         metadata: md.entries,
@@ -786,12 +825,14 @@ pub fn parse(buf: &[u8]) -> Result<Header> {
 mod tests {
     use super::*;
 
+    /// name, dims (ggml order), type id, offset
+    type TensorEntry = (String, Vec<u64>, u32, u64);
+
     /// Writes GGUF bytes by hand, so tests can build files no writer would produce.
     struct TestFile {
         version: u32,
         kvs: Vec<(String, u32, Vec<u8>)>,
-        /// name, dims (ggml order), type id, offset
-        tensors: Vec<(String, Vec<u64>, u32, u64)>,
+        tensors: Vec<TensorEntry>,
         alignment: u64,
         data: Vec<u8>,
     }
@@ -819,12 +860,13 @@ mod tests {
                 version: 3,
                 kvs: vec![
                     ("general.architecture".into(), T_STRING, string("llama")),
-                    ("llama.block_count".into(), T_U32, 2u32.to_le_bytes().to_vec()),
+                    (
+                        "llama.block_count".into(),
+                        T_U32,
+                        2u32.to_le_bytes().to_vec(),
+                    ),
                 ],
-                tensors: vec![
-                    ("a".into(), vec![8], 0, 0),
-                    ("b".into(), vec![4, 4], 1, 32),
-                ],
+                tensors: vec![("a".into(), vec![8], 0, 0), ("b".into(), vec![4, 4], 1, 32)],
                 alignment: DEFAULT_ALIGNMENT,
                 data,
             }
@@ -878,7 +920,10 @@ mod tests {
         for n in needles {
             assert!(msg.contains(n), "message {msg:?} does not mention {n:?}");
         }
-        assert!(msg.contains("byte offset"), "message {msg:?} gives no byte offset");
+        assert!(
+            msg.contains("byte offset"),
+            "message {msg:?} gives no byte offset"
+        );
     }
 
     #[test]
@@ -889,8 +934,16 @@ mod tests {
             .kv("i64", T_I64, (-5i64).to_le_bytes().to_vec())
             .kv("f64", T_F64, 2.5f64.to_le_bytes().to_vec())
             .kv("flag", T_BOOL, vec![1])
-            .kv("ints", T_ARRAY, array(T_I32, 2, &[1, 0, 0, 0, 0xfe, 0xff, 0xff, 0xff]))
-            .kv("nested", T_ARRAY, array(T_ARRAY, 1, &array(T_U8, 2, &[7, 9])));
+            .kv(
+                "ints",
+                T_ARRAY,
+                array(T_I32, 2, &[1, 0, 0, 0, 0xfe, 0xff, 0xff, 0xff]),
+            )
+            .kv(
+                "nested",
+                T_ARRAY,
+                array(T_ARRAY, 1, &array(T_U8, 2, &[7, 9])),
+            );
         let bytes = f.bytes();
         let g = GgufFile::from_bytes(bytes.clone()).unwrap();
         assert_eq!(g.version, 3);
@@ -903,11 +956,17 @@ mod tests {
         assert_eq!(g.meta("flag"), Some(&MetaValue::Bool(true)));
         assert_eq!(
             g.meta("ints"),
-            Some(&MetaValue::Array(vec![MetaValue::I32(1), MetaValue::I32(-2)]))
+            Some(&MetaValue::Array(vec![
+                MetaValue::I32(1),
+                MetaValue::I32(-2)
+            ]))
         );
         assert_eq!(
             g.meta("nested"),
-            Some(&MetaValue::Array(vec![MetaValue::Array(vec![MetaValue::U8(7), MetaValue::U8(9)])]))
+            Some(&MetaValue::Array(vec![MetaValue::Array(vec![
+                MetaValue::U8(7),
+                MetaValue::U8(9)
+            ])]))
         );
         let (b, b_bytes) = g.tensor("b").unwrap();
         assert_eq!(b.shape(), vec![4, 4]);
@@ -942,7 +1001,10 @@ mod tests {
         assert_err(&patched(0, b"GGML"), &["magic", "not a GGUF file"]);
         assert_err(&patched(0, b"FUGG"), &["magic", "byte-swapped"]);
         assert_err(&patched(4, &1u32.to_le_bytes()), &["version", "obsolete"]);
-        assert_err(&patched(4, &3u32.to_be_bytes()), &["version", "byte-swapped"]);
+        assert_err(
+            &patched(4, &3u32.to_be_bytes()),
+            &["version", "byte-swapped"],
+        );
         assert_err(&patched(4, &4u32.to_le_bytes()), &["version", "4"]);
         assert_err(&patched(8, &u64::MAX.to_le_bytes()), &["n_tensors"]);
         assert_err(&patched(8, &(1u64 << 40).to_le_bytes()), &["n_tensors"]);
@@ -956,33 +1018,75 @@ mod tests {
     fn metadata_entries() {
         let v = TestFile::valid;
         let huge = u64::MAX.to_le_bytes().to_vec();
-        assert_err(&v().kv("s", T_STRING, huge.clone()).bytes(), &["\"s\"", "string length"]);
+        assert_err(
+            &v().kv("s", T_STRING, huge.clone()).bytes(),
+            &["\"s\"", "string length"],
+        );
         let past_eof = 1_000_000u64.to_le_bytes().to_vec();
-        assert_err(&v().kv("s", T_STRING, past_eof).bytes(), &["\"s\"", "needs 1000000 bytes"]);
+        assert_err(
+            &v().kv("s", T_STRING, past_eof).bytes(),
+            &["\"s\"", "needs 1000000 bytes"],
+        );
         let mut bytes = v().kv("QZQ", T_U8, vec![1]).bytes();
         let key_at = bytes.windows(3).position(|w| w == b"QZQ").unwrap();
         bytes[key_at + 1] = 0xff;
         assert_err(&bytes, &["metadata key #2", "UTF-8"]);
-        assert_err(&v().kv("", T_U8, vec![1]).bytes(), &["metadata key #2", "empty"]);
-        assert_err(&v().kv("llama.block_count", T_U8, vec![1]).bytes(), &["llama.block_count", "twice"]);
-        assert_err(&v().kv("t", 13, vec![0; 8]).bytes(), &["\"t\"", "unknown value type 13"]);
-        assert_err(&v().kv("t", T_ARRAY, array(99, 1, &[0])).bytes(), &["\"t\"", "element type 99"]);
-        assert_err(&v().kv("t", T_ARRAY, array(T_U32, 1 << 60, &[])).bytes(), &["\"t\"", "array count"]);
-        assert_err(&v().kv("t", T_ARRAY, array(T_U8, u64::MAX, &[])).bytes(), &["\"t\"", "array count"]);
+        assert_err(
+            &v().kv("", T_U8, vec![1]).bytes(),
+            &["metadata key #2", "empty"],
+        );
+        assert_err(
+            &v().kv("llama.block_count", T_U8, vec![1]).bytes(),
+            &["llama.block_count", "twice"],
+        );
+        assert_err(
+            &v().kv("t", 13, vec![0; 8]).bytes(),
+            &["\"t\"", "unknown value type 13"],
+        );
+        assert_err(
+            &v().kv("t", T_ARRAY, array(99, 1, &[0])).bytes(),
+            &["\"t\"", "element type 99"],
+        );
+        assert_err(
+            &v().kv("t", T_ARRAY, array(T_U32, 1 << 60, &[])).bytes(),
+            &["\"t\"", "array count"],
+        );
+        assert_err(
+            &v().kv("t", T_ARRAY, array(T_U8, u64::MAX, &[])).bytes(),
+            &["\"t\"", "array count"],
+        );
         let three_deep = array(T_ARRAY, 1, &array(T_ARRAY, 1, &array(T_U8, 1, &[1])));
-        assert_err(&v().kv("t", T_ARRAY, three_deep).bytes(), &["\"t\"[0]", "nested"]);
-        assert_err(&v().kv("flag", T_BOOL, vec![2]).bytes(), &["\"flag\"", "bool byte is 2"]);
-        assert_err(&v().kv("flags", T_ARRAY, array(T_BOOL, 2, &[1, 7])).bytes(), &["\"flags\"[1]", "bool"]);
+        assert_err(
+            &v().kv("t", T_ARRAY, three_deep).bytes(),
+            &["\"t\"[0]", "nested"],
+        );
+        assert_err(
+            &v().kv("flag", T_BOOL, vec![2]).bytes(),
+            &["\"flag\"", "bool byte is 2"],
+        );
+        assert_err(
+            &v().kv("flags", T_ARRAY, array(T_BOOL, 2, &[1, 7])).bytes(),
+            &["\"flags\"[1]", "bool"],
+        );
         let long_key = "k".repeat(MAX_KEY_LEN as usize + 1);
-        assert_err(&v().kv(&long_key, T_U8, vec![1]).bytes(), &["metadata key #2", "over the limit"]);
+        assert_err(
+            &v().kv(&long_key, T_U8, vec![1]).bytes(),
+            &["metadata key #2", "over the limit"],
+        );
     }
 
     #[test]
     fn alignment() {
         let v = TestFile::valid;
         for bad in [0u32, 3, 48, 1 << 21] {
-            let msg = parse_err(&v().kv("general.alignment", T_U32, bad.to_le_bytes().to_vec()).bytes());
-            assert!(msg.contains("general.alignment") && msg.contains("byte offset"), "{msg}");
+            let msg = parse_err(
+                &v().kv("general.alignment", T_U32, bad.to_le_bytes().to_vec())
+                    .bytes(),
+            );
+            assert!(
+                msg.contains("general.alignment") && msg.contains("byte offset"),
+                "{msg}"
+            );
         }
         let wrong_type = v().kv("general.alignment", T_U64, 32u64.to_le_bytes().to_vec());
         assert_err(&wrong_type.bytes(), &["general.alignment", "type u64"]);
@@ -995,39 +1099,84 @@ mod tests {
         // With alignment 128, "b" at 32 is misaligned.
         let mut misaligned = v().kv("general.alignment", T_U32, 128u32.to_le_bytes().to_vec());
         misaligned.alignment = 128;
-        assert_err(&misaligned.bytes(), &["\"b\"", "not a multiple of the alignment 128"]);
+        assert_err(
+            &misaligned.bytes(),
+            &["\"b\"", "not a multiple of the alignment 128"],
+        );
     }
 
     #[test]
     fn tensor_infos() {
-        let with = |i: usize, f: &dyn Fn(&mut (String, Vec<u64>, u32, u64))| {
+        let with = |i: usize, f: &dyn Fn(&mut TensorEntry)| {
             let mut t = TestFile::valid();
             f(&mut t.tensors[i]);
             t.bytes()
         };
-        assert_err(&with(1, &|t| t.0 = String::new()), &["tensor #1", "empty name"]);
+        assert_err(
+            &with(1, &|t| t.0 = String::new()),
+            &["tensor #1", "empty name"],
+        );
         assert_err(&with(1, &|t| t.0 = "a".into()), &["\"a\"", "twice"]);
-        assert_err(&with(1, &|t| t.0 = "n".repeat(65)), &["tensor #1 name", "over the limit of 64"]);
+        assert_err(
+            &with(1, &|t| t.0 = "n".repeat(65)),
+            &["tensor #1 name", "over the limit of 64"],
+        );
         assert!(parse(&with(1, &|t| t.0 = "n".repeat(64))).is_ok());
         assert_err(&with(1, &|t| t.1 = vec![1; 5]), &["\"b\"", "n_dims", "5"]);
-        assert_err(&with(1, &|t| t.1 = vec![4, u64::MAX]), &["\"b\"", "dim 1", "negative"]);
-        assert_err(&with(1, &|t| t.1 = vec![1 << 32, 1 << 32]), &["\"b\"", "dim 1", "overflows"]);
+        assert_err(
+            &with(1, &|t| t.1 = vec![4, u64::MAX]),
+            &["\"b\"", "dim 1", "negative"],
+        );
+        assert_err(
+            &with(1, &|t| t.1 = vec![1 << 32, 1 << 32]),
+            &["\"b\"", "dim 1", "overflows"],
+        );
         // A zero dim must not hide an overflowing product of the others, nor a row whose byte
         // size overflows (found by fuzzing: fuzz/regressions/row-bytes-overflow-zero-dim.gguf).
-        assert_err(&with(1, &|t| t.1 = vec![0, 1 << 40, 1 << 40]), &["\"b\"", "dim 2", "overflows"]);
-        assert_err(&with(1, &|t| { t.1 = vec![1 << 62, 0]; t.2 = 0; }), &["\"b\"", "byte size", "overflows"]);
-        assert_err(&with(1, &|t| { t.1 = vec![1 << 61, 0, 3]; t.2 = 28; }), &["\"b\"", "byte size", "overflows"]);
+        assert_err(
+            &with(1, &|t| t.1 = vec![0, 1 << 40, 1 << 40]),
+            &["\"b\"", "dim 2", "overflows"],
+        );
+        assert_err(
+            &with(1, &|t| {
+                t.1 = vec![1 << 62, 0];
+                t.2 = 0;
+            }),
+            &["\"b\"", "byte size", "overflows"],
+        );
+        assert_err(
+            &with(1, &|t| {
+                t.1 = vec![1 << 61, 0, 3];
+                t.2 = 28;
+            }),
+            &["\"b\"", "byte size", "overflows"],
+        );
         assert_err(&with(1, &|t| t.2 = 4), &["\"b\"", "retired ggml type id 4"]);
         assert_err(&with(1, &|t| t.2 = 1000), &["\"b\"", "type id 1000"]);
         assert_err(&with(1, &|t| t.2 = 8), &["\"b\"", "block size 32"]); // Q8_0, row of 4
         assert_err(&with(1, &|t| t.3 = 33), &["\"b\"", "alignment 32"]);
         assert_err(&with(1, &|t| t.3 = 64), &["\"b\"", "past the end"]);
-        assert_err(&with(1, &|t| t.3 = u64::MAX - 31), &["\"b\"", "past the end"]);
+        assert_err(
+            &with(1, &|t| t.3 = u64::MAX - 31),
+            &["\"b\"", "past the end"],
+        );
         assert_err(&with(1, &|t| t.3 = 0), &["\"b\"", "overlaps tensor \"a\""]);
         // Q8_0 [32 x 2^57]: 34 * 2^57 bytes fits in u64 but is far past the end.
-        assert_err(&with(1, &|t| { t.1 = vec![32, 1 << 57]; t.2 = 8; }), &["\"b\"", "past the end"]);
+        assert_err(
+            &with(1, &|t| {
+                t.1 = vec![32, 1 << 57];
+                t.2 = 8;
+            }),
+            &["\"b\"", "past the end"],
+        );
         // F64 [2^62]: 2^62 elements are fine, 2^65 bytes are not.
-        assert_err(&with(1, &|t| { t.1 = vec![1 << 62]; t.2 = 28; }), &["\"b\"", "byte size", "overflows"]);
+        assert_err(
+            &with(1, &|t| {
+                t.1 = vec![1 << 62];
+                t.2 = 28;
+            }),
+            &["\"b\"", "byte size", "overflows"],
+        );
     }
 
     #[test]
@@ -1069,9 +1218,15 @@ mod tests {
             let path = entry.unwrap().path();
             let bytes = std::fs::read(&path).unwrap();
             n += 1;
-            let Ok(g) = GgufFile::from_bytes(bytes) else { continue };
+            let Ok(g) = GgufFile::from_bytes(bytes) else {
+                continue;
+            };
             for (key, value) in &g.metadata {
-                assert!(std::ptr::eq(g.meta(key).unwrap(), value), "{}", path.display());
+                assert!(
+                    std::ptr::eq(g.meta(key).unwrap(), value),
+                    "{}",
+                    path.display()
+                );
             }
             for t in &g.tensors {
                 assert_eq!(g.tensor_bytes(t).len() as u64, t.nbytes);
@@ -1083,7 +1238,10 @@ mod tests {
 
     #[test]
     fn nan_metadata() {
-        let floats = [f32::NAN, -1.0].iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<_>>();
+        let floats = [f32::NAN, -1.0]
+            .iter()
+            .flat_map(|x| x.to_le_bytes())
+            .collect::<Vec<_>>();
         let f = TestFile::valid().kv("t.floats", T_ARRAY, array(T_F32, 2, &floats));
         let g = parse(&f.bytes()).unwrap();
         let v = g.metadata.iter().find(|(k, _)| k == "t.floats").unwrap();
@@ -1107,7 +1265,10 @@ mod tests {
         scalar.data.truncate(36);
         let g = GgufFile::from_bytes(scalar.bytes()).unwrap();
         let (s, s_bytes) = g.tensor("s").unwrap();
-        assert_eq!((s.shape(), s.n_elements, s.n_rows(), s.row_bytes()), (vec![], 1, 1, 4));
+        assert_eq!(
+            (s.shape(), s.n_elements, s.n_rows(), s.row_bytes()),
+            (vec![], 1, 1, 4)
+        );
         assert_eq!(s_bytes.len(), 4);
     }
 }
