@@ -50,7 +50,7 @@ class CommandError(Exception):
 
 
 # ---------------------------------------------------------------------------------------------
-# Formatting helpers
+# Human-readable numbers
 
 
 def human_count(n: int) -> str:
