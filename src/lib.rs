@@ -8,6 +8,7 @@ pub mod error;
 pub mod backend;
 pub mod gguf;
 pub mod ops;
+pub mod tokenizer;
 
 #[cfg(feature = "python")]
 mod python;
