@@ -14,6 +14,7 @@ from .errors import (
     UnsupportedError,
 )
 from ._rocmforge import GGUFFile, TensorInfo, dequantize, quantize
+from ._rocmforge import Detokenizer, Tokenizer
 
 __version__ = _rocmforge.__version__
 
@@ -24,6 +25,8 @@ __all__ = [
     "dequantize",
     "quantize",
     "ops",
+    "Tokenizer",
+    "Detokenizer",
     "RocmForgeError",
     "GGUFError",
     "UnsupportedError",

@@ -11,6 +11,7 @@ use crate::error::Error;
 
 mod gguf;
 mod ops;
+mod tokenizer;
 
 /// Turn a crate error into the matching exception of `rocmforge.errors` (or a built-in one).
 pub(crate) fn to_pyerr(err: Error) -> PyErr {
@@ -62,5 +63,6 @@ fn rocmforge_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     gguf::register(m)?;
     ops::register(m)?;
+    tokenizer::register(m)?;
     Ok(())
 }

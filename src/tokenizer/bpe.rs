@@ -10,7 +10,9 @@
 //! by piece ids, and the loop never allocates strings.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::BinaryHeap;
+
+use rustc_hash::FxHashMap;
 
 use super::Vocab;
 use crate::error::{Error, Result};
@@ -20,16 +22,21 @@ const NO_PIECE: u32 = u32::MAX;
 
 pub struct BpeMerges {
     /// (left piece, right piece) -> (rank, merged piece). The first of duplicate merges wins.
-    pairs: HashMap<(u32, u32), (u32, u32)>,
+    pairs: FxHashMap<(u32, u32), (u32, u32)>,
     /// Pieces that are not tokens: text -> id (>= n_vocab).
-    extra_pieces: HashMap<String, u32>,
+    extra_pieces: FxHashMap<String, u32>,
     n_vocab: u32,
 }
 
 impl BpeMerges {
     /// `merges`: "left right" strings, rank = position. `key` names the metadata in errors.
     pub fn new(merges: &[&str], vocab: &Vocab, key: &str) -> Result<BpeMerges> {
-        let mut table = BpeMerges { pairs: HashMap::with_capacity(merges.len()), extra_pieces: HashMap::new(), n_vocab: vocab.len() as u32 };
+        let mut table = BpeMerges {
+            pairs: FxHashMap::with_capacity_and_hasher(merges.len(), Default::default()),
+            extra_pieces: FxHashMap::default(),
+            n_vocab: vocab.len() as u32,
+        };
+        let mut merged = String::new();
         for (rank, merge) in merges.iter().enumerate() {
             // The separator is the first space after the first byte (a left part may be " ").
             let split = merge.as_bytes().iter().skip(1).position(|&b| b == b' ').map(|i| i + 1);
@@ -39,7 +46,9 @@ impl BpeMerges {
                 )));
             };
             let (left, right) = (&merge[..split], &merge[split + 1..]);
-            let merged = format!("{left}{right}");
+            merged.clear();
+            merged.push_str(left);
+            merged.push_str(right);
             let (l, r, m) = (table.intern(left, vocab), table.intern(right, vocab), table.intern(&merged, vocab));
             table.pairs.entry((l, r)).or_insert((rank as u32, m));
         }

@@ -19,6 +19,8 @@ mod unicode_table;
 
 use std::collections::{BTreeSet, HashMap};
 
+use rustc_hash::FxHashMap;
+
 use crate::error::{Error, Result};
 use crate::gguf::{GgufFile, MetaValue};
 
@@ -58,7 +60,7 @@ pub struct Vocab {
     scores: Vec<f32>,
     attrs: Vec<u16>,
     /// Text -> id; where two tokens share a text, the later id (llama.cpp's `token_to_id`).
-    ids: HashMap<String, u32>,
+    ids: FxHashMap<String, u32>,
 }
 
 impl Vocab {
@@ -148,15 +150,22 @@ fn pre_config(pre: &str) -> Option<PreConfig> {
     const LLAMA3: Split = Split::Llama3Words { max_digits: 3, marks_in_words: false };
     const QWEN2: Split = Split::Llama3Words { max_digits: 1, marks_in_words: false };
     const QWEN35: Split = Split::Llama3Words { max_digits: 1, marks_in_words: true };
-    let cfg = |splits: Vec<Split>, clean_spaces: bool| PreConfig { splits, ignore_merges: false, clean_spaces, add_bos: None, no_bos: false };
+    let cfg = |splits: Vec<Split>, clean_spaces: bool| PreConfig {
+        splits,
+        ignore_merges: false,
+        clean_spaces,
+        add_bos: None,
+        no_bos: false,
+    };
     Some(match pre {
-        "llama3" | "llama-v3" | "llama-bpe" | "falcon3" | "falcon-h1" | "pixtral" | "midm-2.0" | "lfm2" | "jina-v5-nano" => {
-            PreConfig { ignore_merges: true, add_bos: Some(true), ..cfg(vec![LLAMA3], true) }
-        }
+        "llama3" | "llama-v3" | "llama-bpe" | "falcon3" | "falcon-h1" | "pixtral" | "midm-2.0" | "lfm2"
+        | "jina-v5-nano" => PreConfig { ignore_merges: true, add_bos: Some(true), ..cfg(vec![LLAMA3], true) },
         "dbrx" | "smaug-bpe" => cfg(vec![LLAMA3], true),
         "chatglm-bpe" => PreConfig { no_bos: true, ..cfg(vec![LLAMA3], true) },
         "glm4" | "glm5" => PreConfig { no_bos: true, ignore_merges: true, ..cfg(vec![LLAMA3], true) },
-        "qwen2" | "deepseek-r1-qwen" | "kormo" | "f2llmv2" | "hunyuan" | "solar-open" | "grok-2" => cfg(vec![QWEN2], false),
+        "qwen2" | "deepseek-r1-qwen" | "kormo" | "f2llmv2" | "hunyuan" | "solar-open" | "grok-2" => {
+            cfg(vec![QWEN2], false)
+        }
         "megrez" | "stablelm2" => cfg(vec![QWEN2], true),
         "qwen35" => cfg(vec![QWEN35], false),
         "gpt-2" | "phi-2" | "jina-es" | "jina-de" | "gigachat" | "jina-v2-es" | "jina-v2-de" | "a.x-4.0" | "mellum"
@@ -166,9 +175,16 @@ fn pre_config(pre: &str) -> Option<PreConfig> {
             cfg(vec![Split::EachNumber, Split::Gpt2Words], true)
         }
         "command-r" | "smollm" => cfg(vec![Split::EachNumber, Split::Gpt2Words], false),
-        "falcon" => cfg(vec![Split::PunctuationRuns { backtick: true }, Split::Gpt2Words, Split::AsciiDigitTriples], true),
+        "falcon" => {
+            cfg(vec![Split::PunctuationRuns { backtick: true }, Split::Gpt2Words, Split::AsciiDigitTriples], true)
+        }
         "" | "default" => cfg(
-            vec![Split::PunctuationRuns { backtick: false }, Split::Gpt2Words, Split::NumberRuns, Split::AsciiDigitTriples],
+            vec![
+                Split::PunctuationRuns { backtick: false },
+                Split::Gpt2Words,
+                Split::NumberRuns,
+                Split::AsciiDigitTriples,
+            ],
             true,
         ),
         _ => return None,
@@ -220,12 +236,60 @@ const SPECIAL_KEYS: [(&str, SpecialRole); 17] = [
 const ROLE_TEXTS: [(SpecialRole, &[&str]); 7] = [
     (
         SpecialRole::Eot,
-        &["<|eot_id|>", "<|im_end|>", "<|end|>", "<end_of_turn>", "<|endoftext|>", "<|end_of_text|>", "<EOT>", "_<EOT>", "[EOT]", "<｜end▁of▁sentence｜>", "<end_of_utterance>"],
+        &[
+            "<|eot_id|>",
+            "<|im_end|>",
+            "<|end|>",
+            "<end_of_turn>",
+            "<|endoftext|>",
+            "<|end_of_text|>",
+            "<EOT>",
+            "_<EOT>",
+            "[EOT]",
+            "<｜end▁of▁sentence｜>",
+            "<end_of_utterance>",
+        ],
     ),
     (SpecialRole::Eom, &["<|eom_id|>"]),
-    (SpecialRole::FimPre, &["<|fim_prefix|>", "<fim-prefix>", "<fim_prefix>", "<｜fim▁begin｜>", "<PRE>", "▁<PRE>", "<|code_prefix|>", "<|prefix|>"]),
-    (SpecialRole::FimSuf, &["<|fim_suffix|>", "<fim-suffix>", "<fim_suffix>", "<｜fim▁hole｜>", "<SUF>", "▁<SUF>", "<|code_suffix|>", "<|suffix|>"]),
-    (SpecialRole::FimMid, &["<|fim_middle|>", "<fim-middle>", "<fim_middle>", "<｜fim▁end｜>", "<MID>", "▁<MID>", "<|code_middle|>", "<|middle|>"]),
+    (
+        SpecialRole::FimPre,
+        &[
+            "<|fim_prefix|>",
+            "<fim-prefix>",
+            "<fim_prefix>",
+            "<｜fim▁begin｜>",
+            "<PRE>",
+            "▁<PRE>",
+            "<|code_prefix|>",
+            "<|prefix|>",
+        ],
+    ),
+    (
+        SpecialRole::FimSuf,
+        &[
+            "<|fim_suffix|>",
+            "<fim-suffix>",
+            "<fim_suffix>",
+            "<｜fim▁hole｜>",
+            "<SUF>",
+            "▁<SUF>",
+            "<|code_suffix|>",
+            "<|suffix|>",
+        ],
+    ),
+    (
+        SpecialRole::FimMid,
+        &[
+            "<|fim_middle|>",
+            "<fim-middle>",
+            "<fim_middle>",
+            "<｜fim▁end｜>",
+            "<MID>",
+            "▁<MID>",
+            "<|code_middle|>",
+            "<|middle|>",
+        ],
+    ),
     (SpecialRole::FimPad, &["<|fim_pad|>", "<fim-pad>", "<fim_pad>", "<PAD>", "[PAD]"]),
     (SpecialRole::FimRep, &["<|fim_repo|>", "<|repo_name|>", "<fim-repo>", "<REPO>", "<reponame>"]),
 ];
@@ -233,9 +297,28 @@ const FIM_SEP_TEXTS: &[&str] = &["<|file_sep|>"];
 
 /// Token texts that end generation (llama.cpp's list).
 const EOG_TEXTS: &[&str] = &[
-    "<|eot_id|>", "<|im_end|>", "<|end|>", "<|return|>", "<|call|>", "<|flush|>", "<|calls|>", "<end_of_turn>",
-    "<|endoftext|>", "</s>", "<|eom_id|>", "<EOT>", "_<EOT>", "[EOT]", "[EOS]", "<|end_of_text|>", "<end_of_utterance>",
-    "<eos>", "<turn|>", "<|tool_response>", "<｜end▁of▁sentence｜>", "[e~[",
+    "<|eot_id|>",
+    "<|im_end|>",
+    "<|end|>",
+    "<|return|>",
+    "<|call|>",
+    "<|flush|>",
+    "<|calls|>",
+    "<end_of_turn>",
+    "<|endoftext|>",
+    "</s>",
+    "<|eom_id|>",
+    "<EOT>",
+    "_<EOT>",
+    "[EOT]",
+    "[EOS]",
+    "<|end_of_text|>",
+    "<end_of_utterance>",
+    "<eos>",
+    "<turn|>",
+    "<|tool_response>",
+    "<｜end▁of▁sentence｜>",
+    "[e~[",
 ];
 
 // ---- metadata readers: every type problem is Error::Gguf naming the key ----
@@ -336,7 +419,7 @@ impl Tokenizer {
             texts: Vec::with_capacity(n_vocab),
             scores: scores.unwrap_or_else(|| vec![0.0; n_vocab]),
             attrs: Vec::with_capacity(n_vocab),
-            ids: HashMap::with_capacity(n_vocab),
+            ids: FxHashMap::with_capacity_and_hasher(n_vocab, Default::default()),
         };
         for (i, text) in texts.iter().enumerate() {
             // llama.cpp renames empty tokens, so that every token has a text
@@ -366,13 +449,25 @@ impl Tokenizer {
                 .ok_or_else(|| Error::gguf(format!("{MERGES_KEY} is missing: a BPE vocabulary needs its merges")))?;
             let merges = bpe::BpeMerges::new(&merges, &vocab, MERGES_KEY)?;
             if model_name == "gemma4" {
-                model = Model::Bpe { merges, splits: vec![Split::NewlineRuns], byte_encode: false, ignore_merges: false, whole_newline_words: true };
+                model = Model::Bpe {
+                    merges,
+                    splits: vec![Split::NewlineRuns],
+                    byte_encode: false,
+                    ignore_merges: false,
+                    whole_newline_words: true,
+                };
                 (add_bos, add_space_prefix_default, escape_whitespaces, clean_spaces) = (true, false, true, true);
             } else {
                 let pre = pre_config(&pre_name).ok_or_else(|| {
                     Error::unsupported(format!("{PRE_KEY} = {pre_name:?}: pre-tokenizer not supported"))
                 })?;
-                model = Model::Bpe { merges, splits: pre.splits, byte_encode: true, ignore_merges: pre.ignore_merges, whole_newline_words: false };
+                model = Model::Bpe {
+                    merges,
+                    splits: pre.splits,
+                    byte_encode: true,
+                    ignore_merges: pre.ignore_merges,
+                    whole_newline_words: false,
+                };
                 (add_bos, add_space_prefix_default, escape_whitespaces, clean_spaces) =
                     (pre.add_bos.unwrap_or(false), false, false, pre.clean_spaces);
                 // llama.cpp's default ids for byte-level BPE files that name none
@@ -388,9 +483,9 @@ impl Tokenizer {
         roles.retain(|_, id| (*id as usize) < n_vocab); // defaults outside the vocabulary: none
         for (key, role) in SPECIAL_KEYS {
             let Some(value) = gguf.meta(key) else { continue };
-            let id = value
-                .as_int()
-                .ok_or_else(|| Error::gguf(format!("{key}: expected an integer token id, found {}", value.type_name())))?;
+            let id = value.as_int().ok_or_else(|| {
+                Error::gguf(format!("{key}: expected an integer token id, found {}", value.type_name()))
+            })?;
             if !(0..n_vocab as i128).contains(&id) {
                 return Err(Error::gguf(format!("{key} = {id} is outside the vocabulary of {n_vocab} tokens")));
             }
@@ -620,7 +715,9 @@ impl Tokenizer {
             Model::Bpe { .. } => {
                 for fragment in fragments {
                     match fragment {
-                        Fragment::Text(t) if self.escape_whitespaces => self.encode_bpe(&t.replace(' ', SPACE_ESCAPE), &mut out),
+                        Fragment::Text(t) if self.escape_whitespaces => {
+                            self.encode_bpe(&t.replace(' ', SPACE_ESCAPE), &mut out)
+                        }
                         Fragment::Text(t) => self.encode_bpe(t, &mut out),
                         Fragment::Token(id) => out.push(id),
                     }

@@ -12,7 +12,7 @@
 
 use std::ops::Range;
 
-use super::unicode::{CharClass, Category};
+use super::unicode::{Category, CharClass};
 
 /// One regex of a pre-tokenizer's list.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -301,12 +301,8 @@ mod tests {
         // starcoder/smollm: digits first, then GPT-2 words inside each piece
         assert_eq!(words("a 12", &[Split::EachNumber, Split::Gpt2Words]), ["a", " ", "1", "2"]);
         // default: punctuation runs, GPT-2 words, number runs, ASCII digit triples
-        let default = [
-            Split::PunctuationRuns { backtick: false },
-            Split::Gpt2Words,
-            Split::NumberRuns,
-            Split::AsciiDigitTriples,
-        ];
+        let default =
+            [Split::PunctuationRuns { backtick: false }, Split::Gpt2Words, Split::NumberRuns, Split::AsciiDigitTriples];
         assert_eq!(words("Hi, 12345!", &default), ["Hi", ",", " ", "123", "45", "!"]);
         assert_eq!(words("ab\n\ncd\n", &[Split::NewlineRuns]), ["ab", "\n\n", "cd", "\n"]);
     }

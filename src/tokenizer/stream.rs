@@ -256,7 +256,10 @@ mod tests {
         for (i, &x) in p2.iter().enumerate() {
             let after = &p2[i + 1..];
             if x == b' '
-                && (after.starts_with(b"'s") || after.starts_with(b"'m") || after.starts_with(b"'re") || after.starts_with(b"'ve"))
+                && (after.starts_with(b"'s")
+                    || after.starts_with(b"'m")
+                    || after.starts_with(b"'re")
+                    || after.starts_with(b"'ve"))
             {
                 continue;
             }
