@@ -59,7 +59,7 @@ impl PyTokenizer {
     fn detokenize(&self, py: Python<'_>, ids: Vec<i64>, special: bool) -> PyResult<String> {
         let ids = ids_u32(ids, self.inner.vocab_size())?;
         let tokenizer = &self.inner;
-        py.detach(|| tokenizer.decode(&ids, special)).py()
+        py.detach(|| tokenizer.decode_with(&ids, special)).py()
     }
 
     /// The bytes one token detokenizes to (a byte-fallback token is a single byte).

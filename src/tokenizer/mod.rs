@@ -832,11 +832,16 @@ impl Tokenizer {
         Box::default()
     }
 
-    /// Text of `ids` (`special`: control tokens as their text), as llama.cpp's
+    /// Text of `ids`, control tokens rendered as their text (`decode_with(ids, true)`).
+    pub fn decode(&self, ids: &[u32]) -> Result<String> {
+        self.decode_with(ids, true)
+    }
+
+    /// Text of `ids` (`special`: control tokens as their text, else nothing), as llama.cpp's
     /// `llama_detokenize` gives it: SentencePiece's added leading space removed, and for some
     /// vocabularies spaces before punctuation cleaned. Bytes that are not valid UTF-8 become
     /// U+FFFD. An id outside the vocabulary is `Error::InvalidArgument`.
-    pub fn decode(&self, ids: &[u32], special: bool) -> Result<String> {
+    pub fn decode_with(&self, ids: &[u32], special: bool) -> Result<String> {
         let mut stream = self.detokenizer(special);
         let mut text = String::new();
         for &id in ids {
@@ -876,4 +881,165 @@ fn decode_byte_level(text: &str) -> Box<[u8]> {
         }
     }
     bytes.into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// GGUF metadata values for `gguf_bytes`.
+    enum V {
+        Str(&'static str),
+        U32(u32),
+        Bool(bool),
+        Strs(Vec<String>),
+        F32s(Vec<f32>),
+        I32s(Vec<i32>),
+    }
+
+    /// A vocabulary-only GGUF file (version 3, no tensors) holding `kvs`.
+    fn gguf_bytes(kvs: &[(&str, V)]) -> Vec<u8> {
+        fn string(out: &mut Vec<u8>, s: &str) {
+            out.extend((s.len() as u64).to_le_bytes());
+            out.extend(s.as_bytes());
+        }
+        let mut out = b"GGUF".to_vec();
+        out.extend(3u32.to_le_bytes());
+        out.extend(0u64.to_le_bytes());
+        out.extend((kvs.len() as u64).to_le_bytes());
+        for (key, value) in kvs {
+            string(&mut out, key);
+            match value {
+                V::Str(s) => {
+                    out.extend(8u32.to_le_bytes());
+                    string(&mut out, s);
+                }
+                V::U32(x) => {
+                    out.extend(4u32.to_le_bytes());
+                    out.extend(x.to_le_bytes());
+                }
+                V::Bool(b) => {
+                    out.extend(7u32.to_le_bytes());
+                    out.push(*b as u8);
+                }
+                V::Strs(items) => {
+                    out.extend(9u32.to_le_bytes());
+                    out.extend(8u32.to_le_bytes());
+                    out.extend((items.len() as u64).to_le_bytes());
+                    items.iter().for_each(|s| string(&mut out, s));
+                }
+                V::F32s(items) => {
+                    out.extend(9u32.to_le_bytes());
+                    out.extend(6u32.to_le_bytes());
+                    out.extend((items.len() as u64).to_le_bytes());
+                    items.iter().for_each(|x| out.extend(x.to_le_bytes()));
+                }
+                V::I32s(items) => {
+                    out.extend(9u32.to_le_bytes());
+                    out.extend(5u32.to_le_bytes());
+                    out.extend((items.len() as u64).to_le_bytes());
+                    items.iter().for_each(|x| out.extend(x.to_le_bytes()));
+                }
+            }
+        }
+        out
+    }
+
+    fn tokenizer(kvs: &[(&str, V)]) -> Result<Tokenizer> {
+        Tokenizer::from_gguf(&GgufFile::from_bytes(gguf_bytes(kvs))?)
+    }
+
+    fn strings(items: &[&str]) -> Vec<String> {
+        items.iter().map(|s| s.to_string()).collect()
+    }
+
+    /// SentencePiece: <unk> <s> </s>, the 256 byte tokens, then a few pieces with scores.
+    fn tiny_spm() -> Tokenizer {
+        let mut tokens = strings(&["<unk>", "<s>", "</s>"]);
+        tokens.extend((0..=255u8).map(|b| format!("<0x{b:02X}>")));
+        let words = ["▁", "a", "b", "▁a", "ab", "▁ab"];
+        tokens.extend(strings(&words));
+        let mut scores = vec![0.0; 259];
+        scores.extend([-3.0, -4.0, -4.0, -1.0, -2.0, -0.5]);
+        let mut types = vec![2, 3, 3];
+        types.extend([6; 256]);
+        types.extend([1; 6]);
+        tokenizer(&[
+            ("tokenizer.ggml.model", V::Str("llama")),
+            ("tokenizer.ggml.tokens", V::Strs(tokens)),
+            ("tokenizer.ggml.scores", V::F32s(scores)),
+            ("tokenizer.ggml.token_type", V::I32s(types)),
+        ])
+        .unwrap()
+    }
+
+    #[test]
+    fn spm_merges_by_score_with_byte_fallback() {
+        let tok = tiny_spm();
+        let piece = |t: &str| tok.vocab().id(t).unwrap();
+        // " ab ab" -> "▁ab▁ab": "▁a" (-1) merges first, then "▁ab" (-0.5), on both halves
+        assert_eq!(tok.encode("ab ab", Some(false), false), [piece("▁ab"), piece("▁ab")]);
+        // é is no token: its two UTF-8 bytes
+        assert_eq!(tok.encode("é", Some(false), false), [piece("▁"), 3 + 0xC3, 3 + 0xA9]);
+        assert_eq!(tok.encode("a", None, false), [1, piece("▁a")]);
+        assert_eq!(tok.decode(&tok.encode("ab abé", Some(false), false)).unwrap(), "ab abé");
+        // after a special token the text gets its space prefix again
+        assert_eq!(tok.encode("</s>a", Some(false), true), [2, piece("▁a")]);
+        assert_eq!(tok.decode_with(&[2, piece("▁a")], false).unwrap(), " a");
+        assert_eq!((tok.bos(), tok.eos(), tok.unk()), (Some(1), Some(2), Some(0)));
+        assert!(tok.is_eog(2) && !tok.is_eog(1));
+        assert!(matches!(tok.decode(&[265]), Err(Error::InvalidArgument(_))));
+    }
+
+    #[test]
+    fn bpe_merges_by_rank() {
+        let tok = tokenizer(&[
+            ("tokenizer.ggml.model", V::Str("gpt2")),
+            ("tokenizer.ggml.pre", V::Str("qwen2")),
+            ("tokenizer.ggml.tokens", V::Strs(strings(&["a", "b", "c", "ab", "bc", "abc", "Ġ", "Ġa", "<|im_end|>"]))),
+            // "b c" ranks before "a b": "abc" -> a + bc, no merge makes "abc" from those
+            ("tokenizer.ggml.merges", V::Strs(strings(&["b c", "a b", "ab c", "Ġ a"]))),
+            ("tokenizer.ggml.eos_token_id", V::U32(8)),
+            ("tokenizer.ggml.add_bos_token", V::Bool(false)),
+        ])
+        .unwrap();
+        assert_eq!(tok.encode("abc", None, true), [0, 4]);
+        assert_eq!(tok.encode("ab a", None, true), [3, 7]);
+        assert_eq!(tok.encode("ab<|im_end|>", None, true), [3, 8]);
+        assert_eq!(tok.encode("ab<|im_end|>", None, false), [3]); // "<", "|", ... have no tokens
+        assert!(tok.is_eog(8) && tok.eot() == Some(8) && tok.bos().is_none());
+        assert_eq!(tok.decode(&[0, 4, 7]).unwrap(), "abc a");
+    }
+
+    #[test]
+    fn malformed_metadata_names_the_key() {
+        let base = || {
+            vec![
+                ("tokenizer.ggml.model", V::Str("gpt2")),
+                ("tokenizer.ggml.tokens", V::Strs(strings(&["a", "b", "ab"]))),
+                ("tokenizer.ggml.merges", V::Strs(strings(&["a b"]))),
+            ]
+        };
+        assert!(tokenizer(&base()).is_ok());
+        let cases: Vec<(&str, V)> = vec![
+            ("tokenizer.ggml.scores", V::I32s(vec![1, 2, 3])),
+            ("tokenizer.ggml.token_type", V::F32s(vec![1.0; 3])),
+            ("tokenizer.ggml.bos_token_id", V::U32(3)),
+            ("tokenizer.ggml.add_eos_token", V::U32(1)),
+        ];
+        for (key, value) in cases {
+            let mut kvs = base();
+            kvs.push((key, value));
+            match tokenizer(&kvs) {
+                Err(Error::Gguf(msg)) => assert!(msg.contains(key), "{msg}"),
+                other => panic!("{key}: expected a GGUF error, got {:?}", other.map(|_| ())),
+            }
+        }
+        let mut bad_merge = base();
+        bad_merge[2] = ("tokenizer.ggml.merges", V::Strs(strings(&["ab"])));
+        assert!(matches!(tokenizer(&bad_merge), Err(Error::Gguf(m)) if m.contains("tokenizer.ggml.merges[0]")));
+        let mut bad_pre = base();
+        bad_pre.push(("tokenizer.ggml.pre", V::Str("nope")));
+        assert!(matches!(tokenizer(&bad_pre), Err(Error::Unsupported(_))));
+    }
 }
