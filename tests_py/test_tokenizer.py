@@ -31,10 +31,10 @@ LLAMA_CPP_PYTHON = "0.3.36"
 # llama.cpp vocabularies with .inp/.out pairs whose tokenizer rocmforge implements
 VOCABS = [
     "llama-spm", "llama-bpe", "qwen2", "gpt-2", "phi-3",
-    "starcoder", "refact", "mpt", "command-r", "falcon", "qwen35", "gemma-4",
+    "starcoder", "refact", "mpt", "command-r", "falcon", "qwen35", "gemma-4", "deepseek-coder", "deepseek-llm",
 ]
-# vocabularies whose pre-tokenizer is not implemented (or a model that is not): UnsupportedError
-UNSUPPORTED = ["deepseek-coder", "deepseek-llm", "bert-bge"]
+# vocabularies of a tokenizer model rocmforge does not implement (BERT's WordPiece): UnsupportedError
+UNSUPPORTED = ["bert-bge"]
 # vocabularies without test pairs that must still load (no `tokenizer.ggml.pre`: the default one)
 LOAD_ONLY = ["gpt-neox", "baichuan"]
 # small vocabularies whose metadata is also read with the (pure Python, slow) gguf package

@@ -24,7 +24,7 @@ use rustc_hash::FxHashMap;
 use crate::error::{Error, Result};
 use crate::gguf::{GgufFile, MetaValue};
 
-pub use pretokenize::Split;
+pub use pretokenize::{CharSet, Split};
 pub use stream::Detokenizer;
 
 /// GGUF `tokenizer.ggml.token_type` values.
@@ -178,6 +178,27 @@ fn pre_config(pre: &str) -> Option<PreConfig> {
         "falcon" => {
             cfg(vec![Split::PunctuationRuns { backtick: true }, Split::Gpt2Words, Split::AsciiDigitTriples], true)
         }
+        "deepseek-coder" => cfg(
+            vec![
+                Split::EachNewline,
+                Split::SpaceThenRun(CharSet::Letter),
+                Split::SpaceThenRun(CharSet::Punctuation),
+                Split::Runs(CharSet::Cjk),
+                Split::EachNumber,
+            ],
+            false,
+        ),
+        "deepseek-llm" => cfg(
+            vec![
+                Split::EachNewline,
+                Split::SpaceThenRun(CharSet::CasedLetters),
+                Split::SpaceThenRun(CharSet::AsciiFullWidthPunctuation),
+                Split::TrailingWhitespace,
+                Split::Runs(CharSet::Cjk),
+                Split::NumberRuns,
+            ],
+            false,
+        ),
         "" | "default" => cfg(
             vec![
                 Split::PunctuationRuns { backtick: false },

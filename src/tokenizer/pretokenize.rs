@@ -33,6 +33,142 @@ pub enum Split {
     AsciiDigitTriples,
     /// `[^\n]+|[\n]+`
     NewlineRuns,
+    /// `[\r\n]`: every carriage return and line feed on its own.
+    EachNewline,
+    /// `\s?[set]+`: a run of the set, with the whitespace character before it.
+    SpaceThenRun(CharSet),
+    /// `[set]+`
+    Runs(CharSet),
+    /// `\s+$`: the whitespace ending the piece.
+    TrailingWhitespace,
+}
+
+/// Character sets of the DeepSeek pre-tokenizers. The explicit ranges come from the models'
+/// `tokenizer.json` regexes, which llama.cpp matches with whitespace masked out (its regex
+/// engine sees every non-ASCII whitespace character as `\v`), so no set holds whitespace.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CharSet {
+    /// `\p{L}`
+    Letter,
+    /// `\p{P}`
+    Punctuation,
+    /// DeepSeek LLM's letters of cased scripts: `[A-Za-zµÀ-ÖØ-öø-ƺ...]`
+    CasedLetters,
+    /// DeepSeek LLM's ASCII and full-width punctuation: `[!-/:-~！-／：-～‘-‟　-。]`
+    AsciiFullWidthPunctuation,
+    /// DeepSeek's CJK: `[一-龥ࠀ-一가-퟿]`
+    Cjk,
+}
+
+/// `CharSet::CasedLetters` as inclusive code point ranges.
+const CASED_LETTERS: &[(u32, u32)] = &[
+    (0x41, 0x5A),
+    (0x61, 0x7A),
+    (0xB5, 0xB5),
+    (0xC0, 0xD6),
+    (0xD8, 0xF6),
+    (0xF8, 0x1BA),
+    (0x1BC, 0x1BF),
+    (0x1C4, 0x293),
+    (0x295, 0x2AF),
+    (0x370, 0x373),
+    (0x376, 0x377),
+    (0x37B, 0x37D),
+    (0x37F, 0x37F),
+    (0x386, 0x386),
+    (0x388, 0x38A),
+    (0x38C, 0x38C),
+    (0x38E, 0x3A1),
+    (0x3A3, 0x3F5),
+    (0x3F7, 0x481),
+    (0x48A, 0x52F),
+    (0x531, 0x556),
+    (0x10A0, 0x10C5),
+    (0x13A0, 0x13F5),
+    (0x13F8, 0x13FD),
+    (0x1C90, 0x1CBA),
+    (0x1CBD, 0x1CBF),
+    (0x1D00, 0x1D2B),
+    (0x1D6B, 0x1D77),
+    (0x1D79, 0x1D9A),
+    (0x1E00, 0x1F15),
+    (0x1F18, 0x1F1D),
+    (0x1F20, 0x1F45),
+    (0x1F48, 0x1F4D),
+    (0x1F50, 0x1F57),
+    (0x1F59, 0x1F59),
+    (0x1F5B, 0x1F5B),
+    (0x1F5D, 0x1F5D),
+    (0x1F5F, 0x1F7D),
+    (0x1F80, 0x1FB4),
+    (0x1FB6, 0x1FBC),
+    (0x1FBE, 0x1FBE),
+    (0x1FC2, 0x1FC4),
+    (0x1FC6, 0x1FCC),
+    (0x1FD0, 0x1FD3),
+    (0x1FD6, 0x1FDB),
+    (0x1FE0, 0x1FEC),
+    (0x1FF2, 0x1FF4),
+    (0x1FF6, 0x1FFC),
+    (0x2102, 0x2102),
+    (0x2107, 0x2107),
+    (0x210A, 0x2113),
+    (0x2115, 0x2115),
+    (0x2119, 0x211D),
+    (0x2124, 0x2124),
+    (0x2126, 0x2126),
+    (0x2128, 0x2128),
+    (0x212A, 0x212D),
+    (0x212F, 0x2134),
+    (0x2139, 0x2139),
+    (0x213C, 0x213F),
+    (0x2145, 0x2149),
+    (0x214E, 0x214E),
+    (0x2183, 0x2184),
+    (0x2C00, 0x2C7B),
+    (0x2C7E, 0x2CE4),
+    (0x2CEB, 0x2CEE),
+    (0x2CF2, 0x2CF3),
+    (0xA640, 0xA66D),
+    (0xA680, 0xA69B),
+    (0xA722, 0xA76F),
+    (0xA771, 0xA787),
+    (0xA78B, 0xA78E),
+    (0xAB70, 0xABBF),
+    (0xFB00, 0xFB06),
+    (0xFB13, 0xFB17),
+    (0xFF21, 0xFF3A),
+    (0xFF41, 0xFF5A),
+    (0x10400, 0x1044F),
+    (0x104B0, 0x104D3),
+    (0x104D8, 0x104FB),
+    (0x10C80, 0x10CB2),
+    (0x10CC0, 0x10CF2),
+    (0x118A0, 0x118DF),
+    (0x1E900, 0x1E943),
+];
+
+impl CharSet {
+    fn contains(self, c: char, class: CharClass) -> bool {
+        let in_ranges = |ranges: &[(u32, u32)]| ranges.iter().any(|&(lo, hi)| (lo..=hi).contains(&(c as u32)));
+        match self {
+            CharSet::Letter => class.is_letter(),
+            CharSet::Punctuation => class.category == Category::Punctuation,
+            CharSet::CasedLetters => !class.whitespace && in_ranges(CASED_LETTERS),
+            CharSet::AsciiFullWidthPunctuation => {
+                !class.whitespace
+                    && in_ranges(&[
+                        (0x21, 0x2F),
+                        (0x3A, 0x7E),
+                        (0xFF01, 0xFF0F),
+                        (0xFF1A, 0xFF5E),
+                        (0x2018, 0x201F),
+                        (0x3000, 0x3002),
+                    ])
+            }
+            CharSet::Cjk => !class.whitespace && in_ranges(&[(0x4E00, 0x9FA5), (0x0800, 0x4E00), (0xAC00, 0xD7FF)]),
+        }
+    }
 }
 
 /// Split `text` into words (byte ranges of `text`) by applying `splits` in order.
@@ -113,6 +249,26 @@ impl Scan<'_> {
             }),
             Split::AsciiDigitTriples => self.matches(emit, |s, pos| {
                 (pos + 3 <= s.len() && s.chars[pos..pos + 3].iter().all(|c| c.is_ascii_digit())).then_some(3)
+            }),
+            Split::EachNewline => self.matches(emit, |s, pos| matches!(s.chars[pos], '\r' | '\n').then_some(1)),
+            Split::SpaceThenRun(set) => self.matches(emit, |s, pos| {
+                let in_set = |p: usize| p < s.len() && set.contains(s.chars[p], s.classes[p]);
+                let body = if s.classes[pos].whitespace && in_set(pos + 1) { pos + 1 } else { pos };
+                let mut end = body;
+                while in_set(end) {
+                    end += 1;
+                }
+                (end > body).then_some(end - pos)
+            }),
+            Split::Runs(set) => self.matches(emit, |s, pos| {
+                let mut end = pos;
+                while end < s.len() && set.contains(s.chars[end], s.classes[end]) {
+                    end += 1;
+                }
+                (end > pos).then_some(end - pos)
+            }),
+            Split::TrailingWhitespace => self.matches(emit, |s, pos| {
+                (pos + s.whitespace_run(pos) == s.len() && s.classes[pos].whitespace).then(|| s.len() - pos)
             }),
             Split::NewlineRuns => {
                 let newline_run = |s: &Scan, pos: usize, newline: bool| {
@@ -305,5 +461,17 @@ mod tests {
             [Split::PunctuationRuns { backtick: false }, Split::Gpt2Words, Split::NumberRuns, Split::AsciiDigitTriples];
         assert_eq!(words("Hi, 12345!", &default), ["Hi", ",", " ", "123", "45", "!"]);
         assert_eq!(words("ab\n\ncd\n", &[Split::NewlineRuns]), ["ab", "\n\n", "cd", "\n"]);
+        let deepseek_coder = [
+            Split::EachNewline,
+            Split::SpaceThenRun(CharSet::Letter),
+            Split::SpaceThenRun(CharSet::Punctuation),
+            Split::Runs(CharSet::Cjk),
+            Split::EachNumber,
+        ];
+        assert_eq!(
+            words("Hi, you\r\n 12中文", &deepseek_coder),
+            ["Hi", ",", " you", "\r", "\n", " ", "1", "2", "中文"]
+        );
+        assert_eq!(words("a b  \t", &[Split::TrailingWhitespace]), ["a b", "  \t"]);
     }
 }
