@@ -383,18 +383,18 @@ fn meta_array<'g, T>(
         .map(Some)
 }
 
+const MODEL_KEY: &str = "tokenizer.ggml.model";
+const PRE_KEY: &str = "tokenizer.ggml.pre";
+const TOKENS_KEY: &str = "tokenizer.ggml.tokens";
+const SCORES_KEY: &str = "tokenizer.ggml.scores";
+const TYPES_KEY: &str = "tokenizer.ggml.token_type";
+const MERGES_KEY: &str = "tokenizer.ggml.merges";
+
 impl Tokenizer {
     /// Build the tokenizer from a GGUF file's metadata (tensors are not needed: vocab-only
     /// files work). Malformed metadata is `Error::Gguf` naming the key; a tokenizer model or
     /// pre-tokenizer this crate does not implement is `Error::Unsupported`.
     pub fn from_gguf(gguf: &GgufFile) -> Result<Tokenizer> {
-        const MODEL_KEY: &str = "tokenizer.ggml.model";
-        const PRE_KEY: &str = "tokenizer.ggml.pre";
-        const TOKENS_KEY: &str = "tokenizer.ggml.tokens";
-        const SCORES_KEY: &str = "tokenizer.ggml.scores";
-        const TYPES_KEY: &str = "tokenizer.ggml.token_type";
-        const MERGES_KEY: &str = "tokenizer.ggml.merges";
-
         let model_name = meta_str(gguf, MODEL_KEY)?
             .ok_or_else(|| Error::gguf(format!("{MODEL_KEY} is missing: the file has no tokenizer")))?
             .to_owned();
@@ -413,50 +413,8 @@ impl Tokenizer {
             }
         };
 
-        // ---- the vocabulary ----
-        let texts = meta_array(gguf, TOKENS_KEY, "strings", MetaValue::as_str)?
-            .ok_or_else(|| Error::gguf(format!("{TOKENS_KEY} is missing: the file has no vocabulary")))?;
-        let n_vocab = texts.len();
-        if n_vocab == 0 {
-            return Err(Error::gguf(format!("{TOKENS_KEY} is empty")));
-        }
-        if n_vocab > i32::MAX as usize {
-            return Err(Error::gguf(format!("{TOKENS_KEY}: {n_vocab} tokens is more than token ids can count")));
-        }
-        let scores = meta_array(gguf, SCORES_KEY, "f32", |v| match v {
-            MetaValue::F32(x) => Some(*x),
-            _ => None,
-        })?;
-        let types = meta_array(gguf, TYPES_KEY, "i32", |v| match v {
-            MetaValue::I32(x) => Some(*x),
-            _ => None,
-        })?;
-        for (key, len) in [(SCORES_KEY, scores.as_ref().map(Vec::len)), (TYPES_KEY, types.as_ref().map(Vec::len))] {
-            if let Some(len) = len.filter(|&len| len != n_vocab) {
-                return Err(Error::gguf(format!("{key} has {len} entries for {n_vocab} tokens in {TOKENS_KEY}")));
-            }
-        }
-        let mut vocab = Vocab {
-            texts: Vec::with_capacity(n_vocab),
-            scores: scores.unwrap_or_else(|| vec![0.0; n_vocab]),
-            attrs: Vec::with_capacity(n_vocab),
-            ids: FxHashMap::with_capacity_and_hasher(n_vocab, Default::default()),
-        };
-        for (i, text) in texts.iter().enumerate() {
-            // llama.cpp renames empty tokens, so that every token has a text
-            let text = if text.is_empty() { format!("[EMPTY_{i}]") } else { (*text).to_owned() };
-            vocab.ids.insert(text.clone(), i as u32);
-            vocab.texts.push(text);
-            vocab.attrs.push(match types.as_ref().map(|t| t[i]) {
-                None | Some(token_type::NORMAL) => attr::NORMAL,
-                Some(token_type::UNKNOWN) => attr::UNKNOWN,
-                Some(token_type::CONTROL) => attr::CONTROL,
-                Some(token_type::USER_DEFINED) => attr::USER_DEFINED,
-                Some(token_type::UNUSED) => attr::UNUSED,
-                Some(token_type::BYTE) => attr::BYTE,
-                Some(_) => attr::UNDEFINED,
-            });
-        }
+        let mut vocab = read_vocab(gguf)?;
+        let n_vocab = vocab.len();
 
         // ---- model, pre-tokenizer and flags ----
         let mut roles: HashMap<SpecialRole, u32> = HashMap::new();
@@ -532,46 +490,7 @@ impl Tokenizer {
             }
         }
 
-        // ---- end-of-generation tokens ----
-        let mut eog: BTreeSet<u32> = BTreeSet::new();
-        for role in [SpecialRole::FimPad, SpecialRole::FimRep, SpecialRole::FimSep] {
-            eog.extend(roles.get(&role));
-        }
-        for text in EOG_TEXTS {
-            if let Some(id) = vocab.id(text) {
-                eog.insert(id);
-                mark_control(&mut vocab, id);
-            }
-        }
-        // gpt-oss: these are always rendered
-        for text in ["<|channel|>", "<|message|>", "<|start|>", "<|constrain|>"] {
-            if let Some(id) = vocab.id(text) {
-                vocab.attrs[id as usize] = attr::USER_DEFINED;
-            }
-        }
-        for role in [SpecialRole::Eos, SpecialRole::Eot, SpecialRole::Eom] {
-            eog.extend(roles.get(&role));
-        }
-        let has = |eog: &BTreeSet<u32>, vocab: &Vocab, text: &str| eog.iter().any(|&id| vocab.text(id) == text);
-        // o200k_harmony / solar-open: "<|end|>" ends a message, not the generation
-        if (has(&eog, &vocab, "<|return|>") && has(&eog, &vocab, "<|call|>")
-            || has(&eog, &vocab, "<|calls|>") && has(&eog, &vocab, "<|flush|>"))
-            && has(&eog, &vocab, "<|end|>")
-        {
-            let end: Vec<u32> = eog.iter().copied().filter(|&id| vocab.text(id) == "<|end|>").collect();
-            for id in end {
-                eog.remove(&id);
-                vocab.attrs[id as usize] = attr::USER_DEFINED;
-            }
-        }
-        // gemma4 / plamo: "</s>" is a normal token there
-        if has(&eog, &vocab, "<|tool_response>") || has(&eog, &vocab, "<|plamo:eos|>") {
-            let ends: Vec<u32> = eog.iter().copied().filter(|&id| vocab.text(id) == "</s>").collect();
-            for id in ends {
-                eog.remove(&id);
-                vocab.attrs[id as usize] = attr::NORMAL;
-            }
-        }
+        let eog = end_of_generation(&mut vocab, &roles);
 
         // ---- special-token partitioning order ----
         let mut special_tokens: Vec<u32> = (0..n_vocab as u32)
@@ -876,6 +795,99 @@ impl Tokenizer {
     pub fn detokenizer(&self, special: bool) -> Detokenizer {
         Detokenizer::new(self, special)
     }
+}
+
+/// The token texts, scores and types (as attributes) of `tokenizer.ggml.*`.
+fn read_vocab(gguf: &GgufFile) -> Result<Vocab> {
+    let texts = meta_array(gguf, TOKENS_KEY, "strings", MetaValue::as_str)?
+        .ok_or_else(|| Error::gguf(format!("{TOKENS_KEY} is missing: the file has no vocabulary")))?;
+    let n_vocab = texts.len();
+    if n_vocab == 0 {
+        return Err(Error::gguf(format!("{TOKENS_KEY} is empty")));
+    }
+    if n_vocab > i32::MAX as usize {
+        return Err(Error::gguf(format!("{TOKENS_KEY}: {n_vocab} tokens is more than token ids can count")));
+    }
+    let scores = meta_array(gguf, SCORES_KEY, "f32", |v| match v {
+        MetaValue::F32(x) => Some(*x),
+        _ => None,
+    })?;
+    let types = meta_array(gguf, TYPES_KEY, "i32", |v| match v {
+        MetaValue::I32(x) => Some(*x),
+        _ => None,
+    })?;
+    for (key, len) in [(SCORES_KEY, scores.as_ref().map(Vec::len)), (TYPES_KEY, types.as_ref().map(Vec::len))] {
+        if let Some(len) = len.filter(|&len| len != n_vocab) {
+            return Err(Error::gguf(format!("{key} has {len} entries for {n_vocab} tokens in {TOKENS_KEY}")));
+        }
+    }
+    let mut vocab = Vocab {
+        texts: Vec::with_capacity(n_vocab),
+        scores: scores.unwrap_or_else(|| vec![0.0; n_vocab]),
+        attrs: Vec::with_capacity(n_vocab),
+        ids: FxHashMap::with_capacity_and_hasher(n_vocab, Default::default()),
+    };
+    for (i, text) in texts.iter().enumerate() {
+        // llama.cpp renames empty tokens, so that every token has a text
+        let text = if text.is_empty() { format!("[EMPTY_{i}]") } else { (*text).to_owned() };
+        vocab.ids.insert(text.clone(), i as u32);
+        vocab.texts.push(text);
+        vocab.attrs.push(match types.as_ref().map(|t| t[i]) {
+            None | Some(token_type::NORMAL) => attr::NORMAL,
+            Some(token_type::UNKNOWN) => attr::UNKNOWN,
+            Some(token_type::CONTROL) => attr::CONTROL,
+            Some(token_type::USER_DEFINED) => attr::USER_DEFINED,
+            Some(token_type::UNUSED) => attr::UNUSED,
+            Some(token_type::BYTE) => attr::BYTE,
+            Some(_) => attr::UNDEFINED,
+        });
+    }
+    Ok(vocab)
+}
+
+/// The end-of-generation tokens (llama.cpp's rules): EOS, EOT, EOM, the FIM pad/repo/separator
+/// tokens and tokens known by text; the latter become control tokens.
+fn end_of_generation(vocab: &mut Vocab, roles: &HashMap<SpecialRole, u32>) -> BTreeSet<u32> {
+    let mut eog: BTreeSet<u32> = BTreeSet::new();
+    for role in [SpecialRole::FimPad, SpecialRole::FimRep, SpecialRole::FimSep] {
+        eog.extend(roles.get(&role));
+    }
+    for text in EOG_TEXTS {
+        if let Some(id) = vocab.id(text) {
+            eog.insert(id);
+            vocab.attrs[id as usize] |= attr::CONTROL;
+        }
+    }
+    // gpt-oss: these are always rendered
+    for text in ["<|channel|>", "<|message|>", "<|start|>", "<|constrain|>"] {
+        if let Some(id) = vocab.id(text) {
+            vocab.attrs[id as usize] = attr::USER_DEFINED;
+        }
+    }
+    for role in [SpecialRole::Eos, SpecialRole::Eot, SpecialRole::Eom] {
+        eog.extend(roles.get(&role));
+    }
+    let has = |eog: &BTreeSet<u32>, vocab: &Vocab, text: &str| eog.iter().any(|&id| vocab.text(id) == text);
+    // o200k_harmony / solar-open: "<|end|>" ends a message, not the generation
+    if (has(&eog, vocab, "<|return|>") && has(&eog, vocab, "<|call|>")
+        || has(&eog, vocab, "<|calls|>") && has(&eog, vocab, "<|flush|>"))
+        && has(&eog, vocab, "<|end|>")
+    {
+        let end: Vec<u32> = eog.iter().copied().filter(|&id| vocab.text(id) == "<|end|>").collect();
+        for id in end {
+            eog.remove(&id);
+            vocab.attrs[id as usize] = attr::USER_DEFINED;
+        }
+    }
+    // gemma4 / plamo: "</s>" is a normal token there
+    if has(&eog, vocab, "<|tool_response>") || has(&eog, vocab, "<|plamo:eos|>") {
+        let ends: Vec<u32> = eog.iter().copied().filter(|&id| vocab.text(id) == "</s>").collect();
+        for id in ends {
+            eog.remove(&id);
+            vocab.attrs[id as usize] = attr::NORMAL;
+        }
+    }
+    eog
 }
 
 /// C's `isspace` (the whitespace llama.cpp's lstrip/rstrip remove).
