@@ -25,9 +25,14 @@ pub struct PyTokenizer {
 fn ids_u32(ids: Vec<i64>, vocab_size: usize) -> PyResult<Vec<u32>> {
     ids.into_iter()
         .map(|id| {
-            u32::try_from(id).ok().filter(|&id| (id as usize) < vocab_size).ok_or_else(|| {
-                PyValueError::new_err(format!("token id {id} is outside the vocabulary (0..{vocab_size})"))
-            })
+            u32::try_from(id)
+                .ok()
+                .filter(|&id| (id as usize) < vocab_size)
+                .ok_or_else(|| {
+                    PyValueError::new_err(format!(
+                        "token id {id} is outside the vocabulary (0..{vocab_size})"
+                    ))
+                })
         })
         .collect()
 }
@@ -37,16 +42,26 @@ impl PyTokenizer {
     #[new]
     fn new(py: Python<'_>, path: PathBuf) -> PyResult<Self> {
         let tokenizer = py.detach(|| Tokenizer::open(&path)).py()?;
-        Ok(PyTokenizer { inner: Arc::new(tokenizer) })
+        Ok(PyTokenizer {
+            inner: Arc::new(tokenizer),
+        })
     }
 
     /// Token ids of `text`. `add_bos=None` follows the file's `add_bos_token` (and
     /// `add_eos_token`); True adds BOS; False adds nothing. `special=True` turns text such as
     /// `<|im_start|>` into its control token; False tokenizes it as plain text.
     #[pyo3(signature = (text, add_bos=None, special=true))]
-    fn tokenize(&self, py: Python<'_>, text: &str, add_bos: Option<bool>, special: bool) -> PyResult<Vec<u32>> {
+    fn tokenize(
+        &self,
+        py: Python<'_>,
+        text: &str,
+        add_bos: Option<bool>,
+        special: bool,
+    ) -> PyResult<Vec<u32>> {
         if add_bos == Some(true) && self.inner.bos().is_none() {
-            return Err(PyValueError::new_err("add_bos=True, but this vocabulary has no BOS token"));
+            return Err(PyValueError::new_err(
+                "add_bos=True, but this vocabulary has no BOS token",
+            ));
         }
         let tokenizer = &self.inner;
         Ok(py.detach(|| tokenizer.encode(text, add_bos, special)))
@@ -64,7 +79,12 @@ impl PyTokenizer {
 
     /// The bytes one token detokenizes to (a byte-fallback token is a single byte).
     #[pyo3(signature = (id, special=true))]
-    fn token_to_piece<'py>(&self, py: Python<'py>, id: i64, special: bool) -> PyResult<Bound<'py, PyBytes>> {
+    fn token_to_piece<'py>(
+        &self,
+        py: Python<'py>,
+        id: i64,
+        special: bool,
+    ) -> PyResult<Bound<'py, PyBytes>> {
         let id = ids_u32(vec![id], self.inner.vocab_size())?[0];
         Ok(PyBytes::new(py, self.inner.piece(id, special).py()?))
     }
@@ -83,7 +103,10 @@ impl PyTokenizer {
     /// A streaming detokenizer: `push(id)` returns only complete characters; `finish()` the rest.
     #[pyo3(signature = (special=true))]
     fn detokenizer(&self, special: bool) -> PyDetokenizer {
-        PyDetokenizer { tokenizer: Arc::clone(&self.inner), stream: Mutex::new(self.inner.detokenizer(special)) }
+        PyDetokenizer {
+            tokenizer: Arc::clone(&self.inner),
+            stream: Mutex::new(self.inner.detokenizer(special)),
+        }
     }
 
     #[getter]

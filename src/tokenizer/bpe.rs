@@ -20,6 +20,18 @@ use crate::error::{Error, Result};
 /// Piece id of a character that no merge and no token knows.
 const NO_PIECE: u32 = u32::MAX;
 
+/// A queued merge of adjacent symbols `left` and `right`; ordered by rank, then leftmost.
+#[derive(PartialEq, Eq, PartialOrd, Ord)]
+struct Candidate {
+    rank: u32,
+    left: usize,
+    right: usize,
+    /// The pieces both symbols held when queued (a change means the candidate is stale).
+    left_piece: u32,
+    right_piece: u32,
+    merged: u32,
+}
+
 pub struct BpeMerges {
     /// (left piece, right piece) -> (rank, merged piece). The first of duplicate merges wins.
     pairs: FxHashMap<(u32, u32), (u32, u32)>,
@@ -39,7 +51,12 @@ impl BpeMerges {
         let mut merged = String::new();
         for (rank, merge) in merges.iter().enumerate() {
             // The separator is the first space after the first byte (a left part may be " ").
-            let split = merge.as_bytes().iter().skip(1).position(|&b| b == b' ').map(|i| i + 1);
+            let split = merge
+                .as_bytes()
+                .iter()
+                .skip(1)
+                .position(|&b| b == b' ')
+                .map(|i| i + 1);
             let Some(split) = split else {
                 return Err(Error::gguf(format!(
                     "{key}[{rank}] = {merge:?}: a merge must be two tokens separated by a space"
@@ -49,7 +66,11 @@ impl BpeMerges {
             merged.clear();
             merged.push_str(left);
             merged.push_str(right);
-            let (l, r, m) = (table.intern(left, vocab), table.intern(right, vocab), table.intern(&merged, vocab));
+            let (l, r, m) = (
+                table.intern(left, vocab),
+                table.intern(right, vocab),
+                table.intern(&merged, vocab),
+            );
             table.pairs.entry((l, r)).or_insert((rank as u32, m));
         }
         Ok(table)
@@ -64,13 +85,22 @@ impl BpeMerges {
     }
 
     fn piece(&self, text: &str, vocab: &Vocab) -> u32 {
-        vocab.id(text).or_else(|| self.extra_pieces.get(text).copied()).unwrap_or(NO_PIECE)
+        vocab
+            .id(text)
+            .or_else(|| self.extra_pieces.get(text).copied())
+            .unwrap_or(NO_PIECE)
     }
 
     /// Merge `word` into tokens, appended to `out`. A final symbol that is not a token is
     /// spelled with `byte_token` for each of its bytes (bytes with no token are dropped, as
     /// llama.cpp drops them).
-    pub fn encode_word(&self, word: &str, vocab: &Vocab, byte_token: &dyn Fn(u8) -> Option<u32>, out: &mut Vec<u32>) {
+    pub fn encode_word(
+        &self,
+        word: &str,
+        vocab: &Vocab,
+        byte_token: &dyn Fn(u8) -> Option<u32>,
+        out: &mut Vec<u32>,
+    ) {
         // symbols: the word's characters, merged in place; `len == 0` marks a merged-away one
         struct Symbol {
             start: usize,
@@ -92,25 +122,42 @@ impl BpeMerges {
             });
         }
 
-        // candidate merges: (rank, left index) orders lowest rank first, then leftmost
-        let mut queue: BinaryHeap<Reverse<(u32, usize, usize, u32, u32, u32)>> = BinaryHeap::new();
-        let push = |queue: &mut BinaryHeap<_>, symbols: &[Symbol], left: Option<usize>, right: Option<usize>| {
-            let (Some(l), Some(r)) = (left, right) else { return };
-            let (lp, rp) = (symbols[l].piece, symbols[r].piece);
-            if let Some(&(rank, merged)) = self.pairs.get(&(lp, rp)) {
-                queue.push(Reverse((rank, l, r, lp, rp, merged)));
+        // candidate merges, lowest rank first, then leftmost
+        let mut queue: BinaryHeap<Reverse<Candidate>> = BinaryHeap::new();
+        let push = |queue: &mut BinaryHeap<_>,
+                    symbols: &[Symbol],
+                    left: Option<usize>,
+                    right: Option<usize>| {
+            let (Some(left), Some(right)) = (left, right) else {
+                return;
+            };
+            let (left_piece, right_piece) = (symbols[left].piece, symbols[right].piece);
+            if let Some(&(rank, merged)) = self.pairs.get(&(left_piece, right_piece)) {
+                queue.push(Reverse(Candidate {
+                    rank,
+                    left,
+                    right,
+                    left_piece,
+                    right_piece,
+                    merged,
+                }));
             }
         };
         for i in 1..symbols.len() {
             push(&mut queue, &symbols, Some(i - 1), Some(i));
         }
-        while let Some(Reverse((_, l, r, lp, rp, merged))) = queue.pop() {
+        while let Some(Reverse(candidate)) = queue.pop() {
+            let (l, r) = (candidate.left, candidate.right);
             // stale: one side was merged away or has grown since the pair was queued
-            if symbols[l].len == 0 || symbols[r].len == 0 || symbols[l].piece != lp || symbols[r].piece != rp {
+            if symbols[l].len == 0
+                || symbols[r].len == 0
+                || symbols[l].piece != candidate.left_piece
+                || symbols[r].piece != candidate.right_piece
+            {
                 continue;
             }
             symbols[l].len += symbols[r].len;
-            symbols[l].piece = merged;
+            symbols[l].piece = candidate.merged;
             symbols[r].len = 0;
             let after = symbols[r].next;
             symbols[l].next = after;
@@ -127,7 +174,11 @@ impl BpeMerges {
             if s.piece < self.n_vocab {
                 out.push(s.piece);
             } else {
-                out.extend(word.as_bytes()[s.start..s.start + s.len].iter().filter_map(|&b| byte_token(b)));
+                out.extend(
+                    word.as_bytes()[s.start..s.start + s.len]
+                        .iter()
+                        .filter_map(|&b| byte_token(b)),
+                );
             }
             at = s.next;
         }

@@ -147,9 +147,18 @@ struct PreConfig {
 }
 
 fn pre_config(pre: &str) -> Option<PreConfig> {
-    const LLAMA3: Split = Split::Llama3Words { max_digits: 3, marks_in_words: false };
-    const QWEN2: Split = Split::Llama3Words { max_digits: 1, marks_in_words: false };
-    const QWEN35: Split = Split::Llama3Words { max_digits: 1, marks_in_words: true };
+    const LLAMA3: Split = Split::Llama3Words {
+        max_digits: 3,
+        marks_in_words: false,
+    };
+    const QWEN2: Split = Split::Llama3Words {
+        max_digits: 1,
+        marks_in_words: false,
+    };
+    const QWEN35: Split = Split::Llama3Words {
+        max_digits: 1,
+        marks_in_words: true,
+    };
     let cfg = |splits: Vec<Split>, clean_spaces: bool| PreConfig {
         splits,
         ignore_merges: false,
@@ -158,26 +167,43 @@ fn pre_config(pre: &str) -> Option<PreConfig> {
         no_bos: false,
     };
     Some(match pre {
-        "llama3" | "llama-v3" | "llama-bpe" | "falcon3" | "falcon-h1" | "pixtral" | "midm-2.0" | "lfm2"
-        | "jina-v5-nano" => PreConfig { ignore_merges: true, add_bos: Some(true), ..cfg(vec![LLAMA3], true) },
+        "llama3" | "llama-v3" | "llama-bpe" | "falcon3" | "falcon-h1" | "pixtral" | "midm-2.0"
+        | "lfm2" | "jina-v5-nano" => PreConfig {
+            ignore_merges: true,
+            add_bos: Some(true),
+            ..cfg(vec![LLAMA3], true)
+        },
         "dbrx" | "smaug-bpe" => cfg(vec![LLAMA3], true),
-        "chatglm-bpe" => PreConfig { no_bos: true, ..cfg(vec![LLAMA3], true) },
-        "glm4" | "glm5" => PreConfig { no_bos: true, ignore_merges: true, ..cfg(vec![LLAMA3], true) },
-        "qwen2" | "deepseek-r1-qwen" | "kormo" | "f2llmv2" | "hunyuan" | "solar-open" | "grok-2" => {
-            cfg(vec![QWEN2], false)
-        }
+        "chatglm-bpe" => PreConfig {
+            no_bos: true,
+            ..cfg(vec![LLAMA3], true)
+        },
+        "glm4" | "glm5" => PreConfig {
+            no_bos: true,
+            ignore_merges: true,
+            ..cfg(vec![LLAMA3], true)
+        },
+        "qwen2" | "deepseek-r1-qwen" | "kormo" | "f2llmv2" | "hunyuan" | "solar-open"
+        | "grok-2" => cfg(vec![QWEN2], false),
         "megrez" | "stablelm2" => cfg(vec![QWEN2], true),
         "qwen35" => cfg(vec![QWEN35], false),
-        "gpt-2" | "phi-2" | "jina-es" | "jina-de" | "gigachat" | "jina-v2-es" | "jina-v2-de" | "a.x-4.0" | "mellum"
-        | "modern-bert" | "exaone4" | "mpt" | "olmo" | "jais" => cfg(vec![Split::Gpt2Words], true),
+        "gpt-2" | "phi-2" | "jina-es" | "jina-de" | "gigachat" | "jina-v2-es" | "jina-v2-de"
+        | "a.x-4.0" | "mellum" | "modern-bert" | "exaone4" | "mpt" | "olmo" | "jais" => {
+            cfg(vec![Split::Gpt2Words], true)
+        }
         "trillion" | "granite-docling" => cfg(vec![Split::Gpt2Words], false),
         "starcoder" | "refact" | "codeshell" | "exaone" | "minerva-7b" | "mellum2" => {
             cfg(vec![Split::EachNumber, Split::Gpt2Words], true)
         }
         "command-r" | "smollm" => cfg(vec![Split::EachNumber, Split::Gpt2Words], false),
-        "falcon" => {
-            cfg(vec![Split::PunctuationRuns { backtick: true }, Split::Gpt2Words, Split::AsciiDigitTriples], true)
-        }
+        "falcon" => cfg(
+            vec![
+                Split::PunctuationRuns { backtick: true },
+                Split::Gpt2Words,
+                Split::AsciiDigitTriples,
+            ],
+            true,
+        ),
         "deepseek-coder" => cfg(
             vec![
                 Split::EachNewline,
@@ -311,8 +337,20 @@ const ROLE_TEXTS: [(SpecialRole, &[&str]); 7] = [
             "<|middle|>",
         ],
     ),
-    (SpecialRole::FimPad, &["<|fim_pad|>", "<fim-pad>", "<fim_pad>", "<PAD>", "[PAD]"]),
-    (SpecialRole::FimRep, &["<|fim_repo|>", "<|repo_name|>", "<fim-repo>", "<REPO>", "<reponame>"]),
+    (
+        SpecialRole::FimPad,
+        &["<|fim_pad|>", "<fim-pad>", "<fim_pad>", "<PAD>", "[PAD]"],
+    ),
+    (
+        SpecialRole::FimRep,
+        &[
+            "<|fim_repo|>",
+            "<|repo_name|>",
+            "<fim-repo>",
+            "<REPO>",
+            "<reponame>",
+        ],
+    ),
 ];
 const FIM_SEP_TEXTS: &[&str] = &["<|file_sep|>"];
 
@@ -348,7 +386,10 @@ fn meta_str<'g>(gguf: &'g GgufFile, key: &str) -> Result<Option<&'g str>> {
     match gguf.meta(key) {
         None => Ok(None),
         Some(MetaValue::Str(s)) => Ok(Some(s)),
-        Some(v) => Err(Error::gguf(format!("{key}: expected a string, found {}", v.type_name()))),
+        Some(v) => Err(Error::gguf(format!(
+            "{key}: expected a string, found {}",
+            v.type_name()
+        ))),
     }
 }
 
@@ -356,7 +397,10 @@ fn meta_bool(gguf: &GgufFile, key: &str) -> Result<Option<bool>> {
     match gguf.meta(key) {
         None => Ok(None),
         Some(MetaValue::Bool(b)) => Ok(Some(*b)),
-        Some(v) => Err(Error::gguf(format!("{key}: expected a bool, found {}", v.type_name()))),
+        Some(v) => Err(Error::gguf(format!(
+            "{key}: expected a bool, found {}",
+            v.type_name()
+        ))),
     }
 }
 
@@ -367,16 +411,24 @@ fn meta_array<'g, T>(
     what: &str,
     get: impl Fn(&'g MetaValue) -> Option<T>,
 ) -> Result<Option<Vec<T>>> {
-    let Some(value) = gguf.meta(key) else { return Ok(None) };
-    let items = value
-        .as_array()
-        .ok_or_else(|| Error::gguf(format!("{key}: expected an array of {what}, found {}", value.type_name())))?;
+    let Some(value) = gguf.meta(key) else {
+        return Ok(None);
+    };
+    let items = value.as_array().ok_or_else(|| {
+        Error::gguf(format!(
+            "{key}: expected an array of {what}, found {}",
+            value.type_name()
+        ))
+    })?;
     items
         .iter()
         .enumerate()
         .map(|(i, item)| {
             get(item).ok_or_else(|| {
-                Error::gguf(format!("{key}: expected an array of {what}, element {i} is {}", item.type_name()))
+                Error::gguf(format!(
+                    "{key}: expected an array of {what}, element {i} is {}",
+                    item.type_name()
+                ))
             })
         })
         .collect::<Result<Vec<T>>>()
@@ -396,7 +448,9 @@ impl Tokenizer {
     /// pre-tokenizer this crate does not implement is `Error::Unsupported`.
     pub fn from_gguf(gguf: &GgufFile) -> Result<Tokenizer> {
         let model_name = meta_str(gguf, MODEL_KEY)?
-            .ok_or_else(|| Error::gguf(format!("{MODEL_KEY} is missing: the file has no tokenizer")))?
+            .ok_or_else(|| {
+                Error::gguf(format!("{MODEL_KEY} is missing: the file has no tokenizer"))
+            })?
             .to_owned();
         let mut pre_name = meta_str(gguf, PRE_KEY)?.unwrap_or("").to_owned();
         let is_spm = match model_name.as_str() {
@@ -421,11 +475,24 @@ impl Tokenizer {
         let (model, mut add_bos, add_space_prefix_default, escape_whitespaces, clean_spaces);
         if is_spm {
             model = Model::Spm;
-            (add_bos, add_space_prefix_default, escape_whitespaces, clean_spaces) = (true, true, true, false);
-            roles.extend([(SpecialRole::Bos, 1), (SpecialRole::Eos, 2), (SpecialRole::Unk, 0)]);
+            (
+                add_bos,
+                add_space_prefix_default,
+                escape_whitespaces,
+                clean_spaces,
+            ) = (true, true, true, false);
+            roles.extend([
+                (SpecialRole::Bos, 1),
+                (SpecialRole::Eos, 2),
+                (SpecialRole::Unk, 0),
+            ]);
         } else {
-            let merges = meta_array(gguf, MERGES_KEY, "strings", MetaValue::as_str)?
-                .ok_or_else(|| Error::gguf(format!("{MERGES_KEY} is missing: a BPE vocabulary needs its merges")))?;
+            let merges =
+                meta_array(gguf, MERGES_KEY, "strings", MetaValue::as_str)?.ok_or_else(|| {
+                    Error::gguf(format!(
+                        "{MERGES_KEY} is missing: a BPE vocabulary needs its merges"
+                    ))
+                })?;
             let merges = bpe::BpeMerges::new(&merges, &vocab, MERGES_KEY)?;
             if model_name == "gemma4" {
                 model = Model::Bpe {
@@ -435,10 +502,17 @@ impl Tokenizer {
                     ignore_merges: false,
                     whole_newline_words: true,
                 };
-                (add_bos, add_space_prefix_default, escape_whitespaces, clean_spaces) = (true, false, true, true);
+                (
+                    add_bos,
+                    add_space_prefix_default,
+                    escape_whitespaces,
+                    clean_spaces,
+                ) = (true, false, true, true);
             } else {
                 let pre = pre_config(&pre_name).ok_or_else(|| {
-                    Error::unsupported(format!("{PRE_KEY} = {pre_name:?}: pre-tokenizer not supported"))
+                    Error::unsupported(format!(
+                        "{PRE_KEY} = {pre_name:?}: pre-tokenizer not supported"
+                    ))
                 })?;
                 model = Model::Bpe {
                     merges,
@@ -447,8 +521,12 @@ impl Tokenizer {
                     ignore_merges: pre.ignore_merges,
                     whole_newline_words: false,
                 };
-                (add_bos, add_space_prefix_default, escape_whitespaces, clean_spaces) =
-                    (pre.add_bos.unwrap_or(false), false, false, pre.clean_spaces);
+                (
+                    add_bos,
+                    add_space_prefix_default,
+                    escape_whitespaces,
+                    clean_spaces,
+                ) = (pre.add_bos.unwrap_or(false), false, false, pre.clean_spaces);
                 // llama.cpp's default ids for byte-level BPE files that name none
                 if !pre.no_bos {
                     roles.insert(SpecialRole::Bos, 11);
@@ -456,17 +534,25 @@ impl Tokenizer {
                 roles.insert(SpecialRole::Eos, 11);
             }
         }
-        let add_space_prefix = meta_bool(gguf, "tokenizer.ggml.add_space_prefix")?.unwrap_or(add_space_prefix_default);
+        let add_space_prefix =
+            meta_bool(gguf, "tokenizer.ggml.add_space_prefix")?.unwrap_or(add_space_prefix_default);
 
         // ---- special token ids ----
         roles.retain(|_, id| (*id as usize) < n_vocab); // defaults outside the vocabulary: none
         for (key, role) in SPECIAL_KEYS {
-            let Some(value) = gguf.meta(key) else { continue };
+            let Some(value) = gguf.meta(key) else {
+                continue;
+            };
             let id = value.as_int().ok_or_else(|| {
-                Error::gguf(format!("{key}: expected an integer token id, found {}", value.type_name()))
+                Error::gguf(format!(
+                    "{key}: expected an integer token id, found {}",
+                    value.type_name()
+                ))
             })?;
             if !(0..n_vocab as i128).contains(&id) {
-                return Err(Error::gguf(format!("{key} = {id} is outside the vocabulary of {n_vocab} tokens")));
+                return Err(Error::gguf(format!(
+                    "{key} = {id} is outside the vocabulary of {n_vocab} tokens"
+                )));
             }
             roles.insert(role, id as u32);
         }
@@ -480,7 +566,10 @@ impl Tokenizer {
 
         // roles the file does not name, recognized by text; such a token becomes a control token
         let mark_control = |vocab: &mut Vocab, id: u32| vocab.attrs[id as usize] |= attr::CONTROL;
-        for (role, candidates) in ROLE_TEXTS.iter().chain([(SpecialRole::FimSep, FIM_SEP_TEXTS)].iter()) {
+        for (role, candidates) in ROLE_TEXTS
+            .iter()
+            .chain([(SpecialRole::FimSep, FIM_SEP_TEXTS)].iter())
+        {
             if roles.contains_key(role) {
                 continue;
             }
@@ -494,12 +583,18 @@ impl Tokenizer {
 
         // ---- special-token partitioning order ----
         let mut special_tokens: Vec<u32> = (0..n_vocab as u32)
-            .filter(|&id| vocab.attr(id) & (attr::CONTROL | attr::USER_DEFINED | attr::UNKNOWN) != 0)
+            .filter(|&id| {
+                vocab.attr(id) & (attr::CONTROL | attr::USER_DEFINED | attr::UNKNOWN) != 0
+            })
             .collect();
         special_tokens.sort_by_key(|&id| std::cmp::Reverse(vocab.text(id).len()));
 
         // Phi-3 files: special tokens swallow the whitespace after them (llama.cpp, by model name)
-        let name = meta_str(gguf, "general.name").ok().flatten().unwrap_or("").to_lowercase();
+        let name = meta_str(gguf, "general.name")
+            .ok()
+            .flatten()
+            .unwrap_or("")
+            .to_lowercase();
         if name.contains("phi-3") || name.contains("phi3") {
             for &id in &special_tokens {
                 vocab.attrs[id as usize] |= attr::RSTRIP;
@@ -514,15 +609,27 @@ impl Tokenizer {
             }
         }
 
-        let byte_encode = matches!(model, Model::Bpe { byte_encode: true, .. });
+        let byte_encode = matches!(
+            model,
+            Model::Bpe {
+                byte_encode: true,
+                ..
+            }
+        );
         let mut byte_tokens = [None; 256];
         for (b, slot) in byte_tokens.iter_mut().enumerate() {
             let hex = format!("<0x{b:02X}>");
             *slot = if byte_encode {
                 // GPT-2 byte-level: llama.cpp spells a leftover byte with its one-byte text
-                (b < 0x80).then(|| vocab.id(&(b as u8 as char).to_string())).flatten()
+                (b < 0x80)
+                    .then(|| vocab.id(&(b as u8 as char).to_string()))
+                    .flatten()
             } else if is_spm {
-                vocab.id(&hex).or_else(|| (b < 0x80).then(|| vocab.id(&(b as u8 as char).to_string())).flatten())
+                vocab.id(&hex).or_else(|| {
+                    (b < 0x80)
+                        .then(|| vocab.id(&(b as u8 as char).to_string()))
+                        .flatten()
+                })
             } else {
                 vocab.id(&hex)
             };
@@ -549,7 +656,9 @@ impl Tokenizer {
             eog,
             pieces: Vec::new(),
         };
-        tokenizer.pieces = (0..n_vocab as u32).map(|id| tokenizer.render_piece(id)).collect();
+        tokenizer.pieces = (0..n_vocab as u32)
+            .map(|id| tokenizer.render_piece(id))
+            .collect();
         Ok(tokenizer)
     }
 
@@ -611,7 +720,8 @@ impl Tokenizer {
     }
     /// Whether `id` is a control token (rendered only with `special`).
     pub fn is_control(&self, id: u32) -> bool {
-        (id as usize) < self.vocab.len() && self.vocab.attr(id) & (attr::CONTROL | attr::UNKNOWN) != 0
+        (id as usize) < self.vocab.len()
+            && self.vocab.attr(id) & (attr::CONTROL | attr::UNKNOWN) != 0
     }
 
     // ---- encoding ----
@@ -642,7 +752,12 @@ impl Tokenizer {
                                 escaped.push_str(SPACE_ESCAPE);
                             }
                             escaped.push_str(&t.replace(' ', SPACE_ESCAPE));
-                            spm::encode(&escaped, &self.vocab, &|b| self.byte_token_or_unk(b), &mut out);
+                            spm::encode(
+                                &escaped,
+                                &self.vocab,
+                                &|b| self.byte_token_or_unk(b),
+                                &mut out,
+                            );
                             after_special = false;
                         }
                         Fragment::Token(id) => {
@@ -675,7 +790,14 @@ impl Tokenizer {
     }
 
     fn encode_bpe(&self, text: &str, out: &mut Vec<u32>) {
-        let Model::Bpe { merges, splits, byte_encode, ignore_merges, whole_newline_words } = &self.model else {
+        let Model::Bpe {
+            merges,
+            splits,
+            byte_encode,
+            ignore_merges,
+            whole_newline_words,
+        } = &self.model
+        else {
             unreachable!("encode_bpe on a BPE model")
         };
         let byte_token = |b: u8| self.byte_tokens[b as usize];
@@ -687,7 +809,8 @@ impl Tokenizer {
                 encoded.extend(word.bytes().map(unicode::byte_to_char));
                 word = &encoded;
             }
-            let whole = *ignore_merges || (*whole_newline_words && word.bytes().all(|b| b == b'\n'));
+            let whole =
+                *ignore_merges || (*whole_newline_words && word.bytes().all(|b| b == b'\n'));
             if let Some(id) = whole.then(|| self.vocab.id(word)).flatten() {
                 out.push(id);
                 continue;
@@ -699,14 +822,21 @@ impl Tokenizer {
     /// Split `text` around special tokens, longest first. Control and unknown tokens count only
     /// when `special`; user-defined tokens always.
     fn partition<'t>(&self, text: &'t str, special: bool) -> Vec<Fragment<'t>> {
-        let mut fragments = if text.is_empty() { vec![] } else { vec![Fragment::Text(text)] };
+        let mut fragments = if text.is_empty() {
+            vec![]
+        } else {
+            vec![Fragment::Text(text)]
+        };
         for &id in &self.special_tokens {
             let token_attr = self.vocab.attr(id);
             if !special && token_attr & (attr::CONTROL | attr::UNKNOWN) != 0 {
                 continue;
             }
             let token_text = self.vocab.text(id);
-            if !fragments.iter().any(|f| matches!(f, Fragment::Text(t) if t.contains(token_text))) {
+            if !fragments
+                .iter()
+                .any(|f| matches!(f, Fragment::Text(t) if t.contains(token_text)))
+            {
                 continue;
             }
             let mut next = Vec::with_capacity(fragments.len() + 2);
@@ -744,7 +874,10 @@ impl Tokenizer {
     /// otherwise nothing). An id outside the vocabulary is `Error::InvalidArgument`.
     pub fn piece(&self, id: u32, special: bool) -> Result<&[u8]> {
         let piece = self.pieces.get(id as usize).ok_or_else(|| {
-            Error::invalid(format!("token id {id} is outside the vocabulary (0..{})", self.vocab.len()))
+            Error::invalid(format!(
+                "token id {id} is outside the vocabulary (0..{})",
+                self.vocab.len()
+            ))
         })?;
         if !special && self.vocab.attr(id) & (attr::CONTROL | attr::UNKNOWN) != 0 {
             return Ok(&[]);
@@ -760,13 +893,17 @@ impl Tokenizer {
         }
         if token_attr & attr::NORMAL != 0 {
             return match &self.model {
-                Model::Bpe { byte_encode: true, .. } => decode_byte_level(text),
+                Model::Bpe {
+                    byte_encode: true, ..
+                } => decode_byte_level(text),
                 _ => text.replace(SPACE_ESCAPE, " ").into_bytes().into(),
             };
         }
         if token_attr & attr::BYTE != 0 {
             // "<0xXX>"; a malformed byte token renders as nothing
-            let byte = text.get(3..5).and_then(|hex| u8::from_str_radix(hex, 16).ok());
+            let byte = text
+                .get(3..5)
+                .and_then(|hex| u8::from_str_radix(hex, 16).ok());
             return byte.map(|b| vec![b]).unwrap_or_default().into();
         }
         Box::default()
@@ -799,14 +936,19 @@ impl Tokenizer {
 
 /// The token texts, scores and types (as attributes) of `tokenizer.ggml.*`.
 fn read_vocab(gguf: &GgufFile) -> Result<Vocab> {
-    let texts = meta_array(gguf, TOKENS_KEY, "strings", MetaValue::as_str)?
-        .ok_or_else(|| Error::gguf(format!("{TOKENS_KEY} is missing: the file has no vocabulary")))?;
+    let texts = meta_array(gguf, TOKENS_KEY, "strings", MetaValue::as_str)?.ok_or_else(|| {
+        Error::gguf(format!(
+            "{TOKENS_KEY} is missing: the file has no vocabulary"
+        ))
+    })?;
     let n_vocab = texts.len();
     if n_vocab == 0 {
         return Err(Error::gguf(format!("{TOKENS_KEY} is empty")));
     }
     if n_vocab > i32::MAX as usize {
-        return Err(Error::gguf(format!("{TOKENS_KEY}: {n_vocab} tokens is more than token ids can count")));
+        return Err(Error::gguf(format!(
+            "{TOKENS_KEY}: {n_vocab} tokens is more than token ids can count"
+        )));
     }
     let scores = meta_array(gguf, SCORES_KEY, "f32", |v| match v {
         MetaValue::F32(x) => Some(*x),
@@ -816,9 +958,14 @@ fn read_vocab(gguf: &GgufFile) -> Result<Vocab> {
         MetaValue::I32(x) => Some(*x),
         _ => None,
     })?;
-    for (key, len) in [(SCORES_KEY, scores.as_ref().map(Vec::len)), (TYPES_KEY, types.as_ref().map(Vec::len))] {
+    for (key, len) in [
+        (SCORES_KEY, scores.as_ref().map(Vec::len)),
+        (TYPES_KEY, types.as_ref().map(Vec::len)),
+    ] {
         if let Some(len) = len.filter(|&len| len != n_vocab) {
-            return Err(Error::gguf(format!("{key} has {len} entries for {n_vocab} tokens in {TOKENS_KEY}")));
+            return Err(Error::gguf(format!(
+                "{key} has {len} entries for {n_vocab} tokens in {TOKENS_KEY}"
+            )));
         }
     }
     let mut vocab = Vocab {
@@ -829,7 +976,11 @@ fn read_vocab(gguf: &GgufFile) -> Result<Vocab> {
     };
     for (i, text) in texts.iter().enumerate() {
         // llama.cpp renames empty tokens, so that every token has a text
-        let text = if text.is_empty() { format!("[EMPTY_{i}]") } else { (*text).to_owned() };
+        let text = if text.is_empty() {
+            format!("[EMPTY_{i}]")
+        } else {
+            (*text).to_owned()
+        };
         vocab.ids.insert(text.clone(), i as u32);
         vocab.texts.push(text);
         vocab.attrs.push(match types.as_ref().map(|t| t[i]) {
@@ -849,7 +1000,11 @@ fn read_vocab(gguf: &GgufFile) -> Result<Vocab> {
 /// tokens and tokens known by text; the latter become control tokens.
 fn end_of_generation(vocab: &mut Vocab, roles: &HashMap<SpecialRole, u32>) -> BTreeSet<u32> {
     let mut eog: BTreeSet<u32> = BTreeSet::new();
-    for role in [SpecialRole::FimPad, SpecialRole::FimRep, SpecialRole::FimSep] {
+    for role in [
+        SpecialRole::FimPad,
+        SpecialRole::FimRep,
+        SpecialRole::FimSep,
+    ] {
         eog.extend(roles.get(&role));
     }
     for text in EOG_TEXTS {
@@ -867,13 +1022,19 @@ fn end_of_generation(vocab: &mut Vocab, roles: &HashMap<SpecialRole, u32>) -> BT
     for role in [SpecialRole::Eos, SpecialRole::Eot, SpecialRole::Eom] {
         eog.extend(roles.get(&role));
     }
-    let has = |eog: &BTreeSet<u32>, vocab: &Vocab, text: &str| eog.iter().any(|&id| vocab.text(id) == text);
+    let has = |eog: &BTreeSet<u32>, vocab: &Vocab, text: &str| {
+        eog.iter().any(|&id| vocab.text(id) == text)
+    };
     // o200k_harmony / solar-open: "<|end|>" ends a message, not the generation
     if (has(&eog, vocab, "<|return|>") && has(&eog, vocab, "<|call|>")
         || has(&eog, vocab, "<|calls|>") && has(&eog, vocab, "<|flush|>"))
         && has(&eog, vocab, "<|end|>")
     {
-        let end: Vec<u32> = eog.iter().copied().filter(|&id| vocab.text(id) == "<|end|>").collect();
+        let end: Vec<u32> = eog
+            .iter()
+            .copied()
+            .filter(|&id| vocab.text(id) == "<|end|>")
+            .collect();
         for id in end {
             eog.remove(&id);
             vocab.attrs[id as usize] = attr::USER_DEFINED;
@@ -881,7 +1042,11 @@ fn end_of_generation(vocab: &mut Vocab, roles: &HashMap<SpecialRole, u32>) -> BT
     }
     // gemma4 / plamo: "</s>" is a normal token there
     if has(&eog, vocab, "<|tool_response>") || has(&eog, vocab, "<|plamo:eos|>") {
-        let ends: Vec<u32> = eog.iter().copied().filter(|&id| vocab.text(id) == "</s>").collect();
+        let ends: Vec<u32> = eog
+            .iter()
+            .copied()
+            .filter(|&id| vocab.text(id) == "</s>")
+            .collect();
         for id in ends {
             eog.remove(&id);
             vocab.attrs[id as usize] = attr::NORMAL;
@@ -1011,15 +1176,28 @@ mod tests {
         let tok = tiny_spm();
         let piece = |t: &str| tok.vocab().id(t).unwrap();
         // " ab ab" -> "▁ab▁ab": "▁a" (-1) merges first, then "▁ab" (-0.5), on both halves
-        assert_eq!(tok.encode("ab ab", Some(false), false), [piece("▁ab"), piece("▁ab")]);
+        assert_eq!(
+            tok.encode("ab ab", Some(false), false),
+            [piece("▁ab"), piece("▁ab")]
+        );
         // é is no token: its two UTF-8 bytes
-        assert_eq!(tok.encode("é", Some(false), false), [piece("▁"), 3 + 0xC3, 3 + 0xA9]);
+        assert_eq!(
+            tok.encode("é", Some(false), false),
+            [piece("▁"), 3 + 0xC3, 3 + 0xA9]
+        );
         assert_eq!(tok.encode("a", None, false), [1, piece("▁a")]);
-        assert_eq!(tok.decode(&tok.encode("ab abé", Some(false), false)).unwrap(), "ab abé");
+        assert_eq!(
+            tok.decode(&tok.encode("ab abé", Some(false), false))
+                .unwrap(),
+            "ab abé"
+        );
         // after a special token the text gets its space prefix again
         assert_eq!(tok.encode("</s>a", Some(false), true), [2, piece("▁a")]);
         assert_eq!(tok.decode_with(&[2, piece("▁a")], false).unwrap(), " a");
-        assert_eq!((tok.bos(), tok.eos(), tok.unk()), (Some(1), Some(2), Some(0)));
+        assert_eq!(
+            (tok.bos(), tok.eos(), tok.unk()),
+            (Some(1), Some(2), Some(0))
+        );
         assert!(tok.is_eog(2) && !tok.is_eog(1));
         assert!(matches!(tok.decode(&[265]), Err(Error::InvalidArgument(_))));
     }
@@ -1029,9 +1207,25 @@ mod tests {
         let tok = tokenizer(&[
             ("tokenizer.ggml.model", V::Str("gpt2")),
             ("tokenizer.ggml.pre", V::Str("qwen2")),
-            ("tokenizer.ggml.tokens", V::Strs(strings(&["a", "b", "c", "ab", "bc", "abc", "Ġ", "Ġa", "<|im_end|>"]))),
+            (
+                "tokenizer.ggml.tokens",
+                V::Strs(strings(&[
+                    "a",
+                    "b",
+                    "c",
+                    "ab",
+                    "bc",
+                    "abc",
+                    "Ġ",
+                    "Ġa",
+                    "<|im_end|>",
+                ])),
+            ),
             // "b c" ranks before "a b": "abc" -> a + bc, no merge makes "abc" from those
-            ("tokenizer.ggml.merges", V::Strs(strings(&["b c", "a b", "ab c", "Ġ a"]))),
+            (
+                "tokenizer.ggml.merges",
+                V::Strs(strings(&["b c", "a b", "ab c", "Ġ a"])),
+            ),
             ("tokenizer.ggml.eos_token_id", V::U32(8)),
             ("tokenizer.ggml.add_bos_token", V::Bool(false)),
         ])
@@ -1070,7 +1264,9 @@ mod tests {
         }
         let mut bad_merge = base();
         bad_merge[2] = ("tokenizer.ggml.merges", V::Strs(strings(&["ab"])));
-        assert!(matches!(tokenizer(&bad_merge), Err(Error::Gguf(m)) if m.contains("tokenizer.ggml.merges[0]")));
+        assert!(
+            matches!(tokenizer(&bad_merge), Err(Error::Gguf(m)) if m.contains("tokenizer.ggml.merges[0]"))
+        );
         let mut bad_pre = base();
         bad_pre.push(("tokenizer.ggml.pre", V::Str("nope")));
         assert!(matches!(tokenizer(&bad_pre), Err(Error::Unsupported(_))));

@@ -22,7 +22,10 @@ pub enum Split {
     /// Llama 3 (`max_digits` 3), Qwen2 (`max_digits` 1), Qwen3.5 (`marks_in_words`):
     /// `(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,max_digits}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+`
     /// where `marks_in_words` reads `\p{L}` as `[\p{L}\p{M}]` in the word alternatives.
-    Llama3Words { max_digits: usize, marks_in_words: bool },
+    Llama3Words {
+        max_digits: usize,
+        marks_in_words: bool,
+    },
     /// `\p{N}`: every number character on its own.
     EachNumber,
     /// `\p{N}+`
@@ -81,7 +84,11 @@ const CASED_LETTERS: &[(u32, u32)] = &[
 
 impl CharSet {
     fn contains(self, c: char, class: CharClass) -> bool {
-        let in_ranges = |ranges: &[(u32, u32)]| ranges.iter().any(|&(lo, hi)| (lo..=hi).contains(&(c as u32)));
+        let in_ranges = |ranges: &[(u32, u32)]| {
+            ranges
+                .iter()
+                .any(|&(lo, hi)| (lo..=hi).contains(&(c as u32)))
+        };
         match self {
             CharSet::Letter => class.is_letter(),
             CharSet::Punctuation => class.category == Category::Punctuation,
@@ -97,7 +104,10 @@ impl CharSet {
                         (0x3000, 0x3002),
                     ])
             }
-            CharSet::Cjk => !class.whitespace && in_ranges(&[(0x4E00, 0x9FA5), (0x0800, 0x4E00), (0xAC00, 0xD7FF)]),
+            CharSet::Cjk => {
+                !class.whitespace
+                    && in_ranges(&[(0x4E00, 0x9FA5), (0x0800, 0x4E00), (0xAC00, 0xD7FF)])
+            }
         }
     }
 }
@@ -107,13 +117,21 @@ pub fn split_words(text: &str, splits: &[Split]) -> Vec<Range<usize>> {
     let chars: Vec<char> = text.chars().collect();
     let classes: Vec<CharClass> = chars.iter().map(|&c| CharClass::of(c)).collect();
     // pieces: char-index ranges covering `chars` exactly, in order
-    let mut pieces: Vec<Range<usize>> = if chars.is_empty() { vec![] } else { vec![0..chars.len()] };
+    let mut pieces: Vec<Range<usize>> = Vec::new();
+    if !chars.is_empty() {
+        pieces.push(0..chars.len());
+    }
     for split in splits {
         let mut next = Vec::with_capacity(pieces.len() * 2);
         for piece in &pieces {
-            let scan = Scan { chars: &chars[piece.start..piece.end], classes: &classes[piece.start..piece.end] };
+            let scan = Scan {
+                chars: &chars[piece.start..piece.end],
+                classes: &classes[piece.start..piece.end],
+            };
             let offset = piece.start;
-            scan.split(*split, &mut |r: Range<usize>| next.push(r.start + offset..r.end + offset));
+            scan.split(*split, &mut |r: Range<usize>| {
+                next.push(r.start + offset..r.end + offset)
+            });
         }
         pieces = next;
     }
@@ -125,7 +143,10 @@ pub fn split_words(text: &str, splits: &[Split]) -> Vec<Range<usize>> {
         b += c.len_utf8();
     }
     byte_at.push(b);
-    pieces.into_iter().map(|r| byte_at[r.start]..byte_at[r.end]).collect()
+    pieces
+        .into_iter()
+        .map(|r| byte_at[r.start]..byte_at[r.end])
+        .collect()
 }
 
 /// One piece being split: its characters and their classes (indices are piece-local).
@@ -168,23 +189,37 @@ impl Scan<'_> {
     fn split(&self, split: Split, emit: &mut dyn FnMut(Range<usize>)) {
         match split {
             Split::Gpt2Words => self.gpt2_words(emit),
-            Split::Llama3Words { max_digits, marks_in_words } => self.llama3_words(max_digits, marks_in_words, emit),
-            Split::EachNumber => self.matches(emit, |s, pos| s.is(pos, |c| c.is_number()).then_some(1)),
+            Split::Llama3Words {
+                max_digits,
+                marks_in_words,
+            } => self.llama3_words(max_digits, marks_in_words, emit),
+            Split::EachNumber => {
+                self.matches(emit, |s, pos| s.is(pos, |c| c.is_number()).then_some(1))
+            }
             Split::NumberRuns => self.matches(emit, |s, pos| s.run(pos, |c| c.is_number())),
             Split::PunctuationRuns { backtick } => self.matches(emit, |s, pos| {
                 let mut end = pos;
-                while end < s.len() && is_punctuation_or_listed(s.chars[end], s.classes[end], backtick) {
+                while end < s.len()
+                    && is_punctuation_or_listed(s.chars[end], s.classes[end], backtick)
+                {
                     end += 1;
                 }
                 (end > pos).then_some(end - pos)
             }),
             Split::AsciiDigitTriples => self.matches(emit, |s, pos| {
-                (pos + 3 <= s.len() && s.chars[pos..pos + 3].iter().all(|c| c.is_ascii_digit())).then_some(3)
+                (pos + 3 <= s.len() && s.chars[pos..pos + 3].iter().all(|c| c.is_ascii_digit()))
+                    .then_some(3)
             }),
-            Split::EachNewline => self.matches(emit, |s, pos| matches!(s.chars[pos], '\r' | '\n').then_some(1)),
+            Split::EachNewline => self.matches(emit, |s, pos| {
+                matches!(s.chars[pos], '\r' | '\n').then_some(1)
+            }),
             Split::SpaceThenRun(set) => self.matches(emit, |s, pos| {
                 let in_set = |p: usize| p < s.len() && set.contains(s.chars[p], s.classes[p]);
-                let body = if s.classes[pos].whitespace && in_set(pos + 1) { pos + 1 } else { pos };
+                let body = if s.classes[pos].whitespace && in_set(pos + 1) {
+                    pos + 1
+                } else {
+                    pos
+                };
                 let mut end = body;
                 while in_set(end) {
                     end += 1;
@@ -199,7 +234,8 @@ impl Scan<'_> {
                 (end > pos).then_some(end - pos)
             }),
             Split::TrailingWhitespace => self.matches(emit, |s, pos| {
-                (pos + s.whitespace_run(pos) == s.len() && s.classes[pos].whitespace).then(|| s.len() - pos)
+                (pos + s.whitespace_run(pos) == s.len() && s.classes[pos].whitespace)
+                    .then(|| s.len() - pos)
             }),
             Split::NewlineRuns => {
                 let newline_run = |s: &Scan, pos: usize, newline: bool| {
@@ -209,7 +245,9 @@ impl Scan<'_> {
                     }
                     end - pos
                 };
-                self.matches(emit, |s, pos| Some(newline_run(s, pos, s.chars[pos] == '\n')))
+                self.matches(emit, |s, pos| {
+                    Some(newline_run(s, pos, s.chars[pos] == '\n'))
+                })
             }
         }
     }
@@ -225,8 +263,15 @@ impl Scan<'_> {
 
     /// A regex used as a splitter: left to right, each match is a word and so is each gap
     /// between matches. `match_at(scan, pos)` is the length of the match starting at `pos`.
-    fn matches(&self, emit: &mut dyn FnMut(Range<usize>), match_at: impl Fn(&Self, usize) -> Option<usize>) {
-        let mut words = Cutter { word_start: 0, emit };
+    fn matches(
+        &self,
+        emit: &mut dyn FnMut(Range<usize>),
+        match_at: impl Fn(&Self, usize) -> Option<usize>,
+    ) {
+        let mut words = Cutter {
+            word_start: 0,
+            emit,
+        };
         let mut pos = 0;
         while pos < self.len() {
             match match_at(self, pos) {
@@ -260,7 +305,10 @@ impl Scan<'_> {
     }
 
     fn gpt2_words(&self, emit: &mut dyn FnMut(Range<usize>)) {
-        let mut words = Cutter { word_start: 0, emit };
+        let mut words = Cutter {
+            word_start: 0,
+            emit,
+        };
         let other = |c: CharClass| !(c.whitespace || c.is_letter() || c.is_number());
         let mut pos = 0;
         while pos < self.len() {
@@ -271,7 +319,8 @@ impl Scan<'_> {
             }
             // ` ?\p{L}+`, ` ?\p{N}+`, ` ?[^\s\p{L}\p{N}]+`: an optional space, then a run of one class
             let body = pos + usize::from(self.chars[pos] == ' ');
-            let classes: [&dyn Fn(CharClass) -> bool; 3] = [&|c| c.is_letter(), &|c| c.is_number(), &other];
+            let classes: [&dyn Fn(CharClass) -> bool; 3] =
+                [&|c| c.is_letter(), &|c| c.is_number(), &other];
             if let Some(class) = classes.iter().find(|class| self.is(body, class)) {
                 pos = words.cut(body + self.run(body, class).unwrap_or(0));
                 continue;
@@ -287,8 +336,16 @@ impl Scan<'_> {
         }
     }
 
-    fn llama3_words(&self, max_digits: usize, marks_in_words: bool, emit: &mut dyn FnMut(Range<usize>)) {
-        let mut words = Cutter { word_start: 0, emit };
+    fn llama3_words(
+        &self,
+        max_digits: usize,
+        marks_in_words: bool,
+        emit: &mut dyn FnMut(Range<usize>),
+    ) {
+        let mut words = Cutter {
+            word_start: 0,
+            emit,
+        };
         let wordish = |c: CharClass| c.is_letter() || (marks_in_words && c.is_mark());
         let other = |c: CharClass| !(c.whitespace || c.is_number() || wordish(c));
         let is_newline = |c: char| c == '\r' || c == '\n';
@@ -301,7 +358,8 @@ impl Scan<'_> {
                 continue;
             }
             // [^\r\n\p{L}\p{N}]?\p{L}+ : one optional leading character, then letters
-            if !is_newline(c) && !class.is_number() && (wordish(class) || self.is(pos + 1, wordish)) {
+            if !is_newline(c) && !class.is_number() && (wordish(class) || self.is(pos + 1, wordish))
+            {
                 pos = words.cut(pos + 1 + self.run(pos + 1, wordish).unwrap_or(0));
                 continue;
             }
@@ -326,7 +384,10 @@ impl Scan<'_> {
             }
             // `\s*[\r\n]+`: whitespace up to and including the run's last \r or \n
             let spaces = self.whitespace_run(pos);
-            if let Some(last_newline) = (pos..pos + spaces).rev().find(|&p| is_newline(self.chars[p])) {
+            if let Some(last_newline) = (pos..pos + spaces)
+                .rev()
+                .find(|&p| is_newline(self.chars[p]))
+            {
                 pos = words.cut(last_newline + 1);
                 continue;
             }
@@ -353,11 +414,20 @@ mod tests {
     use super::*;
 
     fn words<'t>(text: &'t str, splits: &[Split]) -> Vec<&'t str> {
-        split_words(text, splits).into_iter().map(|r| &text[r]).collect()
+        split_words(text, splits)
+            .into_iter()
+            .map(|r| &text[r])
+            .collect()
     }
 
-    const LLAMA3: Split = Split::Llama3Words { max_digits: 3, marks_in_words: false };
-    const QWEN2: Split = Split::Llama3Words { max_digits: 1, marks_in_words: false };
+    const LLAMA3: Split = Split::Llama3Words {
+        max_digits: 3,
+        marks_in_words: false,
+    };
+    const QWEN2: Split = Split::Llama3Words {
+        max_digits: 1,
+        marks_in_words: false,
+    };
 
     #[test]
     fn gpt2_words() {
@@ -386,12 +456,25 @@ mod tests {
     #[test]
     fn staged_splits() {
         // starcoder/smollm: digits first, then GPT-2 words inside each piece
-        assert_eq!(words("a 12", &[Split::EachNumber, Split::Gpt2Words]), ["a", " ", "1", "2"]);
+        assert_eq!(
+            words("a 12", &[Split::EachNumber, Split::Gpt2Words]),
+            ["a", " ", "1", "2"]
+        );
         // default: punctuation runs, GPT-2 words, number runs, ASCII digit triples
-        let default =
-            [Split::PunctuationRuns { backtick: false }, Split::Gpt2Words, Split::NumberRuns, Split::AsciiDigitTriples];
-        assert_eq!(words("Hi, 12345!", &default), ["Hi", ",", " ", "123", "45", "!"]);
-        assert_eq!(words("ab\n\ncd\n", &[Split::NewlineRuns]), ["ab", "\n\n", "cd", "\n"]);
+        let default = [
+            Split::PunctuationRuns { backtick: false },
+            Split::Gpt2Words,
+            Split::NumberRuns,
+            Split::AsciiDigitTriples,
+        ];
+        assert_eq!(
+            words("Hi, 12345!", &default),
+            ["Hi", ",", " ", "123", "45", "!"]
+        );
+        assert_eq!(
+            words("ab\n\ncd\n", &[Split::NewlineRuns]),
+            ["ab", "\n\n", "cd", "\n"]
+        );
         let deepseek_coder = [
             Split::EachNewline,
             Split::SpaceThenRun(CharSet::Letter),
@@ -403,6 +486,9 @@ mod tests {
             words("Hi, you\r\n 12中文", &deepseek_coder),
             ["Hi", ",", " you", "\r", "\n", " ", "1", "2", "中文"]
         );
-        assert_eq!(words("a b  \t", &[Split::TrailingWhitespace]), ["a b", "  \t"]);
+        assert_eq!(
+            words("a b  \t", &[Split::TrailingWhitespace]),
+            ["a b", "  \t"]
+        );
     }
 }

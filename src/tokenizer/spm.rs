@@ -20,7 +20,9 @@ struct Bigram {
 impl Ord for Bigram {
     /// Highest score first, then the leftmost pair.
     fn cmp(&self, other: &Self) -> Ordering {
-        self.score.total_cmp(&other.score).then(other.left.cmp(&self.left))
+        self.score
+            .total_cmp(&other.score)
+            .then(other.left.cmp(&self.left))
     }
 }
 impl PartialOrd for Bigram {
@@ -37,7 +39,12 @@ impl Eq for Bigram {}
 
 /// Encode `text` (spaces already escaped as U+2581) and append the ids to `out`.
 /// `byte_token(b)` is the token spelling byte `b`, if the vocabulary has one.
-pub fn encode(text: &str, vocab: &Vocab, byte_token: &dyn Fn(u8) -> Option<u32>, out: &mut Vec<u32>) {
+pub fn encode(
+    text: &str,
+    vocab: &Vocab,
+    byte_token: &dyn Fn(u8) -> Option<u32>,
+    out: &mut Vec<u32>,
+) {
     struct Symbol {
         start: usize,
         len: usize,
@@ -48,15 +55,30 @@ pub fn encode(text: &str, vocab: &Vocab, byte_token: &dyn Fn(u8) -> Option<u32>,
     for (start, c) in text.char_indices() {
         let i = symbols.len();
         let len = c.len_utf8();
-        symbols.push(Symbol { start, len, prev: i.checked_sub(1), next: (start + len < text.len()).then_some(i + 1) });
+        symbols.push(Symbol {
+            start,
+            len,
+            prev: i.checked_sub(1),
+            next: (start + len < text.len()).then_some(i + 1),
+        });
     }
 
     let mut queue = BinaryHeap::new();
-    let push = |queue: &mut BinaryHeap<Bigram>, symbols: &[Symbol], left: Option<usize>, right: Option<usize>| {
-        let (Some(l), Some(r)) = (left, right) else { return };
+    let push = |queue: &mut BinaryHeap<Bigram>,
+                symbols: &[Symbol],
+                left: Option<usize>,
+                right: Option<usize>| {
+        let (Some(l), Some(r)) = (left, right) else {
+            return;
+        };
         let (start, end) = (symbols[l].start, symbols[r].start + symbols[r].len);
         if let Some(id) = vocab.id(&text[start..end]) {
-            queue.push(Bigram { score: vocab.score(id), left: l, right: r, len: end - start });
+            queue.push(Bigram {
+                score: vocab.score(id),
+                left: l,
+                right: r,
+                len: end - start,
+            });
         }
     };
     for i in 1..symbols.len() {
@@ -64,7 +86,10 @@ pub fn encode(text: &str, vocab: &Vocab, byte_token: &dyn Fn(u8) -> Option<u32>,
     }
     while let Some(bigram) = queue.pop() {
         let (l, r) = (bigram.left, bigram.right);
-        if symbols[l].len == 0 || symbols[r].len == 0 || symbols[l].len + symbols[r].len != bigram.len {
+        if symbols[l].len == 0
+            || symbols[r].len == 0
+            || symbols[l].len + symbols[r].len != bigram.len
+        {
             continue;
         }
         symbols[l].len += symbols[r].len;

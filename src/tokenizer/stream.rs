@@ -282,7 +282,10 @@ mod tests {
     fn clean_spaces_examples() {
         assert_eq!(clean_streamed(&[b"Hello , world !"]), b"Hello, world!");
         assert_eq!(clean_streamed(&[b"a ' b"]), b"a'b");
-        assert_eq!(clean_streamed(&[b"he 's", b" we 're they 'll I 'd"]), b"he's we're they 'll I 'd");
+        assert_eq!(
+            clean_streamed(&[b"he 's", b" we 're they 'll I 'd"]),
+            b"he's we're they 'll I 'd"
+        );
         assert_eq!(clean_streamed(&[b" ' ' "]), b"'' ");
     }
 
@@ -306,7 +309,12 @@ mod tests {
             let want = clean_whole(t);
             for cut in 0..=t.len() {
                 let (a, b) = t.split_at(cut);
-                assert_eq!(clean_streamed(&[a, b]), want, "{:?} cut at {cut}", String::from_utf8_lossy(t));
+                assert_eq!(
+                    clean_streamed(&[a, b]),
+                    want,
+                    "{:?} cut at {cut}",
+                    String::from_utf8_lossy(t)
+                );
             }
         });
     }

@@ -57,7 +57,10 @@ pub struct CharClass {
 
 impl CharClass {
     pub fn of(c: char) -> CharClass {
-        CharClass { category: category(c), whitespace: is_whitespace(c) }
+        CharClass {
+            category: category(c),
+            whitespace: is_whitespace(c),
+        }
     }
     pub fn is_letter(self) -> bool {
         self.category == Category::Letter
@@ -92,7 +95,9 @@ pub fn char_to_byte(c: char) -> Option<u8> {
 fn byte_tables() -> &'static ([char; 256], [i16; 0x144]) {
     static TABLES: OnceLock<([char; 256], [i16; 0x144])> = OnceLock::new();
     TABLES.get_or_init(|| {
-        let printable = |b: u32| (0x21..=0x7E).contains(&b) || (0xA1..=0xAC).contains(&b) || (0xAE..=0xFF).contains(&b);
+        let printable = |b: u32| {
+            (0x21..=0x7E).contains(&b) || (0xA1..=0xAC).contains(&b) || (0xAE..=0xFF).contains(&b)
+        };
         let mut to_char = ['\0'; 256];
         let mut to_byte = [-1i16; 0x144];
         let mut next_extra = 0x100u32;
