@@ -39,3 +39,17 @@ def smollm2_path():
 def device(request):
     """Each op test runs once per device of `tests_py/devices.py`."""
     return request.param
+
+
+@pytest.fixture(scope="session")
+def qwen2_test_model_path(tmp_path_factory):
+    """The deterministic random-weight qwen2 test model (`rocmforge.testing`), built once per
+    session (its tokenizer comes from llama.cpp's vocabulary file, fetched on first use)."""
+    from rocmforge import testing
+
+    try:
+        vocab = testing.llamacpp_vocab_path("qwen2")
+    except Exception as e:  # no network and no cache
+        pytest.skip(f"llama.cpp qwen2 vocabulary unavailable: {e}")
+    out = tmp_path_factory.mktemp("qwen2-test") / "qwen2-test.gguf"
+    return str(testing.make_qwen2_test_model(out, vocab_path=vocab))

