@@ -188,3 +188,123 @@ def test_qwen2_test_model_is_numerically_sound(qwen2_test_model_path):
     ref = load_reference("llamacpp_qwen2_test.json")
     stds = np.concatenate([s["logit_std"] for s in ref["sequences"]])
     assert np.all((stds > 1.0) & (stds < 20.0)), "llama.cpp's logits for the test model are degenerate"
+
+
+# --------------------------------------------------------------------------------------------
+# An independent NumPy forward pass (float32) (weights dequantized by the `gguf` package) agrees
+# with llama.cpp's logits: the reference is sound (no overflow in llama.cpp's f16 paths, the
+# right model), and exact arithmetic meets the thresholds the model tests use. llama.cpp
+# differs from exact arithmetic mainly because it quantizes activations to 8 bits in its
+# quantized matmuls.
+# --------------------------------------------------------------------------------------------
+
+def _rms_norm(x, w, eps):
+    return x / np.sqrt(np.mean(x * x, axis=-1, keepdims=True) + eps) * w
+
+
+def _rope(x, theta, neox):
+    """x: [seq, heads, head_dim] at positions 0..seq-1. neox: rotate halves (qwen2), else
+    adjacent pairs (llama as stored in GGUF)."""
+    seq, _, head_dim = x.shape
+    inv_freq = theta ** (-np.arange(0, head_dim, 2, dtype=np.float64) / head_dim)  # [head_dim/2]
+    angle = np.arange(seq, dtype=np.float64)[:, None] * inv_freq[None, :]          # [seq, head_dim/2]
+    cos = np.cos(angle)[:, None, :].astype(np.float32)
+    sin = np.sin(angle)[:, None, :].astype(np.float32)
+    if neox:
+        a, b = x[..., : head_dim // 2], x[..., head_dim // 2:]
+        return np.concatenate([a * cos - b * sin, a * sin + b * cos], axis=-1)
+    a, b = x[..., 0::2], x[..., 1::2]
+    out = np.empty_like(x)
+    out[..., 0::2] = a * cos - b * sin
+    out[..., 1::2] = a * sin + b * cos
+    return out
+
+
+def numpy_logits(path, sequences):
+    """Logits [len(ids), vocab] for each id list, computed in float32 (its rounding is far below
+    llama.cpp's 8-bit activations) from the file's weights as dequantized by
+    `gguf.quants.dequantize`."""
+    import gguf
+    import rocmforge as rf
+
+    with rf.GGUFFile(path) as g:
+        meta = g.metadata
+        infos = {t.name: t for t in g.tensors}
+
+        def weight(name, rows=None):
+            raw = g.raw(name)                   # [rows, bytes per row]
+            if rows is not None:
+                raw = raw[rows]
+            qtype = gguf.GGMLQuantizationType[infos[name].dtype]
+            return gguf.quants.dequantize(raw, qtype).astype(np.float32).reshape(raw.shape[0], -1).squeeze()
+
+        arch = meta["general.architecture"]
+        n_layer = meta[f"{arch}.block_count"]
+        n_head = meta[f"{arch}.attention.head_count"]
+        n_head_kv = meta[f"{arch}.attention.head_count_kv"]
+        eps = meta[f"{arch}.attention.layer_norm_rms_epsilon"]
+        theta = meta[f"{arch}.rope.freq_base"]
+        neox = arch == "qwen2"
+        names = ("attn_norm", "attn_q", "attn_k", "attn_v", "attn_output", "ffn_norm",
+                 "ffn_gate", "ffn_up", "ffn_down")
+        layers = []
+        for i in range(n_layer):
+            layer = {k: weight(f"blk.{i}.{k}.weight") for k in names}
+            for k in ("attn_q", "attn_k", "attn_v"):
+                bias = f"blk.{i}.{k}.bias"
+                layer[k + "_bias"] = weight(bias) if bias in infos else 0.0
+            layers.append(layer)
+        out_norm = weight("output_norm.weight")
+        out_name = "output.weight" if "output.weight" in infos else "token_embd.weight"
+        out_w = weight(out_name)                                     # [vocab, hidden]
+        embeddings = [weight("token_embd.weight", rows=np.array(ids)) for ids in sequences]
+
+    results = []
+    for ids, x in zip(sequences, embeddings):                       # x: [seq, hidden]
+        n = len(ids)
+        mask = np.triu(np.full((n, n), -np.inf, dtype=np.float32), 1)  # [seq_q, seq_k]
+        for L in layers:
+            h = _rms_norm(x, L["attn_norm"], eps)
+            q = h @ L["attn_q"].T + L["attn_q_bias"]
+            k = h @ L["attn_k"].T + L["attn_k_bias"]
+            v = h @ L["attn_v"].T + L["attn_v_bias"]
+            head_dim = q.shape[1] // n_head
+            q = _rope(q.reshape(n, n_head, head_dim), theta, neox)
+            k = np.repeat(_rope(k.reshape(n, n_head_kv, head_dim), theta, neox), n_head // n_head_kv, axis=1)
+            v = np.repeat(v.reshape(n, n_head_kv, head_dim), n_head // n_head_kv, axis=1)
+            scores = np.einsum("qhd,khd->hqk", q, k) / np.float32(np.sqrt(head_dim)) + mask[None]
+            p = np.exp(scores - scores.max(axis=-1, keepdims=True))
+            p /= p.sum(axis=-1, keepdims=True)
+            attn = np.einsum("hqk,khd->qhd", p, v).reshape(n, n_head * head_dim)
+            x = x + attn @ L["attn_output"].T
+            h = _rms_norm(x, L["ffn_norm"], eps)
+            gate = h @ L["ffn_gate"].T
+            x = x + ((gate / (1.0 + np.exp(-gate))) * (h @ L["ffn_up"].T)) @ L["ffn_down"].T
+        results.append((_rms_norm(x, out_norm, eps) @ out_w.T).astype(np.float64))
+    return results
+
+
+def _log_softmax(x):
+    m = x.max(axis=-1, keepdims=True)
+    return x - m - np.log(np.exp(x - m).sum(axis=-1, keepdims=True))
+
+
+@pytest.mark.parametrize("name", DATA_FILES)
+def test_llamacpp_logits_agree_with_numpy_forward(name, smollm2_path, qwen2_test_model_path):
+    ref = load_reference(name)
+    path = smollm2_path if "smollm2" in name else qwen2_test_model_path
+    sequences = [s["prompt_ids"] + s["continuation_ids"] for s in ref["sequences"]]
+    agree = total = 0
+    diffs = []
+    for seq, logits in zip(ref["sequences"], numpy_logits(path, sequences)):
+        lp = _log_softmax(logits)
+        top_ids = np.array(seq["top_ids"])
+        agree += int(np.sum(lp.argmax(axis=-1) == top_ids[:, 0]))
+        total += len(top_ids)
+        diffs.append(np.abs(np.take_along_axis(lp, top_ids[:, :5], axis=-1)
+                            - np.array(seq["top_logprobs"])[:, :5]).ravel())
+    mean_diff = float(np.mean(np.concatenate(diffs)))
+    print(f"{name}: NumPy (float32) vs llama.cpp: top-1 agreement {agree / total:.4f} ({agree}/{total}), "
+          f"mean |log-prob diff| over llama.cpp's top-5 {mean_diff:.4f}")
+    assert agree / total >= 0.95
+    assert mean_diff <= 0.15
