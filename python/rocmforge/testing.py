@@ -188,10 +188,50 @@ QK_K = 256
 
 def _f16_bytes(values: np.ndarray) -> np.ndarray:
     """[n] float -> [n, 2] uint8 (little-endian f16), checking the scales are finite and nonzero."""
-    h = np.asarray(values, dtype=np.float32).astype("<f2")
+    with np.errstate(over="ignore"):
+        h = np.asarray(values, dtype=np.float32).astype("<f2")
     if not np.all(np.isfinite(h)) or np.any(h == 0):
         raise ValueError("block scale not finite or zero in f16")
     return h.view(np.uint8).reshape(-1, 2)
+
+
+def pack_q4_k(d: np.ndarray, dmin: np.ndarray, sc: np.ndarray, m: np.ndarray, q: np.ndarray) -> np.ndarray:
+    """Q4_K blocks [n, 144] holding ``d[b] * sc[b, j] * q[b, i] - dmin[b] * m[b, j]`` for value i
+    of block b, j = i // 32. d, dmin: [n] (stored as f16); sc, m: [n, 8] in 0..63; q: [n, 256] in
+    0..15."""
+    n = len(d)
+    sc, m, q = (np.asarray(a, dtype=np.uint8) for a in (sc, m, q))
+    scales = np.empty((n, 12), dtype=np.uint8)
+    # sub-blocks 0..3: 6 bits in bytes 0..3 (scales) and 4..7 (mins); sub-blocks 4..7: low
+    # 4 bits in bytes 8..11 (scale low nibble, min high nibble), top 2 bits in bits 6..7 of 0..7
+    scales[:, 0:4] = (sc[:, 0:4] & 63) | ((sc[:, 4:8] >> 4) << 6)
+    scales[:, 4:8] = (m[:, 0:4] & 63) | ((m[:, 4:8] >> 4) << 6)
+    scales[:, 8:12] = (sc[:, 4:8] & 0xF) | ((m[:, 4:8] & 0xF) << 4)
+    # 4 chunks of 64 values: byte l of a chunk holds value l (low nibble) and value 32 + l (high)
+    chunks = q.reshape(n, 4, 2, 32)
+    qs = (chunks[:, :, 0, :] | (chunks[:, :, 1, :] << 4)).reshape(n, 128)
+    out = np.empty((n, 144), dtype=np.uint8)
+    out[:, 0:2] = _f16_bytes(d)
+    out[:, 2:4] = _f16_bytes(dmin)
+    out[:, 4:16] = scales
+    out[:, 16:144] = qs
+    return out
+
+
+def pack_q6_k(d: np.ndarray, scales: np.ndarray, q: np.ndarray) -> np.ndarray:
+    """Q6_K blocks [n, 210] holding ``d[b] * scales[b, i // 16] * (q[b, i] - 32)``. d: [n]
+    (stored as f16); scales: [n, 16] int8; q: [n, 256] in 0..63."""
+    n = len(d)
+    q = np.asarray(q, dtype=np.uint8).reshape(n, 2, 4, 32)  # 2 halves of 128 = 4 rows of 32
+    lo, hi = q & 0xF, q >> 4
+    ql = np.concatenate([lo[:, :, 0] | (lo[:, :, 2] << 4), lo[:, :, 1] | (lo[:, :, 3] << 4)], axis=2)
+    qh = hi[:, :, 0] | (hi[:, :, 1] << 2) | (hi[:, :, 2] << 4) | (hi[:, :, 3] << 6)
+    out = np.empty((n, 210), dtype=np.uint8)
+    out[:, 0:128] = ql.reshape(n, 128)
+    out[:, 128:192] = qh.reshape(n, 64)
+    out[:, 192:208] = np.asarray(scales, dtype=np.int8).view(np.uint8)
+    out[:, 208:210] = _f16_bytes(d)
+    return out
 
 
 def q4_k_blocks(rng: np.random.Generator, n_blocks: int, std: float) -> np.ndarray:
@@ -205,40 +245,18 @@ def q4_k_blocks(rng: np.random.Generator, n_blocks: int, std: float) -> np.ndarr
     m = np.clip(sc + rng.integers(-2, 3, size=(n_blocks, 8)), 0, 63)
     d = (std / (4.61 * 39.5)) * rng.uniform(0.75, 1.25, size=n_blocks)
     d16 = d.astype(np.float16).astype(np.float32)
-    dmin16 = 7.5 * d16
-    qs = rng.integers(0, 256, size=(n_blocks, 128), dtype=np.uint8)
-
-    scales = np.zeros((n_blocks, 12), dtype=np.uint8)
-    # sub-blocks 0..3: 6 bits in bytes 0..3 (scales) and 4..7 (mins); sub-blocks 4..7: low
-    # 4 bits in bytes 8..11 (scale low nibble, min high nibble), top 2 bits in bits 6..7 of 0..7
-    scales[:, 0:4] = (sc[:, 0:4] & 63) | ((sc[:, 4:8] >> 4) << 6)
-    scales[:, 4:8] = (m[:, 0:4] & 63) | ((m[:, 4:8] >> 4) << 6)
-    scales[:, 8:12] = (sc[:, 4:8] & 0xF) | ((m[:, 4:8] & 0xF) << 4)
-
-    out = np.empty((n_blocks, 144), dtype=np.uint8)
-    out[:, 0:2] = _f16_bytes(d16)
-    out[:, 2:4] = _f16_bytes(dmin16)
-    out[:, 4:16] = scales
-    out[:, 16:144] = qs
-    return out
+    q = rng.integers(0, 16, size=(n_blocks, QK_K), dtype=np.uint8)
+    return pack_q4_k(d16, 7.5 * d16, sc, m, q)
 
 
 def q6_k_blocks(rng: np.random.Generator, n_blocks: int, std: float) -> np.ndarray:
     """Random Q6_K blocks [n_blocks, 210]: ``d * scale * (q - 32)``, q 6-bit, scale int8 per 16
     values (random sign, magnitude 16..63), so the values have about this std and mean ~0."""
-    ql = rng.integers(0, 256, size=(n_blocks, 128), dtype=np.uint8)
-    qh = rng.integers(0, 256, size=(n_blocks, 64), dtype=np.uint8)
+    q = rng.integers(0, 64, size=(n_blocks, QK_K), dtype=np.uint8)
     magnitude = rng.integers(16, 64, size=(n_blocks, 16))
     sign = np.where(rng.integers(0, 2, size=(n_blocks, 16)) == 1, 1, -1)
-    scales = (magnitude * sign).astype(np.int8).view(np.uint8)
     d = (std / (18.5 * 39.5)) * rng.uniform(0.75, 1.25, size=n_blocks)
-
-    out = np.empty((n_blocks, 210), dtype=np.uint8)
-    out[:, 0:128] = ql
-    out[:, 128:192] = qh
-    out[:, 192:208] = scales
-    out[:, 208:210] = _f16_bytes(d)
-    return out
+    return pack_q6_k(d, magnitude * sign, q)
 
 
 def q8_0_random_blocks(rng: np.random.Generator, n_blocks: int, std: float) -> np.ndarray:
@@ -526,20 +544,23 @@ def llama3_rope_freq_factors(head_dim: int, theta: float, factor: float, low_fre
     return out.astype(np.float32)
 
 
-def make_model(shape: str, dtype: str, path: os.PathLike | str,
+def make_model(shape: "str | ModelShape", dtype: str, path: os.PathLike | str,
                vocab_path: os.PathLike | str | None = None, seed: int = 0) -> Path:
-    """Write a random-weight model of a real model's ``shape`` (a key of :data:`SHAPES`) with its
-    2-D weights in ``dtype`` (``Q8_0`` or ``Q4_0``), for benchmarks. The tokenizer is llama.cpp's
-    vocabulary for that family (``vocab_path``, else fetched), padded or truncated to the shape's
-    vocabulary size."""
+    """Write a random-weight model of a real model's ``shape`` (a key of :data:`SHAPES`, or a
+    :class:`ModelShape`) with its 2-D weights in ``dtype`` (``Q8_0`` or ``Q4_0``), for benchmarks.
+    The tokenizer is llama.cpp's vocabulary for that family (``vocab_path``, else fetched),
+    padded or truncated to the shape's vocabulary size."""
     import gguf
 
-    if shape not in SHAPES:
-        raise ValueError(f"unknown shape {shape!r}; known: {sorted(SHAPES)}")
+    if isinstance(shape, str):
+        if shape not in SHAPES:
+            raise ValueError(f"unknown shape {shape!r}; known: {sorted(SHAPES)}")
+        s, shape_name = SHAPES[shape], shape
+    else:
+        s, shape_name = shape, f"{shape.arch}-custom"
     if dtype not in _BENCH_DTYPES:
         raise ValueError(f"unsupported dtype {dtype!r}; known: {sorted(_BENCH_DTYPES)}")
     T = gguf.GGUFValueType
-    s = SHAPES[shape]
     blocks = _BENCH_DTYPES[dtype]
     block = gguf.GGML_QUANT_SIZES[gguf.GGMLQuantizationType[dtype]][0]
     rng = np.random.default_rng(seed)
@@ -549,7 +570,7 @@ def make_model(shape: str, dtype: str, path: os.PathLike | str,
     a = s.arch
 
     metadata = [
-        ("general.name", f"rocmforge random {shape} {dtype}", T.STRING),
+        ("general.name", f"rocmforge random {shape_name} {dtype}", T.STRING),
         ("general.file_type", int(gguf.LlamaFileType[f"MOSTLY_{dtype}"]), T.UINT32),
         ("general.quantization_version", 2, T.UINT32),
         (f"{a}.context_length", s.context_length, T.UINT32),
