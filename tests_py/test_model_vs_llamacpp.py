@@ -4,11 +4,12 @@ The reference is `tests_py/reference/llamacpp_*.json`, written by
 `scripts/make_llamacpp_reference.py` with llama-cpp-python 0.3.36 (CPU, f16 KV cache) for the
 real SmolLM2-135M-Instruct Q4_1 file and for the deterministic random-weight qwen2 test model
 (GQA, q/k/v biases, Q4_K/Q6_K/Q8_0). `test_reference_data.py` checks the data still matches
-those files.
+those files, and that exact arithmetic (a NumPy forward pass) meets the thresholds below.
 
-Held to, on every device found:
+Held to, on every device of `tests_py/devices.py` (the `device` fixture):
 - tokenization: the same ids as llama.cpp for every tricky string, for both values of
-  `add_bos` and `special` (llama.cpp's add_special=True is our add_bos=None: the file decides);
+  `add_bos` and `special` (llama.cpp's add_special=True is our add_bos=None: the file decides),
+  and the same detokenized text;
 - logits along each prompt + greedy continuation (teacher forced, one fresh context):
   top-1 agreement with llama.cpp >= 95% of positions, and mean |log-prob difference| over
   llama.cpp's top-5 tokens at each position <= 0.15.
@@ -16,53 +17,22 @@ Held to, on every device found:
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import numpy as np
 import pytest
 
 import rocmforge as rf
+from llamacpp_reference import (CASES, case_fixture, check_add_bos_true, check_detokenize,
+                                check_prompt_ids, check_tokenize)
 
-REFERENCE_DIR = Path(__file__).parent / "reference"
 MIN_TOP1_AGREEMENT = 0.95
 MAX_MEAN_TOP5_LOGPROB_DIFF = 0.15
-
-# data file -> the fixture giving the model file it was made from
-CASES = {
-    "smollm2": ("llamacpp_smollm2.json", "smollm2_path"),
-    "qwen2_test": ("llamacpp_qwen2_test.json", "qwen2_test_model_path"),
-}
-
-
-def load_reference(name: str) -> dict:
-    path = REFERENCE_DIR / name
-    if not path.is_file():
-        pytest.skip(f"reference data {path.name} missing (run scripts/make_llamacpp_reference.py)")
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
-
-
-def gpu_available() -> bool:
-    return any(d.get("backend") != "cpu" for d in rf.devices())
-
 
 _models: dict = {}
 
 
-@pytest.fixture(params=["cpu", "gpu"])
-def device(request):
-    if request.param == "gpu" and not gpu_available():
-        pytest.skip("no GPU")
-    return request.param
-
-
 @pytest.fixture(params=sorted(CASES))
 def case(request):
-    """(reference data, model file path) for one model."""
-    data_file, path_fixture = CASES[request.param]
-    ref = load_reference(data_file)
-    return ref, request.getfixturevalue(path_fixture)
+    return case_fixture(request)
 
 
 def model_for(path: str, device: str) -> "rf.Model":
@@ -87,48 +57,22 @@ def log_softmax(logits: np.ndarray) -> np.ndarray:
 
 def test_tokenize_matches_llamacpp(case):
     ref, path = case
-    m = model_for(path, "cpu")
-    mismatches = []
-    n = 0
-    for rec in ref["tokenizations"]:
-        for key, expected in rec["ids"].items():
-            add_special = key.startswith("add_special=True")
-            special = key.endswith("special=True")
-            got = m.tokenize(rec["text"], add_bos=None if add_special else False, special=special)
-            n += 1
-            if list(got) != expected:
-                mismatches.append(f"{rec['text']!r} [{key}]: llama.cpp {expected}, rocmforge {list(got)}")
-    print(f"{ref['model']['file']}: {n - len(mismatches)}/{n} tokenizations identical")
-    assert not mismatches, "\n".join(mismatches)
+    check_tokenize(ref, model_for(path, "cpu"))
 
 
 def test_add_bos_true_prepends_bos(case):
     ref, path = case
-    m = model_for(path, "cpu")
-    bos = ref["vocab"]["bos"]
-    for rec in ref["tokenizations"]:
-        plain = rec["ids"]["add_special=False,special=True"]
-        assert list(m.tokenize(rec["text"], add_bos=True, special=True)) == [bos] + plain
+    check_add_bos_true(ref, model_for(path, "cpu"))
 
 
 def test_detokenize_matches_llamacpp(case):
     ref, path = case
-    m = model_for(path, "cpu")
-    checked = 0
-    for rec in ref["tokenizations"]:
-        if rec["has_control_token"]:
-            continue  # how control tokens render is not fixed by the API
-        ids = rec["ids"]["add_special=False,special=True"]
-        assert m.detokenize(ids) == rec["detokenized"], rec["text"]
-        checked += 1
-    assert checked >= 20
+    check_detokenize(ref, model_for(path, "cpu"))
 
 
 def test_prompt_tokens_match_llamacpp(case):
     ref, path = case
-    m = model_for(path, "cpu")
-    for seq in ref["sequences"]:
-        assert list(m.tokenize(seq["prompt"], add_bos=None, special=True)) == seq["prompt_ids"], seq["prompt"]
+    check_prompt_ids(ref, model_for(path, "cpu"))
 
 
 def test_logits_match_llamacpp(case, device):
@@ -145,12 +89,11 @@ def test_logits_match_llamacpp(case, device):
         assert logits.shape == (len(ids), n_vocab)
         assert np.all(np.isfinite(logits)), seq["prompt"]
         ours = log_softmax(logits)
-        ref_ids = np.array(seq["top_ids"])
-        ref_lp = np.array(seq["top_logprobs"])
+        ref_ids = np.array(seq["top_ids"])                  # [positions, top_k]
+        ref_lp = np.array(seq["top_logprobs"])              # [positions, top_k]
         agree += int(np.sum(np.argmax(ours, axis=-1) == ref_ids[:, 0]))
         total += len(ids)
-        top5 = ref_ids[:, :5]
-        d = np.abs(np.take_along_axis(ours, top5, axis=-1) - ref_lp[:, :5])
+        d = np.abs(np.take_along_axis(ours, ref_ids[:, :5], axis=-1) - ref_lp[:, :5])
         diffs.append(d.ravel())
         if d.max() > worst[0]:
             worst = (float(d.max()), seq["prompt"][:40])

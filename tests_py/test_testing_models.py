@@ -113,10 +113,10 @@ def test_tiny_llama_file_holds_what_it_claims(tmp_path, llama_bpe_vocab):
         for merge in meta["tokenizer.ggml.merges"]:          # truncation kept merges consistent
             left, right = merge.split(" ", 1)
             assert left in kept and right in kept and left + right in kept
-        assert infos["token_embd.weight"].shape == [1000, 128]
-        assert infos["output.weight"].shape == [1000, 128]
-        assert infos["blk.1.attn_k.weight"].shape == [64, 128]
-        assert infos["blk.1.ffn_down.weight"].shape == [128, 96]
+        assert tuple(infos["token_embd.weight"].shape) == (1000, 128)
+        assert tuple(infos["output.weight"].shape) == (1000, 128)
+        assert tuple(infos["blk.1.attn_k.weight"].shape) == (64, 128)
+        assert tuple(infos["blk.1.ffn_down.weight"].shape) == (128, 96)
         assert infos["blk.0.attn_q.weight"].dtype == "Q8_0"
         assert infos["blk.0.attn_norm.weight"].dtype == "F32"
         assert "blk.0.attn_q.bias" not in infos
@@ -137,7 +137,7 @@ def test_vocabulary_is_padded_to_the_shape(tmp_path, qwen2_vocab):
         infos = {t.name: t for t in g.tensors}
     assert len(tokens) == n_src + 7 and tokens[-1] == f"[PAD{n_src + 6}]"
     assert "output.weight" not in infos and "blk.0.attn_v.bias" in infos
-    assert infos["token_embd.weight"].shape == [n_src + 7, 64]
+    assert tuple(infos["token_embd.weight"].shape) == (n_src + 7, 64)
 
 
 def test_bad_arguments_are_refused(tmp_path):

@@ -82,11 +82,14 @@ def llamacpp_vocab_path(name: str = "qwen2", fetch: bool = True) -> Path:
         raise ValueError(f"unknown vocabulary {name!r}; known: {sorted(VOCAB_FILES)}")
     filename, expected = VOCAB_FILES[name]
     target = test_data_dir() / filename
-    if target.is_file():
-        got = sha256_file(target)
-        if got != expected:
-            raise ValueError(f"{target} has sha256 {got}, expected {expected}: delete it to refetch")
-        return target
+    # the tokenizer tests keep the sdist's whole models/ folder here: reuse it when present
+    whole_folder = test_data_dir() / f"llama-cpp-python-{LLAMA_CPP_PYTHON_VERSION}" / filename
+    for candidate in (target, whole_folder):
+        if candidate.is_file():
+            got = sha256_file(candidate)
+            if got != expected:
+                raise ValueError(f"{candidate} has sha256 {got}, expected {expected}: delete it to refetch")
+            return candidate
     if not fetch:
         raise FileNotFoundError(f"{filename} not in {target.parent}")
     target.parent.mkdir(parents=True, exist_ok=True)
