@@ -12,6 +12,7 @@
 //! - Errors are `Error::Device` / `Error::OutOfMemory` naming the op and the sizes.
 
 pub mod cpu;
+pub mod gpu;
 
 use crate::error::{Error, Result};
 use crate::gguf::GgmlType;
@@ -21,6 +22,8 @@ use crate::gguf::GgmlType;
 pub enum Device {
     /// The multi-threaded CPU reference (always available).
     Cpu,
+    /// A GPU (CUDA or HIP), see `gpu`.
+    Gpu(std::sync::Arc<gpu::GpuDevice>),
 }
 
 impl Device {
@@ -28,6 +31,7 @@ impl Device {
     pub fn name(&self) -> &'static str {
         match self {
             Device::Cpu => "cpu",
+            Device::Gpu(_) => "gpu",
         }
     }
 }
@@ -37,10 +41,9 @@ impl Device {
 pub fn resolve_device(name: &str) -> Result<Device> {
     match name {
         "cpu" => Ok(Device::Cpu),
+        "auto" if gpu::device_count() > 0 => Ok(Device::Gpu(gpu::default_device()?)),
         "auto" => Ok(Device::Cpu),
-        "gpu" => Err(Error::device(
-            "device=\"gpu\": no GPU backend is available yet (use device=\"cpu\" or \"auto\")",
-        )),
+        "gpu" => Ok(Device::Gpu(gpu::default_device()?)),
         other => Err(Error::invalid(format!(
             "device must be \"cpu\", \"gpu\" or \"auto\", got {other:?}"
         ))),

@@ -1,6 +1,7 @@
 //! Gated activations of the feed-forward block: `swiglu` (Llama, Qwen2).
 
 pub mod cpu;
+pub mod gpu;
 
 use super::check_len;
 use crate::backend::Device;
@@ -13,6 +14,7 @@ pub fn swiglu(device: &Device, gate: &[f32], up: &[f32], n: usize, out: &mut [f3
     check_len("swiglu", "out", out.len(), n)?;
     match device {
         Device::Cpu => cpu::swiglu(&gate[..n], &up[..n], &mut out[..n]),
+        Device::Gpu(dev) => gpu::swiglu(dev, gate, up, n, out)?,
     }
     Ok(())
 }

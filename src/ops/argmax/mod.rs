@@ -1,6 +1,7 @@
 //! Argmax of a vector (greedy sampling).
 
 pub mod cpu;
+pub mod gpu;
 
 use super::{check_len, check_nonzero};
 use crate::backend::Device;
@@ -13,5 +14,6 @@ pub fn argmax(device: &Device, x: &[f32], n: usize) -> Result<usize> {
     check_len("argmax", "x", x.len(), n)?;
     match device {
         Device::Cpu => Ok(cpu::argmax(&x[..n])),
+        Device::Gpu(dev) => gpu::argmax(dev, x, n),
     }
 }

@@ -8,6 +8,7 @@
 //! j when `j <= i + seq_k - seq_q` (decoding with a cache: seq_k >= seq_q).
 
 pub mod cpu;
+pub mod gpu;
 
 use super::{check_len, check_nonzero, product, Element};
 use crate::backend::Device;
@@ -82,6 +83,7 @@ pub fn qkt_matmul(
     check_len(op, "scores", scores.len(), shape.scores_len())?;
     match device {
         Device::Cpu => cpu::qkt_matmul(q, k, shape, scale, &mut scores[..shape.scores_len()]),
+        Device::Gpu(dev) => gpu::qkt_matmul(dev, q, k, shape, scale, scores)?,
     }
     Ok(())
 }
@@ -102,6 +104,7 @@ pub fn causal_mask(
     check_len(op, "scores", scores.len(), n)?;
     match device {
         Device::Cpu => cpu::causal_mask(&mut scores[..n], seq_q, seq_k),
+        Device::Gpu(dev) => gpu::causal_mask(dev, scores, rows, seq_q, seq_k)?,
     }
     Ok(())
 }
@@ -113,6 +116,7 @@ pub fn softmax(device: &Device, x: &mut [f32], rows: usize, cols: usize) -> Resu
     check_len("softmax", "x", x.len(), n)?;
     match device {
         Device::Cpu => cpu::softmax(&mut x[..n], cols),
+        Device::Gpu(dev) => gpu::softmax(dev, x, rows, cols)?,
     }
     Ok(())
 }
@@ -132,6 +136,7 @@ pub fn weighted_matmul(
     check_len(op, "out", out.len(), shape.q_len())?;
     match device {
         Device::Cpu => cpu::weighted_matmul(weights, v, shape, &mut out[..shape.q_len()]),
+        Device::Gpu(dev) => gpu::weighted_matmul(dev, weights, v, shape, out)?,
     }
     Ok(())
 }
@@ -158,6 +163,7 @@ pub fn flash_attention<T: Element>(
     check_len(op, "out", out.len(), shape.q_len())?;
     match device {
         Device::Cpu => cpu::flash_attention(q, k, v, shape, causal, scale, &mut out[..shape.q_len()]),
+        Device::Gpu(dev) => gpu::flash_attention(dev, q, k, v, shape, causal, scale, out)?,
     }
     Ok(())
 }

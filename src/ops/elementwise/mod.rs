@@ -1,6 +1,7 @@
 //! Element-wise ops: `add` (residuals), `add_bias` (biases of projections), `scale`.
 
 pub mod cpu;
+pub mod gpu;
 
 use super::{check_len, check_nonzero, product};
 use crate::backend::Device;
@@ -12,6 +13,7 @@ pub fn add(device: &Device, a: &mut [f32], b: &[f32], n: usize) -> Result<()> {
     check_len("add", "b", b.len(), n)?;
     match device {
         Device::Cpu => cpu::add(&mut a[..n], &b[..n]),
+        Device::Gpu(dev) => gpu::add(dev, a, b, n)?,
     }
     Ok(())
 }
@@ -23,6 +25,7 @@ pub fn add_bias(device: &Device, x: &mut [f32], bias: &[f32], rows: usize) -> Re
     check_len("add_bias", "x", x.len(), n)?;
     match device {
         Device::Cpu => cpu::add_bias(&mut x[..n], bias),
+        Device::Gpu(dev) => gpu::add_bias(dev, x, bias, rows)?,
     }
     Ok(())
 }
@@ -32,6 +35,7 @@ pub fn scale(device: &Device, x: &mut [f32], factor: f32, n: usize) -> Result<()
     check_len("scale", "x", x.len(), n)?;
     match device {
         Device::Cpu => cpu::scale(&mut x[..n], factor),
+        Device::Gpu(dev) => gpu::scale(dev, x, factor, n)?,
     }
     Ok(())
 }

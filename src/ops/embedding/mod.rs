@@ -1,6 +1,7 @@
 //! Token embedding lookup: rows of a float or quantized table.
 
 pub mod cpu;
+pub mod gpu;
 
 use super::{check_len, product, WeightView};
 use crate::backend::Device;
@@ -19,5 +20,6 @@ pub fn embedding(device: &Device, table: &WeightView, ids: &[u32], out: &mut [f3
     check_len("embedding", "out", out.len(), n)?;
     match device {
         Device::Cpu => cpu::embedding(table, ids, &mut out[..n]),
+        Device::Gpu(dev) => gpu::embedding(dev, table, ids, out),
     }
 }

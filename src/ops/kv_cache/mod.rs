@@ -1,6 +1,7 @@
 //! KV cache: appending the new tokens' k or v rows to a layer's f32 or f16 cache.
 
 pub mod cpu;
+pub mod gpu;
 
 use super::{check_len, check_nonzero, product, Element};
 use crate::backend::Device;
@@ -28,6 +29,7 @@ pub fn kv_append<T: Element>(
     check_len("kv_append", "src", src.len(), len)?;
     match device {
         Device::Cpu => cpu::kv_append(cache, &src[..len], pos0, row_len),
+        Device::Gpu(dev) => gpu::kv_append(dev, cache, src, pos0, n, row_len)?,
     }
     Ok(())
 }

@@ -2,6 +2,7 @@
 //! matrix (any type `crate::gguf::quants::dequantize` knows; others are `Unsupported`).
 
 pub mod cpu;
+pub mod gpu;
 
 use super::{check_len, check_nonzero, product, WeightView};
 use crate::backend::Device;
@@ -25,6 +26,7 @@ pub fn matmul_f32(
     check_len("matmul", "out", out.len(), product("matmul", "out", &[m, n])?)?;
     match device {
         Device::Cpu => cpu::matmul_f32(x, w, m, n, k, out),
+        Device::Gpu(dev) => gpu::matmul_f32(dev, x, w, m, n, k, out)?,
     }
     Ok(())
 }
@@ -38,5 +40,6 @@ pub fn matmul_gguf(device: &Device, x: &[f32], w: &WeightView, m: usize, out: &m
     check_len("matmul", "out", out.len(), product("matmul", "out", &[m, w.rows])?)?;
     match device {
         Device::Cpu => cpu::matmul_gguf(x, w, m, out),
+        Device::Gpu(dev) => gpu::matmul_gguf(dev, x, w, m, out),
     }
 }

@@ -1,6 +1,7 @@
 //! Normalization: `rms_norm` (Llama, Qwen2).
 
 pub mod cpu;
+pub mod gpu;
 
 use super::{check_len, check_nonzero, product};
 use crate::backend::Device;
@@ -25,6 +26,7 @@ pub fn rms_norm(
     check_len("rms_norm", "out", out.len(), n)?;
     match device {
         Device::Cpu => cpu::rms_norm(&x[..n], weight, eps, &mut out[..n]),
+        Device::Gpu(dev) => gpu::rms_norm(dev, x, weight, eps, rows, out)?,
     }
     Ok(())
 }

@@ -1,6 +1,7 @@
 //! Rotary position embedding (`rope`), both conventions, with Llama 3 frequency factors.
 
 pub mod cpu;
+pub mod gpu;
 
 use super::{check_len, check_nonzero, product};
 use crate::backend::{Device, RopeParams};
@@ -51,6 +52,7 @@ pub fn rope(
     check_len("rope", "x", x.len(), n)?;
     match device {
         Device::Cpu => cpu::rope(&mut x[..n], positions, heads, head_dim, params, freq_factors),
+        Device::Gpu(dev) => gpu::rope(dev, x, batch, positions, heads, head_dim, params, freq_factors)?,
     }
     Ok(())
 }

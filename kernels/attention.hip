@@ -1,0 +1,389 @@
+// attention.hip: the attention ops, unfused and fused.
+//
+// Layouts (row-major, float32 unless said):
+//   q: [B, Sq, H, D]   k, v: [B, kv_rows, KVH, D] (kv_rows = Sk for the ops, n_ctx for a KV
+//   cache; only rows < Sk are read)   scores, weights: [B, H, Sq, Sk]   out: [B, Sq, H, D]
+//   GQA: head h reads kv head h / (H / KVH). Causal masks are bottom-right aligned: query i
+//   sees key j when j <= i + (Sk - Sq); a query with no visible key gets zeros.
+//
+// qkt_matmul_f32:      scores = scale * q k^T.      grid (ceil(Sk/32), ceil(Sq/32), B*H), block 256
+// weighted_matmul_f32: out = weights v.             grid (ceil(D/32), ceil(Sq/32), B*H), block 256
+//   Both: 32 x 32 output tiles through shared memory, 2 x 2 outputs per thread.
+// causal_mask_f32:     scores[.., i, j] = -inf where j > i + Sk - Sq. Grid-stride, block 256.
+// softmax_f32:         out[r, :] = softmax(x[r, :]); a row of only -inf gives zeros.
+//                      grid (rows), block 256 (any multiple of the warp size).
+//
+// flash_attn_d<DMAX>_q<RM>_k<CN>_<kv type>: fused attention (FlashAttention-2 style): online
+//   softmax over key tiles of BK = 16 * CN keys, float32 accumulation, nothing of size Sq x Sk
+//   in memory.
+//   The rows of a block are (query, head) pairs of one kv head: row r of kv head g is query
+//   r / G of head g * G + r % G (G = H / KVH), so the heads that share a kv head share every
+//   K/V tile load. A block of 256 threads (16 x 16) owns BQ = 16 * RM rows; thread (ty, tx)
+//   holds rows ty + 16a, the score columns tx + 16c of each key tile and output columns
+//   64u + 4tx .. +3. Dynamic shared memory: Q [BQ][DMAX+4], one K-or-V tile [BK][DMAX+4],
+//   P [BQ][BK+4] floats. q is pre-scaled by scale * log2(e) so exp2 gives the softmax.
+//   D <= DMAX (zero-padded), kv type f32 or f16 (u16 bits).
+//   Launch: grid (ceil(Sq * G / BQ), B * KVH, splits), block 256. splits > 1 splits the keys
+//   in ranges of keys_per_split (a multiple of BK) and writes unnormalized partial outputs
+//   ([splits, B*KVH, Sq*G, DMAX]) and their (max, sum) pairs; flash_attn_combine merges them:
+//   grid (Sq * G, B * KVH), block 128.
+#include "common.h"
+
+// ------------------------------------------------------------------------------ unfused ops
+
+RF_KERNEL void RF_LAUNCH_BOUNDS(256)
+qkt_matmul_f32(const float* q, const float* k, float* scores, int Sq, int Sk, int H, int KVH, int D,
+               float scale) {
+    __shared__ float qs[32][33];
+    __shared__ float ks[32][33];
+    const int tid = threadIdx.x, tx = tid % 16, ty = tid / 16;
+    const int bh = blockIdx.z, b = bh / H, h = bh % H, kvh = h / (H / KVH);
+    const int i0 = blockIdx.y * 32, j0 = blockIdx.x * 32;
+    float acc[2][2] = {{0.0f, 0.0f}, {0.0f, 0.0f}};
+    for (int d0 = 0; d0 < D; d0 += 32) {
+        for (int idx = tid; idx < 32 * 32; idx += blockDim.x) {
+            const int r = idx / 32, dd = idx % 32, d = d0 + dd;
+            const int i = i0 + r, j = j0 + r;
+            qs[r][dd] = (i < Sq && d < D) ? q[(((i64)b * Sq + i) * H + h) * D + d] : 0.0f;
+            ks[r][dd] = (j < Sk && d < D) ? k[(((i64)b * Sk + j) * KVH + kvh) * D + d] : 0.0f;
+        }
+        __syncthreads();
+#pragma unroll 8
+        for (int dd = 0; dd < 32; ++dd)
+#pragma unroll
+            for (int a = 0; a < 2; ++a)
+#pragma unroll
+                for (int c = 0; c < 2; ++c) acc[a][c] += qs[ty + 16 * a][dd] * ks[tx + 16 * c][dd];
+        __syncthreads();
+    }
+#pragma unroll
+    for (int a = 0; a < 2; ++a)
+#pragma unroll
+        for (int c = 0; c < 2; ++c) {
+            const int i = i0 + ty + 16 * a, j = j0 + tx + 16 * c;
+            if (i < Sq && j < Sk) scores[(((i64)b * H + h) * Sq + i) * Sk + j] = acc[a][c] * scale;
+        }
+}
+
+RF_KERNEL void RF_LAUNCH_BOUNDS(256)
+weighted_matmul_f32(const float* w, const float* v, float* out, int Sq, int Sk, int H, int KVH, int D) {
+    __shared__ float ws[32][33];  // ws[i][jj]
+    __shared__ float vs[32][33];  // vs[jj][d]
+    const int tid = threadIdx.x, tx = tid % 16, ty = tid / 16;
+    const int bh = blockIdx.z, b = bh / H, h = bh % H, kvh = h / (H / KVH);
+    const int i0 = blockIdx.y * 32, d0 = blockIdx.x * 32;
+    float acc[2][2] = {{0.0f, 0.0f}, {0.0f, 0.0f}};
+    for (int j0 = 0; j0 < Sk; j0 += 32) {
+        for (int idx = tid; idx < 32 * 32; idx += blockDim.x) {
+            const int r = idx / 32, cc = idx % 32;
+            const int i = i0 + r, j = j0 + cc;
+            ws[r][cc] = (i < Sq && j < Sk) ? w[(((i64)b * H + h) * Sq + i) * Sk + j] : 0.0f;
+            const int jr = j0 + r, d = d0 + cc;
+            vs[r][cc] = (jr < Sk && d < D) ? v[(((i64)b * Sk + jr) * KVH + kvh) * D + d] : 0.0f;
+        }
+        __syncthreads();
+#pragma unroll 8
+        for (int jj = 0; jj < 32; ++jj)
+#pragma unroll
+            for (int a = 0; a < 2; ++a)
+#pragma unroll
+                for (int c = 0; c < 2; ++c) acc[a][c] += ws[ty + 16 * a][jj] * vs[jj][tx + 16 * c];
+        __syncthreads();
+    }
+#pragma unroll
+    for (int a = 0; a < 2; ++a)
+#pragma unroll
+        for (int c = 0; c < 2; ++c) {
+            const int i = i0 + ty + 16 * a, d = d0 + tx + 16 * c;
+            if (i < Sq && d < D) out[(((i64)b * Sq + i) * H + h) * D + d] = acc[a][c];
+        }
+}
+
+RF_KERNEL void RF_LAUNCH_BOUNDS(1024)
+causal_mask_f32(float* scores, i64 planes, int Sq, int Sk) {
+    const i64 n = planes * Sq * (i64)Sk;
+    const i64 offset = (i64)Sk - Sq;
+    for (i64 idx = (i64)blockIdx.x * blockDim.x + threadIdx.x; idx < n; idx += (i64)gridDim.x * blockDim.x) {
+        const i64 j = idx % Sk, i = (idx / Sk) % Sq;
+        if (j > i + offset) scores[idx] = -RF_INF;
+    }
+}
+
+RF_KERNEL void RF_LAUNCH_BOUNDS(1024)
+softmax_f32(const float* x, float* out, int n) {
+    const float* xr = x + (i64)blockIdx.x * n;
+    float* orow = out + (i64)blockIdx.x * n;
+    float mx = -RF_INF;
+    for (int j = threadIdx.x; j < n; j += blockDim.x) mx = fmaxf(mx, xr[j]);
+    mx = rf_block_max(mx);
+    if (mx == -RF_INF) {  // nothing visible in this row
+        for (int j = threadIdx.x; j < n; j += blockDim.x) orow[j] = 0.0f;
+        return;
+    }
+    float sum = 0.0f;
+    for (int j = threadIdx.x; j < n; j += blockDim.x) sum += expf(xr[j] - mx);
+    sum = rf_block_sum(sum);
+    const float inv = 1.0f / sum;
+    for (int j = threadIdx.x; j < n; j += blockDim.x) orow[j] = expf(xr[j] - mx) * inv;
+}
+
+// ------------------------------------------------------------------------- flash attention
+
+__device__ __forceinline__ float4 rf_load4(const float* p) { return *(const float4*)p; }
+__device__ __forceinline__ float4 rf_load4(const u16* p) {
+    const uint2 w = *(const uint2*)p;
+    return make_float4(rf_half_to_float((u16)(w.x & 0xffffu)), rf_half_to_float((u16)(w.x >> 16)),
+                       rf_half_to_float((u16)(w.y & 0xffffu)), rf_half_to_float((u16)(w.y >> 16)));
+}
+__device__ __forceinline__ float rf_load1(const float* p) { return *p; }
+__device__ __forceinline__ float rf_load1(const u16* p) { return rf_half_to_float(*p); }
+
+// Rows [kt, kt + BK) of one kv head into dst [BK][DMAX + 4]; rows >= k_end and dims >= D are 0.
+template <int DMAX, int BK, class KV>
+__device__ __forceinline__ void flash_load_kv(const KV* base, i64 row_stride, float* dst, int kt, int k_end,
+                                              int D) {
+    constexpr int DP = DMAX + 4, D4 = DMAX / 4;
+    for (int idx = threadIdx.x; idx < BK * D4; idx += blockDim.x) {
+        const int j = idx / D4, d = 4 * (idx % D4), key = kt + j;
+        float4 val = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+        if (key < k_end && d < D) {
+            const KV* src = base + (i64)key * row_stride + d;
+            if ((D & 3) == 0) {
+                val = rf_load4(src);
+            } else {
+                val.x = rf_load1(src);
+                if (d + 1 < D) val.y = rf_load1(src + 1);
+                if (d + 2 < D) val.z = rf_load1(src + 2);
+                if (d + 3 < D) val.w = rf_load1(src + 3);
+            }
+        }
+        *(float4*)&dst[j * DP + d] = val;
+    }
+}
+
+template <int DMAX, int RM, int CN, class KV>
+__device__ __forceinline__ void flash_attention(const float* q, const KV* k, const KV* v, float* out,
+                                                float* part_o, float* part_ml, int Sq, int Sk, int H,
+                                                int KVH, int D, i64 kv_rows, float scale_log2, int causal,
+                                                int keys_per_split) {
+    constexpr int BQ = 16 * RM, BK = 16 * CN, DP = DMAX + 4, PP = BK + 4, DV = DMAX / 64;
+    extern __shared__ float4 flash_smem[];
+    float* Qs = (float*)flash_smem;  // [BQ][DP]
+    float* KVs = Qs + BQ * DP;       // [BK][DP]
+    float* Ps = KVs + BK * DP;       // [BQ][PP]
+
+    const int tid = threadIdx.x, tx = tid % 16, ty = tid / 16;
+    const int G = H / KVH, R = Sq * G;
+    const int r0 = blockIdx.x * BQ;
+    const int bk = blockIdx.y, b = bk / KVH, kvh = bk % KVH;
+    const int split = blockIdx.z;
+    const int offset = Sk - Sq;  // query i sees keys j <= i + offset
+
+    // Keys this block visits.
+    const int k_begin = split * keys_per_split;
+    int k_end = min(Sk, k_begin + keys_per_split);
+    if (causal) {
+        const int last_query = (min(r0 + BQ, R) - 1) / G;
+        k_end = min(k_end, max(last_query + offset + 1, 0));
+    }
+
+    // Q tile, pre-scaled.
+    for (int idx = tid; idx < BQ * (DMAX / 4); idx += blockDim.x) {
+        const int rr = idx / (DMAX / 4), d = 4 * (idx % (DMAX / 4)), r = r0 + rr;
+        float4 val = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+        if (r < R && d < D) {
+            const int i = r / G, h = kvh * G + r % G;
+            const float* src = q + (((i64)b * Sq + i) * H + h) * D + d;
+            if ((D & 3) == 0) {
+                val = *(const float4*)src;
+            } else {
+                val.x = src[0];
+                if (d + 1 < D) val.y = src[1];
+                if (d + 2 < D) val.z = src[2];
+                if (d + 3 < D) val.w = src[3];
+            }
+            val.x *= scale_log2;
+            val.y *= scale_log2;
+            val.z *= scale_log2;
+            val.w *= scale_log2;
+        }
+        *(float4*)&Qs[rr * DP + d] = val;
+    }
+
+    int key_limit[RM];  // last visible key of each of this thread's rows
+    float m_i[RM], l_i[RM], o[RM][DV][4];
+#pragma unroll
+    for (int a = 0; a < RM; ++a) {
+        const int r = r0 + ty + 16 * a;
+        key_limit[a] = causal ? (r / G) + offset : 0x7fffffff;
+        m_i[a] = -RF_INF;
+        l_i[a] = 0.0f;
+#pragma unroll
+        for (int u = 0; u < DV; ++u)
+#pragma unroll
+            for (int e = 0; e < 4; ++e) o[a][u][e] = 0.0f;
+    }
+
+    const KV* kbase = k + ((i64)b * kv_rows * KVH + kvh) * D;
+    const KV* vbase = v + ((i64)b * kv_rows * KVH + kvh) * D;
+    const i64 row_stride = (i64)KVH * D;
+    const int D4 = (D + 3) / 4;
+
+    for (int kt = k_begin; kt < k_end; kt += BK) {
+        __syncthreads();  // Q is written; the previous tile's P and V are no longer read
+        flash_load_kv<DMAX, BK>(kbase, row_stride, KVs, kt, k_end, D);
+        __syncthreads();
+
+        float s[RM][CN];
+#pragma unroll
+        for (int a = 0; a < RM; ++a)
+#pragma unroll
+            for (int c = 0; c < CN; ++c) s[a][c] = 0.0f;
+        for (int d4 = 0; d4 < D4; ++d4) {
+            float4 qv[RM], kv[CN];
+#pragma unroll
+            for (int a = 0; a < RM; ++a) qv[a] = *(const float4*)&Qs[(ty + 16 * a) * DP + 4 * d4];
+#pragma unroll
+            for (int c = 0; c < CN; ++c) kv[c] = *(const float4*)&KVs[(tx + 16 * c) * DP + 4 * d4];
+#pragma unroll
+            for (int a = 0; a < RM; ++a)
+#pragma unroll
+                for (int c = 0; c < CN; ++c)
+                    s[a][c] += qv[a].x * kv[c].x + qv[a].y * kv[c].y + qv[a].z * kv[c].z + qv[a].w * kv[c].w;
+        }
+
+        // Mask, then the online softmax update of each row (a row spans the 16 lanes of one ty).
+#pragma unroll
+        for (int a = 0; a < RM; ++a) {
+            float row_max = -RF_INF;
+#pragma unroll
+            for (int c = 0; c < CN; ++c) {
+                const int key = kt + tx + 16 * c;
+                if (key >= k_end || key > key_limit[a]) s[a][c] = -RF_INF;
+                row_max = fmaxf(row_max, s[a][c]);
+            }
+            row_max = rf_group_max<16>(row_max);
+            const float m_new = fmaxf(m_i[a], row_max);
+            const float m_use = (m_new == -RF_INF) ? 0.0f : m_new;
+            const float alpha = exp2f(m_i[a] - m_use);
+            float row_sum = 0.0f;
+#pragma unroll
+            for (int c = 0; c < CN; ++c) {
+                const float p = exp2f(s[a][c] - m_use);
+                Ps[(ty + 16 * a) * PP + tx + 16 * c] = p;
+                row_sum += p;
+            }
+            row_sum = rf_group_sum<16>(row_sum);
+            l_i[a] = l_i[a] * alpha + row_sum;
+            m_i[a] = m_new;
+#pragma unroll
+            for (int u = 0; u < DV; ++u)
+#pragma unroll
+                for (int e = 0; e < 4; ++e) o[a][u][e] *= alpha;
+        }
+        __syncthreads();  // K no longer read; P complete
+        flash_load_kv<DMAX, BK>(vbase, row_stride, KVs, kt, k_end, D);
+        __syncthreads();
+
+#pragma unroll 2
+        for (int j4 = 0; j4 < BK / 4; ++j4) {
+            float4 pv[RM];
+#pragma unroll
+            for (int a = 0; a < RM; ++a) pv[a] = *(const float4*)&Ps[(ty + 16 * a) * PP + 4 * j4];
+#pragma unroll
+            for (int jj = 0; jj < 4; ++jj) {
+                float4 vv[DV];
+#pragma unroll
+                for (int u = 0; u < DV; ++u) vv[u] = *(const float4*)&KVs[(4 * j4 + jj) * DP + 64 * u + 4 * tx];
+#pragma unroll
+                for (int a = 0; a < RM; ++a) {
+                    const float p = jj == 0 ? pv[a].x : jj == 1 ? pv[a].y : jj == 2 ? pv[a].z : pv[a].w;
+#pragma unroll
+                    for (int u = 0; u < DV; ++u) {
+                        o[a][u][0] += p * vv[u].x;
+                        o[a][u][1] += p * vv[u].y;
+                        o[a][u][2] += p * vv[u].z;
+                        o[a][u][3] += p * vv[u].w;
+                    }
+                }
+            }
+        }
+    }
+
+    // Epilogue: normalized output, or this split's partial result.
+#pragma unroll
+    for (int a = 0; a < RM; ++a) {
+        const int r = r0 + ty + 16 * a;
+        if (r >= R) continue;
+        if (part_o == nullptr) {
+            const int i = r / G, h = kvh * G + r % G;
+            float* dst = out + (((i64)b * Sq + i) * H + h) * D;
+            const float inv = l_i[a] > 0.0f ? 1.0f / l_i[a] : 0.0f;
+#pragma unroll
+            for (int u = 0; u < DV; ++u)
+#pragma unroll
+                for (int e = 0; e < 4; ++e) {
+                    const int d = 64 * u + 4 * tx + e;
+                    if (d < D) dst[d] = o[a][u][e] * inv;
+                }
+        } else {
+            const i64 prow = ((i64)split * gridDim.y + bk) * R + r;
+            float* dst = part_o + prow * DMAX;
+#pragma unroll
+            for (int u = 0; u < DV; ++u)
+#pragma unroll
+                for (int e = 0; e < 4; ++e) dst[64 * u + 4 * tx + e] = o[a][u][e];
+            if (tx == 0) {
+                part_ml[2 * prow] = m_i[a];
+                part_ml[2 * prow + 1] = l_i[a];
+            }
+        }
+    }
+}
+
+// Merge the partial results of `splits` key ranges: out = sum_s 2^(m_s - M) o_s / sum_s 2^(m_s - M) l_s.
+RF_KERNEL void RF_LAUNCH_BOUNDS(1024)
+flash_attn_combine(const float* part_o, const float* part_ml, float* out, int splits, int Sq, int H, int KVH,
+                   int D, int dmax) {
+    const int G = H / KVH, R = Sq * G;
+    const int r = blockIdx.x, bk = blockIdx.y, b = bk / KVH, kvh = bk % KVH;
+    const i64 rows_per_split = (i64)gridDim.y * R;
+    const i64 prow0 = (i64)bk * R + r;
+    float M = -RF_INF;
+    for (int s = 0; s < splits; ++s) M = fmaxf(M, part_ml[2 * (prow0 + s * rows_per_split)]);
+    const int i = r / G, h = kvh * G + r % G;
+    float* dst = out + (((i64)b * Sq + i) * H + h) * D;
+    float L = 0.0f;
+    if (M != -RF_INF)
+        for (int s = 0; s < splits; ++s) {
+            const i64 prow = prow0 + s * rows_per_split;
+            L += exp2f(part_ml[2 * prow] - M) * part_ml[2 * prow + 1];
+        }
+    for (int d = threadIdx.x; d < D; d += blockDim.x) {
+        float acc = 0.0f;
+        if (M != -RF_INF)
+            for (int s = 0; s < splits; ++s) {
+                const i64 prow = prow0 + s * rows_per_split;
+                acc += exp2f(part_ml[2 * prow] - M) * part_o[prow * dmax + d];
+            }
+        dst[d] = L > 0.0f ? acc / L : 0.0f;
+    }
+}
+
+#define RF_FLASH_KERNEL(DMAX, RM, CN, KVNAME, KV)                                                       \
+    RF_KERNEL void RF_LAUNCH_BOUNDS(256) flash_attn_d##DMAX##_q##RM##_k##CN##_##KVNAME(                 \
+        const float* q, const KV* k, const KV* v, float* out, float* part_o, float* part_ml, int Sq,     \
+        int Sk, int H, int KVH, int D, i64 kv_rows, float scale_log2, int causal, int keys_per_split) { \
+        flash_attention<DMAX, RM, CN, KV>(q, k, v, out, part_o, part_ml, Sq, Sk, H, KVH, D, kv_rows,    \
+                                          scale_log2, causal, keys_per_split);                          \
+    }
+#define RF_FLASH_CONFIGS(DMAX, KVNAME, KV)   \
+    RF_FLASH_KERNEL(DMAX, 4, 4, KVNAME, KV) \
+    RF_FLASH_KERNEL(DMAX, 4, 2, KVNAME, KV) \
+    RF_FLASH_KERNEL(DMAX, 1, 2, KVNAME, KV)
+RF_FLASH_CONFIGS(64, f32, float)
+RF_FLASH_CONFIGS(128, f32, float)
+RF_FLASH_CONFIGS(256, f32, float)
+RF_FLASH_CONFIGS(64, f16, u16)
+RF_FLASH_CONFIGS(128, f16, u16)
+RF_FLASH_CONFIGS(256, f16, u16)

@@ -1,0 +1,131 @@
+// matmul.hip: out = x @ W^T with W kept in its GGUF type in device memory.
+//
+//   x: [m, k] float32 row-major; W: [n, k] rows of row_bytes bytes in the GGUF layout
+//   (quants.h); out: [m, n] float32. Weights are dequantized in registers, never in memory;
+//   accumulation is float32.
+//
+// matvec_<type>: the decode path (m <= MATVEC_MAX_M). Each aligned group of 32 lanes owns one
+//   weight row: lane l takes 32-element chunks l, l + 32, ... of that row, dequantizes each
+//   once and dots it with all m rows of x; a 32-lane butterfly sums the partials.
+//   Launch: grid (ceil(n / (block / 32))), block 128 (a multiple of 32 and of the warp size).
+//
+// matmul_tiled_<type>: the prefill path. A block computes a 64 x 64 tile of out, stepping
+//   over k by 64: x (64 x 64) and the dequantized W tile (64 x 64) go to shared memory
+//   (k-major), and each of the 256 threads accumulates a 4 x 4 sub-tile.
+//   Launch: grid (ceil(n / 64), ceil(m / 64)), block 256.
+#include "quants.h"
+
+#define MATVEC_MAX_M 8
+#define TILE 64
+#define TILE_K 64
+
+template <class T>
+__device__ __forceinline__ void matvec(const float* x, const u8* w, float* out, int m, int n, int k,
+                                       i64 row_bytes) {
+    const int lane = threadIdx.x & 31;
+    const int row = blockIdx.x * (blockDim.x / 32) + (threadIdx.x >> 5);
+    const bool row_ok = row < n;  // no early return: the whole group takes part in the shuffles
+    const u8* wrow = w + (i64)(row_ok ? row : 0) * row_bytes;
+    const int chunks = (k + 31) / 32;
+    float acc[MATVEC_MAX_M];
+#pragma unroll
+    for (int r = 0; r < MATVEC_MAX_M; ++r) acc[r] = 0.0f;
+    for (int c = lane; row_ok && c < chunks; c += 32) {
+        float y[32];
+        T::chunk(wrow, c, k, y);
+        const bool vector_ok = (k & 3) == 0 && 32 * c + 32 <= k;
+#pragma unroll
+        for (int r = 0; r < MATVEC_MAX_M; ++r) {
+            if (r < m) {
+                const float* xr = x + (i64)r * k + 32 * c;
+                float s = 0.0f;
+                if (vector_ok) {
+#pragma unroll
+                    for (int i = 0; i < 8; ++i) {
+                        const float4 xv = ((const float4*)xr)[i];
+                        s += y[4 * i] * xv.x + y[4 * i + 1] * xv.y + y[4 * i + 2] * xv.z + y[4 * i + 3] * xv.w;
+                    }
+                } else {
+#pragma unroll
+                    for (int i = 0; i < 32; ++i) s += (32 * c + i < k) ? y[i] * xr[i] : 0.0f;
+                }
+                acc[r] += s;
+            }
+        }
+    }
+#pragma unroll
+    for (int r = 0; r < MATVEC_MAX_M; ++r) {
+        const float s = rf_group_sum<32>(acc[r]);
+        if (lane == 0 && row_ok && r < m) out[(i64)r * n + row] = s;
+    }
+}
+
+template <class T>
+__device__ __forceinline__ void matmul_tiled(const float* x, const u8* w, float* out, int m, int n, int k,
+                                             i64 row_bytes) {
+    __shared__ float xs[TILE_K][TILE + 4];  // xs[kk][i] = x[m0 + i, k0 + kk]
+    __shared__ float ws[TILE_K][TILE + 4];  // ws[kk][j] = W[n0 + j, k0 + kk]
+    const int tid = threadIdx.x, tx = tid % 16, ty = tid / 16;
+    const int n0 = blockIdx.x * TILE, m0 = blockIdx.y * TILE;
+    const int chunks = (k + 31) / 32;
+    float acc[4][4];
+#pragma unroll
+    for (int i = 0; i < 4; ++i)
+#pragma unroll
+        for (int j = 0; j < 4; ++j) acc[i][j] = 0.0f;
+
+    for (int k0 = 0; k0 < k; k0 += TILE_K) {
+        // x tile: consecutive threads take consecutive rows (conflict-free shared stores).
+        for (int idx = tid; idx < TILE * TILE_K; idx += blockDim.x) {
+            const int i = idx % TILE, kk = idx / TILE;
+            const int gm = m0 + i, gk = k0 + kk;
+            xs[kk][i] = (gm < m && gk < k) ? x[(i64)gm * k + gk] : 0.0f;
+        }
+        // W tile: one 32-element chunk per thread, dequantized in registers.
+        for (int job = tid; job < TILE * (TILE_K / 32); job += blockDim.x) {
+            const int j = job % TILE, ch = job / TILE;
+            const int gn = n0 + j, c = k0 / 32 + ch;
+            float y[32];
+            if (gn < n && c < chunks) {
+                T::chunk(w + (i64)gn * row_bytes, c, k, y);
+            } else {
+#pragma unroll
+                for (int i = 0; i < 32; ++i) y[i] = 0.0f;
+            }
+#pragma unroll
+            for (int i = 0; i < 32; ++i) ws[32 * ch + i][j] = y[i];
+        }
+        __syncthreads();
+#pragma unroll 8
+        for (int kk = 0; kk < TILE_K; ++kk) {
+            const float4 a = *(const float4*)&xs[kk][4 * ty];
+            const float4 b = *(const float4*)&ws[kk][4 * tx];
+            const float av[4] = {a.x, a.y, a.z, a.w}, bv[4] = {b.x, b.y, b.z, b.w};
+#pragma unroll
+            for (int i = 0; i < 4; ++i)
+#pragma unroll
+                for (int j = 0; j < 4; ++j) acc[i][j] += av[i] * bv[j];
+        }
+        __syncthreads();
+    }
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+        const int gm = m0 + 4 * ty + i;
+#pragma unroll
+        for (int j = 0; j < 4; ++j) {
+            const int gn = n0 + 4 * tx + j;
+            if (gm < m && gn < n) out[(i64)gm * n + gn] = acc[i][j];
+        }
+    }
+}
+
+#define RF_MATMUL_KERNELS(suffix, T)                                                              \
+    RF_KERNEL void RF_LAUNCH_BOUNDS(256) matvec_##suffix(const float* x, const u8* w, float* out,  \
+                                                        int m, int n, int k, i64 row_bytes) {    \
+        matvec<T>(x, w, out, m, n, k, row_bytes);                                                 \
+    }                                                                                             \
+    RF_KERNEL void RF_LAUNCH_BOUNDS(256) matmul_tiled_##suffix(                                    \
+        const float* x, const u8* w, float* out, int m, int n, int k, i64 row_bytes) {            \
+        matmul_tiled<T>(x, w, out, m, n, k, row_bytes);                                           \
+    }
+RF_FOR_EACH_WEIGHT_TYPE(RF_MATMUL_KERNELS)

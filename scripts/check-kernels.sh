@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# CI gate (no GPU needed): every kernel the launchers can name (the registry in
+# src/backend/gpu/kernels.rs) compiles with the runtime's own source assembly and flags:
+#   AMD:    hipcc (ROCm) for gfx1030 (RDNA2, wave32) and gfx90a (CDNA2, wave64)
+#   NVIDIA: NVRTC (PyPI nvidia-cuda-nvrtc-cu12) for sm_80 and sm_90
+# Usage: scripts/check-kernels.sh [--nvrtc-only | --hipcc-only]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+want_nvrtc=1 want_hipcc=1
+case "${1:-}" in
+  --nvrtc-only) want_hipcc=0 ;;
+  --hipcc-only) want_nvrtc=0 ;;
+esac
+
+args=()
+if [ "$want_nvrtc" = 1 ]; then
+  nvrtc_lib() {
+    python3 - <<'PY'
+import os, sys
+for p in sys.path:
+    d = os.path.join(p, "nvidia", "cuda_nvrtc", "lib")
+    if os.path.isdir(d):
+        print(d)
+        break
+PY
+  }
+  lib="$(nvrtc_lib)"
+  if [ -z "$lib" ]; then
+    python3 -m pip install -q "nvidia-cuda-nvrtc-cu12>=12.4"
+    lib="$(nvrtc_lib)"
+  fi
+  [ -n "$lib" ] || { echo "NVRTC not found after installing nvidia-cuda-nvrtc-cu12" >&2; exit 1; }
+  export LD_LIBRARY_PATH="$lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+  args+=(nvrtc sm_80 sm_90)
+fi
+if [ "$want_hipcc" = 1 ]; then
+  command -v hipcc >/dev/null || { echo "hipcc not found (apt-get install hipcc)" >&2; exit 1; }
+  args+=(hipcc gfx1030 gfx90a)
+fi
+cargo run -q --example check_kernels -- "${args[@]}" 2> >(grep -v -E 'rocm_agent_enumerator|readFromKFD|Traceback|File "|target_list|^\s+main\(\)$' >&2)

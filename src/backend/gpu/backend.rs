@@ -1,0 +1,188 @@
+//! `GpuBackend`: the model's `Backend` on one GPU. Activations, weights (in their GGUF type)
+//! and the KV cache live in device memory; every method is one or two kernel launches.
+
+use std::sync::Arc;
+
+use super::device::{need, DeviceBuffer, GpuDevice};
+use crate::backend::{Backend, KvDtype, RopeParams};
+use crate::error::{Error, Result};
+use crate::gguf::GgmlType;
+use crate::ops::attention::{gpu as attention, AttentionShape};
+use crate::ops::embedding::gpu::DeviceWeight;
+use crate::ops::{activation, argmax, elementwise, embedding, kv_cache, matmul, norm, rope, WeightView};
+
+pub struct GpuBackend {
+    dev: Arc<GpuDevice>,
+}
+
+impl GpuBackend {
+    pub fn new(dev: Arc<GpuDevice>) -> GpuBackend {
+        GpuBackend { dev }
+    }
+
+    pub fn device(&self) -> &Arc<GpuDevice> {
+        &self.dev
+    }
+}
+
+/// A GGUF tensor `[rows, cols]` on the device, in its file layout.
+pub struct GpuWeight {
+    pub ty: GgmlType,
+    pub rows: usize,
+    pub cols: usize,
+    pub buf: DeviceBuffer,
+}
+
+impl GpuWeight {
+    fn view(&self) -> DeviceWeight<'_> {
+        DeviceWeight { ty: self.ty, rows: self.rows, cols: self.cols, bytes: &self.buf }
+    }
+
+    /// Vector weights (norms, biases, rope factors) must be F32 on the device.
+    fn f32_vector(&self, op: &str) -> Result<&DeviceBuffer> {
+        if self.ty != GgmlType::F32 || self.rows != 1 {
+            return Err(Error::invalid(format!(
+                "{op}: expected an F32 vector weight, got a {} [{}, {}] tensor",
+                self.ty.name(),
+                self.rows,
+                self.cols
+            )));
+        }
+        Ok(&self.buf)
+    }
+}
+
+/// One layer's K or V cache on the device.
+pub struct GpuKv {
+    pub dtype: KvDtype,
+    pub buf: DeviceBuffer,
+}
+
+impl Backend for GpuBackend {
+    type Buf = DeviceBuffer;
+    type Weight = GpuWeight;
+    type Kv = GpuKv;
+
+    fn name(&self) -> String {
+        self.dev.name().to_string()
+    }
+
+    fn zeros(&self, n: usize) -> Result<DeviceBuffer> {
+        DeviceBuffer::zeros(&self.dev, n * 4, "zeros")
+    }
+
+    fn upload(&self, host: &[f32]) -> Result<DeviceBuffer> {
+        DeviceBuffer::from_slice(&self.dev, host, "upload")
+    }
+
+    fn download(&self, buf: &DeviceBuffer, out: &mut [f32]) -> Result<()> {
+        buf.read(out, "download")
+    }
+
+    fn weight(&self, ty: GgmlType, rows: usize, cols: usize, bytes: &[u8]) -> Result<GpuWeight> {
+        let view = WeightView::new(ty, rows, cols, bytes)?;
+        if rows == 1 && ty != GgmlType::F32 {
+            // Vectors are read whole by small kernels: store them as F32.
+            let mut v = vec![0f32; cols];
+            view.dequantize_rows(0, &mut v)?;
+            let buf = DeviceBuffer::from_slice(&self.dev, &v, "weight upload")?;
+            return Ok(GpuWeight { ty: GgmlType::F32, rows, cols, buf });
+        }
+        super::kernels::matvec(ty)?; // the GPU must be able to run this type
+        let buf = DeviceBuffer::from_slice(&self.dev, bytes, "weight upload")?;
+        Ok(GpuWeight { ty, rows, cols, buf })
+    }
+
+    fn kv_cache(&self, n: usize, dtype: KvDtype) -> Result<GpuKv> {
+        let elem = if dtype == KvDtype::F32 { 4 } else { 2 };
+        Ok(GpuKv { dtype, buf: DeviceBuffer::zeros(&self.dev, n * elem, "kv_cache")? })
+    }
+
+    fn embedding(&self, table: &GpuWeight, ids: &[u32], out: &mut DeviceBuffer) -> Result<()> {
+        let ids32: Vec<i32> = ids.iter().map(|&i| i as i32).collect();
+        let idb = DeviceBuffer::from_slice(&self.dev, &ids32, "embedding")?;
+        embedding::gpu::launch_embedding(&self.dev, &table.view(), &idb, ids.len(), out)
+    }
+
+    fn rms_norm(&self, x: &DeviceBuffer, w: &GpuWeight, eps: f32, rows: usize, out: &mut DeviceBuffer) -> Result<()> {
+        norm::gpu::launch_rms_norm(&self.dev, x, w.f32_vector("rms_norm")?, eps, rows, w.cols, out)
+    }
+
+    fn matmul(&self, x: &DeviceBuffer, w: &GpuWeight, m: usize, out: &mut DeviceBuffer) -> Result<()> {
+        matmul::gpu::launch_matmul(&self.dev, x, &w.view(), m, out)
+    }
+
+    fn add_bias(&self, x: &mut DeviceBuffer, bias: &GpuWeight, rows: usize) -> Result<()> {
+        elementwise::gpu::launch_add_bias(&self.dev, x, bias.f32_vector("add_bias")?, rows, bias.cols)
+    }
+
+    fn add(&self, a: &mut DeviceBuffer, b: &DeviceBuffer, n: usize) -> Result<()> {
+        elementwise::gpu::launch_add(&self.dev, a, b, n)
+    }
+
+    fn swiglu(&self, gate: &DeviceBuffer, up: &DeviceBuffer, n: usize, out: &mut DeviceBuffer) -> Result<()> {
+        activation::gpu::launch_swiglu(&self.dev, gate, up, n, out)
+    }
+
+    fn rope(
+        &self,
+        x: &mut DeviceBuffer,
+        seq: usize,
+        heads: usize,
+        head_dim: usize,
+        pos0: usize,
+        params: &RopeParams,
+        freq_factors: Option<&GpuWeight>,
+    ) -> Result<()> {
+        let ff = freq_factors.map(|w| w.f32_vector("rope freq_factors")).transpose()?;
+        rope::gpu::launch_rope(&self.dev, x, seq, seq, heads, head_dim, rope::gpu::Positions::From(pos0), params, ff)
+    }
+
+    fn kv_append(&self, cache: &mut GpuKv, src: &DeviceBuffer, pos0: usize, n: usize, row_len: usize) -> Result<()> {
+        let elem = if cache.dtype == KvDtype::F32 { 4 } else { 2 };
+        let n_ctx = cache.buf.bytes() / elem / row_len.max(1);
+        if pos0.checked_add(n).is_none_or(|end| end > n_ctx) {
+            return Err(Error::invalid(format!("kv_append: rows [{pos0}, {pos0} + {n}) do not fit a cache of {n_ctx} rows")));
+        }
+        kv_cache::gpu::launch_kv_append(&self.dev, &mut cache.buf, cache.dtype, src, pos0, n, row_len)
+    }
+
+    fn attention(
+        &self,
+        q: &DeviceBuffer,
+        k: &GpuKv,
+        v: &GpuKv,
+        seq_q: usize,
+        seq_k: usize,
+        heads: usize,
+        kv_heads: usize,
+        head_dim: usize,
+        scale: f32,
+        out: &mut DeviceBuffer,
+    ) -> Result<()> {
+        if k.dtype != v.dtype {
+            return Err(Error::invalid("attention: the K and V caches have different dtypes"));
+        }
+        let shape = AttentionShape { batch: 1, seq_q, seq_k, heads, kv_heads, head_dim };
+        shape.check("attention")?;
+        attention::launch_flash_attention(&self.dev, q, &k.buf, &v.buf, k.dtype, seq_k, &shape, true, scale, out)
+    }
+
+    fn copy_rows(&self, src: &DeviceBuffer, src_row: usize, n_rows: usize, row_len: usize, dst: &mut DeviceBuffer) -> Result<()> {
+        let bytes = n_rows * row_len * 4;
+        need("copy_rows", "dst", dst, n_rows * row_len, 4)?;
+        dst.copy_from(0, src, src_row * row_len * 4, bytes, "copy_rows")
+    }
+
+    fn argmax(&self, x: &DeviceBuffer, n: usize) -> Result<u32> {
+        let mut out = DeviceBuffer::alloc(&self.dev, 4, "argmax")?;
+        argmax::gpu::launch_argmax(&self.dev, x, 1, n, &mut out)?;
+        let mut idx = [0i32];
+        out.read(&mut idx, "argmax")?;
+        Ok(idx[0].max(0) as u32)
+    }
+
+    fn synchronize(&self) -> Result<()> {
+        self.dev.synchronize("synchronize")
+    }
+}

@@ -1,0 +1,136 @@
+//! GPU backend: the same `kernels/*.hip` sources on NVIDIA (CUDA driver API + NVRTC, through
+//! cudarc, loaded at run time) and AMD (HIP + hipRTC, cargo feature `rocm`).
+//!
+//! - `runtime`: the runtime interface (allocate, free, copy, compile, load, launch, sync, memory)
+//! - `cuda`, `hip`: its two implementations
+//! - `source`, `kernels`: kernel source assembly, compiler flags and the registry of kernel names
+//! - `device`: a device as the ops use it (module cache on disk, RAII buffers, checked launches,
+//!   launch counter)
+//! - `backend`: `GpuBackend`, the model's `Backend` on a GPU
+//!
+//! Devices are numbered in discovery order: HIP devices first (feature `rocm`), then CUDA.
+
+pub mod backend;
+pub mod cuda;
+pub mod device;
+#[cfg(feature = "rocm")]
+pub mod hip;
+pub mod kernels;
+pub mod runtime;
+pub mod source;
+
+use std::sync::{Arc, Mutex, OnceLock};
+
+pub use backend::GpuBackend;
+pub use device::{Arg, DeviceBuffer, GpuDevice};
+
+use crate::error::{Error, Result};
+
+/// Where a device index points.
+#[derive(Clone, Copy, Debug)]
+enum Slot {
+    #[cfg(feature = "rocm")]
+    Hip(usize),
+    Cuda(usize),
+}
+
+fn slots() -> &'static Vec<Slot> {
+    static SLOTS: OnceLock<Vec<Slot>> = OnceLock::new();
+    SLOTS.get_or_init(|| {
+        #[allow(unused_mut)]
+        let mut out = Vec::new();
+        #[cfg(feature = "rocm")]
+        out.extend((0..hip::device_count()).map(Slot::Hip));
+        out.extend((0..cuda::device_count()).map(Slot::Cuda));
+        out
+    })
+}
+
+fn opened() -> &'static Mutex<Vec<Option<Arc<GpuDevice>>>> {
+    static OPENED: OnceLock<Mutex<Vec<Option<Arc<GpuDevice>>>>> = OnceLock::new();
+    OPENED.get_or_init(|| Mutex::new(vec![None; slots().len()]))
+}
+
+/// Number of GPUs found.
+pub fn device_count() -> usize {
+    slots().len()
+}
+
+/// GPU `index`, opened on first use and kept for the life of the process.
+pub fn device(index: usize) -> Result<Arc<GpuDevice>> {
+    let slot = *slots().get(index).ok_or_else(|| {
+        if slots().is_empty() {
+            Error::device(no_gpu_message())
+        } else {
+            Error::device(format!("GPU {index} does not exist ({} found)", slots().len()))
+        }
+    })?;
+    let mut opened = opened().lock().map_err(|_| Error::runtime("GPU device table poisoned"))?;
+    if let Some(dev) = &opened[index] {
+        return Ok(dev.clone());
+    }
+    let rt: Box<dyn runtime::GpuRuntime> = match slot {
+        #[cfg(feature = "rocm")]
+        Slot::Hip(i) => Box::new(hip::HipRuntime::new(i)?),
+        Slot::Cuda(i) => Box::new(cuda::CudaRuntime::new(i)?),
+    };
+    let dev = Arc::new(GpuDevice::new(index, rt));
+    opened[index] = Some(dev.clone());
+    Ok(dev)
+}
+
+/// The first GPU (what `device="gpu"` means).
+pub fn default_device() -> Result<Arc<GpuDevice>> {
+    device(0)
+}
+
+fn no_gpu_message() -> String {
+    let mut why = Vec::new();
+    if !cuda::driver_present() {
+        why.push("no CUDA driver (libcuda)".to_string());
+    } else {
+        why.push("the CUDA driver reports no device".to_string());
+    }
+    #[cfg(feature = "rocm")]
+    why.push("the HIP runtime reports no device".to_string());
+    #[cfg(not(feature = "rocm"))]
+    why.push("AMD GPUs need a build with the `rocm` feature".to_string());
+    format!("no GPU found ({})", why.join("; "))
+}
+
+/// What `rocmforge.devices()` reports about one GPU.
+#[derive(Clone, Debug)]
+pub struct DeviceInfo {
+    pub index: usize,
+    pub name: String,
+    pub backend: &'static str,
+    pub arch: String,
+    pub warp_size: u32,
+    pub multiprocessors: u32,
+    pub total_memory: u64,
+    pub free_memory: u64,
+    pub launches: u64,
+}
+
+/// Every GPU found (opening each one).
+pub fn devices() -> Vec<Result<DeviceInfo>> {
+    (0..device_count())
+        .map(|i| {
+            let dev = device(i)?;
+            let rt = dev.runtime();
+            let p = rt.props();
+            let (free, total) = rt.mem_info().unwrap_or((0, p.total_memory));
+            Ok(DeviceInfo {
+                index: i,
+                name: p.name.clone(),
+                backend: rt.backend(),
+                arch: p.arch.clone(),
+                warp_size: p.warp_size,
+                multiprocessors: p.multiprocessors,
+                total_memory: total,
+                free_memory: free,
+                launches: dev.launch_count(),
+            })
+        })
+        .collect()
+}

@@ -1,0 +1,86 @@
+//! The interface of a GPU runtime (CUDA driver API or HIP): one device, one in-order queue.
+//!
+//! Implementations check every call and turn failures into `Error::Device` (naming the call)
+//! or `Error::OutOfMemory`. Raw handles are plain integers; `device.rs` wraps them in RAII
+//! types and names the op in every error.
+
+use std::ffi::c_void;
+
+use crate::error::Result;
+
+/// A device address.
+pub type DevicePtr = u64;
+
+/// A loaded module (CUmodule / hipModule_t), as an integer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RawModule(pub usize);
+
+/// A kernel of a loaded module (CUfunction / hipFunction_t), as an integer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RawFunction(pub usize);
+
+/// What a runtime knows about its device.
+#[derive(Clone, Debug)]
+pub struct DeviceProps {
+    /// "NVIDIA H100 80GB HBM3", "AMD Instinct MI210", ...
+    pub name: String,
+    /// Compile target: "sm_90", "gfx90a", ...
+    pub arch: String,
+    pub warp_size: u32,
+    pub multiprocessors: u32,
+    /// Shared memory a block may use once opted in (bytes).
+    pub max_shared_per_block: usize,
+    pub total_memory: u64,
+}
+
+pub trait GpuRuntime: Send + Sync {
+    /// "cuda" or "hip".
+    fn backend(&self) -> &'static str;
+    fn props(&self) -> &DeviceProps;
+    /// Identifies the run-time compiler ("nvrtc 12.8"), part of the kernel cache key.
+    fn compiler_id(&self) -> Result<String>;
+    /// (free, total) device memory in bytes.
+    fn mem_info(&self) -> Result<(u64, u64)>;
+
+    /// `bytes` of device memory (bytes > 0). Out of memory is `Error::OutOfMemory`.
+    fn alloc(&self, bytes: usize) -> Result<DevicePtr>;
+    /// # Safety
+    /// `ptr` came from `alloc` of this runtime and is not used afterwards.
+    unsafe fn free(&self, ptr: DevicePtr) -> Result<()>;
+    /// # Safety
+    /// `dst .. dst + src.len()` lies inside one allocation of this runtime.
+    unsafe fn copy_htod(&self, dst: DevicePtr, src: &[u8]) -> Result<()>;
+    /// Waits for queued work, then copies. # Safety: `src .. + dst.len()` inside one allocation.
+    unsafe fn copy_dtoh(&self, dst: &mut [u8], src: DevicePtr) -> Result<()>;
+    /// # Safety
+    /// Both ranges lie inside allocations of this runtime.
+    unsafe fn copy_dtod(&self, dst: DevicePtr, src: DevicePtr, bytes: usize) -> Result<()>;
+    /// # Safety
+    /// `dst .. dst + bytes` lies inside one allocation of this runtime.
+    unsafe fn memset_zero(&self, dst: DevicePtr, bytes: usize) -> Result<()>;
+
+    /// Compile one self-contained source for this device; returns the loadable image.
+    fn compile(&self, name: &str, source: &str) -> Result<Vec<u8>>;
+    /// A precompiled image of kernel file `file` for this device, if the build made one.
+    fn precompiled(&self, _file: &str) -> Option<&'static [u8]> {
+        None
+    }
+    fn load_module(&self, image: &[u8]) -> Result<RawModule>;
+    fn get_function(&self, module: RawModule, name: &str) -> Result<RawFunction>;
+    /// Allow `f` to be launched with `bytes` of dynamic shared memory.
+    fn set_max_dynamic_shared(&self, f: RawFunction, bytes: usize) -> Result<()>;
+    /// Queue a kernel. # Safety: `args` point to values matching the kernel's parameters, and
+    /// every device address among them is valid for what the kernel touches.
+    unsafe fn launch(
+        &self,
+        f: RawFunction,
+        grid: [u32; 3],
+        block: [u32; 3],
+        shared_bytes: u32,
+        args: &mut [*mut c_void],
+    ) -> Result<()>;
+    /// Wait for all queued work.
+    fn synchronize(&self) -> Result<()>;
+    /// Milliseconds of device time taken by the work `work` queues (device events).
+    fn time_ms(&self, work: &mut dyn FnMut() -> Result<()>) -> Result<f32>;
+}

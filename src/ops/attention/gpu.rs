@@ -1,0 +1,277 @@
+//! GPU launch of `kernels/attention.hip`: the unfused steps and flash attention.
+
+use std::any::TypeId;
+use std::sync::Arc;
+
+use half::f16;
+
+use super::AttentionShape;
+use crate::backend::gpu::device::{flat_grid, need, to_i32, FLAT_BLOCK};
+use crate::backend::gpu::kernels::{self, FlashShape, FLASH_THREADS};
+use crate::backend::gpu::{Arg, DeviceBuffer, GpuDevice};
+use crate::backend::KvDtype;
+use crate::error::{Error, Result};
+use crate::ops::Element;
+
+fn dims(s: &AttentionShape, op: &str) -> Result<[Arg; 5]> {
+    Ok([
+        Arg::I32(to_i32(s.seq_q, &format!("{op} seq_q"))?),
+        Arg::I32(to_i32(s.seq_k, &format!("{op} seq_k"))?),
+        Arg::I32(to_i32(s.heads, &format!("{op} heads"))?),
+        Arg::I32(to_i32(s.kv_heads, &format!("{op} kv_heads"))?),
+        Arg::I32(to_i32(s.head_dim, &format!("{op} head_dim"))?),
+    ])
+}
+
+fn planes(s: &AttentionShape, op: &str) -> Result<u32> {
+    let p = s.batch * s.heads;
+    if p > 65535 {
+        return Err(Error::invalid(format!("{op}: batch * heads = {p} is over the GPU grid limit of 65535")));
+    }
+    Ok(p as u32)
+}
+
+/// `scores [B, H, Sq, Sk] = scale * q k^T`.
+pub fn launch_qkt_matmul(dev: &GpuDevice, q: &DeviceBuffer, k: &DeviceBuffer, s: &AttentionShape, scale: f32, scores: &mut DeviceBuffer)
+    -> Result<()> {
+    need("qkt_matmul", "q", q, s.q_len(), 4)?;
+    need("qkt_matmul", "k", k, s.kv_len(), 4)?;
+    need("qkt_matmul", "scores", scores, s.scores_len(), 4)?;
+    let [a, b, c, d, e] = dims(s, "qkt_matmul")?;
+    let grid = [s.seq_k.div_ceil(32) as u32, s.seq_q.div_ceil(32) as u32, planes(s, "qkt_matmul")?];
+    dev.launch("qkt_matmul", &kernels::qkt_matmul(), grid, [256, 1, 1], 0, &[q.arg(), k.arg(), scores.arg(), a, b, c, d, e, Arg::F32(scale)])
+}
+
+/// `out [B, Sq, H, D] = weights [B, H, Sq, Sk] v`.
+pub fn launch_weighted_matmul(dev: &GpuDevice, w: &DeviceBuffer, v: &DeviceBuffer, s: &AttentionShape, out: &mut DeviceBuffer)
+    -> Result<()> {
+    need("weighted_matmul", "weights", w, s.scores_len(), 4)?;
+    need("weighted_matmul", "v", v, s.kv_len(), 4)?;
+    need("weighted_matmul", "out", out, s.q_len(), 4)?;
+    let [a, b, c, d, e] = dims(s, "weighted_matmul")?;
+    let grid = [s.head_dim.div_ceil(32) as u32, s.seq_q.div_ceil(32) as u32, planes(s, "weighted_matmul")?];
+    dev.launch("weighted_matmul", &kernels::weighted_matmul(), grid, [256, 1, 1], 0, &[w.arg(), v.arg(), out.arg(), a, b, c, d, e])
+}
+
+/// `-inf` where key j > query i + seq_k - seq_q, over `planes` (batch * heads) score
+/// matrices `[seq_q, seq_k]`.
+pub fn launch_causal_mask(dev: &GpuDevice, scores: &mut DeviceBuffer, planes: usize, seq_q: usize, seq_k: usize) -> Result<()> {
+    let n = planes * seq_q * seq_k;
+    need("causal_mask", "scores", scores, n, 4)?;
+    if n == 0 {
+        return Ok(());
+    }
+    dev.launch(
+        "causal_mask",
+        &kernels::causal_mask(),
+        flat_grid(n),
+        [FLAT_BLOCK, 1, 1],
+        0,
+        &[
+            scores.arg(),
+            Arg::I64(planes as i64),
+            Arg::I32(to_i32(seq_q, "causal_mask seq_q")?),
+            Arg::I32(to_i32(seq_k, "causal_mask seq_k")?),
+        ],
+    )
+}
+
+/// Softmax of each of `rows` rows of `cols`, in place.
+pub fn launch_softmax(dev: &GpuDevice, x: &mut DeviceBuffer, rows: usize, cols: usize) -> Result<()> {
+    need("softmax", "x", x, rows * cols, 4)?;
+    if rows == 0 || cols == 0 {
+        return Ok(());
+    }
+    dev.launch(
+        "softmax",
+        &kernels::softmax(),
+        [to_i32(rows, "softmax rows")? as u32, 1, 1],
+        [256, 1, 1],
+        0,
+        &[x.arg(), x.arg(), Arg::I32(to_i32(cols, "softmax cols")?)],
+    )
+}
+
+/// How a flash-attention call is cut up.
+#[derive(Clone, Copy, Debug)]
+pub struct FlashPlan {
+    pub shape: FlashShape,
+    /// Key ranges processed by separate blocks, merged by `flash_attn_combine` (1: none).
+    pub splits: usize,
+    pub keys_per_split: usize,
+}
+
+/// Largest scratch (bytes) the split-key partials may take.
+const MAX_PARTIAL_BYTES: usize = 256 << 20;
+
+pub fn flash_plan(dev: &GpuDevice, s: &AttentionShape) -> Result<FlashPlan> {
+    let dmax = FlashShape::dmax_for(s.head_dim).ok_or_else(|| {
+        Error::unsupported(format!("flash_attention on the GPU supports head_dim up to 256, got {}", s.head_dim))
+    })?;
+    let props = dev.runtime().props();
+    let rows = s.seq_q * (s.heads / s.kv_heads);
+    let tiles: Vec<(u32, u32)> = if rows <= 16 {
+        vec![(1, 2)] // decode: one row block, short key tiles
+    } else {
+        FlashShape::TILES.to_vec()
+    };
+    let shape = tiles
+        .iter()
+        .map(|&(r, c)| FlashShape { dmax, rows_per_thread: r, cols_per_thread: c })
+        .find(|t| t.shared_bytes() <= props.max_shared_per_block)
+        .ok_or_else(|| {
+            Error::unsupported(format!(
+                "flash_attention: head_dim {} needs more shared memory than this GPU's {} bytes per block",
+                s.head_dim, props.max_shared_per_block
+            ))
+        })?;
+    // Few blocks and many keys: split the keys so that every multiprocessor gets work.
+    let blocks = rows.div_ceil(shape.block_rows() as usize) * s.batch * s.kv_heads;
+    let target = 2 * props.multiprocessors.max(1) as usize;
+    let bk = shape.block_keys() as usize;
+    let mut splits = 1;
+    if blocks < target && s.seq_k >= 8 * bk {
+        splits = target.div_ceil(blocks).min(s.seq_k / (4 * bk)).max(1);
+        let per_split_bytes = s.batch * s.kv_heads * rows * (dmax as usize + 2) * 4;
+        splits = splits.min((MAX_PARTIAL_BYTES / per_split_bytes.max(1)).max(1)).min(65535);
+    }
+    let keys_per_split = s.seq_k.div_ceil(splits).div_ceil(bk) * bk;
+    let splits = s.seq_k.div_ceil(keys_per_split);
+    Ok(FlashPlan { shape, splits, keys_per_split })
+}
+
+/// Fused attention: `out [B, Sq, H, D] = softmax(q k^T * scale [+ causal mask]) v`, k and v
+/// `[B, kv_rows, KVH, D]` of `kv` type, only rows `< seq_k` read.
+#[allow(clippy::too_many_arguments)]
+pub fn launch_flash_attention(
+    dev: &GpuDevice,
+    q: &DeviceBuffer,
+    k: &DeviceBuffer,
+    v: &DeviceBuffer,
+    kv: KvDtype,
+    kv_rows: usize,
+    s: &AttentionShape,
+    causal: bool,
+    scale: f32,
+    out: &mut DeviceBuffer,
+) -> Result<()> {
+    let op = "flash_attention";
+    let elem = if kv == KvDtype::F32 { 4 } else { 2 };
+    need(op, "q", q, s.q_len(), 4)?;
+    let kv_need = s.batch * kv_rows * s.kv_heads * s.head_dim - (kv_rows - s.seq_k) * s.kv_heads * s.head_dim;
+    need(op, "k", k, kv_need, elem)?;
+    need(op, "v", v, kv_need, elem)?;
+    need(op, "out", out, s.q_len(), 4)?;
+    let plan = flash_plan(dev, s)?;
+    let rows = s.seq_q * (s.heads / s.kv_heads);
+    let bkv = s.batch * s.kv_heads;
+    if bkv > 65535 {
+        return Err(Error::invalid(format!("{op}: batch * kv_heads = {bkv} is over the GPU grid limit of 65535")));
+    }
+    let grid = [rows.div_ceil(plan.shape.block_rows() as usize) as u32, bkv as u32, plan.splits as u32];
+    let shared = plan.shape.shared_bytes() as u32;
+    let scale_log2 = scale * std::f32::consts::LOG2_E;
+    let [a, b, c, d, e] = dims(s, op)?;
+    let tail = [
+        Arg::I64(kv_rows as i64),
+        Arg::F32(scale_log2),
+        Arg::I32(causal as i32),
+        Arg::I32(to_i32(plan.keys_per_split, "flash_attention keys per split")?),
+    ];
+    let kernel = kernels::flash(plan.shape, kv);
+    if plan.splits == 1 {
+        let mut args = vec![q.arg(), k.arg(), v.arg(), out.arg(), Arg::Ptr(0), Arg::Ptr(0), a, b, c, d, e];
+        args.extend(tail);
+        return dev.launch(op, &kernel, grid, [FLASH_THREADS, 1, 1], shared, &args);
+    }
+    let partial_rows = plan.splits * bkv * rows;
+    let o_bytes = partial_rows * plan.shape.dmax as usize * 4;
+    let scratch = dev.scratch(o_bytes + partial_rows * 2 * 4, op)?;
+    let part_o = scratch.ptr();
+    let part_ml = part_o + o_bytes as u64;
+    let mut args = vec![q.arg(), k.arg(), v.arg(), out.arg(), Arg::Ptr(part_o), Arg::Ptr(part_ml), a, b, c, d, e];
+    args.extend(tail);
+    dev.launch(op, &kernel, grid, [FLASH_THREADS, 1, 1], shared, &args)?;
+    dev.launch(
+        op,
+        &kernels::flash_combine(),
+        [rows as u32, bkv as u32, 1],
+        [128, 1, 1],
+        0,
+        &[
+            Arg::Ptr(part_o),
+            Arg::Ptr(part_ml),
+            out.arg(),
+            Arg::I32(plan.splits as i32),
+            a,
+            c,
+            d,
+            e,
+            Arg::I32(plan.shape.dmax as i32),
+        ],
+    )
+}
+
+// ------------------------------------------------------------------------- host-array ops
+
+pub fn qkt_matmul(dev: &Arc<GpuDevice>, q: &[f32], k: &[f32], s: &AttentionShape, scale: f32, scores: &mut [f32]) -> Result<()> {
+    let qd = DeviceBuffer::from_slice(dev, &q[..s.q_len()], "qkt_matmul")?;
+    let kd = DeviceBuffer::from_slice(dev, &k[..s.kv_len()], "qkt_matmul")?;
+    let mut sd = DeviceBuffer::alloc(dev, s.scores_len() * 4, "qkt_matmul")?;
+    launch_qkt_matmul(dev, &qd, &kd, s, scale, &mut sd)?;
+    sd.read(&mut scores[..s.scores_len()], "qkt_matmul")
+}
+
+pub fn causal_mask(dev: &Arc<GpuDevice>, scores: &mut [f32], planes: usize, seq_q: usize, seq_k: usize) -> Result<()> {
+    let n = planes * seq_q * seq_k;
+    let mut sd = DeviceBuffer::from_slice(dev, &scores[..n], "causal_mask")?;
+    launch_causal_mask(dev, &mut sd, planes, seq_q, seq_k)?;
+    sd.read(&mut scores[..n], "causal_mask")
+}
+
+pub fn softmax(dev: &Arc<GpuDevice>, x: &mut [f32], rows: usize, cols: usize) -> Result<()> {
+    let n = rows * cols;
+    let mut xd = DeviceBuffer::from_slice(dev, &x[..n], "softmax")?;
+    launch_softmax(dev, &mut xd, rows, cols)?;
+    xd.read(&mut x[..n], "softmax")
+}
+
+pub fn weighted_matmul(dev: &Arc<GpuDevice>, weights: &[f32], v: &[f32], s: &AttentionShape, out: &mut [f32]) -> Result<()> {
+    let wd = DeviceBuffer::from_slice(dev, &weights[..s.scores_len()], "weighted_matmul")?;
+    let vd = DeviceBuffer::from_slice(dev, &v[..s.kv_len()], "weighted_matmul")?;
+    let mut od = DeviceBuffer::alloc(dev, s.q_len() * 4, "weighted_matmul")?;
+    launch_weighted_matmul(dev, &wd, &vd, s, &mut od)?;
+    od.read(&mut out[..s.q_len()], "weighted_matmul")
+}
+
+/// k, v: f32 or f16 host arrays `[B, Sk, KVH, D]`.
+#[allow(clippy::too_many_arguments)]
+pub fn flash_attention<T: Element>(
+    dev: &Arc<GpuDevice>,
+    q: &[f32],
+    k: &[T],
+    v: &[T],
+    s: &AttentionShape,
+    causal: bool,
+    scale: f32,
+    out: &mut [f32],
+) -> Result<()> {
+    let kv = if TypeId::of::<T>() == TypeId::of::<f32>() {
+        KvDtype::F32
+    } else if TypeId::of::<T>() == TypeId::of::<f16>() {
+        KvDtype::F16
+    } else {
+        return Err(Error::invalid_type("flash_attention: k and v must be f32 or f16 on the GPU"));
+    };
+    let elem = std::mem::size_of::<T>();
+    let n = s.kv_len();
+    // SAFETY: T is f32 or f16 (checked above): plain values of `elem` bytes.
+    let kb = unsafe { std::slice::from_raw_parts(k.as_ptr() as *const u8, n * elem) };
+    let vb = unsafe { std::slice::from_raw_parts(v.as_ptr() as *const u8, n * elem) };
+    let qd = DeviceBuffer::from_slice(dev, &q[..s.q_len()], "flash_attention")?;
+    let kd = DeviceBuffer::from_slice(dev, kb, "flash_attention")?;
+    let vd = DeviceBuffer::from_slice(dev, vb, "flash_attention")?;
+    let mut od = DeviceBuffer::alloc(dev, s.q_len() * 4, "flash_attention")?;
+    launch_flash_attention(dev, &qd, &kd, &vd, kv, s.seq_k, s, causal, scale, &mut od)?;
+    od.read(&mut out[..s.q_len()], "flash_attention")
+}

@@ -1,0 +1,65 @@
+//! GPU launch of `kernels/matmul.hip`: `out[m, n] = x[m, k] @ dequant(W)[n, k]^T`, W kept in
+//! its GGUF type in device memory.
+
+use std::sync::Arc;
+
+use crate::backend::gpu::device::{need, to_i32};
+use crate::backend::gpu::{kernels, Arg, DeviceBuffer, GpuDevice};
+use crate::error::Result;
+use crate::gguf::GgmlType;
+use crate::ops::embedding::gpu::DeviceWeight;
+use crate::ops::WeightView;
+
+/// Rows of x up to which the matrix-vector kernel is used (matmul.hip, MATVEC_MAX_M).
+pub const MATVEC_MAX_M: usize = 8;
+/// Weight rows per matrix-vector block (128 threads, one 32-lane group per row).
+const MATVEC_ROWS_PER_BLOCK: usize = 4;
+/// Output tile of the tiled kernel.
+const TILE: usize = 64;
+
+pub fn launch_matmul(dev: &GpuDevice, x: &DeviceBuffer, w: &DeviceWeight, m: usize, out: &mut DeviceBuffer) -> Result<()> {
+    let (n, k) = (w.rows, w.cols);
+    need("matmul", "x", x, m * k, 4)?;
+    need("matmul", "weight", w.bytes, n * w.row_bytes(), 1)?;
+    need("matmul", "out", out, m * n, 4)?;
+    if m == 0 || n == 0 {
+        return Ok(());
+    }
+    let args = [
+        x.arg(),
+        w.bytes.arg(),
+        out.arg(),
+        Arg::I32(to_i32(m, "matmul m")?),
+        Arg::I32(to_i32(n, "matmul n")?),
+        Arg::I32(to_i32(k, "matmul k")?),
+        Arg::I64(w.row_bytes() as i64),
+    ];
+    if m <= MATVEC_MAX_M {
+        let blocks = n.div_ceil(MATVEC_ROWS_PER_BLOCK);
+        dev.launch("matmul", &kernels::matvec(w.ty)?, [blocks as u32, 1, 1], [32 * MATVEC_ROWS_PER_BLOCK as u32, 1, 1], 0, &args)
+    } else {
+        let grid = [n.div_ceil(TILE) as u32, m.div_ceil(TILE) as u32, 1];
+        dev.launch("matmul", &kernels::matmul_tiled(w.ty)?, grid, [256, 1, 1], 0, &args)
+    }
+}
+
+fn run(dev: &Arc<GpuDevice>, x: &[f32], ty: GgmlType, n: usize, k: usize, bytes: &[u8], m: usize, out: &mut [f32]) -> Result<()> {
+    let xd = DeviceBuffer::from_slice(dev, &x[..m * k], "matmul")?;
+    let wd = DeviceBuffer::from_slice(dev, bytes, "matmul")?;
+    let mut od = DeviceBuffer::alloc(dev, m * n * 4, "matmul")?;
+    launch_matmul(dev, &xd, &DeviceWeight { ty, rows: n, cols: k, bytes: &wd }, m, &mut od)?;
+    od.read(&mut out[..m * n], "matmul")
+}
+
+/// `out[m, n] = x[m, k] @ w[n, k]^T`, all float32 host arrays.
+pub fn matmul_f32(dev: &Arc<GpuDevice>, x: &[f32], w: &[f32], m: usize, n: usize, k: usize, out: &mut [f32]) -> Result<()> {
+    // SAFETY: f32 is plain data; the byte view covers exactly w[..n * k].
+    let bytes = unsafe { std::slice::from_raw_parts(w.as_ptr() as *const u8, n * k * 4) };
+    run(dev, x, GgmlType::F32, n, k, bytes, m, out)
+}
+
+/// `out[m, n] = x[m, k] @ dequant(w)[n, k]^T`, w in its GGUF type.
+pub fn matmul_gguf(dev: &Arc<GpuDevice>, x: &[f32], w: &WeightView, m: usize, out: &mut [f32]) -> Result<()> {
+    kernels::matvec(w.ty)?; // an unsupported type fails before any upload
+    run(dev, x, w.ty, w.rows, w.cols, w.bytes, m, out)
+}
