@@ -128,7 +128,7 @@ impl GpuDevice {
         let compiler = self.rt.compiler_id()?;
         let key = source::fnv1a64(&[src.as_bytes(), props.arch.as_bytes(), compiler.as_bytes(), self.rt.backend().as_bytes()]);
         let stem = family.file().trim_end_matches(".hip");
-        let cached = kernel_cache_dir().map(|d| d.join(format!("{stem}-{}-{key:016x}.bin", props.arch)));
+        let cached = kernel_cache_dir().filter(|_| self.rt.cacheable()).map(|d| d.join(format!("{stem}-{}-{key:016x}.bin", props.arch)));
         if let Some(path) = &cached {
             if let Ok(image) = std::fs::read(path) {
                 if let Ok(m) = self.rt.load_module(&image) {

@@ -13,6 +13,10 @@
 pub mod backend;
 pub mod cuda;
 pub mod device;
+#[cfg(test)]
+mod emulator;
+#[cfg(test)]
+mod emulator_tests;
 #[cfg(feature = "rocm")]
 pub mod hip;
 pub mod kernels;

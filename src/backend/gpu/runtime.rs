@@ -61,6 +61,10 @@ pub trait GpuRuntime: Send + Sync {
 
     /// Compile one self-contained source for this device; returns the loadable image.
     fn compile(&self, name: &str, source: &str) -> Result<Vec<u8>>;
+    /// Whether compiled images may be kept in the on-disk cache.
+    fn cacheable(&self) -> bool {
+        true
+    }
     /// A precompiled image of kernel file `file` for this device, if the build made one.
     fn precompiled(&self, _file: &str) -> Option<&'static [u8]> {
         None

@@ -1,0 +1,250 @@
+//! The GPU launchers and kernels, run on the CPU emulation (`emulator.rs`) at wave size 32 and
+//! 64, against the CPU reference ops. Building the kernels with g++ takes minutes, so these
+//! tests are ignored by default; `scripts/check-kernels.sh` runs them
+//! (`cargo test --lib emulator -- --ignored`).
+
+use std::sync::{Arc, OnceLock};
+
+use half::f16;
+
+use super::emulator::EmuRuntime;
+use super::GpuDevice;
+use crate::backend::{Device, RopeParams};
+use crate::gguf::{quants, GgmlType};
+use crate::ops::{self, attention::AttentionShape, WeightView};
+
+/// splitmix64 (fresh seed each run, printed; ROCMFORGE_TEST_SEED repeats one).
+struct Rng(u64);
+
+impl Rng {
+    fn new(test: &str) -> Rng {
+        let seed = std::env::var("ROCMFORGE_TEST_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64
+        });
+        println!("[{test}: seed {seed}]");
+        Rng(seed)
+    }
+    fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    fn uniform(&mut self) -> f32 {
+        ((self.next_u64() >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+    }
+    fn vec(&mut self, n: usize) -> Vec<f32> {
+        (0..n).map(|_| self.uniform()).collect()
+    }
+    fn bytes(&mut self, n: usize) -> Vec<u8> {
+        (0..n).map(|_| self.next_u64() as u8).collect()
+    }
+}
+
+/// Emulated devices: wave 32 with the shared memory of an NVIDIA GPU, wave 64 with AMD's 64 KiB.
+fn devices() -> [Arc<GpuDevice>; 2] {
+    static DEVS: OnceLock<[Arc<GpuDevice>; 2]> = OnceLock::new();
+    DEVS.get_or_init(|| {
+        [
+            Arc::new(GpuDevice::new(0, Box::new(EmuRuntime::new(32, 227 * 1024)))),
+            Arc::new(GpuDevice::new(1, Box::new(EmuRuntime::new(64, 64 * 1024)))),
+        ]
+    })
+    .clone()
+}
+
+/// max |a - b| / max(1, max |b|) (NaN counts as a failure).
+fn rel_err(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    let scale = b.iter().fold(1f32, |m, v| m.max(v.abs()));
+    a.iter().zip(b).map(|(x, y)| if x.is_nan() != y.is_nan() { f32::INFINITY } else { (x - y).abs() / scale }).fold(0f32, f32::max)
+}
+
+fn assert_close(what: &str, got: &[f32], want: &[f32], tol: f32) {
+    let e = rel_err(got, want);
+    assert!(e <= tol, "{what}: relative error {e} > {tol}");
+}
+
+#[test]
+#[ignore = "builds the kernels with g++ (minutes); run by scripts/check-kernels.sh"]
+fn small_ops_match_the_cpu() {
+    let mut rng = Rng::new("small_ops_match_the_cpu");
+    for dev in devices() {
+        let gpu = Device::Gpu(dev.clone());
+        let before = dev.launch_count();
+        // rms_norm
+        let (rows, dim) = (3, 37);
+        let (x, w) = (rng.vec(rows * dim), rng.vec(dim));
+        let (mut a, mut b) = (vec![0f32; rows * dim], vec![0f32; rows * dim]);
+        ops::norm::rms_norm(&gpu, &x, &w, 1e-5, rows, &mut a).unwrap();
+        ops::norm::rms_norm(&Device::Cpu, &x, &w, 1e-5, rows, &mut b).unwrap();
+        assert_close("rms_norm", &a, &b, 1e-5);
+        // swiglu, add, add_bias, scale
+        let n = 1000;
+        let (g, u) = (rng.vec(n), rng.vec(n));
+        let (mut a, mut b) = (vec![0f32; n], vec![0f32; n]);
+        ops::activation::swiglu(&gpu, &g, &u, n, &mut a).unwrap();
+        ops::activation::swiglu(&Device::Cpu, &g, &u, n, &mut b).unwrap();
+        assert_close("swiglu", &a, &b, 1e-6);
+        let (mut a, mut b) = (g.clone(), g.clone());
+        ops::elementwise::add(&gpu, &mut a, &u, n).unwrap();
+        ops::elementwise::add(&Device::Cpu, &mut b, &u, n).unwrap();
+        assert_close("add", &a, &b, 0.0);
+        let bias = rng.vec(40);
+        let (mut a, mut b) = (g[..960].to_vec(), g[..960].to_vec());
+        ops::elementwise::add_bias(&gpu, &mut a, &bias, 24).unwrap();
+        ops::elementwise::add_bias(&Device::Cpu, &mut b, &bias, 24).unwrap();
+        assert_close("add_bias", &a, &b, 0.0);
+        let (mut a, mut b) = (g.clone(), g.clone());
+        ops::elementwise::scale(&gpu, &mut a, 0.37, n).unwrap();
+        ops::elementwise::scale(&Device::Cpu, &mut b, 0.37, n).unwrap();
+        assert_close("scale", &a, &b, 0.0);
+        // argmax: ties go to the lowest index, NaN never wins
+        let mut x = rng.vec(3001);
+        x[17] = 5.0;
+        x[2000] = 5.0;
+        x[5] = f32::NAN;
+        assert_eq!(ops::argmax::argmax(&gpu, &x, x.len()).unwrap(), 17);
+        assert_eq!(ops::argmax::argmax(&gpu, &[f32::NAN, f32::NAN], 2).unwrap(), 0);
+        // kv_append, f32 and f16
+        let (row_len, n_ctx) = (24, 10);
+        let src = rng.vec(3 * row_len);
+        let mut c32a = vec![0f32; n_ctx * row_len];
+        let mut c32b = c32a.clone();
+        ops::kv_cache::kv_append(&gpu, &mut c32a, &src, 4, 3, row_len).unwrap();
+        ops::kv_cache::kv_append(&Device::Cpu, &mut c32b, &src, 4, 3, row_len).unwrap();
+        assert_eq!(c32a, c32b);
+        let mut c16a = vec![f16::ZERO; n_ctx * row_len];
+        let mut c16b = c16a.clone();
+        ops::kv_cache::kv_append(&gpu, &mut c16a, &src, 7, 3, row_len).unwrap();
+        ops::kv_cache::kv_append(&Device::Cpu, &mut c16b, &src, 7, 3, row_len).unwrap();
+        assert_eq!(c16a, c16b);
+        // rope, both conventions, frequency factors, large positions
+        for neox in [false, true] {
+            let (batch, seq, heads, head_dim) = (2, 5, 3, 12);
+            let params = RopeParams { theta: 10000.0, neox, n_rot: 10 };
+            let positions: Vec<i64> = vec![0, 1, 7, 4000, 30011];
+            let ff: Vec<f32> = (0..5).map(|i| 1.0 + i as f32 * 0.5).collect();
+            let x = rng.vec(batch * seq * heads * head_dim);
+            let (mut a, mut b) = (x.clone(), x.clone());
+            ops::rope::rope(&gpu, &mut a, batch, &positions, heads, head_dim, &params, Some(&ff)).unwrap();
+            ops::rope::rope(&Device::Cpu, &mut b, batch, &positions, heads, head_dim, &params, Some(&ff)).unwrap();
+            assert_close("rope", &a, &b, 2e-5);
+        }
+        assert!(dev.launch_count() > before);
+    }
+}
+
+#[test]
+#[ignore = "builds the kernels with g++ (minutes); run by scripts/check-kernels.sh"]
+fn attention_matches_the_cpu() {
+    let mut rng = Rng::new("attention_matches_the_cpu");
+    let shapes = [
+        // (batch, seq_q, seq_k, heads, kv_heads, head_dim)
+        (2, 5, 70, 4, 2, 40),
+        (1, 33, 33, 2, 1, 64),
+        (1, 1, 300, 4, 1, 24),   // decode: split keys + combine
+        (1, 9, 4, 2, 2, 130),    // seq_q > seq_k: early queries see no key under the mask
+        (1, 70, 70, 1, 1, 7),    // odd head_dim (scalar loads)
+    ];
+    for dev in devices() {
+        let gpu = Device::Gpu(dev.clone());
+        for &(batch, seq_q, seq_k, heads, kv_heads, head_dim) in &shapes {
+            let s = AttentionShape { batch, seq_q, seq_k, heads, kv_heads, head_dim };
+            let (q, k, v) = (rng.vec(s.q_len()), rng.vec(s.kv_len()), rng.vec(s.kv_len()));
+            let scale = 1.0 / (head_dim as f32).sqrt();
+            // unfused steps
+            let (mut a, mut b) = (vec![0f32; s.scores_len()], vec![0f32; s.scores_len()]);
+            ops::attention::qkt_matmul(&gpu, &q, &k, &s, scale, &mut a).unwrap();
+            ops::attention::qkt_matmul(&Device::Cpu, &q, &k, &s, scale, &mut b).unwrap();
+            assert_close("qkt_matmul", &a, &b, 1e-5);
+            ops::attention::causal_mask(&gpu, &mut a, batch * heads, seq_q, seq_k).unwrap();
+            ops::attention::causal_mask(&Device::Cpu, &mut b, batch * heads, seq_q, seq_k).unwrap();
+            assert!(a.iter().zip(&b).all(|(x, y)| x == y || (x - y).abs() < 1e-5), "causal_mask");
+            ops::attention::softmax(&gpu, &mut a, batch * heads * seq_q, seq_k).unwrap();
+            ops::attention::softmax(&Device::Cpu, &mut b, batch * heads * seq_q, seq_k).unwrap();
+            assert_close("softmax", &a, &b, 1e-5);
+            let (mut oa, mut ob) = (vec![0f32; s.q_len()], vec![0f32; s.q_len()]);
+            ops::attention::weighted_matmul(&gpu, &b, &v, &s, &mut oa).unwrap();
+            ops::attention::weighted_matmul(&Device::Cpu, &b, &v, &s, &mut ob).unwrap();
+            assert_close("weighted_matmul", &oa, &ob, 1e-5);
+            // fused, f32 and f16 keys/values
+            for causal in [false, true] {
+                let (mut fa, mut fb) = (vec![0f32; s.q_len()], vec![0f32; s.q_len()]);
+                ops::attention::flash_attention(&gpu, &q, &k, &v, &s, causal, scale, &mut fa).unwrap();
+                ops::attention::flash_attention(&Device::Cpu, &q, &k, &v, &s, causal, scale, &mut fb).unwrap();
+                assert_close(&format!("flash_attention {s:?} causal={causal}"), &fa, &fb, 1e-5);
+            }
+            let k16: Vec<f16> = k.iter().map(|&x| f16::from_f32(x)).collect();
+            let v16: Vec<f16> = v.iter().map(|&x| f16::from_f32(x)).collect();
+            let (mut fa, mut fb) = (vec![0f32; s.q_len()], vec![0f32; s.q_len()]);
+            ops::attention::flash_attention(&gpu, &q, &k16, &v16, &s, true, scale, &mut fa).unwrap();
+            ops::attention::flash_attention(&Device::Cpu, &q, &k16, &v16, &s, true, scale, &mut fb).unwrap();
+            assert_close(&format!("flash_attention f16 {s:?}"), &fa, &fb, 1e-5);
+        }
+    }
+}
+
+/// Random blocks of `ty` with sane fp16 scales (random bytes elsewhere).
+fn random_blocks(rng: &mut Rng, ty: GgmlType, rows: usize, cols: usize) -> Vec<u8> {
+    let (bs, ts) = (ty.block_size(), ty.type_size());
+    let mut bytes = rng.bytes(rows * cols / bs * ts);
+    let scale_offsets: &[usize] = match ty {
+        GgmlType::Q4_0 | GgmlType::Q5_0 | GgmlType::Q8_0 => &[0],
+        GgmlType::Q4_1 | GgmlType::Q5_1 | GgmlType::Q4_K | GgmlType::Q5_K => &[0, 2],
+        GgmlType::Q6_K => &[208],
+        _ => &[],
+    };
+    if ty == GgmlType::F32 {
+        for c in bytes.chunks_mut(4) {
+            c.copy_from_slice(&rng.uniform().to_le_bytes());
+        }
+    } else if ty == GgmlType::F16 || ty == GgmlType::BF16 {
+        for c in bytes.chunks_mut(2) {
+            let v = rng.uniform();
+            let h = if ty == GgmlType::F16 { f16::from_f32(v).to_bits() } else { half::bf16::from_f32(v).to_bits() };
+            c.copy_from_slice(&h.to_le_bytes());
+        }
+    }
+    for block in bytes.chunks_mut(ts) {
+        for &o in scale_offsets {
+            let d = f16::from_f32(rng.uniform() * 0.05);
+            block[o..o + 2].copy_from_slice(&d.to_bits().to_le_bytes());
+        }
+    }
+    bytes
+}
+
+#[test]
+#[ignore = "builds the kernels with g++ (minutes); run by scripts/check-kernels.sh"]
+fn matmul_and_embedding_match_the_cpu() {
+    let mut rng = Rng::new("matmul_and_embedding_match_the_cpu");
+    for dev in devices() {
+        let gpu = Device::Gpu(dev.clone());
+        for (ty, _) in super::kernels::WEIGHT_TYPES {
+            let (n, k) = (37, if ty.block_size() == 256 { 512 } else if ty.block_size() == 32 { 96 } else { 45 });
+            let bytes = random_blocks(&mut rng, ty, n, k);
+            let w = WeightView::new(ty, n, k, &bytes).unwrap();
+            let mut dense = vec![0f32; n * k];
+            if quants::dequantize(ty, &bytes, &mut dense).is_err() {
+                println!("skipping {}: no CPU dequantizer yet", ty.name());
+                continue;
+            }
+            for m in [1, 3, 8, 9, 70] {
+                let x = rng.vec(m * k);
+                let (mut a, mut b) = (vec![0f32; m * n], vec![0f32; m * n]);
+                ops::matmul::matmul_gguf(&gpu, &x, &w, m, &mut a).unwrap();
+                ops::matmul::matmul_f32(&Device::Cpu, &x, &dense, m, n, k, &mut b).unwrap();
+                assert_close(&format!("matmul {} m={m}", ty.name()), &a, &b, 1e-5);
+            }
+            let ids = [3u32, 0, 36, 3];
+            let (mut a, mut b) = (vec![0f32; ids.len() * k], vec![0f32; ids.len() * k]);
+            ops::embedding::embedding(&gpu, &w, &ids, &mut a).unwrap();
+            for (t, &id) in ids.iter().enumerate() {
+                b[t * k..(t + 1) * k].copy_from_slice(&dense[id as usize * k..(id as usize + 1) * k]);
+            }
+            assert_close(&format!("embedding {}", ty.name()), &a, &b, 0.0);
+        }
+    }
+}
