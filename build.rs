@@ -1,10 +1,46 @@
-//! Embeds every `kernels/*.hip` source (and `kernels/*.h` headers) into the crate as
-//! `KERNEL_SOURCES`, so the runtime compilers (NVRTC / hipRTC) can build them at first use.
+//! 1. Embeds every `kernels/*.hip` source (and `kernels/*.h` header) into the crate as
+//!    `KERNEL_SOURCES`, so the runtime compilers (NVRTC / hipRTC) can build them at first use.
+//! 2. With feature `rocm`: precompiles AMD code objects of every kernel file for the targets in
+//!    `ROCMFORGE_GPU_TARGETS` (e.g. "gfx1100;gfx90a") when hipcc is there (`PRECOMPILED`);
+//!    a target the local compiler cannot build is skipped with a warning, never a failed
+//!    build. And tells the HIP bindings which names this ROCm's headers give the device
+//!    properties (ROCm 6 renamed them `*R0600`).
 
 use std::fmt::Write as _;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+#[path = "src/backend/gpu/source.rs"]
+#[allow(dead_code)]
+mod source;
 
 fn main() {
+    let out_dir = PathBuf::from(std::env::var("OUT_DIR").unwrap());
+    let sources = embed_kernel_sources(&out_dir);
+
+    println!("cargo::rustc-check-cfg=cfg(rocm_r0600)");
+    println!("cargo:rerun-if-env-changed=ROCMFORGE_GPU_TARGETS");
+    println!("cargo:rerun-if-env-changed=HIP_PATH");
+    println!("cargo:rerun-if-env-changed=ROCM_PATH");
+    let mut precompiled = String::from(
+        "/// (kernel file, AMD target, code object) built by build.rs for ROCMFORGE_GPU_TARGETS.\n\
+         pub const PRECOMPILED: &[(&str, &str, &[u8])] = &[\n",
+    );
+    if std::env::var_os("CARGO_FEATURE_ROCM").is_some() {
+        if let Some(root) = hip_root() {
+            let api = std::fs::read_to_string(root.join("include/hip/hip_runtime_api.h")).unwrap_or_default();
+            if api.contains("hipGetDevicePropertiesR0600") {
+                println!("cargo:rustc-cfg=rocm_r0600");
+            }
+        }
+        precompile(&out_dir, &sources, &mut precompiled);
+    }
+    precompiled.push_str("];\n");
+    std::fs::write(out_dir.join("precompiled.rs"), precompiled).unwrap();
+}
+
+/// Writes `kernel_sources.rs`; returns (file name, text) of every kernel file and header.
+fn embed_kernel_sources(out_dir: &Path) -> Vec<(String, String)> {
     let dir = Path::new("kernels");
     println!("cargo:rerun-if-changed=kernels");
     let mut entries: Vec<_> = std::fs::read_dir(dir)
@@ -12,6 +48,7 @@ fn main() {
         .unwrap_or_default();
     entries.sort();
     let mut out = String::from("/// (file name, source) of every kernel source and header under kernels/.\npub const KERNEL_SOURCES: &[(&str, &str)] = &[\n");
+    let mut sources = Vec::new();
     for p in entries {
         let ext = p.extension().and_then(|e| e.to_str()).unwrap_or("");
         if ext != "hip" && ext != "h" {
@@ -19,10 +56,58 @@ fn main() {
         }
         println!("cargo:rerun-if-changed={}", p.display());
         let abs = std::fs::canonicalize(&p).expect("kernel path");
-        let name = p.file_name().unwrap().to_str().unwrap();
+        let name = p.file_name().unwrap().to_str().unwrap().to_string();
         writeln!(out, "    ({name:?}, include_str!({:?})),", abs.display().to_string()).unwrap();
+        sources.push((name, std::fs::read_to_string(&p).expect("kernel source")));
     }
     out.push_str("];\n");
-    let dest = Path::new(&std::env::var("OUT_DIR").unwrap()).join("kernel_sources.rs");
-    std::fs::write(dest, out).unwrap();
+    std::fs::write(out_dir.join("kernel_sources.rs"), out).unwrap();
+    sources
+}
+
+/// The ROCm/HIP install root (where `include/hip/hip_runtime_api.h` is).
+fn hip_root() -> Option<PathBuf> {
+    let mut roots: Vec<PathBuf> = ["HIP_PATH", "ROCM_PATH"].iter().filter_map(|v| std::env::var_os(v)).map(Into::into).collect();
+    roots.extend(["/opt/rocm", "/usr"].iter().map(PathBuf::from));
+    roots.into_iter().find(|r| r.join("include/hip/hip_runtime_api.h").is_file())
+}
+
+fn precompile(out_dir: &Path, sources: &[(String, String)], table: &mut String) {
+    let Ok(targets) = std::env::var("ROCMFORGE_GPU_TARGETS") else { return };
+    let hipcc = std::env::var("HIPCC").unwrap_or_else(|_| "hipcc".into());
+    if Command::new(&hipcc).arg("--version").output().map(|o| !o.status.success()).unwrap_or(true) {
+        println!("cargo:warning=ROCMFORGE_GPU_TARGETS is set but {hipcc} was not found: kernels will be compiled by hipRTC at first use");
+        return;
+    }
+    let refs: Vec<(&str, &str)> = sources.iter().map(|(n, t)| (n.as_str(), t.as_str())).collect();
+    let work = out_dir.join("precompiled");
+    std::fs::create_dir_all(&work).unwrap();
+    for target in targets.split([';', ',', ' ']).map(str::trim).filter(|t| !t.is_empty()) {
+        for (file, _) in sources.iter().filter(|(n, _)| n.ends_with(".hip")) {
+            let stem = file.trim_end_matches(".hip");
+            let src = match source::assemble(file, &refs) {
+                Ok(s) => s,
+                Err(e) => panic!("kernel source {file}: {e}"),
+            };
+            let input = work.join(format!("{stem}.hip"));
+            let output = work.join(format!("{stem}-{target}.co"));
+            std::fs::write(&input, src).unwrap();
+            let args = source::hipcc_args(target, input.to_str().unwrap(), output.to_str().unwrap());
+            match Command::new(&hipcc).args(&args).output() {
+                Ok(o) if o.status.success() => {
+                    writeln!(table, "    ({file:?}, {target:?}, include_bytes!({:?})),", output.display().to_string()).unwrap();
+                }
+                Ok(o) => {
+                    let err = String::from_utf8_lossy(&o.stderr);
+                    let first = err.lines().find(|l| l.contains("error")).unwrap_or("").to_string();
+                    println!("cargo:warning=skipping AMD target {target} for {file}: hipcc failed ({first})");
+                    break;
+                }
+                Err(e) => {
+                    println!("cargo:warning=skipping AMD target {target}: {e}");
+                    break;
+                }
+            }
+        }
+    }
 }

@@ -15,6 +15,7 @@ from .errors import (
 )
 from ._rocmforge import GGUFFile, TensorInfo, dequantize, quantize
 from ._rocmforge import Detokenizer, Tokenizer
+from ._rocmforge import devices, gpu_launch_count
 
 __version__ = _rocmforge.__version__
 
@@ -27,6 +28,8 @@ __all__ = [
     "ops",
     "Tokenizer",
     "Detokenizer",
+    "devices",
+    "gpu_launch_count",
     "RocmForgeError",
     "GGUFError",
     "UnsupportedError",

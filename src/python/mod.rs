@@ -12,6 +12,7 @@ use crate::error::Error;
 mod gguf;
 mod ops;
 mod tokenizer;
+mod gpu;
 
 /// Turn a crate error into the matching exception of `rocmforge.errors` (or a built-in one).
 pub(crate) fn to_pyerr(err: Error) -> PyErr {
@@ -64,5 +65,6 @@ fn rocmforge_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     gguf::register(m)?;
     ops::register(m)?;
     tokenizer::register(m)?;
+    gpu::register(m)?;
     Ok(())
 }

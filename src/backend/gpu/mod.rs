@@ -11,6 +11,7 @@
 //! Devices are numbered in discovery order: HIP devices first (feature `rocm`), then CUDA.
 
 pub mod backend;
+pub mod bench;
 pub mod cuda;
 pub mod device;
 #[cfg(test)]
