@@ -16,7 +16,10 @@
 //   Q4_K {f16 d, dmin; u8 scales[12]; u8 qs[128]}            256 per block, 8 sub-blocks of 32
 //   Q5_K {f16 d, dmin; u8 scales[12]; u8 qh[32]; u8 qs[128]} 256 per block
 //   Q6_K {u8 ql[128]; u8 qh[64]; i8 scales[16]; f16 d}       256 per block, 16 scales of 16
-// Rows of Q4_0, Q5_0, Q8_0 and Q6_K are only 2-byte aligned: their loads are 16-bit.
+//   Q2_K {u8 scales[16]; u8 qs[64]; f16 d, dmin}             256 per block, 16 groups of 16
+//   Q3_K {u8 hmask[32]; u8 qs[64]; u8 scales[12]; f16 d}     256 per block, 16 groups of 16
+//   Q8_K {f32 d; i8 qs[256]; i16 bsums[16]}                  256 per block
+// Rows of Q4_0, Q5_0, Q8_0, Q6_K, Q2_K and Q3_K are only 2-byte aligned: their loads are 16-bit.
 #pragma once
 #include "common.h"
 
@@ -220,6 +223,77 @@ struct WQ6_K {
     }
 };
 
+struct WQ2_K {
+    static constexpr int BLOCK = 256, BYTES = 84;
+    __device__ static void chunk(const u8* row, int c, int, float y[32]) {
+        const u8* b = row + (i64)(c / 8) * BYTES;
+        const int sub = c % 8, half = sub / 4, j = sub % 4;
+        const float d = rf_ldh(b + 80), dmin = rf_ldh(b + 82);
+        const u8* qs = b + 16 + 32 * half;
+        const u32 s01 = rf_ld16(b + 8 * half + 2 * j);  // scales of the two groups of 16
+#pragma unroll
+        for (int g = 0; g < 2; ++g) {
+            const u32 sc = (s01 >> (8 * g)) & 0xffu;
+            const float dl = d * (float)(sc & 15u), ml = dmin * (float)(sc >> 4);
+#pragma unroll
+            for (int i = 0; i < 4; ++i) {
+                const u32 w = rf_ld32_a2(qs + 16 * g + 4 * i);
+#pragma unroll
+                for (int e = 0; e < 4; ++e) y[16 * g + 4 * i + e] = dl * (float)((w >> (8 * e + 2 * j)) & 3u) - ml;
+            }
+        }
+    }
+};
+
+struct WQ3_K {
+    static constexpr int BLOCK = 256, BYTES = 110;
+    // 6-bit scale s (0..15) of the 12 packed bytes, minus 32.
+    __device__ static int scale(const u8* sc, int s) {
+        const int group = s / 4, k = s % 4;
+        const int nib = (group >> 1) ? (sc[k + 4 * (group & 1)] >> 4) : (sc[k + 4 * (group & 1)] & 15);
+        const int hi = (sc[8 + k] >> (2 * group)) & 3;
+        return (nib | (hi << 4)) - 32;
+    }
+    __device__ static void chunk(const u8* row, int c, int, float y[32]) {
+        const u8* b = row + (i64)(c / 8) * BYTES;
+        const int sub = c % 8, half = sub / 4, j = sub % 4;
+        const float d = rf_ldh(b + 108);
+        const u8* hmask = b;
+        const u8* qs = b + 32 + 32 * half;
+        const u8* scales = b + 96;
+#pragma unroll
+        for (int g = 0; g < 2; ++g) {
+            const float dl = d * (float)scale(scales, 8 * half + 2 * j + g);
+#pragma unroll
+            for (int i = 0; i < 4; ++i) {
+                const u32 w = rf_ld32_a2(qs + 16 * g + 4 * i);
+                const u32 h = rf_ld32_a2(hmask + 16 * g + 4 * i);
+#pragma unroll
+                for (int e = 0; e < 4; ++e) {
+                    const int q = (int)((w >> (8 * e + 2 * j)) & 3u);
+                    const int high = (int)((h >> (8 * e + sub)) & 1u);
+                    y[16 * g + 4 * i + e] = dl * (float)(q - (high ? 0 : 4));
+                }
+            }
+        }
+    }
+};
+
+struct WQ8_K {
+    static constexpr int BLOCK = 256, BYTES = 292;
+    __device__ static void chunk(const u8* row, int c, int, float y[32]) {
+        const u8* b = row + (i64)(c / 8) * BYTES;
+        const float d = *(const float*)b;
+        const u8* qs = b + 4 + 32 * (c % 8);
+#pragma unroll
+        for (int i = 0; i < 8; ++i) {
+            const u32 w = rf_ld32_a4(qs + 4 * i);
+#pragma unroll
+            for (int e = 0; e < 4; ++e) y[4 * i + e] = (float)(i8)((w >> (8 * e)) & 0xffu) * d;
+        }
+    }
+};
+
 // X(suffix, type): one line per weight type a kernel family is instantiated for.
 #define RF_FOR_EACH_WEIGHT_TYPE(X) \
     X(f32, WF32)                   \
@@ -232,4 +306,7 @@ struct WQ6_K {
     X(q8_0, WQ8_0)                 \
     X(q4_K, WQ4_K)                 \
     X(q5_K, WQ5_K)                 \
-    X(q6_K, WQ6_K)
+    X(q6_K, WQ6_K)                 \
+    X(q2_K, WQ2_K)                 \
+    X(q3_K, WQ3_K)                 \
+    X(q8_K, WQ8_K)

@@ -56,12 +56,17 @@ pub fn random_weight_bytes(ty: GgmlType, rows: usize, cols: usize, seed: u64) ->
                 GgmlType::Q4_0 | GgmlType::Q5_0 | GgmlType::Q8_0 => &[0],
                 GgmlType::Q4_1 | GgmlType::Q5_1 | GgmlType::Q4_K | GgmlType::Q5_K => &[0, 2],
                 GgmlType::Q6_K => &[208],
+                GgmlType::Q2_K => &[80, 82],
+                GgmlType::Q3_K => &[108],
                 _ => &[],
             };
             for block in bytes.chunks_mut(ts) {
                 for &o in offsets {
                     let d = f16::from_f32(rng.uniform() * 0.05);
                     block[o..o + 2].copy_from_slice(&d.to_le_bytes());
+                }
+                if ty == GgmlType::Q8_K {
+                    block[..4].copy_from_slice(&(rng.uniform() * 0.05).to_le_bytes());
                 }
             }
         }

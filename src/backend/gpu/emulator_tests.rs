@@ -10,7 +10,7 @@ use half::f16;
 use super::emulator::EmuRuntime;
 use super::GpuDevice;
 use crate::backend::{Device, RopeParams};
-use crate::gguf::{quants, GgmlType};
+use crate::gguf::quants;
 use crate::ops::{self, attention::AttentionShape, WeightView};
 
 /// splitmix64 (fresh seed each run, printed; ROCMFORGE_TEST_SEED repeats one).
@@ -36,9 +36,6 @@ impl Rng {
     }
     fn vec(&mut self, n: usize) -> Vec<f32> {
         (0..n).map(|_| self.uniform()).collect()
-    }
-    fn bytes(&mut self, n: usize) -> Vec<u8> {
-        (0..n).map(|_| self.next_u64() as u8).collect()
     }
 }
 
@@ -186,36 +183,6 @@ fn attention_matches_the_cpu() {
     }
 }
 
-/// Random blocks of `ty` with sane fp16 scales (random bytes elsewhere).
-fn random_blocks(rng: &mut Rng, ty: GgmlType, rows: usize, cols: usize) -> Vec<u8> {
-    let (bs, ts) = (ty.block_size(), ty.type_size());
-    let mut bytes = rng.bytes(rows * cols / bs * ts);
-    let scale_offsets: &[usize] = match ty {
-        GgmlType::Q4_0 | GgmlType::Q5_0 | GgmlType::Q8_0 => &[0],
-        GgmlType::Q4_1 | GgmlType::Q5_1 | GgmlType::Q4_K | GgmlType::Q5_K => &[0, 2],
-        GgmlType::Q6_K => &[208],
-        _ => &[],
-    };
-    if ty == GgmlType::F32 {
-        for c in bytes.chunks_mut(4) {
-            c.copy_from_slice(&rng.uniform().to_le_bytes());
-        }
-    } else if ty == GgmlType::F16 || ty == GgmlType::BF16 {
-        for c in bytes.chunks_mut(2) {
-            let v = rng.uniform();
-            let h = if ty == GgmlType::F16 { f16::from_f32(v).to_bits() } else { half::bf16::from_f32(v).to_bits() };
-            c.copy_from_slice(&h.to_le_bytes());
-        }
-    }
-    for block in bytes.chunks_mut(ts) {
-        for &o in scale_offsets {
-            let d = f16::from_f32(rng.uniform() * 0.05);
-            block[o..o + 2].copy_from_slice(&d.to_bits().to_le_bytes());
-        }
-    }
-    bytes
-}
-
 #[test]
 #[ignore = "builds the kernels with g++ (minutes); run by scripts/check-kernels.sh"]
 fn matmul_and_embedding_match_the_cpu() {
@@ -224,7 +191,7 @@ fn matmul_and_embedding_match_the_cpu() {
         let gpu = Device::Gpu(dev.clone());
         for (ty, _) in super::kernels::WEIGHT_TYPES {
             let (n, k) = (37, if ty.block_size() == 256 { 512 } else if ty.block_size() == 32 { 96 } else { 45 });
-            let bytes = random_blocks(&mut rng, ty, n, k);
+            let bytes = super::bench::random_weight_bytes(ty, n, k, rng.next_u64()).unwrap();
             let w = WeightView::new(ty, n, k, &bytes).unwrap();
             let mut dense = vec![0f32; n * k];
             if quants::dequantize(ty, &bytes, &mut dense).is_err() {

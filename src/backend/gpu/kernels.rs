@@ -108,7 +108,7 @@ pub fn flash_combine() -> Kernel {
 
 /// Weight types the GPU runs on (kept in their GGUF layout in device memory), with the kernel
 /// name suffix of each (`kernels/quants.h`, `RF_FOR_EACH_WEIGHT_TYPE`).
-pub const WEIGHT_TYPES: [(GgmlType, &str); 11] = [
+pub const WEIGHT_TYPES: [(GgmlType, &str); 14] = [
     (GgmlType::F32, "f32"),
     (GgmlType::F16, "f16"),
     (GgmlType::BF16, "bf16"),
@@ -120,6 +120,9 @@ pub const WEIGHT_TYPES: [(GgmlType, &str); 11] = [
     (GgmlType::Q4_K, "q4_K"),
     (GgmlType::Q5_K, "q5_K"),
     (GgmlType::Q6_K, "q6_K"),
+    (GgmlType::Q2_K, "q2_K"),
+    (GgmlType::Q3_K, "q3_K"),
+    (GgmlType::Q8_K, "q8_K"),
 ];
 
 fn weight_suffix(ty: GgmlType, op: &str) -> Result<&'static str> {
