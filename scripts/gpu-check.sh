@@ -10,7 +10,8 @@
 #
 # Wheels are taken from $WHEELS (default: dist/ and target/wheels/ and the current directory):
 # rocmforge-*.whl, plus gguf-*.whl when the gguf package is not installed. Logs go to $LOGS
-# (default: gpu-check-logs/). Exit status: non-zero if any slice failed.
+# (default: gpu-check-logs/); SLICE_TIMEOUT (seconds) stops a slice that runs longer.
+# Exit status: non-zero if any slice failed.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 LOGS="${LOGS:-gpu-check-logs}"
@@ -42,8 +43,9 @@ status=0
 run_slice() {  # name, command...
   local name=$1; shift
   local start=$SECONDS
-  "$@" >"$LOGS/$name.log" 2>&1
+  timeout "${SLICE_TIMEOUT:-0}" "$@" >"$LOGS/$name.log" 2>&1
   local rc=$?
+  [ $rc -eq 124 ] && echo "(stopped after ${SLICE_TIMEOUT}s: SLICE_TIMEOUT)" >>"$LOGS/$name.log"
   local last
   last=$(grep -E "passed|failed|error" "$LOGS/$name.log" | grep -E "^=*.*(passed|failed)" | tail -1)
   [ -z "$last" ] && last=$(tail -1 "$LOGS/$name.log")
