@@ -1,9 +1,13 @@
 // argmax.hip: index of the largest value of each row (lowest index on ties; NaN never wins).
 //
-// argmax_f32: out[r] = argmax_j x[r, j]; x: [rows, n] float32, out: int32 [rows].
-//   A row of only NaN gives 0.
-//   Launch: grid (rows), block 1024 (any multiple of the warp size); threads stride over the
-//   row, then a block-wide (value, index) reduction in shared memory.
+// argmax_f32: out[r] = argmax_j x[r, j]; x: [rows, n] float32, out: int32 [rows]. A row of
+//   only NaN gives 0. Two passes, so that a long row (a vocabulary) is read by many blocks:
+//   pass 1 (n_parts == 0, part_idx != null): block (p, r) reduces the p-th of gridDim.x slices
+//     of row r and writes its (value, index) to part_val / part_idx [rows][gridDim.x];
+//   pass 2 (n_parts > 0): block (0, r) reduces the n_parts pairs of row r to out[r].
+//   With n_parts == 0 and part_idx == null, one block per row reduces the row directly.
+//   Launch: grid (parts, rows), block 1024 (any multiple of the warp size); a block-wide
+//   (value, index) reduction in shared memory.
 #include "common.h"
 
 // a beats b: larger value, or the same value at a lower index; NaN never beats anything.
@@ -14,15 +18,26 @@ __device__ __forceinline__ bool rf_argmax_better(float va, int ia, float vb, int
 }
 
 RF_KERNEL void RF_LAUNCH_BOUNDS(1024)
-argmax_f32(const float* x, i64 n, int* out) {
+argmax_f32(const float* x, i64 n, int* out, float* part_val, int* part_idx, int n_parts) {
     __shared__ float best_val[1024];
     __shared__ int best_idx[1024];
-    const float* xr = x + (i64)blockIdx.x * n;
+    const i64 row = blockIdx.y;
     float bv = __int_as_float(0x7fffffff);  // NaN: loses to any number
     int bi = 0x7fffffff;
-    for (i64 j = threadIdx.x; j < n; j += blockDim.x) {
-        const float v = xr[j];
-        if (rf_argmax_better(v, (int)j, bv, bi)) { bv = v; bi = (int)j; }
+    if (n_parts > 0) {
+        for (int p = threadIdx.x; p < n_parts; p += blockDim.x) {
+            const float v = part_val[row * n_parts + p];
+            const int i = part_idx[row * n_parts + p];
+            if (rf_argmax_better(v, i, bv, bi)) { bv = v; bi = i; }
+        }
+    } else {
+        const i64 per = (n + gridDim.x - 1) / gridDim.x;
+        const i64 begin = blockIdx.x * per, end = begin + per < n ? begin + per : n;
+        const float* xr = x + row * n;
+        for (i64 j = begin + threadIdx.x; j < end; j += blockDim.x) {
+            const float v = xr[j];
+            if (rf_argmax_better(v, (int)j, bv, bi)) { bv = v; bi = (int)j; }
+        }
     }
     best_val[threadIdx.x] = bv;
     best_idx[threadIdx.x] = bi;
@@ -41,5 +56,12 @@ argmax_f32(const float* x, i64 n, int* out) {
         __syncthreads();
         active = half;
     }
-    if (threadIdx.x == 0) out[blockIdx.x] = best_idx[0] == 0x7fffffff ? 0 : best_idx[0];
+    if (threadIdx.x == 0) {
+        if (part_idx != nullptr && n_parts == 0) {
+            part_val[row * gridDim.x + blockIdx.x] = best_val[0];
+            part_idx[row * gridDim.x + blockIdx.x] = best_idx[0];
+        } else {
+            out[row] = best_idx[0] == 0x7fffffff ? 0 : best_idx[0];
+        }
+    }
 }

@@ -6,8 +6,12 @@
 //
 // matvec_<type>: the decode path (m <= MATVEC_MAX_M). Each aligned group of 32 lanes owns one
 //   weight row: lane l takes 32-element chunks l, l + 32, ... of that row, dequantizes each
-//   once and dots it with all m rows of x; a 32-lane butterfly sums the partials.
-//   Launch: grid (ceil(n / (block / 32))), block 128 (a multiple of 32 and of the warp size).
+//   once and dots it with all m rows of x; a 32-lane butterfly sums the partials. When
+//   `staged` is set, the block first copies x into shared memory, each 32-element chunk
+//   padded to 33 floats, so that the lanes (each reading its own chunk) hit 32 different
+//   banks; otherwise x is read from global memory (when x does not fit in shared memory).
+//   Launch: grid (ceil(n / (block / 32))), block 256 (a multiple of 32 and of the warp size),
+//   dynamic shared memory m * ceil(k / 32) * 33 floats when staged, else 0.
 //
 // matmul_tiled_<type>: the prefill path. A block computes a 64 x 64 tile of out, stepping
 //   over k by 64: x (64 x 64) and the dequantized W tile (64 x 64) go to shared memory
@@ -21,12 +25,20 @@
 
 template <class T>
 __device__ __forceinline__ void matvec(const float* x, const u8* w, float* out, int m, int n, int k,
-                                       i64 row_bytes) {
+                                       i64 row_bytes, int staged) {
+    extern __shared__ float matvec_x[];  // [m][chunks][33] when staged
     const int lane = threadIdx.x & 31;
     const int row = blockIdx.x * (blockDim.x / 32) + (threadIdx.x >> 5);
     const bool row_ok = row < n;  // no early return: the whole group takes part in the shuffles
     const u8* wrow = w + (i64)(row_ok ? row : 0) * row_bytes;
     const int chunks = (k + 31) / 32;
+    if (staged) {
+        for (int idx = threadIdx.x; idx < m * chunks * 32; idx += blockDim.x) {
+            const int r = idx / (chunks * 32), e = idx % (chunks * 32);
+            matvec_x[(r * chunks + e / 32) * 33 + e % 32] = e < k ? x[(i64)r * k + e] : 0.0f;
+        }
+        __syncthreads();
+    }
     float acc[MATVEC_MAX_M];
 #pragma unroll
     for (int r = 0; r < MATVEC_MAX_M; ++r) acc[r] = 0.0f;
@@ -37,15 +49,20 @@ __device__ __forceinline__ void matvec(const float* x, const u8* w, float* out, 
 #pragma unroll
         for (int r = 0; r < MATVEC_MAX_M; ++r) {
             if (r < m) {
-                const float* xr = x + (i64)r * k + 32 * c;
                 float s = 0.0f;
-                if (vector_ok) {
+                if (staged) {
+                    const float* xr = matvec_x + (r * chunks + c) * 33;
+#pragma unroll
+                    for (int i = 0; i < 32; ++i) s += y[i] * xr[i];
+                } else if (vector_ok) {
+                    const float* xr = x + (i64)r * k + 32 * c;
 #pragma unroll
                     for (int i = 0; i < 8; ++i) {
                         const float4 xv = ((const float4*)xr)[i];
                         s += y[4 * i] * xv.x + y[4 * i + 1] * xv.y + y[4 * i + 2] * xv.z + y[4 * i + 3] * xv.w;
                     }
                 } else {
+                    const float* xr = x + (i64)r * k + 32 * c;
 #pragma unroll
                     for (int i = 0; i < 32; ++i) s += (32 * c + i < k) ? y[i] * xr[i] : 0.0f;
                 }
@@ -121,8 +138,9 @@ __device__ __forceinline__ void matmul_tiled(const float* x, const u8* w, float*
 
 #define RF_MATMUL_KERNELS(suffix, T)                                                              \
     RF_KERNEL void RF_LAUNCH_BOUNDS(256) matvec_##suffix(const float* x, const u8* w, float* out,  \
-                                                        int m, int n, int k, i64 row_bytes) {    \
-        matvec<T>(x, w, out, m, n, k, row_bytes);                                                 \
+                                                        int m, int n, int k, i64 row_bytes,      \
+                                                        int staged) {                            \
+        matvec<T>(x, w, out, m, n, k, row_bytes, staged);                                         \
     }                                                                                             \
     RF_KERNEL void RF_LAUNCH_BOUNDS(256) matmul_tiled_##suffix(                                    \
         const float* x, const u8* w, float* out, int m, int n, int k, i64 row_bytes) {            \

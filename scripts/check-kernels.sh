@@ -3,14 +3,17 @@
 # src/backend/gpu/kernels.rs) compiles with the runtime's own source assembly and flags:
 #   AMD:    hipcc (ROCm) for gfx1030 (RDNA2, wave32) and gfx90a (CDNA2, wave64)
 #   NVIDIA: NVRTC (PyPI nvidia-cuda-nvrtc-cu12) for sm_80 and sm_90
-# Usage: scripts/check-kernels.sh [--nvrtc-only | --hipcc-only]
+# Then the kernels and their launchers run on a CPU emulation of the GPU at wave size 32 and 64
+# against the CPU reference ops (src/backend/gpu/emulator_tests.rs).
+# Usage: scripts/check-kernels.sh [--nvrtc-only | --hipcc-only | --emulator-only]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-want_nvrtc=1 want_hipcc=1
+want_nvrtc=1 want_hipcc=1 want_emulator=1
 case "${1:-}" in
-  --nvrtc-only) want_hipcc=0 ;;
-  --hipcc-only) want_nvrtc=0 ;;
+  --nvrtc-only) want_hipcc=0 want_emulator=0 ;;
+  --hipcc-only) want_nvrtc=0 want_emulator=0 ;;
+  --emulator-only) want_nvrtc=0 want_hipcc=0 ;;
 esac
 
 args=()
@@ -38,4 +41,10 @@ if [ "$want_hipcc" = 1 ]; then
   command -v hipcc >/dev/null || { echo "hipcc not found (apt-get install hipcc)" >&2; exit 1; }
   args+=(hipcc gfx1030 gfx90a)
 fi
-cargo run -q --example check_kernels -- "${args[@]}" 2> >(grep -v -E 'rocm_agent_enumerator|readFromKFD|Traceback|File "|target_list|^\s+main\(\)$' >&2)
+if [ ${#args[@]} -gt 0 ]; then
+  cargo run -q --example check_kernels -- "${args[@]}" 2> >(grep -v -E 'rocm_agent_enumerator|readFromKFD|Traceback|File "|target_list|^\s+main\(\)$' >&2)
+fi
+if [ "$want_emulator" = 1 ]; then
+  echo "kernels on the CPU emulation (wave 32 and 64) against the CPU reference:"
+  cargo test --lib emulator -- --ignored 2>&1 | grep -E "^test |test result|panicked|relative error"
+fi

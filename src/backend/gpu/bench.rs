@@ -93,10 +93,19 @@ pub fn bench_op(dev: &Arc<GpuDevice>, op: &str, params: &HashMap<String, f64>, t
     let d = dev.as_ref();
     let mut run: Box<dyn FnMut() -> Result<()>> = match op {
         "copy" => {
-            let bytes = get(params, "bytes")?;
-            let src = random_f32(dev, &mut rng, bytes / 4)?;
-            let mut dst = DeviceBuffer::alloc(dev, bytes / 4 * 4, "bench")?;
-            Box::new(move || dst.copy_from(0, &src, 0, bytes / 4 * 4, "copy"))
+            // Device memory first: a size the GPU cannot hold fails here, not on the host.
+            let bytes = get(params, "bytes")? / 4 * 4;
+            let mut dst = DeviceBuffer::alloc(dev, bytes, "copy")?;
+            let mut src = DeviceBuffer::alloc(dev, bytes, "copy")?;
+            let chunk: Vec<f32> = (0..(bytes / 4).min(1 << 24)).map(|_| rng.uniform()).collect();
+            let mut at = 0;
+            while at < bytes {
+                let n = (bytes - at).min(chunk.len() * 4);
+                let tmp = DeviceBuffer::from_slice(dev, &chunk[..n / 4], "copy")?;
+                src.copy_from(at, &tmp, 0, n, "copy")?;
+                at += n;
+            }
+            Box::new(move || dst.copy_from(0, &src, 0, bytes, "copy"))
         }
         "rms_norm" => {
             let (rows, dim) = (get(params, "rows")?, get(params, "dim")?);

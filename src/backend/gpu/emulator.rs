@@ -132,7 +132,7 @@ impl GpuRuntime for EmuRuntime {
         for line in source.lines() {
             let t = line.trim();
             if let Some(decl) = t.strip_prefix("extern __shared__ ") {
-                let decl = decl.trim_end_matches(';').trim_end_matches("[]");
+                let decl = decl.split(';').next().unwrap_or("").trim().trim_end_matches("[]");
                 let (ty, var) = decl.rsplit_once(' ').unwrap();
                 body.push_str(&format!("{ty}* {var} = ({ty}*)rf_emu_dynamic_shared;\n"));
             } else {

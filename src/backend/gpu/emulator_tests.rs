@@ -10,7 +10,7 @@ use half::f16;
 use super::emulator::EmuRuntime;
 use super::GpuDevice;
 use crate::backend::{Device, RopeParams};
-use crate::gguf::quants;
+use crate::gguf::{quants, GgmlType};
 use crate::ops::{self, attention::AttentionShape, WeightView};
 
 /// splitmix64 (fresh seed each run, printed; ROCMFORGE_TEST_SEED repeats one).
@@ -104,6 +104,10 @@ fn small_ops_match_the_cpu() {
         x[5] = f32::NAN;
         assert_eq!(ops::argmax::argmax(&gpu, &x, x.len()).unwrap(), 17);
         assert_eq!(ops::argmax::argmax(&gpu, &[f32::NAN, f32::NAN], 2).unwrap(), 0);
+        let mut long = rng.vec(40_000); // several blocks in the first pass
+        long[39_001] = 7.0;
+        long[25_000] = 7.0;
+        assert_eq!(ops::argmax::argmax(&gpu, &long, long.len()).unwrap(), 25_000);
         // kv_append, f32 and f16
         let (row_len, n_ctx) = (24, 10);
         let src = rng.vec(3 * row_len);
@@ -204,6 +208,21 @@ fn matmul_and_embedding_match_the_cpu() {
                 ops::matmul::matmul_gguf(&gpu, &x, &w, m, &mut a).unwrap();
                 ops::matmul::matmul_f32(&Device::Cpu, &x, &dense, m, n, k, &mut b).unwrap();
                 assert_close(&format!("matmul {} m={m}", ty.name()), &a, &b, 1e-5);
+            }
+            if matches!(ty, GgmlType::Q4_0 | GgmlType::F32) {
+                // x too large for the 64 KiB of shared memory of the wave-64 device: read from
+                // global memory there, staged on the other device.
+                let k = 4096;
+                let bytes = super::bench::random_weight_bytes(ty, n, k, rng.next_u64()).unwrap();
+                let w = WeightView::new(ty, n, k, &bytes).unwrap();
+                let mut dense = vec![0f32; n * k];
+                quants::dequantize(ty, &bytes, &mut dense).unwrap();
+                let m = 5;
+                let x = rng.vec(m * k);
+                let (mut a, mut b) = (vec![0f32; m * n], vec![0f32; m * n]);
+                ops::matmul::matmul_gguf(&gpu, &x, &w, m, &mut a).unwrap();
+                ops::matmul::matmul_f32(&Device::Cpu, &x, &dense, m, n, k, &mut b).unwrap();
+                assert_close(&format!("matmul {} m={m} k={k}", ty.name()), &a, &b, 1e-5);
             }
             let ids = [3u32, 0, 36, 3];
             let (mut a, mut b) = (vec![0f32; ids.len() * k], vec![0f32; ids.len() * k]);

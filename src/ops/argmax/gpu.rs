@@ -4,7 +4,10 @@ use std::sync::Arc;
 
 use crate::backend::gpu::device::need;
 use crate::backend::gpu::{kernels, Arg, DeviceBuffer, GpuDevice};
-use crate::error::Result;
+use crate::error::{Error, Result};
+
+/// Elements per block of the first pass (a long row is split over many blocks).
+const ELEMENTS_PER_PART: usize = 8192;
 
 /// `out[r] = argmax(x[r, :n])` for `r < rows` (int32 indices; lowest index on ties, NaN never
 /// wins, an all-NaN row gives 0).
@@ -14,7 +17,40 @@ pub fn launch_argmax(dev: &GpuDevice, x: &DeviceBuffer, rows: usize, n: usize, o
     if rows == 0 || n == 0 {
         return Ok(());
     }
-    dev.launch("argmax", &kernels::argmax(), [rows as u32, 1, 1], [1024, 1, 1], 0, &[x.arg(), Arg::I64(n as i64), out.arg()])
+    if rows > 65535 {
+        return Err(Error::invalid(format!("argmax: {rows} rows are over the GPU grid limit of 65535")));
+    }
+    let kernel = kernels::argmax();
+    let parts = n.div_ceil(ELEMENTS_PER_PART).min(1024);
+    let n_arg = Arg::I64(n as i64);
+    if parts == 1 {
+        return dev.launch(
+            "argmax",
+            &kernel,
+            [1, rows as u32, 1],
+            [1024, 1, 1],
+            0,
+            &[x.arg(), n_arg, out.arg(), Arg::Ptr(0), Arg::Ptr(0), Arg::I32(0)],
+        );
+    }
+    let scratch = dev.scratch(rows * parts * 8, "argmax")?;
+    let (vals, idxs) = (scratch.ptr(), scratch.ptr() + (rows * parts * 4) as u64);
+    dev.launch(
+        "argmax",
+        &kernel,
+        [parts as u32, rows as u32, 1],
+        [1024, 1, 1],
+        0,
+        &[x.arg(), n_arg, out.arg(), Arg::Ptr(vals), Arg::Ptr(idxs), Arg::I32(0)],
+    )?;
+    dev.launch(
+        "argmax",
+        &kernel,
+        [1, rows as u32, 1],
+        [1024, 1, 1],
+        0,
+        &[x.arg(), n_arg, out.arg(), Arg::Ptr(vals), Arg::Ptr(idxs), Arg::I32(parts as i32)],
+    )
 }
 
 pub fn argmax(dev: &Arc<GpuDevice>, x: &[f32], n: usize) -> Result<usize> {

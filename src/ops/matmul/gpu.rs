@@ -12,8 +12,8 @@ use crate::ops::WeightView;
 
 /// Rows of x up to which the matrix-vector kernel is used (matmul.hip, MATVEC_MAX_M).
 pub const MATVEC_MAX_M: usize = 8;
-/// Weight rows per matrix-vector block (128 threads, one 32-lane group per row).
-const MATVEC_ROWS_PER_BLOCK: usize = 4;
+/// Weight rows per matrix-vector block (256 threads, one 32-lane group per row).
+const MATVEC_ROWS_PER_BLOCK: usize = 8;
 /// Output tile of the tiled kernel.
 const TILE: usize = 64;
 
@@ -36,7 +36,13 @@ pub fn launch_matmul(dev: &GpuDevice, x: &DeviceBuffer, w: &DeviceWeight, m: usi
     ];
     if m <= MATVEC_MAX_M {
         let blocks = n.div_ceil(MATVEC_ROWS_PER_BLOCK);
-        dev.launch("matmul", &kernels::matvec(w.ty)?, [blocks as u32, 1, 1], [32 * MATVEC_ROWS_PER_BLOCK as u32, 1, 1], 0, &args)
+        // x staged in shared memory (chunks of 32 padded to 33 floats) when it fits.
+        let staged_bytes = m * k.div_ceil(32) * 33 * 4;
+        let staged = staged_bytes <= dev.runtime().props().max_shared_per_block;
+        let mut args = args.to_vec();
+        args.push(Arg::I32(staged as i32));
+        let shared = if staged { staged_bytes as u32 } else { 0 };
+        dev.launch("matmul", &kernels::matvec(w.ty)?, [blocks as u32, 1, 1], [32 * MATVEC_ROWS_PER_BLOCK as u32, 1, 1], shared, &args)
     } else {
         let grid = [n.div_ceil(TILE) as u32, m.div_ceil(TILE) as u32, 1];
         dev.launch("matmul", &kernels::matmul_tiled(w.ty)?, grid, [256, 1, 1], 0, &args)
