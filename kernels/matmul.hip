@@ -10,6 +10,8 @@
 //   `staged` is set, the block first copies x into shared memory, each 32-element chunk
 //   padded to 33 floats, so that the lanes (each reading its own chunk) hit 32 different
 //   banks; otherwise x is read from global memory (when x does not fit in shared memory).
+//   Float weights with k % 4 == 0 take a third path: lanes read consecutive float4 pieces of
+//   the row and of x (coalesced), no staging.
 //   Launch: grid (ceil(n / (block / 32))), block 256 (a multiple of 32 and of the warp size),
 //   dynamic shared memory m * ceil(k / 32) * 33 floats when staged, else 0.
 //
@@ -32,17 +34,49 @@ __device__ __forceinline__ void matvec(const float* x, const u8* w, float* out, 
     const bool row_ok = row < n;  // no early return: the whole group takes part in the shuffles
     const u8* wrow = w + (i64)(row_ok ? row : 0) * row_bytes;
     const int chunks = (k + 31) / 32;
-    if (staged) {
-        for (int idx = threadIdx.x; idx < m * chunks * 32; idx += blockDim.x) {
-            const int r = idx / (chunks * 32), e = idx % (chunks * 32);
-            matvec_x[(r * chunks + e / 32) * 33 + e % 32] = e < k ? x[(i64)r * k + e] : 0.0f;
-        }
-        __syncthreads();
-    }
     float acc[MATVEC_MAX_M];
 #pragma unroll
     for (int r = 0; r < MATVEC_MAX_M; ++r) acc[r] = 0.0f;
-    for (int c = lane; row_ok && c < chunks; c += 32) {
+    if constexpr (T::BLOCK == 1) {
+        if ((k & 3) == 0) {
+            // Float weights: lanes read consecutive 4-element pieces of the row and of x
+            // (coalesced vector loads); x stays in global memory (cached).
+            for (int i = lane; row_ok && i < k / 4; i += 32) {
+                const float4 wv = T::load4(wrow, i);
+#pragma unroll
+                for (int r = 0; r < MATVEC_MAX_M; ++r) {
+                    if (r < m) {
+                        const float4 xv = ((const float4*)(x + (i64)r * k))[i];
+                        acc[r] += wv.x * xv.x + wv.y * xv.y + wv.z * xv.z + wv.w * xv.w;
+                    }
+                }
+            }
+            staged = -1;  // done: skip the chunk loop below
+        }
+    }
+    if (staged == 1) {
+        if ((k & 3) == 0) {
+            const int k4 = k / 4;
+#pragma unroll 4
+            for (int idx = threadIdx.x; idx < m * chunks * 8; idx += blockDim.x) {
+                const int r = idx / (chunks * 8), e4 = idx % (chunks * 8);
+                const float4 v = e4 < k4 ? ((const float4*)(x + (i64)r * k))[e4] : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+                float* dst = matvec_x + (r * chunks + e4 / 8) * 33 + 4 * (e4 % 8);
+                dst[0] = v.x;
+                dst[1] = v.y;
+                dst[2] = v.z;
+                dst[3] = v.w;
+            }
+        } else {
+            for (int idx = threadIdx.x; idx < m * chunks * 32; idx += blockDim.x) {
+                const int r = idx / (chunks * 32), e = idx % (chunks * 32);
+                matvec_x[(r * chunks + e / 32) * 33 + e % 32] = e < k ? x[(i64)r * k + e] : 0.0f;
+            }
+        }
+        __syncthreads();
+    }
+#pragma unroll 2
+    for (int c = lane; row_ok && staged >= 0 && c < chunks; c += 32) {
         float y[32];
         T::chunk(wrow, c, k, y);
         const bool vector_ok = (k & 3) == 0 && 32 * c + 32 <= k;
@@ -50,7 +84,7 @@ __device__ __forceinline__ void matvec(const float* x, const u8* w, float* out, 
         for (int r = 0; r < MATVEC_MAX_M; ++r) {
             if (r < m) {
                 float s = 0.0f;
-                if (staged) {
+                if (staged == 1) {
                     const float* xr = matvec_x + (r * chunks + c) * 33;
 #pragma unroll
                     for (int i = 0; i < 32; ++i) s += y[i] * xr[i];

@@ -6,7 +6,8 @@
 //   static void chunk(const u8* row, int c, int k, float y[32])
 //
 // which dequantizes elements [32c, 32c + 32) of one row into registers (float types zero-fill
-// past k; quantized types need k % BLOCK == 0, which the launchers check). Block layouts follow
+// past k; quantized types need k % BLOCK == 0, which the launchers check). The float types
+// also have load4(row, i): elements [4i, 4i + 4) with one vector load. Block layouts follow
 // ggml (little-endian, fp16 scales stored as IEEE half bits):
 //   Q4_0 {f16 d; u8 qs[16]}                  x = (nibble - 8) * d
 //   Q4_1 {f16 d, m; u8 qs[16]}               x = nibble * d + m
@@ -42,6 +43,8 @@ __device__ __forceinline__ void rf_unpack_nibbles(const u32 q[4], int lo[32]) {
 
 struct WF32 {
     static constexpr int BLOCK = 1, BYTES = 4;
+    // Elements [4i, 4i + 4) of a row (rows 16-byte aligned: k % 4 == 0).
+    __device__ static float4 load4(const u8* row, int i) { return ((const float4*)row)[i]; }
     __device__ static void chunk(const u8* row, int c, int k, float y[32]) {
         const float* r = (const float*)row;
 #pragma unroll
@@ -51,6 +54,11 @@ struct WF32 {
 
 struct WF16 {
     static constexpr int BLOCK = 1, BYTES = 2;
+    __device__ static float4 load4(const u8* row, int i) {
+        const uint2 w = ((const uint2*)row)[i];
+        return make_float4(rf_half_to_float((u16)(w.x & 0xffffu)), rf_half_to_float((u16)(w.x >> 16)),
+                           rf_half_to_float((u16)(w.y & 0xffffu)), rf_half_to_float((u16)(w.y >> 16)));
+    }
     __device__ static void chunk(const u8* row, int c, int k, float y[32]) {
         const u16* r = (const u16*)row;
 #pragma unroll
@@ -60,6 +68,11 @@ struct WF16 {
 
 struct WBF16 {
     static constexpr int BLOCK = 1, BYTES = 2;
+    __device__ static float4 load4(const u8* row, int i) {
+        const uint2 w = ((const uint2*)row)[i];
+        return make_float4(rf_bf16_to_float((u16)(w.x & 0xffffu)), rf_bf16_to_float((u16)(w.x >> 16)),
+                           rf_bf16_to_float((u16)(w.y & 0xffffu)), rf_bf16_to_float((u16)(w.y >> 16)));
+    }
     __device__ static void chunk(const u8* row, int c, int k, float y[32]) {
         const u16* r = (const u16*)row;
 #pragma unroll

@@ -38,7 +38,8 @@ pub fn launch_matmul(dev: &GpuDevice, x: &DeviceBuffer, w: &DeviceWeight, m: usi
         let blocks = n.div_ceil(MATVEC_ROWS_PER_BLOCK);
         // x staged in shared memory (chunks of 32 padded to 33 floats) when it fits.
         let staged_bytes = m * k.div_ceil(32) * 33 * 4;
-        let staged = staged_bytes <= dev.runtime().props().max_shared_per_block;
+        let float_path = w.ty.block_size() == 1 && k % 4 == 0; // matmul.hip: no staging there
+        let staged = !float_path && staged_bytes <= dev.runtime().props().max_shared_per_block;
         let mut args = args.to_vec();
         args.push(Arg::I32(staged as i32));
         let shared = if staged { staged_bytes as u32 } else { 0 };
