@@ -234,3 +234,86 @@ fn matmul_and_embedding_match_the_cpu() {
         }
     }
 }
+
+#[test]
+#[ignore = "builds the kernels with g++ (minutes); run by scripts/check-kernels.sh"]
+fn gpu_backend_matches_the_cpu_backend() {
+    use crate::backend::cpu::CpuBackend;
+    use crate::backend::{Backend, KvDtype};
+    use super::GpuBackend;
+
+    let mut rng = Rng::new("gpu_backend_matches_the_cpu_backend");
+    let (dim, heads, kv_heads, head_dim, n_ctx, vocab) = (64, 4, 2, 16, 40, 50);
+    let kv_row = kv_heads * head_dim;
+    for dev in devices() {
+        let (gpu, cpu) = (GpuBackend::new(dev.clone()), CpuBackend);
+        let table = super::bench::random_weight_bytes(GgmlType::Q8_0, vocab, dim, rng.next_u64()).unwrap();
+        let wq = super::bench::random_weight_bytes(GgmlType::Q4_K, dim, 256, rng.next_u64()).unwrap();
+        let norm: Vec<u8> = rng.vec(dim).iter().flat_map(|v| v.to_le_bytes()).collect();
+        let (gt, ct) = (gpu.weight(GgmlType::Q8_0, vocab, dim, &table).unwrap(), cpu.weight(GgmlType::Q8_0, vocab, dim, &table).unwrap());
+        let (gw, cw) = (gpu.weight(GgmlType::Q4_K, dim, 256, &wq).unwrap(), cpu.weight(GgmlType::Q4_K, dim, 256, &wq).unwrap());
+        let (gn, cn) = (gpu.weight(GgmlType::F32, 1, dim, &norm).unwrap(), cpu.weight(GgmlType::F32, 1, dim, &norm).unwrap());
+        let down = |g: &super::DeviceBuffer, n: usize| {
+            let mut v = vec![0f32; n];
+            gpu.download(g, &mut v).unwrap();
+            v
+        };
+        // embedding -> rms_norm
+        let ids = [3u32, 49, 0, 7, 7];
+        let t = ids.len();
+        let (mut ge, mut ce) = (gpu.zeros(t * dim).unwrap(), cpu.zeros(t * dim).unwrap());
+        gpu.embedding(&gt, &ids, &mut ge).unwrap();
+        cpu.embedding(&ct, &ids, &mut ce).unwrap();
+        assert_close("embedding", &down(&ge, t * dim), &ce, 0.0);
+        let (mut gx, mut cx) = (gpu.zeros(t * dim).unwrap(), cpu.zeros(t * dim).unwrap());
+        gpu.rms_norm(&ge, &gn, 1e-5, t, &mut gx).unwrap();
+        cpu.rms_norm(&ce, &cn, 1e-5, t, &mut cx).unwrap();
+        assert_close("rms_norm", &down(&gx, t * dim), &cx, 1e-5);
+        // matmul of a [t, 256] activation by the Q4_K weight [dim, 256]
+        let act = rng.vec(t * 256);
+        let (ga, ca) = (gpu.upload(&act).unwrap(), cpu.upload(&act).unwrap());
+        let (mut gm, mut cm) = (gpu.zeros(t * dim).unwrap(), cpu.zeros(t * dim).unwrap());
+        gpu.matmul(&ga, &gw, t, &mut gm).unwrap();
+        cpu.matmul(&ca, &cw, t, &mut cm).unwrap();
+        assert_close("matmul", &down(&gm, t * dim), &cm, 1e-5);
+        // rope at position 11, then the KV cache (f16) and causal attention over 11 + t rows
+        let params = RopeParams { theta: 10000.0, neox: true, n_rot: head_dim };
+        let q = rng.vec(t * heads * head_dim);
+        let (mut gq, mut cq) = (gpu.upload(&q).unwrap(), cpu.upload(&q).unwrap());
+        gpu.rope(&mut gq, t, heads, head_dim, 11, &params, None).unwrap();
+        cpu.rope(&mut cq, t, heads, head_dim, 11, &params, None).unwrap();
+        assert_close("rope", &down(&gq, q.len()), &cq, 2e-5);
+        for dtype in [KvDtype::F16, KvDtype::F32] {
+            let (mut gk, mut ck) = (gpu.kv_cache(n_ctx * kv_row, dtype).unwrap(), cpu.kv_cache(n_ctx * kv_row, dtype).unwrap());
+            let (mut gv, mut cv) = (gpu.kv_cache(n_ctx * kv_row, dtype).unwrap(), cpu.kv_cache(n_ctx * kv_row, dtype).unwrap());
+            let rows = 11 + t;
+            let (k, v) = (rng.vec(rows * kv_row), rng.vec(rows * kv_row));
+            let (gks, cks) = (gpu.upload(&k).unwrap(), cpu.upload(&k).unwrap());
+            let (gvs, cvs) = (gpu.upload(&v).unwrap(), cpu.upload(&v).unwrap());
+            gpu.kv_append(&mut gk, &gks, 0, rows, kv_row).unwrap();
+            cpu.kv_append(&mut ck, &cks, 0, rows, kv_row).unwrap();
+            gpu.kv_append(&mut gv, &gvs, 0, rows, kv_row).unwrap();
+            cpu.kv_append(&mut cv, &cvs, 0, rows, kv_row).unwrap();
+            let (mut go, mut co) = (gpu.zeros(q.len()).unwrap(), cpu.zeros(q.len()).unwrap());
+            let scale = 1.0 / (head_dim as f32).sqrt();
+            gpu.attention(&gq, &gk, &gv, t, rows, heads, kv_heads, head_dim, scale, &mut go).unwrap();
+            cpu.attention(&cq, &ck, &cv, t, rows, heads, kv_heads, head_dim, scale, &mut co).unwrap();
+            assert_close(&format!("attention {dtype:?}"), &down(&go, q.len()), &co, 1e-5);
+        }
+        // copy_rows, add, swiglu, argmax
+        let (mut gr, mut cr) = (gpu.zeros(2 * dim).unwrap(), cpu.zeros(2 * dim).unwrap());
+        gpu.copy_rows(&gm, 3, 2, dim, &mut gr).unwrap();
+        cpu.copy_rows(&cm, 3, 2, dim, &mut cr).unwrap();
+        assert_close("copy_rows", &down(&gr, 2 * dim), &cr, 1e-5);
+        gpu.add(&mut gm, &gx, t * dim).unwrap();
+        cpu.add(&mut cm, &cx, t * dim).unwrap();
+        assert_close("add", &down(&gm, t * dim), &cm, 1e-5);
+        let (mut gs, mut cs) = (gpu.zeros(t * dim).unwrap(), cpu.zeros(t * dim).unwrap());
+        gpu.swiglu(&gm, &gx, t * dim, &mut gs).unwrap();
+        cpu.swiglu(&cm, &cx, t * dim, &mut cs).unwrap();
+        assert_close("swiglu", &down(&gs, t * dim), &cs, 1e-5);
+        let logits = rng.vec(vocab);
+        assert_eq!(gpu.argmax(&gpu.upload(&logits).unwrap(), vocab).unwrap(), cpu.argmax(&logits.clone(), vocab).unwrap());
+        gpu.synchronize().unwrap();
+    }
+}
