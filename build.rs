@@ -28,7 +28,8 @@ fn main() {
     );
     if std::env::var_os("CARGO_FEATURE_ROCM").is_some() {
         if let Some(root) = hip_root() {
-            let api = std::fs::read_to_string(root.join("include/hip/hip_runtime_api.h")).unwrap_or_default();
+            let api = std::fs::read_to_string(root.join("include/hip/hip_runtime_api.h"))
+                .unwrap_or_default();
             if api.contains("hipGetDevicePropertiesR0600") {
                 println!("cargo:rustc-cfg=rocm_r0600");
             }
@@ -57,7 +58,12 @@ fn embed_kernel_sources(out_dir: &Path) -> Vec<(String, String)> {
         println!("cargo:rerun-if-changed={}", p.display());
         let abs = std::fs::canonicalize(&p).expect("kernel path");
         let name = p.file_name().unwrap().to_str().unwrap().to_string();
-        writeln!(out, "    ({name:?}, include_str!({:?})),", abs.display().to_string()).unwrap();
+        writeln!(
+            out,
+            "    ({name:?}, include_str!({:?})),",
+            abs.display().to_string()
+        )
+        .unwrap();
         sources.push((name, std::fs::read_to_string(&p).expect("kernel source")));
     }
     out.push_str("];\n");
@@ -67,22 +73,42 @@ fn embed_kernel_sources(out_dir: &Path) -> Vec<(String, String)> {
 
 /// The ROCm/HIP install root (where `include/hip/hip_runtime_api.h` is).
 fn hip_root() -> Option<PathBuf> {
-    let mut roots: Vec<PathBuf> = ["HIP_PATH", "ROCM_PATH"].iter().filter_map(|v| std::env::var_os(v)).map(Into::into).collect();
+    let mut roots: Vec<PathBuf> = ["HIP_PATH", "ROCM_PATH"]
+        .iter()
+        .filter_map(std::env::var_os)
+        .map(Into::into)
+        .collect();
     roots.extend(["/opt/rocm", "/usr"].iter().map(PathBuf::from));
-    roots.into_iter().find(|r| r.join("include/hip/hip_runtime_api.h").is_file())
+    roots
+        .into_iter()
+        .find(|r| r.join("include/hip/hip_runtime_api.h").is_file())
 }
 
 fn precompile(out_dir: &Path, sources: &[(String, String)], table: &mut String) {
-    let Ok(targets) = std::env::var("ROCMFORGE_GPU_TARGETS") else { return };
+    let Ok(targets) = std::env::var("ROCMFORGE_GPU_TARGETS") else {
+        return;
+    };
     let hipcc = std::env::var("HIPCC").unwrap_or_else(|_| "hipcc".into());
-    if Command::new(&hipcc).arg("--version").output().map(|o| !o.status.success()).unwrap_or(true) {
+    if Command::new(&hipcc)
+        .arg("--version")
+        .output()
+        .map(|o| !o.status.success())
+        .unwrap_or(true)
+    {
         println!("cargo:warning=ROCMFORGE_GPU_TARGETS is set but {hipcc} was not found: kernels will be compiled by hipRTC at first use");
         return;
     }
-    let refs: Vec<(&str, &str)> = sources.iter().map(|(n, t)| (n.as_str(), t.as_str())).collect();
+    let refs: Vec<(&str, &str)> = sources
+        .iter()
+        .map(|(n, t)| (n.as_str(), t.as_str()))
+        .collect();
     let work = out_dir.join("precompiled");
     std::fs::create_dir_all(&work).unwrap();
-    for target in targets.split([';', ',', ' ']).map(str::trim).filter(|t| !t.is_empty()) {
+    for target in targets
+        .split([';', ',', ' '])
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+    {
         for (file, _) in sources.iter().filter(|(n, _)| n.ends_with(".hip")) {
             let stem = file.trim_end_matches(".hip");
             let src = match source::assemble(file, &refs) {
@@ -92,14 +118,24 @@ fn precompile(out_dir: &Path, sources: &[(String, String)], table: &mut String) 
             let input = work.join(format!("{stem}.hip"));
             let output = work.join(format!("{stem}-{target}.co"));
             std::fs::write(&input, src).unwrap();
-            let args = source::hipcc_args(target, input.to_str().unwrap(), output.to_str().unwrap());
+            let args =
+                source::hipcc_args(target, input.to_str().unwrap(), output.to_str().unwrap());
             match Command::new(&hipcc).args(&args).output() {
                 Ok(o) if o.status.success() => {
-                    writeln!(table, "    ({file:?}, {target:?}, include_bytes!({:?})),", output.display().to_string()).unwrap();
+                    writeln!(
+                        table,
+                        "    ({file:?}, {target:?}, include_bytes!({:?})),",
+                        output.display().to_string()
+                    )
+                    .unwrap();
                 }
                 Ok(o) => {
                     let err = String::from_utf8_lossy(&o.stderr);
-                    let first = err.lines().find(|l| l.contains("error")).unwrap_or("").to_string();
+                    let first = err
+                        .lines()
+                        .find(|l| l.contains("error"))
+                        .unwrap_or("")
+                        .to_string();
                     println!("cargo:warning=skipping AMD target {target} for {file}: hipcc failed ({first})");
                     break;
                 }

@@ -20,7 +20,12 @@ fn has_symbol(image: &[u8], name: &str) -> bool {
     image.windows(needle.len()).any(|w| w == needle.as_slice())
 }
 
-fn compile(compiler: &str, arch: &str, family: kernels::Family, dir: &std::path::Path) -> Result<Vec<u8>, String> {
+fn compile(
+    compiler: &str,
+    arch: &str,
+    family: kernels::Family,
+    dir: &std::path::Path,
+) -> Result<Vec<u8>, String> {
     let src = family.source().map_err(|e| e.to_string())?;
     match compiler {
         "nvrtc" => cuda::nvrtc_compile(family.file(), &src, arch).map_err(|e| e.to_string()),
@@ -31,7 +36,11 @@ fn compile(compiler: &str, arch: &str, family: kernels::Family, dir: &std::path:
             std::fs::write(&input, &src).map_err(|e| e.to_string())?;
             let hipcc = std::env::var("HIPCC").unwrap_or_else(|_| "hipcc".into());
             let out = Command::new(&hipcc)
-                .args(source::hipcc_args(arch, input.to_str().unwrap(), output.to_str().unwrap()))
+                .args(source::hipcc_args(
+                    arch,
+                    input.to_str().unwrap(),
+                    output.to_str().unwrap(),
+                ))
                 .output()
                 .map_err(|e| format!("cannot run {hipcc}: {e}"))?;
             if !out.status.success() {
@@ -71,18 +80,25 @@ fn main() {
     let dir = std::env::temp_dir().join(format!("rocmforge-check-kernels-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temporary directory");
     let mut failures = 0;
-    println!("{:<8} {:<8} {:<16} {:>8} {:>9}  result", "compiler", "target", "file", "kernels", "seconds");
+    println!(
+        "{:<8} {:<8} {:<16} {:>8} {:>9}  result",
+        "compiler", "target", "file", "kernels", "seconds"
+    );
     for (compiler, arch) in &targets {
         for (family, names) in &by_family {
             let t = Instant::now();
             let result = compile(compiler, arch, *family, &dir).and_then(|image| {
                 let suffix = if compiler == "hipcc" { ".kd" } else { "" };
-                let missing: Vec<&String> =
-                    names.iter().filter(|n| !has_symbol(&image, &format!("{n}{suffix}"))).collect();
+                let missing: Vec<&String> = names
+                    .iter()
+                    .filter(|n| !has_symbol(&image, &format!("{n}{suffix}")))
+                    .collect();
                 if missing.is_empty() {
                     Ok(())
                 } else {
-                    Err(format!("compiled, but these kernels are missing: {missing:?}"))
+                    Err(format!(
+                        "compiled, but these kernels are missing: {missing:?}"
+                    ))
                 }
             });
             let status = match &result {

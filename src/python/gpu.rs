@@ -39,7 +39,12 @@ fn devices(py: Python<'_>) -> PyResult<Vec<Bound<'_, PyDict>>> {
     cpu.set_item("device", "cpu")?;
     cpu.set_item("name", "cpu")?;
     cpu.set_item("backend", "cpu")?;
-    cpu.set_item("threads", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1))?;
+    cpu.set_item(
+        "threads",
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1),
+    )?;
     out.push(cpu);
     Ok(out)
 }
@@ -48,7 +53,8 @@ fn devices(py: Python<'_>) -> PyResult<Vec<Bound<'_, PyDict>>> {
 #[pyfunction]
 #[pyo3(signature = (index=0))]
 fn gpu_launch_count(py: Python<'_>, index: usize) -> PyResult<u64> {
-    py.detach(|| gpu::device(index).map(|d| d.launch_count())).py()
+    py.detach(|| gpu::device(index).map(|d| d.launch_count()))
+        .py()
 }
 
 /// Device times in milliseconds of `iters` runs of `op` on GPU 0 after `warmup` runs, inputs
@@ -56,9 +62,19 @@ fn gpu_launch_count(py: Python<'_>, index: usize) -> PyResult<u64> {
 /// matmul and embedding.
 #[pyfunction]
 #[pyo3(signature = (op, params, dtype="F32", warmup=5, iters=20))]
-fn gpu_bench(py: Python<'_>, op: &str, params: HashMap<String, f64>, dtype: &str, warmup: usize, iters: usize)
-    -> PyResult<Vec<f32>> {
-    py.detach(|| gpu::default_device().and_then(|dev| gpu::bench::bench_op(&dev, op, &params, dtype, warmup, iters))).py()
+fn gpu_bench(
+    py: Python<'_>,
+    op: &str,
+    params: HashMap<String, f64>,
+    dtype: &str,
+    warmup: usize,
+    iters: usize,
+) -> PyResult<Vec<f32>> {
+    py.detach(|| {
+        gpu::default_device()
+            .and_then(|dev| gpu::bench::bench_op(&dev, op, &params, dtype, warmup, iters))
+    })
+    .py()
 }
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {

@@ -9,7 +9,9 @@ use crate::error::{Error, Result};
 use crate::gguf::GgmlType;
 use crate::ops::attention::{gpu as attention, AttentionShape};
 use crate::ops::embedding::gpu::DeviceWeight;
-use crate::ops::{activation, argmax, elementwise, embedding, kv_cache, matmul, norm, rope, WeightView};
+use crate::ops::{
+    activation, argmax, elementwise, embedding, kv_cache, matmul, norm, rope, WeightView,
+};
 
 pub struct GpuBackend {
     dev: Arc<GpuDevice>,
@@ -35,7 +37,12 @@ pub struct GpuWeight {
 
 impl GpuWeight {
     fn view(&self) -> DeviceWeight<'_> {
-        DeviceWeight { ty: self.ty, rows: self.rows, cols: self.cols, bytes: &self.buf }
+        DeviceWeight {
+            ty: self.ty,
+            rows: self.rows,
+            cols: self.cols,
+            bytes: &self.buf,
+        }
     }
 
     /// Vector weights (norms, biases, rope factors) must be F32 on the device.
@@ -86,16 +93,29 @@ impl Backend for GpuBackend {
             let mut v = vec![0f32; cols];
             view.dequantize_rows(0, &mut v)?;
             let buf = DeviceBuffer::from_slice(&self.dev, &v, "weight upload")?;
-            return Ok(GpuWeight { ty: GgmlType::F32, rows, cols, buf });
+            return Ok(GpuWeight {
+                ty: GgmlType::F32,
+                rows,
+                cols,
+                buf,
+            });
         }
         super::kernels::matvec(ty)?; // the GPU must be able to run this type
         let buf = DeviceBuffer::from_slice(&self.dev, bytes, "weight upload")?;
-        Ok(GpuWeight { ty, rows, cols, buf })
+        Ok(GpuWeight {
+            ty,
+            rows,
+            cols,
+            buf,
+        })
     }
 
     fn kv_cache(&self, n: usize, dtype: KvDtype) -> Result<GpuKv> {
         let elem = if dtype == KvDtype::F32 { 4 } else { 2 };
-        Ok(GpuKv { dtype, buf: DeviceBuffer::zeros(&self.dev, n * elem, "kv_cache")? })
+        Ok(GpuKv {
+            dtype,
+            buf: DeviceBuffer::zeros(&self.dev, n * elem, "kv_cache")?,
+        })
     }
 
     fn embedding(&self, table: &GpuWeight, ids: &[u32], out: &mut DeviceBuffer) -> Result<()> {
@@ -104,23 +124,56 @@ impl Backend for GpuBackend {
         embedding::gpu::launch_embedding(&self.dev, &table.view(), &idb, ids.len(), out)
     }
 
-    fn rms_norm(&self, x: &DeviceBuffer, w: &GpuWeight, eps: f32, rows: usize, out: &mut DeviceBuffer) -> Result<()> {
-        norm::gpu::launch_rms_norm(&self.dev, x, w.f32_vector("rms_norm")?, eps, rows, w.cols, out)
+    fn rms_norm(
+        &self,
+        x: &DeviceBuffer,
+        w: &GpuWeight,
+        eps: f32,
+        rows: usize,
+        out: &mut DeviceBuffer,
+    ) -> Result<()> {
+        norm::gpu::launch_rms_norm(
+            &self.dev,
+            x,
+            w.f32_vector("rms_norm")?,
+            eps,
+            rows,
+            w.cols,
+            out,
+        )
     }
 
-    fn matmul(&self, x: &DeviceBuffer, w: &GpuWeight, m: usize, out: &mut DeviceBuffer) -> Result<()> {
+    fn matmul(
+        &self,
+        x: &DeviceBuffer,
+        w: &GpuWeight,
+        m: usize,
+        out: &mut DeviceBuffer,
+    ) -> Result<()> {
         matmul::gpu::launch_matmul(&self.dev, x, &w.view(), m, out)
     }
 
     fn add_bias(&self, x: &mut DeviceBuffer, bias: &GpuWeight, rows: usize) -> Result<()> {
-        elementwise::gpu::launch_add_bias(&self.dev, x, bias.f32_vector("add_bias")?, rows, bias.cols)
+        elementwise::gpu::launch_add_bias(
+            &self.dev,
+            x,
+            bias.f32_vector("add_bias")?,
+            rows,
+            bias.cols,
+        )
     }
 
     fn add(&self, a: &mut DeviceBuffer, b: &DeviceBuffer, n: usize) -> Result<()> {
         elementwise::gpu::launch_add(&self.dev, a, b, n)
     }
 
-    fn swiglu(&self, gate: &DeviceBuffer, up: &DeviceBuffer, n: usize, out: &mut DeviceBuffer) -> Result<()> {
+    fn swiglu(
+        &self,
+        gate: &DeviceBuffer,
+        up: &DeviceBuffer,
+        n: usize,
+        out: &mut DeviceBuffer,
+    ) -> Result<()> {
         activation::gpu::launch_swiglu(&self.dev, gate, up, n, out)
     }
 
@@ -134,17 +187,46 @@ impl Backend for GpuBackend {
         params: &RopeParams,
         freq_factors: Option<&GpuWeight>,
     ) -> Result<()> {
-        let ff = freq_factors.map(|w| w.f32_vector("rope freq_factors")).transpose()?;
-        rope::gpu::launch_rope(&self.dev, x, seq, seq, heads, head_dim, rope::gpu::Positions::From(pos0), params, ff)
+        let ff = freq_factors
+            .map(|w| w.f32_vector("rope freq_factors"))
+            .transpose()?;
+        rope::gpu::launch_rope(
+            &self.dev,
+            x,
+            seq,
+            seq,
+            heads,
+            head_dim,
+            rope::gpu::Positions::From(pos0),
+            params,
+            ff,
+        )
     }
 
-    fn kv_append(&self, cache: &mut GpuKv, src: &DeviceBuffer, pos0: usize, n: usize, row_len: usize) -> Result<()> {
+    fn kv_append(
+        &self,
+        cache: &mut GpuKv,
+        src: &DeviceBuffer,
+        pos0: usize,
+        n: usize,
+        row_len: usize,
+    ) -> Result<()> {
         let elem = if cache.dtype == KvDtype::F32 { 4 } else { 2 };
         let n_ctx = cache.buf.bytes() / elem / row_len.max(1);
         if pos0.checked_add(n).is_none_or(|end| end > n_ctx) {
-            return Err(Error::invalid(format!("kv_append: rows [{pos0}, {pos0} + {n}) do not fit a cache of {n_ctx} rows")));
+            return Err(Error::invalid(format!(
+                "kv_append: rows [{pos0}, {pos0} + {n}) do not fit a cache of {n_ctx} rows"
+            )));
         }
-        kv_cache::gpu::launch_kv_append(&self.dev, &mut cache.buf, cache.dtype, src, pos0, n, row_len)
+        kv_cache::gpu::launch_kv_append(
+            &self.dev,
+            &mut cache.buf,
+            cache.dtype,
+            src,
+            pos0,
+            n,
+            row_len,
+        )
     }
 
     fn attention(
@@ -161,14 +243,32 @@ impl Backend for GpuBackend {
         out: &mut DeviceBuffer,
     ) -> Result<()> {
         if k.dtype != v.dtype {
-            return Err(Error::invalid("attention: the K and V caches have different dtypes"));
+            return Err(Error::invalid(
+                "attention: the K and V caches have different dtypes",
+            ));
         }
-        let shape = AttentionShape { batch: 1, seq_q, seq_k, heads, kv_heads, head_dim };
+        let shape = AttentionShape {
+            batch: 1,
+            seq_q,
+            seq_k,
+            heads,
+            kv_heads,
+            head_dim,
+        };
         shape.check("attention")?;
-        attention::launch_flash_attention(&self.dev, q, &k.buf, &v.buf, k.dtype, seq_k, &shape, true, scale, out)
+        attention::launch_flash_attention(
+            &self.dev, q, &k.buf, &v.buf, k.dtype, seq_k, &shape, true, scale, out,
+        )
     }
 
-    fn copy_rows(&self, src: &DeviceBuffer, src_row: usize, n_rows: usize, row_len: usize, dst: &mut DeviceBuffer) -> Result<()> {
+    fn copy_rows(
+        &self,
+        src: &DeviceBuffer,
+        src_row: usize,
+        n_rows: usize,
+        row_len: usize,
+        dst: &mut DeviceBuffer,
+    ) -> Result<()> {
         let bytes = n_rows * row_len * 4;
         need("copy_rows", "dst", dst, n_rows * row_len, 4)?;
         dst.copy_from(0, src, src_row * row_len * 4, bytes, "copy_rows")

@@ -40,17 +40,24 @@ fn random_f32(dev: &Arc<GpuDevice>, rng: &mut Rng, n: usize) -> Result<DeviceBuf
 pub fn random_weight_bytes(ty: GgmlType, rows: usize, cols: usize, seed: u64) -> Result<Vec<u8>> {
     let mut rng = Rng(seed);
     let (bs, ts) = (ty.block_size(), ty.type_size());
-    if cols % bs != 0 {
-        return Err(Error::invalid(format!("{} rows of {cols} are not whole blocks of {bs}", ty.name())));
+    if !cols.is_multiple_of(bs) {
+        return Err(Error::invalid(format!(
+            "{} rows of {cols} are not whole blocks of {bs}",
+            ty.name()
+        )));
     }
     let n_bytes = rows * cols / bs * ts;
     let mut bytes: Vec<u8> = (0..n_bytes).map(|_| rng.next_u64() as u8).collect();
     match ty {
-        GgmlType::F32 => bytes.chunks_mut(4).for_each(|c| c.copy_from_slice(&rng.uniform().to_le_bytes())),
-        GgmlType::F16 => bytes.chunks_mut(2).for_each(|c| c.copy_from_slice(&f16::from_f32(rng.uniform()).to_le_bytes())),
-        GgmlType::BF16 => {
-            bytes.chunks_mut(2).for_each(|c| c.copy_from_slice(&half::bf16::from_f32(rng.uniform()).to_le_bytes()))
-        }
+        GgmlType::F32 => bytes
+            .chunks_mut(4)
+            .for_each(|c| c.copy_from_slice(&rng.uniform().to_le_bytes())),
+        GgmlType::F16 => bytes
+            .chunks_mut(2)
+            .for_each(|c| c.copy_from_slice(&f16::from_f32(rng.uniform()).to_le_bytes())),
+        GgmlType::BF16 => bytes
+            .chunks_mut(2)
+            .for_each(|c| c.copy_from_slice(&half::bf16::from_f32(rng.uniform()).to_le_bytes())),
         _ => {
             let offsets: &[usize] = match ty {
                 GgmlType::Q4_0 | GgmlType::Q5_0 | GgmlType::Q8_0 => &[0],
@@ -87,8 +94,14 @@ fn get_or(params: &HashMap<String, f64>, key: &str, default: usize) -> usize {
 
 /// Device times (ms) of `iters` runs of `op` after `warmup` runs. `params` holds the sizes
 /// (see `bench/ops_bench.py`); `ty` names a weight type for matmul and embedding.
-pub fn bench_op(dev: &Arc<GpuDevice>, op: &str, params: &HashMap<String, f64>, ty: &str, warmup: usize, iters: usize)
-    -> Result<Vec<f32>> {
+pub fn bench_op(
+    dev: &Arc<GpuDevice>,
+    op: &str,
+    params: &HashMap<String, f64>,
+    ty: &str,
+    warmup: usize,
+    iters: usize,
+) -> Result<Vec<f32>> {
     let mut rng = Rng(0x5eed_0000 + op.len() as u64);
     let d = dev.as_ref();
     let mut run: Box<dyn FnMut() -> Result<()>> = match op {
@@ -97,7 +110,9 @@ pub fn bench_op(dev: &Arc<GpuDevice>, op: &str, params: &HashMap<String, f64>, t
             let bytes = get(params, "bytes")? / 4 * 4;
             let mut dst = DeviceBuffer::alloc(dev, bytes, "copy")?;
             let mut src = DeviceBuffer::alloc(dev, bytes, "copy")?;
-            let chunk: Vec<f32> = (0..(bytes / 4).min(1 << 24)).map(|_| rng.uniform()).collect();
+            let chunk: Vec<f32> = (0..(bytes / 4).min(1 << 24))
+                .map(|_| rng.uniform())
+                .collect();
             let mut at = 0;
             while at < bytes {
                 let n = (bytes - at).min(chunk.len() * 4);
@@ -109,16 +124,37 @@ pub fn bench_op(dev: &Arc<GpuDevice>, op: &str, params: &HashMap<String, f64>, t
         }
         "rms_norm" => {
             let (rows, dim) = (get(params, "rows")?, get(params, "dim")?);
-            let (x, w) = (random_f32(dev, &mut rng, rows * dim)?, random_f32(dev, &mut rng, dim)?);
+            let (x, w) = (
+                random_f32(dev, &mut rng, rows * dim)?,
+                random_f32(dev, &mut rng, dim)?,
+            );
             let mut out = DeviceBuffer::alloc(dev, rows * dim * 4, "bench")?;
             Box::new(move || norm::gpu::launch_rms_norm(d, &x, &w, 1e-6, rows, dim, &mut out))
         }
         "rope" => {
-            let (tokens, heads, head_dim) = (get(params, "tokens")?, get(params, "heads")?, get(params, "head_dim")?);
-            let params = RopeParams { theta: 10000.0, neox: get_or(params, "neox", 0) != 0, n_rot: head_dim };
+            let (tokens, heads, head_dim) = (
+                get(params, "tokens")?,
+                get(params, "heads")?,
+                get(params, "head_dim")?,
+            );
+            let params = RopeParams {
+                theta: 10000.0,
+                neox: get_or(params, "neox", 0) != 0,
+                n_rot: head_dim,
+            };
             let mut x = random_f32(dev, &mut rng, tokens * heads * head_dim)?;
             Box::new(move || {
-                rope::gpu::launch_rope(d, &mut x, tokens, tokens, heads, head_dim, rope::gpu::Positions::From(0), &params, None)
+                rope::gpu::launch_rope(
+                    d,
+                    &mut x,
+                    tokens,
+                    tokens,
+                    heads,
+                    head_dim,
+                    rope::gpu::Positions::From(0),
+                    &params,
+                    None,
+                )
             })
         }
         "swiglu" | "add" | "scale" => {
@@ -126,7 +162,9 @@ pub fn bench_op(dev: &Arc<GpuDevice>, op: &str, params: &HashMap<String, f64>, t
             let (a, b) = (random_f32(dev, &mut rng, n)?, random_f32(dev, &mut rng, n)?);
             let mut out = random_f32(dev, &mut rng, n)?;
             match op {
-                "swiglu" => Box::new(move || activation::gpu::launch_swiglu(d, &a, &b, n, &mut out)),
+                "swiglu" => {
+                    Box::new(move || activation::gpu::launch_swiglu(d, &a, &b, n, &mut out))
+                }
                 "add" => Box::new(move || elementwise::gpu::launch_add(d, &mut out, &a, n)),
                 _ => Box::new(move || elementwise::gpu::launch_scale(d, &mut out, 1.0001, n)),
             }
@@ -138,12 +176,22 @@ pub fn bench_op(dev: &Arc<GpuDevice>, op: &str, params: &HashMap<String, f64>, t
             Box::new(move || argmax::gpu::launch_argmax(d, &x, 1, n, &mut out))
         }
         "kv_append" => {
-            let (n, row_len, n_ctx) = (get(params, "n")?, get(params, "row_len")?, get(params, "n_ctx")?);
-            let dtype = if get_or(params, "f16", 1) != 0 { KvDtype::F16 } else { KvDtype::F32 };
+            let (n, row_len, n_ctx) = (
+                get(params, "n")?,
+                get(params, "row_len")?,
+                get(params, "n_ctx")?,
+            );
+            let dtype = if get_or(params, "f16", 1) != 0 {
+                KvDtype::F16
+            } else {
+                KvDtype::F32
+            };
             let src = random_f32(dev, &mut rng, n * row_len)?;
             let elem = if dtype == KvDtype::F16 { 2 } else { 4 };
             let mut cache = DeviceBuffer::zeros(dev, n_ctx * row_len * elem, "bench")?;
-            Box::new(move || kv_cache::gpu::launch_kv_append(d, &mut cache, dtype, &src, n_ctx - n, n, row_len))
+            Box::new(move || {
+                kv_cache::gpu::launch_kv_append(d, &mut cache, dtype, &src, n_ctx - n, n, row_len)
+            })
         }
         "embedding" | "matmul" => {
             let ty = GgmlType::from_name(ty)?;
@@ -152,11 +200,18 @@ pub fn bench_op(dev: &Arc<GpuDevice>, op: &str, params: &HashMap<String, f64>, t
             let wbuf = DeviceBuffer::from_slice(dev, &bytes, "bench")?;
             if op == "embedding" {
                 let n_ids = get(params, "n_ids")?;
-                let ids: Vec<i32> = (0..n_ids).map(|_| (rng.next_u64() % rows as u64) as i32).collect();
+                let ids: Vec<i32> = (0..n_ids)
+                    .map(|_| (rng.next_u64() % rows as u64) as i32)
+                    .collect();
                 let idb = DeviceBuffer::from_slice(dev, &ids, "bench")?;
                 let mut out = DeviceBuffer::alloc(dev, n_ids * cols * 4, "bench")?;
                 Box::new(move || {
-                    let w = DeviceWeight { ty, rows, cols, bytes: &wbuf };
+                    let w = DeviceWeight {
+                        ty,
+                        rows,
+                        cols,
+                        bytes: &wbuf,
+                    };
                     embedding::gpu::launch_embedding(d, &w, &idb, n_ids, &mut out)
                 })
             } else {
@@ -164,7 +219,12 @@ pub fn bench_op(dev: &Arc<GpuDevice>, op: &str, params: &HashMap<String, f64>, t
                 let x = random_f32(dev, &mut rng, m * cols)?;
                 let mut out = DeviceBuffer::alloc(dev, m * rows * 4, "bench")?;
                 Box::new(move || {
-                    let w = DeviceWeight { ty, rows, cols, bytes: &wbuf };
+                    let w = DeviceWeight {
+                        ty,
+                        rows,
+                        cols,
+                        bytes: &wbuf,
+                    };
                     matmul::gpu::launch_matmul(d, &x, &w, m, &mut out)
                 })
             }
@@ -183,19 +243,40 @@ pub fn bench_op(dev: &Arc<GpuDevice>, op: &str, params: &HashMap<String, f64>, t
             match op {
                 "flash_attention" => {
                     let causal = get_or(params, "causal", 1) != 0;
-                    let kv = if get_or(params, "f16", 0) != 0 { KvDtype::F16 } else { KvDtype::F32 };
+                    let kv = if get_or(params, "f16", 0) != 0 {
+                        KvDtype::F16
+                    } else {
+                        KvDtype::F32
+                    };
                     let q = random_f32(dev, &mut rng, s.q_len())?;
                     let (k, v) = if kv == KvDtype::F16 {
-                        let h = |rng: &mut Rng| -> Vec<u16> { (0..s.kv_len()).map(|_| f16::from_f32(rng.uniform()).to_bits()).collect() };
-                        (DeviceBuffer::from_slice(dev, &h(&mut rng), "bench")?, DeviceBuffer::from_slice(dev, &h(&mut rng), "bench")?)
+                        let h = |rng: &mut Rng| -> Vec<u16> {
+                            (0..s.kv_len())
+                                .map(|_| f16::from_f32(rng.uniform()).to_bits())
+                                .collect()
+                        };
+                        (
+                            DeviceBuffer::from_slice(dev, &h(&mut rng), "bench")?,
+                            DeviceBuffer::from_slice(dev, &h(&mut rng), "bench")?,
+                        )
                     } else {
-                        (random_f32(dev, &mut rng, s.kv_len())?, random_f32(dev, &mut rng, s.kv_len())?)
+                        (
+                            random_f32(dev, &mut rng, s.kv_len())?,
+                            random_f32(dev, &mut rng, s.kv_len())?,
+                        )
                     };
                     let mut out = DeviceBuffer::alloc(dev, s.q_len() * 4, "bench")?;
-                    Box::new(move || attention::launch_flash_attention(d, &q, &k, &v, kv, s.seq_k, &s, causal, scale, &mut out))
+                    Box::new(move || {
+                        attention::launch_flash_attention(
+                            d, &q, &k, &v, kv, s.seq_k, &s, causal, scale, &mut out,
+                        )
+                    })
                 }
                 "qkt_matmul" => {
-                    let (q, k) = (random_f32(dev, &mut rng, s.q_len())?, random_f32(dev, &mut rng, s.kv_len())?);
+                    let (q, k) = (
+                        random_f32(dev, &mut rng, s.q_len())?,
+                        random_f32(dev, &mut rng, s.kv_len())?,
+                    );
                     let mut out = DeviceBuffer::alloc(dev, s.scores_len() * 4, "bench")?;
                     Box::new(move || attention::launch_qkt_matmul(d, &q, &k, &s, scale, &mut out))
                 }
@@ -205,7 +286,10 @@ pub fn bench_op(dev: &Arc<GpuDevice>, op: &str, params: &HashMap<String, f64>, t
                     Box::new(move || attention::launch_softmax(d, &mut x, rows, s.seq_k))
                 }
                 _ => {
-                    let (w, v) = (random_f32(dev, &mut rng, s.scores_len())?, random_f32(dev, &mut rng, s.kv_len())?);
+                    let (w, v) = (
+                        random_f32(dev, &mut rng, s.scores_len())?,
+                        random_f32(dev, &mut rng, s.kv_len())?,
+                    );
                     let mut out = DeviceBuffer::alloc(dev, s.q_len() * 4, "bench")?;
                     Box::new(move || attention::launch_weighted_matmul(d, &w, &v, &s, &mut out))
                 }

@@ -17,8 +17,14 @@ use super::source;
 use crate::error::{Error, Result};
 
 fn driver_err(call: &str, e: DriverError) -> Error {
-    let name = e.error_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|_| format!("{:?}", e.0));
-    let text = e.error_string().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = e
+        .error_name()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|_| format!("{:?}", e.0));
+    let text = e
+        .error_string()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
     Error::device(format!("{call} failed: {name} ({text})"))
 }
 
@@ -59,21 +65,25 @@ pub fn device_count() -> usize {
 /// CUDA_HOME / CUDA_PATH / /usr/local/cuda). Loading it by full path first lets the later
 /// load by name find it.
 fn ensure_nvrtc() -> Result<()> {
-    static LOADED: std::sync::OnceLock<std::result::Result<(), String>> = std::sync::OnceLock::new();
+    static LOADED: std::sync::OnceLock<std::result::Result<(), String>> =
+        std::sync::OnceLock::new();
     LOADED
         .get_or_init(|| {
-            if std::panic::catch_unwind(|| unsafe { rtc_sys::is_culib_present() }).unwrap_or(false) {
+            if std::panic::catch_unwind(|| unsafe { rtc_sys::is_culib_present() }).unwrap_or(false)
+            {
                 return Ok(());
             }
             let mut roots: Vec<std::path::PathBuf> = ["CUDA_HOME", "CUDA_PATH"]
                 .iter()
-                .filter_map(|v| std::env::var_os(v))
+                .filter_map(std::env::var_os)
                 .map(Into::into)
                 .collect();
             roots.push("/usr/local/cuda".into());
             for root in roots {
                 for dir in ["lib64", "lib"] {
-                    let Ok(entries) = std::fs::read_dir(root.join(dir)) else { continue };
+                    let Ok(entries) = std::fs::read_dir(root.join(dir)) else {
+                        continue;
+                    };
                     let mut libs: Vec<_> = entries
                         .filter_map(|e| e.ok())
                         .map(|e| e.path())
@@ -88,16 +98,20 @@ fn ensure_nvrtc() -> Result<()> {
                         // Kept loaded for the life of the process.
                         if let Ok(l) = unsafe { libloading::Library::new(lib) } {
                             std::mem::forget(l);
-                            if std::panic::catch_unwind(|| unsafe { rtc_sys::is_culib_present() }).unwrap_or(false) {
+                            if std::panic::catch_unwind(|| unsafe { rtc_sys::is_culib_present() })
+                                .unwrap_or(false)
+                            {
                                 return Ok(());
                             }
                         }
                     }
                 }
             }
-            Err("NVRTC (libnvrtc) was not found: install the CUDA toolkit, or the PyPI package \
+            Err(
+                "NVRTC (libnvrtc) was not found: install the CUDA toolkit, or the PyPI package \
                  nvidia-cuda-nvrtc-cu12 and put its lib directory on LD_LIBRARY_PATH"
-                .to_string())
+                    .to_string(),
+            )
         })
         .clone()
         .map_err(Error::device)
@@ -108,25 +122,34 @@ fn ensure_nvrtc() -> Result<()> {
 pub fn nvrtc_compile(name: &str, src: &str, arch: &str) -> Result<Vec<u8>> {
     ensure_nvrtc()?;
     guarded("NVRTC", || unsafe {
-        let csrc = CString::new(src).map_err(|_| Error::runtime("kernel source holds a NUL byte"))?;
-        let cname = CString::new(name).map_err(|_| Error::runtime("kernel name holds a NUL byte"))?;
+        let csrc =
+            CString::new(src).map_err(|_| Error::runtime("kernel source holds a NUL byte"))?;
+        let cname =
+            CString::new(name).map_err(|_| Error::runtime("kernel name holds a NUL byte"))?;
         let prog = rtc::create_program(&csrc, Some(&cname))
             .map_err(|e| Error::device(format!("nvrtcCreateProgram({name}) failed: {e:?}")))?;
         let compiled = rtc::compile_program(prog, &source::nvrtc_options(arch));
         let log = rtc::get_program_log(prog)
             .map(|l| {
-                let bytes: Vec<u8> = l.iter().take_while(|&&c| c != 0).map(|&c| c as u8).collect();
+                let bytes: Vec<u8> = l
+                    .iter()
+                    .take_while(|&&c| c != 0)
+                    .map(|&c| c as u8)
+                    .collect();
                 String::from_utf8_lossy(&bytes).into_owned()
             })
             .unwrap_or_default();
         if let Err(e) = compiled {
             let _ = rtc::destroy_program(prog);
-            return Err(Error::device(format!("NVRTC could not compile {name} for {arch} ({e:?}):\n{log}")));
+            return Err(Error::device(format!(
+                "NVRTC could not compile {name} for {arch} ({e:?}):\n{log}"
+            )));
         }
         let mut size = 0usize;
         let got = rtc_sys::nvrtcGetCUBINSize(prog, &mut size).result();
         let mut image = vec![0u8; size];
-        let got = got.and_then(|_| rtc_sys::nvrtcGetCUBIN(prog, image.as_mut_ptr() as *mut _).result());
+        let got =
+            got.and_then(|_| rtc_sys::nvrtcGetCUBIN(prog, image.as_mut_ptr() as *mut _).result());
         let _ = rtc::destroy_program(prog);
         got.map_err(|e| Error::device(format!("nvrtcGetCUBIN({name}, {arch}) failed: {e:?}")))?;
         Ok(image)
@@ -162,30 +185,49 @@ impl CudaRuntime {
         }
         guarded("CUDA driver", || unsafe {
             cu::init().map_err(|e| driver_err("cuInit", e))?;
-            let device = cu::device::get(ordinal as i32).map_err(|e| driver_err("cuDeviceGet", e))?;
-            let ctx = cu::primary_ctx::retain(device).map_err(|e| driver_err("cuDevicePrimaryCtxRetain", e))?;
+            let device =
+                cu::device::get(ordinal as i32).map_err(|e| driver_err("cuDeviceGet", e))?;
+            let ctx = cu::primary_ctx::retain(device)
+                .map_err(|e| driver_err("cuDevicePrimaryCtxRetain", e))?;
             cu::ctx::set_current(ctx).map_err(|e| driver_err("cuCtxSetCurrent", e))?;
             let attr = |a: sys::CUdevice_attribute, what: &str| {
-                cu::device::get_attribute(device, a).map_err(|e| driver_err(&format!("cuDeviceGetAttribute({what})"), e))
+                cu::device::get_attribute(device, a)
+                    .map_err(|e| driver_err(&format!("cuDeviceGetAttribute({what})"), e))
             };
             use sys::CUdevice_attribute::*;
-            let major = attr(CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR, "compute capability")?;
-            let minor = attr(CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR, "compute capability")?;
+            let major = attr(
+                CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR,
+                "compute capability",
+            )?;
+            let minor = attr(
+                CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR,
+                "compute capability",
+            )?;
             let props = DeviceProps {
                 name: cu::device::get_name(device).map_err(|e| driver_err("cuDeviceGetName", e))?,
                 arch: format!("sm_{major}{minor}"),
                 warp_size: attr(CU_DEVICE_ATTRIBUTE_WARP_SIZE, "warp size")? as u32,
-                multiprocessors: attr(CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT, "multiprocessors")? as u32,
-                max_shared_per_block: attr(CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN, "shared memory")?
-                    as usize,
-                total_memory: cu::device::total_mem(device).map_err(|e| driver_err("cuDeviceTotalMem", e))? as u64,
+                multiprocessors: attr(CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT, "multiprocessors")?
+                    as u32,
+                max_shared_per_block: attr(
+                    CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN,
+                    "shared memory",
+                )? as usize,
+                total_memory: cu::device::total_mem(device)
+                    .map_err(|e| driver_err("cuDeviceTotalMem", e))?
+                    as u64,
             };
-            Ok(CudaRuntime { device, ctx: ctx as usize, props })
+            Ok(CudaRuntime {
+                device,
+                ctx: ctx as usize,
+                props,
+            })
         })
     }
 
     fn bind(&self) -> Result<()> {
-        unsafe { cu::ctx::set_current(self.ctx as sys::CUcontext) }.map_err(|e| driver_err("cuCtxSetCurrent", e))
+        unsafe { cu::ctx::set_current(self.ctx as sys::CUcontext) }
+            .map_err(|e| driver_err("cuCtxSetCurrent", e))
     }
 }
 
@@ -222,7 +264,11 @@ impl GpuRuntime for CudaRuntime {
             Ok(p) => Ok(p),
             Err(e) if e.0 == sys::CUresult::CUDA_ERROR_OUT_OF_MEMORY => {
                 let free = self.mem_info().map(|m| m.0).unwrap_or(0);
-                Err(Error::OutOfMemory { what: "cuMemAlloc".into(), needed: bytes as u64, free })
+                Err(Error::OutOfMemory {
+                    what: "cuMemAlloc".into(),
+                    needed: bytes as u64,
+                    free,
+                })
             }
             Err(e) => Err(driver_err(&format!("cuMemAlloc({bytes} bytes)"), e)),
         }
@@ -235,23 +281,27 @@ impl GpuRuntime for CudaRuntime {
 
     unsafe fn copy_htod(&self, dst: DevicePtr, src: &[u8]) -> Result<()> {
         self.bind()?;
-        cu::memcpy_htod_sync(dst, src).map_err(|e| driver_err(&format!("cuMemcpyHtoD({} bytes)", src.len()), e))
+        cu::memcpy_htod_sync(dst, src)
+            .map_err(|e| driver_err(&format!("cuMemcpyHtoD({} bytes)", src.len()), e))
     }
 
     unsafe fn copy_dtoh(&self, dst: &mut [u8], src: DevicePtr) -> Result<()> {
         self.bind()?;
         let n = dst.len();
-        cu::memcpy_dtoh_sync(dst, src).map_err(|e| driver_err(&format!("cuMemcpyDtoH({n} bytes)"), e))
+        cu::memcpy_dtoh_sync(dst, src)
+            .map_err(|e| driver_err(&format!("cuMemcpyDtoH({n} bytes)"), e))
     }
 
     unsafe fn copy_dtod(&self, dst: DevicePtr, src: DevicePtr, bytes: usize) -> Result<()> {
         self.bind()?;
-        cu::memcpy_dtod_sync(dst, src, bytes).map_err(|e| driver_err(&format!("cuMemcpyDtoD({bytes} bytes)"), e))
+        cu::memcpy_dtod_sync(dst, src, bytes)
+            .map_err(|e| driver_err(&format!("cuMemcpyDtoD({bytes} bytes)"), e))
     }
 
     unsafe fn memset_zero(&self, dst: DevicePtr, bytes: usize) -> Result<()> {
         self.bind()?;
-        cu::memset_d8_sync(dst, 0, bytes).map_err(|e| driver_err(&format!("cuMemsetD8({bytes} bytes)"), e))
+        cu::memset_d8_sync(dst, 0, bytes)
+            .map_err(|e| driver_err(&format!("cuMemsetD8({bytes} bytes)"), e))
     }
 
     fn compile(&self, name: &str, src: &str) -> Result<Vec<u8>> {
@@ -267,7 +317,8 @@ impl GpuRuntime for CudaRuntime {
 
     fn get_function(&self, module: RawModule, name: &str) -> Result<RawFunction> {
         self.bind()?;
-        let cname = CString::new(name).map_err(|_| Error::runtime("kernel name holds a NUL byte"))?;
+        let cname =
+            CString::new(name).map_err(|_| Error::runtime("kernel name holds a NUL byte"))?;
         let f = unsafe { cu::module::get_function(module.0 as sys::CUmodule, cname) }
             .map_err(|e| driver_err(&format!("cuModuleGetFunction({name})"), e))?;
         Ok(RawFunction(f as usize))
@@ -282,7 +333,12 @@ impl GpuRuntime for CudaRuntime {
                 bytes as i32,
             )
         }
-        .map_err(|e| driver_err(&format!("cuFuncSetAttribute(max dynamic shared = {bytes})"), e))
+        .map_err(|e| {
+            driver_err(
+                &format!("cuFuncSetAttribute(max dynamic shared = {bytes})"),
+                e,
+            )
+        })
     }
 
     unsafe fn launch(
@@ -317,14 +373,18 @@ impl GpuRuntime for CudaRuntime {
         let end = match cu::event::create(flags) {
             Ok(e) => e,
             Err(e) => {
-                unsafe { let _ = cu::event::destroy(start); }
+                unsafe {
+                    let _ = cu::event::destroy(start);
+                }
                 return Err(driver_err("cuEventCreate", e));
             }
         };
         let result = (|| unsafe {
-            cu::event::record(start, std::ptr::null_mut()).map_err(|e| driver_err("cuEventRecord", e))?;
+            cu::event::record(start, std::ptr::null_mut())
+                .map_err(|e| driver_err("cuEventRecord", e))?;
             work()?;
-            cu::event::record(end, std::ptr::null_mut()).map_err(|e| driver_err("cuEventRecord", e))?;
+            cu::event::record(end, std::ptr::null_mut())
+                .map_err(|e| driver_err("cuEventRecord", e))?;
             cu::event::synchronize(end).map_err(|e| driver_err("cuEventSynchronize", e))?;
             cu::event::elapsed(start, end).map_err(|e| driver_err("cuEventElapsedTime", e))
         })();

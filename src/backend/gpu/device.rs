@@ -19,7 +19,11 @@ const DEFAULT_DYNAMIC_SHARED: u32 = 48 * 1024;
 pub fn in_op(err: Error, op: &str) -> Error {
     match err {
         Error::Device(m) => Error::Device(format!("{op}: {m}")),
-        Error::OutOfMemory { what, needed, free } => Error::OutOfMemory { what: format!("{op} ({what})"), needed, free },
+        Error::OutOfMemory { what, needed, free } => Error::OutOfMemory {
+            what: format!("{op} ({what})"),
+            needed,
+            free,
+        },
         other => other,
     }
 }
@@ -47,7 +51,12 @@ impl Arg {
 
 /// `usize` to a kernel `int`, or an error naming what overflowed.
 pub fn to_i32(v: usize, what: &str) -> Result<i32> {
-    i32::try_from(v).map_err(|_| Error::invalid(format!("{what} = {v} is too large for the GPU kernels (max {})", i32::MAX)))
+    i32::try_from(v).map_err(|_| {
+        Error::invalid(format!(
+            "{what} = {v} is too large for the GPU kernels (max {})",
+            i32::MAX
+        ))
+    })
 }
 
 pub struct GpuDevice {
@@ -89,15 +98,23 @@ impl GpuDevice {
     }
 
     fn context_of_async_error(&self, err: Error) -> Error {
-        let last = self.last_kernel.lock().map(|s| s.clone()).unwrap_or_default();
+        let last = self
+            .last_kernel
+            .lock()
+            .map(|s| s.clone())
+            .unwrap_or_default();
         match err {
-            Error::Device(m) if !last.is_empty() => Error::Device(format!("{m} (last kernel launched: {last})")),
+            Error::Device(m) if !last.is_empty() => {
+                Error::Device(format!("{m} (last kernel launched: {last})"))
+            }
             other => other,
         }
     }
 
     pub fn synchronize(&self, op: &str) -> Result<()> {
-        self.rt.synchronize().map_err(|e| in_op(self.context_of_async_error(e), op))
+        self.rt
+            .synchronize()
+            .map_err(|e| in_op(self.context_of_async_error(e), op))
     }
 
     /// Device time of the work `work` queues, in milliseconds (device events).
@@ -108,7 +125,10 @@ impl GpuDevice {
     // ------------------------------------------------------------------------------ kernels
 
     fn module(&self, family: Family) -> Result<RawModule> {
-        let mut modules = self.modules.lock().map_err(|_| Error::runtime("GPU module table poisoned"))?;
+        let mut modules = self
+            .modules
+            .lock()
+            .map_err(|_| Error::runtime("GPU module table poisoned"))?;
         if let Some(m) = modules.get(&family) {
             return Ok(*m);
         }
@@ -126,9 +146,16 @@ impl GpuDevice {
         let src = family.source()?;
         let props = self.rt.props();
         let compiler = self.rt.compiler_id()?;
-        let key = source::fnv1a64(&[src.as_bytes(), props.arch.as_bytes(), compiler.as_bytes(), self.rt.backend().as_bytes()]);
+        let key = source::fnv1a64(&[
+            src.as_bytes(),
+            props.arch.as_bytes(),
+            compiler.as_bytes(),
+            self.rt.backend().as_bytes(),
+        ]);
         let stem = family.file().trim_end_matches(".hip");
-        let cached = kernel_cache_dir().filter(|_| self.rt.cacheable()).map(|d| d.join(format!("{stem}-{}-{key:016x}.bin", props.arch)));
+        let cached = kernel_cache_dir()
+            .filter(|_| self.rt.cacheable())
+            .map(|d| d.join(format!("{stem}-{}-{key:016x}.bin", props.arch)));
         if let Some(path) = &cached {
             if let Ok(image) = std::fs::read(path) {
                 if let Ok(m) = self.rt.load_module(&image) {
@@ -140,11 +167,16 @@ impl GpuDevice {
         if let Some(path) = &cached {
             store_atomically(path, &image);
         }
-        self.rt.load_module(&image).map_err(|e| in_op(e, family.file()))
+        self.rt
+            .load_module(&image)
+            .map_err(|e| in_op(e, family.file()))
     }
 
     fn function(&self, kernel: &Kernel, shared_bytes: u32) -> Result<RawFunction> {
-        let mut functions = self.functions.lock().map_err(|_| Error::runtime("GPU function table poisoned"))?;
+        let mut functions = self
+            .functions
+            .lock()
+            .map_err(|_| Error::runtime("GPU function table poisoned"))?;
         let entry = match functions.get(&kernel.name) {
             Some(e) => *e,
             None => {
@@ -155,7 +187,8 @@ impl GpuDevice {
             }
         };
         if shared_bytes > entry.1 {
-            self.rt.set_max_dynamic_shared(entry.0, shared_bytes as usize)?;
+            self.rt
+                .set_max_dynamic_shared(entry.0, shared_bytes as usize)?;
             functions.insert(kernel.name.clone(), (entry.0, shared_bytes));
         }
         Ok(entry.0)
@@ -168,16 +201,39 @@ impl GpuDevice {
 
     /// Queue `kernel` on `grid` x `block` with `shared_bytes` of dynamic shared memory.
     /// Errors name the op, the kernel and the launch shape.
-    pub fn launch(&self, op: &str, kernel: &Kernel, grid: [u32; 3], block: [u32; 3], shared_bytes: u32, args: &[Arg])
-        -> Result<()> {
-        let shape = || format!("{} grid {:?} block {:?} shared {}", kernel.name, grid, block, shared_bytes);
-        if grid.iter().chain(block.iter()).any(|&d| d == 0) || grid[1] > 65535 || grid[2] > 65535 || grid[0] > i32::MAX as u32
+    pub fn launch(
+        &self,
+        op: &str,
+        kernel: &Kernel,
+        grid: [u32; 3],
+        block: [u32; 3],
+        shared_bytes: u32,
+        args: &[Arg],
+    ) -> Result<()> {
+        let shape = || {
+            format!(
+                "{} grid {:?} block {:?} shared {}",
+                kernel.name, grid, block, shared_bytes
+            )
+        };
+        if grid.iter().chain(block.iter()).any(|&d| d == 0)
+            || grid[1] > 65535
+            || grid[2] > 65535
+            || grid[0] > i32::MAX as u32
         {
-            return Err(Error::device(format!("{op}: launch shape out of range ({})", shape())));
+            return Err(Error::device(format!(
+                "{op}: launch shape out of range ({})",
+                shape()
+            )));
         }
-        let f = self.function(kernel, shared_bytes).map_err(|e| in_op(e, op))?;
+        let f = self
+            .function(kernel, shared_bytes)
+            .map_err(|e| in_op(e, op))?;
         let mut slots: Vec<u64> = args.iter().map(|a| a.slot()).collect();
-        let mut ptrs: Vec<*mut c_void> = slots.iter_mut().map(|s| s as *mut u64 as *mut c_void).collect();
+        let mut ptrs: Vec<*mut c_void> = slots
+            .iter_mut()
+            .map(|s| s as *mut u64 as *mut c_void)
+            .collect();
         unsafe { self.rt.launch(f, grid, block, shared_bytes, &mut ptrs) }
             .map_err(|e| in_op(e, &format!("{op} ({})", shape())))?;
         self.launches.fetch_add(1, Ordering::Relaxed);
@@ -193,7 +249,10 @@ impl GpuDevice {
     /// while queueing the launches that use it: work runs in queue order, so the next user's
     /// kernels start after this one's.
     pub fn scratch(&self, bytes: usize, op: &str) -> Result<ScratchGuard<'_>> {
-        let mut guard = self.scratch.lock().map_err(|_| Error::runtime("GPU scratch poisoned"))?;
+        let mut guard = self
+            .scratch
+            .lock()
+            .map_err(|_| Error::runtime("GPU scratch poisoned"))?;
         if guard.1 < bytes {
             if guard.1 > 0 {
                 unsafe { self.rt.free(guard.0) }.map_err(|e| in_op(e, op))?;
@@ -248,7 +307,11 @@ fn store_atomically(path: &std::path::Path, bytes: &[u8]) {
     if std::fs::create_dir_all(dir).is_err() {
         return;
     }
-    let tmp = dir.join(format!(".{}.{}.tmp", path.file_name().and_then(|n| n.to_str()).unwrap_or("k"), std::process::id()));
+    let tmp = dir.join(format!(
+        ".{}.{}.tmp",
+        path.file_name().and_then(|n| n.to_str()).unwrap_or("k"),
+        std::process::id()
+    ));
     if std::fs::write(&tmp, bytes).is_ok() && std::fs::rename(&tmp, path).is_err() {
         let _ = std::fs::remove_file(&tmp);
     }
@@ -280,15 +343,27 @@ pub struct DeviceBuffer {
 
 impl std::fmt::Debug for DeviceBuffer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "DeviceBuffer({} bytes on GPU {})", self.bytes, self.dev.index)
+        write!(
+            f,
+            "DeviceBuffer({} bytes on GPU {})",
+            self.bytes, self.dev.index
+        )
     }
 }
 
 impl DeviceBuffer {
     /// Uninitialized device memory of `bytes` bytes (a zero-sized buffer allocates nothing).
     pub fn alloc(dev: &Arc<GpuDevice>, bytes: usize, op: &str) -> Result<DeviceBuffer> {
-        let ptr = if bytes == 0 { 0 } else { dev.rt.alloc(bytes).map_err(|e| in_op(e, op))? };
-        Ok(DeviceBuffer { dev: dev.clone(), ptr, bytes })
+        let ptr = if bytes == 0 {
+            0
+        } else {
+            dev.rt.alloc(bytes).map_err(|e| in_op(e, op))?
+        };
+        Ok(DeviceBuffer {
+            dev: dev.clone(),
+            ptr,
+            bytes,
+        })
     }
 
     pub fn zeros(dev: &Arc<GpuDevice>, bytes: usize, op: &str) -> Result<DeviceBuffer> {
@@ -299,7 +374,11 @@ impl DeviceBuffer {
         Ok(buf)
     }
 
-    pub fn from_slice<T: Plain>(dev: &Arc<GpuDevice>, data: &[T], op: &str) -> Result<DeviceBuffer> {
+    pub fn from_slice<T: Plain>(
+        dev: &Arc<GpuDevice>,
+        data: &[T],
+        op: &str,
+    ) -> Result<DeviceBuffer> {
         let bytes = as_bytes(data);
         let buf = DeviceBuffer::alloc(dev, bytes.len(), op)?;
         if !bytes.is_empty() {
@@ -336,23 +415,39 @@ impl DeviceBuffer {
     }
 
     /// Copy `bytes` bytes from `src` (offset `src_off`) to this buffer at `dst_off`.
-    pub fn copy_from(&mut self, dst_off: usize, src: &DeviceBuffer, src_off: usize, bytes: usize, op: &str) -> Result<()> {
-        if dst_off.checked_add(bytes).is_none_or(|e| e > self.bytes) || src_off.checked_add(bytes).is_none_or(|e| e > src.bytes) {
+    pub fn copy_from(
+        &mut self,
+        dst_off: usize,
+        src: &DeviceBuffer,
+        src_off: usize,
+        bytes: usize,
+        op: &str,
+    ) -> Result<()> {
+        if dst_off.checked_add(bytes).is_none_or(|e| e > self.bytes)
+            || src_off.checked_add(bytes).is_none_or(|e| e > src.bytes)
+        {
             return Err(Error::invalid(format!(
                 "{op}: copy of {bytes} bytes out of range (dst {dst_off}/{}, src {src_off}/{})",
                 self.bytes, src.bytes
             )));
         }
         if bytes > 0 {
-            unsafe { self.dev.rt.copy_dtod(self.ptr + dst_off as u64, src.ptr + src_off as u64, bytes) }
-                .map_err(|e| in_op(e, op))?;
+            unsafe {
+                self.dev
+                    .rt
+                    .copy_dtod(self.ptr + dst_off as u64, src.ptr + src_off as u64, bytes)
+            }
+            .map_err(|e| in_op(e, op))?;
         }
         Ok(())
     }
 
     fn check_len(&self, bytes: usize, op: &str) -> Result<()> {
         if bytes > self.bytes {
-            return Err(Error::invalid(format!("{op}: {bytes} bytes requested from a buffer of {}", self.bytes)));
+            return Err(Error::invalid(format!(
+                "{op}: {bytes} bytes requested from a buffer of {}",
+                self.bytes
+            )));
         }
         Ok(())
     }
@@ -393,7 +488,13 @@ pub fn flat_grid(n: usize) -> [u32; 3] {
 }
 
 /// `InvalidArgument` unless `buf` holds at least `elems` elements of `elem_bytes` bytes.
-pub fn need(op: &str, what: &str, buf: &DeviceBuffer, elems: usize, elem_bytes: usize) -> Result<()> {
+pub fn need(
+    op: &str,
+    what: &str,
+    buf: &DeviceBuffer,
+    elems: usize,
+    elem_bytes: usize,
+) -> Result<()> {
     let bytes = elems.checked_mul(elem_bytes);
     if bytes.is_none_or(|b| b > buf.bytes()) {
         return Err(Error::invalid(format!(
@@ -407,6 +508,13 @@ pub fn need(op: &str, what: &str, buf: &DeviceBuffer, elems: usize, elem_bytes: 
 impl std::fmt::Debug for GpuDevice {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let p = self.rt.props();
-        write!(f, "GpuDevice({}: {} {} {})", self.index, self.rt.backend(), p.name, p.arch)
+        write!(
+            f,
+            "GpuDevice({}: {} {} {})",
+            self.index,
+            self.rt.backend(),
+            p.name,
+            p.arch
+        )
     }
 }

@@ -29,7 +29,8 @@ pub struct EmuRuntime {
 
 impl EmuRuntime {
     pub fn new(wave: u32, max_shared_per_block: usize) -> EmuRuntime {
-        let dir = std::env::temp_dir().join(format!("rocmforge-emu-{}-w{wave}", std::process::id()));
+        let dir =
+            std::env::temp_dir().join(format!("rocmforge-emu-{}-w{wave}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("emulator build directory");
         EmuRuntime {
             wave,
@@ -58,7 +59,9 @@ fn kernel_signatures(pre: &str) -> Vec<(String, Vec<String>)> {
         rest = &rest[at + "extern \"C\" void ".len()..];
         let Some(open) = rest.find('(') else { break };
         let name = rest[..open].trim().to_string();
-        let Some(close) = rest[open..].find(')') else { break };
+        let Some(close) = rest[open..].find(')') else {
+            break;
+        };
         let params = &rest[open + 1..open + close];
         if name.starts_with("rf_emu") || !name.chars().all(|c| c.is_alphanumeric() || c == '_') {
             continue;
@@ -67,7 +70,10 @@ fn kernel_signatures(pre: &str) -> Vec<(String, Vec<String>)> {
             .split(',')
             .map(|p| {
                 let p = p.trim();
-                let cut = p.rfind(|c: char| !(c.is_alphanumeric() || c == '_')).map(|i| i + 1).unwrap_or(0);
+                let cut = p
+                    .rfind(|c: char| !(c.is_alphanumeric() || c == '_'))
+                    .map(|i| i + 1)
+                    .unwrap_or(0);
                 p[..cut].trim().to_string()
             })
             .filter(|t| !t.is_empty())
@@ -95,7 +101,7 @@ impl GpuRuntime for EmuRuntime {
     }
     fn alloc(&self, bytes: usize) -> Result<DevicePtr> {
         let mut v = vec![0u128; bytes.div_ceil(16)]; // 16-byte aligned
-        // Poison: kernels must write every output element.
+                                                     // Poison: kernels must write every output element.
         for w in v.iter_mut() {
             *w = u128::from_le_bytes([0xff; 16]);
         }
@@ -132,7 +138,12 @@ impl GpuRuntime for EmuRuntime {
         for line in source.lines() {
             let t = line.trim();
             if let Some(decl) = t.strip_prefix("extern __shared__ ") {
-                let decl = decl.split(';').next().unwrap_or("").trim().trim_end_matches("[]");
+                let decl = decl
+                    .split(';')
+                    .next()
+                    .unwrap_or("")
+                    .trim()
+                    .trim_end_matches("[]");
                 let (ty, var) = decl.rsplit_once(' ').unwrap();
                 body.push_str(&format!("{ty}* {var} = ({ty}*)rf_emu_dynamic_shared;\n"));
             } else {
@@ -140,7 +151,10 @@ impl GpuRuntime for EmuRuntime {
                 body.push('\n');
             }
         }
-        let tu = format!("#define RF_EMU_WAVE {}\n{prelude}\nvoid rf_emu_kernels_begin();\n{body}", self.wave);
+        let tu = format!(
+            "#define RF_EMU_WAVE {}\n{prelude}\nvoid rf_emu_kernels_begin();\n{body}",
+            self.wave
+        );
         let src_path = self.dir.join(format!("{stem}.cpp"));
         std::fs::write(&src_path, &tu).map_err(|e| Error::runtime(e.to_string()))?;
         let pre = Command::new("g++")
@@ -149,31 +163,53 @@ impl GpuRuntime for EmuRuntime {
             .output()
             .map_err(|e| Error::device(format!("g++: {e}")))?;
         if !pre.status.success() {
-            return Err(Error::device(String::from_utf8_lossy(&pre.stderr).into_owned()));
+            return Err(Error::device(
+                String::from_utf8_lossy(&pre.stderr).into_owned(),
+            ));
         }
         let pre = String::from_utf8_lossy(&pre.stdout);
         let mut tramps = String::new();
         for (kname, types) in kernel_signatures(&pre) {
-            let args: Vec<String> = types.iter().enumerate().map(|(i, t)| format!("*({t}*)a[{i}]")).collect();
-            tramps.push_str(&format!("extern \"C\" void rf_emu_tramp_{kname}(void** a) {{ {kname}({}); }}\n", args.join(", ")));
+            let args: Vec<String> = types
+                .iter()
+                .enumerate()
+                .map(|(i, t)| format!("*({t}*)a[{i}]"))
+                .collect();
+            tramps.push_str(&format!(
+                "extern \"C\" void rf_emu_tramp_{kname}(void** a) {{ {kname}({}); }}\n",
+                args.join(", ")
+            ));
         }
-        std::fs::write(&src_path, format!("{tu}\n{tramps}")).map_err(|e| Error::runtime(e.to_string()))?;
+        std::fs::write(&src_path, format!("{tu}\n{tramps}"))
+            .map_err(|e| Error::runtime(e.to_string()))?;
         let lib = self.dir.join(format!("lib{stem}.so"));
         let out = Command::new("g++")
-            .args(["-std=c++20", "-O1", "-shared", "-fPIC", "-pthread", "-w", "-o"])
+            .args([
+                "-std=c++20",
+                "-O1",
+                "-shared",
+                "-fPIC",
+                "-pthread",
+                "-w",
+                "-o",
+            ])
             .arg(&lib)
             .arg(&src_path)
             .output()
             .map_err(|e| Error::device(format!("g++: {e}")))?;
         if !out.status.success() {
-            return Err(Error::device(format!("g++ could not build {name}:\n{}", String::from_utf8_lossy(&out.stderr))));
+            return Err(Error::device(format!(
+                "g++ could not build {name}:\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            )));
         }
         Ok(lib.to_string_lossy().into_owned().into_bytes())
     }
 
     fn load_module(&self, image: &[u8]) -> Result<RawModule> {
         let path = String::from_utf8_lossy(image).into_owned();
-        let lib = unsafe { libloading::Library::new(&path) }.map_err(|e| Error::device(e.to_string()))?;
+        let lib =
+            unsafe { libloading::Library::new(&path) }.map_err(|e| Error::device(e.to_string()))?;
         let mut libs = self.libraries.lock().unwrap();
         libs.push(lib);
         Ok(RawModule(libs.len() - 1))
@@ -181,10 +217,11 @@ impl GpuRuntime for EmuRuntime {
 
     fn get_function(&self, module: RawModule, name: &str) -> Result<RawFunction> {
         let libs = self.libraries.lock().unwrap();
-        let sym: libloading::Symbol<Trampoline> = unsafe { libs[module.0].get(format!("rf_emu_tramp_{name}").as_bytes()) }
-            .map_err(|e| Error::device(format!("kernel {name}: {e}")))?;
-        let launch: libloading::Symbol<Launch> =
-            unsafe { libs[module.0].get(b"rf_emu_launch") }.map_err(|e| Error::device(e.to_string()))?;
+        let sym: libloading::Symbol<Trampoline> =
+            unsafe { libs[module.0].get(format!("rf_emu_tramp_{name}").as_bytes()) }
+                .map_err(|e| Error::device(format!("kernel {name}: {e}")))?;
+        let launch: libloading::Symbol<Launch> = unsafe { libs[module.0].get(b"rf_emu_launch") }
+            .map_err(|e| Error::device(e.to_string()))?;
         // Keep both: a function handle is an index into this table.
         let mut f = FUNCTIONS.lock().unwrap();
         f.push((*sym, *launch));
@@ -193,23 +230,43 @@ impl GpuRuntime for EmuRuntime {
 
     fn set_max_dynamic_shared(&self, _f: RawFunction, bytes: usize) -> Result<()> {
         if bytes > self.props.max_shared_per_block {
-            return Err(Error::device(format!("{bytes} bytes of shared memory requested, {} allowed", self.props.max_shared_per_block)));
+            return Err(Error::device(format!(
+                "{bytes} bytes of shared memory requested, {} allowed",
+                self.props.max_shared_per_block
+            )));
         }
         Ok(())
     }
 
-    unsafe fn launch(&self, f: RawFunction, grid: [u32; 3], block: [u32; 3], shared: u32, args: &mut [*mut c_void])
-        -> Result<()> {
+    unsafe fn launch(
+        &self,
+        f: RawFunction,
+        grid: [u32; 3],
+        block: [u32; 3],
+        shared: u32,
+        args: &mut [*mut c_void],
+    ) -> Result<()> {
         let threads = block[0] * block[1] * block[2];
-        if threads % self.wave != 0 || threads > 1024 {
-            return Err(Error::device(format!("block of {threads} threads is not a multiple of the wave ({})", self.wave)));
+        if !threads.is_multiple_of(self.wave) || threads > 1024 {
+            return Err(Error::device(format!(
+                "block of {threads} threads is not a multiple of the wave ({})",
+                self.wave
+            )));
         }
         if shared as usize > self.props.max_shared_per_block {
-            return Err(Error::device(format!("{shared} bytes of dynamic shared memory over the limit")));
+            return Err(Error::device(format!(
+                "{shared} bytes of dynamic shared memory over the limit"
+            )));
         }
         let (tramp, launch) = FUNCTIONS.lock().unwrap()[f.0];
         let _one_at_a_time = LAUNCH_LOCK.lock().unwrap();
-        launch(tramp, grid.as_ptr(), block.as_ptr(), shared, args.as_mut_ptr());
+        launch(
+            tramp,
+            grid.as_ptr(),
+            block.as_ptr(),
+            shared,
+            args.as_mut_ptr(),
+        );
         Ok(())
     }
 

@@ -18,9 +18,15 @@ struct Rng(u64);
 
 impl Rng {
     fn new(test: &str) -> Rng {
-        let seed = std::env::var("ROCMFORGE_TEST_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
-            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64
-        });
+        let seed = std::env::var("ROCMFORGE_TEST_SEED")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| {
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap()
+                    .as_nanos() as u64
+            });
         println!("[{test}: seed {seed}]");
         Rng(seed)
     }
@@ -55,7 +61,16 @@ fn devices() -> [Arc<GpuDevice>; 2] {
 fn rel_err(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len());
     let scale = b.iter().fold(1f32, |m, v| m.max(v.abs()));
-    a.iter().zip(b).map(|(x, y)| if x.is_nan() != y.is_nan() { f32::INFINITY } else { (x - y).abs() / scale }).fold(0f32, f32::max)
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| {
+            if x.is_nan() != y.is_nan() {
+                f32::INFINITY
+            } else {
+                (x - y).abs() / scale
+            }
+        })
+        .fold(0f32, f32::max)
 }
 
 fn assert_close(what: &str, got: &[f32], want: &[f32], tol: f32) {
@@ -103,11 +118,17 @@ fn small_ops_match_the_cpu() {
         x[2000] = 5.0;
         x[5] = f32::NAN;
         assert_eq!(ops::argmax::argmax(&gpu, &x, x.len()).unwrap(), 17);
-        assert_eq!(ops::argmax::argmax(&gpu, &[f32::NAN, f32::NAN], 2).unwrap(), 0);
+        assert_eq!(
+            ops::argmax::argmax(&gpu, &[f32::NAN, f32::NAN], 2).unwrap(),
+            0
+        );
         let mut long = rng.vec(40_000); // several blocks in the first pass
         long[39_001] = 7.0;
         long[25_000] = 7.0;
-        assert_eq!(ops::argmax::argmax(&gpu, &long, long.len()).unwrap(), 25_000);
+        assert_eq!(
+            ops::argmax::argmax(&gpu, &long, long.len()).unwrap(),
+            25_000
+        );
         // kv_append, f32 and f16
         let (row_len, n_ctx) = (24, 10);
         let src = rng.vec(3 * row_len);
@@ -124,13 +145,37 @@ fn small_ops_match_the_cpu() {
         // rope, both conventions, frequency factors, large positions
         for neox in [false, true] {
             let (batch, seq, heads, head_dim) = (2, 5, 3, 12);
-            let params = RopeParams { theta: 10000.0, neox, n_rot: 10 };
+            let params = RopeParams {
+                theta: 10000.0,
+                neox,
+                n_rot: 10,
+            };
             let positions: Vec<i64> = vec![0, 1, 7, 4000, 30011];
             let ff: Vec<f32> = (0..5).map(|i| 1.0 + i as f32 * 0.5).collect();
             let x = rng.vec(batch * seq * heads * head_dim);
             let (mut a, mut b) = (x.clone(), x.clone());
-            ops::rope::rope(&gpu, &mut a, batch, &positions, heads, head_dim, &params, Some(&ff)).unwrap();
-            ops::rope::rope(&Device::Cpu, &mut b, batch, &positions, heads, head_dim, &params, Some(&ff)).unwrap();
+            ops::rope::rope(
+                &gpu,
+                &mut a,
+                batch,
+                &positions,
+                heads,
+                head_dim,
+                &params,
+                Some(&ff),
+            )
+            .unwrap();
+            ops::rope::rope(
+                &Device::Cpu,
+                &mut b,
+                batch,
+                &positions,
+                heads,
+                head_dim,
+                &params,
+                Some(&ff),
+            )
+            .unwrap();
             assert_close("rope", &a, &b, 2e-5);
         }
         assert!(dev.launch_count() > before);
@@ -145,14 +190,21 @@ fn attention_matches_the_cpu() {
         // (batch, seq_q, seq_k, heads, kv_heads, head_dim)
         (2, 5, 70, 4, 2, 40),
         (1, 33, 33, 2, 1, 64),
-        (1, 1, 300, 4, 1, 24),   // decode: split keys + combine
-        (1, 9, 4, 2, 2, 130),    // seq_q > seq_k: early queries see no key under the mask
-        (1, 70, 70, 1, 1, 7),    // odd head_dim (scalar loads)
+        (1, 1, 300, 4, 1, 24), // decode: split keys + combine
+        (1, 9, 4, 2, 2, 130),  // seq_q > seq_k: early queries see no key under the mask
+        (1, 70, 70, 1, 1, 7),  // odd head_dim (scalar loads)
     ];
     for dev in devices() {
         let gpu = Device::Gpu(dev.clone());
         for &(batch, seq_q, seq_k, heads, kv_heads, head_dim) in &shapes {
-            let s = AttentionShape { batch, seq_q, seq_k, heads, kv_heads, head_dim };
+            let s = AttentionShape {
+                batch,
+                seq_q,
+                seq_k,
+                heads,
+                kv_heads,
+                head_dim,
+            };
             let (q, k, v) = (rng.vec(s.q_len()), rng.vec(s.kv_len()), rng.vec(s.kv_len()));
             let scale = 1.0 / (head_dim as f32).sqrt();
             // unfused steps
@@ -162,7 +214,12 @@ fn attention_matches_the_cpu() {
             assert_close("qkt_matmul", &a, &b, 1e-5);
             ops::attention::causal_mask(&gpu, &mut a, batch * heads, seq_q, seq_k).unwrap();
             ops::attention::causal_mask(&Device::Cpu, &mut b, batch * heads, seq_q, seq_k).unwrap();
-            assert!(a.iter().zip(&b).all(|(x, y)| x == y || (x - y).abs() < 1e-5), "causal_mask");
+            assert!(
+                a.iter()
+                    .zip(&b)
+                    .all(|(x, y)| x == y || (x - y).abs() < 1e-5),
+                "causal_mask"
+            );
             ops::attention::softmax(&gpu, &mut a, batch * heads * seq_q, seq_k).unwrap();
             ops::attention::softmax(&Device::Cpu, &mut b, batch * heads * seq_q, seq_k).unwrap();
             assert_close("softmax", &a, &b, 1e-5);
@@ -173,15 +230,33 @@ fn attention_matches_the_cpu() {
             // fused, f32 and f16 keys/values
             for causal in [false, true] {
                 let (mut fa, mut fb) = (vec![0f32; s.q_len()], vec![0f32; s.q_len()]);
-                ops::attention::flash_attention(&gpu, &q, &k, &v, &s, causal, scale, &mut fa).unwrap();
-                ops::attention::flash_attention(&Device::Cpu, &q, &k, &v, &s, causal, scale, &mut fb).unwrap();
-                assert_close(&format!("flash_attention {s:?} causal={causal}"), &fa, &fb, 1e-5);
+                ops::attention::flash_attention(&gpu, &q, &k, &v, &s, causal, scale, &mut fa)
+                    .unwrap();
+                ops::attention::flash_attention(
+                    &Device::Cpu,
+                    &q,
+                    &k,
+                    &v,
+                    &s,
+                    causal,
+                    scale,
+                    &mut fb,
+                )
+                .unwrap();
+                assert_close(
+                    &format!("flash_attention {s:?} causal={causal}"),
+                    &fa,
+                    &fb,
+                    1e-5,
+                );
             }
             let k16: Vec<f16> = k.iter().map(|&x| f16::from_f32(x)).collect();
             let v16: Vec<f16> = v.iter().map(|&x| f16::from_f32(x)).collect();
             let (mut fa, mut fb) = (vec![0f32; s.q_len()], vec![0f32; s.q_len()]);
-            ops::attention::flash_attention(&gpu, &q, &k16, &v16, &s, true, scale, &mut fa).unwrap();
-            ops::attention::flash_attention(&Device::Cpu, &q, &k16, &v16, &s, true, scale, &mut fb).unwrap();
+            ops::attention::flash_attention(&gpu, &q, &k16, &v16, &s, true, scale, &mut fa)
+                .unwrap();
+            ops::attention::flash_attention(&Device::Cpu, &q, &k16, &v16, &s, true, scale, &mut fb)
+                .unwrap();
             assert_close(&format!("flash_attention f16 {s:?}"), &fa, &fb, 1e-5);
         }
     }
@@ -194,7 +269,16 @@ fn matmul_and_embedding_match_the_cpu() {
     for dev in devices() {
         let gpu = Device::Gpu(dev.clone());
         for (ty, _) in super::kernels::WEIGHT_TYPES {
-            let (n, k) = (37, if ty.block_size() == 256 { 512 } else if ty.block_size() == 32 { 96 } else { 45 });
+            let (n, k) = (
+                37,
+                if ty.block_size() == 256 {
+                    512
+                } else if ty.block_size() == 32 {
+                    96
+                } else {
+                    45
+                },
+            );
             let bytes = super::bench::random_weight_bytes(ty, n, k, rng.next_u64()).unwrap();
             let w = WeightView::new(ty, n, k, &bytes).unwrap();
             let mut dense = vec![0f32; n * k];
@@ -228,7 +312,8 @@ fn matmul_and_embedding_match_the_cpu() {
             let (mut a, mut b) = (vec![0f32; ids.len() * k], vec![0f32; ids.len() * k]);
             ops::embedding::embedding(&gpu, &w, &ids, &mut a).unwrap();
             for (t, &id) in ids.iter().enumerate() {
-                b[t * k..(t + 1) * k].copy_from_slice(&dense[id as usize * k..(id as usize + 1) * k]);
+                b[t * k..(t + 1) * k]
+                    .copy_from_slice(&dense[id as usize * k..(id as usize + 1) * k]);
             }
             assert_close(&format!("embedding {}", ty.name()), &a, &b, 0.0);
         }
@@ -238,21 +323,32 @@ fn matmul_and_embedding_match_the_cpu() {
 #[test]
 #[ignore = "builds the kernels with g++ (minutes); run by scripts/check-kernels.sh"]
 fn gpu_backend_matches_the_cpu_backend() {
+    use super::GpuBackend;
     use crate::backend::cpu::CpuBackend;
     use crate::backend::{Backend, KvDtype};
-    use super::GpuBackend;
 
     let mut rng = Rng::new("gpu_backend_matches_the_cpu_backend");
     let (dim, heads, kv_heads, head_dim, n_ctx, vocab) = (64, 4, 2, 16, 40, 50);
     let kv_row = kv_heads * head_dim;
     for dev in devices() {
         let (gpu, cpu) = (GpuBackend::new(dev.clone()), CpuBackend);
-        let table = super::bench::random_weight_bytes(GgmlType::Q8_0, vocab, dim, rng.next_u64()).unwrap();
-        let wq = super::bench::random_weight_bytes(GgmlType::Q4_K, dim, 256, rng.next_u64()).unwrap();
+        let table =
+            super::bench::random_weight_bytes(GgmlType::Q8_0, vocab, dim, rng.next_u64()).unwrap();
+        let wq =
+            super::bench::random_weight_bytes(GgmlType::Q4_K, dim, 256, rng.next_u64()).unwrap();
         let norm: Vec<u8> = rng.vec(dim).iter().flat_map(|v| v.to_le_bytes()).collect();
-        let (gt, ct) = (gpu.weight(GgmlType::Q8_0, vocab, dim, &table).unwrap(), cpu.weight(GgmlType::Q8_0, vocab, dim, &table).unwrap());
-        let (gw, cw) = (gpu.weight(GgmlType::Q4_K, dim, 256, &wq).unwrap(), cpu.weight(GgmlType::Q4_K, dim, 256, &wq).unwrap());
-        let (gn, cn) = (gpu.weight(GgmlType::F32, 1, dim, &norm).unwrap(), cpu.weight(GgmlType::F32, 1, dim, &norm).unwrap());
+        let (gt, ct) = (
+            gpu.weight(GgmlType::Q8_0, vocab, dim, &table).unwrap(),
+            cpu.weight(GgmlType::Q8_0, vocab, dim, &table).unwrap(),
+        );
+        let (gw, cw) = (
+            gpu.weight(GgmlType::Q4_K, dim, 256, &wq).unwrap(),
+            cpu.weight(GgmlType::Q4_K, dim, 256, &wq).unwrap(),
+        );
+        let (gn, cn) = (
+            gpu.weight(GgmlType::F32, 1, dim, &norm).unwrap(),
+            cpu.weight(GgmlType::F32, 1, dim, &norm).unwrap(),
+        );
         let down = |g: &super::DeviceBuffer, n: usize| {
             let mut v = vec![0f32; n];
             gpu.download(g, &mut v).unwrap();
@@ -277,15 +373,27 @@ fn gpu_backend_matches_the_cpu_backend() {
         cpu.matmul(&ca, &cw, t, &mut cm).unwrap();
         assert_close("matmul", &down(&gm, t * dim), &cm, 1e-5);
         // rope at position 11, then the KV cache (f16) and causal attention over 11 + t rows
-        let params = RopeParams { theta: 10000.0, neox: true, n_rot: head_dim };
+        let params = RopeParams {
+            theta: 10000.0,
+            neox: true,
+            n_rot: head_dim,
+        };
         let q = rng.vec(t * heads * head_dim);
         let (mut gq, mut cq) = (gpu.upload(&q).unwrap(), cpu.upload(&q).unwrap());
-        gpu.rope(&mut gq, t, heads, head_dim, 11, &params, None).unwrap();
-        cpu.rope(&mut cq, t, heads, head_dim, 11, &params, None).unwrap();
+        gpu.rope(&mut gq, t, heads, head_dim, 11, &params, None)
+            .unwrap();
+        cpu.rope(&mut cq, t, heads, head_dim, 11, &params, None)
+            .unwrap();
         assert_close("rope", &down(&gq, q.len()), &cq, 2e-5);
         for dtype in [KvDtype::F16, KvDtype::F32] {
-            let (mut gk, mut ck) = (gpu.kv_cache(n_ctx * kv_row, dtype).unwrap(), cpu.kv_cache(n_ctx * kv_row, dtype).unwrap());
-            let (mut gv, mut cv) = (gpu.kv_cache(n_ctx * kv_row, dtype).unwrap(), cpu.kv_cache(n_ctx * kv_row, dtype).unwrap());
+            let (mut gk, mut ck) = (
+                gpu.kv_cache(n_ctx * kv_row, dtype).unwrap(),
+                cpu.kv_cache(n_ctx * kv_row, dtype).unwrap(),
+            );
+            let (mut gv, mut cv) = (
+                gpu.kv_cache(n_ctx * kv_row, dtype).unwrap(),
+                cpu.kv_cache(n_ctx * kv_row, dtype).unwrap(),
+            );
             let rows = 11 + t;
             let (k, v) = (rng.vec(rows * kv_row), rng.vec(rows * kv_row));
             let (gks, cks) = (gpu.upload(&k).unwrap(), cpu.upload(&k).unwrap());
@@ -296,9 +404,20 @@ fn gpu_backend_matches_the_cpu_backend() {
             cpu.kv_append(&mut cv, &cvs, 0, rows, kv_row).unwrap();
             let (mut go, mut co) = (gpu.zeros(q.len()).unwrap(), cpu.zeros(q.len()).unwrap());
             let scale = 1.0 / (head_dim as f32).sqrt();
-            gpu.attention(&gq, &gk, &gv, t, rows, heads, kv_heads, head_dim, scale, &mut go).unwrap();
-            cpu.attention(&cq, &ck, &cv, t, rows, heads, kv_heads, head_dim, scale, &mut co).unwrap();
-            assert_close(&format!("attention {dtype:?}"), &down(&go, q.len()), &co, 1e-5);
+            gpu.attention(
+                &gq, &gk, &gv, t, rows, heads, kv_heads, head_dim, scale, &mut go,
+            )
+            .unwrap();
+            cpu.attention(
+                &cq, &ck, &cv, t, rows, heads, kv_heads, head_dim, scale, &mut co,
+            )
+            .unwrap();
+            assert_close(
+                &format!("attention {dtype:?}"),
+                &down(&go, q.len()),
+                &co,
+                1e-5,
+            );
         }
         // copy_rows, add, swiglu, argmax
         let (mut gr, mut cr) = (gpu.zeros(2 * dim).unwrap(), cpu.zeros(2 * dim).unwrap());
@@ -313,7 +432,10 @@ fn gpu_backend_matches_the_cpu_backend() {
         cpu.swiglu(&cm, &cx, t * dim, &mut cs).unwrap();
         assert_close("swiglu", &down(&gs, t * dim), &cs, 1e-5);
         let logits = rng.vec(vocab);
-        assert_eq!(gpu.argmax(&gpu.upload(&logits).unwrap(), vocab).unwrap(), cpu.argmax(&logits.clone(), vocab).unwrap());
+        assert_eq!(
+            gpu.argmax(&gpu.upload(&logits).unwrap(), vocab).unwrap(),
+            cpu.argmax(&logits.clone(), vocab).unwrap()
+        );
         gpu.synchronize().unwrap();
     }
 }

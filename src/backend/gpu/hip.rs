@@ -15,17 +15,30 @@ use crate::error::{Error, Result};
 
 include!(concat!(env!("OUT_DIR"), "/precompiled.rs"));
 
-#[cfg(rocm_r0600)]
-use sys::{hipDeviceProp_tR0600 as HipDeviceProp, hipGetDevicePropertiesR0600 as hip_get_device_properties};
 #[cfg(not(rocm_r0600))]
 use sys::{hipDeviceProp_t as HipDeviceProp, hipGetDeviceProperties as hip_get_device_properties};
+#[cfg(rocm_r0600)]
+use sys::{
+    hipDeviceProp_tR0600 as HipDeviceProp, hipGetDevicePropertiesR0600 as hip_get_device_properties,
+};
 
 fn check(call: &str, e: sys::hipError_t) -> Result<()> {
     if e == sys::hipError_t::hipSuccess {
         return Ok(());
     }
-    let text = |p: *const c_char| if p.is_null() { String::new() } else { unsafe { CStr::from_ptr(p) }.to_string_lossy().into_owned() };
-    let (name, desc) = unsafe { (text(sys::hipGetErrorName(e)), text(sys::hipGetErrorString(e))) };
+    let text = |p: *const c_char| {
+        if p.is_null() {
+            String::new()
+        } else {
+            unsafe { CStr::from_ptr(p) }.to_string_lossy().into_owned()
+        }
+    };
+    let (name, desc) = unsafe {
+        (
+            text(sys::hipGetErrorName(e)),
+            text(sys::hipGetErrorString(e)),
+        )
+    };
     Err(Error::device(format!("{call} failed: {name} ({desc})")))
 }
 
@@ -43,49 +56,72 @@ pub fn device_count() -> usize {
 type HiprtcProgram = *mut c_void;
 type HiprtcResult = c_int; // HIPRTC_SUCCESS = 0
 
+type CreateFn = unsafe extern "C" fn(
+    *mut HiprtcProgram,
+    *const c_char,
+    *const c_char,
+    c_int,
+    *const *const c_char,
+    *const *const c_char,
+) -> HiprtcResult;
+type CompileFn = unsafe extern "C" fn(HiprtcProgram, c_int, *const *const c_char) -> HiprtcResult;
+type SizeFn = unsafe extern "C" fn(HiprtcProgram, *mut usize) -> HiprtcResult;
+type BytesFn = unsafe extern "C" fn(HiprtcProgram, *mut c_char) -> HiprtcResult;
+type DestroyFn = unsafe extern "C" fn(*mut HiprtcProgram) -> HiprtcResult;
+
 struct Hiprtc {
     _lib: libloading::Library,
-    create: unsafe extern "C" fn(*mut HiprtcProgram, *const c_char, *const c_char, c_int, *const *const c_char, *const *const c_char) -> HiprtcResult,
-    compile: unsafe extern "C" fn(HiprtcProgram, c_int, *const *const c_char) -> HiprtcResult,
-    log_size: unsafe extern "C" fn(HiprtcProgram, *mut usize) -> HiprtcResult,
-    log: unsafe extern "C" fn(HiprtcProgram, *mut c_char) -> HiprtcResult,
-    code_size: unsafe extern "C" fn(HiprtcProgram, *mut usize) -> HiprtcResult,
-    code: unsafe extern "C" fn(HiprtcProgram, *mut c_char) -> HiprtcResult,
-    destroy: unsafe extern "C" fn(*mut HiprtcProgram) -> HiprtcResult,
+    create: CreateFn,
+    compile: CompileFn,
+    log_size: SizeFn,
+    log: BytesFn,
+    code_size: SizeFn,
+    code: BytesFn,
+    destroy: DestroyFn,
+}
+
+/// A function of `lib` by name, typed by the caller.
+unsafe fn symbol<T: Copy>(lib: &libloading::Library, name: &[u8]) -> Option<T> {
+    lib.get::<T>(name).ok().map(|s| *s)
+}
+
+fn load_hiprtc(lib: libloading::Library) -> Option<Hiprtc> {
+    unsafe {
+        Some(Hiprtc {
+            create: symbol(&lib, b"hiprtcCreateProgram")?,
+            compile: symbol(&lib, b"hiprtcCompileProgram")?,
+            log_size: symbol(&lib, b"hiprtcGetProgramLogSize")?,
+            log: symbol(&lib, b"hiprtcGetProgramLog")?,
+            code_size: symbol(&lib, b"hiprtcGetCodeSize")?,
+            code: symbol(&lib, b"hiprtcGetCode")?,
+            destroy: symbol(&lib, b"hiprtcDestroyProgram")?,
+            _lib: lib,
+        })
+    }
 }
 
 fn hiprtc() -> Result<&'static Hiprtc> {
-    static RTC: std::sync::OnceLock<std::result::Result<Hiprtc, String>> = std::sync::OnceLock::new();
+    static RTC: std::sync::OnceLock<std::result::Result<Hiprtc, String>> =
+        std::sync::OnceLock::new();
     RTC.get_or_init(|| {
-        let names = ["libhiprtc.so", "libhiprtc.so.7", "libhiprtc.so.6", "libamdhip64.so", "libamdhip64.so.5"];
-        for name in names {
-            let Ok(lib) = (unsafe { libloading::Library::new(name) }) else { continue };
-            unsafe {
-                let sym = |s: &[u8]| lib.get::<*const c_void>(s).map(|p| *p);
-                let (Ok(create), Ok(compile), Ok(log_size), Ok(log), Ok(code_size), Ok(code), Ok(destroy)) = (
-                    sym(b"hiprtcCreateProgram"),
-                    sym(b"hiprtcCompileProgram"),
-                    sym(b"hiprtcGetProgramLogSize"),
-                    sym(b"hiprtcGetProgramLog"),
-                    sym(b"hiprtcGetCodeSize"),
-                    sym(b"hiprtcGetCode"),
-                    sym(b"hiprtcDestroyProgram"),
-                ) else {
-                    continue;
-                };
-                return Ok(Hiprtc {
-                    create: std::mem::transmute(create),
-                    compile: std::mem::transmute(compile),
-                    log_size: std::mem::transmute(log_size),
-                    log: std::mem::transmute(log),
-                    code_size: std::mem::transmute(code_size),
-                    code: std::mem::transmute(code),
-                    destroy: std::mem::transmute(destroy),
-                    _lib: lib,
-                });
-            }
-        }
-        Err(format!("hipRTC was not found (tried {names:?}); install ROCm's hiprtc, or build with ROCMFORGE_GPU_TARGETS set"))
+        // hipRTC has its own library from ROCm 6 on; ROCm 5 keeps it in libamdhip64.
+        let names = [
+            "libhiprtc.so",
+            "libhiprtc.so.7",
+            "libhiprtc.so.6",
+            "libamdhip64.so",
+            "libamdhip64.so.5",
+        ];
+        names
+            .iter()
+            .filter_map(|name| unsafe { libloading::Library::new(*name) }.ok())
+            .find_map(load_hiprtc)
+            .ok_or_else(|| {
+                format!(
+                    "hipRTC was not found (tried {names:?}); install ROCm's hiprtc, or build with \
+                     ROCMFORGE_GPU_TARGETS set"
+                )
+            })
     })
     .as_ref()
     .map_err(|e| Error::device(e.clone()))
@@ -95,11 +131,22 @@ fn hiprtc_compile(name: &str, src: &str, arch: &str) -> Result<Vec<u8>> {
     let rtc = hiprtc()?;
     let csrc = CString::new(src).map_err(|_| Error::runtime("kernel source holds a NUL byte"))?;
     let cname = CString::new(name).map_err(|_| Error::runtime("kernel name holds a NUL byte"))?;
-    let opts: Vec<CString> = source::hiprtc_options(arch).into_iter().map(|o| CString::new(o).unwrap()).collect();
+    let opts: Vec<CString> = source::hiprtc_options(arch)
+        .into_iter()
+        .map(|o| CString::new(o).unwrap())
+        .collect();
     let opt_ptrs: Vec<*const c_char> = opts.iter().map(|o| o.as_ptr()).collect();
     unsafe {
         let mut prog: HiprtcProgram = std::ptr::null_mut();
-        if (rtc.create)(&mut prog, csrc.as_ptr(), cname.as_ptr(), 0, std::ptr::null(), std::ptr::null()) != 0 {
+        if (rtc.create)(
+            &mut prog,
+            csrc.as_ptr(),
+            cname.as_ptr(),
+            0,
+            std::ptr::null(),
+            std::ptr::null(),
+        ) != 0
+        {
             return Err(Error::device(format!("hiprtcCreateProgram({name}) failed")));
         }
         let compiled = (rtc.compile)(prog, opt_ptrs.len() as c_int, opt_ptrs.as_ptr());
@@ -112,7 +159,9 @@ fn hiprtc_compile(name: &str, src: &str, arch: &str) -> Result<Vec<u8>> {
             }
         }
         let result = if compiled != 0 {
-            Err(Error::device(format!("hipRTC could not compile {name} for {arch} (error {compiled}):\n{log}")))
+            Err(Error::device(format!(
+                "hipRTC could not compile {name} for {arch} (error {compiled}):\n{log}"
+            )))
         } else {
             let mut size = 0usize;
             if (rtc.code_size)(prog, &mut size) != 0 {
@@ -144,13 +193,24 @@ impl HipRuntime {
         unsafe {
             check("hipSetDevice", sys::hipSetDevice(ordinal))?;
             let mut p: HipDeviceProp = std::mem::zeroed();
-            check("hipGetDeviceProperties", hip_get_device_properties(&mut p, ordinal))?;
+            check(
+                "hipGetDeviceProperties",
+                hip_get_device_properties(&mut p, ordinal),
+            )?;
             let cstr = |a: &[c_char]| {
-                let bytes: Vec<u8> = a.iter().take_while(|&&c| c != 0).map(|&c| c as u8).collect();
+                let bytes: Vec<u8> = a
+                    .iter()
+                    .take_while(|&&c| c != 0)
+                    .map(|&c| c as u8)
+                    .collect();
                 String::from_utf8_lossy(&bytes).into_owned()
             };
             // "gfx90a:sramecc+:xnack-" -> "gfx90a"
-            let arch = cstr(&p.gcnArchName).split(':').next().unwrap_or("").to_string();
+            let arch = cstr(&p.gcnArchName)
+                .split(':')
+                .next()
+                .unwrap_or("")
+                .to_string();
             let mut optin: c_int = 0;
             let optin_ok = sys::hipDeviceGetAttribute(
                 &mut optin,
@@ -162,7 +222,11 @@ impl HipRuntime {
                 arch,
                 warp_size: p.warpSize as u32,
                 multiprocessors: p.multiProcessorCount as u32,
-                max_shared_per_block: if optin_ok && optin > 0 { optin as usize } else { p.sharedMemPerBlock },
+                max_shared_per_block: if optin_ok && optin > 0 {
+                    optin as usize
+                } else {
+                    p.sharedMemPerBlock
+                },
                 total_memory: p.totalGlobalMem as u64,
             };
             Ok(HipRuntime { ordinal, props })
@@ -185,14 +249,18 @@ impl GpuRuntime for HipRuntime {
 
     fn compiler_id(&self) -> Result<String> {
         let mut v: c_int = 0;
-        check("hipRuntimeGetVersion", unsafe { sys::hipRuntimeGetVersion(&mut v) })?;
+        check("hipRuntimeGetVersion", unsafe {
+            sys::hipRuntimeGetVersion(&mut v)
+        })?;
         Ok(format!("hiprtc (HIP runtime {v})"))
     }
 
     fn mem_info(&self) -> Result<(u64, u64)> {
         self.bind()?;
         let (mut free, mut total) = (0usize, 0usize);
-        check("hipMemGetInfo", unsafe { sys::hipMemGetInfo(&mut free, &mut total) })?;
+        check("hipMemGetInfo", unsafe {
+            sys::hipMemGetInfo(&mut free, &mut total)
+        })?;
         Ok((free as u64, total as u64))
     }
 
@@ -203,7 +271,11 @@ impl GpuRuntime for HipRuntime {
             sys::hipError_t::hipSuccess => Ok(p as DevicePtr),
             sys::hipError_t::hipErrorOutOfMemory => {
                 let free = self.mem_info().map(|m| m.0).unwrap_or(0);
-                Err(Error::OutOfMemory { what: "hipMalloc".into(), needed: bytes as u64, free })
+                Err(Error::OutOfMemory {
+                    what: "hipMalloc".into(),
+                    needed: bytes as u64,
+                    free,
+                })
             }
             e => check(&format!("hipMalloc({bytes} bytes)"), e).map(|_| 0),
         }
@@ -217,25 +289,47 @@ impl GpuRuntime for HipRuntime {
     unsafe fn copy_htod(&self, dst: DevicePtr, src: &[u8]) -> Result<()> {
         self.bind()?;
         let kind = sys::hipMemcpyKind::hipMemcpyHostToDevice;
-        check(&format!("hipMemcpy(host to device, {} bytes)", src.len()), sys::hipMemcpy(dst as *mut c_void, src.as_ptr() as *const c_void, src.len(), kind))
+        check(
+            &format!("hipMemcpy(host to device, {} bytes)", src.len()),
+            sys::hipMemcpy(
+                dst as *mut c_void,
+                src.as_ptr() as *const c_void,
+                src.len(),
+                kind,
+            ),
+        )
     }
 
     unsafe fn copy_dtoh(&self, dst: &mut [u8], src: DevicePtr) -> Result<()> {
         self.bind()?;
         let kind = sys::hipMemcpyKind::hipMemcpyDeviceToHost;
         let n = dst.len();
-        check(&format!("hipMemcpy(device to host, {n} bytes)"), sys::hipMemcpy(dst.as_mut_ptr() as *mut c_void, src as *const c_void, n, kind))
+        check(
+            &format!("hipMemcpy(device to host, {n} bytes)"),
+            sys::hipMemcpy(
+                dst.as_mut_ptr() as *mut c_void,
+                src as *const c_void,
+                n,
+                kind,
+            ),
+        )
     }
 
     unsafe fn copy_dtod(&self, dst: DevicePtr, src: DevicePtr, bytes: usize) -> Result<()> {
         self.bind()?;
         let kind = sys::hipMemcpyKind::hipMemcpyDeviceToDevice;
-        check(&format!("hipMemcpy(device to device, {bytes} bytes)"), sys::hipMemcpy(dst as *mut c_void, src as *const c_void, bytes, kind))
+        check(
+            &format!("hipMemcpy(device to device, {bytes} bytes)"),
+            sys::hipMemcpy(dst as *mut c_void, src as *const c_void, bytes, kind),
+        )
     }
 
     unsafe fn memset_zero(&self, dst: DevicePtr, bytes: usize) -> Result<()> {
         self.bind()?;
-        check(&format!("hipMemset({bytes} bytes)"), sys::hipMemset(dst as *mut c_void, 0, bytes))
+        check(
+            &format!("hipMemset({bytes} bytes)"),
+            sys::hipMemset(dst as *mut c_void, 0, bytes),
+        )
     }
 
     fn compile(&self, name: &str, src: &str) -> Result<Vec<u8>> {
@@ -243,19 +337,25 @@ impl GpuRuntime for HipRuntime {
     }
 
     fn precompiled(&self, file: &str) -> Option<&'static [u8]> {
-        PRECOMPILED.iter().find(|(f, arch, _)| *f == file && *arch == self.props.arch).map(|(_, _, image)| *image)
+        PRECOMPILED
+            .iter()
+            .find(|(f, arch, _)| *f == file && *arch == self.props.arch)
+            .map(|(_, _, image)| *image)
     }
 
     fn load_module(&self, image: &[u8]) -> Result<RawModule> {
         self.bind()?;
         let mut m: sys::hipModule_t = std::ptr::null_mut();
-        check("hipModuleLoadData", unsafe { sys::hipModuleLoadData(&mut m, image.as_ptr() as *const c_void) })?;
+        check("hipModuleLoadData", unsafe {
+            sys::hipModuleLoadData(&mut m, image.as_ptr() as *const c_void)
+        })?;
         Ok(RawModule(m as usize))
     }
 
     fn get_function(&self, module: RawModule, name: &str) -> Result<RawFunction> {
         self.bind()?;
-        let cname = CString::new(name).map_err(|_| Error::runtime("kernel name holds a NUL byte"))?;
+        let cname =
+            CString::new(name).map_err(|_| Error::runtime("kernel name holds a NUL byte"))?;
         let mut f: sys::hipFunction_t = std::ptr::null_mut();
         check(&format!("hipModuleGetFunction({name})"), unsafe {
             sys::hipModuleGetFunction(&mut f, module.0 as sys::hipModule_t, cname.as_ptr())
@@ -274,8 +374,14 @@ impl GpuRuntime for HipRuntime {
         Ok(())
     }
 
-    unsafe fn launch(&self, f: RawFunction, grid: [u32; 3], block: [u32; 3], shared_bytes: u32, args: &mut [*mut c_void])
-        -> Result<()> {
+    unsafe fn launch(
+        &self,
+        f: RawFunction,
+        grid: [u32; 3],
+        block: [u32; 3],
+        shared_bytes: u32,
+        args: &mut [*mut c_void],
+    ) -> Result<()> {
         self.bind()?;
         check(
             "hipModuleLaunchKernel",
@@ -297,25 +403,37 @@ impl GpuRuntime for HipRuntime {
 
     fn synchronize(&self) -> Result<()> {
         self.bind()?;
-        check("hipDeviceSynchronize", unsafe { sys::hipDeviceSynchronize() })
+        check("hipDeviceSynchronize", unsafe {
+            sys::hipDeviceSynchronize()
+        })
     }
 
     fn time_ms(&self, work: &mut dyn FnMut() -> Result<()>) -> Result<f32> {
         self.bind()?;
         unsafe {
-            let (mut start, mut end): (sys::hipEvent_t, sys::hipEvent_t) = (std::ptr::null_mut(), std::ptr::null_mut());
+            let (mut start, mut end): (sys::hipEvent_t, sys::hipEvent_t) =
+                (std::ptr::null_mut(), std::ptr::null_mut());
             check("hipEventCreate", sys::hipEventCreate(&mut start))?;
             if let Err(e) = check("hipEventCreate", sys::hipEventCreate(&mut end)) {
                 sys::hipEventDestroy(start);
                 return Err(e);
             }
             let result = (|| {
-                check("hipEventRecord", sys::hipEventRecord(start, std::ptr::null_mut()))?;
+                check(
+                    "hipEventRecord",
+                    sys::hipEventRecord(start, std::ptr::null_mut()),
+                )?;
                 work()?;
-                check("hipEventRecord", sys::hipEventRecord(end, std::ptr::null_mut()))?;
+                check(
+                    "hipEventRecord",
+                    sys::hipEventRecord(end, std::ptr::null_mut()),
+                )?;
                 check("hipEventSynchronize", sys::hipEventSynchronize(end))?;
                 let mut ms = 0f32;
-                check("hipEventElapsedTime", sys::hipEventElapsedTime(&mut ms, start, end))?;
+                check(
+                    "hipEventElapsedTime",
+                    sys::hipEventElapsedTime(&mut ms, start, end),
+                )?;
                 Ok(ms)
             })();
             sys::hipEventDestroy(start);

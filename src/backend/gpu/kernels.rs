@@ -63,7 +63,10 @@ pub struct Kernel {
 }
 
 fn k(family: Family, name: impl Into<String>) -> Kernel {
-    Kernel { family, name: name.into() }
+    Kernel {
+        family,
+        name: name.into(),
+    }
 }
 
 pub fn rms_norm() -> Kernel {
@@ -126,23 +129,40 @@ pub const WEIGHT_TYPES: [(GgmlType, &str); 14] = [
 ];
 
 fn weight_suffix(ty: GgmlType, op: &str) -> Result<&'static str> {
-    WEIGHT_TYPES.iter().find(|(t, _)| *t == ty).map(|(_, s)| *s).ok_or_else(|| {
-        Error::unsupported(format!(
-            "{op} on the GPU does not support weight type {} (supported: {})",
-            ty.name(),
-            WEIGHT_TYPES.iter().map(|(t, _)| t.name()).collect::<Vec<_>>().join(", ")
-        ))
-    })
+    WEIGHT_TYPES
+        .iter()
+        .find(|(t, _)| *t == ty)
+        .map(|(_, s)| *s)
+        .ok_or_else(|| {
+            Error::unsupported(format!(
+                "{op} on the GPU does not support weight type {} (supported: {})",
+                ty.name(),
+                WEIGHT_TYPES
+                    .iter()
+                    .map(|(t, _)| t.name())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))
+        })
 }
 
 pub fn matvec(ty: GgmlType) -> Result<Kernel> {
-    Ok(k(Family::Matmul, format!("matvec_{}", weight_suffix(ty, "matmul")?)))
+    Ok(k(
+        Family::Matmul,
+        format!("matvec_{}", weight_suffix(ty, "matmul")?),
+    ))
 }
 pub fn matmul_tiled(ty: GgmlType) -> Result<Kernel> {
-    Ok(k(Family::Matmul, format!("matmul_tiled_{}", weight_suffix(ty, "matmul")?)))
+    Ok(k(
+        Family::Matmul,
+        format!("matmul_tiled_{}", weight_suffix(ty, "matmul")?),
+    ))
 }
 pub fn embedding(ty: GgmlType) -> Result<Kernel> {
-    Ok(k(Family::Embedding, format!("embedding_{}", weight_suffix(ty, "embedding")?)))
+    Ok(k(
+        Family::Embedding,
+        format!("embedding_{}", weight_suffix(ty, "embedding")?),
+    ))
 }
 
 /// Tile shape of a flash-attention kernel: head-dim capacity `dmax` (64, 128 or 256),
@@ -172,12 +192,19 @@ impl FlashShape {
     }
     /// Dynamic shared memory of one block, bytes (attention.hip: Q, K-or-V and P tiles).
     pub fn shared_bytes(self) -> usize {
-        let (bq, bk, d) = (self.block_rows() as usize, self.block_keys() as usize, self.dmax as usize);
+        let (bq, bk, d) = (
+            self.block_rows() as usize,
+            self.block_keys() as usize,
+            self.dmax as usize,
+        );
         4 * (bq * (d + 4) + bk * (d + 4) + bq * (bk + 4))
     }
     /// The smallest instantiated head-dim capacity holding `head_dim`.
     pub fn dmax_for(head_dim: usize) -> Option<u32> {
-        Self::DMAXES.iter().copied().find(|&d| head_dim <= d as usize)
+        Self::DMAXES
+            .iter()
+            .copied()
+            .find(|&d| head_dim <= d as usize)
     }
 }
 
@@ -220,7 +247,14 @@ pub fn all() -> Vec<Kernel> {
     for dmax in FlashShape::DMAXES {
         for (rows_per_thread, cols_per_thread) in FlashShape::TILES {
             for kv in [KvDtype::F32, KvDtype::F16] {
-                out.push(flash(FlashShape { dmax, rows_per_thread, cols_per_thread }, kv));
+                out.push(flash(
+                    FlashShape {
+                        dmax,
+                        rows_per_thread,
+                        cols_per_thread,
+                    },
+                    kv,
+                ));
             }
         }
     }
@@ -238,8 +272,14 @@ mod tests {
         for kern in all() {
             let src = kern.family.source().unwrap();
             let literal = src.contains(&format!("{}(", kern.name));
-            let generated = src.contains("RF_FOR_EACH_WEIGHT_TYPE(") || src.contains("RF_FLASH_CONFIGS(");
-            assert!(literal || generated, "{} not found in {}", kern.name, kern.family.file());
+            let generated =
+                src.contains("RF_FOR_EACH_WEIGHT_TYPE(") || src.contains("RF_FLASH_CONFIGS(");
+            assert!(
+                literal || generated,
+                "{} not found in {}",
+                kern.name,
+                kern.family.file()
+            );
         }
     }
 

@@ -67,10 +67,15 @@ pub fn device(index: usize) -> Result<Arc<GpuDevice>> {
         if slots().is_empty() {
             Error::device(no_gpu_message())
         } else {
-            Error::device(format!("GPU {index} does not exist ({} found)", slots().len()))
+            Error::device(format!(
+                "GPU {index} does not exist ({} found)",
+                slots().len()
+            ))
         }
     })?;
-    let mut opened = opened().lock().map_err(|_| Error::runtime("GPU device table poisoned"))?;
+    let mut opened = opened()
+        .lock()
+        .map_err(|_| Error::runtime("GPU device table poisoned"))?;
     if let Some(dev) = &opened[index] {
         return Ok(dev.clone());
     }

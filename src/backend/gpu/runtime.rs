@@ -50,7 +50,9 @@ pub trait GpuRuntime: Send + Sync {
     /// # Safety
     /// `dst .. dst + src.len()` lies inside one allocation of this runtime.
     unsafe fn copy_htod(&self, dst: DevicePtr, src: &[u8]) -> Result<()>;
-    /// Waits for queued work, then copies. # Safety: `src .. + dst.len()` inside one allocation.
+    /// Waits for queued work, then copies.
+    /// # Safety
+    /// `src .. src + dst.len()` lies inside one allocation of this runtime.
     unsafe fn copy_dtoh(&self, dst: &mut [u8], src: DevicePtr) -> Result<()>;
     /// # Safety
     /// Both ranges lie inside allocations of this runtime.
@@ -73,8 +75,10 @@ pub trait GpuRuntime: Send + Sync {
     fn get_function(&self, module: RawModule, name: &str) -> Result<RawFunction>;
     /// Allow `f` to be launched with `bytes` of dynamic shared memory.
     fn set_max_dynamic_shared(&self, f: RawFunction, bytes: usize) -> Result<()>;
-    /// Queue a kernel. # Safety: `args` point to values matching the kernel's parameters, and
-    /// every device address among them is valid for what the kernel touches.
+    /// Queue a kernel.
+    /// # Safety
+    /// `args` point to values matching the kernel's parameters, and every device address
+    /// among them is valid for what the kernel touches.
     unsafe fn launch(
         &self,
         f: RawFunction,

@@ -14,8 +14,13 @@ pub fn assemble(file: &str, sources: &[(&str, &str)]) -> Result<String, String> 
     Ok(out)
 }
 
-fn append(file: &str, sources: &[(&str, &str)], seen: &mut Vec<String>, out: &mut String, depth: usize)
-    -> Result<(), String> {
+fn append(
+    file: &str,
+    sources: &[(&str, &str)],
+    seen: &mut Vec<String>,
+    out: &mut String,
+    depth: usize,
+) -> Result<(), String> {
     if depth > 8 {
         return Err(format!("kernel includes nest too deep at {file}"));
     }
@@ -51,7 +56,11 @@ pub fn nvrtc_options(arch: &str) -> Vec<String> {
 
 /// hipRTC options for an AMD architecture such as `gfx90a` (the output is a code object).
 pub fn hiprtc_options(arch: &str) -> Vec<String> {
-    vec![format!("--offload-arch={arch}"), "-O3".into(), "-std=c++17".into()]
+    vec![
+        format!("--offload-arch={arch}"),
+        "-O3".into(),
+        "-std=c++17".into(),
+    ]
 }
 
 /// hipcc arguments that compile one assembled source file `input` to a code object `output`
@@ -59,9 +68,18 @@ pub fn hiprtc_options(arch: &str) -> Vec<String> {
 pub fn hipcc_args(arch: &str, input: &str, output: &str) -> Vec<String> {
     let mut args = hiprtc_options(arch);
     args.extend(
-        ["--cuda-device-only", "--no-gpu-bundle-output", "-x", "hip", "-c", input, "-o", output]
-            .iter()
-            .map(|s| s.to_string()),
+        [
+            "--cuda-device-only",
+            "--no-gpu-bundle-output",
+            "-x",
+            "hip",
+            "-c",
+            input,
+            "-o",
+            output,
+        ]
+        .iter()
+        .map(|s| s.to_string()),
     );
     args
 }

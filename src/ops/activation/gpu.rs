@@ -7,7 +7,13 @@ use crate::backend::gpu::{kernels, Arg, DeviceBuffer, GpuDevice};
 use crate::error::Result;
 
 /// `out[i] = silu(gate[i]) * up[i]` for `i < n`.
-pub fn launch_swiglu(dev: &GpuDevice, gate: &DeviceBuffer, up: &DeviceBuffer, n: usize, out: &mut DeviceBuffer) -> Result<()> {
+pub fn launch_swiglu(
+    dev: &GpuDevice,
+    gate: &DeviceBuffer,
+    up: &DeviceBuffer,
+    n: usize,
+    out: &mut DeviceBuffer,
+) -> Result<()> {
     need("swiglu", "gate", gate, n, 4)?;
     need("swiglu", "up", up, n, 4)?;
     need("swiglu", "out", out, n, 4)?;
@@ -24,7 +30,13 @@ pub fn launch_swiglu(dev: &GpuDevice, gate: &DeviceBuffer, up: &DeviceBuffer, n:
     )
 }
 
-pub fn swiglu(dev: &Arc<GpuDevice>, gate: &[f32], up: &[f32], n: usize, out: &mut [f32]) -> Result<()> {
+pub fn swiglu(
+    dev: &Arc<GpuDevice>,
+    gate: &[f32],
+    up: &[f32],
+    n: usize,
+    out: &mut [f32],
+) -> Result<()> {
     let g = DeviceBuffer::from_slice(dev, &gate[..n], "swiglu")?;
     let u = DeviceBuffer::from_slice(dev, &up[..n], "swiglu")?;
     let mut o = DeviceBuffer::alloc(dev, n * 4, "swiglu")?;

@@ -11,14 +11,22 @@ const ELEMENTS_PER_PART: usize = 8192;
 
 /// `out[r] = argmax(x[r, :n])` for `r < rows` (int32 indices; lowest index on ties, NaN never
 /// wins, an all-NaN row gives 0).
-pub fn launch_argmax(dev: &GpuDevice, x: &DeviceBuffer, rows: usize, n: usize, out: &mut DeviceBuffer) -> Result<()> {
+pub fn launch_argmax(
+    dev: &GpuDevice,
+    x: &DeviceBuffer,
+    rows: usize,
+    n: usize,
+    out: &mut DeviceBuffer,
+) -> Result<()> {
     need("argmax", "x", x, rows * n, 4)?;
     need("argmax", "out", out, rows, 4)?;
     if rows == 0 || n == 0 {
         return Ok(());
     }
     if rows > 65535 {
-        return Err(Error::invalid(format!("argmax: {rows} rows are over the GPU grid limit of 65535")));
+        return Err(Error::invalid(format!(
+            "argmax: {rows} rows are over the GPU grid limit of 65535"
+        )));
     }
     let kernel = kernels::argmax();
     let parts = n.div_ceil(ELEMENTS_PER_PART).min(1024);
@@ -30,7 +38,14 @@ pub fn launch_argmax(dev: &GpuDevice, x: &DeviceBuffer, rows: usize, n: usize, o
             [1, rows as u32, 1],
             [1024, 1, 1],
             0,
-            &[x.arg(), n_arg, out.arg(), Arg::Ptr(0), Arg::Ptr(0), Arg::I32(0)],
+            &[
+                x.arg(),
+                n_arg,
+                out.arg(),
+                Arg::Ptr(0),
+                Arg::Ptr(0),
+                Arg::I32(0),
+            ],
         );
     }
     let scratch = dev.scratch(rows * parts * 8, "argmax")?;
@@ -41,7 +56,14 @@ pub fn launch_argmax(dev: &GpuDevice, x: &DeviceBuffer, rows: usize, n: usize, o
         [parts as u32, rows as u32, 1],
         [1024, 1, 1],
         0,
-        &[x.arg(), n_arg, out.arg(), Arg::Ptr(vals), Arg::Ptr(idxs), Arg::I32(0)],
+        &[
+            x.arg(),
+            n_arg,
+            out.arg(),
+            Arg::Ptr(vals),
+            Arg::Ptr(idxs),
+            Arg::I32(0),
+        ],
     )?;
     dev.launch(
         "argmax",
@@ -49,7 +71,14 @@ pub fn launch_argmax(dev: &GpuDevice, x: &DeviceBuffer, rows: usize, n: usize, o
         [1, rows as u32, 1],
         [1024, 1, 1],
         0,
-        &[x.arg(), n_arg, out.arg(), Arg::Ptr(vals), Arg::Ptr(idxs), Arg::I32(parts as i32)],
+        &[
+            x.arg(),
+            n_arg,
+            out.arg(),
+            Arg::Ptr(vals),
+            Arg::Ptr(idxs),
+            Arg::I32(parts as i32),
+        ],
     )
 }
 

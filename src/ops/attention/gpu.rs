@@ -26,36 +26,87 @@ fn dims(s: &AttentionShape, op: &str) -> Result<[Arg; 5]> {
 fn planes(s: &AttentionShape, op: &str) -> Result<u32> {
     let p = s.batch * s.heads;
     if p > 65535 {
-        return Err(Error::invalid(format!("{op}: batch * heads = {p} is over the GPU grid limit of 65535")));
+        return Err(Error::invalid(format!(
+            "{op}: batch * heads = {p} is over the GPU grid limit of 65535"
+        )));
     }
     Ok(p as u32)
 }
 
 /// `scores [B, H, Sq, Sk] = scale * q k^T`.
-pub fn launch_qkt_matmul(dev: &GpuDevice, q: &DeviceBuffer, k: &DeviceBuffer, s: &AttentionShape, scale: f32, scores: &mut DeviceBuffer)
-    -> Result<()> {
+pub fn launch_qkt_matmul(
+    dev: &GpuDevice,
+    q: &DeviceBuffer,
+    k: &DeviceBuffer,
+    s: &AttentionShape,
+    scale: f32,
+    scores: &mut DeviceBuffer,
+) -> Result<()> {
     need("qkt_matmul", "q", q, s.q_len(), 4)?;
     need("qkt_matmul", "k", k, s.kv_len(), 4)?;
     need("qkt_matmul", "scores", scores, s.scores_len(), 4)?;
     let [a, b, c, d, e] = dims(s, "qkt_matmul")?;
-    let grid = [s.seq_k.div_ceil(32) as u32, s.seq_q.div_ceil(32) as u32, planes(s, "qkt_matmul")?];
-    dev.launch("qkt_matmul", &kernels::qkt_matmul(), grid, [256, 1, 1], 0, &[q.arg(), k.arg(), scores.arg(), a, b, c, d, e, Arg::F32(scale)])
+    let grid = [
+        s.seq_k.div_ceil(32) as u32,
+        s.seq_q.div_ceil(32) as u32,
+        planes(s, "qkt_matmul")?,
+    ];
+    dev.launch(
+        "qkt_matmul",
+        &kernels::qkt_matmul(),
+        grid,
+        [256, 1, 1],
+        0,
+        &[
+            q.arg(),
+            k.arg(),
+            scores.arg(),
+            a,
+            b,
+            c,
+            d,
+            e,
+            Arg::F32(scale),
+        ],
+    )
 }
 
 /// `out [B, Sq, H, D] = weights [B, H, Sq, Sk] v`.
-pub fn launch_weighted_matmul(dev: &GpuDevice, w: &DeviceBuffer, v: &DeviceBuffer, s: &AttentionShape, out: &mut DeviceBuffer)
-    -> Result<()> {
+pub fn launch_weighted_matmul(
+    dev: &GpuDevice,
+    w: &DeviceBuffer,
+    v: &DeviceBuffer,
+    s: &AttentionShape,
+    out: &mut DeviceBuffer,
+) -> Result<()> {
     need("weighted_matmul", "weights", w, s.scores_len(), 4)?;
     need("weighted_matmul", "v", v, s.kv_len(), 4)?;
     need("weighted_matmul", "out", out, s.q_len(), 4)?;
     let [a, b, c, d, e] = dims(s, "weighted_matmul")?;
-    let grid = [s.head_dim.div_ceil(32) as u32, s.seq_q.div_ceil(32) as u32, planes(s, "weighted_matmul")?];
-    dev.launch("weighted_matmul", &kernels::weighted_matmul(), grid, [256, 1, 1], 0, &[w.arg(), v.arg(), out.arg(), a, b, c, d, e])
+    let grid = [
+        s.head_dim.div_ceil(32) as u32,
+        s.seq_q.div_ceil(32) as u32,
+        planes(s, "weighted_matmul")?,
+    ];
+    dev.launch(
+        "weighted_matmul",
+        &kernels::weighted_matmul(),
+        grid,
+        [256, 1, 1],
+        0,
+        &[w.arg(), v.arg(), out.arg(), a, b, c, d, e],
+    )
 }
 
 /// `-inf` where key j > query i + seq_k - seq_q, over `planes` (batch * heads) score
 /// matrices `[seq_q, seq_k]`.
-pub fn launch_causal_mask(dev: &GpuDevice, scores: &mut DeviceBuffer, planes: usize, seq_q: usize, seq_k: usize) -> Result<()> {
+pub fn launch_causal_mask(
+    dev: &GpuDevice,
+    scores: &mut DeviceBuffer,
+    planes: usize,
+    seq_q: usize,
+    seq_k: usize,
+) -> Result<()> {
     let n = planes * seq_q * seq_k;
     need("causal_mask", "scores", scores, n, 4)?;
     if n == 0 {
@@ -77,7 +128,12 @@ pub fn launch_causal_mask(dev: &GpuDevice, scores: &mut DeviceBuffer, planes: us
 }
 
 /// Softmax of each of `rows` rows of `cols`, in place.
-pub fn launch_softmax(dev: &GpuDevice, x: &mut DeviceBuffer, rows: usize, cols: usize) -> Result<()> {
+pub fn launch_softmax(
+    dev: &GpuDevice,
+    x: &mut DeviceBuffer,
+    rows: usize,
+    cols: usize,
+) -> Result<()> {
     need("softmax", "x", x, rows * cols, 4)?;
     if rows == 0 || cols == 0 {
         return Ok(());
@@ -106,7 +162,10 @@ const MAX_PARTIAL_BYTES: usize = 256 << 20;
 
 pub fn flash_plan(dev: &GpuDevice, s: &AttentionShape) -> Result<FlashPlan> {
     let dmax = FlashShape::dmax_for(s.head_dim).ok_or_else(|| {
-        Error::unsupported(format!("flash_attention on the GPU supports head_dim up to 256, got {}", s.head_dim))
+        Error::unsupported(format!(
+            "flash_attention on the GPU supports head_dim up to 256, got {}",
+            s.head_dim
+        ))
     })?;
     let props = dev.runtime().props();
     let rows = s.seq_q * (s.heads / s.kv_heads);
@@ -133,11 +192,17 @@ pub fn flash_plan(dev: &GpuDevice, s: &AttentionShape) -> Result<FlashPlan> {
     if blocks < target && s.seq_k >= 8 * bk {
         splits = target.div_ceil(blocks).min(s.seq_k / (4 * bk)).max(1);
         let per_split_bytes = s.batch * s.kv_heads * rows * (dmax as usize + 2) * 4;
-        splits = splits.min((MAX_PARTIAL_BYTES / per_split_bytes.max(1)).max(1)).min(65535);
+        splits = splits
+            .min((MAX_PARTIAL_BYTES / per_split_bytes.max(1)).max(1))
+            .min(65535);
     }
     let keys_per_split = s.seq_k.div_ceil(splits).div_ceil(bk) * bk;
     let splits = s.seq_k.div_ceil(keys_per_split);
-    Ok(FlashPlan { shape, splits, keys_per_split })
+    Ok(FlashPlan {
+        shape,
+        splits,
+        keys_per_split,
+    })
 }
 
 /// Fused attention: `out [B, Sq, H, D] = softmax(q k^T * scale [+ causal mask]) v`, k and v
@@ -158,7 +223,8 @@ pub fn launch_flash_attention(
     let op = "flash_attention";
     let elem = if kv == KvDtype::F32 { 4 } else { 2 };
     need(op, "q", q, s.q_len(), 4)?;
-    let kv_need = s.batch * kv_rows * s.kv_heads * s.head_dim - (kv_rows - s.seq_k) * s.kv_heads * s.head_dim;
+    let kv_need =
+        s.batch * kv_rows * s.kv_heads * s.head_dim - (kv_rows - s.seq_k) * s.kv_heads * s.head_dim;
     need(op, "k", k, kv_need, elem)?;
     need(op, "v", v, kv_need, elem)?;
     need(op, "out", out, s.q_len(), 4)?;
@@ -166,9 +232,15 @@ pub fn launch_flash_attention(
     let rows = s.seq_q * (s.heads / s.kv_heads);
     let bkv = s.batch * s.kv_heads;
     if bkv > 65535 {
-        return Err(Error::invalid(format!("{op}: batch * kv_heads = {bkv} is over the GPU grid limit of 65535")));
+        return Err(Error::invalid(format!(
+            "{op}: batch * kv_heads = {bkv} is over the GPU grid limit of 65535"
+        )));
     }
-    let grid = [rows.div_ceil(plan.shape.block_rows() as usize) as u32, bkv as u32, plan.splits as u32];
+    let grid = [
+        rows.div_ceil(plan.shape.block_rows() as usize) as u32,
+        bkv as u32,
+        plan.splits as u32,
+    ];
     let shared = plan.shape.shared_bytes() as u32;
     let scale_log2 = scale * std::f32::consts::LOG2_E;
     let [a, b, c, d, e] = dims(s, op)?;
@@ -176,11 +248,26 @@ pub fn launch_flash_attention(
         Arg::I64(kv_rows as i64),
         Arg::F32(scale_log2),
         Arg::I32(causal as i32),
-        Arg::I32(to_i32(plan.keys_per_split, "flash_attention keys per split")?),
+        Arg::I32(to_i32(
+            plan.keys_per_split,
+            "flash_attention keys per split",
+        )?),
     ];
     let kernel = kernels::flash(plan.shape, kv);
     if plan.splits == 1 {
-        let mut args = vec![q.arg(), k.arg(), v.arg(), out.arg(), Arg::Ptr(0), Arg::Ptr(0), a, b, c, d, e];
+        let mut args = vec![
+            q.arg(),
+            k.arg(),
+            v.arg(),
+            out.arg(),
+            Arg::Ptr(0),
+            Arg::Ptr(0),
+            a,
+            b,
+            c,
+            d,
+            e,
+        ];
         args.extend(tail);
         return dev.launch(op, &kernel, grid, [FLASH_THREADS, 1, 1], shared, &args);
     }
@@ -189,7 +276,19 @@ pub fn launch_flash_attention(
     let scratch = dev.scratch(o_bytes + partial_rows * 2 * 4, op)?;
     let part_o = scratch.ptr();
     let part_ml = part_o + o_bytes as u64;
-    let mut args = vec![q.arg(), k.arg(), v.arg(), out.arg(), Arg::Ptr(part_o), Arg::Ptr(part_ml), a, b, c, d, e];
+    let mut args = vec![
+        q.arg(),
+        k.arg(),
+        v.arg(),
+        out.arg(),
+        Arg::Ptr(part_o),
+        Arg::Ptr(part_ml),
+        a,
+        b,
+        c,
+        d,
+        e,
+    ];
     args.extend(tail);
     dev.launch(op, &kernel, grid, [FLASH_THREADS, 1, 1], shared, &args)?;
     dev.launch(
@@ -214,7 +313,14 @@ pub fn launch_flash_attention(
 
 // ------------------------------------------------------------------------- host-array ops
 
-pub fn qkt_matmul(dev: &Arc<GpuDevice>, q: &[f32], k: &[f32], s: &AttentionShape, scale: f32, scores: &mut [f32]) -> Result<()> {
+pub fn qkt_matmul(
+    dev: &Arc<GpuDevice>,
+    q: &[f32],
+    k: &[f32],
+    s: &AttentionShape,
+    scale: f32,
+    scores: &mut [f32],
+) -> Result<()> {
     let qd = DeviceBuffer::from_slice(dev, &q[..s.q_len()], "qkt_matmul")?;
     let kd = DeviceBuffer::from_slice(dev, &k[..s.kv_len()], "qkt_matmul")?;
     let mut sd = DeviceBuffer::alloc(dev, s.scores_len() * 4, "qkt_matmul")?;
@@ -222,7 +328,13 @@ pub fn qkt_matmul(dev: &Arc<GpuDevice>, q: &[f32], k: &[f32], s: &AttentionShape
     sd.read(&mut scores[..s.scores_len()], "qkt_matmul")
 }
 
-pub fn causal_mask(dev: &Arc<GpuDevice>, scores: &mut [f32], planes: usize, seq_q: usize, seq_k: usize) -> Result<()> {
+pub fn causal_mask(
+    dev: &Arc<GpuDevice>,
+    scores: &mut [f32],
+    planes: usize,
+    seq_q: usize,
+    seq_k: usize,
+) -> Result<()> {
     let n = planes * seq_q * seq_k;
     let mut sd = DeviceBuffer::from_slice(dev, &scores[..n], "causal_mask")?;
     launch_causal_mask(dev, &mut sd, planes, seq_q, seq_k)?;
@@ -236,7 +348,13 @@ pub fn softmax(dev: &Arc<GpuDevice>, x: &mut [f32], rows: usize, cols: usize) ->
     xd.read(&mut x[..n], "softmax")
 }
 
-pub fn weighted_matmul(dev: &Arc<GpuDevice>, weights: &[f32], v: &[f32], s: &AttentionShape, out: &mut [f32]) -> Result<()> {
+pub fn weighted_matmul(
+    dev: &Arc<GpuDevice>,
+    weights: &[f32],
+    v: &[f32],
+    s: &AttentionShape,
+    out: &mut [f32],
+) -> Result<()> {
     let wd = DeviceBuffer::from_slice(dev, &weights[..s.scores_len()], "weighted_matmul")?;
     let vd = DeviceBuffer::from_slice(dev, &v[..s.kv_len()], "weighted_matmul")?;
     let mut od = DeviceBuffer::alloc(dev, s.q_len() * 4, "weighted_matmul")?;
@@ -261,7 +379,9 @@ pub fn flash_attention<T: Element>(
     } else if TypeId::of::<T>() == TypeId::of::<f16>() {
         KvDtype::F16
     } else {
-        return Err(Error::invalid_type("flash_attention: k and v must be f32 or f16 on the GPU"));
+        return Err(Error::invalid_type(
+            "flash_attention: k and v must be f32 or f16 on the GPU",
+        ));
     };
     let elem = std::mem::size_of::<T>();
     let n = s.kv_len();

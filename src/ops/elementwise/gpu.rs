@@ -13,11 +13,24 @@ pub fn launch_add(dev: &GpuDevice, a: &mut DeviceBuffer, b: &DeviceBuffer, n: us
     if n == 0 {
         return Ok(());
     }
-    dev.launch("add", &kernels::add(), flat_grid(n), [FLAT_BLOCK, 1, 1], 0, &[a.arg(), b.arg(), a.arg(), Arg::I64(n as i64)])
+    dev.launch(
+        "add",
+        &kernels::add(),
+        flat_grid(n),
+        [FLAT_BLOCK, 1, 1],
+        0,
+        &[a.arg(), b.arg(), a.arg(), Arg::I64(n as i64)],
+    )
 }
 
 /// `x[r, :] += bias` for `r < rows`; bias `[cols]`.
-pub fn launch_add_bias(dev: &GpuDevice, x: &mut DeviceBuffer, bias: &DeviceBuffer, rows: usize, cols: usize) -> Result<()> {
+pub fn launch_add_bias(
+    dev: &GpuDevice,
+    x: &mut DeviceBuffer,
+    bias: &DeviceBuffer,
+    rows: usize,
+    cols: usize,
+) -> Result<()> {
     let n = rows * cols;
     need("add_bias", "x", x, n, 4)?;
     need("add_bias", "bias", bias, cols, 4)?;
@@ -30,7 +43,13 @@ pub fn launch_add_bias(dev: &GpuDevice, x: &mut DeviceBuffer, bias: &DeviceBuffe
         flat_grid(n),
         [FLAT_BLOCK, 1, 1],
         0,
-        &[x.arg(), bias.arg(), x.arg(), Arg::I64(rows as i64), Arg::I32(to_i32(cols, "add_bias cols")?)],
+        &[
+            x.arg(),
+            bias.arg(),
+            x.arg(),
+            Arg::I64(rows as i64),
+            Arg::I32(to_i32(cols, "add_bias cols")?),
+        ],
     )
 }
 
@@ -40,7 +59,14 @@ pub fn launch_scale(dev: &GpuDevice, x: &mut DeviceBuffer, factor: f32, n: usize
     if n == 0 {
         return Ok(());
     }
-    dev.launch("scale", &kernels::scale(), flat_grid(n), [FLAT_BLOCK, 1, 1], 0, &[x.arg(), x.arg(), Arg::F32(factor), Arg::I64(n as i64)])
+    dev.launch(
+        "scale",
+        &kernels::scale(),
+        flat_grid(n),
+        [FLAT_BLOCK, 1, 1],
+        0,
+        &[x.arg(), x.arg(), Arg::F32(factor), Arg::I64(n as i64)],
+    )
 }
 
 pub fn add(dev: &Arc<GpuDevice>, a: &mut [f32], b: &[f32], n: usize) -> Result<()> {

@@ -37,7 +37,13 @@ pub fn launch_kv_append(
         flat_grid(n * row_len),
         [FLAT_BLOCK, 1, 1],
         0,
-        &[cache.arg(), src.arg(), Arg::I64(pos0 as i64), Arg::I64(n as i64), Arg::I32(to_i32(row_len, "kv_append row_len")?)],
+        &[
+            cache.arg(),
+            src.arg(),
+            Arg::I64(pos0 as i64),
+            Arg::I64(n as i64),
+            Arg::I32(to_i32(row_len, "kv_append row_len")?),
+        ],
     )
 }
 
@@ -57,7 +63,9 @@ pub fn kv_append<T: Element>(
     } else if TypeId::of::<T>() == TypeId::of::<f16>() {
         KvDtype::F16
     } else {
-        return Err(Error::invalid_type("kv_append: the GPU cache holds f32 or f16"));
+        return Err(Error::invalid_type(
+            "kv_append: the GPU cache holds f32 or f16",
+        ));
     };
     let elem = std::mem::size_of::<T>();
     let sd = DeviceBuffer::from_slice(dev, &src[..len], "kv_append")?;
@@ -66,6 +74,7 @@ pub fn kv_append<T: Element>(
     launch_kv_append(dev, &mut cd, dtype, &sd, 0, n, row_len)?;
     let dst = &mut cache[pos0 * row_len..pos0 * row_len + len];
     // SAFETY: T is f32 or f16 (checked above), plain values of `elem` bytes.
-    let dst_bytes = unsafe { std::slice::from_raw_parts_mut(dst.as_mut_ptr() as *mut u8, len * elem) };
+    let dst_bytes =
+        unsafe { std::slice::from_raw_parts_mut(dst.as_mut_ptr() as *mut u8, len * elem) };
     cd.read(dst_bytes, "kv_append")
 }

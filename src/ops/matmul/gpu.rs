@@ -17,7 +17,13 @@ const MATVEC_ROWS_PER_BLOCK: usize = 8;
 /// Output tile of the tiled kernel.
 const TILE: usize = 64;
 
-pub fn launch_matmul(dev: &GpuDevice, x: &DeviceBuffer, w: &DeviceWeight, m: usize, out: &mut DeviceBuffer) -> Result<()> {
+pub fn launch_matmul(
+    dev: &GpuDevice,
+    x: &DeviceBuffer,
+    w: &DeviceWeight,
+    m: usize,
+    out: &mut DeviceBuffer,
+) -> Result<()> {
     let (n, k) = (w.rows, w.cols);
     need("matmul", "x", x, m * k, 4)?;
     need("matmul", "weight", w.bytes, n * w.row_bytes(), 1)?;
@@ -43,30 +49,79 @@ pub fn launch_matmul(dev: &GpuDevice, x: &DeviceBuffer, w: &DeviceWeight, m: usi
         let mut args = args.to_vec();
         args.push(Arg::I32(staged as i32));
         let shared = if staged { staged_bytes as u32 } else { 0 };
-        dev.launch("matmul", &kernels::matvec(w.ty)?, [blocks as u32, 1, 1], [32 * MATVEC_ROWS_PER_BLOCK as u32, 1, 1], shared, &args)
+        dev.launch(
+            "matmul",
+            &kernels::matvec(w.ty)?,
+            [blocks as u32, 1, 1],
+            [32 * MATVEC_ROWS_PER_BLOCK as u32, 1, 1],
+            shared,
+            &args,
+        )
     } else {
         let grid = [n.div_ceil(TILE) as u32, m.div_ceil(TILE) as u32, 1];
-        dev.launch("matmul", &kernels::matmul_tiled(w.ty)?, grid, [256, 1, 1], 0, &args)
+        dev.launch(
+            "matmul",
+            &kernels::matmul_tiled(w.ty)?,
+            grid,
+            [256, 1, 1],
+            0,
+            &args,
+        )
     }
 }
 
-fn run(dev: &Arc<GpuDevice>, x: &[f32], ty: GgmlType, n: usize, k: usize, bytes: &[u8], m: usize, out: &mut [f32]) -> Result<()> {
+#[allow(clippy::too_many_arguments)]
+fn run(
+    dev: &Arc<GpuDevice>,
+    x: &[f32],
+    ty: GgmlType,
+    n: usize,
+    k: usize,
+    bytes: &[u8],
+    m: usize,
+    out: &mut [f32],
+) -> Result<()> {
     let xd = DeviceBuffer::from_slice(dev, &x[..m * k], "matmul")?;
     let wd = DeviceBuffer::from_slice(dev, bytes, "matmul")?;
     let mut od = DeviceBuffer::alloc(dev, m * n * 4, "matmul")?;
-    launch_matmul(dev, &xd, &DeviceWeight { ty, rows: n, cols: k, bytes: &wd }, m, &mut od)?;
+    launch_matmul(
+        dev,
+        &xd,
+        &DeviceWeight {
+            ty,
+            rows: n,
+            cols: k,
+            bytes: &wd,
+        },
+        m,
+        &mut od,
+    )?;
     od.read(&mut out[..m * n], "matmul")
 }
 
 /// `out[m, n] = x[m, k] @ w[n, k]^T`, all float32 host arrays.
-pub fn matmul_f32(dev: &Arc<GpuDevice>, x: &[f32], w: &[f32], m: usize, n: usize, k: usize, out: &mut [f32]) -> Result<()> {
+pub fn matmul_f32(
+    dev: &Arc<GpuDevice>,
+    x: &[f32],
+    w: &[f32],
+    m: usize,
+    n: usize,
+    k: usize,
+    out: &mut [f32],
+) -> Result<()> {
     // SAFETY: f32 is plain data; the byte view covers exactly w[..n * k].
     let bytes = unsafe { std::slice::from_raw_parts(w.as_ptr() as *const u8, n * k * 4) };
     run(dev, x, GgmlType::F32, n, k, bytes, m, out)
 }
 
 /// `out[m, n] = x[m, k] @ dequant(w)[n, k]^T`, w in its GGUF type.
-pub fn matmul_gguf(dev: &Arc<GpuDevice>, x: &[f32], w: &WeightView, m: usize, out: &mut [f32]) -> Result<()> {
+pub fn matmul_gguf(
+    dev: &Arc<GpuDevice>,
+    x: &[f32],
+    w: &WeightView,
+    m: usize,
+    out: &mut [f32],
+) -> Result<()> {
     kernels::matvec(w.ty)?; // an unsupported type fails before any upload
     run(dev, x, w.ty, w.rows, w.cols, w.bytes, m, out)
 }

@@ -29,12 +29,25 @@ pub fn launch_rms_norm(
         [to_i32(rows, "rms_norm rows")? as u32, 1, 1],
         [256, 1, 1],
         0,
-        &[x.arg(), w.arg(), out.arg(), Arg::I32(to_i32(dim, "rms_norm dim")?), Arg::F32(eps)],
+        &[
+            x.arg(),
+            w.arg(),
+            out.arg(),
+            Arg::I32(to_i32(dim, "rms_norm dim")?),
+            Arg::F32(eps),
+        ],
     )
 }
 
 /// Host arrays in and out (the op `rms_norm` with `device="gpu"`).
-pub fn rms_norm(dev: &Arc<GpuDevice>, x: &[f32], weight: &[f32], eps: f32, rows: usize, out: &mut [f32]) -> Result<()> {
+pub fn rms_norm(
+    dev: &Arc<GpuDevice>,
+    x: &[f32],
+    weight: &[f32],
+    eps: f32,
+    rows: usize,
+    out: &mut [f32],
+) -> Result<()> {
     let n = rows * weight.len();
     let xd = DeviceBuffer::from_slice(dev, &x[..n], "rms_norm")?;
     let wd = DeviceBuffer::from_slice(dev, weight, "rms_norm")?;

@@ -37,7 +37,9 @@ pub fn launch_rope(
         return Ok(());
     }
     if heads > 65535 {
-        return Err(Error::invalid(format!("rope: heads = {heads} is over the GPU grid limit of 65535")));
+        return Err(Error::invalid(format!(
+            "rope: heads = {heads} is over the GPU grid limit of 65535"
+        )));
     }
     let (pos_ptr, pos0) = match positions {
         Positions::Table(t) => {
@@ -87,12 +89,28 @@ pub fn rope(
     let pos32: Vec<i32> = positions
         .iter()
         .map(|&p| {
-            i32::try_from(p).map_err(|_| Error::invalid(format!("rope: position {p} is outside the GPU's int32 range")))
+            i32::try_from(p).map_err(|_| {
+                Error::invalid(format!(
+                    "rope: position {p} is outside the GPU's int32 range"
+                ))
+            })
         })
         .collect::<Result<_>>()?;
     let mut xd = DeviceBuffer::from_slice(dev, &x[..n], "rope")?;
     let pd = DeviceBuffer::from_slice(dev, &pos32, "rope")?;
-    let ffd = freq_factors.map(|f| DeviceBuffer::from_slice(dev, f, "rope")).transpose()?;
-    launch_rope(dev, &mut xd, batch * seq, seq, heads, head_dim, Positions::Table(&pd), params, ffd.as_ref())?;
+    let ffd = freq_factors
+        .map(|f| DeviceBuffer::from_slice(dev, f, "rope"))
+        .transpose()?;
+    launch_rope(
+        dev,
+        &mut xd,
+        batch * seq,
+        seq,
+        heads,
+        head_dim,
+        Positions::Table(&pd),
+        params,
+        ffd.as_ref(),
+    )?;
     xd.read(&mut x[..n], "rope")
 }
