@@ -21,7 +21,12 @@ def test_swiglu(rng, device, shape, gate_scale):
     up = rng.standard_normal(shape).astype(np.float32)
     out = rf.ops.swiglu(gate, up, device=device)
     assert out.dtype == np.float32 and out.shape == gate.shape
-    assert rel_err(out, ref.swiglu(gate, up)) < TOL
+    expected = ref.swiglu(gate, up)
+    # Where every expected value is below float32's normal range (a lone gate of -90 gives
+    # silu ~ 1e-37), a norm-wise relative error measures subnormal rounding, not the op:
+    # there, values must agree to within float32's smallest normal number.
+    tiny = np.finfo(np.float32).tiny
+    assert rel_err(out, expected) < TOL or np.allclose(out, expected, rtol=TOL, atol=tiny)
 
 
 def test_swiglu_extremes(device):
