@@ -9,6 +9,8 @@ pub mod backend;
 pub mod gguf;
 pub mod ops;
 pub mod tokenizer;
+pub mod model;
+pub mod sampling;
 
 #[cfg(feature = "python")]
 mod python;
