@@ -11,6 +11,7 @@ pub mod ops;
 pub mod tokenizer;
 pub mod model;
 pub mod sampling;
+pub mod chat;
 
 #[cfg(feature = "python")]
 mod python;
