@@ -72,7 +72,10 @@ fn scalar_dot(ty: GgmlType) -> RowDot {
 fn row_dot(ty: GgmlType) -> RowDot {
     #[cfg(target_arch = "x86_64")]
     {
-        if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+        if is_x86_feature_detected!("avx2")
+            && is_x86_feature_detected!("fma")
+            && is_x86_feature_detected!("f16c")
+        {
             return match ty {
                 GgmlType::Q4_0 => avx2::q4_0,
                 GgmlType::Q4_1 => avx2::q4_1,
@@ -237,7 +240,7 @@ mod scalar {
     }
 }
 
-/// AVX2 + FMA dots. Each block's 32 weights are expanded to 32 int8 lanes (low nibbles in the
+/// AVX2 + FMA (+ F16C for the block scales) dots. Each block's 32 weights are expanded to 32 int8 lanes (low nibbles in the
 /// low 128 bits: elements 0..16; high nibbles in the high 128 bits: elements 16..32), then
 /// `maddubs` (u8 x i8 pairs -> i16) and `madd` (i16 pairs -> i32) sum them, and the block's
 /// `d_w * d_x` scales the 8 partial sums into a float accumulator.
@@ -245,11 +248,19 @@ mod scalar {
 mod avx2 {
     use std::arch::x86_64::*;
 
-    use super::{f16_at, BlockQ8};
+    use super::BlockQ8;
+
+    /// The f16 at byte `i` of `b` as f32, with the F16C instruction.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn f16_at(b: &[u8], i: usize) -> f32 {
+        let bits = u16::from_le_bytes([b[i], b[i + 1]]);
+        _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(bits as i32)))
+    }
 
     /// Sum of the 8 floats of `v`.
     #[inline]
-    #[target_feature(enable = "avx2,fma")]
+    #[target_feature(enable = "avx2,fma,f16c")]
     unsafe fn hsum(v: __m256) -> f32 {
         let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
         let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
@@ -259,7 +270,7 @@ mod avx2 {
 
     /// 16 bytes of packed nibbles -> 32 bytes 0..15 (elements 0..16 low, 16..32 high).
     #[inline]
-    #[target_feature(enable = "avx2,fma")]
+    #[target_feature(enable = "avx2,fma,f16c")]
     unsafe fn nibbles(p: *const u8) -> __m256i {
         let q = _mm_loadu_si128(p as *const __m128i);
         let both = _mm256_set_m128i(_mm_srli_epi16(q, 4), q);
@@ -268,7 +279,7 @@ mod avx2 {
 
     /// 32 bits -> 32 bytes: 0xFF where the bit is set (byte j <- bit j).
     #[inline]
-    #[target_feature(enable = "avx2,fma")]
+    #[target_feature(enable = "avx2,fma,f16c")]
     unsafe fn bytes_from_bits(bits: u32) -> __m256i {
         let shuffle = _mm256_set_epi64x(
             0x0303_0303_0303_0303,
@@ -284,7 +295,7 @@ mod avx2 {
 
     /// Sum of products of 32 unsigned `u` and signed `s` bytes, as 8 floats.
     #[inline]
-    #[target_feature(enable = "avx2,fma")]
+    #[target_feature(enable = "avx2,fma,f16c")]
     unsafe fn dot_us(u: __m256i, s: __m256i) -> __m256 {
         let pairs = _mm256_maddubs_epi16(u, s);
         _mm256_cvtepi32_ps(_mm256_madd_epi16(pairs, _mm256_set1_epi16(1)))
@@ -292,18 +303,18 @@ mod avx2 {
 
     /// Sum of products of 32 signed bytes `a` and `b` (sign moved onto `b`).
     #[inline]
-    #[target_feature(enable = "avx2,fma")]
+    #[target_feature(enable = "avx2,fma,f16c")]
     unsafe fn dot_ss(a: __m256i, b: __m256i) -> __m256 {
         dot_us(_mm256_sign_epi8(a, a), _mm256_sign_epi8(b, a))
     }
 
     #[inline]
-    #[target_feature(enable = "avx2,fma")]
+    #[target_feature(enable = "avx2,fma,f16c")]
     unsafe fn load_x(xb: &BlockQ8) -> __m256i {
         _mm256_load_si256(xb.qs.as_ptr() as *const __m256i)
     }
 
-    #[target_feature(enable = "avx2,fma")]
+    #[target_feature(enable = "avx2,fma,f16c")]
     unsafe fn q4_0_impl(w: &[u8], x: &[BlockQ8]) -> f32 {
         let mut acc = _mm256_setzero_ps();
         for (b, xb) in w.chunks_exact(18).zip(x) {
@@ -314,7 +325,7 @@ mod avx2 {
         hsum(acc)
     }
 
-    #[target_feature(enable = "avx2,fma")]
+    #[target_feature(enable = "avx2,fma,f16c")]
     unsafe fn q4_1_impl(w: &[u8], x: &[BlockQ8]) -> f32 {
         let mut acc = _mm256_setzero_ps();
         let mut offsets = 0.0f32;
@@ -327,7 +338,7 @@ mod avx2 {
         hsum(acc) + offsets
     }
 
-    #[target_feature(enable = "avx2,fma")]
+    #[target_feature(enable = "avx2,fma,f16c")]
     unsafe fn q5_0_impl(w: &[u8], x: &[BlockQ8]) -> f32 {
         let mut acc = _mm256_setzero_ps();
         for (b, xb) in w.chunks_exact(22).zip(x) {
@@ -341,7 +352,7 @@ mod avx2 {
         hsum(acc)
     }
 
-    #[target_feature(enable = "avx2,fma")]
+    #[target_feature(enable = "avx2,fma,f16c")]
     unsafe fn q5_1_impl(w: &[u8], x: &[BlockQ8]) -> f32 {
         let mut acc = _mm256_setzero_ps();
         let mut offsets = 0.0f32;
@@ -356,7 +367,7 @@ mod avx2 {
         hsum(acc) + offsets
     }
 
-    #[target_feature(enable = "avx2,fma")]
+    #[target_feature(enable = "avx2,fma,f16c")]
     unsafe fn q8_0_impl(w: &[u8], x: &[BlockQ8]) -> f32 {
         let mut acc = _mm256_setzero_ps();
         for (b, xb) in w.chunks_exact(34).zip(x) {
@@ -371,7 +382,7 @@ mod avx2 {
     macro_rules! entry {
         ($name:ident, $imp:ident) => {
             pub fn $name(w: &[u8], x: &[BlockQ8]) -> f32 {
-                // SAFETY: only reachable through `row_dot`, which checked the CPU features.
+                // SAFETY: only reachable through `row_dot`, which checked the CPU features (AVX2, FMA, F16C).
                 unsafe { $imp(w, x) }
             }
         };
