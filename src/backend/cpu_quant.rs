@@ -4,9 +4,10 @@
 //! integer dots run on AVX2 when the CPU has it (detected at run time, scalar otherwise).
 //! Weight rows are split across rayon's threads.
 //!
-//! `out [m, n] = x [m, k] @ W^T`, W `[n, k]` of type Q4_0, Q4_1, Q5_0, Q5_1 or Q8_0.
-//! Results differ from the f32 reference by the activation rounding only (relative error
-//! around 1e-3), as llama.cpp's do.
+//! `out [m, n] = x [m, k] @ W^T`, W `[n, k]` of type Q4_0, Q4_1, Q5_0, Q5_1, Q8_0 (activations
+//! in blocks of 32, `BlockQ8`) or Q4_K, Q5_K, Q6_K (blocks of 256 with 16-element sums,
+//! `BlockQ8K`). Results differ from the f32 reference by the activation rounding only
+//! (relative error around 1e-3), as llama.cpp's do.
 
 use half::f16;
 use rayon::prelude::*;
@@ -17,9 +18,13 @@ use crate::gguf::GgmlType;
 /// Elements per block of every supported type.
 const QK: usize = 32;
 
+/// Elements per K-quant super-block.
+const QK_K: usize = 256;
+
 /// Whether `matmul` handles weights of `ty`.
 pub fn supports(ty: GgmlType) -> bool {
-    matches!(ty, GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q5_0 | GgmlType::Q5_1 | GgmlType::Q8_0)
+    use GgmlType::*;
+    matches!(ty, Q4_0 | Q4_1 | Q5_0 | Q5_1 | Q8_0 | Q4_K | Q5_K | Q6_K)
 }
 
 /// 32 activations quantized to int8: `x[i] ~= d * qs[i]`; `s = d * sum(qs)` (for the
@@ -49,55 +54,109 @@ pub fn quantize_row_q8(x: &[f32], out: &mut [BlockQ8]) {
     }
 }
 
+/// 256 activations quantized to int8 (`x[i] ~= d * qs[i]`) with the sums of each 16.
+#[derive(Clone, Copy)]
+#[repr(C, align(32))]
+pub struct BlockQ8K {
+    qs: [i8; QK_K],
+    bsums: [i16; QK_K / 16],
+    d: f32,
+}
+
+/// Quantize one row `x [k]` (k a multiple of 256) to `out [k / 256]`.
+pub fn quantize_row_q8k(x: &[f32], out: &mut [BlockQ8K]) {
+    for (xb, b) in x.chunks_exact(QK_K).zip(out.iter_mut()) {
+        let amax = xb.iter().fold(0.0f32, |a, v| a.max(v.abs()));
+        let id = if amax != 0.0 { 127.0 / amax } else { 0.0 };
+        for (q, v) in b.qs.iter_mut().zip(xb) {
+            *q = (v * id).round_ties_even() as i8;
+        }
+        for (s, q) in b.bsums.iter_mut().zip(b.qs.chunks_exact(16)) {
+            *s = q.iter().map(|&v| v as i16).sum();
+        }
+        b.d = amax / 127.0;
+    }
+}
+
 #[inline]
 fn f16_at(b: &[u8], i: usize) -> f32 {
     f16::from_le_bytes([b[i], b[i + 1]]).to_f32()
 }
 
-/// Dot product of one weight row (`bytes` of `ty`) with quantized activations `x`.
-type RowDot = fn(&[u8], &[BlockQ8]) -> f32;
+/// Dot product of one weight row (the bytes of its blocks) with quantized activations.
+type RowDot<A> = fn(&[u8], &[A]) -> f32;
 
-fn scalar_dot(ty: GgmlType) -> RowDot {
+fn scalar_dot(ty: GgmlType) -> RowDot<BlockQ8> {
     match ty {
         GgmlType::Q4_0 => scalar::q4_0,
         GgmlType::Q4_1 => scalar::q4_1,
         GgmlType::Q5_0 => scalar::q5_0,
         GgmlType::Q5_1 => scalar::q5_1,
         GgmlType::Q8_0 => scalar::q8_0,
-        _ => unreachable!("checked by supports()"),
+        _ => unreachable!("a type with 32-element activation blocks"),
     }
 }
 
-/// The fastest dot product this CPU runs for `ty`.
-fn row_dot(ty: GgmlType) -> RowDot {
+#[cfg(target_arch = "x86_64")]
+fn has_avx2() -> bool {
+    is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") && is_x86_feature_detected!("f16c")
+}
+
+/// The fastest dot product this CPU runs for `ty` (a type with 32-element blocks).
+fn row_dot(ty: GgmlType) -> RowDot<BlockQ8> {
     #[cfg(target_arch = "x86_64")]
     {
-        if is_x86_feature_detected!("avx2")
-            && is_x86_feature_detected!("fma")
-            && is_x86_feature_detected!("f16c")
-        {
+        if has_avx2() {
             return match ty {
                 GgmlType::Q4_0 => avx2::q4_0,
                 GgmlType::Q4_1 => avx2::q4_1,
                 GgmlType::Q5_0 => avx2::q5_0,
                 GgmlType::Q5_1 => avx2::q5_1,
                 GgmlType::Q8_0 => avx2::q8_0,
-                _ => unreachable!("checked by supports()"),
+                _ => unreachable!("a type with 32-element activation blocks"),
             };
         }
     }
     scalar_dot(ty)
 }
 
-/// Quantize the activations `x [m, k]` to 8-bit blocks `[m, k / 32]`.
-pub fn quantize_activations(x: &[f32], m: usize, k: usize) -> Vec<BlockQ8> {
-    let nb = k / QK;
-    let zero = BlockQ8 { qs: [0; QK], d: 0.0, s: 0.0 };
+/// The dot product for K-quant `ty`: plain Rust, compiled for AVX2 where the CPU has it.
+fn row_dot_k(ty: GgmlType) -> RowDot<BlockQ8K> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if has_avx2() {
+            return match ty {
+                GgmlType::Q4_K => kquants::q4_k_avx2,
+                GgmlType::Q5_K => kquants::q5_k_avx2,
+                GgmlType::Q6_K => kquants::q6_k_avx2,
+                _ => unreachable!("a K-quant type"),
+            };
+        }
+    }
+    match ty {
+        GgmlType::Q4_K => kquants::q4_k,
+        GgmlType::Q5_K => kquants::q5_k,
+        GgmlType::Q6_K => kquants::q6_k,
+        _ => unreachable!("a K-quant type"),
+    }
+}
+
+/// Quantize the activations `x [m, k]` row by row to blocks `[m, k / block]`.
+fn quantize_activations<A: Copy + Send + Sync>(
+    x: &[f32],
+    m: usize,
+    k: usize,
+    block: usize,
+    zero: A,
+    quantize_row: fn(&[f32], &mut [A]),
+) -> Vec<A> {
+    let nb = k / block;
     let mut q = vec![zero; m * nb];
-    q.par_chunks_mut(nb)
-        .zip(x[..m * k].par_chunks(k))
-        .with_min_len(8)
-        .for_each(|(qr, xr)| quantize_row_q8(xr, qr));
+    if m == 1 {
+        quantize_row(&x[..k], &mut q);
+    } else {
+        q.par_chunks_mut(nb).zip(x[..m * k].par_chunks(k)).for_each(|(qr, xr)| quantize_row(xr, qr));
+    }
     q
 }
 
@@ -111,10 +170,11 @@ pub fn matmul(
     m: usize,
     out: &mut [f32],
 ) -> Result<()> {
-    if !supports(ty) || k % QK != 0 {
+    let block = ty.block_size();
+    if !supports(ty) || k % block != 0 {
         return Err(Error::unsupported(format!("quantized CPU matmul of {ty} with k = {k}")));
     }
-    let row_bytes = k / QK * ty.type_size();
+    let row_bytes = k / block * ty.type_size();
     if w.len() != n * row_bytes || x.len() < m * k || out.len() < m * n {
         return Err(Error::invalid(format!(
             "quantized matmul: W [{n}, {k}] {ty} ({} bytes), x {} floats for m = {m}, out {} floats",
@@ -123,38 +183,51 @@ pub fn matmul(
             out.len()
         )));
     }
-    let xq = quantize_activations(x, m, k);
-    let nb = k / QK;
-    let dot = row_dot(ty);
+    if block == QK_K {
+        let zero = BlockQ8K { qs: [0; QK_K], bsums: [0; QK_K / 16], d: 0.0 };
+        let xq = quantize_activations(x, m, k, QK_K, zero, quantize_row_q8k);
+        rows_times_activations(w, row_bytes, n, &xq, k / QK_K, m, row_dot_k(ty), out);
+    } else {
+        let zero = BlockQ8 { qs: [0; QK], d: 0.0, s: 0.0 };
+        let xq = quantize_activations(x, m, k, QK, zero, quantize_row_q8);
+        rows_times_activations(w, row_bytes, n, &xq, k / QK, m, row_dot(ty), out);
+    }
+    Ok(())
+}
+
+/// `out[i, r] = dot(W row r, xq row i)`: weight rows split across threads; each task reads
+/// its rows once and dots them with every activation row.
+#[allow(clippy::too_many_arguments)]
+fn rows_times_activations<A: Sync>(
+    w: &[u8],
+    row_bytes: usize,
+    n: usize,
+    xq: &[A],
+    nb: usize,
+    m: usize,
+    dot: RowDot<A>,
+    out: &mut [f32],
+) {
     // Rows per task: enough work per task to amortize scheduling, several tasks per thread.
     let rows_per_task = (n / (rayon::current_num_threads() * 8)).clamp(8, 256);
-
+    let w_row = |r: usize| &w[r * row_bytes..(r + 1) * row_bytes];
     if m == 1 {
-        out[..n]
-            .par_chunks_mut(rows_per_task)
-            .enumerate()
-            .for_each(|(c, o)| {
-                let r0 = c * rows_per_task;
-                for (j, oj) in o.iter_mut().enumerate() {
-                    let r = r0 + j;
-                    *oj = dot(&w[r * row_bytes..(r + 1) * row_bytes], &xq);
-                }
-            });
-        return Ok(());
+        out[..n].par_chunks_mut(rows_per_task).enumerate().for_each(|(c, o)| {
+            for (j, oj) in o.iter_mut().enumerate() {
+                *oj = dot(w_row(c * rows_per_task + j), xq);
+            }
+        });
+        return;
     }
-    // Several activation rows: each task reads its weight rows once and dots them with every
-    // activation row, then the [m, rows] tile is scattered into out.
     let tiles: Vec<(usize, Vec<f32>)> = (0..n)
-        .step_by(rows_per_task)
-        .collect::<Vec<_>>()
         .into_par_iter()
+        .step_by(rows_per_task)
         .map(|r0| {
             let rows = rows_per_task.min(n - r0);
-            let mut tile = vec![0.0f32; m * rows];
+            let mut tile = vec![0.0f32; m * rows]; // [m, rows]
             for j in 0..rows {
-                let wr = &w[(r0 + j) * row_bytes..(r0 + j + 1) * row_bytes];
                 for i in 0..m {
-                    tile[i * rows + j] = dot(wr, &xq[i * nb..(i + 1) * nb]);
+                    tile[i * rows + j] = dot(w_row(r0 + j), &xq[i * nb..(i + 1) * nb]);
                 }
             }
             (r0, tile)
@@ -166,7 +239,160 @@ pub fn matmul(
             out[i * n + r0..i * n + r0 + rows].copy_from_slice(&tile[i * rows..(i + 1) * rows]);
         }
     }
-    Ok(())
+}
+
+/// K-quant dots: each super-block of 256 weights is unpacked to integers in plain Rust, whose
+/// loops LLVM vectorizes; the `_avx2` entry points compile the same code for AVX2.
+mod kquants {
+    use super::{f16_at, BlockQ8K, QK_K};
+
+    /// Scale and min of sub-block `j` (of 8) from Q4_K/Q5_K's 12 packed 6-bit values.
+    #[inline(always)]
+    fn scale_min(j: usize, s: &[u8]) -> (i32, i32) {
+        if j < 4 {
+            ((s[j] & 63) as i32, (s[j + 4] & 63) as i32)
+        } else {
+            (
+                ((s[j + 4] & 0x0F) | ((s[j - 4] >> 6) << 4)) as i32,
+                ((s[j + 4] >> 4) | ((s[j] >> 6) << 4)) as i32,
+            )
+        }
+    }
+
+    #[inline(always)]
+    fn dot32(q: &[u8; 32], x: &[i8]) -> i32 {
+        let mut acc = 0i32;
+        for l in 0..32 {
+            acc += q[l] as i32 * x[l] as i32;
+        }
+        acc
+    }
+
+    /// Q4_K: `w = d * sc * q - dmin * m` per sub-block of 32, q in 0..16.
+    #[inline(always)]
+    fn q4_k_body(w: &[u8], x: &[BlockQ8K]) -> f32 {
+        let mut sum = 0.0f32;
+        for (b, xb) in w.chunks_exact(144).zip(x) {
+            let (d, dmin) = (f16_at(b, 0) * xb.d, f16_at(b, 2) * xb.d);
+            let (scales, qs) = (&b[4..16], &b[16..144]);
+            let (mut isum, mut msum) = (0i32, 0i32);
+            for j in 0..4 {
+                let q = &qs[32 * j..32 * j + 32];
+                let lo: [u8; 32] = std::array::from_fn(|l| q[l] & 0x0F);
+                let hi: [u8; 32] = std::array::from_fn(|l| q[l] >> 4);
+                let (sc1, m1) = scale_min(2 * j, scales);
+                let (sc2, m2) = scale_min(2 * j + 1, scales);
+                isum += sc1 * dot32(&lo, &xb.qs[64 * j..]) + sc2 * dot32(&hi, &xb.qs[64 * j + 32..]);
+                let bs = &xb.bsums[4 * j..4 * j + 4];
+                msum += m1 * (bs[0] as i32 + bs[1] as i32) + m2 * (bs[2] as i32 + bs[3] as i32);
+            }
+            sum += d * isum as f32 - dmin * msum as f32;
+        }
+        sum
+    }
+
+    /// Q5_K: as Q4_K with a fifth bit per weight from `qh` (q in 0..32).
+    #[inline(always)]
+    fn q5_k_body(w: &[u8], x: &[BlockQ8K]) -> f32 {
+        let mut sum = 0.0f32;
+        for (b, xb) in w.chunks_exact(176).zip(x) {
+            let (d, dmin) = (f16_at(b, 0) * xb.d, f16_at(b, 2) * xb.d);
+            let (scales, qh, qs) = (&b[4..16], &b[16..48], &b[48..176]);
+            let (mut isum, mut msum) = (0i32, 0i32);
+            for j in 0..4 {
+                let q = &qs[32 * j..32 * j + 32];
+                let lo: [u8; 32] = std::array::from_fn(|l| (q[l] & 0x0F) | (((qh[l] >> (2 * j)) & 1) << 4));
+                let hi: [u8; 32] = std::array::from_fn(|l| (q[l] >> 4) | (((qh[l] >> (2 * j + 1)) & 1) << 4));
+                let (sc1, m1) = scale_min(2 * j, scales);
+                let (sc2, m2) = scale_min(2 * j + 1, scales);
+                isum += sc1 * dot32(&lo, &xb.qs[64 * j..]) + sc2 * dot32(&hi, &xb.qs[64 * j + 32..]);
+                let bs = &xb.bsums[4 * j..4 * j + 4];
+                msum += m1 * (bs[0] as i32 + bs[1] as i32) + m2 * (bs[2] as i32 + bs[3] as i32);
+            }
+            sum += d * isum as f32 - dmin * msum as f32;
+        }
+        sum
+    }
+
+    /// Q6_K: `w = d * sc * (q - 32)` per sub-block of 16, q in 0..64 (4 bits in ql, 2 in qh).
+    #[inline(always)]
+    fn q6_k_body(w: &[u8], x: &[BlockQ8K]) -> f32 {
+        let mut sum = 0.0f32;
+        for (b, xb) in w.chunks_exact(210).zip(x) {
+            let (ql, qh, sc) = (&b[0..128], &b[128..192], &b[192..208]);
+            let d = f16_at(b, 208) * xb.d;
+            let mut isum = 0i32;
+            for half in 0..2 {
+                let (ql, qh) = (&ql[64 * half..], &qh[32 * half..]);
+                // The four runs of 32 weights of this half, in element order.
+                let runs: [[u8; 32]; 4] = [
+                    std::array::from_fn(|l| (ql[l] & 0x0F) | ((qh[l] & 3) << 4)),
+                    std::array::from_fn(|l| (ql[l + 32] & 0x0F) | (((qh[l] >> 2) & 3) << 4)),
+                    std::array::from_fn(|l| (ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)),
+                    std::array::from_fn(|l| (ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)),
+                ];
+                for (r, run) in runs.iter().enumerate() {
+                    let x0 = 128 * half + 32 * r;
+                    for g in 0..2 {
+                        // sub-block of 16: scale index 8 * half + 2 * r + g
+                        let s = sc[8 * half + 2 * r + g] as i8 as i32;
+                        let mut acc = 0i32;
+                        for l in 0..16 {
+                            acc += run[16 * g + l] as i32 * xb.qs[x0 + 16 * g + l] as i32;
+                        }
+                        // (q - 32) * x summed = sum(q * x) - 32 * sum(x)
+                        acc -= 32 * xb.bsums[x0 / 16 + g] as i32;
+                        isum += s * acc;
+                    }
+                }
+            }
+            sum += d * isum as f32;
+        }
+        sum
+    }
+
+    pub fn q4_k(w: &[u8], x: &[BlockQ8K]) -> f32 {
+        q4_k_body(w, x)
+    }
+    pub fn q5_k(w: &[u8], x: &[BlockQ8K]) -> f32 {
+        q5_k_body(w, x)
+    }
+    pub fn q6_k(w: &[u8], x: &[BlockQ8K]) -> f32 {
+        q6_k_body(w, x)
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    mod compiled_for_avx2 {
+        use super::*;
+        #[target_feature(enable = "avx2,fma,f16c")]
+        pub unsafe fn q4_k(w: &[u8], x: &[BlockQ8K]) -> f32 {
+            q4_k_body(w, x)
+        }
+        #[target_feature(enable = "avx2,fma,f16c")]
+        pub unsafe fn q5_k(w: &[u8], x: &[BlockQ8K]) -> f32 {
+            q5_k_body(w, x)
+        }
+        #[target_feature(enable = "avx2,fma,f16c")]
+        pub unsafe fn q6_k(w: &[u8], x: &[BlockQ8K]) -> f32 {
+            q6_k_body(w, x)
+        }
+    }
+
+    // SAFETY (all three): handed out by `row_dot_k` only after detecting AVX2, FMA and F16C.
+    #[cfg(target_arch = "x86_64")]
+    pub fn q4_k_avx2(w: &[u8], x: &[BlockQ8K]) -> f32 {
+        unsafe { compiled_for_avx2::q4_k(w, x) }
+    }
+    #[cfg(target_arch = "x86_64")]
+    pub fn q5_k_avx2(w: &[u8], x: &[BlockQ8K]) -> f32 {
+        unsafe { compiled_for_avx2::q5_k(w, x) }
+    }
+    #[cfg(target_arch = "x86_64")]
+    pub fn q6_k_avx2(w: &[u8], x: &[BlockQ8K]) -> f32 {
+        unsafe { compiled_for_avx2::q6_k(w, x) }
+    }
+
+    const _: () = assert!(QK_K == 256);
 }
 
 /// Plain Rust dots: the reference the SIMD versions are tested against, and the fallback.
@@ -397,6 +623,7 @@ mod avx2 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::gguf::quants;
 
     /// A simple deterministic generator for test data.
     fn lcg(seed: &mut u64) -> f32 {
@@ -404,20 +631,51 @@ mod tests {
         ((*seed >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
     }
 
-    /// Random bytes of `nb` blocks of `ty`, with finite f16 scales.
+    /// Random bytes of `nb` blocks of `ty` with small finite f16 scales where ggml keeps them.
     fn random_blocks(ty: GgmlType, nb: usize, seed: &mut u64) -> Vec<u8> {
         let ts = ty.type_size();
         let mut out = vec![0u8; nb * ts];
+        let scale_bytes: &[usize] = match ty {
+            GgmlType::Q4_1 | GgmlType::Q5_1 | GgmlType::Q4_K | GgmlType::Q5_K => &[0, 2],
+            GgmlType::Q6_K => &[208],
+            _ => &[0],
+        };
         for b in out.chunks_exact_mut(ts) {
             for byte in b.iter_mut() {
                 *byte = (lcg(seed) * 128.0 + 128.0) as u8;
             }
-            b[0..2].copy_from_slice(&f16::from_f32(lcg(seed) * 0.1).to_le_bytes());
-            if matches!(ty, GgmlType::Q4_1 | GgmlType::Q5_1) {
-                b[2..4].copy_from_slice(&f16::from_f32(lcg(seed) * 0.1).to_le_bytes());
+            for &at in scale_bytes {
+                b[at..at + 2].copy_from_slice(&f16::from_f32(lcg(seed) * 0.05).to_le_bytes());
             }
         }
         out
+    }
+
+    const TYPES: [GgmlType; 8] = [
+        GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q5_0, GgmlType::Q5_1, GgmlType::Q8_0,
+        GgmlType::Q4_K, GgmlType::Q5_K, GgmlType::Q6_K,
+    ];
+
+    #[test]
+    fn matmul_matches_dequantized_reference() {
+        // Against the gguf module's dequantizer (bit-exact with the `gguf` package): the only
+        // difference is the 8-bit rounding of the activations.
+        let mut seed = 3u64;
+        for ty in TYPES {
+            let (n, k) = (13usize, 3 * ty.block_size());
+            let w = random_blocks(ty, n * k / ty.block_size(), &mut seed);
+            let x: Vec<f32> = (0..k).map(|_| lcg(&mut seed) * 2.0).collect();
+            let mut out = vec![0.0; n];
+            matmul(ty, &w, n, k, &x, 1, &mut out).unwrap();
+            let mut wf = vec![0.0f32; n * k];
+            quants::dequantize(ty, &w, &mut wf).unwrap();
+            for r in 0..n {
+                let want: f64 = (0..k).map(|i| wf[r * k + i] as f64 * x[i] as f64).sum();
+                let scale: f64 = (0..k).map(|i| (wf[r * k + i] as f64 * x[i] as f64).abs()).sum();
+                let err = (out[r] as f64 - want).abs();
+                assert!(err <= 1e-2 * scale + 1e-6, "{ty} row {r}: {} vs {want} (scale {scale})", out[r]);
+            }
+        }
     }
 
     #[test]
@@ -427,7 +685,8 @@ mod tests {
             for nb in [1usize, 3, 17] {
                 let w = random_blocks(ty, nb, &mut seed);
                 let x: Vec<f32> = (0..nb * QK).map(|_| lcg(&mut seed) * 3.0).collect();
-                let xq = quantize_activations(&x, 1, nb * QK);
+                let mut xq = vec![BlockQ8 { qs: [0; QK], d: 0.0, s: 0.0 }; nb];
+                quantize_row_q8(&x, &mut xq);
                 let (a, b) = (row_dot(ty)(&w, &xq), scalar_dot(ty)(&w, &xq));
                 assert!((a - b).abs() <= 1e-4 * (1.0 + b.abs()), "{ty} nb={nb}: {a} vs {b}");
             }
@@ -439,15 +698,17 @@ mod tests {
         // Row i of a batched matmul equals the single-row matmul of x[i]: decode and prefill
         // see the same numbers.
         let mut seed = 7u64;
-        let (n, k, m) = (37, 96, 5);
-        let w = random_blocks(GgmlType::Q4_1, n * k / QK, &mut seed);
-        let x: Vec<f32> = (0..m * k).map(|_| lcg(&mut seed)).collect();
-        let mut out = vec![0.0; m * n];
-        matmul(GgmlType::Q4_1, &w, n, k, &x, m, &mut out).unwrap();
-        for i in 0..m {
-            let mut one = vec![0.0; n];
-            matmul(GgmlType::Q4_1, &w, n, k, &x[i * k..(i + 1) * k], 1, &mut one).unwrap();
-            assert_eq!(&out[i * n..(i + 1) * n], &one[..]);
+        for ty in [GgmlType::Q4_1, GgmlType::Q6_K] {
+            let (n, k, m) = (37, 512, 5);
+            let w = random_blocks(ty, n * k / ty.block_size(), &mut seed);
+            let x: Vec<f32> = (0..m * k).map(|_| lcg(&mut seed)).collect();
+            let mut out = vec![0.0; m * n];
+            matmul(ty, &w, n, k, &x, m, &mut out).unwrap();
+            for i in 0..m {
+                let mut one = vec![0.0; n];
+                matmul(ty, &w, n, k, &x[i * k..(i + 1) * k], 1, &mut one).unwrap();
+                assert_eq!(&out[i * n..(i + 1) * n], &one[..]);
+            }
         }
     }
 }
