@@ -83,8 +83,7 @@ impl Default for GenerateParams {
     }
 }
 
-/// Polled between forward chunks and tokens; returns `Err(Interrupted)` to stop (Ctrl-C).
-pub type Interrupt<'a> = &'a mut dyn FnMut() -> Result<()>;
+pub use crate::model::Interrupt;
 
 /// A model with its tokenizer and the bookkeeping of its KV cache.
 pub struct Engine {

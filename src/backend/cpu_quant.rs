@@ -40,6 +40,23 @@ pub struct BlockQ8 {
 /// Quantize one row `x [k]` (k a multiple of 32) to `out [k / 32]`. The scale is rounded to
 /// f16 as ggml stores it, and values round half to even as its AVX2 code does.
 pub fn quantize_row_q8(x: &[f32], out: &mut [BlockQ8]) {
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2() {
+        // SAFETY: the CPU has the features this copy is compiled for.
+        return unsafe { quantize_row_q8_avx2(x, out) };
+    }
+    quantize_row_q8_body(x, out)
+}
+
+/// `quantize_row_q8` compiled for AVX2 (rounding becomes one instruction, not a libm call).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn quantize_row_q8_avx2(x: &[f32], out: &mut [BlockQ8]) {
+    quantize_row_q8_body(x, out)
+}
+
+#[inline(always)]
+fn quantize_row_q8_body(x: &[f32], out: &mut [BlockQ8]) {
     for (xb, b) in x.chunks_exact(QK).zip(out.iter_mut()) {
         let amax = xb.iter().fold(0.0f32, |a, v| a.max(v.abs()));
         let d = amax / 127.0;
@@ -65,6 +82,22 @@ pub struct BlockQ8K {
 
 /// Quantize one row `x [k]` (k a multiple of 256) to `out [k / 256]`.
 pub fn quantize_row_q8k(x: &[f32], out: &mut [BlockQ8K]) {
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2() {
+        // SAFETY: the CPU has the features this copy is compiled for.
+        return unsafe { quantize_row_q8k_avx2(x, out) };
+    }
+    quantize_row_q8k_body(x, out)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn quantize_row_q8k_avx2(x: &[f32], out: &mut [BlockQ8K]) {
+    quantize_row_q8k_body(x, out)
+}
+
+#[inline(always)]
+fn quantize_row_q8k_body(x: &[f32], out: &mut [BlockQ8K]) {
     for (xb, b) in x.chunks_exact(QK_K).zip(out.iter_mut()) {
         let amax = xb.iter().fold(0.0f32, |a, v| a.max(v.abs()));
         let id = if amax != 0.0 { 127.0 / amax } else { 0.0 };
@@ -76,6 +109,23 @@ pub fn quantize_row_q8k(x: &[f32], out: &mut [BlockQ8K]) {
         }
         b.d = amax / 127.0;
     }
+}
+
+/// How far ahead of the block in use weights are prefetched (bytes).
+const PREFETCH_AHEAD: usize = 1024;
+
+/// Ask the CPU to start loading `b[ahead..]` into the cache (weights stream from memory once
+/// per matmul; hardware prefetchers alone leave the loads waiting). No-op off x86_64.
+#[inline(always)]
+fn prefetch(b: &[u8], ahead: usize) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch is a hint; it never faults, whatever the address.
+    unsafe {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        _mm_prefetch(b.as_ptr().wrapping_add(ahead) as *const i8, _MM_HINT_T0);
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (b, ahead);
 }
 
 #[inline]
@@ -244,7 +294,7 @@ fn rows_times_activations<A: Sync>(
 /// K-quant dots: each super-block of 256 weights is unpacked to integers in plain Rust, whose
 /// loops LLVM vectorizes; the `_avx2` entry points compile the same code for AVX2.
 mod kquants {
-    use super::{f16_at, BlockQ8K, QK_K};
+    use super::{f16_at, prefetch, BlockQ8K, PREFETCH_AHEAD, QK_K};
 
     /// Scale and min of sub-block `j` (of 8) from Q4_K/Q5_K's 12 packed 6-bit values.
     #[inline(always)]
@@ -273,6 +323,7 @@ mod kquants {
     fn q4_k_body(w: &[u8], x: &[BlockQ8K]) -> f32 {
         let mut sum = 0.0f32;
         for (b, xb) in w.chunks_exact(144).zip(x) {
+            prefetch(b, PREFETCH_AHEAD);
             let (d, dmin) = (f16_at(b, 0) * xb.d, f16_at(b, 2) * xb.d);
             let (scales, qs) = (&b[4..16], &b[16..144]);
             let (mut isum, mut msum) = (0i32, 0i32);
@@ -296,6 +347,7 @@ mod kquants {
     fn q5_k_body(w: &[u8], x: &[BlockQ8K]) -> f32 {
         let mut sum = 0.0f32;
         for (b, xb) in w.chunks_exact(176).zip(x) {
+            prefetch(b, PREFETCH_AHEAD);
             let (d, dmin) = (f16_at(b, 0) * xb.d, f16_at(b, 2) * xb.d);
             let (scales, qh, qs) = (&b[4..16], &b[16..48], &b[48..176]);
             let (mut isum, mut msum) = (0i32, 0i32);
@@ -319,6 +371,7 @@ mod kquants {
     fn q6_k_body(w: &[u8], x: &[BlockQ8K]) -> f32 {
         let mut sum = 0.0f32;
         for (b, xb) in w.chunks_exact(210).zip(x) {
+            prefetch(b, PREFETCH_AHEAD);
             let (ql, qh, sc) = (&b[0..128], &b[128..192], &b[192..208]);
             let d = f16_at(b, 208) * xb.d;
             let mut isum = 0i32;
@@ -474,7 +527,7 @@ mod scalar {
 mod avx2 {
     use std::arch::x86_64::*;
 
-    use super::BlockQ8;
+    use super::{prefetch, BlockQ8, PREFETCH_AHEAD};
 
     /// The f16 at byte `i` of `b` as f32, with the F16C instruction.
     #[inline]
@@ -540,68 +593,94 @@ mod avx2 {
         _mm256_load_si256(xb.qs.as_ptr() as *const __m256i)
     }
 
+    /// The blocks' integer dot products as 8 floats, and the block's scale `d_w * d_x`;
+    /// for types with an offset, `m_w * s_x` goes to `offset`.
+    type Block = unsafe fn(&[u8], &BlockQ8, &mut f32) -> (__m256, __m256);
+
+    /// Sum over the blocks of a row: two independent accumulators so that consecutive
+    /// blocks' multiply-adds overlap.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn dot_row<const SIZE: usize>(w: &[u8], x: &[BlockQ8], block: Block) -> f32 {
+        let (mut acc0, mut acc1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+        let (mut off0, mut off1) = (0.0f32, 0.0f32);
+        let mut pairs = w.chunks_exact(2 * SIZE).zip(x.chunks_exact(2));
+        for (b, xb) in &mut pairs {
+            // The weights stream from memory once: ask for them well ahead of use.
+            prefetch(b, PREFETCH_AHEAD);
+            let (p0, d0) = block(&b[..SIZE], &xb[0], &mut off0);
+            let (p1, d1) = block(&b[SIZE..], &xb[1], &mut off1);
+            acc0 = _mm256_fmadd_ps(d0, p0, acc0);
+            acc1 = _mm256_fmadd_ps(d1, p1, acc1);
+        }
+        let n = w.len() / SIZE;
+        if n % 2 == 1 {
+            let (p, d) = block(&w[(n - 1) * SIZE..], &x[n - 1], &mut off0);
+            acc0 = _mm256_fmadd_ps(d, p, acc0);
+        }
+        hsum(_mm256_add_ps(acc0, acc1)) + off0 + off1
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn q4_0_block(b: &[u8], xb: &BlockQ8, _offset: &mut f32) -> (__m256, __m256) {
+        let q = _mm256_sub_epi8(nibbles(b.as_ptr().add(2)), _mm256_set1_epi8(8));
+        (dot_ss(q, load_x(xb)), _mm256_set1_ps(f16_at(b, 0) * xb.d))
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn q4_1_block(b: &[u8], xb: &BlockQ8, offset: &mut f32) -> (__m256, __m256) {
+        *offset += f16_at(b, 2) * xb.s;
+        (dot_us(nibbles(b.as_ptr().add(4)), load_x(xb)), _mm256_set1_ps(f16_at(b, 0) * xb.d))
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn q5_0_block(b: &[u8], xb: &BlockQ8, _offset: &mut f32) -> (__m256, __m256) {
+        let qh = u32::from_le_bytes([b[2], b[3], b[4], b[5]]);
+        // value - 16 as a signed byte: the nibble with 0xF0 or'ed in where the fifth bit is 0.
+        let high = _mm256_andnot_si256(bytes_from_bits(qh), _mm256_set1_epi8(0xF0u8 as i8));
+        let q = _mm256_or_si256(nibbles(b.as_ptr().add(6)), high);
+        (dot_ss(q, load_x(xb)), _mm256_set1_ps(f16_at(b, 0) * xb.d))
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn q5_1_block(b: &[u8], xb: &BlockQ8, offset: &mut f32) -> (__m256, __m256) {
+        let qh = u32::from_le_bytes([b[4], b[5], b[6], b[7]]);
+        let high = _mm256_and_si256(bytes_from_bits(qh), _mm256_set1_epi8(0x10));
+        let q = _mm256_or_si256(nibbles(b.as_ptr().add(8)), high);
+        *offset += f16_at(b, 2) * xb.s;
+        (dot_us(q, load_x(xb)), _mm256_set1_ps(f16_at(b, 0) * xb.d))
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn q8_0_block(b: &[u8], xb: &BlockQ8, _offset: &mut f32) -> (__m256, __m256) {
+        let q = _mm256_loadu_si256(b.as_ptr().add(2) as *const __m256i);
+        (dot_ss(q, load_x(xb)), _mm256_set1_ps(f16_at(b, 0) * xb.d))
+    }
+
     #[target_feature(enable = "avx2,fma,f16c")]
     unsafe fn q4_0_impl(w: &[u8], x: &[BlockQ8]) -> f32 {
-        let mut acc = _mm256_setzero_ps();
-        for (b, xb) in w.chunks_exact(18).zip(x) {
-            let q = _mm256_sub_epi8(nibbles(b.as_ptr().add(2)), _mm256_set1_epi8(8));
-            let d = _mm256_set1_ps(f16_at(b, 0) * xb.d);
-            acc = _mm256_fmadd_ps(d, dot_ss(q, load_x(xb)), acc);
-        }
-        hsum(acc)
+        dot_row::<18>(w, x, q4_0_block)
     }
-
     #[target_feature(enable = "avx2,fma,f16c")]
     unsafe fn q4_1_impl(w: &[u8], x: &[BlockQ8]) -> f32 {
-        let mut acc = _mm256_setzero_ps();
-        let mut offsets = 0.0f32;
-        for (b, xb) in w.chunks_exact(20).zip(x) {
-            let q = nibbles(b.as_ptr().add(4));
-            let d = _mm256_set1_ps(f16_at(b, 0) * xb.d);
-            acc = _mm256_fmadd_ps(d, dot_us(q, load_x(xb)), acc);
-            offsets += f16_at(b, 2) * xb.s;
-        }
-        hsum(acc) + offsets
+        dot_row::<20>(w, x, q4_1_block)
     }
-
     #[target_feature(enable = "avx2,fma,f16c")]
     unsafe fn q5_0_impl(w: &[u8], x: &[BlockQ8]) -> f32 {
-        let mut acc = _mm256_setzero_ps();
-        for (b, xb) in w.chunks_exact(22).zip(x) {
-            let qh = u32::from_le_bytes([b[2], b[3], b[4], b[5]]);
-            // value - 16 as a signed byte: the nibble with 0xF0 or'ed in where the fifth bit is 0.
-            let high = _mm256_andnot_si256(bytes_from_bits(qh), _mm256_set1_epi8(0xF0u8 as i8));
-            let q = _mm256_or_si256(nibbles(b.as_ptr().add(6)), high);
-            let d = _mm256_set1_ps(f16_at(b, 0) * xb.d);
-            acc = _mm256_fmadd_ps(d, dot_ss(q, load_x(xb)), acc);
-        }
-        hsum(acc)
+        dot_row::<22>(w, x, q5_0_block)
     }
-
     #[target_feature(enable = "avx2,fma,f16c")]
     unsafe fn q5_1_impl(w: &[u8], x: &[BlockQ8]) -> f32 {
-        let mut acc = _mm256_setzero_ps();
-        let mut offsets = 0.0f32;
-        for (b, xb) in w.chunks_exact(24).zip(x) {
-            let qh = u32::from_le_bytes([b[4], b[5], b[6], b[7]]);
-            let high = _mm256_and_si256(bytes_from_bits(qh), _mm256_set1_epi8(0x10));
-            let q = _mm256_or_si256(nibbles(b.as_ptr().add(8)), high);
-            let d = _mm256_set1_ps(f16_at(b, 0) * xb.d);
-            acc = _mm256_fmadd_ps(d, dot_us(q, load_x(xb)), acc);
-            offsets += f16_at(b, 2) * xb.s;
-        }
-        hsum(acc) + offsets
+        dot_row::<24>(w, x, q5_1_block)
     }
-
     #[target_feature(enable = "avx2,fma,f16c")]
     unsafe fn q8_0_impl(w: &[u8], x: &[BlockQ8]) -> f32 {
-        let mut acc = _mm256_setzero_ps();
-        for (b, xb) in w.chunks_exact(34).zip(x) {
-            let q = _mm256_loadu_si256(b.as_ptr().add(2) as *const __m256i);
-            let d = _mm256_set1_ps(f16_at(b, 0) * xb.d);
-            acc = _mm256_fmadd_ps(d, dot_ss(q, load_x(xb)), acc);
-        }
-        hsum(acc)
+        dot_row::<34>(w, x, q8_0_block)
     }
 
     // Safe entry points: `row_dot` hands these out only after detecting AVX2 and FMA.

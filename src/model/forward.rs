@@ -6,6 +6,7 @@ use crate::backend::{Backend, KvDtype};
 use crate::error::{Error, Result};
 use crate::gguf::GgufFile;
 use crate::model::config::ModelConfig;
+use crate::model::Interrupt;
 use crate::model::kv_cache::KvCache;
 use crate::model::weights::Weights;
 
@@ -143,7 +144,7 @@ impl<B: Backend> Transformer<B> {
         &mut self,
         ids: &[u32],
         pos0: usize,
-        interrupt: &mut dyn FnMut() -> Result<()>,
+        interrupt: Interrupt,
     ) -> Result<()> {
         self.check(ids, pos0)?;
         let mut pos = pos0;
@@ -163,7 +164,7 @@ impl<B: Backend> Transformer<B> {
         ids: &[u32],
         pos0: usize,
         out: &mut [f32],
-        interrupt: &mut dyn FnMut() -> Result<()>,
+        interrupt: Interrupt,
     ) -> Result<()> {
         self.check(ids, pos0)?;
         let vocab = self.cfg.vocab_size;

@@ -16,6 +16,16 @@ pub use forward::Transformer;
 use crate::backend::{Backend, KvDtype};
 use crate::error::Result;
 
+/// Polled between forward chunks and tokens; returns `Err(Interrupted)` to stop (Ctrl-C).
+pub type Interrupt<'a> = &'a mut (dyn FnMut() -> Result<()> + Send);
+
+/// Run `op` on a thread of rayon's pool: the ops' parallel loops are then forked from a pool
+/// thread, which is cheap, instead of each being handed over from an outside thread that
+/// sleeps until it is done (two context switches per op, hundreds of ops per token).
+fn on_pool<T: Send>(op: impl FnOnce() -> T + Send) -> T {
+    rayon::scope(|_| op())
+}
+
 /// A model ready to evaluate tokens, whatever its backend.
 pub trait LanguageModel: Send {
     fn config(&self) -> &ModelConfig;
@@ -28,14 +38,14 @@ pub trait LanguageModel: Send {
     fn nbytes(&self) -> usize;
     /// Evaluate `ids` at positions `pos0..`; the cache must already hold `0..pos0`. Keeps the
     /// last token's logits on the device. `interrupt` is polled between chunks.
-    fn eval(&mut self, ids: &[u32], pos0: usize, interrupt: &mut dyn FnMut() -> Result<()>) -> Result<()>;
+    fn eval(&mut self, ids: &[u32], pos0: usize, interrupt: Interrupt) -> Result<()>;
     /// Evaluate `ids` at positions `pos0..`, every position's logits to `out [ids, vocab]`.
     fn eval_all(
         &mut self,
         ids: &[u32],
         pos0: usize,
         out: &mut [f32],
-        interrupt: &mut dyn FnMut() -> Result<()>,
+        interrupt: Interrupt,
     ) -> Result<()>;
     /// The last `eval`'s logits, to `out [vocab]`.
     fn last_logits(&self, out: &mut [f32]) -> Result<()>;
@@ -59,17 +69,17 @@ impl<B: Backend + 'static> LanguageModel for Transformer<B> {
     fn nbytes(&self) -> usize {
         self.weights.nbytes + self.kv.nbytes()
     }
-    fn eval(&mut self, ids: &[u32], pos0: usize, interrupt: &mut dyn FnMut() -> Result<()>) -> Result<()> {
-        Transformer::eval(self, ids, pos0, interrupt)
+    fn eval(&mut self, ids: &[u32], pos0: usize, interrupt: Interrupt) -> Result<()> {
+        on_pool(|| Transformer::eval(self, ids, pos0, interrupt))
     }
     fn eval_all(
         &mut self,
         ids: &[u32],
         pos0: usize,
         out: &mut [f32],
-        interrupt: &mut dyn FnMut() -> Result<()>,
+        interrupt: Interrupt,
     ) -> Result<()> {
-        Transformer::eval_all(self, ids, pos0, out, interrupt)
+        on_pool(|| Transformer::eval_all(self, ids, pos0, out, interrupt))
     }
     fn last_logits(&self, out: &mut [f32]) -> Result<()> {
         Transformer::last_logits(self, out)
