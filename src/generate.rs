@@ -224,7 +224,7 @@ impl Generation {
             n_prompt: prompt.len(),
             tokens: prompt,
             generated: 0,
-            detok: Detokenizer::new(&engine.tokenizer),
+            detok: engine.tokenizer.detokenizer(true),
             held: String::new(),
             finished: None,
             stats,
@@ -270,7 +270,7 @@ impl Generation {
             if self.finished.is_some() {
                 continue; // an end-of-generation token has no text
             }
-            self.held.push_str(&self.detok.push(&engine.tokenizer, token));
+            self.held.push_str(&self.detok.push(&engine.tokenizer, token)?);
             if let Some(piece) = self.release_text(engine) {
                 return Ok(Some(piece));
             }
@@ -330,7 +330,7 @@ impl Generation {
         self.finished = Some(reason);
         // Text the detokenizer still holds (an incomplete character) is flushed.
         if reason != FinishReason::Stop {
-            self.held.push_str(&self.detok.flush(&engine.tokenizer));
+            self.held.push_str(&self.detok.finish());
         }
         self.stats.finish_reason = Some(reason);
         engine.stats = self.stats.clone();

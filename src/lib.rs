@@ -12,6 +12,7 @@ pub mod tokenizer;
 pub mod model;
 pub mod sampling;
 pub mod chat;
+pub mod generate;
 
 #[cfg(feature = "python")]
 mod python;

@@ -113,7 +113,7 @@ class Tiny:
             else:
                 wr.add_uint32(k, v)
         wr.add_tokenizer_model("gpt2")
-        wr.add_tokenizer_pre("qwen2" if a == "qwen2" else "gpt2")
+        wr.add_tokenizer_pre("qwen2" if a == "qwen2" else "gpt-2")
         wr.add_token_list(self.tokens)
         wr.add_token_types(self.types)
         wr.add_token_merges(MERGES)
@@ -210,8 +210,8 @@ def rel_err(got, want):
 # bound there.
 CASES = [
     ("llama", "F32", dict(), 2e-4),
-    ("llama", "F32", dict(rope_freqs=True, tied=False, heads=4, kv_heads=1, dim=28, ffn=23), 2e-4),
-    ("qwen2", "F32", dict(heads=6, kv_heads=2, dim=30, ffn=41, layers=3), 2e-4),
+    ("llama", "F32", dict(rope_freqs=True, tied=False, heads=4, kv_heads=1, dim=40, ffn=23), 2e-4),
+    ("qwen2", "F32", dict(heads=3, kv_heads=1, dim=42, ffn=41, layers=3), 2e-4),
     ("llama", "Q8_0", dict(dim=64, heads=4, kv_heads=2, ffn=96), 3e-2),
     ("qwen2", "Q8_0", dict(dim=64, heads=8, kv_heads=2, ffn=160, tied=False), 3e-2),
 ]
@@ -485,9 +485,12 @@ def test_smollm2_paris(smollm2_path):
         text = model.generate("The capital of France is", max_tokens=12, temperature=0)
         assert "Paris" in text, text
         assert model.stats["finish_reason"] in ("length", "eos")
-        reply = model.chat([{"role": "user", "content": "What is the capital of France?"}],
+        # llama.cpp answers this one with the same sentence (some phrasings derail the 135M model,
+        # or sit on near-ties of the two best tokens that 8-bit activation rounding can flip)
+        reply = model.chat([{"role": "user", "content": "Name the capital of France."}],
                            max_tokens=30, temperature=0)
-        assert "Paris" in reply, reply
+        assert reply == "The capital of France is Paris.", reply
+        assert model.stats["finish_reason"] == "eos"
 
 
 def test_cli_generate_paris(smollm2_path):

@@ -91,7 +91,7 @@ impl ModelConfig {
         let n_rot = keys.opt_usize("rope.dimension_count", MAX_DIM)?.unwrap_or(head_dim);
         if n_rot > head_dim || n_rot % 2 != 0 {
             return Err(Error::gguf(format!(
-                "{}.rope.dimension_count ({n_rot}) must be even and at most the head size {head_dim}",
+                "the rotated dimensions per head ({n_rot}, {}.rope.dimension_count or the head size) must be even and at most the head size {head_dim}",
                 arch.name()
             )));
         }

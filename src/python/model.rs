@@ -300,8 +300,9 @@ impl PyModel {
             let template = e.chat_template.clone().ok_or_else(|| {
                 Error::invalid("this model file has no tokenizer.chat_template; use generate()")
             })?;
-            let bos = e.tokenizer.bos_id().map(|id| e.tokenizer.decode(&[id])).unwrap_or_default();
-            let eos = e.tokenizer.eos_id().map(|id| e.tokenizer.decode(&[id])).unwrap_or_default();
+            let text_of = |id: Option<u32>| id.map(|id| e.tokenizer.decode(&[id], true)).transpose();
+            let bos = text_of(e.tokenizer.bos())?.unwrap_or_default();
+            let eos = text_of(e.tokenizer.eos())?.unwrap_or_default();
             let prompt = render_chat(&template, &messages, &bos, &eos)?;
             // Templates that write the BOS token themselves must not get a second one.
             let add_bos = (!bos.is_empty() && prompt.starts_with(&bos)).then_some(false);
@@ -342,11 +343,13 @@ impl PyModel {
         self.with_engine(py, |e| Ok(e.tokenizer.encode(&text, add_bos, special)))
     }
 
-    /// The text of token ids (ids outside the vocabulary are a ValueError).
-    fn detokenize(&self, py: Python<'_>, ids: Vec<i64>) -> PyResult<String> {
+    /// The text of token ids (ids outside the vocabulary are a ValueError); `special`
+    /// renders control tokens such as `<|im_end|>` as their text.
+    #[pyo3(signature = (ids, special=true))]
+    fn detokenize(&self, py: Python<'_>, ids: Vec<i64>, special: bool) -> PyResult<String> {
         self.with_engine(py, |e| {
             let ids = to_ids(&ids, e.vocab_size())?;
-            Ok(e.tokenizer.decode(&ids))
+            e.tokenizer.decode(&ids, special)
         })
     }
 
