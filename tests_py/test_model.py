@@ -292,7 +292,9 @@ def test_ctrl_c_interrupts_and_model_stays_usable(tmp_path, rng):
 
 @pytest.fixture
 def tiny(tmp_path, rng):
-    m = Tiny(rng, n_ctx=64)
+    # An untied, damped LM head: logits of about unit scale, so that sampling has real choices.
+    m = Tiny(rng, n_ctx=64, tied=False)
+    m.w["output.weight"] *= 0.5
     m.write(tmp_path / "tiny.gguf")
     model = rf.Model(str(tmp_path / "tiny.gguf"), device="cpu")
     yield m, model
@@ -306,10 +308,9 @@ def test_seed_reproducible_and_top_k_1_is_greedy(tiny):
     b = model.generate("the cat", seed=123, **kw)
     c = model.generate("the cat", seed=124, **kw)
     assert a == b
-    assert a != c  # 30 draws at temperature 1.5 over ~270 tokens: a tie has ~0 probability
+    assert a != c  # 30 draws at temperature 1.5 from flat distributions: equal has ~0 probability
     greedy = model.generate("the cat", max_tokens=20, temperature=0)
     assert model.generate("the cat", max_tokens=20, temperature=1.0, top_k=1, seed=5) == greedy
-    # Model-level seed: a fresh model with the same seed repeats the same sequence of calls.
 
 
 def test_model_seed_repeats_calls(tmp_path, rng):
@@ -421,11 +422,14 @@ def test_stream_survives_other_calls_and_threads(tiny):
     s1 = model.generate("a", max_tokens=15, temperature=0, stream=True)
     s2 = model.generate("the", max_tokens=15, temperature=0, stream=True)
     got1, got2 = [], []
-    for a, b in zip(s1, s2):
-        got1.append(a)
-        got2.append(b)
-    got1 += list(s1)
-    got2 += list(s2)
+    live = [(s1, got1), (s2, got2)]
+    while live:  # alternate one piece each until both end
+        for pair in list(live):
+            piece = next(pair[0], None)
+            if piece is None:
+                live.remove(pair)
+            else:
+                pair[1].append(piece)
     assert "".join(got1) == want["a"] and "".join(got2) == want["the"]
 
     results, errors = {}, []

@@ -300,7 +300,7 @@ impl PyModel {
             let template = e.chat_template.clone().ok_or_else(|| {
                 Error::invalid("this model file has no tokenizer.chat_template; use generate()")
             })?;
-            let text_of = |id: Option<u32>| id.map(|id| e.tokenizer.decode(&[id], true)).transpose();
+            let text_of = |id: Option<u32>| id.map(|id| e.tokenizer.decode_with(&[id], true)).transpose();
             let bos = text_of(e.tokenizer.bos())?.unwrap_or_default();
             let eos = text_of(e.tokenizer.eos())?.unwrap_or_default();
             let prompt = render_chat(&template, &messages, &bos, &eos)?;
@@ -349,7 +349,7 @@ impl PyModel {
     fn detokenize(&self, py: Python<'_>, ids: Vec<i64>, special: bool) -> PyResult<String> {
         self.with_engine(py, |e| {
             let ids = to_ids(&ids, e.vocab_size())?;
-            e.tokenizer.decode(&ids, special)
+            e.tokenizer.decode_with(&ids, special)
         })
     }
 
