@@ -406,7 +406,10 @@ def test_nan_logits_are_an_error(tmp_path, rng):
 
 def test_close_and_context_manager(tiny):
     m, model = tiny
+    stream = model.generate("the", max_tokens=20, stream=True)
     model.close()
+    with pytest.raises(rf.RocmForgeError, match="closed"):
+        next(stream)
     model.close()
     assert model.closed
     for call in (lambda: model.generate("x"), lambda: model.logits([1]), lambda: model.tokenize("x"),
@@ -494,6 +497,8 @@ def test_vocab_size_from_embedding_and_config(tmp_path, rng):
     m = Tiny(rng)
     m.write(tmp_path / "m.gguf")  # the writer adds no llama.vocab_size
     assert "llama.vocab_size" not in rf.GGUFFile(str(tmp_path / "m.gguf")).metadata
+    with rf.Model(str(tmp_path / "m.gguf"), device="cpu") as model:
+        assert model.config["n_ctx"] == m.n_ctx and model.config["kv_dtype"] == "f32"
     with rf.Model(str(tmp_path / "m.gguf"), device="cpu", n_ctx=50) as model:
         c = model.config
         assert (c["vocab_size"], c["n_ctx"], c["heads"], c["kv_heads"]) == (m.vocab, 50, m.heads, m.kv_heads)
