@@ -19,13 +19,6 @@ use crate::error::Result;
 /// Polled between forward chunks and tokens; returns `Err(Interrupted)` to stop (Ctrl-C).
 pub type Interrupt<'a> = &'a mut (dyn FnMut() -> Result<()> + Send);
 
-/// Run `op` on a thread of rayon's pool: the ops' parallel loops are then forked from a pool
-/// thread, which is cheap, instead of each being handed over from an outside thread that
-/// sleeps until it is done (two context switches per op, hundreds of ops per token).
-fn on_pool<T: Send>(op: impl FnOnce() -> T + Send) -> T {
-    rayon::scope(|_| op())
-}
-
 /// A model ready to evaluate tokens, whatever its backend.
 pub trait LanguageModel: Send {
     fn config(&self) -> &ModelConfig;
@@ -70,7 +63,7 @@ impl<B: Backend + 'static> LanguageModel for Transformer<B> {
         self.weights.nbytes + self.kv.nbytes()
     }
     fn eval(&mut self, ids: &[u32], pos0: usize, interrupt: Interrupt) -> Result<()> {
-        on_pool(|| Transformer::eval(self, ids, pos0, interrupt))
+        Transformer::eval(self, ids, pos0, interrupt)
     }
     fn eval_all(
         &mut self,
@@ -79,13 +72,55 @@ impl<B: Backend + 'static> LanguageModel for Transformer<B> {
         out: &mut [f32],
         interrupt: Interrupt,
     ) -> Result<()> {
-        on_pool(|| Transformer::eval_all(self, ids, pos0, out, interrupt))
+        Transformer::eval_all(self, ids, pos0, out, interrupt)
     }
     fn last_logits(&self, out: &mut [f32]) -> Result<()> {
         Transformer::last_logits(self, out)
     }
     fn last_argmax(&mut self) -> Result<(u32, f32)> {
         Transformer::last_argmax(self)
+    }
+}
+
+/// A CPU model whose evaluations run on a thread of rayon's pool: the ops' parallel loops are
+/// then forked from a pool thread, which is cheap, instead of each being handed over from an
+/// outside thread that sleeps until it is done (two context switches per op, hundreds of ops
+/// per token).
+struct OnRayonPool<M>(M);
+
+impl<M: LanguageModel> LanguageModel for OnRayonPool<M> {
+    fn config(&self) -> &ModelConfig {
+        self.0.config()
+    }
+    fn device_name(&self) -> String {
+        self.0.device_name()
+    }
+    fn n_ctx(&self) -> usize {
+        self.0.n_ctx()
+    }
+    fn kv_dtype(&self) -> KvDtype {
+        self.0.kv_dtype()
+    }
+    fn nbytes(&self) -> usize {
+        self.0.nbytes()
+    }
+    fn eval(&mut self, ids: &[u32], pos0: usize, interrupt: Interrupt) -> Result<()> {
+        rayon::scope(|_| self.0.eval(ids, pos0, interrupt))
+    }
+    fn eval_all(
+        &mut self,
+        ids: &[u32],
+        pos0: usize,
+        out: &mut [f32],
+        interrupt: Interrupt,
+    ) -> Result<()> {
+        rayon::scope(|_| self.0.eval_all(ids, pos0, out, interrupt))
+    }
+    fn last_logits(&self, out: &mut [f32]) -> Result<()> {
+        self.0.last_logits(out)
+    }
+    fn last_argmax(&mut self) -> Result<(u32, f32)> {
+        rayon::scope(|_| self.0.last_argmax())
     }
 }
 
@@ -133,7 +168,7 @@ pub fn load(
         DeviceChoice::Auto | DeviceChoice::Cpu => {
             let backend = crate::backend::cpu::CpuBackend;
             let kv = kv_dtype.unwrap_or(KvDtype::F32);
-            Ok(Box::new(Transformer::load(backend, file, n_ctx, kv)?))
+            Ok(Box::new(OnRayonPool(Transformer::load(backend, file, n_ctx, kv)?)))
         }
     }
 }
