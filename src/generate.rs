@@ -162,14 +162,20 @@ impl Engine {
                 ids.len()
             )));
         }
-        let mut out = vec![0.0; ids.len() * self.vocab_size()];
+        let n = ids.len() * self.vocab_size();
+        let mut out = Vec::new();
+        out.try_reserve_exact(n).map_err(|_| {
+            Error::runtime(format!("cannot allocate the {} x {} logits on the host", ids.len(), self.vocab_size()))
+        })?;
+        out.resize(n, 0.0);
         self.cached.clear();
         self.model.eval_all(ids, 0, &mut out, interrupt)?;
         self.cached.extend_from_slice(ids);
         Ok(out)
     }
 
-    /// The next token after the sequence just evaluated.
+    /// The next token after the sequence just evaluated. Plain greedy picks on the device; a
+    /// NaN anywhere in the hidden state makes every logit NaN, which the picked logit shows.
     fn pick(&mut self, history: &[u32], p: &SamplingParams, rng: &mut Rng) -> Result<u32> {
         if p.is_plain_greedy() {
             // On the device: only the id and its logit come back.
