@@ -219,12 +219,12 @@ CASES = [
 
 
 @pytest.mark.parametrize("arch,dtype,kw,tol", CASES, ids=[f"{c[0]}-{c[1]}-{i}" for i, c in enumerate(CASES)])
-def test_logits_match_numpy_reference(tmp_path, rng, arch, dtype, kw, tol):
+def test_logits_match_numpy_reference(tmp_path, rng, device, arch, dtype, kw, tol):
     m = Tiny(rng, arch=arch, **kw)
     W = m.write(tmp_path / "m.gguf", dtype)
     T = int(rng.integers(1, 40))
     ids = rng.integers(0, m.vocab, T)
-    with rf.Model(str(tmp_path / "m.gguf"), device="cpu") as model:
+    with rf.Model(str(tmp_path / "m.gguf"), device=device, kv_dtype="f32") as model:
         assert model.config["vocab_size"] == m.vocab
         got = model.logits(ids.tolist())
     want = reference_logits(m, W, ids)
@@ -232,25 +232,25 @@ def test_logits_match_numpy_reference(tmp_path, rng, arch, dtype, kw, tol):
     assert rel_err(got, want) < tol, f"T={T}: relative error {rel_err(got, want)}"
 
 
-def test_prefill_longer_than_one_batch(tmp_path, rng):
+def test_prefill_longer_than_one_batch(tmp_path, rng, device):
     """Prompts longer than the forward's chunk of tokens (256) go through several chunks."""
     m = Tiny(rng, n_ctx=400, layers=1)
     W = m.write(tmp_path / "m.gguf")
     ids = rng.integers(0, m.vocab, 300)
-    with rf.Model(str(tmp_path / "m.gguf"), device="cpu") as model:
+    with rf.Model(str(tmp_path / "m.gguf"), device=device, kv_dtype="f32") as model:
         got = model.logits(ids.tolist())
     assert rel_err(got, reference_logits(m, W, ids)) < 2e-4
 
 
 @pytest.mark.parametrize("dtype,kv_dtype", [("F32", "f32"), ("F32", "f16"), ("Q8_0", "f32")])
-def test_kv_cache_greedy_equals_recompute(tmp_path, rng, dtype, kv_dtype):
+def test_kv_cache_greedy_equals_recompute(tmp_path, rng, device, dtype, kv_dtype):
     """Greedy generation with the KV cache picks, at every step, the argmax of logits
     recomputed from scratch over the whole sequence (and, for F32 weights with a clear winner,
     the argmax of the NumPy reference)."""
     m = Tiny(rng, arch=str(rng.choice(["llama", "qwen2"])), dim=64, heads=4, kv_heads=2, ffn=96)
     W = m.write(tmp_path / "m.gguf", dtype)
     prompt = rng.integers(0, m.vocab, int(rng.integers(1, 12))).tolist()
-    with rf.Model(str(tmp_path / "m.gguf"), device="cpu", kv_dtype=kv_dtype) as model:
+    with rf.Model(str(tmp_path / "m.gguf"), device=device, kv_dtype=kv_dtype) as model:
         assert model.config["kv_dtype"] == kv_dtype
         out = model.generate_tokens(prompt, max_tokens=24, temperature=0)
         assert len(out) == 24 or out[-1] == m.eos
@@ -258,7 +258,7 @@ def test_kv_cache_greedy_equals_recompute(tmp_path, rng, dtype, kv_dtype):
         for tok in out:
             full = model.logits(seq)[-1]
             assert tok == int(np.argmax(full)), f"step {len(seq) - len(prompt)}"
-            if dtype == "F32":
+            if dtype == "F32" and kv_dtype == "f32":
                 want = reference_logits(m, W, np.array(seq))[-1]
                 top2 = np.sort(want)[-2:]
                 if top2[1] - top2[0] > 1e-2:  # a clear winner: the reference agrees
@@ -291,12 +291,12 @@ def test_ctrl_c_interrupts_and_model_stays_usable(tmp_path, rng):
 
 
 @pytest.fixture
-def tiny(tmp_path, rng):
+def tiny(tmp_path, rng, device):
     # An untied, damped LM head: logits of about unit scale, so that sampling has real choices.
     m = Tiny(rng, n_ctx=64, tied=False)
     m.w["output.weight"] *= 0.5
     m.write(tmp_path / "tiny.gguf")
-    model = rf.Model(str(tmp_path / "tiny.gguf"), device="cpu")
+    model = rf.Model(str(tmp_path / "tiny.gguf"), device=device)
     yield m, model
     model.close()
 
@@ -350,10 +350,10 @@ def test_stop_strings(tiny):
     assert streamed == cut
 
 
-def test_context_end_and_prompt_too_long(tmp_path, rng):
+def test_context_end_and_prompt_too_long(tmp_path, rng, device):
     m = Tiny(rng, n_ctx=32)
     m.write(tmp_path / "m.gguf")
-    with rf.Model(str(tmp_path / "m.gguf"), device="cpu", n_ctx=20) as model:
+    with rf.Model(str(tmp_path / "m.gguf"), device=device, n_ctx=20) as model:
         prompt = rng.integers(0, 256, 15).tolist()
         out = model.generate_tokens(prompt, max_tokens=100, temperature=0)
         if len(out) < 5:
@@ -394,11 +394,11 @@ def test_bad_token_ids_and_max_tokens_zero(tiny):
     assert model.stats["finish_reason"] == "length" and model.stats["generated_tokens"] == 0
 
 
-def test_nan_logits_are_an_error(tmp_path, rng):
+def test_nan_logits_are_an_error(tmp_path, rng, device):
     m = Tiny(rng)
     m.w["output_norm.weight"][3] = np.nan
     m.write(tmp_path / "nan.gguf")
-    with rf.Model(str(tmp_path / "nan.gguf"), device="cpu") as model:
+    with rf.Model(str(tmp_path / "nan.gguf"), device=device) as model:
         for kw in (dict(temperature=0), dict(temperature=0.7), dict(temperature=0, repeat_penalty=1.1)):
             with pytest.raises(rf.RocmForgeError, match="NaN"):
                 model.generate("abc", max_tokens=3, **kw)
@@ -511,8 +511,8 @@ def test_vocab_size_from_embedding_and_config(tmp_path, rng):
 # ---------------------------------------------------------------------------------------------
 
 
-def test_smollm2_paris(smollm2_path):
-    with rf.Model(smollm2_path, device="cpu") as model:
+def test_smollm2_paris(smollm2_path, device):
+    with rf.Model(smollm2_path, device=device) as model:
         text = model.generate("The capital of France is", max_tokens=12, temperature=0)
         assert "Paris" in text, text
         assert model.stats["finish_reason"] in ("length", "eos")
@@ -520,8 +520,9 @@ def test_smollm2_paris(smollm2_path):
         # or sit on near-ties of the two best tokens that 8-bit activation rounding can flip)
         reply = model.chat([{"role": "user", "content": "Name the capital of France."}],
                            max_tokens=30, temperature=0)
-        assert reply == "The capital of France is Paris.", reply
-        assert model.stats["finish_reason"] == "eos"
+        assert "Paris" in reply and model.stats["finish_reason"] == "eos", reply
+        if device == "cpu":
+            assert reply == "The capital of France is Paris."
 
 
 def test_cli_generate_paris(smollm2_path):

@@ -9,11 +9,16 @@ pub mod forward;
 pub mod kv_cache;
 pub mod weights;
 
+#[cfg(test)]
+mod tests;
+
 pub use arch::Arch;
 pub use config::ModelConfig;
 pub use forward::Transformer;
 
-use crate::backend::{Backend, KvDtype};
+use crate::backend::cpu::CpuBackend;
+use crate::backend::gpu::GpuBackend;
+use crate::backend::{Backend, Device, KvDtype};
 use crate::error::Result;
 
 /// Polled between forward chunks and tokens; returns `Err(Interrupted)` to stop (Ctrl-C).
@@ -127,48 +132,26 @@ impl<M: LanguageModel> LanguageModel for OnRayonPool<M> {
 /// The context length used when the caller gives none: the model's, capped.
 pub const DEFAULT_MAX_CTX: usize = 4096;
 
-/// Where a model runs, parsed from the Python `device` argument.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum DeviceChoice {
-    /// The first GPU found, else the CPU.
-    Auto,
-    Cpu,
-    /// A GPU (an error if none is found).
-    Gpu,
-}
-
-impl DeviceChoice {
-    pub fn parse(s: &str) -> Result<DeviceChoice> {
-        match s.to_ascii_lowercase().as_str() {
-            "auto" => Ok(DeviceChoice::Auto),
-            "cpu" => Ok(DeviceChoice::Cpu),
-            "gpu" | "cuda" | "hip" | "rocm" => Ok(DeviceChoice::Gpu),
-            _ => Err(crate::Error::invalid(format!(
-                "device must be \"auto\", \"cpu\" or \"gpu\", got {s:?}"
-            ))),
-        }
-    }
-}
-
-/// Load `file` onto the chosen device with a KV cache of `n_ctx` positions (default: the
-/// model's context length, at most `DEFAULT_MAX_CTX`) of `kv_dtype` (default: f16 on GPUs,
-/// f32 on the CPU).
+/// Load `file` onto `device` ("cpu", "gpu", or "auto": the first GPU found, else the CPU)
+/// with a KV cache of `n_ctx` positions (default: the model's context length, at most
+/// `DEFAULT_MAX_CTX`) of `kv_dtype` (default: f16 on GPUs, f32 on the CPU).
 pub fn load(
     file: &crate::gguf::GgufFile,
-    device: DeviceChoice,
+    device: &str,
     n_ctx: Option<usize>,
     kv_dtype: Option<KvDtype>,
 ) -> Result<Box<dyn LanguageModel>> {
+    let device = crate::backend::resolve_device(device)?;
     let cfg = ModelConfig::from_gguf(file)?;
     let n_ctx = n_ctx.unwrap_or(cfg.context_length.min(DEFAULT_MAX_CTX));
-    match device {
-        DeviceChoice::Gpu => Err(crate::Error::device(
-            "device=\"gpu\": no GPU backend found (use device=\"cpu\")",
-        )),
-        DeviceChoice::Auto | DeviceChoice::Cpu => {
-            let backend = crate::backend::cpu::CpuBackend;
+    Ok(match device {
+        Device::Cpu => {
             let kv = kv_dtype.unwrap_or(KvDtype::F32);
-            Ok(Box::new(OnRayonPool(Transformer::load(backend, file, n_ctx, kv)?)))
+            Box::new(OnRayonPool(Transformer::load(CpuBackend, file, n_ctx, kv)?))
         }
-    }
+        Device::Gpu(dev) => {
+            let kv = kv_dtype.unwrap_or(KvDtype::F16);
+            Box::new(Transformer::load(GpuBackend::new(dev), file, n_ctx, kv)?)
+        }
+    })
 }

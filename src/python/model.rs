@@ -18,7 +18,7 @@ use crate::chat::{render_chat, ChatMessage};
 use crate::error::{Error, Result};
 use crate::generate::{Engine, GenerateParams, Generation, Stats};
 use crate::gguf::GgufFile;
-use crate::model::{self, DeviceChoice};
+use crate::model;
 use crate::sampling::SamplingParams;
 
 /// Poll Python for pending signals (Ctrl-C) from code running without the GIL.
@@ -175,7 +175,7 @@ impl PyModel {
                 .call_method0("default_model_path")?
                 .extract::<std::path::PathBuf>()?,
         };
-        let device = DeviceChoice::parse(device).py()?;
+        let device = device.to_string();
         let n_ctx = match n_ctx {
             Some(n) if n < 1 => {
                 return Err(pyo3::exceptions::PyValueError::new_err(format!("n_ctx must be >= 1, got {n}")))
@@ -198,7 +198,7 @@ impl PyModel {
         let (file, engine) = py
             .detach(move || -> Result<(GgufFile, Engine)> {
                 let file = GgufFile::open(&p)?;
-                let m = model::load(&file, device, n_ctx, kv_dtype)?;
+                let m = model::load(&file, &device, n_ctx, kv_dtype)?;
                 let engine = Engine::new(m, &file, seed)?;
                 Ok((file, engine))
             })
