@@ -135,6 +135,16 @@ fn f16_at(b: &[u8], i: usize) -> f32 {
 
 /// Dot product of one weight row (the bytes of its blocks) with quantized activations.
 type RowDot<A> = fn(&[u8], &[A]) -> f32;
+/// The same for four activation rows at once (the weight blocks unpacked once), with results
+/// identical to four `RowDot` calls.
+type RowDot4<A> = fn(&[u8], [&[A]; 4]) -> [f32; 4];
+
+/// The dot products of one weight type: one activation row, and four at once if there is a
+/// kernel for it.
+struct Kernel<A> {
+    one: RowDot<A>,
+    four: Option<RowDot4<A>>,
+}
 
 fn scalar_dot(ty: GgmlType) -> RowDot<BlockQ8> {
     match ty {
@@ -152,26 +162,31 @@ fn has_avx2() -> bool {
     is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") && is_x86_feature_detected!("f16c")
 }
 
-/// The fastest dot product this CPU runs for `ty` (a type with 32-element blocks).
-fn row_dot(ty: GgmlType) -> RowDot<BlockQ8> {
+/// The fastest dot products this CPU runs for `ty` (a type with 32-element blocks).
+fn row_dot(ty: GgmlType) -> Kernel<BlockQ8> {
     #[cfg(target_arch = "x86_64")]
     {
         if has_avx2() {
-            return match ty {
-                GgmlType::Q4_0 => avx2::q4_0,
-                GgmlType::Q4_1 => avx2::q4_1,
-                GgmlType::Q5_0 => avx2::q5_0,
-                GgmlType::Q5_1 => avx2::q5_1,
-                GgmlType::Q8_0 => avx2::q8_0,
+            let (one, four): (RowDot<BlockQ8>, RowDot4<BlockQ8>) = match ty {
+                GgmlType::Q4_0 => (avx2::q4_0, avx2::q4_0_x4),
+                GgmlType::Q4_1 => (avx2::q4_1, avx2::q4_1_x4),
+                GgmlType::Q5_0 => (avx2::q5_0, avx2::q5_0_x4),
+                GgmlType::Q5_1 => (avx2::q5_1, avx2::q5_1_x4),
+                GgmlType::Q8_0 => (avx2::q8_0, avx2::q8_0_x4),
                 _ => unreachable!("a type with 32-element activation blocks"),
             };
+            return Kernel { one, four: Some(four) };
         }
     }
-    scalar_dot(ty)
+    Kernel { one: scalar_dot(ty), four: None }
 }
 
 /// The dot product for K-quant `ty`: plain Rust, compiled for AVX2 where the CPU has it.
-fn row_dot_k(ty: GgmlType) -> RowDot<BlockQ8K> {
+fn row_dot_k(ty: GgmlType) -> Kernel<BlockQ8K> {
+    Kernel { one: row_dot_k_one(ty), four: None }
+}
+
+fn row_dot_k_one(ty: GgmlType) -> RowDot<BlockQ8K> {
     #[cfg(target_arch = "x86_64")]
     {
         if has_avx2() {
@@ -246,7 +261,8 @@ pub fn matmul(
 }
 
 /// `out[i, r] = dot(W row r, xq row i)`: weight rows split across threads; each task reads
-/// its rows once and dots them with every activation row.
+/// its rows once and dots them with every activation row (four at a time where the type has
+/// a kernel for it).
 #[allow(clippy::too_many_arguments)]
 fn rows_times_activations<A: Sync>(
     w: &[u8],
@@ -255,16 +271,17 @@ fn rows_times_activations<A: Sync>(
     xq: &[A],
     nb: usize,
     m: usize,
-    dot: RowDot<A>,
+    kernel: Kernel<A>,
     out: &mut [f32],
 ) {
     // Rows per task: enough work per task to amortize scheduling, several tasks per thread.
     let rows_per_task = (n / (rayon::current_num_threads() * 8)).clamp(8, 256);
     let w_row = |r: usize| &w[r * row_bytes..(r + 1) * row_bytes];
+    let x_row = |i: usize| &xq[i * nb..(i + 1) * nb];
     if m == 1 {
         out[..n].par_chunks_mut(rows_per_task).enumerate().for_each(|(c, o)| {
             for (j, oj) in o.iter_mut().enumerate() {
-                *oj = dot(w_row(c * rows_per_task + j), xq);
+                *oj = (kernel.one)(w_row(c * rows_per_task + j), xq);
             }
         });
         return;
@@ -276,8 +293,19 @@ fn rows_times_activations<A: Sync>(
             let rows = rows_per_task.min(n - r0);
             let mut tile = vec![0.0f32; m * rows]; // [m, rows]
             for j in 0..rows {
-                for i in 0..m {
-                    tile[i * rows + j] = dot(w_row(r0 + j), &xq[i * nb..(i + 1) * nb]);
+                let wr = w_row(r0 + j);
+                let mut i = 0;
+                if let Some(four) = kernel.four {
+                    while i + 4 <= m {
+                        let dots = four(wr, [x_row(i), x_row(i + 1), x_row(i + 2), x_row(i + 3)]);
+                        for (t, v) in dots.into_iter().enumerate() {
+                            tile[(i + t) * rows + j] = v;
+                        }
+                        i += 4;
+                    }
+                }
+                for i in i..m {
+                    tile[i * rows + j] = (kernel.one)(wr, x_row(i));
                 }
             }
             (r0, tile)
@@ -593,110 +621,116 @@ mod avx2 {
         _mm256_load_si256(xb.qs.as_ptr() as *const __m256i)
     }
 
-    /// The blocks' integer dot products as 8 floats, and the block's scale `d_w * d_x`;
-    /// for types with an offset, `m_w * s_x` goes to `offset`.
-    type Block = unsafe fn(&[u8], &BlockQ8, &mut f32) -> (__m256, __m256);
-
-    /// Sum over the blocks of a row: two independent accumulators so that consecutive
-    /// blocks' multiply-adds overlap.
-    #[inline]
-    #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn dot_row<const SIZE: usize>(w: &[u8], x: &[BlockQ8], block: Block) -> f32 {
-        let (mut acc0, mut acc1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
-        let (mut off0, mut off1) = (0.0f32, 0.0f32);
-        let mut pairs = w.chunks_exact(2 * SIZE).zip(x.chunks_exact(2));
-        for (b, xb) in &mut pairs {
-            // The weights stream from memory once: ask for them well ahead of use.
-            prefetch(b, PREFETCH_AHEAD);
-            let (p0, d0) = block(&b[..SIZE], &xb[0], &mut off0);
-            let (p1, d1) = block(&b[SIZE..], &xb[1], &mut off1);
-            acc0 = _mm256_fmadd_ps(d0, p0, acc0);
-            acc1 = _mm256_fmadd_ps(d1, p1, acc1);
-        }
-        let n = w.len() / SIZE;
-        if n % 2 == 1 {
-            let (p, d) = block(&w[(n - 1) * SIZE..], &x[n - 1], &mut off0);
-            acc0 = _mm256_fmadd_ps(d, p, acc0);
-        }
-        hsum(_mm256_add_ps(acc0, acc1)) + off0 + off1
+    /// One weight block unpacked: 32 weights as bytes, the scale `d` and the offset `m`
+    /// (types without one: 0).
+    struct Unpacked {
+        q: __m256i,
+        d: f32,
+        m: f32,
     }
 
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn q4_0_block(b: &[u8], xb: &BlockQ8, _offset: &mut f32) -> (__m256, __m256) {
+    unsafe fn unpack_q4_0(b: &[u8]) -> Unpacked {
         let q = _mm256_sub_epi8(nibbles(b.as_ptr().add(2)), _mm256_set1_epi8(8));
-        (dot_ss(q, load_x(xb)), _mm256_set1_ps(f16_at(b, 0) * xb.d))
+        Unpacked { q, d: f16_at(b, 0), m: 0.0 }
     }
 
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn q4_1_block(b: &[u8], xb: &BlockQ8, offset: &mut f32) -> (__m256, __m256) {
-        *offset += f16_at(b, 2) * xb.s;
-        (dot_us(nibbles(b.as_ptr().add(4)), load_x(xb)), _mm256_set1_ps(f16_at(b, 0) * xb.d))
+    unsafe fn unpack_q4_1(b: &[u8]) -> Unpacked {
+        Unpacked { q: nibbles(b.as_ptr().add(4)), d: f16_at(b, 0), m: f16_at(b, 2) }
     }
 
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn q5_0_block(b: &[u8], xb: &BlockQ8, _offset: &mut f32) -> (__m256, __m256) {
+    unsafe fn unpack_q5_0(b: &[u8]) -> Unpacked {
         let qh = u32::from_le_bytes([b[2], b[3], b[4], b[5]]);
         // value - 16 as a signed byte: the nibble with 0xF0 or'ed in where the fifth bit is 0.
         let high = _mm256_andnot_si256(bytes_from_bits(qh), _mm256_set1_epi8(0xF0u8 as i8));
-        let q = _mm256_or_si256(nibbles(b.as_ptr().add(6)), high);
-        (dot_ss(q, load_x(xb)), _mm256_set1_ps(f16_at(b, 0) * xb.d))
+        Unpacked { q: _mm256_or_si256(nibbles(b.as_ptr().add(6)), high), d: f16_at(b, 0), m: 0.0 }
     }
 
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn q5_1_block(b: &[u8], xb: &BlockQ8, offset: &mut f32) -> (__m256, __m256) {
+    unsafe fn unpack_q5_1(b: &[u8]) -> Unpacked {
         let qh = u32::from_le_bytes([b[4], b[5], b[6], b[7]]);
         let high = _mm256_and_si256(bytes_from_bits(qh), _mm256_set1_epi8(0x10));
         let q = _mm256_or_si256(nibbles(b.as_ptr().add(8)), high);
-        *offset += f16_at(b, 2) * xb.s;
-        (dot_us(q, load_x(xb)), _mm256_set1_ps(f16_at(b, 0) * xb.d))
+        Unpacked { q, d: f16_at(b, 0), m: f16_at(b, 2) }
     }
 
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn q8_0_block(b: &[u8], xb: &BlockQ8, _offset: &mut f32) -> (__m256, __m256) {
+    unsafe fn unpack_q8_0(b: &[u8]) -> Unpacked {
         let q = _mm256_loadu_si256(b.as_ptr().add(2) as *const __m256i);
-        (dot_ss(q, load_x(xb)), _mm256_set1_ps(f16_at(b, 0) * xb.d))
+        Unpacked { q, d: f16_at(b, 0), m: 0.0 }
     }
 
+    /// Dot products of one weight row (blocks of `SIZE` bytes) with `R` activation rows.
+    /// Each block is unpacked once and used for every row. Per row the arithmetic is the same
+    /// whatever `R`: two accumulators take alternate blocks (so consecutive multiply-adds
+    /// overlap), then `hsum(acc0 + acc1) + offsets0 + offsets1` - so a token's numbers do not
+    /// depend on how many tokens share its batch. `SIGNED`: the weights are signed bytes.
+    #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn q4_0_impl(w: &[u8], x: &[BlockQ8]) -> f32 {
-        dot_row::<18>(w, x, q4_0_block)
-    }
-    #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn q4_1_impl(w: &[u8], x: &[BlockQ8]) -> f32 {
-        dot_row::<20>(w, x, q4_1_block)
-    }
-    #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn q5_0_impl(w: &[u8], x: &[BlockQ8]) -> f32 {
-        dot_row::<22>(w, x, q5_0_block)
-    }
-    #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn q5_1_impl(w: &[u8], x: &[BlockQ8]) -> f32 {
-        dot_row::<24>(w, x, q5_1_block)
-    }
-    #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn q8_0_impl(w: &[u8], x: &[BlockQ8]) -> f32 {
-        dot_row::<34>(w, x, q8_0_block)
+    unsafe fn dot_rows<const SIZE: usize, const SIGNED: bool, const R: usize>(
+        w: &[u8],
+        x: [&[BlockQ8]; R],
+        unpack: unsafe fn(&[u8]) -> Unpacked,
+    ) -> [f32; R] {
+        let (mut acc0, mut acc1) = ([_mm256_setzero_ps(); R], [_mm256_setzero_ps(); R]);
+        let (mut off0, mut off1) = ([0.0f32; R], [0.0f32; R]);
+        // One block into one accumulator set, for every activation row.
+        #[inline(always)]
+        unsafe fn step<const SIGNED: bool, const R: usize>(
+            u: &Unpacked,
+            x: &[&[BlockQ8]; R],
+            i: usize,
+            acc: &mut [__m256; R],
+            off: &mut [f32; R],
+        ) {
+            for r in 0..R {
+                let xb = &x[r][i];
+                let p = if SIGNED { dot_ss(u.q, load_x(xb)) } else { dot_us(u.q, load_x(xb)) };
+                acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(u.d * xb.d), p, acc[r]);
+                off[r] += u.m * xb.s;
+            }
+        }
+        let n = w.len() / SIZE;
+        for (pair, b) in w.chunks_exact(2 * SIZE).enumerate() {
+            // The weights stream from memory once: ask for them well ahead of use.
+            prefetch(b, PREFETCH_AHEAD);
+            let (u0, u1) = (unpack(&b[..SIZE]), unpack(&b[SIZE..]));
+            step::<SIGNED, R>(&u0, &x, 2 * pair, &mut acc0, &mut off0);
+            step::<SIGNED, R>(&u1, &x, 2 * pair + 1, &mut acc1, &mut off1);
+        }
+        if n % 2 == 1 {
+            let u = unpack(&w[(n - 1) * SIZE..]);
+            step::<SIGNED, R>(&u, &x, n - 1, &mut acc0, &mut off0);
+        }
+        std::array::from_fn(|r| hsum(_mm256_add_ps(acc0[r], acc1[r])) + off0[r] + off1[r])
     }
 
-    // Safe entry points: `row_dot` hands these out only after detecting AVX2 and FMA.
+    // Safe entry points, one and four activation rows per type: `row_dot` hands these out
+    // only after detecting the CPU features (AVX2, FMA, F16C).
     macro_rules! entry {
-        ($name:ident, $imp:ident) => {
-            pub fn $name(w: &[u8], x: &[BlockQ8]) -> f32 {
-                // SAFETY: only reachable through `row_dot`, which checked the CPU features (AVX2, FMA, F16C).
-                unsafe { $imp(w, x) }
+        ($one:ident, $four:ident, $size:expr, $signed:expr, $unpack:ident) => {
+            pub fn $one(w: &[u8], x: &[BlockQ8]) -> f32 {
+                // SAFETY: only reachable through `row_dot`, which checked the CPU features.
+                unsafe { dot_rows::<$size, $signed, 1>(w, [x], $unpack)[0] }
+            }
+            pub fn $four(w: &[u8], x: [&[BlockQ8]; 4]) -> [f32; 4] {
+                // SAFETY: as above.
+                unsafe { dot_rows::<$size, $signed, 4>(w, x, $unpack) }
             }
         };
     }
-    entry!(q4_0, q4_0_impl);
-    entry!(q4_1, q4_1_impl);
-    entry!(q5_0, q5_0_impl);
-    entry!(q5_1, q5_1_impl);
-    entry!(q8_0, q8_0_impl);
+    entry!(q4_0, q4_0_x4, 18, true, unpack_q4_0);
+    entry!(q4_1, q4_1_x4, 20, false, unpack_q4_1);
+    entry!(q5_0, q5_0_x4, 22, true, unpack_q5_0);
+    entry!(q5_1, q5_1_x4, 24, false, unpack_q5_1);
+    entry!(q8_0, q8_0_x4, 34, true, unpack_q8_0);
 }
 
 #[cfg(test)]
@@ -766,7 +800,7 @@ mod tests {
                 let x: Vec<f32> = (0..nb * QK).map(|_| lcg(&mut seed) * 3.0).collect();
                 let mut xq = vec![BlockQ8 { qs: [0; QK], d: 0.0, s: 0.0 }; nb];
                 quantize_row_q8(&x, &mut xq);
-                let (a, b) = (row_dot(ty)(&w, &xq), scalar_dot(ty)(&w, &xq));
+                let (a, b) = ((row_dot(ty).one)(&w, &xq), scalar_dot(ty)(&w, &xq));
                 assert!((a - b).abs() <= 1e-4 * (1.0 + b.abs()), "{ty} nb={nb}: {a} vs {b}");
             }
         }
@@ -777,8 +811,8 @@ mod tests {
         // Row i of a batched matmul equals the single-row matmul of x[i]: decode and prefill
         // see the same numbers.
         let mut seed = 7u64;
-        for ty in [GgmlType::Q4_1, GgmlType::Q6_K] {
-            let (n, k, m) = (37, 512, 5);
+        for ty in [GgmlType::Q4_1, GgmlType::Q8_0, GgmlType::Q6_K] {
+            let (n, k, m) = (37, 512, 7);
             let w = random_blocks(ty, n * k / ty.block_size(), &mut seed);
             let x: Vec<f32> = (0..m * k).map(|_| lcg(&mut seed)).collect();
             let mut out = vec![0.0; m * n];
