@@ -9,6 +9,10 @@ pub mod backend;
 pub mod gguf;
 pub mod ops;
 pub mod tokenizer;
+pub mod model;
+pub mod sampling;
+pub mod chat;
+pub mod generate;
 
 #[cfg(feature = "python")]
 mod python;

@@ -3,6 +3,7 @@
 >>> import rocmforge as rf
 >>> g = rf.GGUFFile("model.gguf")           # memory-mapped GGUF reader
 >>> rf.ops.rms_norm(x, w)                    # any transformer op on NumPy arrays
+>>> rf.Model("model.gguf").generate("The capital of France is")
 """
 
 from . import _rocmforge, ops
@@ -16,6 +17,7 @@ from .errors import (
 from ._rocmforge import GGUFFile, TensorInfo, dequantize, quantize
 from ._rocmforge import Detokenizer, Tokenizer
 from ._rocmforge import devices, gpu_launch_count
+from ._rocmforge import GenerationStream, Model
 
 __version__ = _rocmforge.__version__
 
@@ -30,6 +32,8 @@ __all__ = [
     "Detokenizer",
     "devices",
     "gpu_launch_count",
+    "Model",
+    "GenerationStream",
     "RocmForgeError",
     "GGUFError",
     "UnsupportedError",

@@ -1,6 +1,8 @@
 """The ``rocmforge`` command.
 
     rocmforge info FILE [--json]      what a GGUF file holds: architecture, parameters, types...
+    rocmforge generate [PROMPT]       continue a prompt, streaming the text (default model: SmolLM2)
+    rocmforge chat                    talk with a model in the terminal
 
 Each subcommand is one function below, registered with ``@command(name, help, arguments)``;
 ``main`` builds the argparse parser from the registry, runs the chosen function, and turns
@@ -174,6 +176,88 @@ def info(args: argparse.Namespace) -> int:
     facts = describe_gguf(args.file)
     print(json.dumps(facts, indent=2) if args.json else format_info(facts))
     return 0
+
+
+# ---------------------------------------------------------------------------------------------
+# generate, chat
+
+
+def _model_arguments() -> list[tuple[tuple, dict]]:
+    return [
+        arg("--model", help="path of a .gguf file (default: SmolLM2-135M-Instruct, fetched on first use)"),
+        arg("--device", default="auto", help='"auto" (first GPU, else CPU), "cpu" or "gpu"'),
+        arg("--max-tokens", type=int, default=256, help="most tokens to generate (default 256)"),
+        arg("--temperature", type=float, default=0.8, help="0 is greedy (default 0.8)"),
+        arg("--seed", type=int, help="seed of the random draws (same seed, same text)"),
+        arg("--n-ctx", type=int, help="context length (default: the model's, at most 4096)"),
+        arg("--stats", action="store_true", help="print token counts and speeds on stderr"),
+    ]
+
+
+def _open_model(args: argparse.Namespace):
+    from . import Model
+
+    return Model(args.model, device=args.device, n_ctx=args.n_ctx, seed=args.seed)
+
+
+def _print_stats(model) -> None:
+    s = model.stats
+    print(
+        f"[{s['prompt_tokens']} prompt tokens at {s['prefill_tokens_per_s']:.1f} tok/s, "
+        f"{s['generated_tokens']} generated at {s['decode_tokens_per_s']:.1f} tok/s, "
+        f"finish: {s['finish_reason']}, device: {model.device}]",
+        file=sys.stderr,
+    )
+
+
+@command(
+    "generate",
+    "continue a prompt (read from stdin when not given), streaming the text to stdout",
+    [arg("prompt", nargs="?", help="the text to continue (default: stdin)"), *_model_arguments()],
+)
+def generate(args: argparse.Namespace) -> int:
+    prompt = args.prompt if args.prompt is not None else sys.stdin.read()
+    with _open_model(args) as model:
+        for piece in model.generate(prompt, max_tokens=args.max_tokens, temperature=args.temperature,
+                                    seed=args.seed, stream=True):
+            sys.stdout.write(piece)
+            sys.stdout.flush()
+        sys.stdout.write("\n")
+        if args.stats:
+            _print_stats(model)
+    return 0
+
+
+@command(
+    "chat",
+    "talk with a model in the terminal (its chat template); an empty line or Ctrl-D ends",
+    [arg("--system", help="a system message to start the conversation"), *_model_arguments()],
+)
+def chat(args: argparse.Namespace) -> int:
+    messages = [{"role": "system", "content": args.system}] if args.system else []
+    with _open_model(args) as model:
+        while True:
+            try:
+                line = input("> ")
+            except EOFError:
+                print()
+                return 0
+            if not line.strip():
+                return 0
+            messages.append({"role": "user", "content": line})
+            reply = []
+            try:
+                for piece in model.chat(messages, max_tokens=args.max_tokens, temperature=args.temperature,
+                                        stream=True):
+                    reply.append(piece)
+                    sys.stdout.write(piece)
+                    sys.stdout.flush()
+            except KeyboardInterrupt:  # Ctrl-C ends this reply, not the conversation
+                sys.stdout.write(" [interrupted]")
+            print()
+            if args.stats:
+                _print_stats(model)
+            messages.append({"role": "assistant", "content": "".join(reply)})
 
 
 # ---------------------------------------------------------------------------------------------

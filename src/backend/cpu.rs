@@ -116,6 +116,11 @@ impl Backend for CpuBackend {
     }
 
     fn matmul(&self, x: &Vec<f32>, w: &CpuWeight, m: usize, out: &mut Vec<f32>) -> Result<()> {
+        // Quantized weights take the fast path (8-bit activations, SIMD integer dots) for every
+        // m, so a token's numbers do not depend on how many tokens share its batch.
+        if super::cpu_quant::supports(w.ty) {
+            return super::cpu_quant::matmul(w.ty, &w.bytes, w.rows, w.cols, x, m, out);
+        }
         ops::matmul::matmul_gguf(&CPU, x, &w.view(), m, out)
     }
 

@@ -183,7 +183,9 @@ fn matmul_and_embedding_of_quantized_weights_match_their_dequantized_values() {
             let want: Vec<f64> = (0..m * n)
                 .map(|mn| (0..k).map(|c| x[mn / n * k + c] as f64 * wf[mn % n * k + c] as f64).sum())
                 .collect();
-            assert_close(&format!("matmul {ty} {m}x{n}x{k}"), &out, &want, 1e-6);
+            // The backend rounds the activations to 8 bits for quantized weights (cpu_quant, as
+            // llama.cpp does): about 0.3% relative error against the exact product.
+            assert_close(&format!("matmul {ty} {m}x{n}x{k}"), &out, &want, 1e-2);
 
             let ids = [n as u32 - 1, 0, (n / 2) as u32];
             let mut rows = b.zeros(ids.len() * k).unwrap();

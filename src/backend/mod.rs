@@ -13,6 +13,7 @@
 
 pub mod cpu;
 pub mod gpu;
+pub mod cpu_quant;
 
 use crate::error::{Error, Result};
 use crate::gguf::GgmlType;

@@ -10,6 +10,7 @@ use pyo3::prelude::*;
 use crate::error::Error;
 
 mod gguf;
+mod model;
 mod ops;
 mod tokenizer;
 mod gpu;
@@ -63,6 +64,7 @@ impl<T> IntoPy<T> for crate::error::Result<T> {
 fn rocmforge_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     gguf::register(m)?;
+    model::register(m)?;
     ops::register(m)?;
     tokenizer::register(m)?;
     gpu::register(m)?;

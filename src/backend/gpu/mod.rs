@@ -15,7 +15,7 @@ pub mod bench;
 pub mod cuda;
 pub mod device;
 #[cfg(test)]
-mod emulator;
+pub(crate) mod emulator;
 #[cfg(test)]
 mod emulator_tests;
 #[cfg(feature = "rocm")]

@@ -1,0 +1,376 @@
+//! Text generation: the prompt's tokens are prefilled in one batch, then one token at a time
+//! is sampled and decoded until EOS/EOT, a stop string, `max_tokens` or the context's end.
+//!
+//! `Engine` owns a model, its tokenizer and the KV-cache bookkeeping; `Generation` is the state
+//! of one request and advances one text piece per `next_piece` call, so the same code serves
+//! blocking calls and streaming iterators. Several generations may interleave on one engine:
+//! the engine tracks which tokens its cache holds and re-evaluates only what differs.
+
+use std::time::Instant;
+
+use crate::error::{Error, Result};
+use crate::gguf::GgufFile;
+use crate::model::LanguageModel;
+use crate::sampling::{self, Rng, SamplingParams};
+use crate::tokenizer::{Detokenizer, Tokenizer};
+
+/// Why a generation ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FinishReason {
+    /// A stop string appeared.
+    Stop,
+    /// The model produced an end-of-generation token (EOS/EOT).
+    Eos,
+    /// `max_tokens` were generated, or the context is full.
+    Length,
+}
+
+impl FinishReason {
+    pub fn name(self) -> &'static str {
+        match self {
+            FinishReason::Stop => "stop",
+            FinishReason::Eos => "eos",
+            FinishReason::Length => "length",
+        }
+    }
+}
+
+/// Counters of the last call.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Stats {
+    pub prompt_tokens: usize,
+    pub generated_tokens: usize,
+    pub finish_reason: Option<FinishReason>,
+    /// Tokens evaluated in the prefill (fewer than the prompt when the cache held a prefix).
+    pub prefill_tokens: usize,
+    pub prefill_seconds: f64,
+    /// One-token forward steps after the prefill, and their time (with sampling).
+    pub decode_steps: usize,
+    pub decode_seconds: f64,
+}
+
+impl Stats {
+    pub fn prefill_tokens_per_s(&self) -> f64 {
+        rate(self.prefill_tokens, self.prefill_seconds)
+    }
+    pub fn decode_tokens_per_s(&self) -> f64 {
+        rate(self.decode_steps, self.decode_seconds)
+    }
+}
+
+fn rate(n: usize, seconds: f64) -> f64 {
+    if n == 0 || seconds <= 0.0 {
+        0.0
+    } else {
+        n as f64 / seconds
+    }
+}
+
+/// A request.
+#[derive(Clone, Debug, PartialEq)]
+pub struct GenerateParams {
+    pub max_tokens: usize,
+    pub sampling: SamplingParams,
+    /// Seed of this call's draws; `None`: the next seed of the engine's own generator.
+    pub seed: Option<u64>,
+    /// Generation ends before the first occurrence of any of these (not included in the text).
+    pub stop: Vec<String>,
+}
+
+impl Default for GenerateParams {
+    fn default() -> Self {
+        GenerateParams { max_tokens: 128, sampling: SamplingParams::default(), seed: None, stop: vec![] }
+    }
+}
+
+pub use crate::model::Interrupt;
+
+/// A model with its tokenizer and the bookkeeping of its KV cache.
+pub struct Engine {
+    pub model: Box<dyn LanguageModel>,
+    pub tokenizer: Tokenizer,
+    /// The file's `tokenizer.chat_template`, if any.
+    pub chat_template: Option<String>,
+    /// Draws seeds for calls without one.
+    pub rng: Rng,
+    pub stats: Stats,
+    /// The tokens whose keys and values the cache holds, position by position.
+    cached: Vec<u32>,
+    /// Host copy of the logits of one position `[vocab]`.
+    logits: Vec<f32>,
+}
+
+impl Engine {
+    pub fn new(model: Box<dyn LanguageModel>, file: &GgufFile, seed: Option<u64>) -> Result<Engine> {
+        let tokenizer = Tokenizer::from_gguf(file)?;
+        let chat_template =
+            file.meta("tokenizer.chat_template").and_then(|v| v.as_str()).map(str::to_string);
+        let vocab = model.config().vocab_size;
+        Ok(Engine {
+            model,
+            tokenizer,
+            chat_template,
+            rng: seed.map(Rng::new).unwrap_or_else(Rng::from_entropy),
+            stats: Stats::default(),
+            cached: Vec::new(),
+            logits: vec![0.0; vocab],
+        })
+    }
+
+    /// Forget what the cache holds (the next evaluation starts from position 0).
+    pub fn reset_cache(&mut self) {
+        self.cached.clear();
+    }
+
+    pub fn vocab_size(&self) -> usize {
+        self.model.config().vocab_size
+    }
+
+    /// `InvalidArgument` naming the first id outside the vocabulary.
+    pub fn check_ids(&self, ids: &[u32]) -> Result<()> {
+        match ids.iter().find(|&&t| t as usize >= self.vocab_size()) {
+            Some(bad) => Err(Error::invalid(format!(
+                "token id {bad} is outside the vocabulary (size {})",
+                self.vocab_size()
+            ))),
+            None => Ok(()),
+        }
+    }
+
+    /// Make the cache hold `tokens` and the device hold the logits of the last one, evaluating
+    /// only what follows the prefix the cache already holds. Returns the tokens evaluated.
+    pub fn eval_sequence(&mut self, tokens: &[u32], interrupt: Interrupt) -> Result<usize> {
+        let common = self.cached.iter().zip(tokens).take_while(|(a, b)| a == b).count();
+        // The last token is always evaluated: its logits are what the caller wants.
+        let start = common.min(tokens.len() - 1);
+        self.cached.truncate(start);
+        self.model.eval(&tokens[start..], start, interrupt)?;
+        self.cached.extend_from_slice(&tokens[start..]);
+        Ok(tokens.len() - start)
+    }
+
+    /// Logits of every position of `ids` in a fresh context: `[ids.len(), vocab]`.
+    pub fn logits_all(&mut self, ids: &[u32], interrupt: Interrupt) -> Result<Vec<f32>> {
+        if ids.is_empty() {
+            return Err(Error::invalid("logits() needs at least one token id"));
+        }
+        self.check_ids(ids)?;
+        let n_ctx = self.model.n_ctx();
+        if ids.len() > n_ctx {
+            return Err(Error::invalid(format!(
+                "{} tokens do not fit the context of {n_ctx} tokens",
+                ids.len()
+            )));
+        }
+        let n = ids.len() * self.vocab_size();
+        let mut out = Vec::new();
+        out.try_reserve_exact(n).map_err(|_| {
+            Error::runtime(format!("cannot allocate the {} x {} logits on the host", ids.len(), self.vocab_size()))
+        })?;
+        out.resize(n, 0.0);
+        self.cached.clear();
+        self.model.eval_all(ids, 0, &mut out, interrupt)?;
+        self.cached.extend_from_slice(ids);
+        Ok(out)
+    }
+
+    /// The next token after the sequence just evaluated. Plain greedy picks on the device; a
+    /// NaN anywhere in the hidden state makes every logit NaN, which the picked logit shows.
+    fn pick(&mut self, history: &[u32], p: &SamplingParams, rng: &mut Rng) -> Result<u32> {
+        if p.is_plain_greedy() {
+            // On the device: only the id and its logit come back.
+            let (id, value) = self.model.last_argmax()?;
+            if value.is_nan() {
+                return Err(Error::runtime(
+                    "the model produced NaN logits; refusing to sample".to_string(),
+                ));
+            }
+            return Ok(id);
+        }
+        self.model.last_logits(&mut self.logits)?;
+        sampling::sample(&mut self.logits, history, p, rng)
+    }
+}
+
+/// The state of one generation request.
+pub struct Generation {
+    params: GenerateParams,
+    rng: Rng,
+    /// Prompt then generated tokens.
+    tokens: Vec<u32>,
+    n_prompt: usize,
+    generated: usize,
+    detok: Detokenizer,
+    /// Decoded text not yet handed out: it may be the start of a stop string.
+    held: String,
+    finished: Option<FinishReason>,
+    stats: Stats,
+}
+
+impl Generation {
+    /// Check a request; nothing is evaluated yet.
+    pub fn new(engine: &mut Engine, prompt: Vec<u32>, params: GenerateParams) -> Result<Generation> {
+        params.sampling.check()?;
+        if prompt.is_empty() {
+            return Err(Error::invalid("the prompt has no tokens"));
+        }
+        engine.check_ids(&prompt)?;
+        let n_ctx = engine.model.n_ctx();
+        if prompt.len() > n_ctx {
+            return Err(Error::invalid(format!(
+                "the prompt has {} tokens, more than the context of {n_ctx} tokens",
+                prompt.len()
+            )));
+        }
+        let rng = Rng::new(params.seed.unwrap_or_else(|| engine.rng.next_u64()));
+        let stats = Stats { prompt_tokens: prompt.len(), ..Stats::default() };
+        engine.stats = stats.clone();
+        Ok(Generation {
+            rng,
+            n_prompt: prompt.len(),
+            tokens: prompt,
+            generated: 0,
+            detok: engine.tokenizer.detokenizer(true),
+            held: String::new(),
+            finished: None,
+            stats,
+            params,
+        })
+    }
+
+    pub fn finish_reason(&self) -> Option<FinishReason> {
+        self.finished
+    }
+
+    /// Finished and all text handed out.
+    pub fn is_done(&self) -> bool {
+        self.finished.is_some() && self.held.is_empty()
+    }
+
+    /// Advance one token: `Some(id)` for each sampled token (an EOS/EOT token included, which
+    /// ends the generation), `None` once it is over.
+    pub fn next_token(&mut self, engine: &mut Engine, interrupt: Interrupt) -> Result<Option<u32>> {
+        if self.finished.is_some() {
+            return Ok(None);
+        }
+        interrupt()?;
+        if self.generated >= self.params.max_tokens || self.tokens.len() >= engine.model.n_ctx() {
+            self.finish(engine, FinishReason::Length);
+            return Ok(None);
+        }
+        let token = self.step(engine, interrupt)?;
+        self.tokens.push(token);
+        if engine.tokenizer.is_eog(token) {
+            self.finish(engine, FinishReason::Eos);
+        }
+        Ok(Some(token))
+    }
+
+    /// The next piece of text, or `None` when the generation is over.
+    pub fn next_piece(&mut self, engine: &mut Engine, interrupt: Interrupt) -> Result<Option<String>> {
+        loop {
+            if self.finished.is_some() {
+                return Ok((!self.held.is_empty()).then(|| std::mem::take(&mut self.held)));
+            }
+            let Some(token) = self.next_token(engine, interrupt)? else { continue };
+            if self.finished.is_some() {
+                continue; // an end-of-generation token has no text
+            }
+            self.held.push_str(&self.detok.push(&engine.tokenizer, token)?);
+            if let Some(piece) = self.release_text(engine) {
+                return Ok(Some(piece));
+            }
+        }
+    }
+
+    /// Evaluate what the cache lacks and sample one token; updates the stats.
+    fn step(&mut self, engine: &mut Engine, interrupt: Interrupt) -> Result<u32> {
+        let t0 = Instant::now();
+        let evaluated = engine.eval_sequence(&self.tokens, interrupt)?;
+        let token = engine.pick(&self.tokens, &self.params.sampling, &mut self.rng)?;
+        let seconds = t0.elapsed().as_secs_f64();
+        if self.generated == 0 {
+            self.stats.prefill_tokens = evaluated;
+            self.stats.prefill_seconds = seconds;
+        } else {
+            self.stats.decode_steps += 1;
+            self.stats.decode_seconds += seconds;
+        }
+        self.generated += 1;
+        self.stats.generated_tokens = self.generated;
+        engine.stats = self.stats.clone();
+        Ok(token)
+    }
+
+    /// Hand out the held text up to where a stop string could begin; end at a stop string.
+    fn release_text(&mut self, engine: &mut Engine) -> Option<String> {
+        let stops = &self.params.stop;
+        let first_stop = stops
+            .iter()
+            .filter(|s| !s.is_empty())
+            .filter_map(|s| self.held.find(s.as_str()))
+            .min();
+        if let Some(at) = first_stop {
+            self.held.truncate(at);
+            self.finish(engine, FinishReason::Stop);
+            return (!self.held.is_empty()).then(|| std::mem::take(&mut self.held));
+        }
+        // Keep back the longest tail of `held` that is a prefix of some stop string.
+        let keep = stops
+            .iter()
+            .flat_map(|s| {
+                let held = &self.held;
+                (1..s.len().min(held.len() + 1))
+                    .filter(move |&n| s.is_char_boundary(n) && held.ends_with(&s[..n]))
+            })
+            .max()
+            .unwrap_or(0);
+        let cut = self.held.len() - keep;
+        (cut > 0).then(|| {
+            let rest = self.held.split_off(cut);
+            std::mem::replace(&mut self.held, rest)
+        })
+    }
+
+    fn finish(&mut self, engine: &mut Engine, reason: FinishReason) {
+        self.finished = Some(reason);
+        // Text the detokenizer still holds (an incomplete character) is flushed.
+        if reason != FinishReason::Stop {
+            self.held.push_str(&self.detok.finish());
+        }
+        self.stats.finish_reason = Some(reason);
+        engine.stats = self.stats.clone();
+    }
+
+    /// The generated token ids (without the prompt).
+    pub fn generated_ids(&self) -> &[u32] {
+        &self.tokens[self.n_prompt..]
+    }
+}
+
+/// Run a whole request on token ids and return the generated ids (an EOS/EOT included).
+pub fn generate_ids(
+    engine: &mut Engine,
+    prompt: Vec<u32>,
+    params: GenerateParams,
+    interrupt: Interrupt,
+) -> Result<Vec<u32>> {
+    let mut g = Generation::new(engine, prompt, params)?;
+    while g.next_token(engine, interrupt)?.is_some() {}
+    Ok(g.generated_ids().to_vec())
+}
+
+/// Run a whole request and return its text.
+pub fn generate_text(
+    engine: &mut Engine,
+    prompt: Vec<u32>,
+    params: GenerateParams,
+    interrupt: Interrupt,
+) -> Result<String> {
+    let mut g = Generation::new(engine, prompt, params)?;
+    let mut text = String::new();
+    while let Some(piece) = g.next_piece(engine, interrupt)? {
+        text.push_str(&piece);
+    }
+    Ok(text)
+}

@@ -1,0 +1,161 @@
+//! Architectures and their GGUF tensor names: every name the model loads is in one table here.
+//!
+//! A name template holds `{L}` where the layer index goes (`blk.{L}.attn_q.weight`).
+
+use crate::error::{Error, Result};
+
+/// The model families rocmforge runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Arch {
+    /// Llama 2/3/3.x (with `rope_freqs`), SmolLM2, TinyLlama, Mistral: pairwise rope, no biases.
+    Llama,
+    /// Qwen2 / Qwen2.5: q/k/v biases, neox (half-split) rope.
+    Qwen2,
+}
+
+impl Arch {
+    /// The architecture named by `general.architecture`; anything else is `Unsupported`.
+    pub fn from_name(name: &str) -> Result<Arch> {
+        match name {
+            "llama" => Ok(Arch::Llama),
+            "qwen2" => Ok(Arch::Qwen2),
+            other => Err(Error::unsupported(format!(
+                "architecture {other:?} is not supported (supported: llama, qwen2)"
+            ))),
+        }
+    }
+
+    /// The GGUF name, also the prefix of its metadata keys (`llama.block_count`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Arch::Llama => "llama",
+            Arch::Qwen2 => "qwen2",
+        }
+    }
+
+    /// Whether rope rotates halves (i, i + n/2) instead of pairs (2i, 2i+1).
+    pub fn rope_neox(self) -> bool {
+        match self {
+            Arch::Llama => false,
+            Arch::Qwen2 => true,
+        }
+    }
+
+    /// The tensor-name table of this architecture.
+    pub fn tensors(self) -> &'static [TensorEntry] {
+        match self {
+            Arch::Llama => LLAMA,
+            Arch::Qwen2 => QWEN2,
+        }
+    }
+}
+
+/// What a tensor is in the model (independent of the architecture's naming).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Role {
+    TokenEmbd,
+    OutputNorm,
+    /// The LM head; absent means tied to `TokenEmbd`.
+    Output,
+    /// Llama 3 rope frequency factors.
+    RopeFreqs,
+    AttnNorm,
+    AttnQ,
+    AttnK,
+    AttnV,
+    AttnQBias,
+    AttnKBias,
+    AttnVBias,
+    AttnOutput,
+    FfnNorm,
+    FfnGate,
+    FfnUp,
+    FfnDown,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Need {
+    Required,
+    Optional,
+}
+
+/// One row of an architecture's table.
+#[derive(Clone, Copy, Debug)]
+pub struct TensorEntry {
+    pub role: Role,
+    /// The GGUF name; per-layer names hold `{L}`.
+    pub name: &'static str,
+    pub need: Need,
+}
+
+impl TensorEntry {
+    pub fn per_layer(&self) -> bool {
+        self.name.contains("{L}")
+    }
+
+    /// The tensor name of layer `layer` (global tensors ignore it).
+    pub fn name_for(&self, layer: usize) -> String {
+        self.name.replace("{L}", &layer.to_string())
+    }
+}
+
+use Need::{Optional, Required};
+use Role::*;
+
+const fn t(role: Role, name: &'static str, need: Need) -> TensorEntry {
+    TensorEntry { role, name, need }
+}
+
+const LLAMA: &[TensorEntry] = &[
+    t(TokenEmbd, "token_embd.weight", Required),
+    t(OutputNorm, "output_norm.weight", Required),
+    t(Output, "output.weight", Optional),
+    t(RopeFreqs, "rope_freqs.weight", Optional),
+    t(AttnNorm, "blk.{L}.attn_norm.weight", Required),
+    t(AttnQ, "blk.{L}.attn_q.weight", Required),
+    t(AttnK, "blk.{L}.attn_k.weight", Required),
+    t(AttnV, "blk.{L}.attn_v.weight", Required),
+    t(AttnOutput, "blk.{L}.attn_output.weight", Required),
+    t(FfnNorm, "blk.{L}.ffn_norm.weight", Required),
+    t(FfnGate, "blk.{L}.ffn_gate.weight", Required),
+    t(FfnUp, "blk.{L}.ffn_up.weight", Required),
+    t(FfnDown, "blk.{L}.ffn_down.weight", Required),
+];
+
+const QWEN2: &[TensorEntry] = &[
+    t(TokenEmbd, "token_embd.weight", Required),
+    t(OutputNorm, "output_norm.weight", Required),
+    t(Output, "output.weight", Optional),
+    t(AttnNorm, "blk.{L}.attn_norm.weight", Required),
+    t(AttnQ, "blk.{L}.attn_q.weight", Required),
+    t(AttnK, "blk.{L}.attn_k.weight", Required),
+    t(AttnV, "blk.{L}.attn_v.weight", Required),
+    t(AttnQBias, "blk.{L}.attn_q.bias", Required),
+    t(AttnKBias, "blk.{L}.attn_k.bias", Required),
+    t(AttnVBias, "blk.{L}.attn_v.bias", Required),
+    t(AttnOutput, "blk.{L}.attn_output.weight", Required),
+    t(FfnNorm, "blk.{L}.ffn_norm.weight", Required),
+    t(FfnGate, "blk.{L}.ffn_gate.weight", Required),
+    t(FfnUp, "blk.{L}.ffn_up.weight", Required),
+    t(FfnDown, "blk.{L}.ffn_down.weight", Required),
+];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_and_lookup() {
+        assert_eq!(Arch::from_name("qwen2").unwrap(), Arch::Qwen2);
+        let err = Arch::from_name("gpt2").unwrap_err();
+        assert!(matches!(err, Error::Unsupported(ref m) if m.contains("gpt2")));
+        let q = LLAMA.iter().find(|e| e.role == AttnQ).unwrap();
+        assert_eq!(q.name_for(12), "blk.12.attn_q.weight");
+        assert!(!LLAMA[0].per_layer());
+        for arch in [Arch::Llama, Arch::Qwen2] {
+            let mut roles: Vec<_> = arch.tensors().iter().map(|e| e.role).collect();
+            roles.dedup();
+            assert_eq!(roles.len(), arch.tensors().len(), "{arch:?}: a role twice");
+        }
+    }
+}

@@ -1,0 +1,201 @@
+//! The forward pass of a Llama-style decoder, written once over the `Backend` ops so the same
+//! code runs on the CPU and on GPUs. Everything stays on the device: the host sends token ids
+//! and receives either one argmax id or the logits rows it asked for.
+
+use crate::backend::{Backend, KvDtype};
+use crate::error::{Error, Result};
+use crate::gguf::GgufFile;
+use crate::model::config::ModelConfig;
+use crate::model::Interrupt;
+use crate::model::kv_cache::KvCache;
+use crate::model::weights::Weights;
+
+/// Tokens per forward chunk during prefill (bounds the activation scratch).
+pub const MAX_BATCH: usize = 256;
+/// Rows of logits computed per LM-head call (bounds the logits scratch).
+const LOGIT_ROWS: usize = 16;
+
+/// Activation scratch, sized once for the largest chunk. Shapes `[rows, width]`.
+struct Scratch<B: Backend> {
+    x: B::Buf,      // [MAX_BATCH, dim]      the residual stream
+    xb: B::Buf,     // [MAX_BATCH, dim]      normed input of a block, then its output
+    q: B::Buf,      // [MAX_BATCH, q_dim]
+    k: B::Buf,      // [MAX_BATCH, kv_dim]
+    v: B::Buf,      // [MAX_BATCH, kv_dim]
+    att: B::Buf,    // [MAX_BATCH, q_dim]    attention output, heads concatenated
+    gate: B::Buf,   // [MAX_BATCH, ffn_dim]
+    up: B::Buf,     // [MAX_BATCH, ffn_dim]
+    hidden: B::Buf, // [MAX_BATCH, ffn_dim]  silu(gate) * up
+    head_in: B::Buf, // [LOGIT_ROWS, dim]    rows picked for the LM head
+    head_norm: B::Buf, // [LOGIT_ROWS, dim]
+    logits: B::Buf, // [LOGIT_ROWS, vocab]
+    one: B::Buf,    // [1]                   a single logit, read back to check it
+}
+
+/// A loaded model on one backend: weights, KV cache and scratch.
+pub struct Transformer<B: Backend> {
+    pub backend: B,
+    pub cfg: ModelConfig,
+    pub weights: Weights<B>,
+    pub kv: KvCache<B>,
+    max_batch: usize,
+    s: Scratch<B>,
+}
+
+impl<B: Backend> Transformer<B> {
+    /// Load `file`'s weights onto `backend` and allocate a KV cache of `n_ctx` positions.
+    pub fn load(backend: B, file: &GgufFile, n_ctx: usize, kv_dtype: KvDtype) -> Result<Self> {
+        let cfg = ModelConfig::from_gguf(file)?;
+        if n_ctx == 0 {
+            return Err(Error::invalid("n_ctx must be at least 1"));
+        }
+        let weights = Weights::load(&backend, file, &cfg)?;
+        let kv = KvCache::new(&backend, &cfg, n_ctx, kv_dtype)?;
+        let max_batch = MAX_BATCH.min(n_ctx);
+        let b = &backend;
+        let s = Scratch {
+            x: b.zeros(max_batch * cfg.dim)?,
+            xb: b.zeros(max_batch * cfg.dim)?,
+            q: b.zeros(max_batch * cfg.q_dim())?,
+            k: b.zeros(max_batch * cfg.kv_dim())?,
+            v: b.zeros(max_batch * cfg.kv_dim())?,
+            att: b.zeros(max_batch * cfg.q_dim())?,
+            gate: b.zeros(max_batch * cfg.ffn_dim)?,
+            up: b.zeros(max_batch * cfg.ffn_dim)?,
+            hidden: b.zeros(max_batch * cfg.ffn_dim)?,
+            head_in: b.zeros(LOGIT_ROWS * cfg.dim)?,
+            head_norm: b.zeros(LOGIT_ROWS * cfg.dim)?,
+            logits: b.zeros(LOGIT_ROWS * cfg.vocab_size)?,
+            one: b.zeros(1)?,
+        };
+        Ok(Transformer { backend, cfg, weights, kv, max_batch, s })
+    }
+
+    fn check(&self, ids: &[u32], pos0: usize) -> Result<()> {
+        if ids.is_empty() {
+            return Err(Error::invalid("no tokens to evaluate"));
+        }
+        if pos0 + ids.len() > self.kv.n_ctx {
+            return Err(Error::invalid(format!(
+                "{} tokens at position {pos0} do not fit the context of {} tokens",
+                ids.len(),
+                self.kv.n_ctx
+            )));
+        }
+        if let Some(&bad) = ids.iter().find(|&&t| t as usize >= self.cfg.vocab_size) {
+            return Err(Error::invalid(format!(
+                "token id {bad} is outside the vocabulary (size {})",
+                self.cfg.vocab_size
+            )));
+        }
+        Ok(())
+    }
+
+    /// Run `ids` (at most `max_batch`) at positions `pos0..` through every block: their keys
+    /// and values go to the KV cache, their final hidden states stay in `s.x` `[t, dim]`.
+    fn blocks(&mut self, ids: &[u32], pos0: usize) -> Result<()> {
+        let (b, c, s, w) = (&self.backend, &self.cfg, &mut self.s, &self.weights);
+        let t = ids.len();
+        let scale = 1.0 / (c.head_dim as f32).sqrt();
+        b.embedding(&w.token_embd, ids, &mut s.x)?;
+        for (l, lw) in w.layers.iter().enumerate() {
+            // attention: x += wo @ attn(rope(wq @ norm(x)), rope(wk @ norm(x)), wv @ norm(x))
+            b.rms_norm(&s.x, &lw.attn_norm, c.rms_eps, t, &mut s.xb)?;
+            b.matmul(&s.xb, &lw.wq, t, &mut s.q)?;
+            b.matmul(&s.xb, &lw.wk, t, &mut s.k)?;
+            b.matmul(&s.xb, &lw.wv, t, &mut s.v)?;
+            if let (Some(bq), Some(bk), Some(bv)) = (&lw.bq, &lw.bk, &lw.bv) {
+                b.add_bias(&mut s.q, bq, t)?;
+                b.add_bias(&mut s.k, bk, t)?;
+                b.add_bias(&mut s.v, bv, t)?;
+            }
+            let freqs = w.rope_freqs.as_ref();
+            b.rope(&mut s.q, t, c.heads, c.head_dim, pos0, &c.rope, freqs)?;
+            b.rope(&mut s.k, t, c.kv_heads, c.head_dim, pos0, &c.rope, freqs)?;
+            b.kv_append(&mut self.kv.k[l], &s.k, pos0, t, c.kv_dim())?;
+            b.kv_append(&mut self.kv.v[l], &s.v, pos0, t, c.kv_dim())?;
+            let (kc, vc) = (&self.kv.k[l], &self.kv.v[l]);
+            b.attention(&s.q, kc, vc, t, pos0 + t, c.heads, c.kv_heads, c.head_dim, scale, &mut s.att)?;
+            b.matmul(&s.att, &lw.wo, t, &mut s.xb)?;
+            b.add(&mut s.x, &s.xb, t * c.dim)?;
+
+            // feed-forward: x += w_down @ (silu(w_gate @ norm(x)) * (w_up @ norm(x)))
+            b.rms_norm(&s.x, &lw.ffn_norm, c.rms_eps, t, &mut s.xb)?;
+            b.matmul(&s.xb, &lw.w_gate, t, &mut s.gate)?;
+            b.matmul(&s.xb, &lw.w_up, t, &mut s.up)?;
+            b.swiglu(&s.gate, &s.up, t * c.ffn_dim, &mut s.hidden)?;
+            b.matmul(&s.hidden, &lw.w_down, t, &mut s.xb)?;
+            b.add(&mut s.x, &s.xb, t * c.dim)?;
+        }
+        Ok(())
+    }
+
+    /// Logits of hidden-state rows `row0..row0 + n` (n <= LOGIT_ROWS) into `s.logits [n, vocab]`.
+    fn lm_head(&mut self, row0: usize, n: usize) -> Result<()> {
+        let (b, c, s, w) = (&self.backend, &self.cfg, &mut self.s, &self.weights);
+        b.copy_rows(&s.x, row0, n, c.dim, &mut s.head_in)?;
+        b.rms_norm(&s.head_in, &w.output_norm, c.rms_eps, n, &mut s.head_norm)?;
+        b.matmul(&s.head_norm, w.lm_head(), n, &mut s.logits)
+    }
+
+    /// Evaluate `ids` at positions `pos0..` (the cache must hold positions `0..pos0`), keeping
+    /// only the last token's logits, on the device. `interrupt` is called between chunks.
+    pub fn eval(
+        &mut self,
+        ids: &[u32],
+        pos0: usize,
+        interrupt: Interrupt,
+    ) -> Result<()> {
+        self.check(ids, pos0)?;
+        let mut pos = pos0;
+        for chunk in ids.chunks(self.max_batch) {
+            interrupt()?;
+            self.blocks(chunk, pos)?;
+            pos += chunk.len();
+        }
+        let last = (ids.len() - 1) % self.max_batch;
+        self.lm_head(last, 1)
+    }
+
+    /// Evaluate `ids` at positions `pos0..` and copy every position's logits to
+    /// `out [ids.len(), vocab]` on the host.
+    pub fn eval_all(
+        &mut self,
+        ids: &[u32],
+        pos0: usize,
+        out: &mut [f32],
+        interrupt: Interrupt,
+    ) -> Result<()> {
+        self.check(ids, pos0)?;
+        let vocab = self.cfg.vocab_size;
+        assert_eq!(out.len(), ids.len() * vocab, "eval_all: out must be [ids, vocab]");
+        let mut done = 0;
+        for chunk in ids.chunks(self.max_batch) {
+            interrupt()?;
+            self.blocks(chunk, pos0 + done)?;
+            for r0 in (0..chunk.len()).step_by(LOGIT_ROWS) {
+                let n = LOGIT_ROWS.min(chunk.len() - r0);
+                self.lm_head(r0, n)?;
+                let rows = &mut out[(done + r0) * vocab..(done + r0 + n) * vocab];
+                self.backend.download(&self.s.logits, rows)?;
+            }
+            done += chunk.len();
+        }
+        Ok(())
+    }
+
+    /// The logits of the last `eval` (its last token) on the host: `out [vocab]`.
+    pub fn last_logits(&self, out: &mut [f32]) -> Result<()> {
+        self.backend.download(&self.s.logits, &mut out[..self.cfg.vocab_size])
+    }
+
+    /// Greedy pick from the last `eval`'s logits, on the device: (token id, its logit).
+    /// Only the id and one float come back to the host.
+    pub fn last_argmax(&mut self) -> Result<(u32, f32)> {
+        let id = self.backend.argmax(&self.s.logits, self.cfg.vocab_size)?;
+        self.backend.copy_rows(&self.s.logits, id as usize, 1, 1, &mut self.s.one)?;
+        let mut value = [0.0f32];
+        self.backend.download(&self.s.one, &mut value)?;
+        Ok((id, value[0]))
+    }
+}

@@ -1,0 +1,157 @@
+//! Llama-style decoder models: typed config (`config`), tensor-name tables (`arch`), weights
+//! (`weights`), KV cache (`kv_cache`) and the forward pass (`forward`), generic over the
+//! `Backend`. `LanguageModel` hides the backend type from the layers above (generation,
+//! Python), so one `Box<dyn LanguageModel>` runs on whichever device was picked.
+
+pub mod arch;
+pub mod config;
+pub mod forward;
+pub mod kv_cache;
+pub mod weights;
+
+#[cfg(test)]
+mod tests;
+
+pub use arch::Arch;
+pub use config::ModelConfig;
+pub use forward::Transformer;
+
+use crate::backend::cpu::CpuBackend;
+use crate::backend::gpu::GpuBackend;
+use crate::backend::{Backend, Device, KvDtype};
+use crate::error::Result;
+
+/// Polled between forward chunks and tokens; returns `Err(Interrupted)` to stop (Ctrl-C).
+pub type Interrupt<'a> = &'a mut (dyn FnMut() -> Result<()> + Send);
+
+/// A model ready to evaluate tokens, whatever its backend.
+pub trait LanguageModel: Send {
+    fn config(&self) -> &ModelConfig;
+    /// The device's name ("cpu", "NVIDIA H100 80GB HBM3", ...).
+    fn device_name(&self) -> String;
+    /// Positions the KV cache holds.
+    fn n_ctx(&self) -> usize;
+    fn kv_dtype(&self) -> KvDtype;
+    /// Bytes of weights and KV cache on the device.
+    fn nbytes(&self) -> usize;
+    /// Evaluate `ids` at positions `pos0..`; the cache must already hold `0..pos0`. Keeps the
+    /// last token's logits on the device. `interrupt` is polled between chunks.
+    fn eval(&mut self, ids: &[u32], pos0: usize, interrupt: Interrupt) -> Result<()>;
+    /// Evaluate `ids` at positions `pos0..`, every position's logits to `out [ids, vocab]`.
+    fn eval_all(
+        &mut self,
+        ids: &[u32],
+        pos0: usize,
+        out: &mut [f32],
+        interrupt: Interrupt,
+    ) -> Result<()>;
+    /// The last `eval`'s logits, to `out [vocab]`.
+    fn last_logits(&self, out: &mut [f32]) -> Result<()>;
+    /// The last `eval`'s argmax (lowest id on ties) and its logit, computed on the device.
+    fn last_argmax(&mut self) -> Result<(u32, f32)>;
+}
+
+impl<B: Backend + 'static> LanguageModel for Transformer<B> {
+    fn config(&self) -> &ModelConfig {
+        &self.cfg
+    }
+    fn device_name(&self) -> String {
+        self.backend.name()
+    }
+    fn n_ctx(&self) -> usize {
+        self.kv.n_ctx
+    }
+    fn kv_dtype(&self) -> KvDtype {
+        self.kv.dtype
+    }
+    fn nbytes(&self) -> usize {
+        self.weights.nbytes + self.kv.nbytes()
+    }
+    fn eval(&mut self, ids: &[u32], pos0: usize, interrupt: Interrupt) -> Result<()> {
+        Transformer::eval(self, ids, pos0, interrupt)
+    }
+    fn eval_all(
+        &mut self,
+        ids: &[u32],
+        pos0: usize,
+        out: &mut [f32],
+        interrupt: Interrupt,
+    ) -> Result<()> {
+        Transformer::eval_all(self, ids, pos0, out, interrupt)
+    }
+    fn last_logits(&self, out: &mut [f32]) -> Result<()> {
+        Transformer::last_logits(self, out)
+    }
+    fn last_argmax(&mut self) -> Result<(u32, f32)> {
+        Transformer::last_argmax(self)
+    }
+}
+
+/// A CPU model whose evaluations run on a thread of rayon's pool: the ops' parallel loops are
+/// then forked from a pool thread, which is cheap, instead of each being handed over from an
+/// outside thread that sleeps until it is done (two context switches per op, hundreds of ops
+/// per token).
+struct OnRayonPool<M>(M);
+
+impl<M: LanguageModel> LanguageModel for OnRayonPool<M> {
+    fn config(&self) -> &ModelConfig {
+        self.0.config()
+    }
+    fn device_name(&self) -> String {
+        self.0.device_name()
+    }
+    fn n_ctx(&self) -> usize {
+        self.0.n_ctx()
+    }
+    fn kv_dtype(&self) -> KvDtype {
+        self.0.kv_dtype()
+    }
+    fn nbytes(&self) -> usize {
+        self.0.nbytes()
+    }
+    fn eval(&mut self, ids: &[u32], pos0: usize, interrupt: Interrupt) -> Result<()> {
+        rayon::scope(|_| self.0.eval(ids, pos0, interrupt))
+    }
+    fn eval_all(
+        &mut self,
+        ids: &[u32],
+        pos0: usize,
+        out: &mut [f32],
+        interrupt: Interrupt,
+    ) -> Result<()> {
+        rayon::scope(|_| self.0.eval_all(ids, pos0, out, interrupt))
+    }
+    fn last_logits(&self, out: &mut [f32]) -> Result<()> {
+        self.0.last_logits(out)
+    }
+    fn last_argmax(&mut self) -> Result<(u32, f32)> {
+        rayon::scope(|_| self.0.last_argmax())
+    }
+}
+
+/// The context length used when the caller gives none: the model's, capped.
+pub const DEFAULT_MAX_CTX: usize = 4096;
+
+/// Load `file` onto `device` ("cpu", "gpu", or "auto": the first GPU found, else the CPU)
+/// with a KV cache of `n_ctx` positions (default: the model's context length, at most
+/// `DEFAULT_MAX_CTX`) of `kv_dtype` (default: f16 on GPUs, f32 on the CPU).
+pub fn load(
+    file: &crate::gguf::GgufFile,
+    device: &str,
+    n_ctx: Option<usize>,
+    kv_dtype: Option<KvDtype>,
+) -> Result<Box<dyn LanguageModel>> {
+    let device = crate::backend::resolve_device(device)?;
+    let cfg = ModelConfig::from_gguf(file)?;
+    let n_ctx = n_ctx.unwrap_or(cfg.context_length.min(DEFAULT_MAX_CTX));
+    Ok(match device {
+        Device::Cpu => {
+            let kv = kv_dtype.unwrap_or(KvDtype::F32);
+            Box::new(OnRayonPool(Transformer::load(CpuBackend, file, n_ctx, kv)?))
+        }
+        Device::Gpu(dev) => {
+            let kv = kv_dtype.unwrap_or(KvDtype::F16);
+            Box::new(Transformer::load(GpuBackend::new(dev), file, n_ctx, kv)?)
+        }
+    })
+}

@@ -1,0 +1,233 @@
+//! Rust-side checks of the forward pass on tiny random models written in memory: one-token
+//! decode with the KV cache equals the batched recompute, on the CPU backend and (ignored by
+//! default, run by scripts/check-kernels.sh) on the GPU backend under the CPU emulation of the
+//! kernels. The Python tests hold the logits to an independent NumPy forward pass.
+
+use super::*;
+use crate::backend::cpu::CpuBackend;
+use crate::gguf::{quants, GgmlType, GgufFile};
+
+/// A deterministic generator for test weights.
+struct Lcg(u64);
+
+impl Lcg {
+    fn next(&mut self) -> f32 {
+        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        ((self.0 >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+    }
+    fn vec(&mut self, n: usize, scale: f32) -> Vec<f32> {
+        (0..n).map(|_| self.next() * scale).collect()
+    }
+}
+
+/// A minimal GGUF v3 writer: metadata (u32, f32, str) and tensors of F32 or a quant type.
+#[derive(Default)]
+struct GgufBuilder {
+    kv: Vec<u8>,
+    n_kv: u64,
+    tensors: Vec<(String, Vec<usize>, GgmlType, Vec<u8>)>,
+}
+
+impl GgufBuilder {
+    fn key(&mut self, key: &str, ty: u32) {
+        self.kv.extend((key.len() as u64).to_le_bytes());
+        self.kv.extend(key.as_bytes());
+        self.kv.extend(ty.to_le_bytes());
+        self.n_kv += 1;
+    }
+    fn u32(&mut self, key: &str, v: u32) -> &mut Self {
+        self.key(key, 4);
+        self.kv.extend(v.to_le_bytes());
+        self
+    }
+    fn f32(&mut self, key: &str, v: f32) -> &mut Self {
+        self.key(key, 6);
+        self.kv.extend(v.to_le_bytes());
+        self
+    }
+    fn str(&mut self, key: &str, v: &str) -> &mut Self {
+        self.key(key, 8);
+        self.kv.extend((v.len() as u64).to_le_bytes());
+        self.kv.extend(v.as_bytes());
+        self
+    }
+    /// A tensor of NumPy shape `shape`, stored as `ty` (2-D tensors only when quantized).
+    fn tensor(&mut self, name: &str, shape: &[usize], ty: GgmlType, values: &[f32]) -> &mut Self {
+        let bytes = quants::quantize(ty, values).expect("quantizable test tensor");
+        self.tensors.push((name.to_string(), shape.to_vec(), ty, bytes));
+        self
+    }
+    fn bytes(&self) -> Vec<u8> {
+        const ALIGN: usize = 32;
+        let pad = |v: &mut Vec<u8>| v.resize(v.len().div_ceil(ALIGN) * ALIGN, 0);
+        let mut out = b"GGUF".to_vec();
+        out.extend(3u32.to_le_bytes());
+        out.extend((self.tensors.len() as u64).to_le_bytes());
+        out.extend(self.n_kv.to_le_bytes());
+        out.extend(&self.kv);
+        let mut offset = 0usize;
+        for (name, shape, ty, bytes) in &self.tensors {
+            out.extend((name.len() as u64).to_le_bytes());
+            out.extend(name.as_bytes());
+            out.extend((shape.len() as u32).to_le_bytes());
+            for &d in shape.iter().rev() {
+                out.extend((d as u64).to_le_bytes());
+            }
+            out.extend(ty.id().to_le_bytes());
+            out.extend((offset as u64).to_le_bytes());
+            offset = (offset + bytes.len()).div_ceil(ALIGN) * ALIGN;
+        }
+        pad(&mut out);
+        for (_, _, _, bytes) in &self.tensors {
+            out.extend(bytes);
+            pad(&mut out);
+        }
+        out
+    }
+}
+
+/// Widths of the tiny test model (multiples of 32 where quantized matrices need them).
+const DIM: usize = 64;
+const HEADS: usize = 4;
+const KV_HEADS: usize = 2;
+const HEAD_DIM: usize = DIM / HEADS;
+const FFN: usize = 96;
+const VOCAB: usize = 50;
+const LAYERS: usize = 2;
+
+/// A random qwen2 (biases, neox rope) or llama (rope_freqs, untied head) model file.
+fn tiny_model(arch: Arch, matrices: GgmlType, seed: u64) -> GgufFile {
+    let mut r = Lcg(seed);
+    let mut b = GgufBuilder::default();
+    let a = arch.name();
+    b.str("general.architecture", a)
+        .u32(&format!("{a}.block_count"), LAYERS as u32)
+        .u32(&format!("{a}.context_length"), 64)
+        .u32(&format!("{a}.embedding_length"), DIM as u32)
+        .u32(&format!("{a}.feed_forward_length"), FFN as u32)
+        .u32(&format!("{a}.attention.head_count"), HEADS as u32)
+        .u32(&format!("{a}.attention.head_count_kv"), KV_HEADS as u32)
+        .f32(&format!("{a}.attention.layer_norm_rms_epsilon"), 1e-5)
+        .f32(&format!("{a}.rope.freq_base"), 10000.0);
+    let (q, kv) = (HEADS * HEAD_DIM, KV_HEADS * HEAD_DIM);
+    let s = |n: usize| 1.0 / (n as f32).sqrt() * 1.7; // uniform(-1, 1) has std 1/sqrt(3)
+    let norm = |r: &mut Lcg| r.vec(DIM, 0.1).iter().map(|v| 1.0 + v).collect::<Vec<_>>();
+    b.tensor("token_embd.weight", &[VOCAB, DIM], matrices, &r.vec(VOCAB * DIM, 1.0));
+    b.tensor("output_norm.weight", &[DIM], GgmlType::F32, &norm(&mut r));
+    if arch == Arch::Llama {
+        b.tensor("output.weight", &[VOCAB, DIM], matrices, &r.vec(VOCAB * DIM, s(DIM)));
+        let freqs: Vec<f32> = r.vec(HEAD_DIM / 2, 1.0).iter().map(|v| 2.0 + v).collect();
+        b.tensor("rope_freqs.weight", &[HEAD_DIM / 2], GgmlType::F32, &freqs);
+    }
+    for l in 0..LAYERS {
+        let n = |t: &str| format!("blk.{l}.{t}");
+        b.tensor(&n("attn_norm.weight"), &[DIM], GgmlType::F32, &norm(&mut r));
+        b.tensor(&n("ffn_norm.weight"), &[DIM], GgmlType::F32, &norm(&mut r));
+        b.tensor(&n("attn_q.weight"), &[q, DIM], matrices, &r.vec(q * DIM, s(DIM)));
+        b.tensor(&n("attn_k.weight"), &[kv, DIM], matrices, &r.vec(kv * DIM, s(DIM)));
+        b.tensor(&n("attn_v.weight"), &[kv, DIM], matrices, &r.vec(kv * DIM, s(DIM)));
+        b.tensor(&n("attn_output.weight"), &[DIM, q], matrices, &r.vec(DIM * q, s(q)));
+        b.tensor(&n("ffn_gate.weight"), &[FFN, DIM], matrices, &r.vec(FFN * DIM, s(DIM)));
+        b.tensor(&n("ffn_up.weight"), &[FFN, DIM], matrices, &r.vec(FFN * DIM, s(DIM)));
+        b.tensor(&n("ffn_down.weight"), &[DIM, FFN], matrices, &r.vec(DIM * FFN, s(FFN)));
+        if arch == Arch::Qwen2 {
+            b.tensor(&n("attn_q.bias"), &[q], GgmlType::F32, &r.vec(q, 0.5));
+            b.tensor(&n("attn_k.bias"), &[kv], GgmlType::F32, &r.vec(kv, 0.5));
+            b.tensor(&n("attn_v.bias"), &[kv], GgmlType::F32, &r.vec(kv, 0.5));
+        }
+    }
+    GgufFile::from_bytes(b.bytes()).expect("the test model parses")
+}
+
+fn no_interrupt() -> impl FnMut() -> crate::Result<()> + Send {
+    || Ok(())
+}
+
+/// Logits `[vocab]` after each step of: prefill `tokens[..n_prompt]`, then one token at a time.
+fn decode_logits<B: Backend>(
+    backend: B,
+    file: &GgufFile,
+    kv: KvDtype,
+    tokens: &[u32],
+    n_prompt: usize,
+) -> Vec<Vec<f32>> {
+    let mut t = Transformer::load(backend, file, 32, kv).unwrap();
+    let mut out = Vec::new();
+    let mut logits = vec![0.0; VOCAB];
+    t.eval(&tokens[..n_prompt], 0, &mut no_interrupt()).unwrap();
+    t.last_logits(&mut logits).unwrap();
+    out.push(logits.clone());
+    for pos in n_prompt..tokens.len() {
+        t.eval(&tokens[pos..pos + 1], pos, &mut no_interrupt()).unwrap();
+        t.last_logits(&mut logits).unwrap();
+        let (id, value) = t.last_argmax().unwrap();
+        assert_eq!(value, logits[id as usize]);
+        assert_eq!(id, crate::sampling::argmax(&logits), "device argmax at position {pos}");
+        out.push(logits.clone());
+    }
+    out
+}
+
+/// max |a - b| / max |b|.
+fn rel_err(a: &[f32], b: &[f32]) -> f32 {
+    let num = a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max);
+    num / b.iter().map(|y| y.abs()).fold(1e-30, f32::max)
+}
+
+const TOKENS: [u32; 9] = [3, 17, 42, 0, 49, 8, 8, 25, 11];
+const N_PROMPT: usize = 5;
+
+#[test]
+fn cpu_decode_with_kv_cache_equals_batched_recompute() {
+    for (arch, ty) in [(Arch::Qwen2, GgmlType::F32), (Arch::Llama, GgmlType::F32), (Arch::Llama, GgmlType::Q8_0)]
+    {
+        let file = tiny_model(arch, ty, 11);
+        let mut t = Transformer::load(CpuBackend, &file, 32, KvDtype::F32).unwrap();
+        let mut all = vec![0.0; TOKENS.len() * VOCAB];
+        t.eval_all(&TOKENS, 0, &mut all, &mut no_interrupt()).unwrap();
+        let steps = decode_logits(CpuBackend, &file, KvDtype::F32, &TOKENS, N_PROMPT);
+        for (i, step) in steps.iter().enumerate() {
+            let row = N_PROMPT - 1 + i;
+            let want = &all[row * VOCAB..(row + 1) * VOCAB];
+            // The quantized path rounds activations per row, the same at any batch size.
+            assert!(rel_err(step, want) < 1e-5, "{arch:?} {ty}: position {row}: {}", rel_err(step, want));
+        }
+    }
+}
+
+#[test]
+fn model_errors_name_the_problem() {
+    let file = tiny_model(Arch::Qwen2, GgmlType::F32, 5);
+    let mut t = Transformer::load(CpuBackend, &file, 8, KvDtype::F32).unwrap();
+    let e = t.eval(&[VOCAB as u32], 0, &mut no_interrupt()).unwrap_err();
+    assert!(matches!(e, crate::Error::InvalidArgument(ref m) if m.contains("vocabulary")), "{e}");
+    let e = t.eval(&[1; 9], 0, &mut no_interrupt()).unwrap_err();
+    assert!(matches!(e, crate::Error::InvalidArgument(ref m) if m.contains("context of 8")), "{e}");
+    assert!(Transformer::load(CpuBackend, &file, 0, KvDtype::F32).is_err());
+}
+
+#[test]
+#[ignore = "builds the kernels with g++ (minutes); run by scripts/check-kernels.sh"]
+fn gpu_backend_forward_on_the_emulator_matches_the_cpu() {
+    use crate::backend::gpu::emulator::EmuRuntime;
+    use crate::backend::gpu::{GpuBackend, GpuDevice};
+    use std::sync::Arc;
+
+    // Wave 32 (NVIDIA-like) and wave 64 (AMD CDNA-like) with their shared memory sizes.
+    let devices = [(32, 227 * 1024), (64, 64 * 1024)];
+    for (i, (wave, shared)) in devices.into_iter().enumerate() {
+        let dev = Arc::new(GpuDevice::new(i, Box::new(EmuRuntime::new(wave, shared))));
+        for (arch, ty, kv, tol) in [
+            (Arch::Qwen2, GgmlType::F32, KvDtype::F32, 1e-4),
+            (Arch::Llama, GgmlType::Q8_0, KvDtype::F16, 3e-2),
+        ] {
+            let file = tiny_model(arch, ty, 23);
+            let gpu = decode_logits(GpuBackend::new(dev.clone()), &file, kv, &TOKENS, N_PROMPT);
+            let cpu = decode_logits(CpuBackend, &file, kv, &TOKENS, N_PROMPT);
+            for (step, (g, c)) in gpu.iter().zip(&cpu).enumerate() {
+                let e = rel_err(g, c);
+                assert!(e < tol, "wave {wave} {arch:?} {ty} {kv:?}: step {step}: {e}");
+            }
+        }
+    }
+}

@@ -1,0 +1,187 @@
+//! Model weights on a backend, loaded through the architecture's tensor-name table and
+//! checked against the config (shape, presence). Matrices keep their GGUF type; vectors
+//! (norms, biases, rope factors) are converted to F32.
+
+use std::collections::HashMap;
+
+use crate::backend::Backend;
+use crate::error::{Error, Result};
+use crate::gguf::{quants, GgmlType, GgufFile};
+use crate::model::arch::{Need, Role};
+use crate::model::config::ModelConfig;
+
+/// One transformer block. Shapes in NumPy order `[rows, cols]` (a matmul computes `x @ W^T`).
+pub struct LayerWeights<B: Backend> {
+    pub attn_norm: B::Weight,  // [dim]
+    pub wq: B::Weight,         // [heads * head_dim, dim]
+    pub wk: B::Weight,         // [kv_heads * head_dim, dim]
+    pub wv: B::Weight,         // [kv_heads * head_dim, dim]
+    pub bq: Option<B::Weight>, // [heads * head_dim]     (qwen2)
+    pub bk: Option<B::Weight>, // [kv_heads * head_dim]  (qwen2)
+    pub bv: Option<B::Weight>, // [kv_heads * head_dim]  (qwen2)
+    pub wo: B::Weight,         // [dim, heads * head_dim]
+    pub ffn_norm: B::Weight,   // [dim]
+    pub w_gate: B::Weight,     // [ffn_dim, dim]
+    pub w_up: B::Weight,       // [ffn_dim, dim]
+    pub w_down: B::Weight,     // [dim, ffn_dim]
+}
+
+pub struct Weights<B: Backend> {
+    pub token_embd: B::Weight,         // [vocab, dim]
+    pub output_norm: B::Weight,        // [dim]
+    /// The LM head `[vocab, dim]`; `None` when tied to `token_embd`.
+    pub output: Option<B::Weight>,
+    /// Rope frequency divisors `[n_rot / 2]` (Llama 3 `rope_freqs`, times any linear scaling).
+    pub rope_freqs: Option<B::Weight>,
+    pub layers: Vec<LayerWeights<B>>,
+    /// Bytes of all weights as stored on the device.
+    pub nbytes: usize,
+}
+
+impl<B: Backend> Weights<B> {
+    /// The matrix of the LM head.
+    pub fn lm_head(&self) -> &B::Weight {
+        self.output.as_ref().unwrap_or(&self.token_embd)
+    }
+}
+
+/// The NumPy shape a tensor of `role` must have.
+fn expected_shape(role: Role, c: &ModelConfig) -> Vec<usize> {
+    match role {
+        Role::TokenEmbd | Role::Output => vec![c.vocab_size, c.dim],
+        Role::OutputNorm | Role::AttnNorm | Role::FfnNorm => vec![c.dim],
+        Role::RopeFreqs => vec![c.rope.n_rot / 2],
+        Role::AttnQ => vec![c.q_dim(), c.dim],
+        Role::AttnK | Role::AttnV => vec![c.kv_dim(), c.dim],
+        Role::AttnQBias => vec![c.q_dim()],
+        Role::AttnKBias | Role::AttnVBias => vec![c.kv_dim()],
+        Role::AttnOutput => vec![c.dim, c.q_dim()],
+        Role::FfnGate | Role::FfnUp => vec![c.ffn_dim, c.dim],
+        Role::FfnDown => vec![c.dim, c.ffn_dim],
+    }
+}
+
+/// Norms, biases and rope factors: stored as F32 on the backend whatever the file holds.
+fn is_vector(role: Role) -> bool {
+    matches!(
+        role,
+        Role::OutputNorm | Role::AttnNorm | Role::FfnNorm | Role::RopeFreqs
+            | Role::AttnQBias | Role::AttnKBias | Role::AttnVBias
+    )
+}
+
+/// A tensor's values as F32 (for vectors, which the backends take in F32).
+fn as_f32(name: &str, ty: GgmlType, bytes: &[u8]) -> Result<Vec<f32>> {
+    let n = quants::elements_in(ty, bytes.len())?;
+    let mut out = vec![0.0f32; n];
+    quants::dequantize(ty, bytes, &mut out)
+        .map_err(|e| Error::unsupported(format!("tensor {name:?}: {e}")))?;
+    Ok(out)
+}
+
+fn f32_bytes(x: &[f32]) -> Vec<u8> {
+    x.iter().flat_map(|v| v.to_le_bytes()).collect()
+}
+
+/// Load one tensor (or `None` if optional and absent), checking its shape.
+fn load_tensor<B: Backend>(
+    backend: &B,
+    file: &GgufFile,
+    cfg: &ModelConfig,
+    role: Role,
+    name: &str,
+    need: Need,
+    nbytes: &mut usize,
+) -> Result<Option<B::Weight>> {
+    let Some(info) = file.tensor_info(name) else {
+        return match need {
+            Need::Required => Err(Error::gguf(format!("required tensor {name:?} is missing"))),
+            Need::Optional => Ok(None),
+        };
+    };
+    let want = expected_shape(role, cfg);
+    if info.shape() != want {
+        return Err(Error::gguf(format!(
+            "tensor {name:?} has shape {:?}, the metadata implies {want:?}",
+            info.shape()
+        )));
+    }
+    let bytes = file.tensor_bytes(info);
+    let weight = if is_vector(role) {
+        let mut values = as_f32(name, info.ggml_type, bytes)?;
+        if role == Role::RopeFreqs {
+            values.iter_mut().for_each(|f| *f *= cfg.rope_linear_scale);
+        }
+        *nbytes += values.len() * 4;
+        backend.weight(GgmlType::F32, 1, values.len(), &f32_bytes(&values))?
+    } else {
+        if !info.ggml_type.can_dequantize() {
+            return Err(Error::unsupported(format!(
+                "tensor {name:?} has type {}, which rocmforge cannot run",
+                info.ggml_type
+            )));
+        }
+        *nbytes += bytes.len();
+        backend.weight(info.ggml_type, want[0], want[1], bytes)?
+    };
+    Ok(Some(weight))
+}
+
+impl<B: Backend> Weights<B> {
+    /// Load every tensor of `cfg.arch`'s table from `file` onto `backend`.
+    pub fn load(backend: &B, file: &GgufFile, cfg: &ModelConfig) -> Result<Self> {
+        let mut nbytes = 0usize;
+        let table = cfg.arch.tensors();
+        let mut global: HashMap<Role, B::Weight> = HashMap::new();
+        for e in table.iter().filter(|e| !e.per_layer()) {
+            if let Some(w) = load_tensor(backend, file, cfg, e.role, e.name, e.need, &mut nbytes)? {
+                global.insert(e.role, w);
+            }
+        }
+        // Linear rope scaling without rope_freqs: divide every frequency by the factor.
+        if !global.contains_key(&Role::RopeFreqs) && cfg.rope_linear_scale != 1.0 {
+            let factors = vec![cfg.rope_linear_scale; cfg.rope.n_rot / 2];
+            global.insert(
+                Role::RopeFreqs,
+                backend.weight(GgmlType::F32, 1, factors.len(), &f32_bytes(&factors))?,
+            );
+        }
+
+        let mut layers = Vec::with_capacity(cfg.n_layers);
+        for layer in 0..cfg.n_layers {
+            let mut w: HashMap<Role, B::Weight> = HashMap::new();
+            for e in table.iter().filter(|e| e.per_layer()) {
+                let name = e.name_for(layer);
+                if let Some(t) = load_tensor(backend, file, cfg, e.role, &name, e.need, &mut nbytes)? {
+                    w.insert(e.role, t);
+                }
+            }
+            let (bq, bk, bv) =
+                (w.remove(&Role::AttnQBias), w.remove(&Role::AttnKBias), w.remove(&Role::AttnVBias));
+            let mut take = |role: Role| w.remove(&role).expect("required tensors were checked");
+            layers.push(LayerWeights {
+                attn_norm: take(Role::AttnNorm),
+                wq: take(Role::AttnQ),
+                wk: take(Role::AttnK),
+                wv: take(Role::AttnV),
+                wo: take(Role::AttnOutput),
+                ffn_norm: take(Role::FfnNorm),
+                w_gate: take(Role::FfnGate),
+                w_up: take(Role::FfnUp),
+                w_down: take(Role::FfnDown),
+                bq,
+                bk,
+                bv,
+            });
+        }
+        let mut take = |role: Role| global.remove(&role);
+        Ok(Weights {
+            token_embd: take(Role::TokenEmbd).expect("required"),
+            output_norm: take(Role::OutputNorm).expect("required"),
+            output: take(Role::Output),
+            rope_freqs: take(Role::RopeFreqs),
+            layers,
+            nbytes,
+        })
+    }
+}

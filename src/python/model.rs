@@ -1,0 +1,506 @@
+//! Python bindings of a model: `rocmforge.Model` and its streaming iterator.
+//!
+//! The engine sits behind a Mutex that is always taken with the GIL released, so one Model
+//! used from several threads serializes its calls without deadlocking; long work polls for
+//! Ctrl-C between tokens (`KeyboardInterrupt`, the model stays usable).
+
+use std::collections::BTreeMap;
+use std::sync::{Mutex, MutexGuard};
+
+use numpy::{PyArray1, PyArrayMethods};
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyString};
+
+use super::gguf::meta_to_py;
+use super::IntoPy;
+use crate::backend::KvDtype;
+use crate::chat::{render_chat, ChatMessage};
+use crate::error::{Error, Result};
+use crate::generate::{Engine, GenerateParams, Generation, Stats};
+use crate::gguf::GgufFile;
+use crate::model;
+use crate::sampling::SamplingParams;
+
+/// Poll Python for pending signals (Ctrl-C) from code running without the GIL.
+fn check_signals() -> Result<()> {
+    Python::attach(|py| py.check_signals()).map_err(|_| Error::Interrupted)
+}
+
+/// A GGUF language model on a device: `Model(path=None, device="auto", n_ctx=None, seed=None,
+/// verbose=False, kv_dtype=None)`.
+///
+/// `path` None loads the default model (SmolLM2-135M-Instruct, fetched on first use);
+/// `n_ctx` None is the file's context length capped at 4096; `kv_dtype` None is "f16" on a
+/// GPU and "f32" on the CPU. Also a context manager (`close()` on exit).
+#[pyclass(name = "Model", module = "rocmforge", frozen)]
+pub struct PyModel {
+    engine: Mutex<Option<Engine>>,
+    path: String,
+    device: String,
+    /// The file's metadata as a dict (built at load).
+    metadata: Py<PyDict>,
+    config: Py<PyDict>,
+}
+
+/// Sampling arguments shared by `generate` and `chat`, as Python passes them.
+struct Request {
+    max_tokens: i64,
+    temperature: f64,
+    top_k: i64,
+    top_p: f64,
+    min_p: f64,
+    repeat_penalty: f64,
+    seed: Option<u64>,
+    stop: Vec<String>,
+}
+
+impl Request {
+    fn params(&self) -> Result<GenerateParams> {
+        if self.max_tokens < 0 {
+            return Err(Error::invalid(format!("max_tokens must be >= 0, got {}", self.max_tokens)));
+        }
+        if self.top_k < 0 {
+            return Err(Error::invalid(format!("top_k must be >= 0, got {}", self.top_k)));
+        }
+        let sampling = SamplingParams {
+            temperature: self.temperature as f32,
+            top_k: self.top_k as usize,
+            top_p: self.top_p as f32,
+            min_p: self.min_p as f32,
+            repeat_penalty: self.repeat_penalty as f32,
+            ..SamplingParams::default()
+        };
+        sampling.check()?;
+        Ok(GenerateParams {
+            max_tokens: self.max_tokens as usize,
+            sampling,
+            seed: self.seed,
+            stop: self.stop.clone(),
+        })
+    }
+}
+
+/// `stop`: None, a string, or a sequence of strings.
+fn parse_stop(stop: Option<&Bound<'_, PyAny>>) -> PyResult<Vec<String>> {
+    let Some(stop) = stop else { return Ok(vec![]) };
+    if stop.is_none() {
+        return Ok(vec![]);
+    }
+    if let Ok(s) = stop.cast::<PyString>() {
+        return Ok(vec![s.to_string()]);
+    }
+    stop.extract::<Vec<String>>().map_err(|_| {
+        pyo3::exceptions::PyTypeError::new_err("stop must be None, a string or a list of strings")
+    })
+}
+
+impl PyModel {
+    /// Lock the engine (call without the GIL). A poisoned lock (a panic mid-call) is recovered:
+    /// the cache bookkeeping is reset, the model stays usable.
+    fn lock(&self) -> Result<MutexGuard<'_, Option<Engine>>> {
+        let guard = match self.engine.lock() {
+            Ok(g) => g,
+            Err(poisoned) => {
+                self.engine.clear_poison();
+                let mut g = poisoned.into_inner();
+                if let Some(e) = g.as_mut() {
+                    e.reset_cache();
+                }
+                g
+            }
+        };
+        if guard.is_none() {
+            return Err(Error::runtime(format!("Model {:?} is closed", self.path)));
+        }
+        Ok(guard)
+    }
+
+    /// Run `f` on the engine with the GIL released.
+    fn with_engine<T: Send>(
+        &self,
+        py: Python<'_>,
+        f: impl FnOnce(&mut Engine) -> Result<T> + Send,
+    ) -> PyResult<T> {
+        py.detach(|| {
+            let mut guard = self.lock()?;
+            f(guard.as_mut().expect("checked by lock"))
+        })
+        .py()
+    }
+
+    /// Start a generation from a prompt's text (`add_bos`: None = the file's default).
+    fn start(
+        slf: &Bound<'_, Self>,
+        prompt: String,
+        add_bos: Option<bool>,
+        req: Request,
+        stream: bool,
+    ) -> PyResult<Py<PyAny>> {
+        let py = slf.py();
+        let this = slf.get();
+        let params = req.params().py()?;
+        if stream {
+            let generation = this.with_engine(py, |e| {
+                let ids = e.tokenizer.encode(&prompt, add_bos, true);
+                Generation::new(e, ids, params)
+            })?;
+            let it = PyGenerationStream { model: slf.clone().unbind(), state: Mutex::new(generation) };
+            return Ok(Py::new(py, it)?.into_any());
+        }
+        let text = this.with_engine(py, |e| {
+            let ids = e.tokenizer.encode(&prompt, add_bos, true);
+            crate::generate::generate_text(e, ids, params, &mut check_signals)
+        })?;
+        Ok(text.into_pyobject(py)?.into_any().unbind())
+    }
+}
+
+#[pymethods]
+impl PyModel {
+    #[new]
+    #[pyo3(signature = (path=None, device="auto", n_ctx=None, seed=None, verbose=false, kv_dtype=None))]
+    fn new(
+        py: Python<'_>,
+        path: Option<std::path::PathBuf>,
+        device: &str,
+        n_ctx: Option<i64>,
+        seed: Option<u64>,
+        verbose: bool,
+        kv_dtype: Option<&str>,
+    ) -> PyResult<Self> {
+        let path = match path {
+            Some(p) => p,
+            None => py
+                .import("rocmforge._models")?
+                .call_method0("default_model_path")?
+                .extract::<std::path::PathBuf>()?,
+        };
+        let device = device.to_string();
+        let n_ctx = match n_ctx {
+            Some(n) if n < 1 => {
+                return Err(pyo3::exceptions::PyValueError::new_err(format!("n_ctx must be >= 1, got {n}")))
+            }
+            Some(n) => Some(n as usize),
+            None => None,
+        };
+        let kv_dtype = match kv_dtype.map(|s| s.to_ascii_lowercase()) {
+            None => None,
+            Some(s) if s == "f32" => Some(KvDtype::F32),
+            Some(s) if s == "f16" => Some(KvDtype::F16),
+            Some(s) => {
+                return Err(pyo3::exceptions::PyValueError::new_err(format!(
+                    "kv_dtype must be \"f32\" or \"f16\", got {s:?}"
+                )))
+            }
+        };
+        let p = path.clone();
+        let t0 = std::time::Instant::now();
+        let (file, engine) = py
+            .detach(move || -> Result<(GgufFile, Engine)> {
+                let file = GgufFile::open(&p)?;
+                let m = model::load(&file, &device, n_ctx, kv_dtype)?;
+                let engine = Engine::new(m, &file, seed)?;
+                Ok((file, engine))
+            })
+            .py()?;
+        let metadata = PyDict::new(py);
+        for (k, v) in &file.metadata {
+            metadata.set_item(k, meta_to_py(py, v)?)?;
+        }
+        let c = engine.model.config();
+        let config = PyDict::new(py);
+        config.set_item("architecture", c.arch.name())?;
+        config.set_item("dim", c.dim)?;
+        config.set_item("n_layers", c.n_layers)?;
+        config.set_item("ffn_dim", c.ffn_dim)?;
+        config.set_item("heads", c.heads)?;
+        config.set_item("kv_heads", c.kv_heads)?;
+        config.set_item("head_dim", c.head_dim)?;
+        config.set_item("vocab_size", c.vocab_size)?;
+        config.set_item("context_length", c.context_length)?;
+        config.set_item("rms_eps", c.rms_eps)?;
+        config.set_item("rope_theta", c.rope.theta)?;
+        config.set_item("rope_neox", c.rope.neox)?;
+        config.set_item("rope_dims", c.rope.n_rot)?;
+        config.set_item("tied_embeddings", c.tied_embeddings)?;
+        config.set_item("n_ctx", engine.model.n_ctx())?;
+        config.set_item("kv_dtype", engine.model.kv_dtype().name())?;
+        let device_name = engine.model.device_name();
+        if verbose {
+            let msg = format!(
+                "rocmforge: loaded {} ({} {} layers, {:.1} MiB on {device_name}, n_ctx {}) in {:.2} s",
+                path.display(),
+                c.arch.name(),
+                c.n_layers,
+                engine.model.nbytes() as f64 / (1 << 20) as f64,
+                engine.model.n_ctx(),
+                t0.elapsed().as_secs_f64()
+            );
+            py.import("sys")?.getattr("stderr")?.call_method1("write", (msg + "\n",))?;
+        }
+        Ok(PyModel {
+            engine: Mutex::new(Some(engine)),
+            path: path.display().to_string(),
+            device: device_name,
+            metadata: metadata.unbind(),
+            config: config.unbind(),
+        })
+    }
+
+    /// Generate text after `prompt`; `stream=True` returns an iterator of text pieces.
+    /// `temperature=0` is greedy (argmax, lowest id on ties); `seed` makes draws repeatable;
+    /// generation ends at EOS/EOT, before the first `stop` string, or after `max_tokens`.
+    #[pyo3(signature = (prompt, max_tokens=128, temperature=0.8, top_k=40, top_p=0.95, min_p=0.05,
+                        repeat_penalty=1.0, seed=None, stop=None, stream=false))]
+    #[allow(clippy::too_many_arguments)]
+    fn generate(
+        slf: &Bound<'_, Self>,
+        prompt: String,
+        max_tokens: i64,
+        temperature: f64,
+        top_k: i64,
+        top_p: f64,
+        min_p: f64,
+        repeat_penalty: f64,
+        seed: Option<u64>,
+        stop: Option<&Bound<'_, PyAny>>,
+        stream: bool,
+    ) -> PyResult<Py<PyAny>> {
+        let stop = parse_stop(stop)?;
+        let req = Request { max_tokens, temperature, top_k, top_p, min_p, repeat_penalty, seed, stop };
+        Self::start(slf, prompt, None, req, stream)
+    }
+
+    /// Answer a conversation: `messages` is a list of `{"role": ..., "content": ...}` dicts,
+    /// rendered with the file's `tokenizer.chat_template`. Same keywords as `generate`.
+    #[pyo3(signature = (messages, max_tokens=128, temperature=0.8, top_k=40, top_p=0.95, min_p=0.05,
+                        repeat_penalty=1.0, seed=None, stop=None, stream=false))]
+    #[allow(clippy::too_many_arguments)]
+    fn chat(
+        slf: &Bound<'_, Self>,
+        messages: &Bound<'_, PyAny>,
+        max_tokens: i64,
+        temperature: f64,
+        top_k: i64,
+        top_p: f64,
+        min_p: f64,
+        repeat_penalty: f64,
+        seed: Option<u64>,
+        stop: Option<&Bound<'_, PyAny>>,
+        stream: bool,
+    ) -> PyResult<Py<PyAny>> {
+        let messages: Vec<ChatMessage> = messages.extract::<Vec<BTreeMap<String, String>>>().map_err(|_| {
+            pyo3::exceptions::PyTypeError::new_err(
+                "messages must be a list of dicts of strings, e.g. [{\"role\": \"user\", \"content\": \"Hi\"}]",
+            )
+        })?;
+        let stop = parse_stop(stop)?;
+        let req = Request { max_tokens, temperature, top_k, top_p, min_p, repeat_penalty, seed, stop };
+        let (prompt, add_bos) = slf.get().with_engine(slf.py(), |e| {
+            let template = e.chat_template.clone().ok_or_else(|| {
+                Error::invalid("this model file has no tokenizer.chat_template; use generate()")
+            })?;
+            let text_of = |id: Option<u32>| id.map(|id| e.tokenizer.decode_with(&[id], true)).transpose();
+            let bos = text_of(e.tokenizer.bos())?.unwrap_or_default();
+            let eos = text_of(e.tokenizer.eos())?.unwrap_or_default();
+            let prompt = render_chat(&template, &messages, &bos, &eos)?;
+            // Templates that write the BOS token themselves must not get a second one.
+            let add_bos = (!bos.is_empty() && prompt.starts_with(&bos)).then_some(false);
+            Ok((prompt, add_bos))
+        })?;
+        Self::start(slf, prompt, add_bos, req, stream)
+    }
+
+    /// Generate from token ids, returning the generated ids (an EOS/EOT token included);
+    /// the sampling keywords are those of `generate`.
+    #[pyo3(signature = (ids, max_tokens=128, temperature=0.8, top_k=40, top_p=0.95, min_p=0.05,
+                        repeat_penalty=1.0, seed=None))]
+    #[allow(clippy::too_many_arguments)]
+    fn generate_tokens(
+        &self,
+        py: Python<'_>,
+        ids: Vec<i64>,
+        max_tokens: i64,
+        temperature: f64,
+        top_k: i64,
+        top_p: f64,
+        min_p: f64,
+        repeat_penalty: f64,
+        seed: Option<u64>,
+    ) -> PyResult<Vec<u32>> {
+        let req = Request { max_tokens, temperature, top_k, top_p, min_p, repeat_penalty, seed, stop: vec![] };
+        let params = req.params().py()?;
+        self.with_engine(py, |e| {
+            let ids = to_ids(&ids, e.vocab_size())?;
+            crate::generate::generate_ids(e, ids, params, &mut check_signals)
+        })
+    }
+
+    /// Token ids of `text`; `add_bos` None follows the file's `add_bos_token`; `special`
+    /// parses special-token text such as `<|im_start|>`.
+    #[pyo3(signature = (text, add_bos=None, special=true))]
+    fn tokenize(&self, py: Python<'_>, text: String, add_bos: Option<bool>, special: bool) -> PyResult<Vec<u32>> {
+        self.with_engine(py, |e| Ok(e.tokenizer.encode(&text, add_bos, special)))
+    }
+
+    /// The text of token ids (ids outside the vocabulary are a ValueError); `special`
+    /// renders control tokens such as `<|im_end|>` as their text.
+    #[pyo3(signature = (ids, special=true))]
+    fn detokenize(&self, py: Python<'_>, ids: Vec<i64>, special: bool) -> PyResult<String> {
+        self.with_engine(py, |e| {
+            let ids = to_ids(&ids, e.vocab_size())?;
+            e.tokenizer.decode_with(&ids, special)
+        })
+    }
+
+    /// Logits of every position of `ids` in a fresh context: float32 `[len(ids), vocab]`.
+    fn logits<'py>(&self, py: Python<'py>, ids: Vec<i64>) -> PyResult<Bound<'py, numpy::PyArrayDyn<f32>>> {
+        let (out, vocab) = self.with_engine(py, |e| {
+            let ids = to_ids(&ids, e.vocab_size())?;
+            Ok((e.logits_all(&ids, &mut check_signals)?, e.vocab_size()))
+        })?;
+        let rows = out.len() / vocab;
+        PyArray1::from_vec(py, out).reshape(vec![rows, vocab])
+    }
+
+    /// The file's metadata (a dict like `GGUFFile.metadata`).
+    #[getter]
+    fn metadata(&self, py: Python<'_>) -> Py<PyDict> {
+        self.metadata.clone_ref(py)
+    }
+
+    /// The model's hyperparameters and the context settings.
+    #[getter]
+    fn config(&self, py: Python<'_>) -> PyResult<Py<PyDict>> {
+        Ok(self.config.bind(py).copy()?.unbind())
+    }
+
+    /// The device the model runs on ("cpu" or the GPU's name).
+    #[getter]
+    fn device(&self) -> String {
+        self.device.clone()
+    }
+
+    /// The model file's path.
+    #[getter]
+    fn path(&self) -> String {
+        self.path.clone()
+    }
+
+    /// Counters of the last generate/chat call: prompt_tokens, generated_tokens,
+    /// finish_reason ("stop" | "eos" | "length"), prefill_tokens_per_s, decode_tokens_per_s.
+    #[getter]
+    fn stats(&self, py: Python<'_>) -> PyResult<Py<PyDict>> {
+        let s: Stats = self.with_engine(py, |e| Ok(e.stats.clone()))?;
+        let d = PyDict::new(py);
+        d.set_item("prompt_tokens", s.prompt_tokens)?;
+        d.set_item("generated_tokens", s.generated_tokens)?;
+        d.set_item("finish_reason", s.finish_reason.map(|r| r.name()))?;
+        d.set_item("prefill_tokens_per_s", s.prefill_tokens_per_s())?;
+        d.set_item("decode_tokens_per_s", s.decode_tokens_per_s())?;
+        d.set_item("prefill_tokens", s.prefill_tokens)?;
+        d.set_item("prefill_seconds", s.prefill_seconds)?;
+        d.set_item("decode_seconds", s.decode_seconds)?;
+        Ok(d.unbind())
+    }
+
+    /// Free the model's memory. Later calls raise RocmForgeError; closing twice is fine.
+    fn close(&self, py: Python<'_>) {
+        py.detach(|| {
+            let mut g = self.engine.lock().unwrap_or_else(|p| p.into_inner());
+            *g = None;
+        });
+    }
+
+    /// Whether `close()` has been called.
+    #[getter]
+    fn closed(&self, py: Python<'_>) -> bool {
+        py.detach(|| self.engine.lock().map(|g| g.is_none()).unwrap_or(false))
+    }
+
+    fn __enter__(slf: Py<Self>) -> Py<Self> {
+        slf
+    }
+
+    fn __exit__(
+        &self,
+        py: Python<'_>,
+        _exc_type: Option<Bound<'_, PyAny>>,
+        _exc: Option<Bound<'_, PyAny>>,
+        _tb: Option<Bound<'_, PyAny>>,
+    ) -> bool {
+        self.close(py);
+        false
+    }
+
+    fn __repr__(&self, py: Python<'_>) -> String {
+        let c = self.config.bind(py);
+        let get = |k: &str| c.get_item(k).ok().flatten().map(|v| v.to_string()).unwrap_or_default();
+        format!(
+            "Model({:?}, architecture={}, layers={}, device={:?}, n_ctx={}{})",
+            self.path,
+            get("architecture"),
+            get("n_layers"),
+            self.device,
+            get("n_ctx"),
+            if self.closed(py) { ", closed" } else { "" }
+        )
+    }
+}
+
+/// Python ints to token ids, each checked against the vocabulary.
+fn to_ids(ids: &[i64], vocab: usize) -> Result<Vec<u32>> {
+    ids.iter()
+        .map(|&t| {
+            if t < 0 || t as u64 >= vocab as u64 {
+                Err(Error::invalid(format!("token id {t} is outside the vocabulary (size {vocab})")))
+            } else {
+                Ok(t as u32)
+            }
+        })
+        .collect()
+}
+
+/// The iterator `Model.generate(..., stream=True)` returns: yields text pieces as they come.
+/// The model's `stats` follow it; it holds the model (its lock only while computing a piece).
+#[pyclass(name = "GenerationStream", module = "rocmforge", frozen)]
+pub struct PyGenerationStream {
+    model: Py<PyModel>,
+    state: Mutex<Generation>,
+}
+
+#[pymethods]
+impl PyGenerationStream {
+    fn __iter__(slf: Py<Self>) -> Py<Self> {
+        slf
+    }
+
+    fn __next__(&self, py: Python<'_>) -> PyResult<Option<String>> {
+        let model = self.model.get();
+        py.detach(|| -> Result<Option<String>> {
+            let mut generation = self.state.lock().unwrap_or_else(|p| p.into_inner());
+            if generation.is_done() {
+                return Ok(None);
+            }
+            let mut guard = model.lock()?;
+            let engine = guard.as_mut().expect("checked by lock");
+            generation.next_piece(engine, &mut check_signals)
+        })
+        .py()
+    }
+
+    /// The generation's finish reason so far (None while it runs).
+    #[getter]
+    fn finish_reason(&self, py: Python<'_>) -> Option<&'static str> {
+        py.detach(|| {
+            let generation = self.state.lock().unwrap_or_else(|p| p.into_inner());
+            generation.finish_reason().map(|r| r.name())
+        })
+    }
+}
+
+pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<PyModel>()?;
+    m.add_class::<PyGenerationStream>()?;
+    Ok(())
+}

@@ -1,0 +1,536 @@
+"""rocmforge.Model on tiny random-weight llama and qwen2 files written here with the `gguf`
+package, checked against a NumPy float64 forward pass written here (the independent
+reference); generation semantics (KV cache vs recompute, sampling, stop strings, bad input);
+and the real SmolLM2 file answering "Paris"."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import _thread
+import threading
+
+import gguf
+import numpy as np
+import pytest
+
+import rocmforge as rf
+
+# ---------------------------------------------------------------------------------------------
+# A tiny model: config, random weights, GGUF writer
+# ---------------------------------------------------------------------------------------------
+
+
+def byte_tokens():
+    """GPT-2's byte-to-unicode table: the 256 single-byte tokens of a byte-level BPE vocab."""
+    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    cs = bs[:]
+    n = 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    table = dict(zip(bs, cs))
+    return [chr(table[b]) for b in range(256)]
+
+
+MERGES = ["Ġ t", "h e", "Ġt he", "i n", "Ġ a", "e r", "o n", "Ġ s", "r e", "a t", "e n", "Ġ c"]
+SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+CHAT_TEMPLATE = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] | trim }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+def vocabulary():
+    tokens = byte_tokens() + ["".join(m.split()) for m in MERGES] + SPECIALS
+    types = [1] * (len(tokens) - len(SPECIALS)) + [3] * len(SPECIALS)
+    return tokens, types
+
+
+class Tiny:
+    """Hyperparameters and float32 weights (NumPy order [rows, cols]) of a tiny decoder."""
+
+    def __init__(self, rng, arch="llama", dim=36, heads=6, kv_heads=3, ffn=50, layers=2,
+                 rope_freqs=False, tied=True, theta=10000.0, eps=1e-5, n_ctx=128):
+        self.arch, self.dim, self.heads, self.kv_heads = arch, dim, heads, kv_heads
+        self.head_dim = dim // heads
+        self.ffn, self.layers, self.theta, self.eps, self.n_ctx = ffn, layers, theta, eps, n_ctx
+        self.tokens, self.types = vocabulary()
+        self.vocab = len(self.tokens)
+        self.eos = self.tokens.index("<|im_end|>")
+        q, kv = heads * self.head_dim, kv_heads * self.head_dim
+
+        def w(*shape, scale=None):
+            scale = scale if scale is not None else 1.0 / np.sqrt(shape[-1])
+            return (rng.standard_normal(shape) * scale).astype(np.float32)
+
+        self.w = {"token_embd.weight": w(self.vocab, dim, scale=1.0),
+                  "output_norm.weight": (1 + 0.1 * rng.standard_normal(dim)).astype(np.float32)}
+        if not tied:
+            self.w["output.weight"] = w(self.vocab, dim)
+        if rope_freqs:
+            self.w["rope_freqs.weight"] = rng.uniform(1.0, 8.0, self.head_dim // 2).astype(np.float32)
+        for i in range(layers):
+            p = f"blk.{i}."
+            self.w[p + "attn_norm.weight"] = (1 + 0.1 * rng.standard_normal(dim)).astype(np.float32)
+            self.w[p + "ffn_norm.weight"] = (1 + 0.1 * rng.standard_normal(dim)).astype(np.float32)
+            self.w[p + "attn_q.weight"] = w(q, dim)
+            self.w[p + "attn_k.weight"] = w(kv, dim)
+            self.w[p + "attn_v.weight"] = w(kv, dim)
+            self.w[p + "attn_output.weight"] = w(dim, q)
+            self.w[p + "ffn_gate.weight"] = w(ffn, dim)
+            self.w[p + "ffn_up.weight"] = w(ffn, dim)
+            self.w[p + "ffn_down.weight"] = w(dim, ffn)
+            if arch == "qwen2":
+                self.w[p + "attn_q.bias"] = w(q, scale=0.5)
+                self.w[p + "attn_k.bias"] = w(kv, scale=0.5)
+                self.w[p + "attn_v.bias"] = w(kv, scale=0.5)
+
+    def write(self, path, dtype="F32", skip_keys=(), skip_tensors=(), extra=None, overrides=None):
+        """Write a GGUF file; matrices in `dtype` (F32 or a quant type), vectors in F32.
+        Returns the float32 weights the file holds (quantized matrices dequantized)."""
+        qtype = gguf.GGMLQuantizationType[dtype]
+        wr = gguf.GGUFWriter(str(path), self.arch)
+        a = self.arch
+        keys = {
+            f"{a}.block_count": lambda: wr.add_block_count(self.layers),
+            f"{a}.context_length": lambda: wr.add_context_length(self.n_ctx),
+            f"{a}.embedding_length": lambda: wr.add_embedding_length(self.dim),
+            f"{a}.feed_forward_length": lambda: wr.add_feed_forward_length(self.ffn),
+            f"{a}.attention.head_count": lambda: wr.add_head_count(self.heads),
+            f"{a}.attention.head_count_kv": lambda: wr.add_head_count_kv(self.kv_heads),
+            f"{a}.attention.layer_norm_rms_epsilon": lambda: wr.add_layer_norm_rms_eps(self.eps),
+            f"{a}.rope.freq_base": lambda: wr.add_rope_freq_base(self.theta),
+        }
+        for k, add in keys.items():
+            if k not in skip_keys:
+                add()
+        for k, v in (overrides or {}).items():
+            if isinstance(v, str):
+                wr.add_string(k, v)
+            else:
+                wr.add_uint32(k, v)
+        wr.add_tokenizer_model("gpt2")
+        wr.add_tokenizer_pre("qwen2" if a == "qwen2" else "gpt-2")
+        wr.add_token_list(self.tokens)
+        wr.add_token_types(self.types)
+        wr.add_token_merges(MERGES)
+        wr.add_bos_token_id(self.tokens.index("<|endoftext|>"))
+        wr.add_eos_token_id(self.eos)
+        wr.add_add_bos_token(False)
+        wr.add_chat_template(CHAT_TEMPLATE)
+        for k, v in (extra or {}).items():
+            wr.add_float32(k, v)
+        stored = {}
+        for name, t in self.w.items():
+            if name in skip_tensors:
+                continue
+            if t.ndim == 2 and qtype != gguf.GGMLQuantizationType.F32:
+                raw = gguf.quants.quantize(t, qtype)
+                wr.add_tensor(name, raw, raw_dtype=qtype)
+                stored[name] = gguf.quants.dequantize(raw, qtype).reshape(t.shape)
+            else:
+                wr.add_tensor(name, t)
+                stored[name] = t
+        wr.write_header_to_file()
+        wr.write_kv_data_to_file()
+        wr.write_tensors_to_file()
+        wr.close()
+        return stored
+
+
+# ---------------------------------------------------------------------------------------------
+# The NumPy float64 reference forward
+# ---------------------------------------------------------------------------------------------
+
+
+def rms_norm(x, w, eps):
+    return x / np.sqrt(np.mean(x * x, axis=-1, keepdims=True) + eps) * w
+
+
+def rope(x, pos, theta, neox, freq_factors=None):
+    """x [T, H, D]: GGUF llama rotates pairs (2i, 2i+1), neox (qwen2) pairs (i, i + D/2)."""
+    T, H, D = x.shape
+    i = np.arange(D // 2)
+    inv = theta ** (-2.0 * i / D)
+    if freq_factors is not None:
+        inv = inv / freq_factors
+    ang = pos[:, None] * inv[None, :]                         # [T, D/2]
+    cos, sin = np.cos(ang)[:, None, :], np.sin(ang)[:, None, :]
+    out = x.copy()
+    a_idx, b_idx = (i, i + D // 2) if neox else (2 * i, 2 * i + 1)
+    a, b = x[..., a_idx], x[..., b_idx]
+    out[..., a_idx] = a * cos - b * sin
+    out[..., b_idx] = a * sin + b * cos
+    return out
+
+
+def reference_logits(m: Tiny, W, ids):
+    """Logits [T, vocab] of `ids` at positions 0..T-1, in float64."""
+    W = {k: v.astype(np.float64) for k, v in W.items()}
+    T, H, KV, D = len(ids), m.heads, m.kv_heads, m.head_dim
+    pos = np.arange(T, dtype=np.float64)
+    freqs = W.get("rope_freqs.weight")
+    neox = m.arch == "qwen2"
+    x = W["token_embd.weight"][ids]
+    mask = np.triu(np.full((T, T), -np.inf), 1)
+    for l in range(m.layers):
+        p = f"blk.{l}."
+        h = rms_norm(x, W[p + "attn_norm.weight"], m.eps)
+        q, k, v = (h @ W[p + f"attn_{n}.weight"].T + W.get(p + f"attn_{n}.bias", 0.0) for n in "qkv")
+        q = rope(q.reshape(T, H, D), pos, m.theta, neox, freqs)
+        k = rope(k.reshape(T, KV, D), pos, m.theta, neox, freqs)
+        v = v.reshape(T, KV, D)
+        att = np.zeros((T, H, D))
+        for hh in range(H):
+            kh = hh // (H // KV)
+            s = q[:, hh] @ k[:, kh].T / np.sqrt(D) + mask
+            s = np.exp(s - s.max(-1, keepdims=True))
+            att[:, hh] = (s / s.sum(-1, keepdims=True)) @ v[:, kh]
+        x = x + att.reshape(T, H * D) @ W[p + "attn_output.weight"].T
+        h = rms_norm(x, W[p + "ffn_norm.weight"], m.eps)
+        g, u = h @ W[p + "ffn_gate.weight"].T, h @ W[p + "ffn_up.weight"].T
+        x = x + (g / (1 + np.exp(-g)) * u) @ W[p + "ffn_down.weight"].T
+    head = W.get("output.weight", W["token_embd.weight"])
+    return rms_norm(x, W["output_norm.weight"], m.eps) @ head.T
+
+
+def rel_err(got, want):
+    return float(np.max(np.abs(got - want)) / np.max(np.abs(want)))
+
+
+# ---------------------------------------------------------------------------------------------
+# Forward vs the reference
+# ---------------------------------------------------------------------------------------------
+
+# (arch, dtype, model kwargs, tolerance). Q8_0 needs widths that are multiples of 32; the CPU
+# quantizes activations to 8 bits for quantized weights (as llama.cpp does), hence the looser
+# bound there.
+CASES = [
+    ("llama", "F32", dict(), 2e-4),
+    ("llama", "F32", dict(rope_freqs=True, tied=False, heads=4, kv_heads=1, dim=40, ffn=23), 2e-4),
+    ("qwen2", "F32", dict(heads=3, kv_heads=1, dim=42, ffn=41, layers=3), 2e-4),
+    ("llama", "Q8_0", dict(dim=64, heads=4, kv_heads=2, ffn=96), 3e-2),
+    ("qwen2", "Q8_0", dict(dim=64, heads=8, kv_heads=2, ffn=160, tied=False), 3e-2),
+]
+
+
+@pytest.mark.parametrize("arch,dtype,kw,tol", CASES, ids=[f"{c[0]}-{c[1]}-{i}" for i, c in enumerate(CASES)])
+def test_logits_match_numpy_reference(tmp_path, rng, device, arch, dtype, kw, tol):
+    m = Tiny(rng, arch=arch, **kw)
+    W = m.write(tmp_path / "m.gguf", dtype)
+    T = int(rng.integers(1, 40))
+    ids = rng.integers(0, m.vocab, T)
+    with rf.Model(str(tmp_path / "m.gguf"), device=device, kv_dtype="f32") as model:
+        assert model.config["vocab_size"] == m.vocab
+        got = model.logits(ids.tolist())
+    want = reference_logits(m, W, ids)
+    assert got.shape == (T, m.vocab) and got.dtype == np.float32
+    assert rel_err(got, want) < tol, f"T={T}: relative error {rel_err(got, want)}"
+
+
+def test_prefill_longer_than_one_batch(tmp_path, rng, device):
+    """Prompts longer than the forward's chunk of tokens (256) go through several chunks."""
+    m = Tiny(rng, n_ctx=400, layers=1)
+    W = m.write(tmp_path / "m.gguf")
+    ids = rng.integers(0, m.vocab, 300)
+    with rf.Model(str(tmp_path / "m.gguf"), device=device, kv_dtype="f32") as model:
+        got = model.logits(ids.tolist())
+    assert rel_err(got, reference_logits(m, W, ids)) < 2e-4
+
+
+@pytest.mark.parametrize("dtype,kv_dtype", [("F32", "f32"), ("F32", "f16"), ("Q8_0", "f32")])
+def test_kv_cache_greedy_equals_recompute(tmp_path, rng, device, dtype, kv_dtype):
+    """Greedy generation with the KV cache picks, at every step, the argmax of logits
+    recomputed from scratch over the whole sequence (and, for F32 weights with a clear winner,
+    the argmax of the NumPy reference)."""
+    m = Tiny(rng, arch=str(rng.choice(["llama", "qwen2"])), dim=64, heads=4, kv_heads=2, ffn=96)
+    W = m.write(tmp_path / "m.gguf", dtype)
+    prompt = rng.integers(0, m.vocab, int(rng.integers(1, 12))).tolist()
+    with rf.Model(str(tmp_path / "m.gguf"), device=device, kv_dtype=kv_dtype) as model:
+        assert model.config["kv_dtype"] == kv_dtype
+        out = model.generate_tokens(prompt, max_tokens=24, temperature=0)
+        assert len(out) == 24 or out[-1] == m.eos
+        seq = list(prompt)
+        for tok in out:
+            full = model.logits(seq)[-1]
+            assert tok == int(np.argmax(full)), f"step {len(seq) - len(prompt)}"
+            if dtype == "F32" and kv_dtype == "f32":
+                want = reference_logits(m, W, np.array(seq))[-1]
+                top2 = np.sort(want)[-2:]
+                if top2[1] - top2[0] > 1e-2:  # a clear winner: the reference agrees
+                    assert tok == int(np.argmax(want))
+            seq.append(tok)
+
+
+def test_ctrl_c_interrupts_and_model_stays_usable(tmp_path, rng):
+    """Ctrl-C during a long call raises KeyboardInterrupt between chunks of tokens; the model
+    keeps working afterwards."""
+    m = Tiny(rng, dim=64, heads=4, kv_heads=2, ffn=128, layers=4, n_ctx=4096)
+    W = m.write(tmp_path / "m.gguf")
+    ids = rng.integers(0, m.vocab, 4000).tolist()  # about 2 s of prefill on two cores
+    with rf.Model(str(tmp_path / "m.gguf"), device="cpu") as model:
+        timer = threading.Timer(0.2, _thread.interrupt_main)
+        timer.start()
+        try:
+            with pytest.raises(KeyboardInterrupt):
+                model.logits(ids)
+        finally:
+            timer.join()
+        short = ids[:30]
+        assert rel_err(model.logits(short), reference_logits(m, W, np.array(short))) < 2e-4
+        assert isinstance(model.generate("the", max_tokens=5, temperature=0), str)
+
+
+# ---------------------------------------------------------------------------------------------
+# Generation semantics
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def tiny(tmp_path, rng, device):
+    # An untied, damped LM head: logits of about unit scale, so that sampling has real choices.
+    m = Tiny(rng, n_ctx=64, tied=False)
+    m.w["output.weight"] *= 0.5
+    m.write(tmp_path / "tiny.gguf")
+    model = rf.Model(str(tmp_path / "tiny.gguf"), device=device)
+    yield m, model
+    model.close()
+
+
+def test_seed_reproducible_and_top_k_1_is_greedy(tiny):
+    m, model = tiny
+    kw = dict(max_tokens=30, temperature=1.5, top_k=0, top_p=1.0, min_p=0.0)
+    a = model.generate("the cat", seed=123, **kw)
+    b = model.generate("the cat", seed=123, **kw)
+    c = model.generate("the cat", seed=124, **kw)
+    assert a == b
+    assert a != c  # 30 draws at temperature 1.5 from flat distributions: equal has ~0 probability
+    greedy = model.generate("the cat", max_tokens=20, temperature=0)
+    assert model.generate("the cat", max_tokens=20, temperature=1.0, top_k=1, seed=5) == greedy
+
+
+def test_model_seed_repeats_calls(tmp_path, rng):
+    m = Tiny(rng)
+    m.write(tmp_path / "m.gguf")
+    outs = []
+    for _ in range(2):
+        with rf.Model(str(tmp_path / "m.gguf"), device="cpu", seed=99) as model:
+            outs.append([model.generate("in", max_tokens=10, temperature=2.0, top_k=0) for _ in range(2)])
+    assert outs[0] == outs[1]
+
+
+def test_stream_equals_text_and_stats(tiny):
+    m, model = tiny
+    text = model.generate("at the", max_tokens=25, temperature=0)
+    stats = model.stats
+    pieces = list(model.generate("at the", max_tokens=25, temperature=0, stream=True))
+    assert "".join(pieces) == text
+    assert model.stats["generated_tokens"] == stats["generated_tokens"]
+    assert stats["prompt_tokens"] == len(model.tokenize("at the"))
+    assert stats["finish_reason"] in ("eos", "length")
+    if stats["finish_reason"] == "length":
+        assert stats["generated_tokens"] == 25
+    assert stats["decode_tokens_per_s"] > 0 and stats["prefill_tokens_per_s"] > 0
+
+
+def test_stop_strings(tiny):
+    m, model = tiny
+    text = model.generate("he", max_tokens=40, temperature=0)
+    if len(text) < 6:
+        pytest.skip(f"greedy text too short to cut: {text!r}")
+    stop = text[3:5]
+    cut = model.generate("he", max_tokens=40, temperature=0, stop=["\x00never", stop])
+    assert cut == text[: text.index(stop)]
+    assert model.stats["finish_reason"] == "stop"
+    streamed = "".join(model.generate("he", max_tokens=40, temperature=0, stop=stop, stream=True))
+    assert streamed == cut
+
+
+def test_context_end_and_prompt_too_long(tmp_path, rng, device):
+    m = Tiny(rng, n_ctx=32)
+    m.write(tmp_path / "m.gguf")
+    with rf.Model(str(tmp_path / "m.gguf"), device=device, n_ctx=20) as model:
+        prompt = rng.integers(0, 256, 15).tolist()
+        out = model.generate_tokens(prompt, max_tokens=100, temperature=0)
+        if len(out) < 5:
+            assert out[-1] == m.eos
+        else:
+            assert len(out) == 5 and model.stats["finish_reason"] == "length"
+        with pytest.raises(ValueError, match=r"21.*20|20.*21"):
+            model.generate_tokens(rng.integers(0, 256, 21).tolist())
+        with pytest.raises(ValueError, match=r"21.*20|20.*21"):
+            model.logits(rng.integers(0, 256, 21).tolist())
+
+
+@pytest.mark.parametrize("kw", [
+    dict(max_tokens=-1), dict(temperature=-0.5), dict(temperature=float("nan")), dict(top_p=0.0),
+    dict(top_p=1.01), dict(top_k=-1), dict(min_p=2.0), dict(repeat_penalty=0.0),
+])
+def test_bad_sampling_parameters(tiny, kw):
+    m, model = tiny
+    with pytest.raises(ValueError):
+        model.generate("x", **kw)
+    with pytest.raises(ValueError):
+        model.generate("x", stream=True, **kw)
+    assert isinstance(model.generate("x", max_tokens=2), str)  # still usable
+
+
+def test_bad_token_ids_and_max_tokens_zero(tiny):
+    m, model = tiny
+    for bad in ([m.vocab], [-1], [0, 10**12]):
+        with pytest.raises(ValueError, match="vocabulary"):
+            model.logits(bad)
+        with pytest.raises(ValueError, match="vocabulary"):
+            model.detokenize(bad)
+        with pytest.raises(ValueError, match="vocabulary"):
+            model.generate_tokens(bad)
+    with pytest.raises(ValueError):
+        model.logits([])
+    assert model.generate("x", max_tokens=0) == ""
+    assert model.stats["finish_reason"] == "length" and model.stats["generated_tokens"] == 0
+
+
+def test_nan_logits_are_an_error(tmp_path, rng, device):
+    m = Tiny(rng)
+    m.w["output_norm.weight"][3] = np.nan
+    m.write(tmp_path / "nan.gguf")
+    with rf.Model(str(tmp_path / "nan.gguf"), device=device) as model:
+        for kw in (dict(temperature=0), dict(temperature=0.7), dict(temperature=0, repeat_penalty=1.1)):
+            with pytest.raises(rf.RocmForgeError, match="NaN"):
+                model.generate("abc", max_tokens=3, **kw)
+
+
+def test_close_and_context_manager(tiny):
+    m, model = tiny
+    stream = model.generate("the", max_tokens=20, stream=True)
+    model.close()
+    with pytest.raises(rf.RocmForgeError, match="closed"):
+        next(stream)
+    model.close()
+    assert model.closed
+    for call in (lambda: model.generate("x"), lambda: model.logits([1]), lambda: model.tokenize("x"),
+                 lambda: model.stats):
+        with pytest.raises(rf.RocmForgeError, match="closed"):
+            call()
+
+
+def test_stream_survives_other_calls_and_threads(tiny):
+    """Interleaved streams and calls from several threads: each gets the text it would alone."""
+    m, model = tiny
+    want = {p: model.generate(p, max_tokens=15, temperature=0) for p in ("a", "the", "in on")}
+    s1 = model.generate("a", max_tokens=15, temperature=0, stream=True)
+    s2 = model.generate("the", max_tokens=15, temperature=0, stream=True)
+    got1, got2 = [], []
+    live = [(s1, got1), (s2, got2)]
+    while live:  # alternate one piece each until both end
+        for pair in list(live):
+            piece = next(pair[0], None)
+            if piece is None:
+                live.remove(pair)
+            else:
+                pair[1].append(piece)
+    assert "".join(got1) == want["a"] and "".join(got2) == want["the"]
+
+    results, errors = {}, []
+
+    def work(p, i):
+        try:
+            results[(p, i)] = model.generate(p, max_tokens=15, temperature=0)
+        except Exception as e:  # pragma: no cover - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=work, args=(p, i)) for i in range(3) for p in want]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert all(results[(p, i)] == want[p] for (p, i) in results)
+
+
+def test_chat_renders_template(tiny):
+    jinja2 = pytest.importorskip("jinja2")
+    m, model = tiny
+    messages = [{"role": "system", "content": " be brief "}, {"role": "user", "content": "the cat"}]
+    prompt = jinja2.Template(CHAT_TEMPLATE).render(messages=messages, add_generation_prompt=True)
+    want = model.generate(prompt, max_tokens=12, temperature=0)
+    assert model.chat(messages, max_tokens=12, temperature=0) == want
+    assert model.stats["prompt_tokens"] == len(model.tokenize(prompt))
+    with pytest.raises(TypeError):
+        model.chat("not a list")
+
+
+# ---------------------------------------------------------------------------------------------
+# Metadata checks
+# ---------------------------------------------------------------------------------------------
+
+
+def test_missing_key_tensor_shape_and_arch(tmp_path, rng):
+    m = Tiny(rng)
+    m.write(tmp_path / "a.gguf", skip_keys=("llama.block_count",))
+    with pytest.raises(rf.GGUFError, match="llama.block_count"):
+        rf.Model(str(tmp_path / "a.gguf"), device="cpu")
+    m.write(tmp_path / "b.gguf", skip_tensors=("blk.1.ffn_up.weight",))
+    with pytest.raises(rf.GGUFError, match="blk.1.ffn_up.weight"):
+        rf.Model(str(tmp_path / "b.gguf"), device="cpu")
+    m.write(tmp_path / "c.gguf", overrides={"llama.feed_forward_length": m.ffn + 1})
+    with pytest.raises(rf.GGUFError, match="shape"):
+        rf.Model(str(tmp_path / "c.gguf"), device="cpu")
+    m.write(tmp_path / "d.gguf", overrides={"llama.attention.head_count_kv": 4})
+    with pytest.raises(rf.GGUFError, match="head_count"):
+        rf.Model(str(tmp_path / "d.gguf"), device="cpu")
+    m.arch = "gptj"
+    m.write(tmp_path / "e.gguf")
+    with pytest.raises(rf.UnsupportedError, match="gptj"):
+        rf.Model(str(tmp_path / "e.gguf"), device="cpu")
+    with pytest.raises(FileNotFoundError):
+        rf.Model(str(tmp_path / "missing.gguf"), device="cpu")
+    with pytest.raises(ValueError):
+        rf.Model(str(tmp_path / "a.gguf"), device="tpu")
+
+
+def test_vocab_size_from_embedding_and_config(tmp_path, rng):
+    m = Tiny(rng)
+    m.write(tmp_path / "m.gguf")  # the writer adds no llama.vocab_size
+    assert "llama.vocab_size" not in rf.GGUFFile(str(tmp_path / "m.gguf")).metadata
+    with rf.Model(str(tmp_path / "m.gguf"), device="cpu") as model:
+        assert model.config["n_ctx"] == m.n_ctx and model.config["kv_dtype"] == "f32"
+    with rf.Model(str(tmp_path / "m.gguf"), device="cpu", n_ctx=50) as model:
+        c = model.config
+        assert (c["vocab_size"], c["n_ctx"], c["heads"], c["kv_heads"]) == (m.vocab, 50, m.heads, m.kv_heads)
+        assert c["tied_embeddings"] is True and model.device == "cpu"
+        assert model.metadata["general.architecture"] == "llama"
+
+
+# ---------------------------------------------------------------------------------------------
+# The real model
+# ---------------------------------------------------------------------------------------------
+
+
+def test_smollm2_paris(smollm2_path, device):
+    with rf.Model(smollm2_path, device=device) as model:
+        text = model.generate("The capital of France is", max_tokens=12, temperature=0)
+        assert "Paris" in text, text
+        assert model.stats["finish_reason"] in ("length", "eos")
+        # llama.cpp answers this one with the same sentence (some phrasings derail the 135M model,
+        # or sit on near-ties of the two best tokens that 8-bit activation rounding can flip)
+        reply = model.chat([{"role": "user", "content": "Name the capital of France."}],
+                           max_tokens=30, temperature=0)
+        assert "Paris" in reply and model.stats["finish_reason"] == "eos", reply
+        if device == "cpu":
+            assert reply == "The capital of France is Paris."
+
+
+def test_cli_generate_paris(smollm2_path):
+    env = dict(os.environ, ROCMFORGE_MODEL=smollm2_path)
+    r = subprocess.run(
+        [sys.executable, "-m", "rocmforge.cli", "generate", "The capital of France is",
+         "--temperature", "0", "--max-tokens", "12", "--device", "cpu"],
+        capture_output=True, text=True, env=env, timeout=300,
+    )
+    assert r.returncode == 0, r.stderr
+    assert "Paris" in r.stdout
