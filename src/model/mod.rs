@@ -91,26 +91,40 @@ impl<B: Backend + 'static> LanguageModel for Transformer<B> {
 /// then forked from a pool thread, which is cheap, instead of each being handed over from an
 /// outside thread that sleeps until it is done (two context switches per op, hundreds of ops
 /// per token).
-struct OnRayonPool<M>(M);
+///
+/// Its logits are in host memory anyway, so its argmax also looks for a NaN anywhere in them
+/// (the argmax itself skips NaN): one NaN logit is then an error, not a token.
+struct OnRayonPool<M> {
+    model: M,
+    /// `[vocab]`: the last logits, for the NaN check of `last_argmax`.
+    logits: Vec<f32>,
+}
+
+impl<M: LanguageModel> OnRayonPool<M> {
+    fn new(model: M) -> Self {
+        let vocab = model.config().vocab_size;
+        OnRayonPool { model, logits: vec![0.0; vocab] }
+    }
+}
 
 impl<M: LanguageModel> LanguageModel for OnRayonPool<M> {
     fn config(&self) -> &ModelConfig {
-        self.0.config()
+        self.model.config()
     }
     fn device_name(&self) -> String {
-        self.0.device_name()
+        self.model.device_name()
     }
     fn n_ctx(&self) -> usize {
-        self.0.n_ctx()
+        self.model.n_ctx()
     }
     fn kv_dtype(&self) -> KvDtype {
-        self.0.kv_dtype()
+        self.model.kv_dtype()
     }
     fn nbytes(&self) -> usize {
-        self.0.nbytes()
+        self.model.nbytes()
     }
     fn eval(&mut self, ids: &[u32], pos0: usize, interrupt: Interrupt) -> Result<()> {
-        rayon::scope(|_| self.0.eval(ids, pos0, interrupt))
+        rayon::scope(|_| self.model.eval(ids, pos0, interrupt))
     }
     fn eval_all(
         &mut self,
@@ -119,13 +133,18 @@ impl<M: LanguageModel> LanguageModel for OnRayonPool<M> {
         out: &mut [f32],
         interrupt: Interrupt,
     ) -> Result<()> {
-        rayon::scope(|_| self.0.eval_all(ids, pos0, out, interrupt))
+        rayon::scope(|_| self.model.eval_all(ids, pos0, out, interrupt))
     }
     fn last_logits(&self, out: &mut [f32]) -> Result<()> {
-        self.0.last_logits(out)
+        self.model.last_logits(out)
     }
     fn last_argmax(&mut self) -> Result<(u32, f32)> {
-        rayon::scope(|_| self.0.last_argmax())
+        let (id, value) = rayon::scope(|_| self.model.last_argmax())?;
+        self.model.last_logits(&mut self.logits)?;
+        if self.logits.iter().any(|v| v.is_nan()) {
+            return Ok((id, f32::NAN));
+        }
+        Ok((id, value))
     }
 }
 
@@ -147,7 +166,7 @@ pub fn load(
     Ok(match device {
         Device::Cpu => {
             let kv = kv_dtype.unwrap_or(KvDtype::F32);
-            Box::new(OnRayonPool(Transformer::load(CpuBackend, file, n_ctx, kv)?))
+            Box::new(OnRayonPool::new(Transformer::load(CpuBackend, file, n_ctx, kv)?))
         }
         Device::Gpu(dev) => {
             let kv = kv_dtype.unwrap_or(KvDtype::F16);

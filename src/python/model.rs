@@ -319,7 +319,7 @@ impl PyModel {
     fn generate_tokens(
         &self,
         py: Python<'_>,
-        ids: Vec<i64>,
+        ids: Vec<Bound<'_, PyAny>>,
         max_tokens: i64,
         temperature: f64,
         top_k: i64,
@@ -330,6 +330,7 @@ impl PyModel {
     ) -> PyResult<Vec<u32>> {
         let req = Request { max_tokens, temperature, top_k, top_p, min_p, repeat_penalty, seed, stop: vec![] };
         let params = req.params().py()?;
+        let ids = py_ints(&ids)?;
         self.with_engine(py, |e| {
             let ids = to_ids(&ids, e.vocab_size())?;
             crate::generate::generate_ids(e, ids, params, &mut check_signals)
@@ -346,7 +347,8 @@ impl PyModel {
     /// The text of token ids (ids outside the vocabulary are a ValueError); `special`
     /// renders control tokens such as `<|im_end|>` as their text.
     #[pyo3(signature = (ids, special=true))]
-    fn detokenize(&self, py: Python<'_>, ids: Vec<i64>, special: bool) -> PyResult<String> {
+    fn detokenize(&self, py: Python<'_>, ids: Vec<Bound<'_, PyAny>>, special: bool) -> PyResult<String> {
+        let ids = py_ints(&ids)?;
         self.with_engine(py, |e| {
             let ids = to_ids(&ids, e.vocab_size())?;
             e.tokenizer.decode_with(&ids, special)
@@ -354,7 +356,12 @@ impl PyModel {
     }
 
     /// Logits of every position of `ids` in a fresh context: float32 `[len(ids), vocab]`.
-    fn logits<'py>(&self, py: Python<'py>, ids: Vec<i64>) -> PyResult<Bound<'py, numpy::PyArrayDyn<f32>>> {
+    fn logits<'py>(
+        &self,
+        py: Python<'py>,
+        ids: Vec<Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, numpy::PyArrayDyn<f32>>> {
+        let ids = py_ints(&ids)?;
         let (out, vocab) = self.with_engine(py, |e| {
             let ids = to_ids(&ids, e.vocab_size())?;
             Ok((e.logits_all(&ids, &mut check_signals)?, e.vocab_size()))
@@ -446,6 +453,27 @@ impl PyModel {
             if self.closed(py) { ", closed" } else { "" }
         )
     }
+}
+
+/// Python ints (or NumPy integers) as i64: anything else is a TypeError, an int beyond 64 bits
+/// a ValueError (no token has such an id).
+fn py_ints(ids: &[Bound<'_, PyAny>]) -> PyResult<Vec<i64>> {
+    ids.iter()
+        .map(|x| {
+            x.extract::<i64>().map_err(|e| {
+                if e.is_instance_of::<pyo3::exceptions::PyOverflowError>(x.py()) {
+                    pyo3::exceptions::PyValueError::new_err(format!(
+                        "token id {x} is outside the vocabulary"
+                    ))
+                } else {
+                    pyo3::exceptions::PyTypeError::new_err(format!(
+                        "token ids must be ints, got {}",
+                        x.get_type().name().map(|n| n.to_string()).unwrap_or_default()
+                    ))
+                }
+            })
+        })
+        .collect()
 }
 
 /// Python ints to token ids, each checked against the vocabulary.
