@@ -106,6 +106,14 @@ impl Engine {
         let chat_template =
             file.meta("tokenizer.chat_template").and_then(|v| v.as_str()).map(str::to_string);
         let vocab = model.config().vocab_size;
+        // Every id the tokenizer can produce needs a row of the embedding (llama.cpp asks for
+        // the same number of tokens and rows).
+        if tokenizer.vocab_size() > vocab {
+            return Err(Error::gguf(format!(
+                "tokenizer.ggml.tokens holds {} tokens, more than the {vocab} rows of token_embd.weight",
+                tokenizer.vocab_size()
+            )));
+        }
         Ok(Engine {
             model,
             tokenizer,
