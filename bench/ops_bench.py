@@ -39,12 +39,25 @@ def visible_pairs(seq_q, seq_k, causal):
     return sum(min(seq_k, max(0, i + offset + 1)) for i in range(seq_q))
 
 
-def cases(quick):
+def matvec_cases(add):
+    """Decode (m = 1) matmuls of Llama-3-8B's shapes, the benchmark models' types; the LM head
+    (128256 x 4096) is larger than any L2, the others fit in the H100/H200's."""
+    for dt in ("Q4_0", "Q8_0"):
+        for n, k in ((4096, 4096), (14336, 4096), (4096, 14336), (128256, 4096)):
+            wb = weight_bytes(dt, n, k)
+            add(f"matvec {dt} {n}x{k}", "matmul", {"m": 1, "n": n, "k": k}, wb + 4 * (k + n),
+                2.0 * n * k, dtype=dt)
+
+
+def cases(quick, matvec_only=False):
     """(label, op, params, dtype, bytes moved, flops)."""
     out = []
     add = lambda label, op, params, nbytes, flops=0.0, dtype="F32": out.append((label, op, params, dtype, nbytes, flops))
 
     add("copy 1 GiB (read + write)", "copy", {"bytes": 1 << 30}, 2 * (1 << 30))
+    matvec_cases(add)
+    if matvec_only:
+        return out, None
     rows, dim = 512, 4096
     add(f"rms_norm {rows}x{dim}", "rms_norm", {"rows": rows, "dim": dim}, 4 * (2 * rows * dim + dim))
     tok, heads, hd = 512, 32, 128
@@ -124,6 +137,7 @@ def torch_sdpa_ms(p, warmup=5, iters=20):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="fewer matmul types, no unfused attention")
+    ap.add_argument("--matvec", action="store_true", help="only the copy and the decode matvecs")
     ap.add_argument("--json", help="also write the results here")
     args = ap.parse_args()
     gpus = [d for d in rf.devices() if d["device"].startswith("gpu") and "error" not in d]
@@ -133,7 +147,7 @@ def main():
     card = gpus[0]
     print(f"device: {card['name']} ({card['backend']}, {card['arch']}, {card['multiprocessors']} SMs, "
           f"{card['memory_total'] / 2**30:.1f} GiB)")
-    table, fa = cases(args.quick)
+    table, fa = cases(args.quick, args.matvec)
     rows = []
     for label, op, params, dtype, nbytes, flops in table:
         try:
@@ -145,6 +159,8 @@ def main():
         rows.append({"case": label, "ms": t, "GB/s": nbytes / s / 1e9, "TFLOP/s": flops / s / 1e12 if flops else None})
     torch_row = None
     try:
+        if fa is None:
+            raise RuntimeError("not asked for")
         ms = torch_sdpa_ms(fa)
         _, _, _, _, nbytes, flops = table[[r[0] for r in table].index("flash_attention b1 h32 s4096 d128 causal f32")]
         torch_row = {"case": "torch sdpa b1 h32 s4096 d128 causal f32", "ms": ms,

@@ -15,6 +15,19 @@
 //   Launch: grid (ceil(n / (block / 32))), block 256 (a multiple of 32 and of the warp size),
 //   dynamic shared memory m * ceil(k / 32) * 33 floats when staged, else 0.
 //
+// matvec_fast_q4_0 / matvec_fast_q8_0: the decode path for m = 1 and the two types the
+//   benchmark models use. A block of MV_GROUPS x 32 threads owns MV_ROWS consecutive weight
+//   rows, and its 32-lane groups split k between them: group g takes stripes g, g + MV_GROUPS,
+//   ..., a stripe being 32 lanes x 4 quant bytes (Q4_0: 8 blocks, 4 lanes per block; Q8_0: 4
+//   blocks, 8 lanes per block). Per stripe a lane loads the x values its 4 bytes multiply (two
+//   or one float4, shared by the MV_ROWS rows), and per row its block's scale and 4 quant bytes
+//   (consecutive lanes, consecutive bytes: the loads of a group cover whole sectors). Quants
+//   become floats exactly by the 2^23 trick (the byte in the low mantissa bits of 2^23, minus
+//   2^23 plus the type's offset). Group partials are summed by a 32-lane butterfly, then
+//   across groups through shared memory; the sum order differs from the CPU's only by float32
+//   rounding. Launch: grid (ceil(n / MV_ROWS)), block MV_GROUPS x 32, no dynamic shared memory;
+//   k % 32 == 0 (always so for these types).
+//
 // matmul_tiled_<type>: the prefill path. A block computes a 64 x 64 tile of out, stepping
 //   over k by 64: x (64 x 64) and the dequantized W tile (64 x 64) go to shared memory
 //   (k-major), and each of the 256 threads accumulates a 4 x 4 sub-tile.
@@ -22,6 +35,8 @@
 #include "quants.h"
 
 #define MATVEC_MAX_M 8
+#define MV_ROWS 2
+#define MV_GROUPS 4
 #define TILE 64
 #define TILE_K 64
 
@@ -109,6 +124,97 @@ __device__ __forceinline__ void matvec(const float* x, const u8* w, float* out, 
         const float s = rf_group_sum<32>(acc[r]);
         if (lane == 0 && row_ok && r < m) out[(i64)r * n + row] = s;
     }
+}
+
+// Four quant bytes -> four floats: byte i of `q` (masked to 8 bits) minus `offset`, exactly.
+__device__ __forceinline__ float rf_byte_float(u32 q, int i, float magic_plus_offset) {
+    return __int_as_float(0x4B000000 | ((q >> (8 * i)) & 0xffu)) - magic_plus_offset;
+}
+
+struct FastQ4_0 {
+    static constexpr int BYTES = 18, LANES_PER_BLOCK = 4;
+    // Lane part `sub` of one block: bytes 4 sub .. 4 sub + 3 of qs, i.e. elements
+    // 4 sub + i (low nibbles) and 16 + 4 sub + i (high nibbles); x: [xa, xb] of those.
+    __device__ static float part(const u8* __restrict__ b, int sub, float4 xa, float4 xb) {
+        const float d = rf_ldh(b);
+        const u32 q = rf_ld32_a2(b + 2 + 4 * sub);
+        const u32 lo = q & 0x0f0f0f0fu, hi = (q >> 4) & 0x0f0f0f0fu;
+        const float off = 8388616.0f;  // 2^23 + 8
+        float s = rf_byte_float(lo, 0, off) * xa.x;
+        s += rf_byte_float(lo, 1, off) * xa.y;
+        s += rf_byte_float(lo, 2, off) * xa.z;
+        s += rf_byte_float(lo, 3, off) * xa.w;
+        s += rf_byte_float(hi, 0, off) * xb.x;
+        s += rf_byte_float(hi, 1, off) * xb.y;
+        s += rf_byte_float(hi, 2, off) * xb.z;
+        s += rf_byte_float(hi, 3, off) * xb.w;
+        return d * s;
+    }
+};
+
+struct FastQ8_0 {
+    static constexpr int BYTES = 34, LANES_PER_BLOCK = 8;
+    // Lane part `sub` of one block: elements 4 sub .. 4 sub + 3; xb unused.
+    __device__ static float part(const u8* __restrict__ b, int sub, float4 xa, float4) {
+        const float d = rf_ldh(b);
+        const u32 q = rf_ld32_a2(b + 2 + 4 * sub) ^ 0x80808080u;  // int8 -> uint8 + 128
+        const float off = 8388736.0f;                             // 2^23 + 128
+        float s = rf_byte_float(q, 0, off) * xa.x;
+        s += rf_byte_float(q, 1, off) * xa.y;
+        s += rf_byte_float(q, 2, off) * xa.z;
+        s += rf_byte_float(q, 3, off) * xa.w;
+        return d * s;
+    }
+};
+
+template <class Q>
+__device__ __forceinline__ void matvec_fast(const float* __restrict__ x, const u8* __restrict__ w,
+                                            float* __restrict__ out, int n, int k, i64 row_bytes) {
+    __shared__ float partial[MV_GROUPS][MV_ROWS];
+    constexpr int BLOCKS_PER_STRIPE = 32 / Q::LANES_PER_BLOCK;
+    const int lane = threadIdx.x & 31, group = threadIdx.x >> 5;
+    const int sub = lane % Q::LANES_PER_BLOCK;
+    const int row0 = blockIdx.x * MV_ROWS;
+    const int nblocks = k / 32;
+    const int stripes = (nblocks + BLOCKS_PER_STRIPE - 1) / BLOCKS_PER_STRIPE;
+    const u8* rows[MV_ROWS];
+#pragma unroll
+    for (int r = 0; r < MV_ROWS; ++r) rows[r] = w + (i64)min(row0 + r, n - 1) * row_bytes;
+    float acc[MV_ROWS];
+#pragma unroll
+    for (int r = 0; r < MV_ROWS; ++r) acc[r] = 0.0f;
+#pragma unroll 2
+    for (int s = group; s < stripes; s += MV_GROUPS) {
+        const int blk = s * BLOCKS_PER_STRIPE + lane / Q::LANES_PER_BLOCK;
+        if (blk < nblocks) {
+            const float* xb = x + 32 * blk + 4 * sub;
+            const float4 xa = *(const float4*)xb;
+            const float4 xh = Q::LANES_PER_BLOCK == 4 ? *(const float4*)(xb + 16) : xa;
+#pragma unroll
+            for (int r = 0; r < MV_ROWS; ++r) acc[r] += Q::part(rows[r] + (i64)blk * Q::BYTES, sub, xa, xh);
+        }
+    }
+#pragma unroll
+    for (int r = 0; r < MV_ROWS; ++r) {
+        const float v = rf_group_sum<32>(acc[r]);
+        if (lane == 0) partial[group][r] = v;
+    }
+    __syncthreads();
+    if ((int)threadIdx.x < MV_ROWS && row0 + (int)threadIdx.x < n) {
+        float v = 0.0f;
+#pragma unroll
+        for (int g = 0; g < MV_GROUPS; ++g) v += partial[g][threadIdx.x];
+        out[row0 + threadIdx.x] = v;
+    }
+}
+
+RF_KERNEL void RF_LAUNCH_BOUNDS(MV_GROUPS * 32) matvec_fast_q4_0(const float* x, const u8* w, float* out,
+                                                                int n, int k, i64 row_bytes) {
+    matvec_fast<FastQ4_0>(x, w, out, n, k, row_bytes);
+}
+RF_KERNEL void RF_LAUNCH_BOUNDS(MV_GROUPS * 32) matvec_fast_q8_0(const float* x, const u8* w, float* out,
+                                                                int n, int k, i64 row_bytes) {
+    matvec_fast<FastQ8_0>(x, w, out, n, k, row_bytes);
 }
 
 template <class T>

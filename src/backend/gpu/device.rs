@@ -66,6 +66,10 @@ pub struct GpuDevice {
     /// name -> (function, dynamic shared memory it was opted in for)
     functions: Mutex<HashMap<String, (RawFunction, u32)>>,
     launches: AtomicU64,
+    /// Bytes of device memory this library holds now, and the most it held at once (buffers
+    /// and scratch; the runtime's own context memory is not counted).
+    allocated: AtomicU64,
+    peak_allocated: AtomicU64,
     last_kernel: Mutex<String>,
     /// Reusable device scratch (flash-attention partials): (ptr, bytes).
     scratch: Mutex<(DevicePtr, usize)>,
@@ -79,6 +83,8 @@ impl GpuDevice {
             modules: Mutex::new(HashMap::new()),
             functions: Mutex::new(HashMap::new()),
             launches: AtomicU64::new(0),
+            allocated: AtomicU64::new(0),
+            peak_allocated: AtomicU64::new(0),
             last_kernel: Mutex::new(String::new()),
             scratch: Mutex::new((0, 0)),
         }
@@ -90,6 +96,31 @@ impl GpuDevice {
 
     pub fn name(&self) -> &str {
         &self.rt.props().name
+    }
+
+    /// Device bytes this library holds now.
+    pub fn allocated_bytes(&self) -> u64 {
+        self.allocated.load(Ordering::Relaxed)
+    }
+
+    /// The most device bytes this library held at once since the last `reset_peak_allocated`.
+    pub fn peak_allocated_bytes(&self) -> u64 {
+        self.peak_allocated.load(Ordering::Relaxed)
+    }
+
+    /// Start the peak count again from what is held now.
+    pub fn reset_peak_allocated(&self) {
+        self.peak_allocated
+            .store(self.allocated.load(Ordering::Relaxed), Ordering::Relaxed);
+    }
+
+    fn count_alloc(&self, bytes: usize) {
+        let now = self.allocated.fetch_add(bytes as u64, Ordering::Relaxed) + bytes as u64;
+        self.peak_allocated.fetch_max(now, Ordering::Relaxed);
+    }
+
+    fn count_free(&self, bytes: usize) {
+        self.allocated.fetch_sub(bytes as u64, Ordering::Relaxed);
     }
 
     /// Kernels launched on this device so far.
@@ -256,10 +287,12 @@ impl GpuDevice {
         if guard.1 < bytes {
             if guard.1 > 0 {
                 unsafe { self.rt.free(guard.0) }.map_err(|e| in_op(e, op))?;
+                self.count_free(guard.1);
                 *guard = (0, 0);
             }
             let want = bytes.next_power_of_two().max(1 << 20);
             let ptr = self.rt.alloc(want).map_err(|e| in_op(e, op))?;
+            self.count_alloc(want);
             *guard = (ptr, want);
         }
         Ok(ScratchGuard { guard })
@@ -357,7 +390,9 @@ impl DeviceBuffer {
         let ptr = if bytes == 0 {
             0
         } else {
-            dev.rt.alloc(bytes).map_err(|e| in_op(e, op))?
+            let ptr = dev.rt.alloc(bytes).map_err(|e| in_op(e, op))?;
+            dev.count_alloc(bytes);
+            ptr
         };
         Ok(DeviceBuffer {
             dev: dev.clone(),
@@ -472,6 +507,7 @@ impl Drop for DeviceBuffer {
             unsafe {
                 let _ = self.dev.rt.free(self.ptr);
             }
+            self.dev.count_free(self.bytes);
         }
     }
 }

@@ -293,7 +293,7 @@ fn matmul_and_embedding_match_the_cpu() {
                 ops::matmul::matmul_f32(&Device::Cpu, &x, &dense, m, n, k, &mut b).unwrap();
                 assert_close(&format!("matmul {} m={m}", ty.name()), &a, &b, 1e-5);
             }
-            if matches!(ty, GgmlType::Q4_0 | GgmlType::F32) {
+            if matches!(ty, GgmlType::Q4_0 | GgmlType::Q8_0 | GgmlType::F32) {
                 // x too large for the 64 KiB of shared memory of the wave-64 device: read from
                 // global memory there, staged on the other device.
                 let k = 4096;
@@ -301,12 +301,13 @@ fn matmul_and_embedding_match_the_cpu() {
                 let w = WeightView::new(ty, n, k, &bytes).unwrap();
                 let mut dense = vec![0f32; n * k];
                 quants::dequantize(ty, &bytes, &mut dense).unwrap();
-                let m = 5;
-                let x = rng.vec(m * k);
-                let (mut a, mut b) = (vec![0f32; m * n], vec![0f32; m * n]);
-                ops::matmul::matmul_gguf(&gpu, &x, &w, m, &mut a).unwrap();
-                ops::matmul::matmul_f32(&Device::Cpu, &x, &dense, m, n, k, &mut b).unwrap();
-                assert_close(&format!("matmul {} m={m} k={k}", ty.name()), &a, &b, 1e-5);
+                for m in [1, 5] {
+                    let x = rng.vec(m * k);
+                    let (mut a, mut b) = (vec![0f32; m * n], vec![0f32; m * n]);
+                    ops::matmul::matmul_gguf(&gpu, &x, &w, m, &mut a).unwrap();
+                    ops::matmul::matmul_f32(&Device::Cpu, &x, &dense, m, n, k, &mut b).unwrap();
+                    assert_close(&format!("matmul {} m={m} k={k}", ty.name()), &a, &b, 1e-5);
+                }
             }
             let ids = [3u32, 0, 36, 3];
             let (mut a, mut b) = (vec![0f32; ids.len() * k], vec![0f32; ids.len() * k]);

@@ -152,6 +152,14 @@ pub fn matvec(ty: GgmlType) -> Result<Kernel> {
         format!("matvec_{}", weight_suffix(ty, "matmul")?),
     ))
 }
+/// The m = 1 decode kernel of `ty`, for the types that have one (matmul.hip, matvec_fast).
+pub fn matvec_fast(ty: GgmlType) -> Option<Kernel> {
+    match ty {
+        GgmlType::Q4_0 => Some(k(Family::Matmul, "matvec_fast_q4_0")),
+        GgmlType::Q8_0 => Some(k(Family::Matmul, "matvec_fast_q8_0")),
+        _ => None,
+    }
+}
 pub fn matmul_tiled(ty: GgmlType) -> Result<Kernel> {
     Ok(k(
         Family::Matmul,
@@ -241,6 +249,7 @@ pub fn all() -> Vec<Kernel> {
     ];
     for (ty, _) in WEIGHT_TYPES {
         out.push(matvec(ty).expect("registered type"));
+        out.extend(matvec_fast(ty));
         out.push(matmul_tiled(ty).expect("registered type"));
         out.push(embedding(ty).expect("registered type"));
     }

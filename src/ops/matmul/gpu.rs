@@ -14,8 +14,19 @@ use crate::ops::WeightView;
 pub const MATVEC_MAX_M: usize = 8;
 /// Weight rows per matrix-vector block (256 threads, one 32-lane group per row).
 const MATVEC_ROWS_PER_BLOCK: usize = 8;
+/// Weight rows per block of the m = 1 kernels (matmul.hip, MV_ROWS), and their block size
+/// (MV_GROUPS groups of 32 lanes splitting k).
+const MATVEC_FAST_ROWS: usize = 2;
+const MATVEC_FAST_THREADS: u32 = 4 * 32;
 /// Output tile of the tiled kernel.
 const TILE: usize = 64;
+
+/// The m = 1 kernels can be switched off with `ROCMFORGE_NO_FAST_MATVEC=1` (read once), so
+/// that benchmarks can time the general kernel in the same process.
+fn fast_matvec_enabled() -> bool {
+    static ENABLED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ENABLED.get_or_init(|| std::env::var_os("ROCMFORGE_NO_FAST_MATVEC").is_none_or(|v| v != "1"))
+}
 
 pub fn launch_matmul(
     dev: &GpuDevice,
@@ -30,6 +41,27 @@ pub fn launch_matmul(
     need("matmul", "out", out, m * n, 4)?;
     if m == 0 || n == 0 {
         return Ok(());
+    }
+    if m == 1 && k % 32 == 0 && fast_matvec_enabled() {
+        if let Some(kernel) = kernels::matvec_fast(w.ty) {
+            let args = [
+                x.arg(),
+                w.bytes.arg(),
+                out.arg(),
+                Arg::I32(to_i32(n, "matmul n")?),
+                Arg::I32(to_i32(k, "matmul k")?),
+                Arg::I64(w.row_bytes() as i64),
+            ];
+            let blocks = n.div_ceil(MATVEC_FAST_ROWS) as u32;
+            return dev.launch(
+                "matmul",
+                &kernel,
+                [blocks, 1, 1],
+                [MATVEC_FAST_THREADS, 1, 1],
+                0,
+                &args,
+            );
+        }
     }
     let args = [
         x.arg(),
