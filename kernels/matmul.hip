@@ -21,12 +21,12 @@
 //   ..., a stripe being 32 lanes x 4 quant bytes (Q4_0: 8 blocks, 4 lanes per block; Q8_0: 4
 //   blocks, 8 lanes per block). Per stripe a lane loads the x values its 4 bytes multiply (two
 //   or one float4, shared by the MV_ROWS rows), and per row its block's scale and 4 quant bytes
-//   (consecutive lanes, consecutive bytes: the loads of a group cover whole sectors). Quants
+//   (split device layout, quants.h: a group's quant loads are 128 contiguous bytes). Quants
 //   become floats exactly by the 2^23 trick (the byte in the low mantissa bits of 2^23, minus
 //   2^23 plus the type's offset). Group partials are summed by a 32-lane butterfly, then
 //   across groups through shared memory; the sum order differs from the CPU's only by float32
 //   rounding. Launch: grid (ceil(n / MV_ROWS)), block MV_GROUPS x 32, no dynamic shared memory;
-//   k % 32 == 0 (always so for these types).
+//   k % 32 == 0 (always so for these types) and row_bytes % 4 == 0 (k / 32 even).
 //
 // matmul_tiled_<type>: the prefill path. A block computes a 64 x 64 tile of out, stepping
 //   over k by 64: x (64 x 64) and the dequantized W tile (64 x 64) go to shared memory
@@ -35,7 +35,7 @@
 #include "quants.h"
 
 #define MATVEC_MAX_M 8
-#define MV_ROWS 2
+#define MV_ROWS 4
 #define MV_GROUPS 4
 #define TILE 64
 #define TILE_K 64
@@ -131,13 +131,16 @@ __device__ __forceinline__ float rf_byte_float(u32 q, int i, float magic_plus_of
     return __int_as_float(0x4B000000 | ((q >> (8 * i)) & 0xffu)) - magic_plus_offset;
 }
 
+// Rows in the split device layout (quants.h): quants of block `blk` at row + QS blk, its scale
+// at row + QS nblocks + 2 blk; rows 4-byte aligned (row_bytes % 4 == 0).
 struct FastQ4_0 {
-    static constexpr int BYTES = 18, LANES_PER_BLOCK = 4;
+    static constexpr int QS = 16, LANES_PER_BLOCK = 4;
     // Lane part `sub` of one block: bytes 4 sub .. 4 sub + 3 of qs, i.e. elements
     // 4 sub + i (low nibbles) and 16 + 4 sub + i (high nibbles); x: [xa, xb] of those.
-    __device__ static float part(const u8* __restrict__ b, int sub, float4 xa, float4 xb) {
-        const float d = rf_ldh(b);
-        const u32 q = rf_ld32_a2(b + 2 + 4 * sub);
+    __device__ static float part(const u8* __restrict__ row, int blk, int nblocks, int sub, float4 xa,
+                                 float4 xb) {
+        const float d = rf_ldh(row + (i64)nblocks * QS + 2 * blk);
+        const u32 q = rf_ld32_a4(row + (i64)blk * QS + 4 * sub);
         const u32 lo = q & 0x0f0f0f0fu, hi = (q >> 4) & 0x0f0f0f0fu;
         const float off = 8388616.0f;  // 2^23 + 8
         float s = rf_byte_float(lo, 0, off) * xa.x;
@@ -153,11 +156,12 @@ struct FastQ4_0 {
 };
 
 struct FastQ8_0 {
-    static constexpr int BYTES = 34, LANES_PER_BLOCK = 8;
+    static constexpr int QS = 32, LANES_PER_BLOCK = 8;
     // Lane part `sub` of one block: elements 4 sub .. 4 sub + 3; xb unused.
-    __device__ static float part(const u8* __restrict__ b, int sub, float4 xa, float4) {
-        const float d = rf_ldh(b);
-        const u32 q = rf_ld32_a2(b + 2 + 4 * sub) ^ 0x80808080u;  // int8 -> uint8 + 128
+    __device__ static float part(const u8* __restrict__ row, int blk, int nblocks, int sub, float4 xa,
+                                 float4) {
+        const float d = rf_ldh(row + (i64)nblocks * QS + 2 * blk);
+        const u32 q = rf_ld32_a4(row + (i64)blk * QS + 4 * sub) ^ 0x80808080u;  // int8 -> uint8 + 128
         const float off = 8388736.0f;                             // 2^23 + 128
         float s = rf_byte_float(q, 0, off) * xa.x;
         s += rf_byte_float(q, 1, off) * xa.y;
@@ -191,7 +195,7 @@ __device__ __forceinline__ void matvec_fast(const float* __restrict__ x, const u
             const float4 xa = *(const float4*)xb;
             const float4 xh = Q::LANES_PER_BLOCK == 4 ? *(const float4*)(xb + 16) : xa;
 #pragma unroll
-            for (int r = 0; r < MV_ROWS; ++r) acc[r] += Q::part(rows[r] + (i64)blk * Q::BYTES, sub, xa, xh);
+            for (int r = 0; r < MV_ROWS; ++r) acc[r] += Q::part(rows[r], blk, nblocks, sub, xa, xh);
         }
     }
 #pragma unroll

@@ -20,6 +20,10 @@
 //   Q2_K {u8 scales[16]; u8 qs[64]; f16 d, dmin}             256 per block, 16 groups of 16
 //   Q3_K {u8 hmask[32]; u8 qs[64]; u8 scales[12]; f16 d}     256 per block, 16 groups of 16
 //   Q8_K {f32 d; i8 qs[256]; i16 bsums[16]}                  256 per block
+// Except: Q4_0 and Q8_0 rows are stored on the device with their blocks split (the same bytes
+// per row, see `to_device_layout` in src/backend/gpu/device.rs): first the quants of every
+// block (16 or 32 bytes each), then the fp16 scales, so that consecutive lanes read
+// consecutive 4-byte words of quants.
 // Rows of Q4_0, Q5_0, Q8_0, Q6_K, Q2_K and Q3_K are only 2-byte aligned: their loads are 16-bit.
 #pragma once
 #include "common.h"
@@ -80,14 +84,14 @@ struct WBF16 {
     }
 };
 
-struct WQ4_0 {
-    static constexpr int BLOCK = 32, BYTES = 18;
-    __device__ static void chunk(const u8* row, int c, int, float y[32]) {
-        const u8* b = row + (i64)c * BYTES;
-        const float d = rf_ldh(b);
+struct WQ4_0 {  // device layout: qs[k / 32][16], then d[k / 32]
+    static constexpr int BLOCK = 32, BYTES = 18, QS = 16;
+    __device__ static void chunk(const u8* row, int c, int k, float y[32]) {
+        const u8* b = row + (i64)c * QS;
+        const float d = rf_ldh(row + (i64)(k / 32) * QS + 2 * c);
         u32 q[4];
 #pragma unroll
-        for (int i = 0; i < 4; ++i) q[i] = rf_ld32_a2(b + 2 + 4 * i);
+        for (int i = 0; i < 4; ++i) q[i] = rf_ld32_a2(b + 4 * i);
         int v[32];
         rf_unpack_nibbles(q, v);
 #pragma unroll
@@ -142,14 +146,14 @@ struct WQ5_1 {
     }
 };
 
-struct WQ8_0 {
-    static constexpr int BLOCK = 32, BYTES = 34;
-    __device__ static void chunk(const u8* row, int c, int, float y[32]) {
-        const u8* b = row + (i64)c * BYTES;
-        const float d = rf_ldh(b);
+struct WQ8_0 {  // device layout: qs[k / 32][32], then d[k / 32]
+    static constexpr int BLOCK = 32, BYTES = 34, QS = 32;
+    __device__ static void chunk(const u8* row, int c, int k, float y[32]) {
+        const u8* b = row + (i64)c * QS;
+        const float d = rf_ldh(row + (i64)(k / 32) * QS + 2 * c);
 #pragma unroll
         for (int i = 0; i < 8; ++i) {
-            const u32 w = rf_ld32_a2(b + 2 + 4 * i);
+            const u32 w = rf_ld32_a2(b + 4 * i);
 #pragma unroll
             for (int j = 0; j < 4; ++j) y[4 * i + j] = (float)(i8)((w >> (8 * j)) & 0xffu) * d;
         }

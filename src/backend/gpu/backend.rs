@@ -101,7 +101,11 @@ impl Backend for GpuBackend {
             });
         }
         super::kernels::matvec(ty)?; // the GPU must be able to run this type
-        let buf = DeviceBuffer::from_slice(&self.dev, bytes, "weight upload")?;
+        let buf = DeviceBuffer::from_slice(
+            &self.dev,
+            &super::device::to_device_layout(ty, cols, bytes),
+            "weight upload",
+        )?;
         Ok(GpuWeight {
             ty,
             rows,

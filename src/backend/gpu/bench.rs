@@ -197,6 +197,7 @@ pub fn bench_op(
             let ty = GgmlType::from_name(ty)?;
             let (rows, cols) = (get(params, "n")?, get(params, "k")?);
             let bytes = random_weight_bytes(ty, rows, cols, 7)?;
+            let bytes = super::device::to_device_layout(ty, cols, &bytes);
             let wbuf = DeviceBuffer::from_slice(dev, &bytes, "bench")?;
             if op == "embedding" {
                 let n_ids = get(params, "n_ids")?;

@@ -73,7 +73,11 @@ pub fn embedding(
         )));
     }
     let ids32: Vec<i32> = ids.iter().map(|&i| i as i32).collect();
-    let tb = DeviceBuffer::from_slice(dev, table.bytes, "embedding")?;
+    let tb = DeviceBuffer::from_slice(
+        dev,
+        &crate::backend::gpu::device::to_device_layout(table.ty, table.cols, table.bytes),
+        "embedding",
+    )?;
     let idb = DeviceBuffer::from_slice(dev, &ids32, "embedding")?;
     let n = ids.len() * table.cols;
     let mut od = DeviceBuffer::alloc(dev, n * 4, "embedding")?;

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use crate::backend::gpu::device::{need, to_i32};
+use crate::backend::gpu::device::{need, to_device_layout, to_i32};
 use crate::backend::gpu::{kernels, Arg, DeviceBuffer, GpuDevice};
 use crate::error::Result;
 use crate::gguf::GgmlType;
@@ -16,7 +16,7 @@ pub const MATVEC_MAX_M: usize = 8;
 const MATVEC_ROWS_PER_BLOCK: usize = 8;
 /// Weight rows per block of the m = 1 kernels (matmul.hip, MV_ROWS), and their block size
 /// (MV_GROUPS groups of 32 lanes splitting k).
-const MATVEC_FAST_ROWS: usize = 2;
+const MATVEC_FAST_ROWS: usize = 4;
 const MATVEC_FAST_THREADS: u32 = 4 * 32;
 /// Output tile of the tiled kernel.
 const TILE: usize = 64;
@@ -42,7 +42,7 @@ pub fn launch_matmul(
     if m == 0 || n == 0 {
         return Ok(());
     }
-    if m == 1 && k % 32 == 0 && fast_matvec_enabled() {
+    if m == 1 && k % 32 == 0 && w.row_bytes() % 4 == 0 && fast_matvec_enabled() {
         if let Some(kernel) = kernels::matvec_fast(w.ty) {
             let args = [
                 x.arg(),
@@ -114,7 +114,7 @@ fn run(
     out: &mut [f32],
 ) -> Result<()> {
     let xd = DeviceBuffer::from_slice(dev, &x[..m * k], "matmul")?;
-    let wd = DeviceBuffer::from_slice(dev, bytes, "matmul")?;
+    let wd = DeviceBuffer::from_slice(dev, &to_device_layout(ty, k, bytes), "matmul")?;
     let mut od = DeviceBuffer::alloc(dev, m * n * 4, "matmul")?;
     launch_matmul(
         dev,
