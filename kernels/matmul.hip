@@ -16,7 +16,8 @@
 //   dynamic shared memory m * ceil(k / 32) * 33 floats when staged, else 0.
 //
 // matvec_fast_q4_0 / matvec_fast_q8_0: the decode path for m = 1 and the two types the
-//   benchmark models use. A block of MV_GROUPS x 32 threads owns MV_ROWS consecutive weight
+//   benchmark models use (suffix _r<MV_ROWS>: 1, 2 or 4 rows per block). A block of
+//   MV_GROUPS x 32 threads owns MV_ROWS consecutive weight
 //   rows, and its 32-lane groups split k between them: group g takes stripes g, g + MV_GROUPS,
 //   ..., a stripe being 32 lanes x 4 quant bytes (Q4_0: 8 blocks, 4 lanes per block; Q8_0: 4
 //   blocks, 8 lanes per block). Per stripe a lane loads the x values its 4 bytes multiply (two
@@ -35,7 +36,6 @@
 #include "quants.h"
 
 #define MATVEC_MAX_M 8
-#define MV_ROWS 4
 #define MV_GROUPS 4
 #define TILE 64
 #define TILE_K 64
@@ -171,7 +171,7 @@ struct FastQ8_0 {
     }
 };
 
-template <class Q>
+template <class Q, int MV_ROWS>
 __device__ __forceinline__ void matvec_fast(const float* __restrict__ x, const u8* __restrict__ w,
                                             float* __restrict__ out, int n, int k, i64 row_bytes) {
     __shared__ float partial[MV_GROUPS][MV_ROWS];
@@ -212,14 +212,18 @@ __device__ __forceinline__ void matvec_fast(const float* __restrict__ x, const u
     }
 }
 
-RF_KERNEL void RF_LAUNCH_BOUNDS(MV_GROUPS * 32) matvec_fast_q4_0(const float* x, const u8* w, float* out,
-                                                                int n, int k, i64 row_bytes) {
-    matvec_fast<FastQ4_0>(x, w, out, n, k, row_bytes);
-}
-RF_KERNEL void RF_LAUNCH_BOUNDS(MV_GROUPS * 32) matvec_fast_q8_0(const float* x, const u8* w, float* out,
-                                                                int n, int k, i64 row_bytes) {
-    matvec_fast<FastQ8_0>(x, w, out, n, k, row_bytes);
-}
+#define RF_MATVEC_FAST(suffix, Q, R)                                                              \
+    RF_KERNEL void RF_LAUNCH_BOUNDS(MV_GROUPS * 32)                                               \
+        matvec_fast_##suffix##_r##R(const float* x, const u8* w, float* out, int n, int k,        \
+                                    i64 row_bytes) {                                               \
+        matvec_fast<Q, R>(x, w, out, n, k, row_bytes);                                             \
+    }
+RF_MATVEC_FAST(q4_0, FastQ4_0, 1)
+RF_MATVEC_FAST(q4_0, FastQ4_0, 2)
+RF_MATVEC_FAST(q4_0, FastQ4_0, 4)
+RF_MATVEC_FAST(q8_0, FastQ8_0, 1)
+RF_MATVEC_FAST(q8_0, FastQ8_0, 2)
+RF_MATVEC_FAST(q8_0, FastQ8_0, 4)
 
 template <class T>
 __device__ __forceinline__ void matmul_tiled(const float* x, const u8* w, float* out, int m, int n, int k,

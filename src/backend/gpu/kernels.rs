@@ -152,13 +152,20 @@ pub fn matvec(ty: GgmlType) -> Result<Kernel> {
         format!("matvec_{}", weight_suffix(ty, "matmul")?),
     ))
 }
-/// The m = 1 decode kernel of `ty`, for the types that have one (matmul.hip, matvec_fast).
-pub fn matvec_fast(ty: GgmlType) -> Option<Kernel> {
-    match ty {
-        GgmlType::Q4_0 => Some(k(Family::Matmul, "matvec_fast_q4_0")),
-        GgmlType::Q8_0 => Some(k(Family::Matmul, "matvec_fast_q8_0")),
-        _ => None,
-    }
+/// Weight rows per block the m = 1 decode kernels come in (matmul.hip, matvec_fast).
+pub const MATVEC_FAST_ROWS: [usize; 3] = [1, 2, 4];
+
+/// The m = 1 decode kernel of `ty` with `rows` weight rows per block (one of
+/// `MATVEC_FAST_ROWS`), for the types that have one.
+pub fn matvec_fast(ty: GgmlType, rows: usize) -> Option<Kernel> {
+    let suffix = match ty {
+        GgmlType::Q4_0 => "q4_0",
+        GgmlType::Q8_0 => "q8_0",
+        _ => return None,
+    };
+    MATVEC_FAST_ROWS
+        .contains(&rows)
+        .then(|| k(Family::Matmul, format!("matvec_fast_{suffix}_r{rows}")))
 }
 pub fn matmul_tiled(ty: GgmlType) -> Result<Kernel> {
     Ok(k(
@@ -249,7 +256,9 @@ pub fn all() -> Vec<Kernel> {
     ];
     for (ty, _) in WEIGHT_TYPES {
         out.push(matvec(ty).expect("registered type"));
-        out.extend(matvec_fast(ty));
+        for rows in MATVEC_FAST_ROWS {
+            out.extend(matvec_fast(ty, rows));
+        }
         out.push(matmul_tiled(ty).expect("registered type"));
         out.push(embedding(ty).expect("registered type"));
     }

@@ -14,18 +14,28 @@ use crate::ops::WeightView;
 pub const MATVEC_MAX_M: usize = 8;
 /// Weight rows per matrix-vector block (256 threads, one 32-lane group per row).
 const MATVEC_ROWS_PER_BLOCK: usize = 8;
-/// Weight rows per block of the m = 1 kernels (matmul.hip, MV_ROWS), and their block size
-/// (MV_GROUPS groups of 32 lanes splitting k).
-const MATVEC_FAST_ROWS: usize = 4;
+/// Block size of the m = 1 kernels (matmul.hip: MV_GROUPS groups of 32 lanes splitting k).
 const MATVEC_FAST_THREADS: u32 = 4 * 32;
 /// Output tile of the tiled kernel.
 const TILE: usize = 64;
 
-/// The m = 1 kernels can be switched off with `ROCMFORGE_NO_FAST_MATVEC=1` (read once), so
-/// that benchmarks can time the general kernel in the same process.
+/// The m = 1 kernels can be switched off with `ROCMFORGE_NO_FAST_MATVEC=1`, and their rows
+/// per block chosen with `ROCMFORGE_MATVEC_ROWS` (1, 2, 4), both read once, so that
+/// benchmarks can compare them in one process. Defaults: the fastest on an H200 at Llama-3-8B's
+/// shapes (bench/NOTES.md): 2 rows for Q4_0, 1 for Q8_0.
 fn fast_matvec_enabled() -> bool {
     static ENABLED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *ENABLED.get_or_init(|| std::env::var_os("ROCMFORGE_NO_FAST_MATVEC").is_none_or(|v| v != "1"))
+}
+fn fast_matvec_rows(ty: GgmlType) -> usize {
+    static ROWS: std::sync::OnceLock<Option<usize>> = std::sync::OnceLock::new();
+    let chosen = *ROWS.get_or_init(|| {
+        std::env::var("ROCMFORGE_MATVEC_ROWS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .filter(|r| kernels::MATVEC_FAST_ROWS.contains(r))
+    });
+    chosen.unwrap_or(if ty == GgmlType::Q8_0 { 1 } else { 2 })
 }
 
 pub fn launch_matmul(
@@ -43,7 +53,8 @@ pub fn launch_matmul(
         return Ok(());
     }
     if m == 1 && k % 32 == 0 && w.row_bytes() % 4 == 0 && fast_matvec_enabled() {
-        if let Some(kernel) = kernels::matvec_fast(w.ty) {
+        let rows_per_block = fast_matvec_rows(w.ty);
+        if let Some(kernel) = kernels::matvec_fast(w.ty, rows_per_block) {
             let args = [
                 x.arg(),
                 w.bytes.arg(),
@@ -52,7 +63,7 @@ pub fn launch_matmul(
                 Arg::I32(to_i32(k, "matmul k")?),
                 Arg::I64(w.row_bytes() as i64),
             ];
-            let blocks = n.div_ceil(MATVEC_FAST_ROWS) as u32;
+            let blocks = n.div_ceil(rows_per_block) as u32;
             return dev.launch(
                 "matmul",
                 &kernel,
