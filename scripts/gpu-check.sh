@@ -8,7 +8,7 @@
 #               deliberate out-of-memory test is left out (memcheck reports the failed
 #               allocation as an API error) and so is the GIL timing test
 #     bench     bench/ops_bench.py (kernel times, GB/s, TFLOP/s; torch SDPA when installed)
-#     model     tests_py/test_gpu_model.py, if present
+#     model     tests_py/test_gpu_model.py (if present) and test_model.py on device="gpu"
 #
 # Wheels are taken from $WHEELS (default: dist/ and target/wheels/ and the current directory):
 # rocmforge-*.whl, plus gguf-*.whl when the gguf package is not installed. Logs go to $LOGS
@@ -85,7 +85,8 @@ for mode in "${modes[@]}"; do
       ;;
     model)
       if [ -f tests_py/test_gpu_model.py ]; then
-        run_slice model $PY -m pytest tests_py/test_gpu_model.py -q -rfE -p no:cacheprovider
+        run_slice model $PY -m pytest tests_py/test_gpu_model.py tests_py/test_model.py -q -rfE \
+          -p no:cacheprovider
       fi
       ;;
     *) echo "unknown mode $mode" >&2; exit 2 ;;

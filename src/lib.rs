@@ -6,6 +6,7 @@
 
 pub mod error;
 pub mod backend;
+pub mod bench;
 pub mod gguf;
 pub mod ops;
 pub mod tokenizer;

@@ -3,6 +3,7 @@
     rocmforge info FILE [--json]      what a GGUF file holds: architecture, parameters, types...
     rocmforge generate [PROMPT]       continue a prompt, streaming the text (default model: SmolLM2)
     rocmforge chat                    talk with a model in the terminal
+    rocmforge bench --model FILE      pp / tg tokens per second, like llama-bench
 
 Each subcommand is one function below, registered with ``@command(name, help, arguments)``;
 ``main`` builds the argparse parser from the registry, runs the chosen function, and turns
@@ -258,6 +259,59 @@ def chat(args: argparse.Namespace) -> int:
             if args.stats:
                 _print_stats(model)
             messages.append({"role": "assistant", "content": "".join(reply)})
+
+
+# ---------------------------------------------------------------------------------------------
+# bench
+
+
+def format_bench(r: dict[str, Any]) -> str:
+    """The table ``rocmforge bench`` prints (llama-bench's columns plus the decode roofline)."""
+    name = os.path.basename(r["path"])
+    lines = [f"device: {r['device']}"]
+    bw = r["copy_bandwidth"]
+    if bw > 0:
+        lines.append(f"device copy bandwidth (read + write): {bw / 1e9:,.0f} GB/s")
+    lines.append(
+        f"model: {name}, {human_bytes(r['file_bytes'])}; weights read per token: "
+        f"{human_bytes(r['bytes_per_token'])}; KV cache {human_bytes(r['kv_cache_bytes'])}")
+    if r["peak_device_bytes"]:
+        lines.append(f"device memory held (peak): {human_bytes(r['peak_device_bytes'])}")
+    lines.append("| model | test | t/s | runs | % of roofline |")
+    lines.append("| --- | --- | ---: | --- | ---: |")
+    if r["n_prompt"]:
+        runs = ", ".join(f"{v:,.0f}" for v in r["pp_runs"])
+        lines.append(f"| {name} | pp{r['n_prompt']} | {r['pp']:,.1f} | {runs} | |")
+    if r["n_gen"]:
+        runs = ", ".join(f"{v:,.1f}" for v in r["tg_runs"])
+        roof = bw / r["bytes_per_token"] if bw > 0 and r["bytes_per_token"] else 0.0
+        pct = f"{100 * r['tg'] / roof:.1f}% of {roof:,.0f}" if roof else ""
+        lines.append(f"| {name} | tg{r['n_gen']} | {r['tg']:,.1f} | {runs} | {pct} |")
+    return "\n".join(lines)
+
+
+@command(
+    "bench",
+    "prompt-processing (pp) and token-generation (tg) speed of a model, like llama-bench",
+    [
+        arg("--model", "-m", required=True, help="path of a .gguf model file"),
+        arg("-p", "--n-prompt", type=int, default=512, help="prompt tokens of the pp test (0: skip)"),
+        arg("-n", "--n-gen", type=int, default=128, help="generated tokens of the tg test (0: skip)"),
+        arg("-r", "--repetitions", type=int, default=3, help="timed runs of each test (median)"),
+        arg("--device", default="gpu", help='"gpu" (default), "cpu" or "auto"'),
+        arg("--json", action="store_true", help="print the measurements as one JSON object"),
+    ],
+)
+def bench(args: argparse.Namespace) -> int:
+    from . import _rocmforge
+
+    if args.n_prompt < 0 or args.n_gen < 0 or args.repetitions < 1:
+        raise CommandError("-p and -n must be >= 0 and -r >= 1")
+    r = dict(_rocmforge.bench_model(args.model, args.device, args.n_prompt, args.n_gen,
+                                    args.repetitions))
+    r["path"] = args.model
+    print(json.dumps(r, indent=2) if args.json else format_bench(r))
+    return 0
 
 
 # ---------------------------------------------------------------------------------------------

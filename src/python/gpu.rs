@@ -77,7 +77,41 @@ fn gpu_bench(
     .py()
 }
 
+/// `rocmforge bench`: prompt-processing and generation speed of the model file `path` on
+/// `device` (see `crate::bench`). Returns a dict: device, file_bytes, bytes_per_token,
+/// n_prompt, n_gen, pp_runs and tg_runs (tokens/s of each repeat), pp and tg (their medians),
+/// copy_bandwidth (bytes/s, read + write; 0 on the CPU), peak_device_bytes, kv_cache_bytes.
+#[pyfunction]
+#[pyo3(signature = (path, device="gpu", n_prompt=512, n_gen=128, repeats=3))]
+fn bench_model<'py>(
+    py: Python<'py>,
+    path: &str,
+    device: &str,
+    n_prompt: usize,
+    n_gen: usize,
+    repeats: usize,
+) -> PyResult<Bound<'py, PyDict>> {
+    let r = py
+        .detach(|| crate::bench::bench_model(path, device, n_prompt, n_gen, repeats))
+        .py()?;
+    let d = PyDict::new(py);
+    d.set_item("device", &r.device)?;
+    d.set_item("file_bytes", r.file_bytes)?;
+    d.set_item("bytes_per_token", r.bytes_per_token)?;
+    d.set_item("n_prompt", r.n_prompt)?;
+    d.set_item("n_gen", r.n_gen)?;
+    d.set_item("pp", crate::bench::median(&r.pp_runs))?;
+    d.set_item("tg", crate::bench::median(&r.tg_runs))?;
+    d.set_item("pp_runs", r.pp_runs)?;
+    d.set_item("tg_runs", r.tg_runs)?;
+    d.set_item("copy_bandwidth", r.copy_bandwidth)?;
+    d.set_item("peak_device_bytes", r.peak_device_bytes)?;
+    d.set_item("kv_cache_bytes", r.kv_cache_bytes)?;
+    Ok(d)
+}
+
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_function(wrap_pyfunction!(bench_model, m)?)?;
     m.add_function(wrap_pyfunction!(devices, m)?)?;
     m.add_function(wrap_pyfunction!(gpu_launch_count, m)?)?;
     m.add_function(wrap_pyfunction!(gpu_bench, m)?)?;
