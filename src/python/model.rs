@@ -297,7 +297,7 @@ impl PyModel {
             *types.entry(t.ggml_type.to_string()).or_default() += 1;
         }
         let mut types: Vec<(String, usize)> = types.into_iter().collect();
-        types.sort_by(|a, b| b.1.cmp(&a.1));
+        types.sort_by_key(|t| std::cmp::Reverse(t.1));
         let device_name = engine.model.device_name();
         if verbose {
             let msg = format!(
