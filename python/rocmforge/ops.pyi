@@ -39,4 +39,19 @@ def kv_append(
 ) -> None: ...
 def argmax(x: _F32, *, device: _Device = "auto") -> int: ...
 
-__all__: list[str]
+__all__ = [
+    "qkt_matmul",
+    "scale",
+    "causal_mask",
+    "softmax",
+    "weighted_matmul",
+    "flash_attention",
+    "rope",
+    "swiglu",
+    "rms_norm",
+    "matmul",
+    "embedding",
+    "add",
+    "kv_append",
+    "argmax",
+]

@@ -26,12 +26,63 @@ fn check_signals() -> Result<()> {
     Python::attach(|py| py.check_signals()).map_err(|_| Error::Interrupted)
 }
 
+/// Fault the memory-mapped tensor data in from disk (one read per page), polling Ctrl-C between
+/// chunks: reading the file is most of a load, and this makes it interruptible and measurable.
+/// `progress` draws a bar on stderr (callers pass it only for a terminal).
+fn page_in(file: &GgufFile, label: &str, progress: bool) -> Result<()> {
+    use std::io::Write;
+    const CHUNK: usize = 16 << 20;
+    const PAGE: usize = 4096;
+    let data = &file.bytes()[(file.data_offset as usize).min(file.bytes().len())..];
+    let total = data.len().max(1);
+    let mut checksum = 0u8;
+    let draw = |done: usize| {
+        const WIDTH: usize = 30;
+        let filled = WIDTH * done / total;
+        let mut err = std::io::stderr().lock();
+        let _ = write!(
+            err,
+            "\r{label} [{}{}] {:3}% {:.0}/{:.0} MiB",
+            "#".repeat(filled),
+            "-".repeat(WIDTH - filled),
+            100 * done / total,
+            done as f64 / (1 << 20) as f64,
+            data.len() as f64 / (1 << 20) as f64
+        );
+        let _ = err.flush();
+    };
+    for (i, chunk) in data.chunks(CHUNK).enumerate() {
+        check_signals()?;
+        for page in chunk.chunks(PAGE) {
+            checksum = checksum.wrapping_add(page[0]);
+        }
+        if progress {
+            draw((i * CHUNK + chunk.len()).min(data.len()));
+        }
+    }
+    std::hint::black_box(checksum);
+    Ok(())
+}
+
 /// A GGUF language model on a device: `Model(path=None, device="auto", n_ctx=None, seed=None,
 /// verbose=False, kv_dtype=None)`.
 ///
-/// `path` None loads the default model (SmolLM2-135M-Instruct, fetched on first use);
-/// `n_ctx` None is the file's context length capped at 4096; `kv_dtype` None is "f16" on a
-/// GPU and "f32" on the CPU. Also a context manager (`close()` on exit).
+/// Args:
+///     path: a .gguf file; None loads the default model (SmolLM2-135M-Instruct Q4_1, fetched
+///         into ~/.cache/rocmforge on first use; the ROCMFORGE_MODEL variable overrides it).
+///     device: "cpu", "gpu" (the first GPU; an error when there is none) or "auto" (the first
+///         GPU found, else the CPU). `rocmforge.devices()` lists them.
+///     n_ctx: the KV cache's length in tokens; None is the file's context length capped at 4096.
+///     seed: seeds the generator that draws a seed for each call made without one.
+///     verbose: print a progress bar while loading (on a terminal) and a summary line (stderr).
+///     kv_dtype: "f32" or "f16"; None is "f16" on a GPU and "f32" on the CPU.
+///
+/// Raises FileNotFoundError, GGUFError (malformed file or metadata), UnsupportedError (an
+/// architecture or tensor type rocmforge cannot run), DeviceError / OutOfMemoryError, and
+/// KeyboardInterrupt (Ctrl-C while the file is read).
+///
+/// One Model may be used from several threads: its calls run one at a time, with the GIL
+/// released. It is a context manager (`close()` on exit).
 #[pyclass(name = "Model", module = "rocmforge", frozen)]
 pub struct PyModel {
     engine: Mutex<Option<Engine>>,
@@ -40,6 +91,10 @@ pub struct PyModel {
     /// The file's metadata as a dict (built at load).
     metadata: Py<PyDict>,
     config: Py<PyDict>,
+    /// Parameters of all tensors in the file.
+    n_params: u64,
+    /// Tensor types and how many tensors have each, the most common first.
+    types: Vec<(String, usize)>,
 }
 
 /// Sampling arguments shared by `generate` and `chat`, as Python passes them.
@@ -195,10 +250,20 @@ impl PyModel {
         };
         let p = path.clone();
         let t0 = std::time::Instant::now();
+        let progress = verbose && std::io::IsTerminal::is_terminal(&std::io::stderr());
+        let label = format!(
+            "rocmforge: loading {}",
+            path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
+        );
         let (file, engine) = py
             .detach(move || -> Result<(GgufFile, Engine)> {
                 let file = GgufFile::open(&p)?;
-                let m = model::load(&file, &device, n_ctx, kv_dtype)?;
+                page_in(&file, &label, progress)?;
+                let loaded = model::load(&file, &device, n_ctx, kv_dtype);
+                if progress {
+                    eprint!("\r\x1b[K"); // clear the bar's line
+                }
+                let m = loaded?;
                 let engine = Engine::new(m, &file, seed)?;
                 Ok((file, engine))
             })
@@ -225,6 +290,14 @@ impl PyModel {
         config.set_item("tied_embeddings", c.tied_embeddings)?;
         config.set_item("n_ctx", engine.model.n_ctx())?;
         config.set_item("kv_dtype", engine.model.kv_dtype().name())?;
+        let n_params: u64 = file.tensors.iter().map(|t| t.n_elements).sum();
+        config.set_item("n_params", n_params)?;
+        let mut types: BTreeMap<String, usize> = BTreeMap::new();
+        for t in &file.tensors {
+            *types.entry(t.ggml_type.to_string()).or_default() += 1;
+        }
+        let mut types: Vec<(String, usize)> = types.into_iter().collect();
+        types.sort_by_key(|t| std::cmp::Reverse(t.1));
         let device_name = engine.model.device_name();
         if verbose {
             let msg = format!(
@@ -244,12 +317,37 @@ impl PyModel {
             device: device_name,
             metadata: metadata.unbind(),
             config: config.unbind(),
+            n_params,
+            types,
         })
     }
 
-    /// Generate text after `prompt`; `stream=True` returns an iterator of text pieces.
-    /// `temperature=0` is greedy (argmax, lowest id on ties); `seed` makes draws repeatable;
-    /// generation ends at EOS/EOT, before the first `stop` string, or after `max_tokens`.
+    /// Generate text after `prompt`.
+    ///
+    /// Args:
+    ///     prompt: the text to continue (tokenized with the file's tokenizer; BOS per the file's
+    ///         `add_bos_token`; special-token text such as `<|im_start|>` is parsed).
+    ///     max_tokens: at most this many new tokens (default 128; 0 returns "").
+    ///     temperature: 0 is greedy (argmax, lowest id on ties); higher is more random (0.8).
+    ///     top_k: keep the k most likely tokens (40; 0 keeps all).
+    ///     top_p: keep the smallest set of tokens whose probability reaches p (0.95; 1 keeps all).
+    ///     min_p: drop tokens less likely than min_p times the best one (0.05; 0 keeps all).
+    ///     repeat_penalty: divide the logits of tokens already seen (1.0: off).
+    ///     seed: makes the draws repeatable (None: drawn from the Model's generator).
+    ///     stop: a string or list of strings; the text ends before the first one (not included).
+    ///     stream: False returns the whole text; True returns a `GenerationStream`, an
+    ///         iterator of text pieces as they are generated (`for piece in ...: print(piece, end="")`).
+    ///
+    /// Generation ends at an end-of-generation token (finish_reason "eos"), a stop string
+    /// ("stop"), or after `max_tokens` or at the end of the context ("length"); `stats` then
+    /// holds the token counts, the finish reason and the prefill/decode speeds.
+    ///
+    /// Raises:
+    ///     ValueError: bad sampling values, or a prompt longer than the context.
+    ///     TypeError: `stop` is not a string or a list of strings.
+    ///     KeyboardInterrupt: Ctrl-C (checked between tokens); the model stays usable.
+    ///     RocmForgeError: the model is closed, or it produced NaN logits.
+    ///     DeviceError: a GPU failure.
     #[pyo3(signature = (prompt, max_tokens=128, temperature=0.8, top_k=40, top_p=0.95, min_p=0.05,
                         repeat_penalty=1.0, seed=None, stop=None, stream=false))]
     #[allow(clippy::too_many_arguments)]
@@ -271,8 +369,17 @@ impl PyModel {
         Self::start(slf, prompt, None, req, stream)
     }
 
-    /// Answer a conversation: `messages` is a list of `{"role": ..., "content": ...}` dicts,
-    /// rendered with the file's `tokenizer.chat_template`. Same keywords as `generate`.
+    /// Answer a conversation and return the assistant's reply (or a stream of its pieces).
+    ///
+    /// `messages` is a list of `{"role": "system" | "user" | "assistant", "content": str}`
+    /// dicts, rendered with the file's `tokenizer.chat_template` (Jinja) and an assistant
+    /// prompt. The keywords and their defaults are those of `generate`.
+    ///
+    /// Raises:
+    ///     TypeError: `messages` is not a list of dicts of strings.
+    ///     ValueError: the file has no chat template, or the template fails to render;
+    ///         otherwise as `generate`.
+    ///     KeyboardInterrupt: Ctrl-C (checked between tokens); the model stays usable.
     #[pyo3(signature = (messages, max_tokens=128, temperature=0.8, top_k=40, top_p=0.95, min_p=0.05,
                         repeat_penalty=1.0, seed=None, stop=None, stream=false))]
     #[allow(clippy::too_many_arguments)]
@@ -311,8 +418,10 @@ impl PyModel {
         Self::start(slf, prompt, add_bos, req, stream)
     }
 
-    /// Generate from token ids, returning the generated ids (an EOS/EOT token included);
-    /// the sampling keywords are those of `generate`.
+    /// Generate from token ids (no BOS is added), returning the generated ids (an ending
+    /// EOS/EOT token included). The sampling keywords and defaults are those of `generate`.
+    ///
+    /// Raises ValueError for an id outside the vocabulary and KeyboardInterrupt on Ctrl-C.
     #[pyo3(signature = (ids, max_tokens=128, temperature=0.8, top_k=40, top_p=0.95, min_p=0.05,
                         repeat_penalty=1.0, seed=None))]
     #[allow(clippy::too_many_arguments)]
@@ -355,7 +464,11 @@ impl PyModel {
         })
     }
 
-    /// Logits of every position of `ids` in a fresh context: float32 `[len(ids), vocab]`.
+    /// Logits of every position of `ids` in a fresh context (no BOS is added): a float32
+    /// array of shape `[len(ids), vocab_size]`; row i scores the token after `ids[:i+1]`.
+    ///
+    /// Raises ValueError for an empty list, an id outside the vocabulary or more ids than
+    /// `n_ctx`; KeyboardInterrupt on Ctrl-C (checked between chunks of positions).
     fn logits<'py>(
         &self,
         py: Python<'py>,
@@ -376,7 +489,9 @@ impl PyModel {
         self.metadata.clone_ref(py)
     }
 
-    /// The model's hyperparameters and the context settings.
+    /// The model's hyperparameters and the context settings, a new dict: architecture, dim,
+    /// n_layers, ffn_dim, heads, kv_heads, head_dim, vocab_size, context_length, rms_eps,
+    /// rope_theta, rope_neox, rope_dims, tied_embeddings, n_ctx, kv_dtype, n_params.
     #[getter]
     fn config(&self, py: Python<'_>) -> PyResult<Py<PyDict>> {
         Ok(self.config.bind(py).copy()?.unbind())
@@ -394,8 +509,11 @@ impl PyModel {
         self.path.clone()
     }
 
-    /// Counters of the last generate/chat call: prompt_tokens, generated_tokens,
-    /// finish_reason ("stop" | "eos" | "length"), prefill_tokens_per_s, decode_tokens_per_s.
+    /// Counters of the last generate/chat call (one Model shares them across threads), a new
+    /// dict: prompt_tokens, generated_tokens, finish_reason ("stop" | "eos" | "length"; None
+    /// while a stream runs or after an interrupted call), prefill_tokens_per_s,
+    /// decode_tokens_per_s, prefill_tokens (those evaluated: a prompt prefix already in the KV
+    /// cache is reused), prefill_seconds, decode_seconds.
     #[getter]
     fn stats(&self, py: Python<'_>) -> PyResult<Py<PyDict>> {
         let s: Stats = self.with_engine(py, |e| Ok(e.stats.clone()))?;
@@ -443,13 +561,17 @@ impl PyModel {
     fn __repr__(&self, py: Python<'_>) -> String {
         let c = self.config.bind(py);
         let get = |k: &str| c.get_item(k).ok().flatten().map(|v| v.to_string()).unwrap_or_default();
+        let types: Vec<String> = self.types.iter().map(|(t, n)| format!("{t}: {n}")).collect();
         format!(
-            "Model({:?}, architecture={}, layers={}, device={:?}, n_ctx={}{})",
+            "Model({:?}, architecture={}, parameters={}, types={{{}}}, layers={}, device={:?}, n_ctx={}, kv_dtype={}{})",
             self.path,
             get("architecture"),
+            human_count(self.n_params),
+            types.join(", "),
             get("n_layers"),
             self.device,
             get("n_ctx"),
+            get("kv_dtype"),
             if self.closed(py) { ", closed" } else { "" }
         )
     }
@@ -474,6 +596,16 @@ fn py_ints(ids: &[Bound<'_, PyAny>]) -> PyResult<Vec<i64>> {
             })
         })
         .collect()
+}
+
+/// 134515008 -> "134.5M", 7241732096 -> "7.24B", 1234 -> "1234".
+fn human_count(n: u64) -> String {
+    match n {
+        n if n >= 1_000_000_000 => format!("{:.2}B", n as f64 / 1e9),
+        n if n >= 1_000_000 => format!("{:.1}M", n as f64 / 1e6),
+        n if n >= 10_000 => format!("{:.1}K", n as f64 / 1e3),
+        n => n.to_string(),
+    }
 }
 
 /// Python ints to token ids, each checked against the vocabulary.

@@ -109,18 +109,22 @@ impl PyTokenizer {
         }
     }
 
+    /// Number of tokens in the vocabulary (ids are 0..vocab_size).
     #[getter]
     fn vocab_size(&self) -> usize {
         self.inner.vocab_size()
     }
+    /// The beginning-of-sequence token id, or None.
     #[getter]
     fn bos_id(&self) -> Option<u32> {
         self.inner.bos()
     }
+    /// The end-of-sequence token id, or None.
     #[getter]
     fn eos_id(&self) -> Option<u32> {
         self.inner.eos()
     }
+    /// The end-of-turn token id (e.g. `<|im_end|>`, `<|eot_id|>`), or None.
     #[getter]
     fn eot_id(&self) -> Option<u32> {
         self.inner.eot()
