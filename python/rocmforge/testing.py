@@ -526,6 +526,9 @@ SHAPES = {
     # Llama-3.2-1B
     "llama-1b": ModelShape("llama", 2048, 16, 32, 8, 8192, 128256, True, 131072, 500000.0, 1e-5,
                            "llama-bpe", True, llama3_rope_scaling=(32.0, 1.0, 4.0, 8192)),
+    # SmolLM2-135M (the default model's shape)
+    "smollm2-135m": ModelShape("llama", 576, 30, 9, 3, 1536, 49152, True, 8192, 100000.0, 1e-5,
+                               "llama-bpe", False),
     # Llama-3-8B
     "llama-8b": ModelShape("llama", 4096, 32, 32, 8, 14336, 128256, False, 8192, 500000.0, 1e-5,
                            "llama-bpe", True),
@@ -548,11 +551,14 @@ def llama3_rope_freq_factors(head_dim: int, theta: float, factor: float, low_fre
 
 
 def make_model(shape: "str | ModelShape", dtype: str, path: os.PathLike | str,
-               vocab_path: os.PathLike | str | None = None, seed: int = 0) -> Path:
+               vocab_path: os.PathLike | str | None = None, seed: int = 0,
+               embedding_std: float = 1.0) -> Path:
     """Write a random-weight model of a real model's ``shape`` (a key of :data:`SHAPES`, or a
     :class:`ModelShape`) with its 2-D weights in ``dtype`` (``Q8_0`` or ``Q4_0``), for benchmarks.
     The tokenizer is llama.cpp's vocabulary for that family (``vocab_path``, else fetched),
-    padded or truncated to the shape's vocabulary size."""
+    padded or truncated to the shape's vocabulary size. ``embedding_std`` scales the (tied)
+    embedding: 1.0 gives very peaked logits (fine for speed); ~1/sqrt(hidden) gives logits of
+    unit scale, for comparing numerics."""
     import gguf
 
     if isinstance(shape, str):
@@ -601,7 +607,7 @@ def make_model(shape: "str | ModelShape", dtype: str, path: os.PathLike | str,
         return lambda: (mean + std * rng.standard_normal(n)).astype(np.float32)
 
     tensors = [_TensorSpec("token_embd.weight", dtype, (s.n_vocab, s.hidden),
-                           weight(s.n_vocab, s.hidden, 1.0))]
+                           weight(s.n_vocab, s.hidden, embedding_std))]
     if s.llama3_rope_scaling is not None:
         factors = llama3_rope_freq_factors(head_dim, s.rope_theta, *s.llama3_rope_scaling)
         tensors.append(_TensorSpec("rope_freqs.weight", "F32", (head_dim // 2,), lambda: factors))
