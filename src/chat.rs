@@ -1,6 +1,7 @@
 //! Chat prompts: a GGUF file's `tokenizer.chat_template` (Jinja, as Hugging Face writes them)
-//! rendered with minijinja, with Python's string methods (`.strip()`, `.startswith()`, ...)
-//! that the templates use.
+//! rendered with minijinja as Hugging Face's `apply_chat_template` renders them: blocks trimmed
+//! (`trim_blocks`, `lstrip_blocks`), Python's string methods (`.strip()`, `.startswith()`,
+//! ...), `raise_exception(message)`.
 
 use std::collections::BTreeMap;
 
@@ -28,6 +29,8 @@ pub fn render_chat(
         }
     }
     let mut env = Environment::new();
+    env.set_trim_blocks(true);
+    env.set_lstrip_blocks(true);
     env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
     env.add_function("raise_exception", |msg: String| -> std::result::Result<Value, minijinja::Error> {
         Err(minijinja::Error::new(ErrorKind::InvalidOperation, msg))

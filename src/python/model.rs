@@ -396,26 +396,29 @@ impl PyModel {
         stop: Option<&Bound<'_, PyAny>>,
         stream: bool,
     ) -> PyResult<Py<PyAny>> {
-        let messages: Vec<ChatMessage> = messages.extract::<Vec<BTreeMap<String, String>>>().map_err(|_| {
-            pyo3::exceptions::PyTypeError::new_err(
-                "messages must be a list of dicts of strings, e.g. [{\"role\": \"user\", \"content\": \"Hi\"}]",
-            )
-        })?;
+        let messages = parse_messages(messages)?;
         let stop = parse_stop(stop)?;
-        let req = Request { max_tokens, temperature, top_k, top_p, min_p, repeat_penalty, seed, stop };
-        let (prompt, add_bos) = slf.get().with_engine(slf.py(), |e| {
-            let template = e.chat_template.clone().ok_or_else(|| {
-                Error::invalid("this model file has no tokenizer.chat_template; use generate()")
-            })?;
-            let text_of = |id: Option<u32>| id.map(|id| e.tokenizer.decode_with(&[id], true)).transpose();
-            let bos = text_of(e.tokenizer.bos())?.unwrap_or_default();
-            let eos = text_of(e.tokenizer.eos())?.unwrap_or_default();
-            let prompt = render_chat(&template, &messages, &bos, &eos)?;
-            // Templates that write the BOS token themselves must not get a second one.
-            let add_bos = (!bos.is_empty() && prompt.starts_with(&bos)).then_some(false);
-            Ok((prompt, add_bos))
-        })?;
+        let req = Request {
+            max_tokens,
+            temperature,
+            top_k,
+            top_p,
+            min_p,
+            repeat_penalty,
+            seed,
+            stop,
+        };
+        let (prompt, add_bos) = slf
+            .get()
+            .with_engine(slf.py(), |e| chat_prompt(e, &messages))?;
         Self::start(slf, prompt, add_bos, req, stream)
+    }
+
+    /// The prompt `chat(messages)` generates from: the file's chat template rendered for
+    /// `messages`, the assistant's turn opened.
+    fn apply_chat_template(&self, py: Python<'_>, messages: &Bound<'_, PyAny>) -> PyResult<String> {
+        let messages = parse_messages(messages)?;
+        self.with_engine(py, |e| Ok(chat_prompt(e, &messages)?.0))
     }
 
     /// Generate from token ids (no BOS is added), returning the generated ids (an ending
@@ -606,6 +609,32 @@ fn human_count(n: u64) -> String {
         n if n >= 10_000 => format!("{:.1}K", n as f64 / 1e3),
         n => n.to_string(),
     }
+}
+
+/// `messages`: a list of dicts of strings.
+fn parse_messages(messages: &Bound<'_, PyAny>) -> PyResult<Vec<ChatMessage>> {
+    messages.extract::<Vec<BTreeMap<String, String>>>().map_err(|_| {
+        pyo3::exceptions::PyTypeError::new_err(
+            "messages must be a list of dicts of strings, e.g. [{\"role\": \"user\", \"content\": \"Hi\"}]",
+        )
+    })
+}
+
+/// The chat prompt for `messages`, and the `add_bos` to tokenize it with: templates that
+/// write the BOS token themselves must not get a second one.
+fn chat_prompt(e: &Engine, messages: &[ChatMessage]) -> Result<(String, Option<bool>)> {
+    let template = e.chat_template.as_deref().ok_or_else(|| {
+        Error::invalid("this model file has no tokenizer.chat_template; use generate()")
+    })?;
+    let text_of = |id: Option<u32>| {
+        id.map(|id| e.tokenizer.decode_with(&[id], true))
+            .transpose()
+    };
+    let bos = text_of(e.tokenizer.bos())?.unwrap_or_default();
+    let eos = text_of(e.tokenizer.eos())?.unwrap_or_default();
+    let prompt = render_chat(template, messages, &bos, &eos)?;
+    let add_bos = (!bos.is_empty() && prompt.starts_with(&bos)).then_some(false);
+    Ok((prompt, add_bos))
 }
 
 /// Python ints to token ids, each checked against the vocabulary.
