@@ -1,6 +1,7 @@
 //! Chat prompts: a GGUF file's `tokenizer.chat_template` (Jinja, as Hugging Face writes them)
-//! rendered with minijinja, with Python's string methods (`.strip()`, `.startswith()`, ...)
-//! that the templates use.
+//! rendered with minijinja as Hugging Face's `apply_chat_template` renders them: blocks trimmed
+//! (`trim_blocks`, `lstrip_blocks`), Python's string methods (`.strip()`, `.startswith()`,
+//! ...), `raise_exception(message)`.
 
 use std::collections::BTreeMap;
 
@@ -28,10 +29,15 @@ pub fn render_chat(
         }
     }
     let mut env = Environment::new();
+    env.set_trim_blocks(true);
+    env.set_lstrip_blocks(true);
     env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
-    env.add_function("raise_exception", |msg: String| -> std::result::Result<Value, minijinja::Error> {
-        Err(minijinja::Error::new(ErrorKind::InvalidOperation, msg))
-    });
+    env.add_function(
+        "raise_exception",
+        |msg: String| -> std::result::Result<Value, minijinja::Error> {
+            Err(minijinja::Error::new(ErrorKind::InvalidOperation, msg))
+        },
+    );
     let err = |e: minijinja::Error| Error::invalid(format!("chat template: {e:#}"));
     env.add_template("chat", template).map_err(err)?;
     let ctx = minijinja::context! {
@@ -40,7 +46,10 @@ pub fn render_chat(
         bos_token => bos_token,
         eos_token => eos_token,
     };
-    env.get_template("chat").map_err(err)?.render(ctx).map_err(err)
+    env.get_template("chat")
+        .map_err(err)?
+        .render(ctx)
+        .map_err(err)
 }
 
 #[cfg(test)]
@@ -48,14 +57,21 @@ mod tests {
     use super::*;
 
     fn msg(role: &str, content: &str) -> ChatMessage {
-        [("role".to_string(), role.to_string()), ("content".to_string(), content.to_string())].into()
+        [
+            ("role".to_string(), role.to_string()),
+            ("content".to_string(), content.to_string()),
+        ]
+        .into()
     }
 
     #[test]
     fn chatml_with_python_methods() {
         let t = "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'].strip() }}<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}";
         let out = render_chat(t, &[msg("user", "  hi  ")], "", "").unwrap();
-        assert_eq!(out, "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n");
+        assert_eq!(
+            out,
+            "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n"
+        );
     }
 
     #[test]
@@ -64,6 +80,9 @@ mod tests {
         let e = render_chat(t, &[msg("user", "x")], "", "").unwrap_err();
         assert!(e.to_string().contains("roles must alternate"), "{e}");
         let bad: ChatMessage = [("role".to_string(), "user".to_string())].into();
-        assert!(matches!(render_chat("x", &[bad], "", ""), Err(Error::InvalidArgument(_))));
+        assert!(matches!(
+            render_chat("x", &[bad], "", ""),
+            Err(Error::InvalidArgument(_))
+        ));
     }
 }

@@ -79,7 +79,12 @@ pub struct GenerateParams {
 
 impl Default for GenerateParams {
     fn default() -> Self {
-        GenerateParams { max_tokens: 128, sampling: SamplingParams::default(), seed: None, stop: vec![] }
+        GenerateParams {
+            max_tokens: 128,
+            sampling: SamplingParams::default(),
+            seed: None,
+            stop: vec![],
+        }
     }
 }
 
@@ -101,10 +106,16 @@ pub struct Engine {
 }
 
 impl Engine {
-    pub fn new(model: Box<dyn LanguageModel>, file: &GgufFile, seed: Option<u64>) -> Result<Engine> {
+    pub fn new(
+        model: Box<dyn LanguageModel>,
+        file: &GgufFile,
+        seed: Option<u64>,
+    ) -> Result<Engine> {
         let tokenizer = Tokenizer::from_gguf(file)?;
-        let chat_template =
-            file.meta("tokenizer.chat_template").and_then(|v| v.as_str()).map(str::to_string);
+        let chat_template = file
+            .meta("tokenizer.chat_template")
+            .and_then(|v| v.as_str())
+            .map(str::to_string);
         let vocab = model.config().vocab_size;
         // Every id the tokenizer can produce needs a row of the embedding (llama.cpp asks for
         // the same number of tokens and rows).
@@ -148,7 +159,12 @@ impl Engine {
     /// Make the cache hold `tokens` and the device hold the logits of the last one, evaluating
     /// only what follows the prefix the cache already holds. Returns the tokens evaluated.
     pub fn eval_sequence(&mut self, tokens: &[u32], interrupt: Interrupt) -> Result<usize> {
-        let common = self.cached.iter().zip(tokens).take_while(|(a, b)| a == b).count();
+        let common = self
+            .cached
+            .iter()
+            .zip(tokens)
+            .take_while(|(a, b)| a == b)
+            .count();
         // The last token is always evaluated: its logits are what the caller wants.
         let start = common.min(tokens.len() - 1);
         self.cached.truncate(start);
@@ -173,7 +189,11 @@ impl Engine {
         let n = ids.len() * self.vocab_size();
         let mut out = Vec::new();
         out.try_reserve_exact(n).map_err(|_| {
-            Error::runtime(format!("cannot allocate the {} x {} logits on the host", ids.len(), self.vocab_size()))
+            Error::runtime(format!(
+                "cannot allocate the {} x {} logits on the host",
+                ids.len(),
+                self.vocab_size()
+            ))
         })?;
         out.resize(n, 0.0);
         self.cached.clear();
@@ -217,7 +237,11 @@ pub struct Generation {
 
 impl Generation {
     /// Check a request; nothing is evaluated yet.
-    pub fn new(engine: &mut Engine, prompt: Vec<u32>, params: GenerateParams) -> Result<Generation> {
+    pub fn new(
+        engine: &mut Engine,
+        prompt: Vec<u32>,
+        params: GenerateParams,
+    ) -> Result<Generation> {
         params.sampling.check()?;
         if prompt.is_empty() {
             return Err(Error::invalid("the prompt has no tokens"));
@@ -231,7 +255,10 @@ impl Generation {
             )));
         }
         let rng = Rng::new(params.seed.unwrap_or_else(|| engine.rng.next_u64()));
-        let stats = Stats { prompt_tokens: prompt.len(), ..Stats::default() };
+        let stats = Stats {
+            prompt_tokens: prompt.len(),
+            ..Stats::default()
+        };
         engine.stats = stats.clone();
         Ok(Generation {
             rng,
@@ -275,16 +302,23 @@ impl Generation {
     }
 
     /// The next piece of text, or `None` when the generation is over.
-    pub fn next_piece(&mut self, engine: &mut Engine, interrupt: Interrupt) -> Result<Option<String>> {
+    pub fn next_piece(
+        &mut self,
+        engine: &mut Engine,
+        interrupt: Interrupt,
+    ) -> Result<Option<String>> {
         loop {
             if self.finished.is_some() {
                 return Ok((!self.held.is_empty()).then(|| std::mem::take(&mut self.held)));
             }
-            let Some(token) = self.next_token(engine, interrupt)? else { continue };
+            let Some(token) = self.next_token(engine, interrupt)? else {
+                continue;
+            };
             if self.finished.is_some() {
                 continue; // an end-of-generation token has no text
             }
-            self.held.push_str(&self.detok.push(&engine.tokenizer, token)?);
+            self.held
+                .push_str(&self.detok.push(&engine.tokenizer, token)?);
             if let Some(piece) = self.release_text(engine) {
                 return Ok(Some(piece));
             }

@@ -36,7 +36,10 @@ impl Default for SamplingParams {
 
 impl SamplingParams {
     pub fn greedy() -> Self {
-        SamplingParams { temperature: 0.0, ..Default::default() }
+        SamplingParams {
+            temperature: 0.0,
+            ..Default::default()
+        }
     }
 
     /// `InvalidArgument` for values outside their domain.
@@ -48,10 +51,16 @@ impl SamplingParams {
             )));
         }
         if !(self.top_p > 0.0 && self.top_p <= 1.0) {
-            return Err(Error::invalid(format!("top_p must be in (0, 1], got {}", self.top_p)));
+            return Err(Error::invalid(format!(
+                "top_p must be in (0, 1], got {}",
+                self.top_p
+            )));
         }
         if !(self.min_p >= 0.0 && self.min_p <= 1.0) {
-            return Err(Error::invalid(format!("min_p must be in [0, 1], got {}", self.min_p)));
+            return Err(Error::invalid(format!(
+                "min_p must be in [0, 1], got {}",
+                self.min_p
+            )));
         }
         if !(self.repeat_penalty > 0.0 && self.repeat_penalty.is_finite()) {
             return Err(Error::invalid(format!(
@@ -142,7 +151,12 @@ pub fn argmax(x: &[f32]) -> u32 {
 
 /// Pick the next token from `logits [vocab]` (modified in place by the penalty).
 /// `history` is the sequence so far (prompt and generated), for the repeat penalty.
-pub fn sample(logits: &mut [f32], history: &[u32], p: &SamplingParams, rng: &mut Rng) -> Result<u32> {
+pub fn sample(
+    logits: &mut [f32],
+    history: &[u32],
+    p: &SamplingParams,
+    rng: &mut Rng,
+) -> Result<u32> {
     check_logits(logits)?;
     let recent = &history[history.len().saturating_sub(p.repeat_last_n)..];
     apply_repeat_penalty(logits, recent, p.repeat_penalty);
@@ -151,7 +165,11 @@ pub fn sample(logits: &mut [f32], history: &[u32], p: &SamplingParams, rng: &mut
     }
 
     // Candidates sorted by logit, descending (ties: lower id first).
-    let mut cand: Vec<(u32, f32)> = logits.iter().enumerate().map(|(i, &l)| (i as u32, l)).collect();
+    let mut cand: Vec<(u32, f32)> = logits
+        .iter()
+        .enumerate()
+        .map(|(i, &l)| (i as u32, l))
+        .collect();
     let by_logit = |a: &(u32, f32), b: &(u32, f32)| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0));
     if p.top_k > 0 && p.top_k < cand.len() {
         cand.select_nth_unstable_by(p.top_k - 1, by_logit);
@@ -196,7 +214,10 @@ pub fn sample(logits: &mut [f32], history: &[u32], p: &SamplingParams, rng: &mut
 fn softmax(cand: &[(u32, f32)], temperature: f32) -> Vec<f64> {
     let max = cand[0].1 as f64;
     let t = temperature as f64;
-    let mut e: Vec<f64> = cand.iter().map(|c| ((c.1 as f64 - max) / t).exp()).collect();
+    let mut e: Vec<f64> = cand
+        .iter()
+        .map(|c| ((c.1 as f64 - max) / t).exp())
+        .collect();
     let sum: f64 = e.iter().sum();
     e.iter_mut().for_each(|v| *v /= sum);
     e
@@ -209,7 +230,10 @@ mod tests {
     #[test]
     fn greedy_lowest_id_on_ties() {
         let mut l = vec![1.0, 3.0, 3.0, -2.0];
-        assert_eq!(sample(&mut l, &[], &SamplingParams::greedy(), &mut Rng::new(1)).unwrap(), 1);
+        assert_eq!(
+            sample(&mut l, &[], &SamplingParams::greedy(), &mut Rng::new(1)).unwrap(),
+            1
+        );
     }
 
     #[test]
@@ -222,13 +246,22 @@ mod tests {
     #[test]
     fn top_k_one_is_greedy_and_draws_follow_probabilities() {
         let logits = vec![0.5f32, 2.0, 1.0, 2.0, -1.0];
-        let p = SamplingParams { top_k: 1, ..Default::default() };
+        let p = SamplingParams {
+            top_k: 1,
+            ..Default::default()
+        };
         let mut rng = Rng::new(7);
         for _ in 0..20 {
             assert_eq!(sample(&mut logits.clone(), &[], &p, &mut rng).unwrap(), 1);
         }
         // No truncation at temperature 1: frequencies match softmax within sampling noise.
-        let p = SamplingParams { temperature: 1.0, top_k: 0, top_p: 1.0, min_p: 0.0, ..Default::default() };
+        let p = SamplingParams {
+            temperature: 1.0,
+            top_k: 0,
+            top_p: 1.0,
+            min_p: 0.0,
+            ..Default::default()
+        };
         let mut counts = [0usize; 5];
         let n = 40000;
         for _ in 0..n {
@@ -252,12 +285,30 @@ mod tests {
     #[test]
     fn bad_params() {
         for p in [
-            SamplingParams { temperature: -0.1, ..Default::default() },
-            SamplingParams { temperature: f32::NAN, ..Default::default() },
-            SamplingParams { top_p: 0.0, ..Default::default() },
-            SamplingParams { top_p: 1.5, ..Default::default() },
-            SamplingParams { min_p: -1.0, ..Default::default() },
-            SamplingParams { repeat_penalty: 0.0, ..Default::default() },
+            SamplingParams {
+                temperature: -0.1,
+                ..Default::default()
+            },
+            SamplingParams {
+                temperature: f32::NAN,
+                ..Default::default()
+            },
+            SamplingParams {
+                top_p: 0.0,
+                ..Default::default()
+            },
+            SamplingParams {
+                top_p: 1.5,
+                ..Default::default()
+            },
+            SamplingParams {
+                min_p: -1.0,
+                ..Default::default()
+            },
+            SamplingParams {
+                repeat_penalty: 0.0,
+                ..Default::default()
+            },
         ] {
             assert!(matches!(p.check(), Err(Error::InvalidArgument(_))), "{p:?}");
         }

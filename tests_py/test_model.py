@@ -89,7 +89,8 @@ class Tiny:
                 self.w[p + "attn_k.bias"] = w(kv, scale=0.5)
                 self.w[p + "attn_v.bias"] = w(kv, scale=0.5)
 
-    def write(self, path, dtype="F32", skip_keys=(), skip_tensors=(), extra=None, overrides=None):
+    def write(self, path, dtype="F32", skip_keys=(), skip_tensors=(), extra=None, overrides=None,
+              chat_template=CHAT_TEMPLATE):
         """Write a GGUF file; matrices in `dtype` (F32 or a quant type), vectors in F32.
         Returns the float32 weights the file holds (quantized matrices dequantized)."""
         qtype = gguf.GGMLQuantizationType[dtype]
@@ -121,7 +122,7 @@ class Tiny:
         wr.add_bos_token_id(self.tokens.index("<|endoftext|>"))
         wr.add_eos_token_id(self.eos)
         wr.add_add_bos_token(False)
-        wr.add_chat_template(CHAT_TEMPLATE)
+        wr.add_chat_template(chat_template)
         for k, v in (extra or {}).items():
             wr.add_float32(k, v)
         stored = {}
@@ -534,3 +535,48 @@ def test_cli_generate_paris(smollm2_path):
     )
     assert r.returncode == 0, r.stderr
     assert "Paris" in r.stdout
+
+
+def test_chat_templates_of_real_vocabularies_render_as_jinja2_does(tmp_path, rng):
+    """The chat templates that llama.cpp's vocabulary files carry (Qwen2, Phi-3, Command-R,
+    Gemma, ...) render as Hugging Face renders them (jinja2, trim_blocks, lstrip_blocks)."""
+    jinja2 = pytest.importorskip("jinja2")
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+    from rocmforge import testing
+
+    files = sorted(testing.test_data_dir().glob("**/ggml-vocab-*.gguf"))
+    templates = {}
+    for f in files:
+        with rf.GGUFFile(str(f)) as g:
+            template = g.metadata.get("tokenizer.chat_template")
+        if template is not None:
+            templates[f.name] = template
+    if not templates:
+        pytest.skip("no llama.cpp vocabulary files in the test data (the tokenizer tests fetch them)")
+
+    def raise_exception(message):
+        raise jinja2.TemplateError(message)
+
+    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True,
+                                        extensions=["jinja2.ext.loopcontrols"])
+    env.globals["raise_exception"] = raise_exception
+    messages = [{"role": "system", "content": "Be brief."},
+                {"role": "user", "content": " Hi there "},
+                {"role": "assistant", "content": "Hello."},
+                {"role": "user", "content": "What is 2+2?"}]
+    m = Tiny(rng)
+    rendered = 0
+    for name, template in templates.items():
+        path = tmp_path / f"{name}.gguf"
+        m.write(path, chat_template=template)
+        try:
+            want = env.from_string(template).render(messages=messages, add_generation_prompt=True,
+                                                    bos_token="<|endoftext|>", eos_token="<|im_end|>")
+        except jinja2.TemplateError:
+            continue  # e.g. a template that rejects a system message
+        with rf.Model(str(path), device="cpu") as model:
+            assert model.apply_chat_template(messages) == want, name
+        rendered += 1
+    print(f"{rendered} of {len(templates)} templates rendered identically")
+    assert rendered > 0

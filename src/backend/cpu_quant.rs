@@ -159,7 +159,9 @@ fn scalar_dot(ty: GgmlType) -> RowDot<BlockQ8> {
 
 #[cfg(target_arch = "x86_64")]
 fn has_avx2() -> bool {
-    is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") && is_x86_feature_detected!("f16c")
+    is_x86_feature_detected!("avx2")
+        && is_x86_feature_detected!("fma")
+        && is_x86_feature_detected!("f16c")
 }
 
 /// The fastest dot products this CPU runs for `ty` (a type with 32-element blocks).
@@ -175,15 +177,24 @@ fn row_dot(ty: GgmlType) -> Kernel<BlockQ8> {
                 GgmlType::Q8_0 => (avx2::q8_0, avx2::q8_0_x4),
                 _ => unreachable!("a type with 32-element activation blocks"),
             };
-            return Kernel { one, four: Some(four) };
+            return Kernel {
+                one,
+                four: Some(four),
+            };
         }
     }
-    Kernel { one: scalar_dot(ty), four: None }
+    Kernel {
+        one: scalar_dot(ty),
+        four: None,
+    }
 }
 
 /// The dot product for K-quant `ty`: plain Rust, compiled for AVX2 where the CPU has it.
 fn row_dot_k(ty: GgmlType) -> Kernel<BlockQ8K> {
-    Kernel { one: row_dot_k_one(ty), four: None }
+    Kernel {
+        one: row_dot_k_one(ty),
+        four: None,
+    }
 }
 
 fn row_dot_k_one(ty: GgmlType) -> RowDot<BlockQ8K> {
@@ -220,7 +231,9 @@ fn quantize_activations<A: Copy + Send + Sync>(
     if m == 1 {
         quantize_row(&x[..k], &mut q);
     } else {
-        q.par_chunks_mut(nb).zip(x[..m * k].par_chunks(k)).for_each(|(qr, xr)| quantize_row(xr, qr));
+        q.par_chunks_mut(nb)
+            .zip(x[..m * k].par_chunks(k))
+            .for_each(|(qr, xr)| quantize_row(xr, qr));
     }
     q
 }
@@ -236,8 +249,10 @@ pub fn matmul(
     out: &mut [f32],
 ) -> Result<()> {
     let block = ty.block_size();
-    if !supports(ty) || k % block != 0 {
-        return Err(Error::unsupported(format!("quantized CPU matmul of {ty} with k = {k}")));
+    if !supports(ty) || !k.is_multiple_of(block) {
+        return Err(Error::unsupported(format!(
+            "quantized CPU matmul of {ty} with k = {k}"
+        )));
     }
     let row_bytes = k / block * ty.type_size();
     if w.len() != n * row_bytes || x.len() < m * k || out.len() < m * n {
@@ -249,11 +264,19 @@ pub fn matmul(
         )));
     }
     if block == QK_K {
-        let zero = BlockQ8K { qs: [0; QK_K], bsums: [0; QK_K / 16], d: 0.0 };
+        let zero = BlockQ8K {
+            qs: [0; QK_K],
+            bsums: [0; QK_K / 16],
+            d: 0.0,
+        };
         let xq = quantize_activations(x, m, k, QK_K, zero, quantize_row_q8k);
         rows_times_activations(w, row_bytes, n, &xq, k / QK_K, m, row_dot_k(ty), out);
     } else {
-        let zero = BlockQ8 { qs: [0; QK], d: 0.0, s: 0.0 };
+        let zero = BlockQ8 {
+            qs: [0; QK],
+            d: 0.0,
+            s: 0.0,
+        };
         let xq = quantize_activations(x, m, k, QK, zero, quantize_row_q8);
         rows_times_activations(w, row_bytes, n, &xq, k / QK, m, row_dot(ty), out);
     }
@@ -279,11 +302,14 @@ fn rows_times_activations<A: Sync>(
     let w_row = |r: usize| &w[r * row_bytes..(r + 1) * row_bytes];
     let x_row = |i: usize| &xq[i * nb..(i + 1) * nb];
     if m == 1 {
-        out[..n].par_chunks_mut(rows_per_task).enumerate().for_each(|(c, o)| {
-            for (j, oj) in o.iter_mut().enumerate() {
-                *oj = (kernel.one)(w_row(c * rows_per_task + j), xq);
-            }
-        });
+        out[..n]
+            .par_chunks_mut(rows_per_task)
+            .enumerate()
+            .for_each(|(c, o)| {
+                for (j, oj) in o.iter_mut().enumerate() {
+                    *oj = (kernel.one)(w_row(c * rows_per_task + j), xq);
+                }
+            });
         return;
     }
     let tiles: Vec<(usize, Vec<f32>)> = (0..n)
@@ -361,7 +387,8 @@ mod kquants {
                 let hi: [u8; 32] = std::array::from_fn(|l| q[l] >> 4);
                 let (sc1, m1) = scale_min(2 * j, scales);
                 let (sc2, m2) = scale_min(2 * j + 1, scales);
-                isum += sc1 * dot32(&lo, &xb.qs[64 * j..]) + sc2 * dot32(&hi, &xb.qs[64 * j + 32..]);
+                isum +=
+                    sc1 * dot32(&lo, &xb.qs[64 * j..]) + sc2 * dot32(&hi, &xb.qs[64 * j + 32..]);
                 let bs = &xb.bsums[4 * j..4 * j + 4];
                 msum += m1 * (bs[0] as i32 + bs[1] as i32) + m2 * (bs[2] as i32 + bs[3] as i32);
             }
@@ -381,11 +408,14 @@ mod kquants {
             let (mut isum, mut msum) = (0i32, 0i32);
             for j in 0..4 {
                 let q = &qs[32 * j..32 * j + 32];
-                let lo: [u8; 32] = std::array::from_fn(|l| (q[l] & 0x0F) | (((qh[l] >> (2 * j)) & 1) << 4));
-                let hi: [u8; 32] = std::array::from_fn(|l| (q[l] >> 4) | (((qh[l] >> (2 * j + 1)) & 1) << 4));
+                let lo: [u8; 32] =
+                    std::array::from_fn(|l| (q[l] & 0x0F) | (((qh[l] >> (2 * j)) & 1) << 4));
+                let hi: [u8; 32] =
+                    std::array::from_fn(|l| (q[l] >> 4) | (((qh[l] >> (2 * j + 1)) & 1) << 4));
                 let (sc1, m1) = scale_min(2 * j, scales);
                 let (sc2, m2) = scale_min(2 * j + 1, scales);
-                isum += sc1 * dot32(&lo, &xb.qs[64 * j..]) + sc2 * dot32(&hi, &xb.qs[64 * j + 32..]);
+                isum +=
+                    sc1 * dot32(&lo, &xb.qs[64 * j..]) + sc2 * dot32(&hi, &xb.qs[64 * j + 32..]);
                 let bs = &xb.bsums[4 * j..4 * j + 4];
                 msum += m1 * (bs[0] as i32 + bs[1] as i32) + m2 * (bs[2] as i32 + bs[3] as i32);
             }
@@ -477,6 +507,7 @@ mod kquants {
 }
 
 /// Plain Rust dots: the reference the SIMD versions are tested against, and the fallback.
+#[allow(clippy::needless_range_loop)] // element j pairs with x[j] and x[j + 16]
 mod scalar {
     use super::{f16_at, BlockQ8, QK};
 
@@ -511,7 +542,11 @@ mod scalar {
     /// The 5-bit value j of a Q5 block: low nibble from qs, fifth bit from qh.
     #[inline]
     fn q5(qs: &[u8], qh: u32, j: usize) -> i32 {
-        let nib = if j < QK / 2 { qs[j] & 0x0F } else { qs[j - QK / 2] >> 4 };
+        let nib = if j < QK / 2 {
+            qs[j] & 0x0F
+        } else {
+            qs[j - QK / 2] >> 4
+        };
         (nib as i32) | ((((qh >> j) & 1) as i32) << 4)
     }
 
@@ -520,7 +555,9 @@ mod scalar {
         for (b, xb) in w.chunks_exact(22).zip(x) {
             let qh = u32::from_le_bytes([b[2], b[3], b[4], b[5]]);
             let qs = &b[6..22];
-            let acc: i32 = (0..QK).map(|j| (q5(qs, qh, j) - 16) * xb.qs[j] as i32).sum();
+            let acc: i32 = (0..QK)
+                .map(|j| (q5(qs, qh, j) - 16) * xb.qs[j] as i32)
+                .sum();
             sum += f16_at(b, 0) * xb.d * acc as f32;
         }
         sum
@@ -540,7 +577,9 @@ mod scalar {
     pub fn q8_0(w: &[u8], x: &[BlockQ8]) -> f32 {
         let mut sum = 0.0f32;
         for (b, xb) in w.chunks_exact(34).zip(x) {
-            let acc: i32 = (0..QK).map(|j| (b[2 + j] as i8) as i32 * xb.qs[j] as i32).sum();
+            let acc: i32 = (0..QK)
+                .map(|j| (b[2 + j] as i8) as i32 * xb.qs[j] as i32)
+                .sum();
             sum += f16_at(b, 0) * xb.d * acc as f32;
         }
         sum
@@ -633,13 +672,21 @@ mod avx2 {
     #[target_feature(enable = "avx2,fma,f16c")]
     unsafe fn unpack_q4_0(b: &[u8]) -> Unpacked {
         let q = _mm256_sub_epi8(nibbles(b.as_ptr().add(2)), _mm256_set1_epi8(8));
-        Unpacked { q, d: f16_at(b, 0), m: 0.0 }
+        Unpacked {
+            q,
+            d: f16_at(b, 0),
+            m: 0.0,
+        }
     }
 
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
     unsafe fn unpack_q4_1(b: &[u8]) -> Unpacked {
-        Unpacked { q: nibbles(b.as_ptr().add(4)), d: f16_at(b, 0), m: f16_at(b, 2) }
+        Unpacked {
+            q: nibbles(b.as_ptr().add(4)),
+            d: f16_at(b, 0),
+            m: f16_at(b, 2),
+        }
     }
 
     #[inline]
@@ -648,7 +695,11 @@ mod avx2 {
         let qh = u32::from_le_bytes([b[2], b[3], b[4], b[5]]);
         // value - 16 as a signed byte: the nibble with 0xF0 or'ed in where the fifth bit is 0.
         let high = _mm256_andnot_si256(bytes_from_bits(qh), _mm256_set1_epi8(0xF0u8 as i8));
-        Unpacked { q: _mm256_or_si256(nibbles(b.as_ptr().add(6)), high), d: f16_at(b, 0), m: 0.0 }
+        Unpacked {
+            q: _mm256_or_si256(nibbles(b.as_ptr().add(6)), high),
+            d: f16_at(b, 0),
+            m: 0.0,
+        }
     }
 
     #[inline]
@@ -657,14 +708,22 @@ mod avx2 {
         let qh = u32::from_le_bytes([b[4], b[5], b[6], b[7]]);
         let high = _mm256_and_si256(bytes_from_bits(qh), _mm256_set1_epi8(0x10));
         let q = _mm256_or_si256(nibbles(b.as_ptr().add(8)), high);
-        Unpacked { q, d: f16_at(b, 0), m: f16_at(b, 2) }
+        Unpacked {
+            q,
+            d: f16_at(b, 0),
+            m: f16_at(b, 2),
+        }
     }
 
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
     unsafe fn unpack_q8_0(b: &[u8]) -> Unpacked {
         let q = _mm256_loadu_si256(b.as_ptr().add(2) as *const __m256i);
-        Unpacked { q, d: f16_at(b, 0), m: 0.0 }
+        Unpacked {
+            q,
+            d: f16_at(b, 0),
+            m: 0.0,
+        }
     }
 
     /// Dot products of one weight row (blocks of `SIZE` bytes) with `R` activation rows.
@@ -692,7 +751,11 @@ mod avx2 {
         ) {
             for r in 0..R {
                 let xb = &x[r][i];
-                let p = if SIGNED { dot_ss(u.q, load_x(xb)) } else { dot_us(u.q, load_x(xb)) };
+                let p = if SIGNED {
+                    dot_ss(u.q, load_x(xb))
+                } else {
+                    dot_us(u.q, load_x(xb))
+                };
                 acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(u.d * xb.d), p, acc[r]);
                 off[r] += u.m * xb.s;
             }
@@ -740,7 +803,9 @@ mod tests {
 
     /// A simple deterministic generator for test data.
     fn lcg(seed: &mut u64) -> f32 {
-        *seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        *seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         ((*seed >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
     }
 
@@ -765,8 +830,14 @@ mod tests {
     }
 
     const TYPES: [GgmlType; 8] = [
-        GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q5_0, GgmlType::Q5_1, GgmlType::Q8_0,
-        GgmlType::Q4_K, GgmlType::Q5_K, GgmlType::Q6_K,
+        GgmlType::Q4_0,
+        GgmlType::Q4_1,
+        GgmlType::Q5_0,
+        GgmlType::Q5_1,
+        GgmlType::Q8_0,
+        GgmlType::Q4_K,
+        GgmlType::Q5_K,
+        GgmlType::Q6_K,
     ];
 
     #[test]
@@ -784,9 +855,15 @@ mod tests {
             quants::dequantize(ty, &w, &mut wf).unwrap();
             for r in 0..n {
                 let want: f64 = (0..k).map(|i| wf[r * k + i] as f64 * x[i] as f64).sum();
-                let scale: f64 = (0..k).map(|i| (wf[r * k + i] as f64 * x[i] as f64).abs()).sum();
+                let scale: f64 = (0..k)
+                    .map(|i| (wf[r * k + i] as f64 * x[i] as f64).abs())
+                    .sum();
                 let err = (out[r] as f64 - want).abs();
-                assert!(err <= 1e-2 * scale + 1e-6, "{ty} row {r}: {} vs {want} (scale {scale})", out[r]);
+                assert!(
+                    err <= 1e-2 * scale + 1e-6,
+                    "{ty} row {r}: {} vs {want} (scale {scale})",
+                    out[r]
+                );
             }
         }
     }
@@ -794,14 +871,30 @@ mod tests {
     #[test]
     fn simd_matches_scalar() {
         let mut seed = 42u64;
-        for ty in [GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q5_0, GgmlType::Q5_1, GgmlType::Q8_0] {
+        for ty in [
+            GgmlType::Q4_0,
+            GgmlType::Q4_1,
+            GgmlType::Q5_0,
+            GgmlType::Q5_1,
+            GgmlType::Q8_0,
+        ] {
             for nb in [1usize, 3, 17] {
                 let w = random_blocks(ty, nb, &mut seed);
                 let x: Vec<f32> = (0..nb * QK).map(|_| lcg(&mut seed) * 3.0).collect();
-                let mut xq = vec![BlockQ8 { qs: [0; QK], d: 0.0, s: 0.0 }; nb];
+                let mut xq = vec![
+                    BlockQ8 {
+                        qs: [0; QK],
+                        d: 0.0,
+                        s: 0.0
+                    };
+                    nb
+                ];
                 quantize_row_q8(&x, &mut xq);
                 let (a, b) = ((row_dot(ty).one)(&w, &xq), scalar_dot(ty)(&w, &xq));
-                assert!((a - b).abs() <= 1e-4 * (1.0 + b.abs()), "{ty} nb={nb}: {a} vs {b}");
+                assert!(
+                    (a - b).abs() <= 1e-4 * (1.0 + b.abs()),
+                    "{ty} nb={nb}: {a} vs {b}"
+                );
             }
         }
     }

@@ -49,7 +49,10 @@ impl ModelConfig {
             None => return Err(missing("general.architecture")),
         };
         let arch = Arch::from_name(arch_name)?;
-        let keys = Keys { file, prefix: arch.name() };
+        let keys = Keys {
+            file,
+            prefix: arch.name(),
+        };
 
         if keys.opt_usize("expert_count", MAX_DIM)?.unwrap_or(0) > 0 {
             return Err(Error::unsupported(format!(
@@ -60,7 +63,9 @@ impl ModelConfig {
         let n_layers = keys.usize("block_count", MAX_LAYERS)?;
         let ffn_dim = keys.usize("feed_forward_length", MAX_DIM)?;
         let heads = keys.usize("attention.head_count", MAX_DIM)?;
-        let kv_heads = keys.opt_usize("attention.head_count_kv", MAX_DIM)?.unwrap_or(heads);
+        let kv_heads = keys
+            .opt_usize("attention.head_count_kv", MAX_DIM)?
+            .unwrap_or(heads);
         let context_length = keys.usize("context_length", MAX_CONTEXT)?;
         let rms_eps = keys.f64("attention.layer_norm_rms_epsilon")? as f32;
         let theta = keys.opt_f64("rope.freq_base")?.unwrap_or(10000.0) as f32;
@@ -88,14 +93,18 @@ impl ModelConfig {
                 )));
             }
         }
-        let n_rot = keys.opt_usize("rope.dimension_count", MAX_DIM)?.unwrap_or(head_dim);
+        let n_rot = keys
+            .opt_usize("rope.dimension_count", MAX_DIM)?
+            .unwrap_or(head_dim);
         if n_rot > head_dim || n_rot % 2 != 0 {
             return Err(Error::gguf(format!(
                 "the rotated dimensions per head ({n_rot}, {}.rope.dimension_count or the head size) must be even and at most the head size {head_dim}",
                 arch.name()
             )));
         }
-        if !(rms_eps.is_finite() && rms_eps >= 0.0) || !(theta.is_finite() && theta > 0.0) {
+        let valid_eps = rms_eps.is_finite() && rms_eps >= 0.0;
+        let valid_theta = theta.is_finite() && theta > 0.0;
+        if !valid_eps || !valid_theta {
             return Err(Error::gguf(format!(
                 "bad {0}.attention.layer_norm_rms_epsilon ({rms_eps}) or {0}.rope.freq_base ({theta})",
                 arch.name()
@@ -106,12 +115,17 @@ impl ModelConfig {
             Some("linear") => {
                 let f = keys.opt_f64("rope.scaling.factor")?.unwrap_or(1.0) as f32;
                 if !(f.is_finite() && f > 0.0) {
-                    return Err(Error::gguf(format!("bad {}.rope.scaling.factor {f}", arch.name())));
+                    return Err(Error::gguf(format!(
+                        "bad {}.rope.scaling.factor {f}",
+                        arch.name()
+                    )));
                 }
                 f
             }
             Some(other) => {
-                return Err(Error::unsupported(format!("rope scaling type {other:?} is not supported")))
+                return Err(Error::unsupported(format!(
+                    "rope scaling type {other:?} is not supported"
+                )))
             }
         };
 
@@ -120,7 +134,9 @@ impl ModelConfig {
             .tensor_info("token_embd.weight")
             .ok_or_else(|| Error::gguf("tensor \"token_embd.weight\" not found in the file"))?;
         let embd_rows = embd.n_rows();
-        let vocab_size = keys.opt_usize("vocab_size", usize::MAX)?.unwrap_or(embd_rows);
+        let vocab_size = keys
+            .opt_usize("vocab_size", usize::MAX)?
+            .unwrap_or(embd_rows);
         if vocab_size != embd_rows || vocab_size == 0 {
             return Err(Error::gguf(format!(
                 "{}.vocab_size ({vocab_size}) disagrees with token_embd.weight's {embd_rows} rows",
@@ -139,7 +155,11 @@ impl ModelConfig {
             vocab_size,
             context_length,
             rms_eps,
-            rope: RopeParams { theta, neox: arch.rope_neox(), n_rot },
+            rope: RopeParams {
+                theta,
+                neox: arch.rope_neox(),
+                n_rot,
+            },
             rope_linear_scale,
             tied_embeddings: file.tensor_info("output.weight").is_none(),
         })
@@ -178,7 +198,9 @@ impl Keys<'_> {
         let Some(v) = v else { return Ok(None) };
         match v.as_int() {
             Some(n) if n >= 1 && n <= max as i128 => Ok(Some(n as usize)),
-            Some(n) => Err(Error::gguf(format!("metadata key {full:?} = {n} is out of range 1..={max}"))),
+            Some(n) => Err(Error::gguf(format!(
+                "metadata key {full:?} = {n} is out of range 1..={max}"
+            ))),
             None => Err(Error::gguf(format!(
                 "metadata key {full:?} must be an integer, found {}",
                 v.type_name()
@@ -195,7 +217,10 @@ impl Keys<'_> {
         let (full, v) = self.get(key);
         let Some(v) = v else { return Ok(None) };
         v.as_f64().map(Some).ok_or_else(|| {
-            Error::gguf(format!("metadata key {full:?} must be a number, found {}", v.type_name()))
+            Error::gguf(format!(
+                "metadata key {full:?} must be a number, found {}",
+                v.type_name()
+            ))
         })
     }
 
@@ -208,7 +233,10 @@ impl Keys<'_> {
         let (full, v) = self.get(key);
         let Some(v) = v else { return Ok(None) };
         v.as_str().map(Some).ok_or_else(|| {
-            Error::gguf(format!("metadata key {full:?} must be a string, found {}", v.type_name()))
+            Error::gguf(format!(
+                "metadata key {full:?} must be a string, found {}",
+                v.type_name()
+            ))
         })
     }
 }

@@ -6,9 +6,9 @@ use crate::backend::{Backend, KvDtype};
 use crate::error::{Error, Result};
 use crate::gguf::GgufFile;
 use crate::model::config::ModelConfig;
-use crate::model::Interrupt;
 use crate::model::kv_cache::KvCache;
 use crate::model::weights::Weights;
+use crate::model::Interrupt;
 
 /// Tokens per forward chunk during prefill (bounds the activation scratch).
 pub const MAX_BATCH: usize = 256;
@@ -17,19 +17,19 @@ const LOGIT_ROWS: usize = 16;
 
 /// Activation scratch, sized once for the largest chunk. Shapes `[rows, width]`.
 struct Scratch<B: Backend> {
-    x: B::Buf,      // [MAX_BATCH, dim]      the residual stream
-    xb: B::Buf,     // [MAX_BATCH, dim]      normed input of a block, then its output
-    q: B::Buf,      // [MAX_BATCH, q_dim]
-    k: B::Buf,      // [MAX_BATCH, kv_dim]
-    v: B::Buf,      // [MAX_BATCH, kv_dim]
-    att: B::Buf,    // [MAX_BATCH, q_dim]    attention output, heads concatenated
-    gate: B::Buf,   // [MAX_BATCH, ffn_dim]
-    up: B::Buf,     // [MAX_BATCH, ffn_dim]
-    hidden: B::Buf, // [MAX_BATCH, ffn_dim]  silu(gate) * up
-    head_in: B::Buf, // [LOGIT_ROWS, dim]    rows picked for the LM head
+    x: B::Buf,         // [MAX_BATCH, dim]      the residual stream
+    xb: B::Buf,        // [MAX_BATCH, dim]      normed input of a block, then its output
+    q: B::Buf,         // [MAX_BATCH, q_dim]
+    k: B::Buf,         // [MAX_BATCH, kv_dim]
+    v: B::Buf,         // [MAX_BATCH, kv_dim]
+    att: B::Buf,       // [MAX_BATCH, q_dim]    attention output, heads concatenated
+    gate: B::Buf,      // [MAX_BATCH, ffn_dim]
+    up: B::Buf,        // [MAX_BATCH, ffn_dim]
+    hidden: B::Buf,    // [MAX_BATCH, ffn_dim]  silu(gate) * up
+    head_in: B::Buf,   // [LOGIT_ROWS, dim]    rows picked for the LM head
     head_norm: B::Buf, // [LOGIT_ROWS, dim]
-    logits: B::Buf, // [LOGIT_ROWS, vocab]
-    one: B::Buf,    // [1]                   a single logit, read back to check it
+    logits: B::Buf,    // [LOGIT_ROWS, vocab]
+    one: B::Buf,       // [1]                   a single logit, read back to check it
 }
 
 /// A loaded model on one backend: weights, KV cache and scratch.
@@ -68,7 +68,14 @@ impl<B: Backend> Transformer<B> {
             logits: b.zeros(LOGIT_ROWS * cfg.vocab_size)?,
             one: b.zeros(1)?,
         };
-        Ok(Transformer { backend, cfg, weights, kv, max_batch, s })
+        Ok(Transformer {
+            backend,
+            cfg,
+            weights,
+            kv,
+            max_batch,
+            s,
+        })
     }
 
     fn check(&self, ids: &[u32], pos0: usize) -> Result<()> {
@@ -115,7 +122,18 @@ impl<B: Backend> Transformer<B> {
             b.kv_append(&mut self.kv.k[l], &s.k, pos0, t, c.kv_dim())?;
             b.kv_append(&mut self.kv.v[l], &s.v, pos0, t, c.kv_dim())?;
             let (kc, vc) = (&self.kv.k[l], &self.kv.v[l]);
-            b.attention(&s.q, kc, vc, t, pos0 + t, c.heads, c.kv_heads, c.head_dim, scale, &mut s.att)?;
+            b.attention(
+                &s.q,
+                kc,
+                vc,
+                t,
+                pos0 + t,
+                c.heads,
+                c.kv_heads,
+                c.head_dim,
+                scale,
+                &mut s.att,
+            )?;
             b.matmul(&s.att, &lw.wo, t, &mut s.xb)?;
             b.add(&mut s.x, &s.xb, t * c.dim)?;
 
@@ -140,12 +158,7 @@ impl<B: Backend> Transformer<B> {
 
     /// Evaluate `ids` at positions `pos0..` (the cache must hold positions `0..pos0`), keeping
     /// only the last token's logits, on the device. `interrupt` is called between chunks.
-    pub fn eval(
-        &mut self,
-        ids: &[u32],
-        pos0: usize,
-        interrupt: Interrupt,
-    ) -> Result<()> {
+    pub fn eval(&mut self, ids: &[u32], pos0: usize, interrupt: Interrupt) -> Result<()> {
         self.check(ids, pos0)?;
         let mut pos = pos0;
         for chunk in ids.chunks(self.max_batch) {
@@ -168,7 +181,11 @@ impl<B: Backend> Transformer<B> {
     ) -> Result<()> {
         self.check(ids, pos0)?;
         let vocab = self.cfg.vocab_size;
-        assert_eq!(out.len(), ids.len() * vocab, "eval_all: out must be [ids, vocab]");
+        assert_eq!(
+            out.len(),
+            ids.len() * vocab,
+            "eval_all: out must be [ids, vocab]"
+        );
         let mut done = 0;
         for chunk in ids.chunks(self.max_batch) {
             interrupt()?;
@@ -186,14 +203,16 @@ impl<B: Backend> Transformer<B> {
 
     /// The logits of the last `eval` (its last token) on the host: `out [vocab]`.
     pub fn last_logits(&self, out: &mut [f32]) -> Result<()> {
-        self.backend.download(&self.s.logits, &mut out[..self.cfg.vocab_size])
+        self.backend
+            .download(&self.s.logits, &mut out[..self.cfg.vocab_size])
     }
 
     /// Greedy pick from the last `eval`'s logits, on the device: (token id, its logit).
     /// Only the id and one float come back to the host.
     pub fn last_argmax(&mut self) -> Result<(u32, f32)> {
         let id = self.backend.argmax(&self.s.logits, self.cfg.vocab_size)?;
-        self.backend.copy_rows(&self.s.logits, id as usize, 1, 1, &mut self.s.one)?;
+        self.backend
+            .copy_rows(&self.s.logits, id as usize, 1, 1, &mut self.s.one)?;
         let mut value = [0.0f32];
         self.backend.download(&self.s.one, &mut value)?;
         Ok((id, value[0]))

@@ -29,7 +29,13 @@ impl<B: Backend> KvCache<B> {
             k.push(backend.kv_cache(n, dtype)?);
             v.push(backend.kv_cache(n, dtype)?);
         }
-        Ok(KvCache { k, v, n_ctx, kv_dim, dtype })
+        Ok(KvCache {
+            k,
+            v,
+            n_ctx,
+            kv_dim,
+            dtype,
+        })
     }
 
     /// Bytes the cache takes on the device.

@@ -103,7 +103,10 @@ struct OnRayonPool<M> {
 impl<M: LanguageModel> OnRayonPool<M> {
     fn new(model: M) -> Self {
         let vocab = model.config().vocab_size;
-        OnRayonPool { model, logits: vec![0.0; vocab] }
+        OnRayonPool {
+            model,
+            logits: vec![0.0; vocab],
+        }
     }
 }
 
@@ -166,7 +169,9 @@ pub fn load(
     Ok(match device {
         Device::Cpu => {
             let kv = kv_dtype.unwrap_or(KvDtype::F32);
-            Box::new(OnRayonPool::new(Transformer::load(CpuBackend, file, n_ctx, kv)?))
+            Box::new(OnRayonPool::new(Transformer::load(
+                CpuBackend, file, n_ctx, kv,
+            )?))
         }
         Device::Gpu(dev) => {
             let kv = kv_dtype.unwrap_or(KvDtype::F16);

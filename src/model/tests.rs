@@ -12,7 +12,10 @@ struct Lcg(u64);
 
 impl Lcg {
     fn next(&mut self) -> f32 {
-        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         ((self.0 >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
     }
     fn vec(&mut self, n: usize, scale: f32) -> Vec<f32> {
@@ -54,7 +57,8 @@ impl GgufBuilder {
     /// A tensor of NumPy shape `shape`, stored as `ty` (2-D tensors only when quantized).
     fn tensor(&mut self, name: &str, shape: &[usize], ty: GgmlType, values: &[f32]) -> &mut Self {
         let bytes = quants::quantize(ty, values).expect("quantizable test tensor");
-        self.tensors.push((name.to_string(), shape.to_vec(), ty, bytes));
+        self.tensors
+            .push((name.to_string(), shape.to_vec(), ty, bytes));
         self
     }
     fn bytes(&self) -> Vec<u8> {
@@ -112,10 +116,20 @@ fn tiny_model(arch: Arch, matrices: GgmlType, seed: u64) -> GgufFile {
     let (q, kv) = (HEADS * HEAD_DIM, KV_HEADS * HEAD_DIM);
     let s = |n: usize| 1.0 / (n as f32).sqrt() * 1.7; // uniform(-1, 1) has std 1/sqrt(3)
     let norm = |r: &mut Lcg| r.vec(DIM, 0.1).iter().map(|v| 1.0 + v).collect::<Vec<_>>();
-    b.tensor("token_embd.weight", &[VOCAB, DIM], matrices, &r.vec(VOCAB * DIM, 1.0));
+    b.tensor(
+        "token_embd.weight",
+        &[VOCAB, DIM],
+        matrices,
+        &r.vec(VOCAB * DIM, 1.0),
+    );
     b.tensor("output_norm.weight", &[DIM], GgmlType::F32, &norm(&mut r));
     if arch == Arch::Llama {
-        b.tensor("output.weight", &[VOCAB, DIM], matrices, &r.vec(VOCAB * DIM, s(DIM)));
+        b.tensor(
+            "output.weight",
+            &[VOCAB, DIM],
+            matrices,
+            &r.vec(VOCAB * DIM, s(DIM)),
+        );
         let freqs: Vec<f32> = r.vec(HEAD_DIM / 2, 1.0).iter().map(|v| 2.0 + v).collect();
         b.tensor("rope_freqs.weight", &[HEAD_DIM / 2], GgmlType::F32, &freqs);
     }
@@ -123,13 +137,48 @@ fn tiny_model(arch: Arch, matrices: GgmlType, seed: u64) -> GgufFile {
         let n = |t: &str| format!("blk.{l}.{t}");
         b.tensor(&n("attn_norm.weight"), &[DIM], GgmlType::F32, &norm(&mut r));
         b.tensor(&n("ffn_norm.weight"), &[DIM], GgmlType::F32, &norm(&mut r));
-        b.tensor(&n("attn_q.weight"), &[q, DIM], matrices, &r.vec(q * DIM, s(DIM)));
-        b.tensor(&n("attn_k.weight"), &[kv, DIM], matrices, &r.vec(kv * DIM, s(DIM)));
-        b.tensor(&n("attn_v.weight"), &[kv, DIM], matrices, &r.vec(kv * DIM, s(DIM)));
-        b.tensor(&n("attn_output.weight"), &[DIM, q], matrices, &r.vec(DIM * q, s(q)));
-        b.tensor(&n("ffn_gate.weight"), &[FFN, DIM], matrices, &r.vec(FFN * DIM, s(DIM)));
-        b.tensor(&n("ffn_up.weight"), &[FFN, DIM], matrices, &r.vec(FFN * DIM, s(DIM)));
-        b.tensor(&n("ffn_down.weight"), &[DIM, FFN], matrices, &r.vec(DIM * FFN, s(FFN)));
+        b.tensor(
+            &n("attn_q.weight"),
+            &[q, DIM],
+            matrices,
+            &r.vec(q * DIM, s(DIM)),
+        );
+        b.tensor(
+            &n("attn_k.weight"),
+            &[kv, DIM],
+            matrices,
+            &r.vec(kv * DIM, s(DIM)),
+        );
+        b.tensor(
+            &n("attn_v.weight"),
+            &[kv, DIM],
+            matrices,
+            &r.vec(kv * DIM, s(DIM)),
+        );
+        b.tensor(
+            &n("attn_output.weight"),
+            &[DIM, q],
+            matrices,
+            &r.vec(DIM * q, s(q)),
+        );
+        b.tensor(
+            &n("ffn_gate.weight"),
+            &[FFN, DIM],
+            matrices,
+            &r.vec(FFN * DIM, s(DIM)),
+        );
+        b.tensor(
+            &n("ffn_up.weight"),
+            &[FFN, DIM],
+            matrices,
+            &r.vec(FFN * DIM, s(DIM)),
+        );
+        b.tensor(
+            &n("ffn_down.weight"),
+            &[DIM, FFN],
+            matrices,
+            &r.vec(DIM * FFN, s(FFN)),
+        );
         if arch == Arch::Qwen2 {
             b.tensor(&n("attn_q.bias"), &[q], GgmlType::F32, &r.vec(q, 0.5));
             b.tensor(&n("attn_k.bias"), &[kv], GgmlType::F32, &r.vec(kv, 0.5));
@@ -158,11 +207,16 @@ fn decode_logits<B: Backend>(
     t.last_logits(&mut logits).unwrap();
     out.push(logits.clone());
     for pos in n_prompt..tokens.len() {
-        t.eval(&tokens[pos..pos + 1], pos, &mut no_interrupt()).unwrap();
+        t.eval(&tokens[pos..pos + 1], pos, &mut no_interrupt())
+            .unwrap();
         t.last_logits(&mut logits).unwrap();
         let (id, value) = t.last_argmax().unwrap();
         assert_eq!(value, logits[id as usize]);
-        assert_eq!(id, crate::sampling::argmax(&logits), "device argmax at position {pos}");
+        assert_eq!(
+            id,
+            crate::sampling::argmax(&logits),
+            "device argmax at position {pos}"
+        );
         out.push(logits.clone());
     }
     out
@@ -170,7 +224,11 @@ fn decode_logits<B: Backend>(
 
 /// max |a - b| / max |b|.
 fn rel_err(a: &[f32], b: &[f32]) -> f32 {
-    let num = a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max);
+    let num = a
+        .iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max);
     num / b.iter().map(|y| y.abs()).fold(1e-30, f32::max)
 }
 
@@ -179,18 +237,26 @@ const N_PROMPT: usize = 5;
 
 #[test]
 fn cpu_decode_with_kv_cache_equals_batched_recompute() {
-    for (arch, ty) in [(Arch::Qwen2, GgmlType::F32), (Arch::Llama, GgmlType::F32), (Arch::Llama, GgmlType::Q8_0)]
-    {
+    for (arch, ty) in [
+        (Arch::Qwen2, GgmlType::F32),
+        (Arch::Llama, GgmlType::F32),
+        (Arch::Llama, GgmlType::Q8_0),
+    ] {
         let file = tiny_model(arch, ty, 11);
         let mut t = Transformer::load(CpuBackend, &file, 32, KvDtype::F32).unwrap();
         let mut all = vec![0.0; TOKENS.len() * VOCAB];
-        t.eval_all(&TOKENS, 0, &mut all, &mut no_interrupt()).unwrap();
+        t.eval_all(&TOKENS, 0, &mut all, &mut no_interrupt())
+            .unwrap();
         let steps = decode_logits(CpuBackend, &file, KvDtype::F32, &TOKENS, N_PROMPT);
         for (i, step) in steps.iter().enumerate() {
             let row = N_PROMPT - 1 + i;
             let want = &all[row * VOCAB..(row + 1) * VOCAB];
             // The quantized path rounds activations per row, the same at any batch size.
-            assert!(rel_err(step, want) < 1e-5, "{arch:?} {ty}: position {row}: {}", rel_err(step, want));
+            assert!(
+                rel_err(step, want) < 1e-5,
+                "{arch:?} {ty}: position {row}: {}",
+                rel_err(step, want)
+            );
         }
     }
 }
@@ -200,9 +266,15 @@ fn model_errors_name_the_problem() {
     let file = tiny_model(Arch::Qwen2, GgmlType::F32, 5);
     let mut t = Transformer::load(CpuBackend, &file, 8, KvDtype::F32).unwrap();
     let e = t.eval(&[VOCAB as u32], 0, &mut no_interrupt()).unwrap_err();
-    assert!(matches!(e, crate::Error::InvalidArgument(ref m) if m.contains("vocabulary")), "{e}");
+    assert!(
+        matches!(e, crate::Error::InvalidArgument(ref m) if m.contains("vocabulary")),
+        "{e}"
+    );
     let e = t.eval(&[1; 9], 0, &mut no_interrupt()).unwrap_err();
-    assert!(matches!(e, crate::Error::InvalidArgument(ref m) if m.contains("context of 8")), "{e}");
+    assert!(
+        matches!(e, crate::Error::InvalidArgument(ref m) if m.contains("context of 8")),
+        "{e}"
+    );
     assert!(Transformer::load(CpuBackend, &file, 0, KvDtype::F32).is_err());
 }
 
@@ -226,7 +298,10 @@ fn gpu_backend_forward_on_the_emulator_matches_the_cpu() {
             let cpu = decode_logits(CpuBackend, &file, kv, &TOKENS, N_PROMPT);
             for (step, (g, c)) in gpu.iter().zip(&cpu).enumerate() {
                 let e = rel_err(g, c);
-                assert!(e < tol, "wave {wave} {arch:?} {ty} {kv:?}: step {step}: {e}");
+                assert!(
+                    e < tol,
+                    "wave {wave} {arch:?} {ty} {kv:?}: step {step}: {e}"
+                );
             }
         }
     }

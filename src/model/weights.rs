@@ -27,8 +27,8 @@ pub struct LayerWeights<B: Backend> {
 }
 
 pub struct Weights<B: Backend> {
-    pub token_embd: B::Weight,         // [vocab, dim]
-    pub output_norm: B::Weight,        // [dim]
+    pub token_embd: B::Weight,  // [vocab, dim]
+    pub output_norm: B::Weight, // [dim]
     /// The LM head `[vocab, dim]`; `None` when tied to `token_embd`.
     pub output: Option<B::Weight>,
     /// Rope frequency divisors `[n_rot / 2]` (Llama 3 `rope_freqs`, times any linear scaling).
@@ -65,8 +65,13 @@ fn expected_shape(role: Role, c: &ModelConfig) -> Vec<usize> {
 fn is_vector(role: Role) -> bool {
     matches!(
         role,
-        Role::OutputNorm | Role::AttnNorm | Role::FfnNorm | Role::RopeFreqs
-            | Role::AttnQBias | Role::AttnKBias | Role::AttnVBias
+        Role::OutputNorm
+            | Role::AttnNorm
+            | Role::FfnNorm
+            | Role::RopeFreqs
+            | Role::AttnQBias
+            | Role::AttnKBias
+            | Role::AttnVBias
     )
 }
 
@@ -152,12 +157,17 @@ impl<B: Backend> Weights<B> {
             let mut w: HashMap<Role, B::Weight> = HashMap::new();
             for e in table.iter().filter(|e| e.per_layer()) {
                 let name = e.name_for(layer);
-                if let Some(t) = load_tensor(backend, file, cfg, e.role, &name, e.need, &mut nbytes)? {
+                if let Some(t) =
+                    load_tensor(backend, file, cfg, e.role, &name, e.need, &mut nbytes)?
+                {
                     w.insert(e.role, t);
                 }
             }
-            let (bq, bk, bv) =
-                (w.remove(&Role::AttnQBias), w.remove(&Role::AttnKBias), w.remove(&Role::AttnVBias));
+            let (bq, bk, bv) = (
+                w.remove(&Role::AttnQBias),
+                w.remove(&Role::AttnKBias),
+                w.remove(&Role::AttnVBias),
+            );
             let mut take = |role: Role| w.remove(&role).expect("required tensors were checked");
             layers.push(LayerWeights {
                 attn_norm: take(Role::AttnNorm),

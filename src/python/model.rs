@@ -112,10 +112,16 @@ struct Request {
 impl Request {
     fn params(&self) -> Result<GenerateParams> {
         if self.max_tokens < 0 {
-            return Err(Error::invalid(format!("max_tokens must be >= 0, got {}", self.max_tokens)));
+            return Err(Error::invalid(format!(
+                "max_tokens must be >= 0, got {}",
+                self.max_tokens
+            )));
         }
         if self.top_k < 0 {
-            return Err(Error::invalid(format!("top_k must be >= 0, got {}", self.top_k)));
+            return Err(Error::invalid(format!(
+                "top_k must be >= 0, got {}",
+                self.top_k
+            )));
         }
         let sampling = SamplingParams {
             temperature: self.temperature as f32,
@@ -199,7 +205,10 @@ impl PyModel {
                 let ids = e.tokenizer.encode(&prompt, add_bos, true);
                 Generation::new(e, ids, params)
             })?;
-            let it = PyGenerationStream { model: slf.clone().unbind(), state: Mutex::new(generation) };
+            let it = PyGenerationStream {
+                model: slf.clone().unbind(),
+                state: Mutex::new(generation),
+            };
             return Ok(Py::new(py, it)?.into_any());
         }
         let text = this.with_engine(py, |e| {
@@ -233,7 +242,9 @@ impl PyModel {
         let device = device.to_string();
         let n_ctx = match n_ctx {
             Some(n) if n < 1 => {
-                return Err(pyo3::exceptions::PyValueError::new_err(format!("n_ctx must be >= 1, got {n}")))
+                return Err(pyo3::exceptions::PyValueError::new_err(format!(
+                    "n_ctx must be >= 1, got {n}"
+                )))
             }
             Some(n) => Some(n as usize),
             None => None,
@@ -253,7 +264,9 @@ impl PyModel {
         let progress = verbose && std::io::IsTerminal::is_terminal(&std::io::stderr());
         let label = format!(
             "rocmforge: loading {}",
-            path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
+            path.file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default()
         );
         let (file, engine) = py
             .detach(move || -> Result<(GgufFile, Engine)> {
@@ -309,7 +322,9 @@ impl PyModel {
                 engine.model.n_ctx(),
                 t0.elapsed().as_secs_f64()
             );
-            py.import("sys")?.getattr("stderr")?.call_method1("write", (msg + "\n",))?;
+            py.import("sys")?
+                .getattr("stderr")?
+                .call_method1("write", (msg + "\n",))?;
         }
         Ok(PyModel {
             engine: Mutex::new(Some(engine)),
@@ -365,7 +380,16 @@ impl PyModel {
         stream: bool,
     ) -> PyResult<Py<PyAny>> {
         let stop = parse_stop(stop)?;
-        let req = Request { max_tokens, temperature, top_k, top_p, min_p, repeat_penalty, seed, stop };
+        let req = Request {
+            max_tokens,
+            temperature,
+            top_k,
+            top_p,
+            min_p,
+            repeat_penalty,
+            seed,
+            stop,
+        };
         Self::start(slf, prompt, None, req, stream)
     }
 
@@ -396,26 +420,29 @@ impl PyModel {
         stop: Option<&Bound<'_, PyAny>>,
         stream: bool,
     ) -> PyResult<Py<PyAny>> {
-        let messages: Vec<ChatMessage> = messages.extract::<Vec<BTreeMap<String, String>>>().map_err(|_| {
-            pyo3::exceptions::PyTypeError::new_err(
-                "messages must be a list of dicts of strings, e.g. [{\"role\": \"user\", \"content\": \"Hi\"}]",
-            )
-        })?;
+        let messages = parse_messages(messages)?;
         let stop = parse_stop(stop)?;
-        let req = Request { max_tokens, temperature, top_k, top_p, min_p, repeat_penalty, seed, stop };
-        let (prompt, add_bos) = slf.get().with_engine(slf.py(), |e| {
-            let template = e.chat_template.clone().ok_or_else(|| {
-                Error::invalid("this model file has no tokenizer.chat_template; use generate()")
-            })?;
-            let text_of = |id: Option<u32>| id.map(|id| e.tokenizer.decode_with(&[id], true)).transpose();
-            let bos = text_of(e.tokenizer.bos())?.unwrap_or_default();
-            let eos = text_of(e.tokenizer.eos())?.unwrap_or_default();
-            let prompt = render_chat(&template, &messages, &bos, &eos)?;
-            // Templates that write the BOS token themselves must not get a second one.
-            let add_bos = (!bos.is_empty() && prompt.starts_with(&bos)).then_some(false);
-            Ok((prompt, add_bos))
-        })?;
+        let req = Request {
+            max_tokens,
+            temperature,
+            top_k,
+            top_p,
+            min_p,
+            repeat_penalty,
+            seed,
+            stop,
+        };
+        let (prompt, add_bos) = slf
+            .get()
+            .with_engine(slf.py(), |e| chat_prompt(e, &messages))?;
         Self::start(slf, prompt, add_bos, req, stream)
+    }
+
+    /// The prompt `chat(messages)` generates from: the file's chat template rendered for
+    /// `messages`, the assistant's turn opened.
+    fn apply_chat_template(&self, py: Python<'_>, messages: &Bound<'_, PyAny>) -> PyResult<String> {
+        let messages = parse_messages(messages)?;
+        self.with_engine(py, |e| Ok(chat_prompt(e, &messages)?.0))
     }
 
     /// Generate from token ids (no BOS is added), returning the generated ids (an ending
@@ -437,7 +464,16 @@ impl PyModel {
         repeat_penalty: f64,
         seed: Option<u64>,
     ) -> PyResult<Vec<u32>> {
-        let req = Request { max_tokens, temperature, top_k, top_p, min_p, repeat_penalty, seed, stop: vec![] };
+        let req = Request {
+            max_tokens,
+            temperature,
+            top_k,
+            top_p,
+            min_p,
+            repeat_penalty,
+            seed,
+            stop: vec![],
+        };
         let params = req.params().py()?;
         let ids = py_ints(&ids)?;
         self.with_engine(py, |e| {
@@ -449,14 +485,25 @@ impl PyModel {
     /// Token ids of `text`; `add_bos` None follows the file's `add_bos_token`; `special`
     /// parses special-token text such as `<|im_start|>`.
     #[pyo3(signature = (text, add_bos=None, special=true))]
-    fn tokenize(&self, py: Python<'_>, text: String, add_bos: Option<bool>, special: bool) -> PyResult<Vec<u32>> {
+    fn tokenize(
+        &self,
+        py: Python<'_>,
+        text: String,
+        add_bos: Option<bool>,
+        special: bool,
+    ) -> PyResult<Vec<u32>> {
         self.with_engine(py, |e| Ok(e.tokenizer.encode(&text, add_bos, special)))
     }
 
     /// The text of token ids (ids outside the vocabulary are a ValueError); `special`
     /// renders control tokens such as `<|im_end|>` as their text.
     #[pyo3(signature = (ids, special=true))]
-    fn detokenize(&self, py: Python<'_>, ids: Vec<Bound<'_, PyAny>>, special: bool) -> PyResult<String> {
+    fn detokenize(
+        &self,
+        py: Python<'_>,
+        ids: Vec<Bound<'_, PyAny>>,
+        special: bool,
+    ) -> PyResult<String> {
         let ids = py_ints(&ids)?;
         self.with_engine(py, |e| {
             let ids = to_ids(&ids, e.vocab_size())?;
@@ -560,8 +607,18 @@ impl PyModel {
 
     fn __repr__(&self, py: Python<'_>) -> String {
         let c = self.config.bind(py);
-        let get = |k: &str| c.get_item(k).ok().flatten().map(|v| v.to_string()).unwrap_or_default();
-        let types: Vec<String> = self.types.iter().map(|(t, n)| format!("{t}: {n}")).collect();
+        let get = |k: &str| {
+            c.get_item(k)
+                .ok()
+                .flatten()
+                .map(|v| v.to_string())
+                .unwrap_or_default()
+        };
+        let types: Vec<String> = self
+            .types
+            .iter()
+            .map(|(t, n)| format!("{t}: {n}"))
+            .collect();
         format!(
             "Model({:?}, architecture={}, parameters={}, types={{{}}}, layers={}, device={:?}, n_ctx={}, kv_dtype={}{})",
             self.path,
@@ -590,7 +647,10 @@ fn py_ints(ids: &[Bound<'_, PyAny>]) -> PyResult<Vec<i64>> {
                 } else {
                     pyo3::exceptions::PyTypeError::new_err(format!(
                         "token ids must be ints, got {}",
-                        x.get_type().name().map(|n| n.to_string()).unwrap_or_default()
+                        x.get_type()
+                            .name()
+                            .map(|n| n.to_string())
+                            .unwrap_or_default()
                     ))
                 }
             })
@@ -608,12 +668,40 @@ fn human_count(n: u64) -> String {
     }
 }
 
+/// `messages`: a list of dicts of strings.
+fn parse_messages(messages: &Bound<'_, PyAny>) -> PyResult<Vec<ChatMessage>> {
+    messages.extract::<Vec<BTreeMap<String, String>>>().map_err(|_| {
+        pyo3::exceptions::PyTypeError::new_err(
+            "messages must be a list of dicts of strings, e.g. [{\"role\": \"user\", \"content\": \"Hi\"}]",
+        )
+    })
+}
+
+/// The chat prompt for `messages`, and the `add_bos` to tokenize it with: templates that
+/// write the BOS token themselves must not get a second one.
+fn chat_prompt(e: &Engine, messages: &[ChatMessage]) -> Result<(String, Option<bool>)> {
+    let template = e.chat_template.as_deref().ok_or_else(|| {
+        Error::invalid("this model file has no tokenizer.chat_template; use generate()")
+    })?;
+    let text_of = |id: Option<u32>| {
+        id.map(|id| e.tokenizer.decode_with(&[id], true))
+            .transpose()
+    };
+    let bos = text_of(e.tokenizer.bos())?.unwrap_or_default();
+    let eos = text_of(e.tokenizer.eos())?.unwrap_or_default();
+    let prompt = render_chat(template, messages, &bos, &eos)?;
+    let add_bos = (!bos.is_empty() && prompt.starts_with(&bos)).then_some(false);
+    Ok((prompt, add_bos))
+}
+
 /// Python ints to token ids, each checked against the vocabulary.
 fn to_ids(ids: &[i64], vocab: usize) -> Result<Vec<u32>> {
     ids.iter()
         .map(|&t| {
             if t < 0 || t as u64 >= vocab as u64 {
-                Err(Error::invalid(format!("token id {t} is outside the vocabulary (size {vocab})")))
+                Err(Error::invalid(format!(
+                    "token id {t} is outside the vocabulary (size {vocab})"
+                )))
             } else {
                 Ok(t as u32)
             }
