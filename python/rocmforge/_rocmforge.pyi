@@ -23,6 +23,7 @@ __all__ = [
     "devices",
     "gpu_launch_count",
     "gpu_bench",
+    "bench_model",
 ]
 ops: ModuleType
 
@@ -124,6 +125,9 @@ def gpu_launch_count(index: int = 0) -> int: ...
 def gpu_bench(
     op: str, params: Dict[str, float], dtype: str = "F32", warmup: int = 5, iters: int = 20
 ) -> List[float]: ...
+def bench_model(
+    path: str, device: str = "gpu", n_prompt: int = 512, n_gen: int = 128, repeats: int = 3
+) -> Dict[str, Any]: ...
 
 @final
 class GenerationStream(Iterator[str]):
@@ -176,6 +180,7 @@ class Model:
         *,
         stream: Literal[True],
     ) -> GenerationStream: ...
+    def apply_chat_template(self, messages: List[Dict[str, str]]) -> str: ...
     @overload
     def chat(
         self,
