@@ -205,6 +205,7 @@ class Model:
         *,
         stream: Literal[True],
     ) -> GenerationStream: ...
+    def apply_chat_template(self, messages: Sequence[Dict[str, str]]) -> str: ...
     def generate_tokens(
         self,
         ids: _Ints,
