@@ -180,7 +180,6 @@ class Model:
         *,
         stream: Literal[True],
     ) -> GenerationStream: ...
-    def apply_chat_template(self, messages: List[Dict[str, str]]) -> str: ...
     @overload
     def chat(
         self,
@@ -210,6 +209,7 @@ class Model:
         *,
         stream: Literal[True],
     ) -> GenerationStream: ...
+    def apply_chat_template(self, messages: Sequence[Dict[str, str]]) -> str: ...
     def generate_tokens(
         self,
         ids: _Ints,

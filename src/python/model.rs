@@ -438,8 +438,13 @@ impl PyModel {
         Self::start(slf, prompt, add_bos, req, stream)
     }
 
-    /// The prompt `chat(messages)` generates from: the file's chat template rendered for
-    /// `messages`, the assistant's turn opened.
+    /// The prompt text `chat(messages)` generates from: the file's `tokenizer.chat_template`
+    /// rendered for `messages` (as Hugging Face's `apply_chat_template` renders it, with
+    /// `add_generation_prompt=True`), the assistant's turn opened.
+    ///
+    /// Raises:
+    ///     TypeError: `messages` is not a list of dicts of strings.
+    ///     ValueError: the file has no chat template, or the template fails to render.
     fn apply_chat_template(&self, py: Python<'_>, messages: &Bound<'_, PyAny>) -> PyResult<String> {
         let messages = parse_messages(messages)?;
         self.with_engine(py, |e| Ok(chat_prompt(e, &messages)?.0))
