@@ -16,7 +16,11 @@ pub enum Error {
     Device(String),
     /// Device memory exhausted: says needed vs free.
     #[error("out of device memory in {what}: needed {needed} bytes, {free} bytes free")]
-    OutOfMemory { what: String, needed: u64, free: u64 },
+    OutOfMemory {
+        what: String,
+        needed: u64,
+        free: u64,
+    },
     /// A bad argument value (Python `ValueError`).
     #[error("{0}")]
     InvalidArgument(String),
@@ -31,7 +35,10 @@ pub enum Error {
     Interrupted,
     /// Operating-system I/O errors keep their kind (not found, permission, is a directory).
     #[error("{path}: {source}")]
-    Io { path: String, source: std::io::Error },
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
 }
 
 pub type Result<T> = std::result::Result<T, Error>;

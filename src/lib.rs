@@ -4,16 +4,16 @@
 //! transformer op: CPU reference + GPU launch) -> `backend` (device runtimes) -> `model`
 //! (config, weights, forward, KV cache) -> `tokenizer`, `sampling`, `generate` -> `python`.
 
-pub mod error;
 pub mod backend;
 pub mod bench;
-pub mod gguf;
-pub mod ops;
-pub mod tokenizer;
-pub mod model;
-pub mod sampling;
 pub mod chat;
+pub mod error;
 pub mod generate;
+pub mod gguf;
+pub mod model;
+pub mod ops;
+pub mod sampling;
+pub mod tokenizer;
 
 #[cfg(feature = "python")]
 mod python;

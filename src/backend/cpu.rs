@@ -27,7 +27,12 @@ pub struct CpuWeight {
 impl CpuWeight {
     /// The weight as a borrowed GGUF matrix.
     pub fn view(&self) -> WeightView<'_> {
-        WeightView { ty: self.ty, rows: self.rows, cols: self.cols, bytes: &self.bytes }
+        WeightView {
+            ty: self.ty,
+            rows: self.rows,
+            cols: self.cols,
+            bytes: &self.bytes,
+        }
     }
 
     /// The values of a vector weight (rows = 1) as f32.
@@ -97,7 +102,13 @@ impl Backend for CpuBackend {
         } else {
             None
         };
-        Ok(CpuWeight { ty, rows, cols, bytes: bytes.to_vec(), floats })
+        Ok(CpuWeight {
+            ty,
+            rows,
+            cols,
+            bytes: bytes.to_vec(),
+            floats,
+        })
     }
 
     fn kv_cache(&self, n: usize, dtype: KvDtype) -> Result<CpuKv> {
@@ -111,7 +122,14 @@ impl Backend for CpuBackend {
         ops::embedding::embedding(&CPU, &table.view(), ids, out)
     }
 
-    fn rms_norm(&self, x: &Vec<f32>, w: &CpuWeight, eps: f32, rows: usize, out: &mut Vec<f32>) -> Result<()> {
+    fn rms_norm(
+        &self,
+        x: &Vec<f32>,
+        w: &CpuWeight,
+        eps: f32,
+        rows: usize,
+        out: &mut Vec<f32>,
+    ) -> Result<()> {
         ops::norm::rms_norm(&CPU, x, w.vector("rms_norm")?, eps, rows, out)
     }
 
@@ -147,11 +165,20 @@ impl Backend for CpuBackend {
         freq_factors: Option<&CpuWeight>,
     ) -> Result<()> {
         let positions: Vec<i64> = (0..seq).map(|t| (pos0 + t) as i64).collect();
-        let ff = freq_factors.map(|w| w.vector("rope freq_factors")).transpose()?;
+        let ff = freq_factors
+            .map(|w| w.vector("rope freq_factors"))
+            .transpose()?;
         ops::rope::rope(&CPU, x, 1, &positions, heads, head_dim, rope, ff)
     }
 
-    fn kv_append(&self, cache: &mut CpuKv, src: &Vec<f32>, pos0: usize, n: usize, row_len: usize) -> Result<()> {
+    fn kv_append(
+        &self,
+        cache: &mut CpuKv,
+        src: &Vec<f32>,
+        pos0: usize,
+        n: usize,
+        row_len: usize,
+    ) -> Result<()> {
         match cache {
             CpuKv::F32(c) => ops::kv_cache::kv_append(&CPU, c, src, pos0, n, row_len),
             CpuKv::F16(c) => ops::kv_cache::kv_append(&CPU, c, src, pos0, n, row_len),
@@ -171,16 +198,36 @@ impl Backend for CpuBackend {
         scale: f32,
         out: &mut Vec<f32>,
     ) -> Result<()> {
-        let shape = AttentionShape { batch: 1, seq_q, seq_k, heads, kv_heads, head_dim };
+        let shape = AttentionShape {
+            batch: 1,
+            seq_q,
+            seq_k,
+            heads,
+            kv_heads,
+            head_dim,
+        };
         use ops::attention::flash_attention;
         match (k, v) {
-            (CpuKv::F32(k), CpuKv::F32(v)) => flash_attention(&CPU, q, k, v, &shape, true, scale, out),
-            (CpuKv::F16(k), CpuKv::F16(v)) => flash_attention(&CPU, q, k, v, &shape, true, scale, out),
-            _ => Err(Error::invalid("attention: the K and V caches have different dtypes")),
+            (CpuKv::F32(k), CpuKv::F32(v)) => {
+                flash_attention(&CPU, q, k, v, &shape, true, scale, out)
+            }
+            (CpuKv::F16(k), CpuKv::F16(v)) => {
+                flash_attention(&CPU, q, k, v, &shape, true, scale, out)
+            }
+            _ => Err(Error::invalid(
+                "attention: the K and V caches have different dtypes",
+            )),
         }
     }
 
-    fn copy_rows(&self, src: &Vec<f32>, src_row: usize, n_rows: usize, row_len: usize, dst: &mut Vec<f32>) -> Result<()> {
+    fn copy_rows(
+        &self,
+        src: &Vec<f32>,
+        src_row: usize,
+        n_rows: usize,
+        row_len: usize,
+        dst: &mut Vec<f32>,
+    ) -> Result<()> {
         let start = src_row.checked_mul(row_len);
         let len = n_rows.checked_mul(row_len);
         let (start, len) = match (start, len) {
@@ -198,6 +245,9 @@ impl Backend for CpuBackend {
     }
 
     fn argmax(&self, x: &Vec<f32>, n: usize) -> Result<u32> {
+        if let Some(first_nan) = x[..n].iter().position(|v| v.is_nan()) {
+            return Ok(first_nan as u32);
+        }
         Ok(ops::argmax::argmax(&CPU, x, n)? as u32)
     }
 

@@ -166,7 +166,13 @@ fn matmul_f32_and_f16_weights_match_f64_loops() {
 fn matmul_and_embedding_of_quantized_weights_match_their_dequantized_values() {
     let mut rng = Rng::new("matmul_quantized");
     let b = CpuBackend;
-    for ty in [GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q5_0, GgmlType::Q5_1, GgmlType::Q8_0] {
+    for ty in [
+        GgmlType::Q4_0,
+        GgmlType::Q4_1,
+        GgmlType::Q5_0,
+        GgmlType::Q5_1,
+        GgmlType::Q8_0,
+    ] {
         // at least 8 outputs: the relative error of a single dot product is ill-conditioned
         for &(m, n, k) in &[(9, 1, 32), (1, 17, 96), (9, 40, 256)] {
             let bytes = match quants::quantize(ty, &rng.vec(n * k)) {
@@ -181,7 +187,11 @@ fn matmul_and_embedding_of_quantized_weights_match_their_dequantized_values() {
             let mut out = b.zeros(m * n).unwrap();
             b.matmul(&x, &weight, m, &mut out).unwrap();
             let want: Vec<f64> = (0..m * n)
-                .map(|mn| (0..k).map(|c| x[mn / n * k + c] as f64 * wf[mn % n * k + c] as f64).sum())
+                .map(|mn| {
+                    (0..k)
+                        .map(|c| x[mn / n * k + c] as f64 * wf[mn % n * k + c] as f64)
+                        .sum()
+                })
                 .collect();
             // The backend rounds the activations to 8 bits for quantized weights (cpu_quant, as
             // llama.cpp does): about 0.3% relative error against the exact product.
@@ -191,7 +201,10 @@ fn matmul_and_embedding_of_quantized_weights_match_their_dequantized_values() {
             let mut rows = b.zeros(ids.len() * k).unwrap();
             b.embedding(&weight, &ids, &mut rows).unwrap();
             for (t, &id) in ids.iter().enumerate() {
-                assert_eq!(&rows[t * k..(t + 1) * k], &wf[id as usize * k..(id as usize + 1) * k]);
+                assert_eq!(
+                    &rows[t * k..(t + 1) * k],
+                    &wf[id as usize * k..(id as usize + 1) * k]
+                );
             }
         }
     }

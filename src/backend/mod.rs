@@ -12,8 +12,8 @@
 //! - Errors are `Error::Device` / `Error::OutOfMemory` naming the op and the sizes.
 
 pub mod cpu;
-pub mod gpu;
 pub mod cpu_quant;
+pub mod gpu;
 
 use crate::error::{Error, Result};
 use crate::gguf::GgmlType;
@@ -107,8 +107,14 @@ pub trait Backend: Send + Sync {
 
     /// `out[r, :] = x[r, :] / sqrt(mean(x[r, :]^2) + eps) * w` for `r < rows`;
     /// x, out `[rows, dim]`, w F32 `[dim]` (dim = w's cols).
-    fn rms_norm(&self, x: &Self::Buf, w: &Self::Weight, eps: f32, rows: usize, out: &mut Self::Buf)
-        -> Result<()>;
+    fn rms_norm(
+        &self,
+        x: &Self::Buf,
+        w: &Self::Weight,
+        eps: f32,
+        rows: usize,
+        out: &mut Self::Buf,
+    ) -> Result<()>;
 
     /// `out[m, n] = x[m, k] @ dequant(w)[n, k]^T`; w `[n, k]`.
     fn matmul(&self, x: &Self::Buf, w: &Self::Weight, m: usize, out: &mut Self::Buf) -> Result<()>;
@@ -120,7 +126,8 @@ pub trait Backend: Send + Sync {
     fn add(&self, a: &mut Self::Buf, b: &Self::Buf, n: usize) -> Result<()>;
 
     /// `out[i] = silu(gate[i]) * up[i]` for `i < n`.
-    fn swiglu(&self, gate: &Self::Buf, up: &Self::Buf, n: usize, out: &mut Self::Buf) -> Result<()>;
+    fn swiglu(&self, gate: &Self::Buf, up: &Self::Buf, n: usize, out: &mut Self::Buf)
+        -> Result<()>;
 
     /// Rotate `x [seq, heads, head_dim]` in place; token t sits at position `pos0 + t`.
     /// angle(i) = pos * theta^(-2i/n_rot) / freq_factors[i] (freq_factors F32 `[n_rot/2]`).
@@ -137,8 +144,14 @@ pub trait Backend: Send + Sync {
 
     /// `cache[pos0 + t, :] = src[t, :]` for `t < n`; rows of `row_len` floats (converted to
     /// the cache's dtype).
-    fn kv_append(&self, cache: &mut Self::Kv, src: &Self::Buf, pos0: usize, n: usize, row_len: usize)
-        -> Result<()>;
+    fn kv_append(
+        &self,
+        cache: &mut Self::Kv,
+        src: &Self::Buf,
+        pos0: usize,
+        n: usize,
+        row_len: usize,
+    ) -> Result<()>;
 
     /// Causal attention (bottom-right aligned) of `q [seq_q, heads, head_dim]` against cache
     /// rows `[0, seq_k)` of `k`, `v` (`[*, kv_heads, head_dim]`), GQA (heads % kv_heads == 0):
@@ -159,10 +172,18 @@ pub trait Backend: Send + Sync {
     ) -> Result<()>;
 
     /// `dst[0.., :] = src[src_row .. src_row + n_rows, :]` (rows of `row_len` floats).
-    fn copy_rows(&self, src: &Self::Buf, src_row: usize, n_rows: usize, row_len: usize, dst: &mut Self::Buf)
-        -> Result<()>;
+    fn copy_rows(
+        &self,
+        src: &Self::Buf,
+        src_row: usize,
+        n_rows: usize,
+        row_len: usize,
+        dst: &mut Self::Buf,
+    ) -> Result<()>;
 
-    /// Index of the largest of the first `n` floats (lowest index on ties).
+    /// Index of the largest of the first `n` floats (lowest index on ties). A NaN beats every
+    /// number (the first NaN wins, as in `np.argmax`), so that a caller reading the picked
+    /// value sees the NaN instead of a token.
     fn argmax(&self, x: &Self::Buf, n: usize) -> Result<u32>;
 
     /// Wait for all queued work.

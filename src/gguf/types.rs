@@ -10,35 +10,94 @@ use crate::error::{Error, Result};
 #[allow(non_camel_case_types)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum GgmlType {
-    F32, F16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q8_1, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, Q8_K,
-    IQ2_XXS, IQ2_XS, IQ3_XXS, IQ1_S, IQ4_NL, IQ3_S, IQ2_S, IQ4_XS, I8, I16, I32, I64, F64,
-    IQ1_M, BF16, TQ1_0, TQ2_0, MXFP4, NVFP4, Q1_0,
+    F32,
+    F16,
+    Q4_0,
+    Q4_1,
+    Q5_0,
+    Q5_1,
+    Q8_0,
+    Q8_1,
+    Q2_K,
+    Q3_K,
+    Q4_K,
+    Q5_K,
+    Q6_K,
+    Q8_K,
+    IQ2_XXS,
+    IQ2_XS,
+    IQ3_XXS,
+    IQ1_S,
+    IQ4_NL,
+    IQ3_S,
+    IQ2_S,
+    IQ4_XS,
+    I8,
+    I16,
+    I32,
+    I64,
+    F64,
+    IQ1_M,
+    BF16,
+    TQ1_0,
+    TQ2_0,
+    MXFP4,
+    NVFP4,
+    Q1_0,
 }
 
 use GgmlType::*;
 
 /// (type, ggml id, elements per block, bytes per block): the single table of block geometry.
 const TABLE: &[(GgmlType, u32, usize, usize)] = &[
-    (F32, 0, 1, 4), (F16, 1, 1, 2), (Q4_0, 2, 32, 18), (Q4_1, 3, 32, 20),
-    (Q5_0, 6, 32, 22), (Q5_1, 7, 32, 24), (Q8_0, 8, 32, 34), (Q8_1, 9, 32, 36),
-    (Q2_K, 10, 256, 84), (Q3_K, 11, 256, 110), (Q4_K, 12, 256, 144), (Q5_K, 13, 256, 176),
-    (Q6_K, 14, 256, 210), (Q8_K, 15, 256, 292), (IQ2_XXS, 16, 256, 66), (IQ2_XS, 17, 256, 74),
-    (IQ3_XXS, 18, 256, 98), (IQ1_S, 19, 256, 50), (IQ4_NL, 20, 32, 18), (IQ3_S, 21, 256, 110),
-    (IQ2_S, 22, 256, 82), (IQ4_XS, 23, 256, 136), (I8, 24, 1, 1), (I16, 25, 1, 2),
-    (I32, 26, 1, 4), (I64, 27, 1, 8), (F64, 28, 1, 8), (IQ1_M, 29, 256, 56), (BF16, 30, 1, 2),
-    (TQ1_0, 34, 256, 54), (TQ2_0, 35, 256, 66), (MXFP4, 39, 32, 17), (NVFP4, 40, 64, 36),
+    (F32, 0, 1, 4),
+    (F16, 1, 1, 2),
+    (Q4_0, 2, 32, 18),
+    (Q4_1, 3, 32, 20),
+    (Q5_0, 6, 32, 22),
+    (Q5_1, 7, 32, 24),
+    (Q8_0, 8, 32, 34),
+    (Q8_1, 9, 32, 36),
+    (Q2_K, 10, 256, 84),
+    (Q3_K, 11, 256, 110),
+    (Q4_K, 12, 256, 144),
+    (Q5_K, 13, 256, 176),
+    (Q6_K, 14, 256, 210),
+    (Q8_K, 15, 256, 292),
+    (IQ2_XXS, 16, 256, 66),
+    (IQ2_XS, 17, 256, 74),
+    (IQ3_XXS, 18, 256, 98),
+    (IQ1_S, 19, 256, 50),
+    (IQ4_NL, 20, 32, 18),
+    (IQ3_S, 21, 256, 110),
+    (IQ2_S, 22, 256, 82),
+    (IQ4_XS, 23, 256, 136),
+    (I8, 24, 1, 1),
+    (I16, 25, 1, 2),
+    (I32, 26, 1, 4),
+    (I64, 27, 1, 8),
+    (F64, 28, 1, 8),
+    (IQ1_M, 29, 256, 56),
+    (BF16, 30, 1, 2),
+    (TQ1_0, 34, 256, 54),
+    (TQ2_0, 35, 256, 66),
+    (MXFP4, 39, 32, 17),
+    (NVFP4, 40, 64, 36),
     (Q1_0, 41, 128, 18),
 ];
 
 impl GgmlType {
     pub const ALL: [GgmlType; 34] = [
-        F32, F16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q8_1, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, Q8_K,
-        IQ2_XXS, IQ2_XS, IQ3_XXS, IQ1_S, IQ4_NL, IQ3_S, IQ2_S, IQ4_XS, I8, I16, I32, I64, F64,
-        IQ1_M, BF16, TQ1_0, TQ2_0, MXFP4, NVFP4, Q1_0,
+        F32, F16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q8_1, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, Q8_K, IQ2_XXS,
+        IQ2_XS, IQ3_XXS, IQ1_S, IQ4_NL, IQ3_S, IQ2_S, IQ4_XS, I8, I16, I32, I64, F64, IQ1_M, BF16,
+        TQ1_0, TQ2_0, MXFP4, NVFP4, Q1_0,
     ];
 
     fn row(self) -> &'static (GgmlType, u32, usize, usize) {
-        TABLE.iter().find(|r| r.0 == self).expect("every GgmlType is in TABLE")
+        TABLE
+            .iter()
+            .find(|r| r.0 == self)
+            .expect("every GgmlType is in TABLE")
     }
 
     /// The type for a ggml type id, or `None` for ids ggml does not define (or retired).
@@ -63,13 +122,40 @@ impl GgmlType {
     /// The name ggml and the `gguf` package use ("Q4_K", "F32", ...).
     pub fn name(self) -> &'static str {
         match self {
-            F32 => "F32", F16 => "F16", Q4_0 => "Q4_0", Q4_1 => "Q4_1", Q5_0 => "Q5_0",
-            Q5_1 => "Q5_1", Q8_0 => "Q8_0", Q8_1 => "Q8_1", Q2_K => "Q2_K", Q3_K => "Q3_K",
-            Q4_K => "Q4_K", Q5_K => "Q5_K", Q6_K => "Q6_K", Q8_K => "Q8_K", IQ2_XXS => "IQ2_XXS",
-            IQ2_XS => "IQ2_XS", IQ3_XXS => "IQ3_XXS", IQ1_S => "IQ1_S", IQ4_NL => "IQ4_NL",
-            IQ3_S => "IQ3_S", IQ2_S => "IQ2_S", IQ4_XS => "IQ4_XS", I8 => "I8", I16 => "I16",
-            I32 => "I32", I64 => "I64", F64 => "F64", IQ1_M => "IQ1_M", BF16 => "BF16",
-            TQ1_0 => "TQ1_0", TQ2_0 => "TQ2_0", MXFP4 => "MXFP4", NVFP4 => "NVFP4", Q1_0 => "Q1_0",
+            F32 => "F32",
+            F16 => "F16",
+            Q4_0 => "Q4_0",
+            Q4_1 => "Q4_1",
+            Q5_0 => "Q5_0",
+            Q5_1 => "Q5_1",
+            Q8_0 => "Q8_0",
+            Q8_1 => "Q8_1",
+            Q2_K => "Q2_K",
+            Q3_K => "Q3_K",
+            Q4_K => "Q4_K",
+            Q5_K => "Q5_K",
+            Q6_K => "Q6_K",
+            Q8_K => "Q8_K",
+            IQ2_XXS => "IQ2_XXS",
+            IQ2_XS => "IQ2_XS",
+            IQ3_XXS => "IQ3_XXS",
+            IQ1_S => "IQ1_S",
+            IQ4_NL => "IQ4_NL",
+            IQ3_S => "IQ3_S",
+            IQ2_S => "IQ2_S",
+            IQ4_XS => "IQ4_XS",
+            I8 => "I8",
+            I16 => "I16",
+            I32 => "I32",
+            I64 => "I64",
+            F64 => "F64",
+            IQ1_M => "IQ1_M",
+            BF16 => "BF16",
+            TQ1_0 => "TQ1_0",
+            TQ2_0 => "TQ2_0",
+            MXFP4 => "MXFP4",
+            NVFP4 => "NVFP4",
+            Q1_0 => "Q1_0",
         }
     }
 
@@ -95,7 +181,19 @@ impl GgmlType {
     pub fn can_dequantize(self) -> bool {
         matches!(
             self,
-            F32 | F16 | BF16 | Q4_0 | Q4_1 | Q5_0 | Q5_1 | Q8_0 | Q2_K | Q3_K | Q4_K | Q5_K | Q6_K | Q8_K
+            F32 | F16
+                | BF16
+                | Q4_0
+                | Q4_1
+                | Q5_0
+                | Q5_1
+                | Q8_0
+                | Q2_K
+                | Q3_K
+                | Q4_K
+                | Q5_K
+                | Q6_K
+                | Q8_K
         )
     }
 }

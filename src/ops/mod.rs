@@ -49,7 +49,12 @@ impl<'a> WeightView<'a> {
                 bytes.len()
             )));
         }
-        Ok(WeightView { ty, rows, cols, bytes })
+        Ok(WeightView {
+            ty,
+            rows,
+            cols,
+            bytes,
+        })
     }
 
     /// Bytes of one row.
@@ -115,9 +120,13 @@ pub(crate) fn dot<T: Element>(a: &[f32], b: &[T]) -> f32 {
 
 /// `a * b * ...`, or `InvalidArgument` naming `what` if the product overflows.
 pub(crate) fn product(op: &str, what: &str, dims: &[usize]) -> Result<usize> {
-    dims.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d)).ok_or_else(|| {
-        Error::invalid(format!("{op}: {what} of shape {dims:?} has too many elements"))
-    })
+    dims.iter()
+        .try_fold(1usize, |acc, &d| acc.checked_mul(d))
+        .ok_or_else(|| {
+            Error::invalid(format!(
+                "{op}: {what} of shape {dims:?} has too many elements"
+            ))
+        })
 }
 
 /// `InvalidArgument` unless `len >= needed` (`what` holds fewer elements than its shape says).

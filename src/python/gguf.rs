@@ -37,7 +37,14 @@ pub struct PyTensorInfo {
 fn tuple_repr(shape: &[usize]) -> String {
     match shape {
         [one] => format!("({one},)"),
-        _ => format!("({})", shape.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", ")),
+        _ => format!(
+            "({})",
+            shape
+                .iter()
+                .map(|d| d.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
     }
 }
 
@@ -94,7 +101,10 @@ pub(crate) fn meta_to_py(py: Python<'_>, v: &MetaValue) -> PyResult<Py<PyAny>> {
         MetaValue::I64(x) => x.into_pyobject(py)?.into_any().unbind(),
         MetaValue::F32(x) => x.into_pyobject(py)?.into_any().unbind(),
         MetaValue::F64(x) => x.into_pyobject(py)?.into_any().unbind(),
-        MetaValue::Bool(x) => pyo3::types::PyBool::new(py, *x).to_owned().into_any().unbind(),
+        MetaValue::Bool(x) => pyo3::types::PyBool::new(py, *x)
+            .to_owned()
+            .into_any()
+            .unbind(),
         MetaValue::Str(s) => s.into_pyobject(py)?.into_any().unbind(),
         MetaValue::Array(items) => {
             let list = PyList::empty(py);
@@ -112,7 +122,10 @@ impl PyGgufFile {
     fn new(py: Python<'_>, path: PathBuf) -> PyResult<Self> {
         let p = path.clone();
         let file = py.detach(move || GgufFile::open(&p)).py()?;
-        Ok(PyGgufFile { inner: Some(Arc::new(file)), path })
+        Ok(PyGgufFile {
+            inner: Some(Arc::new(file)),
+            path,
+        })
     }
 
     /// GGUF format version (2 or 3).
@@ -189,10 +202,14 @@ impl PyGgufFile {
         let out = py
             .detach(|| -> crate::Result<Vec<f32>> {
                 let mut out = vec![0f32; n];
-                quants::dequantize(info.ggml_type, file.tensor_bytes(&info), &mut out).map_err(|e| match e {
-                    Error::Unsupported(m) => Error::Unsupported(format!("tensor {name:?}: {m}")),
-                    other => other,
-                })?;
+                quants::dequantize(info.ggml_type, file.tensor_bytes(&info), &mut out).map_err(
+                    |e| match e {
+                        Error::Unsupported(m) => {
+                            Error::Unsupported(format!("tensor {name:?}: {m}"))
+                        }
+                        other => other,
+                    },
+                )?;
                 Ok(out)
             })
             .py()?;
@@ -284,7 +301,9 @@ fn dequantize<'py>(
         None => {
             let mut s = in_shape.clone();
             match s.last_mut() {
-                Some(last) if *last % ty.type_size() == 0 => *last = *last / ty.type_size() * ty.block_size(),
+                Some(last) if *last % ty.type_size() == 0 => {
+                    *last = *last / ty.type_size() * ty.block_size()
+                }
                 _ => {
                     return Err(pyo3::exceptions::PyValueError::new_err(format!(
                         "raw's last axis ({:?}) is not a whole number of {ty} blocks ({} bytes)",

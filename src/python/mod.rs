@@ -10,10 +10,10 @@ use pyo3::prelude::*;
 use crate::error::Error;
 
 mod gguf;
+mod gpu;
 mod model;
 mod ops;
 mod tokenizer;
-mod gpu;
 
 /// Turn a crate error into the matching exception of `rocmforge.errors` (or a built-in one).
 pub(crate) fn to_pyerr(err: Error) -> PyErr {
@@ -27,7 +27,11 @@ pub(crate) fn to_pyerr(err: Error) -> PyErr {
         Error::InvalidType(m) => return PyTypeError::new_err(m.clone()),
         Error::Interrupted => return PyKeyboardInterrupt::new_err(()),
         Error::Io { path, source } => {
-            let msg = (source.raw_os_error().unwrap_or(0), source.to_string(), path.clone());
+            let msg = (
+                source.raw_os_error().unwrap_or(0),
+                source.to_string(),
+                path.clone(),
+            );
             return match source.kind() {
                 std::io::ErrorKind::NotFound => PyFileNotFoundError::new_err(msg),
                 std::io::ErrorKind::PermissionDenied => PyPermissionError::new_err(msg),
@@ -37,15 +41,15 @@ pub(crate) fn to_pyerr(err: Error) -> PyErr {
         }
     };
     let msg = err.to_string();
-    Python::attach(|py| {
-        match py.import("rocmforge.errors").and_then(|m| m.getattr(class)) {
+    Python::attach(
+        |py| match py.import("rocmforge.errors").and_then(|m| m.getattr(class)) {
             Ok(cls) => match cls.call1((msg.clone(),)) {
                 Ok(inst) => PyErr::from_value(inst),
                 Err(e) => e,
             },
             Err(_) => pyo3::exceptions::PyRuntimeError::new_err(msg),
-        }
-    })
+        },
+    )
 }
 
 /// `Result` extension so bindings can write `rust_call().map_err(to_pyerr)?` as `.py()?`.

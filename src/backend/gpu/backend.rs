@@ -280,7 +280,7 @@ impl Backend for GpuBackend {
 
     fn argmax(&self, x: &DeviceBuffer, n: usize) -> Result<u32> {
         let mut out = DeviceBuffer::alloc(&self.dev, 4, "argmax")?;
-        argmax::gpu::launch_argmax(&self.dev, x, 1, n, &mut out)?;
+        argmax::gpu::launch_argmax(&self.dev, x, 1, n, true, &mut out)?;
         let mut idx = [0i32];
         out.read(&mut idx, "argmax")?;
         Ok(idx[0].max(0) as u32)

@@ -173,7 +173,7 @@ pub fn bench_op(
             let n = get(params, "n")?;
             let x = random_f32(dev, &mut rng, n)?;
             let mut out = DeviceBuffer::alloc(dev, 4, "bench")?;
-            Box::new(move || argmax::gpu::launch_argmax(d, &x, 1, n, &mut out))
+            Box::new(move || argmax::gpu::launch_argmax(d, &x, 1, n, false, &mut out))
         }
         "kv_append" => {
             let (n, row_len, n_ctx) = (

@@ -129,6 +129,18 @@ fn small_ops_match_the_cpu() {
             ops::argmax::argmax(&gpu, &long, long.len()).unwrap(),
             25_000
         );
+        // the model's pick (Backend::argmax): the first NaN wins, in either pass
+        if let Device::Gpu(dev) = &gpu {
+            use crate::backend::Backend;
+            let backend = crate::backend::gpu::GpuBackend::new(dev.clone());
+            long[30_000] = f32::NAN;
+            long[38_000] = f32::NAN;
+            let buf = backend.upload(&long).unwrap();
+            assert_eq!(backend.argmax(&buf, long.len()).unwrap(), 30_000);
+            x[2] = f32::NAN;
+            let buf = backend.upload(&x).unwrap();
+            assert_eq!(backend.argmax(&buf, x.len()).unwrap(), 2);
+        }
         // kv_append, f32 and f16
         let (row_len, n_ctx) = (24, 10);
         let src = rng.vec(3 * row_len);

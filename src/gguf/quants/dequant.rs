@@ -138,7 +138,11 @@ impl Dequantize for BlockQ2_K {
 fn q3_k_scales(packed: &[u8; 12]) -> [i8; 16] {
     let mut scales = [0i8; 16];
     for (i, s) in scales.iter_mut().enumerate() {
-        let low = if i < 8 { packed[i] & 0x0F } else { packed[i - 8] >> 4 };
+        let low = if i < 8 {
+            packed[i] & 0x0F
+        } else {
+            packed[i - 8] >> 4
+        };
         let high = (packed[8 + i % 4] >> (2 * (i / 4))) & 3;
         *s = (low | (high << 4)) as i8 - 32;
     }

@@ -33,20 +33,62 @@ const TASK_WEIGHTS: usize = 1 << 14;
 macro_rules! with_dequantize_block {
     ($ty:expr, $B:ident => $body:expr, _ => $other:expr) => {
         match $ty {
-            GgmlType::F32 => { type $B = F32Le; $body }
-            GgmlType::F16 => { type $B = F16Le; $body }
-            GgmlType::BF16 => { type $B = Bf16Le; $body }
-            GgmlType::Q4_0 => { type $B = BlockQ4_0; $body }
-            GgmlType::Q4_1 => { type $B = BlockQ4_1; $body }
-            GgmlType::Q5_0 => { type $B = BlockQ5_0; $body }
-            GgmlType::Q5_1 => { type $B = BlockQ5_1; $body }
-            GgmlType::Q8_0 => { type $B = BlockQ8_0; $body }
-            GgmlType::Q2_K => { type $B = BlockQ2_K; $body }
-            GgmlType::Q3_K => { type $B = BlockQ3_K; $body }
-            GgmlType::Q4_K => { type $B = BlockQ4_K; $body }
-            GgmlType::Q5_K => { type $B = BlockQ5_K; $body }
-            GgmlType::Q6_K => { type $B = BlockQ6_K; $body }
-            GgmlType::Q8_K => { type $B = BlockQ8_K; $body }
+            GgmlType::F32 => {
+                type $B = F32Le;
+                $body
+            }
+            GgmlType::F16 => {
+                type $B = F16Le;
+                $body
+            }
+            GgmlType::BF16 => {
+                type $B = Bf16Le;
+                $body
+            }
+            GgmlType::Q4_0 => {
+                type $B = BlockQ4_0;
+                $body
+            }
+            GgmlType::Q4_1 => {
+                type $B = BlockQ4_1;
+                $body
+            }
+            GgmlType::Q5_0 => {
+                type $B = BlockQ5_0;
+                $body
+            }
+            GgmlType::Q5_1 => {
+                type $B = BlockQ5_1;
+                $body
+            }
+            GgmlType::Q8_0 => {
+                type $B = BlockQ8_0;
+                $body
+            }
+            GgmlType::Q2_K => {
+                type $B = BlockQ2_K;
+                $body
+            }
+            GgmlType::Q3_K => {
+                type $B = BlockQ3_K;
+                $body
+            }
+            GgmlType::Q4_K => {
+                type $B = BlockQ4_K;
+                $body
+            }
+            GgmlType::Q5_K => {
+                type $B = BlockQ5_K;
+                $body
+            }
+            GgmlType::Q6_K => {
+                type $B = BlockQ6_K;
+                $body
+            }
+            GgmlType::Q8_K => {
+                type $B = BlockQ8_K;
+                $body
+            }
             _ => $other,
         }
     };
@@ -54,19 +96,41 @@ macro_rules! with_dequantize_block {
 
 /// The types `dequantize` and `vec_dot` accept (the same set as `GgmlType::can_dequantize`).
 pub const DEQUANTIZABLE: [GgmlType; 14] = [
-    GgmlType::F32, GgmlType::F16, GgmlType::BF16, GgmlType::Q4_0, GgmlType::Q4_1,
-    GgmlType::Q5_0, GgmlType::Q5_1, GgmlType::Q8_0, GgmlType::Q2_K, GgmlType::Q3_K,
-    GgmlType::Q4_K, GgmlType::Q5_K, GgmlType::Q6_K, GgmlType::Q8_K,
+    GgmlType::F32,
+    GgmlType::F16,
+    GgmlType::BF16,
+    GgmlType::Q4_0,
+    GgmlType::Q4_1,
+    GgmlType::Q5_0,
+    GgmlType::Q5_1,
+    GgmlType::Q8_0,
+    GgmlType::Q2_K,
+    GgmlType::Q3_K,
+    GgmlType::Q4_K,
+    GgmlType::Q5_K,
+    GgmlType::Q6_K,
+    GgmlType::Q8_K,
 ];
 
 /// The types `quantize` produces.
 pub const QUANTIZABLE: [GgmlType; 9] = [
-    GgmlType::F32, GgmlType::F16, GgmlType::BF16, GgmlType::Q4_0, GgmlType::Q4_1,
-    GgmlType::Q5_0, GgmlType::Q5_1, GgmlType::Q8_0, GgmlType::Q8_K,
+    GgmlType::F32,
+    GgmlType::F16,
+    GgmlType::BF16,
+    GgmlType::Q4_0,
+    GgmlType::Q4_1,
+    GgmlType::Q5_0,
+    GgmlType::Q5_1,
+    GgmlType::Q8_0,
+    GgmlType::Q8_K,
 ];
 
 fn type_list(types: &[GgmlType]) -> String {
-    types.iter().map(|t| t.name()).collect::<Vec<_>>().join(", ")
+    types
+        .iter()
+        .map(|t| t.name())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn cannot_dequantize(ty: GgmlType) -> Error {
@@ -140,8 +204,10 @@ pub fn vec_dot(ty: GgmlType, row_bytes: &[u8], x: &[f32]) -> Result<f32> {
             x.len()
         )));
     }
-    Ok(with_dequantize_block!(ty, B => vec_dot_blocks::<B>(as_blocks(row_bytes), x),
-        _ => return Err(cannot_dequantize(ty))))
+    Ok(
+        with_dequantize_block!(ty, B => vec_dot_blocks::<B>(as_blocks(row_bytes), x),
+        _ => return Err(cannot_dequantize(ty))),
+    )
 }
 
 fn vec_dot_blocks<B: Dequantize>(blocks: &[B], x: &[f32]) -> f32 {
@@ -149,7 +215,10 @@ fn vec_dot_blocks<B: Dequantize>(blocks: &[B], x: &[f32]) -> f32 {
     let blocks_per_step = (QK_K / B::WEIGHTS).max(1);
     let mut buf = [0f32; QK_K];
     let mut sum = 0f32;
-    for (blocks, x) in blocks.chunks(blocks_per_step).zip(x.chunks(blocks_per_step * B::WEIGHTS)) {
+    for (blocks, x) in blocks
+        .chunks(blocks_per_step)
+        .zip(x.chunks(blocks_per_step * B::WEIGHTS))
+    {
         let weights = &mut buf[..x.len()];
         for (block, out) in blocks.iter().zip(weights.chunks_exact_mut(B::WEIGHTS)) {
             block.dequantize(out);
@@ -165,7 +234,12 @@ pub fn dot(a: &[f32], b: &[f32]) -> f32 {
     debug_assert_eq!(a.len(), b.len());
     let mut acc = [0f32; 8];
     let (a8, b8) = (a.chunks_exact(8), b.chunks_exact(8));
-    let tail: f32 = a8.remainder().iter().zip(b8.remainder()).map(|(x, y)| x * y).sum();
+    let tail: f32 = a8
+        .remainder()
+        .iter()
+        .zip(b8.remainder())
+        .map(|(x, y)| x * y)
+        .sum();
     for (a, b) in a8.zip(b8) {
         for i in 0..8 {
             acc[i] += a[i] * b[i];
@@ -185,8 +259,14 @@ pub fn quantize(ty: GgmlType, x: &[f32]) -> Result<Vec<u8>> {
     }
     Ok(match ty {
         GgmlType::F32 => x.iter().flat_map(|v| v.to_le_bytes()).collect(),
-        GgmlType::F16 => x.iter().flat_map(|v| f16::from_f32(*v).to_le_bytes()).collect(),
-        GgmlType::BF16 => x.iter().flat_map(|v| f32_to_bf16_bits(*v).to_le_bytes()).collect(),
+        GgmlType::F16 => x
+            .iter()
+            .flat_map(|v| f16::from_f32(*v).to_le_bytes())
+            .collect(),
+        GgmlType::BF16 => x
+            .iter()
+            .flat_map(|v| f32_to_bf16_bits(*v).to_le_bytes())
+            .collect(),
         GgmlType::Q4_0 => quantize_blocks::<BlockQ4_0>(x),
         GgmlType::Q4_1 => quantize_blocks::<BlockQ4_1>(x),
         GgmlType::Q5_0 => quantize_blocks::<BlockQ5_0>(x),

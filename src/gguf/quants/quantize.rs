@@ -41,12 +41,24 @@ fn cast_i8_like_numpy(v: f32) -> i8 {
 
 /// `np.max` of a block: NaN if any element is NaN.
 fn max_propagating_nan(x: &[f32]) -> f32 {
-    x.iter().fold(f32::NEG_INFINITY, |m, &v| if v.is_nan() || m.is_nan() { f32::NAN } else { m.max(v) })
+    x.iter().fold(f32::NEG_INFINITY, |m, &v| {
+        if v.is_nan() || m.is_nan() {
+            f32::NAN
+        } else {
+            m.max(v)
+        }
+    })
 }
 
 /// `np.min` of a block: NaN if any element is NaN.
 fn min_propagating_nan(x: &[f32]) -> f32 {
-    x.iter().fold(f32::INFINITY, |m, &v| if v.is_nan() || m.is_nan() { f32::NAN } else { m.min(v) })
+    x.iter().fold(f32::INFINITY, |m, &v| {
+        if v.is_nan() || m.is_nan() {
+            f32::NAN
+        } else {
+            m.min(v)
+        }
+    })
 }
 
 /// The element of largest magnitude, the first one on ties (`np.argmax(abs(x))`; a NaN wins).
@@ -105,7 +117,10 @@ fn pack_nibbles(q: &[u8; QK]) -> [u8; QK / 2] {
 
 /// Bit 4 of each of 32 quants, as a little-endian u32 (bit j from quant j).
 fn pack_fifth_bits(q: &[u8; QK]) -> [u8; 4] {
-    let bits = q.iter().enumerate().fold(0u32, |acc, (j, &q)| acc | ((((q >> 4) & 1) as u32) << j));
+    let bits = q
+        .iter()
+        .enumerate()
+        .fold(0u32, |acc, (j, &q)| acc | ((((q >> 4) & 1) as u32) << j));
     bits.to_le_bytes()
 }
 
@@ -113,7 +128,10 @@ impl Quantize for BlockQ4_0 {
     const WEIGHTS: usize = QK;
     fn quantize(x: &[f32]) -> Self {
         let (d, q) = symmetric_quants(x, 8.0, 15);
-        BlockQ4_0 { d: F16Le::from_f32(d), qs: pack_nibbles(&q) }
+        BlockQ4_0 {
+            d: F16Le::from_f32(d),
+            qs: pack_nibbles(&q),
+        }
     }
 }
 
@@ -121,7 +139,11 @@ impl Quantize for BlockQ5_0 {
     const WEIGHTS: usize = QK;
     fn quantize(x: &[f32]) -> Self {
         let (d, q) = symmetric_quants(x, 16.0, 31);
-        BlockQ5_0 { d: F16Le::from_f32(d), qh: pack_fifth_bits(&q), qs: pack_nibbles(&q) }
+        BlockQ5_0 {
+            d: F16Le::from_f32(d),
+            qh: pack_fifth_bits(&q),
+            qs: pack_nibbles(&q),
+        }
     }
 }
 
@@ -129,7 +151,11 @@ impl Quantize for BlockQ4_1 {
     const WEIGHTS: usize = QK;
     fn quantize(x: &[f32]) -> Self {
         let (d, min, q) = affine_quants(x, 15);
-        BlockQ4_1 { d: F16Le::from_f32(d), m: F16Le::from_f32(min), qs: pack_nibbles(&q) }
+        BlockQ4_1 {
+            d: F16Le::from_f32(d),
+            m: F16Le::from_f32(min),
+            qs: pack_nibbles(&q),
+        }
     }
 }
 
@@ -168,11 +194,20 @@ fn round_half_away(v: f32) -> f32 {
 impl Quantize for BlockQ8_0 {
     const WEIGHTS: usize = QK;
     fn quantize(x: &[f32]) -> Self {
-        let amax = x.iter().fold(0f32, |m, &v| if v.is_nan() || m.is_nan() { f32::NAN } else { m.max(v.abs()) });
+        let amax = x.iter().fold(0f32, |m, &v| {
+            if v.is_nan() || m.is_nan() {
+                f32::NAN
+            } else {
+                m.max(v.abs())
+            }
+        });
         let d = amax / 127.0;
         let id = inverse_or_zero(d);
         let qs = std::array::from_fn(|j| cast_i8_like_numpy(round_half_away(x[j] * id)));
-        BlockQ8_0 { d: F16Le::from_f32(d), qs }
+        BlockQ8_0 {
+            d: F16Le::from_f32(d),
+            qs,
+        }
     }
 }
 
@@ -202,7 +237,11 @@ impl Quantize for BlockQ8_K {
         let bsums = std::array::from_fn(|g| {
             I16Le::new(qs[g * 16..g * 16 + 16].iter().map(|&q| q as i16).sum())
         });
-        BlockQ8_K { d: F32Le::from_f32(1.0 / iscale), qs, bsums }
+        BlockQ8_K {
+            d: F32Le::from_f32(1.0 / iscale),
+            qs,
+            bsums,
+        }
     }
 }
 
@@ -222,7 +261,15 @@ mod tests {
 
     #[test]
     fn nearest_int_rounds_half_to_even() {
-        for (v, want) in [(0.5, 0), (1.5, 2), (2.5, 2), (-0.5, 0), (-1.5, -2), (126.5, 126), (-127.4, -127)] {
+        for (v, want) in [
+            (0.5, 0),
+            (1.5, 2),
+            (2.5, 2),
+            (-0.5, 0),
+            (-1.5, -2),
+            (126.5, 126),
+            (-127.4, -127),
+        ] {
             assert_eq!(nearest_int(v), want, "{v}");
         }
     }

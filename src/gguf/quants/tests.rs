@@ -128,7 +128,12 @@ fn hand_decoded_blocks() {
 
     // Q6_K, d = 1, scale of group 0 = 2, group 15 = -1: weight 0 from ql[0] low nibble and
     // qh[0] bits 0-1; weight 255 = (ql[127] high nibble | qh[63] bits 6-7 << 4) - 32.
-    let mut block = BlockQ6_K { ql: [0; 128], qh: [0; 64], scales: [0; 16], d: F16Le::from_f32(1.0) };
+    let mut block = BlockQ6_K {
+        ql: [0; 128],
+        qh: [0; 64],
+        scales: [0; 16],
+        d: F16Le::from_f32(1.0),
+    };
     block.scales[0] = 2;
     block.scales[15] = -1;
     block.ql[0] = 0x05;
@@ -146,14 +151,22 @@ fn vec_dot_matches_dequantize_then_dot() {
     let mut rng = Rng::from_clock();
     for ty in DEQUANTIZABLE {
         for n_blocks in [1usize, 3, 17, 64] {
-            let n_blocks = if ty.block_size() == 1 { n_blocks * 37 } else { n_blocks };
+            let n_blocks = if ty.block_size() == 1 {
+                n_blocks * 37
+            } else {
+                n_blocks
+            };
             let row = random_blocks(ty, n_blocks, &mut rng);
             let n = n_blocks * ty.block_size();
             let x: Vec<f32> = (0..n).map(|_| rng.unit()).collect();
             let mut w = vec![0f32; n];
             dequantize(ty, &row, &mut w).unwrap();
             let reference: f64 = w.iter().zip(&x).map(|(&a, &b)| a as f64 * b as f64).sum();
-            let magnitude: f64 = w.iter().zip(&x).map(|(&a, &b)| (a as f64 * b as f64).abs()).sum();
+            let magnitude: f64 = w
+                .iter()
+                .zip(&x)
+                .map(|(&a, &b)| (a as f64 * b as f64).abs())
+                .sum();
             let got = vec_dot(ty, &row, &x).unwrap() as f64;
             assert!(
                 (got - reference).abs() <= 1e-5 * magnitude + 1e-30,
@@ -171,17 +184,28 @@ fn parallel_paths_match_block_by_block() {
         let data = random_blocks(ty, n_blocks, &mut rng);
         let mut whole = vec![0f32; n_blocks * ty.block_size()];
         dequantize(ty, &data, &mut whole).unwrap();
-        for (block, expect) in data.chunks_exact(ty.type_size()).zip(whole.chunks_exact(ty.block_size())) {
+        for (block, expect) in data
+            .chunks_exact(ty.type_size())
+            .zip(whole.chunks_exact(ty.block_size()))
+        {
             let mut one = vec![0f32; ty.block_size()];
             dequantize(ty, block, &mut one).unwrap();
-            assert!(one.iter().zip(expect).all(|(a, b)| a.to_bits() == b.to_bits()), "{ty}");
+            assert!(
+                one.iter()
+                    .zip(expect)
+                    .all(|(a, b)| a.to_bits() == b.to_bits()),
+                "{ty}"
+            );
         }
     }
     for ty in [GgmlType::Q4_0, GgmlType::Q8_K] {
         let n = 3 * PARALLEL_MIN_WEIGHTS + 5 * ty.block_size();
         let x: Vec<f32> = (0..n).map(|_| rng.unit() * 10.0).collect();
         let whole = quantize(ty, &x).unwrap();
-        let by_block: Vec<u8> = x.chunks_exact(ty.block_size()).flat_map(|b| quantize(ty, b).unwrap()).collect();
+        let by_block: Vec<u8> = x
+            .chunks_exact(ty.block_size())
+            .flat_map(|b| quantize(ty, b).unwrap())
+            .collect();
         assert_eq!(whole, by_block, "{ty}");
     }
 }
@@ -189,7 +213,14 @@ fn parallel_paths_match_block_by_block() {
 #[test]
 fn quantize_round_trip_error_is_bounded() {
     let mut rng = Rng::from_clock();
-    for ty in [GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q5_0, GgmlType::Q5_1, GgmlType::Q8_0, GgmlType::Q8_K] {
+    for ty in [
+        GgmlType::Q4_0,
+        GgmlType::Q4_1,
+        GgmlType::Q5_0,
+        GgmlType::Q5_1,
+        GgmlType::Q8_0,
+        GgmlType::Q8_K,
+    ] {
         let n = 5 * ty.block_size();
         let x: Vec<f32> = (0..n).map(|_| rng.unit() * 3.0).collect();
         let q = quantize(ty, &x).unwrap();
@@ -198,7 +229,9 @@ fn quantize_round_trip_error_is_bounded() {
         dequantize(ty, &q, &mut y).unwrap();
         for (xb, yb) in x.chunks(ty.block_size()).zip(y.chunks(ty.block_size())) {
             let amax = xb.iter().fold(0f32, |m, v| m.max(v.abs()));
-            let (max, min) = xb.iter().fold((f32::MIN, f32::MAX), |(hi, lo), &v| (hi.max(v), lo.min(v)));
+            let (max, min) = xb
+                .iter()
+                .fold((f32::MIN, f32::MAX), |(hi, lo), &v| (hi.max(v), lo.min(v)));
             let bound = match ty {
                 // The far end of the symmetric types clips one step short: error up to d.
                 GgmlType::Q4_0 => amax / 8.0,
@@ -209,7 +242,10 @@ fn quantize_round_trip_error_is_bounded() {
             };
             for (a, b) in xb.iter().zip(yb) {
                 // Plus the f16 rounding of the scale (and min).
-                assert!((a - b).abs() <= bound + 2e-3 * amax, "{ty}: {a} -> {b}, bound {bound}");
+                assert!(
+                    (a - b).abs() <= bound + 2e-3 * amax,
+                    "{ty}: {a} -> {b}, bound {bound}"
+                );
             }
         }
     }
@@ -222,27 +258,56 @@ fn q8_k_quantize_keeps_block_sums() {
     let bytes = quantize(GgmlType::Q8_K, &x).unwrap();
     for block in bytemuck::cast_slice::<u8, BlockQ8_K>(&bytes) {
         for (g, sum) in block.bsums.iter().enumerate() {
-            let expect: i16 = block.qs[g * 16..g * 16 + 16].iter().map(|&q| q as i16).sum();
+            let expect: i16 = block.qs[g * 16..g * 16 + 16]
+                .iter()
+                .map(|&q| q as i16)
+                .sum();
             assert_eq!(sum.get(), expect);
         }
         assert!(block.qs.iter().any(|&q| q == -127 || q == 127));
     }
     // An all-zero block is all zeros.
-    assert!(quantize(GgmlType::Q8_K, &[0f32; 256]).unwrap().iter().all(|&b| b == 0));
+    assert!(quantize(GgmlType::Q8_K, &[0f32; 256])
+        .unwrap()
+        .iter()
+        .all(|&b| b == 0));
 }
 
 #[test]
 fn bad_inputs_are_errors() {
     let mut out = vec![0f32; 32];
-    assert!(matches!(dequantize(GgmlType::Q4_0, &[0u8; 19], &mut out), Err(Error::InvalidArgument(_))));
-    assert!(matches!(dequantize(GgmlType::Q4_0, &[0u8; 36], &mut out), Err(Error::InvalidArgument(_))));
-    assert!(matches!(vec_dot(GgmlType::Q4_0, &[0u8; 18], &out[..31]), Err(Error::InvalidArgument(_))));
-    assert!(matches!(vec_dot(GgmlType::Q4_K, &[0u8; 143], &out), Err(Error::InvalidArgument(_))));
-    assert!(matches!(quantize(GgmlType::Q4_0, &out[..31]), Err(Error::InvalidArgument(_))));
-    for ty in [GgmlType::Q4_K, GgmlType::IQ2_XXS, GgmlType::Q8_1, GgmlType::TQ1_0] {
+    assert!(matches!(
+        dequantize(GgmlType::Q4_0, &[0u8; 19], &mut out),
+        Err(Error::InvalidArgument(_))
+    ));
+    assert!(matches!(
+        dequantize(GgmlType::Q4_0, &[0u8; 36], &mut out),
+        Err(Error::InvalidArgument(_))
+    ));
+    assert!(matches!(
+        vec_dot(GgmlType::Q4_0, &[0u8; 18], &out[..31]),
+        Err(Error::InvalidArgument(_))
+    ));
+    assert!(matches!(
+        vec_dot(GgmlType::Q4_K, &[0u8; 143], &out),
+        Err(Error::InvalidArgument(_))
+    ));
+    assert!(matches!(
+        quantize(GgmlType::Q4_0, &out[..31]),
+        Err(Error::InvalidArgument(_))
+    ));
+    for ty in [
+        GgmlType::Q4_K,
+        GgmlType::IQ2_XXS,
+        GgmlType::Q8_1,
+        GgmlType::TQ1_0,
+    ] {
         let x = vec![0f32; ty.block_size()];
         let e = quantize(ty, &x).unwrap_err();
-        assert!(matches!(e, Error::Unsupported(_)) && e.to_string().contains(ty.name()), "{e}");
+        assert!(
+            matches!(e, Error::Unsupported(_)) && e.to_string().contains(ty.name()),
+            "{e}"
+        );
     }
     // Empty input is zero blocks.
     assert!(dequantize(GgmlType::Q6_K, &[], &mut []).is_ok());

@@ -9,13 +9,14 @@ use crate::error::{Error, Result};
 /// Elements per block of the first pass (a long row is split over many blocks).
 const ELEMENTS_PER_PART: usize = 8192;
 
-/// `out[r] = argmax(x[r, :n])` for `r < rows` (int32 indices; lowest index on ties, NaN never
-/// wins, an all-NaN row gives 0).
+/// `out[r] = argmax(x[r, :n])` for `r < rows` (int32 indices; lowest index on ties). NaN never
+/// wins (an all-NaN row gives 0) unless `nan_wins`: then the first NaN of a row is its pick.
 pub fn launch_argmax(
     dev: &GpuDevice,
     x: &DeviceBuffer,
     rows: usize,
     n: usize,
+    nan_wins: bool,
     out: &mut DeviceBuffer,
 ) -> Result<()> {
     need("argmax", "x", x, rows * n, 4)?;
@@ -31,6 +32,7 @@ pub fn launch_argmax(
     let kernel = kernels::argmax();
     let parts = n.div_ceil(ELEMENTS_PER_PART).min(1024);
     let n_arg = Arg::I64(n as i64);
+    let nan_arg = Arg::I32(nan_wins as i32);
     if parts == 1 {
         return dev.launch(
             "argmax",
@@ -45,6 +47,7 @@ pub fn launch_argmax(
                 Arg::Ptr(0),
                 Arg::Ptr(0),
                 Arg::I32(0),
+                nan_arg,
             ],
         );
     }
@@ -63,6 +66,7 @@ pub fn launch_argmax(
             Arg::Ptr(vals),
             Arg::Ptr(idxs),
             Arg::I32(0),
+            nan_arg,
         ],
     )?;
     dev.launch(
@@ -78,6 +82,7 @@ pub fn launch_argmax(
             Arg::Ptr(vals),
             Arg::Ptr(idxs),
             Arg::I32(parts as i32),
+            nan_arg,
         ],
     )
 }
@@ -85,7 +90,7 @@ pub fn launch_argmax(
 pub fn argmax(dev: &Arc<GpuDevice>, x: &[f32], n: usize) -> Result<usize> {
     let xd = DeviceBuffer::from_slice(dev, &x[..n], "argmax")?;
     let mut od = DeviceBuffer::alloc(dev, 4, "argmax")?;
-    launch_argmax(dev, &xd, 1, n, &mut od)?;
+    launch_argmax(dev, &xd, 1, n, false, &mut od)?;
     let mut idx = [0i32];
     od.read(&mut idx, "argmax")?;
     Ok(idx[0].max(0) as usize)

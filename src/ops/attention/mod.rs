@@ -162,7 +162,9 @@ pub fn flash_attention<T: Element>(
     check_len(op, "v", v.len(), shape.kv_len())?;
     check_len(op, "out", out.len(), shape.q_len())?;
     match device {
-        Device::Cpu => cpu::flash_attention(q, k, v, shape, causal, scale, &mut out[..shape.q_len()]),
+        Device::Cpu => {
+            cpu::flash_attention(q, k, v, shape, causal, scale, &mut out[..shape.q_len()])
+        }
         Device::Gpu(dev) => gpu::flash_attention(dev, q, k, v, shape, causal, scale, out)?,
     }
     Ok(())

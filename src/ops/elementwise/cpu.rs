@@ -7,11 +7,13 @@ const CHUNK: usize = 1 << 14;
 
 /// `a[i] += b[i]`; a, b `[n]`.
 pub fn add(a: &mut [f32], b: &[f32]) {
-    a.par_chunks_mut(CHUNK).zip(b.par_chunks(CHUNK)).for_each(|(a, b)| {
-        for (x, y) in a.iter_mut().zip(b) {
-            *x += y;
-        }
-    });
+    a.par_chunks_mut(CHUNK)
+        .zip(b.par_chunks(CHUNK))
+        .for_each(|(a, b)| {
+            for (x, y) in a.iter_mut().zip(b) {
+                *x += y;
+            }
+        });
 }
 
 /// `x[r, :] += bias` for every row; x `[rows, n]`, bias `[n]`.

@@ -45,31 +45,37 @@ fn matmul_impl(x: &[f32], w: Weights, m: usize, n: usize, k: usize, out: &mut [f
     out_t
         .par_chunks_mut(W_ROWS_PER_TASK * m)
         .enumerate()
-        .try_for_each_init(Vec::new, |dequantized: &mut Vec<f32>, (task, out_t)| -> Result<()> {
-            let row0 = task * W_ROWS_PER_TASK;
-            let n_rows = out_t.len() / m;
-            // w_rows: [n_rows, k]
-            let w_rows: &[f32] = match w {
-                Weights::F32(w) => &w[row0 * k..(row0 + n_rows) * k],
-                Weights::Gguf(view) => {
-                    dequantized.resize(n_rows * k, 0.0);
-                    view.dequantize_rows(row0, dequantized)?;
-                    dequantized
+        .try_for_each_init(
+            Vec::new,
+            |dequantized: &mut Vec<f32>, (task, out_t)| -> Result<()> {
+                let row0 = task * W_ROWS_PER_TASK;
+                let n_rows = out_t.len() / m;
+                // w_rows: [n_rows, k]
+                let w_rows: &[f32] = match w {
+                    Weights::F32(w) => &w[row0 * k..(row0 + n_rows) * k],
+                    Weights::Gguf(view) => {
+                        dequantized.resize(n_rows * k, 0.0);
+                        view.dequantize_rows(row0, dequantized)?;
+                        dequantized
+                    }
+                };
+                for (i, x_row) in x.chunks_exact(k).take(m).enumerate() {
+                    for (r, w_row) in w_rows.chunks_exact(k).enumerate() {
+                        out_t[r * m + i] = dot(x_row, w_row);
+                    }
                 }
-            };
-            for (i, x_row) in x.chunks_exact(k).take(m).enumerate() {
-                for (r, w_row) in w_rows.chunks_exact(k).enumerate() {
-                    out_t[r * m + i] = dot(x_row, w_row);
-                }
-            }
-            Ok(())
-        })?;
+                Ok(())
+            },
+        )?;
     if m > 1 {
-        out[..m * n].par_chunks_mut(n).enumerate().for_each(|(i, out_row)| {
-            for (j, o) in out_row.iter_mut().enumerate() {
-                *o = out_t_owned[j * m + i];
-            }
-        });
+        out[..m * n]
+            .par_chunks_mut(n)
+            .enumerate()
+            .for_each(|(i, out_row)| {
+                for (j, o) in out_row.iter_mut().enumerate() {
+                    *o = out_t_owned[j * m + i];
+                }
+            });
     }
     Ok(())
 }

@@ -23,7 +23,12 @@ pub fn matmul_f32(
     }
     check_len("matmul", "x", x.len(), product("matmul", "x", &[m, k])?)?;
     check_len("matmul", "w", w.len(), product("matmul", "w", &[n, k])?)?;
-    check_len("matmul", "out", out.len(), product("matmul", "out", &[m, n])?)?;
+    check_len(
+        "matmul",
+        "out",
+        out.len(),
+        product("matmul", "out", &[m, n])?,
+    )?;
     match device {
         Device::Cpu => cpu::matmul_f32(x, w, m, n, k, out),
         Device::Gpu(dev) => gpu::matmul_f32(dev, x, w, m, n, k, out)?,
@@ -32,12 +37,28 @@ pub fn matmul_f32(
 }
 
 /// `out[m, n] = x[m, k] @ dequant(w)[n, k]^T`; w `[n, k]` = `[w.rows, w.cols]` in its GGUF type.
-pub fn matmul_gguf(device: &Device, x: &[f32], w: &WeightView, m: usize, out: &mut [f32]) -> Result<()> {
+pub fn matmul_gguf(
+    device: &Device,
+    x: &[f32],
+    w: &WeightView,
+    m: usize,
+    out: &mut [f32],
+) -> Result<()> {
     check_nonzero("matmul", "m", m)?;
     check_nonzero("matmul", "w rows", w.rows)?;
     check_nonzero("matmul", "w cols", w.cols)?;
-    check_len("matmul", "x", x.len(), product("matmul", "x", &[m, w.cols])?)?;
-    check_len("matmul", "out", out.len(), product("matmul", "out", &[m, w.rows])?)?;
+    check_len(
+        "matmul",
+        "x",
+        x.len(),
+        product("matmul", "x", &[m, w.cols])?,
+    )?;
+    check_len(
+        "matmul",
+        "out",
+        out.len(),
+        product("matmul", "out", &[m, w.rows])?,
+    )?;
     match device {
         Device::Cpu => cpu::matmul_gguf(x, w, m, out),
         Device::Gpu(dev) => gpu::matmul_gguf(dev, x, w, m, out),

@@ -19,7 +19,9 @@ pub fn rms_norm(
 ) -> Result<()> {
     check_nonzero("rms_norm", "weight length", weight.len())?;
     if !(eps >= 0.0 && eps.is_finite()) {
-        return Err(Error::invalid(format!("rms_norm: eps must be finite and >= 0, got {eps}")));
+        return Err(Error::invalid(format!(
+            "rms_norm: eps must be finite and >= 0, got {eps}"
+        )));
     }
     let n = product("rms_norm", "x", &[rows, weight.len()])?;
     check_len("rms_norm", "x", x.len(), n)?;

@@ -52,16 +52,25 @@ pub fn rope(
     let half = params.n_rot / 2;
     let (cos, sin) = rotation_table(positions, params, freq_factors);
     // One task per token: its `heads` rows of head_dim.
-    x.par_chunks_mut(heads * head_dim).enumerate().for_each(|(row, token)| {
-        let t = row % seq;
-        let (cos, sin) = (&cos[t * half..(t + 1) * half], &sin[t * half..(t + 1) * half]);
-        for head in token.chunks_exact_mut(head_dim) {
-            for i in 0..half {
-                let (ia, ib) = if params.neox { (i, i + half) } else { (2 * i, 2 * i + 1) };
-                let (a, b) = (head[ia], head[ib]);
-                head[ia] = a * cos[i] - b * sin[i];
-                head[ib] = a * sin[i] + b * cos[i];
+    x.par_chunks_mut(heads * head_dim)
+        .enumerate()
+        .for_each(|(row, token)| {
+            let t = row % seq;
+            let (cos, sin) = (
+                &cos[t * half..(t + 1) * half],
+                &sin[t * half..(t + 1) * half],
+            );
+            for head in token.chunks_exact_mut(head_dim) {
+                for i in 0..half {
+                    let (ia, ib) = if params.neox {
+                        (i, i + half)
+                    } else {
+                        (2 * i, 2 * i + 1)
+                    };
+                    let (a, b) = (head[ia], head[ib]);
+                    head[ia] = a * cos[i] - b * sin[i];
+                    head[ib] = a * sin[i] + b * cos[i];
+                }
             }
-        }
-    });
+        });
 }

@@ -34,7 +34,10 @@ pub fn rope(
         )));
     }
     if !(params.theta.is_finite() && params.theta > 0.0) {
-        return Err(Error::invalid(format!("rope: theta must be finite and > 0, got {}", params.theta)));
+        return Err(Error::invalid(format!(
+            "rope: theta must be finite and > 0, got {}",
+            params.theta
+        )));
     }
     if let Some(ff) = freq_factors {
         if ff.len() != n_rot / 2 {
@@ -45,14 +48,32 @@ pub fn rope(
             )));
         }
         if let Some(bad) = ff.iter().find(|f| !(f.is_finite() && **f > 0.0)) {
-            return Err(Error::invalid(format!("rope: freq_factors must be finite and > 0, found {bad}")));
+            return Err(Error::invalid(format!(
+                "rope: freq_factors must be finite and > 0, found {bad}"
+            )));
         }
     }
     let n = product("rope", "x", &[batch, positions.len(), heads, head_dim])?;
     check_len("rope", "x", x.len(), n)?;
     match device {
-        Device::Cpu => cpu::rope(&mut x[..n], positions, heads, head_dim, params, freq_factors),
-        Device::Gpu(dev) => gpu::rope(dev, x, batch, positions, heads, head_dim, params, freq_factors)?,
+        Device::Cpu => cpu::rope(
+            &mut x[..n],
+            positions,
+            heads,
+            head_dim,
+            params,
+            freq_factors,
+        ),
+        Device::Gpu(dev) => gpu::rope(
+            dev,
+            x,
+            batch,
+            positions,
+            heads,
+            head_dim,
+            params,
+            freq_factors,
+        )?,
     }
     Ok(())
 }
