@@ -2,11 +2,16 @@
 # On a machine with a GPU and a built wheel: install the wheel, run a slice of the GPU test
 # suite (or the benchmarks), print a short summary.
 #
-#   scripts/gpu-check.sh [ops] [sanitize] [bench] [model]   (default: ops)
+#   scripts/gpu-check.sh [ops] [sanitize] [racecheck] [bench] [model] [soak] [all]   (default: ops)
 #     ops       every op test on device="gpu" (the test_ops_* tables, test_gpu_*.py)
 #     sanitize  the same tables on small shapes under compute-sanitizer memcheck (NVIDIA); the
-#               deliberate out-of-memory test is left out (memcheck reports the failed
+#               deliberate out-of-memory tests are left out (memcheck reports the failed
 #               allocation as an API error) and so is the GIL timing test
+#     racecheck the op tables on small shapes under compute-sanitizer racecheck (shared-memory
+#               hazards between the threads of a block)
+#     soak      tests_py/test_soak.py in its long form (20,000 tokens, 50 loads) and
+#               test_gpu_memory.py (out of memory at load, nothing allocated while generating)
+#     all       the whole of tests_py with ROCMFORGE_TEST_DEVICES=gpu
 #     bench     bench/ops_bench.py (kernel times, GB/s, TFLOP/s; torch SDPA when installed)
 #     model     tests_py/test_gpu_model.py (if present) and test_model.py on device="gpu"
 #
@@ -72,12 +77,32 @@ for mode in "${modes[@]}"; do
         export ROCMFORGE_TEST_SMALL=1
         run_slice sanitize compute-sanitizer --tool memcheck --error-exitcode 3 \
           --print-limit 20 $PY -m pytest $GPU_TESTS -q -rfE -p no:cacheprovider \
-          -k "not gil and not out_of_memory and $SMALL_ONLY"
+          -k "not gil and not out_of_memory and not test_gpu_memory and $SMALL_ONLY"
         unset ROCMFORGE_TEST_SMALL
         grep -E "ERROR SUMMARY" "$LOGS/sanitize.log" | tail -1 | sed 's/^/sanitize: /'
       else
         summary+=("sanitize  skipped: compute-sanitizer not found")
       fi
+      ;;
+    racecheck)
+      if command -v compute-sanitizer >/dev/null; then
+        export ROCMFORGE_TEST_SMALL=1
+        run_slice racecheck compute-sanitizer --tool racecheck --error-exitcode 3 \
+          --print-limit 20 $PY -m pytest tests_py/test_ops_*.py -q -rfE -p no:cacheprovider \
+          -k "not gil and not out_of_memory and $SMALL_ONLY"
+        unset ROCMFORGE_TEST_SMALL
+        grep -E "RACECHECK SUMMARY|ERROR SUMMARY" "$LOGS/racecheck.log" | tail -1 | sed 's/^/racecheck: /'
+      else
+        summary+=("racecheck skipped: compute-sanitizer not found")
+      fi
+      ;;
+    soak)
+      ROCMFORGE_SOAK_TOKENS=${ROCMFORGE_SOAK_TOKENS:-20000} ROCMFORGE_SOAK_LOADS=${ROCMFORGE_SOAK_LOADS:-50} \
+        run_slice soak $PY -m pytest tests_py/test_soak.py tests_py/test_gpu_memory.py -q -rfE \
+        -p no:cacheprovider
+      ;;
+    all)
+      run_slice all $PY -m pytest tests_py -q -rfE -p no:cacheprovider
       ;;
     bench)
       run_slice bench $PY bench/ops_bench.py ${BENCH_ARGS:-} --json "$LOGS/bench.json"

@@ -24,6 +24,7 @@ __all__ = [
     "gpu_launch_count",
     "gpu_bench",
     "bench_model",
+    "_GpuBallast",
 ]
 ops: ModuleType
 
@@ -121,6 +122,15 @@ class Tokenizer:
     def __len__(self) -> int: ...
 
 def devices() -> List[Dict[str, Any]]: ...
+@final
+class _GpuBallast:
+    """Test support: device memory held until `close()`."""
+
+    def __new__(cls, nbytes: int, index: int = 0) -> "_GpuBallast": ...
+    @property
+    def nbytes(self) -> int: ...
+    def close(self) -> None: ...
+
 def gpu_launch_count(index: int = 0) -> int: ...
 def gpu_bench(
     op: str, params: Dict[str, float], dtype: str = "F32", warmup: int = 5, iters: int = 20

@@ -89,6 +89,12 @@ pub trait Backend: Send + Sync {
     /// Human-readable device name ("cpu", "NVIDIA H100 80GB HBM3", ...).
     fn name(&self) -> String;
 
+    /// Free bytes of the backend's device memory, where it has a memory of its own (GPUs);
+    /// `None` on the CPU.
+    fn free_memory(&self) -> Result<Option<u64>> {
+        Ok(None)
+    }
+
     /// A zero-filled buffer of `n` floats.
     fn zeros(&self, n: usize) -> Result<Self::Buf>;
     /// A buffer holding `host`.
@@ -180,6 +186,21 @@ pub trait Backend: Send + Sync {
         row_len: usize,
         dst: &mut Self::Buf,
     ) -> Result<()>;
+
+    /// Reserve now whatever working memory `attention` will need for up to `max_seq_q` queries
+    /// against up to `max_seq_k` keys (and `argmax` over `vocab` floats), so that a running
+    /// generation never allocates. Backends without such memory do nothing.
+    fn reserve_workspace(
+        &self,
+        _max_seq_q: usize,
+        _max_seq_k: usize,
+        _heads: usize,
+        _kv_heads: usize,
+        _head_dim: usize,
+        _vocab: usize,
+    ) -> Result<()> {
+        Ok(())
+    }
 
     /// Index of the largest of the first `n` floats (lowest index on ties). A NaN beats every
     /// number (the first NaN wins, as in `np.argmax`), so that a caller reading the picked

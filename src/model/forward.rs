@@ -42,6 +42,52 @@ pub struct Transformer<B: Backend> {
     s: Scratch<B>,
 }
 
+/// Floats of activation scratch `Transformer::load` allocates (see `Scratch`).
+fn scratch_floats(c: &ModelConfig, max_batch: usize) -> usize {
+    max_batch * (2 * c.dim + 2 * c.q_dim() + 2 * c.kv_dim() + 3 * c.ffn_dim)
+        + LOGIT_ROWS * (2 * c.dim + c.vocab_size)
+        + 1
+}
+
+/// On a device with a memory of its own: fail before allocating anything when the weights,
+/// the KV cache and the scratch cannot fit in the free memory, with an error that says what
+/// was asked for. (Each allocation is still checked: this is an early, clearer answer.)
+fn check_device_memory<B: Backend>(
+    backend: &B,
+    file: &GgufFile,
+    c: &ModelConfig,
+    n_ctx: usize,
+    kv_dtype: KvDtype,
+    max_batch: usize,
+) -> Result<()> {
+    let Some(free) = backend.free_memory()? else {
+        return Ok(());
+    };
+    let weights: u64 = file.tensors.iter().map(|t| t.nbytes).sum();
+    let elem = match kv_dtype {
+        KvDtype::F32 => 4u64,
+        KvDtype::F16 => 2,
+    };
+    let kv = (2 * c.n_layers as u64)
+        .saturating_mul(n_ctx as u64)
+        .saturating_mul(c.kv_dim() as u64)
+        .saturating_mul(elem);
+    let scratch = 4 * scratch_floats(c, max_batch) as u64;
+    let needed = weights.saturating_add(kv).saturating_add(scratch);
+    if needed > free {
+        return Err(Error::OutOfMemory {
+            what: format!(
+                "loading the model ({weights} bytes of weights, a KV cache of {kv} bytes for \
+                 {n_ctx} positions in {}, {scratch} bytes of scratch)",
+                kv_dtype.name()
+            ),
+            needed,
+            free,
+        });
+    }
+    Ok(())
+}
+
 impl<B: Backend> Transformer<B> {
     /// Load `file`'s weights onto `backend` and allocate a KV cache of `n_ctx` positions.
     pub fn load(backend: B, file: &GgufFile, n_ctx: usize, kv_dtype: KvDtype) -> Result<Self> {
@@ -49,9 +95,18 @@ impl<B: Backend> Transformer<B> {
         if n_ctx == 0 {
             return Err(Error::invalid("n_ctx must be at least 1"));
         }
+        let max_batch = MAX_BATCH.min(n_ctx);
+        check_device_memory(&backend, file, &cfg, n_ctx, kv_dtype, max_batch)?;
         let weights = Weights::load(&backend, file, &cfg)?;
         let kv = KvCache::new(&backend, &cfg, n_ctx, kv_dtype)?;
-        let max_batch = MAX_BATCH.min(n_ctx);
+        backend.reserve_workspace(
+            max_batch,
+            n_ctx,
+            cfg.heads,
+            cfg.kv_heads,
+            cfg.head_dim,
+            cfg.vocab_size,
+        )?;
         let b = &backend;
         let s = Scratch {
             x: b.zeros(max_batch * cfg.dim)?,

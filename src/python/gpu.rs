@@ -8,11 +8,13 @@ use pyo3::types::PyDict;
 
 use super::IntoPy;
 use crate::backend::gpu;
+use crate::backend::gpu::DeviceBuffer;
 
 /// Every device found: the GPUs (in the order `device="gpu"` / `"auto"` take them), then the
 /// CPU. Each is a dict: device ("gpu:0", "cpu"), name, backend ("cuda", "hip", "cpu"), arch,
-/// memory_total and memory_free (bytes), warp_size, multiprocessors, launches (kernels run so
-/// far). A GPU that fails to open is listed with an "error" entry.
+/// memory_total and memory_free (bytes), memory_held (bytes rocmforge holds there),
+/// warp_size, multiprocessors, launches (kernels run so far). A GPU that fails to open is
+/// listed with an "error" entry.
 #[pyfunction]
 fn devices(py: Python<'_>) -> PyResult<Vec<Bound<'_, PyDict>>> {
     let infos = py.detach(gpu::devices);
@@ -27,6 +29,7 @@ fn devices(py: Python<'_>) -> PyResult<Vec<Bound<'_, PyDict>>> {
                 d.set_item("arch", info.arch)?;
                 d.set_item("memory_total", info.total_memory)?;
                 d.set_item("memory_free", info.free_memory)?;
+                d.set_item("memory_held", info.held_memory)?;
                 d.set_item("warp_size", info.warp_size)?;
                 d.set_item("multiprocessors", info.multiprocessors)?;
                 d.set_item("launches", info.launches)?;
@@ -110,7 +113,38 @@ fn bench_model<'py>(
     Ok(d)
 }
 
+/// Test support: `nbytes` of device memory on GPU `index`, held until `close()` (or until the
+/// object is collected), so tests can see what happens when the device is nearly full.
+#[pyclass(name = "_GpuBallast", module = "rocmforge._rocmforge")]
+struct GpuBallast {
+    buf: Option<DeviceBuffer>,
+}
+
+#[pymethods]
+impl GpuBallast {
+    #[new]
+    #[pyo3(signature = (nbytes, index=0))]
+    fn new(py: Python<'_>, nbytes: usize, index: usize) -> PyResult<Self> {
+        let buf = py
+            .detach(|| gpu::device(index).and_then(|d| DeviceBuffer::alloc(&d, nbytes, "ballast")))
+            .py()?;
+        Ok(GpuBallast { buf: Some(buf) })
+    }
+
+    /// Bytes held (0 once closed).
+    #[getter]
+    fn nbytes(&self) -> usize {
+        self.buf.as_ref().map_or(0, |b| b.bytes())
+    }
+
+    /// Give the memory back (idempotent).
+    fn close(&mut self) {
+        self.buf = None;
+    }
+}
+
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<GpuBallast>()?;
     m.add_function(wrap_pyfunction!(bench_model, m)?)?;
     m.add_function(wrap_pyfunction!(devices, m)?)?;
     m.add_function(wrap_pyfunction!(gpu_launch_count, m)?)?;

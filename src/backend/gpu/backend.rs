@@ -74,6 +74,40 @@ impl Backend for GpuBackend {
         self.dev.name().to_string()
     }
 
+    fn free_memory(&self) -> Result<Option<u64>> {
+        Ok(Some(self.dev.runtime().mem_info()?.0))
+    }
+
+    fn reserve_workspace(
+        &self,
+        max_seq_q: usize,
+        max_seq_k: usize,
+        heads: usize,
+        kv_heads: usize,
+        head_dim: usize,
+        vocab: usize,
+    ) -> Result<()> {
+        // The split-K partials depend on the query rows and the keys; every prefill chunk
+        // length (1..=max_seq_q) against the longest cache bounds them (more keys never mean
+        // fewer bytes).
+        let mut bytes = vocab.div_ceil(8192).min(1024) * 8; // argmax's first pass
+        for seq_q in 1..=max_seq_q {
+            let shape = AttentionShape {
+                batch: 1,
+                seq_q,
+                seq_k: max_seq_k.max(seq_q),
+                heads,
+                kv_heads,
+                head_dim,
+            };
+            shape.check("attention")?;
+            bytes = bytes.max(attention::flash_scratch_bytes(&self.dev, &shape)?);
+        }
+        self.dev
+            .scratch(bytes, "reserving the attention workspace")
+            .map(|_| ())
+    }
+
     fn zeros(&self, n: usize) -> Result<DeviceBuffer> {
         DeviceBuffer::zeros(&self.dev, n * 4, "zeros")
     }

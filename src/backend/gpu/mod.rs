@@ -119,6 +119,8 @@ pub struct DeviceInfo {
     pub multiprocessors: u32,
     pub total_memory: u64,
     pub free_memory: u64,
+    /// Device bytes rocmforge holds now (weights, caches, scratch).
+    pub held_memory: u64,
     pub launches: u64,
 }
 
@@ -139,6 +141,7 @@ pub fn devices() -> Vec<Result<DeviceInfo>> {
                 multiprocessors: p.multiprocessors,
                 total_memory: total,
                 free_memory: free,
+                held_memory: dev.allocated_bytes(),
                 launches: dev.launch_count(),
             })
         })

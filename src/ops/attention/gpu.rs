@@ -205,6 +205,27 @@ pub fn flash_plan(dev: &GpuDevice, s: &AttentionShape) -> Result<FlashPlan> {
     })
 }
 
+/// Bytes of the split-K partial outputs (the first part of the scratch; then 2 floats a row).
+fn partial_o_bytes(s: &AttentionShape, plan: &FlashPlan) -> usize {
+    plan.splits
+        * s.batch
+        * s.kv_heads
+        * s.seq_q
+        * (s.heads / s.kv_heads)
+        * plan.shape.dmax as usize
+        * 4
+}
+
+/// Device scratch `launch_flash_attention` takes for shape `s` (0 without a key split).
+pub fn flash_scratch_bytes(dev: &GpuDevice, s: &AttentionShape) -> Result<usize> {
+    let plan = flash_plan(dev, s)?;
+    if plan.splits == 1 {
+        return Ok(0);
+    }
+    let partial_rows = plan.splits * s.batch * s.kv_heads * s.seq_q * (s.heads / s.kv_heads);
+    Ok(partial_o_bytes(s, &plan) + partial_rows * 2 * 4)
+}
+
 /// Fused attention: `out [B, Sq, H, D] = softmax(q k^T * scale [+ causal mask]) v`, k and v
 /// `[B, kv_rows, KVH, D]` of `kv` type, only rows `< seq_k` read.
 #[allow(clippy::too_many_arguments)]
@@ -271,9 +292,8 @@ pub fn launch_flash_attention(
         args.extend(tail);
         return dev.launch(op, &kernel, grid, [FLASH_THREADS, 1, 1], shared, &args);
     }
-    let partial_rows = plan.splits * bkv * rows;
-    let o_bytes = partial_rows * plan.shape.dmax as usize * 4;
-    let scratch = dev.scratch(o_bytes + partial_rows * 2 * 4, op)?;
+    let o_bytes = partial_o_bytes(s, &plan);
+    let scratch = dev.scratch(flash_scratch_bytes(dev, s)?, op)?;
     let part_o = scratch.ptr();
     let part_ml = part_o + o_bytes as u64;
     let mut args = vec![
