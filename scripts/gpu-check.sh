@@ -97,9 +97,10 @@ for mode in "${modes[@]}"; do
       fi
       ;;
     soak)
-      ROCMFORGE_SOAK_TOKENS=${ROCMFORGE_SOAK_TOKENS:-20000} ROCMFORGE_SOAK_LOADS=${ROCMFORGE_SOAK_LOADS:-50} \
-        run_slice soak $PY -m pytest tests_py/test_soak.py tests_py/test_gpu_memory.py -q -rfE \
-        -p no:cacheprovider
+      run_slice soak env ROCMFORGE_SOAK_TOKENS="${ROCMFORGE_SOAK_TOKENS:-20000}" \
+        ROCMFORGE_SOAK_LOADS="${ROCMFORGE_SOAK_LOADS:-50}" \
+        $PY -m pytest tests_py/test_soak.py tests_py/test_gpu_memory.py -q -s -rfE -p no:cacheprovider
+      grep -oE "(soak|loads) on .*" "$LOGS/soak.log" | sed 's/^/soak: /'
       ;;
     all)
       run_slice all $PY -m pytest tests_py -q -rfE -p no:cacheprovider
