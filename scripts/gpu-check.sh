@@ -103,7 +103,7 @@ for mode in "${modes[@]}"; do
       grep -oE "(soak|loads) on .*" "$LOGS/soak.log" | sed 's/^/soak: /'
       ;;
     all)
-      run_slice all $PY -m pytest tests_py -q -rfE -p no:cacheprovider
+      run_slice all $PY -m pytest tests_py -q -rfEs -p no:cacheprovider
       ;;
     bench)
       run_slice bench $PY bench/ops_bench.py ${BENCH_ARGS:-} --json "$LOGS/bench.json"
