@@ -29,6 +29,9 @@
 //   rounding. Launch: grid (ceil(n / MV_ROWS)), block MV_GROUPS x 32, no dynamic shared memory;
 //   k % 32 == 0 (always so for these types) and row_bytes % 4 == 0 (k / 32 even).
 //
+// matvec_multi_<type>_r<R>, matvec_swiglu_<type>: fused m = 1 kernels of the decode step
+//   built on matvec_fast's sums (see their comments below).
+//
 // matmul_tiled_<type>: the prefill path. A block computes a 64 x 64 tile of out, stepping
 //   over k by 64: x (64 x 64) and the dequantized W tile (64 x 64) go to shared memory
 //   (k-major), and each of the 256 threads accumulates a 4 x 4 sub-tile.
@@ -171,19 +174,17 @@ struct FastQ8_0 {
     }
 };
 
+// The dot products of x with MV_ROWS weight rows (`rows`, each k elements of type Q), by a
+// block of MV_GROUPS x 32 threads: on return (after a barrier) partial[g][r] summed over the
+// groups g is row r's result.
 template <class Q, int MV_ROWS>
-__device__ __forceinline__ void matvec_fast(const float* __restrict__ x, const u8* __restrict__ w,
-                                            float* __restrict__ out, int n, int k, i64 row_bytes) {
-    __shared__ float partial[MV_GROUPS][MV_ROWS];
+__device__ __forceinline__ void matvec_fast_sums(const float* __restrict__ x, const u8* const (&rows)[MV_ROWS],
+                                                 int k, float (&partial)[MV_GROUPS][MV_ROWS]) {
     constexpr int BLOCKS_PER_STRIPE = 32 / Q::LANES_PER_BLOCK;
     const int lane = threadIdx.x & 31, group = threadIdx.x >> 5;
     const int sub = lane % Q::LANES_PER_BLOCK;
-    const int row0 = blockIdx.x * MV_ROWS;
     const int nblocks = k / 32;
     const int stripes = (nblocks + BLOCKS_PER_STRIPE - 1) / BLOCKS_PER_STRIPE;
-    const u8* rows[MV_ROWS];
-#pragma unroll
-    for (int r = 0; r < MV_ROWS; ++r) rows[r] = w + (i64)min(row0 + r, n - 1) * row_bytes;
     float acc[MV_ROWS];
 #pragma unroll
     for (int r = 0; r < MV_ROWS; ++r) acc[r] = 0.0f;
@@ -204,11 +205,27 @@ __device__ __forceinline__ void matvec_fast(const float* __restrict__ x, const u
         if (lane == 0) partial[group][r] = v;
     }
     __syncthreads();
-    if ((int)threadIdx.x < MV_ROWS && row0 + (int)threadIdx.x < n) {
-        float v = 0.0f;
+}
+
+template <int MV_ROWS>
+__device__ __forceinline__ float matvec_fast_total(const float (&partial)[MV_GROUPS][MV_ROWS], int r) {
+    float v = 0.0f;
 #pragma unroll
-        for (int g = 0; g < MV_GROUPS; ++g) v += partial[g][threadIdx.x];
-        out[row0 + threadIdx.x] = v;
+    for (int g = 0; g < MV_GROUPS; ++g) v += partial[g][r];
+    return v;
+}
+
+template <class Q, int MV_ROWS>
+__device__ __forceinline__ void matvec_fast(const float* __restrict__ x, const u8* __restrict__ w,
+                                            float* __restrict__ out, int n, int k, i64 row_bytes) {
+    __shared__ float partial[MV_GROUPS][MV_ROWS];
+    const int row0 = blockIdx.x * MV_ROWS;
+    const u8* rows[MV_ROWS];
+#pragma unroll
+    for (int r = 0; r < MV_ROWS; ++r) rows[r] = w + (i64)min(row0 + r, n - 1) * row_bytes;
+    matvec_fast_sums<Q, MV_ROWS>(x, rows, k, partial);
+    if ((int)threadIdx.x < MV_ROWS && row0 + (int)threadIdx.x < n) {
+        out[row0 + threadIdx.x] = matvec_fast_total<MV_ROWS>(partial, threadIdx.x);
     }
 }
 
@@ -224,6 +241,86 @@ RF_MATVEC_FAST(q4_0, FastQ4_0, 4)
 RF_MATVEC_FAST(q8_0, FastQ8_0, 1)
 RF_MATVEC_FAST(q8_0, FastQ8_0, 2)
 RF_MATVEC_FAST(q8_0, FastQ8_0, 4)
+
+// matvec_multi_<type>_r<R>: the decode step's fused projections (m = 1). Up to three weight
+//   matrices of one type and one k (w0 [n0, k], w1 [n1, k], w2 [n2, k]; n1 or n2 may be 0)
+//   in one launch: out_i[r] = (accumulate ? out_i[r] : 0) + (x . w_i[r] + (bias_i ? bias_i[r] : 0)).
+//   Used for q/k/v (with qwen2's biases) and for the output and down projections added into
+//   the residual stream. Each block takes R rows of one matrix, as matvec_fast does; the
+//   first ceil(n0 / R) blocks take w0, the next ceil(n1 / R) w1, the rest w2.
+template <class Q, int MV_ROWS>
+__device__ __forceinline__ void matvec_multi(const float* __restrict__ x, int k, i64 row_bytes, int accumulate,
+                                             const u8* w0, float* out0, const float* bias0, int n0,
+                                             const u8* w1, float* out1, const float* bias1, int n1,
+                                             const u8* w2, float* out2, const float* bias2, int n2) {
+    __shared__ float partial[MV_GROUPS][MV_ROWS];
+    int b = blockIdx.x;
+    const int nb0 = (n0 + MV_ROWS - 1) / MV_ROWS, nb1 = (n1 + MV_ROWS - 1) / MV_ROWS;
+    const u8* w = w0;
+    float* out = out0;
+    const float* bias = bias0;
+    int n = n0;
+    if (b >= nb0 + nb1) {
+        b -= nb0 + nb1;
+        w = w2, out = out2, bias = bias2, n = n2;
+    } else if (b >= nb0) {
+        b -= nb0;
+        w = w1, out = out1, bias = bias1, n = n1;
+    }
+    const int row0 = b * MV_ROWS;
+    const u8* rows[MV_ROWS];
+#pragma unroll
+    for (int r = 0; r < MV_ROWS; ++r) rows[r] = w + (i64)min(row0 + r, n - 1) * row_bytes;
+    matvec_fast_sums<Q, MV_ROWS>(x, rows, k, partial);
+    const int row = row0 + (int)threadIdx.x;
+    if ((int)threadIdx.x < MV_ROWS && row < n) {
+        float v = matvec_fast_total<MV_ROWS>(partial, threadIdx.x);
+        if (bias != nullptr) v += bias[row];
+        out[row] = accumulate ? out[row] + v : v;
+    }
+}
+
+#define RF_MATVEC_MULTI(suffix, Q, R)                                                             \
+    RF_KERNEL void RF_LAUNCH_BOUNDS(MV_GROUPS * 32) matvec_multi_##suffix##_r##R(                 \
+        const float* x, int k, i64 row_bytes, int accumulate, const u8* w0, float* out0,          \
+        const float* bias0, int n0, const u8* w1, float* out1, const float* bias1, int n1,        \
+        const u8* w2, float* out2, const float* bias2, int n2) {                                  \
+        matvec_multi<Q, R>(x, k, row_bytes, accumulate, w0, out0, bias0, n0, w1, out1, bias1, n1, \
+                           w2, out2, bias2, n2);                                                   \
+    }
+RF_MATVEC_MULTI(q4_0, FastQ4_0, 1)
+RF_MATVEC_MULTI(q4_0, FastQ4_0, 2)
+RF_MATVEC_MULTI(q4_0, FastQ4_0, 4)
+RF_MATVEC_MULTI(q8_0, FastQ8_0, 1)
+RF_MATVEC_MULTI(q8_0, FastQ8_0, 2)
+RF_MATVEC_MULTI(q8_0, FastQ8_0, 4)
+
+// matvec_swiglu_<type>: the feed-forward's gate and up projections and the SwiGLU between
+//   them (m = 1): out[r] = silu(x . w_gate[r]) * (x . w_up[r]), silu(g) = g / (1 + exp(-g)),
+//   the same expression as activation.hip's swiglu_f32. Block r takes row r of both
+//   matrices (so x is loaded once for the two). Launch: grid (n), block MV_GROUPS x 32.
+template <class Q>
+__device__ __forceinline__ void matvec_swiglu(const float* __restrict__ x, const u8* __restrict__ w_gate,
+                                              const u8* __restrict__ w_up, float* __restrict__ out, int n, int k,
+                                              i64 row_bytes) {
+    __shared__ float partial[MV_GROUPS][2];
+    const int row = blockIdx.x;
+    const u8* rows[2] = {w_gate + (i64)row * row_bytes, w_up + (i64)row * row_bytes};
+    matvec_fast_sums<Q, 2>(x, rows, k, partial);
+    if (threadIdx.x == 0 && row < n) {
+        const float g = matvec_fast_total<2>(partial, 0);
+        out[row] = g / (1.0f + expf(-g)) * matvec_fast_total<2>(partial, 1);
+    }
+}
+
+#define RF_MATVEC_SWIGLU(suffix, Q)                                                               \
+    RF_KERNEL void RF_LAUNCH_BOUNDS(MV_GROUPS * 32) matvec_swiglu_##suffix(                       \
+        const float* x, const u8* w_gate, const u8* w_up, float* out, int n, int k,               \
+        i64 row_bytes) {                                                                           \
+        matvec_swiglu<Q>(x, w_gate, w_up, out, n, k, row_bytes);                                   \
+    }
+RF_MATVEC_SWIGLU(q4_0, FastQ4_0)
+RF_MATVEC_SWIGLU(q8_0, FastQ8_0)
 
 template <class T>
 __device__ __forceinline__ void matmul_tiled(const float* x, const u8* w, float* out, int m, int n, int k,

@@ -565,13 +565,17 @@ fn kv_append_bounds_and_f16_rounding() {
 }
 
 #[test]
-fn argmax_first_of_ties_and_never_nan() {
+fn argmax_first_of_ties_and_first_nan() {
+    // Backend::argmax is the model's greedy pick: a NaN wins (as in np.argmax), so that the
+    // caller sees the NaN logit instead of a token.
     let b = CpuBackend;
     assert_eq!(b.argmax(&vec![1.0, 3.0, 3.0, -1.0], 4).unwrap(), 1);
     assert_eq!(
-        b.argmax(&vec![f32::NAN, -5.0, f32::NAN, -4.0], 4).unwrap(),
-        3
+        b.argmax(&vec![-9.0, -5.0, f32::NAN, -4.0, f32::NAN], 5)
+            .unwrap(),
+        2
     );
+    assert_eq!(b.argmax(&vec![1.0, 2.0, f32::NAN], 2).unwrap(), 1); // NaN outside the prefix
     assert_eq!(b.argmax(&vec![0.0, 1.0, 9.0], 2).unwrap(), 1); // only the prefix
     assert_eq!(b.argmax(&vec![f32::NEG_INFINITY; 3], 3).unwrap(), 0);
     assert!(b.argmax(&vec![], 0).is_err());

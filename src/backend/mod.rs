@@ -125,6 +125,54 @@ pub trait Backend: Send + Sync {
     /// `out[m, n] = x[m, k] @ dequant(w)[n, k]^T`; w `[n, k]`.
     fn matmul(&self, x: &Self::Buf, w: &Self::Weight, m: usize, out: &mut Self::Buf) -> Result<()>;
 
+    /// The attention's three projections of `x [m, k]`: `q = x @ wq^T (+ bq)`,
+    /// `k = x @ wk^T (+ bk)`, `v = x @ wv^T (+ bv)` (biases F32, all three or none). Backends
+    /// may fuse them (the GPU does for m = 1); the result is that of the unfused ops.
+    #[allow(clippy::too_many_arguments)]
+    fn matmul_qkv(
+        &self,
+        x: &Self::Buf,
+        w: [&Self::Weight; 3],
+        biases: Option<[&Self::Weight; 3]>,
+        m: usize,
+        q: &mut Self::Buf,
+        k: &mut Self::Buf,
+        v: &mut Self::Buf,
+    ) -> Result<()> {
+        unfused::matmul_qkv(self, x, w, biases, m, q, k, v)
+    }
+
+    /// `out[m, n] += x[m, k] @ w^T` (w `[n, k]`): a projection added into the residual stream.
+    /// `tmp` (`[m, n]`) is scratch for backends that do not add in place.
+    fn matmul_add(
+        &self,
+        x: &Self::Buf,
+        w: &Self::Weight,
+        m: usize,
+        n: usize,
+        tmp: &mut Self::Buf,
+        out: &mut Self::Buf,
+    ) -> Result<()> {
+        unfused::matmul_add(self, x, w, m, n, tmp, out)
+    }
+
+    /// `out[m, n] = silu(x @ w_gate^T) * (x @ w_up^T)` (weights `[n, k]`): the feed-forward's
+    /// input to its down projection. `gate` and `up` (`[m, n]`) are scratch.
+    #[allow(clippy::too_many_arguments)]
+    fn matmul_swiglu(
+        &self,
+        x: &Self::Buf,
+        w_gate: &Self::Weight,
+        w_up: &Self::Weight,
+        m: usize,
+        n: usize,
+        gate: &mut Self::Buf,
+        up: &mut Self::Buf,
+        out: &mut Self::Buf,
+    ) -> Result<()> {
+        unfused::matmul_swiglu(self, x, w_gate, w_up, m, n, gate, up, out)
+    }
+
     /// `x[r, :] += bias` for `r < rows`; bias F32 `[n]`, x `[rows, n]`.
     fn add_bias(&self, x: &mut Self::Buf, bias: &Self::Weight, rows: usize) -> Result<()>;
 
@@ -209,4 +257,63 @@ pub trait Backend: Send + Sync {
 
     /// Wait for all queued work.
     fn synchronize(&self) -> Result<()>;
+}
+
+/// The fused `Backend` methods as their separate ops: the trait's defaults, and what a backend
+/// that fuses falls back to where its fused kernels do not apply.
+pub mod unfused {
+    use super::Backend;
+    use crate::error::Result;
+
+    #[allow(clippy::too_many_arguments)]
+    pub fn matmul_qkv<B: Backend + ?Sized>(
+        b: &B,
+        x: &B::Buf,
+        w: [&B::Weight; 3],
+        biases: Option<[&B::Weight; 3]>,
+        m: usize,
+        q: &mut B::Buf,
+        k: &mut B::Buf,
+        v: &mut B::Buf,
+    ) -> Result<()> {
+        b.matmul(x, w[0], m, q)?;
+        b.matmul(x, w[1], m, k)?;
+        b.matmul(x, w[2], m, v)?;
+        if let Some([bq, bk, bv]) = biases {
+            b.add_bias(q, bq, m)?;
+            b.add_bias(k, bk, m)?;
+            b.add_bias(v, bv, m)?;
+        }
+        Ok(())
+    }
+
+    pub fn matmul_add<B: Backend + ?Sized>(
+        b: &B,
+        x: &B::Buf,
+        w: &B::Weight,
+        m: usize,
+        n: usize,
+        tmp: &mut B::Buf,
+        out: &mut B::Buf,
+    ) -> Result<()> {
+        b.matmul(x, w, m, tmp)?;
+        b.add(out, tmp, m * n)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub fn matmul_swiglu<B: Backend + ?Sized>(
+        b: &B,
+        x: &B::Buf,
+        w_gate: &B::Weight,
+        w_up: &B::Weight,
+        m: usize,
+        n: usize,
+        gate: &mut B::Buf,
+        up: &mut B::Buf,
+        out: &mut B::Buf,
+    ) -> Result<()> {
+        b.matmul(x, w_gate, m, gate)?;
+        b.matmul(x, w_up, m, up)?;
+        b.swiglu(gate, up, m * n, out)
+    }
 }

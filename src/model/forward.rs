@@ -163,14 +163,12 @@ impl<B: Backend> Transformer<B> {
         for (l, lw) in w.layers.iter().enumerate() {
             // attention: x += wo @ attn(rope(wq @ norm(x)), rope(wk @ norm(x)), wv @ norm(x))
             b.rms_norm(&s.x, &lw.attn_norm, c.rms_eps, t, &mut s.xb)?;
-            b.matmul(&s.xb, &lw.wq, t, &mut s.q)?;
-            b.matmul(&s.xb, &lw.wk, t, &mut s.k)?;
-            b.matmul(&s.xb, &lw.wv, t, &mut s.v)?;
-            if let (Some(bq), Some(bk), Some(bv)) = (&lw.bq, &lw.bk, &lw.bv) {
-                b.add_bias(&mut s.q, bq, t)?;
-                b.add_bias(&mut s.k, bk, t)?;
-                b.add_bias(&mut s.v, bv, t)?;
-            }
+            let biases = match (&lw.bq, &lw.bk, &lw.bv) {
+                (Some(bq), Some(bk), Some(bv)) => Some([bq, bk, bv]),
+                _ => None,
+            };
+            let w_qkv = [&lw.wq, &lw.wk, &lw.wv];
+            b.matmul_qkv(&s.xb, w_qkv, biases, t, &mut s.q, &mut s.k, &mut s.v)?;
             let freqs = w.rope_freqs.as_ref();
             b.rope(&mut s.q, t, c.heads, c.head_dim, pos0, &c.rope, freqs)?;
             b.rope(&mut s.k, t, c.kv_heads, c.head_dim, pos0, &c.rope, freqs)?;
@@ -189,16 +187,22 @@ impl<B: Backend> Transformer<B> {
                 scale,
                 &mut s.att,
             )?;
-            b.matmul(&s.att, &lw.wo, t, &mut s.xb)?;
-            b.add(&mut s.x, &s.xb, t * c.dim)?;
+            b.matmul_add(&s.att, &lw.wo, t, c.dim, &mut s.xb, &mut s.x)?;
 
             // feed-forward: x += w_down @ (silu(w_gate @ norm(x)) * (w_up @ norm(x)))
             b.rms_norm(&s.x, &lw.ffn_norm, c.rms_eps, t, &mut s.xb)?;
-            b.matmul(&s.xb, &lw.w_gate, t, &mut s.gate)?;
-            b.matmul(&s.xb, &lw.w_up, t, &mut s.up)?;
-            b.swiglu(&s.gate, &s.up, t * c.ffn_dim, &mut s.hidden)?;
-            b.matmul(&s.hidden, &lw.w_down, t, &mut s.xb)?;
-            b.add(&mut s.x, &s.xb, t * c.dim)?;
+            let (g, u) = (&lw.w_gate, &lw.w_up);
+            b.matmul_swiglu(
+                &s.xb,
+                g,
+                u,
+                t,
+                c.ffn_dim,
+                &mut s.gate,
+                &mut s.up,
+                &mut s.hidden,
+            )?;
+            b.matmul_add(&s.hidden, &lw.w_down, t, c.dim, &mut s.xb, &mut s.x)?;
         }
         Ok(())
     }

@@ -4,11 +4,12 @@
 use std::sync::Arc;
 
 use super::device::{need, DeviceBuffer, GpuDevice};
-use crate::backend::{Backend, KvDtype, RopeParams};
+use crate::backend::{unfused, Backend, KvDtype, RopeParams};
 use crate::error::{Error, Result};
 use crate::gguf::GgmlType;
 use crate::ops::attention::{gpu as attention, AttentionShape};
 use crate::ops::embedding::gpu::DeviceWeight;
+use crate::ops::matmul::gpu::Projection;
 use crate::ops::{
     activation, argmax, elementwise, embedding, kv_cache, matmul, norm, rope, WeightView,
 };
@@ -57,6 +58,12 @@ impl GpuWeight {
         }
         Ok(&self.buf)
     }
+}
+
+/// `w`'s device view, for the kernel tests.
+#[cfg(test)]
+pub(super) fn tests_view(w: &GpuWeight) -> DeviceWeight<'_> {
+    w.view()
 }
 
 /// One layer's K or V cache on the device.
@@ -189,6 +196,92 @@ impl Backend for GpuBackend {
         out: &mut DeviceBuffer,
     ) -> Result<()> {
         matmul::gpu::launch_matmul(&self.dev, x, &w.view(), m, out)
+    }
+
+    fn matmul_qkv(
+        &self,
+        x: &DeviceBuffer,
+        w: [&GpuWeight; 3],
+        biases: Option<[&GpuWeight; 3]>,
+        m: usize,
+        q: &mut DeviceBuffer,
+        k: &mut DeviceBuffer,
+        v: &mut DeviceBuffer,
+    ) -> Result<()> {
+        if m == 1 {
+            let bias = |i: usize| -> Result<Option<&DeviceBuffer>> {
+                biases
+                    .map(|b| b[i].f32_vector("matmul_qkv bias"))
+                    .transpose()
+            };
+            let mut parts = [
+                Projection {
+                    w: w[0].view(),
+                    bias: bias(0)?,
+                    out: q,
+                },
+                Projection {
+                    w: w[1].view(),
+                    bias: bias(1)?,
+                    out: k,
+                },
+                Projection {
+                    w: w[2].view(),
+                    bias: bias(2)?,
+                    out: v,
+                },
+            ];
+            if matmul::gpu::launch_matvec_multi(&self.dev, x, &mut parts, false)? {
+                return Ok(());
+            }
+            let [Projection { out: q, .. }, Projection { out: k, .. }, Projection { out: v, .. }] =
+                parts;
+            return unfused::matmul_qkv(self, x, w, biases, m, q, k, v);
+        }
+        unfused::matmul_qkv(self, x, w, biases, m, q, k, v)
+    }
+
+    fn matmul_add(
+        &self,
+        x: &DeviceBuffer,
+        w: &GpuWeight,
+        m: usize,
+        n: usize,
+        tmp: &mut DeviceBuffer,
+        out: &mut DeviceBuffer,
+    ) -> Result<()> {
+        if m == 1 {
+            let mut parts = [Projection {
+                w: w.view(),
+                bias: None,
+                out,
+            }];
+            if matmul::gpu::launch_matvec_multi(&self.dev, x, &mut parts, true)? {
+                return Ok(());
+            }
+            let [Projection { out, .. }] = parts;
+            return unfused::matmul_add(self, x, w, m, n, tmp, out);
+        }
+        unfused::matmul_add(self, x, w, m, n, tmp, out)
+    }
+
+    fn matmul_swiglu(
+        &self,
+        x: &DeviceBuffer,
+        w_gate: &GpuWeight,
+        w_up: &GpuWeight,
+        m: usize,
+        n: usize,
+        gate: &mut DeviceBuffer,
+        up: &mut DeviceBuffer,
+        out: &mut DeviceBuffer,
+    ) -> Result<()> {
+        if m == 1
+            && matmul::gpu::launch_matvec_swiglu(&self.dev, x, &w_gate.view(), &w_up.view(), out)?
+        {
+            return Ok(());
+        }
+        unfused::matmul_swiglu(self, x, w_gate, w_up, m, n, gate, up, out)
     }
 
     fn add_bias(&self, x: &mut DeviceBuffer, bias: &GpuWeight, rows: usize) -> Result<()> {

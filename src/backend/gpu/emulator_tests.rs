@@ -454,3 +454,186 @@ fn gpu_backend_matches_the_cpu_backend() {
         gpu.synchronize().unwrap();
     }
 }
+
+#[test]
+#[ignore = "builds the kernels with g++ (minutes); run by scripts/check-kernels.sh"]
+fn fused_decode_projections_match_the_unfused_ops() {
+    use super::GpuBackend;
+    use crate::backend::{unfused, Backend, Device};
+
+    let mut rng = Rng::new("fused_decode_projections_match_the_unfused_ops");
+    // k = 192: six 32-element blocks, a partial stripe of the Q4_0 kernel (8 blocks a stripe)
+    let (k, nq, nkv, ffn) = (192, 37, 10, 45);
+    for dev in devices() {
+        let gpu = GpuBackend::new(dev.clone());
+        let down = |g: &super::DeviceBuffer, n: usize| {
+            let mut v = vec![0f32; n];
+            gpu.download(g, &mut v).unwrap();
+            v
+        };
+        // Q4_0 and Q8_0 take the fused kernels; a mixed pair falls back to the separate ops.
+        for (ty_q, ty_kv) in [
+            (GgmlType::Q4_0, GgmlType::Q4_0),
+            (GgmlType::Q8_0, GgmlType::Q8_0),
+            (GgmlType::Q4_0, GgmlType::Q8_0),
+        ] {
+            let bytes = |ty, n, seed| super::bench::random_weight_bytes(ty, n, k, seed).unwrap();
+            let host: Vec<(GgmlType, usize, Vec<u8>)> = vec![
+                (ty_q, nq, bytes(ty_q, nq, rng.next_u64())),
+                (ty_kv, nkv, bytes(ty_kv, nkv, rng.next_u64())),
+                (ty_kv, nkv, bytes(ty_kv, nkv, rng.next_u64())),
+            ];
+            let w: Vec<_> = host
+                .iter()
+                .map(|(ty, n, b)| gpu.weight(*ty, *n, k, b).unwrap())
+                .collect();
+            let bias_host = [rng.vec(nq), rng.vec(nkv), rng.vec(nkv)];
+            let f32_bytes = |v: &[f32]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
+            let biases: Vec<_> = bias_host
+                .iter()
+                .map(|b| {
+                    gpu.weight(GgmlType::F32, 1, b.len(), &f32_bytes(b))
+                        .unwrap()
+                })
+                .collect();
+            let x = rng.vec(k);
+            let gx = gpu.upload(&x).unwrap();
+            // the CPU reference op (float32 activations) plus the bias
+            let reference = |i: usize, bias: bool| {
+                let (ty, n, b) = &host[i];
+                let view = crate::ops::WeightView {
+                    ty: *ty,
+                    rows: *n,
+                    cols: k,
+                    bytes: b,
+                };
+                let mut out = vec![0f32; *n];
+                crate::ops::matmul::matmul_gguf(&Device::Cpu, &x, &view, 1, &mut out).unwrap();
+                if bias {
+                    out.iter_mut().zip(&bias_host[i]).for_each(|(o, b)| *o += b);
+                }
+                out
+            };
+            for with_bias in [false, true] {
+                let bs = with_bias.then(|| [&biases[0], &biases[1], &biases[2]]);
+                let mut fused = [
+                    gpu.zeros(nq).unwrap(),
+                    gpu.zeros(nkv).unwrap(),
+                    gpu.zeros(nkv).unwrap(),
+                ];
+                let mut plain = [
+                    gpu.zeros(nq).unwrap(),
+                    gpu.zeros(nkv).unwrap(),
+                    gpu.zeros(nkv).unwrap(),
+                ];
+                let [fq, fk, fv] = &mut fused;
+                gpu.matmul_qkv(&gx, [&w[0], &w[1], &w[2]], bs, 1, fq, fk, fv)
+                    .unwrap();
+                let [pq, pk, pv] = &mut plain;
+                unfused::matmul_qkv(&gpu, &gx, [&w[0], &w[1], &w[2]], bs, 1, pq, pk, pv).unwrap();
+                for i in 0..3 {
+                    let n = host[i].1;
+                    let got = down(&fused[i], n);
+                    assert_eq!(
+                        got,
+                        down(&plain[i], n),
+                        "qkv {i} {ty_q:?}/{ty_kv:?} vs the unfused ops"
+                    );
+                    assert_close(
+                        "qkv vs the CPU reference",
+                        &got,
+                        &reference(i, with_bias),
+                        1e-5,
+                    );
+                }
+            }
+            // the fused kernels took the same-type cases (and only those)
+            {
+                use crate::ops::matmul::gpu::{launch_matvec_multi, Projection};
+                let view = |i: usize| super::backend::tests_view(&w[i]);
+                let mut outs = [
+                    gpu.zeros(nq).unwrap(),
+                    gpu.zeros(nkv).unwrap(),
+                    gpu.zeros(nkv).unwrap(),
+                ];
+                let [o0, o1, o2] = &mut outs;
+                let mut parts = [
+                    Projection {
+                        w: view(0),
+                        bias: None,
+                        out: o0,
+                    },
+                    Projection {
+                        w: view(1),
+                        bias: None,
+                        out: o1,
+                    },
+                    Projection {
+                        w: view(2),
+                        bias: None,
+                        out: o2,
+                    },
+                ];
+                let fused = launch_matvec_multi(&dev, &gx, &mut parts, false).unwrap();
+                assert_eq!(fused, ty_q == ty_kv, "{ty_q:?}/{ty_kv:?}");
+            }
+            // out += x @ w^T, into a residual stream holding random values
+            let resid = rng.vec(nq);
+            let (mut fo, mut po, mut tmp) = (
+                gpu.upload(&resid).unwrap(),
+                gpu.upload(&resid).unwrap(),
+                gpu.zeros(nq).unwrap(),
+            );
+            gpu.matmul_add(&gx, &w[0], 1, nq, &mut tmp, &mut fo)
+                .unwrap();
+            unfused::matmul_add(&gpu, &gx, &w[0], 1, nq, &mut tmp, &mut po).unwrap();
+            let got = down(&fo, nq);
+            assert_eq!(got, down(&po, nq), "matmul_add {ty_q:?} vs the unfused ops");
+            let want: Vec<f32> = reference(0, false)
+                .iter()
+                .zip(&resid)
+                .map(|(a, b)| a + b)
+                .collect();
+            assert_close("matmul_add vs the CPU reference", &got, &want, 1e-5);
+            // silu(x @ w_gate^T) * (x @ w_up^T): w[1] and w[2] share a type in every case
+            let wg = bytes(ty_kv, ffn, rng.next_u64());
+            let wu = bytes(ty_kv, ffn, rng.next_u64());
+            let (gg, gu) = (
+                gpu.weight(ty_kv, ffn, k, &wg).unwrap(),
+                gpu.weight(ty_kv, ffn, k, &wu).unwrap(),
+            );
+            let mut s = [
+                gpu.zeros(ffn).unwrap(),
+                gpu.zeros(ffn).unwrap(),
+                gpu.zeros(ffn).unwrap(),
+                gpu.zeros(ffn).unwrap(),
+            ];
+            let [g, u, fo, po] = &mut s;
+            gpu.matmul_swiglu(&gx, &gg, &gu, 1, ffn, g, u, fo).unwrap();
+            unfused::matmul_swiglu(&gpu, &gx, &gg, &gu, 1, ffn, g, u, po).unwrap();
+            let got = down(fo, ffn);
+            assert_eq!(
+                got,
+                down(po, ffn),
+                "matmul_swiglu {ty_kv:?} vs the unfused ops"
+            );
+            let cpu_mm = |b: &[u8]| {
+                let view = crate::ops::WeightView {
+                    ty: ty_kv,
+                    rows: ffn,
+                    cols: k,
+                    bytes: b,
+                };
+                let mut out = vec![0f32; ffn];
+                crate::ops::matmul::matmul_gguf(&Device::Cpu, &x, &view, 1, &mut out).unwrap();
+                out
+            };
+            let want: Vec<f32> = cpu_mm(&wg)
+                .iter()
+                .zip(cpu_mm(&wu))
+                .map(|(&g, u)| (g as f64 / (1.0 + (-g as f64).exp()) * u as f64) as f32)
+                .collect();
+            assert_close("matmul_swiglu vs the CPU reference", &got, &want, 1e-5);
+        }
+    }
+}

@@ -155,17 +155,35 @@ pub fn matvec(ty: GgmlType) -> Result<Kernel> {
 /// Weight rows per block the m = 1 decode kernels come in (matmul.hip, matvec_fast).
 pub const MATVEC_FAST_ROWS: [usize; 3] = [1, 2, 4];
 
+/// The suffix of the types that have m = 1 fast kernels.
+fn fast_suffix(ty: GgmlType) -> Option<&'static str> {
+    match ty {
+        GgmlType::Q4_0 => Some("q4_0"),
+        GgmlType::Q8_0 => Some("q8_0"),
+        _ => None,
+    }
+}
+
 /// The m = 1 decode kernel of `ty` with `rows` weight rows per block (one of
 /// `MATVEC_FAST_ROWS`), for the types that have one.
 pub fn matvec_fast(ty: GgmlType, rows: usize) -> Option<Kernel> {
-    let suffix = match ty {
-        GgmlType::Q4_0 => "q4_0",
-        GgmlType::Q8_0 => "q8_0",
-        _ => return None,
-    };
+    let suffix = fast_suffix(ty)?;
     MATVEC_FAST_ROWS
         .contains(&rows)
         .then(|| k(Family::Matmul, format!("matvec_fast_{suffix}_r{rows}")))
+}
+
+/// The fused m = 1 projections (up to three matrices, bias, accumulate) of `ty`.
+pub fn matvec_multi(ty: GgmlType, rows: usize) -> Option<Kernel> {
+    let suffix = fast_suffix(ty)?;
+    MATVEC_FAST_ROWS
+        .contains(&rows)
+        .then(|| k(Family::Matmul, format!("matvec_multi_{suffix}_r{rows}")))
+}
+
+/// The fused m = 1 gate/up projections with SwiGLU of `ty`.
+pub fn matvec_swiglu(ty: GgmlType) -> Option<Kernel> {
+    fast_suffix(ty).map(|suffix| k(Family::Matmul, format!("matvec_swiglu_{suffix}")))
 }
 pub fn matmul_tiled(ty: GgmlType) -> Result<Kernel> {
     Ok(k(
@@ -258,7 +276,9 @@ pub fn all() -> Vec<Kernel> {
         out.push(matvec(ty).expect("registered type"));
         for rows in MATVEC_FAST_ROWS {
             out.extend(matvec_fast(ty, rows));
+            out.extend(matvec_multi(ty, rows));
         }
+        out.extend(matvec_swiglu(ty));
         out.push(matmul_tiled(ty).expect("registered type"));
         out.push(embedding(ty).expect("registered type"));
     }
@@ -290,8 +310,10 @@ mod tests {
         for kern in all() {
             let src = kern.family.source().unwrap();
             let literal = src.contains(&format!("{}(", kern.name));
-            let generated =
-                src.contains("RF_FOR_EACH_WEIGHT_TYPE(") || src.contains("RF_FLASH_CONFIGS(");
+            let generated = src.contains("RF_FOR_EACH_WEIGHT_TYPE(")
+                || src.contains("RF_FLASH_CONFIGS(")
+                || src.contains("RF_MATVEC_MULTI(")
+                || src.contains("RF_MATVEC_SWIGLU(");
             assert!(
                 literal || generated,
                 "{} not found in {}",

@@ -113,6 +113,133 @@ pub fn launch_matmul(
     }
 }
 
+/// Whether the fused m = 1 kernels (`matvec_multi`, `matvec_swiglu`) can take weight `w`.
+fn fused_matvec_ok(w: &DeviceWeight) -> bool {
+    w.cols % 32 == 0
+        && w.row_bytes() % 4 == 0
+        && fast_matvec_enabled()
+        && kernels::matvec_swiglu(w.ty).is_some()
+}
+
+/// One matrix of a fused m = 1 launch: `out[r] (+)= x . w[r] (+ bias[r])`.
+pub struct Projection<'a> {
+    pub w: DeviceWeight<'a>,
+    /// F32 `[w.rows]`.
+    pub bias: Option<&'a DeviceBuffer>,
+    pub out: &'a mut DeviceBuffer,
+}
+
+/// Up to three m = 1 projections of x in one launch (matmul.hip `matvec_multi`), each
+/// `out = x @ w^T (+ bias)`, added to what `out` holds when `accumulate`. Returns false,
+/// launching nothing, where the fused kernel does not apply (weight types that differ or
+/// have no fast kernel, k not a multiple of 32): the caller then runs the unfused ops.
+pub fn launch_matvec_multi(
+    dev: &GpuDevice,
+    x: &DeviceBuffer,
+    parts: &mut [Projection],
+    accumulate: bool,
+) -> Result<bool> {
+    let Some(first) = parts.first() else {
+        return Ok(true);
+    };
+    let (ty, k, row_bytes) = (first.w.ty, first.w.cols, first.w.row_bytes());
+    if parts.len() > 3
+        || !parts
+            .iter()
+            .all(|p| p.w.ty == ty && p.w.cols == k && fused_matvec_ok(&p.w))
+    {
+        return Ok(false);
+    }
+    need("matmul", "x", x, k, 4)?;
+    for p in parts.iter() {
+        need("matmul", "weight", p.w.bytes, p.w.rows * row_bytes, 1)?;
+        need("matmul", "out", p.out, p.w.rows, 4)?;
+        if let Some(b) = p.bias {
+            need("matmul", "bias", b, p.w.rows, 4)?;
+        }
+    }
+    let rows_per_block = fast_matvec_rows(ty);
+    let kernel = kernels::matvec_multi(ty, rows_per_block).expect("fast type");
+    let mut args = vec![
+        x.arg(),
+        Arg::I32(to_i32(k, "matmul k")?),
+        Arg::I64(row_bytes as i64),
+        Arg::I32(accumulate as i32),
+    ];
+    let mut blocks = 0;
+    for i in 0..3 {
+        match parts.get(i) {
+            Some(p) => {
+                args.extend([
+                    p.w.bytes.arg(),
+                    p.out.arg(),
+                    p.bias.map_or(Arg::Ptr(0), |b| b.arg()),
+                    Arg::I32(to_i32(p.w.rows, "matmul n")?),
+                ]);
+                blocks += p.w.rows.div_ceil(rows_per_block);
+            }
+            None => args.extend([Arg::Ptr(0), Arg::Ptr(0), Arg::Ptr(0), Arg::I32(0)]),
+        }
+    }
+    if blocks == 0 {
+        return Ok(true);
+    }
+    dev.launch(
+        "matmul",
+        &kernel,
+        [to_i32(blocks, "matmul blocks")? as u32, 1, 1],
+        [MATVEC_FAST_THREADS, 1, 1],
+        0,
+        &args,
+    )?;
+    Ok(true)
+}
+
+/// `out[r] = silu(x . w_gate[r]) * (x . w_up[r])` for m = 1 in one launch (matmul.hip
+/// `matvec_swiglu`). Returns false, launching nothing, where the fused kernel does not apply.
+pub fn launch_matvec_swiglu(
+    dev: &GpuDevice,
+    x: &DeviceBuffer,
+    w_gate: &DeviceWeight,
+    w_up: &DeviceWeight,
+    out: &mut DeviceBuffer,
+) -> Result<bool> {
+    let (n, k) = (w_gate.rows, w_gate.cols);
+    if w_up.ty != w_gate.ty || w_up.rows != n || w_up.cols != k || !fused_matvec_ok(w_gate) {
+        return Ok(false);
+    }
+    need("matmul", "x", x, k, 4)?;
+    need(
+        "matmul",
+        "gate weight",
+        w_gate.bytes,
+        n * w_gate.row_bytes(),
+        1,
+    )?;
+    need("matmul", "up weight", w_up.bytes, n * w_up.row_bytes(), 1)?;
+    need("matmul", "out", out, n, 4)?;
+    if n == 0 {
+        return Ok(true);
+    }
+    dev.launch(
+        "matmul",
+        &kernels::matvec_swiglu(w_gate.ty).expect("fast type"),
+        [to_i32(n, "matmul n")? as u32, 1, 1],
+        [MATVEC_FAST_THREADS, 1, 1],
+        0,
+        &[
+            x.arg(),
+            w_gate.bytes.arg(),
+            w_up.bytes.arg(),
+            out.arg(),
+            Arg::I32(to_i32(n, "matmul n")?),
+            Arg::I32(to_i32(k, "matmul k")?),
+            Arg::I64(w_gate.row_bytes() as i64),
+        ],
+    )?;
+    Ok(true)
+}
+
 #[allow(clippy::too_many_arguments)]
 fn run(
     dev: &Arc<GpuDevice>,
