@@ -188,7 +188,9 @@ impl Backend for GpuBackend {
         m: usize,
         out: &mut DeviceBuffer,
     ) -> Result<()> {
-        matmul::gpu::launch_matmul(&self.dev, x, &w.view(), m, out)
+        // Prefill on tensor cores where the GPU has them (f16 products: the model's matmul is
+        // not held to the op's float32 accuracy); decode keeps the matvec.
+        matmul::gpu::launch_matmul_model(&self.dev, x, &w.view(), m, out)
     }
 
     fn add_bias(&self, x: &mut DeviceBuffer, bias: &GpuWeight, rows: usize) -> Result<()> {
