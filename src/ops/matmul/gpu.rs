@@ -192,6 +192,13 @@ fn mma_row_tile(dev: &GpuDevice, m: usize, n: usize) -> usize {
     }
 }
 
+/// Device scratch the tensor-core path takes for m rows of k (any row tile): x as f16 with
+/// its rows padded to the largest tile and k to MMA_BK, then one float a row.
+pub fn mma_scratch_bytes(m: usize, k: usize) -> usize {
+    let mp = m.div_ceil(128) * 128;
+    mp * k.div_ceil(MMA_BK) * MMA_BK * 2 + mp * 4
+}
+
 /// `out[m, n] = x[m, k] @ dequant(W)[n, k]^T` on tensor cores (matmul.hip, `mma_prep_x` then
 /// `matmul_mma_<type>_m<bm>`): x rounded to f16 after a per-row power-of-two scale (no
 /// overflow whatever its range), W dequantized to f16, f32 accumulation; the error is that of
@@ -244,6 +251,7 @@ pub fn launch_matmul_mma_tile(
     let bm = bm.unwrap_or_else(|| mma_row_tile(dev, m, n));
     let (mp, kp) = (m.div_ceil(bm) * bm, k.div_ceil(MMA_BK) * MMA_BK);
     let xh_bytes = mp * kp * 2;
+    debug_assert!(xh_bytes + mp * 4 <= mma_scratch_bytes(m, k));
     let scratch = dev.scratch(xh_bytes + mp * 4, "matmul")?;
     let (xh, inv) = (scratch.ptr(), scratch.ptr() + xh_bytes as u64);
     dev.launch(
