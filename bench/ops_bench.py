@@ -6,7 +6,7 @@ Also measured in the same run, on the same card: a device-to-device copy (the ba
 ceiling, bytes read + written) and, when PyTorch is installed, torch's
 scaled_dot_product_attention on the same float32 shapes as flash_attention.
 
-    python bench/ops_bench.py [--quick] [--json FILE]
+    python bench/ops_bench.py [--quick | --matvec | --mma] [--json FILE]
 """
 
 from __future__ import annotations
@@ -49,12 +49,36 @@ def matvec_cases(add):
                 2.0 * n * k, dtype=dt)
 
 
-def cases(quick, matvec_only=False):
+def mma_cases(add):
+    """Prefill matmuls on tensor cores (op matmul_mma: pre-pass + kernel), Llama-3-8B shapes,
+    against the FP32 tiled kernel (op matmul) at the same sizes; m = 256 is the model's prefill
+    chunk; small m places the threshold; bm forces the row tile."""
+    for dt in ("Q4_0", "Q8_0", "Q4_K", "Q6_K", "F16"):
+        for n, k in ((4096, 4096), (14336, 4096)):
+            if dt in ("Q6_K", "F16") and n != 4096:
+                continue
+            for m in (512, 256):
+                wb = weight_bytes(dt, n, k)
+                add(f"matmul_mma {dt} m={m} {n}x{k}", "matmul_mma", {"m": m, "n": n, "k": k},
+                    wb + 4 * m * (k + n), 2.0 * m * n * k, dtype=dt)
+    for bm in (64, 128):
+        add(f"matmul_mma Q4_0 m=512 4096x4096 bm={bm}", "matmul_mma", {"m": 512, "n": 4096, "k": 4096, "bm": bm},
+            weight_bytes("Q4_0", 4096, 4096) + 4 * 512 * 8192, 2.0 * 512 * 4096 * 4096, dtype="Q4_0")
+    for m in (9, 16, 32, 64, 512):
+        for op in ("matmul_mma", "matmul"):
+            add(f"{op} Q4_0 m={m} 4096x4096", op, {"m": m, "n": 4096, "k": 4096},
+                weight_bytes("Q4_0", 4096, 4096) + 4 * m * 8192, 2.0 * m * 4096 * 4096, dtype="Q4_0")
+
+
+def cases(quick, matvec_only=False, mma_only=False):
     """(label, op, params, dtype, bytes moved, flops)."""
     out = []
     add = lambda label, op, params, nbytes, flops=0.0, dtype="F32": out.append((label, op, params, dtype, nbytes, flops))
 
     add("copy 1 GiB (read + write)", "copy", {"bytes": 1 << 30}, 2 * (1 << 30))
+    if mma_only:
+        mma_cases(add)
+        return out, None
     matvec_cases(add)
     if matvec_only:
         return out, None
@@ -81,6 +105,8 @@ def cases(quick, matvec_only=False):
             wb = weight_bytes(dt, n, k)
             add(f"matmul {dt} m={m} {n}x{k}", "matmul", {"m": m, "n": n, "k": k},
                 wb + 4 * m * (k + n), 2.0 * m * n * k, dtype=dt)
+    if not quick:
+        mma_cases(add)
 
     def attn(label, op, b, sq, sk, h, kvh, d, causal=True, f16=False):
         p = {"batch": b, "seq_q": sq, "seq_k": sk, "heads": h, "kv_heads": kvh, "head_dim": d,
@@ -138,6 +164,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="fewer matmul types, no unfused attention")
     ap.add_argument("--matvec", action="store_true", help="only the copy and the decode matvecs")
+    ap.add_argument("--mma", action="store_true", help="only the copy and the tensor-core prefill matmuls")
     ap.add_argument("--json", help="also write the results here")
     args = ap.parse_args()
     gpus = [d for d in rf.devices() if d["device"].startswith("gpu") and "error" not in d]
@@ -147,7 +174,7 @@ def main():
     card = gpus[0]
     print(f"device: {card['name']} ({card['backend']}, {card['arch']}, {card['multiprocessors']} SMs, "
           f"{card['memory_total'] / 2**30:.1f} GiB)")
-    table, fa = cases(args.quick, args.matvec)
+    table, fa = cases(args.quick, args.matvec, args.mma)
     rows = []
     for label, op, params, dtype, nbytes, flops in table:
         try:

@@ -9,6 +9,7 @@
 //   RF_LAUNCH_BOUNDS(n)      the largest block size a kernel is launched with
 //   RF_WARP                  hardware warp size: 32 on NVIDIA and RDNA, 64 on CDNA/GCN
 //   rf_shfl_xor(v, m, w)     butterfly shuffle inside aligned groups of w lanes (w <= RF_WARP)
+//   rf_shfl_u32(v, src, w)   lane src (0 <= src < w) of the caller's aligned group of w lanes
 //   rf_group_sum/max<W>      reduction over aligned groups of W lanes (W a power of two
 //                            <= RF_WARP; kernels use W <= 32 or RF_WARP itself, so the same
 //                            code is right on 32- and 64-wide hardware)
@@ -50,6 +51,9 @@ __device__ __forceinline__ float rf_shfl_xor(float v, int mask, int width) {
 __device__ __forceinline__ int rf_shfl_xor_int(int v, int mask, int width) {
     return __shfl_xor(v, mask, width);
 }
+__device__ __forceinline__ u32 rf_shfl_u32(u32 v, int src, int width) {
+    return (u32)__shfl((int)v, src, width);
+}
 __device__ __forceinline__ float rf_half_to_float(u16 h) {
 #if defined(__HIP_DEVICE_COMPILE__)
     return (float)__builtin_bit_cast(_Float16, h);
@@ -75,6 +79,9 @@ __device__ __forceinline__ float rf_shfl_xor(float v, int mask, int width) {
 }
 __device__ __forceinline__ int rf_shfl_xor_int(int v, int mask, int width) {
     return __shfl_xor_sync(0xffffffffu, v, mask, width);
+}
+__device__ __forceinline__ u32 rf_shfl_u32(u32 v, int src, int width) {
+    return __shfl_sync(0xffffffffu, v, src, width);
 }
 __device__ __forceinline__ float rf_half_to_float(u16 h) {
     float f;

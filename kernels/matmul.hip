@@ -37,6 +37,7 @@
 //   (k-major), and each of the 256 threads accumulates a 4 x 4 sub-tile.
 //   Launch: grid (ceil(n / 64), ceil(m / 64)), block 256.
 #include "quants.h"
+#include "mma.h"
 
 #define MATVEC_MAX_M 8
 #define MV_GROUPS 4
@@ -392,3 +393,185 @@ __device__ __forceinline__ void matmul_tiled(const float* x, const u8* w, float*
         matmul_tiled<T>(x, w, out, m, n, k, row_bytes);                                           \
     }
 RF_FOR_EACH_WEIGHT_TYPE(RF_MATMUL_KERNELS)
+
+// ------------------------------------------------------------------------------------------
+// Prefill on tensor cores (mma.h): out[m, n] = x[m, k] @ dequant(W)[n, k]^T, f16 products,
+// f32 accumulation. Two kernels:
+//
+// mma_prep_x: x (float32) -> xh, f16 [mp, kp] (mp = m rounded up to the row tile, kp = k
+//   rounded up to MMA_BK; the padding is written as zeros) and inv[mp]. Each row r < m is
+//   scaled by a power of two s_r = 2^(141 - E) (E: the biased exponent of max_c |x[r, c]|) so
+//   that its largest magnitude lands in [2^14, 2^15): no f16 overflow (max 65504) whatever
+//   the activations' range, and the same relative rounding (2^-11) for every row.
+//   inv[r] = 1 / s_r (exact: powers of two). Rows of zeros, or with an inf, get s_r = 1 (a
+//   NaN is skipped by the max and stays a NaN). Shifts are clamped to the normal float
+//   exponents [-126, 127]. Launch: grid (mp), block 256.
+//
+// matmul_mma_<type>_m<BM>: a block computes a BM x MMA_BN tile of out (BM 64 or 128, MMA_BN
+//   128), 8 warps of 32 lanes in a 2 (rows) x 4 (columns) grid, each a (BM / 2) x 32 tile of
+//   m16n8k16 products. k goes in steps of MMA_BK = 64: the xh tile (BM x 64 f16, 16-byte
+//   loads) and the W tile (128 rows x 64, each thread dequantizing one 32-element chunk with
+//   the type's `chunk` and rounding it to f16) go to shared memory, double buffered: the next
+//   step's loads and dequantization are issued before the current step's products, and their
+//   results stored into the other buffer after them (one barrier per step). Shared rows are
+//   padded to 72 f16 (36 words) so that the fragment loads (lane (g, t) reads word 36 g + t)
+//   and the 16-byte stores hit distinct banks. Epilogue: out = acc * inv[row].
+//   Weights are rounded to f16 (exact for F16 and for every quantized type's codes times an
+//   f16 scale within f16 range; F32 / BF16 weights above 65504 in magnitude would become inf).
+//   Launch: grid (ceil(n / 128), mp / BM), block 256, dynamic shared memory
+//   2 * (BM + 128) * 72 * 2 bytes; xh and inv from mma_prep_x with the same BM.
+
+#define MMA_BN 128
+#define MMA_BK 64
+#define MMA_LD 72  // shared row length in f16 (MMA_BK + 8)
+
+RF_KERNEL void RF_LAUNCH_BOUNDS(256)
+    mma_prep_x(const float* __restrict__ x, u16* __restrict__ xh, float* __restrict__ inv, int m, int k, int kp) {
+    const int r = blockIdx.x;
+    u16* dst = xh + (i64)r * kp;
+    if (r >= m) {  // padding rows: zeros (uniform per block: no barrier is skipped by part of it)
+        for (int c = threadIdx.x; c < kp; c += blockDim.x) dst[c] = 0;
+        if (threadIdx.x == 0) inv[r] = 0.0f;
+        return;
+    }
+    const float* src = x + (i64)r * k;
+    float mx = 0.0f;
+    for (int c = threadIdx.x; c < k; c += blockDim.x) mx = fmaxf(mx, fabsf(src[c]));
+    mx = rf_block_max(mx);
+    const int e = (__float_as_int(mx) >> 23) & 255;
+    int p = (e == 0 || e == 255) ? 0 : 141 - e;  // zero / subnormal max, inf: no scaling
+    if (e == 0 && mx > 0.0f) p = 127;             // subnormal max: the largest shift
+    p = max(-126, min(127, p));
+    const float s = __int_as_float((127 + p) << 23), s_inv = __int_as_float((127 - p) << 23);
+    for (int c = threadIdx.x; c < kp; c += blockDim.x) dst[c] = c < k ? rf_float_to_half(src[c] * s) : (u16)0;
+    if (threadIdx.x == 0) inv[r] = s_inv;
+}
+
+template <class T, int BM>
+__device__ __forceinline__ void matmul_mma(const u16* __restrict__ xh, const float* __restrict__ inv,
+                                           const u8* __restrict__ w, float* __restrict__ out, int m, int n,
+                                           int k, int kp, i64 row_bytes) {
+    constexpr int WM = BM / 2, MT = WM / 16, NT = 4;    // warp tile: WM x 32
+    constexpr int A_VECS = BM * (MMA_BK / 8) / 256;     // 16-byte pieces of the xh tile per thread
+    extern __shared__ uint4 mma_smem[];
+    u16* const as = (u16*)mma_smem;                     // [2][BM][MMA_LD]
+    u16* const bs = as + 2 * BM * MMA_LD;               // [2][MMA_BN][MMA_LD]
+    const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+    const int g = lane >> 2, t = lane & 3;
+    const int wm = warp >> 2, wn = warp & 3;
+    const int n0 = blockIdx.x * MMA_BN, m0 = blockIdx.y * BM;
+    const int chunks = (k + 31) / 32, steps = kp / MMA_BK;
+    // This thread's W chunk in every step: row bj of the tile, chunk bc (0 or 1) of the step.
+    const int bj = tid % MMA_BN, bc = tid / MMA_BN;
+    const bool b_row_ok = n0 + bj < n;
+    const u8* const brow = w + (i64)(b_row_ok ? n0 + bj : 0) * row_bytes;
+
+    float acc[MT][NT][4];
+#pragma unroll
+    for (int i = 0; i < MT; ++i)
+#pragma unroll
+        for (int j = 0; j < NT; ++j)
+#pragma unroll
+            for (int e = 0; e < 4; ++e) acc[i][j][e] = 0.0f;
+
+    uint4 areg[A_VECS];
+    float breg[32];
+    auto load = [&](int step) {
+#pragma unroll
+        for (int v = 0; v < A_VECS; ++v) {
+            const int idx = tid + 256 * v, row = idx / (MMA_BK / 8), piece = idx % (MMA_BK / 8);
+            areg[v] = *(const uint4*)(xh + (i64)(m0 + row) * kp + step * MMA_BK + 8 * piece);
+        }
+        const int c = step * (MMA_BK / 32) + bc;
+        if (b_row_ok && c < chunks) {
+            T::chunk(brow, c, k, breg);
+        } else {
+#pragma unroll
+            for (int i = 0; i < 32; ++i) breg[i] = 0.0f;
+        }
+    };
+    auto store = [&](int buf) {
+        u16* a = as + buf * BM * MMA_LD;
+#pragma unroll
+        for (int v = 0; v < A_VECS; ++v) {
+            const int idx = tid + 256 * v, row = idx / (MMA_BK / 8), piece = idx % (MMA_BK / 8);
+            *(uint4*)(a + row * MMA_LD + 8 * piece) = areg[v];
+        }
+        u16* b = bs + buf * MMA_BN * MMA_LD + bj * MMA_LD + 32 * bc;
+#pragma unroll
+        for (int q = 0; q < 4; ++q) {
+            uint4 h;
+            h.x = rf_pack_half2(breg[8 * q + 0], breg[8 * q + 1]);
+            h.y = rf_pack_half2(breg[8 * q + 2], breg[8 * q + 3]);
+            h.z = rf_pack_half2(breg[8 * q + 4], breg[8 * q + 5]);
+            h.w = rf_pack_half2(breg[8 * q + 6], breg[8 * q + 7]);
+            *(uint4*)(b + 8 * q) = h;
+        }
+    };
+
+    load(0);
+    store(0);
+    __syncthreads();
+    for (int step = 0; step < steps; ++step) {
+        const int buf = step & 1;
+        const bool more = step + 1 < steps;
+        if (more) load(step + 1);
+        const u16* a = as + buf * BM * MMA_LD + (wm * WM) * MMA_LD;
+        const u16* b = bs + buf * MMA_BN * MMA_LD + (wn * 32) * MMA_LD;
+#pragma unroll
+        for (int kk = 0; kk < MMA_BK; kk += 16) {
+            u32 af[MT][4], bf[NT][2];
+#pragma unroll
+            for (int i = 0; i < MT; ++i) {
+                const u16* p = a + (16 * i + g) * MMA_LD + kk + 2 * t;
+                af[i][0] = *(const u32*)p;
+                af[i][1] = *(const u32*)(p + 8 * MMA_LD);
+                af[i][2] = *(const u32*)(p + 8);
+                af[i][3] = *(const u32*)(p + 8 * MMA_LD + 8);
+            }
+#pragma unroll
+            for (int j = 0; j < NT; ++j) {
+                const u16* p = b + (8 * j + g) * MMA_LD + kk + 2 * t;
+                bf[j][0] = *(const u32*)p;
+                bf[j][1] = *(const u32*)(p + 8);
+            }
+#pragma unroll
+            for (int i = 0; i < MT; ++i)
+#pragma unroll
+                for (int j = 0; j < NT; ++j) rf_mma_16x8x16(acc[i][j], af[i], bf[j]);
+        }
+        if (more) store(buf ^ 1);
+        __syncthreads();
+    }
+
+#pragma unroll
+    for (int i = 0; i < MT; ++i) {
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+            const int row = m0 + wm * WM + 16 * i + g + 8 * h;
+            if (row < m) {
+                const float sc = inv[row];
+#pragma unroll
+                for (int j = 0; j < NT; ++j) {
+                    const int col = n0 + wn * 32 + 8 * j + 2 * t;
+                    float* o = out + (i64)row * n + col;
+                    if (col < n) o[0] = acc[i][j][2 * h] * sc;
+                    if (col + 1 < n) o[1] = acc[i][j][2 * h + 1] * sc;
+                }
+            }
+        }
+    }
+}
+
+#define RF_MATMUL_MMA_KERNELS(suffix, T)                                                          \
+    RF_KERNEL void RF_LAUNCH_BOUNDS(256) matmul_mma_##suffix##_m64(                                \
+        const u16* xh, const float* inv, const u8* w, float* out, int m, int n, int k, int kp,      \
+        i64 row_bytes) {                                                                          \
+        matmul_mma<T, 64>(xh, inv, w, out, m, n, k, kp, row_bytes);                               \
+    }                                                                                             \
+    RF_KERNEL void RF_LAUNCH_BOUNDS(256) matmul_mma_##suffix##_m128(                               \
+        const u16* xh, const float* inv, const u8* w, float* out, int m, int n, int k, int kp,      \
+        i64 row_bytes) {                                                                          \
+        matmul_mma<T, 128>(xh, inv, w, out, m, n, k, kp, row_bytes);                              \
+    }
+RF_FOR_EACH_WEIGHT_TYPE(RF_MATMUL_MMA_KERNELS)

@@ -23,6 +23,7 @@ __all__ = [
     "devices",
     "gpu_launch_count",
     "gpu_bench",
+    "gpu_matmul",
     "bench_model",
     "_GpuBallast",
 ]
@@ -135,6 +136,9 @@ def gpu_launch_count(index: int = 0) -> int: ...
 def gpu_bench(
     op: str, params: Dict[str, float], dtype: str = "F32", warmup: int = 5, iters: int = 20
 ) -> List[float]: ...
+def gpu_matmul(
+    x: npt.NDArray[np.float32], w: npt.NDArray[Any], dtype: str = "F32", path: str = "model"
+) -> npt.NDArray[np.float32]: ...
 def bench_model(
     path: str, device: str = "gpu", n_prompt: int = 512, n_gen: int = 128, repeats: int = 3
 ) -> Dict[str, Any]: ...

@@ -946,6 +946,58 @@ fn argmax(py: Python<'_>, x: &Bound<'_, PyAny>, device: &str) -> PyResult<usize>
     py.detach(|| ops::argmax::argmax(&dev, xd, xd.len())).py()
 }
 
+/// The model's GPU matmul (for tests and benchmarks): `x @ dequantize(w).T` on GPU 0 with x
+/// float32 `[m, k]` and w as `matmul` takes it, through `path`: "model" (what the model's
+/// forward pass runs: tensor cores from `MMA_MIN_M` rows where available, f16 products),
+/// "mma" (the tensor-core kernel; UnsupportedError where there is none) or "exact" (the op's
+/// kernels). Returns float32 `[m, n]`.
+#[pyfunction]
+#[pyo3(signature = (x, w, dtype="F32", path="model"))]
+fn gpu_matmul<'py>(
+    py: Python<'py>,
+    x: &Bound<'py, PyAny>,
+    w: &Bound<'py, PyAny>,
+    dtype: &str,
+    path: &str,
+) -> PyResult<Bound<'py, PyArrayDyn<f32>>> {
+    use crate::ops::matmul::gpu::{matmul_gguf_path, MatmulPath};
+    let op = "gpu_matmul";
+    let path = match path {
+        "model" => MatmulPath::Model,
+        "mma" => MatmulPath::TensorCores,
+        "exact" => MatmulPath::Exact,
+        other => {
+            return Err(value_error(
+                op,
+                format!("path must be \"model\", \"mma\" or \"exact\", got {other:?}"),
+            ))
+        }
+    };
+    let Device::Gpu(dev) = device("gpu")? else {
+        return Err(value_error(op, "no GPU".into()));
+    };
+    let x = floats(op, "x", x)?;
+    expect_rank(op, "x", &x, 2, "[m, k]")?;
+    let (m, k) = (x.shape[0], x.shape[1]);
+    let (ty, n, cols, bytes) = gguf_matrix(op, "w", w, dtype)?;
+    if cols != k {
+        return Err(value_error(
+            op,
+            format!("x's last axis is {k} but w holds {ty} rows of {cols} values"),
+        ));
+    }
+    let out = reserve_output(op, &[m, n])?;
+    let xd = x.data();
+    let out = py
+        .detach(|| {
+            let view = WeightView::new(ty, n, cols, &bytes)?;
+            let mut out = filled(out);
+            matmul_gguf_path(&dev, xd, &view, m, &mut out, path).map(|_| out)
+        })
+        .py()?;
+    to_numpy(py, out, vec![m, n])
+}
+
 /// Create the native submodule `ops` of `m` (re-exported as `rocmforge.ops`).
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let sub = PyModule::new(m.py(), "ops")?;
@@ -964,5 +1016,6 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     sub.add_function(wrap_pyfunction!(kv_append, &sub)?)?;
     sub.add_function(wrap_pyfunction!(argmax, &sub)?)?;
     m.add_submodule(&sub)?;
+    m.add_function(wrap_pyfunction!(gpu_matmul, m)?)?;
     Ok(())
 }

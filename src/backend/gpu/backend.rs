@@ -16,11 +16,17 @@ use crate::ops::{
 
 pub struct GpuBackend {
     dev: Arc<GpuDevice>,
+    /// The longest row (k) of the matrix weights uploaded so far: the prefill matmul's
+    /// scratch is reserved for it (`reserve_workspace`).
+    max_weight_cols: std::sync::atomic::AtomicUsize,
 }
 
 impl GpuBackend {
     pub fn new(dev: Arc<GpuDevice>) -> GpuBackend {
-        GpuBackend { dev }
+        GpuBackend {
+            dev,
+            max_weight_cols: std::sync::atomic::AtomicUsize::new(0),
+        }
     }
 
     pub fn device(&self) -> &Arc<GpuDevice> {
@@ -110,6 +116,14 @@ impl Backend for GpuBackend {
             shape.check("attention")?;
             bytes = bytes.max(attention::flash_scratch_bytes(&self.dev, &shape)?);
         }
+        // The tensor-core prefill matmul's f16 copy of x (up to max_seq_q rows of the
+        // longest weight row).
+        if matmul::gpu::mma_available(&self.dev) {
+            let k = self
+                .max_weight_cols
+                .load(std::sync::atomic::Ordering::Relaxed);
+            bytes = bytes.max(matmul::gpu::mma_scratch_bytes(max_seq_q, k));
+        }
         self.dev
             .scratch(bytes, "reserving the attention workspace")
             .map(|_| ())
@@ -142,6 +156,8 @@ impl Backend for GpuBackend {
             });
         }
         super::kernels::matvec(ty)?; // the GPU must be able to run this type
+        self.max_weight_cols
+            .fetch_max(cols, std::sync::atomic::Ordering::Relaxed);
         let buf = DeviceBuffer::from_slice(
             &self.dev,
             &super::device::to_device_layout(ty, cols, bytes),
@@ -195,7 +211,9 @@ impl Backend for GpuBackend {
         m: usize,
         out: &mut DeviceBuffer,
     ) -> Result<()> {
-        matmul::gpu::launch_matmul(&self.dev, x, &w.view(), m, out)
+        // Prefill on tensor cores where the GPU has them (f16 products: the model's matmul is
+        // not held to the op's float32 accuracy); decode keeps the matvec.
+        matmul::gpu::launch_matmul_model(&self.dev, x, &w.view(), m, out)
     }
 
     fn matmul_qkv(

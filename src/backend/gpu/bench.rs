@@ -193,7 +193,7 @@ pub fn bench_op(
                 kv_cache::gpu::launch_kv_append(d, &mut cache, dtype, &src, n_ctx - n, n, row_len)
             })
         }
-        "embedding" | "matmul" => {
+        "embedding" | "matmul" | "matmul_mma" => {
             let ty = GgmlType::from_name(ty)?;
             let (rows, cols) = (get(params, "n")?, get(params, "k")?);
             let bytes = random_weight_bytes(ty, rows, cols, 7)?;
@@ -219,6 +219,10 @@ pub fn bench_op(
                 let m = get(params, "m")?;
                 let x = random_f32(dev, &mut rng, m * cols)?;
                 let mut out = DeviceBuffer::alloc(dev, m * rows * 4, "bench")?;
+                // matmul_mma: the tensor-core kernel (row tile "bm" 64 or 128, 0 or absent:
+                // the launcher's choice), pre-pass included.
+                let mma = op == "matmul_mma";
+                let bm = Some(get_or(params, "bm", 0)).filter(|&b| b != 0);
                 Box::new(move || {
                     let w = DeviceWeight {
                         ty,
@@ -226,7 +230,11 @@ pub fn bench_op(
                         cols,
                         bytes: &wbuf,
                     };
-                    matmul::gpu::launch_matmul(d, &x, &w, m, &mut out)
+                    if mma {
+                        matmul::gpu::launch_matmul_mma_tile(d, &x, &w, m, &mut out, bm)
+                    } else {
+                        matmul::gpu::launch_matmul(d, &x, &w, m, &mut out)
+                    }
                 })
             }
         }

@@ -33,11 +33,20 @@ struct alignas(16) float4 {
 struct alignas(8) uint2 {
     unsigned x, y;
 };
+struct alignas(16) uint4 {
+    unsigned x, y, z, w;
+};
+inline uint4 make_uint4(unsigned x, unsigned y, unsigned z, unsigned w) { return uint4{x, y, z, w}; }
 inline float4 make_float4(float x, float y, float z, float w) { return float4{x, y, z, w}; }
 inline float __int_as_float(int i) {
     float f;
     std::memcpy(&f, &i, 4);
     return f;
+}
+inline int __float_as_int(float f) {
+    int i;
+    std::memcpy(&i, &f, 4);
+    return i;
 }
 inline float rsqrtf(float x) { return 1.0f / std::sqrt(x); }
 inline int min(int a, int b) { return a < b ? a : b; }
@@ -57,19 +66,21 @@ std::vector<std::unique_ptr<RfEmuWave>>* rf_emu_waves;
 inline void __syncthreads() { rf_emu_block_barrier->arrive_and_wait(); }
 
 template <class T>
-inline T rf_emu_exchange(T v, int mask, int width, bool is_float) {
+inline T rf_emu_exchange(T v, int mask, int width, bool is_float, bool indexed = false) {
     RfEmuWave& w = *(*rf_emu_waves)[rf_emu_tid / RF_EMU_WAVE];
     const int lane = rf_emu_tid % RF_EMU_WAVE;
     if (is_float) w.lanes[lane].f = (float)v; else w.lanes[lane].i = (int)v;
     w.sync.arrive_and_wait();
     const int base = lane & ~(width - 1);
-    const int src = base | ((lane ^ mask) & (width - 1));
+    const int src = base | ((indexed ? mask : (lane ^ mask)) & (width - 1));
     T r = is_float ? (T)w.lanes[src].f : (T)w.lanes[src].i;
     w.sync.arrive_and_wait();
     return r;
 }
 inline float __shfl_xor(float v, int mask, int width) { return rf_emu_exchange<float>(v, mask, width, true); }
 inline int __shfl_xor(int v, int mask, int width) { return rf_emu_exchange<int>(v, mask, width, false); }
+// Indexed shuffle: lane `src` of the caller's aligned group of `width` lanes.
+inline int __shfl(int v, int src, int width) { return rf_emu_exchange<int>(v, src, width, false, true); }
 
 extern "C" void rf_emu_launch(void (*tramp)(void**), const unsigned* grid, const unsigned* block, unsigned shared,
                               void** args) {

@@ -634,6 +634,123 @@ fn fused_decode_projections_match_the_unfused_ops() {
                 .map(|(&g, u)| (g as f64 / (1.0 + (-g as f64).exp()) * u as f64) as f32)
                 .collect();
             assert_close("matmul_swiglu vs the CPU reference", &got, &want, 1e-5);
+/// The bound of f16 products with f32 accumulation: x and W each rounded to f16 (relative
+/// 2^-11 each, after the kernel's per-row power-of-two scale), so each output may be off by
+/// 2^-10 (plus f32 rounding) of sum_c |x[r, c]| |W[j, c]|. `want` is the float32 CPU result.
+fn assert_f16_bound(what: &str, got: &[f32], want: &[f32], x: &[f32], w: &[f32], m: usize, n: usize, k: usize) {
+    let mut worst = 0f64;
+    for r in 0..m {
+        for j in 0..n {
+            let mag: f64 = (0..k)
+                .map(|c| (x[r * k + c] as f64).abs() * (w[j * k + c] as f64).abs())
+                .sum();
+            let (g, e) = (got[r * n + j] as f64, want[r * n + j] as f64);
+            let bound = mag * (2f64.powi(-10) * 1.02 + 1e-6) + 1e-30;
+            let ratio = (g - e).abs() / bound;
+            assert!(
+                ratio.is_finite() && ratio <= 1.0,
+                "{what}: out[{r}, {j}] = {g}, want {e} (bound {bound})"
+            );
+            worst = worst.max(ratio);
+        }
+    }
+    println!("{what}: worst error {worst:.3} of the f16 bound");
+}
+
+#[test]
+#[ignore = "builds the kernels with g++ (minutes); run by scripts/check-kernels.sh"]
+fn tensor_core_matmul_matches_the_cpu() {
+    use crate::backend::gpu::DeviceBuffer;
+    use crate::ops::embedding::gpu::DeviceWeight;
+    use crate::ops::matmul::gpu::{launch_matmul_mma_tile, mma_available};
+
+    let mut rng = Rng::new("tensor_core_matmul_matches_the_cpu");
+    for dev in devices() {
+        assert!(mma_available(&dev), "the emulator runs the portable MMA");
+        let wide = dev.runtime().props().max_shared_per_block >= 73_728;
+        // The emulated MMA is slow (32 shuffles each): a few types per device. The other
+        // types share the kernel and differ only in `chunk`, which the matmul tests cover.
+        let types: &[GgmlType] = if wide {
+            &[GgmlType::F32, GgmlType::Q4_0, GgmlType::Q8_0, GgmlType::Q4_K, GgmlType::Q6_K]
+        } else {
+            &[GgmlType::F16, GgmlType::Q4_0, GgmlType::Q5_K]
+        };
+        for &ty in types {
+            // n: two column tiles, the second mostly empty; k: an odd number of 32-blocks
+            // (a half k-step), 256 for the K types, an odd length for the float types.
+            let n = 131;
+            let k = match ty.block_size() {
+                256 => 256,
+                32 => 96,
+                _ => 45,
+            };
+            let bytes = super::bench::random_weight_bytes(ty, n, k, rng.next_u64()).unwrap();
+            let mut dense = vec![0f32; n * k];
+            if quants::dequantize(ty, &bytes, &mut dense).is_err() {
+                println!("skipping {}: no CPU dequantizer yet", ty.name());
+                continue;
+            }
+            let wd = DeviceBuffer::from_slice(
+                &dev,
+                &super::device::to_device_layout(ty, k, &bytes),
+                "test",
+            )
+            .unwrap();
+            let w = DeviceWeight {
+                ty,
+                rows: n,
+                cols: k,
+                bytes: &wd,
+            };
+            // Tiles: 64 on both devices (m = 70: two row tiles, the second mostly padding),
+            // 128 where the shared memory allows (one type: slow to emulate).
+            let mut tiles = vec![(64, 70)];
+            if wide && ty == GgmlType::Q4_0 {
+                tiles.push((128, 131));
+            }
+            for (bm, m) in tiles {
+                let mut x = rng.vec(m * k);
+                // Rows beyond f16's range, tiny, and zero: the per-row scale must handle them.
+                x[k..2 * k].iter_mut().for_each(|v| *v *= 3.0e6);
+                x[2 * k..3 * k].iter_mut().for_each(|v| *v *= 1.0e-7);
+                x[3 * k..4 * k].iter_mut().for_each(|v| *v = 0.0);
+                let xd = DeviceBuffer::from_slice(&dev, &x, "test").unwrap();
+                let mut od = DeviceBuffer::alloc(&dev, m * n * 4, "test").unwrap();
+                launch_matmul_mma_tile(&dev, &xd, &w, m, &mut od, Some(bm)).unwrap();
+                let mut got = vec![0f32; m * n];
+                od.read(&mut got, "test").unwrap();
+                let mut want = vec![0f32; m * n];
+                ops::matmul::matmul_f32(&Device::Cpu, &x, &dense, m, n, k, &mut want).unwrap();
+                let what = format!("tensor-core matmul {} bm={bm} m={m} n={n} k={k}", ty.name());
+                assert_f16_bound(&what, &got, &want, &x, &dense, m, n, k);
+                assert!(got[3 * n..4 * n].iter().all(|&v| v == 0.0), "{what}: zero row");
+            }
+        }
+        // The model's matmul takes this kernel from m = MMA_MIN_M on, the exact one below.
+        use crate::backend::Backend;
+        let backend = super::GpuBackend::new(dev.clone());
+        let (n, k) = (40, 64);
+        let bytes = super::bench::random_weight_bytes(GgmlType::Q8_0, n, k, 9).unwrap();
+        let mut dense = vec![0f32; n * k];
+        quants::dequantize(GgmlType::Q8_0, &bytes, &mut dense).unwrap();
+        let gw = backend.weight(GgmlType::Q8_0, n, k, &bytes).unwrap();
+        let min_m = crate::ops::matmul::gpu::MMA_MIN_M;
+        for m in [min_m - 1, min_m] {
+            let x = rng.vec(m * k);
+            let xd = backend.upload(&x).unwrap();
+            let mut od = backend.zeros(m * n).unwrap();
+            backend.matmul(&xd, &gw, m, &mut od).unwrap();
+            let mut got = vec![0f32; m * n];
+            backend.download(&od, &mut got).unwrap();
+            let mut want = vec![0f32; m * n];
+            ops::matmul::matmul_f32(&Device::Cpu, &x, &dense, m, n, k, &mut want).unwrap();
+            if m < min_m {
+                assert_close("model matmul below MMA_MIN_M", &got, &want, 1e-5);
+            } else {
+                assert_f16_bound("model matmul at MMA_MIN_M", &got, &want, &x, &dense, m, n, k);
+                // f16 rounding shows: not the exact kernel
+                assert!(rel_err(&got, &want) > 1e-6, "the model's matmul did not take the MMA path");
+            }
         }
     }
 }

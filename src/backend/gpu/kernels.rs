@@ -191,6 +191,20 @@ pub fn matmul_tiled(ty: GgmlType) -> Result<Kernel> {
         format!("matmul_tiled_{}", weight_suffix(ty, "matmul")?),
     ))
 }
+/// Row tiles (BM) the tensor-core prefill kernels come in (matmul.hip, matmul_mma).
+pub const MMA_ROW_TILES: [usize; 2] = [64, 128];
+
+/// The tensor-core prefill kernel of `ty` with row tile `bm` (one of `MMA_ROW_TILES`).
+pub fn matmul_mma(ty: GgmlType, bm: usize) -> Result<Kernel> {
+    Ok(k(
+        Family::Matmul,
+        format!("matmul_mma_{}_m{bm}", weight_suffix(ty, "matmul")?),
+    ))
+}
+/// The activation pre-pass of the tensor-core kernels (per-row power-of-two scale, f16).
+pub fn mma_prep_x() -> Kernel {
+    k(Family::Matmul, "mma_prep_x")
+}
 pub fn embedding(ty: GgmlType) -> Result<Kernel> {
     Ok(k(
         Family::Embedding,
@@ -271,6 +285,7 @@ pub fn all() -> Vec<Kernel> {
         causal_mask(),
         softmax(),
         flash_combine(),
+        mma_prep_x(),
     ];
     for (ty, _) in WEIGHT_TYPES {
         out.push(matvec(ty).expect("registered type"));
@@ -280,6 +295,9 @@ pub fn all() -> Vec<Kernel> {
         }
         out.extend(matvec_swiglu(ty));
         out.push(matmul_tiled(ty).expect("registered type"));
+        for bm in MMA_ROW_TILES {
+            out.push(matmul_mma(ty, bm).expect("registered type"));
+        }
         out.push(embedding(ty).expect("registered type"));
     }
     for dmax in FlashShape::DMAXES {

@@ -240,6 +240,223 @@ pub fn launch_matvec_swiglu(
     Ok(true)
 }
 
+// ------------------------------------------------------------------------------------------
+// The model's matmul: tensor cores for prefill.
+
+/// Rows of x from which the model's matmul (`Backend::matmul`) takes the tensor-core kernel
+/// where it is available; below, the exact kernels of `launch_matmul` (decode's matvec).
+/// `ROCMFORGE_MMA_MIN_M` overrides it (read once). The tensor-core tile computes 64 or 128
+/// rows whatever m is, so at m = 9..64 it wastes most of its products, but it is still bound by
+/// reading the weights once (like the FP32 tiled kernel it replaces there) while its products
+/// cost ~1/10 of the FP32 FMA ones: it takes over exactly where the FP32 tiled kernel did.
+pub const MMA_MIN_M: usize = MATVEC_MAX_M + 1;
+/// Columns of out per tensor-core block (matmul.hip, MMA_BN), and k per step (MMA_BK).
+const MMA_BN: usize = 128;
+const MMA_BK: usize = 64;
+/// Shared row length in f16 (matmul.hip, MMA_LD).
+const MMA_LD: usize = 72;
+
+fn env_usize(var: &str) -> Option<usize> {
+    std::env::var(var).ok().and_then(|v| v.parse().ok())
+}
+
+fn mma_min_m() -> usize {
+    static MIN_M: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *MIN_M.get_or_init(|| env_usize("ROCMFORGE_MMA_MIN_M").unwrap_or(MMA_MIN_M))
+}
+
+/// Whether the model's matmul may use the tensor-core kernel on `dev`: NVIDIA sm_80 or newer
+/// (`mma.sync` m16n8k16), and the CPU emulation (which runs the kernel's portable form, to
+/// test its tiling). Not on AMD hardware: there the portable form emulates the MMA with
+/// shuffles, slower than the FP32 tiled kernel, so AMD keeps that (MFMA on CDNA and WMMA on
+/// RDNA3 are future work). `ROCMFORGE_MMA=0` switches it off (read once), so benchmarks can
+/// compare the two paths.
+pub fn mma_available(dev: &GpuDevice) -> bool {
+    static ENABLED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    let enabled =
+        *ENABLED.get_or_init(|| std::env::var_os("ROCMFORGE_MMA").is_none_or(|v| v != "0"));
+    let rt = dev.runtime();
+    enabled
+        && match rt.backend() {
+            "cuda" => rt
+                .props()
+                .arch
+                .strip_prefix("sm_")
+                .and_then(|v| v.parse::<u32>().ok())
+                .is_some_and(|v| v >= 80),
+            "emulator" => true,
+            _ => false,
+        }
+}
+
+/// Dynamic shared memory of a tensor-core block with row tile `bm` (double-buffered x and W
+/// tiles of f16).
+fn mma_shared_bytes(bm: usize) -> usize {
+    2 * (bm + MMA_BN) * MMA_LD * 2
+}
+
+/// Row tile for an m x n product: 128 when its blocks fill at least 90% of the
+/// multiprocessors in one wave (fewer, larger tiles: each weight tile is dequantized fewer
+/// times), else 64; only tiles whose shared memory fits. Measured on an H200 (132 SMs,
+/// bench/NOTES.md): m = 512, 4096 x 4096 (128 blocks of 128) 183 us with 128 vs 254 us with 64;
+/// m = 256 (64 blocks of 128) runs at 64 (152 us). `ROCMFORGE_MMA_BM` (64 or 128) forces one
+/// (read once).
+fn mma_row_tile(dev: &GpuDevice, m: usize, n: usize) -> usize {
+    static FORCED: std::sync::OnceLock<Option<usize>> = std::sync::OnceLock::new();
+    let props = dev.runtime().props();
+    let fits = |bm: usize| mma_shared_bytes(bm) <= props.max_shared_per_block;
+    let forced = *FORCED.get_or_init(|| {
+        env_usize("ROCMFORGE_MMA_BM").filter(|b| kernels::MMA_ROW_TILES.contains(b))
+    });
+    if let Some(bm) = forced.filter(|&b| fits(b)) {
+        return bm;
+    }
+    let blocks128 = m.div_ceil(128) * n.div_ceil(MMA_BN);
+    if fits(128) && blocks128 * 10 >= props.multiprocessors as usize * 9 {
+        128
+    } else {
+        64
+    }
+}
+
+/// Device scratch the tensor-core path takes for m rows of k (any row tile): x as f16 with
+/// its rows padded to the largest tile and k to MMA_BK, then one float a row.
+pub fn mma_scratch_bytes(m: usize, k: usize) -> usize {
+    let mp = m.div_ceil(128) * 128;
+    mp * k.div_ceil(MMA_BK) * MMA_BK * 2 + mp * 4
+}
+
+/// `out[m, n] = x[m, k] @ dequant(W)[n, k]^T` on tensor cores (matmul.hip, `mma_prep_x` then
+/// `matmul_mma_<type>_m<bm>`): x rounded to f16 after a per-row power-of-two scale (no
+/// overflow whatever its range), W dequantized to f16, f32 accumulation; the error is that of
+/// f16 inputs (relative ~2^-10 of sum |x| |w| per output), not the 1e-5 of `launch_matmul`.
+/// Errors where `mma_available` is false.
+pub fn launch_matmul_mma(
+    dev: &GpuDevice,
+    x: &DeviceBuffer,
+    w: &DeviceWeight,
+    m: usize,
+    out: &mut DeviceBuffer,
+) -> Result<()> {
+    launch_matmul_mma_tile(dev, x, w, m, out, None)
+}
+
+/// `launch_matmul_mma` with the row tile `bm` (64 or 128) chosen by the caller, or by
+/// `mma_row_tile` when None.
+pub fn launch_matmul_mma_tile(
+    dev: &GpuDevice,
+    x: &DeviceBuffer,
+    w: &DeviceWeight,
+    m: usize,
+    out: &mut DeviceBuffer,
+    bm: Option<usize>,
+) -> Result<()> {
+    let (n, k) = (w.rows, w.cols);
+    if let Some(b) = bm {
+        if !kernels::MMA_ROW_TILES.contains(&b)
+            || mma_shared_bytes(b) > dev.runtime().props().max_shared_per_block
+        {
+            return Err(crate::error::Error::invalid(format!(
+                "matmul: row tile {b} is not available on {}",
+                dev.name()
+            )));
+        }
+    }
+    need("matmul", "x", x, m * k, 4)?;
+    need("matmul", "weight", w.bytes, n * w.row_bytes(), 1)?;
+    need("matmul", "out", out, m * n, 4)?;
+    if !mma_available(dev) {
+        return Err(crate::error::Error::unsupported(format!(
+            "matmul: no tensor-core kernel on {} ({})",
+            dev.name(),
+            dev.runtime().props().arch
+        )));
+    }
+    if m == 0 || n == 0 {
+        return Ok(());
+    }
+    let bm = bm.unwrap_or_else(|| mma_row_tile(dev, m, n));
+    let (mp, kp) = (m.div_ceil(bm) * bm, k.div_ceil(MMA_BK) * MMA_BK);
+    let xh_bytes = mp * kp * 2;
+    debug_assert!(xh_bytes + mp * 4 <= mma_scratch_bytes(m, k));
+    let scratch = dev.scratch(xh_bytes + mp * 4, "matmul")?;
+    let (xh, inv) = (scratch.ptr(), scratch.ptr() + xh_bytes as u64);
+    dev.launch(
+        "matmul",
+        &kernels::mma_prep_x(),
+        [to_i32(mp, "matmul m")? as u32, 1, 1],
+        [256, 1, 1],
+        0,
+        &[
+            x.arg(),
+            Arg::Ptr(xh),
+            Arg::Ptr(inv),
+            Arg::I32(to_i32(m, "matmul m")?),
+            Arg::I32(to_i32(k, "matmul k")?),
+            Arg::I32(to_i32(kp, "matmul k")?),
+        ],
+    )?;
+    dev.launch(
+        "matmul",
+        &kernels::matmul_mma(w.ty, bm)?,
+        [n.div_ceil(MMA_BN) as u32, (mp / bm) as u32, 1],
+        [256, 1, 1],
+        mma_shared_bytes(bm) as u32,
+        &[
+            Arg::Ptr(xh),
+            Arg::Ptr(inv),
+            w.bytes.arg(),
+            out.arg(),
+            Arg::I32(to_i32(m, "matmul m")?),
+            Arg::I32(to_i32(n, "matmul n")?),
+            Arg::I32(to_i32(k, "matmul k")?),
+            Arg::I32(to_i32(kp, "matmul k")?),
+            Arg::I64(w.row_bytes() as i64),
+        ],
+    )
+}
+
+/// The model's matmul (`Backend::matmul` of the GPU backend): the tensor-core kernel for
+/// m >= `MMA_MIN_M` where `mma_available`, else `launch_matmul` (exact to float32 rounding;
+/// the op `rocmforge.ops.matmul` always takes that one).
+pub fn launch_matmul_model(
+    dev: &GpuDevice,
+    x: &DeviceBuffer,
+    w: &DeviceWeight,
+    m: usize,
+    out: &mut DeviceBuffer,
+) -> Result<()> {
+    if m >= mma_min_m() && mma_available(dev) {
+        launch_matmul_mma(dev, x, w, m, out)
+    } else {
+        launch_matmul(dev, x, w, m, out)
+    }
+}
+
+/// Which kernel family `matmul_gguf_path` runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MatmulPath {
+    /// `launch_matmul` (the op's path).
+    Exact,
+    /// `launch_matmul_model` (the model's choice).
+    Model,
+    /// `launch_matmul_mma`.
+    TensorCores,
+}
+
+/// `matmul_gguf` through the chosen path (tests and benchmarks of the model's matmul).
+pub fn matmul_gguf_path(
+    dev: &Arc<GpuDevice>,
+    x: &[f32],
+    w: &WeightView,
+    m: usize,
+    out: &mut [f32],
+    path: MatmulPath,
+) -> Result<()> {
+    kernels::matvec(w.ty)?;
+    run_path(dev, x, w.ty, w.rows, w.cols, w.bytes, m, out, path)
+}
+
 #[allow(clippy::too_many_arguments)]
 fn run(
     dev: &Arc<GpuDevice>,
@@ -251,21 +468,35 @@ fn run(
     m: usize,
     out: &mut [f32],
 ) -> Result<()> {
+    run_path(dev, x, ty, n, k, bytes, m, out, MatmulPath::Exact)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn run_path(
+    dev: &Arc<GpuDevice>,
+    x: &[f32],
+    ty: GgmlType,
+    n: usize,
+    k: usize,
+    bytes: &[u8],
+    m: usize,
+    out: &mut [f32],
+    path: MatmulPath,
+) -> Result<()> {
     let xd = DeviceBuffer::from_slice(dev, &x[..m * k], "matmul")?;
     let wd = DeviceBuffer::from_slice(dev, &to_device_layout(ty, k, bytes), "matmul")?;
     let mut od = DeviceBuffer::alloc(dev, m * n * 4, "matmul")?;
-    launch_matmul(
-        dev,
-        &xd,
-        &DeviceWeight {
-            ty,
-            rows: n,
-            cols: k,
-            bytes: &wd,
-        },
-        m,
-        &mut od,
-    )?;
+    let w = DeviceWeight {
+        ty,
+        rows: n,
+        cols: k,
+        bytes: &wd,
+    };
+    match path {
+        MatmulPath::Exact => launch_matmul(dev, &xd, &w, m, &mut od)?,
+        MatmulPath::Model => launch_matmul_model(dev, &xd, &w, m, &mut od)?,
+        MatmulPath::TensorCores => launch_matmul_mma(dev, &xd, &w, m, &mut od)?,
+    }
     od.read(&mut out[..m * n], "matmul")
 }
 
