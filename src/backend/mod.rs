@@ -224,9 +224,17 @@ pub trait Backend: Send + Sync {
 
     // ------------------------------------------------------------- decode steps on the device
 
-    /// State for decode steps whose token id and position live in device memory, or `None`
-    /// when this backend has no `*_step` ops.
-    fn new_step(&self) -> Result<Option<Self::Step>> {
+    /// State for decode steps whose token id and position live in device memory, with the
+    /// working memory of `attention_step` over up to `max_keys` keys and `argmax_step` over
+    /// `vocab` floats reserved now; `None` when this backend has no `*_step` ops.
+    fn new_step(
+        &self,
+        _max_keys: usize,
+        _heads: usize,
+        _kv_heads: usize,
+        _head_dim: usize,
+        _vocab: usize,
+    ) -> Result<Option<Self::Step>> {
         Ok(None)
     }
     /// Set the step's token id and position (one small copy to the device).

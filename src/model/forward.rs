@@ -62,9 +62,8 @@ pub struct Transformer<B: Backend> {
     pub kv: KvCache<B>,
     max_batch: usize,
     s: Scratch<B>,
-    /// Run greedy decode steps on the device state (`decode_greedy`); false: `eval` path.
-    device_steps: bool,
-    /// Made at the first `decode_greedy`.
+    /// Greedy decode steps on the device (`decode_greedy`; `None`: the `eval` path): made at
+    /// load, the graph recorded at the first decode step.
     decode: Option<DecodeState<B>>,
 }
 
@@ -243,25 +242,41 @@ impl<B: Backend> Transformer<B> {
             logits: b.zeros(LOGIT_ROWS * cfg.vocab_size)?,
             one: b.zeros(1)?,
         };
-        Ok(Transformer {
+        let mut t = Transformer {
             backend,
             cfg,
             weights,
             kv,
             max_batch,
             s,
-            device_steps: graphs_enabled_by_env(),
             decode: None,
-        })
+        };
+        t.set_device_steps(graphs_enabled_by_env())?;
+        Ok(t)
     }
 
     /// Turn device decode steps (and their graph) on or off for this model (the default comes
-    /// from `ROCMFORGE_GRAPHS`). Off: `decode_greedy` is `eval` + `last_argmax`.
-    pub fn set_device_steps(&mut self, on: bool) {
-        self.device_steps = on;
+    /// from `ROCMFORGE_GRAPHS`). Off, or on a backend without them: `decode_greedy` is `eval`
+    /// + `last_argmax`. On: the step's device state and working memory are allocated now, so
+    /// that decoding allocates nothing (the graph is recorded at the first decode step).
+    pub fn set_device_steps(&mut self, on: bool) -> Result<()> {
+        self.decode = None;
         if !on {
-            self.decode = None;
+            return Ok(());
         }
+        let c = &self.cfg;
+        #[rustfmt::skip]
+        let step = self.backend.new_step(
+            self.kv.n_ctx, c.heads, c.kv_heads, c.head_dim, c.vocab_size,
+        )?;
+        if let Some(step) = step {
+            self.decode = Some(DecodeState {
+                step,
+                graph: None,
+                can_capture: true,
+            });
+        }
+        Ok(())
     }
 
     fn check(&self, ids: &[u32], pos0: usize) -> Result<()> {
@@ -357,19 +372,7 @@ impl<B: Backend> Transformer<B> {
     /// in, the recorded step graph (recorded at the first call), and one small copy out.
     pub fn decode_greedy(&mut self, id: u32, pos: usize) -> Result<(u32, f32)> {
         self.check(&[id], pos)?;
-        if self.device_steps && self.decode.is_none() {
-            match self.backend.new_step()? {
-                Some(step) => {
-                    self.decode = Some(DecodeState {
-                        step,
-                        graph: None,
-                        can_capture: true,
-                    })
-                }
-                None => self.device_steps = false,
-            }
-        }
-        let Some(d) = self.decode.as_mut().filter(|_| self.device_steps) else {
+        let Some(d) = self.decode.as_mut() else {
             self.eval(&[id], pos, &mut || Ok(()))?;
             return self.last_argmax();
         };

@@ -316,7 +316,7 @@ fn greedy_step_logits<B: Backend>(
     n_prompt: usize,
 ) -> Vec<Vec<f32>> {
     let mut t = Transformer::load(backend, file, 32, kv).unwrap();
-    t.set_device_steps(true);
+    t.set_device_steps(true).unwrap();
     let mut out = Vec::new();
     let mut logits = vec![0.0; VOCAB];
     t.eval(&tokens[..n_prompt], 0, &mut no_interrupt()).unwrap();

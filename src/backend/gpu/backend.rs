@@ -348,11 +348,31 @@ impl Backend for GpuBackend {
         self.dev.synchronize("synchronize")
     }
 
-    fn new_step(&self) -> Result<Option<GpuStep>> {
-        Ok(Some(GpuStep {
+    fn new_step(
+        &self,
+        max_keys: usize,
+        heads: usize,
+        kv_heads: usize,
+        head_dim: usize,
+        vocab: usize,
+    ) -> Result<Option<GpuStep>> {
+        let shape = AttentionShape {
+            batch: 1,
+            seq_q: 1,
+            seq_k: max_keys,
+            heads,
+            kv_heads,
+            head_dim,
+        };
+        shape.check("attention")?;
+        let argmax_bytes = vocab.div_ceil(8192).min(1024) * 8; // argmax's first pass
+        let bytes = argmax_bytes.max(attention::flash_scratch_bytes(&self.dev, &shape)?);
+        let step = GpuStep {
             state: DeviceBuffer::zeros(&self.dev, 16, "decode step")?,
             work: Workspace::new(&self.dev),
-        }))
+        };
+        step.work.ptr(bytes, "decode step workspace")?;
+        Ok(Some(step))
     }
 
     fn set_step(&self, step: &mut GpuStep, id: u32, pos: usize) -> Result<()> {

@@ -493,7 +493,7 @@ fn device_step_ops_match_the_cpu_backend() {
         let gt = gpu.weight(GgmlType::Q8_0, vocab, dim, &table).unwrap();
         let ct = cpu.weight(GgmlType::Q8_0, vocab, dim, &table).unwrap();
         let mut step = gpu
-            .new_step()
+            .new_step(n_ctx, heads, kv_heads, head_dim, vocab)
             .unwrap()
             .expect("the GPU backend has step ops");
         let down = |g: &super::DeviceBuffer, n: usize| {
