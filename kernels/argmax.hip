@@ -1,6 +1,7 @@
 // argmax.hip: index of the largest value of each row (lowest index on ties).
 //
-// argmax_f32: out[r] = argmax_j x[r, j]; x: [rows, n] float32, out: int32 [rows].
+// argmax_f32: out[r] = argmax_j x[r, j]; x: [rows, n] float32, out: int32 [rows];
+//   out_val (may be null): float32 [rows], the picked value x[r, out[r]] (0 for an empty row).
 //   nan_wins == 0 (the op): NaN never wins; a row of only NaN gives 0.
 //   nan_wins != 0 (the model's greedy pick): the first NaN wins, as in np.argmax, so that the
 //   caller, reading the picked logit, sees the NaN instead of a token. Two passes, so that a long row (a vocabulary) is read by many blocks:
@@ -26,7 +27,7 @@ __device__ __forceinline__ bool rf_argmax_better(float va, int ia, float vb, int
 }
 
 RF_KERNEL void RF_LAUNCH_BOUNDS(1024)
-argmax_f32(const float* x, i64 n, int* out, float* part_val, int* part_idx, int n_parts,
+argmax_f32(const float* x, i64 n, int* out, float* out_val, float* part_val, int* part_idx, int n_parts,
            int nan_wins) {
     __shared__ float best_val[1024];
     __shared__ int best_idx[1024];
@@ -71,7 +72,9 @@ argmax_f32(const float* x, i64 n, int* out, float* part_val, int* part_idx, int 
             part_val[row * gridDim.x + blockIdx.x] = best_val[0];
             part_idx[row * gridDim.x + blockIdx.x] = best_idx[0];
         } else {
-            out[row] = best_idx[0] == RF_ARGMAX_NONE ? 0 : best_idx[0];
+            const bool none = best_idx[0] == RF_ARGMAX_NONE;
+            out[row] = none ? 0 : best_idx[0];
+            if (out_val) out_val[row] = none ? 0.0f : best_val[0];
         }
     }
 }

@@ -27,6 +27,10 @@
 //   in ranges of keys_per_split (a multiple of BK) and writes unnormalized partial outputs
 //   ([splits, B*KVH, Sq*G, DMAX]) and their (max, sum) pairs; flash_attn_combine merges them:
 //   grid (Sq * G, B * KVH), block 128.
+//   n_past (may be null): the number of keys is read from the device, Sk = n_past[0] + Sq
+//   (a decode step's position + 1), and the Sk argument only sized the launch: blocks whose
+//   key range lies past the keys write an empty partial (max -inf, sum 0), which the combine
+//   ignores. One recorded decode step then serves every position.
 #include "common.h"
 
 // ------------------------------------------------------------------------------ unfused ops
@@ -165,7 +169,8 @@ template <int DMAX, int RM, int CN, class KV>
 __device__ __forceinline__ void flash_attention(const float* q, const KV* k, const KV* v, float* out,
                                                 float* part_o, float* part_ml, int Sq, int Sk, int H,
                                                 int KVH, int D, i64 kv_rows, float scale_log2, int causal,
-                                                int keys_per_split) {
+                                                int keys_per_split, const int* n_past) {
+    if (n_past) Sk = n_past[0] + Sq;
     constexpr int BQ = 16 * RM, BK = 16 * CN, DP = DMAX + 4, PP = BK + 4, DV = DMAX / 64;
     extern __shared__ float4 flash_smem[];
     float* Qs = (float*)flash_smem;  // [BQ][DP]
@@ -373,9 +378,10 @@ flash_attn_combine(const float* part_o, const float* part_ml, float* out, int sp
 #define RF_FLASH_KERNEL(DMAX, RM, CN, KVNAME, KV)                                                       \
     RF_KERNEL void RF_LAUNCH_BOUNDS(256) flash_attn_d##DMAX##_q##RM##_k##CN##_##KVNAME(                 \
         const float* q, const KV* k, const KV* v, float* out, float* part_o, float* part_ml, int Sq,     \
-        int Sk, int H, int KVH, int D, i64 kv_rows, float scale_log2, int causal, int keys_per_split) { \
+        int Sk, int H, int KVH, int D, i64 kv_rows, float scale_log2, int causal, int keys_per_split,   \
+        const int* n_past) {                                                                            \
         flash_attention<DMAX, RM, CN, KV>(q, k, v, out, part_o, part_ml, Sq, Sk, H, KVH, D, kv_rows,    \
-                                          scale_log2, causal, keys_per_split);                          \
+                                          scale_log2, causal, keys_per_split, n_past);                  \
     }
 #define RF_FLASH_CONFIGS(DMAX, KVNAME, KV)   \
     RF_FLASH_KERNEL(DMAX, 4, 4, KVNAME, KV) \

@@ -5,7 +5,8 @@
 //! - pp: one evaluation of `n_prompt` tokens into an empty cache (the last token's logits and
 //!   their argmax included), `n_prompt / time`.
 //! - tg: `n_gen` single-token steps from an empty cache, each feeding back the previous step's
-//!   greedy pick (argmax on the device, one id copied back), `n_gen / time`.
+//!   greedy pick (`decode_greedy`: argmax on the device, one id copied back; on a GPU the
+//!   step is a recorded graph replayed per token unless `ROCMFORGE_GRAPHS=0`), `n_gen / time`.
 //!
 //! Also reported: the bytes of weights one decode step reads (every tensor but the token
 //! embedding, which is read one row at a time, unless it is also the LM head), the device's
@@ -137,13 +138,11 @@ pub fn bench_model(
     }
 
     let first = prompt_ids(1, cfg.vocab_size)[0];
-    let mut go_on = || Ok(());
-    let mut run_tg = |model: &mut Box<dyn crate::model::LanguageModel>| -> Result<f64> {
+    let run_tg = |model: &mut Box<dyn crate::model::LanguageModel>| -> Result<f64> {
         let start = Instant::now();
         let mut token = first;
         for pos in 0..n_gen {
-            model.eval(&[token], pos, &mut go_on)?;
-            token = model.last_argmax()?.0;
+            token = model.decode_greedy(token, pos)?.0;
         }
         Ok(n_gen as f64 / start.elapsed().as_secs_f64())
     };

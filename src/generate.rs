@@ -202,6 +202,31 @@ impl Engine {
         Ok(out)
     }
 
+    /// Make the cache hold `tokens` and pick the token after them; returns (tokens evaluated,
+    /// token). A plain greedy pick after one new token is one decode step on the device
+    /// (`decode_greedy`: on a GPU, a replayed graph with one small copy each way).
+    fn eval_and_pick(
+        &mut self,
+        tokens: &[u32],
+        p: &SamplingParams,
+        rng: &mut Rng,
+        interrupt: Interrupt,
+    ) -> Result<(usize, u32)> {
+        let pos = self.cached.len();
+        if p.is_plain_greedy() && tokens.len() == pos + 1 && tokens.starts_with(&self.cached) {
+            interrupt()?;
+            let (id, value) = self.model.decode_greedy(tokens[pos], pos)?;
+            self.cached.push(tokens[pos]);
+            if value.is_nan() {
+                return Err(nan_logits());
+            }
+            return Ok((1, id));
+        }
+        let evaluated = self.eval_sequence(tokens, interrupt)?;
+        let token = self.pick(tokens, p, rng)?;
+        Ok((evaluated, token))
+    }
+
     /// The next token after the sequence just evaluated. Plain greedy picks on the device; a
     /// NaN anywhere in the hidden state makes every logit NaN, which the picked logit shows.
     fn pick(&mut self, history: &[u32], p: &SamplingParams, rng: &mut Rng) -> Result<u32> {
@@ -209,15 +234,17 @@ impl Engine {
             // On the device: only the id and its logit come back.
             let (id, value) = self.model.last_argmax()?;
             if value.is_nan() {
-                return Err(Error::runtime(
-                    "the model produced NaN logits; refusing to sample".to_string(),
-                ));
+                return Err(nan_logits());
             }
             return Ok(id);
         }
         self.model.last_logits(&mut self.logits)?;
         sampling::sample(&mut self.logits, history, p, rng)
     }
+}
+
+fn nan_logits() -> Error {
+    Error::runtime("the model produced NaN logits; refusing to sample".to_string())
 }
 
 /// The state of one generation request.
@@ -328,8 +355,12 @@ impl Generation {
     /// Evaluate what the cache lacks and sample one token; updates the stats.
     fn step(&mut self, engine: &mut Engine, interrupt: Interrupt) -> Result<u32> {
         let t0 = Instant::now();
-        let evaluated = engine.eval_sequence(&self.tokens, interrupt)?;
-        let token = engine.pick(&self.tokens, &self.params.sampling, &mut self.rng)?;
+        let (evaluated, token) = engine.eval_and_pick(
+            &self.tokens,
+            &self.params.sampling,
+            &mut self.rng,
+            interrupt,
+        )?;
         let seconds = t0.elapsed().as_secs_f64();
         if self.generated == 0 {
             self.stats.prefill_tokens = evaluated;

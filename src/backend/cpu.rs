@@ -74,6 +74,8 @@ impl Backend for CpuBackend {
     type Buf = Vec<f32>;
     type Weight = CpuWeight;
     type Kv = CpuKv;
+    type Step = ();
+    type Graph = ();
 
     fn name(&self) -> String {
         "cpu".to_string()

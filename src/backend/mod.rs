@@ -10,6 +10,13 @@
 //!   each method reads/writes only the prefix its size arguments describe.
 //! - Shapes are written in NumPy order, row-major, last axis contiguous.
 //! - Errors are `Error::Device` / `Error::OutOfMemory` naming the op and the sizes.
+//!
+//! Decode steps on the device: a backend may keep a decode step's token id and position in
+//! device memory (`Step`), with `*_step` variants of the ops that depend on them; the model's
+//! one-token step is then the same work at every position, which a GPU backend records once
+//! as a graph (`capture`) and replays for every token (`replay`). Backends without it (the
+//! CPU) keep the defaults: `new_step` gives `None` and the model runs decode steps through
+//! the ordinary ops.
 
 pub mod cpu;
 pub mod cpu_quant;
@@ -85,6 +92,11 @@ pub trait Backend: Send + Sync {
     type Weight: Send + Sync;
     /// One layer's K or V cache: `[n_ctx, kv_heads * head_dim]` of `KvDtype`.
     type Kv: Send + Sync;
+    /// A decode step's state in device memory: the token id and position the `*_step` ops
+    /// read, and the (id, value) `argmax_step` writes.
+    type Step: Send + Sync;
+    /// A recorded decode step (a CUDA/HIP graph).
+    type Graph: Send + Sync;
 
     /// Human-readable device name ("cpu", "NVIDIA H100 80GB HBM3", ...).
     fn name(&self) -> String;
@@ -257,6 +269,103 @@ pub trait Backend: Send + Sync {
 
     /// Wait for all queued work.
     fn synchronize(&self) -> Result<()>;
+
+    // ------------------------------------------------------------- decode steps on the device
+
+    /// State for decode steps whose token id and position live in device memory, with the
+    /// working memory of `attention_step` over up to `max_keys` keys and `argmax_step` over
+    /// `vocab` floats reserved now; `None` when this backend has no `*_step` ops.
+    fn new_step(
+        &self,
+        _max_keys: usize,
+        _heads: usize,
+        _kv_heads: usize,
+        _head_dim: usize,
+        _vocab: usize,
+    ) -> Result<Option<Self::Step>> {
+        Ok(None)
+    }
+    /// Set the step's token id and position (one small copy to the device).
+    fn set_step(&self, _step: &mut Self::Step, _id: u32, _pos: usize) -> Result<()> {
+        Err(no_step_ops())
+    }
+    /// The (id, value) the last `argmax_step` wrote (one small copy; synchronizes).
+    fn step_result(&self, _step: &Self::Step) -> Result<(u32, f32)> {
+        Err(no_step_ops())
+    }
+    /// `embedding` of the step's token: `out [1, dim]`.
+    fn embedding_step(
+        &self,
+        _table: &Self::Weight,
+        _step: &Self::Step,
+        _out: &mut Self::Buf,
+    ) -> Result<()> {
+        Err(no_step_ops())
+    }
+    /// `rope` of one token (`x [1, heads, head_dim]`) at the step's position.
+    fn rope_step(
+        &self,
+        _x: &mut Self::Buf,
+        _heads: usize,
+        _head_dim: usize,
+        _step: &Self::Step,
+        _rope: &RopeParams,
+        _freq_factors: Option<&Self::Weight>,
+    ) -> Result<()> {
+        Err(no_step_ops())
+    }
+    /// `kv_append` of one row at the step's position (the caller checks that it fits).
+    fn kv_append_step(
+        &self,
+        _cache: &mut Self::Kv,
+        _src: &Self::Buf,
+        _step: &Self::Step,
+        _row_len: usize,
+    ) -> Result<()> {
+        Err(no_step_ops())
+    }
+    /// `attention` of one query against the cache rows `[0, pos + 1)`, pos the step's
+    /// position; `max_keys` (the cache's rows) bounds it and sizes the launch.
+    #[allow(clippy::too_many_arguments)]
+    fn attention_step(
+        &self,
+        _q: &Self::Buf,
+        _k: &Self::Kv,
+        _v: &Self::Kv,
+        _step: &Self::Step,
+        _max_keys: usize,
+        _heads: usize,
+        _kv_heads: usize,
+        _head_dim: usize,
+        _scale: f32,
+        _out: &mut Self::Buf,
+    ) -> Result<()> {
+        Err(no_step_ops())
+    }
+    /// `argmax` of the first `n` floats (a NaN wins, as in `argmax`) and the picked value,
+    /// into the step (read with `step_result`).
+    fn argmax_step(&self, _x: &Self::Buf, _n: usize, _step: &Self::Step) -> Result<()> {
+        Err(no_step_ops())
+    }
+    /// Record the work `work` queues as a graph instead of running it; `None` when this
+    /// backend cannot (then `work` has not run). The work must only use `*_step` ops and
+    /// buffers that stay alive and in place while the graph lives.
+    fn capture(
+        &self,
+        _step: &Self::Step,
+        _work: &mut dyn FnMut() -> Result<()>,
+    ) -> Result<Option<Self::Graph>> {
+        Ok(None)
+    }
+    /// Queue one replay of `graph`; `false` (nothing queued) when it is stale, i.e. memory
+    /// it recorded has moved since: capture it again.
+    fn replay(&self, _graph: &Self::Graph, _step: &Self::Step) -> Result<bool> {
+        Err(no_step_ops())
+    }
+}
+
+fn no_step_ops() -> Error {
+    Error::unsupported("this backend has no decode-step ops on the device")
 }
 
 /// The fused `Backend` methods as their separate ops: the trait's defaults, and what a backend

@@ -1,6 +1,13 @@
 //! The forward pass of a Llama-style decoder, written once over the `Backend` ops so the same
 //! code runs on the CPU and on GPUs. Everything stays on the device: the host sends token ids
 //! and receives either one argmax id or the logits rows it asked for.
+//!
+//! Greedy decode (`decode_greedy`) on a backend with device-side decode steps (the GPU): the
+//! token id and position go to the device in one copy, the step (embedding, every block, final
+//! norm, LM head, argmax) reads them from there, and only (id, logit) comes back. The step is
+//! then the same work at every position: it is recorded once as a graph at the first decode
+//! step and replayed for every later token (`ROCMFORGE_GRAPHS=0` turns this off: decode steps
+//! then run as `eval` + `last_argmax`).
 
 use crate::backend::{Backend, KvDtype};
 use crate::error::{Error, Result};
@@ -32,6 +39,21 @@ struct Scratch<B: Backend> {
     one: B::Buf,       // [1]                   a single logit, read back to check it
 }
 
+/// Whether decode steps may be recorded and replayed as graphs (`ROCMFORGE_GRAPHS=0`: no).
+pub fn graphs_enabled_by_env() -> bool {
+    std::env::var("ROCMFORGE_GRAPHS").map_or(true, |v| v.trim() != "0")
+}
+
+/// The decode step's device state and its recorded graph.
+struct DecodeState<B: Backend> {
+    step: B::Step,
+    /// Recorded at the first decode step, replayed after; dropped (and recorded again) when
+    /// stale.
+    graph: Option<B::Graph>,
+    /// False once the backend declined to record (then the step runs op by op).
+    can_capture: bool,
+}
+
 /// A loaded model on one backend: weights, KV cache and scratch.
 pub struct Transformer<B: Backend> {
     pub backend: B,
@@ -40,6 +62,99 @@ pub struct Transformer<B: Backend> {
     pub kv: KvCache<B>,
     max_batch: usize,
     s: Scratch<B>,
+    /// Greedy decode steps on the device (`decode_greedy`; `None`: the `eval` path): made at
+    /// load, the graph recorded at the first decode step.
+    decode: Option<DecodeState<B>>,
+}
+
+/// Where the tokens of a forward pass come from.
+enum At<'a, B: Backend> {
+    /// Token ids from the host, at positions `pos0..`.
+    Host { ids: &'a [u32], pos0: usize },
+    /// One token whose id and position the kernels read from the device.
+    Step(&'a B::Step),
+}
+
+/// Run the tokens through every block: their keys and values go to the KV cache, their final
+/// hidden states stay in `s.x` `[t, dim]`.
+fn run_blocks<B: Backend>(
+    b: &B,
+    c: &ModelConfig,
+    w: &Weights<B>,
+    kv: &mut KvCache<B>,
+    s: &mut Scratch<B>,
+    at: &At<B>,
+) -> Result<()> {
+    let t = match at {
+        At::Host { ids, .. } => ids.len(),
+        At::Step(_) => 1,
+    };
+    let scale = 1.0 / (c.head_dim as f32).sqrt();
+    match at {
+        At::Host { ids, .. } => b.embedding(&w.token_embd, ids, &mut s.x)?,
+        At::Step(step) => b.embedding_step(&w.token_embd, step, &mut s.x)?,
+    }
+    for (l, lw) in w.layers.iter().enumerate() {
+        // attention: x += wo @ attn(rope(wq @ norm(x)), rope(wk @ norm(x)), wv @ norm(x))
+        b.rms_norm(&s.x, &lw.attn_norm, c.rms_eps, t, &mut s.xb)?;
+        let biases = match (&lw.bq, &lw.bk, &lw.bv) {
+            (Some(bq), Some(bk), Some(bv)) => Some([bq, bk, bv]),
+            _ => None,
+        };
+        let w_qkv = [&lw.wq, &lw.wk, &lw.wv];
+        b.matmul_qkv(&s.xb, w_qkv, biases, t, &mut s.q, &mut s.k, &mut s.v)?;
+        let freqs = w.rope_freqs.as_ref();
+        let (kc, vc) = (&mut kv.k[l], &mut kv.v[l]);
+        match at {
+            At::Host { pos0, .. } => {
+                let pos0 = *pos0;
+                b.rope(&mut s.q, t, c.heads, c.head_dim, pos0, &c.rope, freqs)?;
+                b.rope(&mut s.k, t, c.kv_heads, c.head_dim, pos0, &c.rope, freqs)?;
+                b.kv_append(kc, &s.k, pos0, t, c.kv_dim())?;
+                b.kv_append(vc, &s.v, pos0, t, c.kv_dim())?;
+                #[rustfmt::skip]
+                b.attention(
+                    &s.q, kc, vc, t, pos0 + t, c.heads, c.kv_heads, c.head_dim, scale, &mut s.att,
+                )?;
+            }
+            At::Step(step) => {
+                b.rope_step(&mut s.q, c.heads, c.head_dim, step, &c.rope, freqs)?;
+                b.rope_step(&mut s.k, c.kv_heads, c.head_dim, step, &c.rope, freqs)?;
+                b.kv_append_step(kc, &s.k, step, c.kv_dim())?;
+                b.kv_append_step(vc, &s.v, step, c.kv_dim())?;
+                #[rustfmt::skip]
+                b.attention_step(
+                    &s.q, kc, vc, step, kv.n_ctx, c.heads, c.kv_heads, c.head_dim, scale,
+                    &mut s.att,
+                )?;
+            }
+        }
+        b.matmul_add(&s.att, &lw.wo, t, c.dim, &mut s.xb, &mut s.x)?;
+
+        // feed-forward: x += w_down @ (silu(w_gate @ norm(x)) * (w_up @ norm(x)))
+        b.rms_norm(&s.x, &lw.ffn_norm, c.rms_eps, t, &mut s.xb)?;
+        let (g, u) = (&lw.w_gate, &lw.w_up);
+        #[rustfmt::skip]
+        b.matmul_swiglu(&s.xb, g, u, t, c.ffn_dim, &mut s.gate, &mut s.up, &mut s.hidden)?;
+        b.matmul_add(&s.hidden, &lw.w_down, t, c.dim, &mut s.xb, &mut s.x)?;
+    }
+    Ok(())
+}
+
+/// One greedy decode step on the device state: the token through every block, its logits to
+/// `s.logits [1, vocab]`, their argmax (a NaN wins) and its value into the step.
+fn decode_step<B: Backend>(
+    b: &B,
+    c: &ModelConfig,
+    w: &Weights<B>,
+    kv: &mut KvCache<B>,
+    s: &mut Scratch<B>,
+    step: &B::Step,
+) -> Result<()> {
+    run_blocks(b, c, w, kv, s, &At::Step(step))?;
+    b.rms_norm(&s.x, &w.output_norm, c.rms_eps, 1, &mut s.head_norm)?;
+    b.matmul(&s.head_norm, w.lm_head(), 1, &mut s.logits)?;
+    b.argmax_step(&s.logits, c.vocab_size, step)
 }
 
 /// Floats of activation scratch `Transformer::load` allocates (see `Scratch`).
@@ -123,14 +238,41 @@ impl<B: Backend> Transformer<B> {
             logits: b.zeros(LOGIT_ROWS * cfg.vocab_size)?,
             one: b.zeros(1)?,
         };
-        Ok(Transformer {
+        let mut t = Transformer {
             backend,
             cfg,
             weights,
             kv,
             max_batch,
             s,
-        })
+            decode: None,
+        };
+        t.set_device_steps(graphs_enabled_by_env())?;
+        Ok(t)
+    }
+
+    /// Turn device decode steps (and their graph) on or off for this model (the default comes
+    /// from `ROCMFORGE_GRAPHS`). Off, or on a backend without them: `decode_greedy` is `eval`
+    /// + `last_argmax`. On: the step's device state and working memory are allocated now, so
+    /// that decoding allocates nothing (the graph is recorded at the first decode step).
+    pub fn set_device_steps(&mut self, on: bool) -> Result<()> {
+        self.decode = None;
+        if !on {
+            return Ok(());
+        }
+        let c = &self.cfg;
+        #[rustfmt::skip]
+        let step = self.backend.new_step(
+            self.kv.n_ctx, c.heads, c.kv_heads, c.head_dim, c.vocab_size,
+        )?;
+        if let Some(step) = step {
+            self.decode = Some(DecodeState {
+                step,
+                graph: None,
+                can_capture: true,
+            });
+        }
+        Ok(())
     }
 
     fn check(&self, ids: &[u32], pos0: usize) -> Result<()> {
@@ -156,55 +298,9 @@ impl<B: Backend> Transformer<B> {
     /// Run `ids` (at most `max_batch`) at positions `pos0..` through every block: their keys
     /// and values go to the KV cache, their final hidden states stay in `s.x` `[t, dim]`.
     fn blocks(&mut self, ids: &[u32], pos0: usize) -> Result<()> {
-        let (b, c, s, w) = (&self.backend, &self.cfg, &mut self.s, &self.weights);
-        let t = ids.len();
-        let scale = 1.0 / (c.head_dim as f32).sqrt();
-        b.embedding(&w.token_embd, ids, &mut s.x)?;
-        for (l, lw) in w.layers.iter().enumerate() {
-            // attention: x += wo @ attn(rope(wq @ norm(x)), rope(wk @ norm(x)), wv @ norm(x))
-            b.rms_norm(&s.x, &lw.attn_norm, c.rms_eps, t, &mut s.xb)?;
-            let biases = match (&lw.bq, &lw.bk, &lw.bv) {
-                (Some(bq), Some(bk), Some(bv)) => Some([bq, bk, bv]),
-                _ => None,
-            };
-            let w_qkv = [&lw.wq, &lw.wk, &lw.wv];
-            b.matmul_qkv(&s.xb, w_qkv, biases, t, &mut s.q, &mut s.k, &mut s.v)?;
-            let freqs = w.rope_freqs.as_ref();
-            b.rope(&mut s.q, t, c.heads, c.head_dim, pos0, &c.rope, freqs)?;
-            b.rope(&mut s.k, t, c.kv_heads, c.head_dim, pos0, &c.rope, freqs)?;
-            b.kv_append(&mut self.kv.k[l], &s.k, pos0, t, c.kv_dim())?;
-            b.kv_append(&mut self.kv.v[l], &s.v, pos0, t, c.kv_dim())?;
-            let (kc, vc) = (&self.kv.k[l], &self.kv.v[l]);
-            b.attention(
-                &s.q,
-                kc,
-                vc,
-                t,
-                pos0 + t,
-                c.heads,
-                c.kv_heads,
-                c.head_dim,
-                scale,
-                &mut s.att,
-            )?;
-            b.matmul_add(&s.att, &lw.wo, t, c.dim, &mut s.xb, &mut s.x)?;
-
-            // feed-forward: x += w_down @ (silu(w_gate @ norm(x)) * (w_up @ norm(x)))
-            b.rms_norm(&s.x, &lw.ffn_norm, c.rms_eps, t, &mut s.xb)?;
-            let (g, u) = (&lw.w_gate, &lw.w_up);
-            b.matmul_swiglu(
-                &s.xb,
-                g,
-                u,
-                t,
-                c.ffn_dim,
-                &mut s.gate,
-                &mut s.up,
-                &mut s.hidden,
-            )?;
-            b.matmul_add(&s.hidden, &lw.w_down, t, c.dim, &mut s.xb, &mut s.x)?;
-        }
-        Ok(())
+        let at = At::Host { ids, pos0 };
+        let (b, c, w) = (&self.backend, &self.cfg, &self.weights);
+        run_blocks(b, c, w, &mut self.kv, &mut self.s, &at)
     }
 
     /// Logits of hidden-state rows `row0..row0 + n` (n <= LOGIT_ROWS) into `s.logits [n, vocab]`.
@@ -264,6 +360,36 @@ impl<B: Backend> Transformer<B> {
     pub fn last_logits(&self, out: &mut [f32]) -> Result<()> {
         self.backend
             .download(&self.s.logits, &mut out[..self.cfg.vocab_size])
+    }
+
+    /// Evaluate one token at `pos` (the cache must hold `0..pos`) and pick the next greedily:
+    /// (token id, its logit), as `eval` then `last_argmax` would, and the logits stay on the
+    /// device for `last_logits`. On a backend with device decode steps this is one small copy
+    /// in, the recorded step graph (recorded at the first call), and one small copy out.
+    pub fn decode_greedy(&mut self, id: u32, pos: usize) -> Result<(u32, f32)> {
+        self.check(&[id], pos)?;
+        let Some(d) = self.decode.as_mut() else {
+            self.eval(&[id], pos, &mut || Ok(()))?;
+            return self.last_argmax();
+        };
+        let (b, c, w) = (&self.backend, &self.cfg, &self.weights);
+        let (kv, s) = (&mut self.kv, &mut self.s);
+        b.set_step(&mut d.step, id, pos)?;
+        let replayed = match &d.graph {
+            Some(graph) => b.replay(graph, &d.step)?,
+            None => false,
+        };
+        if !replayed {
+            d.graph = None;
+            // Op by op: this also sizes the step's workspace before anything is recorded.
+            decode_step(b, c, w, kv, s, &d.step)?;
+            if d.can_capture {
+                let step = &d.step;
+                d.graph = b.capture(step, &mut || decode_step(b, c, w, kv, s, step))?;
+                d.can_capture = d.graph.is_some();
+            }
+        }
+        b.step_result(&d.step)
     }
 
     /// Greedy pick from the last `eval`'s logits, on the device: (token id, its logit).

@@ -49,6 +49,13 @@ pub trait LanguageModel: Send {
     fn last_logits(&self, out: &mut [f32]) -> Result<()>;
     /// The last `eval`'s argmax (lowest id on ties) and its logit, computed on the device.
     fn last_argmax(&mut self) -> Result<(u32, f32)>;
+    /// One greedy decode step: evaluate `id` at `pos` (the cache holds `0..pos`) and return
+    /// the argmax of its logits and that logit, like `eval` + `last_argmax`; its logits stay
+    /// available to `last_logits`. GPU models replay a recorded graph of the step.
+    fn decode_greedy(&mut self, id: u32, pos: usize) -> Result<(u32, f32)> {
+        self.eval(&[id], pos, &mut || Ok(()))?;
+        self.last_argmax()
+    }
 }
 
 impl<B: Backend + 'static> LanguageModel for Transformer<B> {
@@ -84,6 +91,9 @@ impl<B: Backend + 'static> LanguageModel for Transformer<B> {
     }
     fn last_argmax(&mut self) -> Result<(u32, f32)> {
         Transformer::last_argmax(self)
+    }
+    fn decode_greedy(&mut self, id: u32, pos: usize) -> Result<(u32, f32)> {
+        Transformer::decode_greedy(self, id, pos)
     }
 }
 

@@ -306,3 +306,68 @@ fn gpu_backend_forward_on_the_emulator_matches_the_cpu() {
         }
     }
 }
+
+/// `decode_logits` with the one-token steps taken by `decode_greedy` (device decode steps).
+fn greedy_step_logits<B: Backend>(
+    backend: B,
+    file: &GgufFile,
+    kv: KvDtype,
+    tokens: &[u32],
+    n_prompt: usize,
+) -> Vec<Vec<f32>> {
+    let mut t = Transformer::load(backend, file, 32, kv).unwrap();
+    t.set_device_steps(true).unwrap();
+    let mut out = Vec::new();
+    let mut logits = vec![0.0; VOCAB];
+    t.eval(&tokens[..n_prompt], 0, &mut no_interrupt()).unwrap();
+    t.last_logits(&mut logits).unwrap();
+    out.push(logits.clone());
+    for pos in n_prompt..tokens.len() {
+        let (id, value) = t.decode_greedy(tokens[pos], pos).unwrap();
+        t.last_logits(&mut logits).unwrap();
+        assert_eq!(value, logits[id as usize], "picked logit at position {pos}");
+        assert_eq!(
+            id,
+            crate::sampling::argmax(&logits),
+            "device argmax at position {pos}"
+        );
+        out.push(logits.clone());
+    }
+    out
+}
+
+#[test]
+fn cpu_decode_greedy_equals_eval_then_argmax() {
+    let file = tiny_model(Arch::Qwen2, GgmlType::Q8_0, 3);
+    let steps = greedy_step_logits(CpuBackend, &file, KvDtype::F32, &TOKENS, N_PROMPT);
+    let eval = decode_logits(CpuBackend, &file, KvDtype::F32, &TOKENS, N_PROMPT);
+    assert_eq!(steps, eval);
+}
+
+#[test]
+#[ignore = "builds the kernels with g++ (minutes); run by scripts/check-kernels.sh"]
+fn gpu_device_decode_steps_on_the_emulator_match_the_cpu() {
+    use crate::backend::gpu::emulator::EmuRuntime;
+    use crate::backend::gpu::{GpuBackend, GpuDevice};
+    use std::sync::Arc;
+
+    let devices = [(32, 227 * 1024), (64, 64 * 1024)];
+    for (i, (wave, shared)) in devices.into_iter().enumerate() {
+        let dev = Arc::new(GpuDevice::new(i, Box::new(EmuRuntime::new(wave, shared))));
+        for (arch, ty, kv, tol) in [
+            (Arch::Qwen2, GgmlType::F32, KvDtype::F32, 1e-4),
+            (Arch::Llama, GgmlType::Q8_0, KvDtype::F16, 3e-2),
+        ] {
+            let file = tiny_model(arch, ty, 29);
+            let gpu = greedy_step_logits(GpuBackend::new(dev.clone()), &file, kv, &TOKENS, 1);
+            let cpu = decode_logits(CpuBackend, &file, kv, &TOKENS, 1);
+            for (step, (g, c)) in gpu.iter().zip(&cpu).enumerate() {
+                let e = rel_err(g, c);
+                assert!(
+                    e < tol,
+                    "wave {wave} {arch:?} {ty} {kv:?}: step {step}: {e}"
+                );
+            }
+        }
+    }
+}

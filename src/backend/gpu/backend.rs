@@ -1,12 +1,15 @@
 //! `GpuBackend`: the model's `Backend` on one GPU. Activations, weights (in their GGUF type)
-//! and the KV cache live in device memory; every method is one or two kernel launches.
+//! and the KV cache live in device memory; every method is one or two kernel launches. The
+//! `*_step` methods read a decode step's token id and position from device memory (`GpuStep`),
+//! so that the whole step can be recorded once as a graph and replayed for every token.
 
 use std::sync::Arc;
 
-use super::device::{need, DeviceBuffer, GpuDevice};
+use super::device::{need, DeviceBuffer, GpuDevice, GpuGraph, Temp, Workspace};
 use crate::backend::{unfused, Backend, KvDtype, RopeParams};
 use crate::error::{Error, Result};
 use crate::gguf::GgmlType;
+use crate::ops::attention::gpu::KeyCount;
 use crate::ops::attention::{gpu as attention, AttentionShape};
 use crate::ops::embedding::gpu::DeviceWeight;
 use crate::ops::matmul::gpu::Projection;
@@ -72,6 +75,25 @@ pub(super) fn tests_view(w: &GpuWeight) -> DeviceWeight<'_> {
     w.view()
 }
 
+/// A decode step's state on the device: int32 `[4]` = token id, position (written by
+/// `set_step`, one copy), picked id, picked value (f32 bits; written by `argmax_step`), and
+/// the step's own temporaries (so that a recorded graph refers to nothing that others move).
+pub struct GpuStep {
+    state: DeviceBuffer,
+    work: Workspace,
+}
+
+/// Byte offsets in `GpuStep::state`.
+const STEP_ID: usize = 0;
+const STEP_POS: usize = 4;
+const STEP_PICK: usize = 8;
+
+/// A recorded decode step, and how often the step's workspace had moved when it was recorded.
+pub struct GpuStepGraph {
+    graph: GpuGraph,
+    work_moves: u64,
+}
+
 /// One layer's K or V cache on the device.
 pub struct GpuKv {
     pub dtype: KvDtype,
@@ -82,6 +104,8 @@ impl Backend for GpuBackend {
     type Buf = DeviceBuffer;
     type Weight = GpuWeight;
     type Kv = GpuKv;
+    type Step = GpuStep;
+    type Graph = GpuStepGraph;
 
     fn name(&self) -> String {
         self.dev.name().to_string()
@@ -433,5 +457,178 @@ impl Backend for GpuBackend {
 
     fn synchronize(&self) -> Result<()> {
         self.dev.synchronize("synchronize")
+    }
+
+    fn new_step(
+        &self,
+        max_keys: usize,
+        heads: usize,
+        kv_heads: usize,
+        head_dim: usize,
+        vocab: usize,
+    ) -> Result<Option<GpuStep>> {
+        let shape = AttentionShape {
+            batch: 1,
+            seq_q: 1,
+            seq_k: max_keys,
+            heads,
+            kv_heads,
+            head_dim,
+        };
+        shape.check("attention")?;
+        let argmax_bytes = vocab.div_ceil(8192).min(1024) * 8; // argmax's first pass
+        let bytes = argmax_bytes.max(attention::flash_scratch_bytes(&self.dev, &shape)?);
+        let step = GpuStep {
+            state: DeviceBuffer::zeros(&self.dev, 16, "decode step")?,
+            work: Workspace::new(&self.dev),
+        };
+        step.work.ptr(bytes, "decode step workspace")?;
+        Ok(Some(step))
+    }
+
+    fn set_step(&self, step: &mut GpuStep, id: u32, pos: usize) -> Result<()> {
+        let pos = super::device::to_i32(pos, "decode step position")?;
+        step.state.write(&[id as i32, pos], "decode step")
+    }
+
+    fn step_result(&self, step: &GpuStep) -> Result<(u32, f32)> {
+        let mut pick = [0u32; 2];
+        step.state.read_at(STEP_PICK, &mut pick, "decode step")?;
+        Ok((pick[0], f32::from_bits(pick[1])))
+    }
+
+    fn embedding_step(
+        &self,
+        table: &GpuWeight,
+        step: &GpuStep,
+        out: &mut DeviceBuffer,
+    ) -> Result<()> {
+        // The id sits first in the step state: the state is the kernel's id table.
+        debug_assert_eq!(STEP_ID, 0);
+        embedding::gpu::launch_embedding(&self.dev, &table.view(), &step.state, 1, out)
+    }
+
+    fn rope_step(
+        &self,
+        x: &mut DeviceBuffer,
+        heads: usize,
+        head_dim: usize,
+        step: &GpuStep,
+        params: &RopeParams,
+        freq_factors: Option<&GpuWeight>,
+    ) -> Result<()> {
+        let ff = freq_factors
+            .map(|w| w.f32_vector("rope freq_factors"))
+            .transpose()?;
+        rope::gpu::launch_rope(
+            &self.dev,
+            x,
+            1,
+            1,
+            heads,
+            head_dim,
+            rope::gpu::Positions::TableAt(&step.state, STEP_POS),
+            params,
+            ff,
+        )
+    }
+
+    fn kv_append_step(
+        &self,
+        cache: &mut GpuKv,
+        src: &DeviceBuffer,
+        step: &GpuStep,
+        row_len: usize,
+    ) -> Result<()> {
+        kv_cache::gpu::launch_kv_append_at(
+            &self.dev,
+            &mut cache.buf,
+            cache.dtype,
+            src,
+            kv_cache::gpu::Row::Device(&step.state, STEP_POS),
+            1,
+            row_len,
+        )
+    }
+
+    fn attention_step(
+        &self,
+        q: &DeviceBuffer,
+        k: &GpuKv,
+        v: &GpuKv,
+        step: &GpuStep,
+        max_keys: usize,
+        heads: usize,
+        kv_heads: usize,
+        head_dim: usize,
+        scale: f32,
+        out: &mut DeviceBuffer,
+    ) -> Result<()> {
+        if k.dtype != v.dtype {
+            return Err(Error::invalid(
+                "attention: the K and V caches have different dtypes",
+            ));
+        }
+        let shape = AttentionShape {
+            batch: 1,
+            seq_q: 1,
+            seq_k: max_keys,
+            heads,
+            kv_heads,
+            head_dim,
+        };
+        shape.check("attention")?;
+        attention::launch_flash_attention_with(
+            &self.dev,
+            q,
+            &k.buf,
+            &v.buf,
+            k.dtype,
+            max_keys,
+            &shape,
+            true,
+            scale,
+            out,
+            KeyCount::Device(&step.state, STEP_POS),
+            Temp::Own(&step.work),
+        )
+    }
+
+    fn argmax_step(&self, x: &DeviceBuffer, n: usize, step: &GpuStep) -> Result<()> {
+        let pick = step.state.ptr() + STEP_PICK as u64;
+        argmax::gpu::launch_argmax_to(
+            &self.dev,
+            x,
+            1,
+            n,
+            true,
+            pick,
+            pick + 4,
+            Temp::Own(&step.work),
+        )
+    }
+
+    fn capture(
+        &self,
+        step: &GpuStep,
+        work: &mut dyn FnMut() -> Result<()>,
+    ) -> Result<Option<GpuStepGraph>> {
+        let work_moves = step.work.moves();
+        let graph = self.dev.capture("decode step graph", work)?;
+        if step.work.moves() != work_moves {
+            // Recorded while the workspace grew (the runtime should have refused): stale.
+            return Err(Error::device(
+                "decode step graph: the step's workspace moved while recording",
+            ));
+        }
+        Ok(graph.map(|graph| GpuStepGraph { graph, work_moves }))
+    }
+
+    fn replay(&self, graph: &GpuStepGraph, step: &GpuStep) -> Result<bool> {
+        if step.work.moves() != graph.work_moves {
+            return Ok(false);
+        }
+        graph.graph.launch("decode step graph")?;
+        Ok(true)
     }
 }

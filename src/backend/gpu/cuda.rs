@@ -2,7 +2,8 @@
 //! without CUDA imports fine and simply finds no device.
 //!
 //! One primary context per device, made current on the calling thread at every entry (Python
-//! may call from any thread); all work goes to the legacy default stream, in order.
+//! may call from any thread); all work goes, in order, to one non-blocking stream of the
+//! runtime's own, which can be captured into a CUDA graph.
 
 use std::ffi::{c_void, CString};
 
@@ -12,7 +13,7 @@ use cudarc::driver::DriverError;
 use cudarc::nvrtc::result as rtc;
 use cudarc::nvrtc::sys as rtc_sys;
 
-use super::runtime::{DeviceProps, DevicePtr, GpuRuntime, RawFunction, RawModule};
+use super::runtime::{DeviceProps, DevicePtr, GpuRuntime, RawFunction, RawGraph, RawModule};
 use super::source;
 use crate::error::{Error, Result};
 
@@ -171,6 +172,8 @@ pub fn nvrtc_version() -> Result<String> {
 pub struct CudaRuntime {
     device: sys::CUdevice,
     ctx: usize, // sys::CUcontext, kept as an integer so the struct is Send + Sync
+    /// sys::CUstream: the queue of all work of this runtime.
+    stream: usize,
     props: DeviceProps,
 }
 
@@ -217,9 +220,12 @@ impl CudaRuntime {
                     .map_err(|e| driver_err("cuDeviceTotalMem", e))?
                     as u64,
             };
+            let stream = cu::stream::create(cu::stream::StreamKind::NonBlocking)
+                .map_err(|e| driver_err("cuStreamCreate", e))?;
             Ok(CudaRuntime {
                 device,
                 ctx: ctx as usize,
+                stream: stream as usize,
                 props,
             })
         })
@@ -229,11 +235,24 @@ impl CudaRuntime {
         unsafe { cu::ctx::set_current(self.ctx as sys::CUcontext) }
             .map_err(|e| driver_err("cuCtxSetCurrent", e))
     }
+
+    fn stream(&self) -> sys::CUstream {
+        self.stream as sys::CUstream
+    }
+
+    fn sync_stream(&self) -> Result<()> {
+        unsafe { cu::stream::synchronize(self.stream()) }
+            .map_err(|e| driver_err("cuStreamSynchronize", e))
+    }
 }
 
 impl Drop for CudaRuntime {
     fn drop(&mut self) {
         unsafe {
+            if self.bind().is_ok() {
+                let _ = cu::stream::synchronize(self.stream());
+                let _ = cu::stream::destroy(self.stream());
+            }
             let _ = cu::primary_ctx::release(self.device);
         }
     }
@@ -279,29 +298,32 @@ impl GpuRuntime for CudaRuntime {
         cu::free_sync(ptr).map_err(|e| driver_err("cuMemFree", e))
     }
 
+    // Host copies are queued on the stream and waited for: the host slice is only borrowed.
     unsafe fn copy_htod(&self, dst: DevicePtr, src: &[u8]) -> Result<()> {
         self.bind()?;
-        cu::memcpy_htod_sync(dst, src)
-            .map_err(|e| driver_err(&format!("cuMemcpyHtoD({} bytes)", src.len()), e))
+        cu::memcpy_htod_async(dst, src, self.stream())
+            .map_err(|e| driver_err(&format!("cuMemcpyHtoDAsync({} bytes)", src.len()), e))?;
+        self.sync_stream()
     }
 
     unsafe fn copy_dtoh(&self, dst: &mut [u8], src: DevicePtr) -> Result<()> {
         self.bind()?;
         let n = dst.len();
-        cu::memcpy_dtoh_sync(dst, src)
-            .map_err(|e| driver_err(&format!("cuMemcpyDtoH({n} bytes)"), e))
+        cu::memcpy_dtoh_async(dst, src, self.stream())
+            .map_err(|e| driver_err(&format!("cuMemcpyDtoHAsync({n} bytes)"), e))?;
+        self.sync_stream()
     }
 
     unsafe fn copy_dtod(&self, dst: DevicePtr, src: DevicePtr, bytes: usize) -> Result<()> {
         self.bind()?;
-        cu::memcpy_dtod_sync(dst, src, bytes)
-            .map_err(|e| driver_err(&format!("cuMemcpyDtoD({bytes} bytes)"), e))
+        cu::memcpy_dtod_async(dst, src, bytes, self.stream())
+            .map_err(|e| driver_err(&format!("cuMemcpyDtoDAsync({bytes} bytes)"), e))
     }
 
     unsafe fn memset_zero(&self, dst: DevicePtr, bytes: usize) -> Result<()> {
         self.bind()?;
-        cu::memset_d8_sync(dst, 0, bytes)
-            .map_err(|e| driver_err(&format!("cuMemsetD8({bytes} bytes)"), e))
+        cu::memset_d8_async(dst, 0, bytes, self.stream())
+            .map_err(|e| driver_err(&format!("cuMemsetD8Async({bytes} bytes)"), e))
     }
 
     fn compile(&self, name: &str, src: &str) -> Result<Vec<u8>> {
@@ -355,7 +377,7 @@ impl GpuRuntime for CudaRuntime {
             (grid[0], grid[1], grid[2]),
             (block[0], block[1], block[2]),
             shared_bytes,
-            std::ptr::null_mut(),
+            self.stream(),
             args,
         )
         .map_err(|e| driver_err("cuLaunchKernel", e))
@@ -363,7 +385,7 @@ impl GpuRuntime for CudaRuntime {
 
     fn synchronize(&self) -> Result<()> {
         self.bind()?;
-        cu::ctx::synchronize().map_err(|e| driver_err("cuCtxSynchronize", e))
+        self.sync_stream()
     }
 
     fn time_ms(&self, work: &mut dyn FnMut() -> Result<()>) -> Result<f32> {
@@ -380,11 +402,9 @@ impl GpuRuntime for CudaRuntime {
             }
         };
         let result = (|| unsafe {
-            cu::event::record(start, std::ptr::null_mut())
-                .map_err(|e| driver_err("cuEventRecord", e))?;
+            cu::event::record(start, self.stream()).map_err(|e| driver_err("cuEventRecord", e))?;
             work()?;
-            cu::event::record(end, std::ptr::null_mut())
-                .map_err(|e| driver_err("cuEventRecord", e))?;
+            cu::event::record(end, self.stream()).map_err(|e| driver_err("cuEventRecord", e))?;
             cu::event::synchronize(end).map_err(|e| driver_err("cuEventSynchronize", e))?;
             cu::event::elapsed(start, end).map_err(|e| driver_err("cuEventElapsedTime", e))
         })();
@@ -393,5 +413,46 @@ impl GpuRuntime for CudaRuntime {
             let _ = cu::event::destroy(end);
         }
         result
+    }
+
+    fn supports_graphs(&self) -> bool {
+        true
+    }
+
+    fn begin_capture(&self) -> Result<()> {
+        self.bind()?;
+        let mode = sys::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL;
+        unsafe { sys::cuStreamBeginCapture_v2(self.stream(), mode) }
+            .result()
+            .map_err(|e| driver_err("cuStreamBeginCapture", e))
+    }
+
+    fn end_capture(&self) -> Result<RawGraph> {
+        self.bind()?;
+        let mut graph: sys::CUgraph = std::ptr::null_mut();
+        unsafe { sys::cuStreamEndCapture(self.stream(), &mut graph) }
+            .result()
+            .map_err(|e| driver_err("cuStreamEndCapture", e))?;
+        if graph.is_null() {
+            return Err(Error::device("cuStreamEndCapture returned no graph"));
+        }
+        let exec = unsafe { cu::graph::instantiate(graph, sys::CUgraphInstantiate_flags(0)) }
+            .map_err(|e| driver_err("cuGraphInstantiate", e));
+        unsafe {
+            let _ = cu::graph::destroy(graph); // the instance does not need its template
+        }
+        Ok(RawGraph(exec? as usize))
+    }
+
+    unsafe fn launch_graph(&self, graph: RawGraph) -> Result<()> {
+        self.bind()?;
+        cu::graph::launch(graph.0 as sys::CUgraphExec, self.stream())
+            .map_err(|e| driver_err("cuGraphLaunch", e))
+    }
+
+    unsafe fn destroy_graph(&self, graph: RawGraph) -> Result<()> {
+        self.bind()?;
+        cu::graph::exec_destroy(graph.0 as sys::CUgraphExec)
+            .map_err(|e| driver_err("cuGraphExecDestroy", e))
     }
 }

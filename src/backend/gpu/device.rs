@@ -1,14 +1,20 @@
 //! A GPU device as the ops see it: a runtime, its kernel modules (compiled at first use and
-//! cached on disk), RAII device buffers, checked launches and a launch counter.
+//! cached on disk), RAII device buffers, checked launches, a launch counter and graphs
+//! captured from the device's queue (`GpuGraph`).
+//!
+//! Capture and other threads: while one thread records the queue into a graph, work that
+//! other threads queue on the same device would be recorded too. So every queue operation
+//! passes a gate (`queue`): the capturing thread goes through, the others wait until the
+//! capture is over.
 
 use std::collections::HashMap;
 use std::ffi::c_void;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 use super::kernels::{Family, Kernel};
-use super::runtime::{DevicePtr, GpuRuntime, RawFunction, RawModule};
+use super::runtime::{DevicePtr, GpuRuntime, RawFunction, RawGraph, RawModule};
 use super::source;
 use crate::error::{Error, Result};
 use crate::gguf::GgmlType;
@@ -74,6 +80,20 @@ pub struct GpuDevice {
     last_kernel: Mutex<String>,
     /// Reusable device scratch (flash-attention partials): (ptr, bytes).
     scratch: Mutex<(DevicePtr, usize)>,
+    /// Held for writing while a graph is being captured; queue operations of other threads
+    /// hold it for reading.
+    capture_gate: RwLock<()>,
+    /// `thread_token()` of the thread capturing now, 0 when none.
+    capturing_thread: AtomicU64,
+}
+
+/// A number for the calling thread, unique in the process, never 0.
+fn thread_token() -> u64 {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    thread_local! {
+        static TOKEN: u64 = NEXT.fetch_add(1, Ordering::Relaxed);
+    }
+    TOKEN.with(|t| *t)
 }
 
 impl GpuDevice {
@@ -88,7 +108,22 @@ impl GpuDevice {
             peak_allocated: AtomicU64::new(0),
             last_kernel: Mutex::new(String::new()),
             scratch: Mutex::new((0, 0)),
+            capture_gate: RwLock::new(()),
+            capturing_thread: AtomicU64::new(0),
         }
+    }
+
+    /// Run `f`, which queues work (or allocates, frees, synchronizes), once no other thread
+    /// is capturing a graph on this device.
+    fn queue<T>(&self, f: impl FnOnce() -> Result<T>) -> Result<T> {
+        if self.capturing_thread.load(Ordering::Acquire) == thread_token() {
+            return f(); // this thread is the one capturing: its work is what is recorded
+        }
+        let _gate = self
+            .capture_gate
+            .read()
+            .map_err(|_| Error::runtime("GPU capture gate poisoned"))?;
+        f()
     }
 
     pub fn runtime(&self) -> &dyn GpuRuntime {
@@ -144,14 +179,60 @@ impl GpuDevice {
     }
 
     pub fn synchronize(&self, op: &str) -> Result<()> {
-        self.rt
-            .synchronize()
+        self.queue(|| self.rt.synchronize())
             .map_err(|e| in_op(self.context_of_async_error(e), op))
     }
 
     /// Device time of the work `work` queues, in milliseconds (device events).
     pub fn time_ms(&self, work: &mut dyn FnMut() -> Result<()>) -> Result<f32> {
-        self.rt.time_ms(work)
+        self.queue(|| self.rt.time_ms(work))
+    }
+
+    // ------------------------------------------------------------------------------- graphs
+
+    /// Whether `capture` can record graphs on this device (not in the CPU emulation).
+    pub fn supports_graphs(&self) -> bool {
+        self.rt.supports_graphs()
+    }
+
+    /// Record the work `work` queues into a graph instead of running it; `None` where the
+    /// runtime has no graphs. `work` must not allocate, free, synchronize or copy from or to
+    /// the host (the runtime rejects that during a capture, and the capture then fails), and
+    /// every buffer it uses must stay allocated and in place while the graph lives: so it
+    /// takes temporaries from a `Workspace` of its owner, not from the shared scratch (which
+    /// other work may move; asking for it while capturing is an error).
+    pub fn capture(
+        self: &Arc<Self>,
+        op: &str,
+        work: &mut dyn FnMut() -> Result<()>,
+    ) -> Result<Option<GpuGraph>> {
+        if !self.rt.supports_graphs() {
+            return Ok(None);
+        }
+        let _gate = self
+            .capture_gate
+            .write()
+            .map_err(|_| Error::runtime("GPU capture gate poisoned"))?;
+        self.rt.begin_capture().map_err(|e| in_op(e, op))?;
+        self.capturing_thread
+            .store(thread_token(), Ordering::Release);
+        let recorded = work();
+        self.capturing_thread.store(0, Ordering::Release);
+        let ended = self.rt.end_capture(); // always ends the capture
+        let raw = match (recorded, ended) {
+            (Ok(()), Ok(raw)) => raw,
+            (Err(e), Ok(raw)) => {
+                unsafe {
+                    let _ = self.rt.destroy_graph(raw);
+                }
+                return Err(in_op(e, op));
+            }
+            (Err(e), Err(_)) | (Ok(()), Err(e)) => return Err(in_op(e, op)),
+        };
+        Ok(Some(GpuGraph {
+            dev: self.clone(),
+            raw,
+        }))
     }
 
     // ------------------------------------------------------------------------------ kernels
@@ -266,7 +347,7 @@ impl GpuDevice {
             .iter_mut()
             .map(|s| s as *mut u64 as *mut c_void)
             .collect();
-        unsafe { self.rt.launch(f, grid, block, shared_bytes, &mut ptrs) }
+        self.queue(|| unsafe { self.rt.launch(f, grid, block, shared_bytes, &mut ptrs) })
             .map_err(|e| in_op(e, &format!("{op} ({})", shape())))?;
         self.launches.fetch_add(1, Ordering::Relaxed);
         if let Ok(mut last) = self.last_kernel.lock() {
@@ -281,18 +362,26 @@ impl GpuDevice {
     /// while queueing the launches that use it: work runs in queue order, so the next user's
     /// kernels start after this one's.
     pub fn scratch(&self, bytes: usize, op: &str) -> Result<ScratchGuard<'_>> {
+        if self.capturing_thread.load(Ordering::Acquire) == thread_token() {
+            return Err(Error::runtime(format!(
+                "{op}: the shared GPU scratch may not be recorded into a graph (use a Workspace)"
+            )));
+        }
         let mut guard = self
             .scratch
             .lock()
             .map_err(|_| Error::runtime("GPU scratch poisoned"))?;
         if guard.1 < bytes {
             if guard.1 > 0 {
-                unsafe { self.rt.free(guard.0) }.map_err(|e| in_op(e, op))?;
+                self.queue(|| unsafe { self.rt.free(guard.0) })
+                    .map_err(|e| in_op(e, op))?;
                 self.count_free(guard.1);
                 *guard = (0, 0);
             }
             let want = bytes.next_power_of_two().max(1 << 20);
-            let ptr = self.rt.alloc(want).map_err(|e| in_op(e, op))?;
+            let ptr = self
+                .queue(|| self.rt.alloc(want))
+                .map_err(|e| in_op(e, op))?;
             self.count_alloc(want);
             *guard = (ptr, want);
         }
@@ -307,6 +396,104 @@ pub struct ScratchGuard<'a> {
 impl ScratchGuard<'_> {
     pub fn ptr(&self) -> DevicePtr {
         self.guard.0
+    }
+}
+
+/// Device memory of a launcher's temporaries (split-key partials, argmax partials) that one
+/// owner keeps, instead of the device's shared scratch: a recorded graph then refers to memory
+/// nobody else moves. It only grows (never while capturing), and counts each move.
+pub struct Workspace {
+    dev: Arc<GpuDevice>,
+    buf: Mutex<Option<DeviceBuffer>>,
+    moves: AtomicU64,
+}
+
+impl Workspace {
+    /// An empty workspace on `dev` (nothing allocated yet).
+    pub fn new(dev: &Arc<GpuDevice>) -> Workspace {
+        Workspace {
+            dev: dev.clone(),
+            buf: Mutex::new(None),
+            moves: AtomicU64::new(0),
+        }
+    }
+
+    /// The address of at least `bytes` of it, growing it if needed (which moves it).
+    pub fn ptr(&self, bytes: usize, op: &str) -> Result<DevicePtr> {
+        let mut buf = self
+            .buf
+            .lock()
+            .map_err(|_| Error::runtime("GPU workspace poisoned"))?;
+        if buf.as_ref().is_none_or(|b| b.bytes() < bytes) {
+            *buf = None; // free the old one first
+            *buf = Some(DeviceBuffer::alloc(&self.dev, bytes.max(256), op)?);
+            self.moves.fetch_add(1, Ordering::AcqRel);
+        }
+        Ok(buf.as_ref().map(|b| b.ptr()).unwrap_or(0))
+    }
+
+    /// How many times it moved (a graph recorded before a move is stale).
+    pub fn moves(&self) -> u64 {
+        self.moves.load(Ordering::Acquire)
+    }
+}
+
+/// Where a launcher takes its temporary device memory from.
+#[derive(Clone, Copy)]
+pub enum Temp<'a> {
+    /// The device's shared scratch.
+    Shared,
+    /// A workspace of the caller's own (needed for work recorded into a graph).
+    Own(&'a Workspace),
+}
+
+impl Temp<'_> {
+    /// Run `f` with the address of at least `bytes` of temporary memory.
+    pub fn with<T>(
+        self,
+        dev: &GpuDevice,
+        bytes: usize,
+        op: &str,
+        f: impl FnOnce(DevicePtr) -> Result<T>,
+    ) -> Result<T> {
+        match self {
+            Temp::Shared => {
+                let scratch = dev.scratch(bytes, op)?;
+                f(scratch.ptr())
+            }
+            Temp::Own(w) => f(w.ptr(bytes, op)?),
+        }
+    }
+}
+
+/// An instantiated graph recorded by `GpuDevice::capture`, destroyed on drop. It replays
+/// kernels with the buffer addresses and arguments they had when recorded: the owner keeps
+/// those buffers alive and in place.
+pub struct GpuGraph {
+    dev: Arc<GpuDevice>,
+    raw: RawGraph,
+}
+
+impl GpuGraph {
+    /// Queue one replay.
+    pub fn launch(&self, op: &str) -> Result<()> {
+        self.dev
+            .queue(|| unsafe { self.dev.rt.launch_graph(self.raw) })
+            .map_err(|e| in_op(e, op))
+    }
+}
+
+impl Drop for GpuGraph {
+    fn drop(&mut self) {
+        let _ = self
+            .dev
+            .queue(|| unsafe { self.dev.rt.destroy_graph(self.raw) });
+    }
+}
+
+impl std::fmt::Debug for GpuGraph {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "GpuGraph(on GPU {})", self.dev.index)
     }
 }
 
@@ -391,7 +578,9 @@ impl DeviceBuffer {
         let ptr = if bytes == 0 {
             0
         } else {
-            let ptr = dev.rt.alloc(bytes).map_err(|e| in_op(e, op))?;
+            let ptr = dev
+                .queue(|| dev.rt.alloc(bytes))
+                .map_err(|e| in_op(e, op))?;
             dev.count_alloc(bytes);
             ptr
         };
@@ -405,7 +594,8 @@ impl DeviceBuffer {
     pub fn zeros(dev: &Arc<GpuDevice>, bytes: usize, op: &str) -> Result<DeviceBuffer> {
         let buf = DeviceBuffer::alloc(dev, bytes, op)?;
         if bytes > 0 {
-            unsafe { dev.rt.memset_zero(buf.ptr, bytes) }.map_err(|e| in_op(e, op))?;
+            dev.queue(|| unsafe { dev.rt.memset_zero(buf.ptr, bytes) })
+                .map_err(|e| in_op(e, op))?;
         }
         Ok(buf)
     }
@@ -418,7 +608,8 @@ impl DeviceBuffer {
         let bytes = as_bytes(data);
         let buf = DeviceBuffer::alloc(dev, bytes.len(), op)?;
         if !bytes.is_empty() {
-            unsafe { dev.rt.copy_htod(buf.ptr, bytes) }.map_err(|e| in_op(e, op))?;
+            dev.queue(|| unsafe { dev.rt.copy_htod(buf.ptr, bytes) })
+                .map_err(|e| in_op(e, op))?;
         }
         Ok(buf)
     }
@@ -428,18 +619,27 @@ impl DeviceBuffer {
         let bytes = as_bytes(data);
         self.check_len(bytes.len(), op)?;
         if !bytes.is_empty() {
-            unsafe { self.dev.rt.copy_htod(self.ptr, bytes) }.map_err(|e| in_op(e, op))?;
+            let dev = &self.dev;
+            dev.queue(|| unsafe { dev.rt.copy_htod(self.ptr, bytes) })
+                .map_err(|e| in_op(e, op))?;
         }
         Ok(())
     }
 
     /// Copy the first `out.len()` elements to the host (waits for queued work).
     pub fn read<T: Plain>(&self, out: &mut [T], op: &str) -> Result<()> {
+        self.read_at(0, out, op)
+    }
+
+    /// Copy `out.len()` elements starting `byte_offset` bytes into the buffer to the host
+    /// (waits for queued work).
+    pub fn read_at<T: Plain>(&self, byte_offset: usize, out: &mut [T], op: &str) -> Result<()> {
         let bytes = as_bytes_mut(out);
-        self.check_len(bytes.len(), op)?;
+        self.check_len(byte_offset.saturating_add(bytes.len()), op)?;
         if !bytes.is_empty() {
-            unsafe { self.dev.rt.copy_dtoh(bytes, self.ptr) }
-                .map_err(|e| in_op(self.dev.context_of_async_error(e), op))?;
+            let (dev, src) = (&self.dev, self.ptr + byte_offset as u64);
+            dev.queue(|| unsafe { dev.rt.copy_dtoh(bytes, src) })
+                .map_err(|e| in_op(dev.context_of_async_error(e), op))?;
         }
         Ok(())
     }
@@ -468,12 +668,9 @@ impl DeviceBuffer {
             )));
         }
         if bytes > 0 {
-            unsafe {
-                self.dev
-                    .rt
-                    .copy_dtod(self.ptr + dst_off as u64, src.ptr + src_off as u64, bytes)
-            }
-            .map_err(|e| in_op(e, op))?;
+            let (dev, dst) = (&self.dev, self.ptr + dst_off as u64);
+            dev.queue(|| unsafe { dev.rt.copy_dtod(dst, src.ptr + src_off as u64, bytes) })
+                .map_err(|e| in_op(e, op))?;
         }
         Ok(())
     }
@@ -505,10 +702,9 @@ impl DeviceBuffer {
 impl Drop for DeviceBuffer {
     fn drop(&mut self) {
         if self.bytes > 0 {
-            unsafe {
-                let _ = self.dev.rt.free(self.ptr);
-            }
-            self.dev.count_free(self.bytes);
+            let dev = &self.dev;
+            let _ = dev.queue(|| unsafe { dev.rt.free(self.ptr) });
+            dev.count_free(self.bytes);
         }
     }
 }

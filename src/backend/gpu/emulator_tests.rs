@@ -634,6 +634,10 @@ fn fused_decode_projections_match_the_unfused_ops() {
                 .map(|(&g, u)| (g as f64 / (1.0 + (-g as f64).exp()) * u as f64) as f32)
                 .collect();
             assert_close("matmul_swiglu vs the CPU reference", &got, &want, 1e-5);
+        }
+    }
+}
+
 /// The bound of f16 products with f32 accumulation: x and W each rounded to f16 (relative
 /// 2^-11 each, after the kernel's per-row power-of-two scale), so each output may be off by
 /// 2^-10 (plus f32 rounding) of sum_c |x[r, c]| |W[j, c]|. `want` is the float32 CPU result.
@@ -750,6 +754,132 @@ fn tensor_core_matmul_matches_the_cpu() {
                 assert_f16_bound("model matmul at MMA_MIN_M", &got, &want, &x, &dense, m, n, k);
                 // f16 rounding shows: not the exact kernel
                 assert!(rel_err(&got, &want) > 1e-6, "the model's matmul did not take the MMA path");
+            }
+        }
+    }
+}
+
+#[test]
+#[ignore = "builds the kernels with g++ (minutes); run by scripts/check-kernels.sh"]
+fn device_step_ops_match_the_cpu_backend() {
+    use super::GpuBackend;
+    use crate::backend::cpu::CpuBackend;
+    use crate::backend::{Backend, KvDtype};
+
+    let mut rng = Rng::new("device_step_ops_match_the_cpu_backend");
+    // 300 cache rows: the decode attention's grid is sized for all of them and split over
+    // key ranges (4 emulated multiprocessors), so early positions leave whole splits empty.
+    let (dim, heads, kv_heads, head_dim, n_ctx, vocab) = (64, 4, 2, 16, 300, 9000);
+    let kv_row = kv_heads * head_dim;
+    let scale = 1.0 / (head_dim as f32).sqrt();
+    let params = RopeParams {
+        theta: 10000.0,
+        neox: false,
+        n_rot: head_dim,
+    };
+    for dev in devices() {
+        let (gpu, cpu) = (GpuBackend::new(dev.clone()), CpuBackend);
+        let plan = crate::ops::attention::gpu::flash_plan(
+            &dev,
+            &AttentionShape {
+                batch: 1,
+                seq_q: 1,
+                seq_k: n_ctx,
+                heads,
+                kv_heads,
+                head_dim,
+            },
+        )
+        .unwrap();
+        assert!(plan.splits > 1, "the test needs a split-key decode plan");
+        let table =
+            super::bench::random_weight_bytes(GgmlType::Q8_0, vocab, dim, rng.next_u64()).unwrap();
+        let gt = gpu.weight(GgmlType::Q8_0, vocab, dim, &table).unwrap();
+        let ct = cpu.weight(GgmlType::Q8_0, vocab, dim, &table).unwrap();
+        let mut step = gpu
+            .new_step(n_ctx, heads, kv_heads, head_dim, vocab)
+            .unwrap()
+            .expect("the GPU backend has step ops");
+        let down = |g: &super::DeviceBuffer, n: usize| {
+            let mut v = vec![0f32; n];
+            gpu.download(g, &mut v).unwrap();
+            v
+        };
+        for dtype in [KvDtype::F16, KvDtype::F32] {
+            let mut gk = gpu.kv_cache(n_ctx * kv_row, dtype).unwrap();
+            let mut gv = gpu.kv_cache(n_ctx * kv_row, dtype).unwrap();
+            let mut ck = cpu.kv_cache(n_ctx * kv_row, dtype).unwrap();
+            let mut cv = cpu.kv_cache(n_ctx * kv_row, dtype).unwrap();
+            // Fill rows [0, 290) through the host-position op (both backends alike).
+            let filled = 290;
+            let (k, v) = (rng.vec(filled * kv_row), rng.vec(filled * kv_row));
+            gpu.kv_append(&mut gk, &gpu.upload(&k).unwrap(), 0, filled, kv_row)
+                .unwrap();
+            gpu.kv_append(&mut gv, &gpu.upload(&v).unwrap(), 0, filled, kv_row)
+                .unwrap();
+            cpu.kv_append(&mut ck, &k, 0, filled, kv_row).unwrap();
+            cpu.kv_append(&mut cv, &v, 0, filled, kv_row).unwrap();
+            for pos in [0usize, 1, 37, 159, 160, 299] {
+                let id = (rng.next_u64() % vocab as u64) as u32;
+                let what = |op: &str| format!("{dtype:?} position {pos}: {op}");
+                gpu.set_step(&mut step, id, pos).unwrap();
+                // embedding of the step's id
+                let mut ge = gpu.zeros(dim).unwrap();
+                let mut ce = cpu.zeros(dim).unwrap();
+                gpu.embedding_step(&gt, &step, &mut ge).unwrap();
+                cpu.embedding(&ct, &[id], &mut ce).unwrap();
+                assert_close(&what("embedding"), &down(&ge, dim), &ce, 0.0);
+                // rope of q and k at the step's position
+                let q = rng.vec(heads * head_dim);
+                let kn = rng.vec(kv_row);
+                let vn = rng.vec(kv_row);
+                let (mut gq, mut cq) = (gpu.upload(&q).unwrap(), cpu.upload(&q).unwrap());
+                let (mut gkn, mut ckn) = (gpu.upload(&kn).unwrap(), cpu.upload(&kn).unwrap());
+                gpu.rope_step(&mut gq, heads, head_dim, &step, &params, None)
+                    .unwrap();
+                gpu.rope_step(&mut gkn, kv_heads, head_dim, &step, &params, None)
+                    .unwrap();
+                cpu.rope(&mut cq, 1, heads, head_dim, pos, &params, None)
+                    .unwrap();
+                cpu.rope(&mut ckn, 1, kv_heads, head_dim, pos, &params, None)
+                    .unwrap();
+                assert_close(&what("rope q"), &down(&gq, q.len()), &cq, 2e-5);
+                assert_close(&what("rope k"), &down(&gkn, kv_row), &ckn, 2e-5);
+                // the new row at the step's position, then attention over pos + 1 keys
+                let gvn = gpu.upload(&vn).unwrap();
+                gpu.kv_append_step(&mut gk, &gkn, &step, kv_row).unwrap();
+                gpu.kv_append_step(&mut gv, &gvn, &step, kv_row).unwrap();
+                cpu.kv_append(&mut ck, &ckn, pos, 1, kv_row).unwrap();
+                cpu.kv_append(&mut cv, &vn, pos, 1, kv_row).unwrap();
+                let mut go = gpu.zeros(q.len()).unwrap();
+                let mut co = cpu.zeros(q.len()).unwrap();
+                #[rustfmt::skip]
+                gpu.attention_step(
+                    &gq, &gk, &gv, &step, n_ctx, heads, kv_heads, head_dim, scale, &mut go,
+                )
+                .unwrap();
+                #[rustfmt::skip]
+                cpu.attention(
+                    &cq, &ck, &cv, 1, pos + 1, heads, kv_heads, head_dim, scale, &mut co,
+                )
+                .unwrap();
+                assert_close(&what("attention"), &down(&go, q.len()), &co, 1e-5);
+                // argmax and its value (two passes over 9000 logits), a NaN winning once
+                let mut logits = rng.vec(vocab);
+                if pos == 37 {
+                    logits[4321] = f32::NAN;
+                }
+                gpu.argmax_step(&gpu.upload(&logits).unwrap(), vocab, &step)
+                    .unwrap();
+                let (gid, gval) = gpu.step_result(&step).unwrap();
+                let want = cpu.argmax(&logits, vocab).unwrap();
+                assert_eq!(gid, want, "{}", what("argmax"));
+                let (a, b) = (gval, logits[want as usize]);
+                assert!(
+                    a == b || (a.is_nan() && b.is_nan()),
+                    "{}",
+                    what("argmax value")
+                );
             }
         }
     }

@@ -2,6 +2,9 @@
 //! machine's ROCm headers), and hipRTC, which hip-runtime-sys does not bind: the few functions
 //! used are declared here and loaded at run time (libhiprtc on ROCm 6+, libamdhip64 on ROCm 5).
 //!
+//! All work goes, in order, to one non-blocking stream of the runtime's own, which can be
+//! captured into a HIP graph.
+//!
 //! Kernels come from the code objects build.rs precompiled for `ROCMFORGE_GPU_TARGETS` when
 //! one matches the device, else from hipRTC for the device's exact `gcnArchName`.
 
@@ -9,7 +12,7 @@ use std::ffi::{c_char, c_int, c_void, CStr, CString};
 
 use hip_runtime_sys as sys;
 
-use super::runtime::{DeviceProps, DevicePtr, GpuRuntime, RawFunction, RawModule};
+use super::runtime::{DeviceProps, DevicePtr, GpuRuntime, RawFunction, RawGraph, RawModule};
 use super::source;
 use crate::error::{Error, Result};
 
@@ -184,6 +187,8 @@ fn hiprtc_compile(name: &str, src: &str, arch: &str) -> Result<Vec<u8>> {
 
 pub struct HipRuntime {
     ordinal: c_int,
+    /// hipStream_t: the queue of all work of this runtime.
+    stream: usize,
     props: DeviceProps,
 }
 
@@ -229,12 +234,58 @@ impl HipRuntime {
                 },
                 total_memory: p.totalGlobalMem as u64,
             };
-            Ok(HipRuntime { ordinal, props })
+            let mut stream: sys::hipStream_t = std::ptr::null_mut();
+            check(
+                "hipStreamCreateWithFlags",
+                sys::hipStreamCreateWithFlags(&mut stream, sys::hipStreamNonBlocking),
+            )?;
+            Ok(HipRuntime {
+                ordinal,
+                stream: stream as usize,
+                props,
+            })
         }
     }
 
     fn bind(&self) -> Result<()> {
         check("hipSetDevice", unsafe { sys::hipSetDevice(self.ordinal) })
+    }
+
+    fn stream(&self) -> sys::hipStream_t {
+        self.stream as sys::hipStream_t
+    }
+
+    fn sync_stream(&self) -> Result<()> {
+        check("hipStreamSynchronize", unsafe {
+            sys::hipStreamSynchronize(self.stream())
+        })
+    }
+
+    /// A copy queued on the stream.
+    unsafe fn copy_async(
+        &self,
+        what: &str,
+        dst: *mut c_void,
+        src: *const c_void,
+        bytes: usize,
+        kind: sys::hipMemcpyKind,
+    ) -> Result<()> {
+        self.bind()?;
+        check(
+            &format!("hipMemcpyAsync({what}, {bytes} bytes)"),
+            sys::hipMemcpyAsync(dst, src, bytes, kind, self.stream()),
+        )
+    }
+}
+
+impl Drop for HipRuntime {
+    fn drop(&mut self) {
+        unsafe {
+            if self.bind().is_ok() {
+                sys::hipStreamSynchronize(self.stream());
+                sys::hipStreamDestroy(self.stream());
+            }
+        }
     }
 }
 
@@ -286,49 +337,32 @@ impl GpuRuntime for HipRuntime {
         check("hipFree", sys::hipFree(ptr as *mut c_void))
     }
 
+    // Host copies are queued on the stream and waited for: the host slice is only borrowed.
     unsafe fn copy_htod(&self, dst: DevicePtr, src: &[u8]) -> Result<()> {
-        self.bind()?;
         let kind = sys::hipMemcpyKind::hipMemcpyHostToDevice;
-        check(
-            &format!("hipMemcpy(host to device, {} bytes)", src.len()),
-            sys::hipMemcpy(
-                dst as *mut c_void,
-                src.as_ptr() as *const c_void,
-                src.len(),
-                kind,
-            ),
-        )
+        let (d, s) = (dst as *mut c_void, src.as_ptr() as *const c_void);
+        self.copy_async("host to device", d, s, src.len(), kind)?;
+        self.sync_stream()
     }
 
     unsafe fn copy_dtoh(&self, dst: &mut [u8], src: DevicePtr) -> Result<()> {
-        self.bind()?;
         let kind = sys::hipMemcpyKind::hipMemcpyDeviceToHost;
-        let n = dst.len();
-        check(
-            &format!("hipMemcpy(device to host, {n} bytes)"),
-            sys::hipMemcpy(
-                dst.as_mut_ptr() as *mut c_void,
-                src as *const c_void,
-                n,
-                kind,
-            ),
-        )
+        let (d, s) = (dst.as_mut_ptr() as *mut c_void, src as *const c_void);
+        self.copy_async("device to host", d, s, dst.len(), kind)?;
+        self.sync_stream()
     }
 
     unsafe fn copy_dtod(&self, dst: DevicePtr, src: DevicePtr, bytes: usize) -> Result<()> {
-        self.bind()?;
         let kind = sys::hipMemcpyKind::hipMemcpyDeviceToDevice;
-        check(
-            &format!("hipMemcpy(device to device, {bytes} bytes)"),
-            sys::hipMemcpy(dst as *mut c_void, src as *const c_void, bytes, kind),
-        )
+        let (d, s) = (dst as *mut c_void, src as *const c_void);
+        self.copy_async("device to device", d, s, bytes, kind)
     }
 
     unsafe fn memset_zero(&self, dst: DevicePtr, bytes: usize) -> Result<()> {
         self.bind()?;
         check(
-            &format!("hipMemset({bytes} bytes)"),
-            sys::hipMemset(dst as *mut c_void, 0, bytes),
+            &format!("hipMemsetAsync({bytes} bytes)"),
+            sys::hipMemsetAsync(dst as *mut c_void, 0, bytes, self.stream()),
         )
     }
 
@@ -394,7 +428,7 @@ impl GpuRuntime for HipRuntime {
                 block[1],
                 block[2],
                 shared_bytes,
-                std::ptr::null_mut(),
+                self.stream(),
                 args.as_mut_ptr(),
                 std::ptr::null_mut(),
             ),
@@ -403,9 +437,7 @@ impl GpuRuntime for HipRuntime {
 
     fn synchronize(&self) -> Result<()> {
         self.bind()?;
-        check("hipDeviceSynchronize", unsafe {
-            sys::hipDeviceSynchronize()
-        })
+        self.sync_stream()
     }
 
     fn time_ms(&self, work: &mut dyn FnMut() -> Result<()>) -> Result<f32> {
@@ -419,15 +451,9 @@ impl GpuRuntime for HipRuntime {
                 return Err(e);
             }
             let result = (|| {
-                check(
-                    "hipEventRecord",
-                    sys::hipEventRecord(start, std::ptr::null_mut()),
-                )?;
+                check("hipEventRecord", sys::hipEventRecord(start, self.stream()))?;
                 work()?;
-                check(
-                    "hipEventRecord",
-                    sys::hipEventRecord(end, std::ptr::null_mut()),
-                )?;
+                check("hipEventRecord", sys::hipEventRecord(end, self.stream()))?;
                 check("hipEventSynchronize", sys::hipEventSynchronize(end))?;
                 let mut ms = 0f32;
                 check(
@@ -440,5 +466,58 @@ impl GpuRuntime for HipRuntime {
             sys::hipEventDestroy(end);
             result
         }
+    }
+
+    fn supports_graphs(&self) -> bool {
+        true
+    }
+
+    fn begin_capture(&self) -> Result<()> {
+        self.bind()?;
+        let mode = sys::hipStreamCaptureMode::hipStreamCaptureModeThreadLocal;
+        check("hipStreamBeginCapture", unsafe {
+            sys::hipStreamBeginCapture(self.stream(), mode)
+        })
+    }
+
+    fn end_capture(&self) -> Result<RawGraph> {
+        self.bind()?;
+        let mut graph: sys::hipGraph_t = std::ptr::null_mut();
+        check("hipStreamEndCapture", unsafe {
+            sys::hipStreamEndCapture(self.stream(), &mut graph)
+        })?;
+        if graph.is_null() {
+            return Err(Error::device("hipStreamEndCapture returned no graph"));
+        }
+        let mut exec: sys::hipGraphExec_t = std::ptr::null_mut();
+        let instantiated = check("hipGraphInstantiate", unsafe {
+            sys::hipGraphInstantiate(
+                &mut exec,
+                graph,
+                std::ptr::null_mut(),
+                std::ptr::null_mut(),
+                0,
+            )
+        });
+        unsafe {
+            sys::hipGraphDestroy(graph); // the instance does not need its template
+        }
+        instantiated.map(|_| RawGraph(exec as usize))
+    }
+
+    unsafe fn launch_graph(&self, graph: RawGraph) -> Result<()> {
+        self.bind()?;
+        check(
+            "hipGraphLaunch",
+            sys::hipGraphLaunch(graph.0 as sys::hipGraphExec_t, self.stream()),
+        )
+    }
+
+    unsafe fn destroy_graph(&self, graph: RawGraph) -> Result<()> {
+        self.bind()?;
+        check(
+            "hipGraphExecDestroy",
+            sys::hipGraphExecDestroy(graph.0 as sys::hipGraphExec_t),
+        )
     }
 }

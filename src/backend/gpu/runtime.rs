@@ -1,4 +1,7 @@
 //! The interface of a GPU runtime (CUDA driver API or HIP): one device, one in-order queue.
+//! The queue is a stream of the runtime's own (non-blocking, not the legacy default stream):
+//! every launch, copy, memset and timing event goes to it, so that the work of a decode step
+//! can be captured from it as a graph and replayed.
 //!
 //! Implementations check every call and turn failures into `Error::Device` (naming the call)
 //! or `Error::OutOfMemory`. Raw handles are plain integers; `device.rs` wraps them in RAII
@@ -18,6 +21,10 @@ pub struct RawModule(pub usize);
 /// A kernel of a loaded module (CUfunction / hipFunction_t), as an integer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RawFunction(pub usize);
+
+/// An instantiated graph (CUgraphExec / hipGraphExec_t), as an integer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RawGraph(pub usize);
 
 /// What a runtime knows about its device.
 #[derive(Clone, Debug)]
@@ -91,4 +98,38 @@ pub trait GpuRuntime: Send + Sync {
     fn synchronize(&self) -> Result<()>;
     /// Milliseconds of device time taken by the work `work` queues (device events).
     fn time_ms(&self, work: &mut dyn FnMut() -> Result<()>) -> Result<f32>;
+
+    /// Whether this runtime can capture its queue into a graph.
+    fn supports_graphs(&self) -> bool {
+        false
+    }
+    /// Start recording the queue instead of running it (thread-local mode: this thread may
+    /// make no call that allocates, frees or synchronizes until `end_capture`). Launches,
+    /// device-to-device copies and memsets are recorded; host copies are not allowed.
+    fn begin_capture(&self) -> Result<()> {
+        Err(crate::error::Error::unsupported(
+            "this GPU runtime has no graph capture",
+        ))
+    }
+    /// Stop recording and instantiate what was recorded. Always ends the capture, also when
+    /// the recording failed (then the error comes back and nothing is kept).
+    fn end_capture(&self) -> Result<RawGraph> {
+        Err(crate::error::Error::unsupported(
+            "this GPU runtime has no graph capture",
+        ))
+    }
+    /// Queue one replay of `graph`.
+    /// # Safety
+    /// `graph` came from `end_capture` of this runtime and is not destroyed; every buffer it
+    /// recorded is still allocated.
+    unsafe fn launch_graph(&self, _graph: RawGraph) -> Result<()> {
+        Err(crate::error::Error::unsupported(
+            "this GPU runtime has no graph capture",
+        ))
+    }
+    /// # Safety
+    /// `graph` came from `end_capture` of this runtime and is not used afterwards.
+    unsafe fn destroy_graph(&self, _graph: RawGraph) -> Result<()> {
+        Ok(())
+    }
 }

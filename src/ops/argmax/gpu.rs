@@ -2,7 +2,8 @@
 
 use std::sync::Arc;
 
-use crate::backend::gpu::device::need;
+use crate::backend::gpu::device::{need, Temp};
+use crate::backend::gpu::runtime::DevicePtr;
 use crate::backend::gpu::{kernels, Arg, DeviceBuffer, GpuDevice};
 use crate::error::{Error, Result};
 
@@ -19,8 +20,25 @@ pub fn launch_argmax(
     nan_wins: bool,
     out: &mut DeviceBuffer,
 ) -> Result<()> {
-    need("argmax", "x", x, rows * n, 4)?;
     need("argmax", "out", out, rows, 4)?;
+    launch_argmax_to(dev, x, rows, n, nan_wins, out.ptr(), 0, Temp::Shared)
+}
+
+/// `launch_argmax` writing the indices to device address `out_idx` (int32 `[rows]`) and, unless
+/// `out_val` is 0, the picked values to `out_val` (float32 `[rows]`); the first pass's partials
+/// go to `temp`. The caller checks that both outputs hold `rows` elements.
+#[allow(clippy::too_many_arguments)]
+pub fn launch_argmax_to(
+    dev: &GpuDevice,
+    x: &DeviceBuffer,
+    rows: usize,
+    n: usize,
+    nan_wins: bool,
+    out_idx: DevicePtr,
+    out_val: DevicePtr,
+    temp: Temp,
+) -> Result<()> {
+    need("argmax", "x", x, rows * n, 4)?;
     if rows == 0 || n == 0 {
         return Ok(());
     }
@@ -31,8 +49,8 @@ pub fn launch_argmax(
     }
     let kernel = kernels::argmax();
     let parts = n.div_ceil(ELEMENTS_PER_PART).min(1024);
-    let n_arg = Arg::I64(n as i64);
-    let nan_arg = Arg::I32(nan_wins as i32);
+    let (n_arg, nan_arg) = (Arg::I64(n as i64), Arg::I32(nan_wins as i32));
+    let (out_idx, out_val) = (Arg::Ptr(out_idx), Arg::Ptr(out_val));
     if parts == 1 {
         return dev.launch(
             "argmax",
@@ -43,7 +61,8 @@ pub fn launch_argmax(
             &[
                 x.arg(),
                 n_arg,
-                out.arg(),
+                out_idx,
+                out_val,
                 Arg::Ptr(0),
                 Arg::Ptr(0),
                 Arg::I32(0),
@@ -51,40 +70,43 @@ pub fn launch_argmax(
             ],
         );
     }
-    let scratch = dev.scratch(rows * parts * 8, "argmax")?;
-    let (vals, idxs) = (scratch.ptr(), scratch.ptr() + (rows * parts * 4) as u64);
-    dev.launch(
-        "argmax",
-        &kernel,
-        [parts as u32, rows as u32, 1],
-        [1024, 1, 1],
-        0,
-        &[
-            x.arg(),
-            n_arg,
-            out.arg(),
-            Arg::Ptr(vals),
-            Arg::Ptr(idxs),
-            Arg::I32(0),
-            nan_arg,
-        ],
-    )?;
-    dev.launch(
-        "argmax",
-        &kernel,
-        [1, rows as u32, 1],
-        [1024, 1, 1],
-        0,
-        &[
-            x.arg(),
-            n_arg,
-            out.arg(),
-            Arg::Ptr(vals),
-            Arg::Ptr(idxs),
-            Arg::I32(parts as i32),
-            nan_arg,
-        ],
-    )
+    temp.with(dev, rows * parts * 8, "argmax", |partials| {
+        let (vals, idxs) = (partials, partials + (rows * parts * 4) as u64);
+        dev.launch(
+            "argmax",
+            &kernel,
+            [parts as u32, rows as u32, 1],
+            [1024, 1, 1],
+            0,
+            &[
+                x.arg(),
+                n_arg,
+                out_idx,
+                out_val,
+                Arg::Ptr(vals),
+                Arg::Ptr(idxs),
+                Arg::I32(0),
+                nan_arg,
+            ],
+        )?;
+        dev.launch(
+            "argmax",
+            &kernel,
+            [1, rows as u32, 1],
+            [1024, 1, 1],
+            0,
+            &[
+                x.arg(),
+                n_arg,
+                out_idx,
+                out_val,
+                Arg::Ptr(vals),
+                Arg::Ptr(idxs),
+                Arg::I32(parts as i32),
+                nan_arg,
+            ],
+        )
+    })
 }
 
 pub fn argmax(dev: &Arc<GpuDevice>, x: &[f32], n: usize) -> Result<usize> {

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use half::f16;
 
 use super::AttentionShape;
-use crate::backend::gpu::device::{flat_grid, need, to_i32, FLAT_BLOCK};
+use crate::backend::gpu::device::{flat_grid, need, to_i32, Temp, FLAT_BLOCK};
 use crate::backend::gpu::kernels::{self, FlashShape, FLASH_THREADS};
 use crate::backend::gpu::{Arg, DeviceBuffer, GpuDevice};
 use crate::backend::KvDtype;
@@ -241,7 +241,60 @@ pub fn launch_flash_attention(
     scale: f32,
     out: &mut DeviceBuffer,
 ) -> Result<()> {
+    let keys = KeyCount::Host;
+    launch_flash_attention_with(
+        dev,
+        q,
+        k,
+        v,
+        kv,
+        kv_rows,
+        s,
+        causal,
+        scale,
+        out,
+        keys,
+        Temp::Shared,
+    )
+}
+
+/// How many keys a flash-attention launch reads.
+#[derive(Clone, Copy)]
+pub enum KeyCount<'a> {
+    /// The shape's `seq_k`.
+    Host,
+    /// `n_past + seq_q`, with `n_past` an int32 read by the kernels at this byte offset of the
+    /// buffer (a decode step's position); the shape's `seq_k` is the most it can be (the
+    /// cache's rows), which sizes the split-key grid, so that one launch serves every
+    /// position. The caller checks `n_past + seq_q <= seq_k`.
+    Device(&'a DeviceBuffer, usize),
+}
+
+/// `launch_flash_attention` with the number of keys given as a `KeyCount` and the split-key
+/// partials in `temp`.
+#[allow(clippy::too_many_arguments)]
+pub fn launch_flash_attention_with(
+    dev: &GpuDevice,
+    q: &DeviceBuffer,
+    k: &DeviceBuffer,
+    v: &DeviceBuffer,
+    kv: KvDtype,
+    kv_rows: usize,
+    s: &AttentionShape,
+    causal: bool,
+    scale: f32,
+    out: &mut DeviceBuffer,
+    keys: KeyCount,
+    temp: Temp,
+) -> Result<()> {
     let op = "flash_attention";
+    let n_past = match keys {
+        KeyCount::Host => Arg::Ptr(0),
+        KeyCount::Device(buf, offset) => {
+            need(op, "n_past", buf, offset / 4 + 1, 4)?;
+            Arg::Ptr(buf.ptr() + offset as u64)
+        }
+    };
     let elem = if kv == KvDtype::F32 { 4 } else { 2 };
     need(op, "q", q, s.q_len(), 4)?;
     let kv_need =
@@ -273,6 +326,7 @@ pub fn launch_flash_attention(
             plan.keys_per_split,
             "flash_attention keys per split",
         )?),
+        n_past,
     ];
     let kernel = kernels::flash(plan.shape, kv);
     if plan.splits == 1 {
@@ -293,42 +347,42 @@ pub fn launch_flash_attention(
         return dev.launch(op, &kernel, grid, [FLASH_THREADS, 1, 1], shared, &args);
     }
     let o_bytes = partial_o_bytes(s, &plan);
-    let scratch = dev.scratch(flash_scratch_bytes(dev, s)?, op)?;
-    let part_o = scratch.ptr();
-    let part_ml = part_o + o_bytes as u64;
-    let mut args = vec![
-        q.arg(),
-        k.arg(),
-        v.arg(),
-        out.arg(),
-        Arg::Ptr(part_o),
-        Arg::Ptr(part_ml),
-        a,
-        b,
-        c,
-        d,
-        e,
-    ];
-    args.extend(tail);
-    dev.launch(op, &kernel, grid, [FLASH_THREADS, 1, 1], shared, &args)?;
-    dev.launch(
-        op,
-        &kernels::flash_combine(),
-        [rows as u32, bkv as u32, 1],
-        [128, 1, 1],
-        0,
-        &[
+    temp.with(dev, flash_scratch_bytes(dev, s)?, op, |part_o| {
+        let part_ml = part_o + o_bytes as u64;
+        let mut args = vec![
+            q.arg(),
+            k.arg(),
+            v.arg(),
+            out.arg(),
             Arg::Ptr(part_o),
             Arg::Ptr(part_ml),
-            out.arg(),
-            Arg::I32(plan.splits as i32),
             a,
+            b,
             c,
             d,
             e,
-            Arg::I32(plan.shape.dmax as i32),
-        ],
-    )
+        ];
+        args.extend(tail);
+        dev.launch(op, &kernel, grid, [FLASH_THREADS, 1, 1], shared, &args)?;
+        dev.launch(
+            op,
+            &kernels::flash_combine(),
+            [rows as u32, bkv as u32, 1],
+            [128, 1, 1],
+            0,
+            &[
+                Arg::Ptr(part_o),
+                Arg::Ptr(part_ml),
+                out.arg(),
+                Arg::I32(plan.splits as i32),
+                a,
+                c,
+                d,
+                e,
+                Arg::I32(plan.shape.dmax as i32),
+            ],
+        )
+    })
 }
 
 // ------------------------------------------------------------------------- host-array ops

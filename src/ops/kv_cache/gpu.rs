@@ -11,6 +11,15 @@ use crate::backend::KvDtype;
 use crate::error::{Error, Result};
 use crate::ops::Element;
 
+/// The first cache row a `launch_kv_append` writes.
+#[derive(Clone, Copy)]
+pub enum Row<'a> {
+    At(usize),
+    /// Read by the kernel from int32 `[1]` at this byte offset of the buffer (a decode step's
+    /// position on the device); the caller checks that it fits.
+    Device(&'a DeviceBuffer, usize),
+}
+
 /// `cache[pos0 + t, :] = src[t, :]` for `t < n` (rows of `row_len`; the caller checks that
 /// they fit); the cache holds `dtype` elements.
 pub fn launch_kv_append(
@@ -22,9 +31,29 @@ pub fn launch_kv_append(
     n: usize,
     row_len: usize,
 ) -> Result<()> {
+    launch_kv_append_at(dev, cache, dtype, src, Row::At(pos0), n, row_len)
+}
+
+/// `launch_kv_append` with the first row given as a `Row`.
+pub fn launch_kv_append_at(
+    dev: &GpuDevice,
+    cache: &mut DeviceBuffer,
+    dtype: KvDtype,
+    src: &DeviceBuffer,
+    row: Row,
+    n: usize,
+    row_len: usize,
+) -> Result<()> {
     let elem = match dtype {
         KvDtype::F32 => 4,
         KvDtype::F16 => 2,
+    };
+    let (pos0, pos_dev) = match row {
+        Row::At(p) => (p, Arg::Ptr(0)),
+        Row::Device(buf, offset) => {
+            need("kv_append", "position", buf, offset / 4 + 1, 4)?;
+            (0, Arg::Ptr(buf.ptr() + offset as u64))
+        }
     };
     need("kv_append", "cache", cache, (pos0 + n) * row_len, elem)?;
     need("kv_append", "src", src, n * row_len, 4)?;
@@ -41,6 +70,7 @@ pub fn launch_kv_append(
             cache.arg(),
             src.arg(),
             Arg::I64(pos0 as i64),
+            pos_dev,
             Arg::I64(n as i64),
             Arg::I32(to_i32(row_len, "kv_append row_len")?),
         ],

@@ -11,6 +11,8 @@ use crate::error::{Error, Result};
 pub enum Positions<'a> {
     /// int32 `[seq]` on the device.
     Table(&'a DeviceBuffer),
+    /// int32 `[seq]` at this byte offset of the buffer (a decode step's position).
+    TableAt(&'a DeviceBuffer, usize),
     /// Token t is at `pos0 + t`.
     From(usize),
 }
@@ -45,6 +47,10 @@ pub fn launch_rope(
         Positions::Table(t) => {
             need("rope", "positions", t, seq, 4)?;
             (t.arg(), 0)
+        }
+        Positions::TableAt(t, offset) => {
+            need("rope", "positions", t, offset / 4 + seq, 4)?;
+            (Arg::Ptr(t.ptr() + offset as u64), 0)
         }
         Positions::From(p) => {
             to_i32(p + seq, "rope position")?;
