@@ -111,6 +111,17 @@ def test_model_path_threshold(rng):
         assert np.linalg.norm(out - want) <= 1e-5 * np.linalg.norm(want)
 
 
+def test_f32_weights_keep_the_exact_kernels_in_the_model(rng):
+    """An F32 file asks for float32 arithmetic: the model's matmul does not round it to f16."""
+    m, n, k = 64, 96, 256
+    w = rng.standard_normal((n, k), dtype=np.float32)
+    x = rng.standard_normal((m, k), dtype=np.float32)
+    out = native.gpu_matmul(x, w, "F32", "model")
+    assert np.array_equal(out, native.gpu_matmul(x, w, "F32", "exact"))
+    want = x.astype(np.float64) @ w.astype(np.float64).T
+    assert np.linalg.norm(out - want) <= 1e-5 * np.linalg.norm(want)
+
+
 def test_exact_op_is_untouched(rng, mma):
     """rf.ops.matmul stays on the float32 kernels at every m (its 1e-5 contract)."""
     m, n, k = 300, 129, 512

@@ -418,7 +418,8 @@ pub fn launch_matmul_mma_tile(
 
 /// The model's matmul (`Backend::matmul` of the GPU backend): the tensor-core kernel for
 /// m >= `MMA_MIN_M` where `mma_available`, else `launch_matmul` (exact to float32 rounding;
-/// the op `rocmforge.ops.matmul` always takes that one).
+/// the op `rocmforge.ops.matmul` always takes that one). F32 weights keep the exact kernels:
+/// a file stored in F32 asks for float32 arithmetic, which f16 tiles would not give.
 pub fn launch_matmul_model(
     dev: &GpuDevice,
     x: &DeviceBuffer,
@@ -426,7 +427,7 @@ pub fn launch_matmul_model(
     m: usize,
     out: &mut DeviceBuffer,
 ) -> Result<()> {
-    if m >= mma_min_m() && mma_available(dev) {
+    if m >= mma_min_m() && w.ty != GgmlType::F32 && mma_available(dev) {
         launch_matmul_mma(dev, x, w, m, out)
     } else {
         launch_matmul(dev, x, w, m, out)
