@@ -62,7 +62,9 @@ def test_graph_decode_equals_eager_decode(qwen2_test_model_path, monkeypatch, rn
 def test_graph_picks_are_the_argmax_of_recomputed_logits(qwen2_test_model_path, monkeypatch,
                                                         rng):
     """Every token the graph steps picked is the argmax of the logits an eager evaluation of
-    the whole sequence gives at its position."""
+    the whole sequence gives at its position. That evaluation is a prefill, whose matmuls run
+    on tensor cores (f16 operands, ~1e-3 relative): a near-tie may flip, so a pick must be the
+    recomputed argmax or within that rounding of the maximum, and most must be exact."""
     import numpy as np
 
     monkeypatch.delenv("ROCMFORGE_GRAPHS", raising=False)
@@ -71,5 +73,10 @@ def test_graph_picks_are_the_argmax_of_recomputed_logits(qwen2_test_model_path, 
         prompt = rng.integers(0, vocab, 5).tolist()
         out = model.generate_tokens(prompt, max_tokens=N_GEN, temperature=0)
         logits = model.logits(prompt + out[:-1])
-    picks = np.argmax(logits[len(prompt) - 1:], axis=-1)
-    assert list(picks) == out
+    rows = logits[len(prompt) - 1:]
+    picks = np.argmax(rows, axis=-1)
+    best = rows.max(axis=-1)
+    chosen = rows[np.arange(len(out)), out]
+    tol = 2e-3 * np.abs(rows).max()
+    assert np.all(chosen >= best - tol), np.nonzero(chosen < best - tol)
+    assert np.mean(picks == np.array(out)) >= 0.9, (list(picks), out)
