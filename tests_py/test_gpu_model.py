@@ -63,6 +63,9 @@ def test_smollm2_greedy_text_on_gpu(smollm2_path):
         ids = model.tokenize("Once upon a time")
         out = model.generate_tokens(ids, max_tokens=32, temperature=0)
         logits = model.logits(ids + out[:-1])
-        # each greedy pick is the argmax of the recomputed logits at its position
-        picks = np.argmax(logits[len(ids) - 1:], axis=-1)
-        assert list(picks) == out
+        # each greedy pick is the argmax of the recomputed logits at its position, up to the
+        # rounding of the recompute (a prefill: tensor-core matmuls with f16 operands)
+        rows = logits[len(ids) - 1:]
+        gap = rows.max(axis=-1) - rows[np.arange(len(out)), out]
+        assert np.all(gap <= 2e-3 * np.abs(rows).max()), gap
+        assert np.mean(np.argmax(rows, axis=-1) == np.array(out)) >= 0.9

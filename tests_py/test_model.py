@@ -258,7 +258,13 @@ def test_kv_cache_greedy_equals_recompute(tmp_path, rng, device, dtype, kv_dtype
         seq = list(prompt)
         for tok in out:
             full = model.logits(seq)[-1]
-            assert tok == int(np.argmax(full)), f"step {len(seq) - len(prompt)}"
+            if device == "gpu" and dtype != "F32" and len(seq) > 8:
+                # The recompute is a prefill, whose quantized matmuls run on tensor cores (f16
+                # operands, ~1e-3 relative) while decode steps are float32: a near-tie may flip.
+                gap = full.max() - full[tok]
+                assert gap <= 2e-3 * np.abs(full).max(), f"step {len(seq) - len(prompt)}: {gap}"
+            else:
+                assert tok == int(np.argmax(full)), f"step {len(seq) - len(prompt)}"
             if dtype == "F32" and kv_dtype == "f32":
                 want = reference_logits(m, W, np.array(seq))[-1]
                 top2 = np.sort(want)[-2:]
