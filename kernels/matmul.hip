@@ -447,6 +447,161 @@ RF_KERNEL void RF_LAUNCH_BOUNDS(256)
     if (threadIdx.x == 0) inv[r] = s_inv;
 }
 
+// The W tile of one k step (MMA_BN rows x MMA_BK) as 256 threads load it: `load` issues the
+// step's global loads into registers (before the current step's products), `store` decodes
+// them to f16 into the shared tile (after the products). Generic form: each thread decodes one
+// 32-element chunk of one row with the type's `chunk` in `load` (a warp touches 32 rows).
+template <class T>
+struct MmaWTile {
+    const u8* row;
+    int bj, bc, chunks;
+    bool ok;
+    float y[32];
+    __device__ MmaWTile(const u8* w, int n0, int n, int k, i64 row_bytes, int tid) {
+        bj = tid % MMA_BN;
+        bc = tid / MMA_BN;
+        ok = n0 + bj < n;
+        row = w + (i64)(ok ? n0 + bj : 0) * row_bytes;
+        chunks = (k + 31) / 32;
+    }
+    __device__ void load(int step, int k) {
+        const int c = step * (MMA_BK / 32) + bc;
+        if (ok && c < chunks) {
+            T::chunk(row, c, k, y);
+        } else {
+#pragma unroll
+            for (int i = 0; i < 32; ++i) y[i] = 0.0f;
+        }
+    }
+    __device__ void store(u16* bs) const {
+        u16* b = bs + bj * MMA_LD + 32 * bc;
+#pragma unroll
+        for (int q = 0; q < 4; ++q) {
+            uint4 h;
+            h.x = rf_pack_half2(y[8 * q + 0], y[8 * q + 1]);
+            h.y = rf_pack_half2(y[8 * q + 2], y[8 * q + 3]);
+            h.z = rf_pack_half2(y[8 * q + 4], y[8 * q + 5]);
+            h.w = rf_pack_half2(y[8 * q + 6], y[8 * q + 7]);
+            *(uint4*)(b + 8 * q) = h;
+        }
+    }
+};
+
+// 16 bytes at p (16-byte aligned when a16, else 2-byte aligned).
+__device__ __forceinline__ uint4 rf_ld128(const u8* p, bool a16) {
+    if (a16) return *(const uint4*)p;
+    uint4 r;
+    r.x = rf_ld32_a2(p);
+    r.y = rf_ld32_a2(p + 4);
+    r.z = rf_ld32_a2(p + 8);
+    r.w = rf_ld32_a2(p + 12);
+    return r;
+}
+
+// Q8_0 (split device layout: qs[k / 32][32], then d[k / 32]): a step covers two blocks of each
+// row, 64 quant bytes = 4 pieces of 16; the tile's 512 pieces go 2 per thread, piece
+// p = tid + 256 v: row p / 4, quarter p % 4, so 4 lanes read a row's 64 consecutive bytes
+// (16-byte loads where the rows are 16-byte aligned) and a warp reads 8 whole rows. Only raw
+// quants and the scale's bits are held across the products.
+template <>
+struct MmaWTile<WQ8_0> {
+    const u8* row[2];
+    int r0, quarter, nb;
+    bool ok[2], a16;
+    uint4 q[2];
+    u32 d[2];
+    __device__ MmaWTile(const u8* w, int n0, int n, int k, i64 row_bytes, int tid) {
+        r0 = tid / 4;
+        quarter = tid % 4;
+        nb = k / 32;
+        a16 = ((row_bytes | (i64)(u64)w) & 15) == 0;
+#pragma unroll
+        for (int v = 0; v < 2; ++v) {
+            ok[v] = n0 + r0 + 64 * v < n;
+            row[v] = w + (i64)(ok[v] ? n0 + r0 + 64 * v : 0) * row_bytes;
+        }
+    }
+    __device__ void load(int step, int) {
+        const int c = step * 2 + quarter / 2;
+#pragma unroll
+        for (int v = 0; v < 2; ++v) {
+            if (ok[v] && c < nb) {
+                q[v] = rf_ld128(row[v] + (i64)c * 32 + 16 * (quarter & 1), a16);
+                d[v] = rf_ld16(row[v] + (i64)nb * 32 + 2 * c);
+            } else {
+                q[v] = make_uint4(0u, 0u, 0u, 0u);
+                d[v] = 0u;
+            }
+        }
+    }
+    __device__ void store(u16* bs) const {
+#pragma unroll
+        for (int v = 0; v < 2; ++v) {
+            const float s = rf_half_to_float((u16)d[v]);
+            const u32 w[4] = {q[v].x, q[v].y, q[v].z, q[v].w};
+            u32 h[8];
+#pragma unroll
+            for (int i = 0; i < 4; ++i) {
+                h[2 * i] = rf_pack_half2((float)(i8)(w[i] & 0xffu) * s, (float)(i8)((w[i] >> 8) & 0xffu) * s);
+                h[2 * i + 1] = rf_pack_half2((float)(i8)((w[i] >> 16) & 0xffu) * s, (float)(i8)(w[i] >> 24) * s);
+            }
+            uint4* b = (uint4*)(bs + (r0 + 64 * v) * MMA_LD + 16 * quarter);
+            b[0] = make_uint4(h[0], h[1], h[2], h[3]);
+            b[1] = make_uint4(h[4], h[5], h[6], h[7]);
+        }
+    }
+};
+
+// Q4_0 (split device layout: qs[k / 32][16], then d[k / 32]): a step covers two blocks of each
+// row, 2 x 16 quant bytes; thread tid takes block half = tid % 2 of row tid / 2 (one 16-byte
+// load: a warp reads 16 rows' 32 consecutive bytes). Byte j of a block holds elements j (low
+// nibble) and j + 16 (high).
+template <>
+struct MmaWTile<WQ4_0> {
+    const u8* row;
+    int r, half, nb;
+    bool ok, a16;
+    uint4 q;
+    u32 d;
+    __device__ MmaWTile(const u8* w, int n0, int n, int k, i64 row_bytes, int tid) {
+        r = tid / 2;
+        half = tid % 2;
+        nb = k / 32;
+        a16 = ((row_bytes | (i64)(u64)w) & 15) == 0;
+        ok = n0 + r < n;
+        row = w + (i64)(ok ? n0 + r : 0) * row_bytes;
+    }
+    __device__ void load(int step, int) {
+        const int c = step * 2 + half;
+        if (ok && c < nb) {
+            q = rf_ld128(row + (i64)c * 16, a16);
+            d = rf_ld16(row + (i64)nb * 16 + 2 * c);
+        } else {
+            q = make_uint4(0u, 0u, 0u, 0u);
+            d = 0u;
+        }
+    }
+    __device__ void store(u16* bs) const {
+        const float s = rf_half_to_float((u16)d);
+        const u32 w[4] = {q.x, q.y, q.z, q.w};
+        u32 lo[8], hi[8];
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {
+#pragma unroll
+            for (int j = 0; j < 2; ++j) {
+                const u32 b0 = (w[i] >> (16 * j)) & 0xffu, b1 = (w[i] >> (16 * j + 8)) & 0xffu;
+                lo[2 * i + j] = rf_pack_half2((float)((int)(b0 & 15u) - 8) * s, (float)((int)(b1 & 15u) - 8) * s);
+                hi[2 * i + j] = rf_pack_half2((float)((int)(b0 >> 4) - 8) * s, (float)((int)(b1 >> 4) - 8) * s);
+            }
+        }
+        uint4* b = (uint4*)(bs + r * MMA_LD + 32 * half);
+        b[0] = make_uint4(lo[0], lo[1], lo[2], lo[3]);
+        b[1] = make_uint4(lo[4], lo[5], lo[6], lo[7]);
+        b[2] = make_uint4(hi[0], hi[1], hi[2], hi[3]);
+        b[3] = make_uint4(hi[4], hi[5], hi[6], hi[7]);
+    }
+};
+
 template <class T, int BM>
 __device__ __forceinline__ void matmul_mma(const u16* __restrict__ xh, const float* __restrict__ inv,
                                            const u8* __restrict__ w, float* __restrict__ out, int m, int n,
@@ -460,11 +615,8 @@ __device__ __forceinline__ void matmul_mma(const u16* __restrict__ xh, const flo
     const int g = lane >> 2, t = lane & 3;
     const int wm = warp >> 2, wn = warp & 3;
     const int n0 = blockIdx.x * MMA_BN, m0 = blockIdx.y * BM;
-    const int chunks = (k + 31) / 32, steps = kp / MMA_BK;
-    // This thread's W chunk in every step: row bj of the tile, chunk bc (0 or 1) of the step.
-    const int bj = tid % MMA_BN, bc = tid / MMA_BN;
-    const bool b_row_ok = n0 + bj < n;
-    const u8* const brow = w + (i64)(b_row_ok ? n0 + bj : 0) * row_bytes;
+    const int steps = kp / MMA_BK;
+    MmaWTile<T> wt(w, n0, n, k, row_bytes, tid);
 
     float acc[MT][NT][4];
 #pragma unroll
@@ -475,20 +627,13 @@ __device__ __forceinline__ void matmul_mma(const u16* __restrict__ xh, const flo
             for (int e = 0; e < 4; ++e) acc[i][j][e] = 0.0f;
 
     uint4 areg[A_VECS];
-    float breg[32];
     auto load = [&](int step) {
 #pragma unroll
         for (int v = 0; v < A_VECS; ++v) {
             const int idx = tid + 256 * v, row = idx / (MMA_BK / 8), piece = idx % (MMA_BK / 8);
             areg[v] = *(const uint4*)(xh + (i64)(m0 + row) * kp + step * MMA_BK + 8 * piece);
         }
-        const int c = step * (MMA_BK / 32) + bc;
-        if (b_row_ok && c < chunks) {
-            T::chunk(brow, c, k, breg);
-        } else {
-#pragma unroll
-            for (int i = 0; i < 32; ++i) breg[i] = 0.0f;
-        }
+        wt.load(step, k);
     };
     auto store = [&](int buf) {
         u16* a = as + buf * BM * MMA_LD;
@@ -497,16 +642,7 @@ __device__ __forceinline__ void matmul_mma(const u16* __restrict__ xh, const flo
             const int idx = tid + 256 * v, row = idx / (MMA_BK / 8), piece = idx % (MMA_BK / 8);
             *(uint4*)(a + row * MMA_LD + 8 * piece) = areg[v];
         }
-        u16* b = bs + buf * MMA_BN * MMA_LD + bj * MMA_LD + 32 * bc;
-#pragma unroll
-        for (int q = 0; q < 4; ++q) {
-            uint4 h;
-            h.x = rf_pack_half2(breg[8 * q + 0], breg[8 * q + 1]);
-            h.y = rf_pack_half2(breg[8 * q + 2], breg[8 * q + 3]);
-            h.z = rf_pack_half2(breg[8 * q + 4], breg[8 * q + 5]);
-            h.w = rf_pack_half2(breg[8 * q + 6], breg[8 * q + 7]);
-            *(uint4*)(b + 8 * q) = h;
-        }
+        wt.store(bs + buf * MMA_BN * MMA_LD);
     };
 
     load(0);
@@ -521,6 +657,23 @@ __device__ __forceinline__ void matmul_mma(const u16* __restrict__ xh, const flo
 #pragma unroll
         for (int kk = 0; kk < MMA_BK; kk += 16) {
             u32 af[MT][4], bf[NT][2];
+#if defined(RF_MMA_TENSOR_CORES)
+            // ldmatrix: lane l gives the address of row l % 16, column kk + 8 (l / 16) of A
+            // (matrices a[0..3]); for B two n-tiles per x4: row 8 (l / 16) + l % 8, column
+            // kk + 8 ((l / 8) % 2) (matrices b[j][0], b[j][1], b[j+1][0], b[j+1][1]).
+#pragma unroll
+            for (int i = 0; i < MT; ++i)
+                rf_ldmatrix_x4(af[i], a + (16 * i + (lane & 15)) * MMA_LD + kk + 8 * (lane >> 4));
+#pragma unroll
+            for (int j = 0; j < NT; j += 2) {
+                u32 r[4];
+                rf_ldmatrix_x4(r, b + (8 * j + 8 * (lane >> 4) + (lane & 7)) * MMA_LD + kk + 8 * ((lane >> 3) & 1));
+                bf[j][0] = r[0];
+                bf[j][1] = r[1];
+                bf[j + 1][0] = r[2];
+                bf[j + 1][1] = r[3];
+            }
+#else
 #pragma unroll
             for (int i = 0; i < MT; ++i) {
                 const u16* p = a + (16 * i + g) * MMA_LD + kk + 2 * t;
@@ -535,6 +688,7 @@ __device__ __forceinline__ void matmul_mma(const u16* __restrict__ xh, const flo
                 bf[j][0] = *(const u32*)p;
                 bf[j][1] = *(const u32*)(p + 8);
             }
+#endif
 #pragma unroll
             for (int i = 0; i < MT; ++i)
 #pragma unroll

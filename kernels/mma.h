@@ -63,3 +63,18 @@ __device__ __forceinline__ void rf_mma_16x8x16(float c[4], const u32 a[4], const
     }
 #endif
 }
+
+#if defined(RF_MMA_TENSOR_CORES)
+// ldmatrix.x4 from shared memory: lanes 8i..8i+7 give the 16-byte aligned row addresses of
+// 8 x 8 f16 matrix i, and r[i] is this lane's fragment of it (row lane / 4, columns
+// 2 (lane % 4), +1): for an A tile the a[0..3] of rf_mma_16x8x16, for a B tile stored as
+// [n][k] two n-tiles' b[0], b[1].
+__device__ __forceinline__ void rf_ldmatrix_x4(u32 r[4], const u16* p) {
+    u32 addr;
+    asm("{ .reg .u64 a; cvta.to.shared.u64 a, %1; cvt.u32.u64 %0, a; }" : "=r"(addr) : "l"(p));
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(addr)
+                 : "memory");
+}
+#endif

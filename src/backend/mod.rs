@@ -247,6 +247,23 @@ pub trait Backend: Send + Sync {
         dst: &mut Self::Buf,
     ) -> Result<()>;
 
+    /// Bytes of working memory `reserve_workspace` takes for these sizes, where the longest
+    /// weight row is `max_weight_cols` (the load-time memory check counts it before any weight
+    /// is uploaded). Backends without such memory: 0.
+    #[allow(clippy::too_many_arguments)]
+    fn workspace_bytes(
+        &self,
+        _max_seq_q: usize,
+        _max_seq_k: usize,
+        _heads: usize,
+        _kv_heads: usize,
+        _head_dim: usize,
+        _vocab: usize,
+        _max_weight_cols: usize,
+    ) -> Result<u64> {
+        Ok(0)
+    }
+
     /// Reserve now whatever working memory `attention` will need for up to `max_seq_q` queries
     /// against up to `max_seq_k` keys (and `argmax` over `vocab` floats), so that a running
     /// generation never allocates. Backends without such memory do nothing.

@@ -18,7 +18,7 @@ use crate::model::weights::Weights;
 use crate::model::Interrupt;
 
 /// Tokens per forward chunk during prefill (bounds the activation scratch).
-pub const MAX_BATCH: usize = 256;
+pub const MAX_BATCH: usize = 512;
 /// Rows of logits computed per LM-head call (bounds the logits scratch).
 const LOGIT_ROWS: usize = 16;
 
@@ -187,13 +187,31 @@ fn check_device_memory<B: Backend>(
         .saturating_mul(n_ctx as u64)
         .saturating_mul(c.kv_dim() as u64)
         .saturating_mul(elem);
-    let scratch = 4 * scratch_floats(c, max_batch) as u64;
+    // The backend's workspace (attention partials, the tensor-core matmul's f16 copy of x)
+    // for the longest weight row of the file.
+    let max_cols = file
+        .tensors
+        .iter()
+        .filter(|t| t.dims.len() >= 2)
+        .map(|t| t.dims[0] as usize)
+        .max()
+        .unwrap_or(0);
+    let workspace = backend.workspace_bytes(
+        max_batch,
+        n_ctx,
+        c.heads,
+        c.kv_heads,
+        c.head_dim,
+        c.vocab_size,
+        max_cols,
+    )?;
+    let scratch = (4 * scratch_floats(c, max_batch) as u64).saturating_add(workspace);
     let needed = weights.saturating_add(kv).saturating_add(scratch);
     if needed > free {
         return Err(Error::OutOfMemory {
             what: format!(
                 "loading the model ({weights} bytes of weights, a KV cache of {kv} bytes for \
-                 {n_ctx} positions in {}, {scratch} bytes of scratch)",
+                 {n_ctx} positions in {}, {scratch} bytes of scratch and workspace)",
                 kv_dtype.name()
             ),
             needed,

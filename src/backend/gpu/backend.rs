@@ -115,7 +115,7 @@ impl Backend for GpuBackend {
         Ok(Some(self.dev.runtime().mem_info()?.0))
     }
 
-    fn reserve_workspace(
+    fn workspace_bytes(
         &self,
         max_seq_q: usize,
         max_seq_k: usize,
@@ -123,7 +123,8 @@ impl Backend for GpuBackend {
         kv_heads: usize,
         head_dim: usize,
         vocab: usize,
-    ) -> Result<()> {
+        max_weight_cols: usize,
+    ) -> Result<u64> {
         // The split-K partials depend on the query rows and the keys; every prefill chunk
         // length (1..=max_seq_q) against the longest cache bounds them (more keys never mean
         // fewer bytes).
@@ -143,13 +144,27 @@ impl Backend for GpuBackend {
         // The tensor-core prefill matmul's f16 copy of x (up to max_seq_q rows of the
         // longest weight row).
         if matmul::gpu::mma_available(&self.dev) {
-            let k = self
-                .max_weight_cols
-                .load(std::sync::atomic::Ordering::Relaxed);
-            bytes = bytes.max(matmul::gpu::mma_scratch_bytes(max_seq_q, k));
+            bytes = bytes.max(matmul::gpu::mma_scratch_bytes(max_seq_q, max_weight_cols));
         }
+        Ok(bytes as u64)
+    }
+
+    fn reserve_workspace(
+        &self,
+        max_seq_q: usize,
+        max_seq_k: usize,
+        heads: usize,
+        kv_heads: usize,
+        head_dim: usize,
+        vocab: usize,
+    ) -> Result<()> {
+        let cols = self
+            .max_weight_cols
+            .load(std::sync::atomic::Ordering::Relaxed);
+        let bytes =
+            self.workspace_bytes(max_seq_q, max_seq_k, heads, kv_heads, head_dim, vocab, cols)?;
         self.dev
-            .scratch(bytes, "reserving the attention workspace")
+            .scratch(bytes as usize, "reserving the attention workspace")
             .map(|_| ())
     }
 

@@ -679,12 +679,20 @@ fn tensor_core_matmul_matches_the_cpu() {
         } else {
             &[GgmlType::F16, GgmlType::Q4_0, GgmlType::Q5_K]
         };
-        for &ty in types {
+        // Q4_0 / Q8_0 have their own W loaders (16-byte loads where the rows are 16-byte
+        // aligned, 2-byte loads otherwise): both widths run.
+        let cases = types.iter().flat_map(|&ty| {
+            let aligned = matches!(ty, GgmlType::Q4_0 | GgmlType::Q8_0);
+            std::iter::once((ty, false)).chain(aligned.then_some((ty, true)))
+        });
+        for (ty, aligned_rows) in cases {
             // n: two column tiles, the second mostly empty; k: an odd number of 32-blocks
-            // (a half k-step), 256 for the K types, an odd length for the float types.
+            // (a half k-step; rows not 16-byte aligned), 256 for the K types and for the
+            // aligned Q4_0 / Q8_0 case, an odd length for the float types.
             let n = 131;
             let k = match ty.block_size() {
                 256 => 256,
+                32 if aligned_rows => 256,
                 32 => 96,
                 _ => 45,
             };
@@ -709,7 +717,7 @@ fn tensor_core_matmul_matches_the_cpu() {
             // Tiles: 64 on both devices (m = 70: two row tiles, the second mostly padding),
             // 128 where the shared memory allows (one type: slow to emulate).
             let mut tiles = vec![(64, 70)];
-            if wide && ty == GgmlType::Q4_0 {
+            if wide && ty == GgmlType::Q4_0 && !aligned_rows {
                 tiles.push((128, 131));
             }
             for (bm, m) in tiles {
