@@ -410,12 +410,15 @@ RF_FOR_EACH_WEIGHT_TYPE(RF_MATMUL_KERNELS)
 // matmul_mma_<type>_m<BM>: a block computes a BM x MMA_BN tile of out (BM 64 or 128, MMA_BN
 //   128), 8 warps of 32 lanes in a 2 (rows) x 4 (columns) grid, each a (BM / 2) x 32 tile of
 //   m16n8k16 products. k goes in steps of MMA_BK = 64: the xh tile (BM x 64 f16, 16-byte
-//   loads) and the W tile (128 rows x 64, each thread dequantizing one 32-element chunk with
-//   the type's `chunk` and rounding it to f16) go to shared memory, double buffered: the next
-//   step's loads and dequantization are issued before the current step's products, and their
-//   results stored into the other buffer after them (one barrier per step). Shared rows are
-//   padded to 72 f16 (36 words) so that the fragment loads (lane (g, t) reads word 36 g + t)
-//   and the 16-byte stores hit distinct banks. Epilogue: out = acc * inv[row].
+//   loads) and the W tile (128 rows x 64 as f16, `MmaWTile`) go to shared memory, double
+//   buffered: the next step's global loads are issued before the current step's products, and
+//   stored (W decoded to f16) into the other buffer after them (one barrier per step). W tile:
+//   Q4_0 / Q8_0 lanes read consecutive 16-byte pieces of the same rows and hold the raw quants
+//   across the products; other types: each thread dequantizes one 32-element chunk with the
+//   type's `chunk` before the products. Shared rows are padded to 72 f16 (36 words) so that
+//   the fragment loads (`ldmatrix` on sm_80+: 8 rows of 16 bytes per phase; elsewhere lane
+//   (g, t) reads word 36 g + t) and the 16-byte stores hit distinct banks. Epilogue:
+//   out = acc * inv[row].
 //   Weights are rounded to f16 (exact for F16 and for every quantized type's codes times an
 //   f16 scale within f16 range; F32 / BF16 weights above 65504 in magnitude would become inf).
 //   Launch: grid (ceil(n / 128), mp / BM), block 256, dynamic shared memory

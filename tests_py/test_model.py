@@ -234,10 +234,10 @@ def test_logits_match_numpy_reference(tmp_path, rng, device, arch, dtype, kw, to
 
 
 def test_prefill_longer_than_one_batch(tmp_path, rng, device):
-    """Prompts longer than the forward's chunk of tokens (256) go through several chunks."""
-    m = Tiny(rng, n_ctx=400, layers=1)
+    """Prompts longer than the forward's chunk of tokens (512) go through several chunks."""
+    m = Tiny(rng, n_ctx=1200, layers=1)
     W = m.write(tmp_path / "m.gguf")
-    ids = rng.integers(0, m.vocab, 300)
+    ids = rng.integers(0, m.vocab, 1100)
     with rf.Model(str(tmp_path / "m.gguf"), device=device, kv_dtype="f32") as model:
         got = model.logits(ids.tolist())
     assert rel_err(got, reference_logits(m, W, ids)) < 2e-4

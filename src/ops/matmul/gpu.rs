@@ -298,8 +298,8 @@ fn mma_shared_bytes(bm: usize) -> usize {
 /// Row tile for an m x n product: 128 when its blocks fill at least 90% of the
 /// multiprocessors in one wave (fewer, larger tiles: each weight tile is dequantized fewer
 /// times), else 64; only tiles whose shared memory fits. Measured on an H200 (132 SMs,
-/// bench/NOTES.md): m = 512, 4096 x 4096 (128 blocks of 128) 183 us with 128 vs 254 us with 64;
-/// m = 256 (64 blocks of 128) runs at 64 (152 us). `ROCMFORGE_MMA_BM` (64 or 128) forces one
+/// bench/NOTES.md, Q4_0): m = 512, 4096 x 4096 (128 blocks of 128) 99 us with 128 vs 122 us
+/// with 64; m = 256 (64 blocks of 128) runs at 64 (77 us). `ROCMFORGE_MMA_BM` (64 or 128) forces one
 /// (read once).
 fn mma_row_tile(dev: &GpuDevice, m: usize, n: usize) -> usize {
     static FORCED: std::sync::OnceLock<Option<usize>> = std::sync::OnceLock::new();
