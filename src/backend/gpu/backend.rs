@@ -146,7 +146,8 @@ impl Backend for GpuBackend {
         if matmul::gpu::mma_available(&self.dev) {
             bytes = bytes.max(matmul::gpu::mma_scratch_bytes(max_seq_q, max_weight_cols));
         }
-        Ok(bytes as u64)
+        // What the device scratch allocates for it (`GpuDevice::scratch` rounds up).
+        Ok(bytes.next_power_of_two().max(1 << 20) as u64)
     }
 
     fn reserve_workspace(

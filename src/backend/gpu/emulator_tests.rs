@@ -892,3 +892,27 @@ fn device_step_ops_match_the_cpu_backend() {
         }
     }
 }
+
+/// The load-time memory check counts the workspace the backend reserves (`workspace_bytes`
+/// equals what `reserve_workspace` allocates), the tensor-core matmul's f16 copy of a full
+/// prefill chunk included. Allocates only: no kernel runs.
+#[test]
+fn workspace_bytes_is_what_reserve_workspace_allocates() {
+    use crate::backend::Backend;
+    use crate::model::forward::MAX_BATCH;
+    let dev = Arc::new(GpuDevice::new(0, Box::new(EmuRuntime::new(32, 227 * 1024))));
+    let backend = super::GpuBackend::new(dev.clone());
+    let (n, k) = (64, 4096);
+    let bytes = super::bench::random_weight_bytes(GgmlType::Q8_0, n, k, 3).unwrap();
+    let _w = backend.weight(GgmlType::Q8_0, n, k, &bytes).unwrap();
+    let (seq_k, heads, kv_heads, head_dim, vocab) = (600, 32, 8, 128, 1000);
+    let want = backend
+        .workspace_bytes(MAX_BATCH, seq_k, heads, kv_heads, head_dim, vocab, k)
+        .unwrap();
+    assert!(want as usize >= crate::ops::matmul::gpu::mma_scratch_bytes(MAX_BATCH, k));
+    let before = dev.allocated_bytes();
+    backend
+        .reserve_workspace(MAX_BATCH, seq_k, heads, kv_heads, head_dim, vocab)
+        .unwrap();
+    assert_eq!(dev.allocated_bytes() - before, want);
+}
