@@ -219,6 +219,44 @@ pub trait Backend: Send + Sync {
         row_len: usize,
     ) -> Result<()>;
 
+    /// One attention block's rope and KV-cache append: `q [t, heads, head_dim]` and
+    /// `k [t, kv_heads, head_dim]` rotated in place at positions `pos0..` (as `rope`), then
+    /// rows `pos0..pos0 + t` of `k_cache` and `v_cache` set to k (rotated) and v (as
+    /// `kv_append`, rows of `kv_heads * head_dim`). Backends may fuse it (the GPU does, in one
+    /// launch); the result is that of the unfused ops.
+    #[allow(clippy::too_many_arguments)]
+    fn rope_kv_append(
+        &self,
+        q: &mut Self::Buf,
+        k: &mut Self::Buf,
+        v: &Self::Buf,
+        k_cache: &mut Self::Kv,
+        v_cache: &mut Self::Kv,
+        t: usize,
+        heads: usize,
+        kv_heads: usize,
+        head_dim: usize,
+        pos0: usize,
+        rope: &RopeParams,
+        freq_factors: Option<&Self::Weight>,
+    ) -> Result<()> {
+        unfused::rope_kv_append(
+            self,
+            q,
+            k,
+            v,
+            k_cache,
+            v_cache,
+            t,
+            heads,
+            kv_heads,
+            head_dim,
+            pos0,
+            rope,
+            freq_factors,
+        )
+    }
+
     /// Causal attention (bottom-right aligned) of `q [seq_q, heads, head_dim]` against cache
     /// rows `[0, seq_k)` of `k`, `v` (`[*, kv_heads, head_dim]`), GQA (heads % kv_heads == 0):
     /// `out [seq_q, heads, head_dim] = softmax(q k^T * scale + mask) v`.
@@ -341,6 +379,37 @@ pub trait Backend: Send + Sync {
     ) -> Result<()> {
         Err(no_step_ops())
     }
+    /// `rope_kv_append` of one token at the step's position (the caller checks that it fits).
+    #[allow(clippy::too_many_arguments)]
+    fn rope_kv_append_step(
+        &self,
+        q: &mut Self::Buf,
+        k: &mut Self::Buf,
+        v: &Self::Buf,
+        k_cache: &mut Self::Kv,
+        v_cache: &mut Self::Kv,
+        heads: usize,
+        kv_heads: usize,
+        head_dim: usize,
+        step: &Self::Step,
+        rope: &RopeParams,
+        freq_factors: Option<&Self::Weight>,
+    ) -> Result<()> {
+        unfused::rope_kv_append_step(
+            self,
+            q,
+            k,
+            v,
+            k_cache,
+            v_cache,
+            heads,
+            kv_heads,
+            head_dim,
+            step,
+            rope,
+            freq_factors,
+        )
+    }
     /// `attention` of one query against the cache rows `[0, pos + 1)`, pos the step's
     /// position; `max_keys` (the cache's rows) bounds it and sizes the launch.
     #[allow(clippy::too_many_arguments)]
@@ -388,7 +457,7 @@ fn no_step_ops() -> Error {
 /// The fused `Backend` methods as their separate ops: the trait's defaults, and what a backend
 /// that fuses falls back to where its fused kernels do not apply.
 pub mod unfused {
-    use super::Backend;
+    use super::{Backend, RopeParams};
     use crate::error::Result;
 
     #[allow(clippy::too_many_arguments)]
@@ -441,5 +510,48 @@ pub mod unfused {
         b.matmul(x, w_gate, m, gate)?;
         b.matmul(x, w_up, m, up)?;
         b.swiglu(gate, up, m * n, out)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub fn rope_kv_append<B: Backend + ?Sized>(
+        b: &B,
+        q: &mut B::Buf,
+        k: &mut B::Buf,
+        v: &B::Buf,
+        k_cache: &mut B::Kv,
+        v_cache: &mut B::Kv,
+        t: usize,
+        heads: usize,
+        kv_heads: usize,
+        head_dim: usize,
+        pos0: usize,
+        rope: &RopeParams,
+        freq_factors: Option<&B::Weight>,
+    ) -> Result<()> {
+        b.rope(q, t, heads, head_dim, pos0, rope, freq_factors)?;
+        b.rope(k, t, kv_heads, head_dim, pos0, rope, freq_factors)?;
+        b.kv_append(k_cache, k, pos0, t, kv_heads * head_dim)?;
+        b.kv_append(v_cache, v, pos0, t, kv_heads * head_dim)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub fn rope_kv_append_step<B: Backend + ?Sized>(
+        b: &B,
+        q: &mut B::Buf,
+        k: &mut B::Buf,
+        v: &B::Buf,
+        k_cache: &mut B::Kv,
+        v_cache: &mut B::Kv,
+        heads: usize,
+        kv_heads: usize,
+        head_dim: usize,
+        step: &B::Step,
+        rope: &RopeParams,
+        freq_factors: Option<&B::Weight>,
+    ) -> Result<()> {
+        b.rope_step(q, heads, head_dim, step, rope, freq_factors)?;
+        b.rope_step(k, kv_heads, head_dim, step, rope, freq_factors)?;
+        b.kv_append_step(k_cache, k, step, kv_heads * head_dim)?;
+        b.kv_append_step(v_cache, v, step, kv_heads * head_dim)
     }
 }

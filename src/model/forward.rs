@@ -110,20 +110,22 @@ fn run_blocks<B: Backend>(
         match at {
             At::Host { pos0, .. } => {
                 let pos0 = *pos0;
-                b.rope(&mut s.q, t, c.heads, c.head_dim, pos0, &c.rope, freqs)?;
-                b.rope(&mut s.k, t, c.kv_heads, c.head_dim, pos0, &c.rope, freqs)?;
-                b.kv_append(kc, &s.k, pos0, t, c.kv_dim())?;
-                b.kv_append(vc, &s.v, pos0, t, c.kv_dim())?;
+                #[rustfmt::skip]
+                b.rope_kv_append(
+                    &mut s.q, &mut s.k, &s.v, kc, vc, t, c.heads, c.kv_heads, c.head_dim, pos0,
+                    &c.rope, freqs,
+                )?;
                 #[rustfmt::skip]
                 b.attention(
                     &s.q, kc, vc, t, pos0 + t, c.heads, c.kv_heads, c.head_dim, scale, &mut s.att,
                 )?;
             }
             At::Step(step) => {
-                b.rope_step(&mut s.q, c.heads, c.head_dim, step, &c.rope, freqs)?;
-                b.rope_step(&mut s.k, c.kv_heads, c.head_dim, step, &c.rope, freqs)?;
-                b.kv_append_step(kc, &s.k, step, c.kv_dim())?;
-                b.kv_append_step(vc, &s.v, step, c.kv_dim())?;
+                #[rustfmt::skip]
+                b.rope_kv_append_step(
+                    &mut s.q, &mut s.k, &s.v, kc, vc, c.heads, c.kv_heads, c.head_dim, step,
+                    &c.rope, freqs,
+                )?;
                 #[rustfmt::skip]
                 b.attention_step(
                     &s.q, kc, vc, step, kv.n_ctx, c.heads, c.kv_heads, c.head_dim, scale,

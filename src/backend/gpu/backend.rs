@@ -418,6 +418,60 @@ impl Backend for GpuBackend {
         )
     }
 
+    fn rope_kv_append(
+        &self,
+        q: &mut DeviceBuffer,
+        k: &mut DeviceBuffer,
+        v: &DeviceBuffer,
+        k_cache: &mut GpuKv,
+        v_cache: &mut GpuKv,
+        t: usize,
+        heads: usize,
+        kv_heads: usize,
+        head_dim: usize,
+        pos0: usize,
+        params: &RopeParams,
+        freq_factors: Option<&GpuWeight>,
+    ) -> Result<()> {
+        if k_cache.dtype != v_cache.dtype {
+            #[rustfmt::skip]
+            return unfused::rope_kv_append(
+                self, q, k, v, k_cache, v_cache, t, heads, kv_heads, head_dim, pos0, params,
+                freq_factors,
+            );
+        }
+        let kv_row = kv_heads * head_dim;
+        let elem = if k_cache.dtype == KvDtype::F32 { 4 } else { 2 };
+        let n_ctx = (k_cache.buf.bytes().min(v_cache.buf.bytes()) / elem) / kv_row.max(1);
+        if pos0.checked_add(t).is_none_or(|end| end > n_ctx) {
+            return Err(Error::invalid(format!(
+                "kv_append: rows [{pos0}, {pos0} + {t}) do not fit a cache of {n_ctx} rows"
+            )));
+        }
+        let ff = freq_factors
+            .map(|w| w.f32_vector("rope freq_factors"))
+            .transpose()?;
+        let tensors = rope::gpu::RopeKv {
+            q,
+            k,
+            v,
+            dtype: k_cache.dtype,
+            k_cache: &mut k_cache.buf,
+            v_cache: &mut v_cache.buf,
+        };
+        rope::gpu::launch_rope_kv(
+            &self.dev,
+            tensors,
+            t,
+            heads,
+            kv_heads,
+            head_dim,
+            kv_cache::gpu::Row::At(pos0),
+            params,
+            ff,
+        )
+    }
+
     fn attention(
         &self,
         q: &DeviceBuffer,
@@ -564,6 +618,44 @@ impl Backend for GpuBackend {
             kv_cache::gpu::Row::Device(&step.state, STEP_POS),
             1,
             row_len,
+        )
+    }
+
+    fn rope_kv_append_step(
+        &self,
+        q: &mut DeviceBuffer,
+        k: &mut DeviceBuffer,
+        v: &DeviceBuffer,
+        k_cache: &mut GpuKv,
+        v_cache: &mut GpuKv,
+        heads: usize,
+        kv_heads: usize,
+        head_dim: usize,
+        step: &GpuStep,
+        params: &RopeParams,
+        freq_factors: Option<&GpuWeight>,
+    ) -> Result<()> {
+        if k_cache.dtype != v_cache.dtype {
+            #[rustfmt::skip]
+            return unfused::rope_kv_append_step(
+                self, q, k, v, k_cache, v_cache, heads, kv_heads, head_dim, step, params,
+                freq_factors,
+            );
+        }
+        let ff = freq_factors
+            .map(|w| w.f32_vector("rope freq_factors"))
+            .transpose()?;
+        let tensors = rope::gpu::RopeKv {
+            q,
+            k,
+            v,
+            dtype: k_cache.dtype,
+            k_cache: &mut k_cache.buf,
+            v_cache: &mut v_cache.buf,
+        };
+        let first = kv_cache::gpu::Row::Device(&step.state, STEP_POS);
+        rope::gpu::launch_rope_kv(
+            &self.dev, tensors, 1, heads, kv_heads, head_dim, first, params, ff,
         )
     }
 

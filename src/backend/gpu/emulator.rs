@@ -29,8 +29,17 @@ pub struct EmuRuntime {
 
 impl EmuRuntime {
     pub fn new(wave: u32, max_shared_per_block: usize) -> EmuRuntime {
-        let dir =
-            std::env::temp_dir().join(format!("rocmforge-emu-{}-w{wave}", std::process::id()));
+        EmuRuntime::tagged(wave, max_shared_per_block, "")
+    }
+
+    /// An emulated device with a build directory of its own (`tag` tells it apart from the
+    /// others of this process), for a test that counts its launches without other tests'
+    /// launches on the same device.
+    pub fn tagged(wave: u32, max_shared_per_block: usize, tag: &str) -> EmuRuntime {
+        let dir = std::env::temp_dir().join(format!(
+            "rocmforge-emu-{}-w{wave}{tag}",
+            std::process::id()
+        ));
         std::fs::create_dir_all(&dir).expect("emulator build directory");
         EmuRuntime {
             wave,

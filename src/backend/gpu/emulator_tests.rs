@@ -916,3 +916,195 @@ fn workspace_bytes_is_what_reserve_workspace_allocates() {
         .unwrap();
     assert_eq!(dev.allocated_bytes() - before, want);
 }
+
+#[test]
+#[ignore = "builds the kernels with g++ (minutes); run by scripts/check-kernels.sh"]
+fn fused_rope_kv_matches_the_unfused_ops() {
+    use super::backend::GpuKv;
+    use super::GpuBackend;
+    use crate::backend::cpu::{CpuBackend, CpuKv};
+    use crate::backend::{unfused, Backend, KvDtype};
+
+    let mut rng = Rng::new("fused_rope_kv_matches_the_unfused_ops");
+    let n_ctx = 2100;
+    // (heads, kv_heads, head_dim, n_rot, neox, frequency factors, theta)
+    let cases = [
+        (4, 4, 16, 16, false, false, 10000.0),
+        (6, 2, 20, 12, true, true, 1e6),
+        (3, 1, 128, 128, true, false, 10000.0),
+        (2, 2, 10, 6, false, true, 500000.0),
+        (14, 2, 64, 64, true, false, 1e6),
+    ];
+    // (first row, tokens)
+    let spans = [(0, 1), (0, 5), (7, 3), (1000, 1), (2047, 17), (2099, 1)];
+    let f32_bytes = |v: &[f32]| -> Vec<u8> { v.iter().flat_map(|x| x.to_le_bytes()).collect() };
+    // Devices of this test's own: it counts the launches of each call (other tests launch on
+    // the shared ones meanwhile).
+    let own = [
+        Arc::new(GpuDevice::new(
+            2,
+            Box::new(EmuRuntime::tagged(32, 227 * 1024, "-rope-kv")),
+        )),
+        Arc::new(GpuDevice::new(
+            3,
+            Box::new(EmuRuntime::tagged(64, 64 * 1024, "-rope-kv")),
+        )),
+    ];
+    for dev in own {
+        let (gpu, cpu) = (GpuBackend::new(dev.clone()), CpuBackend);
+        let mut step = gpu
+            .new_step(n_ctx, 4, 2, 16, 16)
+            .unwrap()
+            .expect("the GPU backend has step ops");
+        let down = |g: &super::DeviceBuffer, n: usize| {
+            let mut v = vec![0f32; n];
+            gpu.download(g, &mut v).unwrap();
+            v
+        };
+        let raw = |c: &GpuKv| {
+            let mut v = vec![0u8; c.buf.bytes()];
+            c.buf.read(&mut v, "test").unwrap();
+            v
+        };
+        // A cache's values as f32 (f16 widened).
+        let values = |c: &GpuKv| -> Vec<f32> {
+            let b = raw(c);
+            match c.dtype {
+                KvDtype::F32 => b
+                    .chunks_exact(4)
+                    .map(|x| f32::from_le_bytes([x[0], x[1], x[2], x[3]]))
+                    .collect(),
+                KvDtype::F16 => b
+                    .chunks_exact(2)
+                    .map(|x| f16::from_bits(u16::from_le_bytes([x[0], x[1]])).to_f32())
+                    .collect(),
+            }
+        };
+        let cpu_values = |c: &CpuKv| -> Vec<f32> {
+            match c {
+                CpuKv::F32(v) => v.clone(),
+                CpuKv::F16(v) => v.iter().map(|x| x.to_f32()).collect(),
+            }
+        };
+        for &(heads, kv_heads, head_dim, n_rot, neox, with_ff, theta) in &cases {
+            let params = RopeParams {
+                theta,
+                neox,
+                n_rot,
+            };
+            let kv_row = kv_heads * head_dim;
+            let ff: Option<Vec<f32>> =
+                with_ff.then(|| (0..n_rot / 2).map(|_| 1.0 + 4.0 * rng.uniform().abs()).collect());
+            let gff = ff.as_ref().map(|f| {
+                gpu.weight(GgmlType::F32, 1, f.len(), &f32_bytes(f))
+                    .unwrap()
+            });
+            let cff = ff.as_ref().map(|f| {
+                cpu.weight(GgmlType::F32, 1, f.len(), &f32_bytes(f))
+                    .unwrap()
+            });
+            for dtype in [KvDtype::F32, KvDtype::F16] {
+                for &(pos0, t) in &spans {
+                    let what = format!(
+                        "{heads}/{kv_heads} heads of {head_dim} (n_rot {n_rot}, neox {neox}, \
+                         factors {with_ff}), {dtype:?}, {t} tokens at {pos0}"
+                    );
+                    let q = rng.vec(t * heads * head_dim);
+                    let k = rng.vec(t * kv_row);
+                    let v = rng.vec(t * kv_row);
+                    // fused, one launch
+                    let (mut fq, mut fk, fv) = (
+                        gpu.upload(&q).unwrap(),
+                        gpu.upload(&k).unwrap(),
+                        gpu.upload(&v).unwrap(),
+                    );
+                    let mut fkc = gpu.kv_cache(n_ctx * kv_row, dtype).unwrap();
+                    let mut fvc = gpu.kv_cache(n_ctx * kv_row, dtype).unwrap();
+                    let before = dev.launch_count();
+                    #[rustfmt::skip]
+                    gpu.rope_kv_append(
+                        &mut fq, &mut fk, &fv, &mut fkc, &mut fvc, t, heads, kv_heads, head_dim,
+                        pos0, &params, gff.as_ref(),
+                    )
+                    .unwrap();
+                    assert_eq!(dev.launch_count() - before, 1, "{what}: launches");
+                    // the separate ops
+                    let (mut uq, mut uk, uv) = (
+                        gpu.upload(&q).unwrap(),
+                        gpu.upload(&k).unwrap(),
+                        gpu.upload(&v).unwrap(),
+                    );
+                    let mut ukc = gpu.kv_cache(n_ctx * kv_row, dtype).unwrap();
+                    let mut uvc = gpu.kv_cache(n_ctx * kv_row, dtype).unwrap();
+                    #[rustfmt::skip]
+                    unfused::rope_kv_append(
+                        &gpu, &mut uq, &mut uk, &uv, &mut ukc, &mut uvc, t, heads, kv_heads,
+                        head_dim, pos0, &params, gff.as_ref(),
+                    )
+                    .unwrap();
+                    let bits = |x: Vec<f32>| x.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+                    let got_q = down(&fq, q.len());
+                    let got_k = down(&fk, k.len());
+                    assert_eq!(bits(got_q.clone()), bits(down(&uq, q.len())), "{what}: q");
+                    assert_eq!(bits(got_k.clone()), bits(down(&uk, k.len())), "{what}: k");
+                    assert!(raw(&fkc) == raw(&ukc), "{what}: k cache");
+                    assert!(raw(&fvc) == raw(&uvc), "{what}: v cache");
+                    // the CPU backend
+                    let (mut cq, mut ck, cv) = (q.clone(), k.clone(), v.clone());
+                    let mut ckc = cpu.kv_cache(n_ctx * kv_row, dtype).unwrap();
+                    let mut cvc = cpu.kv_cache(n_ctx * kv_row, dtype).unwrap();
+                    #[rustfmt::skip]
+                    cpu.rope_kv_append(
+                        &mut cq, &mut ck, &cv, &mut ckc, &mut cvc, t, heads, kv_heads, head_dim,
+                        pos0, &params, cff.as_ref(),
+                    )
+                    .unwrap();
+                    assert_close(&format!("{what}: q vs the CPU"), &got_q, &cq, 2e-5);
+                    assert_close(&format!("{what}: k vs the CPU"), &got_k, &ck, 2e-5);
+                    // f16 caches: one f16 rounding apart at most where the rotations differ
+                    let tol = if dtype == KvDtype::F16 { 1e-3 } else { 2e-5 };
+                    #[rustfmt::skip]
+                    assert_close(&format!("{what}: k cache vs the CPU"), &values(&fkc), &cpu_values(&ckc), tol);
+                    #[rustfmt::skip]
+                    assert_close(&format!("{what}: v cache vs the CPU"), &values(&fvc), &cpu_values(&cvc), 0.0);
+                    if t != 1 {
+                        continue;
+                    }
+                    // the device-position step, fused and not: the same bits again
+                    gpu.set_step(&mut step, 0, pos0).unwrap();
+                    for fused in [true, false] {
+                        let (mut sq, mut sk, sv) = (
+                            gpu.upload(&q).unwrap(),
+                            gpu.upload(&k).unwrap(),
+                            gpu.upload(&v).unwrap(),
+                        );
+                        let mut skc = gpu.kv_cache(n_ctx * kv_row, dtype).unwrap();
+                        let mut svc = gpu.kv_cache(n_ctx * kv_row, dtype).unwrap();
+                        let before = dev.launch_count();
+                        if fused {
+                            #[rustfmt::skip]
+                            gpu.rope_kv_append_step(
+                                &mut sq, &mut sk, &sv, &mut skc, &mut svc, heads, kv_heads,
+                                head_dim, &step, &params, gff.as_ref(),
+                            )
+                            .unwrap();
+                            assert_eq!(dev.launch_count() - before, 1, "{what}: step launches");
+                        } else {
+                            #[rustfmt::skip]
+                            unfused::rope_kv_append_step(
+                                &gpu, &mut sq, &mut sk, &sv, &mut skc, &mut svc, heads, kv_heads,
+                                head_dim, &step, &params, gff.as_ref(),
+                            )
+                            .unwrap();
+                        }
+                        let what = format!("{what}: step (fused {fused})");
+                        assert_eq!(bits(down(&sq, q.len())), bits(got_q.clone()), "{what}: q");
+                        assert_eq!(bits(down(&sk, k.len())), bits(got_k.clone()), "{what}: k");
+                        assert!(raw(&skc) == raw(&fkc), "{what}: k cache");
+                        assert!(raw(&svc) == raw(&fvc), "{what}: v cache");
+                    }
+                }
+            }
+        }
+    }
+}

@@ -75,6 +75,10 @@ pub fn rms_norm() -> Kernel {
 pub fn rope() -> Kernel {
     k(Family::Rope, "rope_f32")
 }
+/// Rope of q and k plus the KV-cache append of k and v, for a cache of `dtype`.
+pub fn rope_kv(dtype: KvDtype) -> Kernel {
+    k(Family::Rope, format!("rope_kv_{}", dtype.name()))
+}
 pub fn swiglu() -> Kernel {
     k(Family::Activation, "swiglu_f32")
 }
@@ -273,6 +277,8 @@ pub fn all() -> Vec<Kernel> {
     let mut out = vec![
         rms_norm(),
         rope(),
+        rope_kv(KvDtype::F32),
+        rope_kv(KvDtype::F16),
         swiglu(),
         add(),
         add_bias(),
