@@ -344,6 +344,16 @@ __device__ __forceinline__ uint4 rf_ld128(const u8* p, bool aligned16) {
     return make_uint4(rf_ld32_a4(p), rf_ld32_a4(p + 4), rf_ld32_a4(p + 8), rf_ld32_a4(p + 12));
 }
 
+// rf_byte_float with the magic float built by one byte permute on NVIDIA (PRMT: byte i of q,
+// two zero bytes, 0x4B); the same value everywhere.
+__device__ __forceinline__ float rf_byte_float_p(u32 q, int i, float magic_plus_offset) {
+#if defined(RF_CUDA)
+    return __int_as_float((int)__byte_perm(q, 0x4B000000u, 0x7540u + (u32)i)) - magic_plus_offset;
+#else
+    return rf_byte_float(q, i, magic_plus_offset);
+#endif
+}
+
 struct WideQ4_0 {
     static constexpr int QS = 16, PIECE_ELEMS = 32, PIECES = 1;
     __device__ static int block_of(int piece) { return piece; }
@@ -356,14 +366,14 @@ struct WideQ4_0 {
         for (int i = 0; i < 4; ++i) {
             const u32 l = w[i] & 0x0f0f0f0fu, h = (w[i] >> 4) & 0x0f0f0f0fu;
             const float4 a = xv[i], b = xv[4 + i];
-            lo += rf_byte_float(l, 0, off) * a.x;
-            lo += rf_byte_float(l, 1, off) * a.y;
-            lo += rf_byte_float(l, 2, off) * a.z;
-            lo += rf_byte_float(l, 3, off) * a.w;
-            hi += rf_byte_float(h, 0, off) * b.x;
-            hi += rf_byte_float(h, 1, off) * b.y;
-            hi += rf_byte_float(h, 2, off) * b.z;
-            hi += rf_byte_float(h, 3, off) * b.w;
+            lo += rf_byte_float_p(l, 0, off) * a.x;
+            lo += rf_byte_float_p(l, 1, off) * a.y;
+            lo += rf_byte_float_p(l, 2, off) * a.z;
+            lo += rf_byte_float_p(l, 3, off) * a.w;
+            hi += rf_byte_float_p(h, 0, off) * b.x;
+            hi += rf_byte_float_p(h, 1, off) * b.y;
+            hi += rf_byte_float_p(h, 2, off) * b.z;
+            hi += rf_byte_float_p(h, 3, off) * b.w;
         }
         return lo + hi;
     }
@@ -380,14 +390,14 @@ struct WideQ8_0 {
 #pragma unroll
         for (int i = 0; i < 4; i += 2) {
             const float4 a = xv[i], b = xv[i + 1];
-            s0 += rf_byte_float(w[i], 0, off) * a.x;
-            s0 += rf_byte_float(w[i], 1, off) * a.y;
-            s0 += rf_byte_float(w[i], 2, off) * a.z;
-            s0 += rf_byte_float(w[i], 3, off) * a.w;
-            s1 += rf_byte_float(w[i + 1], 0, off) * b.x;
-            s1 += rf_byte_float(w[i + 1], 1, off) * b.y;
-            s1 += rf_byte_float(w[i + 1], 2, off) * b.z;
-            s1 += rf_byte_float(w[i + 1], 3, off) * b.w;
+            s0 += rf_byte_float_p(w[i], 0, off) * a.x;
+            s0 += rf_byte_float_p(w[i], 1, off) * a.y;
+            s0 += rf_byte_float_p(w[i], 2, off) * a.z;
+            s0 += rf_byte_float_p(w[i], 3, off) * a.w;
+            s1 += rf_byte_float_p(w[i + 1], 0, off) * b.x;
+            s1 += rf_byte_float_p(w[i + 1], 1, off) * b.y;
+            s1 += rf_byte_float_p(w[i + 1], 2, off) * b.z;
+            s1 += rf_byte_float_p(w[i + 1], 3, off) * b.w;
         }
         return s0 + s1;
     }
