@@ -46,17 +46,18 @@ fn wide_matvec_enabled() -> bool {
     *ENABLED.get_or_init(|| std::env::var_os("ROCMFORGE_MATVEC_KERNEL").is_none_or(|v| v != "v5"))
 }
 
-/// Rows per block of the wide kernels: `ROCMFORGE_MATVEC_ROWS` (1, 2, 4, 8; read once), else 4
-/// (bench/NOTES.md, matvec v6).
-fn wide_matvec_rows() -> usize {
-    static ROWS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
-    *ROWS.get_or_init(|| {
+/// Rows per block of the wide kernels: `ROCMFORGE_MATVEC_ROWS` (1, 2, 4, 8; read once), else 8
+/// for Q4_0 and 4 for Q8_0, the fastest on an H200 at Llama-3-8B's shapes (bench/NOTES.md,
+/// matvec v6: Q4_0 is bound by the block's x loads through L1, which more rows share).
+fn wide_matvec_rows(ty: GgmlType) -> usize {
+    static ROWS: std::sync::OnceLock<Option<usize>> = std::sync::OnceLock::new();
+    let chosen = *ROWS.get_or_init(|| {
         std::env::var("ROCMFORGE_MATVEC_ROWS")
             .ok()
             .and_then(|v| v.parse().ok())
             .filter(|r| kernels::MATVEC_WIDE_ROWS.contains(r))
-            .unwrap_or(4)
-    })
+    });
+    chosen.unwrap_or(if ty == GgmlType::Q4_0 { 8 } else { 4 })
 }
 
 /// Threads per block of the wide kernels for rows of k elements: one 32-lane group per 1,024
@@ -84,7 +85,7 @@ pub fn launch_matmul(
     if m == 1 && k % 32 == 0 && w.row_bytes() % 4 == 0 && fast_matvec_enabled() {
         let wide = wide_matvec_enabled();
         let rows_per_block = if wide {
-            wide_matvec_rows()
+            wide_matvec_rows(w.ty)
         } else {
             fast_matvec_rows(w.ty)
         };
@@ -197,7 +198,7 @@ pub fn launch_matvec_multi(
     }
     let wide = wide_matvec_enabled();
     let (rows_per_block, kernel, threads) = if wide {
-        let r = wide_matvec_rows();
+        let r = wide_matvec_rows(ty);
         let kernel = kernels::matvec_wide_multi(ty, r).expect("fast type");
         (r, kernel, wide_matvec_threads(dev, k))
     } else {
@@ -269,7 +270,7 @@ pub fn launch_matvec_swiglu(
     // Wide kernel: half the rows per block of the unfused one for each matrix (the same
     // number of rows in flight).
     let (kernel, rows, threads) = if wide_matvec_enabled() {
-        let r = (wide_matvec_rows() / 2).max(1);
+        let r = (wide_matvec_rows(w_gate.ty) / 2).max(1);
         let kernel = kernels::matvec_wide_swiglu(w_gate.ty, r).expect("fast type");
         (kernel, r, wide_matvec_threads(dev, k))
     } else {
