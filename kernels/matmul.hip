@@ -32,6 +32,10 @@
 // matvec_multi_<type>_r<R>, matvec_swiglu_<type>: fused m = 1 kernels of the decode step
 //   built on matvec_fast's sums (see their comments below).
 //
+// matvec_wide_*: the default m = 1 kernels of Q4_0 and Q8_0 (16-byte quant loads, x loaded
+//   once per block for all its rows; plain, multi and swiglu forms); the matvec_fast family
+//   above stays for comparison (ROCMFORGE_MATVEC_KERNEL=v5). See their comment below.
+//
 // matmul_tiled_<type>: the prefill path. A block computes a 64 x 64 tile of out, stepping
 //   over k by 64: x (64 x 64) and the dequantized W tile (64 x 64) go to shared memory
 //   (k-major), and each of the 256 threads accumulates a 4 x 4 sub-tile.
