@@ -32,6 +32,10 @@
 // matvec_multi_<type>_r<R>, matvec_swiglu_<type>: fused m = 1 kernels of the decode step
 //   built on matvec_fast's sums (see their comments below).
 //
+// matvec_wide_*: the default m = 1 kernels of Q4_0 and Q8_0 (16-byte quant loads, x loaded
+//   once per block for all its rows; plain, multi and swiglu forms); the matvec_fast family
+//   above stays for comparison (ROCMFORGE_MATVEC_KERNEL=v5). See their comment below.
+//
 // matmul_tiled_<type>: the prefill path. A block computes a 64 x 64 tile of out, stepping
 //   over k by 64: x (64 x 64) and the dequantized W tile (64 x 64) go to shared memory
 //   (k-major), and each of the 256 threads accumulates a 4 x 4 sub-tile.
@@ -322,6 +326,259 @@ __device__ __forceinline__ void matvec_swiglu(const float* __restrict__ x, const
     }
 RF_MATVEC_SWIGLU(q4_0, FastQ4_0)
 RF_MATVEC_SWIGLU(q8_0, FastQ8_0)
+
+// ------------------------------------------------------------------------------------------
+// matvec_wide_*: the m = 1 decode kernels of Q4_0 and Q8_0 (v6), built so that each lane has
+//   many bytes of weights in flight and x is read once per chunk for all rows of a block.
+//   A "piece" is 16 quant bytes of a row (split device layout): Q4_0 one whole block (32
+//   elements), Q8_0 half a block (16 elements). A block of G x 32 threads (G = 1, 2 or 4,
+//   chosen by the launcher from k: G = min(4, ceil(k / 1024))) owns MV_ROWS rows and walks k
+//   in chunks of G x 32 x PIECES pieces; thread t takes pieces chunk + j G 32 + t (j < PIECES:
+//   Q4_0 1, Q8_0 2, so that a thread holds 32 x values), i.e. consecutive threads read
+//   consecutive 16-byte pieces. Per chunk a thread loads its x values once (float4), then
+//   issues the 16-byte quant loads and the scale loads of all rows before the first use, then
+//   computes each row's dot products. Rows whose pointer and row_bytes are 16-byte aligned load
+//   a piece as one uint4, others as four 4-byte words (same bytes). Quants become floats
+//   exactly (2^23 trick); each row's sum depends only on k and the thread count, not on
+//   MV_ROWS, so the fused kernels below equal the unfused ones bit for bit.
+//   Partials: a 32-lane butterfly, then the G groups' sums in order through shared memory.
+//   Launch: grid (ceil(n / MV_ROWS)) (fused: see each), block G x 32, no dynamic shared memory.
+__device__ __forceinline__ uint4 rf_ld128(const u8* p, bool aligned16) {
+    if (aligned16) return *(const uint4*)p;
+    return make_uint4(rf_ld32_a4(p), rf_ld32_a4(p + 4), rf_ld32_a4(p + 8), rf_ld32_a4(p + 12));
+}
+
+// rf_byte_float with the magic float built by one byte permute on NVIDIA (PRMT: byte i of q,
+// two zero bytes, 0x4B); the same value everywhere.
+__device__ __forceinline__ float rf_byte_float_p(u32 q, int i, float magic_plus_offset) {
+#if defined(RF_CUDA)
+    return __int_as_float((int)__byte_perm(q, 0x4B000000u, 0x7540u + (u32)i)) - magic_plus_offset;
+#else
+    return rf_byte_float(q, i, magic_plus_offset);
+#endif
+}
+
+struct WideQ4_0 {
+    static constexpr int QS = 16, PIECE_ELEMS = 32, PIECES = 1;
+    __device__ static int block_of(int piece) { return piece; }
+    // One piece (a whole block): word i, byte j -> elements 4 i + j (low), 16 + 4 i + j (high).
+    __device__ static float dot(uint4 q, const float4 (&xv)[8]) {
+        const u32 w[4] = {q.x, q.y, q.z, q.w};
+        const float off = 8388616.0f;  // 2^23 + 8
+        float lo = 0.0f, hi = 0.0f;
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {
+            const u32 l = w[i] & 0x0f0f0f0fu, h = (w[i] >> 4) & 0x0f0f0f0fu;
+            const float4 a = xv[i], b = xv[4 + i];
+            lo += rf_byte_float_p(l, 0, off) * a.x;
+            lo += rf_byte_float_p(l, 1, off) * a.y;
+            lo += rf_byte_float_p(l, 2, off) * a.z;
+            lo += rf_byte_float_p(l, 3, off) * a.w;
+            hi += rf_byte_float_p(h, 0, off) * b.x;
+            hi += rf_byte_float_p(h, 1, off) * b.y;
+            hi += rf_byte_float_p(h, 2, off) * b.z;
+            hi += rf_byte_float_p(h, 3, off) * b.w;
+        }
+        return lo + hi;
+    }
+};
+
+struct WideQ8_0 {
+    static constexpr int QS = 32, PIECE_ELEMS = 16, PIECES = 2;
+    __device__ static int block_of(int piece) { return piece >> 1; }
+    // One piece (half a block): word i, byte j -> element 4 i + j of the piece.
+    __device__ static float dot(uint4 q, const float4* xv) {
+        const u32 w[4] = {q.x ^ 0x80808080u, q.y ^ 0x80808080u, q.z ^ 0x80808080u, q.w ^ 0x80808080u};
+        const float off = 8388736.0f;  // 2^23 + 128
+        float s0 = 0.0f, s1 = 0.0f;
+#pragma unroll
+        for (int i = 0; i < 4; i += 2) {
+            const float4 a = xv[i], b = xv[i + 1];
+            s0 += rf_byte_float_p(w[i], 0, off) * a.x;
+            s0 += rf_byte_float_p(w[i], 1, off) * a.y;
+            s0 += rf_byte_float_p(w[i], 2, off) * a.z;
+            s0 += rf_byte_float_p(w[i], 3, off) * a.w;
+            s1 += rf_byte_float_p(w[i + 1], 0, off) * b.x;
+            s1 += rf_byte_float_p(w[i + 1], 1, off) * b.y;
+            s1 += rf_byte_float_p(w[i + 1], 2, off) * b.z;
+            s1 += rf_byte_float_p(w[i + 1], 3, off) * b.w;
+        }
+        return s0 + s1;
+    }
+};
+
+// The dot products of x with MV_ROWS rows by the whole block: on return (after a barrier)
+// matvec_wide_total(partial, r) is row r's result.
+template <class Q, int MV_ROWS>
+__device__ __forceinline__ void matvec_wide_sums(const float* __restrict__ x, const u8* const (&rows)[MV_ROWS],
+                                                 int k, float (&partial)[MV_GROUPS][MV_ROWS]) {
+    constexpr int P = Q::PIECES;
+    const int tid = threadIdx.x, lane = tid & 31, group = tid >> 5;
+    const int threads = blockDim.x;
+    const int nblocks = k / 32, pieces = k / Q::PIECE_ELEMS;
+    bool aligned16 = true;
+#pragma unroll
+    for (int r = 0; r < MV_ROWS; ++r) aligned16 = aligned16 && (((unsigned long long)rows[r] & 15ull) == 0);
+    aligned16 = aligned16 && ((nblocks * Q::QS) & 15) == 0;  // every row's pieces then aligned too
+    float acc[MV_ROWS];
+#pragma unroll
+    for (int r = 0; r < MV_ROWS; ++r) acc[r] = 0.0f;
+    for (int c = 0; c < pieces; c += threads * P) {
+        float4 xv[P][8];
+        uint4 q[MV_ROWS][P];
+        float d[MV_ROWS][P];
+#pragma unroll
+        for (int j = 0; j < P; ++j) {
+            const int p = c + j * threads + tid;
+            if (p < pieces) {
+                const float4* xp = (const float4*)(x + (i64)p * Q::PIECE_ELEMS);
+#pragma unroll
+                for (int i = 0; i < Q::PIECE_ELEMS / 4; ++i) xv[j][i] = xp[i];
+#pragma unroll
+                for (int r = 0; r < MV_ROWS; ++r) {
+                    q[r][j] = rf_ld128(rows[r] + (i64)p * 16, aligned16);
+                    d[r][j] = rf_ldh(rows[r] + (i64)nblocks * Q::QS + 2 * Q::block_of(p));
+                }
+            }
+        }
+#pragma unroll
+        for (int j = 0; j < P; ++j) {
+            if (c + j * threads + tid < pieces) {
+#pragma unroll
+                for (int r = 0; r < MV_ROWS; ++r) acc[r] += d[r][j] * Q::dot(q[r][j], xv[j]);
+            }
+        }
+    }
+#pragma unroll
+    for (int r = 0; r < MV_ROWS; ++r) {
+        const float v = rf_group_sum<32>(acc[r]);
+        if (lane == 0) partial[group][r] = v;
+    }
+    __syncthreads();
+}
+
+template <int MV_ROWS>
+__device__ __forceinline__ float matvec_wide_total(const float (&partial)[MV_GROUPS][MV_ROWS], int r) {
+    const int groups = blockDim.x >> 5;
+    float v = partial[0][r];
+    for (int g = 1; g < groups; ++g) v += partial[g][r];
+    return v;
+}
+
+template <class Q, int MV_ROWS>
+__device__ __forceinline__ void matvec_wide(const float* __restrict__ x, const u8* __restrict__ w,
+                                            float* __restrict__ out, int n, int k, i64 row_bytes) {
+    __shared__ float partial[MV_GROUPS][MV_ROWS];
+    const int row0 = blockIdx.x * MV_ROWS;
+    const u8* rows[MV_ROWS];
+#pragma unroll
+    for (int r = 0; r < MV_ROWS; ++r) rows[r] = w + (i64)min(row0 + r, n - 1) * row_bytes;
+    matvec_wide_sums<Q, MV_ROWS>(x, rows, k, partial);
+    if ((int)threadIdx.x < MV_ROWS && row0 + (int)threadIdx.x < n) {
+        out[row0 + threadIdx.x] = matvec_wide_total<MV_ROWS>(partial, threadIdx.x);
+    }
+}
+
+#define RF_MATVEC_WIDE(suffix, Q, R)                                                              \
+    RF_KERNEL void RF_LAUNCH_BOUNDS(MV_GROUPS * 32)                                               \
+        matvec_wide_##suffix##_r##R(const float* x, const u8* w, float* out, int n, int k,        \
+                                    i64 row_bytes) {                                               \
+        matvec_wide<Q, R>(x, w, out, n, k, row_bytes);                                             \
+    }
+RF_MATVEC_WIDE(q4_0, WideQ4_0, 1)
+RF_MATVEC_WIDE(q4_0, WideQ4_0, 2)
+RF_MATVEC_WIDE(q4_0, WideQ4_0, 4)
+RF_MATVEC_WIDE(q4_0, WideQ4_0, 8)
+RF_MATVEC_WIDE(q8_0, WideQ8_0, 1)
+RF_MATVEC_WIDE(q8_0, WideQ8_0, 2)
+RF_MATVEC_WIDE(q8_0, WideQ8_0, 4)
+RF_MATVEC_WIDE(q8_0, WideQ8_0, 8)
+
+// matvec_wide_multi_<type>_r<R>: matvec_multi on the wide core (same arguments and grid).
+template <class Q, int MV_ROWS>
+__device__ __forceinline__ void matvec_wide_multi(const float* __restrict__ x, int k, i64 row_bytes,
+                                                  int accumulate, const u8* w0, float* out0, const float* bias0,
+                                                  int n0, const u8* w1, float* out1, const float* bias1, int n1,
+                                                  const u8* w2, float* out2, const float* bias2, int n2) {
+    __shared__ float partial[MV_GROUPS][MV_ROWS];
+    int b = blockIdx.x;
+    const int nb0 = (n0 + MV_ROWS - 1) / MV_ROWS, nb1 = (n1 + MV_ROWS - 1) / MV_ROWS;
+    const u8* w = w0;
+    float* out = out0;
+    const float* bias = bias0;
+    int n = n0;
+    if (b >= nb0 + nb1) {
+        b -= nb0 + nb1;
+        w = w2, out = out2, bias = bias2, n = n2;
+    } else if (b >= nb0) {
+        b -= nb0;
+        w = w1, out = out1, bias = bias1, n = n1;
+    }
+    const int row0 = b * MV_ROWS;
+    const u8* rows[MV_ROWS];
+#pragma unroll
+    for (int r = 0; r < MV_ROWS; ++r) rows[r] = w + (i64)min(row0 + r, n - 1) * row_bytes;
+    matvec_wide_sums<Q, MV_ROWS>(x, rows, k, partial);
+    const int row = row0 + (int)threadIdx.x;
+    if ((int)threadIdx.x < MV_ROWS && row < n) {
+        float v = matvec_wide_total<MV_ROWS>(partial, threadIdx.x);
+        if (bias != nullptr) v += bias[row];
+        out[row] = accumulate ? out[row] + v : v;
+    }
+}
+
+#define RF_MATVEC_WIDE_MULTI(suffix, Q, R)                                                        \
+    RF_KERNEL void RF_LAUNCH_BOUNDS(MV_GROUPS * 32) matvec_wide_multi_##suffix##_r##R(            \
+        const float* x, int k, i64 row_bytes, int accumulate, const u8* w0, float* out0,          \
+        const float* bias0, int n0, const u8* w1, float* out1, const float* bias1, int n1,        \
+        const u8* w2, float* out2, const float* bias2, int n2) {                                  \
+        matvec_wide_multi<Q, R>(x, k, row_bytes, accumulate, w0, out0, bias0, n0, w1, out1, bias1, \
+                                n1, w2, out2, bias2, n2);                                          \
+    }
+RF_MATVEC_WIDE_MULTI(q4_0, WideQ4_0, 1)
+RF_MATVEC_WIDE_MULTI(q4_0, WideQ4_0, 2)
+RF_MATVEC_WIDE_MULTI(q4_0, WideQ4_0, 4)
+RF_MATVEC_WIDE_MULTI(q4_0, WideQ4_0, 8)
+RF_MATVEC_WIDE_MULTI(q8_0, WideQ8_0, 1)
+RF_MATVEC_WIDE_MULTI(q8_0, WideQ8_0, 2)
+RF_MATVEC_WIDE_MULTI(q8_0, WideQ8_0, 4)
+RF_MATVEC_WIDE_MULTI(q8_0, WideQ8_0, 8)
+
+// matvec_wide_swiglu_<type>_r<R>: matvec_swiglu on the wide core, R rows of both matrices per
+//   block (2R rows in flight). Launch: grid (ceil(n / R)), block G x 32.
+template <class Q, int R>
+__device__ __forceinline__ void matvec_wide_swiglu(const float* __restrict__ x, const u8* __restrict__ w_gate,
+                                                   const u8* __restrict__ w_up, float* __restrict__ out, int n,
+                                                   int k, i64 row_bytes) {
+    __shared__ float partial[MV_GROUPS][2 * R];
+    const int row0 = blockIdx.x * R;
+    const u8* rows[2 * R];
+#pragma unroll
+    for (int r = 0; r < R; ++r) {
+        const i64 off = (i64)min(row0 + r, n - 1) * row_bytes;
+        rows[r] = w_gate + off;
+        rows[R + r] = w_up + off;
+    }
+    matvec_wide_sums<Q, 2 * R>(x, rows, k, partial);
+    const int row = row0 + (int)threadIdx.x;
+    if ((int)threadIdx.x < R && row < n) {
+        const float g = matvec_wide_total<2 * R>(partial, threadIdx.x);
+        out[row] = g / (1.0f + expf(-g)) * matvec_wide_total<2 * R>(partial, R + threadIdx.x);
+    }
+}
+
+#define RF_MATVEC_WIDE_SWIGLU(suffix, Q, R)                                                       \
+    RF_KERNEL void RF_LAUNCH_BOUNDS(MV_GROUPS * 32) matvec_wide_swiglu_##suffix##_r##R(           \
+        const float* x, const u8* w_gate, const u8* w_up, float* out, int n, int k,               \
+        i64 row_bytes) {                                                                           \
+        matvec_wide_swiglu<Q, R>(x, w_gate, w_up, out, n, k, row_bytes);                           \
+    }
+RF_MATVEC_WIDE_SWIGLU(q4_0, WideQ4_0, 1)
+RF_MATVEC_WIDE_SWIGLU(q4_0, WideQ4_0, 2)
+RF_MATVEC_WIDE_SWIGLU(q4_0, WideQ4_0, 4)
+RF_MATVEC_WIDE_SWIGLU(q8_0, WideQ8_0, 1)
+RF_MATVEC_WIDE_SWIGLU(q8_0, WideQ8_0, 2)
+RF_MATVEC_WIDE_SWIGLU(q8_0, WideQ8_0, 4)
 
 template <class T>
 __device__ __forceinline__ void matmul_tiled(const float* x, const u8* w, float* out, int m, int n, int k,

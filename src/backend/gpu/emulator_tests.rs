@@ -307,18 +307,24 @@ fn matmul_and_embedding_match_the_cpu() {
             }
             if matches!(ty, GgmlType::Q4_0 | GgmlType::Q8_0 | GgmlType::F32) {
                 // x too large for the 64 KiB of shared memory of the wave-64 device: read from
-                // global memory there, staged on the other device.
-                let k = 4096;
-                let bytes = super::bench::random_weight_bytes(ty, n, k, rng.next_u64()).unwrap();
-                let w = WeightView::new(ty, n, k, &bytes).unwrap();
-                let mut dense = vec![0f32; n * k];
-                quants::dequantize(ty, &bytes, &mut dense).unwrap();
-                for m in [1, 5] {
-                    let x = rng.vec(m * k);
-                    let (mut a, mut b) = (vec![0f32; m * n], vec![0f32; m * n]);
-                    ops::matmul::matmul_gguf(&gpu, &x, &w, m, &mut a).unwrap();
-                    ops::matmul::matmul_f32(&Device::Cpu, &x, &dense, m, n, k, &mut b).unwrap();
-                    assert_close(&format!("matmul {} m={m} k={k}", ty.name()), &a, &b, 1e-5);
+                // global memory there, staged on the other device. m = 1, Q4_0/Q8_0 (wide
+                // kernels): k = 4096 one full chunk of 4 groups, 16-byte aligned rows; 2112 three
+                // groups, a partial chunk, rows only 4-byte aligned; 5120 two chunks, the second
+                // partial.
+                for k in [4096, 2112, 5120] {
+                    let bytes =
+                        super::bench::random_weight_bytes(ty, n, k, rng.next_u64()).unwrap();
+                    let w = WeightView::new(ty, n, k, &bytes).unwrap();
+                    let mut dense = vec![0f32; n * k];
+                    quants::dequantize(ty, &bytes, &mut dense).unwrap();
+                    let ms: &[usize] = if k == 4096 { &[1, 5] } else { &[1] };
+                    for &m in ms {
+                        let x = rng.vec(m * k);
+                        let (mut a, mut b) = (vec![0f32; m * n], vec![0f32; m * n]);
+                        ops::matmul::matmul_gguf(&gpu, &x, &w, m, &mut a).unwrap();
+                        ops::matmul::matmul_f32(&Device::Cpu, &x, &dense, m, n, k, &mut b).unwrap();
+                        assert_close(&format!("matmul {} m={m} k={k}", ty.name()), &a, &b, 1e-5);
+                    }
                 }
             }
             let ids = [3u32, 0, 36, 3];
@@ -641,7 +647,16 @@ fn fused_decode_projections_match_the_unfused_ops() {
 /// The bound of f16 products with f32 accumulation: x and W each rounded to f16 (relative
 /// 2^-11 each, after the kernel's per-row power-of-two scale), so each output may be off by
 /// 2^-10 (plus f32 rounding) of sum_c |x[r, c]| |W[j, c]|. `want` is the float32 CPU result.
-fn assert_f16_bound(what: &str, got: &[f32], want: &[f32], x: &[f32], w: &[f32], m: usize, n: usize, k: usize) {
+fn assert_f16_bound(
+    what: &str,
+    got: &[f32],
+    want: &[f32],
+    x: &[f32],
+    w: &[f32],
+    m: usize,
+    n: usize,
+    k: usize,
+) {
     let mut worst = 0f64;
     for r in 0..m {
         for j in 0..n {
@@ -675,7 +690,13 @@ fn tensor_core_matmul_matches_the_cpu() {
         // The emulated MMA is slow (32 shuffles each): a few types per device. The other
         // types share the kernel and differ only in `chunk`, which the matmul tests cover.
         let types: &[GgmlType] = if wide {
-            &[GgmlType::F32, GgmlType::Q4_0, GgmlType::Q8_0, GgmlType::Q4_K, GgmlType::Q6_K]
+            &[
+                GgmlType::F32,
+                GgmlType::Q4_0,
+                GgmlType::Q8_0,
+                GgmlType::Q4_K,
+                GgmlType::Q6_K,
+            ]
         } else {
             &[GgmlType::F16, GgmlType::Q4_0, GgmlType::Q5_K]
         };
@@ -735,7 +756,10 @@ fn tensor_core_matmul_matches_the_cpu() {
                 ops::matmul::matmul_f32(&Device::Cpu, &x, &dense, m, n, k, &mut want).unwrap();
                 let what = format!("tensor-core matmul {} bm={bm} m={m} n={n} k={k}", ty.name());
                 assert_f16_bound(&what, &got, &want, &x, &dense, m, n, k);
-                assert!(got[3 * n..4 * n].iter().all(|&v| v == 0.0), "{what}: zero row");
+                assert!(
+                    got[3 * n..4 * n].iter().all(|&v| v == 0.0),
+                    "{what}: zero row"
+                );
             }
         }
         // The model's matmul takes this kernel from m = MMA_MIN_M on, the exact one below.
@@ -759,9 +783,21 @@ fn tensor_core_matmul_matches_the_cpu() {
             if m < min_m {
                 assert_close("model matmul below MMA_MIN_M", &got, &want, 1e-5);
             } else {
-                assert_f16_bound("model matmul at MMA_MIN_M", &got, &want, &x, &dense, m, n, k);
+                assert_f16_bound(
+                    "model matmul at MMA_MIN_M",
+                    &got,
+                    &want,
+                    &x,
+                    &dense,
+                    m,
+                    n,
+                    k,
+                );
                 // f16 rounding shows: not the exact kernel
-                assert!(rel_err(&got, &want) > 1e-6, "the model's matmul did not take the MMA path");
+                assert!(
+                    rel_err(&got, &want) > 1e-6,
+                    "the model's matmul did not take the MMA path"
+                );
             }
         }
     }

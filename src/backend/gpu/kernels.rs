@@ -189,6 +189,41 @@ pub fn matvec_multi(ty: GgmlType, rows: usize) -> Option<Kernel> {
 pub fn matvec_swiglu(ty: GgmlType) -> Option<Kernel> {
     fast_suffix(ty).map(|suffix| k(Family::Matmul, format!("matvec_swiglu_{suffix}")))
 }
+/// Weight rows per block the wide m = 1 kernels come in (matmul.hip, matvec_wide).
+pub const MATVEC_WIDE_ROWS: [usize; 4] = [1, 2, 4, 8];
+/// Rows of each matrix per block the wide gate/up + SwiGLU kernel comes in.
+pub const MATVEC_WIDE_SWIGLU_ROWS: [usize; 3] = [1, 2, 4];
+
+/// The wide m = 1 decode kernel of `ty` (16-byte quant loads, x shared by the block's rows)
+/// with `rows` weight rows per block (one of `MATVEC_WIDE_ROWS`).
+pub fn matvec_wide(ty: GgmlType, rows: usize) -> Option<Kernel> {
+    let suffix = fast_suffix(ty)?;
+    MATVEC_WIDE_ROWS
+        .contains(&rows)
+        .then(|| k(Family::Matmul, format!("matvec_wide_{suffix}_r{rows}")))
+}
+
+/// `matvec_multi` on the wide core.
+pub fn matvec_wide_multi(ty: GgmlType, rows: usize) -> Option<Kernel> {
+    let suffix = fast_suffix(ty)?;
+    MATVEC_WIDE_ROWS.contains(&rows).then(|| {
+        k(
+            Family::Matmul,
+            format!("matvec_wide_multi_{suffix}_r{rows}"),
+        )
+    })
+}
+
+/// `matvec_swiglu` on the wide core, `rows` rows of each matrix per block.
+pub fn matvec_wide_swiglu(ty: GgmlType, rows: usize) -> Option<Kernel> {
+    let suffix = fast_suffix(ty)?;
+    MATVEC_WIDE_SWIGLU_ROWS.contains(&rows).then(|| {
+        k(
+            Family::Matmul,
+            format!("matvec_wide_swiglu_{suffix}_r{rows}"),
+        )
+    })
+}
 pub fn matmul_tiled(ty: GgmlType) -> Result<Kernel> {
     Ok(k(
         Family::Matmul,
@@ -300,6 +335,13 @@ pub fn all() -> Vec<Kernel> {
             out.extend(matvec_multi(ty, rows));
         }
         out.extend(matvec_swiglu(ty));
+        for rows in MATVEC_WIDE_ROWS {
+            out.extend(matvec_wide(ty, rows));
+            out.extend(matvec_wide_multi(ty, rows));
+        }
+        for rows in MATVEC_WIDE_SWIGLU_ROWS {
+            out.extend(matvec_wide_swiglu(ty, rows));
+        }
         out.push(matmul_tiled(ty).expect("registered type"));
         for bm in MMA_ROW_TILES {
             out.push(matmul_mma(ty, bm).expect("registered type"));

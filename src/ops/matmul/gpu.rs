@@ -38,6 +38,36 @@ fn fast_matvec_rows(ty: GgmlType) -> usize {
     chosen.unwrap_or(if ty == GgmlType::Q8_0 { 1 } else { 2 })
 }
 
+/// The m = 1 kernels of Q4_0/Q8_0: the wide ones (matmul.hip `matvec_wide_*`, 16-byte quant
+/// loads, x loaded once per block for all its rows) unless `ROCMFORGE_MATVEC_KERNEL=v5`
+/// (read once) picks the earlier `matvec_fast_*` / `matvec_multi_*` / `matvec_swiglu_*`.
+fn wide_matvec_enabled() -> bool {
+    static ENABLED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ENABLED.get_or_init(|| std::env::var_os("ROCMFORGE_MATVEC_KERNEL").is_none_or(|v| v != "v5"))
+}
+
+/// Rows per block of the wide kernels: `ROCMFORGE_MATVEC_ROWS` (1, 2, 4, 8; read once), else 8
+/// for Q4_0 and 4 for Q8_0, the fastest on an H200 at Llama-3-8B's shapes (bench/NOTES.md,
+/// matvec v6: Q4_0 is bound by the block's x loads through L1, which more rows share).
+fn wide_matvec_rows(ty: GgmlType) -> usize {
+    static ROWS: std::sync::OnceLock<Option<usize>> = std::sync::OnceLock::new();
+    let chosen = *ROWS.get_or_init(|| {
+        std::env::var("ROCMFORGE_MATVEC_ROWS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .filter(|r| kernels::MATVEC_WIDE_ROWS.contains(r))
+    });
+    chosen.unwrap_or(if ty == GgmlType::Q4_0 { 8 } else { 4 })
+}
+
+/// Threads per block of the wide kernels for rows of k elements: one 32-lane group per 1,024
+/// elements (a lane holds 32 x values per chunk), at most 4 groups (matmul.hip MV_GROUPS), at
+/// rounded up to a whole number of warps (an even number of groups on wave-64 devices).
+fn wide_matvec_threads(dev: &GpuDevice, k: usize) -> u32 {
+    let warp = dev.runtime().props().warp_size;
+    (32 * k.div_ceil(1024).clamp(1, 4) as u32).div_ceil(warp) * warp
+}
+
 pub fn launch_matmul(
     dev: &GpuDevice,
     x: &DeviceBuffer,
@@ -53,8 +83,23 @@ pub fn launch_matmul(
         return Ok(());
     }
     if m == 1 && k % 32 == 0 && w.row_bytes() % 4 == 0 && fast_matvec_enabled() {
-        let rows_per_block = fast_matvec_rows(w.ty);
-        if let Some(kernel) = kernels::matvec_fast(w.ty, rows_per_block) {
+        let wide = wide_matvec_enabled();
+        let rows_per_block = if wide {
+            wide_matvec_rows(w.ty)
+        } else {
+            fast_matvec_rows(w.ty)
+        };
+        let kernel = if wide {
+            kernels::matvec_wide(w.ty, rows_per_block)
+        } else {
+            kernels::matvec_fast(w.ty, rows_per_block)
+        };
+        let threads = if wide {
+            wide_matvec_threads(dev, k)
+        } else {
+            MATVEC_FAST_THREADS
+        };
+        if let Some(kernel) = kernel {
             let args = [
                 x.arg(),
                 w.bytes.arg(),
@@ -64,14 +109,7 @@ pub fn launch_matmul(
                 Arg::I64(w.row_bytes() as i64),
             ];
             let blocks = n.div_ceil(rows_per_block) as u32;
-            return dev.launch(
-                "matmul",
-                &kernel,
-                [blocks, 1, 1],
-                [MATVEC_FAST_THREADS, 1, 1],
-                0,
-                &args,
-            );
+            return dev.launch("matmul", &kernel, [blocks, 1, 1], [threads, 1, 1], 0, &args);
         }
     }
     let args = [
@@ -158,8 +196,16 @@ pub fn launch_matvec_multi(
             need("matmul", "bias", b, p.w.rows, 4)?;
         }
     }
-    let rows_per_block = fast_matvec_rows(ty);
-    let kernel = kernels::matvec_multi(ty, rows_per_block).expect("fast type");
+    let wide = wide_matvec_enabled();
+    let (rows_per_block, kernel, threads) = if wide {
+        let r = wide_matvec_rows(ty);
+        let kernel = kernels::matvec_wide_multi(ty, r).expect("fast type");
+        (r, kernel, wide_matvec_threads(dev, k))
+    } else {
+        let r = fast_matvec_rows(ty);
+        let kernel = kernels::matvec_multi(ty, r).expect("fast type");
+        (r, kernel, MATVEC_FAST_THREADS)
+    };
     let mut args = vec![
         x.arg(),
         Arg::I32(to_i32(k, "matmul k")?),
@@ -188,7 +234,7 @@ pub fn launch_matvec_multi(
         "matmul",
         &kernel,
         [to_i32(blocks, "matmul blocks")? as u32, 1, 1],
-        [MATVEC_FAST_THREADS, 1, 1],
+        [threads, 1, 1],
         0,
         &args,
     )?;
@@ -221,11 +267,21 @@ pub fn launch_matvec_swiglu(
     if n == 0 {
         return Ok(true);
     }
+    // Wide kernel: half the rows per block of the unfused one for each matrix (the same
+    // number of rows in flight).
+    let (kernel, rows, threads) = if wide_matvec_enabled() {
+        let r = (wide_matvec_rows(w_gate.ty) / 2).max(1);
+        let kernel = kernels::matvec_wide_swiglu(w_gate.ty, r).expect("fast type");
+        (kernel, r, wide_matvec_threads(dev, k))
+    } else {
+        let kernel = kernels::matvec_swiglu(w_gate.ty).expect("fast type");
+        (kernel, 1, MATVEC_FAST_THREADS)
+    };
     dev.launch(
         "matmul",
-        &kernels::matvec_swiglu(w_gate.ty).expect("fast type"),
-        [to_i32(n, "matmul n")? as u32, 1, 1],
-        [MATVEC_FAST_THREADS, 1, 1],
+        &kernel,
+        [to_i32(n.div_ceil(rows), "matmul n")? as u32, 1, 1],
+        [threads, 1, 1],
         0,
         &[
             x.arg(),
