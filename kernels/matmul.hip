@@ -343,7 +343,9 @@ RF_MATVEC_SWIGLU(q8_0, FastQ8_0)
 //   MV_ROWS, so the fused kernels below equal the unfused ones bit for bit.
 //   Partials: a 32-lane butterfly, then the G groups' sums in order through shared memory.
 //   Launch: grid (ceil(n / MV_ROWS)) (fused: see each), block G x 32, no dynamic shared memory.
-__device__ __forceinline__ uint4 rf_ld128(const u8* p, bool aligned16) {
+
+// 16 bytes at p (16-byte aligned when aligned16, else 4-byte aligned).
+__device__ __forceinline__ uint4 rf_ld128_a4(const u8* p, bool aligned16) {
     if (aligned16) return *(const uint4*)p;
     return make_uint4(rf_ld32_a4(p), rf_ld32_a4(p + 4), rf_ld32_a4(p + 8), rf_ld32_a4(p + 12));
 }
@@ -436,7 +438,7 @@ __device__ __forceinline__ void matvec_wide_sums(const float* __restrict__ x, co
                 for (int i = 0; i < Q::PIECE_ELEMS / 4; ++i) xv[j][i] = xp[i];
 #pragma unroll
                 for (int r = 0; r < MV_ROWS; ++r) {
-                    q[r][j] = rf_ld128(rows[r] + (i64)p * 16, aligned16);
+                    q[r][j] = rf_ld128_a4(rows[r] + (i64)p * 16, aligned16);
                     d[r][j] = rf_ldh(rows[r] + (i64)nblocks * Q::QS + 2 * Q::block_of(p));
                 }
             }
@@ -748,7 +750,7 @@ struct MmaWTile {
 };
 
 // 16 bytes at p (16-byte aligned when a16, else 2-byte aligned).
-__device__ __forceinline__ uint4 rf_ld128(const u8* p, bool a16) {
+__device__ __forceinline__ uint4 rf_ld128_a2(const u8* p, bool a16) {
     if (a16) return *(const uint4*)p;
     uint4 r;
     r.x = rf_ld32_a2(p);
@@ -786,7 +788,7 @@ struct MmaWTile<WQ8_0> {
 #pragma unroll
         for (int v = 0; v < 2; ++v) {
             if (ok[v] && c < nb) {
-                q[v] = rf_ld128(row[v] + (i64)c * 32 + 16 * (quarter & 1), a16);
+                q[v] = rf_ld128_a2(row[v] + (i64)c * 32 + 16 * (quarter & 1), a16);
                 d[v] = rf_ld16(row[v] + (i64)nb * 32 + 2 * c);
             } else {
                 q[v] = make_uint4(0u, 0u, 0u, 0u);
@@ -834,7 +836,7 @@ struct MmaWTile<WQ4_0> {
     __device__ void load(int step, int) {
         const int c = step * 2 + half;
         if (ok && c < nb) {
-            q = rf_ld128(row + (i64)c * 16, a16);
+            q = rf_ld128_a2(row + (i64)c * 16, a16);
             d = rf_ld16(row + (i64)nb * 16 + 2 * c);
         } else {
             q = make_uint4(0u, 0u, 0u, 0u);
