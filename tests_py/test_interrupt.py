@@ -18,8 +18,12 @@ import pytest
 # counting goes on to max_tokens), then the same question again on the same Model.
 CHILD = textwrap.dedent(
     """
-    import json, sys, time
+    import json, signal, sys, time
     import rocmforge as rf
+
+    # Python's own Ctrl-C handler, even where the parent left SIGINT ignored (a shell's
+    # background job does): what a user at a terminal has.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
     mode = sys.argv[2]
     model = rf.Model(sys.argv[1], device="cpu", n_ctx=2048)

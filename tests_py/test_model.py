@@ -9,7 +9,9 @@ import os
 import subprocess
 import sys
 import _thread
+import signal
 import threading
+import time
 
 import gguf
 import numpy as np
@@ -278,15 +280,24 @@ def test_ctrl_c_interrupts_and_model_stays_usable(tmp_path, rng):
     keeps working afterwards."""
     m = Tiny(rng, dim=64, heads=4, kv_heads=2, ffn=128, layers=4, n_ctx=4096)
     W = m.write(tmp_path / "m.gguf")
-    ids = rng.integers(0, m.vocab, 4000).tolist()  # about 2 s of prefill on two cores
+    ids = rng.integers(0, m.vocab, 4000).tolist()  # about 0.7 s of prefill on two cores
+    # Python's Ctrl-C handler, even where this process inherited SIGINT ignored.
+    old_handler = signal.signal(signal.SIGINT, signal.default_int_handler)
     with rf.Model(str(tmp_path / "m.gguf"), device="cpu") as model:
-        timer = threading.Timer(0.2, _thread.interrupt_main)
+        t0 = time.time()
+        model.logits(ids)
+        t_full = time.time() - t0
+        timer = threading.Timer(0.15 * t_full, _thread.interrupt_main)
         timer.start()
         try:
+            t0 = time.time()
             with pytest.raises(KeyboardInterrupt):
                 model.logits(ids)
+            # raised between chunks of positions (8 of them), not once the call has returned
+            assert time.time() - t0 < 0.6 * t_full, (time.time() - t0, t_full)
         finally:
             timer.join()
+            signal.signal(signal.SIGINT, old_handler)
         short = ids[:30]
         assert rel_err(model.logits(short), reference_logits(m, W, np.array(short))) < 2e-4
         assert isinstance(model.generate("the", max_tokens=5, temperature=0), str)

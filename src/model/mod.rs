@@ -136,8 +136,16 @@ impl<M: LanguageModel> LanguageModel for OnRayonPool<M> {
     fn nbytes(&self) -> usize {
         self.model.nbytes()
     }
+    // The chunks run on the pool, but `interrupt` is called here, on the caller's thread,
+    // between them: it polls Python for Ctrl-C, which only the main thread can see.
     fn eval(&mut self, ids: &[u32], pos0: usize, interrupt: Interrupt) -> Result<()> {
-        rayon::scope(|_| self.model.eval(ids, pos0, interrupt))
+        let mut pos = pos0;
+        for chunk in ids.chunks(forward::MAX_BATCH) {
+            interrupt()?;
+            rayon::scope(|_| self.model.eval(chunk, pos, &mut || Ok(())))?;
+            pos += chunk.len();
+        }
+        Ok(())
     }
     fn eval_all(
         &mut self,
@@ -146,7 +154,15 @@ impl<M: LanguageModel> LanguageModel for OnRayonPool<M> {
         out: &mut [f32],
         interrupt: Interrupt,
     ) -> Result<()> {
-        rayon::scope(|_| self.model.eval_all(ids, pos0, out, interrupt))
+        let vocab = self.model.config().vocab_size;
+        let mut done = 0;
+        for chunk in ids.chunks(forward::MAX_BATCH) {
+            interrupt()?;
+            let rows = &mut out[done * vocab..(done + chunk.len()) * vocab];
+            rayon::scope(|_| self.model.eval_all(chunk, pos0 + done, rows, &mut || Ok(())))?;
+            done += chunk.len();
+        }
+        Ok(())
     }
     fn last_logits(&self, out: &mut [f32]) -> Result<()> {
         self.model.last_logits(out)

@@ -67,6 +67,9 @@ impl<T> IntoPy<T> for crate::error::Result<T> {
 #[pyo3(name = "_rocmforge")]
 fn rocmforge_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    // Import NumPy's C API now: done lazily at the first array returned, it would run Python
+    // code at a moment when a pending Ctrl-C could break it.
+    numpy::PyArray1::<f32>::zeros(m.py(), 0, false);
     gguf::register(m)?;
     model::register(m)?;
     ops::register(m)?;
