@@ -360,9 +360,62 @@ __device__ __forceinline__ float rf_byte_float_p(u32 q, int i, float magic_plus_
 #endif
 }
 
+// 4-byte integer dot product: c + sum of the products of a's and b's signed bytes.
+__device__ __forceinline__ int rf_dp4a(int a, int b, int c) {
+#if defined(RF_CUDA)
+    int r;
+    asm("dp4a.s32.s32 %0, %1, %2, %3;" : "=r"(r) : "r"(a), "r"(b), "r"(c));
+    return r;
+#elif defined(__gfx906__) || defined(__gfx908__) || defined(__gfx90a__) || defined(__gfx940__) || \
+    defined(__gfx941__) || defined(__gfx942__) || defined(__gfx1030__)
+    return __builtin_amdgcn_sdot4(a, b, c, false);
+#else
+    for (int i = 0; i < 32; i += 8) c += (int)(i8)(a >> i) * (int)(i8)(b >> i);
+    return c;
+#endif
+}
+
+// max(m, |v|) that keeps a NaN (of m or v): a NaN in x must reach the result.
+__device__ __forceinline__ float rf_absmax_nan(float m, float v) {
+#if defined(RF_CUDA) && defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+    float r;
+    asm("max.NaN.f32 %0, %1, %2;" : "=f"(r) : "f"(m), "f"(fabsf(v)));
+    return r;
+#else
+    const float a = fabsf(v);
+    return (a > m || a != a) ? a : m;
+#endif
+}
+
+// Four floats times inv, each rounded to the nearest integer (ties to even; |v inv| <= 127),
+// packed as signed bytes (first in the low byte): adding 1.5 x 2^23 in the same fma leaves the
+// integer in the low mantissa bits.
+__device__ __forceinline__ int rf_q8_word(float4 v, float inv) {
+    const float magic = 12582912.0f;
+    const u32 a = (u32)__float_as_int(fmaf(v.x, inv, magic)), b = (u32)__float_as_int(fmaf(v.y, inv, magic));
+    const u32 c = (u32)__float_as_int(fmaf(v.z, inv, magic)), d = (u32)__float_as_int(fmaf(v.w, inv, magic));
+#if defined(RF_CUDA)
+    return (int)__byte_perm(__byte_perm(a, b, 0x0040u), __byte_perm(c, d, 0x0040u), 0x5410u);
+#else
+    return (int)((a & 0xffu) | ((b & 0xffu) << 8) | ((c & 0xffu) << 16) | (d << 24));
+#endif
+}
+
 struct WideQ4_0 {
     static constexpr int QS = 16, PIECE_ELEMS = 32, PIECES = 1;
     __device__ static int block_of(int piece) { return piece; }
+    // 8-bit x (xq word i: elements 4 i .. 4 i + 3 of the piece, sx the sum of its 32 values):
+    // sum((nibble - 8) * xq).
+    __device__ static int dot_i8(uint4 q, const int* xq, int sx) {
+        const u32 w[4] = {q.x, q.y, q.z, q.w};
+        int s = 0;
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {
+            s = rf_dp4a((int)(w[i] & 0x0f0f0f0fu), xq[i], s);
+            s = rf_dp4a((int)((w[i] >> 4) & 0x0f0f0f0fu), xq[4 + i], s);
+        }
+        return s - 8 * sx;
+    }
     // One piece (a whole block): word i, byte j -> elements 4 i + j (low), 16 + 4 i + j (high).
     __device__ static float dot(uint4 q, const float4 (&xv)[8]) {
         const u32 w[4] = {q.x, q.y, q.z, q.w};
@@ -388,6 +441,13 @@ struct WideQ4_0 {
 struct WideQ8_0 {
     static constexpr int QS = 32, PIECE_ELEMS = 16, PIECES = 2;
     __device__ static int block_of(int piece) { return piece >> 1; }
+    // 8-bit x (xq word i: elements 4 i .. 4 i + 3 of the piece): sum(q * xq).
+    __device__ static int dot_i8(uint4 q, const int* xq, int) {
+        int s = rf_dp4a((int)q.x, xq[0], 0);
+        s = rf_dp4a((int)q.y, xq[1], s);
+        s = rf_dp4a((int)q.z, xq[2], s);
+        return rf_dp4a((int)q.w, xq[3], s);
+    }
     // One piece (half a block): word i, byte j -> element 4 i + j of the piece.
     __device__ static float dot(uint4 q, const float4* xv) {
         const u32 w[4] = {q.x ^ 0x80808080u, q.y ^ 0x80808080u, q.z ^ 0x80808080u, q.w ^ 0x80808080u};
@@ -411,7 +471,7 @@ struct WideQ8_0 {
 
 // The dot products of x with MV_ROWS rows by the whole block: on return (after a barrier)
 // matvec_wide_total(partial, r) is row r's result.
-template <class Q, int MV_ROWS>
+template <class Q, int MV_ROWS, bool QX>
 __device__ __forceinline__ void matvec_wide_sums(const float* __restrict__ x, const u8* const (&rows)[MV_ROWS],
                                                  int k, float (&partial)[MV_GROUPS][MV_ROWS]) {
     constexpr int P = Q::PIECES;
@@ -443,11 +503,45 @@ __device__ __forceinline__ void matvec_wide_sums(const float* __restrict__ x, co
                 }
             }
         }
+        if (QX) {
+            // x to 8 bits, once per piece for all rows: d_x = max|x| / 127.
+            int xq[P][Q::PIECE_ELEMS / 4], sx[P];
+            float dx[P];
 #pragma unroll
-        for (int j = 0; j < P; ++j) {
-            if (c + j * threads + tid < pieces) {
+            for (int j = 0; j < P; ++j) {
+                float amax = 0.0f;
 #pragma unroll
-                for (int r = 0; r < MV_ROWS; ++r) acc[r] += d[r][j] * Q::dot(q[r][j], xv[j]);
+                for (int i = 0; i < Q::PIECE_ELEMS / 4; ++i) {
+                    amax = rf_absmax_nan(amax, xv[j][i].x);
+                    amax = rf_absmax_nan(amax, xv[j][i].y);
+                    amax = rf_absmax_nan(amax, xv[j][i].z);
+                    amax = rf_absmax_nan(amax, xv[j][i].w);
+                }
+                const float inv = amax != 0.0f ? 127.0f / amax : 0.0f;
+                dx[j] = amax / 127.0f;
+                sx[j] = 0;
+#pragma unroll
+                for (int i = 0; i < Q::PIECE_ELEMS / 4; ++i) {
+                    xq[j][i] = rf_q8_word(xv[j][i], inv);
+                    sx[j] = rf_dp4a(xq[j][i], 0x01010101, sx[j]);
+                }
+            }
+#pragma unroll
+            for (int j = 0; j < P; ++j) {
+                if (c + j * threads + tid < pieces) {
+#pragma unroll
+                    for (int r = 0; r < MV_ROWS; ++r) {
+                        acc[r] += d[r][j] * dx[j] * (float)Q::dot_i8(q[r][j], xq[j], sx[j]);
+                    }
+                }
+            }
+        } else {
+#pragma unroll
+            for (int j = 0; j < P; ++j) {
+                if (c + j * threads + tid < pieces) {
+#pragma unroll
+                    for (int r = 0; r < MV_ROWS; ++r) acc[r] += d[r][j] * Q::dot(q[r][j], xv[j]);
+                }
             }
         }
     }
@@ -467,7 +561,7 @@ __device__ __forceinline__ float matvec_wide_total(const float (&partial)[MV_GRO
     return v;
 }
 
-template <class Q, int MV_ROWS>
+template <class Q, int MV_ROWS, bool QX>
 __device__ __forceinline__ void matvec_wide(const float* __restrict__ x, const u8* __restrict__ w,
                                             float* __restrict__ out, int n, int k, i64 row_bytes) {
     __shared__ float partial[MV_GROUPS][MV_ROWS];
@@ -475,7 +569,7 @@ __device__ __forceinline__ void matvec_wide(const float* __restrict__ x, const u
     const u8* rows[MV_ROWS];
 #pragma unroll
     for (int r = 0; r < MV_ROWS; ++r) rows[r] = w + (i64)min(row0 + r, n - 1) * row_bytes;
-    matvec_wide_sums<Q, MV_ROWS>(x, rows, k, partial);
+    matvec_wide_sums<Q, MV_ROWS, QX>(x, rows, k, partial);
     if ((int)threadIdx.x < MV_ROWS && row0 + (int)threadIdx.x < n) {
         out[row0 + threadIdx.x] = matvec_wide_total<MV_ROWS>(partial, threadIdx.x);
     }
@@ -485,7 +579,12 @@ __device__ __forceinline__ void matvec_wide(const float* __restrict__ x, const u
     RF_KERNEL void RF_LAUNCH_BOUNDS(MV_GROUPS * 32)                                               \
         matvec_wide_##suffix##_r##R(const float* x, const u8* w, float* out, int n, int k,        \
                                     i64 row_bytes) {                                               \
-        matvec_wide<Q, R>(x, w, out, n, k, row_bytes);                                             \
+        matvec_wide<Q, R, false>(x, w, out, n, k, row_bytes);                                      \
+    }                                                                                              \
+    RF_KERNEL void RF_LAUNCH_BOUNDS(MV_GROUPS * 32)                                               \
+        matvec_wide_q8x_##suffix##_r##R(const float* x, const u8* w, float* out, int n, int k,    \
+                                        i64 row_bytes) {                                           \
+        matvec_wide<Q, R, true>(x, w, out, n, k, row_bytes);                                       \
     }
 RF_MATVEC_WIDE(q4_0, WideQ4_0, 1)
 RF_MATVEC_WIDE(q4_0, WideQ4_0, 2)
@@ -497,7 +596,7 @@ RF_MATVEC_WIDE(q8_0, WideQ8_0, 4)
 RF_MATVEC_WIDE(q8_0, WideQ8_0, 8)
 
 // matvec_wide_multi_<type>_r<R>: matvec_multi on the wide core (same arguments and grid).
-template <class Q, int MV_ROWS>
+template <class Q, int MV_ROWS, bool QX>
 __device__ __forceinline__ void matvec_wide_multi(const float* __restrict__ x, int k, i64 row_bytes,
                                                   int accumulate, const u8* w0, float* out0, const float* bias0,
                                                   int n0, const u8* w1, float* out1, const float* bias1, int n1,
@@ -520,7 +619,7 @@ __device__ __forceinline__ void matvec_wide_multi(const float* __restrict__ x, i
     const u8* rows[MV_ROWS];
 #pragma unroll
     for (int r = 0; r < MV_ROWS; ++r) rows[r] = w + (i64)min(row0 + r, n - 1) * row_bytes;
-    matvec_wide_sums<Q, MV_ROWS>(x, rows, k, partial);
+    matvec_wide_sums<Q, MV_ROWS, QX>(x, rows, k, partial);
     const int row = row0 + (int)threadIdx.x;
     if ((int)threadIdx.x < MV_ROWS && row < n) {
         float v = matvec_wide_total<MV_ROWS>(partial, threadIdx.x);
@@ -529,14 +628,17 @@ __device__ __forceinline__ void matvec_wide_multi(const float* __restrict__ x, i
     }
 }
 
-#define RF_MATVEC_WIDE_MULTI(suffix, Q, R)                                                        \
-    RF_KERNEL void RF_LAUNCH_BOUNDS(MV_GROUPS * 32) matvec_wide_multi_##suffix##_r##R(            \
+#define RF_MATVEC_WIDE_MULTI_AS(name, Q, R, QX)                                                   \
+    RF_KERNEL void RF_LAUNCH_BOUNDS(MV_GROUPS * 32) name(                                         \
         const float* x, int k, i64 row_bytes, int accumulate, const u8* w0, float* out0,          \
         const float* bias0, int n0, const u8* w1, float* out1, const float* bias1, int n1,        \
         const u8* w2, float* out2, const float* bias2, int n2) {                                  \
-        matvec_wide_multi<Q, R>(x, k, row_bytes, accumulate, w0, out0, bias0, n0, w1, out1, bias1, \
-                                n1, w2, out2, bias2, n2);                                          \
+        matvec_wide_multi<Q, R, QX>(x, k, row_bytes, accumulate, w0, out0, bias0, n0, w1, out1,    \
+                                    bias1, n1, w2, out2, bias2, n2);                               \
     }
+#define RF_MATVEC_WIDE_MULTI(suffix, Q, R)                                                        \
+    RF_MATVEC_WIDE_MULTI_AS(matvec_wide_multi_##suffix##_r##R, Q, R, false)                       \
+    RF_MATVEC_WIDE_MULTI_AS(matvec_wide_multi_q8x_##suffix##_r##R, Q, R, true)
 RF_MATVEC_WIDE_MULTI(q4_0, WideQ4_0, 1)
 RF_MATVEC_WIDE_MULTI(q4_0, WideQ4_0, 2)
 RF_MATVEC_WIDE_MULTI(q4_0, WideQ4_0, 4)
@@ -548,7 +650,7 @@ RF_MATVEC_WIDE_MULTI(q8_0, WideQ8_0, 8)
 
 // matvec_wide_swiglu_<type>_r<R>: matvec_swiglu on the wide core, R rows of both matrices per
 //   block (2R rows in flight). Launch: grid (ceil(n / R)), block G x 32.
-template <class Q, int R>
+template <class Q, int R, bool QX>
 __device__ __forceinline__ void matvec_wide_swiglu(const float* __restrict__ x, const u8* __restrict__ w_gate,
                                                    const u8* __restrict__ w_up, float* __restrict__ out, int n,
                                                    int k, i64 row_bytes) {
@@ -561,7 +663,7 @@ __device__ __forceinline__ void matvec_wide_swiglu(const float* __restrict__ x, 
         rows[r] = w_gate + off;
         rows[R + r] = w_up + off;
     }
-    matvec_wide_sums<Q, 2 * R>(x, rows, k, partial);
+    matvec_wide_sums<Q, 2 * R, QX>(x, rows, k, partial);
     const int row = row0 + (int)threadIdx.x;
     if ((int)threadIdx.x < R && row < n) {
         const float g = matvec_wide_total<2 * R>(partial, threadIdx.x);
@@ -569,12 +671,15 @@ __device__ __forceinline__ void matvec_wide_swiglu(const float* __restrict__ x, 
     }
 }
 
-#define RF_MATVEC_WIDE_SWIGLU(suffix, Q, R)                                                       \
-    RF_KERNEL void RF_LAUNCH_BOUNDS(MV_GROUPS * 32) matvec_wide_swiglu_##suffix##_r##R(           \
-        const float* x, const u8* w_gate, const u8* w_up, float* out, int n, int k,               \
-        i64 row_bytes) {                                                                           \
-        matvec_wide_swiglu<Q, R>(x, w_gate, w_up, out, n, k, row_bytes);                           \
+#define RF_MATVEC_WIDE_SWIGLU_AS(name, Q, R, QX)                                                  \
+    RF_KERNEL void RF_LAUNCH_BOUNDS(MV_GROUPS * 32) name(const float* x, const u8* w_gate,        \
+                                                         const u8* w_up, float* out, int n, int k, \
+                                                         i64 row_bytes) {                          \
+        matvec_wide_swiglu<Q, R, QX>(x, w_gate, w_up, out, n, k, row_bytes);                       \
     }
+#define RF_MATVEC_WIDE_SWIGLU(suffix, Q, R)                                                       \
+    RF_MATVEC_WIDE_SWIGLU_AS(matvec_wide_swiglu_##suffix##_r##R, Q, R, false)                     \
+    RF_MATVEC_WIDE_SWIGLU_AS(matvec_wide_swiglu_q8x_##suffix##_r##R, Q, R, true)
 RF_MATVEC_WIDE_SWIGLU(q4_0, WideQ4_0, 1)
 RF_MATVEC_WIDE_SWIGLU(q4_0, WideQ4_0, 2)
 RF_MATVEC_WIDE_SWIGLU(q4_0, WideQ4_0, 4)

@@ -44,13 +44,14 @@ def test_device_memory_returns_after_models_are_closed(tmp_path, rng):
 
 
 def test_gpu_and_cpu_logits_agree_on_a_quantized_model(tmp_path, rng):
-    """The GPU (f32 activations) and the CPU (8-bit activations) are both close to exact
-    arithmetic on the same Q8_0 file."""
+    """The GPU and the CPU are both close to exact arithmetic on the same Q8_0 file. The CPU
+    takes 8-bit activations everywhere; the GPU f16 ones on tensor cores (m >= 9) and 8-bit
+    ones in its m = 1 matvecs (a chunk of one row, the LM head), float32 elsewhere."""
     m = Tiny(rng, arch="qwen2", dim=64, heads=4, kv_heads=2, ffn=96)
     W = m.write(tmp_path / "m.gguf", "Q8_0")
     ids = rng.integers(0, m.vocab, 33)
     want = reference_logits(m, W, ids)
-    for device, tol in (("gpu", 1e-3), ("cpu", 3e-2)):
+    for device, tol in (("gpu", 5e-3), ("cpu", 3e-2)):
         with rf.Model(str(tmp_path / "m.gguf"), device=device, kv_dtype="f32") as model:
             got = model.logits(ids.tolist())
         assert rel_err(got, want) < tol, (device, rel_err(got, want))

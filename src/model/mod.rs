@@ -150,7 +150,10 @@ impl<M: LanguageModel> LanguageModel for OnRayonPool<M> {
         for chunk in ids.chunks(forward::MAX_BATCH) {
             interrupt()?;
             let rows = &mut out[done * vocab..(done + chunk.len()) * vocab];
-            rayon::scope(|_| self.model.eval_all(chunk, pos0 + done, rows, &mut || Ok(())))?;
+            rayon::scope(|_| {
+                self.model
+                    .eval_all(chunk, pos0 + done, rows, &mut || Ok(()))
+            })?;
             done += chunk.len();
         }
         Ok(())

@@ -289,7 +289,13 @@ impl Backend for GpuBackend {
                     out: v,
                 },
             ];
-            if matmul::gpu::launch_matvec_multi(&self.dev, x, &mut parts, false)? {
+            if matmul::gpu::launch_matvec_multi(
+                &self.dev,
+                x,
+                &mut parts,
+                false,
+                matmul::gpu::model_q8x(),
+            )? {
                 return Ok(());
             }
             let [Projection { out: q, .. }, Projection { out: k, .. }, Projection { out: v, .. }] =
@@ -314,7 +320,13 @@ impl Backend for GpuBackend {
                 bias: None,
                 out,
             }];
-            if matmul::gpu::launch_matvec_multi(&self.dev, x, &mut parts, true)? {
+            if matmul::gpu::launch_matvec_multi(
+                &self.dev,
+                x,
+                &mut parts,
+                true,
+                matmul::gpu::model_q8x(),
+            )? {
                 return Ok(());
             }
             let [Projection { out, .. }] = parts;
@@ -335,7 +347,14 @@ impl Backend for GpuBackend {
         out: &mut DeviceBuffer,
     ) -> Result<()> {
         if m == 1
-            && matmul::gpu::launch_matvec_swiglu(&self.dev, x, &w_gate.view(), &w_up.view(), out)?
+            && matmul::gpu::launch_matvec_swiglu(
+                &self.dev,
+                x,
+                &w_gate.view(),
+                &w_up.view(),
+                out,
+                matmul::gpu::model_q8x(),
+            )?
         {
             return Ok(());
         }

@@ -36,10 +36,8 @@ impl EmuRuntime {
     /// others of this process), for a test that counts its launches without other tests'
     /// launches on the same device.
     pub fn tagged(wave: u32, max_shared_per_block: usize, tag: &str) -> EmuRuntime {
-        let dir = std::env::temp_dir().join(format!(
-            "rocmforge-emu-{}-w{wave}{tag}",
-            std::process::id()
-        ));
+        let dir =
+            std::env::temp_dir().join(format!("rocmforge-emu-{}-w{wave}{tag}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("emulator build directory");
         EmuRuntime {
             wave,

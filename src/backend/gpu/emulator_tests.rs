@@ -85,13 +85,15 @@ fn small_ops_match_the_cpu() {
     for dev in devices() {
         let gpu = Device::Gpu(dev.clone());
         let before = dev.launch_count();
-        // rms_norm
-        let (rows, dim) = (3, 37);
-        let (x, w) = (rng.vec(rows * dim), rng.vec(dim));
-        let (mut a, mut b) = (vec![0f32; rows * dim], vec![0f32; rows * dim]);
-        ops::norm::rms_norm(&gpu, &x, &w, 1e-5, rows, &mut a).unwrap();
-        ops::norm::rms_norm(&Device::Cpu, &x, &w, 1e-5, rows, &mut b).unwrap();
-        assert_close("rms_norm", &a, &b, 1e-5);
+        // rms_norm: scalar loop (37), float4 kept in registers (896, 4096), and a row longer
+        // than the registers hold (20000)
+        for (rows, dim) in [(3, 37), (1, 896), (2, 4096), (2, 20000)] {
+            let (x, w) = (rng.vec(rows * dim), rng.vec(dim));
+            let (mut a, mut b) = (vec![0f32; rows * dim], vec![0f32; rows * dim]);
+            ops::norm::rms_norm(&gpu, &x, &w, 1e-5, rows, &mut a).unwrap();
+            ops::norm::rms_norm(&Device::Cpu, &x, &w, 1e-5, rows, &mut b).unwrap();
+            assert_close(&format!("rms_norm {rows}x{dim}"), &a, &b, 1e-5);
+        }
         // swiglu, add, add_bias, scale
         let n = 1000;
         let (g, u) = (rng.vec(n), rng.vec(n));
@@ -325,6 +327,40 @@ fn matmul_and_embedding_match_the_cpu() {
                         ops::matmul::matmul_f32(&Device::Cpu, &x, &dense, m, n, k, &mut b).unwrap();
                         assert_close(&format!("matmul {} m={m} k={k}", ty.name()), &a, &b, 1e-5);
                     }
+                    if ty != GgmlType::F32 {
+                        // The model's m = 1 path: x quantized to 8 bits (`*_q8x` kernels); one
+                        // piece of x all zeros (scale 0).
+                        let mut x = rng.vec(k);
+                        x[32..64].iter_mut().for_each(|v| *v = 0.0);
+                        let mut a = vec![0f32; n];
+                        ops::matmul::gpu::matmul_gguf_path(
+                            &dev,
+                            &x,
+                            &w,
+                            1,
+                            &mut a,
+                            ops::matmul::gpu::MatmulPath::Model,
+                        )
+                        .unwrap();
+                        assert_close(
+                            &format!("model matvec {} k={k}", ty.name()),
+                            &a,
+                            &q8x_reference(&x, &w),
+                            1e-5,
+                        );
+                        // A NaN in x reaches every output.
+                        x[k - 1] = f32::NAN;
+                        ops::matmul::gpu::matmul_gguf_path(
+                            &dev,
+                            &x,
+                            &w,
+                            1,
+                            &mut a,
+                            ops::matmul::gpu::MatmulPath::Model,
+                        )
+                        .unwrap();
+                        assert!(a.iter().all(|v| v.is_nan()), "NaN in x, {}", ty.name());
+                    }
                 }
             }
             let ids = [3u32, 0, 36, 3];
@@ -337,6 +373,32 @@ fn matmul_and_embedding_match_the_cpu() {
             assert_close(&format!("embedding {}", ty.name()), &a, &b, 0.0);
         }
     }
+}
+
+/// `x @ w^T` for m = 1 as the model's `*_q8x` matvec kernels define it, in float64: each piece
+/// of x (32 values for Q4_0, 16 for Q8_0) becomes `d * q` with `d = max|x| / 127` (float32)
+/// and `q = x * (127 / max|x|)` rounded to the nearest integer, ties to even.
+fn q8x_reference(x: &[f32], w: &WeightView) -> Vec<f32> {
+    let piece = if w.ty == GgmlType::Q4_0 { 32 } else { 16 };
+    let mut xq = vec![0f64; x.len()];
+    for (xs, qs) in x.chunks(piece).zip(xq.chunks_mut(piece)) {
+        let amax = xs.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let inv = if amax != 0.0 { 127.0f32 / amax } else { 0.0 };
+        let d = (amax / 127.0) as f64;
+        for (q, &v) in qs.iter_mut().zip(xs) {
+            *q = (v as f64 * inv as f64).round_ties_even() * d;
+        }
+    }
+    let mut row = vec![0f32; w.cols];
+    (0..w.rows)
+        .map(|r| {
+            w.dequantize_rows(r, &mut row).unwrap();
+            row.iter()
+                .zip(&xq)
+                .map(|(&a, &b)| a as f64 * b)
+                .sum::<f64>() as f32
+        })
+        .collect()
 }
 
 #[test]
@@ -504,7 +566,9 @@ fn fused_decode_projections_match_the_unfused_ops() {
                 .collect();
             let x = rng.vec(k);
             let gx = gpu.upload(&x).unwrap();
-            // the CPU reference op (float32 activations) plus the bias
+            // the CPU reference op (float32 activations), or x in 8 bits as the model's m = 1
+            // kernels take it, plus the bias
+            let q8x = crate::ops::matmul::gpu::model_q8x();
             let reference = |i: usize, bias: bool| {
                 let (ty, n, b) = &host[i];
                 let view = crate::ops::WeightView {
@@ -514,7 +578,11 @@ fn fused_decode_projections_match_the_unfused_ops() {
                     bytes: b,
                 };
                 let mut out = vec![0f32; *n];
-                crate::ops::matmul::matmul_gguf(&Device::Cpu, &x, &view, 1, &mut out).unwrap();
+                if q8x {
+                    out = q8x_reference(&x, &view);
+                } else {
+                    crate::ops::matmul::matmul_gguf(&Device::Cpu, &x, &view, 1, &mut out).unwrap();
+                }
                 if bias {
                     out.iter_mut().zip(&bias_host[i]).for_each(|(o, b)| *o += b);
                 }
@@ -580,7 +648,7 @@ fn fused_decode_projections_match_the_unfused_ops() {
                         out: o2,
                     },
                 ];
-                let fused = launch_matvec_multi(&dev, &gx, &mut parts, false).unwrap();
+                let fused = launch_matvec_multi(&dev, &gx, &mut parts, false, false).unwrap();
                 assert_eq!(fused, ty_q == ty_kv, "{ty_q:?}/{ty_kv:?}");
             }
             // out += x @ w^T, into a residual stream holding random values
@@ -630,6 +698,9 @@ fn fused_decode_projections_match_the_unfused_ops() {
                     cols: k,
                     bytes: b,
                 };
+                if q8x {
+                    return q8x_reference(&x, &view);
+                }
                 let mut out = vec![0f32; ffn];
                 crate::ops::matmul::matmul_gguf(&Device::Cpu, &x, &view, 1, &mut out).unwrap();
                 out
@@ -1023,14 +1094,13 @@ fn fused_rope_kv_matches_the_unfused_ops() {
             }
         };
         for &(heads, kv_heads, head_dim, n_rot, neox, with_ff, theta) in &cases {
-            let params = RopeParams {
-                theta,
-                neox,
-                n_rot,
-            };
+            let params = RopeParams { theta, neox, n_rot };
             let kv_row = kv_heads * head_dim;
-            let ff: Option<Vec<f32>> =
-                with_ff.then(|| (0..n_rot / 2).map(|_| 1.0 + 4.0 * rng.uniform().abs()).collect());
+            let ff: Option<Vec<f32>> = with_ff.then(|| {
+                (0..n_rot / 2)
+                    .map(|_| 1.0 + 4.0 * rng.uniform().abs())
+                    .collect()
+            });
             let gff = ff.as_ref().map(|f| {
                 gpu.weight(GgmlType::F32, 1, f.len(), &f32_bytes(f))
                     .unwrap()

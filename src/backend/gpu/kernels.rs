@@ -195,32 +195,40 @@ pub const MATVEC_WIDE_ROWS: [usize; 4] = [1, 2, 4, 8];
 pub const MATVEC_WIDE_SWIGLU_ROWS: [usize; 3] = [1, 2, 4];
 
 /// The wide m = 1 decode kernel of `ty` (16-byte quant loads, x shared by the block's rows)
-/// with `rows` weight rows per block (one of `MATVEC_WIDE_ROWS`).
-pub fn matvec_wide(ty: GgmlType, rows: usize) -> Option<Kernel> {
+/// with `rows` weight rows per block (one of `MATVEC_WIDE_ROWS`); with `q8x`, the form that
+/// quantizes x to 8 bits in registers and takes integer dot products (the model's decode).
+pub fn matvec_wide(ty: GgmlType, rows: usize, q8x: bool) -> Option<Kernel> {
     let suffix = fast_suffix(ty)?;
-    MATVEC_WIDE_ROWS
-        .contains(&rows)
-        .then(|| k(Family::Matmul, format!("matvec_wide_{suffix}_r{rows}")))
-}
-
-/// `matvec_multi` on the wide core.
-pub fn matvec_wide_multi(ty: GgmlType, rows: usize) -> Option<Kernel> {
-    let suffix = fast_suffix(ty)?;
+    let form = if q8x { "q8x_" } else { "" };
     MATVEC_WIDE_ROWS.contains(&rows).then(|| {
         k(
             Family::Matmul,
-            format!("matvec_wide_multi_{suffix}_r{rows}"),
+            format!("matvec_wide_{form}{suffix}_r{rows}"),
         )
     })
 }
 
-/// `matvec_swiglu` on the wide core, `rows` rows of each matrix per block.
-pub fn matvec_wide_swiglu(ty: GgmlType, rows: usize) -> Option<Kernel> {
+/// `matvec_multi` on the wide core (`q8x`: see `matvec_wide`).
+pub fn matvec_wide_multi(ty: GgmlType, rows: usize, q8x: bool) -> Option<Kernel> {
     let suffix = fast_suffix(ty)?;
+    let form = if q8x { "q8x_" } else { "" };
+    MATVEC_WIDE_ROWS.contains(&rows).then(|| {
+        k(
+            Family::Matmul,
+            format!("matvec_wide_multi_{form}{suffix}_r{rows}"),
+        )
+    })
+}
+
+/// `matvec_swiglu` on the wide core, `rows` rows of each matrix per block (`q8x`: see
+/// `matvec_wide`).
+pub fn matvec_wide_swiglu(ty: GgmlType, rows: usize, q8x: bool) -> Option<Kernel> {
+    let suffix = fast_suffix(ty)?;
+    let form = if q8x { "q8x_" } else { "" };
     MATVEC_WIDE_SWIGLU_ROWS.contains(&rows).then(|| {
         k(
             Family::Matmul,
-            format!("matvec_wide_swiglu_{suffix}_r{rows}"),
+            format!("matvec_wide_swiglu_{form}{suffix}_r{rows}"),
         )
     })
 }
@@ -335,12 +343,14 @@ pub fn all() -> Vec<Kernel> {
             out.extend(matvec_multi(ty, rows));
         }
         out.extend(matvec_swiglu(ty));
-        for rows in MATVEC_WIDE_ROWS {
-            out.extend(matvec_wide(ty, rows));
-            out.extend(matvec_wide_multi(ty, rows));
-        }
-        for rows in MATVEC_WIDE_SWIGLU_ROWS {
-            out.extend(matvec_wide_swiglu(ty, rows));
+        for q8x in [false, true] {
+            for rows in MATVEC_WIDE_ROWS {
+                out.extend(matvec_wide(ty, rows, q8x));
+                out.extend(matvec_wide_multi(ty, rows, q8x));
+            }
+            for rows in MATVEC_WIDE_SWIGLU_ROWS {
+                out.extend(matvec_wide_swiglu(ty, rows, q8x));
+            }
         }
         out.push(matmul_tiled(ty).expect("registered type"));
         for bm in MMA_ROW_TILES {

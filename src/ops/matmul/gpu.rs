@@ -68,6 +68,62 @@ fn wide_matvec_threads(dev: &GpuDevice, k: usize) -> u32 {
     (32 * k.div_ceil(1024).clamp(1, 4) as u32).div_ceil(warp) * warp
 }
 
+/// The model's m = 1 matvecs of Q4_0 and Q8_0 weights quantize x to 8 bits (`*_q8x`
+/// kernels: blocks of 32 for Q4_0, 16 for Q8_0, scale max|x| / 127, integer dot products),
+/// as llama.cpp and this project's CPU backend do, unless `ROCMFORGE_MATVEC_Q8X=0` (read
+/// once) keeps float32 x. `rocmforge.ops.matmul` always keeps float32 x.
+pub fn model_q8x() -> bool {
+    static ENABLED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ENABLED.get_or_init(|| {
+        wide_matvec_enabled() && std::env::var_os("ROCMFORGE_MATVEC_Q8X").is_none_or(|v| v != "0")
+    })
+}
+
+/// `out = x @ w^T` for m = 1 by the dedicated m = 1 kernels of w's type (`q8x`: x to 8 bits,
+/// see `model_q8x`). Returns false, launching nothing, where there is none.
+fn launch_matvec_m1(
+    dev: &GpuDevice,
+    x: &DeviceBuffer,
+    w: &DeviceWeight,
+    out: &mut DeviceBuffer,
+    q8x: bool,
+) -> Result<bool> {
+    let (n, k) = (w.rows, w.cols);
+    if k % 32 != 0 || w.row_bytes() % 4 != 0 || !fast_matvec_enabled() {
+        return Ok(false);
+    }
+    let wide = wide_matvec_enabled();
+    let rows_per_block = if wide {
+        wide_matvec_rows(w.ty)
+    } else {
+        fast_matvec_rows(w.ty)
+    };
+    let kernel = if wide {
+        kernels::matvec_wide(w.ty, rows_per_block, q8x)
+    } else {
+        kernels::matvec_fast(w.ty, rows_per_block)
+    };
+    let threads = if wide {
+        wide_matvec_threads(dev, k)
+    } else {
+        MATVEC_FAST_THREADS
+    };
+    let Some(kernel) = kernel else {
+        return Ok(false);
+    };
+    let args = [
+        x.arg(),
+        w.bytes.arg(),
+        out.arg(),
+        Arg::I32(to_i32(n, "matmul n")?),
+        Arg::I32(to_i32(k, "matmul k")?),
+        Arg::I64(w.row_bytes() as i64),
+    ];
+    let blocks = n.div_ceil(rows_per_block) as u32;
+    dev.launch("matmul", &kernel, [blocks, 1, 1], [threads, 1, 1], 0, &args)?;
+    Ok(true)
+}
+
 pub fn launch_matmul(
     dev: &GpuDevice,
     x: &DeviceBuffer,
@@ -82,35 +138,8 @@ pub fn launch_matmul(
     if m == 0 || n == 0 {
         return Ok(());
     }
-    if m == 1 && k % 32 == 0 && w.row_bytes() % 4 == 0 && fast_matvec_enabled() {
-        let wide = wide_matvec_enabled();
-        let rows_per_block = if wide {
-            wide_matvec_rows(w.ty)
-        } else {
-            fast_matvec_rows(w.ty)
-        };
-        let kernel = if wide {
-            kernels::matvec_wide(w.ty, rows_per_block)
-        } else {
-            kernels::matvec_fast(w.ty, rows_per_block)
-        };
-        let threads = if wide {
-            wide_matvec_threads(dev, k)
-        } else {
-            MATVEC_FAST_THREADS
-        };
-        if let Some(kernel) = kernel {
-            let args = [
-                x.arg(),
-                w.bytes.arg(),
-                out.arg(),
-                Arg::I32(to_i32(n, "matmul n")?),
-                Arg::I32(to_i32(k, "matmul k")?),
-                Arg::I64(w.row_bytes() as i64),
-            ];
-            let blocks = n.div_ceil(rows_per_block) as u32;
-            return dev.launch("matmul", &kernel, [blocks, 1, 1], [threads, 1, 1], 0, &args);
-        }
+    if m == 1 && launch_matvec_m1(dev, x, w, out, false)? {
+        return Ok(());
     }
     let args = [
         x.arg(),
@@ -176,6 +205,7 @@ pub fn launch_matvec_multi(
     x: &DeviceBuffer,
     parts: &mut [Projection],
     accumulate: bool,
+    q8x: bool,
 ) -> Result<bool> {
     let Some(first) = parts.first() else {
         return Ok(true);
@@ -199,7 +229,7 @@ pub fn launch_matvec_multi(
     let wide = wide_matvec_enabled();
     let (rows_per_block, kernel, threads) = if wide {
         let r = wide_matvec_rows(ty);
-        let kernel = kernels::matvec_wide_multi(ty, r).expect("fast type");
+        let kernel = kernels::matvec_wide_multi(ty, r, q8x).expect("fast type");
         (r, kernel, wide_matvec_threads(dev, k))
     } else {
         let r = fast_matvec_rows(ty);
@@ -249,6 +279,7 @@ pub fn launch_matvec_swiglu(
     w_gate: &DeviceWeight,
     w_up: &DeviceWeight,
     out: &mut DeviceBuffer,
+    q8x: bool,
 ) -> Result<bool> {
     let (n, k) = (w_gate.rows, w_gate.cols);
     if w_up.ty != w_gate.ty || w_up.rows != n || w_up.cols != k || !fused_matvec_ok(w_gate) {
@@ -271,7 +302,7 @@ pub fn launch_matvec_swiglu(
     // number of rows in flight).
     let (kernel, rows, threads) = if wide_matvec_enabled() {
         let r = (wide_matvec_rows(w_gate.ty) / 2).max(1);
-        let kernel = kernels::matvec_wide_swiglu(w_gate.ty, r).expect("fast type");
+        let kernel = kernels::matvec_wide_swiglu(w_gate.ty, r, q8x).expect("fast type");
         (kernel, r, wide_matvec_threads(dev, k))
     } else {
         let kernel = kernels::matvec_swiglu(w_gate.ty).expect("fast type");
@@ -485,6 +516,8 @@ pub fn launch_matmul_model(
 ) -> Result<()> {
     if m >= mma_min_m() && w.ty != GgmlType::F32 && mma_available(dev) {
         launch_matmul_mma(dev, x, w, m, out)
+    } else if m == 1 && model_q8x() && launch_matvec_m1(dev, x, w, out, true)? {
+        Ok(())
     } else {
         launch_matmul(dev, x, w, m, out)
     }

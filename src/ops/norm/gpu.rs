@@ -23,11 +23,14 @@ pub fn launch_rms_norm(
     if rows == 0 {
         return Ok(());
     }
+    // One thread per 4 values (norm.hip keeps them in registers), whole warps, 64 to 1024.
+    let warp = dev.runtime().props().warp_size;
+    let threads = (dim.div_ceil(4).clamp(64, 1024) as u32).div_ceil(warp) * warp;
     dev.launch(
         "rms_norm",
         &kernels::rms_norm(),
         [to_i32(rows, "rms_norm rows")? as u32, 1, 1],
-        [256, 1, 1],
+        [threads.min(1024), 1, 1],
         0,
         &[
             x.arg(),
