@@ -35,6 +35,9 @@
 // matvec_wide_*: the default m = 1 kernels of Q4_0 and Q8_0 (16-byte quant loads, x loaded
 //   once per block for all its rows; plain, multi and swiglu forms); the matvec_fast family
 //   above stays for comparison (ROCMFORGE_MATVEC_KERNEL=v5). See their comment below.
+//   matvec_wide_*_q8x_*: the same with x quantized to 8 bits in registers and integer dot
+//   products, the model's decode path (rocmforge.ops.matmul keeps the float32 ones). The
+//   multi and swiglu forms can also take an RMS norm's weight and fold the norm in.
 //
 // matmul_tiled_<type>: the prefill path. A block computes a 64 x 64 tile of out, stepping
 //   over k by 64: x (64 x 64) and the dequantized W tile (64 x 64) go to shared memory
@@ -343,6 +346,17 @@ RF_MATVEC_SWIGLU(q8_0, FastQ8_0)
 //   MV_ROWS, so the fused kernels below equal the unfused ones bit for bit.
 //   Partials: a 32-lane butterfly, then the G groups' sums in order through shared memory.
 //   Launch: grid (ceil(n / MV_ROWS)) (fused: see each), block G x 32, no dynamic shared memory.
+//   QX (the *_q8x_* kernels): after loading its x piece, a thread quantizes it once for all
+//   rows: d = max|x| / 127 (a NaN kept, so that it reaches the result), q = x * 127 / max|x|
+//   rounded to the nearest integer (ties to even, one fma with 1.5 x 2^23), 4 values a word;
+//   a row's piece then adds d_w * d * (sum of dp4a products) (Q4_0: minus 8 * sum(q)). The
+//   instruction count per quant byte drops ~4x (ncu: the float Q4_0 kernel was issue/L1
+//   bound). Numerics: those of llama.cpp's and the CPU backend's 8-bit activations, except
+//   that the scale stays float32 and Q8_0's pieces (16 values) are half a block.
+//   norm_w (multi and swiglu): x * norm_w replaces x and the block also sums x^2; the results
+//   are scaled by rsqrt(sum(x^2) / k + eps): rms_norm folded in, one launch fewer. Each block
+//   then reads norm_w as well as x, so the launcher uses it only where that traffic is small
+//   (matmul/gpu.rs fused_norm_pays).
 
 // 16 bytes at p (16-byte aligned when aligned16, else 4-byte aligned).
 __device__ __forceinline__ uint4 rf_ld128_a4(const u8* p, bool aligned16) {
@@ -470,10 +484,13 @@ struct WideQ8_0 {
 };
 
 // The dot products of x with MV_ROWS rows by the whole block: on return (after a barrier)
-// matvec_wide_total(partial, r) is row r's result.
+// matvec_wide_total(partial, r) is row r's result. With norm_w (the fused RMS norm of the
+// multi and swiglu kernels), x * norm_w takes x's place and matvec_wide_total(partial,
+// MV_ROWS) is sum(x^2): the callers scale the results by rsqrt(sum(x^2) / k + eps).
 template <class Q, int MV_ROWS, bool QX>
-__device__ __forceinline__ void matvec_wide_sums(const float* __restrict__ x, const u8* const (&rows)[MV_ROWS],
-                                                 int k, float (&partial)[MV_GROUPS][MV_ROWS]) {
+__device__ __forceinline__ void matvec_wide_sums(const float* __restrict__ x, const float* __restrict__ norm_w,
+                                                 const u8* const (&rows)[MV_ROWS], int k,
+                                                 float (&partial)[MV_GROUPS][MV_ROWS + 1]) {
     constexpr int P = Q::PIECES;
     const int tid = threadIdx.x, lane = tid & 31, group = tid >> 5;
     const int threads = blockDim.x;
@@ -482,7 +499,7 @@ __device__ __forceinline__ void matvec_wide_sums(const float* __restrict__ x, co
 #pragma unroll
     for (int r = 0; r < MV_ROWS; ++r) aligned16 = aligned16 && (((unsigned long long)rows[r] & 15ull) == 0);
     aligned16 = aligned16 && ((nblocks * Q::QS) & 15) == 0;  // every row's pieces then aligned too
-    float acc[MV_ROWS];
+    float acc[MV_ROWS], ss = 0.0f;
 #pragma unroll
     for (int r = 0; r < MV_ROWS; ++r) acc[r] = 0.0f;
     for (int c = 0; c < pieces; c += threads * P) {
@@ -500,6 +517,22 @@ __device__ __forceinline__ void matvec_wide_sums(const float* __restrict__ x, co
                 for (int r = 0; r < MV_ROWS; ++r) {
                     q[r][j] = rf_ld128_a4(rows[r] + (i64)p * 16, aligned16);
                     d[r][j] = rf_ldh(rows[r] + (i64)nblocks * Q::QS + 2 * Q::block_of(p));
+                }
+            }
+        }
+        if (norm_w != nullptr) {
+#pragma unroll
+            for (int j = 0; j < P; ++j) {
+                const int p = c + j * threads + tid;
+                if (p < pieces) {
+                    const float4* gp = (const float4*)(norm_w + (i64)p * Q::PIECE_ELEMS);
+#pragma unroll
+                    for (int i = 0; i < Q::PIECE_ELEMS / 4; ++i) {
+                        const float4 g = gp[i];
+                        float4& v = xv[j][i];
+                        ss += v.x * v.x + v.y * v.y + v.z * v.z + v.w * v.w;
+                        v = make_float4(v.x * g.x, v.y * g.y, v.z * g.z, v.w * g.w);
+                    }
                 }
             }
         }
@@ -550,11 +583,15 @@ __device__ __forceinline__ void matvec_wide_sums(const float* __restrict__ x, co
         const float v = rf_group_sum<32>(acc[r]);
         if (lane == 0) partial[group][r] = v;
     }
+    if (norm_w != nullptr) {
+        const float v = rf_group_sum<32>(ss);
+        if (lane == 0) partial[group][MV_ROWS] = v;
+    }
     __syncthreads();
 }
 
 template <int MV_ROWS>
-__device__ __forceinline__ float matvec_wide_total(const float (&partial)[MV_GROUPS][MV_ROWS], int r) {
+__device__ __forceinline__ float matvec_wide_total(const float (&partial)[MV_GROUPS][MV_ROWS + 1], int r) {
     const int groups = blockDim.x >> 5;
     float v = partial[0][r];
     for (int g = 1; g < groups; ++g) v += partial[g][r];
@@ -564,12 +601,12 @@ __device__ __forceinline__ float matvec_wide_total(const float (&partial)[MV_GRO
 template <class Q, int MV_ROWS, bool QX>
 __device__ __forceinline__ void matvec_wide(const float* __restrict__ x, const u8* __restrict__ w,
                                             float* __restrict__ out, int n, int k, i64 row_bytes) {
-    __shared__ float partial[MV_GROUPS][MV_ROWS];
+    __shared__ float partial[MV_GROUPS][MV_ROWS + 1];
     const int row0 = blockIdx.x * MV_ROWS;
     const u8* rows[MV_ROWS];
 #pragma unroll
     for (int r = 0; r < MV_ROWS; ++r) rows[r] = w + (i64)min(row0 + r, n - 1) * row_bytes;
-    matvec_wide_sums<Q, MV_ROWS, QX>(x, rows, k, partial);
+    matvec_wide_sums<Q, MV_ROWS, QX>(x, nullptr, rows, k, partial);
     if ((int)threadIdx.x < MV_ROWS && row0 + (int)threadIdx.x < n) {
         out[row0 + threadIdx.x] = matvec_wide_total<MV_ROWS>(partial, threadIdx.x);
     }
@@ -598,10 +635,11 @@ RF_MATVEC_WIDE(q8_0, WideQ8_0, 8)
 // matvec_wide_multi_<type>_r<R>: matvec_multi on the wide core (same arguments and grid).
 template <class Q, int MV_ROWS, bool QX>
 __device__ __forceinline__ void matvec_wide_multi(const float* __restrict__ x, int k, i64 row_bytes,
-                                                  int accumulate, const u8* w0, float* out0, const float* bias0,
+                                                  int accumulate, const float* norm_w, float eps,
+                                                  const u8* w0, float* out0, const float* bias0,
                                                   int n0, const u8* w1, float* out1, const float* bias1, int n1,
                                                   const u8* w2, float* out2, const float* bias2, int n2) {
-    __shared__ float partial[MV_GROUPS][MV_ROWS];
+    __shared__ float partial[MV_GROUPS][MV_ROWS + 1];
     int b = blockIdx.x;
     const int nb0 = (n0 + MV_ROWS - 1) / MV_ROWS, nb1 = (n1 + MV_ROWS - 1) / MV_ROWS;
     const u8* w = w0;
@@ -619,10 +657,11 @@ __device__ __forceinline__ void matvec_wide_multi(const float* __restrict__ x, i
     const u8* rows[MV_ROWS];
 #pragma unroll
     for (int r = 0; r < MV_ROWS; ++r) rows[r] = w + (i64)min(row0 + r, n - 1) * row_bytes;
-    matvec_wide_sums<Q, MV_ROWS, QX>(x, rows, k, partial);
+    matvec_wide_sums<Q, MV_ROWS, QX>(x, norm_w, rows, k, partial);
     const int row = row0 + (int)threadIdx.x;
     if ((int)threadIdx.x < MV_ROWS && row < n) {
         float v = matvec_wide_total<MV_ROWS>(partial, threadIdx.x);
+        if (norm_w != nullptr) v *= rsqrtf(matvec_wide_total<MV_ROWS>(partial, MV_ROWS) / (float)k + eps);
         if (bias != nullptr) v += bias[row];
         out[row] = accumulate ? out[row] + v : v;
     }
@@ -630,11 +669,11 @@ __device__ __forceinline__ void matvec_wide_multi(const float* __restrict__ x, i
 
 #define RF_MATVEC_WIDE_MULTI_AS(name, Q, R, QX)                                                   \
     RF_KERNEL void RF_LAUNCH_BOUNDS(MV_GROUPS * 32) name(                                         \
-        const float* x, int k, i64 row_bytes, int accumulate, const u8* w0, float* out0,          \
-        const float* bias0, int n0, const u8* w1, float* out1, const float* bias1, int n1,        \
-        const u8* w2, float* out2, const float* bias2, int n2) {                                  \
-        matvec_wide_multi<Q, R, QX>(x, k, row_bytes, accumulate, w0, out0, bias0, n0, w1, out1,    \
-                                    bias1, n1, w2, out2, bias2, n2);                               \
+        const float* x, int k, i64 row_bytes, int accumulate, const float* norm_w, float eps,     \
+        const u8* w0, float* out0, const float* bias0, int n0, const u8* w1, float* out1,         \
+        const float* bias1, int n1, const u8* w2, float* out2, const float* bias2, int n2) {      \
+        matvec_wide_multi<Q, R, QX>(x, k, row_bytes, accumulate, norm_w, eps, w0, out0, bias0, n0, \
+                                    w1, out1, bias1, n1, w2, out2, bias2, n2);                     \
     }
 #define RF_MATVEC_WIDE_MULTI(suffix, Q, R)                                                        \
     RF_MATVEC_WIDE_MULTI_AS(matvec_wide_multi_##suffix##_r##R, Q, R, false)                       \
@@ -651,10 +690,11 @@ RF_MATVEC_WIDE_MULTI(q8_0, WideQ8_0, 8)
 // matvec_wide_swiglu_<type>_r<R>: matvec_swiglu on the wide core, R rows of both matrices per
 //   block (2R rows in flight). Launch: grid (ceil(n / R)), block G x 32.
 template <class Q, int R, bool QX>
-__device__ __forceinline__ void matvec_wide_swiglu(const float* __restrict__ x, const u8* __restrict__ w_gate,
+__device__ __forceinline__ void matvec_wide_swiglu(const float* __restrict__ x, const float* __restrict__ norm_w,
+                                                   float eps, const u8* __restrict__ w_gate,
                                                    const u8* __restrict__ w_up, float* __restrict__ out, int n,
                                                    int k, i64 row_bytes) {
-    __shared__ float partial[MV_GROUPS][2 * R];
+    __shared__ float partial[MV_GROUPS][2 * R + 1];
     const int row0 = blockIdx.x * R;
     const u8* rows[2 * R];
 #pragma unroll
@@ -663,19 +703,26 @@ __device__ __forceinline__ void matvec_wide_swiglu(const float* __restrict__ x, 
         rows[r] = w_gate + off;
         rows[R + r] = w_up + off;
     }
-    matvec_wide_sums<Q, 2 * R, QX>(x, rows, k, partial);
+    matvec_wide_sums<Q, 2 * R, QX>(x, norm_w, rows, k, partial);
     const int row = row0 + (int)threadIdx.x;
     if ((int)threadIdx.x < R && row < n) {
-        const float g = matvec_wide_total<2 * R>(partial, threadIdx.x);
-        out[row] = g / (1.0f + expf(-g)) * matvec_wide_total<2 * R>(partial, R + threadIdx.x);
+        float g = matvec_wide_total<2 * R>(partial, threadIdx.x);
+        float u = matvec_wide_total<2 * R>(partial, R + threadIdx.x);
+        if (norm_w != nullptr) {
+            const float inv_rms = rsqrtf(matvec_wide_total<2 * R>(partial, 2 * R) / (float)k + eps);
+            g *= inv_rms;
+            u *= inv_rms;
+        }
+        out[row] = g / (1.0f + expf(-g)) * u;
     }
 }
 
 #define RF_MATVEC_WIDE_SWIGLU_AS(name, Q, R, QX)                                                  \
-    RF_KERNEL void RF_LAUNCH_BOUNDS(MV_GROUPS * 32) name(const float* x, const u8* w_gate,        \
+    RF_KERNEL void RF_LAUNCH_BOUNDS(MV_GROUPS * 32) name(const float* x, const float* norm_w,     \
+                                                         float eps, const u8* w_gate,             \
                                                          const u8* w_up, float* out, int n, int k, \
                                                          i64 row_bytes) {                          \
-        matvec_wide_swiglu<Q, R, QX>(x, w_gate, w_up, out, n, k, row_bytes);                       \
+        matvec_wide_swiglu<Q, R, QX>(x, norm_w, eps, w_gate, w_up, out, n, k, row_bytes);          \
     }
 #define RF_MATVEC_WIDE_SWIGLU(suffix, Q, R)                                                       \
     RF_MATVEC_WIDE_SWIGLU_AS(matvec_wide_swiglu_##suffix##_r##R, Q, R, false)                     \
@@ -683,9 +730,11 @@ __device__ __forceinline__ void matvec_wide_swiglu(const float* __restrict__ x, 
 RF_MATVEC_WIDE_SWIGLU(q4_0, WideQ4_0, 1)
 RF_MATVEC_WIDE_SWIGLU(q4_0, WideQ4_0, 2)
 RF_MATVEC_WIDE_SWIGLU(q4_0, WideQ4_0, 4)
+RF_MATVEC_WIDE_SWIGLU(q4_0, WideQ4_0, 8)
 RF_MATVEC_WIDE_SWIGLU(q8_0, WideQ8_0, 1)
 RF_MATVEC_WIDE_SWIGLU(q8_0, WideQ8_0, 2)
 RF_MATVEC_WIDE_SWIGLU(q8_0, WideQ8_0, 4)
+RF_MATVEC_WIDE_SWIGLU(q8_0, WideQ8_0, 8)
 
 template <class T>
 __device__ __forceinline__ void matmul_tiled(const float* x, const u8* w, float* out, int m, int n, int k,

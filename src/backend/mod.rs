@@ -154,6 +154,27 @@ pub trait Backend: Send + Sync {
         unfused::matmul_qkv(self, x, w, biases, m, q, k, v)
     }
 
+    /// `matmul_qkv` of `rms_norm(x, norm, eps)` (x `[m, k]`): the attention's projections of
+    /// the normalized rows. `xb` (`[m, k]`) is scratch that receives the normalized rows where
+    /// a backend runs the two apart (the GPU fuses them for m = 1).
+    #[allow(clippy::too_many_arguments)]
+    fn rms_norm_qkv(
+        &self,
+        x: &Self::Buf,
+        norm: &Self::Weight,
+        eps: f32,
+        w: [&Self::Weight; 3],
+        biases: Option<[&Self::Weight; 3]>,
+        m: usize,
+        xb: &mut Self::Buf,
+        q: &mut Self::Buf,
+        k: &mut Self::Buf,
+        v: &mut Self::Buf,
+    ) -> Result<()> {
+        self.rms_norm(x, norm, eps, m, xb)?;
+        self.matmul_qkv(xb, w, biases, m, q, k, v)
+    }
+
     /// `out[m, n] += x[m, k] @ w^T` (w `[n, k]`): a projection added into the residual stream.
     /// `tmp` (`[m, n]`) is scratch for backends that do not add in place.
     fn matmul_add(
@@ -183,6 +204,26 @@ pub trait Backend: Send + Sync {
         out: &mut Self::Buf,
     ) -> Result<()> {
         unfused::matmul_swiglu(self, x, w_gate, w_up, m, n, gate, up, out)
+    }
+
+    /// `matmul_swiglu` of `rms_norm(x, norm, eps)`; `xb` as in `rms_norm_qkv`.
+    #[allow(clippy::too_many_arguments)]
+    fn rms_norm_swiglu(
+        &self,
+        x: &Self::Buf,
+        norm: &Self::Weight,
+        eps: f32,
+        w_gate: &Self::Weight,
+        w_up: &Self::Weight,
+        m: usize,
+        n: usize,
+        xb: &mut Self::Buf,
+        gate: &mut Self::Buf,
+        up: &mut Self::Buf,
+        out: &mut Self::Buf,
+    ) -> Result<()> {
+        self.rms_norm(x, norm, eps, m, xb)?;
+        self.matmul_swiglu(xb, w_gate, w_up, m, n, gate, up, out)
     }
 
     /// `x[r, :] += bias` for `r < rows`; bias F32 `[n]`, x `[rows, n]`.

@@ -98,13 +98,13 @@ fn run_blocks<B: Backend>(
     }
     for (l, lw) in w.layers.iter().enumerate() {
         // attention: x += wo @ attn(rope(wq @ norm(x)), rope(wk @ norm(x)), wv @ norm(x))
-        b.rms_norm(&s.x, &lw.attn_norm, c.rms_eps, t, &mut s.xb)?;
         let biases = match (&lw.bq, &lw.bk, &lw.bv) {
             (Some(bq), Some(bk), Some(bv)) => Some([bq, bk, bv]),
             _ => None,
         };
-        let w_qkv = [&lw.wq, &lw.wk, &lw.wv];
-        b.matmul_qkv(&s.xb, w_qkv, biases, t, &mut s.q, &mut s.k, &mut s.v)?;
+        let (w_qkv, norm, eps) = ([&lw.wq, &lw.wk, &lw.wv], &lw.attn_norm, c.rms_eps);
+        #[rustfmt::skip]
+        b.rms_norm_qkv(&s.x, norm, eps, w_qkv, biases, t, &mut s.xb, &mut s.q, &mut s.k, &mut s.v)?;
         let freqs = w.rope_freqs.as_ref();
         let (kc, vc) = (&mut kv.k[l], &mut kv.v[l]);
         match at {
@@ -136,10 +136,12 @@ fn run_blocks<B: Backend>(
         b.matmul_add(&s.att, &lw.wo, t, c.dim, &mut s.xb, &mut s.x)?;
 
         // feed-forward: x += w_down @ (silu(w_gate @ norm(x)) * (w_up @ norm(x)))
-        b.rms_norm(&s.x, &lw.ffn_norm, c.rms_eps, t, &mut s.xb)?;
-        let (g, u) = (&lw.w_gate, &lw.w_up);
+        let (g, u, norm) = (&lw.w_gate, &lw.w_up, &lw.ffn_norm);
         #[rustfmt::skip]
-        b.matmul_swiglu(&s.xb, g, u, t, c.ffn_dim, &mut s.gate, &mut s.up, &mut s.hidden)?;
+        b.rms_norm_swiglu(
+            &s.x, norm, c.rms_eps, g, u, t, c.ffn_dim, &mut s.xb, &mut s.gate, &mut s.up,
+            &mut s.hidden,
+        )?;
         b.matmul_add(&s.hidden, &lw.w_down, t, c.dim, &mut s.xb, &mut s.x)?;
     }
     Ok(())

@@ -12,7 +12,7 @@ use crate::gguf::GgmlType;
 use crate::ops::attention::gpu::KeyCount;
 use crate::ops::attention::{gpu as attention, AttentionShape};
 use crate::ops::embedding::gpu::DeviceWeight;
-use crate::ops::matmul::gpu::Projection;
+use crate::ops::matmul::gpu::{Projection, RmsNorm};
 use crate::ops::{
     activation, argmax, elementwise, embedding, kv_cache, matmul, norm, rope, WeightView,
 };
@@ -34,6 +34,45 @@ impl GpuBackend {
 
     pub fn device(&self) -> &Arc<GpuDevice> {
         &self.dev
+    }
+
+    /// The attention's three m = 1 projections in one launch, of x normalized by `norm` when
+    /// given. Returns false, launching nothing, where the fused kernel does not apply.
+    #[allow(clippy::too_many_arguments)]
+    fn fused_qkv(
+        &self,
+        x: &DeviceBuffer,
+        norm: Option<&RmsNorm>,
+        w: [&GpuWeight; 3],
+        biases: Option<[&GpuWeight; 3]>,
+        q: &mut DeviceBuffer,
+        k: &mut DeviceBuffer,
+        v: &mut DeviceBuffer,
+    ) -> Result<bool> {
+        let bias = |i: usize| -> Result<Option<&DeviceBuffer>> {
+            biases
+                .map(|b| b[i].f32_vector("matmul_qkv bias"))
+                .transpose()
+        };
+        let mut parts = [
+            Projection {
+                w: w[0].view(),
+                bias: bias(0)?,
+                out: q,
+            },
+            Projection {
+                w: w[1].view(),
+                bias: bias(1)?,
+                out: k,
+            },
+            Projection {
+                w: w[2].view(),
+                bias: bias(2)?,
+                out: v,
+            },
+        ];
+        let q8x = matmul::gpu::model_q8x();
+        matmul::gpu::launch_matvec_multi(&self.dev, x, &mut parts, false, q8x, norm)
     }
 }
 
@@ -266,43 +305,40 @@ impl Backend for GpuBackend {
         k: &mut DeviceBuffer,
         v: &mut DeviceBuffer,
     ) -> Result<()> {
-        if m == 1 {
-            let bias = |i: usize| -> Result<Option<&DeviceBuffer>> {
-                biases
-                    .map(|b| b[i].f32_vector("matmul_qkv bias"))
-                    .transpose()
-            };
-            let mut parts = [
-                Projection {
-                    w: w[0].view(),
-                    bias: bias(0)?,
-                    out: q,
-                },
-                Projection {
-                    w: w[1].view(),
-                    bias: bias(1)?,
-                    out: k,
-                },
-                Projection {
-                    w: w[2].view(),
-                    bias: bias(2)?,
-                    out: v,
-                },
-            ];
-            if matmul::gpu::launch_matvec_multi(
-                &self.dev,
-                x,
-                &mut parts,
-                false,
-                matmul::gpu::model_q8x(),
-            )? {
-                return Ok(());
-            }
-            let [Projection { out: q, .. }, Projection { out: k, .. }, Projection { out: v, .. }] =
-                parts;
-            return unfused::matmul_qkv(self, x, w, biases, m, q, k, v);
+        if m == 1 && self.fused_qkv(x, None, w, biases, q, k, v)? {
+            return Ok(());
         }
         unfused::matmul_qkv(self, x, w, biases, m, q, k, v)
+    }
+
+    fn rms_norm_qkv(
+        &self,
+        x: &DeviceBuffer,
+        norm: &GpuWeight,
+        eps: f32,
+        w: [&GpuWeight; 3],
+        biases: Option<[&GpuWeight; 3]>,
+        m: usize,
+        xb: &mut DeviceBuffer,
+        q: &mut DeviceBuffer,
+        k: &mut DeviceBuffer,
+        v: &mut DeviceBuffer,
+    ) -> Result<()> {
+        let rows = w.iter().map(|w| w.rows).sum();
+        if m == 1
+            && matmul::gpu::model_fused_norm()
+            && matmul::gpu::fused_norm_pays(w[0].ty, rows, w[0].cols, false)
+        {
+            let norm = RmsNorm {
+                weight: norm.f32_vector("rms_norm")?,
+                eps,
+            };
+            if self.fused_qkv(x, Some(&norm), w, biases, q, k, v)? {
+                return Ok(());
+            }
+        }
+        self.rms_norm(x, norm, eps, m, xb)?;
+        self.matmul_qkv(xb, w, biases, m, q, k, v)
     }
 
     fn matmul_add(
@@ -326,6 +362,7 @@ impl Backend for GpuBackend {
                 &mut parts,
                 true,
                 matmul::gpu::model_q8x(),
+                None,
             )? {
                 return Ok(());
             }
@@ -354,11 +391,50 @@ impl Backend for GpuBackend {
                 &w_up.view(),
                 out,
                 matmul::gpu::model_q8x(),
+                None,
             )?
         {
             return Ok(());
         }
         unfused::matmul_swiglu(self, x, w_gate, w_up, m, n, gate, up, out)
+    }
+
+    fn rms_norm_swiglu(
+        &self,
+        x: &DeviceBuffer,
+        norm: &GpuWeight,
+        eps: f32,
+        w_gate: &GpuWeight,
+        w_up: &GpuWeight,
+        m: usize,
+        n: usize,
+        xb: &mut DeviceBuffer,
+        gate: &mut DeviceBuffer,
+        up: &mut DeviceBuffer,
+        out: &mut DeviceBuffer,
+    ) -> Result<()> {
+        if m == 1
+            && matmul::gpu::model_fused_norm()
+            && matmul::gpu::fused_norm_pays(w_gate.ty, n, w_gate.cols, true)
+        {
+            let norm = RmsNorm {
+                weight: norm.f32_vector("rms_norm")?,
+                eps,
+            };
+            if matmul::gpu::launch_matvec_swiglu(
+                &self.dev,
+                x,
+                &w_gate.view(),
+                &w_up.view(),
+                out,
+                matmul::gpu::model_q8x(),
+                Some(&norm),
+            )? {
+                return Ok(());
+            }
+        }
+        self.rms_norm(x, norm, eps, m, xb)?;
+        self.matmul_swiglu(xb, w_gate, w_up, m, n, gate, up, out)
     }
 
     fn add_bias(&self, x: &mut DeviceBuffer, bias: &GpuWeight, rows: usize) -> Result<()> {

@@ -648,7 +648,7 @@ fn fused_decode_projections_match_the_unfused_ops() {
                         out: o2,
                     },
                 ];
-                let fused = launch_matvec_multi(&dev, &gx, &mut parts, false, false).unwrap();
+                let fused = launch_matvec_multi(&dev, &gx, &mut parts, false, false, None).unwrap();
                 assert_eq!(fused, ty_q == ty_kv, "{ty_q:?}/{ty_kv:?}");
             }
             // out += x @ w^T, into a residual stream holding random values
@@ -711,6 +711,72 @@ fn fused_decode_projections_match_the_unfused_ops() {
                 .map(|(&g, u)| (g as f64 / (1.0 + (-g as f64).exp()) * u as f64) as f32)
                 .collect();
             assert_close("matmul_swiglu vs the CPU reference", &got, &want, 1e-5);
+
+            // The RMS norm fused into the projections (the decode step's form): the kernels
+            // take (x * norm)'s products times 1 / sqrt(mean(x^2) + eps).
+            if !crate::ops::matmul::gpu::model_fused_norm() {
+                continue;
+            }
+            let norm_host = rng.vec(k);
+            let gnorm = gpu
+                .weight(GgmlType::F32, 1, k, &f32_bytes(&norm_host))
+                .unwrap();
+            let eps = 1e-5f32;
+            let ss: f64 = x.iter().map(|&v| v as f64 * v as f64).sum();
+            let inv_rms = 1.0 / (ss / k as f64 + eps as f64).sqrt();
+            let z: Vec<f32> = x.iter().zip(&norm_host).map(|(a, b)| a * b).collect();
+            let normed = |ty: GgmlType, n: usize, b: &[u8]| -> Vec<f64> {
+                let view = crate::ops::WeightView {
+                    ty,
+                    rows: n,
+                    cols: k,
+                    bytes: b,
+                };
+                q8x_reference(&z, &view)
+                    .iter()
+                    .map(|&v| v as f64 * inv_rms)
+                    .collect()
+            };
+            let mut xb = gpu.zeros(k).unwrap();
+            for with_bias in [false, true] {
+                let bs = with_bias.then(|| [&biases[0], &biases[1], &biases[2]]);
+                let mut outs = [
+                    gpu.zeros(nq).unwrap(),
+                    gpu.zeros(nkv).unwrap(),
+                    gpu.zeros(nkv).unwrap(),
+                ];
+                let [fq, fk, fv] = &mut outs;
+                #[rustfmt::skip]
+                gpu.rms_norm_qkv(&gx, &gnorm, eps, [&w[0], &w[1], &w[2]], bs, 1, &mut xb, fq, fk, fv)
+                    .unwrap();
+                for i in 0..3 {
+                    let (ty, n, b) = &host[i];
+                    let want: Vec<f32> = normed(*ty, *n, b)
+                        .iter()
+                        .zip(&bias_host[i])
+                        .map(|(&v, &bias)| (v + if with_bias { bias as f64 } else { 0.0 }) as f32)
+                        .collect();
+                    // A mixed pair runs rms_norm, then the separate projections of its
+                    // output: x * norm * r quantized rather than x * norm, which may move a
+                    // value by one step at a tie (an 8-bit-sized difference).
+                    let tol = if ty_q == ty_kv { 1e-5 } else { 2e-2 };
+                    assert_close(
+                        &format!("rms_norm_qkv {i} {ty_q:?}/{ty_kv:?} bias {with_bias}"),
+                        &down(&outs[i], *n),
+                        &want,
+                        tol,
+                    );
+                }
+            }
+            let [g, u, fo, _] = &mut s;
+            #[rustfmt::skip]
+            gpu.rms_norm_swiglu(&gx, &gnorm, eps, &gg, &gu, 1, ffn, &mut xb, g, u, fo).unwrap();
+            let want: Vec<f32> = normed(ty_kv, ffn, &wg)
+                .iter()
+                .zip(normed(ty_kv, ffn, &wu))
+                .map(|(&g, u)| (g / (1.0 + (-g).exp()) * u) as f32)
+                .collect();
+            assert_close("rms_norm_swiglu", &down(fo, ffn), &want, 1e-5);
         }
     }
 }

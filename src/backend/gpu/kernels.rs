@@ -192,7 +192,7 @@ pub fn matvec_swiglu(ty: GgmlType) -> Option<Kernel> {
 /// Weight rows per block the wide m = 1 kernels come in (matmul.hip, matvec_wide).
 pub const MATVEC_WIDE_ROWS: [usize; 4] = [1, 2, 4, 8];
 /// Rows of each matrix per block the wide gate/up + SwiGLU kernel comes in.
-pub const MATVEC_WIDE_SWIGLU_ROWS: [usize; 3] = [1, 2, 4];
+pub const MATVEC_WIDE_SWIGLU_ROWS: [usize; 4] = [1, 2, 4, 8];
 
 /// The wide m = 1 decode kernel of `ty` (16-byte quant loads, x shared by the block's rows)
 /// with `rows` weight rows per block (one of `MATVEC_WIDE_ROWS`); with `q8x`, the form that

@@ -60,6 +60,37 @@ fn wide_matvec_rows(ty: GgmlType) -> usize {
     chosen.unwrap_or(if ty == GgmlType::Q4_0 { 8 } else { 4 })
 }
 
+/// Rows of each matrix per block of the wide gate/up + SwiGLU kernels:
+/// `ROCMFORGE_SWIGLU_ROWS` (1, 2, 4, 8; read once), else those of `wide_matvec_rows` (twice
+/// the rows in flight of the unfused kernel: every block reads all of x, so fewer blocks read
+/// less; on an H200 with 8-bit x, 8 rows of each took Llama-3-8B Q4_0 from 342 to 362 tok/s,
+/// bench/NOTES.md).
+fn wide_swiglu_rows(ty: GgmlType) -> usize {
+    static ROWS: std::sync::OnceLock<Option<usize>> = std::sync::OnceLock::new();
+    let chosen = *ROWS.get_or_init(|| {
+        std::env::var("ROCMFORGE_SWIGLU_ROWS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .filter(|r| kernels::MATVEC_WIDE_SWIGLU_ROWS.contains(r))
+    });
+    chosen.unwrap_or(wide_matvec_rows(ty))
+}
+
+/// Whether an RMS norm fused into the m = 1 projections of `ty` with `rows` rows in all
+/// (`swiglu`: of each of gate and up) of `k` values saves time: every block then also reads
+/// the norm's weight (k floats, like x), which costs about as much as the norm's own launch
+/// (~4 us on an H200) at ~8 MiB in all (Llama-3-8B's gate/up: 57 MiB, 16 us slower;
+/// Qwen2.5-0.5B's: 4 MiB, faster).
+pub fn fused_norm_pays(ty: GgmlType, rows: usize, k: usize, swiglu: bool) -> bool {
+    const MAX_EXTRA_BYTES: usize = 8 << 20;
+    let per_block = if swiglu {
+        wide_swiglu_rows(ty)
+    } else {
+        wide_matvec_rows(ty)
+    };
+    rows.div_ceil(per_block) * k * 4 <= MAX_EXTRA_BYTES
+}
+
 /// Threads per block of the wide kernels for rows of k elements: one 32-lane group per 1,024
 /// elements (a lane holds 32 x values per chunk), at most 4 groups (matmul.hip MV_GROUPS), at
 /// rounded up to a whole number of warps (an even number of groups on wave-64 devices).
@@ -76,6 +107,15 @@ pub fn model_q8x() -> bool {
     static ENABLED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *ENABLED.get_or_init(|| {
         wide_matvec_enabled() && std::env::var_os("ROCMFORGE_MATVEC_Q8X").is_none_or(|v| v != "0")
+    })
+}
+
+/// The model's decode fuses each RMS norm into the projections that read it (`RmsNorm`),
+/// with 8-bit x (`model_q8x`), unless `ROCMFORGE_FUSED_NORM=0` (read once).
+pub fn model_fused_norm() -> bool {
+    static ENABLED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ENABLED.get_or_init(|| {
+        model_q8x() && std::env::var_os("ROCMFORGE_FUSED_NORM").is_none_or(|v| v != "0")
     })
 }
 
@@ -188,6 +228,27 @@ fn fused_matvec_ok(w: &DeviceWeight) -> bool {
         && kernels::matvec_swiglu(w.ty).is_some()
 }
 
+/// An RMS norm fused into the m = 1 kernels (wide kernels only): they take
+/// `x / sqrt(mean(x^2) + eps) * weight` in x's place, computed as `(x * weight)`'s products
+/// times `1 / sqrt(mean(x^2) + eps)`.
+pub struct RmsNorm<'a> {
+    /// F32 `[k]`.
+    pub weight: &'a DeviceBuffer,
+    pub eps: f32,
+}
+
+impl RmsNorm<'_> {
+    fn args(norm: Option<&RmsNorm>, k: usize) -> Result<[Arg; 2]> {
+        Ok(match norm {
+            Some(n) => {
+                need("matmul", "norm weight", n.weight, k, 4)?;
+                [n.weight.arg(), Arg::F32(n.eps)]
+            }
+            None => [Arg::Ptr(0), Arg::F32(0.0)],
+        })
+    }
+}
+
 /// One matrix of a fused m = 1 launch: `out[r] (+)= x . w[r] (+ bias[r])`.
 pub struct Projection<'a> {
     pub w: DeviceWeight<'a>,
@@ -206,6 +267,7 @@ pub fn launch_matvec_multi(
     parts: &mut [Projection],
     accumulate: bool,
     q8x: bool,
+    norm: Option<&RmsNorm>,
 ) -> Result<bool> {
     let Some(first) = parts.first() else {
         return Ok(true);
@@ -227,6 +289,9 @@ pub fn launch_matvec_multi(
         }
     }
     let wide = wide_matvec_enabled();
+    if norm.is_some() && !wide {
+        return Ok(false);
+    }
     let (rows_per_block, kernel, threads) = if wide {
         let r = wide_matvec_rows(ty);
         let kernel = kernels::matvec_wide_multi(ty, r, q8x).expect("fast type");
@@ -242,6 +307,9 @@ pub fn launch_matvec_multi(
         Arg::I64(row_bytes as i64),
         Arg::I32(accumulate as i32),
     ];
+    if wide {
+        args.extend(RmsNorm::args(norm, k)?);
+    }
     let mut blocks = 0;
     for i in 0..3 {
         match parts.get(i) {
@@ -280,9 +348,15 @@ pub fn launch_matvec_swiglu(
     w_up: &DeviceWeight,
     out: &mut DeviceBuffer,
     q8x: bool,
+    norm: Option<&RmsNorm>,
 ) -> Result<bool> {
     let (n, k) = (w_gate.rows, w_gate.cols);
-    if w_up.ty != w_gate.ty || w_up.rows != n || w_up.cols != k || !fused_matvec_ok(w_gate) {
+    if w_up.ty != w_gate.ty
+        || w_up.rows != n
+        || w_up.cols != k
+        || !fused_matvec_ok(w_gate)
+        || (norm.is_some() && !wide_matvec_enabled())
+    {
         return Ok(false);
     }
     need("matmul", "x", x, k, 4)?;
@@ -300,29 +374,34 @@ pub fn launch_matvec_swiglu(
     }
     // Wide kernel: half the rows per block of the unfused one for each matrix (the same
     // number of rows in flight).
-    let (kernel, rows, threads) = if wide_matvec_enabled() {
-        let r = (wide_matvec_rows(w_gate.ty) / 2).max(1);
+    let wide = wide_matvec_enabled();
+    let (kernel, rows, threads) = if wide {
+        let r = wide_swiglu_rows(w_gate.ty);
         let kernel = kernels::matvec_wide_swiglu(w_gate.ty, r, q8x).expect("fast type");
         (kernel, r, wide_matvec_threads(dev, k))
     } else {
         let kernel = kernels::matvec_swiglu(w_gate.ty).expect("fast type");
         (kernel, 1, MATVEC_FAST_THREADS)
     };
+    let mut args = vec![x.arg()];
+    if wide {
+        args.extend(RmsNorm::args(norm, k)?);
+    }
+    args.extend([
+        w_gate.bytes.arg(),
+        w_up.bytes.arg(),
+        out.arg(),
+        Arg::I32(to_i32(n, "matmul n")?),
+        Arg::I32(to_i32(k, "matmul k")?),
+        Arg::I64(w_gate.row_bytes() as i64),
+    ]);
     dev.launch(
         "matmul",
         &kernel,
         [to_i32(n.div_ceil(rows), "matmul n")? as u32, 1, 1],
         [threads, 1, 1],
         0,
-        &[
-            x.arg(),
-            w_gate.bytes.arg(),
-            w_up.bytes.arg(),
-            out.arg(),
-            Arg::I32(to_i32(n, "matmul n")?),
-            Arg::I32(to_i32(k, "matmul k")?),
-            Arg::I64(w_gate.row_bytes() as i64),
-        ],
+        &args,
     )?;
     Ok(true)
 }
