@@ -1,12 +1,14 @@
 """Greedy decode on the GPU through the recorded decode-step graph against the same model with
-graphs off (ROCMFORGE_GRAPHS=0: every step launched op by op with host positions), on the
-qwen2 test model (Q4_K/Q6_K/Q8_0, GQA, q/k/v biases). Skipped where no GPU is found.
+graphs off (ROCMFORGE_GRAPHS=0: the same step launched op by op), on the qwen2 test model
+(Q4_K/Q6_K/Q8_0, GQA, q/k/v biases). Skipped where no GPU is found.
 
-The graph path reads the token id and position from device memory and sizes its split-key
-decode attention for the whole cache (here 2048 rows, so early positions leave most key
-splits empty); the eager path splits the keys it has. Both must pick the same tokens, write
-the same KV cache (checked by continuing eagerly from what the graph steps wrote), and the
-graph path must really replay (far fewer kernel launches per token)."""
+The step reads the token id and position from device memory and sizes its split-key decode
+attention for the whole cache (here 2048 rows, so early positions leave most key splits
+empty). Replayed, it must pick exactly the tokens its op-by-op run picks and write the same
+KV cache (checked by continuing from what the steps wrote: a prefill chunk, with host
+positions, then steps again), and it must really replay (far fewer kernel launches per
+token). The step against host-position evaluation: test_graph_picks_are_the_argmax_of_
+recomputed_logits below, and the emulator's step-op tests."""
 
 from __future__ import annotations
 

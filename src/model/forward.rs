@@ -6,8 +6,8 @@
 //! token id and position go to the device in one copy, the step (embedding, every block, final
 //! norm, LM head, argmax) reads them from there, and only (id, logit) comes back. The step is
 //! then the same work at every position: it is recorded once as a graph at the first decode
-//! step and replayed for every later token (`ROCMFORGE_GRAPHS=0` turns this off: decode steps
-//! then run as `eval` + `last_argmax`).
+//! step and replayed for every later token (`ROCMFORGE_GRAPHS=0` turns the recording off: the
+//! same step then runs op by op, with the same kernels and so the same tokens).
 
 use crate::backend::{Backend, KvDtype};
 use crate::error::{Error, Result};
@@ -271,14 +271,14 @@ impl<B: Backend> Transformer<B> {
             s,
             decode: None,
         };
-        t.set_device_steps(graphs_enabled_by_env())?;
+        t.set_device_steps(true)?;
         Ok(t)
     }
 
-    /// Turn device decode steps (and their graph) on or off for this model (the default comes
-    /// from `ROCMFORGE_GRAPHS`). Off, or on a backend without them: `decode_greedy` is `eval`
-    /// + `last_argmax`. On: the step's device state and working memory are allocated now, so
-    /// that decoding allocates nothing (the graph is recorded at the first decode step).
+    /// Turn device decode steps (and their graph) on or off for this model. Off, or on a
+    /// backend without them: `decode_greedy` is `eval` + `last_argmax`. On: the step's device
+    /// state and working memory are allocated now, so that decoding allocates nothing; the
+    /// step is recorded as a graph at the first decode step unless `ROCMFORGE_GRAPHS=0`.
     pub fn set_device_steps(&mut self, on: bool) -> Result<()> {
         self.decode = None;
         if !on {
@@ -293,7 +293,7 @@ impl<B: Backend> Transformer<B> {
             self.decode = Some(DecodeState {
                 step,
                 graph: None,
-                can_capture: true,
+                can_capture: graphs_enabled_by_env(),
             });
         }
         Ok(())
