@@ -132,6 +132,12 @@ fn launch_matvec_m1(
     if k % 32 != 0 || w.row_bytes() % 4 != 0 || !fast_matvec_enabled() {
         return Ok(false);
     }
+    need("matmul", "x", x, k, 4)?;
+    need("matmul", "weight", w.bytes, n * w.row_bytes(), 1)?;
+    need("matmul", "out", out, n, 4)?;
+    if n == 0 {
+        return Ok(true);
+    }
     let wide = wide_matvec_enabled();
     let rows_per_block = if wide {
         wide_matvec_rows(w.ty)
