@@ -627,10 +627,12 @@ RF_MATVEC_WIDE(q4_0, WideQ4_0, 1)
 RF_MATVEC_WIDE(q4_0, WideQ4_0, 2)
 RF_MATVEC_WIDE(q4_0, WideQ4_0, 4)
 RF_MATVEC_WIDE(q4_0, WideQ4_0, 8)
+RF_MATVEC_WIDE(q4_0, WideQ4_0, 16)
 RF_MATVEC_WIDE(q8_0, WideQ8_0, 1)
 RF_MATVEC_WIDE(q8_0, WideQ8_0, 2)
 RF_MATVEC_WIDE(q8_0, WideQ8_0, 4)
 RF_MATVEC_WIDE(q8_0, WideQ8_0, 8)
+RF_MATVEC_WIDE(q8_0, WideQ8_0, 16)
 
 // matvec_wide_multi_<type>_r<R>: matvec_multi on the wide core (same arguments and grid).
 template <class Q, int MV_ROWS, bool QX>
@@ -682,10 +684,12 @@ RF_MATVEC_WIDE_MULTI(q4_0, WideQ4_0, 1)
 RF_MATVEC_WIDE_MULTI(q4_0, WideQ4_0, 2)
 RF_MATVEC_WIDE_MULTI(q4_0, WideQ4_0, 4)
 RF_MATVEC_WIDE_MULTI(q4_0, WideQ4_0, 8)
+RF_MATVEC_WIDE_MULTI(q4_0, WideQ4_0, 16)
 RF_MATVEC_WIDE_MULTI(q8_0, WideQ8_0, 1)
 RF_MATVEC_WIDE_MULTI(q8_0, WideQ8_0, 2)
 RF_MATVEC_WIDE_MULTI(q8_0, WideQ8_0, 4)
 RF_MATVEC_WIDE_MULTI(q8_0, WideQ8_0, 8)
+RF_MATVEC_WIDE_MULTI(q8_0, WideQ8_0, 16)
 
 // matvec_wide_swiglu_<type>_r<R>: matvec_swiglu on the wide core, R rows of both matrices per
 //   block (2R rows in flight). Launch: grid (ceil(n / R)), block G x 32.

@@ -327,7 +327,7 @@ impl Backend for GpuBackend {
         let rows = w.iter().map(|w| w.rows).sum();
         if m == 1
             && matmul::gpu::model_fused_norm()
-            && matmul::gpu::fused_norm_pays(w[0].ty, rows, w[0].cols, false)
+            && matmul::gpu::fused_norm_pays(&self.dev, w[0].ty, rows, w[0].cols, false)
         {
             let norm = RmsNorm {
                 weight: norm.f32_vector("rms_norm")?,
@@ -415,7 +415,7 @@ impl Backend for GpuBackend {
     ) -> Result<()> {
         if m == 1
             && matmul::gpu::model_fused_norm()
-            && matmul::gpu::fused_norm_pays(w_gate.ty, n, w_gate.cols, true)
+            && matmul::gpu::fused_norm_pays(&self.dev, w_gate.ty, n, w_gate.cols, true)
         {
             let norm = RmsNorm {
                 weight: norm.f32_vector("rms_norm")?,

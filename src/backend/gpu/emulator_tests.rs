@@ -314,6 +314,9 @@ fn matmul_and_embedding_match_the_cpu() {
                 // groups, a partial chunk, rows only 4-byte aligned; 5120 two chunks, the second
                 // partial.
                 for k in [4096, 2112, 5120] {
+                    // 70 rows at k = 4096: Q4_0's 16 rows per block (a block per emulated
+                    // multiprocessor), the last block partial
+                    let n = if k == 4096 { 70 } else { n };
                     let bytes =
                         super::bench::random_weight_bytes(ty, n, k, rng.next_u64()).unwrap();
                     let w = WeightView::new(ty, n, k, &bytes).unwrap();
@@ -348,6 +351,29 @@ fn matmul_and_embedding_match_the_cpu() {
                             &q8x_reference(&x, &w),
                             1e-5,
                         );
+                        // The fused form (matmul_add: out += x @ w^T, the multi kernel).
+                        {
+                            use crate::backend::Backend;
+                            let gb = super::GpuBackend::new(dev.clone());
+                            let gw = gb.weight(ty, n, k, &bytes).unwrap();
+                            let resid = rng.vec(n);
+                            let (gx, mut tmp) = (gb.upload(&x).unwrap(), gb.zeros(n).unwrap());
+                            let mut acc = gb.upload(&resid).unwrap();
+                            gb.matmul_add(&gx, &gw, 1, n, &mut tmp, &mut acc).unwrap();
+                            let mut got = vec![0f32; n];
+                            gb.download(&acc, &mut got).unwrap();
+                            let want: Vec<f32> = q8x_reference(&x, &w)
+                                .iter()
+                                .zip(&resid)
+                                .map(|(a, b)| a + b)
+                                .collect();
+                            assert_close(
+                                &format!("model matmul_add {} k={k}", ty.name()),
+                                &got,
+                                &want,
+                                1e-5,
+                            );
+                        }
                         // A NaN in x reaches every output.
                         x[k - 1] = f32::NAN;
                         ops::matmul::gpu::matmul_gguf_path(

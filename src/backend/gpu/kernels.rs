@@ -190,7 +190,7 @@ pub fn matvec_swiglu(ty: GgmlType) -> Option<Kernel> {
     fast_suffix(ty).map(|suffix| k(Family::Matmul, format!("matvec_swiglu_{suffix}")))
 }
 /// Weight rows per block the wide m = 1 kernels come in (matmul.hip, matvec_wide).
-pub const MATVEC_WIDE_ROWS: [usize; 4] = [1, 2, 4, 8];
+pub const MATVEC_WIDE_ROWS: [usize; 5] = [1, 2, 4, 8, 16];
 /// Rows of each matrix per block the wide gate/up + SwiGLU kernel comes in.
 pub const MATVEC_WIDE_SWIGLU_ROWS: [usize; 4] = [1, 2, 4, 8];
 

@@ -46,25 +46,41 @@ fn wide_matvec_enabled() -> bool {
     *ENABLED.get_or_init(|| std::env::var_os("ROCMFORGE_MATVEC_KERNEL").is_none_or(|v| v != "v5"))
 }
 
-/// Rows per block of the wide kernels: `ROCMFORGE_MATVEC_ROWS` (1, 2, 4, 8; read once), else 8
-/// for Q4_0 and 4 for Q8_0, the fastest on an H200 at Llama-3-8B's shapes (bench/NOTES.md,
-/// matvec v6: Q4_0 is bound by the block's x loads through L1, which more rows share).
-fn wide_matvec_rows(ty: GgmlType) -> usize {
+/// `ROCMFORGE_MATVEC_ROWS` (1, 2, 4, 8, 16; read once), rows per block of the wide kernels.
+fn wide_matvec_rows_env() -> Option<usize> {
     static ROWS: std::sync::OnceLock<Option<usize>> = std::sync::OnceLock::new();
-    let chosen = *ROWS.get_or_init(|| {
+    *ROWS.get_or_init(|| {
         std::env::var("ROCMFORGE_MATVEC_ROWS")
             .ok()
             .and_then(|v| v.parse().ok())
             .filter(|r| kernels::MATVEC_WIDE_ROWS.contains(r))
-    });
-    chosen.unwrap_or(if ty == GgmlType::Q4_0 { 8 } else { 4 })
+    })
+}
+
+/// Rows per block of the wide kernels for `n` rows (in all, for a fused launch) of k values:
+/// `ROCMFORGE_MATVEC_ROWS`, else the fastest on an H200 (bench/NOTES.md): Q8_0 4; Q4_0 16
+/// where rows are long (k >= 2048) and there are still at least a block per multiprocessor
+/// (Llama-3-8B: +3.6% tg), else 8 (Qwen2.5-0.5B's 896-wide rows: 16 is 6% slower). Every block
+/// reads all of x, so more rows per block move fewer bytes, until too few blocks remain.
+fn wide_matvec_rows(dev: &GpuDevice, ty: GgmlType, n: usize, k: usize) -> usize {
+    if let Some(r) = wide_matvec_rows_env() {
+        return r;
+    }
+    if ty != GgmlType::Q4_0 {
+        return 4;
+    }
+    let sms = dev.runtime().props().multiprocessors.max(1) as usize;
+    if k >= 2048 && n / 16 >= sms {
+        16
+    } else {
+        8
+    }
 }
 
 /// Rows of each matrix per block of the wide gate/up + SwiGLU kernels:
-/// `ROCMFORGE_SWIGLU_ROWS` (1, 2, 4, 8; read once), else those of `wide_matvec_rows` (twice
-/// the rows in flight of the unfused kernel: every block reads all of x, so fewer blocks read
-/// less; on an H200 with 8-bit x, 8 rows of each took Llama-3-8B Q4_0 from 342 to 362 tok/s,
-/// bench/NOTES.md).
+/// `ROCMFORGE_SWIGLU_ROWS` (1, 2, 4, 8; read once), else 8 for Q4_0 and 4 for Q8_0 (twice the
+/// rows in flight of the unfused default: on an H200 with 8-bit x, 8 rows of each took
+/// Llama-3-8B Q4_0 from 342 to 362 tok/s, bench/NOTES.md).
 fn wide_swiglu_rows(ty: GgmlType) -> usize {
     static ROWS: std::sync::OnceLock<Option<usize>> = std::sync::OnceLock::new();
     let chosen = *ROWS.get_or_init(|| {
@@ -73,7 +89,7 @@ fn wide_swiglu_rows(ty: GgmlType) -> usize {
             .and_then(|v| v.parse().ok())
             .filter(|r| kernels::MATVEC_WIDE_SWIGLU_ROWS.contains(r))
     });
-    chosen.unwrap_or(wide_matvec_rows(ty))
+    chosen.unwrap_or(if ty == GgmlType::Q4_0 { 8 } else { 4 })
 }
 
 /// Whether an RMS norm fused into the m = 1 projections of `ty` with `rows` rows in all
@@ -81,12 +97,12 @@ fn wide_swiglu_rows(ty: GgmlType) -> usize {
 /// the norm's weight (k floats, like x), which costs about as much as the norm's own launch
 /// (~4 us on an H200) at ~8 MiB in all (Llama-3-8B's gate/up: 57 MiB, 16 us slower;
 /// Qwen2.5-0.5B's: 4 MiB, faster).
-pub fn fused_norm_pays(ty: GgmlType, rows: usize, k: usize, swiglu: bool) -> bool {
+pub fn fused_norm_pays(dev: &GpuDevice, ty: GgmlType, rows: usize, k: usize, swiglu: bool) -> bool {
     const MAX_EXTRA_BYTES: usize = 8 << 20;
     let per_block = if swiglu {
         wide_swiglu_rows(ty)
     } else {
-        wide_matvec_rows(ty)
+        wide_matvec_rows(dev, ty, rows, k)
     };
     rows.div_ceil(per_block) * k * 4 <= MAX_EXTRA_BYTES
 }
@@ -140,7 +156,7 @@ fn launch_matvec_m1(
     }
     let wide = wide_matvec_enabled();
     let rows_per_block = if wide {
-        wide_matvec_rows(w.ty)
+        wide_matvec_rows(dev, w.ty, n, k)
     } else {
         fast_matvec_rows(w.ty)
     };
@@ -299,7 +315,7 @@ pub fn launch_matvec_multi(
         return Ok(false);
     }
     let (rows_per_block, kernel, threads) = if wide {
-        let r = wide_matvec_rows(ty);
+        let r = wide_matvec_rows(dev, ty, parts.iter().map(|p| p.w.rows).sum(), k);
         let kernel = kernels::matvec_wide_multi(ty, r, q8x).expect("fast type");
         (r, kernel, wide_matvec_threads(dev, k))
     } else {
