@@ -333,18 +333,14 @@ fn matmul_and_embedding_match_the_cpu() {
                     if ty != GgmlType::F32 {
                         // The model's m = 1 path: x quantized to 8 bits (`*_q8x` kernels); one
                         // piece of x all zeros (scale 0).
+                        let model_path = |x: &[f32], a: &mut [f32]| {
+                            use ops::matmul::gpu::{matmul_gguf_path, MatmulPath};
+                            matmul_gguf_path(&dev, x, &w, 1, a, MatmulPath::Model).unwrap()
+                        };
                         let mut x = rng.vec(k);
                         x[32..64].iter_mut().for_each(|v| *v = 0.0);
                         let mut a = vec![0f32; n];
-                        ops::matmul::gpu::matmul_gguf_path(
-                            &dev,
-                            &x,
-                            &w,
-                            1,
-                            &mut a,
-                            ops::matmul::gpu::MatmulPath::Model,
-                        )
-                        .unwrap();
+                        model_path(&x, &mut a);
                         assert_close(
                             &format!("model matvec {} k={k}", ty.name()),
                             &a,
@@ -376,15 +372,7 @@ fn matmul_and_embedding_match_the_cpu() {
                         }
                         // A NaN in x reaches every output.
                         x[k - 1] = f32::NAN;
-                        ops::matmul::gpu::matmul_gguf_path(
-                            &dev,
-                            &x,
-                            &w,
-                            1,
-                            &mut a,
-                            ops::matmul::gpu::MatmulPath::Model,
-                        )
-                        .unwrap();
+                        model_path(&x, &mut a);
                         assert!(a.iter().all(|v| v.is_nan()), "NaN in x, {}", ty.name());
                     }
                 }

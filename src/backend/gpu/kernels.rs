@@ -194,43 +194,40 @@ pub const MATVEC_WIDE_ROWS: [usize; 5] = [1, 2, 4, 8, 16];
 /// Rows of each matrix per block the wide gate/up + SwiGLU kernel comes in.
 pub const MATVEC_WIDE_SWIGLU_ROWS: [usize; 4] = [1, 2, 4, 8];
 
-/// The wide m = 1 decode kernel of `ty` (16-byte quant loads, x shared by the block's rows)
-/// with `rows` weight rows per block (one of `MATVEC_WIDE_ROWS`); with `q8x`, the form that
-/// quantizes x to 8 bits in registers and takes integer dot products (the model's decode).
-pub fn matvec_wide(ty: GgmlType, rows: usize, q8x: bool) -> Option<Kernel> {
+/// `matvec_wide{form}_[q8x_]<type>_r<rows>` where `rows` is one of `allowed`.
+fn wide_kernel(
+    form: &str,
+    ty: GgmlType,
+    rows: usize,
+    q8x: bool,
+    allowed: &[usize],
+) -> Option<Kernel> {
     let suffix = fast_suffix(ty)?;
-    let form = if q8x { "q8x_" } else { "" };
-    MATVEC_WIDE_ROWS.contains(&rows).then(|| {
+    let x = if q8x { "q8x_" } else { "" };
+    allowed.contains(&rows).then(|| {
         k(
             Family::Matmul,
-            format!("matvec_wide_{form}{suffix}_r{rows}"),
+            format!("matvec_wide{form}_{x}{suffix}_r{rows}"),
         )
     })
 }
 
+/// The wide m = 1 decode kernel of `ty` (16-byte quant loads, x shared by the block's rows)
+/// with `rows` weight rows per block (one of `MATVEC_WIDE_ROWS`); with `q8x`, the form that
+/// quantizes x to 8 bits in registers and takes integer dot products (the model's decode).
+pub fn matvec_wide(ty: GgmlType, rows: usize, q8x: bool) -> Option<Kernel> {
+    wide_kernel("", ty, rows, q8x, &MATVEC_WIDE_ROWS)
+}
+
 /// `matvec_multi` on the wide core (`q8x`: see `matvec_wide`).
 pub fn matvec_wide_multi(ty: GgmlType, rows: usize, q8x: bool) -> Option<Kernel> {
-    let suffix = fast_suffix(ty)?;
-    let form = if q8x { "q8x_" } else { "" };
-    MATVEC_WIDE_ROWS.contains(&rows).then(|| {
-        k(
-            Family::Matmul,
-            format!("matvec_wide_multi_{form}{suffix}_r{rows}"),
-        )
-    })
+    wide_kernel("_multi", ty, rows, q8x, &MATVEC_WIDE_ROWS)
 }
 
 /// `matvec_swiglu` on the wide core, `rows` rows of each matrix per block (`q8x`: see
 /// `matvec_wide`).
 pub fn matvec_wide_swiglu(ty: GgmlType, rows: usize, q8x: bool) -> Option<Kernel> {
-    let suffix = fast_suffix(ty)?;
-    let form = if q8x { "q8x_" } else { "" };
-    MATVEC_WIDE_SWIGLU_ROWS.contains(&rows).then(|| {
-        k(
-            Family::Matmul,
-            format!("matvec_wide_swiglu_{form}{suffix}_r{rows}"),
-        )
-    })
+    wide_kernel("_swiglu", ty, rows, q8x, &MATVEC_WIDE_SWIGLU_ROWS)
 }
 pub fn matmul_tiled(ty: GgmlType) -> Result<Kernel> {
     Ok(k(

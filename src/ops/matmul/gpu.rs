@@ -27,14 +27,18 @@ fn fast_matvec_enabled() -> bool {
     static ENABLED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *ENABLED.get_or_init(|| std::env::var_os("ROCMFORGE_NO_FAST_MATVEC").is_none_or(|v| v != "1"))
 }
+/// The number in environment variable `name` if it is one of `allowed` (callers read it once).
+fn env_rows(name: &str, allowed: &[usize]) -> Option<usize> {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|r| allowed.contains(r))
+}
+
 fn fast_matvec_rows(ty: GgmlType) -> usize {
     static ROWS: std::sync::OnceLock<Option<usize>> = std::sync::OnceLock::new();
-    let chosen = *ROWS.get_or_init(|| {
-        std::env::var("ROCMFORGE_MATVEC_ROWS")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .filter(|r| kernels::MATVEC_FAST_ROWS.contains(r))
-    });
+    let chosen =
+        *ROWS.get_or_init(|| env_rows("ROCMFORGE_MATVEC_ROWS", &kernels::MATVEC_FAST_ROWS));
     chosen.unwrap_or(if ty == GgmlType::Q8_0 { 1 } else { 2 })
 }
 
@@ -49,12 +53,7 @@ fn wide_matvec_enabled() -> bool {
 /// `ROCMFORGE_MATVEC_ROWS` (1, 2, 4, 8, 16; read once), rows per block of the wide kernels.
 fn wide_matvec_rows_env() -> Option<usize> {
     static ROWS: std::sync::OnceLock<Option<usize>> = std::sync::OnceLock::new();
-    *ROWS.get_or_init(|| {
-        std::env::var("ROCMFORGE_MATVEC_ROWS")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .filter(|r| kernels::MATVEC_WIDE_ROWS.contains(r))
-    })
+    *ROWS.get_or_init(|| env_rows("ROCMFORGE_MATVEC_ROWS", &kernels::MATVEC_WIDE_ROWS))
 }
 
 /// Rows per block of the wide kernels for `n` rows (in all, for a fused launch) of k values:
@@ -83,12 +82,8 @@ fn wide_matvec_rows(dev: &GpuDevice, ty: GgmlType, n: usize, k: usize) -> usize 
 /// Llama-3-8B Q4_0 from 342 to 362 tok/s, bench/NOTES.md).
 fn wide_swiglu_rows(ty: GgmlType) -> usize {
     static ROWS: std::sync::OnceLock<Option<usize>> = std::sync::OnceLock::new();
-    let chosen = *ROWS.get_or_init(|| {
-        std::env::var("ROCMFORGE_SWIGLU_ROWS")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .filter(|r| kernels::MATVEC_WIDE_SWIGLU_ROWS.contains(r))
-    });
+    let chosen =
+        *ROWS.get_or_init(|| env_rows("ROCMFORGE_SWIGLU_ROWS", &kernels::MATVEC_WIDE_SWIGLU_ROWS));
     chosen.unwrap_or(if ty == GgmlType::Q4_0 { 8 } else { 4 })
 }
 
