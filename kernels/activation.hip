@@ -7,6 +7,8 @@
 
 RF_KERNEL void RF_LAUNCH_BOUNDS(1024)
 swiglu_f32(const float* gate, const float* up, float* out, i64 n) {
+    rf_grid_wait();
+    rf_grid_release();
     for (i64 i = (i64)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (i64)gridDim.x * blockDim.x) {
         const float g = gate[i];
         out[i] = g / (1.0f + expf(-g)) * up[i];

@@ -29,6 +29,8 @@ __device__ __forceinline__ bool rf_argmax_better(float va, int ia, float vb, int
 RF_KERNEL void RF_LAUNCH_BOUNDS(1024)
 argmax_f32(const float* x, i64 n, int* out, float* out_val, float* part_val, int* part_idx, int n_parts,
            int nan_wins) {
+    rf_grid_wait();
+    rf_grid_release();
     __shared__ float best_val[1024];
     __shared__ int best_idx[1024];
     const i64 row = blockIdx.y;

@@ -350,6 +350,8 @@ __device__ __forceinline__ void flash_attention(const float* q, const KV* k, con
 RF_KERNEL void RF_LAUNCH_BOUNDS(1024)
 flash_attn_combine(const float* part_o, const float* part_ml, float* out, int splits, int Sq, int H, int KVH,
                    int D, int dmax) {
+    rf_grid_wait();
+    rf_grid_release();
     const int G = H / KVH, R = Sq * G;
     const int r = blockIdx.x, bk = blockIdx.y, b = bk / KVH, kvh = bk % KVH;
     const i64 rows_per_split = (i64)gridDim.y * R;
@@ -380,6 +382,8 @@ flash_attn_combine(const float* part_o, const float* part_ml, float* out, int sp
         const float* q, const KV* k, const KV* v, float* out, float* part_o, float* part_ml, int Sq,     \
         int Sk, int H, int KVH, int D, i64 kv_rows, float scale_log2, int causal, int keys_per_split,   \
         const int* n_past) {                                                                            \
+        rf_grid_wait();                                                                                 \
+        rf_grid_release();                                                                              \
         flash_attention<DMAX, RM, CN, KV>(q, k, v, out, part_o, part_ml, Sq, Sk, H, KVH, D, kv_rows,    \
                                           scale_log2, causal, keys_per_split, n_past);                  \
     }

@@ -15,6 +15,8 @@
 //                            code is right on 32- and 64-wide hardware)
 //   rf_block_sum/max         reduction over a whole 1-D block (any multiple of RF_WARP)
 //   rf_half_to_float / rf_float_to_half / rf_bf16_to_float   fp16 / bf16 storage (u16 bits)
+//   rf_grid_wait / rf_grid_release   programmatic dependent launch (NVIDIA sm_90+, no-ops
+//                            elsewhere): see their comment below
 //   u8, i8, u16, u32, i64    fixed-width integers (no <stdint.h> under NVRTC)
 #pragma once
 
@@ -94,6 +96,34 @@ __device__ __forceinline__ u16 rf_float_to_half(float f) {
     return h;
 }
 #endif
+
+// Programmatic dependent launch. A kernel the runtime launches with the "programmatic stream
+// serialization" attribute (only those that call rf_grid_wait: see `Kernel::overlaps` in
+// src/backend/gpu/kernels.rs) may start while the kernel before it in the stream still runs;
+// rf_grid_wait() returns once that kernel has completed and its writes are visible, so such a
+// kernel touches nothing an earlier kernel writes or reads before calling it (reading the
+// weights is fine). rf_grid_release() lets the next such kernel start its own prologue early.
+// Both are no-ops where the launch did not ask for the overlap, and on AMD and before sm_90.
+__device__ __forceinline__ void rf_grid_wait() {
+#if defined(RF_CUDA) && defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void rf_grid_release() {
+#if defined(RF_CUDA) && defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}
+// p, made opaque to the compiler: loads through the result stay after this point. Kernels take
+// their `const __restrict__` inputs through it after rf_grid_wait: the compiler may treat loads
+// through such pointers as invariant and move them above the wait's memory clobber.
+template <class T>
+__device__ __forceinline__ T* rf_after_wait(T* p) {
+#if defined(RF_CUDA)
+    asm volatile("" : "+l"(p));
+#endif
+    return p;
+}
 
 __device__ __forceinline__ float rf_bf16_to_float(u16 b) {
     return __int_as_float(((int)b) << 16);

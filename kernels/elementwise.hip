@@ -8,6 +8,8 @@
 
 RF_KERNEL void RF_LAUNCH_BOUNDS(1024)
 add_f32(const float* a, const float* b, float* out, i64 n) {
+    rf_grid_wait();
+    rf_grid_release();
     for (i64 i = (i64)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (i64)gridDim.x * blockDim.x)
         out[i] = a[i] + b[i];
 }

@@ -26,6 +26,8 @@ __device__ __forceinline__ void embedding_rows(const u8* table, const int* ids, 
 #define RF_EMBEDDING_KERNEL(suffix, T)                                                       \
     RF_KERNEL void RF_LAUNCH_BOUNDS(1024) embedding_##suffix(                                \
         const u8* table, const int* ids, float* out, int dim, i64 row_bytes) {               \
+        rf_grid_wait();                                                                      \
+        rf_grid_release();                                                                   \
         embedding_rows<T>(table, ids, out, dim, row_bytes);                                  \
     }
 RF_FOR_EACH_WEIGHT_TYPE(RF_EMBEDDING_KERNEL)

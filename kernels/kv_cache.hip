@@ -10,6 +10,8 @@
 
 RF_KERNEL void RF_LAUNCH_BOUNDS(1024)
 kv_append_f32(float* cache, const float* src, i64 pos0, const int* pos_dev, i64 n, int row_len) {
+    rf_grid_wait();
+    rf_grid_release();
     if (pos_dev) pos0 = pos_dev[0];
     const i64 total = n * row_len;
     float* dst = cache + pos0 * row_len;
@@ -19,6 +21,8 @@ kv_append_f32(float* cache, const float* src, i64 pos0, const int* pos_dev, i64 
 
 RF_KERNEL void RF_LAUNCH_BOUNDS(1024)
 kv_append_f16(u16* cache, const float* src, i64 pos0, const int* pos_dev, i64 n, int row_len) {
+    rf_grid_wait();
+    rf_grid_release();
     if (pos_dev) pos0 = pos_dev[0];
     const i64 total = n * row_len;
     u16* dst = cache + pos0 * row_len;

@@ -510,14 +510,24 @@ __device__ __forceinline__ void matvec_wide_sums(const float* __restrict__ x, co
         for (int j = 0; j < P; ++j) {
             const int p = c + j * threads + tid;
             if (p < pieces) {
-                const float4* xp = (const float4*)(x + (i64)p * Q::PIECE_ELEMS);
-#pragma unroll
-                for (int i = 0; i < Q::PIECE_ELEMS / 4; ++i) xv[j][i] = xp[i];
 #pragma unroll
                 for (int r = 0; r < MV_ROWS; ++r) {
                     q[r][j] = rf_ld128_a4(rows[r] + (i64)p * 16, aligned16);
                     d[r][j] = rf_ldh(rows[r] + (i64)nblocks * Q::QS + 2 * Q::block_of(p));
                 }
+            }
+        }
+        if (c == 0) {
+            rf_grid_wait();  // the first weights are on their way; x may come from the last kernel
+            rf_grid_release();
+        }
+#pragma unroll
+        for (int j = 0; j < P; ++j) {
+            const int p = c + j * threads + tid;
+            if (p < pieces) {
+                const float4* xp = (const float4*)(rf_after_wait(x) + (i64)p * Q::PIECE_ELEMS);
+#pragma unroll
+                for (int i = 0; i < Q::PIECE_ELEMS / 4; ++i) xv[j][i] = xp[i];
             }
         }
         if (norm_w != nullptr) {
@@ -578,6 +588,7 @@ __device__ __forceinline__ void matvec_wide_sums(const float* __restrict__ x, co
             }
         }
     }
+    if (pieces <= 0) rf_grid_wait();  // (the loop waits before its first x load)
 #pragma unroll
     for (int r = 0; r < MV_ROWS; ++r) {
         const float v = rf_group_sum<32>(acc[r]);
@@ -739,6 +750,7 @@ RF_MATVEC_WIDE_SWIGLU(q8_0, WideQ8_0, 1)
 RF_MATVEC_WIDE_SWIGLU(q8_0, WideQ8_0, 2)
 RF_MATVEC_WIDE_SWIGLU(q8_0, WideQ8_0, 4)
 RF_MATVEC_WIDE_SWIGLU(q8_0, WideQ8_0, 8)
+
 
 template <class T>
 __device__ __forceinline__ void matmul_tiled(const float* x, const u8* w, float* out, int m, int n, int k,

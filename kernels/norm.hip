@@ -14,6 +14,8 @@
 
 RF_KERNEL void RF_LAUNCH_BOUNDS(1024)
 rms_norm_f32(const float* x, const float* w, float* out, int dim, float eps) {
+    rf_grid_wait();
+    rf_grid_release();
     const i64 row = blockIdx.x;
     const float* xr = x + row * dim;
     float* orow = out + row * dim;

@@ -111,6 +111,8 @@ RF_KERNEL void RF_LAUNCH_BOUNDS(1024)
 rope_kv_f32(float* q, float* k, const float* v, float* k_cache, float* v_cache,
             const int* pos_dev, const float* freq_factors, int heads, int kv_heads,
             int head_dim, int n_rot, int pos0, float theta, int neox) {
+    rf_grid_wait();
+    rf_grid_release();
     rope_kv<float>(q, k, v, k_cache, v_cache, pos_dev, freq_factors, heads, kv_heads, head_dim,
                    n_rot, pos0, theta, neox);
 }
@@ -119,6 +121,8 @@ RF_KERNEL void RF_LAUNCH_BOUNDS(1024)
 rope_kv_f16(float* q, float* k, const float* v, u16* k_cache, u16* v_cache, const int* pos_dev,
             const float* freq_factors, int heads, int kv_heads, int head_dim, int n_rot,
             int pos0, float theta, int neox) {
+    rf_grid_wait();
+    rf_grid_release();
     rope_kv<u16>(q, k, v, k_cache, v_cache, pos_dev, freq_factors, heads, kv_heads, head_dim,
                  n_rot, pos0, theta, neox);
 }

@@ -175,6 +175,9 @@ pub struct CudaRuntime {
     /// sys::CUstream: the queue of all work of this runtime.
     stream: usize,
     props: DeviceProps,
+    /// Programmatic dependent launch for `overlap` launches: compute capability 9.0 and up,
+    /// unless `ROCMFORGE_OVERLAP=0`.
+    overlap_launches: bool,
 }
 
 // The context handle is usable from any thread once made current there (`bind`).
@@ -227,6 +230,8 @@ impl CudaRuntime {
                 ctx: ctx as usize,
                 stream: stream as usize,
                 props,
+                overlap_launches: major >= 9
+                    && std::env::var_os("ROCMFORGE_OVERLAP").is_none_or(|v| v != "0"),
             })
         })
     }
@@ -370,8 +375,36 @@ impl GpuRuntime for CudaRuntime {
         block: [u32; 3],
         shared_bytes: u32,
         args: &mut [*mut c_void],
+        overlap: bool,
     ) -> Result<()> {
         self.bind()?;
+        if overlap && self.overlap_launches {
+            // Programmatic dependent launch: the kernel may start (and load its weights) while
+            // the one before it finishes; it waits for it in rf_grid_wait (kernels/common.h).
+            let mut attr: sys::CUlaunchAttribute = std::mem::zeroed();
+            attr.id = sys::CUlaunchAttributeID::CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION;
+            attr.value.programmaticStreamSerializationAllowed = 1;
+            let config = sys::CUlaunchConfig {
+                gridDimX: grid[0],
+                gridDimY: grid[1],
+                gridDimZ: grid[2],
+                blockDimX: block[0],
+                blockDimY: block[1],
+                blockDimZ: block[2],
+                sharedMemBytes: shared_bytes,
+                hStream: self.stream(),
+                attrs: &mut attr,
+                numAttrs: 1,
+            };
+            return sys::cuLaunchKernelEx(
+                &config,
+                f.0 as sys::CUfunction,
+                args.as_mut_ptr(),
+                std::ptr::null_mut(),
+            )
+            .result()
+            .map_err(|e| driver_err("cuLaunchKernelEx", e));
+        }
         cu::launch_kernel(
             f.0 as sys::CUfunction,
             (grid[0], grid[1], grid[2]),

@@ -252,6 +252,7 @@ impl GpuRuntime for EmuRuntime {
         block: [u32; 3],
         shared: u32,
         args: &mut [*mut c_void],
+        _overlap: bool, // kernels run one after another here
     ) -> Result<()> {
         let threads = block[0] * block[1] * block[2];
         if !threads.is_multiple_of(self.wave) || threads > 1024 {

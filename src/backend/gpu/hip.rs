@@ -415,6 +415,7 @@ impl GpuRuntime for HipRuntime {
         block: [u32; 3],
         shared_bytes: u32,
         args: &mut [*mut c_void],
+        _overlap: bool, // no programmatic dependent launch on HIP: kernels run one after another
     ) -> Result<()> {
         self.bind()?;
         check(

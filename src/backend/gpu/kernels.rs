@@ -60,30 +60,43 @@ impl Family {
 pub struct Kernel {
     pub family: Family,
     pub name: String,
+    /// The kernel calls `rf_grid_wait` (kernels/common.h) before it touches anything an earlier
+    /// kernel writes or reads (before it, it may only read weights), so it may be launched to
+    /// overlap the end of the kernel before it. These are the decode step's kernels.
+    pub overlaps: bool,
 }
 
 fn k(family: Family, name: impl Into<String>) -> Kernel {
     Kernel {
         family,
         name: name.into(),
+        overlaps: false,
+    }
+}
+
+/// `k` for a kernel that calls `rf_grid_wait` first (`Kernel::overlaps`).
+fn k_overlapping(family: Family, name: impl Into<String>) -> Kernel {
+    Kernel {
+        overlaps: true,
+        ..k(family, name)
     }
 }
 
 pub fn rms_norm() -> Kernel {
-    k(Family::Norm, "rms_norm_f32")
+    k_overlapping(Family::Norm, "rms_norm_f32")
 }
 pub fn rope() -> Kernel {
     k(Family::Rope, "rope_f32")
 }
 /// Rope of q and k plus the KV-cache append of k and v, for a cache of `dtype`.
 pub fn rope_kv(dtype: KvDtype) -> Kernel {
-    k(Family::Rope, format!("rope_kv_{}", dtype.name()))
+    k_overlapping(Family::Rope, format!("rope_kv_{}", dtype.name()))
 }
 pub fn swiglu() -> Kernel {
-    k(Family::Activation, "swiglu_f32")
+    k_overlapping(Family::Activation, "swiglu_f32")
 }
 pub fn add() -> Kernel {
-    k(Family::Elementwise, "add_f32")
+    k_overlapping(Family::Elementwise, "add_f32")
 }
 pub fn add_bias() -> Kernel {
     k(Family::Elementwise, "add_bias_f32")
@@ -92,10 +105,10 @@ pub fn scale() -> Kernel {
     k(Family::Elementwise, "scale_f32")
 }
 pub fn argmax() -> Kernel {
-    k(Family::Argmax, "argmax_f32")
+    k_overlapping(Family::Argmax, "argmax_f32")
 }
 pub fn kv_append(dtype: KvDtype) -> Kernel {
-    k(Family::KvCache, format!("kv_append_{}", dtype.name()))
+    k_overlapping(Family::KvCache, format!("kv_append_{}", dtype.name()))
 }
 pub fn qkt_matmul() -> Kernel {
     k(Family::Attention, "qkt_matmul_f32")
@@ -110,7 +123,7 @@ pub fn softmax() -> Kernel {
     k(Family::Attention, "softmax_f32")
 }
 pub fn flash_combine() -> Kernel {
-    k(Family::Attention, "flash_attn_combine")
+    k_overlapping(Family::Attention, "flash_attn_combine")
 }
 
 /// Weight types the GPU runs on (kept in their GGUF layout in device memory), with the kernel
@@ -205,7 +218,7 @@ fn wide_kernel(
     let suffix = fast_suffix(ty)?;
     let x = if q8x { "q8x_" } else { "" };
     allowed.contains(&rows).then(|| {
-        k(
+        k_overlapping(
             Family::Matmul,
             format!("matvec_wide{form}_{x}{suffix}_r{rows}"),
         )
@@ -250,7 +263,7 @@ pub fn mma_prep_x() -> Kernel {
     k(Family::Matmul, "mma_prep_x")
 }
 pub fn embedding(ty: GgmlType) -> Result<Kernel> {
-    Ok(k(
+    Ok(k_overlapping(
         Family::Embedding,
         format!("embedding_{}", weight_suffix(ty, "embedding")?),
     ))
@@ -300,7 +313,7 @@ impl FlashShape {
 }
 
 pub fn flash(shape: FlashShape, kv: KvDtype) -> Kernel {
-    k(
+    k_overlapping(
         Family::Attention,
         format!(
             "flash_attn_d{}_q{}_k{}_{}",

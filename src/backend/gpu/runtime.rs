@@ -82,7 +82,9 @@ pub trait GpuRuntime: Send + Sync {
     fn get_function(&self, module: RawModule, name: &str) -> Result<RawFunction>;
     /// Allow `f` to be launched with `bytes` of dynamic shared memory.
     fn set_max_dynamic_shared(&self, f: RawFunction, bytes: usize) -> Result<()>;
-    /// Queue a kernel.
+    /// Queue a kernel. With `overlap` (a kernel that calls `rf_grid_wait` before touching what
+    /// earlier kernels write or read: `Kernel::overlaps`), a runtime that has programmatic
+    /// dependent launch may start it while the kernel before it still runs (kernels/common.h).
     /// # Safety
     /// `args` point to values matching the kernel's parameters, and every device address
     /// among them is valid for what the kernel touches.
@@ -93,6 +95,7 @@ pub trait GpuRuntime: Send + Sync {
         block: [u32; 3],
         shared_bytes: u32,
         args: &mut [*mut c_void],
+        overlap: bool,
     ) -> Result<()>;
     /// Wait for all queued work.
     fn synchronize(&self) -> Result<()>;
