@@ -28,9 +28,10 @@
 //   ([splits, B*KVH, Sq*G, DMAX]) and their (max, sum) pairs; flash_attn_combine merges them:
 //   grid (Sq * G, B * KVH), block 128.
 //   n_past (may be null): the number of keys is read from the device, Sk = n_past[0] + Sq
-//   (a decode step's position + 1), and the Sk argument only sized the launch: blocks whose
-//   key range lies past the keys write an empty partial (max -inf, sum 0), which the combine
-//   ignores. One recorded decode step then serves every position.
+//   (a decode step's position + 1), and the Sk argument only sized the launch; the keys are
+//   then spread over all the splits in whole tiles (keys_per_split is recomputed), and blocks
+//   whose key range lies past the keys write an empty partial (max -inf, sum 0), which the
+//   combine ignores. One recorded decode step then serves every position.
 #include "common.h"
 
 // ------------------------------------------------------------------------------ unfused ops
@@ -170,8 +171,14 @@ __device__ __forceinline__ void flash_attention(const float* q, const KV* k, con
                                                 float* part_o, float* part_ml, int Sq, int Sk, int H,
                                                 int KVH, int D, i64 kv_rows, float scale_log2, int causal,
                                                 int keys_per_split, const int* n_past) {
-    if (n_past) Sk = n_past[0] + Sq;
     constexpr int BQ = 16 * RM, BK = 16 * CN, DP = DMAX + 4, PP = BK + 4, DV = DMAX / 64;
+    if (n_past) {
+        // The keys this launch sees, spread over all the splits in whole tiles (the grid is
+        // sized for the most keys there can be).
+        Sk = n_past[0] + Sq;
+        const int per_split = (Sk + (int)gridDim.z - 1) / (int)gridDim.z;
+        keys_per_split = (per_split + BK - 1) / BK * BK;
+    }
     extern __shared__ float4 flash_smem[];
     float* Qs = (float*)flash_smem;  // [BQ][DP]
     float* KVs = Qs + BQ * DP;       // [BK][DP]

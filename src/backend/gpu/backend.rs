@@ -178,7 +178,7 @@ impl Backend for GpuBackend {
                 head_dim,
             };
             shape.check("attention")?;
-            bytes = bytes.max(attention::flash_scratch_bytes(&self.dev, &shape)?);
+            bytes = bytes.max(attention::flash_scratch_bytes(&self.dev, &shape, false)?);
         }
         // The tensor-core prefill matmul's f16 copy of x (up to max_seq_q rows of the
         // longest weight row).
@@ -642,7 +642,7 @@ impl Backend for GpuBackend {
         };
         shape.check("attention")?;
         let argmax_bytes = vocab.div_ceil(8192).min(1024) * 8; // argmax's first pass
-        let bytes = argmax_bytes.max(attention::flash_scratch_bytes(&self.dev, &shape)?);
+        let bytes = argmax_bytes.max(attention::flash_scratch_bytes(&self.dev, &shape, true)?);
         let step = GpuStep {
             state: DeviceBuffer::zeros(&self.dev, 16, "decode step")?,
             work: Workspace::new(&self.dev),

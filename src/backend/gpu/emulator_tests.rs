@@ -984,6 +984,7 @@ fn device_step_ops_match_the_cpu_backend() {
                 kv_heads,
                 head_dim,
             },
+            true,
         )
         .unwrap();
         assert!(plan.splits > 1, "the test needs a split-key decode plan");

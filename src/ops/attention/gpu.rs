@@ -160,7 +160,11 @@ pub struct FlashPlan {
 /// Largest scratch (bytes) the split-key partials may take.
 const MAX_PARTIAL_BYTES: usize = 256 << 20;
 
-pub fn flash_plan(dev: &GpuDevice, s: &AttentionShape) -> Result<FlashPlan> {
+/// The plan for shape `s`. With `device_keys` (`KeyCount::Device`: `s.seq_k` is only the most
+/// keys a launch may see), the splits may be as short as one key tile: the kernel then spreads
+/// the keys it actually sees over all the splits (attention.hip), so that a short cache is still
+/// read by many blocks, one tile each, instead of a few blocks walking their tiles in turn.
+pub fn flash_plan(dev: &GpuDevice, s: &AttentionShape, device_keys: bool) -> Result<FlashPlan> {
     let dmax = FlashShape::dmax_for(s.head_dim).ok_or_else(|| {
         Error::unsupported(format!(
             "flash_attention on the GPU supports head_dim up to 256, got {}",
@@ -189,8 +193,9 @@ pub fn flash_plan(dev: &GpuDevice, s: &AttentionShape) -> Result<FlashPlan> {
     let target = 2 * props.multiprocessors.max(1) as usize;
     let bk = shape.block_keys() as usize;
     let mut splits = 1;
-    if blocks < target && s.seq_k >= 8 * bk {
-        splits = target.div_ceil(blocks).min(s.seq_k / (4 * bk)).max(1);
+    let min_split_keys = if device_keys { bk } else { 4 * bk };
+    if blocks < target && s.seq_k >= 2 * min_split_keys {
+        splits = target.div_ceil(blocks).min(s.seq_k / min_split_keys).max(1);
         let per_split_bytes = s.batch * s.kv_heads * rows * (dmax as usize + 2) * 4;
         splits = splits
             .min((MAX_PARTIAL_BYTES / per_split_bytes.max(1)).max(1))
@@ -216,9 +221,10 @@ fn partial_o_bytes(s: &AttentionShape, plan: &FlashPlan) -> usize {
         * 4
 }
 
-/// Device scratch `launch_flash_attention` takes for shape `s` (0 without a key split).
-pub fn flash_scratch_bytes(dev: &GpuDevice, s: &AttentionShape) -> Result<usize> {
-    let plan = flash_plan(dev, s)?;
+/// Device scratch `launch_flash_attention_with` takes for shape `s` (0 without a key split;
+/// `device_keys`: see `flash_plan`).
+pub fn flash_scratch_bytes(dev: &GpuDevice, s: &AttentionShape, device_keys: bool) -> Result<usize> {
+    let plan = flash_plan(dev, s, device_keys)?;
     if plan.splits == 1 {
         return Ok(0);
     }
@@ -302,7 +308,8 @@ pub fn launch_flash_attention_with(
     need(op, "k", k, kv_need, elem)?;
     need(op, "v", v, kv_need, elem)?;
     need(op, "out", out, s.q_len(), 4)?;
-    let plan = flash_plan(dev, s)?;
+    let device_keys = matches!(keys, KeyCount::Device(..));
+    let plan = flash_plan(dev, s, device_keys)?;
     let rows = s.seq_q * (s.heads / s.kv_heads);
     let bkv = s.batch * s.kv_heads;
     if bkv > 65535 {
@@ -347,7 +354,7 @@ pub fn launch_flash_attention_with(
         return dev.launch(op, &kernel, grid, [FLASH_THREADS, 1, 1], shared, &args);
     }
     let o_bytes = partial_o_bytes(s, &plan);
-    temp.with(dev, flash_scratch_bytes(dev, s)?, op, |part_o| {
+    temp.with(dev, flash_scratch_bytes(dev, s, device_keys)?, op, |part_o| {
         let part_ml = part_o + o_bytes as u64;
         let mut args = vec![
             q.arg(),
