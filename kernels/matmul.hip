@@ -751,7 +751,6 @@ RF_MATVEC_WIDE_SWIGLU(q8_0, WideQ8_0, 2)
 RF_MATVEC_WIDE_SWIGLU(q8_0, WideQ8_0, 4)
 RF_MATVEC_WIDE_SWIGLU(q8_0, WideQ8_0, 8)
 
-
 template <class T>
 __device__ __forceinline__ void matmul_tiled(const float* x, const u8* w, float* out, int m, int n, int k,
                                              i64 row_bytes) {

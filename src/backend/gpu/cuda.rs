@@ -382,7 +382,8 @@ impl GpuRuntime for CudaRuntime {
             // Programmatic dependent launch: the kernel may start (and load its weights) while
             // the one before it finishes; it waits for it in rf_grid_wait (kernels/common.h).
             let mut attr: sys::CUlaunchAttribute = std::mem::zeroed();
-            attr.id = sys::CUlaunchAttributeID::CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION;
+            attr.id =
+                sys::CUlaunchAttributeID::CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION;
             attr.value.programmaticStreamSerializationAllowed = 1;
             let config = sys::CUlaunchConfig {
                 gridDimX: grid[0],

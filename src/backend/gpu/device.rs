@@ -347,8 +347,11 @@ impl GpuDevice {
             .iter_mut()
             .map(|s| s as *mut u64 as *mut c_void)
             .collect();
-        self.queue(|| unsafe { self.rt.launch(f, grid, block, shared_bytes, &mut ptrs, kernel.overlaps) })
-            .map_err(|e| in_op(e, &format!("{op} ({})", shape())))?;
+        self.queue(|| unsafe {
+            self.rt
+                .launch(f, grid, block, shared_bytes, &mut ptrs, kernel.overlaps)
+        })
+        .map_err(|e| in_op(e, &format!("{op} ({})", shape())))?;
         self.launches.fetch_add(1, Ordering::Relaxed);
         if let Ok(mut last) = self.last_kernel.lock() {
             if *last != kernel.name {

@@ -223,7 +223,11 @@ fn partial_o_bytes(s: &AttentionShape, plan: &FlashPlan) -> usize {
 
 /// Device scratch `launch_flash_attention_with` takes for shape `s` (0 without a key split;
 /// `device_keys`: see `flash_plan`).
-pub fn flash_scratch_bytes(dev: &GpuDevice, s: &AttentionShape, device_keys: bool) -> Result<usize> {
+pub fn flash_scratch_bytes(
+    dev: &GpuDevice,
+    s: &AttentionShape,
+    device_keys: bool,
+) -> Result<usize> {
     let plan = flash_plan(dev, s, device_keys)?;
     if plan.splits == 1 {
         return Ok(0);
@@ -354,42 +358,47 @@ pub fn launch_flash_attention_with(
         return dev.launch(op, &kernel, grid, [FLASH_THREADS, 1, 1], shared, &args);
     }
     let o_bytes = partial_o_bytes(s, &plan);
-    temp.with(dev, flash_scratch_bytes(dev, s, device_keys)?, op, |part_o| {
-        let part_ml = part_o + o_bytes as u64;
-        let mut args = vec![
-            q.arg(),
-            k.arg(),
-            v.arg(),
-            out.arg(),
-            Arg::Ptr(part_o),
-            Arg::Ptr(part_ml),
-            a,
-            b,
-            c,
-            d,
-            e,
-        ];
-        args.extend(tail);
-        dev.launch(op, &kernel, grid, [FLASH_THREADS, 1, 1], shared, &args)?;
-        dev.launch(
-            op,
-            &kernels::flash_combine(),
-            [rows as u32, bkv as u32, 1],
-            [128, 1, 1],
-            0,
-            &[
+    temp.with(
+        dev,
+        flash_scratch_bytes(dev, s, device_keys)?,
+        op,
+        |part_o| {
+            let part_ml = part_o + o_bytes as u64;
+            let mut args = vec![
+                q.arg(),
+                k.arg(),
+                v.arg(),
+                out.arg(),
                 Arg::Ptr(part_o),
                 Arg::Ptr(part_ml),
-                out.arg(),
-                Arg::I32(plan.splits as i32),
                 a,
+                b,
                 c,
                 d,
                 e,
-                Arg::I32(plan.shape.dmax as i32),
-            ],
-        )
-    })
+            ];
+            args.extend(tail);
+            dev.launch(op, &kernel, grid, [FLASH_THREADS, 1, 1], shared, &args)?;
+            dev.launch(
+                op,
+                &kernels::flash_combine(),
+                [rows as u32, bkv as u32, 1],
+                [128, 1, 1],
+                0,
+                &[
+                    Arg::Ptr(part_o),
+                    Arg::Ptr(part_ml),
+                    out.arg(),
+                    Arg::I32(plan.splits as i32),
+                    a,
+                    c,
+                    d,
+                    e,
+                    Arg::I32(plan.shape.dmax as i32),
+                ],
+            )
+        },
+    )
 }
 
 // ------------------------------------------------------------------------- host-array ops
