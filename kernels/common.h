@@ -102,7 +102,11 @@ __device__ __forceinline__ u16 rf_float_to_half(float f) {
 // src/backend/gpu/kernels.rs) may start while the kernel before it in the stream still runs;
 // rf_grid_wait() returns once that kernel has completed and its writes are visible, so such a
 // kernel touches nothing an earlier kernel writes or reads before calling it (reading the
-// weights is fine). rf_grid_release() lets the next such kernel start its own prologue early.
+// weights is fine). rf_grid_release() lets the next such kernel start its own prologue early;
+// every block calls it after rf_grid_wait, never before: then a kernel starts only once every
+// kernel but the one just before it has completed, and the wait covers that one. (Released
+// before the wait, launches chain further ahead, and a kernel may read what the kernel two
+// back wrote through a stale cache line: a GPU test failed that way, bench/NOTES.md.)
 // Both are no-ops where the launch did not ask for the overlap, and on AMD and before sm_90.
 __device__ __forceinline__ void rf_grid_wait() {
 #if defined(RF_CUDA) && defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
