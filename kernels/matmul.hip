@@ -357,6 +357,13 @@ RF_MATVEC_SWIGLU(q8_0, FastQ8_0)
 //   are scaled by rsqrt(sum(x^2) / k + eps): rms_norm folded in, one launch fewer. Each block
 //   then reads norm_w as well as x, so the launcher uses it only where that traffic is small
 //   (matmul/gpu.rs fused_norm_pays).
+//   ss_parts (multi and swiglu; norm_w null): x is already x * norm_w, and sum(x^2) is the sum
+//   of the n_parts floats at ss_parts: both written by the kernel before, a multi launch with
+//   norm_out (the residual projection that produced x), so the norm costs neither a launch nor
+//   extra reads of norm_w; the results are scaled as above.
+//   norm_out_w, xw_out, ss_out (multi, one matrix): after out[row] is written, also
+//   xw_out[row] = out[row] * norm_out_w[row], and block b's sum of out[row]^2 over its rows goes
+//   to ss_out[b] (the next norm's input, for a launch with ss_parts = ss_out).
 
 // 16 bytes at p (16-byte aligned when aligned16, else 4-byte aligned).
 __device__ __forceinline__ uint4 rf_ld128_a4(const u8* p, bool aligned16) {
@@ -489,6 +496,7 @@ struct WideQ8_0 {
 // MV_ROWS) is sum(x^2): the callers scale the results by rsqrt(sum(x^2) / k + eps).
 template <class Q, int MV_ROWS, bool QX>
 __device__ __forceinline__ void matvec_wide_sums(const float* __restrict__ x, const float* __restrict__ norm_w,
+                                                 const float* ss_parts, int n_parts,
                                                  const u8* const (&rows)[MV_ROWS], int k,
                                                  float (&partial)[MV_GROUPS][MV_ROWS + 1]) {
     constexpr int P = Q::PIECES;
@@ -520,6 +528,13 @@ __device__ __forceinline__ void matvec_wide_sums(const float* __restrict__ x, co
         if (c == 0) {
             rf_grid_wait();  // the first weights are on their way; x may come from the last kernel
             rf_grid_release();
+            if (ss_parts != nullptr) {
+                // x is already x * norm_w (written by the kernel before, matvec_wide_multi's
+                // norm_out); sum(x^2) comes as that kernel's per-block sums, loaded with x by
+                // all threads (a few each, independent loads).
+#pragma unroll 4
+                for (int i = tid; i < n_parts; i += threads) ss += ss_parts[i];
+            }
         }
 #pragma unroll
         for (int j = 0; j < P; ++j) {
@@ -594,7 +609,7 @@ __device__ __forceinline__ void matvec_wide_sums(const float* __restrict__ x, co
         const float v = rf_group_sum<32>(acc[r]);
         if (lane == 0) partial[group][r] = v;
     }
-    if (norm_w != nullptr) {
+    if (norm_w != nullptr || ss_parts != nullptr) {
         const float v = rf_group_sum<32>(ss);
         if (lane == 0) partial[group][MV_ROWS] = v;
     }
@@ -617,7 +632,7 @@ __device__ __forceinline__ void matvec_wide(const float* __restrict__ x, const u
     const u8* rows[MV_ROWS];
 #pragma unroll
     for (int r = 0; r < MV_ROWS; ++r) rows[r] = w + (i64)min(row0 + r, n - 1) * row_bytes;
-    matvec_wide_sums<Q, MV_ROWS, QX>(x, nullptr, rows, k, partial);
+    matvec_wide_sums<Q, MV_ROWS, QX>(x, nullptr, nullptr, 0, rows, k, partial);
     if ((int)threadIdx.x < MV_ROWS && row0 + (int)threadIdx.x < n) {
         out[row0 + threadIdx.x] = matvec_wide_total<MV_ROWS>(partial, threadIdx.x);
     }
@@ -649,6 +664,8 @@ RF_MATVEC_WIDE(q8_0, WideQ8_0, 16)
 template <class Q, int MV_ROWS, bool QX>
 __device__ __forceinline__ void matvec_wide_multi(const float* __restrict__ x, int k, i64 row_bytes,
                                                   int accumulate, const float* norm_w, float eps,
+                                                  const float* ss_parts, int n_parts,
+                                                  const float* norm_out_w, float* xw_out, float* ss_out,
                                                   const u8* w0, float* out0, const float* bias0,
                                                   int n0, const u8* w1, float* out1, const float* bias1, int n1,
                                                   const u8* w2, float* out2, const float* bias2, int n2) {
@@ -670,23 +687,38 @@ __device__ __forceinline__ void matvec_wide_multi(const float* __restrict__ x, i
     const u8* rows[MV_ROWS];
 #pragma unroll
     for (int r = 0; r < MV_ROWS; ++r) rows[r] = w + (i64)min(row0 + r, n - 1) * row_bytes;
-    matvec_wide_sums<Q, MV_ROWS, QX>(x, norm_w, rows, k, partial);
     const int row = row0 + (int)threadIdx.x;
-    if ((int)threadIdx.x < MV_ROWS && row < n) {
+    const bool mine = (int)threadIdx.x < MV_ROWS && row < n;
+    // The weights this thread's row takes at the end, loaded now (before the sums' wait for
+    // the kernel before): not a round trip after the sums.
+    const float bias_v = (mine && bias != nullptr) ? bias[row] : 0.0f;
+    const float next_w = (mine && xw_out != nullptr) ? norm_out_w[row] : 0.0f;
+    matvec_wide_sums<Q, MV_ROWS, QX>(x, norm_w, ss_parts, n_parts, rows, k, partial);
+    float o = 0.0f;
+    if (mine) {
         float v = matvec_wide_total<MV_ROWS>(partial, threadIdx.x);
-        if (norm_w != nullptr) v *= rsqrtf(matvec_wide_total<MV_ROWS>(partial, MV_ROWS) / (float)k + eps);
-        if (bias != nullptr) v += bias[row];
-        out[row] = accumulate ? out[row] + v : v;
+        if (norm_w != nullptr || ss_parts != nullptr)
+            v *= rsqrtf(matvec_wide_total<MV_ROWS>(partial, MV_ROWS) / (float)k + eps);
+        v += bias_v;
+        o = accumulate ? out[row] + v : v;
+        out[row] = o;
+        if (xw_out != nullptr) xw_out[row] = o * next_w;
+    }
+    if (ss_out != nullptr && threadIdx.x < 32) {  // the first 32 lanes (MV_ROWS <= 16): this block's sum(o^2)
+        const float s = rf_group_sum<32>(o * o);
+        if (threadIdx.x == 0) ss_out[blockIdx.x] = s;
     }
 }
 
 #define RF_MATVEC_WIDE_MULTI_AS(name, Q, R, QX)                                                   \
     RF_KERNEL void RF_LAUNCH_BOUNDS(MV_GROUPS * 32) name(                                         \
         const float* x, int k, i64 row_bytes, int accumulate, const float* norm_w, float eps,     \
+        const float* ss_parts, int n_parts, const float* norm_out_w, float* xw_out, float* ss_out, \
         const u8* w0, float* out0, const float* bias0, int n0, const u8* w1, float* out1,         \
         const float* bias1, int n1, const u8* w2, float* out2, const float* bias2, int n2) {      \
-        matvec_wide_multi<Q, R, QX>(x, k, row_bytes, accumulate, norm_w, eps, w0, out0, bias0, n0, \
-                                    w1, out1, bias1, n1, w2, out2, bias2, n2);                     \
+        matvec_wide_multi<Q, R, QX>(x, k, row_bytes, accumulate, norm_w, eps, ss_parts, n_parts,   \
+                                    norm_out_w, xw_out, ss_out, w0, out0, bias0, n0, w1, out1,     \
+                                    bias1, n1, w2, out2, bias2, n2);                               \
     }
 #define RF_MATVEC_WIDE_MULTI(suffix, Q, R)                                                        \
     RF_MATVEC_WIDE_MULTI_AS(matvec_wide_multi_##suffix##_r##R, Q, R, false)                       \
@@ -706,7 +738,8 @@ RF_MATVEC_WIDE_MULTI(q8_0, WideQ8_0, 16)
 //   block (2R rows in flight). Launch: grid (ceil(n / R)), block G x 32.
 template <class Q, int R, bool QX>
 __device__ __forceinline__ void matvec_wide_swiglu(const float* __restrict__ x, const float* __restrict__ norm_w,
-                                                   float eps, const u8* __restrict__ w_gate,
+                                                   float eps, const float* ss_parts, int n_parts,
+                                                   const u8* __restrict__ w_gate,
                                                    const u8* __restrict__ w_up, float* __restrict__ out, int n,
                                                    int k, i64 row_bytes) {
     __shared__ float partial[MV_GROUPS][2 * R + 1];
@@ -718,12 +751,12 @@ __device__ __forceinline__ void matvec_wide_swiglu(const float* __restrict__ x, 
         rows[r] = w_gate + off;
         rows[R + r] = w_up + off;
     }
-    matvec_wide_sums<Q, 2 * R, QX>(x, norm_w, rows, k, partial);
+    matvec_wide_sums<Q, 2 * R, QX>(x, norm_w, ss_parts, n_parts, rows, k, partial);
     const int row = row0 + (int)threadIdx.x;
     if ((int)threadIdx.x < R && row < n) {
         float g = matvec_wide_total<2 * R>(partial, threadIdx.x);
         float u = matvec_wide_total<2 * R>(partial, R + threadIdx.x);
-        if (norm_w != nullptr) {
+        if (norm_w != nullptr || ss_parts != nullptr) {
             const float inv_rms = rsqrtf(matvec_wide_total<2 * R>(partial, 2 * R) / (float)k + eps);
             g *= inv_rms;
             u *= inv_rms;
@@ -733,11 +766,11 @@ __device__ __forceinline__ void matvec_wide_swiglu(const float* __restrict__ x, 
 }
 
 #define RF_MATVEC_WIDE_SWIGLU_AS(name, Q, R, QX)                                                  \
-    RF_KERNEL void RF_LAUNCH_BOUNDS(MV_GROUPS * 32) name(const float* x, const float* norm_w,     \
-                                                         float eps, const u8* w_gate,             \
-                                                         const u8* w_up, float* out, int n, int k, \
-                                                         i64 row_bytes) {                          \
-        matvec_wide_swiglu<Q, R, QX>(x, norm_w, eps, w_gate, w_up, out, n, k, row_bytes);          \
+    RF_KERNEL void RF_LAUNCH_BOUNDS(MV_GROUPS * 32) name(                                         \
+        const float* x, const float* norm_w, float eps, const float* ss_parts, int n_parts,       \
+        const u8* w_gate, const u8* w_up, float* out, int n, int k, i64 row_bytes) {              \
+        matvec_wide_swiglu<Q, R, QX>(x, norm_w, eps, ss_parts, n_parts, w_gate, w_up, out, n, k,   \
+                                     row_bytes);                                                   \
     }
 #define RF_MATVEC_WIDE_SWIGLU(suffix, Q, R)                                                       \
     RF_MATVEC_WIDE_SWIGLU_AS(matvec_wide_swiglu_##suffix##_r##R, Q, R, false)                     \

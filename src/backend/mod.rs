@@ -189,6 +189,26 @@ pub trait Backend: Send + Sync {
         unfused::matmul_add(self, x, w, m, n, tmp, out)
     }
 
+    /// `matmul_add` followed, in the caller, by an `rms_norm_qkv` / `rms_norm_swiglu` of `out`
+    /// with `norm` and `eps`, with this same `xb`: backends may prepare that norm's input here
+    /// (the GPU does for m = 1, in the projection's own launch) and hand it over through `xb`,
+    /// so `xb` must reach that call unchanged. `xb` (`[m, n]`) is also `matmul_add`'s scratch.
+    #[allow(clippy::too_many_arguments)]
+    fn matmul_add_norm(
+        &self,
+        x: &Self::Buf,
+        w: &Self::Weight,
+        m: usize,
+        n: usize,
+        norm: &Self::Weight,
+        eps: f32,
+        xb: &mut Self::Buf,
+        out: &mut Self::Buf,
+    ) -> Result<()> {
+        let _ = (norm, eps);
+        self.matmul_add(x, w, m, n, xb, out)
+    }
+
     /// `out[m, n] = silu(x @ w_gate^T) * (x @ w_up^T)` (weights `[n, k]`): the feed-forward's
     /// input to its down projection. `gate` and `up` (`[m, n]`) are scratch.
     #[allow(clippy::too_many_arguments)]

@@ -133,7 +133,10 @@ fn run_blocks<B: Backend>(
                 )?;
             }
         }
-        b.matmul_add(&s.att, &lw.wo, t, c.dim, &mut s.xb, &mut s.x)?;
+        let (wo, ffn_norm) = (&lw.wo, &lw.ffn_norm);
+        b.matmul_add_norm(
+            &s.att, wo, t, c.dim, ffn_norm, c.rms_eps, &mut s.xb, &mut s.x,
+        )?;
 
         // feed-forward: x += w_down @ (silu(w_gate @ norm(x)) * (w_up @ norm(x)))
         let (g, u, norm) = (&lw.w_gate, &lw.w_up, &lw.ffn_norm);
@@ -142,7 +145,16 @@ fn run_blocks<B: Backend>(
             &s.x, norm, c.rms_eps, g, u, t, c.ffn_dim, &mut s.xb, &mut s.gate, &mut s.up,
             &mut s.hidden,
         )?;
-        b.matmul_add(&s.hidden, &lw.w_down, t, c.dim, &mut s.xb, &mut s.x)?;
+        match w.layers.get(l + 1) {
+            // the next block's attention norm is the next op on x
+            Some(next) => {
+                let (down, norm) = (&lw.w_down, &next.attn_norm);
+                b.matmul_add_norm(
+                    &s.hidden, down, t, c.dim, norm, c.rms_eps, &mut s.xb, &mut s.x,
+                )?
+            }
+            None => b.matmul_add(&s.hidden, &lw.w_down, t, c.dim, &mut s.xb, &mut s.x)?,
+        }
     }
     Ok(())
 }

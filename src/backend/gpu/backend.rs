@@ -3,7 +3,7 @@
 //! `*_step` methods read a decode step's token id and position from device memory (`GpuStep`),
 //! so that the whole step can be recorded once as a graph and replayed for every token.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use super::device::{need, DeviceBuffer, GpuDevice, GpuGraph, Temp, Workspace};
 use crate::backend::{unfused, Backend, KvDtype, RopeParams};
@@ -12,7 +12,7 @@ use crate::gguf::GgmlType;
 use crate::ops::attention::gpu::KeyCount;
 use crate::ops::attention::{gpu as attention, AttentionShape};
 use crate::ops::embedding::gpu::DeviceWeight;
-use crate::ops::matmul::gpu::{Projection, RmsNorm};
+use crate::ops::matmul::gpu::{NormIn, NormOut, Projection, RmsNorm};
 use crate::ops::{
     activation, argmax, elementwise, embedding, kv_cache, matmul, norm, rope, WeightView,
 };
@@ -22,6 +22,23 @@ pub struct GpuBackend {
     /// The longest row (k) of the matrix weights uploaded so far: the prefill matmul's
     /// scratch is reserved for it (`reserve_workspace`).
     max_weight_cols: std::sync::atomic::AtomicUsize,
+    /// The per-block sums of squares `matmul_add_norm` hands to the next norm (reserved by
+    /// `reserve_workspace`: one float per row of the longest weight row, more than any
+    /// residual projection has blocks).
+    norm_parts: Mutex<Option<DeviceBuffer>>,
+    /// The norm input `matmul_add_norm` last prepared, until the `rms_norm_*` call it was for.
+    pending_norm: Mutex<Option<PendingNorm>>,
+}
+
+/// A norm input prepared by `matmul_add_norm`: `xb = x * weight` and `parts` sums of squares,
+/// for the `rms_norm_*` call with the same x, weight, eps and xb.
+#[derive(Clone, Copy, PartialEq)]
+struct PendingNorm {
+    x: u64,
+    weight: u64,
+    xb: u64,
+    eps_bits: u32,
+    parts: usize,
 }
 
 impl GpuBackend {
@@ -29,7 +46,29 @@ impl GpuBackend {
         GpuBackend {
             dev,
             max_weight_cols: std::sync::atomic::AtomicUsize::new(0),
+            norm_parts: Mutex::new(None),
+            pending_norm: Mutex::new(None),
         }
+    }
+
+    /// The prepared norm input for this `rms_norm_*` call, if `matmul_add_norm` left one for
+    /// exactly it (taken either way: it is good for one call).
+    fn take_pending_norm(
+        &self,
+        x: &DeviceBuffer,
+        norm: &GpuWeight,
+        eps: f32,
+        xb: &DeviceBuffer,
+    ) -> Option<usize> {
+        let pending = self.pending_norm.lock().ok()?.take()?;
+        let want = PendingNorm {
+            x: x.ptr(),
+            weight: norm.buf.ptr(),
+            xb: xb.ptr(),
+            eps_bits: eps.to_bits(),
+            parts: pending.parts,
+        };
+        (pending == want).then_some(pending.parts)
     }
 
     pub fn device(&self) -> &Arc<GpuDevice> {
@@ -42,7 +81,7 @@ impl GpuBackend {
     fn fused_qkv(
         &self,
         x: &DeviceBuffer,
-        norm: Option<&RmsNorm>,
+        norm: Option<&NormIn>,
         w: [&GpuWeight; 3],
         biases: Option<[&GpuWeight; 3]>,
         q: &mut DeviceBuffer,
@@ -185,8 +224,9 @@ impl Backend for GpuBackend {
         if matmul::gpu::mma_available(&self.dev) {
             bytes = bytes.max(matmul::gpu::mma_scratch_bytes(max_seq_q, max_weight_cols));
         }
-        // What the device scratch allocates for it (`GpuDevice::scratch` rounds up).
-        Ok(bytes.next_power_of_two().max(1 << 20) as u64)
+        // What the device scratch allocates for it (`GpuDevice::scratch` rounds up), and the
+        // norm sums `matmul_add_norm` hands over (`norm_parts`).
+        Ok((bytes.next_power_of_two().max(1 << 20) + max_weight_cols.max(1) * 4) as u64)
     }
 
     fn reserve_workspace(
@@ -203,9 +243,19 @@ impl Backend for GpuBackend {
             .load(std::sync::atomic::Ordering::Relaxed);
         let bytes =
             self.workspace_bytes(max_seq_q, max_seq_k, heads, kv_heads, head_dim, vocab, cols)?;
-        self.dev
-            .scratch(bytes as usize, "reserving the attention workspace")
-            .map(|_| ())
+        let sums_bytes = cols.max(1) * 4;
+        self.dev.scratch(
+            bytes as usize - sums_bytes,
+            "reserving the attention workspace",
+        )?;
+        let mut sums = self
+            .norm_parts
+            .lock()
+            .map_err(|_| Error::runtime("norm sums poisoned"))?;
+        if sums.as_ref().is_none_or(|b| b.bytes() < sums_bytes) {
+            *sums = Some(DeviceBuffer::zeros(&self.dev, sums_bytes, "norm sums")?);
+        }
+        Ok(())
     }
 
     fn zeros(&self, n: usize) -> Result<DeviceBuffer> {
@@ -325,14 +375,26 @@ impl Backend for GpuBackend {
         v: &mut DeviceBuffer,
     ) -> Result<()> {
         let rows = w.iter().map(|w| w.rows).sum();
+        if let Some(n) = self.take_pending_norm(x, norm, eps, xb) {
+            let guard = self
+                .norm_parts
+                .lock()
+                .map_err(|_| Error::runtime("norm sums poisoned"))?;
+            if let Some(parts) = guard.as_ref() {
+                let norm_in = NormIn::Parts { parts, n, eps };
+                if m == 1 && self.fused_qkv(xb, Some(&norm_in), w, biases, q, k, v)? {
+                    return Ok(());
+                }
+            }
+        }
         if m == 1
             && matmul::gpu::model_fused_norm()
             && matmul::gpu::fused_norm_pays(&self.dev, w[0].ty, rows, w[0].cols, false)
         {
-            let norm = RmsNorm {
+            let norm = NormIn::Weight(RmsNorm {
                 weight: norm.f32_vector("rms_norm")?,
                 eps,
-            };
+            });
             if self.fused_qkv(x, Some(&norm), w, biases, q, k, v)? {
                 return Ok(());
             }
@@ -370,6 +432,68 @@ impl Backend for GpuBackend {
             return unfused::matmul_add(self, x, w, m, n, tmp, out);
         }
         unfused::matmul_add(self, x, w, m, n, tmp, out)
+    }
+
+    /// For m = 1, the projection's launch also writes the next norm's input (matmul.hip
+    /// `norm_out`: `xb = out * norm` and per-block sums of `out^2`), which the next `rms_norm_*`
+    /// call takes instead of launching a norm (`ROCMFORGE_FUSED_NORM=0` turns this off).
+    fn matmul_add_norm(
+        &self,
+        x: &DeviceBuffer,
+        w: &GpuWeight,
+        m: usize,
+        n: usize,
+        norm: &GpuWeight,
+        eps: f32,
+        xb: &mut DeviceBuffer,
+        out: &mut DeviceBuffer,
+    ) -> Result<()> {
+        if let Ok(mut p) = self.pending_norm.lock() {
+            *p = None;
+        }
+        if m == 1 && matmul::gpu::model_fused_norm() && norm.rows == 1 && norm.cols == n {
+            let guard = self
+                .norm_parts
+                .lock()
+                .map_err(|_| Error::runtime("norm sums poisoned"))?;
+            if let Some(sums) = guard.as_ref() {
+                let (x_ptr, xb_ptr) = (out.ptr(), xb.ptr());
+                let mut parts = [Projection {
+                    w: w.view(),
+                    bias: None,
+                    out,
+                }];
+                let mut norm_out = NormOut {
+                    weight: norm.f32_vector("rms_norm")?,
+                    xw: xb,
+                    parts: sums,
+                };
+                let blocks = matmul::gpu::launch_matvec_multi_blocks(
+                    &self.dev,
+                    x,
+                    &mut parts,
+                    true,
+                    matmul::gpu::model_q8x(),
+                    None,
+                    Some(&mut norm_out),
+                )?;
+                if let Some(blocks) = blocks {
+                    if let Ok(mut p) = self.pending_norm.lock() {
+                        *p = Some(PendingNorm {
+                            x: x_ptr,
+                            weight: norm.buf.ptr(),
+                            xb: xb_ptr,
+                            eps_bits: eps.to_bits(),
+                            parts: blocks,
+                        });
+                    }
+                    return Ok(());
+                }
+                let [Projection { out, .. }] = parts;
+                return self.matmul_add(x, w, m, n, norm_out.xw, out);
+            }
+        }
+        self.matmul_add(x, w, m, n, xb, out)
     }
 
     fn matmul_swiglu(
@@ -413,14 +537,40 @@ impl Backend for GpuBackend {
         up: &mut DeviceBuffer,
         out: &mut DeviceBuffer,
     ) -> Result<()> {
+        if let Some(parts_n) = self.take_pending_norm(x, norm, eps, xb) {
+            let guard = self
+                .norm_parts
+                .lock()
+                .map_err(|_| Error::runtime("norm sums poisoned"))?;
+            if let Some(parts) = guard.as_ref() {
+                let norm_in = NormIn::Parts {
+                    parts,
+                    n: parts_n,
+                    eps,
+                };
+                if m == 1
+                    && matmul::gpu::launch_matvec_swiglu(
+                        &self.dev,
+                        xb,
+                        &w_gate.view(),
+                        &w_up.view(),
+                        out,
+                        matmul::gpu::model_q8x(),
+                        Some(&norm_in),
+                    )?
+                {
+                    return Ok(());
+                }
+            }
+        }
         if m == 1
             && matmul::gpu::model_fused_norm()
             && matmul::gpu::fused_norm_pays(&self.dev, w_gate.ty, n, w_gate.cols, true)
         {
-            let norm = RmsNorm {
+            let norm = NormIn::Weight(RmsNorm {
                 weight: norm.f32_vector("rms_norm")?,
                 eps,
-            };
+            });
             if matmul::gpu::launch_matvec_swiglu(
                 &self.dev,
                 x,

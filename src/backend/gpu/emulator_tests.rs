@@ -791,6 +791,99 @@ fn fused_decode_projections_match_the_unfused_ops() {
                 .map(|(&g, u)| (g / (1.0 + (-g).exp()) * u) as f32)
                 .collect();
             assert_close("rms_norm_swiglu", &down(fo, ffn), &want, 1e-5);
+
+            // The norm handed over by the residual projection before it (`matmul_add_norm`:
+            // x * norm and per-block sums of x^2 written by that launch, no norm launch). The
+            // reference takes the GPU's new residual, so that x * norm is the same floats.
+            gpu.reserve_workspace(1, 64, 2, 1, 32, 100).unwrap();
+            let wo_bytes = bytes(ty_kv, k, rng.next_u64());
+            let wo = gpu.weight(ty_kv, k, k, &wo_bytes).unwrap();
+            let wo_view = crate::ops::WeightView {
+                ty: ty_kv,
+                rows: k,
+                cols: k,
+                bytes: &wo_bytes,
+            };
+            let (x2, resid) = (rng.vec(k), rng.vec(k));
+            let gx2 = gpu.upload(&x2).unwrap();
+            for consumer in ["qkv", "swiglu"] {
+                let mut gres = gpu.upload(&resid).unwrap();
+                let launches = dev.launch_count();
+                #[rustfmt::skip]
+                gpu.matmul_add_norm(&gx2, &wo, 1, k, &gnorm, eps, &mut xb, &mut gres).unwrap();
+                let new_resid = down(&gres, k);
+                let proj = if q8x {
+                    q8x_reference(&x2, &wo_view)
+                } else {
+                    let mut out = vec![0f32; k];
+                    crate::ops::matmul::matmul_gguf(&Device::Cpu, &x2, &wo_view, 1, &mut out)
+                        .unwrap();
+                    out
+                };
+                let want: Vec<f32> = resid.iter().zip(&proj).map(|(r, p)| r + p).collect();
+                assert_close("matmul_add_norm's residual", &new_resid, &want, 1e-5);
+                let ss: f64 = new_resid.iter().map(|&v| v as f64 * v as f64).sum();
+                let inv_rms = 1.0 / (ss / k as f64 + eps as f64).sqrt();
+                let z: Vec<f32> = new_resid
+                    .iter()
+                    .zip(&norm_host)
+                    .map(|(a, b)| a * b)
+                    .collect();
+                let normed2 = |ty: GgmlType, n: usize, b: &[u8]| -> Vec<f64> {
+                    let view = crate::ops::WeightView {
+                        ty,
+                        rows: n,
+                        cols: k,
+                        bytes: b,
+                    };
+                    q8x_reference(&z, &view)
+                        .iter()
+                        .map(|&v| v as f64 * inv_rms)
+                        .collect()
+                };
+                if consumer == "qkv" {
+                    let mut outs = [
+                        gpu.zeros(nq).unwrap(),
+                        gpu.zeros(nkv).unwrap(),
+                        gpu.zeros(nkv).unwrap(),
+                    ];
+                    let [fq, fk, fv] = &mut outs;
+                    let ws = [&w[0], &w[1], &w[2]];
+                    #[rustfmt::skip]
+                    gpu.rms_norm_qkv(&gres, &gnorm, eps, ws, None, 1, &mut xb, fq, fk, fv).unwrap();
+                    if ty_q != ty_kv {
+                        continue; // the mixed pair: separate ops, checked above
+                    }
+                    assert_eq!(
+                        dev.launch_count() - launches,
+                        2,
+                        "qkv took the handed-over norm"
+                    );
+                    for i in 0..3 {
+                        let (ty, n, b) = &host[i];
+                        let want: Vec<f32> =
+                            normed2(*ty, *n, b).iter().map(|&v| v as f32).collect();
+                        let what = format!("handed-over norm, projection {i} {ty_q:?}");
+                        assert_close(&what, &down(&outs[i], *n), &want, 1e-5);
+                    }
+                } else {
+                    let [g, u, fo, _] = &mut s;
+                    #[rustfmt::skip]
+                    gpu.rms_norm_swiglu(&gres, &gnorm, eps, &gg, &gu, 1, ffn, &mut xb, g, u, fo)
+                        .unwrap();
+                    assert_eq!(
+                        dev.launch_count() - launches,
+                        2,
+                        "swiglu took the handed-over norm"
+                    );
+                    let want: Vec<f32> = normed2(ty_kv, ffn, &wg)
+                        .iter()
+                        .zip(normed2(ty_kv, ffn, &wu))
+                        .map(|(&g, u)| (g / (1.0 + (-g).exp()) * u) as f32)
+                        .collect();
+                    assert_close("handed-over norm, swiglu", &down(fo, ffn), &want, 1e-5);
+                }
+            }
         }
     }
 }

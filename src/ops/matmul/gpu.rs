@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use crate::backend::gpu::device::{need, to_device_layout, to_i32};
 use crate::backend::gpu::{kernels, Arg, DeviceBuffer, GpuDevice};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::gguf::GgmlType;
 use crate::ops::embedding::gpu::DeviceWeight;
 use crate::ops::WeightView;
@@ -254,16 +254,46 @@ pub struct RmsNorm<'a> {
     pub eps: f32,
 }
 
-impl RmsNorm<'_> {
-    fn args(norm: Option<&RmsNorm>, k: usize) -> Result<[Arg; 2]> {
+/// The RMS norm a fused m = 1 launch applies to x (wide kernels only).
+pub enum NormIn<'a> {
+    /// x is the raw rows: every block multiplies them by the weight and sums their squares.
+    Weight(RmsNorm<'a>),
+    /// x is already the rows times the norm's weight, and their sum of squares is the sum of
+    /// the first `n` floats of `parts`: both written by the `NormOut` launch just before.
+    Parts {
+        parts: &'a DeviceBuffer,
+        n: usize,
+        eps: f32,
+    },
+}
+
+impl NormIn<'_> {
+    /// The kernels' `norm_w, eps, ss_parts, n_parts`.
+    fn args(norm: Option<&NormIn>, k: usize) -> Result<[Arg; 4]> {
         Ok(match norm {
-            Some(n) => {
+            Some(NormIn::Weight(n)) => {
                 need("matmul", "norm weight", n.weight, k, 4)?;
-                [n.weight.arg(), Arg::F32(n.eps)]
+                [n.weight.arg(), Arg::F32(n.eps), Arg::Ptr(0), Arg::I32(0)]
             }
-            None => [Arg::Ptr(0), Arg::F32(0.0)],
+            Some(NormIn::Parts { parts, n, eps }) => {
+                need("matmul", "norm partial sums", parts, *n, 4)?;
+                let n = to_i32(*n, "matmul norm parts")?;
+                [Arg::Ptr(0), Arg::F32(*eps), parts.arg(), Arg::I32(n)]
+            }
+            None => [Arg::Ptr(0), Arg::F32(0.0), Arg::Ptr(0), Arg::I32(0)],
         })
     }
+}
+
+/// The next RMS norm's input, written by a one-matrix `launch_matvec_multi` (the residual
+/// projection that produces the norm's x): `xw = out * weight` and, per block, the sum of
+/// `out^2` over its rows into `parts` (as many floats as blocks: `launch_matvec_multi`
+/// returns that count). The norm's consumer takes them as `NormIn::Parts`.
+pub struct NormOut<'a> {
+    /// F32 `[n]`.
+    pub weight: &'a DeviceBuffer,
+    pub xw: &'a mut DeviceBuffer,
+    pub parts: &'a DeviceBuffer,
 }
 
 /// One matrix of a fused m = 1 launch: `out[r] (+)= x . w[r] (+ bias[r])`.
@@ -284,10 +314,25 @@ pub fn launch_matvec_multi(
     parts: &mut [Projection],
     accumulate: bool,
     q8x: bool,
-    norm: Option<&RmsNorm>,
+    norm: Option<&NormIn>,
 ) -> Result<bool> {
+    Ok(launch_matvec_multi_blocks(dev, x, parts, accumulate, q8x, norm, None)?.is_some())
+}
+
+/// `launch_matvec_multi` that also writes the next norm's input (`norm_out`: one projection,
+/// wide kernels only). Returns the number of blocks launched (`NormOut::parts` holds that
+/// many sums), or None, launching nothing, where the fused kernel does not apply.
+pub fn launch_matvec_multi_blocks(
+    dev: &GpuDevice,
+    x: &DeviceBuffer,
+    parts: &mut [Projection],
+    accumulate: bool,
+    q8x: bool,
+    norm: Option<&NormIn>,
+    norm_out: Option<&mut NormOut>,
+) -> Result<Option<usize>> {
     let Some(first) = parts.first() else {
-        return Ok(true);
+        return Ok(Some(0));
     };
     let (ty, k, row_bytes) = (first.w.ty, first.w.cols, first.w.row_bytes());
     if parts.len() > 3
@@ -295,7 +340,7 @@ pub fn launch_matvec_multi(
             .iter()
             .all(|p| p.w.ty == ty && p.w.cols == k && fused_matvec_ok(&p.w))
     {
-        return Ok(false);
+        return Ok(None);
     }
     need("matmul", "x", x, k, 4)?;
     for p in parts.iter() {
@@ -306,8 +351,13 @@ pub fn launch_matvec_multi(
         }
     }
     let wide = wide_matvec_enabled();
-    if norm.is_some() && !wide {
-        return Ok(false);
+    if (norm.is_some() || norm_out.is_some()) && !wide {
+        return Ok(None);
+    }
+    if norm_out.is_some() && parts.len() != 1 {
+        return Err(Error::invalid(
+            "matmul: the next norm's input comes from a single projection",
+        ));
     }
     let (rows_per_block, kernel, threads) = if wide {
         let r = wide_matvec_rows(dev, ty, parts.iter().map(|p| p.w.rows).sum(), k);
@@ -325,7 +375,23 @@ pub fn launch_matvec_multi(
         Arg::I32(accumulate as i32),
     ];
     if wide {
-        args.extend(RmsNorm::args(norm, k)?);
+        args.extend(NormIn::args(norm, k)?);
+        match &norm_out {
+            Some(o) => {
+                let n = parts[0].w.rows;
+                need("matmul", "next norm weight", o.weight, n, 4)?;
+                need("matmul", "next norm input", o.xw, n, 4)?;
+                need(
+                    "matmul",
+                    "next norm sums",
+                    o.parts,
+                    n.div_ceil(rows_per_block),
+                    4,
+                )?;
+                args.extend([o.weight.arg(), o.xw.arg(), o.parts.arg()]);
+            }
+            None => args.extend([Arg::Ptr(0), Arg::Ptr(0), Arg::Ptr(0)]),
+        }
     }
     let mut blocks = 0;
     for i in 0..3 {
@@ -343,7 +409,7 @@ pub fn launch_matvec_multi(
         }
     }
     if blocks == 0 {
-        return Ok(true);
+        return Ok(Some(0));
     }
     dev.launch(
         "matmul",
@@ -353,7 +419,7 @@ pub fn launch_matvec_multi(
         0,
         &args,
     )?;
-    Ok(true)
+    Ok(Some(blocks))
 }
 
 /// `out[r] = silu(x . w_gate[r]) * (x . w_up[r])` for m = 1 in one launch (matmul.hip
@@ -365,7 +431,7 @@ pub fn launch_matvec_swiglu(
     w_up: &DeviceWeight,
     out: &mut DeviceBuffer,
     q8x: bool,
-    norm: Option<&RmsNorm>,
+    norm: Option<&NormIn>,
 ) -> Result<bool> {
     let (n, k) = (w_gate.rows, w_gate.cols);
     if w_up.ty != w_gate.ty
@@ -402,7 +468,7 @@ pub fn launch_matvec_swiglu(
     };
     let mut args = vec![x.arg()];
     if wide {
-        args.extend(RmsNorm::args(norm, k)?);
+        args.extend(NormIn::args(norm, k)?);
     }
     args.extend([
         w_gate.bytes.arg(),
