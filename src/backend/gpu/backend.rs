@@ -30,6 +30,11 @@ pub struct GpuBackend {
     pending_norm: Mutex<Option<PendingNorm>>,
 }
 
+/// Bytes of `GpuBackend::norm_parts` for weights of up to `max_weight_cols` columns.
+fn norm_sums_bytes(max_weight_cols: usize) -> usize {
+    max_weight_cols.max(1) * 4
+}
+
 /// A norm input prepared by `matmul_add_norm`: `xb = x * weight` and `parts` sums of squares,
 /// for the `rms_norm_*` call with the same x, weight, eps and xb.
 #[derive(Clone, Copy, PartialEq)]
@@ -49,6 +54,13 @@ impl GpuBackend {
             norm_parts: Mutex::new(None),
             pending_norm: Mutex::new(None),
         }
+    }
+
+    /// The norm sums buffer (`norm_parts`), locked.
+    fn norm_parts(&self) -> Result<std::sync::MutexGuard<'_, Option<DeviceBuffer>>> {
+        self.norm_parts
+            .lock()
+            .map_err(|_| Error::runtime("norm sums poisoned"))
     }
 
     /// The prepared norm input for this `rms_norm_*` call, if `matmul_add_norm` left one for
@@ -226,7 +238,7 @@ impl Backend for GpuBackend {
         }
         // What the device scratch allocates for it (`GpuDevice::scratch` rounds up), and the
         // norm sums `matmul_add_norm` hands over (`norm_parts`).
-        Ok((bytes.next_power_of_two().max(1 << 20) + max_weight_cols.max(1) * 4) as u64)
+        Ok((bytes.next_power_of_two().max(1 << 20) + norm_sums_bytes(max_weight_cols)) as u64)
     }
 
     fn reserve_workspace(
@@ -243,15 +255,12 @@ impl Backend for GpuBackend {
             .load(std::sync::atomic::Ordering::Relaxed);
         let bytes =
             self.workspace_bytes(max_seq_q, max_seq_k, heads, kv_heads, head_dim, vocab, cols)?;
-        let sums_bytes = cols.max(1) * 4;
+        let sums_bytes = norm_sums_bytes(cols);
         self.dev.scratch(
             bytes as usize - sums_bytes,
             "reserving the attention workspace",
         )?;
-        let mut sums = self
-            .norm_parts
-            .lock()
-            .map_err(|_| Error::runtime("norm sums poisoned"))?;
+        let mut sums = self.norm_parts()?;
         if sums.as_ref().is_none_or(|b| b.bytes() < sums_bytes) {
             *sums = Some(DeviceBuffer::zeros(&self.dev, sums_bytes, "norm sums")?);
         }
@@ -376,10 +385,7 @@ impl Backend for GpuBackend {
     ) -> Result<()> {
         let rows = w.iter().map(|w| w.rows).sum();
         if let Some(n) = self.take_pending_norm(x, norm, eps, xb) {
-            let guard = self
-                .norm_parts
-                .lock()
-                .map_err(|_| Error::runtime("norm sums poisoned"))?;
+            let guard = self.norm_parts()?;
             if let Some(parts) = guard.as_ref() {
                 let norm_in = NormIn::Parts { parts, n, eps };
                 if m == 1 && self.fused_qkv(xb, Some(&norm_in), w, biases, q, k, v)? {
@@ -452,10 +458,7 @@ impl Backend for GpuBackend {
             *p = None;
         }
         if m == 1 && matmul::gpu::model_fused_norm() && norm.rows == 1 && norm.cols == n {
-            let guard = self
-                .norm_parts
-                .lock()
-                .map_err(|_| Error::runtime("norm sums poisoned"))?;
+            let guard = self.norm_parts()?;
             if let Some(sums) = guard.as_ref() {
                 let (x_ptr, xb_ptr) = (out.ptr(), xb.ptr());
                 let mut parts = [Projection {
@@ -538,10 +541,7 @@ impl Backend for GpuBackend {
         out: &mut DeviceBuffer,
     ) -> Result<()> {
         if let Some(parts_n) = self.take_pending_norm(x, norm, eps, xb) {
-            let guard = self
-                .norm_parts
-                .lock()
-                .map_err(|_| Error::runtime("norm sums poisoned"))?;
+            let guard = self.norm_parts()?;
             if let Some(parts) = guard.as_ref() {
                 let norm_in = NormIn::Parts {
                     parts,

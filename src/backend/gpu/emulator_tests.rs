@@ -537,6 +537,33 @@ fn gpu_backend_matches_the_cpu_backend() {
     }
 }
 
+/// The fused RMS norm's m = 1 projections in float64: `(x * norm)` in 8 bits as the kernels
+/// take it (`q8x_reference`) against `n` rows of weight bytes `b` of type `ty`, times
+/// `1 / sqrt(mean(x^2) + eps)`.
+fn rms_norm_q8x_reference(
+    x: &[f32],
+    norm: &[f32],
+    eps: f32,
+    ty: GgmlType,
+    n: usize,
+    b: &[u8],
+) -> Vec<f64> {
+    let k = x.len();
+    let ss: f64 = x.iter().map(|&v| v as f64 * v as f64).sum();
+    let inv_rms = 1.0 / (ss / k as f64 + eps as f64).sqrt();
+    let z: Vec<f32> = x.iter().zip(norm).map(|(a, b)| a * b).collect();
+    let view = crate::ops::WeightView {
+        ty,
+        rows: n,
+        cols: k,
+        bytes: b,
+    };
+    q8x_reference(&z, &view)
+        .iter()
+        .map(|&v| v as f64 * inv_rms)
+        .collect()
+}
+
 #[test]
 #[ignore = "builds the kernels with g++ (minutes); run by scripts/check-kernels.sh"]
 fn fused_decode_projections_match_the_unfused_ops() {
@@ -736,20 +763,8 @@ fn fused_decode_projections_match_the_unfused_ops() {
                 .weight(GgmlType::F32, 1, k, &f32_bytes(&norm_host))
                 .unwrap();
             let eps = 1e-5f32;
-            let ss: f64 = x.iter().map(|&v| v as f64 * v as f64).sum();
-            let inv_rms = 1.0 / (ss / k as f64 + eps as f64).sqrt();
-            let z: Vec<f32> = x.iter().zip(&norm_host).map(|(a, b)| a * b).collect();
-            let normed = |ty: GgmlType, n: usize, b: &[u8]| -> Vec<f64> {
-                let view = crate::ops::WeightView {
-                    ty,
-                    rows: n,
-                    cols: k,
-                    bytes: b,
-                };
-                q8x_reference(&z, &view)
-                    .iter()
-                    .map(|&v| v as f64 * inv_rms)
-                    .collect()
+            let normed = |ty: GgmlType, n: usize, b: &[u8]| {
+                rms_norm_q8x_reference(&x, &norm_host, eps, ty, n, b)
             };
             let mut xb = gpu.zeros(k).unwrap();
             for with_bias in [false, true] {
@@ -822,24 +837,8 @@ fn fused_decode_projections_match_the_unfused_ops() {
                 };
                 let want: Vec<f32> = resid.iter().zip(&proj).map(|(r, p)| r + p).collect();
                 assert_close("matmul_add_norm's residual", &new_resid, &want, 1e-5);
-                let ss: f64 = new_resid.iter().map(|&v| v as f64 * v as f64).sum();
-                let inv_rms = 1.0 / (ss / k as f64 + eps as f64).sqrt();
-                let z: Vec<f32> = new_resid
-                    .iter()
-                    .zip(&norm_host)
-                    .map(|(a, b)| a * b)
-                    .collect();
-                let normed2 = |ty: GgmlType, n: usize, b: &[u8]| -> Vec<f64> {
-                    let view = crate::ops::WeightView {
-                        ty,
-                        rows: n,
-                        cols: k,
-                        bytes: b,
-                    };
-                    q8x_reference(&z, &view)
-                        .iter()
-                        .map(|&v| v as f64 * inv_rms)
-                        .collect()
+                let normed2 = |ty: GgmlType, n: usize, b: &[u8]| {
+                    rms_norm_q8x_reference(&new_resid, &norm_host, eps, ty, n, b)
                 };
                 if consumer == "qkv" {
                     let mut outs = [
