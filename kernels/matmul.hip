@@ -784,6 +784,261 @@ RF_MATVEC_WIDE_SWIGLU(q8_0, WideQ8_0, 2)
 RF_MATVEC_WIDE_SWIGLU(q8_0, WideQ8_0, 4)
 RF_MATVEC_WIDE_SWIGLU(q8_0, WideQ8_0, 8)
 
+// ------------------------------------------------------------------------------------------
+// matvec_stream_*: m = 1 decode kernels for long rows (v7) that stream the weights with the
+//   next loads always in flight. The block's threads span k once: thread t owns piece t of
+//   every row (a piece as in matvec_wide: 16 quant bytes; at most 512 pieces a row), so each
+//   thread loads and quantizes its 32 (Q4_0) or 16 (Q8_0) values of x once (8-bit, as the
+//   *_q8x_* kernels) and keeps them in registers for all its rows. The weight rows are taken
+//   in groups of R, group g by block g mod grid (a few blocks per multiprocessor, chosen by
+//   the launcher); while a group's dot products are summed, the loads of the block's next
+//   group are already issued. A 32-lane group's R partial sums are reduced by a
+//   reduce-scatter butterfly (lane l ends with row l >> (5 - log2 R); the same pairs are
+//   added as by rf_group_sum, so a row's sum is the same float), written to shared memory,
+//   and summed over the block's 32-lane groups once at the end, where the epilogue (bias,
+//   accumulate, RMS-norm scale, norm hand-over) runs as in matvec_wide_multi.
+//   Launch: grid (blocks), block ceil(pieces / 64) x 64 (whole 64-wide waves on AMD too; the
+//   threads past the pieces idle), dynamic shared memory ceil(groups / blocks) x R x
+//   (block / 32) floats.
+
+// The sums of R values over a 32-lane group, spread: on return lane l's v[0] is the group's
+// sum of v[l >> (5 - log2 R)] (R a power of two, 1 <= R <= 32).
+template <int R>
+__device__ __forceinline__ float rf_reduce_scatter32(float (&v)[R], int lane) {
+    int off = 16;
+#pragma unroll
+    for (int n = R; n > 1; n >>= 1, off >>= 1) {
+        const bool upper = (lane & off) != 0;
+#pragma unroll
+        for (int i = 0; i < n / 2; ++i) {
+            const float send = upper ? v[i] : v[i + n / 2];
+            const float keep = upper ? v[i + n / 2] : v[i];
+            v[i] = keep + rf_shfl_xor(send, off, 32);
+        }
+    }
+#pragma unroll
+    for (; off > 0; off >>= 1) v[0] += rf_shfl_xor(v[0], off, 32);
+    return v[0];
+}
+
+// The weight rows of a stream kernel: `total` rows, row i of (w0 [n0], w1 [n1], w2 [n2])
+// concatenated, or for SwiGLU (SWIGLU) group g's first R / 2 rows gate rows and the next R / 2
+// the same up rows.
+template <int R, bool SWIGLU>
+struct StreamRows {
+    const u8 *w0, *w1, *w2;
+    int n0, n1, total;
+    i64 row_bytes;
+    // Weight row r of group g (clamped to the last row: loads stay in bounds).
+    __device__ const u8* row(int g, int r) const {
+        if (SWIGLU) {
+            const int i = min(g * (R / 2) + (r % (R / 2)), n0 - 1);
+            return (r < R / 2 ? w0 : w1) + (i64)i * row_bytes;
+        }
+        int i = min(g * R + r, total - 1);
+        if (i < n0) return w0 + (i64)i * row_bytes;
+        i -= n0;
+        if (i < n1) return w1 + (i64)i * row_bytes;
+        return w2 + (i64)(i - n1) * row_bytes;
+    }
+};
+
+// The streaming core: part[(it R + r) (block / 32) + group] = 32-lane group `group`'s share of
+// weight row r of the block's it-th group (it = 0, 1, ...: groups blockIdx.x + it gridDim.x);
+// returns this thread's share of sum(x^2) where norm_w or ss_parts is given (else 0). The
+// caller sums part over the groups after a barrier.
+template <class Q, int R, bool SWIGLU>
+__device__ __forceinline__ float matvec_stream_core(const float* __restrict__ x, const float* __restrict__ norm_w,
+                                                    const float* ss_parts, int n_parts,
+                                                    const StreamRows<R, SWIGLU>& rows, int groups, int k,
+                                                    float* part) {
+    const int tid = threadIdx.x, lane = tid & 31, group = tid >> 5, nwarps = blockDim.x >> 5;
+    const int pieces = k / Q::PIECE_ELEMS, nblocks = k / 32;
+    const int p = tid;
+    const bool active = p < pieces;
+    const bool aligned16 = ((unsigned long long)rows.w0 & 15ull) == 0 && ((unsigned long long)rows.w1 & 15ull) == 0 &&
+                           ((unsigned long long)rows.w2 & 15ull) == 0 && ((nblocks * Q::QS) & 15) == 0 &&
+                           (rows.row_bytes & 15) == 0;
+    const i64 qoff = (i64)p * 16, soff = (i64)nblocks * Q::QS + 2 * Q::block_of(p);
+    uint4 qa[R];
+    float da[R];
+    int g = blockIdx.x;
+    if (active && g < groups) {
+#pragma unroll
+        for (int r = 0; r < R; ++r) {
+            const u8* w = rows.row(g, r);
+            qa[r] = rf_ld128_a4(w + qoff, aligned16);
+            da[r] = rf_ldh(w + soff);
+        }
+    }
+    rf_grid_wait();  // the first weights are on their way; x may come from the last kernel
+    rf_grid_release();
+    float ss = 0.0f;
+    if (ss_parts != nullptr) {
+        for (int i = tid; i < n_parts; i += blockDim.x) ss += ss_parts[i];
+    }
+    constexpr int XW = Q::PIECE_ELEMS / 4;  // float4s (and 8-bit words) of x a piece
+    int xq[XW], sx = 0;
+    float dx = 0.0f;
+    if (active) {
+        float4 xv[XW];
+        const float4* xp = (const float4*)(rf_after_wait(x) + (i64)p * Q::PIECE_ELEMS);
+#pragma unroll
+        for (int i = 0; i < XW; ++i) xv[i] = xp[i];
+        if (norm_w != nullptr) {
+            const float4* gp = (const float4*)(norm_w + (i64)p * Q::PIECE_ELEMS);
+#pragma unroll
+            for (int i = 0; i < XW; ++i) {
+                const float4 w = gp[i];
+                float4& v = xv[i];
+                ss += v.x * v.x + v.y * v.y + v.z * v.z + v.w * v.w;
+                v = make_float4(v.x * w.x, v.y * w.y, v.z * w.z, v.w * w.w);
+            }
+        }
+        float amax = 0.0f;
+#pragma unroll
+        for (int i = 0; i < XW; ++i) {
+            amax = rf_absmax_nan(amax, xv[i].x);
+            amax = rf_absmax_nan(amax, xv[i].y);
+            amax = rf_absmax_nan(amax, xv[i].z);
+            amax = rf_absmax_nan(amax, xv[i].w);
+        }
+        const float inv = amax != 0.0f ? 127.0f / amax : 0.0f;
+        dx = amax / 127.0f;
+#pragma unroll
+        for (int i = 0; i < XW; ++i) {
+            xq[i] = rf_q8_word(xv[i], inv);
+            sx = rf_dp4a(xq[i], 0x01010101, sx);
+        }
+    } else {
+#pragma unroll
+        for (int i = 0; i < XW; ++i) xq[i] = 0;
+    }
+    for (int it = 0; g < groups; g += gridDim.x, ++it) {
+        const int gn = g + gridDim.x;
+        uint4 qb[R];
+        float db[R];
+        if (active && gn < groups) {
+#pragma unroll
+            for (int r = 0; r < R; ++r) {
+                const u8* w = rows.row(gn, r);
+                qb[r] = rf_ld128_a4(w + qoff, aligned16);
+                db[r] = rf_ldh(w + soff);
+            }
+        }
+        float v[R];
+#pragma unroll
+        for (int r = 0; r < R; ++r) v[r] = active ? da[r] * dx * (float)Q::dot_i8(qa[r], xq, sx) : 0.0f;
+        const float s = rf_reduce_scatter32<R>(v, lane);
+        if ((lane & (32 / R - 1)) == 0) part[(it * R + lane / (32 / R)) * nwarps + group] = s;
+#pragma unroll
+        for (int r = 0; r < R; ++r) {
+            qa[r] = qb[r];
+            da[r] = db[r];
+        }
+    }
+    return ss;
+}
+
+// Row s of the block's rows (s = it R + r): the sum over the block's 32-lane groups.
+__device__ __forceinline__ float matvec_stream_total(const float* part, int s) {
+    const int nwarps = blockDim.x >> 5;
+    float v = 0.0f;
+    for (int w = 0; w < nwarps; ++w) v += part[s * nwarps + w];
+    return v;
+}
+
+// matvec_stream_multi_<type>_r<R>: matvec_wide_multi on the streaming core (same arguments;
+//   ss_out gets one sum per block of the stream grid).
+template <class Q, int R>
+__device__ __forceinline__ void matvec_stream_multi(const float* __restrict__ x, int k, i64 row_bytes, int accumulate,
+                                                    const float* norm_w, float eps, const float* ss_parts, int n_parts,
+                                                    const float* norm_out_w, float* xw_out, float* ss_out,
+                                                    const u8* w0, float* out0, const float* bias0, int n0,
+                                                    const u8* w1, float* out1, const float* bias1, int n1,
+                                                    const u8* w2, float* out2, const float* bias2, int n2) {
+    extern __shared__ float stream_part[];
+    const int total = n0 + n1 + n2, groups = (total + R - 1) / R;
+    const StreamRows<R, false> rows{w0, w1 != nullptr ? w1 : w0, w2 != nullptr ? w2 : w0, n0, n1, total, row_bytes};
+    float ss = matvec_stream_core<Q, R, false>(x, norm_w, ss_parts, n_parts, rows, groups, k, stream_part);
+    const bool normed = norm_w != nullptr || ss_parts != nullptr;
+    if (normed) ss = rf_block_sum(ss);  // (its barriers also order the part writes)
+    else __syncthreads();
+    const float scale = normed ? rsqrtf(ss / (float)k + eps) : 1.0f;
+    const int slots = ((groups - (int)blockIdx.x + (int)gridDim.x - 1) / (int)gridDim.x) * R;
+    float sq = 0.0f;
+    for (int s = threadIdx.x; s < slots; s += blockDim.x) {
+        int i = ((int)blockIdx.x + (s / R) * (int)gridDim.x) * R + s % R;
+        if (i >= total) continue;
+        float* out = out0;
+        const float* bias = bias0;
+        if (i >= n0 + n1) {
+            i -= n0 + n1;
+            out = out2, bias = bias2;
+        } else if (i >= n0) {
+            i -= n0;
+            out = out1, bias = bias1;
+        }
+        float v = matvec_stream_total(stream_part, s) * scale;
+        if (bias != nullptr) v += bias[i];
+        const float o = accumulate ? out[i] + v : v;
+        out[i] = o;
+        if (xw_out != nullptr) xw_out[i] = o * norm_out_w[i];
+        sq += o * o;
+    }
+    if (ss_out != nullptr) {
+        sq = rf_block_sum(sq);
+        if (threadIdx.x == 0) ss_out[blockIdx.x] = sq;
+    }
+}
+
+// matvec_stream_swiglu_<type>_r<R>: matvec_wide_swiglu on the streaming core, R / 2 rows of
+//   each matrix a group.
+template <class Q, int R>
+__device__ __forceinline__ void matvec_stream_swiglu(const float* __restrict__ x, const float* __restrict__ norm_w,
+                                                     float eps, const float* ss_parts, int n_parts,
+                                                     const u8* __restrict__ w_gate, const u8* __restrict__ w_up,
+                                                     float* __restrict__ out, int n, int k, i64 row_bytes) {
+    extern __shared__ float stream_part[];
+    const int groups = (n + R / 2 - 1) / (R / 2);
+    const StreamRows<R, true> rows{w_gate, w_up, w_up, n, 0, 2 * n, row_bytes};
+    float ss = matvec_stream_core<Q, R, true>(x, norm_w, ss_parts, n_parts, rows, groups, k, stream_part);
+    const bool normed = norm_w != nullptr || ss_parts != nullptr;
+    if (normed) ss = rf_block_sum(ss);
+    else __syncthreads();
+    const float scale = normed ? rsqrtf(ss / (float)k + eps) : 1.0f;
+    const int its = (groups - (int)blockIdx.x + (int)gridDim.x - 1) / (int)gridDim.x;
+    for (int s = threadIdx.x; s < its * (R / 2); s += blockDim.x) {
+        const int it = s / (R / 2), r = s % (R / 2);
+        const int i = ((int)blockIdx.x + it * (int)gridDim.x) * (R / 2) + r;
+        if (i >= n) continue;
+        const float g = matvec_stream_total(stream_part, it * R + r) * scale;
+        const float u = matvec_stream_total(stream_part, it * R + R / 2 + r) * scale;
+        out[i] = g / (1.0f + expf(-g)) * u;
+    }
+}
+
+#define RF_MATVEC_STREAM(suffix, Q, R)                                                            \
+    RF_KERNEL void RF_LAUNCH_BOUNDS(512) matvec_stream_multi_q8x_##suffix##_r##R(                \
+        const float* x, int k, i64 row_bytes, int accumulate, const float* norm_w, float eps,     \
+        const float* ss_parts, int n_parts, const float* norm_out_w, float* xw_out, float* ss_out, \
+        const u8* w0, float* out0, const float* bias0, int n0, const u8* w1, float* out1,         \
+        const float* bias1, int n1, const u8* w2, float* out2, const float* bias2, int n2) {      \
+        matvec_stream_multi<Q, R>(x, k, row_bytes, accumulate, norm_w, eps, ss_parts, n_parts,     \
+                                  norm_out_w, xw_out, ss_out, w0, out0, bias0, n0, w1, out1, bias1, \
+                                  n1, w2, out2, bias2, n2);                                        \
+    }                                                                                             \
+    RF_KERNEL void RF_LAUNCH_BOUNDS(512) matvec_stream_swiglu_q8x_##suffix##_r##R(               \
+        const float* x, const float* norm_w, float eps, const float* ss_parts, int n_parts,       \
+        const u8* w_gate, const u8* w_up, float* out, int n, int k, i64 row_bytes) {              \
+        matvec_stream_swiglu<Q, R>(x, norm_w, eps, ss_parts, n_parts, w_gate, w_up, out, n, k,     \
+                                   row_bytes);                                                     \
+    }
+RF_MATVEC_STREAM(q4_0, WideQ4_0, 4)
+RF_MATVEC_STREAM(q4_0, WideQ4_0, 8)
+RF_MATVEC_STREAM(q8_0, WideQ8_0, 4)
+RF_MATVEC_STREAM(q8_0, WideQ8_0, 8)
+
 template <class T>
 __device__ __forceinline__ void matmul_tiled(const float* x, const u8* w, float* out, int m, int n, int k,
                                              i64 row_bytes) {

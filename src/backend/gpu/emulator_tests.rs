@@ -566,6 +566,114 @@ fn rms_norm_q8x_reference(
 
 #[test]
 #[ignore = "builds the kernels with g++ (minutes); run by scripts/check-kernels.sh"]
+fn streaming_swiglu_matches_the_cpu_reference() {
+    use super::GpuBackend;
+    use crate::backend::Backend;
+    use crate::ops::matmul::gpu::{launch_matvec_swiglu, NormIn, RmsNorm};
+
+    let mut rng = Rng::new("streaming_swiglu_matches_the_cpu_reference");
+    // k = 2112: 66 Q4_0 pieces (a block of 128 threads, 62 of them idle) and 132 Q8_0 pieces
+    // (192); 77 rows: 20 groups of 4 rows of each matrix, more than the grid (at most 16
+    // blocks on the emulator's 4 multiprocessors), so blocks take two groups, and the last
+    // group is partial.
+    let (k, ffn) = (2112, 77);
+    let silu_mul = |g: &[f32], u: &[f32]| -> Vec<f32> {
+        g.iter()
+            .zip(u)
+            .map(|(&g, &u)| (g as f64 / (1.0 + (-g as f64).exp()) * u as f64) as f32)
+            .collect()
+    };
+    for dev in devices() {
+        let gpu = GpuBackend::new(dev.clone());
+        let down = |g: &super::DeviceBuffer, n: usize| {
+            let mut v = vec![0f32; n];
+            gpu.download(g, &mut v).unwrap();
+            v
+        };
+        for ty in [GgmlType::Q4_0, GgmlType::Q8_0] {
+            let bytes = |seed| super::bench::random_weight_bytes(ty, ffn, k, seed).unwrap();
+            let (wg, wu) = (bytes(rng.next_u64()), bytes(rng.next_u64()));
+            let (gg, gu) = (
+                gpu.weight(ty, ffn, k, &wg).unwrap(),
+                gpu.weight(ty, ffn, k, &wu).unwrap(),
+            );
+            let (vg, vu) = (
+                super::backend::tests_view(&gg),
+                super::backend::tests_view(&gu),
+            );
+            let view = |b| WeightView {
+                ty,
+                rows: ffn,
+                cols: k,
+                bytes: b,
+            };
+            let x = rng.vec(k);
+            let gx = gpu.upload(&x).unwrap();
+            let mut out = gpu.zeros(ffn).unwrap();
+            assert!(launch_matvec_swiglu(&dev, &gx, &vg, &vu, &mut out, true, None).unwrap());
+            let want = silu_mul(
+                &q8x_reference(&x, &view(&wg)),
+                &q8x_reference(&x, &view(&wu)),
+            );
+            assert_close(
+                &format!("streaming swiglu {ty:?}"),
+                &down(&out, ffn),
+                &want,
+                1e-5,
+            );
+
+            // RMS norm by weight, and handed over (x * weight and partial sums of x^2)
+            let norm = rng.vec(k);
+            let eps = 1e-5f32;
+            let want: Vec<f32> = {
+                let g = rms_norm_q8x_reference(&x, &norm, eps, ty, ffn, &wg);
+                let u = rms_norm_q8x_reference(&x, &norm, eps, ty, ffn, &wu);
+                g.iter()
+                    .zip(&u)
+                    .map(|(&g, &u)| (g / (1.0 + (-g).exp()) * u) as f32)
+                    .collect()
+            };
+            let gnorm = gpu.upload(&norm).unwrap();
+            let by_weight = NormIn::Weight(RmsNorm {
+                weight: &gnorm,
+                eps,
+            });
+            assert!(
+                launch_matvec_swiglu(&dev, &gx, &vg, &vu, &mut out, true, Some(&by_weight))
+                    .unwrap()
+            );
+            assert_close(
+                &format!("streaming swiglu {ty:?}, norm by weight"),
+                &down(&out, ffn),
+                &want,
+                1e-5,
+            );
+            let xw: Vec<f32> = x.iter().zip(&norm).map(|(a, b)| a * b).collect();
+            let sums: Vec<f32> = x
+                .chunks(100)
+                .map(|c| c.iter().map(|v| v * v).sum())
+                .collect();
+            let (gxw, gsums) = (gpu.upload(&xw).unwrap(), gpu.upload(&sums).unwrap());
+            let parts = NormIn::Parts {
+                parts: &gsums,
+                n: sums.len(),
+                eps,
+            };
+            assert!(
+                launch_matvec_swiglu(&dev, &gxw, &vg, &vu, &mut out, true, Some(&parts)).unwrap()
+            );
+            assert_close(
+                &format!("streaming swiglu {ty:?}, norm handed over"),
+                &down(&out, ffn),
+                &want,
+                1e-5,
+            );
+        }
+    }
+}
+
+#[test]
+#[ignore = "builds the kernels with g++ (minutes); run by scripts/check-kernels.sh"]
 fn fused_decode_projections_match_the_unfused_ops() {
     use super::GpuBackend;
     use crate::backend::{unfused, Backend, Device};

@@ -242,6 +242,20 @@ pub fn matvec_wide_multi(ty: GgmlType, rows: usize, q8x: bool) -> Option<Kernel>
 pub fn matvec_wide_swiglu(ty: GgmlType, rows: usize, q8x: bool) -> Option<Kernel> {
     wide_kernel("_swiglu", ty, rows, q8x, &MATVEC_WIDE_SWIGLU_ROWS)
 }
+/// Weight rows per group the streaming m = 1 kernels come in (matmul.hip, matvec_stream).
+pub const MATVEC_STREAM_ROWS: [usize; 2] = [4, 8];
+
+/// The streaming gate/up + SwiGLU kernel of `ty` (8-bit x), `rows` weight rows (half of
+/// each matrix) per group (one of `MATVEC_STREAM_ROWS`).
+pub fn matvec_stream_swiglu(ty: GgmlType, rows: usize) -> Option<Kernel> {
+    let suffix = fast_suffix(ty)?;
+    MATVEC_STREAM_ROWS.contains(&rows).then(|| {
+        k_overlapping(
+            Family::Matmul,
+            format!("matvec_stream_swiglu_q8x_{suffix}_r{rows}"),
+        )
+    })
+}
 pub fn matmul_tiled(ty: GgmlType) -> Result<Kernel> {
     Ok(k(
         Family::Matmul,
@@ -361,6 +375,9 @@ pub fn all() -> Vec<Kernel> {
             for rows in MATVEC_WIDE_SWIGLU_ROWS {
                 out.extend(matvec_wide_swiglu(ty, rows, q8x));
             }
+        }
+        for rows in MATVEC_STREAM_ROWS {
+            out.extend(matvec_stream_swiglu(ty, rows));
         }
         out.push(matmul_tiled(ty).expect("registered type"));
         for bm in MMA_ROW_TILES {

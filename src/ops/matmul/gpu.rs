@@ -110,6 +110,55 @@ fn wide_matvec_threads(dev: &GpuDevice, k: usize) -> u32 {
     (32 * k.div_ceil(1024).clamp(1, 4) as u32).div_ceil(warp) * warp
 }
 
+/// Weight rows per group of the streaming kernels (matmul.hip, matvec_stream): 8 (4 of gate
+/// and 4 of up) beat 4 on Llama-3-8B's gate/up on an H200 (bench/NOTES.md).
+const STREAM_ROWS: usize = 8;
+
+/// Launch shape of a streaming m = 1 kernel (matmul.hip, matvec_stream).
+struct StreamPlan {
+    grid: u32,
+    block: u32,
+    shared: usize,
+}
+
+/// The streaming kernel's launch for `rows` weight rows (in all) of `k` values of `ty`, taken
+/// in groups of `group`, or None where the wide kernels stay: rows shorter than 2048 values,
+/// more than 512 pieces (16 quant bytes) a row (the kernel's block limit), shared memory
+/// short, or `ROCMFORGE_MATVEC_STREAM=0` (read once). The grid is a few blocks per
+/// multiprocessor (512 threads' worth: ~120 registers a thread), each block taking every
+/// grid-th group.
+fn stream_plan(
+    dev: &GpuDevice,
+    ty: GgmlType,
+    rows: usize,
+    k: usize,
+    group: usize,
+) -> Option<StreamPlan> {
+    static ENABLED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    let enabled = *ENABLED
+        .get_or_init(|| std::env::var_os("ROCMFORGE_MATVEC_STREAM").is_none_or(|v| v != "0"));
+    let piece_values = match ty {
+        GgmlType::Q4_0 => 32,
+        GgmlType::Q8_0 => 16,
+        _ => return None,
+    };
+    let pieces = k / piece_values;
+    if !enabled || k < 2048 || k % 32 != 0 || pieces > 512 || rows == 0 {
+        return None;
+    }
+    let props = dev.runtime().props();
+    let block = pieces.div_ceil(64) * 64;
+    let per_sm = (512 / block).max(1);
+    let groups = rows.div_ceil(group);
+    let grid = groups.min(props.multiprocessors.max(1) as usize * per_sm);
+    let shared = groups.div_ceil(grid) * group * (block / 32) * 4;
+    (shared <= props.max_shared_per_block).then_some(StreamPlan {
+        grid: grid as u32,
+        block: block as u32,
+        shared,
+    })
+}
+
 /// The model's m = 1 matvecs of Q4_0 and Q8_0 weights quantize x to 8 bits (`*_q8x`
 /// kernels: blocks of 32 for Q4_0, 16 for Q8_0, scale max|x| / 127, integer dot products),
 /// as llama.cpp and this project's CPU backend do, unless `ROCMFORGE_MATVEC_Q8X=0` (read
@@ -454,6 +503,30 @@ pub fn launch_matvec_swiglu(
     need("matmul", "out", out, n, 4)?;
     if n == 0 {
         return Ok(true);
+    }
+    if q8x && wide_matvec_enabled() {
+        if let Some(plan) = stream_plan(dev, w_gate.ty, 2 * n, k, STREAM_ROWS) {
+            let kernel = kernels::matvec_stream_swiglu(w_gate.ty, STREAM_ROWS).expect("fast type");
+            let mut args = vec![x.arg()];
+            args.extend(NormIn::args(norm, k)?);
+            args.extend([
+                w_gate.bytes.arg(),
+                w_up.bytes.arg(),
+                out.arg(),
+                Arg::I32(to_i32(n, "matmul n")?),
+                Arg::I32(to_i32(k, "matmul k")?),
+                Arg::I64(w_gate.row_bytes() as i64),
+            ]);
+            dev.launch(
+                "matmul",
+                &kernel,
+                [plan.grid, 1, 1],
+                [plan.block, 1, 1],
+                plan.shared as u32,
+                &args,
+            )?;
+            return Ok(true);
+        }
     }
     // Wide kernel: half the rows per block of the unfused one for each matrix (the same
     // number of rows in flight).
