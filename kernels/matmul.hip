@@ -39,6 +39,9 @@
 //   products, the model's decode path (rocmforge.ops.matmul keeps the float32 ones). The
 //   multi and swiglu forms can also take an RMS norm's weight and fold the norm in.
 //
+// matvec_stream_swiglu_*: the model's m = 1 gate/up + SwiGLU for rows of 2048 values or more
+//   (persistent blocks, the next row group's loads in flight; see its comment below).
+//
 // matmul_tiled_<type>: the prefill path. A block computes a 64 x 64 tile of out, stepping
 //   over k by 64: x (64 x 64) and the dequantized W tile (64 x 64) go to shared memory
 //   (k-major), and each of the 256 threads accumulates a 4 x 4 sub-tile.
@@ -795,8 +798,9 @@ RF_MATVEC_WIDE_SWIGLU(q8_0, WideQ8_0, 8)
 //   group are already issued. A 32-lane group's R partial sums are reduced by a
 //   reduce-scatter butterfly (lane l ends with row l >> (5 - log2 R); the same pairs are
 //   added as by rf_group_sum, so a row's sum is the same float), written to shared memory,
-//   and summed over the block's 32-lane groups once at the end, where the epilogue (bias,
-//   accumulate, RMS-norm scale, norm hand-over) runs as in matvec_wide_multi.
+//   and summed over the block's 32-lane groups once at the end, where the epilogue runs.
+//   (On an H200 the same core was slower than matvec_wide_multi for the 8B's q/k/v, o, down
+//   and LM head launches, bench/NOTES.md; only gate/up takes it.)
 //   Launch: grid (blocks), block ceil(pieces / 64) x 64 (whole 64-wide waves on AMD too; the
 //   threads past the pieces idle), dynamic shared memory ceil(groups / blocks) x R x
 //   (block / 32) floats.
@@ -948,50 +952,6 @@ __device__ __forceinline__ float matvec_stream_total(const float* part, int s) {
     return v;
 }
 
-// matvec_stream_multi_<type>_r<R>: matvec_wide_multi on the streaming core (same arguments;
-//   ss_out gets one sum per block of the stream grid).
-template <class Q, int R>
-__device__ __forceinline__ void matvec_stream_multi(const float* __restrict__ x, int k, i64 row_bytes, int accumulate,
-                                                    const float* norm_w, float eps, const float* ss_parts, int n_parts,
-                                                    const float* norm_out_w, float* xw_out, float* ss_out,
-                                                    const u8* w0, float* out0, const float* bias0, int n0,
-                                                    const u8* w1, float* out1, const float* bias1, int n1,
-                                                    const u8* w2, float* out2, const float* bias2, int n2) {
-    extern __shared__ float stream_part[];
-    const int total = n0 + n1 + n2, groups = (total + R - 1) / R;
-    const StreamRows<R, false> rows{w0, w1 != nullptr ? w1 : w0, w2 != nullptr ? w2 : w0, n0, n1, total, row_bytes};
-    float ss = matvec_stream_core<Q, R, false>(x, norm_w, ss_parts, n_parts, rows, groups, k, stream_part);
-    const bool normed = norm_w != nullptr || ss_parts != nullptr;
-    if (normed) ss = rf_block_sum(ss);  // (its barriers also order the part writes)
-    else __syncthreads();
-    const float scale = normed ? rsqrtf(ss / (float)k + eps) : 1.0f;
-    const int slots = ((groups - (int)blockIdx.x + (int)gridDim.x - 1) / (int)gridDim.x) * R;
-    float sq = 0.0f;
-    for (int s = threadIdx.x; s < slots; s += blockDim.x) {
-        int i = ((int)blockIdx.x + (s / R) * (int)gridDim.x) * R + s % R;
-        if (i >= total) continue;
-        float* out = out0;
-        const float* bias = bias0;
-        if (i >= n0 + n1) {
-            i -= n0 + n1;
-            out = out2, bias = bias2;
-        } else if (i >= n0) {
-            i -= n0;
-            out = out1, bias = bias1;
-        }
-        float v = matvec_stream_total(stream_part, s) * scale;
-        if (bias != nullptr) v += bias[i];
-        const float o = accumulate ? out[i] + v : v;
-        out[i] = o;
-        if (xw_out != nullptr) xw_out[i] = o * norm_out_w[i];
-        sq += o * o;
-    }
-    if (ss_out != nullptr) {
-        sq = rf_block_sum(sq);
-        if (threadIdx.x == 0) ss_out[blockIdx.x] = sq;
-    }
-}
-
 // matvec_stream_swiglu_<type>_r<R>: matvec_wide_swiglu on the streaming core, R / 2 rows of
 //   each matrix a group.
 template <class Q, int R>
@@ -1019,24 +979,13 @@ __device__ __forceinline__ void matvec_stream_swiglu(const float* __restrict__ x
 }
 
 #define RF_MATVEC_STREAM(suffix, Q, R)                                                            \
-    RF_KERNEL void RF_LAUNCH_BOUNDS(512) matvec_stream_multi_q8x_##suffix##_r##R(                \
-        const float* x, int k, i64 row_bytes, int accumulate, const float* norm_w, float eps,     \
-        const float* ss_parts, int n_parts, const float* norm_out_w, float* xw_out, float* ss_out, \
-        const u8* w0, float* out0, const float* bias0, int n0, const u8* w1, float* out1,         \
-        const float* bias1, int n1, const u8* w2, float* out2, const float* bias2, int n2) {      \
-        matvec_stream_multi<Q, R>(x, k, row_bytes, accumulate, norm_w, eps, ss_parts, n_parts,     \
-                                  norm_out_w, xw_out, ss_out, w0, out0, bias0, n0, w1, out1, bias1, \
-                                  n1, w2, out2, bias2, n2);                                        \
-    }                                                                                             \
     RF_KERNEL void RF_LAUNCH_BOUNDS(512) matvec_stream_swiglu_q8x_##suffix##_r##R(               \
         const float* x, const float* norm_w, float eps, const float* ss_parts, int n_parts,       \
         const u8* w_gate, const u8* w_up, float* out, int n, int k, i64 row_bytes) {              \
         matvec_stream_swiglu<Q, R>(x, norm_w, eps, ss_parts, n_parts, w_gate, w_up, out, n, k,     \
                                    row_bytes);                                                     \
     }
-RF_MATVEC_STREAM(q4_0, WideQ4_0, 4)
 RF_MATVEC_STREAM(q4_0, WideQ4_0, 8)
-RF_MATVEC_STREAM(q8_0, WideQ8_0, 4)
 RF_MATVEC_STREAM(q8_0, WideQ8_0, 8)
 
 template <class T>

@@ -243,7 +243,7 @@ pub fn matvec_wide_swiglu(ty: GgmlType, rows: usize, q8x: bool) -> Option<Kernel
     wide_kernel("_swiglu", ty, rows, q8x, &MATVEC_WIDE_SWIGLU_ROWS)
 }
 /// Weight rows per group the streaming m = 1 kernels come in (matmul.hip, matvec_stream).
-pub const MATVEC_STREAM_ROWS: [usize; 2] = [4, 8];
+pub const MATVEC_STREAM_ROWS: [usize; 1] = [8];
 
 /// The streaming gate/up + SwiGLU kernel of `ty` (8-bit x), `rows` weight rows (half of
 /// each matrix) per group (one of `MATVEC_STREAM_ROWS`).
