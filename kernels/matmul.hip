@@ -788,19 +788,19 @@ RF_MATVEC_WIDE_SWIGLU(q8_0, WideQ8_0, 4)
 RF_MATVEC_WIDE_SWIGLU(q8_0, WideQ8_0, 8)
 
 // ------------------------------------------------------------------------------------------
-// matvec_stream_*: m = 1 decode kernels for long rows (v7) that stream the weights with the
-//   next loads always in flight. The block's threads span k once: thread t owns piece t of
-//   every row (a piece as in matvec_wide: 16 quant bytes; at most 512 pieces a row), so each
-//   thread loads and quantizes its 32 (Q4_0) or 16 (Q8_0) values of x once (8-bit, as the
-//   *_q8x_* kernels) and keeps them in registers for all its rows. The weight rows are taken
-//   in groups of R, group g by block g mod grid (a few blocks per multiprocessor, chosen by
-//   the launcher); while a group's dot products are summed, the loads of the block's next
-//   group are already issued. A 32-lane group's R partial sums are reduced by a
-//   reduce-scatter butterfly (lane l ends with row l >> (5 - log2 R); the same pairs are
-//   added as by rf_group_sum, so a row's sum is the same float), written to shared memory,
-//   and summed over the block's 32-lane groups once at the end, where the epilogue runs.
-//   (On an H200 the same core was slower than matvec_wide_multi for the 8B's q/k/v, o, down
-//   and LM head launches, bench/NOTES.md; only gate/up takes it.)
+// matvec_stream_swiglu_*: the m = 1 gate/up + SwiGLU kernel for long rows (v7), streaming
+//   the weights with the next loads always in flight. The block's threads span k once:
+//   thread t owns piece t of every row (a piece as in matvec_wide: 16 quant bytes; at most
+//   512 pieces a row), so each thread loads and quantizes its 32 (Q4_0) or 16 (Q8_0) values
+//   of x once (8-bit, as the *_q8x_* kernels) and keeps them in registers for all its rows.
+//   The weight rows are taken in groups of R (R / 2 gate rows and the same up rows), group g
+//   by block g mod grid (a few blocks per multiprocessor, chosen by the launcher); while a
+//   group's dot products are summed, the loads of the block's next group are already issued.
+//   A 32-lane group's R partial sums are reduced by a reduce-scatter butterfly (lane l ends
+//   with row l >> (5 - log2 R); the same pairs are added as by rf_group_sum, so a row's sum
+//   is the same float), written to shared memory, and summed over the block's 32-lane groups
+//   once at the end, where the SwiGLU runs. (On an H200 the same core was slower than
+//   matvec_wide_multi for the 8B's q/k/v, o, down and LM head launches, bench/NOTES.md.)
 //   Launch: grid (blocks), block ceil(pieces / 64) x 64 (whole 64-wide waves on AMD too; the
 //   threads past the pieces idle), dynamic shared memory ceil(groups / blocks) x R x
 //   (block / 32) floats.
@@ -825,25 +825,17 @@ __device__ __forceinline__ float rf_reduce_scatter32(float (&v)[R], int lane) {
     return v[0];
 }
 
-// The weight rows of a stream kernel: `total` rows, row i of (w0 [n0], w1 [n1], w2 [n2])
-// concatenated, or for SwiGLU (SWIGLU) group g's first R / 2 rows gate rows and the next R / 2
-// the same up rows.
-template <int R, bool SWIGLU>
+// The weight rows of the streaming gate/up kernel: group g's first R / 2 rows are gate rows
+// g R / 2 .. + R / 2 - 1, the next R / 2 the same up rows.
+template <int R>
 struct StreamRows {
-    const u8 *w0, *w1, *w2;
-    int n0, n1, total;
+    const u8 *gate, *up;
+    int n;
     i64 row_bytes;
     // Weight row r of group g (clamped to the last row: loads stay in bounds).
     __device__ const u8* row(int g, int r) const {
-        if (SWIGLU) {
-            const int i = min(g * (R / 2) + (r % (R / 2)), n0 - 1);
-            return (r < R / 2 ? w0 : w1) + (i64)i * row_bytes;
-        }
-        int i = min(g * R + r, total - 1);
-        if (i < n0) return w0 + (i64)i * row_bytes;
-        i -= n0;
-        if (i < n1) return w1 + (i64)i * row_bytes;
-        return w2 + (i64)(i - n1) * row_bytes;
+        const int i = min(g * (R / 2) + (r % (R / 2)), n - 1);
+        return (r < R / 2 ? gate : up) + (i64)i * row_bytes;
     }
 };
 
@@ -851,18 +843,17 @@ struct StreamRows {
 // weight row r of the block's it-th group (it = 0, 1, ...: groups blockIdx.x + it gridDim.x);
 // returns this thread's share of sum(x^2) where norm_w or ss_parts is given (else 0). The
 // caller sums part over the groups after a barrier.
-template <class Q, int R, bool SWIGLU>
+template <class Q, int R>
 __device__ __forceinline__ float matvec_stream_core(const float* __restrict__ x, const float* __restrict__ norm_w,
                                                     const float* ss_parts, int n_parts,
-                                                    const StreamRows<R, SWIGLU>& rows, int groups, int k,
+                                                    const StreamRows<R>& rows, int groups, int k,
                                                     float* part) {
     const int tid = threadIdx.x, lane = tid & 31, group = tid >> 5, nwarps = blockDim.x >> 5;
     const int pieces = k / Q::PIECE_ELEMS, nblocks = k / 32;
     const int p = tid;
     const bool active = p < pieces;
-    const bool aligned16 = ((unsigned long long)rows.w0 & 15ull) == 0 && ((unsigned long long)rows.w1 & 15ull) == 0 &&
-                           ((unsigned long long)rows.w2 & 15ull) == 0 && ((nblocks * Q::QS) & 15) == 0 &&
-                           (rows.row_bytes & 15) == 0;
+    const bool aligned16 = ((unsigned long long)rows.gate & 15ull) == 0 && ((unsigned long long)rows.up & 15ull) == 0 &&
+                           ((nblocks * Q::QS) & 15) == 0 && (rows.row_bytes & 15) == 0;
     const i64 qoff = (i64)p * 16, soff = (i64)nblocks * Q::QS + 2 * Q::block_of(p);
     uint4 qa[R];
     float da[R];
@@ -952,8 +943,8 @@ __device__ __forceinline__ float matvec_stream_total(const float* part, int s) {
     return v;
 }
 
-// matvec_stream_swiglu_<type>_r<R>: matvec_wide_swiglu on the streaming core, R / 2 rows of
-//   each matrix a group.
+// matvec_stream_swiglu_<type>_r<R>: matvec_wide_swiglu's result on the streaming core, R / 2
+//   rows of each matrix a group.
 template <class Q, int R>
 __device__ __forceinline__ void matvec_stream_swiglu(const float* __restrict__ x, const float* __restrict__ norm_w,
                                                      float eps, const float* ss_parts, int n_parts,
@@ -961,8 +952,8 @@ __device__ __forceinline__ void matvec_stream_swiglu(const float* __restrict__ x
                                                      float* __restrict__ out, int n, int k, i64 row_bytes) {
     extern __shared__ float stream_part[];
     const int groups = (n + R / 2 - 1) / (R / 2);
-    const StreamRows<R, true> rows{w_gate, w_up, w_up, n, 0, 2 * n, row_bytes};
-    float ss = matvec_stream_core<Q, R, true>(x, norm_w, ss_parts, n_parts, rows, groups, k, stream_part);
+    const StreamRows<R> rows{w_gate, w_up, n, row_bytes};
+    float ss = matvec_stream_core<Q, R>(x, norm_w, ss_parts, n_parts, rows, groups, k, stream_part);
     const bool normed = norm_w != nullptr || ss_parts != nullptr;
     if (normed) ss = rf_block_sum(ss);
     else __syncthreads();
