@@ -26,7 +26,7 @@
 //   Launch: grid (ceil(Sq * G / BQ), B * KVH, splits), block 256. splits > 1 splits the keys
 //   in ranges of keys_per_split (a multiple of BK) and writes unnormalized partial outputs
 //   ([splits, B*KVH, Sq*G, DMAX]) and their (max, sum) pairs; flash_attn_combine merges them:
-//   grid (Sq * G, B * KVH), block 128.
+//   grid (Sq * G, B * KVH), block 128, dynamic shared memory 2 x splits floats.
 //   n_past (may be null): the number of keys is read from the device, Sk = n_past[0] + Sq
 //   (a decode step's position + 1), and the Sk argument only sized the launch; the keys are
 //   then spread over all the splits in whole tiles (keys_per_split is recomputed), and blocks
@@ -354,9 +354,15 @@ __device__ __forceinline__ void flash_attention(const float* q, const KV* k, con
 }
 
 // Merge the partial results of `splits` key ranges: out = sum_s 2^(m_s - M) o_s / sum_s 2^(m_s - M) l_s.
+// The block's threads load the splits' (m, l) pairs at once; the weights 2^(m_s - M) go to
+// shared memory (dynamic, 2 x splits floats), and only splits with a weight read their o
+// (the empty ones, past the keys, add exactly 0). The sums run in split order.
 RF_KERNEL void RF_LAUNCH_BOUNDS(1024)
 flash_attn_combine(const float* part_o, const float* part_ml, float* out, int splits, int Sq, int H, int KVH,
                    int D, int dmax) {
+    extern __shared__ float combine_smem[];
+    float* ws = combine_smem;           // [splits] weights 2^(m_s - M)
+    float* ls = combine_smem + splits;  // [splits] l_s
     rf_grid_wait();
     rf_grid_release();
     const int G = H / KVH, R = Sq * G;
@@ -364,22 +370,26 @@ flash_attn_combine(const float* part_o, const float* part_ml, float* out, int sp
     const i64 rows_per_split = (i64)gridDim.y * R;
     const i64 prow0 = (i64)bk * R + r;
     float M = -RF_INF;
-    for (int s = 0; s < splits; ++s) M = fmaxf(M, part_ml[2 * (prow0 + s * rows_per_split)]);
+    for (int s = threadIdx.x; s < splits; s += blockDim.x) {
+        const i64 prow = prow0 + s * rows_per_split;
+        const float m = part_ml[2 * prow];
+        ws[s] = m;
+        ls[s] = part_ml[2 * prow + 1];
+        M = fmaxf(M, m);
+    }
+    M = rf_block_max(M);  // (its barriers also publish ws and ls)
+    for (int s = threadIdx.x; s < splits; s += blockDim.x) ws[s] = M != -RF_INF ? exp2f(ws[s] - M) : 0.0f;
+    __syncthreads();
     const int i = r / G, h = kvh * G + r % G;
     float* dst = out + (((i64)b * Sq + i) * H + h) * D;
     float L = 0.0f;
-    if (M != -RF_INF)
-        for (int s = 0; s < splits; ++s) {
-            const i64 prow = prow0 + s * rows_per_split;
-            L += exp2f(part_ml[2 * prow] - M) * part_ml[2 * prow + 1];
-        }
+    for (int s = 0; s < splits; ++s) L += ws[s] * ls[s];
     for (int d = threadIdx.x; d < D; d += blockDim.x) {
         float acc = 0.0f;
-        if (M != -RF_INF)
-            for (int s = 0; s < splits; ++s) {
-                const i64 prow = prow0 + s * rows_per_split;
-                acc += exp2f(part_ml[2 * prow] - M) * part_o[prow * dmax + d];
-            }
+        for (int s = 0; s < splits; ++s) {
+            const float w = ws[s];
+            if (w != 0.0f) acc += w * part_o[(prow0 + s * rows_per_split) * dmax + d];
+        }
         dst[d] = L > 0.0f ? acc / L : 0.0f;
     }
 }

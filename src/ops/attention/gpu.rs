@@ -384,7 +384,7 @@ pub fn launch_flash_attention_with(
                 &kernels::flash_combine(),
                 [rows as u32, bkv as u32, 1],
                 [128, 1, 1],
-                0,
+                (plan.splits * 2 * 4) as u32,
                 &[
                     Arg::Ptr(part_o),
                     Arg::Ptr(part_ml),
