@@ -21,7 +21,9 @@
 //   K/V tile load. A block of 256 threads (16 x 16) owns BQ = 16 * RM rows; thread (ty, tx)
 //   holds rows ty + 16a, the score columns tx + 16c of each key tile and output columns
 //   64u + 4tx .. +3. Dynamic shared memory: Q [BQ][DMAX+4], one K-or-V tile [BK][DMAX+4],
-//   P [BQ][BK+4] floats. q is pre-scaled by scale * log2(e) so exp2 gives the softmax.
+//   P [BQ][BK+4] floats. q is pre-scaled by scale * log2(e) so exp2 gives the softmax. A
+//   thread issues all its loads of a Q, K or V tile before storing any (one round trip a
+//   tile), and one-row blocks (decode) fetch a tile's V with its K, before the scores.
 //   D <= DMAX (zero-padded), kv type f32 or f16 (u16 bits).
 //   Launch: grid (ceil(Sq * G / BQ), B * KVH, splits), block 256. splits > 1 splits the keys
 //   in ranges of keys_per_split (a multiple of BK) and writes unnormalized partial outputs
@@ -143,15 +145,27 @@ __device__ __forceinline__ float4 rf_load4(const u16* p) {
 __device__ __forceinline__ float rf_load1(const float* p) { return *p; }
 __device__ __forceinline__ float rf_load1(const u16* p) { return rf_half_to_float(*p); }
 
-// Rows [kt, kt + BK) of one kv head into dst [BK][DMAX + 4]; rows >= k_end and dims >= D are 0.
+// The flash kernels' block size (the launcher's FLASH_THREADS).
+#define FLASH_BLOCK 256
+
+// Rows [kt, kt + BK) of one kv head, as float4 pieces: thread t holds pieces t + i FLASH_BLOCK
+// of the tile [BK][DMAX / 4]; rows >= k_end and dims >= D are 0. All of a thread's loads are
+// issued before any is used (one round trip a tile, not one a piece).
+template <int DMAX, int BK>
+struct FlashTile {
+    static constexpr int N = (BK * (DMAX / 4) + FLASH_BLOCK - 1) / FLASH_BLOCK;
+    float4 v[N];
+};
 template <int DMAX, int BK, class KV>
-__device__ __forceinline__ void flash_load_kv(const KV* base, i64 row_stride, float* dst, int kt, int k_end,
-                                              int D) {
-    constexpr int DP = DMAX + 4, D4 = DMAX / 4;
-    for (int idx = threadIdx.x; idx < BK * D4; idx += blockDim.x) {
+__device__ __forceinline__ void flash_fetch_kv(const KV* base, i64 row_stride, int kt, int k_end, int D,
+                                               FlashTile<DMAX, BK>& t) {
+    constexpr int D4 = DMAX / 4;
+#pragma unroll
+    for (int n = 0; n < FlashTile<DMAX, BK>::N; ++n) {
+        const int idx = threadIdx.x + n * FLASH_BLOCK;
         const int j = idx / D4, d = 4 * (idx % D4), key = kt + j;
         float4 val = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-        if (key < k_end && d < D) {
+        if (idx < BK * D4 && key < k_end && d < D) {
             const KV* src = base + (i64)key * row_stride + d;
             if ((D & 3) == 0) {
                 val = rf_load4(src);
@@ -162,7 +176,17 @@ __device__ __forceinline__ void flash_load_kv(const KV* base, i64 row_stride, fl
                 if (d + 3 < D) val.w = rf_load1(src + 3);
             }
         }
-        *(float4*)&dst[j * DP + d] = val;
+        t.v[n] = val;
+    }
+}
+// The fetched tile into dst [BK][DMAX + 4].
+template <int DMAX, int BK>
+__device__ __forceinline__ void flash_store_kv(const FlashTile<DMAX, BK>& t, float* dst) {
+    constexpr int DP = DMAX + 4, D4 = DMAX / 4;
+#pragma unroll
+    for (int n = 0; n < FlashTile<DMAX, BK>::N; ++n) {
+        const int idx = threadIdx.x + n * FLASH_BLOCK;
+        if (idx < BK * D4) *(float4*)&dst[(idx / D4) * DP + 4 * (idx % D4)] = t.v[n];
     }
 }
 
@@ -199,11 +223,27 @@ __device__ __forceinline__ void flash_attention(const float* q, const KV* k, con
         k_end = min(k_end, max(last_query + offset + 1, 0));
     }
 
-    // Q tile, pre-scaled.
-    for (int idx = tid; idx < BQ * (DMAX / 4); idx += blockDim.x) {
+    const KV* kbase = k + ((i64)b * kv_rows * KVH + kvh) * D;
+    const KV* vbase = v + ((i64)b * kv_rows * KVH + kvh) * D;
+    const i64 row_stride = (i64)KVH * D;
+    // The first key tile (and, for decode's one-row blocks, its V tile too: one round trip for
+    // Q, K and V) is requested before Q is stored.
+    constexpr bool PREFETCH_V = RM == 1;
+    FlashTile<DMAX, BK> kr, vr;
+    if (k_begin < k_end) {
+        flash_fetch_kv<DMAX, BK>(kbase, row_stride, k_begin, k_end, D, kr);
+        if (PREFETCH_V) flash_fetch_kv<DMAX, BK>(vbase, row_stride, k_begin, k_end, D, vr);
+    }
+
+    // Q tile, pre-scaled (all of a thread's loads issued before the stores).
+    constexpr int QN = (BQ * (DMAX / 4) + FLASH_BLOCK - 1) / FLASH_BLOCK;
+    float4 qv_load[QN];
+#pragma unroll
+    for (int n = 0; n < QN; ++n) {
+        const int idx = tid + n * FLASH_BLOCK;
         const int rr = idx / (DMAX / 4), d = 4 * (idx % (DMAX / 4)), r = r0 + rr;
         float4 val = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-        if (r < R && d < D) {
+        if (idx < BQ * (DMAX / 4) && r < R && d < D) {
             const int i = r / G, h = kvh * G + r % G;
             const float* src = q + (((i64)b * Sq + i) * H + h) * D + d;
             if ((D & 3) == 0) {
@@ -214,11 +254,19 @@ __device__ __forceinline__ void flash_attention(const float* q, const KV* k, con
                 if (d + 2 < D) val.z = src[2];
                 if (d + 3 < D) val.w = src[3];
             }
-            val.x *= scale_log2;
-            val.y *= scale_log2;
-            val.z *= scale_log2;
-            val.w *= scale_log2;
         }
+        qv_load[n] = val;
+    }
+#pragma unroll
+    for (int n = 0; n < QN; ++n) {
+        const int idx = tid + n * FLASH_BLOCK;
+        if (idx >= BQ * (DMAX / 4)) continue;
+        const int rr = idx / (DMAX / 4), d = 4 * (idx % (DMAX / 4));
+        float4 val = qv_load[n];
+        val.x *= scale_log2;
+        val.y *= scale_log2;
+        val.z *= scale_log2;
+        val.w *= scale_log2;
         *(float4*)&Qs[rr * DP + d] = val;
     }
 
@@ -236,14 +284,15 @@ __device__ __forceinline__ void flash_attention(const float* q, const KV* k, con
             for (int e = 0; e < 4; ++e) o[a][u][e] = 0.0f;
     }
 
-    const KV* kbase = k + ((i64)b * kv_rows * KVH + kvh) * D;
-    const KV* vbase = v + ((i64)b * kv_rows * KVH + kvh) * D;
-    const i64 row_stride = (i64)KVH * D;
     const int D4 = (D + 3) / 4;
 
     for (int kt = k_begin; kt < k_end; kt += BK) {
+        if (kt != k_begin) {
+            flash_fetch_kv<DMAX, BK>(kbase, row_stride, kt, k_end, D, kr);
+            if (PREFETCH_V) flash_fetch_kv<DMAX, BK>(vbase, row_stride, kt, k_end, D, vr);
+        }
         __syncthreads();  // Q is written; the previous tile's P and V are no longer read
-        flash_load_kv<DMAX, BK>(kbase, row_stride, KVs, kt, k_end, D);
+        flash_store_kv<DMAX, BK>(kr, KVs);
         __syncthreads();
 
         float s[RM][CN];
@@ -294,7 +343,8 @@ __device__ __forceinline__ void flash_attention(const float* q, const KV* k, con
                 for (int e = 0; e < 4; ++e) o[a][u][e] *= alpha;
         }
         __syncthreads();  // K no longer read; P complete
-        flash_load_kv<DMAX, BK>(vbase, row_stride, KVs, kt, k_end, D);
+        if (!PREFETCH_V) flash_fetch_kv<DMAX, BK>(vbase, row_stride, kt, k_end, D, vr);
+        flash_store_kv<DMAX, BK>(vr, KVs);
         __syncthreads();
 
 #pragma unroll 2
