@@ -504,40 +504,28 @@ pub fn launch_matvec_swiglu(
     if n == 0 {
         return Ok(true);
     }
-    if q8x && wide_matvec_enabled() {
-        if let Some(plan) = stream_plan(dev, w_gate.ty, 2 * n, k, STREAM_ROWS) {
-            let kernel = kernels::matvec_stream_swiglu(w_gate.ty, STREAM_ROWS).expect("fast type");
-            let mut args = vec![x.arg()];
-            args.extend(NormIn::args(norm, k)?);
-            args.extend([
-                w_gate.bytes.arg(),
-                w_up.bytes.arg(),
-                out.arg(),
-                Arg::I32(to_i32(n, "matmul n")?),
-                Arg::I32(to_i32(k, "matmul k")?),
-                Arg::I64(w_gate.row_bytes() as i64),
-            ]);
-            dev.launch(
-                "matmul",
-                &kernel,
-                [plan.grid, 1, 1],
-                [plan.block, 1, 1],
-                plan.shared as u32,
-                &args,
-            )?;
-            return Ok(true);
-        }
-    }
-    // Wide kernel: half the rows per block of the unfused one for each matrix (the same
-    // number of rows in flight).
+    // The streaming kernel for long rows; else the wide kernel with half the rows per block of
+    // the unfused one for each matrix (the same number of rows in flight).
     let wide = wide_matvec_enabled();
-    let (kernel, rows, threads) = if wide {
+    let stream = (q8x && wide)
+        .then(|| stream_plan(dev, w_gate.ty, 2 * n, k, STREAM_ROWS))
+        .flatten();
+    let (kernel, grid, threads, shared) = if let Some(plan) = stream {
+        let kernel = kernels::matvec_stream_swiglu(w_gate.ty, STREAM_ROWS).expect("fast type");
+        (kernel, plan.grid, plan.block, plan.shared as u32)
+    } else if wide {
         let r = wide_swiglu_rows(w_gate.ty);
         let kernel = kernels::matvec_wide_swiglu(w_gate.ty, r, q8x).expect("fast type");
-        (kernel, r, wide_matvec_threads(dev, k))
+        let grid = to_i32(n.div_ceil(r), "matmul n")? as u32;
+        (kernel, grid, wide_matvec_threads(dev, k), 0)
     } else {
         let kernel = kernels::matvec_swiglu(w_gate.ty).expect("fast type");
-        (kernel, 1, MATVEC_FAST_THREADS)
+        (
+            kernel,
+            to_i32(n, "matmul n")? as u32,
+            MATVEC_FAST_THREADS,
+            0,
+        )
     };
     let mut args = vec![x.arg()];
     if wide {
@@ -554,9 +542,9 @@ pub fn launch_matvec_swiglu(
     dev.launch(
         "matmul",
         &kernel,
-        [to_i32(n.div_ceil(rows), "matmul n")? as u32, 1, 1],
+        [grid, 1, 1],
         [threads, 1, 1],
-        0,
+        shared,
         &args,
     )?;
     Ok(true)
