@@ -39,6 +39,9 @@
 //   products, the model's decode path (rocmforge.ops.matmul keeps the float32 ones). The
 //   multi and swiglu forms can also take an RMS norm's weight and fold the norm in.
 //
+// matvec_qkv_rope_q8x_*: the model's m = 1 q/k/v projections with their rope and KV-cache
+//   append in the epilogue (see its comment below).
+//
 // matvec_stream_swiglu_*: the model's m = 1 gate/up + SwiGLU for rows of 2048 values or more
 //   (persistent blocks, the next row group's loads in flight; see its comment below).
 //
@@ -48,6 +51,7 @@
 //   Launch: grid (ceil(n / 64), ceil(m / 64)), block 256.
 #include "quants.h"
 #include "mma.h"
+#include "rope.h"
 
 #define MATVEC_MAX_M 8
 #define MV_GROUPS 4
@@ -736,6 +740,121 @@ RF_MATVEC_WIDE_MULTI(q8_0, WideQ8_0, 2)
 RF_MATVEC_WIDE_MULTI(q8_0, WideQ8_0, 4)
 RF_MATVEC_WIDE_MULTI(q8_0, WideQ8_0, 8)
 RF_MATVEC_WIDE_MULTI(q8_0, WideQ8_0, 16)
+
+// matvec_qkv_rope_q8x_<type>_r<R>_<f32|f16>: a decode step's q, k and v projections with
+//   their rope and KV-cache append in the epilogue, one launch where there were two (the
+//   q/k/v matvec_wide_multi_q8x_* launch, then rope.hip's rope_kv_*). The sums are
+//   matvec_wide_multi's (8-bit x, the same norm inputs: norm_w, or ss_parts from the launch
+//   before); then q and k rows are turned as rope_kv turns them (rope.h, n_rot = head_dim) at
+//   position p0 = pos_dev[0], q stored to q_out [nq], k and v to row p0 of the caches
+//   ([n_ctx, nkv], float32 or fp16 bits). Only the host writes the position, before the
+//   step, so it is read, and the rotation's cos and sin computed, before the wait for the
+//   kernel before. A block owns R rows of one matrix that hold both halves of each rope pair
+//   it touches: R consecutive rows for neox = 0 (pairs 2i, 2i + 1) and for v; for neox = 1
+//   (pairs i, i + head_dim / 2) R / 2 consecutive rows of each half of a head. Each rotated
+//   value needs its partner's sum, so the R results go through shared memory. Needs
+//   head_dim % R == 0 and R even (the launcher checks; the caller, that row p0 exists).
+//   Launch: grid ((nq + 2 nkv) / R), block as matvec_wide_multi.
+template <class Q, int R, class C>
+__device__ __forceinline__ void matvec_qkv_rope(const float* __restrict__ x, int k, i64 row_bytes,
+                                                const float* norm_w, float eps, const float* ss_parts,
+                                                int n_parts, const u8* wq, const u8* wk, const u8* wv,
+                                                const float* bq, const float* bk, const float* bv,
+                                                int nq, int nkv, float* q_out, C* k_cache, C* v_cache,
+                                                const int* pos_dev, const float* freq_factors,
+                                                int head_dim, float theta, int neox) {
+    __shared__ float partial[MV_GROUPS][R + 1];
+    __shared__ float result[R];
+    int b = blockIdx.x;
+    const int nbq = nq / R, nbk = nkv / R;
+    int which = 0;  // 0: q, 1: k, 2: v
+    const u8* w = wq;
+    const float* bias = bq;
+    if (b >= nbq + nbk) {
+        b -= nbq + nbk;
+        which = 2, w = wv, bias = bv;
+    } else if (b >= nbq) {
+        b -= nbq;
+        which = 1, w = wk, bias = bk;
+    }
+    const bool split = which < 2 && neox;  // rows from both halves of a head
+    const int per_head = head_dim / R;
+    const int head = b / per_head, j = b - head * per_head;
+    const int half = head_dim / 2;
+    const u8* rows[R];
+#pragma unroll
+    for (int r = 0; r < R; ++r) {
+        const int row = split ? head * head_dim + (r < R / 2 ? j * (R / 2) + r : half + j * (R / 2) + r - R / 2)
+                              : b * R + r;
+        rows[r] = w + (i64)row * row_bytes;
+    }
+    const int r = (int)threadIdx.x;
+    const bool mine = r < R;
+    const int row = !mine ? 0
+                    : split ? head * head_dim + (r < R / 2 ? j * (R / 2) + r : half + j * (R / 2) + r - R / 2)
+                            : b * R + r;
+    // What the epilogue takes besides the sums, loaded and computed before the sums' wait for
+    // the kernel before: the bias, the position (written by the host before the step, never
+    // by a kernel of it) and the rotation's cos and sin (pair i of the row's head).
+    const float bias_v = (mine && bias != nullptr) ? bias[row] : 0.0f;
+    const int p0 = mine ? pos_dev[0] : 0;
+    const int dim = row - (row / head_dim) * head_dim;
+    const int pair = neox ? (dim < half ? dim : dim - half) : dim >> 1;
+    float c = 1.0f, s = 0.0f;
+    if (mine && which < 2) {
+        const float factor = freq_factors != nullptr ? freq_factors[pair] : 1.0f;
+        rf_rope_cs_at((double)p0, rf_rope_inv_freq(pair, head_dim, theta),
+                      freq_factors != nullptr ? &factor : nullptr, &c, &s);
+    }
+    matvec_wide_sums<Q, R, true>(x, norm_w, ss_parts, n_parts, rows, k, partial);
+    float v = 0.0f;
+    if (mine) {
+        v = matvec_wide_total<R>(partial, r);
+        if (norm_w != nullptr || ss_parts != nullptr)
+            v *= rsqrtf(matvec_wide_total<R>(partial, R) / (float)k + eps);
+        v += bias_v;
+        result[r] = v;
+    }
+    __syncthreads();
+    if (!mine) return;
+    const i64 cache_row = (i64)p0 * nkv;
+    if (which == 2) {
+        rf_kv_store(v_cache + cache_row + row, v);
+        return;
+    }
+    const bool first = neox ? r < R / 2 : (r & 1) == 0;  // the pair's x0
+    const float other = result[neox ? (r + R / 2) % R : r ^ 1];
+    const float x0 = first ? v : other, x1 = first ? other : v;
+    const float y = first ? x0 * c - x1 * s : x0 * s + x1 * c;
+    if (which == 0) {
+        q_out[row] = y;
+    } else {
+        rf_kv_store(k_cache + cache_row + row, y);
+    }
+}
+
+#define RF_MATVEC_QKV_ROPE_AS(name, Q, R, C)                                                      \
+    RF_KERNEL void RF_LAUNCH_BOUNDS(MV_GROUPS * 32) name(                                         \
+        const float* x, int k, i64 row_bytes, const float* norm_w, float eps,                     \
+        const float* ss_parts, int n_parts, const u8* wq, const u8* wk, const u8* wv,             \
+        const float* bq, const float* bk, const float* bv, int nq, int nkv, float* q_out,         \
+        C* k_cache, C* v_cache, const int* pos_dev, const float* freq_factors, int head_dim,      \
+        float theta, int neox) {                                                                   \
+        matvec_qkv_rope<Q, R, C>(x, k, row_bytes, norm_w, eps, ss_parts, n_parts, wq, wk, wv, bq,  \
+                                 bk, bv, nq, nkv, q_out, k_cache, v_cache, pos_dev, freq_factors,  \
+                                 head_dim, theta, neox);                                           \
+    }
+#define RF_MATVEC_QKV_ROPE(suffix, Q, R)                                                          \
+    RF_MATVEC_QKV_ROPE_AS(matvec_qkv_rope_q8x_##suffix##_r##R##_f32, Q, R, float)                 \
+    RF_MATVEC_QKV_ROPE_AS(matvec_qkv_rope_q8x_##suffix##_r##R##_f16, Q, R, u16)
+RF_MATVEC_QKV_ROPE(q4_0, WideQ4_0, 2)
+RF_MATVEC_QKV_ROPE(q4_0, WideQ4_0, 4)
+RF_MATVEC_QKV_ROPE(q4_0, WideQ4_0, 8)
+RF_MATVEC_QKV_ROPE(q4_0, WideQ4_0, 16)
+RF_MATVEC_QKV_ROPE(q8_0, WideQ8_0, 2)
+RF_MATVEC_QKV_ROPE(q8_0, WideQ8_0, 4)
+RF_MATVEC_QKV_ROPE(q8_0, WideQ8_0, 8)
+RF_MATVEC_QKV_ROPE(q8_0, WideQ8_0, 16)
 
 // matvec_wide_swiglu_<type>_r<R>: matvec_swiglu on the wide core, R rows of both matrices per
 //   block (2R rows in flight). Launch: grid (ceil(n / R)), block G x 32.

@@ -19,18 +19,7 @@
 //   The same float expressions as rope_f32 + kv_append_*: the results are bit-identical.
 //   Launch: grid (t, heads + kv_heads), block 64 (any multiple of the warp size): block y <
 //   heads turns q head y; block heads + h turns k head h and stores k and v head h.
-#include "common.h"
-
-// cos and sin of pair i at position pos (see above).
-__device__ __forceinline__ void rf_rope_cs(double pos, int i, int n_rot, float theta,
-                                           const float* freq_factors, float* c, float* s) {
-    double angle = pos * pow((double)theta, -2.0 * (double)i / (double)n_rot);
-    if (freq_factors) angle /= (double)freq_factors[i];
-    const double two_pi = 6.283185307179586476925286766559;
-    angle -= two_pi * floor(angle / two_pi);
-    *c = cosf((float)angle);
-    *s = sinf((float)angle);
-}
+#include "rope.h"
 
 // Pair i's two indices in a head.
 __device__ __forceinline__ int rf_rope_i0(int i, int half, int neox) { return neox ? i : 2 * i; }
@@ -56,9 +45,6 @@ rope_f32(float* x, const int* positions, const float* freq_factors, int seq, int
         xh[i1] = x0 * s + x1 * c;
     }
 }
-
-__device__ __forceinline__ void rf_kv_store(float* p, float v) { *p = v; }
-__device__ __forceinline__ void rf_kv_store(u16* p, float v) { *p = rf_float_to_half(v); }
 
 template <typename C>
 __device__ __forceinline__ void rope_kv(float* q, float* k, const float* v, C* k_cache,

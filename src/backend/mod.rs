@@ -471,6 +471,45 @@ pub trait Backend: Send + Sync {
             freq_factors,
         )
     }
+    /// A decode step's attention inputs: `rms_norm_qkv` of the token (m = 1), then
+    /// `rope_kv_append_step` of its q, k and v. Afterwards q holds the turned q and the caches
+    /// the step's rows; k and v are scratch (a backend that fuses the two need not write them).
+    #[allow(clippy::too_many_arguments)]
+    fn rms_norm_qkv_rope_kv_step(
+        &self,
+        x: &Self::Buf,
+        norm: &Self::Weight,
+        eps: f32,
+        w: [&Self::Weight; 3],
+        biases: Option<[&Self::Weight; 3]>,
+        xb: &mut Self::Buf,
+        q: &mut Self::Buf,
+        k: &mut Self::Buf,
+        v: &mut Self::Buf,
+        k_cache: &mut Self::Kv,
+        v_cache: &mut Self::Kv,
+        heads: usize,
+        kv_heads: usize,
+        head_dim: usize,
+        step: &Self::Step,
+        rope: &RopeParams,
+        freq_factors: Option<&Self::Weight>,
+    ) -> Result<()> {
+        self.rms_norm_qkv(x, norm, eps, w, biases, 1, xb, q, k, v)?;
+        self.rope_kv_append_step(
+            q,
+            k,
+            v,
+            k_cache,
+            v_cache,
+            heads,
+            kv_heads,
+            head_dim,
+            step,
+            rope,
+            freq_factors,
+        )
+    }
     /// `attention` of one query against the cache rows `[0, pos + 1)`, pos the step's
     /// position; `max_keys` (the cache's rows) bounds it and sizes the launch.
     #[allow(clippy::too_many_arguments)]

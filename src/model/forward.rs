@@ -103,13 +103,13 @@ fn run_blocks<B: Backend>(
             _ => None,
         };
         let (w_qkv, norm, eps) = ([&lw.wq, &lw.wk, &lw.wv], &lw.attn_norm, c.rms_eps);
-        #[rustfmt::skip]
-        b.rms_norm_qkv(&s.x, norm, eps, w_qkv, biases, t, &mut s.xb, &mut s.q, &mut s.k, &mut s.v)?;
         let freqs = w.rope_freqs.as_ref();
         let (kc, vc) = (&mut kv.k[l], &mut kv.v[l]);
         match at {
             At::Host { pos0, .. } => {
                 let pos0 = *pos0;
+                #[rustfmt::skip]
+                b.rms_norm_qkv(&s.x, norm, eps, w_qkv, biases, t, &mut s.xb, &mut s.q, &mut s.k, &mut s.v)?;
                 #[rustfmt::skip]
                 b.rope_kv_append(
                     &mut s.q, &mut s.k, &s.v, kc, vc, t, c.heads, c.kv_heads, c.head_dim, pos0,
@@ -122,9 +122,9 @@ fn run_blocks<B: Backend>(
             }
             At::Step(step) => {
                 #[rustfmt::skip]
-                b.rope_kv_append_step(
-                    &mut s.q, &mut s.k, &s.v, kc, vc, c.heads, c.kv_heads, c.head_dim, step,
-                    &c.rope, freqs,
+                b.rms_norm_qkv_rope_kv_step(
+                    &s.x, norm, eps, w_qkv, biases, &mut s.xb, &mut s.q, &mut s.k, &mut s.v, kc,
+                    vc, c.heads, c.kv_heads, c.head_dim, step, &c.rope, freqs,
                 )?;
                 #[rustfmt::skip]
                 b.attention_step(

@@ -12,7 +12,7 @@ use crate::gguf::GgmlType;
 use crate::ops::attention::gpu::KeyCount;
 use crate::ops::attention::{gpu as attention, AttentionShape};
 use crate::ops::embedding::gpu::DeviceWeight;
-use crate::ops::matmul::gpu::{NormIn, NormOut, Projection, RmsNorm};
+use crate::ops::matmul::gpu::{NormIn, NormOut, Projection, QkvRope, RmsNorm};
 use crate::ops::{
     activation, argmax, elementwise, embedding, kv_cache, matmul, norm, rope, WeightView,
 };
@@ -88,7 +88,10 @@ impl GpuBackend {
     }
 
     /// The attention's three m = 1 projections in one launch, of x normalized by `norm` when
-    /// given. Returns false, launching nothing, where the fused kernel does not apply.
+    /// given; with `rope`, also the rope of q and k and the append of k and v to the caches
+    /// where that kernel applies (`launch_matvec_qkv_rope`: q gets the turned q, k and v are
+    /// left as they were). Returns whether the rope was done, or None, launching nothing,
+    /// where no fused kernel applies.
     #[allow(clippy::too_many_arguments)]
     fn fused_qkv(
         &self,
@@ -99,12 +102,19 @@ impl GpuBackend {
         q: &mut DeviceBuffer,
         k: &mut DeviceBuffer,
         v: &mut DeviceBuffer,
-    ) -> Result<bool> {
+        rope: Option<&mut QkvRope>,
+    ) -> Result<Option<bool>> {
         let bias = |i: usize| -> Result<Option<&DeviceBuffer>> {
             biases
                 .map(|b| b[i].f32_vector("matmul_qkv bias"))
                 .transpose()
         };
+        if let Some(rope) = rope {
+            let (views, bs) = (w.map(|w| w.view()), [bias(0)?, bias(1)?, bias(2)?]);
+            if matmul::gpu::launch_matvec_qkv_rope(&self.dev, x, norm, views, bs, q, rope)? {
+                return Ok(Some(true));
+            }
+        }
         let mut parts = [
             Projection {
                 w: w[0].view(),
@@ -123,7 +133,65 @@ impl GpuBackend {
             },
         ];
         let q8x = matmul::gpu::model_q8x();
-        matmul::gpu::launch_matvec_multi(&self.dev, x, &mut parts, false, q8x, norm)
+        let fused = matmul::gpu::launch_matvec_multi(&self.dev, x, &mut parts, false, q8x, norm)?;
+        Ok(fused.then_some(false))
+    }
+
+    /// `rms_norm_qkv`, fused where it can be: the norm handed over by `matmul_add_norm` or
+    /// folded in by weight (m = 1). With `rope` (one token), the launch that makes q, k and v
+    /// also turns q and k and appends k and v to the caches (where it cannot, the separate
+    /// `rope_kv_append_step` follows); returns whether it did.
+    #[allow(clippy::too_many_arguments)]
+    fn norm_qkv(
+        &self,
+        x: &DeviceBuffer,
+        norm: &GpuWeight,
+        eps: f32,
+        w: [&GpuWeight; 3],
+        biases: Option<[&GpuWeight; 3]>,
+        m: usize,
+        xb: &mut DeviceBuffer,
+        q: &mut DeviceBuffer,
+        k: &mut DeviceBuffer,
+        v: &mut DeviceBuffer,
+        mut rope: Option<&mut QkvRope>,
+    ) -> Result<bool> {
+        let rows = w.iter().map(|w| w.rows).sum();
+        if let Some(n) = self.take_pending_norm(x, norm, eps, xb) {
+            let guard = self.norm_parts()?;
+            if let Some(parts) = guard.as_ref() {
+                let norm_in = NormIn::Parts { parts, n, eps };
+                if m == 1 {
+                    #[rustfmt::skip]
+                    let done = self.fused_qkv(xb, Some(&norm_in), w, biases, q, k, v, rope.as_deref_mut())?;
+                    if let Some(roped) = done {
+                        return Ok(roped);
+                    }
+                }
+            }
+        }
+        if m == 1
+            && matmul::gpu::model_fused_norm()
+            && matmul::gpu::fused_norm_pays(&self.dev, w[0].ty, rows, w[0].cols, false)
+        {
+            let norm = NormIn::Weight(RmsNorm {
+                weight: norm.f32_vector("rms_norm")?,
+                eps,
+            });
+            #[rustfmt::skip]
+            let done = self.fused_qkv(x, Some(&norm), w, biases, q, k, v, rope.as_deref_mut())?;
+            if let Some(roped) = done {
+                return Ok(roped);
+            }
+        }
+        self.rms_norm(x, norm, eps, m, xb)?;
+        if m == 1 && rope.is_some() {
+            if let Some(roped) = self.fused_qkv(xb, None, w, biases, q, k, v, rope)? {
+                return Ok(roped);
+            }
+        }
+        self.matmul_qkv(xb, w, biases, m, q, k, v)?;
+        Ok(false)
     }
 }
 
@@ -364,7 +432,7 @@ impl Backend for GpuBackend {
         k: &mut DeviceBuffer,
         v: &mut DeviceBuffer,
     ) -> Result<()> {
-        if m == 1 && self.fused_qkv(x, None, w, biases, q, k, v)? {
+        if m == 1 && self.fused_qkv(x, None, w, biases, q, k, v, None)?.is_some() {
             return Ok(());
         }
         unfused::matmul_qkv(self, x, w, biases, m, q, k, v)
@@ -383,30 +451,66 @@ impl Backend for GpuBackend {
         k: &mut DeviceBuffer,
         v: &mut DeviceBuffer,
     ) -> Result<()> {
-        let rows = w.iter().map(|w| w.rows).sum();
-        if let Some(n) = self.take_pending_norm(x, norm, eps, xb) {
-            let guard = self.norm_parts()?;
-            if let Some(parts) = guard.as_ref() {
-                let norm_in = NormIn::Parts { parts, n, eps };
-                if m == 1 && self.fused_qkv(xb, Some(&norm_in), w, biases, q, k, v)? {
-                    return Ok(());
-                }
-            }
-        }
-        if m == 1
-            && matmul::gpu::model_fused_norm()
-            && matmul::gpu::fused_norm_pays(&self.dev, w[0].ty, rows, w[0].cols, false)
-        {
-            let norm = NormIn::Weight(RmsNorm {
-                weight: norm.f32_vector("rms_norm")?,
-                eps,
-            });
-            if self.fused_qkv(x, Some(&norm), w, biases, q, k, v)? {
+        self.norm_qkv(x, norm, eps, w, biases, m, xb, q, k, v, None)
+            .map(|_| ())
+    }
+
+    fn rms_norm_qkv_rope_kv_step(
+        &self,
+        x: &DeviceBuffer,
+        norm: &GpuWeight,
+        eps: f32,
+        w: [&GpuWeight; 3],
+        biases: Option<[&GpuWeight; 3]>,
+        xb: &mut DeviceBuffer,
+        q: &mut DeviceBuffer,
+        k: &mut DeviceBuffer,
+        v: &mut DeviceBuffer,
+        k_cache: &mut GpuKv,
+        v_cache: &mut GpuKv,
+        heads: usize,
+        kv_heads: usize,
+        head_dim: usize,
+        step: &GpuStep,
+        params: &RopeParams,
+        freq_factors: Option<&GpuWeight>,
+    ) -> Result<()> {
+        if k_cache.dtype == v_cache.dtype {
+            let ff = freq_factors
+                .map(|w| w.f32_vector("rope freq_factors"))
+                .transpose()?;
+            let mut rope = QkvRope {
+                heads,
+                kv_heads,
+                head_dim,
+                params,
+                freq_factors: ff,
+                k_cache: &mut k_cache.buf,
+                v_cache: &mut v_cache.buf,
+                dtype: k_cache.dtype,
+                pos: (&step.state, STEP_POS),
+            };
+            #[rustfmt::skip]
+            let done = self.norm_qkv(x, norm, eps, w, biases, 1, xb, q, k, v, Some(&mut rope))?;
+            if done {
                 return Ok(());
             }
+        } else {
+            self.rms_norm_qkv(x, norm, eps, w, biases, 1, xb, q, k, v)?;
         }
-        self.rms_norm(x, norm, eps, m, xb)?;
-        self.matmul_qkv(xb, w, biases, m, q, k, v)
+        self.rope_kv_append_step(
+            q,
+            k,
+            v,
+            k_cache,
+            v_cache,
+            heads,
+            kv_heads,
+            head_dim,
+            step,
+            params,
+            freq_factors,
+        )
     }
 
     fn matmul_add(

@@ -1495,3 +1495,261 @@ fn fused_rope_kv_matches_the_unfused_ops() {
         }
     }
 }
+
+#[test]
+#[ignore = "builds the kernels with g++ (minutes); run by scripts/check-kernels.sh"]
+fn fused_qkv_rope_matches_the_unfused_ops() {
+    use super::backend::GpuKv;
+    use super::GpuBackend;
+    use crate::backend::{Backend, KvDtype};
+
+    let mut rng = Rng::new("fused_qkv_rope_matches_the_unfused_ops");
+    let f32_bytes = |v: &[f32]| -> Vec<u8> { v.iter().flat_map(|x| x.to_le_bytes()).collect() };
+    let n_ctx = 40;
+    // (type, k, heads, kv_heads, head_dim, n_rot, neox, frequency factors, bias, whether the
+    // fused kernel applies). On the emulated devices (4 multiprocessors) Q4_0 blocks take 8
+    // rows (16 where k >= 2048), Q8_0 4: head_dim 12 is not a multiple of 8, n_rot 8 < 16 is
+    // a partial rotation; both keep the separate launches.
+    #[rustfmt::skip]
+    let cases = [
+        (GgmlType::Q4_0, 192, 4, 2, 16, 16, false, false, false, true),
+        (GgmlType::Q4_0, 192, 3, 1, 32, 32, true, true, true, true),
+        (GgmlType::Q8_0, 64, 2, 2, 12, 12, true, false, true, true),
+        (GgmlType::Q8_0, 64, 4, 1, 8, 8, false, true, false, true),
+        (GgmlType::Q4_0, 2048, 2, 1, 32, 32, true, false, false, true),
+        (GgmlType::Q4_0, 64, 2, 1, 12, 12, false, false, false, false),
+        (GgmlType::Q8_0, 64, 2, 1, 16, 8, true, false, false, false),
+    ];
+    // Devices of this test's own: it counts the launches of each call (other tests launch on
+    // the shared ones meanwhile).
+    let own = [
+        Arc::new(GpuDevice::new(
+            4,
+            Box::new(EmuRuntime::tagged(32, 227 * 1024, "-qkv-rope")),
+        )),
+        Arc::new(GpuDevice::new(
+            5,
+            Box::new(EmuRuntime::tagged(64, 64 * 1024, "-qkv-rope")),
+        )),
+    ];
+    for dev in own {
+        let gpu = GpuBackend::new(dev.clone());
+        let down = |g: &super::DeviceBuffer, n: usize| {
+            let mut v = vec![0f32; n];
+            gpu.download(g, &mut v).unwrap();
+            v
+        };
+        let raw = |c: &GpuKv| {
+            let mut v = vec![0u8; c.buf.bytes()];
+            c.buf.read(&mut v, "test").unwrap();
+            v
+        };
+        // Row `pos` of a cache as f32 (f16 widened).
+        let cache_row = |c: &GpuKv, pos: usize, n: usize| -> Vec<f32> {
+            let b = raw(c);
+            match c.dtype {
+                KvDtype::F32 => b[pos * n * 4..(pos + 1) * n * 4]
+                    .chunks_exact(4)
+                    .map(|x| f32::from_le_bytes([x[0], x[1], x[2], x[3]]))
+                    .collect(),
+                KvDtype::F16 => b[pos * n * 2..(pos + 1) * n * 2]
+                    .chunks_exact(2)
+                    .map(|x| f16::from_bits(u16::from_le_bytes([x[0], x[1]])).to_f32())
+                    .collect(),
+            }
+        };
+        for &(ty, k, heads, kv_heads, head_dim, n_rot, neox, with_ff, with_bias, applies) in &cases
+        {
+            let (nq, nkv) = (heads * head_dim, kv_heads * head_dim);
+            let params = RopeParams {
+                theta: 10000.0,
+                neox,
+                n_rot,
+            };
+            let host: Vec<(usize, Vec<u8>)> = [nq, nkv, nkv]
+                .iter()
+                .map(|&n| {
+                    let b = super::bench::random_weight_bytes(ty, n, k, rng.next_u64()).unwrap();
+                    (n, b)
+                })
+                .collect();
+            let w: Vec<_> = host
+                .iter()
+                .map(|(n, b)| gpu.weight(ty, *n, k, b).unwrap())
+                .collect();
+            let ws = [&w[0], &w[1], &w[2]];
+            let bias_host = [rng.vec(nq), rng.vec(nkv), rng.vec(nkv)];
+            let bw: Vec<_> = bias_host
+                .iter()
+                .map(|b| {
+                    gpu.weight(GgmlType::F32, 1, b.len(), &f32_bytes(b))
+                        .unwrap()
+                })
+                .collect();
+            let biases = with_bias.then(|| [&bw[0], &bw[1], &bw[2]]);
+            let ff: Option<Vec<f32>> = with_ff.then(|| {
+                (0..n_rot / 2)
+                    .map(|_| 1.0 + 4.0 * rng.uniform().abs())
+                    .collect()
+            });
+            let gff = ff.as_ref().map(|f| {
+                gpu.weight(GgmlType::F32, 1, f.len(), &f32_bytes(f))
+                    .unwrap()
+            });
+            let norm_host = rng.vec(k);
+            let gnorm = gpu
+                .weight(GgmlType::F32, 1, k, &f32_bytes(&norm_host))
+                .unwrap();
+            let eps = 1e-5f32;
+            let wo_bytes = super::bench::random_weight_bytes(ty, k, k, rng.next_u64()).unwrap();
+            let wo = gpu.weight(ty, k, k, &wo_bytes).unwrap();
+            // (after the weights: it sizes the norm sums for the longest row uploaded)
+            gpu.reserve_workspace(1, n_ctx, heads, kv_heads, head_dim, 100)
+                .unwrap();
+            let mut step = gpu
+                .new_step(n_ctx, heads, kv_heads, head_dim, 100)
+                .unwrap()
+                .expect("the GPU backend has step ops");
+            for (dtype, pos, handed_over) in [
+                (KvDtype::F16, 0, false),
+                (KvDtype::F32, 5, true),
+                (KvDtype::F16, n_ctx - 1, true),
+            ] {
+                let what = format!(
+                    "{ty:?} k {k}, {heads}/{kv_heads} heads of {head_dim} (n_rot {n_rot}, neox \
+                     {neox}, factors {with_ff}, bias {with_bias}), {dtype:?} at {pos}, norm \
+                     handed over {handed_over}"
+                );
+                gpu.set_step(&mut step, 0, pos).unwrap();
+                let mut xb = gpu.zeros(k).unwrap();
+                let x = rng.vec(k);
+                // The residual this step's norm reads: x itself, or x + the projection of
+                // another vector by `matmul_add_norm`, which hands the norm's input over.
+                let mut gx = gpu.upload(&x).unwrap();
+                let x2 = gpu.upload(&rng.vec(k)).unwrap();
+                let mut bufs = [
+                    gpu.zeros(nq).unwrap(),
+                    gpu.zeros(nkv).unwrap(),
+                    gpu.zeros(nkv).unwrap(),
+                ];
+                let mut kc = gpu.kv_cache(n_ctx * nkv, dtype).unwrap();
+                let mut vc = gpu.kv_cache(n_ctx * nkv, dtype).unwrap();
+                let [q, kb, vb] = &mut bufs;
+                let launches = dev.launch_count();
+                if handed_over {
+                    #[rustfmt::skip]
+                    gpu.matmul_add_norm(&x2, &wo, 1, k, &gnorm, eps, &mut xb, &mut gx).unwrap();
+                }
+                let resid = down(&gx, k);
+                #[rustfmt::skip]
+                gpu.rms_norm_qkv_rope_kv_step(
+                    &gx, &gnorm, eps, ws, biases, &mut xb, q, kb, vb, &mut kc, &mut vc, heads,
+                    kv_heads, head_dim, &step, &params, gff.as_ref(),
+                )
+                .unwrap();
+                if applies {
+                    let want = if handed_over { 2 } else { 1 };
+                    assert_eq!(dev.launch_count() - launches, want, "{what}: launches");
+                }
+                let got_q = down(q, nq);
+                // The same through the trait's separate calls.
+                let mut xb2 = gpu.zeros(k).unwrap();
+                let mut ubufs = [
+                    gpu.zeros(nq).unwrap(),
+                    gpu.zeros(nkv).unwrap(),
+                    gpu.zeros(nkv).unwrap(),
+                ];
+                let mut ukc = gpu.kv_cache(n_ctx * nkv, dtype).unwrap();
+                let mut uvc = gpu.kv_cache(n_ctx * nkv, dtype).unwrap();
+                let [uq, ukb, uvb] = &mut ubufs;
+                #[rustfmt::skip]
+                gpu.rms_norm_qkv(&gx, &gnorm, eps, ws, biases, 1, &mut xb2, uq, ukb, uvb).unwrap();
+                #[rustfmt::skip]
+                gpu.rope_kv_append_step(
+                    uq, ukb, uvb, &mut ukc, &mut uvc, heads, kv_heads, head_dim, &step, &params,
+                    gff.as_ref(),
+                )
+                .unwrap();
+                // (the separate calls find no norm handed over, the fused call took it: their
+                // sums of squares may differ by a rounding)
+                let tol = if dtype == KvDtype::F16 { 1e-3 } else { 1e-5 };
+                let sep = |c: &GpuKv| cache_row(c, pos, nkv);
+                assert_close(
+                    &format!("{what}: q vs the separate calls"),
+                    &got_q,
+                    &down(uq, nq),
+                    1e-5,
+                );
+                assert_close(
+                    &format!("{what}: k vs the separate calls"),
+                    &sep(&kc),
+                    &sep(&ukc),
+                    tol,
+                );
+                assert_close(
+                    &format!("{what}: v vs the separate calls"),
+                    &sep(&vc),
+                    &sep(&uvc),
+                    tol,
+                );
+                for (c, name) in [(&kc, "k"), (&vc, "v")] {
+                    let other: usize = (0..n_ctx)
+                        .filter(|&p| p != pos)
+                        .map(|p| cache_row(c, p, nkv).iter().filter(|&&v| v != 0.0).count())
+                        .sum();
+                    assert_eq!(other, 0, "{what}: {name} cache rows besides the step's");
+                }
+                // The reference: float64 projections of the normalized x in 8 bits (as the
+                // model's m = 1 kernels take it), the bias, and the rotation.
+                let proj = |i: usize| -> Vec<f64> {
+                    let (n, b) = &host[i];
+                    let mut out = rms_norm_q8x_reference(&resid, &norm_host, eps, ty, *n, b);
+                    if with_bias {
+                        out.iter_mut()
+                            .zip(&bias_host[i])
+                            .for_each(|(o, &b)| *o += b as f64);
+                    }
+                    out
+                };
+                let turn = |v: &mut [f64]| {
+                    for h in v.chunks_mut(head_dim) {
+                        for i in 0..n_rot / 2 {
+                            let (i0, i1) = if neox {
+                                (i, i + n_rot / 2)
+                            } else {
+                                (2 * i, 2 * i + 1)
+                            };
+                            let mut angle = pos as f64
+                                * (params.theta as f64).powf(-2.0 * i as f64 / n_rot as f64);
+                            if let Some(f) = &ff {
+                                angle /= f[i] as f64;
+                            }
+                            let (s, c) = angle.sin_cos();
+                            let (x0, x1) = (h[i0], h[i1]);
+                            h[i0] = x0 * c - x1 * s;
+                            h[i1] = x0 * s + x1 * c;
+                        }
+                    }
+                };
+                let f32s = |v: Vec<f64>| v.iter().map(|&x| x as f32).collect::<Vec<_>>();
+                let (mut wq, mut wk, wv) = (proj(0), proj(1), proj(2));
+                turn(&mut wq);
+                turn(&mut wk);
+                let tol = if dtype == KvDtype::F16 { 1e-3 } else { 1e-5 };
+                assert_close(&format!("{what}: q"), &got_q, &f32s(wq), 1e-5);
+                assert_close(
+                    &format!("{what}: k"),
+                    &cache_row(&kc, pos, nkv),
+                    &f32s(wk),
+                    tol,
+                );
+                assert_close(
+                    &format!("{what}: v"),
+                    &cache_row(&vc, pos, nkv),
+                    &f32s(wv),
+                    tol,
+                );
+            }
+        }
+    }
+}

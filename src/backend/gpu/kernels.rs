@@ -242,6 +242,21 @@ pub fn matvec_wide_multi(ty: GgmlType, rows: usize, q8x: bool) -> Option<Kernel>
 pub fn matvec_wide_swiglu(ty: GgmlType, rows: usize, q8x: bool) -> Option<Kernel> {
     wide_kernel("_swiglu", ty, rows, q8x, &MATVEC_WIDE_SWIGLU_ROWS)
 }
+/// Rows per block the fused q/k/v + rope + KV-append kernels come in (matmul.hip,
+/// matvec_qkv_rope).
+pub const MATVEC_QKV_ROPE_ROWS: [usize; 4] = [2, 4, 8, 16];
+
+/// The decode step's q/k/v projections of `ty` (8-bit x) with the rope and the append to
+/// caches of `kv`, `rows` rows per block (one of `MATVEC_QKV_ROPE_ROWS`).
+pub fn matvec_qkv_rope(ty: GgmlType, rows: usize, kv: KvDtype) -> Option<Kernel> {
+    let suffix = fast_suffix(ty)?;
+    MATVEC_QKV_ROPE_ROWS.contains(&rows).then(|| {
+        k_overlapping(
+            Family::Matmul,
+            format!("matvec_qkv_rope_q8x_{suffix}_r{rows}_{}", kv.name()),
+        )
+    })
+}
 /// Weight rows per group the streaming m = 1 kernels come in (matmul.hip, matvec_stream).
 pub const MATVEC_STREAM_ROWS: [usize; 1] = [8];
 
@@ -379,6 +394,11 @@ pub fn all() -> Vec<Kernel> {
         for rows in MATVEC_STREAM_ROWS {
             out.extend(matvec_stream_swiglu(ty, rows));
         }
+        for rows in MATVEC_QKV_ROPE_ROWS {
+            for kv in [KvDtype::F32, KvDtype::F16] {
+                out.extend(matvec_qkv_rope(ty, rows, kv));
+            }
+        }
         out.push(matmul_tiled(ty).expect("registered type"));
         for bm in MMA_ROW_TILES {
             out.push(matmul_mma(ty, bm).expect("registered type"));
@@ -416,7 +436,8 @@ mod tests {
             let generated = src.contains("RF_FOR_EACH_WEIGHT_TYPE(")
                 || src.contains("RF_FLASH_CONFIGS(")
                 || src.contains("RF_MATVEC_MULTI(")
-                || src.contains("RF_MATVEC_SWIGLU(");
+                || src.contains("RF_MATVEC_SWIGLU(")
+                || src.contains("RF_MATVEC_QKV_ROPE(");
             assert!(
                 literal || generated,
                 "{} not found in {}",

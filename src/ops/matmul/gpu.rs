@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use crate::backend::gpu::device::{need, to_device_layout, to_i32};
 use crate::backend::gpu::{kernels, Arg, DeviceBuffer, GpuDevice};
+use crate::backend::{KvDtype, RopeParams};
 use crate::error::{Error, Result};
 use crate::gguf::GgmlType;
 use crate::ops::embedding::gpu::DeviceWeight;
@@ -469,6 +470,114 @@ pub fn launch_matvec_multi_blocks(
         &args,
     )?;
     Ok(Some(blocks))
+}
+
+/// The rope and KV-cache append a decode step's q/k/v launch runs in its epilogue
+/// (`launch_matvec_qkv_rope`).
+pub struct QkvRope<'a> {
+    pub heads: usize,
+    pub kv_heads: usize,
+    pub head_dim: usize,
+    pub params: &'a RopeParams,
+    /// F32 `[head_dim / 2]`.
+    pub freq_factors: Option<&'a DeviceBuffer>,
+    /// `[n_ctx, kv_heads * head_dim]` of `dtype`; the step's row must exist (the caller checks).
+    pub k_cache: &'a mut DeviceBuffer,
+    pub v_cache: &'a mut DeviceBuffer,
+    pub dtype: KvDtype,
+    /// The step's position: the int32 at this byte offset of this buffer.
+    pub pos: (&'a DeviceBuffer, usize),
+}
+
+/// Whether the decode step's q/k/v launch also turns q and k and appends k and v to the caches
+/// (`launch_matvec_qkv_rope`): yes unless `ROCMFORGE_FUSED_ROPE=0` (read once).
+fn fused_rope_enabled() -> bool {
+    static ENABLED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ENABLED.get_or_init(|| std::env::var_os("ROCMFORGE_FUSED_ROPE").is_none_or(|v| v != "0"))
+}
+
+/// A decode step's `q = rope(x @ wq^T + bq)`, `k_cache[pos] = rope(x @ wk^T + bk)`,
+/// `v_cache[pos] = x @ wv^T + bv` in one launch (matmul.hip `matvec_qkv_rope`, 8-bit x, the
+/// norm as `launch_matvec_multi` takes it). Returns false, launching nothing, where that
+/// kernel does not apply: x kept in float32 (`model_q8x`), `ROCMFORGE_FUSED_ROPE=0`, weights
+/// of different types or with no wide kernel, a partial rotation (n_rot < head_dim), or a
+/// head that the block's rows do not divide.
+pub fn launch_matvec_qkv_rope(
+    dev: &GpuDevice,
+    x: &DeviceBuffer,
+    norm: Option<&NormIn>,
+    w: [DeviceWeight; 3],
+    biases: [Option<&DeviceBuffer>; 3],
+    q_out: &mut DeviceBuffer,
+    rope: &mut QkvRope,
+) -> Result<bool> {
+    let (ty, k, row_bytes) = (w[0].ty, w[0].cols, w[0].row_bytes());
+    let (nq, nkv) = (rope.heads * rope.head_dim, rope.kv_heads * rope.head_dim);
+    if !model_q8x()
+        || !fused_rope_enabled()
+        || !w
+            .iter()
+            .all(|w| w.ty == ty && w.cols == k && fused_matvec_ok(w))
+        || rope.params.n_rot != rope.head_dim
+        || w[0].rows != nq
+        || w[1].rows != nkv
+        || w[2].rows != nkv
+        || nq == 0
+        || nkv == 0
+    {
+        return Ok(false);
+    }
+    let r = wide_matvec_rows(dev, ty, nq + 2 * nkv, k);
+    let Some(kernel) = kernels::matvec_qkv_rope(ty, r, rope.dtype) else {
+        return Ok(false);
+    };
+    if !rope.head_dim.is_multiple_of(r) {
+        return Ok(false);
+    }
+    let op = "matmul";
+    need(op, "x", x, k, 4)?;
+    for (w, bias) in w.iter().zip(biases) {
+        need(op, "weight", w.bytes, w.rows * row_bytes, 1)?;
+        if let Some(b) = bias {
+            need(op, "bias", b, w.rows, 4)?;
+        }
+    }
+    need(op, "q", q_out, nq, 4)?;
+    let elem = match rope.dtype {
+        KvDtype::F32 => 4,
+        KvDtype::F16 => 2,
+    };
+    need(op, "k_cache", rope.k_cache, nkv, elem)?;
+    need(op, "v_cache", rope.v_cache, nkv, elem)?;
+    let (pos_buf, pos_offset) = rope.pos;
+    need(op, "position", pos_buf, pos_offset / 4 + 1, 4)?;
+    if let Some(ff) = rope.freq_factors {
+        need(op, "freq_factors", ff, rope.head_dim / 2, 4)?;
+    }
+    let mut args = vec![
+        x.arg(),
+        Arg::I32(to_i32(k, "matmul k")?),
+        Arg::I64(row_bytes as i64),
+    ];
+    args.extend(NormIn::args(norm, k)?);
+    args.extend(w.iter().map(|w| w.bytes.arg()));
+    args.extend(biases.map(|b| b.map_or(Arg::Ptr(0), |b| b.arg())));
+    args.extend([
+        Arg::I32(to_i32(nq, "matmul n")?),
+        Arg::I32(to_i32(nkv, "matmul n")?),
+        q_out.arg(),
+        rope.k_cache.arg(),
+        rope.v_cache.arg(),
+        Arg::Ptr(pos_buf.ptr() + pos_offset as u64),
+        rope.freq_factors.map_or(Arg::Ptr(0), |f| f.arg()),
+        Arg::I32(to_i32(rope.head_dim, "head_dim")?),
+        Arg::F32(rope.params.theta),
+        Arg::I32(rope.params.neox as i32),
+    ]);
+    let blocks = to_i32((nq + 2 * nkv) / r, "matmul blocks")? as u32;
+    let threads = wide_matvec_threads(dev, k);
+    dev.launch(op, &kernel, [blocks, 1, 1], [threads, 1, 1], 0, &args)?;
+    Ok(true)
 }
 
 /// `out[r] = silu(x . w_gate[r]) * (x . w_up[r])` for m = 1 in one launch (matmul.hip
