@@ -7,6 +7,8 @@
 // What it gives:
 //   RF_KERNEL                extern "C" __global__ (unmangled names, looked up by the runtime)
 //   RF_LAUNCH_BOUNDS(n)      the largest block size a kernel is launched with
+//   RF_LAUNCH_BOUNDS_MIN(n, b)  the same, and at least b blocks resident per multiprocessor
+//                            (NVIDIA: caps the registers; AMD: as RF_LAUNCH_BOUNDS(n))
 //   RF_WARP                  hardware warp size: 32 on NVIDIA and RDNA, 64 on CDNA/GCN
 //   rf_shfl_xor(v, m, w)     butterfly shuffle inside aligned groups of w lanes (w <= RF_WARP)
 //   rf_shfl_u32(v, src, w)   lane src (0 <= src < w) of the caller's aligned group of w lanes
@@ -34,6 +36,7 @@ typedef unsigned long long u64;
 #if defined(__HIP__) || defined(__HIPCC__) || defined(__HIPCC_RTC__)
 // ---------------------------------------------------------------------------------- AMD / HIP
 #define RF_HIP 1
+#define RF_LAUNCH_BOUNDS_MIN(n, b) __launch_bounds__(n)
 #if !defined(__HIPCC_RTC__)
 #include <hip/hip_runtime.h>
 #endif
@@ -75,6 +78,7 @@ __device__ __forceinline__ u16 rf_float_to_half(float f) {
 // --------------------------------------------------------------------------- NVIDIA / NVRTC
 #define RF_CUDA 1
 #define RF_WARP 32
+#define RF_LAUNCH_BOUNDS_MIN(n, b) __launch_bounds__(n, b)
 
 __device__ __forceinline__ float rf_shfl_xor(float v, int mask, int width) {
     return __shfl_xor_sync(0xffffffffu, v, mask, width);

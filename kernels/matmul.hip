@@ -656,6 +656,19 @@ __device__ __forceinline__ void matvec_wide(const float* __restrict__ x, const u
                                         i64 row_bytes) {                                           \
         matvec_wide<Q, R, true>(x, w, out, n, k, row_bytes);                                       \
     }
+// matvec_wide_q8x_<type>_r16_o3 (and the multi and qkv_rope forms below): the r16 kernels with
+//   registers capped for 3 blocks per multiprocessor (NVIDIA; 2 otherwise, ~220-245 registers),
+//   for rows read in one pass of the block (pieces <= threads): on an H200, Llama-3-8B's LM head
+//   103 -> 88 us, q/k/v 9.5 -> 7.8 us, o 5.5 -> 5.1 us (bench/NOTES.md); the multi-pass down
+//   projection keeps the uncapped form (slower capped).
+#define RF_MATVEC_WIDE_O3(suffix, Q)                                                              \
+    RF_KERNEL void RF_LAUNCH_BOUNDS_MIN(MV_GROUPS * 32, 3)                                        \
+        matvec_wide_q8x_##suffix##_r16_o3(const float* x, const u8* w, float* out, int n, int k,  \
+                                          i64 row_bytes) {                                         \
+        matvec_wide<Q, 16, true>(x, w, out, n, k, row_bytes);                                     \
+    }
+RF_MATVEC_WIDE_O3(q4_0, WideQ4_0)
+RF_MATVEC_WIDE_O3(q8_0, WideQ8_0)
 RF_MATVEC_WIDE(q4_0, WideQ4_0, 1)
 RF_MATVEC_WIDE(q4_0, WideQ4_0, 2)
 RF_MATVEC_WIDE(q4_0, WideQ4_0, 4)
@@ -717,8 +730,9 @@ __device__ __forceinline__ void matvec_wide_multi(const float* __restrict__ x, i
     }
 }
 
-#define RF_MATVEC_WIDE_MULTI_AS(name, Q, R, QX)                                                   \
-    RF_KERNEL void RF_LAUNCH_BOUNDS(MV_GROUPS * 32) name(                                         \
+#define RF_MATVEC_WIDE_MULTI_AS(name, Q, R, QX) RF_MATVEC_WIDE_MULTI_B(name, Q, R, QX, RF_LAUNCH_BOUNDS(MV_GROUPS * 32))
+#define RF_MATVEC_WIDE_MULTI_B(name, Q, R, QX, BOUNDS)                                            \
+    RF_KERNEL void BOUNDS name(                                                                   \
         const float* x, int k, i64 row_bytes, int accumulate, const float* norm_w, float eps,     \
         const float* ss_parts, int n_parts, const float* norm_out_w, float* xw_out, float* ss_out, \
         const u8* w0, float* out0, const float* bias0, int n0, const u8* w1, float* out1,         \
@@ -730,6 +744,8 @@ __device__ __forceinline__ void matvec_wide_multi(const float* __restrict__ x, i
 #define RF_MATVEC_WIDE_MULTI(suffix, Q, R)                                                        \
     RF_MATVEC_WIDE_MULTI_AS(matvec_wide_multi_##suffix##_r##R, Q, R, false)                       \
     RF_MATVEC_WIDE_MULTI_AS(matvec_wide_multi_q8x_##suffix##_r##R, Q, R, true)
+RF_MATVEC_WIDE_MULTI_B(matvec_wide_multi_q8x_q4_0_r16_o3, WideQ4_0, 16, true, RF_LAUNCH_BOUNDS_MIN(MV_GROUPS * 32, 3))
+RF_MATVEC_WIDE_MULTI_B(matvec_wide_multi_q8x_q8_0_r16_o3, WideQ8_0, 16, true, RF_LAUNCH_BOUNDS_MIN(MV_GROUPS * 32, 3))
 RF_MATVEC_WIDE_MULTI(q4_0, WideQ4_0, 1)
 RF_MATVEC_WIDE_MULTI(q4_0, WideQ4_0, 2)
 RF_MATVEC_WIDE_MULTI(q4_0, WideQ4_0, 4)
@@ -833,8 +849,9 @@ __device__ __forceinline__ void matvec_qkv_rope(const float* __restrict__ x, int
     }
 }
 
-#define RF_MATVEC_QKV_ROPE_AS(name, Q, R, C)                                                      \
-    RF_KERNEL void RF_LAUNCH_BOUNDS(MV_GROUPS * 32) name(                                         \
+#define RF_MATVEC_QKV_ROPE_AS(name, Q, R, C) RF_MATVEC_QKV_ROPE_B(name, Q, R, C, RF_LAUNCH_BOUNDS(MV_GROUPS * 32))
+#define RF_MATVEC_QKV_ROPE_B(name, Q, R, C, BOUNDS)                                               \
+    RF_KERNEL void BOUNDS name(                                                                   \
         const float* x, int k, i64 row_bytes, const float* norm_w, float eps,                     \
         const float* ss_parts, int n_parts, const u8* wq, const u8* wk, const u8* wv,             \
         const float* bq, const float* bk, const float* bv, int nq, int nkv, float* q_out,         \
@@ -855,6 +872,13 @@ RF_MATVEC_QKV_ROPE(q8_0, WideQ8_0, 2)
 RF_MATVEC_QKV_ROPE(q8_0, WideQ8_0, 4)
 RF_MATVEC_QKV_ROPE(q8_0, WideQ8_0, 8)
 RF_MATVEC_QKV_ROPE(q8_0, WideQ8_0, 16)
+#define RF_MATVEC_QKV_ROPE_O3(suffix, Q)                                                           \
+    RF_MATVEC_QKV_ROPE_B(matvec_qkv_rope_q8x_##suffix##_r16_o3_f32, Q, 16, float,                 \
+                         RF_LAUNCH_BOUNDS_MIN(MV_GROUPS * 32, 3))                                  \
+    RF_MATVEC_QKV_ROPE_B(matvec_qkv_rope_q8x_##suffix##_r16_o3_f16, Q, 16, u16,                   \
+                         RF_LAUNCH_BOUNDS_MIN(MV_GROUPS * 32, 3))
+RF_MATVEC_QKV_ROPE_O3(q4_0, WideQ4_0)
+RF_MATVEC_QKV_ROPE_O3(q8_0, WideQ8_0)
 
 // matvec_wide_swiglu_<type>_r<R>: matvec_swiglu on the wide core, R rows of both matrices per
 //   block (2R rows in flight). Launch: grid (ceil(n / R)), block G x 32.

@@ -242,6 +242,25 @@ pub fn matvec_wide_multi(ty: GgmlType, rows: usize, q8x: bool) -> Option<Kernel>
 pub fn matvec_wide_swiglu(ty: GgmlType, rows: usize, q8x: bool) -> Option<Kernel> {
     wide_kernel("_swiglu", ty, rows, q8x, &MATVEC_WIDE_SWIGLU_ROWS)
 }
+/// `matvec_wide(ty, 16, true)` with registers capped for 3 blocks per multiprocessor
+/// (matmul.hip `*_r16_o3`), for rows a block reads in one pass.
+pub fn matvec_wide_o3(ty: GgmlType) -> Option<Kernel> {
+    let suffix = fast_suffix(ty)?;
+    Some(k_overlapping(
+        Family::Matmul,
+        format!("matvec_wide_q8x_{suffix}_r16_o3"),
+    ))
+}
+
+/// `matvec_wide_multi(ty, 16, true)`, registers capped as `matvec_wide_o3`.
+pub fn matvec_wide_multi_o3(ty: GgmlType) -> Option<Kernel> {
+    let suffix = fast_suffix(ty)?;
+    Some(k_overlapping(
+        Family::Matmul,
+        format!("matvec_wide_multi_q8x_{suffix}_r16_o3"),
+    ))
+}
+
 /// Rows per block the fused q/k/v + rope + KV-append kernels come in (matmul.hip,
 /// matvec_qkv_rope).
 pub const MATVEC_QKV_ROPE_ROWS: [usize; 4] = [2, 4, 8, 16];
@@ -256,6 +275,14 @@ pub fn matvec_qkv_rope(ty: GgmlType, rows: usize, kv: KvDtype) -> Option<Kernel>
             format!("matvec_qkv_rope_q8x_{suffix}_r{rows}_{}", kv.name()),
         )
     })
+}
+/// `matvec_qkv_rope(ty, 16, kv)`, registers capped as `matvec_wide_o3`.
+pub fn matvec_qkv_rope_o3(ty: GgmlType, kv: KvDtype) -> Option<Kernel> {
+    let suffix = fast_suffix(ty)?;
+    Some(k_overlapping(
+        Family::Matmul,
+        format!("matvec_qkv_rope_q8x_{suffix}_r16_o3_{}", kv.name()),
+    ))
 }
 /// Weight rows per group the streaming m = 1 kernels come in (matmul.hip, matvec_stream).
 pub const MATVEC_STREAM_ROWS: [usize; 1] = [8];
@@ -399,6 +426,11 @@ pub fn all() -> Vec<Kernel> {
                 out.extend(matvec_qkv_rope(ty, rows, kv));
             }
         }
+        out.extend(matvec_wide_o3(ty));
+        out.extend(matvec_wide_multi_o3(ty));
+        for kv in [KvDtype::F32, KvDtype::F16] {
+            out.extend(matvec_qkv_rope_o3(ty, kv));
+        }
         out.push(matmul_tiled(ty).expect("registered type"));
         for bm in MMA_ROW_TILES {
             out.push(matmul_mma(ty, bm).expect("registered type"));
@@ -437,7 +469,9 @@ mod tests {
                 || src.contains("RF_FLASH_CONFIGS(")
                 || src.contains("RF_MATVEC_MULTI(")
                 || src.contains("RF_MATVEC_SWIGLU(")
-                || src.contains("RF_MATVEC_QKV_ROPE(");
+                || src.contains("RF_MATVEC_QKV_ROPE(")
+                || src.contains("RF_MATVEC_QKV_ROPE_O3(")
+                || src.contains("RF_MATVEC_WIDE_O3(");
             assert!(
                 literal || generated,
                 "{} not found in {}",

@@ -111,6 +111,24 @@ fn wide_matvec_threads(dev: &GpuDevice, k: usize) -> u32 {
     (32 * k.div_ceil(1024).clamp(1, 4) as u32).div_ceil(warp) * warp
 }
 
+/// Whether an m = 1 launch of 16 rows per block with 8-bit x over rows of `k` values of `ty`
+/// takes the register-capped `*_r16_o3` kernels (3 blocks per multiprocessor instead of 2 on
+/// NVIDIA): where the block reads a row in one pass (pieces <= threads), unless
+/// `ROCMFORGE_MATVEC_O3=0` (read once). On an H200 that took Llama-3-8B's LM head from 103 to
+/// 88 us and its q/k/v from 9.5 to 7.8 us; its down projection (several passes) was slower
+/// capped (bench/NOTES.md).
+fn occupancy_capped(dev: &GpuDevice, ty: GgmlType, k: usize) -> bool {
+    static ENABLED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    let enabled = *ENABLED
+        .get_or_init(|| std::env::var_os("ROCMFORGE_MATVEC_O3").is_none_or(|v| v != "0"));
+    let piece_values = match ty {
+        GgmlType::Q4_0 => 32,
+        GgmlType::Q8_0 => 16,
+        _ => return false,
+    };
+    enabled && k.div_ceil(piece_values) <= wide_matvec_threads(dev, k) as usize
+}
+
 /// Weight rows per group of the streaming kernels (matmul.hip, matvec_stream): 8 (4 of gate
 /// and 4 of up) beat 4 on Llama-3-8B's gate/up on an H200 (bench/NOTES.md).
 const STREAM_ROWS: usize = 8;
@@ -205,7 +223,9 @@ fn launch_matvec_m1(
     } else {
         fast_matvec_rows(w.ty)
     };
-    let kernel = if wide {
+    let kernel = if wide && q8x && rows_per_block == 16 && occupancy_capped(dev, w.ty, k) {
+        kernels::matvec_wide_o3(w.ty)
+    } else if wide {
         kernels::matvec_wide(w.ty, rows_per_block, q8x)
     } else {
         kernels::matvec_fast(w.ty, rows_per_block)
@@ -411,7 +431,11 @@ pub fn launch_matvec_multi_blocks(
     }
     let (rows_per_block, kernel, threads) = if wide {
         let r = wide_matvec_rows(dev, ty, parts.iter().map(|p| p.w.rows).sum(), k);
-        let kernel = kernels::matvec_wide_multi(ty, r, q8x).expect("fast type");
+        let kernel = if q8x && r == 16 && occupancy_capped(dev, ty, k) {
+            kernels::matvec_wide_multi_o3(ty).expect("fast type")
+        } else {
+            kernels::matvec_wide_multi(ty, r, q8x).expect("fast type")
+        };
         (r, kernel, wide_matvec_threads(dev, k))
     } else {
         let r = fast_matvec_rows(ty);
@@ -528,7 +552,12 @@ pub fn launch_matvec_qkv_rope(
         return Ok(false);
     }
     let r = wide_matvec_rows(dev, ty, nq + 2 * nkv, k);
-    let Some(kernel) = kernels::matvec_qkv_rope(ty, r, rope.dtype) else {
+    let kernel = if r == 16 && occupancy_capped(dev, ty, k) {
+        kernels::matvec_qkv_rope_o3(ty, rope.dtype)
+    } else {
+        kernels::matvec_qkv_rope(ty, r, rope.dtype)
+    };
+    let Some(kernel) = kernel else {
         return Ok(false);
     };
     if !rope.head_dim.is_multiple_of(r) {
