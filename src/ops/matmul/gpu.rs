@@ -119,8 +119,8 @@ fn wide_matvec_threads(dev: &GpuDevice, k: usize) -> u32 {
 /// capped (bench/NOTES.md).
 fn occupancy_capped(dev: &GpuDevice, ty: GgmlType, k: usize) -> bool {
     static ENABLED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    let enabled = *ENABLED
-        .get_or_init(|| std::env::var_os("ROCMFORGE_MATVEC_O3").is_none_or(|v| v != "0"));
+    let enabled =
+        *ENABLED.get_or_init(|| std::env::var_os("ROCMFORGE_MATVEC_O3").is_none_or(|v| v != "0"));
     let piece_values = match ty {
         GgmlType::Q4_0 => 32,
         GgmlType::Q8_0 => 16,
