@@ -33,7 +33,8 @@
 //   (a decode step's position + 1), and the Sk argument only sized the launch; the keys are
 //   then spread over all the splits in whole tiles (keys_per_split is recomputed), and blocks
 //   whose key range lies past the keys write an empty partial (max -inf, sum 0), which the
-//   combine ignores. One recorded decode step then serves every position.
+//   combine ignores. One recorded decode step then serves every position. Only the host
+//   writes n_past (before the step), so it is read before the wait for the kernel before.
 #include "common.h"
 
 // ------------------------------------------------------------------------------ unfused ops
@@ -194,12 +195,12 @@ template <int DMAX, int RM, int CN, class KV>
 __device__ __forceinline__ void flash_attention(const float* q, const KV* k, const KV* v, float* out,
                                                 float* part_o, float* part_ml, int Sq, int Sk, int H,
                                                 int KVH, int D, i64 kv_rows, float scale_log2, int causal,
-                                                int keys_per_split, const int* n_past) {
+                                                int keys_per_split, int n_past) {
     constexpr int BQ = 16 * RM, BK = 16 * CN, DP = DMAX + 4, PP = BK + 4, DV = DMAX / 64;
-    if (n_past) {
+    if (n_past >= 0) {
         // The keys this launch sees, spread over all the splits in whole tiles (the grid is
         // sized for the most keys there can be).
-        Sk = n_past[0] + Sq;
+        Sk = n_past + Sq;
         const int per_split = (Sk + (int)gridDim.z - 1) / (int)gridDim.z;
         keys_per_split = (per_split + BK - 1) / BK * BK;
     }
@@ -449,10 +450,11 @@ flash_attn_combine(const float* part_o, const float* part_ml, float* out, int sp
         const float* q, const KV* k, const KV* v, float* out, float* part_o, float* part_ml, int Sq,     \
         int Sk, int H, int KVH, int D, i64 kv_rows, float scale_log2, int causal, int keys_per_split,   \
         const int* n_past) {                                                                            \
+        const int past = n_past ? n_past[0] : -1; /* host-written before the step: read early */      \
         rf_grid_wait();                                                                                 \
         rf_grid_release();                                                                              \
         flash_attention<DMAX, RM, CN, KV>(q, k, v, out, part_o, part_ml, Sq, Sk, H, KVH, D, kv_rows,    \
-                                          scale_log2, causal, keys_per_split, n_past);                  \
+                                          scale_log2, causal, keys_per_split, past);                    \
     }
 #define RF_FLASH_CONFIGS(DMAX, KVNAME, KV)   \
     RF_FLASH_KERNEL(DMAX, 4, 4, KVNAME, KV) \
