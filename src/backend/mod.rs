@@ -72,6 +72,14 @@ impl KvDtype {
             KvDtype::F16 => "f16",
         }
     }
+
+    /// Bytes of one cache element.
+    pub fn bytes(self) -> usize {
+        match self {
+            KvDtype::F32 => 4,
+            KvDtype::F16 => 2,
+        }
+    }
 }
 
 /// Rotary embedding parameters of a model.

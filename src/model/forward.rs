@@ -197,10 +197,7 @@ fn check_device_memory<B: Backend>(
         return Ok(());
     };
     let weights: u64 = file.tensors.iter().map(|t| t.nbytes).sum();
-    let elem = match kv_dtype {
-        KvDtype::F32 => 4u64,
-        KvDtype::F16 => 2,
-    };
+    let elem = kv_dtype.bytes() as u64;
     let kv = (2 * c.n_layers as u64)
         .saturating_mul(n_ctx as u64)
         .saturating_mul(c.kv_dim() as u64)

@@ -40,10 +40,7 @@ impl<B: Backend> KvCache<B> {
 
     /// Bytes the cache takes on the device.
     pub fn nbytes(&self) -> usize {
-        let elem = match self.dtype {
-            KvDtype::F32 => 4,
-            KvDtype::F16 => 2,
-        };
+        let elem = self.dtype.bytes();
         2 * self.k.len() * self.n_ctx * self.kv_dim * elem
     }
 }

@@ -378,7 +378,7 @@ impl Backend for GpuBackend {
     }
 
     fn kv_cache(&self, n: usize, dtype: KvDtype) -> Result<GpuKv> {
-        let elem = if dtype == KvDtype::F32 { 4 } else { 2 };
+        let elem = dtype.bytes();
         Ok(GpuKv {
             dtype,
             buf: DeviceBuffer::zeros(&self.dev, n * elem, "kv_cache")?,
@@ -475,28 +475,25 @@ impl Backend for GpuBackend {
         params: &RopeParams,
         freq_factors: Option<&GpuWeight>,
     ) -> Result<()> {
-        if k_cache.dtype == v_cache.dtype {
-            let ff = freq_factors
-                .map(|w| w.f32_vector("rope freq_factors"))
-                .transpose()?;
-            let mut rope = QkvRope {
-                heads,
-                kv_heads,
-                head_dim,
-                params,
-                freq_factors: ff,
-                k_cache: &mut k_cache.buf,
-                v_cache: &mut v_cache.buf,
-                dtype: k_cache.dtype,
-                pos: (&step.state, STEP_POS),
-            };
-            #[rustfmt::skip]
-            let done = self.norm_qkv(x, norm, eps, w, biases, 1, xb, q, k, v, Some(&mut rope))?;
-            if done {
-                return Ok(());
-            }
-        } else {
-            self.rms_norm_qkv(x, norm, eps, w, biases, 1, xb, q, k, v)?;
+        let ff = freq_factors
+            .map(|w| w.f32_vector("rope freq_factors"))
+            .transpose()?;
+        // (the fused kernel writes both caches in one type)
+        let mut rope = (k_cache.dtype == v_cache.dtype).then(|| QkvRope {
+            heads,
+            kv_heads,
+            head_dim,
+            params,
+            freq_factors: ff,
+            dtype: k_cache.dtype,
+            k_cache: &mut k_cache.buf,
+            v_cache: &mut v_cache.buf,
+            pos: (&step.state, STEP_POS),
+        });
+        #[rustfmt::skip]
+        let done = self.norm_qkv(x, norm, eps, w, biases, 1, xb, q, k, v, rope.as_mut())?;
+        if done {
+            return Ok(());
         }
         self.rope_kv_append_step(
             q,

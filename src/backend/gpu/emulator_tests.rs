@@ -57,6 +57,22 @@ fn devices() -> [Arc<GpuDevice>; 2] {
     .clone()
 }
 
+/// Emulated devices like `devices()` for one test alone (ordinals `first`, `first + 1`; build
+/// directories told apart by `tag`), so that the test can count its own launches while other
+/// tests launch on the shared ones.
+fn own_devices(first: usize, tag: &str) -> [Arc<GpuDevice>; 2] {
+    [
+        Arc::new(GpuDevice::new(
+            first,
+            Box::new(EmuRuntime::tagged(32, 227 * 1024, tag)),
+        )),
+        Arc::new(GpuDevice::new(
+            first + 1,
+            Box::new(EmuRuntime::tagged(64, 64 * 1024, tag)),
+        )),
+    ]
+}
+
 /// max |a - b| / max(1, max |b|) (NaN counts as a failure).
 fn rel_err(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len());
@@ -1326,19 +1342,8 @@ fn fused_rope_kv_matches_the_unfused_ops() {
     // (first row, tokens)
     let spans = [(0, 1), (0, 5), (7, 3), (1000, 1), (2047, 17), (2099, 1)];
     let f32_bytes = |v: &[f32]| -> Vec<u8> { v.iter().flat_map(|x| x.to_le_bytes()).collect() };
-    // Devices of this test's own: it counts the launches of each call (other tests launch on
-    // the shared ones meanwhile).
-    let own = [
-        Arc::new(GpuDevice::new(
-            2,
-            Box::new(EmuRuntime::tagged(32, 227 * 1024, "-rope-kv")),
-        )),
-        Arc::new(GpuDevice::new(
-            3,
-            Box::new(EmuRuntime::tagged(64, 64 * 1024, "-rope-kv")),
-        )),
-    ];
-    for dev in own {
+    // (it counts the launches of each call)
+    for dev in own_devices(2, "-rope-kv") {
         let (gpu, cpu) = (GpuBackend::new(dev.clone()), CpuBackend);
         let mut step = gpu
             .new_step(n_ctx, 4, 2, 16, 16)
@@ -1520,19 +1525,8 @@ fn fused_qkv_rope_matches_the_unfused_ops() {
         (GgmlType::Q4_0, 64, 2, 1, 12, 12, false, false, false, false),
         (GgmlType::Q8_0, 64, 2, 1, 16, 8, true, false, false, false),
     ];
-    // Devices of this test's own: it counts the launches of each call (other tests launch on
-    // the shared ones meanwhile).
-    let own = [
-        Arc::new(GpuDevice::new(
-            4,
-            Box::new(EmuRuntime::tagged(32, 227 * 1024, "-qkv-rope")),
-        )),
-        Arc::new(GpuDevice::new(
-            5,
-            Box::new(EmuRuntime::tagged(64, 64 * 1024, "-qkv-rope")),
-        )),
-    ];
-    for dev in own {
+    // (it counts the launches of each call)
+    for dev in own_devices(4, "-qkv-rope") {
         let gpu = GpuBackend::new(dev.clone());
         let down = |g: &super::DeviceBuffer, n: usize| {
             let mut v = vec![0f32; n];

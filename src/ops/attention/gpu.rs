@@ -305,7 +305,7 @@ pub fn launch_flash_attention_with(
             Arg::Ptr(buf.ptr() + offset as u64)
         }
     };
-    let elem = if kv == KvDtype::F32 { 4 } else { 2 };
+    let elem = kv.bytes();
     need(op, "q", q, s.q_len(), 4)?;
     let kv_need =
         s.batch * kv_rows * s.kv_heads * s.head_dim - (kv_rows - s.seq_k) * s.kv_heads * s.head_dim;

@@ -44,10 +44,7 @@ pub fn launch_kv_append_at(
     n: usize,
     row_len: usize,
 ) -> Result<()> {
-    let elem = match dtype {
-        KvDtype::F32 => 4,
-        KvDtype::F16 => 2,
-    };
+    let elem = dtype.bytes();
     let (pos0, pos_dev) = match row {
         Row::At(p) => (p, Arg::Ptr(0)),
         Row::Device(buf, offset) => {

@@ -20,13 +20,28 @@ const MATVEC_FAST_THREADS: u32 = 4 * 32;
 /// Output tile of the tiled kernel.
 const TILE: usize = 64;
 
+/// An environment switch read once into `cell`: true unless variable `var` is set to `off`.
+fn env_switch(cell: &'static std::sync::OnceLock<bool>, var: &str, off: &str) -> bool {
+    *cell.get_or_init(|| std::env::var_os(var).is_none_or(|v| v != off))
+}
+
+/// Values of x one 16-byte quant piece of the wide and streaming m = 1 kernels covers
+/// (matmul.hip, WideQ4_0 / WideQ8_0), or None for types without those kernels.
+fn wide_piece_values(ty: GgmlType) -> Option<usize> {
+    match ty {
+        GgmlType::Q4_0 => Some(32),
+        GgmlType::Q8_0 => Some(16),
+        _ => None,
+    }
+}
+
 /// The m = 1 kernels can be switched off with `ROCMFORGE_NO_FAST_MATVEC=1`, and their rows
 /// per block chosen with `ROCMFORGE_MATVEC_ROWS` (1, 2, 4), both read once, so that
 /// benchmarks can compare them in one process. Defaults: the fastest on an H200 at Llama-3-8B's
 /// shapes (bench/NOTES.md): 2 rows for Q4_0, 1 for Q8_0.
 fn fast_matvec_enabled() -> bool {
     static ENABLED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *ENABLED.get_or_init(|| std::env::var_os("ROCMFORGE_NO_FAST_MATVEC").is_none_or(|v| v != "1"))
+    env_switch(&ENABLED, "ROCMFORGE_NO_FAST_MATVEC", "1")
 }
 /// The number in environment variable `name` if it is one of `allowed` (callers read it once).
 fn env_rows(name: &str, allowed: &[usize]) -> Option<usize> {
@@ -48,7 +63,7 @@ fn fast_matvec_rows(ty: GgmlType) -> usize {
 /// (read once) picks the earlier `matvec_fast_*` / `matvec_multi_*` / `matvec_swiglu_*`.
 fn wide_matvec_enabled() -> bool {
     static ENABLED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *ENABLED.get_or_init(|| std::env::var_os("ROCMFORGE_MATVEC_KERNEL").is_none_or(|v| v != "v5"))
+    env_switch(&ENABLED, "ROCMFORGE_MATVEC_KERNEL", "v5")
 }
 
 /// `ROCMFORGE_MATVEC_ROWS` (1, 2, 4, 8, 16; read once), rows per block of the wide kernels.
@@ -119,12 +134,9 @@ fn wide_matvec_threads(dev: &GpuDevice, k: usize) -> u32 {
 /// capped (bench/NOTES.md).
 fn occupancy_capped(dev: &GpuDevice, ty: GgmlType, k: usize) -> bool {
     static ENABLED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    let enabled =
-        *ENABLED.get_or_init(|| std::env::var_os("ROCMFORGE_MATVEC_O3").is_none_or(|v| v != "0"));
-    let piece_values = match ty {
-        GgmlType::Q4_0 => 32,
-        GgmlType::Q8_0 => 16,
-        _ => return false,
+    let enabled = env_switch(&ENABLED, "ROCMFORGE_MATVEC_O3", "0");
+    let Some(piece_values) = wide_piece_values(ty) else {
+        return false;
     };
     enabled && k.div_ceil(piece_values) <= wide_matvec_threads(dev, k) as usize
 }
@@ -154,13 +166,8 @@ fn stream_plan(
     group: usize,
 ) -> Option<StreamPlan> {
     static ENABLED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    let enabled = *ENABLED
-        .get_or_init(|| std::env::var_os("ROCMFORGE_MATVEC_STREAM").is_none_or(|v| v != "0"));
-    let piece_values = match ty {
-        GgmlType::Q4_0 => 32,
-        GgmlType::Q8_0 => 16,
-        _ => return None,
-    };
+    let enabled = env_switch(&ENABLED, "ROCMFORGE_MATVEC_STREAM", "0");
+    let piece_values = wide_piece_values(ty)?;
     let pieces = k / piece_values;
     if !enabled || k < 2048 || k % 32 != 0 || pieces > 512 || rows == 0 {
         return None;
@@ -517,7 +524,7 @@ pub struct QkvRope<'a> {
 /// (`launch_matvec_qkv_rope`): yes unless `ROCMFORGE_FUSED_ROPE=0` (read once).
 fn fused_rope_enabled() -> bool {
     static ENABLED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *ENABLED.get_or_init(|| std::env::var_os("ROCMFORGE_FUSED_ROPE").is_none_or(|v| v != "0"))
+    env_switch(&ENABLED, "ROCMFORGE_FUSED_ROPE", "0")
 }
 
 /// A decode step's `q = rope(x @ wq^T + bq)`, `k_cache[pos] = rope(x @ wk^T + bk)`,
@@ -572,10 +579,7 @@ pub fn launch_matvec_qkv_rope(
         }
     }
     need(op, "q", q_out, nq, 4)?;
-    let elem = match rope.dtype {
-        KvDtype::F32 => 4,
-        KvDtype::F16 => 2,
-    };
+    let elem = rope.dtype.bytes();
     need(op, "k_cache", rope.k_cache, nkv, elem)?;
     need(op, "v_cache", rope.v_cache, nkv, elem)?;
     let (pos_buf, pos_offset) = rope.pos;
@@ -721,8 +725,7 @@ fn mma_min_m() -> usize {
 /// compare the two paths.
 pub fn mma_available(dev: &GpuDevice) -> bool {
     static ENABLED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    let enabled =
-        *ENABLED.get_or_init(|| std::env::var_os("ROCMFORGE_MMA").is_none_or(|v| v != "0"));
+    let enabled = env_switch(&ENABLED, "ROCMFORGE_MMA", "0");
     let rt = dev.runtime();
     enabled
         && match rt.backend() {

@@ -115,10 +115,7 @@ pub fn launch_rope_kv(
     if let Some(ff) = freq_factors {
         need(op, "freq_factors", ff, params.n_rot / 2, 4)?;
     }
-    let elem = match b.dtype {
-        KvDtype::F32 => 4,
-        KvDtype::F16 => 2,
-    };
+    let elem = b.dtype.bytes();
     let (pos0, pos_dev) = match first {
         Row::At(p) => (p, Arg::Ptr(0)),
         Row::Device(buf, offset) => {
