@@ -52,6 +52,7 @@
 #include "quants.h"
 #include "mma.h"
 #include "rope.h"
+#include "bulk.h"
 
 #define MATVEC_MAX_M 8
 #define MV_GROUPS 4
@@ -1121,6 +1122,468 @@ __device__ __forceinline__ void matvec_stream_swiglu(const float* __restrict__ x
     }
 RF_MATVEC_STREAM(q4_0, WideQ4_0, 8)
 RF_MATVEC_STREAM(q8_0, WideQ8_0, 8)
+
+// ------------------------------------------------------------------------------------------
+// matvec_bulk_*: the m = 1 kernels (8-bit x) that stage whole weight rows in shared memory
+//   (v8). A block (one per multiprocessor: grid <= tiles) walks the tiles t = blockIdx.x,
+//   + gridDim.x, ...; a tile is `tile_pairs` pairs of rows (what a pair is, and what its two
+//   sums become, is the Map's: multi, swiglu or qkv_rope below), and its 2 tile_pairs rows
+//   (each whole: quants, then scales) go to one of `stages` shared buffers. On NVIDIA sm_90
+//   the copy engine moves them (bulk.h: no registers held by loads in flight, so far more
+//   bytes are in flight per multiprocessor than the register-staged kernels above can hold):
+//   the first `stages` tiles are asked for before the wait for the kernel before, and a
+//   buffer is asked for again as soon as the block is done with it, so `stages - 1` tiles
+//   are in flight while one is summed. Elsewhere (AMD, sm_80, the CPU emulation) the block
+//   copies each tile itself with plain loads: the same sums, without the overlap (the
+//   launchers take these kernels on sm_90 only).
+//   x is quantized once per block into shared memory (8-bit per piece, as the *_q8x_*
+//   kernels; with the RMS norm folded in as matvec_wide_sums does). Pair j of a tile is
+//   summed by nwarps / tile_pairs 32-lane groups, each over a share of the pieces; their
+//   partial sums meet in shared memory and thread j runs the pair's epilogue (its other
+//   inputs loaded before the tile's wait).
+//   Needs row_bytes % 16 == 0, 16-byte aligned rows, blockDim.x / 32 a multiple of
+//   tile_pairs (the launcher checks). Launch: grid min(tiles, multiprocessors), block
+//   32 x nwarps (<= 512 threads), dynamic shared memory: stages x 2 tile_pairs x row_bytes
+//   for the tiles, (PIECE_ELEMS + 8) bytes a piece of x, 16 nwarps + 8 stages, and the
+//   Map's extra bytes (qkv_rope: 8 x tile_pairs x ceil(tiles / grid)).
+
+// x of one piece to 8 bits as matvec_wide_sums does (d_x = max|x| / 127; a NaN kept):
+// the words to xq, returns d_x, and the sum of the 8-bit values to *sx.
+template <int XW>
+__device__ __forceinline__ float rf_q8_piece(const float4 (&xv)[XW], int (&xq)[XW], int* sx) {
+    float amax = 0.0f;
+#pragma unroll
+    for (int i = 0; i < XW; ++i) {
+        amax = rf_absmax_nan(amax, xv[i].x);
+        amax = rf_absmax_nan(amax, xv[i].y);
+        amax = rf_absmax_nan(amax, xv[i].z);
+        amax = rf_absmax_nan(amax, xv[i].w);
+    }
+    const float inv = amax != 0.0f ? 127.0f / amax : 0.0f;
+    int s = 0;
+#pragma unroll
+    for (int i = 0; i < XW; ++i) {
+        xq[i] = rf_q8_word(xv[i], inv);
+        s = rf_dp4a(xq[i], 0x01010101, s);
+    }
+    *sx = s;
+    return amax / 127.0f;
+}
+
+template <class Q, class Map>
+__device__ __forceinline__ void matvec_bulk(const float* __restrict__ x, const float* norm_w, float eps,
+                                            const float* ss_parts, int n_parts, int k, i64 row_bytes,
+                                            int tile_pairs, int stages, const Map& map) {
+    extern __shared__ uint4 rf_bulk_smem[];
+    constexpr int XW = Q::PIECE_ELEMS / 4;  // 8-bit words of x a piece
+    constexpr int XV = XW / 4;              // and their uint4s
+    const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, nwarps = blockDim.x >> 5;
+    const int pieces = k / Q::PIECE_ELEMS, nblocks = k / 32;
+    const int pairs = map.pairs();
+    const int tiles = (pairs + tile_pairs - 1) / tile_pairs;
+    const int rows_per_tile = 2 * tile_pairs;
+    const i64 tile_bytes = (i64)rows_per_tile * row_bytes;
+    const int my_tiles =
+        tiles > (int)blockIdx.x ? (tiles - (int)blockIdx.x + (int)gridDim.x - 1) / (int)gridDim.x : 0;
+    u8* tile_smem = (u8*)rf_bulk_smem;
+    uint4* xs = (uint4*)(tile_smem + stages * tile_bytes);  // [XV][pieces]
+    float2* dxs = (float2*)(xs + XV * pieces);             // [pieces]: d_x, sum (int bits)
+    float* red = (float*)(dxs + pieces);                    // [2][nwarps][2]
+    u64* bars = (u64*)(red + 4 * nwarps);                   // [stages]
+    u8* extra = (u8*)(bars + stages);
+    const int wpp = nwarps / tile_pairs;  // 32-lane groups a pair
+    const int pj = warp / wpp, part = warp - pj * wpp;
+#if defined(RF_BULK) && defined(RF_BULK_USE_TMA)
+#define RF_BULK_TMA 1
+#elif defined(RF_ASYNC16)
+#define RF_BULK_ASYNC 1
+#endif
+#if defined(RF_BULK_TMA)
+    // Tile i of this block into buffer i % stages (warp 0): one copy where its rows are
+    // consecutive in memory, else one a row.
+    auto fill = [&](int i) {
+        const int t = (int)blockIdx.x + i * (int)gridDim.x;
+        u8* dst = tile_smem + (i % stages) * tile_bytes;
+        u64* bar = &bars[i % stages];
+        const u8* first = map.row(t * tile_pairs, 0);
+        int valid = 0;
+        bool run = true;
+        for (int r = 0; r < rows_per_tile; ++r) {
+            const u8* src = map.row(t * tile_pairs + (r >> 1), r & 1);
+            if (src == nullptr) continue;
+            run = run && src == first + r * row_bytes;
+            ++valid;
+        }
+        if (lane == 0) rf_bulk_expect(bar, (u32)(valid * row_bytes));
+        __syncwarp();
+        if (run) {
+            if (lane == 0) rf_bulk_copy(dst, first, (u32)(valid * row_bytes), bar);
+        } else {
+            for (int r = lane; r < rows_per_tile; r += 32) {
+                const u8* src = map.row(t * tile_pairs + (r >> 1), r & 1);
+                if (src != nullptr) rf_bulk_copy(dst + r * row_bytes, src, (u32)row_bytes, bar);
+            }
+        }
+    };
+    rf_bulk_init(bars, stages);
+    if (warp == 0) {
+        for (int i = 0; i < stages && i < my_tiles; ++i) fill(i);
+    }
+#elif defined(RF_BULK_ASYNC)
+    // Tile i of this block into buffer i % stages, 16 bytes a thread at a time, as one group
+    // of each thread's copies (a group is closed even where the block has no tile i).
+    const int words = (int)(row_bytes / 16);
+    auto fill = [&](int i) {
+        if (i < my_tiles) {
+            const int t = (int)blockIdx.x + i * (int)gridDim.x;
+            uint4* dst = (uint4*)(tile_smem + (i % stages) * tile_bytes);
+            for (int w = tid; w < rows_per_tile * words; w += blockDim.x) {
+                const int r = w / words;
+                const u8* src = map.row(t * tile_pairs + (r >> 1), r & 1);
+                if (src != nullptr) rf_async16(dst + w, (const uint4*)src + (w - r * words));
+            }
+        }
+        rf_async_commit();
+    };
+    for (int i = 0; i < stages; ++i) fill(i);
+#endif
+    map.prologue(extra, tile_pairs, my_tiles);  // host-written inputs only (before the wait)
+    rf_grid_wait();
+    rf_grid_release();
+    float ss = 0.0f;
+    if (ss_parts != nullptr) {
+        for (int i = tid; i < n_parts; i += blockDim.x) ss += ss_parts[i];
+    }
+    const float* xa = rf_after_wait(x);
+    for (int p = tid; p < pieces; p += blockDim.x) {
+        float4 xv[XW];
+        const float4* xp = (const float4*)(xa + (i64)p * Q::PIECE_ELEMS);
+#pragma unroll
+        for (int i = 0; i < XW; ++i) xv[i] = xp[i];
+        if (norm_w != nullptr) {
+            const float4* gp = (const float4*)(norm_w + (i64)p * Q::PIECE_ELEMS);
+#pragma unroll
+            for (int i = 0; i < XW; ++i) {
+                const float4 g = gp[i];
+                float4& v = xv[i];
+                ss += v.x * v.x + v.y * v.y + v.z * v.z + v.w * v.w;
+                v = make_float4(v.x * g.x, v.y * g.y, v.z * g.z, v.w * g.w);
+            }
+        }
+        int xq[XW], sx;
+        const float dx = rf_q8_piece<XW>(xv, xq, &sx);
+#pragma unroll
+        for (int c = 0; c < XV; ++c)
+            xs[c * pieces + p] = make_uint4((u32)xq[4 * c], (u32)xq[4 * c + 1], (u32)xq[4 * c + 2], (u32)xq[4 * c + 3]);
+        dxs[p] = make_float2(dx, __int_as_float(sx));
+    }
+    float scale = 1.0f;
+    if (norm_w != nullptr || ss_parts != nullptr) {
+        scale = rsqrtf(rf_block_sum(ss) / (float)k + eps);  // (its barriers publish x too)
+    } else {
+        __syncthreads();
+    }
+    float ss_out = 0.0f;
+    for (int i = 0; i < my_tiles; ++i) {
+        const int t = (int)blockIdx.x + i * (int)gridDim.x;
+        u8* tile = tile_smem + (i % stages) * tile_bytes;
+        const int fin_pair = t * tile_pairs + tid;
+        const bool fin = tid < tile_pairs && fin_pair < pairs;
+        typename Map::Pre pre{};
+        if (fin) pre = map.load(fin_pair);
+#if defined(RF_BULK_TMA)
+        rf_bulk_wait(&bars[i % stages], (u32)(i / stages) & 1u);
+#elif defined(RF_BULK_ASYNC)
+        rf_async_wait(stages - 1);  // this thread's copies of tile i are in
+        __syncthreads();            // and everyone's
+#else
+        {
+            const int words = (int)(row_bytes / 16);
+            for (int w = tid; w < rows_per_tile * words; w += blockDim.x) {
+                const int r = w / words;
+                const u8* src = map.row(t * tile_pairs + (r >> 1), r & 1);
+                if (src != nullptr) ((uint4*)tile)[w] = ((const uint4*)src)[w - r * words];
+            }
+            __syncthreads();
+        }
+#endif
+        float va = 0.0f, vb = 0.0f;
+        {
+            const u8* ra = tile + (i64)(2 * pj) * row_bytes;
+            const u8* rb = ra + row_bytes;
+            const u8* sa = ra + (i64)nblocks * Q::QS;
+            const u8* sb = rb + (i64)nblocks * Q::QS;
+#if defined(RF_BULK_NOCOMPUTE)
+            if (lane == 0) va = __int_as_float(*(const int*)ra), vb = __int_as_float(*(const int*)rb);
+#else
+#pragma unroll 2
+            for (int p = part * 32 + lane; p < pieces; p += 32 * wpp) {
+                const uint4 qa = *(const uint4*)(ra + p * 16), qb = *(const uint4*)(rb + p * 16);
+                const float da = rf_half_to_float(*(const u16*)(sa + 2 * Q::block_of(p)));
+                const float db = rf_half_to_float(*(const u16*)(sb + 2 * Q::block_of(p)));
+                int xq[XW];
+#pragma unroll
+                for (int c = 0; c < XV; ++c) {
+                    const uint4 v = xs[c * pieces + p];
+                    xq[4 * c] = (int)v.x, xq[4 * c + 1] = (int)v.y, xq[4 * c + 2] = (int)v.z, xq[4 * c + 3] = (int)v.w;
+                }
+                const float2 f = dxs[p];
+                const int sx = __float_as_int(f.y);
+                va += da * f.x * (float)Q::dot_i8(qa, xq, sx);
+                vb += db * f.x * (float)Q::dot_i8(qb, xq, sx);
+            }
+#endif
+        }
+        va = rf_group_sum<32>(va);
+        vb = rf_group_sum<32>(vb);
+        float* rd = red + (i & 1) * 2 * nwarps;  // two sets: the next tile's writes never meet this one's reads
+        if (lane == 0) {
+            rd[2 * warp] = va;
+            rd[2 * warp + 1] = vb;
+        }
+        __syncthreads();  // the buffer is free again, and every partial sum is in
+#if defined(RF_BULK_TMA)
+        if (warp == 0 && i + stages < my_tiles) {
+            rf_bulk_reuse();
+            fill(i + stages);
+        }
+#elif defined(RF_BULK_ASYNC)
+        fill(i + stages);
+#endif
+        if (fin) {
+            float a = 0.0f, b = 0.0f;
+            for (int w = 0; w < wpp; ++w) {
+                a += rd[2 * (tid * wpp + w)];
+                b += rd[2 * (tid * wpp + w) + 1];
+            }
+            ss_out += map.finish(fin_pair, a * scale, b * scale, pre, extra, i * tile_pairs + tid);
+        }
+    }
+    map.done(ss_out);
+}
+
+// multi: up to three matrices' rows in a row (as matvec_wide_multi: bias, accumulate, and
+// the next norm's input), consecutive rows paired; ss_out gets one sum a block.
+struct BulkMulti {
+    const u8 *w0, *w1, *w2;
+    float *out0, *out1, *out2;
+    const float *bias0, *bias1, *bias2;
+    int n0, n1, n2;
+    i64 row_bytes;
+    int accumulate;
+    const float* norm_out_w;
+    float *xw_out, *ss_out;
+    struct Pre {
+        float bias[2], old[2], next_w[2];
+    };
+    __device__ int total() const { return n0 + n1 + n2; }
+    __device__ int pairs() const { return (total() + 1) / 2; }
+    // Matrix (0, 1, 2) and its row of row g of all three.
+    __device__ int which(int g, int* r) const {
+        if (g < n0) return *r = g, 0;
+        if (g < n0 + n1) return *r = g - n0, 1;
+        return *r = g - n0 - n1, 2;
+    }
+    __device__ const u8* row(int pair, int h) const {
+        const int g = 2 * pair + h;
+        if (g >= total()) return nullptr;
+        int r;
+        const int m = which(g, &r);
+        return (m == 0 ? w0 : m == 1 ? w1 : w2) + (i64)r * row_bytes;
+    }
+    __device__ void prologue(u8*, int, int) const {}
+    __device__ Pre load(int pair) const {
+        Pre p{};
+        for (int h = 0; h < 2; ++h) {
+            const int g = 2 * pair + h;
+            if (g >= total()) break;
+            int r;
+            const int m = which(g, &r);
+            const float* bias = m == 0 ? bias0 : m == 1 ? bias1 : bias2;
+            const float* out = m == 0 ? out0 : m == 1 ? out1 : out2;
+            p.bias[h] = bias != nullptr ? bias[r] : 0.0f;
+            p.old[h] = accumulate ? out[r] : 0.0f;
+            p.next_w[h] = xw_out != nullptr ? norm_out_w[r] : 0.0f;
+        }
+        return p;
+    }
+    __device__ float finish(int pair, float va, float vb, const Pre& p, const u8*, int) const {
+        float ss = 0.0f;
+        for (int h = 0; h < 2; ++h) {
+            const int g = 2 * pair + h;
+            if (g >= total()) break;
+            int r;
+            const int m = which(g, &r);
+            float* out = m == 0 ? out0 : m == 1 ? out1 : out2;
+            const float v = (h == 0 ? va : vb) + p.bias[h];
+            const float o = accumulate ? p.old[h] + v : v;
+            out[r] = o;
+            if (xw_out != nullptr) xw_out[r] = o * p.next_w[h];
+            ss += o * o;
+        }
+        return ss;
+    }
+    __device__ void done(float ss) const {
+        if (ss_out == nullptr) return;
+        const float s = rf_block_sum(ss);
+        if (threadIdx.x == 0) ss_out[blockIdx.x] = s;
+    }
+};
+
+// swiglu: pair i is gate row i and up row i; out[i] = silu(gate) * up.
+struct BulkSwiglu {
+    const u8 *gate, *up;
+    float* out;
+    int n;
+    i64 row_bytes;
+    struct Pre {};
+    __device__ int pairs() const { return n; }
+    __device__ const u8* row(int pair, int h) const {
+        return pair < n ? (h == 0 ? gate : up) + (i64)pair * row_bytes : nullptr;
+    }
+    __device__ void prologue(u8*, int, int) const {}
+    __device__ Pre load(int) const { return Pre{}; }
+    __device__ float finish(int pair, float g, float u, const Pre&, const u8*, int) const {
+        out[pair] = g / (1.0f + expf(-g)) * u;
+        return 0.0f;
+    }
+    __device__ void done(float) const {}
+};
+
+// qkv_rope: matvec_qkv_rope's epilogue (q turned into q_out, k turned and v into row p0 of
+// the caches), a pair being the two rows of a rope pair (2i, 2i + 1, or i, i + head_dim / 2
+// for neox) for q and k, consecutive rows for v. The cos and sin of the block's pairs are
+// computed before the wait, into the extra shared bytes.
+template <class C>
+struct BulkQkvRope {
+    const u8 *wq, *wk, *wv;
+    const float *bq, *bk, *bv;
+    int nq, nkv;
+    float* q_out;
+    C *k_cache, *v_cache;
+    const int* pos_dev;
+    const float* freq_factors;
+    int head_dim;
+    float theta;
+    int neox;
+    i64 row_bytes;
+    struct Pre {
+        float bias[2];
+        int p0;
+    };
+    __device__ int pairs() const { return (nq + 2 * nkv) / 2; }
+    // The matrix (0 q, 1 k, 2 v), its two rows and the rope pair's index of pair `pair`.
+    __device__ int locate(int pair, int* ra, int* rb, int* ri) const {
+        int l = pair, m = 0;
+        if (l >= nq / 2) {
+            l -= nq / 2, m = 1;
+            if (l >= nkv / 2) l -= nkv / 2, m = 2;
+        }
+        if (m < 2 && neox) {
+            const int half = head_dim / 2, h = l / half;
+            *ri = l - h * half;
+            *ra = h * head_dim + *ri;
+            *rb = *ra + half;
+        } else {
+            *ra = 2 * l;
+            *rb = 2 * l + 1;
+            *ri = (*ra % head_dim) / 2;
+        }
+        return m;
+    }
+    __device__ const u8* row(int pair, int h) const {
+        if (pair >= pairs()) return nullptr;
+        int ra, rb, ri;
+        const int m = locate(pair, &ra, &rb, &ri);
+        return (m == 0 ? wq : m == 1 ? wk : wv) + (i64)(h == 0 ? ra : rb) * row_bytes;
+    }
+    __device__ void prologue(u8* extra, int tile_pairs, int my_tiles) const {
+        float2* cs = (float2*)extra;
+        const int p0 = pos_dev[0];
+        for (int l = threadIdx.x; l < my_tiles * tile_pairs; l += blockDim.x) {
+            const int pair = ((int)blockIdx.x + (l / tile_pairs) * (int)gridDim.x) * tile_pairs + l % tile_pairs;
+            if (pair >= pairs()) continue;
+            int ra, rb, ri;
+            if (locate(pair, &ra, &rb, &ri) == 2) continue;
+            float c, s;
+            const float factor = freq_factors != nullptr ? freq_factors[ri] : 1.0f;
+            rf_rope_cs_at((double)p0, rf_rope_inv_freq(ri, head_dim, theta),
+                          freq_factors != nullptr ? &factor : nullptr, &c, &s);
+            cs[l] = make_float2(c, s);
+        }
+        // (the block's barriers before the first tile publish cs)
+    }
+    __device__ Pre load(int pair) const {
+        int ra, rb, ri;
+        const int m = locate(pair, &ra, &rb, &ri);
+        const float* bias = m == 0 ? bq : m == 1 ? bk : bv;
+        Pre p;
+        p.bias[0] = bias != nullptr ? bias[ra] : 0.0f;
+        p.bias[1] = bias != nullptr ? bias[rb] : 0.0f;
+        p.p0 = pos_dev[0];
+        return p;
+    }
+    __device__ float finish(int pair, float va, float vb, const Pre& p, const u8* extra, int local) const {
+        int ra, rb, ri;
+        const int m = locate(pair, &ra, &rb, &ri);
+        const float x0 = va + p.bias[0], x1 = vb + p.bias[1];
+        const i64 cache_row = (i64)p.p0 * nkv;
+        if (m == 2) {
+            rf_kv_store(v_cache + cache_row + ra, x0);
+            rf_kv_store(v_cache + cache_row + rb, x1);
+            return 0.0f;
+        }
+        const float2 cs = ((const float2*)extra)[local];
+        const float y0 = x0 * cs.x - x1 * cs.y, y1 = x0 * cs.y + x1 * cs.x;
+        if (m == 0) {
+            q_out[ra] = y0;
+            q_out[rb] = y1;
+        } else {
+            rf_kv_store(k_cache + cache_row + ra, y0);
+            rf_kv_store(k_cache + cache_row + rb, y1);
+        }
+        return 0.0f;
+    }
+    __device__ void done(float) const {}
+};
+
+#define RF_MATVEC_BULK(suffix, Q)                                                                 \
+    RF_KERNEL void RF_LAUNCH_BOUNDS(512) matvec_bulk_multi_q8x_##suffix(                          \
+        const float* x, int k, i64 row_bytes, int accumulate, const float* norm_w, float eps,     \
+        const float* ss_parts, int n_parts, const float* norm_out_w, float* xw_out, float* ss_out, \
+        const u8* w0, float* out0, const float* bias0, int n0, const u8* w1, float* out1,         \
+        const float* bias1, int n1, const u8* w2, float* out2, const float* bias2, int n2,        \
+        int tile_pairs, int stages) {                                                              \
+        const BulkMulti map{w0,    w1,    w2, out0,       out1,        out2,   bias0, bias1,      \
+                            bias2, n0,    n1, n2,         row_bytes,   accumulate, norm_out_w,    \
+                            xw_out, ss_out};                                                       \
+        matvec_bulk<Q>(x, norm_w, eps, ss_parts, n_parts, k, row_bytes, tile_pairs, stages, map); \
+    }                                                                                              \
+    RF_KERNEL void RF_LAUNCH_BOUNDS(512) matvec_bulk_swiglu_q8x_##suffix(                         \
+        const float* x, const float* norm_w, float eps, const float* ss_parts, int n_parts,       \
+        const u8* w_gate, const u8* w_up, float* out, int n, int k, i64 row_bytes, int tile_pairs, \
+        int stages) {                                                                              \
+        const BulkSwiglu map{w_gate, w_up, out, n, row_bytes};                                    \
+        matvec_bulk<Q>(x, norm_w, eps, ss_parts, n_parts, k, row_bytes, tile_pairs, stages, map); \
+    }
+#define RF_MATVEC_BULK_QKV_ROPE(suffix, Q, C, cs)                                                 \
+    RF_KERNEL void RF_LAUNCH_BOUNDS(512) matvec_bulk_qkv_rope_q8x_##suffix##_##cs(               \
+        const float* x, int k, i64 row_bytes, const float* norm_w, float eps,                     \
+        const float* ss_parts, int n_parts, const u8* wq, const u8* wk, const u8* wv,             \
+        const float* bq, const float* bk, const float* bv, int nq, int nkv, float* q_out,         \
+        C* k_cache, C* v_cache, const int* pos_dev, const float* freq_factors, int head_dim,      \
+        float theta, int neox, int tile_pairs, int stages) {                                      \
+        const BulkQkvRope<C> map{wq,      wk,      wv,      bq,    bk,           bv,             \
+                                 nq,      nkv,     q_out,   k_cache, v_cache,    pos_dev,        \
+                                 freq_factors, head_dim, theta, neox, row_bytes};                  \
+        matvec_bulk<Q>(x, norm_w, eps, ss_parts, n_parts, k, row_bytes, tile_pairs, stages, map); \
+    }
+RF_MATVEC_BULK(q4_0, WideQ4_0)
+RF_MATVEC_BULK(q8_0, WideQ8_0)
+RF_MATVEC_BULK_QKV_ROPE(q4_0, WideQ4_0, float, f32)
+RF_MATVEC_BULK_QKV_ROPE(q4_0, WideQ4_0, u16, f16)
+RF_MATVEC_BULK_QKV_ROPE(q8_0, WideQ8_0, float, f32)
+RF_MATVEC_BULK_QKV_ROPE(q8_0, WideQ8_0, u16, f16)
 
 template <class T>
 __device__ __forceinline__ void matmul_tiled(const float* x, const u8* w, float* out, int m, int n, int k,
