@@ -284,30 +284,6 @@ pub fn matvec_qkv_rope_o3(ty: GgmlType, kv: KvDtype) -> Option<Kernel> {
         format!("matvec_qkv_rope_q8x_{suffix}_r16_o3_{}", kv.name()),
     ))
 }
-/// The m = 1 kernels that stage whole weight rows in shared memory (matmul.hip, matvec_bulk;
-/// 8-bit x): `multi` (matvec_wide_multi's arguments), `swiglu` (matvec_wide_swiglu's) and
-/// `qkv_rope` (matvec_qkv_rope's, with the cache type), each then `tile_pairs, stages`.
-pub fn matvec_bulk_multi(ty: GgmlType) -> Option<Kernel> {
-    let suffix = fast_suffix(ty)?;
-    Some(k_overlapping(
-        Family::Matmul,
-        format!("matvec_bulk_multi_q8x_{suffix}"),
-    ))
-}
-pub fn matvec_bulk_swiglu(ty: GgmlType) -> Option<Kernel> {
-    let suffix = fast_suffix(ty)?;
-    Some(k_overlapping(
-        Family::Matmul,
-        format!("matvec_bulk_swiglu_q8x_{suffix}"),
-    ))
-}
-pub fn matvec_bulk_qkv_rope(ty: GgmlType, kv: KvDtype) -> Option<Kernel> {
-    let suffix = fast_suffix(ty)?;
-    Some(k_overlapping(
-        Family::Matmul,
-        format!("matvec_bulk_qkv_rope_q8x_{suffix}_{}", kv.name()),
-    ))
-}
 /// Weight rows per group the streaming m = 1 kernels come in (matmul.hip, matvec_stream).
 pub const MATVEC_STREAM_ROWS: [usize; 1] = [8];
 
@@ -454,10 +430,7 @@ pub fn all() -> Vec<Kernel> {
         out.extend(matvec_wide_multi_o3(ty));
         for kv in [KvDtype::F32, KvDtype::F16] {
             out.extend(matvec_qkv_rope_o3(ty, kv));
-            out.extend(matvec_bulk_qkv_rope(ty, kv));
         }
-        out.extend(matvec_bulk_multi(ty));
-        out.extend(matvec_bulk_swiglu(ty));
         out.push(matmul_tiled(ty).expect("registered type"));
         for bm in MMA_ROW_TILES {
             out.push(matmul_mma(ty, bm).expect("registered type"));
