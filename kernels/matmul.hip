@@ -378,6 +378,25 @@ __device__ __forceinline__ uint4 rf_ld128_a4(const u8* p, bool aligned16) {
     return make_uint4(rf_ld32_a4(p), rf_ld32_a4(p + 4), rf_ld32_a4(p + 8), rf_ld32_a4(p + 12));
 }
 
+// rf_ld128_a4 for the kernels that read their weights in several passes (the uncapped 16-row
+// multi kernels, which the launchers take for rows longer than a block's one pass, and
+// matvec_stream_*): read-only and not kept in L1 (NVIDIA sm_80+: ld.global.nc with
+// L1::no_allocate). On an H200, Llama-3-8B's down projection 13.75 -> 13.30 us and its
+// gate/up 19.27 -> 18.80 us; the one-pass register-capped kernels were slower with it
+// (bench/NOTES.md), so they keep rf_ld128_a4.
+__device__ __forceinline__ uint4 rf_ld128_a4_na(const u8* p, bool aligned16) {
+#if defined(RF_CUDA) && defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+    if (aligned16) {
+        uint4 v;
+        asm("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];"
+            : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+            : "l"(p));
+        return v;
+    }
+#endif
+    return rf_ld128_a4(p, aligned16);
+}
+
 // rf_byte_float with the magic float built by one byte permute on NVIDIA (PRMT: byte i of q,
 // two zero bytes, 0x4B); the same value everywhere.
 __device__ __forceinline__ float rf_byte_float_p(u32 q, int i, float magic_plus_offset) {
@@ -501,7 +520,7 @@ struct WideQ8_0 {
 // matvec_wide_total(partial, r) is row r's result. With norm_w (the fused RMS norm of the
 // multi and swiglu kernels), x * norm_w takes x's place and matvec_wide_total(partial,
 // MV_ROWS) is sum(x^2): the callers scale the results by rsqrt(sum(x^2) / k + eps).
-template <class Q, int MV_ROWS, bool QX>
+template <class Q, int MV_ROWS, bool QX, bool NA = false>
 __device__ __forceinline__ void matvec_wide_sums(const float* __restrict__ x, const float* __restrict__ norm_w,
                                                  const float* ss_parts, int n_parts,
                                                  const u8* const (&rows)[MV_ROWS], int k,
@@ -527,7 +546,8 @@ __device__ __forceinline__ void matvec_wide_sums(const float* __restrict__ x, co
             if (p < pieces) {
 #pragma unroll
                 for (int r = 0; r < MV_ROWS; ++r) {
-                    q[r][j] = rf_ld128_a4(rows[r] + (i64)p * 16, aligned16);
+                    q[r][j] = NA ? rf_ld128_a4_na(rows[r] + (i64)p * 16, aligned16)
+                                 : rf_ld128_a4(rows[r] + (i64)p * 16, aligned16);
                     d[r][j] = rf_ldh(rows[r] + (i64)nblocks * Q::QS + 2 * Q::block_of(p));
                 }
             }
@@ -681,7 +701,7 @@ RF_MATVEC_WIDE(q8_0, WideQ8_0, 8)
 RF_MATVEC_WIDE(q8_0, WideQ8_0, 16)
 
 // matvec_wide_multi_<type>_r<R>: matvec_multi on the wide core (same arguments and grid).
-template <class Q, int MV_ROWS, bool QX>
+template <class Q, int MV_ROWS, bool QX, bool NA = false>
 __device__ __forceinline__ void matvec_wide_multi(const float* __restrict__ x, int k, i64 row_bytes,
                                                   int accumulate, const float* norm_w, float eps,
                                                   const float* ss_parts, int n_parts,
@@ -713,7 +733,7 @@ __device__ __forceinline__ void matvec_wide_multi(const float* __restrict__ x, i
     // the kernel before): not a round trip after the sums.
     const float bias_v = (mine && bias != nullptr) ? bias[row] : 0.0f;
     const float next_w = (mine && xw_out != nullptr) ? norm_out_w[row] : 0.0f;
-    matvec_wide_sums<Q, MV_ROWS, QX>(x, norm_w, ss_parts, n_parts, rows, k, partial);
+    matvec_wide_sums<Q, MV_ROWS, QX, NA>(x, norm_w, ss_parts, n_parts, rows, k, partial);
     float o = 0.0f;
     if (mine) {
         float v = matvec_wide_total<MV_ROWS>(partial, threadIdx.x);
@@ -730,22 +750,25 @@ __device__ __forceinline__ void matvec_wide_multi(const float* __restrict__ x, i
     }
 }
 
-#define RF_MATVEC_WIDE_MULTI_AS(name, Q, R, QX) RF_MATVEC_WIDE_MULTI_B(name, Q, R, QX, RF_LAUNCH_BOUNDS(MV_GROUPS * 32))
-#define RF_MATVEC_WIDE_MULTI_B(name, Q, R, QX, BOUNDS)                                            \
+// (The uncapped 16-row forms read their weights with rf_ld128_a4_na: the launchers take them
+// for rows read in several passes.)
+#define RF_MATVEC_WIDE_MULTI_AS(name, Q, R, QX) \
+    RF_MATVEC_WIDE_MULTI_B(name, Q, R, QX, R == 16, RF_LAUNCH_BOUNDS(MV_GROUPS * 32))
+#define RF_MATVEC_WIDE_MULTI_B(name, Q, R, QX, NA, BOUNDS)                                        \
     RF_KERNEL void BOUNDS name(                                                                   \
         const float* x, int k, i64 row_bytes, int accumulate, const float* norm_w, float eps,     \
         const float* ss_parts, int n_parts, const float* norm_out_w, float* xw_out, float* ss_out, \
         const u8* w0, float* out0, const float* bias0, int n0, const u8* w1, float* out1,         \
         const float* bias1, int n1, const u8* w2, float* out2, const float* bias2, int n2) {      \
-        matvec_wide_multi<Q, R, QX>(x, k, row_bytes, accumulate, norm_w, eps, ss_parts, n_parts,   \
+        matvec_wide_multi<Q, R, QX, NA>(x, k, row_bytes, accumulate, norm_w, eps, ss_parts, n_parts, \
                                     norm_out_w, xw_out, ss_out, w0, out0, bias0, n0, w1, out1,     \
                                     bias1, n1, w2, out2, bias2, n2);                               \
     }
 #define RF_MATVEC_WIDE_MULTI(suffix, Q, R)                                                        \
     RF_MATVEC_WIDE_MULTI_AS(matvec_wide_multi_##suffix##_r##R, Q, R, false)                       \
     RF_MATVEC_WIDE_MULTI_AS(matvec_wide_multi_q8x_##suffix##_r##R, Q, R, true)
-RF_MATVEC_WIDE_MULTI_B(matvec_wide_multi_q8x_q4_0_r16_o3, WideQ4_0, 16, true, RF_LAUNCH_BOUNDS_MIN(MV_GROUPS * 32, 3))
-RF_MATVEC_WIDE_MULTI_B(matvec_wide_multi_q8x_q8_0_r16_o3, WideQ8_0, 16, true, RF_LAUNCH_BOUNDS_MIN(MV_GROUPS * 32, 3))
+RF_MATVEC_WIDE_MULTI_B(matvec_wide_multi_q8x_q4_0_r16_o3, WideQ4_0, 16, true, false, RF_LAUNCH_BOUNDS_MIN(MV_GROUPS * 32, 3))
+RF_MATVEC_WIDE_MULTI_B(matvec_wide_multi_q8x_q8_0_r16_o3, WideQ8_0, 16, true, false, RF_LAUNCH_BOUNDS_MIN(MV_GROUPS * 32, 3))
 RF_MATVEC_WIDE_MULTI(q4_0, WideQ4_0, 1)
 RF_MATVEC_WIDE_MULTI(q4_0, WideQ4_0, 2)
 RF_MATVEC_WIDE_MULTI(q4_0, WideQ4_0, 4)
@@ -1005,7 +1028,7 @@ __device__ __forceinline__ float matvec_stream_core(const float* __restrict__ x,
 #pragma unroll
         for (int r = 0; r < R; ++r) {
             const u8* w = rows.row(g, r);
-            qa[r] = rf_ld128_a4(w + qoff, aligned16);
+            qa[r] = rf_ld128_a4_na(w + qoff, aligned16);
             da[r] = rf_ldh(w + soff);
         }
     }
@@ -1060,7 +1083,7 @@ __device__ __forceinline__ float matvec_stream_core(const float* __restrict__ x,
 #pragma unroll
             for (int r = 0; r < R; ++r) {
                 const u8* w = rows.row(gn, r);
-                qb[r] = rf_ld128_a4(w + qoff, aligned16);
+                qb[r] = rf_ld128_a4_na(w + qoff, aligned16);
                 db[r] = rf_ldh(w + soff);
             }
         }
