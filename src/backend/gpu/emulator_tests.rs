@@ -73,6 +73,36 @@ fn own_devices(first: usize, tag: &str) -> [Arc<GpuDevice>; 2] {
     ]
 }
 
+/// The first `n` floats of a device buffer.
+fn download(gpu: &super::GpuBackend, g: &super::DeviceBuffer, n: usize) -> Vec<f32> {
+    use crate::backend::Backend;
+    let mut v = vec![0f32; n];
+    gpu.download(g, &mut v).unwrap();
+    v
+}
+
+/// A KV cache's bytes.
+fn cache_bytes(c: &super::backend::GpuKv) -> Vec<u8> {
+    let mut v = vec![0u8; c.buf.bytes()];
+    c.buf.read(&mut v, "test").unwrap();
+    v
+}
+
+/// A KV cache's values as f32 (f16 widened).
+fn cache_values(c: &super::backend::GpuKv) -> Vec<f32> {
+    let b = cache_bytes(c);
+    match c.dtype {
+        crate::backend::KvDtype::F32 => b
+            .chunks_exact(4)
+            .map(|x| f32::from_le_bytes([x[0], x[1], x[2], x[3]]))
+            .collect(),
+        crate::backend::KvDtype::F16 => b
+            .chunks_exact(2)
+            .map(|x| f16::from_bits(u16::from_le_bytes([x[0], x[1]])).to_f32())
+            .collect(),
+    }
+}
+
 /// max |a - b| / max(1, max |b|) (NaN counts as a failure).
 fn rel_err(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len());
@@ -460,11 +490,7 @@ fn gpu_backend_matches_the_cpu_backend() {
             gpu.weight(GgmlType::F32, 1, dim, &norm).unwrap(),
             cpu.weight(GgmlType::F32, 1, dim, &norm).unwrap(),
         );
-        let down = |g: &super::DeviceBuffer, n: usize| {
-            let mut v = vec![0f32; n];
-            gpu.download(g, &mut v).unwrap();
-            v
-        };
+        let down = |g: &super::DeviceBuffer, n: usize| download(&gpu, g, n);
         // embedding -> rms_norm
         let ids = [3u32, 49, 0, 7, 7];
         let t = ids.len();
@@ -601,11 +627,7 @@ fn streaming_swiglu_matches_the_cpu_reference() {
     };
     for dev in devices() {
         let gpu = GpuBackend::new(dev.clone());
-        let down = |g: &super::DeviceBuffer, n: usize| {
-            let mut v = vec![0f32; n];
-            gpu.download(g, &mut v).unwrap();
-            v
-        };
+        let down = |g: &super::DeviceBuffer, n: usize| download(&gpu, g, n);
         for ty in [GgmlType::Q4_0, GgmlType::Q8_0] {
             let bytes = |seed| super::bench::random_weight_bytes(ty, ffn, k, seed).unwrap();
             let (wg, wu) = (bytes(rng.next_u64()), bytes(rng.next_u64()));
@@ -699,11 +721,7 @@ fn fused_decode_projections_match_the_unfused_ops() {
     let (k, nq, nkv, ffn) = (192, 37, 10, 45);
     for dev in devices() {
         let gpu = GpuBackend::new(dev.clone());
-        let down = |g: &super::DeviceBuffer, n: usize| {
-            let mut v = vec![0f32; n];
-            gpu.download(g, &mut v).unwrap();
-            v
-        };
+        let down = |g: &super::DeviceBuffer, n: usize| download(&gpu, g, n);
         // Q4_0 and Q8_0 take the fused kernels; a mixed pair falls back to the separate ops.
         for (ty_q, ty_kv) in [
             (GgmlType::Q4_0, GgmlType::Q4_0),
@@ -1212,11 +1230,7 @@ fn device_step_ops_match_the_cpu_backend() {
             .new_step(n_ctx, heads, kv_heads, head_dim, vocab)
             .unwrap()
             .expect("the GPU backend has step ops");
-        let down = |g: &super::DeviceBuffer, n: usize| {
-            let mut v = vec![0f32; n];
-            gpu.download(g, &mut v).unwrap();
-            v
-        };
+        let down = |g: &super::DeviceBuffer, n: usize| download(&gpu, g, n);
         for dtype in [KvDtype::F16, KvDtype::F32] {
             let mut gk = gpu.kv_cache(n_ctx * kv_row, dtype).unwrap();
             let mut gv = gpu.kv_cache(n_ctx * kv_row, dtype).unwrap();
@@ -1324,7 +1338,6 @@ fn workspace_bytes_is_what_reserve_workspace_allocates() {
 #[test]
 #[ignore = "builds the kernels with g++ (minutes); run by scripts/check-kernels.sh"]
 fn fused_rope_kv_matches_the_unfused_ops() {
-    use super::backend::GpuKv;
     use super::GpuBackend;
     use crate::backend::cpu::{CpuBackend, CpuKv};
     use crate::backend::{unfused, Backend, KvDtype};
@@ -1349,30 +1362,9 @@ fn fused_rope_kv_matches_the_unfused_ops() {
             .new_step(n_ctx, 4, 2, 16, 16)
             .unwrap()
             .expect("the GPU backend has step ops");
-        let down = |g: &super::DeviceBuffer, n: usize| {
-            let mut v = vec![0f32; n];
-            gpu.download(g, &mut v).unwrap();
-            v
-        };
-        let raw = |c: &GpuKv| {
-            let mut v = vec![0u8; c.buf.bytes()];
-            c.buf.read(&mut v, "test").unwrap();
-            v
-        };
-        // A cache's values as f32 (f16 widened).
-        let values = |c: &GpuKv| -> Vec<f32> {
-            let b = raw(c);
-            match c.dtype {
-                KvDtype::F32 => b
-                    .chunks_exact(4)
-                    .map(|x| f32::from_le_bytes([x[0], x[1], x[2], x[3]]))
-                    .collect(),
-                KvDtype::F16 => b
-                    .chunks_exact(2)
-                    .map(|x| f16::from_bits(u16::from_le_bytes([x[0], x[1]])).to_f32())
-                    .collect(),
-            }
-        };
+        let down = |g: &super::DeviceBuffer, n: usize| download(&gpu, g, n);
+        let raw = cache_bytes;
+        let values = cache_values;
         let cpu_values = |c: &CpuKv| -> Vec<f32> {
             match c {
                 CpuKv::F32(v) => v.clone(),
@@ -1528,30 +1520,10 @@ fn fused_qkv_rope_matches_the_unfused_ops() {
     // (it counts the launches of each call)
     for dev in own_devices(4, "-qkv-rope") {
         let gpu = GpuBackend::new(dev.clone());
-        let down = |g: &super::DeviceBuffer, n: usize| {
-            let mut v = vec![0f32; n];
-            gpu.download(g, &mut v).unwrap();
-            v
-        };
-        let raw = |c: &GpuKv| {
-            let mut v = vec![0u8; c.buf.bytes()];
-            c.buf.read(&mut v, "test").unwrap();
-            v
-        };
-        // Row `pos` of a cache as f32 (f16 widened).
-        let cache_row = |c: &GpuKv, pos: usize, n: usize| -> Vec<f32> {
-            let b = raw(c);
-            match c.dtype {
-                KvDtype::F32 => b[pos * n * 4..(pos + 1) * n * 4]
-                    .chunks_exact(4)
-                    .map(|x| f32::from_le_bytes([x[0], x[1], x[2], x[3]]))
-                    .collect(),
-                KvDtype::F16 => b[pos * n * 2..(pos + 1) * n * 2]
-                    .chunks_exact(2)
-                    .map(|x| f16::from_bits(u16::from_le_bytes([x[0], x[1]])).to_f32())
-                    .collect(),
-            }
-        };
+        let down = |g: &super::DeviceBuffer, n: usize| download(&gpu, g, n);
+        // Row `pos` of a cache (rows of n values).
+        let cache_row =
+            |c: &GpuKv, pos: usize, n: usize| cache_values(c)[pos * n..(pos + 1) * n].to_vec();
         for &(ty, k, heads, kv_heads, head_dim, n_rot, neox, with_ff, with_bias, applies) in &cases
         {
             let (nq, nkv) = (heads * head_dim, kv_heads * head_dim);
