@@ -19,10 +19,6 @@
 //   rf_half_to_float / rf_float_to_half / rf_bf16_to_float   fp16 / bf16 storage (u16 bits)
 //   rf_grid_wait / rf_grid_release   programmatic dependent launch (NVIDIA sm_90+, no-ops
 //                            elsewhere): see their comment below
-//   rf_block_arrive(c, n, t)  count the block in at counters c[0..n): which of them it was
-//                            the last of t arrivals at (the others' writes then seen by its rf_ld_l2)
-//   rf_ld_l2(p)              a global load served from L2 or memory, never from a line the
-//                            multiprocessor cached earlier (for data other blocks just wrote)
 //   u8, i8, u16, u32, i64    fixed-width integers (no <stdint.h> under NVRTC)
 #pragma once
 
@@ -135,52 +131,6 @@ __device__ __forceinline__ T* rf_after_wait(T* p) {
     asm volatile("" : "+l"(p));
 #endif
     return p;
-}
-
-// A global load that another block's fenced writes of this launch are visible to: on NVIDIA
-// ld.global.cg (cached in L2 only: no stale L1 line); on AMD a plain load (the fence of
-// rf_block_arrive invalidates the vector L1). T: float, u32, uint2 or uint4.
-template <class T>
-__device__ __forceinline__ T rf_ld_l2(const T* p) {
-#if defined(RF_CUDA)
-    return __ldcg(p);
-#else
-    return *p;
-#endif
-}
-
-// A hint: bring the 128-byte line holding p into L2 (NVIDIA; nothing elsewhere).
-__device__ __forceinline__ void rf_prefetch_l2(const void* p) {
-#if defined(RF_CUDA)
-    asm volatile("prefetch.global.L2 [%0];" ::"l"(p));
-#endif
-}
-
-// Blocks that each write some data, then count themselves in at some of a set of counters:
-// block b arrives at counters[0 .. n) (n <= 32; every thread of the block calls this with the
-// same arguments). Returns a bit mask: bit i is set when this block was the last of `total`
-// arrivals at counters[i], and then every arriving block's writes before its call are visible
-// to this block (through rf_ld_l2); the last arrival also resets that counter to 0, so that
-// the next launch (or graph replay) counts from 0 again. Counters start at 0 (zeroed memory)
-// and no launch may stop between arrivals. One fence a counter, by lane i of the first warp
-// after the block's barrier (the barrier orders the block's writes before it).
-__device__ __forceinline__ u32 rf_block_arrive(int* counters, int n, int total) {
-    __shared__ int rf_last[32];
-    __syncthreads();
-    if ((int)threadIdx.x < n) {
-        __threadfence();
-        const int before = atomicAdd(counters + threadIdx.x, 1);
-        rf_last[threadIdx.x] = before == total - 1;
-        if (before == total - 1) {
-            atomicExch(counters + threadIdx.x, 0);
-            __threadfence();
-        }
-    }
-    __syncthreads();
-    u32 mask = 0;
-    for (int i = 0; i < n; ++i) mask |= rf_last[i] ? 1u << i : 0u;
-    __syncthreads();  // rf_last is rewritten by the next call
-    return mask;
 }
 
 __device__ __forceinline__ float rf_bf16_to_float(u16 b) {

@@ -52,7 +52,6 @@
 #include "quants.h"
 #include "mma.h"
 #include "rope.h"
-#include "attention_decode.h"
 
 #define MATVEC_MAX_M 8
 #define MV_GROUPS 4
@@ -521,7 +520,7 @@ struct WideQ8_0 {
 // matvec_wide_total(partial, r) is row r's result. With norm_w (the fused RMS norm of the
 // multi and swiglu kernels), x * norm_w takes x's place and matvec_wide_total(partial,
 // MV_ROWS) is sum(x^2): the callers scale the results by rsqrt(sum(x^2) / k + eps).
-template <class Q, int MV_ROWS, bool QX, bool NA = false, bool RELEASE = true>
+template <class Q, int MV_ROWS, bool QX, bool NA = false>
 __device__ __forceinline__ void matvec_wide_sums(const float* __restrict__ x, const float* __restrict__ norm_w,
                                                  const float* ss_parts, int n_parts,
                                                  const u8* const (&rows)[MV_ROWS], int k,
@@ -555,7 +554,7 @@ __device__ __forceinline__ void matvec_wide_sums(const float* __restrict__ x, co
         }
         if (c == 0) {
             rf_grid_wait();  // the first weights are on their way; x may come from the last kernel
-            if (RELEASE) rf_grid_release();
+            rf_grid_release();
             if (ss_parts != nullptr) {
                 // x is already x * norm_w (written by the kernel before, matvec_wide_multi's
                 // norm_out); sum(x^2) comes as that kernel's per-block sums, loaded with x by
@@ -795,15 +794,14 @@ RF_MATVEC_WIDE_MULTI(q8_0, WideQ8_0, 16)
 //   value needs its partner's sum, so the R results go through shared memory. Needs
 //   head_dim % R == 0 and R even (the launcher checks; the caller, that row p0 exists).
 //   Launch: grid ((nq + 2 nkv) / R), block as matvec_wide_multi.
-template <class Q, int R, class C, bool ATT>
+template <class Q, int R, class C>
 __device__ __forceinline__ void matvec_qkv_rope(const float* __restrict__ x, int k, i64 row_bytes,
                                                 const float* norm_w, float eps, const float* ss_parts,
                                                 int n_parts, const u8* wq, const u8* wk, const u8* wv,
                                                 const float* bq, const float* bk, const float* bv,
                                                 int nq, int nkv, float* q_out, C* k_cache, C* v_cache,
                                                 const int* pos_dev, const float* freq_factors,
-                                                int head_dim, float theta, int neox, float* att_out,
-                                                int* arrivals, int group, float scale_log2) {
+                                                int head_dim, float theta, int neox) {
     __shared__ float partial[MV_GROUPS][R + 1];
     __shared__ float result[R];
     int b = blockIdx.x;
@@ -811,18 +809,6 @@ __device__ __forceinline__ void matvec_qkv_rope(const float* __restrict__ x, int
     int which = 0;  // 0: q, 1: k, 2: v
     const u8* w = wq;
     const float* bias = bq;
-#ifdef RF_EXP_KV_FIRST
-    if (ATT) {
-        if (b < nbk) {
-            which = 1, w = wk, bias = bk;
-        } else if (b < 2 * nbk) {
-            b -= nbk;
-            which = 2, w = wv, bias = bv;
-        } else {
-            b -= 2 * nbk;
-        }
-    } else
-#endif
     if (b >= nbq + nbk) {
         b -= nbq + nbk;
         which = 2, w = wv, bias = bv;
@@ -850,7 +836,7 @@ __device__ __forceinline__ void matvec_qkv_rope(const float* __restrict__ x, int
     // the kernel before: the bias, the position (written by the host before the step, never
     // by a kernel of it) and the rotation's cos and sin (pair i of the row's head).
     const float bias_v = (mine && bias != nullptr) ? bias[row] : 0.0f;
-    const int p0 = (mine || ATT) ? pos_dev[0] : 0;
+    const int p0 = mine ? pos_dev[0] : 0;
     const int dim = row - (row / head_dim) * head_dim;
     const int pair = neox ? (dim < half ? dim : dim - half) : dim >> 1;
     float c = 1.0f, s = 0.0f;
@@ -859,28 +845,7 @@ __device__ __forceinline__ void matvec_qkv_rope(const float* __restrict__ x, int
         rf_rope_cs_at((double)p0, rf_rope_inv_freq(pair, head_dim, theta),
                       freq_factors != nullptr ? &factor : nullptr, &c, &s);
     }
-#if defined(RF_EXP_PREFETCH) || defined(RF_EXP_PREFETCH_ALL)
-#ifdef RF_EXP_PREFETCH_ALL
-    if (which == 0 && head % group == 0) {
-#else
-    if (ATT && which == 0 && head % group == 0) {
-#endif
-        // The kv head's cache rows before this position, to L2 for the attention tail:
-        // this block's share of their 128-byte lines.
-        const int g = head / group, slice = head_dim * (int)sizeof(C), lines = (slice + 127) / 128;
-        const int total = 2 * pos_dev[0] * lines;
-        for (int i = j * blockDim.x + threadIdx.x; i < total; i += per_head * blockDim.x) {
-            const int t = i / lines, kv = t & 1, key = t >> 1;
-            const C* base = (kv ? v_cache : k_cache) + (i64)key * nkv + (i64)g * head_dim;
-            rf_prefetch_l2((const u8*)base + (i - t * lines) * 128);
-        }
-    }
-#endif
-#ifdef RF_EXP_LATE_RELEASE
-    matvec_wide_sums<Q, R, true, false, !ATT>(x, norm_w, ss_parts, n_parts, rows, k, partial);
-#else
     matvec_wide_sums<Q, R, true>(x, norm_w, ss_parts, n_parts, rows, k, partial);
-#endif
     float v = 0.0f;
     if (mine) {
         v = matvec_wide_total<R>(partial, r);
@@ -890,71 +855,38 @@ __device__ __forceinline__ void matvec_qkv_rope(const float* __restrict__ x, int
         result[r] = v;
     }
     __syncthreads();
-    if (mine) {
-        const i64 cache_row = (i64)p0 * nkv;
-        if (which == 2) {
-            rf_kv_store(v_cache + cache_row + row, v);
-        } else {
-            const bool first = neox ? r < R / 2 : (r & 1) == 0;  // the pair's x0
-            const float other = result[neox ? (r + R / 2) % R : r ^ 1];
-            const float x0 = first ? v : other, x1 = first ? other : v;
-            const float y = first ? x0 * c - x1 * s : x0 * s + x1 * c;
-            if (which == 0) {
-                q_out[row] = y;
-            } else {
-                rf_kv_store(k_cache + cache_row + row, y);
-            }
-        }
-    }
-    if constexpr (ATT) {
-        // Query head h's attention needs its q rows (per_head blocks) and its kv head's k and v
-        // rows (2 per_head blocks): the last of those blocks to finish runs it. A q block counts
-        // in at its head's counter, a k or v block at those of the group's heads.
-        const int h_first = which == 0 ? head : head * group, n_h = which == 0 ? 1 : group;
-        const u32 last = rf_block_arrive(arrivals + h_first, n_h, 3 * per_head);
-#ifdef RF_EXP_NO_TAIL
+    if (!mine) return;
+    const i64 cache_row = (i64)p0 * nkv;
+    if (which == 2) {
+        rf_kv_store(v_cache + cache_row + row, v);
         return;
-#endif
-        extern __shared__ float att_smem[];
-        for (int i = 0; i < n_h; ++i) {
-            if (!((last >> i) & 1u)) continue;
-            const int h = h_first + i, g = h / group;
-            const C* kh = k_cache + (i64)g * head_dim;
-            const C* vh = v_cache + (i64)g * head_dim;
-            if (head_dim == 128) {
-                if constexpr (sizeof(C) == 2)  // (float32 rows of 128: the launcher does not fuse)
-                    rf_decode_attention<C, 128>(q_out + (i64)h * 128, kh, vh, nkv, p0 + 1, scale_log2,
-                                                att_out + (i64)h * 128, att_smem);
-            } else {
-                rf_decode_attention<C, 64>(q_out + (i64)h * 64, kh, vh, nkv, p0 + 1, scale_log2,
-                                           att_out + (i64)h * 64, att_smem);
-            }
-        }
-#ifdef RF_EXP_LATE_RELEASE
-        rf_grid_release();
-#endif
+    }
+    const bool first = neox ? r < R / 2 : (r & 1) == 0;  // the pair's x0
+    const float other = result[neox ? (r + R / 2) % R : r ^ 1];
+    const float x0 = first ? v : other, x1 = first ? other : v;
+    const float y = first ? x0 * c - x1 * s : x0 * s + x1 * c;
+    if (which == 0) {
+        q_out[row] = y;
+    } else {
+        rf_kv_store(k_cache + cache_row + row, y);
     }
 }
 
-#define RF_MATVEC_QKV_ROPE_AS(name, Q, R, C, ATT) \
-    RF_MATVEC_QKV_ROPE_B(name, Q, R, C, ATT, RF_LAUNCH_BOUNDS(MV_GROUPS * 32))
-#define RF_MATVEC_QKV_ROPE_B(name, Q, R, C, ATT, BOUNDS)                                          \
+#define RF_MATVEC_QKV_ROPE_AS(name, Q, R, C) RF_MATVEC_QKV_ROPE_B(name, Q, R, C, RF_LAUNCH_BOUNDS(MV_GROUPS * 32))
+#define RF_MATVEC_QKV_ROPE_B(name, Q, R, C, BOUNDS)                                               \
     RF_KERNEL void BOUNDS name(                                                                   \
         const float* x, int k, i64 row_bytes, const float* norm_w, float eps,                     \
         const float* ss_parts, int n_parts, const u8* wq, const u8* wk, const u8* wv,             \
         const float* bq, const float* bk, const float* bv, int nq, int nkv, float* q_out,         \
         C* k_cache, C* v_cache, const int* pos_dev, const float* freq_factors, int head_dim,      \
-        float theta, int neox, float* att_out, int* arrivals, int group, float scale_log2) {     \
-        matvec_qkv_rope<Q, R, C, ATT>(x, k, row_bytes, norm_w, eps, ss_parts, n_parts, wq, wk, wv, \
-                                      bq, bk, bv, nq, nkv, q_out, k_cache, v_cache, pos_dev,       \
-                                      freq_factors, head_dim, theta, neox, att_out, arrivals,      \
-                                      group, scale_log2);                                          \
+        float theta, int neox) {                                                                   \
+        matvec_qkv_rope<Q, R, C>(x, k, row_bytes, norm_w, eps, ss_parts, n_parts, wq, wk, wv, bq,  \
+                                 bk, bv, nq, nkv, q_out, k_cache, v_cache, pos_dev, freq_factors,  \
+                                 head_dim, theta, neox);                                           \
     }
 #define RF_MATVEC_QKV_ROPE(suffix, Q, R)                                                          \
-    RF_MATVEC_QKV_ROPE_AS(matvec_qkv_rope_q8x_##suffix##_r##R##_f32, Q, R, float, false)          \
-    RF_MATVEC_QKV_ROPE_AS(matvec_qkv_rope_q8x_##suffix##_r##R##_f16, Q, R, u16, false)            \
-    RF_MATVEC_QKV_ROPE_AS(matvec_qkv_rope_att_q8x_##suffix##_r##R##_f32, Q, R, float, true)       \
-    RF_MATVEC_QKV_ROPE_AS(matvec_qkv_rope_att_q8x_##suffix##_r##R##_f16, Q, R, u16, true)
+    RF_MATVEC_QKV_ROPE_AS(matvec_qkv_rope_q8x_##suffix##_r##R##_f32, Q, R, float)                 \
+    RF_MATVEC_QKV_ROPE_AS(matvec_qkv_rope_q8x_##suffix##_r##R##_f16, Q, R, u16)
 RF_MATVEC_QKV_ROPE(q4_0, WideQ4_0, 2)
 RF_MATVEC_QKV_ROPE(q4_0, WideQ4_0, 4)
 RF_MATVEC_QKV_ROPE(q4_0, WideQ4_0, 8)
@@ -964,13 +896,9 @@ RF_MATVEC_QKV_ROPE(q8_0, WideQ8_0, 4)
 RF_MATVEC_QKV_ROPE(q8_0, WideQ8_0, 8)
 RF_MATVEC_QKV_ROPE(q8_0, WideQ8_0, 16)
 #define RF_MATVEC_QKV_ROPE_O3(suffix, Q)                                                           \
-    RF_MATVEC_QKV_ROPE_B(matvec_qkv_rope_q8x_##suffix##_r16_o3_f32, Q, 16, float, false,          \
+    RF_MATVEC_QKV_ROPE_B(matvec_qkv_rope_q8x_##suffix##_r16_o3_f32, Q, 16, float,                 \
                          RF_LAUNCH_BOUNDS_MIN(MV_GROUPS * 32, 3))                                  \
-    RF_MATVEC_QKV_ROPE_B(matvec_qkv_rope_q8x_##suffix##_r16_o3_f16, Q, 16, u16, false,            \
-                         RF_LAUNCH_BOUNDS_MIN(MV_GROUPS * 32, 3))                                  \
-    RF_MATVEC_QKV_ROPE_B(matvec_qkv_rope_att_q8x_##suffix##_r16_o3_f32, Q, 16, float, true,       \
-                         RF_LAUNCH_BOUNDS_MIN(MV_GROUPS * 32, 3))                                  \
-    RF_MATVEC_QKV_ROPE_B(matvec_qkv_rope_att_q8x_##suffix##_r16_o3_f16, Q, 16, u16, true,         \
+    RF_MATVEC_QKV_ROPE_B(matvec_qkv_rope_q8x_##suffix##_r16_o3_f16, Q, 16, u16,                   \
                          RF_LAUNCH_BOUNDS_MIN(MV_GROUPS * 32, 3))
 RF_MATVEC_QKV_ROPE_O3(q4_0, WideQ4_0)
 RF_MATVEC_QKV_ROPE_O3(q8_0, WideQ8_0)

@@ -2,7 +2,6 @@
 // Each block runs as blockDim OS threads; __syncthreads is a barrier of the block, shuffles a
 // barrier-synchronized exchange inside each wave of RF_EMU_WAVE lanes (32 or 64, like
 // RDNA and CDNA), shared memory is a static (one block runs at a time).
-#include <atomic>
 #include <barrier>
 #include <cmath>
 #include <cstring>
@@ -82,11 +81,6 @@ inline float __shfl_xor(float v, int mask, int width) { return rf_emu_exchange<f
 inline int __shfl_xor(int v, int mask, int width) { return rf_emu_exchange<int>(v, mask, width, false); }
 // Indexed shuffle: lane `src` of the caller's aligned group of `width` lanes.
 inline int __shfl(int v, int src, int width) { return rf_emu_exchange<int>(v, src, width, false, true); }
-
-// Blocks run one at a time; only a block's threads race.
-inline void __threadfence() { std::atomic_thread_fence(std::memory_order_seq_cst); }
-inline int atomicAdd(int* p, int v) { return __atomic_fetch_add(p, v, __ATOMIC_SEQ_CST); }
-inline int atomicExch(int* p, int v) { return __atomic_exchange_n(p, v, __ATOMIC_SEQ_CST); }
 
 extern "C" void rf_emu_launch(void (*tramp)(void**), const unsigned* grid, const unsigned* block, unsigned shared,
                               void** args) {
