@@ -1,53 +1,15 @@
 // Microbenchmark behind bench/runs/2026-11-28-h200-matvec-bulk.txt (kept as a record, not built by
 // anything): it includes kernels/matmul.hip as of commit 8d1a651 (the matvec_bulk_* kernels, reverted
 // after). Build on the GPU machine from a checkout of that commit, in a directory two levels below the
-// root: nvcc -O3 -std=c++17 -arch=sm_90 [-DRF_BULK_USE_TMA] [-DRF_BULK_NOCOMPUTE] -o st4 st4.cu; env: SG
+// root, with microbench-common.h beside it: nvcc -O3 -std=c++17 -arch=sm_90 [-DRF_BULK_USE_TMA] [-DRF_BULK_NOCOMPUTE] -o st4 st4.cu; env: SG
 // (grid = SG x multiprocessors), ONLY_LM, ONLY_OLD.
 // Microbenchmark: the bulk-staged m = 1 kernels (matvec_bulk_*) against the current ones, on
 // Llama-3-8B Q4_0 shapes (graphs of 8 launches on distinct weights, PDL as in the step), plus
 // a layer chain (q/k/v -> o -> gate/up -> down, data dependent) of each set.
 #include "../../kernels/matmul.hip"
-#include <algorithm>
-#include <cstdio>
-#include <cstdlib>
-#include <vector>
-#define CK(x) do { cudaError_t e = (x); if (e != cudaSuccess) { printf("%s:%d %s\n", __FILE__, __LINE__, cudaGetErrorString(e)); exit(1);} } while (0)
-
-__device__ u32 hsh(u64 i, u32 seed) { u64 h = i * 0x9E3779B97F4A7C15ull + seed; h ^= h >> 31; h *= 0xBF58476D1CE4E5B9ull; h ^= h >> 29; return (u32)h; }
-__global__ void fill_q4(u8* w, int rows, int k, u32 seed) {
-    const i64 rb = k / 32 * 18, nb = k / 32;
-    for (i64 i = blockIdx.x * (i64)blockDim.x + threadIdx.x; i < rows * rb; i += (i64)gridDim.x * blockDim.x) {
-        const i64 r = i / rb, o = i % rb; u32 h = hsh(i, seed);
-        if (o < nb * 16) w[i] = (u8)h;
-        else { const i64 j = (o - nb * 16) & ~1ll; const u16 half = 0x1C00 | (hsh(r * 1000 + j, seed ^ 7) & 0x3ff); w[i] = (o & 1) ? (u8)(half >> 8) : (u8)half; }
-    }
-}
-__global__ void fill_f(float* x, i64 n, u32 seed, float off) {
-    for (i64 i = blockIdx.x * (i64)blockDim.x + threadIdx.x; i < n; i += (i64)gridDim.x * blockDim.x)
-        x[i] = off + (((hsh(i, seed) & 0xffff) / 32768.0f) - 1.0f);
-}
-cudaStream_t ST; int SMS;
-template <class Kf, class... Args> void launch(Kf kernel, int grid, int block, int smem, Args... args) {
-    cudaLaunchConfig_t cfg = {}; cfg.gridDim = dim3(grid); cfg.blockDim = dim3(block); cfg.stream = ST; cfg.dynamicSmemBytes = smem;
-    cudaLaunchAttribute at[1]; at[0].id = cudaLaunchAttributeProgrammaticStreamSerialization; at[0].val.programmaticStreamSerializationAllowed = 1;
-    cfg.attrs = at; cfg.numAttrs = 1;
-    CK(cudaLaunchKernelEx(&cfg, kernel, args...));
-}
-template <class F> float graph_time(F body, int reps = 20) {
-    cudaGraph_t gr; cudaGraphExec_t ge;
-    CK(cudaStreamBeginCapture(ST, cudaStreamCaptureModeThreadLocal));
-    body();
-    CK(cudaStreamEndCapture(ST, &gr)); CK(cudaGraphInstantiate(&ge, gr, 0));
-    for (int i = 0; i < 3; ++i) CK(cudaGraphLaunch(ge, ST));
-    CK(cudaStreamSynchronize(ST));
-    cudaEvent_t a, b; cudaEventCreate(&a); cudaEventCreate(&b);
-    cudaEventRecord(a, ST); for (int r = 0; r < reps; ++r) CK(cudaGraphLaunch(ge, ST)); cudaEventRecord(b, ST); CK(cudaEventSynchronize(b));
-    float ms; cudaEventElapsedTime(&ms, a, b);
-    cudaGraphExecDestroy(ge); cudaGraphDestroy(gr);
-    return ms * 1000.f / reps;
-}
-i64 rb(int k) { return k / 32 * 18; }
-const float* ncf = nullptr; float* nf = nullptr; const u8* nu = nullptr;
+#include <array>
+#define RF_MB_REPS 20
+#include "microbench-common.h"
 std::vector<float> host(const float* d, int n) { std::vector<float> h(n); CK(cudaMemcpy(h.data(), d, n * 4, cudaMemcpyDeviceToHost)); return h; }
 std::vector<float> hosth(const u16* d, int n) { std::vector<u16> h(n); CK(cudaMemcpy(h.data(), d, n * 2, cudaMemcpyDeviceToHost)); std::vector<float> f(n);
     for (int i = 0; i < n; ++i) { u32 s = (h[i] >> 15) & 1, e = (h[i] >> 10) & 31, m = h[i] & 1023; float v = e == 0 ? ldexpf((float)m, -24) : ldexpf((float)(m | 1024), (int)e - 25); f[i] = s ? -v : v; } return f; }
@@ -107,39 +69,28 @@ int main() {
             printf("neox check rel.err q %.3g k %.3g\n", rel(host(q2, NQ), host(q, NQ)), rel(hosth(kc2 + 300 * NKV, NKV), hosth(kc + 300 * NKV, NKV)));
             }
         }
-        // ---- o: norm_out, no accumulate
-        if (!only_lm) {
-            const double by = (double)D * rb(D);
-            float t = graph_time([&] { for (int c = 0; c < C; ++c) launch(matvec_wide_multi_q8x_q4_0_r16_o3, D / 16, 128, 0, (const float*)x, D, rb(D), 0, ncf, 0.f, (const float*)ss, 256, (const float*)nw, xw, sso, (const u8*)wo[c], out, ncf, D, nu, nf, ncf, 0, nu, nf, ncf, 0); }) / C;
-            rep("o old r16 o3", t, by, 0);
+        // ---- o (k = D) and down (k = F): the multi kernel (norm_out, no accumulate), current
+        // form against the bulk form in several configurations {rows a tile, warps, stages}
+        auto sweep_multi = [&](const char* tag, auto old_kernel, const char* old_name, int k,
+                               std::vector<u8*>& w, std::vector<std::array<int, 3>> cfgs) {
+            const double by = (double)D * rb(k);
+            float t = graph_time([&] { for (int c = 0; c < C; ++c) launch(old_kernel, D / 16, 128, 0, (const float*)x, k, rb(k), 0, ncf, 0.f, (const float*)ss, 256, (const float*)nw, xw, sso, (const u8*)w[c], out, ncf, D, nu, nf, ncf, 0, nu, nf, ncf, 0); }) / C;
+            char name[64]; snprintf(name, 64, "%s old %s", tag, old_name);
+            rep(name, t, by, 0);
             auto r = host(out, D);
-            int cfgs[][3] = {{8, 8, 3}, {4, 8, 4}, {4, 8, 6}, {8, 16, 3}};
             for (auto& cf : cfgs) {
                 if (getenv("ONLY_OLD")) break;
                 const int tp = cf[0], nwp = cf[1], S = cf[2];
                 const int tiles = D / 2 / tp, grid = std::min(tiles, SG * SMS);
-                const int smem = bulk_smem(tp, S, D, nwp, 0);
-                t = graph_time([&] { for (int c = 0; c < C; ++c) launch(matvec_bulk_multi_q8x_q4_0, grid, 32 * nwp, smem, (const float*)x, D, rb(D), 0, ncf, 1e-5f, (const float*)ss, 256, (const float*)nw, xw, sso, (const u8*)wo[c], out2, ncf, D, nu, nf, ncf, 0, nu, nf, ncf, 0, tp, S); }) / C;
-                char name[64]; snprintf(name, 64, "o bulk tp%d w%d s%d (%dK)", tp, nwp, S, smem / 1024);
+                const int smem = bulk_smem(tp, S, k, nwp, 0);
+                t = graph_time([&] { for (int c = 0; c < C; ++c) launch(matvec_bulk_multi_q8x_q4_0, grid, 32 * nwp, smem, (const float*)x, k, rb(k), 0, ncf, 1e-5f, (const float*)ss, 256, (const float*)nw, xw, sso, (const u8*)w[c], out2, ncf, D, nu, nf, ncf, 0, nu, nf, ncf, 0, tp, S); }) / C;
+                snprintf(name, 64, "%s bulk tp%d w%d s%d (%dK)", tag, tp, nwp, S, smem / 1024);
                 rep(name, t, by, rel(host(out2, D), r));
             }
-        }
-        // ---- down: k = F
+        };
         if (!only_lm) {
-            const double by = (double)D * rb(F);
-            float t = graph_time([&] { for (int c = 0; c < C; ++c) launch(matvec_wide_multi_q8x_q4_0_r16, D / 16, 128, 0, (const float*)x, F, rb(F), 0, ncf, 0.f, (const float*)ss, 256, (const float*)nw, xw, sso, (const u8*)wd[c], out, ncf, D, nu, nf, ncf, 0, nu, nf, ncf, 0); }) / C;
-            rep("down old r16", t, by, 0);
-            auto r = host(out, D);
-            int cfgs[][3] = {{2, 8, 3}, {2, 8, 4}, {1, 8, 6}, {2, 16, 4}, {4, 16, 2}, {1, 4, 8}};
-            for (auto& cf : cfgs) {
-                if (getenv("ONLY_OLD")) break;
-                const int tp = cf[0], nwp = cf[1], S = cf[2];
-                const int tiles = D / 2 / tp, grid = std::min(tiles, SG * SMS);
-                const int smem = bulk_smem(tp, S, F, nwp, 0);
-                t = graph_time([&] { for (int c = 0; c < C; ++c) launch(matvec_bulk_multi_q8x_q4_0, grid, 32 * nwp, smem, (const float*)x, F, rb(F), 0, ncf, 1e-5f, (const float*)ss, 256, (const float*)nw, xw, sso, (const u8*)wd[c], out2, ncf, D, nu, nf, ncf, 0, nu, nf, ncf, 0, tp, S); }) / C;
-                char name[64]; snprintf(name, 64, "down bulk tp%d w%d s%d (%dK)", tp, nwp, S, smem / 1024);
-                rep(name, t, by, rel(host(out2, D), r));
-            }
+            sweep_multi("o", matvec_wide_multi_q8x_q4_0_r16_o3, "r16 o3", D, wo, {{8, 8, 3}, {4, 8, 4}, {4, 8, 6}, {8, 16, 3}});
+            sweep_multi("down", matvec_wide_multi_q8x_q4_0_r16, "r16", F, wd, {{2, 8, 3}, {2, 8, 4}, {1, 8, 6}, {2, 16, 4}, {4, 16, 2}, {1, 4, 8}});
         }
         // ---- gate/up + swiglu
         if (!only_lm) {
