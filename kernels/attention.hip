@@ -35,6 +35,24 @@
 //   whose key range lies past the keys write an empty partial (max -inf, sum 0), which the
 //   combine ignores. One recorded decode step then serves every position. Only the host
 //   writes n_past (before the step), so it is read before the wait for the kernel before.
+//
+// attn_decode_d<D>_<kv type>: the same attention for one query token (Sq = 1, decode), with
+//   less latency: no shared-memory tiles, and the cache rows that the launch before cannot
+//   have written are loaded before the wait for it. Same arguments as flash_attn_* and the
+//   same results (out, or the split-key partials that flash_attn_combine merges).
+//   Grid (B * KVH, splits): a block takes one (batch, kv head) pair and one key range, with
+//   32 lanes per query head of that kv head (block 32 G, G = H / KVH <= 8, or more: whole
+//   warps, the lanes past the heads idle). Lane l of a head
+//   takes key j0 + l of each round of 32 keys: that key's K row, and its own D / 32 output
+//   dims of the round's 32 V rows (all loads of a round issued before their first use); then
+//   the 32 lanes' online softmax (exp2 of q . k, q pre-scaled by scale_log2) and the head's
+//   output, the weights passed by shuffle. Keys: with n_past, n_keys = n_past[0] + 1 spread
+//   over all the splits (ceil(n_keys / splits) each), and the rows below n_past[0] (written
+//   by earlier steps) loaded before the wait, row n_past[0] (the step's own) after it;
+//   without, Sk keys in ranges of keys_per_split, all loaded after the wait. Causality needs
+//   nothing (one query sees every key). D = head_dim exactly: 64 or 128 for fp16 caches, 32
+//   or 64 for float32 (a lane's dims whole 32-bit words; a round's loads in at most 128
+//   registers); the launcher takes flash_attn_* for the others.
 #include "common.h"
 
 // ------------------------------------------------------------------------------ unfused ops
@@ -466,3 +484,149 @@ RF_FLASH_CONFIGS(256, f32, float)
 RF_FLASH_CONFIGS(64, f16, u16)
 RF_FLASH_CONFIGS(128, f16, u16)
 RF_FLASH_CONFIGS(256, f16, u16)
+
+// ------------------------------------------------------------------------ decode attention
+
+// NW 32-bit words at p (4 NW-byte aligned), loaded with rf_ld_l2.
+template <int NW>
+__device__ __forceinline__ void rf_ld_l2_words(const void* p, u32 (&w)[NW]) {
+    static_assert(NW == 1 || NW == 2 || NW == 4, "1, 2 or 4 words");
+    if constexpr (NW == 4) {
+        const uint4 t = rf_ld_l2((const uint4*)p);
+        w[0] = t.x, w[1] = t.y, w[2] = t.z, w[3] = t.w;
+    } else if constexpr (NW == 2) {
+        const uint2 t = rf_ld_l2((const uint2*)p);
+        w[0] = t.x, w[1] = t.y;
+    } else {
+        w[0] = rf_ld_l2((const u32*)p);
+    }
+}
+// Value i of cache values held as 32-bit words (float32, or two fp16 a word, low half first).
+__device__ __forceinline__ float rf_kv_word_value(const float*, const u32* w, int i) {
+    return __int_as_float((int)w[i]);
+}
+__device__ __forceinline__ float rf_kv_word_value(const u16*, const u32* w, int i) {
+    return rf_half_to_float((u16)((i & 1) ? w[i >> 1] >> 16 : w[i >> 1] & 0xffffu));
+}
+
+template <class C, int D>
+__device__ __forceinline__ void attn_decode(const float* q, const C* k, const C* v, float* out, float* part_o,
+                                            float* part_ml, int Sk, int H, int KVH, i64 kv_rows,
+                                            float scale_log2, int keys_per_split, int dmax, int past) {
+    constexpr int DL = D / 32;              // output dims a lane
+    constexpr int KE = 16 / sizeof(C);      // key values a 16-byte load
+    constexpr int ROW16 = D / KE;           // 16-byte loads a key row
+    constexpr int VW = DL * sizeof(C) / 4;  // 32-bit words of a lane's V values a key
+    static_assert(D % 32 == 0 && DL <= 4 && VW >= 1 && 4 * ROW16 + 32 * VW <= 128, "head size");
+    __shared__ float qs[8][D];  // each head's q * scale_log2
+    const int tid = (int)threadIdx.x, lane = tid & 31, g = tid >> 5;
+    const int G = H / KVH;
+    const int bk = (int)blockIdx.x, b = bk / KVH, kvh = bk - b * KVH, h = kvh * G + g;
+    const int split = (int)blockIdx.y, splits = (int)gridDim.y;
+    const int n_keys = past >= 0 ? past + 1 : Sk;
+    const int kps = past >= 0 ? (n_keys + splits - 1) / splits : keys_per_split;
+    const int j_begin = (int)min((i64)split * kps, (i64)n_keys), j_end = min(n_keys, j_begin + kps);
+    const int n_old = past >= 0 ? past : 0;  // rows no kernel of this step writes
+    const i64 row_len = (i64)KVH * D;
+    const C* kb = k + ((i64)b * kv_rows * KVH + kvh) * D;
+    const C* vb = v + ((i64)b * kv_rows * KVH + kvh) * D;
+    u32 kw[ROW16][4], vw[32][VW];
+    // The loads of round j0's keys in [lo, hi): key j0 + lane's K row and this lane's dims of
+    // the V rows (those of other keys stay as they were: zeros, set by clear_v).
+    auto load_round = [&](int j0, int lo, int hi) {
+        const int key = j0 + lane;
+        if (key >= lo && key < hi) {
+            const C* kr = kb + (i64)key * row_len;
+#pragma unroll
+            for (int c = 0; c < ROW16; ++c) rf_ld_l2_words<4>(kr + c * KE, kw[c]);
+        }
+#pragma unroll
+        for (int jj = 0; jj < 32; ++jj) {
+            const int j = j0 + jj;
+            if (j >= lo && j < hi) rf_ld_l2_words<VW>(vb + (i64)j * row_len + DL * lane, vw[jj]);
+        }
+    };
+    auto clear_v = [&]() {
+#pragma unroll
+        for (int jj = 0; jj < 32; ++jj)
+#pragma unroll
+            for (int e = 0; e < VW; ++e) vw[jj][e] = 0u;
+    };
+    clear_v();
+    load_round(j_begin, j_begin, min(j_end, n_old));  // rows of earlier steps: before the wait
+    rf_grid_wait();
+    rf_grid_release();
+    load_round(j_begin, max(j_begin, n_old), j_end);  // the rest of the first round
+    if (g < G && lane < D / 4) {
+        const float4 t = rf_ld_l2((const float4*)(rf_after_wait(q) + ((i64)b * H + h) * D) + lane);
+        *(float4*)&qs[g][4 * lane] = make_float4(t.x * scale_log2, t.y * scale_log2, t.z * scale_log2,
+                                                 t.w * scale_log2);
+    }
+    __syncthreads();
+    float m = -RF_INF, l = 0.0f, o[DL];
+#pragma unroll
+    for (int e = 0; e < DL; ++e) o[e] = 0.0f;
+    for (int j0 = j_begin;;) {
+        const int key = j0 + lane;
+        float s4[4] = {0.0f, 0.0f, 0.0f, 0.0f};  // four partial sums (instruction-level parallelism)
+        if (key < j_end) {
+#pragma unroll
+            for (int c = 0; c < ROW16; ++c)
+#pragma unroll
+                for (int e = 0; e < KE; e += 4) {
+                    const float4 qv = *(const float4*)&qs[g][c * KE + e];
+                    float& acc = s4[((c * KE + e) / 4) & 3];
+                    acc += qv.x * rf_kv_word_value(k, kw[c], e) + qv.y * rf_kv_word_value(k, kw[c], e + 1) +
+                           qv.z * rf_kv_word_value(k, kw[c], e + 2) + qv.w * rf_kv_word_value(k, kw[c], e + 3);
+                }
+        }
+        // The online softmax over the round's keys (lanes past the keys weigh exactly 0).
+        const float sc = key < j_end ? (s4[0] + s4[1]) + (s4[2] + s4[3]) : -RF_INF;
+        const float m_new = fmaxf(m, rf_group_max<32>(sc));
+        const float m_use = m_new == -RF_INF ? 0.0f : m_new;
+        const float alpha = exp2f(m - m_use);
+        const float p = exp2f(sc - m_use);
+        l = l * alpha + rf_group_sum<32>(p);
+        m = m_new;
+#pragma unroll
+        for (int e = 0; e < DL; ++e) o[e] *= alpha;
+#pragma unroll
+        for (int jj = 0; jj < 32; ++jj) {
+            const float pj = __int_as_float((int)rf_shfl_u32((u32)__float_as_int(p), jj, 32));
+#pragma unroll
+            for (int e = 0; e < DL; ++e) o[e] += pj * rf_kv_word_value(v, vw[jj], e);
+        }
+        j0 += 32;
+        if (j0 >= j_end) break;
+        clear_v();
+        load_round(j0, j0, j_end);
+    }
+    if (g >= G) return;
+    if (part_o == nullptr) {
+        float* dst = out + ((i64)b * H + h) * D + DL * lane;
+#pragma unroll
+        for (int e = 0; e < DL; ++e) dst[e] = l > 0.0f ? o[e] / l : 0.0f;
+    } else {
+        const i64 prow = ((i64)split * gridDim.x + bk) * G + g;
+#pragma unroll
+        for (int e = 0; e < DL; ++e) part_o[prow * dmax + DL * lane + e] = o[e];
+        if (lane == 0) {
+            part_ml[2 * prow] = m;
+            part_ml[2 * prow + 1] = l;
+        }
+    }
+}
+
+#define RF_ATTN_DECODE(D, KVNAME, KV)                                                                   \
+    RF_KERNEL void RF_LAUNCH_BOUNDS(256) attn_decode_d##D##_##KVNAME(                                   \
+        const float* q, const KV* k, const KV* v, float* out, float* part_o, float* part_ml, int Sk,    \
+        int H, int KVH, i64 kv_rows, float scale_log2, int keys_per_split, int dmax,                    \
+        const int* n_past) {                                                                            \
+        const int past = n_past ? n_past[0] : -1; /* host-written before the step: read early */      \
+        attn_decode<KV, D>(q, k, v, out, part_o, part_ml, Sk, H, KVH, kv_rows, scale_log2,             \
+                           keys_per_split, dmax, past);                                                 \
+    }
+RF_ATTN_DECODE(64, f16, u16)
+RF_ATTN_DECODE(128, f16, u16)
+RF_ATTN_DECODE(32, f32, float)
+RF_ATTN_DECODE(64, f32, float)

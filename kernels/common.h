@@ -19,6 +19,8 @@
 //   rf_half_to_float / rf_float_to_half / rf_bf16_to_float   fp16 / bf16 storage (u16 bits)
 //   rf_grid_wait / rf_grid_release   programmatic dependent launch (NVIDIA sm_90+, no-ops
 //                            elsewhere): see their comment below
+//   rf_ld_l2(p)              a global load served from L2 or memory, never from a line the
+//                            multiprocessor's L1 holds from earlier (NVIDIA ld.global.cg)
 //   u8, i8, u16, u32, i64    fixed-width integers (no <stdint.h> under NVRTC)
 #pragma once
 
@@ -131,6 +133,17 @@ __device__ __forceinline__ T* rf_after_wait(T* p) {
     asm volatile("" : "+l"(p));
 #endif
     return p;
+}
+
+// A global load from L2 (or memory), past any line the multiprocessor's L1 cached earlier: on
+// NVIDIA ld.global.cg; on AMD a plain load. T: float, float4, u32, uint2 or uint4.
+template <class T>
+__device__ __forceinline__ T rf_ld_l2(const T* p) {
+#if defined(RF_CUDA)
+    return __ldcg(p);
+#else
+    return *p;
+#endif
 }
 
 __device__ __forceinline__ float rf_bf16_to_float(u16 b) {

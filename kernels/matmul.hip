@@ -700,7 +700,12 @@ RF_MATVEC_WIDE(q8_0, WideQ8_0, 4)
 RF_MATVEC_WIDE(q8_0, WideQ8_0, 8)
 RF_MATVEC_WIDE(q8_0, WideQ8_0, 16)
 
-// matvec_wide_multi_<type>_r<R>: matvec_multi on the wide core (same arguments and grid).
+// matvec_wide_multi_<type>_r<R>: matvec_multi on the wide core (same arguments and grid), and
+//   accumulate = 2: out is added as with 1, but loaded before the wait for the kernel before
+//   (with the weights' first loads, not a round trip after the sums). For a caller whose out
+//   no kernel wrote since the one before the kernel just before (a decode step's residual
+//   stream, written by the projection two or more launches back): those have completed
+//   when this kernel starts (rf_grid_release comes after rf_grid_wait everywhere).
 template <class Q, int MV_ROWS, bool QX, bool NA = false>
 __device__ __forceinline__ void matvec_wide_multi(const float* __restrict__ x, int k, i64 row_bytes,
                                                   int accumulate, const float* norm_w, float eps,
@@ -733,6 +738,7 @@ __device__ __forceinline__ void matvec_wide_multi(const float* __restrict__ x, i
     // the kernel before): not a round trip after the sums.
     const float bias_v = (mine && bias != nullptr) ? bias[row] : 0.0f;
     const float next_w = (mine && xw_out != nullptr) ? norm_out_w[row] : 0.0f;
+    const float early = (mine && accumulate == 2) ? rf_ld_l2(out + row) : 0.0f;
     matvec_wide_sums<Q, MV_ROWS, QX, NA>(x, norm_w, ss_parts, n_parts, rows, k, partial);
     float o = 0.0f;
     if (mine) {
@@ -740,7 +746,7 @@ __device__ __forceinline__ void matvec_wide_multi(const float* __restrict__ x, i
         if (norm_w != nullptr || ss_parts != nullptr)
             v *= rsqrtf(matvec_wide_total<MV_ROWS>(partial, MV_ROWS) / (float)k + eps);
         v += bias_v;
-        o = accumulate ? out[row] + v : v;
+        o = accumulate == 2 ? early + v : accumulate ? out[row] + v : v;
         out[row] = o;
         if (xw_out != nullptr) xw_out[row] = o * next_w;
     }

@@ -201,6 +201,8 @@ pub trait Backend: Send + Sync {
     /// with `norm` and `eps`, with this same `xb`: backends may prepare that norm's input here
     /// (the GPU does for m = 1, in the projection's own launch) and hand it over through `xb`,
     /// so `xb` must reach that call unchanged. `xb` (`[m, n]`) is also `matmul_add`'s scratch.
+    /// `out` is the residual stream: no launch since the one before the launch just before
+    /// has written it (the GPU reads it early: `Residual::AddEarly`).
     #[allow(clippy::too_many_arguments)]
     fn matmul_add_norm(
         &self,

@@ -572,11 +572,13 @@ impl Backend for GpuBackend {
                     xw: xb,
                     parts: sums,
                 };
+                // The residual stream: written two or more launches back (the model's block
+                // order), so loaded before the launch's wait.
                 let blocks = matmul::gpu::launch_matvec_multi_blocks(
                     &self.dev,
                     x,
                     &mut parts,
-                    true,
+                    matmul::gpu::Residual::AddEarly,
                     matmul::gpu::model_q8x(),
                     None,
                     Some(&mut norm_out),

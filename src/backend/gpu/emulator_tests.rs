@@ -251,8 +251,12 @@ fn attention_matches_the_cpu() {
         (2, 5, 70, 4, 2, 40),
         (1, 33, 33, 2, 1, 64),
         (1, 1, 300, 4, 1, 24), // decode: split keys + combine
-        (1, 9, 4, 2, 2, 130),  // seq_q > seq_k: early queries see no key under the mask
-        (1, 70, 70, 1, 1, 7),  // odd head_dim (scalar loads)
+        // decode (attn_decode where it has the head size: f32 and f16 64, f32 32, f16 128)
+        (1, 1, 300, 8, 2, 64),
+        (2, 1, 45, 6, 3, 32),
+        (1, 1, 70, 7, 1, 128),
+        (1, 9, 4, 2, 2, 130), // seq_q > seq_k: early queries see no key under the mask
+        (1, 70, 70, 1, 1, 7), // odd head_dim (scalar loads)
     ];
     for dev in devices() {
         let gpu = Device::Gpu(dev.clone());
@@ -1198,7 +1202,8 @@ fn device_step_ops_match_the_cpu_backend() {
     let mut rng = Rng::new("device_step_ops_match_the_cpu_backend");
     // 300 cache rows: the decode attention's grid is sized for all of them and split over
     // key ranges (4 emulated multiprocessors), so early positions leave whole splits empty.
-    let (dim, heads, kv_heads, head_dim, n_ctx, vocab) = (64, 4, 2, 16, 300, 9000);
+    // head_dim 64: the decode attention kernel (attn_decode) for both cache types.
+    let (dim, heads, kv_heads, head_dim, n_ctx, vocab) = (64, 4, 2, 64, 300, 9000);
     let kv_row = kv_heads * head_dim;
     let scale = 1.0 / (head_dim as f32).sqrt();
     let params = RopeParams {

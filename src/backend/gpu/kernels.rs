@@ -381,6 +381,26 @@ pub fn flash(shape: FlashShape, kv: KvDtype) -> Kernel {
     )
 }
 
+/// Head dims (exact) of the decode attention kernel for a cache of `kv` type (attention.hip
+/// `attn_decode_*`: a lane's output dims whole 32-bit words, a round's loads in 128 registers).
+pub fn attn_decode_head_dims(kv: KvDtype) -> &'static [usize] {
+    match kv {
+        KvDtype::F16 => &[64, 128],
+        KvDtype::F32 => &[32, 64],
+    }
+}
+
+/// The decode attention kernel (one query token) for `head_dim` and a cache of `kv` type, where
+/// there is one (`attn_decode_head_dims`).
+pub fn attn_decode(head_dim: usize, kv: KvDtype) -> Option<Kernel> {
+    attn_decode_head_dims(kv).contains(&head_dim).then(|| {
+        k_overlapping(
+            Family::Attention,
+            format!("attn_decode_d{head_dim}_{}", kv.name()),
+        )
+    })
+}
+
 /// Every kernel a launcher can name.
 pub fn all() -> Vec<Kernel> {
     let mut out = vec![
@@ -436,6 +456,11 @@ pub fn all() -> Vec<Kernel> {
             out.push(matmul_mma(ty, bm).expect("registered type"));
         }
         out.push(embedding(ty).expect("registered type"));
+    }
+    for kv in [KvDtype::F32, KvDtype::F16] {
+        for &d in attn_decode_head_dims(kv) {
+            out.extend(attn_decode(d, kv));
+        }
     }
     for dmax in FlashShape::DMAXES {
         for (rows_per_thread, cols_per_thread) in FlashShape::TILES {

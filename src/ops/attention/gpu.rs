@@ -148,6 +148,22 @@ pub fn launch_softmax(
     )
 }
 
+/// One query token (a decode step) takes attention.hip's `attn_decode_*` kernel where it has the
+/// head size and at most 8 query heads share a kv head, unless `ROCMFORGE_DECODE_ATTENTION=0`
+/// (read once: benchmarks compare the two in one process). Same plan, partials and combine as
+/// the flash kernels; on an H200, a Llama-3-8B layer's attention + combine 7.1-7.4 -> 4.7-5.3 us
+/// at 1-128 keys (bench/NOTES.md).
+fn decode_kernel(s: &AttentionShape, kv: KvDtype) -> Option<kernels::Kernel> {
+    static ENABLED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    let enabled = *ENABLED
+        .get_or_init(|| std::env::var_os("ROCMFORGE_DECODE_ATTENTION").is_none_or(|v| v != "0"));
+    let group = s.heads / s.kv_heads;
+    if !enabled || s.seq_q != 1 || group > 8 {
+        return None;
+    }
+    kernels::attn_decode(s.head_dim, kv)
+}
+
 /// How a flash-attention call is cut up.
 #[derive(Clone, Copy, Debug)]
 pub struct FlashPlan {
@@ -339,23 +355,58 @@ pub fn launch_flash_attention_with(
         )?),
         n_past,
     ];
-    let kernel = kernels::flash(plan.shape, kv);
-    if plan.splits == 1 {
-        let mut args = vec![
+    let decode = decode_kernel(s, kv);
+    let (kernel, grid, block, shared) = match &decode {
+        // attn_decode: grid (B * KVH, splits), 32 lanes a query head of the kv head, in whole
+        // warps (the lanes past the heads idle).
+        Some(kernel) => {
+            let warp = dev.runtime().props().warp_size.max(32);
+            let lanes = 32 * (s.heads / s.kv_heads) as u32;
+            (
+                kernel.clone(),
+                [bkv as u32, plan.splits as u32, 1],
+                [lanes.div_ceil(warp) * warp, 1, 1],
+                0,
+            )
+        }
+        None => (
+            kernels::flash(plan.shape, kv),
+            grid,
+            [FLASH_THREADS, 1, 1],
+            shared,
+        ),
+    };
+    // The kernel's arguments with these partial-output pointers.
+    let args_with = |part_o: u64, part_ml: u64| -> Vec<Arg> {
+        let head = [
             q.arg(),
             k.arg(),
             v.arg(),
             out.arg(),
-            Arg::Ptr(0),
-            Arg::Ptr(0),
-            a,
-            b,
-            c,
-            d,
-            e,
+            Arg::Ptr(part_o),
+            Arg::Ptr(part_ml),
         ];
-        args.extend(tail);
-        return dev.launch(op, &kernel, grid, [FLASH_THREADS, 1, 1], shared, &args);
+        let mut args = head.to_vec();
+        match &decode {
+            Some(_) => args.extend([
+                b,
+                c,
+                d,
+                tail[0],
+                tail[1],
+                tail[3],
+                Arg::I32(plan.shape.dmax as i32),
+                tail[4],
+            ]),
+            None => {
+                args.extend([a, b, c, d, e]);
+                args.extend(tail);
+            }
+        }
+        args
+    };
+    if plan.splits == 1 {
+        return dev.launch(op, &kernel, grid, block, shared, &args_with(0, 0));
     }
     let o_bytes = partial_o_bytes(s, &plan);
     temp.with(
@@ -364,21 +415,8 @@ pub fn launch_flash_attention_with(
         op,
         |part_o| {
             let part_ml = part_o + o_bytes as u64;
-            let mut args = vec![
-                q.arg(),
-                k.arg(),
-                v.arg(),
-                out.arg(),
-                Arg::Ptr(part_o),
-                Arg::Ptr(part_ml),
-                a,
-                b,
-                c,
-                d,
-                e,
-            ];
-            args.extend(tail);
-            dev.launch(op, &kernel, grid, [FLASH_THREADS, 1, 1], shared, &args)?;
+            let args = args_with(part_o, part_ml);
+            dev.launch(op, &kernel, grid, block, shared, &args)?;
             dev.launch(
                 op,
                 &kernels::flash_combine(),

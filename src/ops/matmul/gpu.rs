@@ -381,6 +381,20 @@ pub struct Projection<'a> {
     pub out: &'a mut DeviceBuffer,
 }
 
+/// How a fused m = 1 launch writes each projection's `out`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Residual {
+    /// `out = x @ w^T (+ bias)`.
+    Overwrite,
+    /// `out += x @ w^T (+ bias)`.
+    Add,
+    /// `Add`, with `out` loaded before the launch waits for the one before it (wide kernels,
+    /// matmul.hip `accumulate = 2`; others as `Add`): only for an `out` that no launch since
+    /// the one before the launch just before has written, such as a decode step's residual
+    /// stream (written two or more launches back).
+    AddEarly,
+}
+
 /// Up to three m = 1 projections of x in one launch (matmul.hip `matvec_multi`), each
 /// `out = x @ w^T (+ bias)`, added to what `out` holds when `accumulate`. Returns false,
 /// launching nothing, where the fused kernel does not apply (weight types that differ or
@@ -393,17 +407,23 @@ pub fn launch_matvec_multi(
     q8x: bool,
     norm: Option<&NormIn>,
 ) -> Result<bool> {
-    Ok(launch_matvec_multi_blocks(dev, x, parts, accumulate, q8x, norm, None)?.is_some())
+    let residual = if accumulate {
+        Residual::Add
+    } else {
+        Residual::Overwrite
+    };
+    Ok(launch_matvec_multi_blocks(dev, x, parts, residual, q8x, norm, None)?.is_some())
 }
 
-/// `launch_matvec_multi` that also writes the next norm's input (`norm_out`: one projection,
-/// wide kernels only). Returns the number of blocks launched (`NormOut::parts` holds that
-/// many sums), or None, launching nothing, where the fused kernel does not apply.
+/// `launch_matvec_multi` with `out` written as `residual` says, that also writes the next norm's
+/// input (`norm_out`: one projection, wide kernels only). Returns the number of blocks launched
+/// (`NormOut::parts` holds that many sums), or None, launching nothing, where the fused kernel
+/// does not apply.
 pub fn launch_matvec_multi_blocks(
     dev: &GpuDevice,
     x: &DeviceBuffer,
     parts: &mut [Projection],
-    accumulate: bool,
+    residual: Residual,
     q8x: bool,
     norm: Option<&NormIn>,
     norm_out: Option<&mut NormOut>,
@@ -453,7 +473,12 @@ pub fn launch_matvec_multi_blocks(
         x.arg(),
         Arg::I32(to_i32(k, "matmul k")?),
         Arg::I64(row_bytes as i64),
-        Arg::I32(accumulate as i32),
+        Arg::I32(match residual {
+            Residual::Overwrite => 0,
+            Residual::Add => 1,
+            Residual::AddEarly if wide => 2,
+            Residual::AddEarly => 1,
+        }),
     ];
     if wide {
         args.extend(NormIn::args(norm, k)?);
