@@ -18,7 +18,7 @@ from devices import DEVICES
 
 @pytest.fixture
 def rng(request):
-    seed = int(os.environ.get("ROCMFORGE_TEST_SEED", time.time_ns() % (2**32)))
+    seed = int(os.environ.get("ROCMFORGE_TEST_SEED") or time.time_ns() % (2**32))  # empty: unset
     request.node.user_properties.append(("seed", seed))
     print(f"[rng seed {seed}: rerun with ROCMFORGE_TEST_SEED={seed}]")
     return np.random.default_rng(seed)

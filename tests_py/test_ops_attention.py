@@ -33,7 +33,17 @@ LONG_SHAPES = [
     (1, 2048, 2048, 2, 1, 64),
     (1, 509, 1999, 3, 1, 128),
 ]
-FLASH_ONLY_SHAPES = [(1, 4099, 4099, 1, 1, 64)]
+# One query token (decode) at the head sizes of the GPU's decode kernel for float32 keys (32, 64):
+# one key, keys across several 32-key rounds and key splits, GQA 4 and 7 (Llama, Qwen2), a
+# batch of 3, and G = 16 (past the decode kernel's 8: the flash path).
+DECODE_SHAPES = [
+    (1, 1, 1, 4, 1, 32),
+    (1, 1, 1000, 32, 8, 64),
+    (1, 1, 777, 14, 2, 64),
+    (3, 1, 45, 6, 3, 32),
+    (1, 1, 300, 16, 1, 64),
+]
+FLASH_ONLY_SHAPES = [(1, 4099, 4099, 1, 1, 64)] + DECODE_SHAPES
 
 
 def shape_id(s):
