@@ -345,16 +345,15 @@ pub fn launch_flash_attention_with(
     let shared = plan.shape.shared_bytes() as u32;
     let scale_log2 = scale * std::f32::consts::LOG2_E;
     let [a, b, c, d, e] = dims(s, op)?;
-    let tail = [
+    let (rows_arg, scale_arg, causal_arg) = (
         Arg::I64(kv_rows as i64),
         Arg::F32(scale_log2),
         Arg::I32(causal as i32),
-        Arg::I32(to_i32(
-            plan.keys_per_split,
-            "flash_attention keys per split",
-        )?),
-        n_past,
-    ];
+    );
+    let kps_arg = Arg::I32(to_i32(
+        plan.keys_per_split,
+        "flash_attention keys per split",
+    )?);
     let decode = decode_kernel(s, kv);
     let (kernel, grid, block, shared) = match &decode {
         // attn_decode: grid (B * KVH, splits), 32 lanes a query head of the kv head, in whole
@@ -388,20 +387,20 @@ pub fn launch_flash_attention_with(
         ];
         let mut args = head.to_vec();
         match &decode {
+            // attn_decode: no causal flag (one query sees every key), the partials' row length.
             Some(_) => args.extend([
                 b,
                 c,
                 d,
-                tail[0],
-                tail[1],
-                tail[3],
+                rows_arg,
+                scale_arg,
+                kps_arg,
                 Arg::I32(plan.shape.dmax as i32),
-                tail[4],
+                n_past,
             ]),
-            None => {
-                args.extend([a, b, c, d, e]);
-                args.extend(tail);
-            }
+            None => args.extend([
+                a, b, c, d, e, rows_arg, scale_arg, causal_arg, kps_arg, n_past,
+            ]),
         }
         args
     };
