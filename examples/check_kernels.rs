@@ -5,6 +5,7 @@
 //!   check_kernels [nvrtc ARCH...] [hipcc ARCH...]
 //!   e.g. check_kernels nvrtc sm_80 sm_90 hipcc gfx1030 gfx90a
 //!
+//! With CHECK_KERNELS_KEEP=DIR, each compiled image is also written to DIR.
 //! NVRTC needs libnvrtc on the loader path (no driver, no GPU); hipcc is the ROCm compiler
 //! driver (device code only, unbundled code objects). Exit status 1 on any failure.
 
@@ -88,6 +89,12 @@ fn main() {
         for (family, names) in &by_family {
             let t = Instant::now();
             let result = compile(compiler, arch, *family, &dir).and_then(|image| {
+                if let Some(keep) = std::env::var_os("CHECK_KERNELS_KEEP") {
+                    // The compiled images, for inspection (registers, spills: e.g. cuobjdump).
+                    let stem = family.file().trim_end_matches(".hip");
+                    let path = std::path::Path::new(&keep).join(format!("{stem}-{arch}.bin"));
+                    std::fs::write(&path, &image).map_err(|e| e.to_string())?;
+                }
                 let suffix = if compiler == "hipcc" { ".kd" } else { "" };
                 let missing: Vec<&String> = names
                     .iter()

@@ -509,7 +509,7 @@ __device__ __forceinline__ float rf_kv_word_value(const u16*, const u32* w, int 
     return rf_half_to_float((u16)((i & 1) ? w[i >> 1] >> 16 : w[i >> 1] & 0xffffu));
 }
 
-template <class C, int D>
+template <class C, int D, bool MERGE>
 __device__ __forceinline__ void attn_decode(const float* q, const C* k, const C* v, float* out, float* part_o,
                                             float* part_ml, int Sk, int H, int KVH, i64 kv_rows,
                                             float scale_log2, int keys_per_split, int dmax, int past) {
@@ -518,14 +518,32 @@ __device__ __forceinline__ void attn_decode(const float* q, const C* k, const C*
     constexpr int ROW16 = D / KE;           // 16-byte loads a key row
     constexpr int VW = DL * sizeof(C) / 4;  // 32-bit words of a lane's V values a key
     static_assert(D % 32 == 0 && DL <= 4 && VW >= 1 && 4 * ROW16 + 32 * VW <= 128, "head size");
-    __shared__ float qs[8][D];  // each head's q * scale_log2
+    constexpr int QS = MERGE ? 1 : 8;
+    __shared__ float qs[QS][D];  // each head's q * scale_log2
     const int tid = (int)threadIdx.x, lane = tid & 31, g = tid >> 5;
     const int G = H / KVH;
-    const int bk = (int)blockIdx.x, b = bk / KVH, kvh = bk - b * KVH, h = kvh * G + g;
+    // !MERGE: block (batch, kv head), group g = its query head g. MERGE: block (batch, query
+    // head), group g = the g-th of the block's groups' parts of the split's keys.
+    int b, h, kvh;
+    if (MERGE) {
+        const int bh = (int)blockIdx.x;
+        b = bh / H, h = bh - b * H, kvh = h / G;
+    } else {
+        const int bk = (int)blockIdx.x;
+        b = bk / KVH, kvh = bk - b * KVH, h = kvh * G + g;
+    }
+    const int qg = MERGE ? 0 : g;
     const int split = (int)blockIdx.y, splits = (int)gridDim.y;
     const int n_keys = past >= 0 ? past + 1 : Sk;
     const int kps = past >= 0 ? (n_keys + splits - 1) / splits : keys_per_split;
-    const int j_begin = (int)min((i64)split * kps, (i64)n_keys), j_end = min(n_keys, j_begin + kps);
+    int j_begin = (int)min((i64)split * kps, (i64)n_keys), j_end = min(n_keys, j_begin + kps);
+    int rounds = max(1, (j_end - j_begin + 31) / 32);
+    if (MERGE) {  // the split's keys in equal parts, one a group; every group runs the same rounds
+        const int groups = (int)blockDim.x >> 5, per = (j_end - j_begin + groups - 1) / groups;
+        rounds = max(1, (per + 31) / 32);
+        j_begin = min(j_end, j_begin + g * per);
+        j_end = min(j_end, j_begin + per);
+    }
     const int n_old = past >= 0 ? past : 0;  // rows no kernel of this step writes
     const i64 row_len = (i64)KVH * D;
     const C* kb = k + ((i64)b * kv_rows * KVH + kvh) * D;
@@ -557,16 +575,17 @@ __device__ __forceinline__ void attn_decode(const float* q, const C* k, const C*
     rf_grid_wait();
     rf_grid_release();
     load_round(j_begin, max(j_begin, n_old), j_end);  // the rest of the first round
-    if (g < G && lane < D / 4) {
-        const float4 t = rf_ld_l2((const float4*)(rf_after_wait(q) + ((i64)b * H + h) * D) + lane);
-        *(float4*)&qs[g][4 * lane] = make_float4(t.x * scale_log2, t.y * scale_log2, t.z * scale_log2,
-                                                 t.w * scale_log2);
+    if (MERGE ? tid < D / 4 : (g < G && lane < D / 4)) {
+        const int d4 = MERGE ? tid : lane;
+        const float4 t = rf_ld_l2((const float4*)(rf_after_wait(q) + ((i64)b * H + h) * D) + d4);
+        *(float4*)&qs[qg][4 * d4] = make_float4(t.x * scale_log2, t.y * scale_log2, t.z * scale_log2,
+                                                t.w * scale_log2);
     }
     __syncthreads();
     float m = -RF_INF, l = 0.0f, o[DL];
 #pragma unroll
     for (int e = 0; e < DL; ++e) o[e] = 0.0f;
-    for (int j0 = j_begin;;) {
+    for (int r = 0, j0 = j_begin;;) {
         const int key = j0 + lane;
         float s4[4] = {0.0f, 0.0f, 0.0f, 0.0f};  // four partial sums (instruction-level parallelism)
         if (key < j_end) {
@@ -574,7 +593,7 @@ __device__ __forceinline__ void attn_decode(const float* q, const C* k, const C*
             for (int c = 0; c < ROW16; ++c)
 #pragma unroll
                 for (int e = 0; e < KE; e += 4) {
-                    const float4 qv = *(const float4*)&qs[g][c * KE + e];
+                    const float4 qv = *(const float4*)&qs[qg][c * KE + e];
                     float& acc = s4[((c * KE + e) / 4) & 3];
                     acc += qv.x * rf_kv_word_value(k, kw[c], e) + qv.y * rf_kv_word_value(k, kw[c], e + 1) +
                            qv.z * rf_kv_word_value(k, kw[c], e + 2) + qv.w * rf_kv_word_value(k, kw[c], e + 3);
@@ -597,9 +616,44 @@ __device__ __forceinline__ void attn_decode(const float* q, const C* k, const C*
             for (int e = 0; e < DL; ++e) o[e] += pj * rf_kv_word_value(v, vw[jj], e);
         }
         j0 += 32;
-        if (j0 >= j_end) break;
+        if (++r >= rounds) break;
         clear_v();
         load_round(j0, j0, j_end);
+    }
+    if (MERGE) {
+        // The groups' (m, l, o) merged as flash_attn_combine merges splits, in group order.
+        constexpr int MAXG = 8;
+        __shared__ float ms[MAXG], ls[MAXG], os[MAXG][D];
+        const int groups = (int)blockDim.x >> 5;
+        if (g < MAXG) {
+#pragma unroll
+            for (int e = 0; e < DL; ++e) os[g][DL * lane + e] = o[e];
+            if (lane == 0) ms[g] = m, ls[g] = l;
+        }
+        __syncthreads();
+        const int n_groups = min(groups, MAXG);
+        float M = -RF_INF;
+        for (int w = 0; w < n_groups; ++w) M = fmaxf(M, ms[w]);
+        float L = 0.0f;
+        for (int w = 0; w < n_groups; ++w) L += (M != -RF_INF ? exp2f(ms[w] - M) : 0.0f) * ls[w];
+        const i64 prow = (i64)split * gridDim.x + blockIdx.x;  // the combine's row of this head
+        for (int d = tid; d < D; d += (int)blockDim.x) {
+            float acc = 0.0f;
+            for (int w = 0; w < n_groups; ++w) {
+                const float a = M != -RF_INF ? exp2f(ms[w] - M) : 0.0f;
+                if (a != 0.0f) acc += a * os[w][d];
+            }
+            if (part_o == nullptr) {
+                out[((i64)b * H + h) * D + d] = L > 0.0f ? acc / L : 0.0f;
+            } else {
+                part_o[prow * dmax + d] = acc;
+            }
+        }
+        if (part_o != nullptr && tid == 0) {
+            part_ml[2 * prow] = M;
+            part_ml[2 * prow + 1] = L;
+        }
+        return;
     }
     if (g >= G) return;
     if (part_o == nullptr) {
@@ -607,7 +661,7 @@ __device__ __forceinline__ void attn_decode(const float* q, const C* k, const C*
 #pragma unroll
         for (int e = 0; e < DL; ++e) dst[e] = l > 0.0f ? o[e] / l : 0.0f;
     } else {
-        const i64 prow = ((i64)split * gridDim.x + bk) * G + g;
+        const i64 prow = ((i64)split * gridDim.x + blockIdx.x) * G + g;
 #pragma unroll
         for (int e = 0; e < DL; ++e) part_o[prow * dmax + DL * lane + e] = o[e];
         if (lane == 0) {
@@ -623,8 +677,16 @@ __device__ __forceinline__ void attn_decode(const float* q, const C* k, const C*
         int H, int KVH, i64 kv_rows, float scale_log2, int keys_per_split, int dmax,                    \
         const int* n_past) {                                                                            \
         const int past = n_past ? n_past[0] : -1; /* host-written before the step: read early */      \
-        attn_decode<KV, D>(q, k, v, out, part_o, part_ml, Sk, H, KVH, kv_rows, scale_log2,             \
-                           keys_per_split, dmax, past);                                                 \
+        attn_decode<KV, D, false>(q, k, v, out, part_o, part_ml, Sk, H, KVH, kv_rows, scale_log2,      \
+                                  keys_per_split, dmax, past);                                          \
+    }                                                                                                   \
+    RF_KERNEL void RF_LAUNCH_BOUNDS(256) attn_decode_head_d##D##_##KVNAME(                              \
+        const float* q, const KV* k, const KV* v, float* out, float* part_o, float* part_ml, int Sk,    \
+        int H, int KVH, i64 kv_rows, float scale_log2, int keys_per_split, int dmax,                    \
+        const int* n_past) {                                                                            \
+        const int past = n_past ? n_past[0] : -1;                                                       \
+        attn_decode<KV, D, true>(q, k, v, out, part_o, part_ml, Sk, H, KVH, kv_rows, scale_log2,       \
+                                 keys_per_split, dmax, past);                                           \
     }
 RF_ATTN_DECODE(64, f16, u16)
 RF_ATTN_DECODE(128, f16, u16)

@@ -42,6 +42,9 @@ DECODE_SHAPES = [
     (1, 1, 777, 14, 2, 64),
     (3, 1, 45, 6, 3, 32),
     (1, 1, 300, 16, 1, 64),
+    # past 1024 keys the per-head decode kernel also splits keys between blocks (+ combine)
+    (1, 1, 2500, 8, 2, 64),
+    (2, 1, 1100, 4, 4, 32),
 ]
 FLASH_ONLY_SHAPES = [(1, 4099, 4099, 1, 1, 64)] + DECODE_SHAPES
 

@@ -256,6 +256,23 @@ pub trait Backend: Send + Sync {
         self.matmul_swiglu(xb, w_gate, w_up, m, n, gate, up, out)
     }
 
+    /// `matmul(rms_norm(x, norm, eps), w)` (x `[m, k]`, out `[m, n]`): the LM head of the final
+    /// norm; `xb` as in `rms_norm_qkv` (the GPU takes the norm `matmul_add_norm` handed over).
+    #[allow(clippy::too_many_arguments)]
+    fn rms_norm_matmul(
+        &self,
+        x: &Self::Buf,
+        norm: &Self::Weight,
+        eps: f32,
+        w: &Self::Weight,
+        m: usize,
+        xb: &mut Self::Buf,
+        out: &mut Self::Buf,
+    ) -> Result<()> {
+        self.rms_norm(x, norm, eps, m, xb)?;
+        self.matmul(xb, w, m, out)
+    }
+
     /// `x[r, :] += bias` for `r < rows`; bias F32 `[n]`, x `[rows, n]`.
     fn add_bias(&self, x: &mut Self::Buf, bias: &Self::Weight, rows: usize) -> Result<()>;
 

@@ -145,15 +145,24 @@ fn run_blocks<B: Backend>(
             &s.x, norm, c.rms_eps, g, u, t, c.ffn_dim, &mut s.xb, &mut s.gate, &mut s.up,
             &mut s.hidden,
         )?;
-        match w.layers.get(l + 1) {
+        match (w.layers.get(l + 1), at) {
             // the next block's attention norm is the next op on x
-            Some(next) => {
+            (Some(next), _) => {
                 let (down, norm) = (&lw.w_down, &next.attn_norm);
                 b.matmul_add_norm(
                     &s.hidden, down, t, c.dim, norm, c.rms_eps, &mut s.xb, &mut s.x,
                 )?
             }
-            None => b.matmul_add(&s.hidden, &lw.w_down, t, c.dim, &mut s.xb, &mut s.x)?,
+            // a decode step: the final norm is next (`decode_step`'s LM head)
+            (None, At::Step(_)) => {
+                let (down, norm) = (&lw.w_down, &w.output_norm);
+                b.matmul_add_norm(
+                    &s.hidden, down, t, c.dim, norm, c.rms_eps, &mut s.xb, &mut s.x,
+                )?
+            }
+            (None, At::Host { .. }) => {
+                b.matmul_add(&s.hidden, &lw.w_down, t, c.dim, &mut s.xb, &mut s.x)?
+            }
         }
     }
     Ok(())
@@ -170,8 +179,9 @@ fn decode_step<B: Backend>(
     step: &B::Step,
 ) -> Result<()> {
     run_blocks(b, c, w, kv, s, &At::Step(step))?;
-    b.rms_norm(&s.x, &w.output_norm, c.rms_eps, 1, &mut s.head_norm)?;
-    b.matmul(&s.head_norm, w.lm_head(), 1, &mut s.logits)?;
+    // (s.xb: the final norm's input, as the last block's down projection left it)
+    #[rustfmt::skip]
+    b.rms_norm_matmul(&s.x, &w.output_norm, c.rms_eps, w.lm_head(), 1, &mut s.xb, &mut s.logits)?;
     b.argmax_step(&s.logits, c.vocab_size, step)
 }
 

@@ -422,6 +422,45 @@ impl Backend for GpuBackend {
         matmul::gpu::launch_matmul_model(&self.dev, x, &w.view(), m, out)
     }
 
+    fn rms_norm_matmul(
+        &self,
+        x: &DeviceBuffer,
+        norm: &GpuWeight,
+        eps: f32,
+        w: &GpuWeight,
+        m: usize,
+        xb: &mut DeviceBuffer,
+        out: &mut DeviceBuffer,
+    ) -> Result<()> {
+        // The norm handed over by the last projection (`matmul_add_norm`): xb holds x * norm,
+        // the sums of squares are that launch's per-block parts; one launch fewer.
+        if m == 1 {
+            if let Some(n) = self.take_pending_norm(x, norm, eps, xb) {
+                let guard = self.norm_parts()?;
+                if let Some(parts) = guard.as_ref() {
+                    let norm_in = NormIn::Parts { parts, n, eps };
+                    let mut proj = [Projection {
+                        w: w.view(),
+                        bias: None,
+                        out,
+                    }];
+                    #[rustfmt::skip]
+                    let done = matmul::gpu::launch_matvec_multi(
+                        &self.dev, xb, &mut proj, false, matmul::gpu::model_q8x(), Some(&norm_in),
+                    )?;
+                    if done {
+                        return Ok(());
+                    }
+                    let [Projection { out, .. }] = proj;
+                    self.rms_norm(x, norm, eps, m, xb)?;
+                    return self.matmul(xb, w, m, out);
+                }
+            }
+        }
+        self.rms_norm(x, norm, eps, m, xb)?;
+        self.matmul(xb, w, m, out)
+    }
+
     fn matmul_qkv(
         &self,
         x: &DeviceBuffer,

@@ -255,8 +255,9 @@ fn attention_matches_the_cpu() {
         (1, 1, 300, 8, 2, 64),
         (2, 1, 45, 6, 3, 32),
         (1, 1, 70, 7, 1, 128),
-        (1, 9, 4, 2, 2, 130), // seq_q > seq_k: early queries see no key under the mask
-        (1, 70, 70, 1, 1, 7), // odd head_dim (scalar loads)
+        (1, 1, 1100, 4, 2, 64), // attn_decode_head past 1024 keys: key splits + combine
+        (1, 9, 4, 2, 2, 130),   // seq_q > seq_k: early queries see no key under the mask
+        (1, 70, 70, 1, 1, 7),   // odd head_dim (scalar loads)
     ];
     for dev in devices() {
         let gpu = Device::Gpu(dev.clone());

@@ -401,6 +401,17 @@ pub fn attn_decode(head_dim: usize, kv: KvDtype) -> Option<Kernel> {
     })
 }
 
+/// The decode attention kernel with a block per query head (`attn_decode_head_*`, same head
+/// sizes as `attn_decode`).
+pub fn attn_decode_head(head_dim: usize, kv: KvDtype) -> Option<Kernel> {
+    attn_decode_head_dims(kv).contains(&head_dim).then(|| {
+        k_overlapping(
+            Family::Attention,
+            format!("attn_decode_head_d{head_dim}_{}", kv.name()),
+        )
+    })
+}
+
 /// Every kernel a launcher can name.
 pub fn all() -> Vec<Kernel> {
     let mut out = vec![
@@ -460,6 +471,7 @@ pub fn all() -> Vec<Kernel> {
     for kv in [KvDtype::F32, KvDtype::F16] {
         for &d in attn_decode_head_dims(kv) {
             out.extend(attn_decode(d, kv));
+            out.extend(attn_decode_head(d, kv));
         }
     }
     for dmax in FlashShape::DMAXES {

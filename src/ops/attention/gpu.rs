@@ -148,20 +148,68 @@ pub fn launch_softmax(
     )
 }
 
-/// One query token (a decode step) takes attention.hip's `attn_decode_*` kernel where it has the
-/// head size and at most 8 query heads share a kv head, unless `ROCMFORGE_DECODE_ATTENTION=0`
-/// (read once: benchmarks compare the two in one process). Same plan, partials and combine as
-/// the flash kernels; on an H200, a Llama-3-8B layer's attention + combine 7.1-7.4 -> 4.7-5.3 us
-/// at 1-128 keys (bench/NOTES.md).
-fn decode_kernel(s: &AttentionShape, kv: KvDtype) -> Option<kernels::Kernel> {
-    static ENABLED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    let enabled = *ENABLED
-        .get_or_init(|| std::env::var_os("ROCMFORGE_DECODE_ATTENTION").is_none_or(|v| v != "0"));
+/// Which decode attention kernel a one-query-token call takes (`ROCMFORGE_DECODE_ATTENTION`,
+/// read once: benchmarks compare them in one process).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum DecodeMode {
+    /// `=0`: the flash kernels.
+    Flash,
+    /// `=kv`: `attn_decode_*`, a block per kv head and key split, its query heads' results
+    /// merged by `flash_attn_combine` when the keys are split.
+    KvHead,
+    /// Default: `attn_decode_head_*`, a block per query head whose 8 groups of 32 lanes split
+    /// its keys and merge in shared memory; a second launch (`flash_attn_combine`) only where
+    /// the keys are also split between blocks (`decode_head_splits`).
+    Head,
+}
+
+fn decode_mode() -> DecodeMode {
+    static MODE: std::sync::OnceLock<DecodeMode> = std::sync::OnceLock::new();
+    *MODE.get_or_init(|| {
+        match std::env::var("ROCMFORGE_DECODE_ATTENTION")
+            .as_deref()
+            .map(str::trim)
+        {
+            Ok("0") => DecodeMode::Flash,
+            Ok("kv") => DecodeMode::KvHead,
+            _ => DecodeMode::Head,
+        }
+    })
+}
+
+/// Groups of 32 lanes in an `attn_decode_head_*` block (attention.hip's merge holds 8).
+const DECODE_HEAD_GROUPS: usize = 8;
+/// Keys a block of `attn_decode_head_*` takes at most before the keys are split between
+/// blocks: 4 rounds of 32 keys a group.
+const DECODE_HEAD_KEYS: usize = DECODE_HEAD_GROUPS * 32 * 4;
+
+/// One query token (a decode step) takes attention.hip's decode kernels where they have the
+/// head size and at most 8 query heads share a kv head (`DecodeMode`). On an H200, a
+/// Llama-3-8B layer's attention + combine took 7.1-7.4 us with the flash kernels and 4.7-5.3
+/// us with the kv-head kernel at 1-128 keys (bench/NOTES.md).
+fn decode_kernel(s: &AttentionShape, kv: KvDtype) -> Option<(DecodeMode, kernels::Kernel)> {
+    let mode = decode_mode();
     let group = s.heads / s.kv_heads;
-    if !enabled || s.seq_q != 1 || group > 8 {
+    if mode == DecodeMode::Flash || s.seq_q != 1 || group > 8 {
         return None;
     }
-    kernels::attn_decode(s.head_dim, kv)
+    let kernel = match mode {
+        DecodeMode::KvHead => kernels::attn_decode(s.head_dim, kv),
+        _ => kernels::attn_decode_head(s.head_dim, kv),
+    };
+    kernel.map(|k| (mode, k))
+}
+
+/// Key splits of `attn_decode_head_*` for shape `s`, given the flash plan's: one block a head
+/// up to `DECODE_HEAD_KEYS` keys (no combine launch), then as many as keep a group's rounds at
+/// 4, never more than the flash plan's (whose scratch the caller sized).
+fn decode_head_splits(s: &AttentionShape, plan: &FlashPlan) -> (usize, usize) {
+    let splits = s
+        .seq_k
+        .div_ceil(DECODE_HEAD_KEYS)
+        .clamp(1, plan.splits.max(1));
+    let keys_per_split = s.seq_k.div_ceil(splits).max(1);
+    (s.seq_k.div_ceil(keys_per_split).max(1), keys_per_split)
 }
 
 /// How a flash-attention call is cut up.
@@ -350,15 +398,27 @@ pub fn launch_flash_attention_with(
         Arg::F32(scale_log2),
         Arg::I32(causal as i32),
     );
+    let decode = decode_kernel(s, kv);
+    // attn_decode_head: its own key splits (fewer: the plan's scratch holds them).
+    let plan = match decode {
+        Some((DecodeMode::Head, _)) => {
+            let (splits, keys_per_split) = decode_head_splits(s, &plan);
+            FlashPlan {
+                splits,
+                keys_per_split,
+                ..plan
+            }
+        }
+        _ => plan,
+    };
     let kps_arg = Arg::I32(to_i32(
         plan.keys_per_split,
         "flash_attention keys per split",
     )?);
-    let decode = decode_kernel(s, kv);
     let (kernel, grid, block, shared) = match &decode {
         // attn_decode: grid (B * KVH, splits), 32 lanes a query head of the kv head, in whole
         // warps (the lanes past the heads idle).
-        Some(kernel) => {
+        Some((DecodeMode::KvHead, kernel)) => {
             let warp = dev.runtime().props().warp_size.max(32);
             let lanes = 32 * (s.heads / s.kv_heads) as u32;
             (
@@ -368,6 +428,13 @@ pub fn launch_flash_attention_with(
                 0,
             )
         }
+        // attn_decode_head: grid (B * H, splits), 8 groups of 32 lanes.
+        Some((_, kernel)) => (
+            kernel.clone(),
+            [(s.batch * s.heads) as u32, plan.splits as u32, 1],
+            [(DECODE_HEAD_GROUPS * 32) as u32, 1, 1],
+            0,
+        ),
         None => (
             kernels::flash(plan.shape, kv),
             grid,
