@@ -9,6 +9,9 @@
 //     of row r and writes its (value, index) to part_val / part_idx [rows][gridDim.x];
 //   pass 2 (n_parts > 0): block (0, r) reduces the n_parts pairs of row r to out[r].
 //   With n_parts == 0 and part_idx == null, one block per row reduces the row directly.
+//   next_step (may be null; one row): the decode step's state [token id, position]; the final
+//   pick also sets it to [the picked index, position + 1], the next step's input, so that the
+//   host need not write it when it goes on with that token.
 //   Launch: grid (parts, rows), block 1024 (any multiple of the warp size); a block-wide
 //   (value, index) reduction in shared memory.
 #include "common.h"
@@ -28,7 +31,7 @@ __device__ __forceinline__ bool rf_argmax_better(float va, int ia, float vb, int
 
 RF_KERNEL void RF_LAUNCH_BOUNDS(1024)
 argmax_f32(const float* x, i64 n, int* out, float* out_val, float* part_val, int* part_idx, int n_parts,
-           int nan_wins) {
+           int nan_wins, int* next_step) {
     rf_grid_wait();
     rf_grid_release();
     __shared__ float best_val[1024];
@@ -77,6 +80,10 @@ argmax_f32(const float* x, i64 n, int* out, float* out_val, float* part_val, int
             const bool none = best_idx[0] == RF_ARGMAX_NONE;
             out[row] = none ? 0 : best_idx[0];
             if (out_val) out_val[row] = none ? 0.0f : best_val[0];
+            if (next_step != nullptr) {
+                next_step[0] = none ? 0 : best_idx[0];
+                next_step[1] += 1;
+            }
         }
     }
 }

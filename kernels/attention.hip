@@ -53,6 +53,15 @@
 //   nothing (one query sees every key). D = head_dim exactly: 64 or 128 for fp16 caches, 32
 //   or 64 for float32 (a lane's dims whole 32-bit words; a round's loads in at most 128
 //   registers); the launcher takes flash_attn_* for the others.
+//
+// attn_decode_head_d<D>_<kv type>: the same, a block per query head: grid (B * H), block of 1
+//   to 8 groups of 32 lanes (the launcher: 8). The keys are spread over the groups in equal
+//   parts (every group runs the same number of rounds, so that a wave of 64 lanes runs its
+//   shuffles together), each group as a head of attn_decode above; the groups' (max, sum,
+//   output) are then merged in shared memory in group order, as the combine merges splits,
+//   and the block writes the head's output: one launch, no partials (part_o and part_ml
+//   unused; one key range: grid.y 1, keys_per_split >= Sk). For short caches, where the
+//   groups of one block take the place of the key splits and the combine launch.
 #include "common.h"
 
 // ------------------------------------------------------------------------------ unfused ops
@@ -636,22 +645,13 @@ __device__ __forceinline__ void attn_decode(const float* q, const C* k, const C*
         for (int w = 0; w < n_groups; ++w) M = fmaxf(M, ms[w]);
         float L = 0.0f;
         for (int w = 0; w < n_groups; ++w) L += (M != -RF_INF ? exp2f(ms[w] - M) : 0.0f) * ls[w];
-        const i64 prow = (i64)split * gridDim.x + blockIdx.x;  // the combine's row of this head
         for (int d = tid; d < D; d += (int)blockDim.x) {
             float acc = 0.0f;
             for (int w = 0; w < n_groups; ++w) {
                 const float a = M != -RF_INF ? exp2f(ms[w] - M) : 0.0f;
                 if (a != 0.0f) acc += a * os[w][d];
             }
-            if (part_o == nullptr) {
-                out[((i64)b * H + h) * D + d] = L > 0.0f ? acc / L : 0.0f;
-            } else {
-                part_o[prow * dmax + d] = acc;
-            }
-        }
-        if (part_o != nullptr && tid == 0) {
-            part_ml[2 * prow] = M;
-            part_ml[2 * prow + 1] = L;
+            out[((i64)b * H + h) * D + d] = L > 0.0f ? acc / L : 0.0f;
         }
         return;
     }

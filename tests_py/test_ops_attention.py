@@ -42,7 +42,8 @@ DECODE_SHAPES = [
     (1, 1, 777, 14, 2, 64),
     (3, 1, 45, 6, 3, 32),
     (1, 1, 300, 16, 1, 64),
-    # past 1024 keys the per-head decode kernel also splits keys between blocks (+ combine)
+    # up to 512 keys a block per query head (attn_decode_head), past them a block per kv
+    # head and key range, then the combine (attn_decode)
     (1, 1, 2500, 8, 2, 64),
     (2, 1, 1100, 4, 4, 32),
 ]

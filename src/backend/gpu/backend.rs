@@ -239,6 +239,11 @@ pub(super) fn tests_view(w: &GpuWeight) -> DeviceWeight<'_> {
 pub struct GpuStep {
     state: DeviceBuffer,
     work: Workspace,
+    /// What `state` holds at [STEP_ID, STEP_POS] as far as the host knows (None while a step
+    /// may be changing it), and the position `set_step` last set. The step's argmax leaves
+    /// [its pick, position + 1] there (`argmax_step`), so that going on with the pick needs no
+    /// copy to the device.
+    held: Mutex<(Option<[i32; 2]>, i32)>,
 }
 
 /// Byte offsets in `GpuStep::state`.
@@ -938,6 +943,7 @@ impl Backend for GpuBackend {
         let step = GpuStep {
             state: DeviceBuffer::zeros(&self.dev, 16, "decode step")?,
             work: Workspace::new(&self.dev),
+            held: Mutex::new((None, 0)),
         };
         step.work.ptr(bytes, "decode step workspace")?;
         Ok(Some(step))
@@ -945,12 +951,25 @@ impl Backend for GpuBackend {
 
     fn set_step(&self, step: &mut GpuStep, id: u32, pos: usize) -> Result<()> {
         let pos = super::device::to_i32(pos, "decode step position")?;
-        step.state.write(&[id as i32, pos], "decode step")
+        let want = [id as i32, pos];
+        let held = match step.held.get_mut() {
+            // (the step about to run changes the state: unknown until its result is read)
+            Ok(h) => std::mem::replace(h, (None, pos)).0,
+            Err(_) => None,
+        };
+        if held != Some(want) {
+            step.state.write(&want, "decode step")?;
+        }
+        Ok(())
     }
 
     fn step_result(&self, step: &GpuStep) -> Result<(u32, f32)> {
         let mut pick = [0u32; 2];
         step.state.read_at(STEP_PICK, &mut pick, "decode step")?;
+        // The step's argmax left [pick, position + 1] as the state (`argmax_step`).
+        if let Ok(mut h) = step.held.lock() {
+            h.0 = Some([pick[0] as i32, h.1.saturating_add(1)]);
+        }
         Ok((pick[0], f32::from_bits(pick[1])))
     }
 
@@ -1099,6 +1118,7 @@ impl Backend for GpuBackend {
             true,
             pick,
             pick + 4,
+            step.state.ptr() + STEP_ID as u64,
             Temp::Own(&step.work),
         )
     }

@@ -255,7 +255,7 @@ fn attention_matches_the_cpu() {
         (1, 1, 300, 8, 2, 64),
         (2, 1, 45, 6, 3, 32),
         (1, 1, 70, 7, 1, 128),
-        (1, 1, 1100, 4, 2, 64), // attn_decode_head past 1024 keys: key splits + combine
+        (1, 1, 1100, 4, 2, 64), // past 512 keys: attn_decode, split keys + combine
         (1, 9, 4, 2, 2, 130),   // seq_q > seq_k: early queries see no key under the mask
         (1, 70, 70, 1, 1, 7),   // odd head_dim (scalar loads)
     ];
@@ -1196,15 +1196,22 @@ fn tensor_core_matmul_matches_the_cpu() {
 #[test]
 #[ignore = "builds the kernels with g++ (minutes); run by scripts/check-kernels.sh"]
 fn device_step_ops_match_the_cpu_backend() {
+    // head_dim 64: the decode attention kernels for both cache types. 300 cache rows: one
+    // block a head (attn_decode_head). 600: a block per kv head and key range (attn_decode),
+    // the grid sized for all the rows and split over key ranges (4 emulated multiprocessors),
+    // so early positions leave whole splits empty.
+    for n_ctx in [300, 600] {
+        device_step_ops_match(n_ctx);
+    }
+}
+
+fn device_step_ops_match(n_ctx: usize) {
     use super::GpuBackend;
     use crate::backend::cpu::CpuBackend;
     use crate::backend::{Backend, KvDtype};
 
-    let mut rng = Rng::new("device_step_ops_match_the_cpu_backend");
-    // 300 cache rows: the decode attention's grid is sized for all of them and split over
-    // key ranges (4 emulated multiprocessors), so early positions leave whole splits empty.
-    // head_dim 64: the decode attention kernel (attn_decode) for both cache types.
-    let (dim, heads, kv_heads, head_dim, n_ctx, vocab) = (64, 4, 2, 64, 300, 9000);
+    let mut rng = Rng::new(&format!("device_step_ops_match_the_cpu_backend {n_ctx}"));
+    let (dim, heads, kv_heads, head_dim, vocab) = (64, 4, 2, 64, 9000);
     let kv_row = kv_heads * head_dim;
     let scale = 1.0 / (head_dim as f32).sqrt();
     let params = RopeParams {
@@ -1227,7 +1234,10 @@ fn device_step_ops_match_the_cpu_backend() {
             true,
         )
         .unwrap();
-        assert!(plan.splits > 1, "the test needs a split-key decode plan");
+        assert!(
+            n_ctx <= 512 || plan.splits > 1,
+            "the test needs a split-key decode plan"
+        );
         let table =
             super::bench::random_weight_bytes(GgmlType::Q8_0, vocab, dim, rng.next_u64()).unwrap();
         let gt = gpu.weight(GgmlType::Q8_0, vocab, dim, &table).unwrap();
@@ -1243,7 +1253,7 @@ fn device_step_ops_match_the_cpu_backend() {
             let mut ck = cpu.kv_cache(n_ctx * kv_row, dtype).unwrap();
             let mut cv = cpu.kv_cache(n_ctx * kv_row, dtype).unwrap();
             // Fill rows [0, 290) through the host-position op (both backends alike).
-            let filled = 290;
+            let filled = n_ctx - 10;
             let (k, v) = (rng.vec(filled * kv_row), rng.vec(filled * kv_row));
             gpu.kv_append(&mut gk, &gpu.upload(&k).unwrap(), 0, filled, kv_row)
                 .unwrap();
@@ -1251,7 +1261,7 @@ fn device_step_ops_match_the_cpu_backend() {
                 .unwrap();
             cpu.kv_append(&mut ck, &k, 0, filled, kv_row).unwrap();
             cpu.kv_append(&mut cv, &v, 0, filled, kv_row).unwrap();
-            for pos in [0usize, 1, 37, 159, 160, 299] {
+            for pos in [0usize, 1, 37, 159, 160, 299, n_ctx - 1] {
                 let id = (rng.next_u64() % vocab as u64) as u32;
                 let what = |op: &str| format!("{dtype:?} position {pos}: {op}");
                 gpu.set_step(&mut step, id, pos).unwrap();

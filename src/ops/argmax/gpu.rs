@@ -21,12 +21,14 @@ pub fn launch_argmax(
     out: &mut DeviceBuffer,
 ) -> Result<()> {
     need("argmax", "out", out, rows, 4)?;
-    launch_argmax_to(dev, x, rows, n, nan_wins, out.ptr(), 0, Temp::Shared)
+    launch_argmax_to(dev, x, rows, n, nan_wins, out.ptr(), 0, 0, Temp::Shared)
 }
 
 /// `launch_argmax` writing the indices to device address `out_idx` (int32 `[rows]`) and, unless
 /// `out_val` is 0, the picked values to `out_val` (float32 `[rows]`); the first pass's partials
-/// go to `temp`. The caller checks that both outputs hold `rows` elements.
+/// go to `temp`. The caller checks that both outputs hold `rows` elements. Unless `next_step`
+/// is 0 (then `rows` must be 1), the int32 pair there (a decode step's [token id, position])
+/// becomes [the pick, position + 1] (argmax.hip).
 #[allow(clippy::too_many_arguments)]
 pub fn launch_argmax_to(
     dev: &GpuDevice,
@@ -36,9 +38,15 @@ pub fn launch_argmax_to(
     nan_wins: bool,
     out_idx: DevicePtr,
     out_val: DevicePtr,
+    next_step: DevicePtr,
     temp: Temp,
 ) -> Result<()> {
     need("argmax", "x", x, rows * n, 4)?;
+    if next_step != 0 && rows != 1 {
+        return Err(Error::invalid(
+            "argmax: a decode step's state takes one row",
+        ));
+    }
     if rows == 0 || n == 0 {
         return Ok(());
     }
@@ -67,6 +75,7 @@ pub fn launch_argmax_to(
                 Arg::Ptr(0),
                 Arg::I32(0),
                 nan_arg,
+                Arg::Ptr(next_step),
             ],
         );
     }
@@ -87,6 +96,7 @@ pub fn launch_argmax_to(
                 Arg::Ptr(idxs),
                 Arg::I32(0),
                 nan_arg,
+                Arg::Ptr(next_step),
             ],
         )?;
         dev.launch(
@@ -104,6 +114,7 @@ pub fn launch_argmax_to(
                 Arg::Ptr(idxs),
                 Arg::I32(parts as i32),
                 nan_arg,
+                Arg::Ptr(next_step),
             ],
         )
     })

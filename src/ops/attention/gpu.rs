@@ -154,13 +154,12 @@ pub fn launch_softmax(
 enum DecodeMode {
     /// `=0`: the flash kernels.
     Flash,
-    /// `=kv`: `attn_decode_*`, a block per kv head and key split, its query heads' results
-    /// merged by `flash_attn_combine` when the keys are split.
+    /// `=kv`: `attn_decode_*` at every length.
     KvHead,
-    /// Default: `attn_decode_head_*`, a block per query head whose 8 groups of 32 lanes split
-    /// its keys and merge in shared memory; a second launch (`flash_attn_combine`) only where
-    /// the keys are also split between blocks (`decode_head_splits`).
+    /// `=head`: `attn_decode_head_*` up to `DECODE_HEAD_MAX_KEYS`, then `attn_decode_*`.
     Head,
+    /// Default: `attn_decode_head_*` up to `DECODE_HEAD_AUTO_KEYS`, then `attn_decode_*`.
+    Auto,
 }
 
 fn decode_mode() -> DecodeMode {
@@ -172,44 +171,46 @@ fn decode_mode() -> DecodeMode {
         {
             Ok("0") => DecodeMode::Flash,
             Ok("kv") => DecodeMode::KvHead,
-            _ => DecodeMode::Head,
+            Ok("head") => DecodeMode::Head,
+            _ => DecodeMode::Auto,
         }
     })
 }
 
 /// Groups of 32 lanes in an `attn_decode_head_*` block (attention.hip's merge holds 8).
 const DECODE_HEAD_GROUPS: usize = 8;
-/// Keys a block of `attn_decode_head_*` takes at most before the keys are split between
-/// blocks: 4 rounds of 32 keys a group.
-const DECODE_HEAD_KEYS: usize = DECODE_HEAD_GROUPS * 32 * 4;
+/// Most keys `attn_decode_head_*` takes: 4 rounds of 32 keys a group.
+const DECODE_HEAD_MAX_KEYS: usize = DECODE_HEAD_GROUPS * 32 * 4;
+/// Most keys the default takes `attn_decode_head_*` for: 2 rounds a group. On an H200, one
+/// round less the combine launch saved ~2.9 us a Llama-3-8B layer against `attn_decode_*`, and
+/// each further round cost ~2.8 us (bench/NOTES.md): past 2 rounds the kv-head kernel's split
+/// keys and combine are faster.
+const DECODE_HEAD_AUTO_KEYS: usize = DECODE_HEAD_GROUPS * 32 * 2;
 
-/// One query token (a decode step) takes attention.hip's decode kernels where they have the
-/// head size and at most 8 query heads share a kv head (`DecodeMode`). On an H200, a
-/// Llama-3-8B layer's attention + combine took 7.1-7.4 us with the flash kernels and 4.7-5.3
-/// us with the kv-head kernel at 1-128 keys (bench/NOTES.md).
-fn decode_kernel(s: &AttentionShape, kv: KvDtype) -> Option<(DecodeMode, kernels::Kernel)> {
+/// The decode kernels (one query token) where they have the head size and at most 8 query
+/// heads share a kv head (`DecodeMode`):
+/// - `attn_decode_*` (a block per kv head and key split, then `flash_attn_combine` where the
+///   keys are split): on an H200 a Llama-3-8B layer's attention + combine 7.1-7.4 us with
+///   the flash kernels -> 4.7-5.3 us at 1-128 keys;
+/// - `attn_decode_head_*` (a block per query head, its 8 groups of 32 lanes split the keys and
+///   merge in shared memory: one launch, no partials) for caches of up to
+///   `DECODE_HEAD_AUTO_KEYS` rows: the 8B's tg128 561 -> 592 tok/s (bench/NOTES.md).
+fn decode_kernel(s: &AttentionShape, kv: KvDtype) -> Option<(bool, kernels::Kernel)> {
     let mode = decode_mode();
     let group = s.heads / s.kv_heads;
     if mode == DecodeMode::Flash || s.seq_q != 1 || group > 8 {
         return None;
     }
-    let kernel = match mode {
-        DecodeMode::KvHead => kernels::attn_decode(s.head_dim, kv),
-        _ => kernels::attn_decode_head(s.head_dim, kv),
+    let head_keys = match mode {
+        DecodeMode::Head => DECODE_HEAD_MAX_KEYS,
+        DecodeMode::Auto => DECODE_HEAD_AUTO_KEYS,
+        _ => 0,
     };
-    kernel.map(|k| (mode, k))
-}
-
-/// Key splits of `attn_decode_head_*` for shape `s`, given the flash plan's: one block a head
-/// up to `DECODE_HEAD_KEYS` keys (no combine launch), then as many as keep a group's rounds at
-/// 4, never more than the flash plan's (whose scratch the caller sized).
-fn decode_head_splits(s: &AttentionShape, plan: &FlashPlan) -> (usize, usize) {
-    let splits = s
-        .seq_k
-        .div_ceil(DECODE_HEAD_KEYS)
-        .clamp(1, plan.splits.max(1));
-    let keys_per_split = s.seq_k.div_ceil(splits).max(1);
-    (s.seq_k.div_ceil(keys_per_split).max(1), keys_per_split)
+    if s.seq_k <= head_keys {
+        kernels::attn_decode_head(s.head_dim, kv).map(|k| (true, k))
+    } else {
+        kernels::attn_decode(s.head_dim, kv).map(|k| (false, k))
+    }
 }
 
 /// How a flash-attention call is cut up.
@@ -399,16 +400,13 @@ pub fn launch_flash_attention_with(
         Arg::I32(causal as i32),
     );
     let decode = decode_kernel(s, kv);
-    // attn_decode_head: its own key splits (fewer: the plan's scratch holds them).
+    // attn_decode_head: every key in one block a head, no partials.
     let plan = match decode {
-        Some((DecodeMode::Head, _)) => {
-            let (splits, keys_per_split) = decode_head_splits(s, &plan);
-            FlashPlan {
-                splits,
-                keys_per_split,
-                ..plan
-            }
-        }
+        Some((true, _)) => FlashPlan {
+            splits: 1,
+            keys_per_split: s.seq_k,
+            ..plan
+        },
         _ => plan,
     };
     let kps_arg = Arg::I32(to_i32(
@@ -418,7 +416,7 @@ pub fn launch_flash_attention_with(
     let (kernel, grid, block, shared) = match &decode {
         // attn_decode: grid (B * KVH, splits), 32 lanes a query head of the kv head, in whole
         // warps (the lanes past the heads idle).
-        Some((DecodeMode::KvHead, kernel)) => {
+        Some((false, kernel)) => {
             let warp = dev.runtime().props().warp_size.max(32);
             let lanes = 32 * (s.heads / s.kv_heads) as u32;
             (
@@ -428,8 +426,8 @@ pub fn launch_flash_attention_with(
                 0,
             )
         }
-        // attn_decode_head: grid (B * H, splits), 8 groups of 32 lanes.
-        Some((_, kernel)) => (
+        // attn_decode_head: grid (B * H), 8 groups of 32 lanes.
+        Some((true, kernel)) => (
             kernel.clone(),
             [(s.batch * s.heads) as u32, plan.splits as u32, 1],
             [(DECODE_HEAD_GROUPS * 32) as u32, 1, 1],
