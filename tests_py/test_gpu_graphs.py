@@ -65,8 +65,11 @@ def test_graph_picks_are_the_argmax_of_recomputed_logits(qwen2_test_model_path, 
                                                         rng):
     """Every token the graph steps picked is the argmax of the logits an eager evaluation of
     the whole sequence gives at its position. That evaluation is a prefill, whose matmuls run
-    on tensor cores (f16 operands, ~1e-3 relative): a near-tie may flip, so a pick must be the
-    recomputed argmax or within that rounding of the maximum, and most must be exact."""
+    on tensor cores (f16 operands, ~1e-3 relative), and the steps' matvecs take 8-bit
+    activations (blocks of 32 as in llama.cpp: up to 1/254 of a block's largest value an
+    element): a near-tie may flip, so a pick must be the recomputed argmax or within that
+    rounding of the maximum, and most must be exact. (With 2e-3 instead of 5e-3, seed
+    3919334984 failed on an H200 with this project's code of before and after 2026-11-28.)"""
     import numpy as np
 
     monkeypatch.delenv("ROCMFORGE_GRAPHS", raising=False)
@@ -79,6 +82,8 @@ def test_graph_picks_are_the_argmax_of_recomputed_logits(qwen2_test_model_path, 
     picks = np.argmax(rows, axis=-1)
     best = rows.max(axis=-1)
     chosen = rows[np.arange(len(out)), out]
-    tol = 2e-3 * np.abs(rows).max()
-    assert np.all(chosen >= best - tol), np.nonzero(chosen < best - tol)
+    scale = np.abs(rows).max()
+    tol = 5e-3 * scale
+    short = best - chosen
+    assert np.all(short <= tol), (np.nonzero(short > tol), short.max() / scale)
     assert np.mean(picks == np.array(out)) >= 0.9, (list(picks), out)

@@ -291,7 +291,7 @@ impl Backend for GpuBackend {
         // The split-K partials depend on the query rows and the keys; every prefill chunk
         // length (1..=max_seq_q) against the longest cache bounds them (more keys never mean
         // fewer bytes).
-        let mut bytes = vocab.div_ceil(8192).min(1024) * 8; // argmax's first pass
+        let mut bytes = argmax::gpu::partial_bytes(vocab); // argmax's first pass
         for seq_q in 1..=max_seq_q {
             let shape = AttentionShape {
                 batch: 1,
@@ -938,7 +938,7 @@ impl Backend for GpuBackend {
             head_dim,
         };
         shape.check("attention")?;
-        let argmax_bytes = vocab.div_ceil(8192).min(1024) * 8; // argmax's first pass
+        let argmax_bytes = argmax::gpu::partial_bytes(vocab); // argmax's first pass
         let bytes = argmax_bytes.max(attention::flash_scratch_bytes(&self.dev, &shape, true)?);
         let step = GpuStep {
             state: DeviceBuffer::zeros(&self.dev, 16, "decode step")?,

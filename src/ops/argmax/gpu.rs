@@ -7,8 +7,18 @@ use crate::backend::gpu::runtime::DevicePtr;
 use crate::backend::gpu::{kernels, Arg, DeviceBuffer, GpuDevice};
 use crate::error::{Error, Result};
 
-/// Elements per block of the first pass (a long row is split over many blocks).
-const ELEMENTS_PER_PART: usize = 8192;
+/// Elements per block of the first pass (a long row is split over many blocks): one a thread
+/// of its 1024, so that a vocabulary's logits are read in one round trip (126 blocks for
+/// 128,256; with 8192, each thread walked 8 in turn). Measured level with 8192 on an H200
+/// (Llama-3-8B tg128, bench/NOTES.md).
+pub const ELEMENTS_PER_PART: usize = 1024;
+/// Most blocks of the first pass.
+pub const MAX_PARTS: usize = 1024;
+
+/// Bytes of the first pass's partials for one row of `n` values.
+pub fn partial_bytes(n: usize) -> usize {
+    n.div_ceil(ELEMENTS_PER_PART).min(MAX_PARTS) * 8
+}
 
 /// `out[r] = argmax(x[r, :n])` for `r < rows` (int32 indices; lowest index on ties). NaN never
 /// wins (an all-NaN row gives 0) unless `nan_wins`: then the first NaN of a row is its pick.
@@ -56,7 +66,7 @@ pub fn launch_argmax_to(
         )));
     }
     let kernel = kernels::argmax();
-    let parts = n.div_ceil(ELEMENTS_PER_PART).min(1024);
+    let parts = n.div_ceil(ELEMENTS_PER_PART).min(MAX_PARTS);
     let (n_arg, nan_arg) = (Arg::I64(n as i64), Arg::I32(nan_wins as i32));
     let (out_idx, out_val) = (Arg::Ptr(out_idx), Arg::Ptr(out_val));
     if parts == 1 {
