@@ -1252,7 +1252,7 @@ fn device_step_ops_match(n_ctx: usize) {
             let mut gv = gpu.kv_cache(n_ctx * kv_row, dtype).unwrap();
             let mut ck = cpu.kv_cache(n_ctx * kv_row, dtype).unwrap();
             let mut cv = cpu.kv_cache(n_ctx * kv_row, dtype).unwrap();
-            // Fill rows [0, 290) through the host-position op (both backends alike).
+            // Fill rows [0, n_ctx - 10) through the host-position op (both backends alike).
             let filled = n_ctx - 10;
             let (k, v) = (rng.vec(filled * kv_row), rng.vec(filled * kv_row));
             gpu.kv_append(&mut gk, &gpu.upload(&k).unwrap(), 0, filled, kv_row)
