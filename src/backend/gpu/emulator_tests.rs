@@ -724,7 +724,9 @@ fn fused_decode_projections_match_the_unfused_ops() {
     let mut rng = Rng::new("fused_decode_projections_match_the_unfused_ops");
     // k = 192: six 32-element blocks, a partial stripe of the Q4_0 kernel (8 blocks a stripe)
     let (k, nq, nkv, ffn) = (192, 37, 10, 45);
-    for dev in devices() {
+    // (devices of its own: it counts its launches, which other tests' launches on the shared
+    // devices would add to)
+    for dev in own_devices(6, "-fused-projections") {
         let gpu = GpuBackend::new(dev.clone());
         let down = |g: &super::DeviceBuffer, n: usize| download(&gpu, g, n);
         // Q4_0 and Q8_0 take the fused kernels; a mixed pair falls back to the separate ops.
