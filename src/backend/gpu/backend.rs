@@ -447,7 +447,7 @@ impl Backend for GpuBackend {
                     let mut proj = [Projection {
                         w: w.view(),
                         bias: None,
-                        out,
+                        out: &mut *out,
                     }];
                     #[rustfmt::skip]
                     let done = matmul::gpu::launch_matvec_multi(
@@ -456,12 +456,10 @@ impl Backend for GpuBackend {
                     if done {
                         return Ok(());
                     }
-                    let [Projection { out, .. }] = proj;
-                    self.rms_norm(x, norm, eps, m, xb)?;
-                    return self.matmul(xb, w, m, out);
                 }
             }
         }
+        // (xb holds x * norm where the handed-over norm was not taken: normalized afresh)
         self.rms_norm(x, norm, eps, m, xb)?;
         self.matmul(xb, w, m, out)
     }
