@@ -142,7 +142,7 @@ pub fn bench_model(
         let start = Instant::now();
         let mut token = first;
         for pos in 0..n_gen {
-            token = model.decode_greedy(token, pos)?.0;
+            token = model.decode_greedy(token, pos, pos + 1 < n_gen)?.0;
         }
         Ok(n_gen as f64 / start.elapsed().as_secs_f64())
     };

@@ -204,18 +204,21 @@ impl Engine {
 
     /// Make the cache hold `tokens` and pick the token after them; returns (tokens evaluated,
     /// token). A plain greedy pick after one new token is one decode step on the device
-    /// (`decode_greedy`: on a GPU, a replayed graph with one small copy each way).
+    /// (`decode_greedy`: on a GPU, a replayed graph and one small copy back; with `more`, the
+    /// caller will ask for the token after this one unless it ends here, and the step for it
+    /// is queued before this one's pick is read).
     fn eval_and_pick(
         &mut self,
         tokens: &[u32],
         p: &SamplingParams,
         rng: &mut Rng,
+        more: bool,
         interrupt: Interrupt,
     ) -> Result<(usize, u32)> {
         let pos = self.cached.len();
         if p.is_plain_greedy() && tokens.len() == pos + 1 && tokens.starts_with(&self.cached) {
             interrupt()?;
-            let (id, value) = self.model.decode_greedy(tokens[pos], pos)?;
+            let (id, value) = self.model.decode_greedy(tokens[pos], pos, more)?;
             self.cached.push(tokens[pos]);
             if value.is_nan() {
                 return Err(nan_logits());
@@ -355,10 +358,12 @@ impl Generation {
     /// Evaluate what the cache lacks and sample one token; updates the stats.
     fn step(&mut self, engine: &mut Engine, interrupt: Interrupt) -> Result<u32> {
         let t0 = Instant::now();
+        let more = self.generated + 1 < self.params.max_tokens;
         let (evaluated, token) = engine.eval_and_pick(
             &self.tokens,
             &self.params.sampling,
             &mut self.rng,
+            more,
             interrupt,
         )?;
         let seconds = t0.elapsed().as_secs_f64();

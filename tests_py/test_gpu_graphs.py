@@ -23,13 +23,19 @@ N_GEN = 96
 N_CTX = 2048
 
 
-def run(path, monkeypatch, graphs: bool, kv_dtype: str, prompt, extension):
+def run(path, monkeypatch, graphs: bool, kv_dtype: str, prompt, extension, ahead=True):
     """(greedy tokens after `prompt`, kernel launches they took, greedy tokens after the
-    prompt, those tokens and `extension`, evaluated on top of the cache the first run left)."""
+    prompt, those tokens and `extension`, evaluated on top of the cache the first run left).
+    `ahead=False`: no step is queued before the pick of the one before is read
+    (ROCMFORGE_DECODE_AHEAD=0)."""
     if graphs:
         monkeypatch.delenv("ROCMFORGE_GRAPHS", raising=False)
     else:
         monkeypatch.setenv("ROCMFORGE_GRAPHS", "0")
+    if ahead:
+        monkeypatch.delenv("ROCMFORGE_DECODE_AHEAD", raising=False)
+    else:
+        monkeypatch.setenv("ROCMFORGE_DECODE_AHEAD", "0")
     with rf.Model(path, device="gpu", n_ctx=N_CTX, kv_dtype=kv_dtype) as model:
         model.generate_tokens(prompt[:3], max_tokens=4, temperature=0)  # warm-up (compiles)
         launches = rf.gpu_launch_count()
@@ -87,3 +93,50 @@ def test_graph_picks_are_the_argmax_of_recomputed_logits(qwen2_test_model_path, 
     short = best - chosen
     assert np.all(short <= tol), (np.nonzero(short > tol), short.max() / scale)
     assert np.mean(picks == np.array(out)) >= 0.9, (list(picks), out)
+
+
+def ahead_session(path, monkeypatch, ahead: bool, prompt, extension):
+    """Greedy generations that leave a step queued ahead and not taken, each followed by
+    evaluations of other tokens: one that runs to the context's end (its last step queues
+    the step at the last position), a continuation of part of it, a stream abandoned after
+    its first piece, then a new generation."""
+    if ahead:
+        monkeypatch.delenv("ROCMFORGE_DECODE_AHEAD", raising=False)
+    else:
+        monkeypatch.setenv("ROCMFORGE_DECODE_AHEAD", "0")
+    with rf.Model(path, device="gpu", n_ctx=40, kv_dtype="f16") as model:
+        full = model.generate_tokens(prompt, max_tokens=100, temperature=0)
+        again = model.generate_tokens(prompt + full[:10] + extension, max_tokens=8, temperature=0)
+        stream = model.generate("The quick brown fox", max_tokens=30, temperature=0, stream=True)
+        first = next(stream, "")
+        del stream
+        after = model.generate_tokens(prompt[:4], max_tokens=12, temperature=0)
+        logits = model.logits(prompt + after)
+    return full, again, first, after, logits
+
+
+def test_steps_queued_ahead_change_nothing(qwen2_test_model_path, monkeypatch, rng):
+    """Greedy steps each queue the next step before their pick is read (so that the device
+    does not wait for the host's turn). Where the caller then asks for something else, that
+    step is dropped: it ran past the caller's tokens, and the row it wrote is written again
+    before it is read. Against the same model with that off: the same tokens and the same
+    logits, bit for bit, including after steps that were dropped."""
+    import numpy as np
+
+    with rf.Model(qwen2_test_model_path, device="cpu") as m:
+        vocab = m.config["vocab_size"]
+    prompt = rng.integers(0, vocab, 7).tolist()
+    extension = rng.integers(0, vocab, 3).tolist()
+    on = run(qwen2_test_model_path, monkeypatch, True, "f16", prompt, extension, ahead=True)
+    off = run(qwen2_test_model_path, monkeypatch, True, "f16", prompt, extension, ahead=False)
+    assert on[0] == off[0]
+    assert on[2] == off[2]
+
+    on = ahead_session(qwen2_test_model_path, monkeypatch, True, prompt, extension)
+    off = ahead_session(qwen2_test_model_path, monkeypatch, False, prompt, extension)
+    full, again, first, after, logits = on
+    assert full == off[0]
+    assert again == off[1]
+    assert first == off[2]
+    assert after == off[3]
+    np.testing.assert_array_equal(logits, off[4])

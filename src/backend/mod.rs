@@ -432,7 +432,13 @@ pub trait Backend: Send + Sync {
     fn set_step(&self, _step: &mut Self::Step, _id: u32, _pos: usize) -> Result<()> {
         Err(no_step_ops())
     }
-    /// The (id, value) the last `argmax_step` wrote (one small copy; synchronizes).
+    /// Queue a copy to the host of the (id, value) the `argmax_step` queued last wrote, for
+    /// `step_result`; it does not wait.
+    fn queue_step_result(&self, _step: &Self::Step) -> Result<()> {
+        Err(no_step_ops())
+    }
+    /// The (id, value) of the oldest `queue_step_result` not yet returned. It waits for that
+    /// copy only: steps queued after it may still be running when it returns.
     fn step_result(&self, _step: &Self::Step) -> Result<(u32, f32)> {
         Err(no_step_ops())
     }

@@ -46,6 +46,12 @@ pub fn graphs_enabled_by_env() -> bool {
     std::env::var("ROCMFORGE_GRAPHS").map_or(true, |v| v.trim() != "0")
 }
 
+/// Whether a greedy decode step may queue the next step before its pick is read
+/// (`decode_greedy`'s `ahead`; `ROCMFORGE_DECODE_AHEAD=0`: never).
+pub fn decode_ahead_enabled_by_env() -> bool {
+    std::env::var("ROCMFORGE_DECODE_AHEAD").map_or(true, |v| v.trim() != "0")
+}
+
 /// The decode step's device state and its recorded graph.
 struct DecodeState<B: Backend> {
     step: B::Step,
@@ -54,6 +60,53 @@ struct DecodeState<B: Backend> {
     graph: Option<B::Graph>,
     /// False once the backend declined to record (then the step runs op by op).
     can_capture: bool,
+    /// False: `decode_greedy` queues no step ahead (`ROCMFORGE_DECODE_AHEAD=0`).
+    may_ahead: bool,
+    /// A step queued ahead (`decode_greedy` with `ahead`) whose result is not read yet: the
+    /// (id, position) it runs, the id being the pick of the step before it.
+    ahead: Option<(u32, usize)>,
+    /// The step whose logits the caller may ask for (`last_logits`) when a step queued ahead
+    /// has overwritten them since: they are computed again on demand.
+    logits_of: Option<(u32, usize)>,
+}
+
+impl<B: Backend> DecodeState<B> {
+    /// Queue one decode step on what the step state holds: the recorded graph, or the step op
+    /// by op (recording it for later where the backend can), then a read of its pick.
+    fn queue(
+        &mut self,
+        b: &B,
+        c: &ModelConfig,
+        w: &Weights<B>,
+        kv: &mut KvCache<B>,
+        s: &mut Scratch<B>,
+    ) -> Result<()> {
+        let replayed = match &self.graph {
+            Some(graph) => b.replay(graph, &self.step)?,
+            None => false,
+        };
+        if !replayed {
+            self.graph = None;
+            // Op by op: this also sizes the step's workspace before anything is recorded.
+            decode_step(b, c, w, kv, s, &self.step)?;
+            if self.can_capture {
+                let step = &self.step;
+                self.graph = b.capture(step, &mut || decode_step(b, c, w, kv, s, step))?;
+                self.can_capture = self.graph.is_some();
+            }
+        }
+        b.queue_step_result(&self.step)
+    }
+
+    /// Read and drop the result of a step queued ahead, if any: it ran on a token nobody asked
+    /// for (its cache row is past what the caller holds, and is written again before it is
+    /// read).
+    fn settle(&mut self, b: &B) -> Result<()> {
+        if self.ahead.take().is_some() {
+            b.step_result(&self.step)?;
+        }
+        Ok(())
+    }
 }
 
 /// A loaded model on one backend: weights, KV cache and scratch.
@@ -313,6 +366,9 @@ impl<B: Backend> Transformer<B> {
                 step,
                 graph: None,
                 can_capture: graphs_enabled_by_env(),
+                may_ahead: decode_ahead_enabled_by_env(),
+                ahead: None,
+                logits_of: None,
             });
         }
         Ok(())
@@ -358,6 +414,7 @@ impl<B: Backend> Transformer<B> {
     /// only the last token's logits, on the device. `interrupt` is called between chunks.
     pub fn eval(&mut self, ids: &[u32], pos0: usize, interrupt: Interrupt) -> Result<()> {
         self.check(ids, pos0)?;
+        self.settle_decode()?;
         let mut pos = pos0;
         for chunk in ids.chunks(self.max_batch) {
             interrupt()?;
@@ -378,6 +435,7 @@ impl<B: Backend> Transformer<B> {
         interrupt: Interrupt,
     ) -> Result<()> {
         self.check(ids, pos0)?;
+        self.settle_decode()?;
         let vocab = self.cfg.vocab_size;
         assert_eq!(
             out.len(),
@@ -399,45 +457,85 @@ impl<B: Backend> Transformer<B> {
         Ok(())
     }
 
-    /// The logits of the last `eval` (its last token) on the host: `out [vocab]`.
-    pub fn last_logits(&self, out: &mut [f32]) -> Result<()> {
+    /// The logits of the last `eval` or `decode_greedy` (its last token) on the host:
+    /// `out [vocab]`.
+    pub fn last_logits(&mut self, out: &mut [f32]) -> Result<()> {
+        self.refresh_logits()?;
         self.backend
             .download(&self.s.logits, &mut out[..self.cfg.vocab_size])
     }
 
+    /// A step queued ahead is read and dropped; any later evaluation writes the logits.
+    fn settle_decode(&mut self) -> Result<()> {
+        if let Some(d) = self.decode.as_mut() {
+            d.settle(&self.backend)?;
+            d.logits_of = None;
+        }
+        Ok(())
+    }
+
+    /// Make `s.logits` those of the last evaluation the caller asked for: after a step queued
+    /// ahead has overwritten them, that step runs again.
+    fn refresh_logits(&mut self) -> Result<()> {
+        let Some(d) = self.decode.as_mut() else {
+            return Ok(());
+        };
+        let (b, c, w) = (&self.backend, &self.cfg, &self.weights);
+        d.settle(b)?;
+        if let Some((id, pos)) = d.logits_of.take() {
+            b.set_step(&mut d.step, id, pos)?;
+            d.queue(b, c, w, &mut self.kv, &mut self.s)?;
+            b.step_result(&d.step)?;
+        }
+        Ok(())
+    }
+
     /// Evaluate one token at `pos` (the cache must hold `0..pos`) and pick the next greedily:
-    /// (token id, its logit), as `eval` then `last_argmax` would, and the logits stay on the
-    /// device for `last_logits`. On a backend with device decode steps this is one small copy
-    /// in, the recorded step graph (recorded at the first call), and one small copy out.
-    pub fn decode_greedy(&mut self, id: u32, pos: usize) -> Result<(u32, f32)> {
+    /// (token id, its logit), as `eval` then `last_argmax` would; `last_logits` gives its
+    /// logits. On a backend with device decode steps this is the recorded step graph
+    /// (recorded at the first call) and one small copy back; the id and position go to the
+    /// device only when they are not what the step before left there (its pick, its position
+    /// + 1).
+    ///
+    /// With `ahead`, the step after this one (the pick, at `pos + 1`) is queued before this
+    /// one's pick is read, so that the device has work while the host takes its turn; when
+    /// the next call asks for exactly that step, it only reads its result. A call that asks
+    /// for something else, or any other evaluation, drops it (it ran past the caller's tokens:
+    /// its cache row is written again before it is read), and `last_logits` runs this step
+    /// again if asked for its logits.
+    pub fn decode_greedy(&mut self, id: u32, pos: usize, ahead: bool) -> Result<(u32, f32)> {
         self.check(&[id], pos)?;
+        let n_ctx = self.kv.n_ctx;
         let Some(d) = self.decode.as_mut() else {
             self.eval(&[id], pos, &mut || Ok(()))?;
             return self.last_argmax();
         };
         let (b, c, w) = (&self.backend, &self.cfg, &self.weights);
         let (kv, s) = (&mut self.kv, &mut self.s);
-        b.set_step(&mut d.step, id, pos)?;
-        let replayed = match &d.graph {
-            Some(graph) => b.replay(graph, &d.step)?,
-            None => false,
-        };
-        if !replayed {
-            d.graph = None;
-            // Op by op: this also sizes the step's workspace before anything is recorded.
-            decode_step(b, c, w, kv, s, &d.step)?;
-            if d.can_capture {
-                let step = &d.step;
-                d.graph = b.capture(step, &mut || decode_step(b, c, w, kv, s, step))?;
-                d.can_capture = d.graph.is_some();
-            }
+        d.logits_of = None;
+        if d.ahead == Some((id, pos)) {
+            d.ahead = None; // queued by the call before, with its result
+        } else {
+            d.settle(b)?;
+            b.set_step(&mut d.step, id, pos)?;
+            d.queue(b, c, w, kv, s)?;
         }
-        b.step_result(&d.step)
+        let go_on = ahead && d.may_ahead && pos + 1 < n_ctx;
+        if go_on {
+            d.queue(b, c, w, kv, s)?;
+        }
+        let (pick, value) = b.step_result(&d.step)?;
+        if go_on {
+            d.ahead = Some((pick, pos + 1));
+            d.logits_of = Some((id, pos));
+        }
+        Ok((pick, value))
     }
 
     /// Greedy pick from the last `eval`'s logits, on the device: (token id, its logit).
     /// Only the id and one float come back to the host.
     pub fn last_argmax(&mut self) -> Result<(u32, f32)> {
+        self.refresh_logits()?;
         let id = self.backend.argmax(&self.s.logits, self.cfg.vocab_size)?;
         self.backend
             .copy_rows(&self.s.logits, id as usize, 1, 1, &mut self.s.one)?;

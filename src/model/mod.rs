@@ -45,14 +45,16 @@ pub trait LanguageModel: Send {
         out: &mut [f32],
         interrupt: Interrupt,
     ) -> Result<()>;
-    /// The last `eval`'s logits, to `out [vocab]`.
-    fn last_logits(&self, out: &mut [f32]) -> Result<()>;
+    /// The last `eval`'s (or `decode_greedy`'s) logits, to `out [vocab]`.
+    fn last_logits(&mut self, out: &mut [f32]) -> Result<()>;
     /// The last `eval`'s argmax (lowest id on ties) and its logit, computed on the device.
     fn last_argmax(&mut self) -> Result<(u32, f32)>;
     /// One greedy decode step: evaluate `id` at `pos` (the cache holds `0..pos`) and return
     /// the argmax of its logits and that logit, like `eval` + `last_argmax`; its logits stay
-    /// available to `last_logits`. GPU models replay a recorded graph of the step.
-    fn decode_greedy(&mut self, id: u32, pos: usize) -> Result<(u32, f32)> {
+    /// available to `last_logits`. GPU models replay a recorded graph of the step. `ahead`:
+    /// the caller will likely ask next for the pick at `pos + 1`, which a GPU model then
+    /// queues before returning (`Transformer::decode_greedy`); the results are the same.
+    fn decode_greedy(&mut self, id: u32, pos: usize, _ahead: bool) -> Result<(u32, f32)> {
         self.eval(&[id], pos, &mut || Ok(()))?;
         self.last_argmax()
     }
@@ -86,14 +88,14 @@ impl<B: Backend + 'static> LanguageModel for Transformer<B> {
     ) -> Result<()> {
         Transformer::eval_all(self, ids, pos0, out, interrupt)
     }
-    fn last_logits(&self, out: &mut [f32]) -> Result<()> {
+    fn last_logits(&mut self, out: &mut [f32]) -> Result<()> {
         Transformer::last_logits(self, out)
     }
     fn last_argmax(&mut self) -> Result<(u32, f32)> {
         Transformer::last_argmax(self)
     }
-    fn decode_greedy(&mut self, id: u32, pos: usize) -> Result<(u32, f32)> {
-        Transformer::decode_greedy(self, id, pos)
+    fn decode_greedy(&mut self, id: u32, pos: usize, ahead: bool) -> Result<(u32, f32)> {
+        Transformer::decode_greedy(self, id, pos, ahead)
     }
 }
 
@@ -158,7 +160,7 @@ impl<M: LanguageModel> LanguageModel for OnRayonPool<M> {
         }
         Ok(())
     }
-    fn last_logits(&self, out: &mut [f32]) -> Result<()> {
+    fn last_logits(&mut self, out: &mut [f32]) -> Result<()> {
         self.model.last_logits(out)
     }
     // `Backend::argmax` lets a NaN win, so a NaN logit shows in the picked value.

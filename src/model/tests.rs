@@ -307,13 +307,15 @@ fn gpu_backend_forward_on_the_emulator_matches_the_cpu() {
     }
 }
 
-/// `decode_logits` with the one-token steps taken by `decode_greedy` (device decode steps).
+/// `decode_logits` with the one-token steps taken by `decode_greedy` (device decode steps;
+/// with `ahead`, each step queues the next, which `last_logits` then drops and runs again).
 fn greedy_step_logits<B: Backend>(
     backend: B,
     file: &GgufFile,
     kv: KvDtype,
     tokens: &[u32],
     n_prompt: usize,
+    ahead: bool,
 ) -> Vec<Vec<f32>> {
     let mut t = Transformer::load(backend, file, 32, kv).unwrap();
     t.set_device_steps(true).unwrap();
@@ -323,7 +325,7 @@ fn greedy_step_logits<B: Backend>(
     t.last_logits(&mut logits).unwrap();
     out.push(logits.clone());
     for pos in n_prompt..tokens.len() {
-        let (id, value) = t.decode_greedy(tokens[pos], pos).unwrap();
+        let (id, value) = t.decode_greedy(tokens[pos], pos, ahead).unwrap();
         t.last_logits(&mut logits).unwrap();
         assert_eq!(value, logits[id as usize], "picked logit at position {pos}");
         assert_eq!(
@@ -336,12 +338,48 @@ fn greedy_step_logits<B: Backend>(
     out
 }
 
+/// The (pick, logit) of greedy steps from `n_prompt`: at every third position the token
+/// comes from `tokens` (not what a step queued ahead ran), otherwise it is the pick before;
+/// `n_gen` steps, the last one with nothing after it, then an `eval` at the last position.
+fn greedy_picks<B: Backend>(
+    backend: B,
+    file: &GgufFile,
+    kv: KvDtype,
+    tokens: &[u32],
+    n_prompt: usize,
+    n_gen: usize,
+    ahead: bool,
+) -> Vec<(u32, f32)> {
+    let n_ctx = n_prompt + n_gen;
+    let mut t = Transformer::load(backend, file, n_ctx, kv).unwrap();
+    t.set_device_steps(true).unwrap();
+    t.eval(&tokens[..n_prompt], 0, &mut no_interrupt()).unwrap();
+    let mut picks = vec![t.last_argmax().unwrap()];
+    for pos in n_prompt..n_ctx {
+        let id = match pos % 3 {
+            0 => tokens[pos % tokens.len()],
+            _ => picks.last().unwrap().0,
+        };
+        picks.push(t.decode_greedy(id, pos, ahead).unwrap());
+    }
+    // A step queued ahead past the context cannot be: the last call queued none. An eval of
+    // another token at the last position replaces what the step there wrote.
+    let last = tokens[0];
+    t.eval(&[last], n_ctx - 1, &mut no_interrupt()).unwrap();
+    picks.push(t.last_argmax().unwrap());
+    picks
+}
+
 #[test]
 fn cpu_decode_greedy_equals_eval_then_argmax() {
     let file = tiny_model(Arch::Qwen2, GgmlType::Q8_0, 3);
-    let steps = greedy_step_logits(CpuBackend, &file, KvDtype::F32, &TOKENS, N_PROMPT);
-    let eval = decode_logits(CpuBackend, &file, KvDtype::F32, &TOKENS, N_PROMPT);
-    assert_eq!(steps, eval);
+    for ahead in [false, true] {
+        let steps = greedy_step_logits(CpuBackend, &file, KvDtype::F32, &TOKENS, N_PROMPT, ahead);
+        let eval = decode_logits(CpuBackend, &file, KvDtype::F32, &TOKENS, N_PROMPT);
+        assert_eq!(steps, eval);
+    }
+    let picks = |ahead| greedy_picks(CpuBackend, &file, KvDtype::F32, &TOKENS, 2, 9, ahead);
+    assert_eq!(picks(false), picks(true));
 }
 
 #[test]
@@ -359,14 +397,28 @@ fn gpu_device_decode_steps_on_the_emulator_match_the_cpu() {
             (Arch::Llama, GgmlType::Q8_0, KvDtype::F16, 3e-2),
         ] {
             let file = tiny_model(arch, ty, 29);
-            let gpu = greedy_step_logits(GpuBackend::new(dev.clone()), &file, kv, &TOKENS, 1);
             let cpu = decode_logits(CpuBackend, &file, kv, &TOKENS, 1);
-            for (step, (g, c)) in gpu.iter().zip(&cpu).enumerate() {
-                let e = rel_err(g, c);
-                assert!(
-                    e < tol,
-                    "wave {wave} {arch:?} {ty} {kv:?}: step {step}: {e}"
-                );
+            for ahead in [false, true] {
+                let gpu = GpuBackend::new(dev.clone());
+                let gpu = greedy_step_logits(gpu, &file, kv, &TOKENS, 1, ahead);
+                for (step, (g, c)) in gpu.iter().zip(&cpu).enumerate() {
+                    let e = rel_err(g, c);
+                    assert!(
+                        e < tol,
+                        "wave {wave} {arch:?} {ty} {kv:?} ahead {ahead}: step {step}: {e}"
+                    );
+                }
+            }
+            // Steps queued ahead, taken or dropped, change no pick and no bit of a logit.
+            let picks = |ahead| {
+                let gpu = GpuBackend::new(dev.clone());
+                greedy_picks(gpu, &file, kv, &TOKENS, 2, 9, ahead)
+            };
+            let (plain, ahead) = (picks(false), picks(true));
+            assert_eq!(plain.len(), 11);
+            for (i, (p, a)) in plain.iter().zip(&ahead).enumerate() {
+                assert_eq!(p.0, a.0, "wave {wave} {arch:?} {ty} {kv:?}: pick {i}");
+                assert_eq!(p.1.to_bits(), a.1.to_bits(), "wave {wave} {arch:?}: logit {i}");
             }
         }
     }

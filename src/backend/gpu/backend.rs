@@ -5,7 +5,7 @@
 
 use std::sync::{Arc, Mutex};
 
-use super::device::{need, DeviceBuffer, GpuDevice, GpuGraph, Temp, Workspace};
+use super::device::{need, DeviceBuffer, GpuDevice, GpuGraph, ReadSlot, Temp, Workspace};
 use crate::backend::{unfused, Backend, KvDtype, RopeParams};
 use crate::error::{Error, Result};
 use crate::gguf::GgmlType;
@@ -239,12 +239,24 @@ pub(super) fn tests_view(w: &GpuWeight) -> DeviceWeight<'_> {
 pub struct GpuStep {
     state: DeviceBuffer,
     work: Workspace,
-    /// What `state` holds at [STEP_ID, STEP_POS] as far as the host knows (None while a step
-    /// may be changing it), and the position `set_step` last set. The step's argmax leaves
-    /// [its pick, position + 1] there (`argmax_step`), so that going on with the pick needs no
-    /// copy to the device.
-    held: Mutex<(Option<[i32; 2]>, i32)>,
+    reads: Mutex<StepReads>,
 }
+
+/// Reads of a step's picks to the host (`queue_step_result` / `step_result`).
+struct StepReads {
+    /// Host copies of the whole state, each taken after one step.
+    slots: Vec<ReadSlot>,
+    /// Slots with a copy queued and not yet returned, oldest first.
+    queued: std::collections::VecDeque<usize>,
+    /// What `state` holds at [STEP_ID, STEP_POS] as far as the host knows (None while a step
+    /// may be changing it). The step's argmax leaves [its pick, position + 1] there
+    /// (`argmax_step`), so that going on with the pick needs no copy to the device.
+    held: Option<[i32; 2]>,
+}
+
+/// Step results that may be queued and not yet read: the step being read and one queued
+/// after it (`Transformer::decode_greedy` with `ahead`), with room to spare.
+const STEP_READ_SLOTS: usize = 4;
 
 /// Byte offsets in `GpuStep::state`.
 const STEP_ID: usize = 0;
@@ -938,10 +950,17 @@ impl Backend for GpuBackend {
         shape.check("attention")?;
         let argmax_bytes = argmax::gpu::partial_bytes(vocab); // argmax's first pass
         let bytes = argmax_bytes.max(attention::flash_scratch_bytes(&self.dev, &shape, true)?);
+        let slots = (0..STEP_READ_SLOTS)
+            .map(|_| ReadSlot::new(&self.dev, 16, "decode step result"))
+            .collect::<Result<Vec<_>>>()?;
         let step = GpuStep {
             state: DeviceBuffer::zeros(&self.dev, 16, "decode step")?,
             work: Workspace::new(&self.dev),
-            held: Mutex::new((None, 0)),
+            reads: Mutex::new(StepReads {
+                slots,
+                queued: Default::default(),
+                held: Some([0, 0]),
+            }),
         };
         step.work.ptr(bytes, "decode step workspace")?;
         Ok(Some(step))
@@ -950,25 +969,58 @@ impl Backend for GpuBackend {
     fn set_step(&self, step: &mut GpuStep, id: u32, pos: usize) -> Result<()> {
         let pos = super::device::to_i32(pos, "decode step position")?;
         let want = [id as i32, pos];
-        let held = match step.held.get_mut() {
-            // (the step about to run changes the state: unknown until its result is read)
-            Ok(h) => std::mem::replace(h, (None, pos)).0,
-            Err(_) => None,
-        };
-        if held != Some(want) {
+        let reads = step
+            .reads
+            .get_mut()
+            .map_err(|_| Error::runtime("decode step: poisoned lock"))?;
+        // (the step about to run changes the state: unknown until its result is read)
+        if reads.held.take() != Some(want) {
             step.state.write(&want, "decode step")?;
         }
         Ok(())
     }
 
-    fn step_result(&self, step: &GpuStep) -> Result<(u32, f32)> {
-        let mut pick = [0u32; 2];
-        step.state.read_at(STEP_PICK, &mut pick, "decode step")?;
-        // The step's argmax left [pick, position + 1] as the state (`argmax_step`).
-        if let Ok(mut h) = step.held.lock() {
-            h.0 = Some([pick[0] as i32, h.1.saturating_add(1)]);
+    fn queue_step_result(&self, step: &GpuStep) -> Result<()> {
+        let mut guard = step
+            .reads
+            .lock()
+            .map_err(|_| Error::runtime("decode step: poisoned lock"))?;
+        let reads = &mut *guard;
+        if reads.queued.len() == reads.slots.len() {
+            return Err(Error::runtime(format!(
+                "decode step: more than {} results queued and not read",
+                reads.slots.len()
+            )));
         }
-        Ok((pick[0], f32::from_bits(pick[1])))
+        let slot = match reads.queued.back() {
+            Some(&last) => (last + 1) % reads.slots.len(),
+            None => 0,
+        };
+        reads.slots[slot].queue(&step.state, 0, "decode step result")?;
+        reads.queued.push_back(slot);
+        reads.held = None;
+        Ok(())
+    }
+
+    fn step_result(&self, step: &GpuStep) -> Result<(u32, f32)> {
+        let mut guard = step
+            .reads
+            .lock()
+            .map_err(|_| Error::runtime("decode step: poisoned lock"))?;
+        let reads = &mut *guard;
+        let Some(&slot) = reads.queued.front() else {
+            return Err(Error::runtime("decode step: no result queued"));
+        };
+        let mut state = [0i32; 4];
+        let read = reads.slots[slot].finish(&mut state, "decode step result");
+        reads.queued.pop_front(); // (a failed read is not read again)
+        read?;
+        debug_assert_eq!((STEP_ID, STEP_POS, STEP_PICK), (0, 4, 8));
+        if reads.queued.is_empty() {
+            // The last step queued left [pick, position + 1] as the state (`argmax_step`).
+            reads.held = Some([state[0], state[1]]);
+        }
+        Ok((state[2] as u32, f32::from_bits(state[3] as u32)))
     }
 
     fn embedding_step(

@@ -13,7 +13,9 @@ use cudarc::driver::DriverError;
 use cudarc::nvrtc::result as rtc;
 use cudarc::nvrtc::sys as rtc_sys;
 
-use super::runtime::{DeviceProps, DevicePtr, GpuRuntime, RawFunction, RawGraph, RawModule};
+use super::runtime::{
+    DeviceProps, DevicePtr, GpuRuntime, RawFunction, RawGraph, RawModule, RawReadSlot,
+};
 use super::source;
 use crate::error::{Error, Result};
 
@@ -488,5 +490,51 @@ impl GpuRuntime for CudaRuntime {
         self.bind()?;
         cu::graph::exec_destroy(graph.0 as sys::CUgraphExec)
             .map_err(|e| driver_err("cuGraphExecDestroy", e))
+    }
+
+    // Page-locked memory, so that the copy is a DMA the host does not take part in, and an
+    // event without timing that the host waits on instead of the whole stream.
+    fn new_read_slot(&self, bytes: usize) -> Result<RawReadSlot> {
+        self.bind()?;
+        let flags = sys::CUevent_flags::CU_EVENT_DISABLE_TIMING;
+        let event = cu::event::create(flags).map_err(|e| driver_err("cuEventCreate", e))?;
+        match unsafe { cu::malloc_host(bytes, 0) } {
+            Ok(host) => Ok(RawReadSlot {
+                host: host as usize,
+                bytes,
+                event: event as usize,
+            }),
+            Err(e) => {
+                unsafe {
+                    let _ = cu::event::destroy(event);
+                }
+                Err(driver_err(&format!("cuMemHostAlloc({bytes} bytes)"), e))
+            }
+        }
+    }
+
+    unsafe fn queue_read(&self, slot: RawReadSlot, src: DevicePtr) -> Result<()> {
+        self.bind()?;
+        let dst = std::slice::from_raw_parts_mut(slot.host as *mut u8, slot.bytes);
+        cu::memcpy_dtoh_async(dst, src, self.stream())
+            .map_err(|e| driver_err(&format!("cuMemcpyDtoHAsync({} bytes)", slot.bytes), e))?;
+        cu::event::record(slot.event as sys::CUevent, self.stream())
+            .map_err(|e| driver_err("cuEventRecord", e))
+    }
+
+    unsafe fn finish_read(&self, slot: RawReadSlot, out: &mut [u8]) -> Result<()> {
+        self.bind()?;
+        cu::event::synchronize(slot.event as sys::CUevent)
+            .map_err(|e| driver_err("cuEventSynchronize", e))?;
+        out.copy_from_slice(std::slice::from_raw_parts(slot.host as *const u8, out.len()));
+        Ok(())
+    }
+
+    unsafe fn free_read_slot(&self, slot: RawReadSlot) -> Result<()> {
+        self.bind()?;
+        let a = cu::event::destroy(slot.event as sys::CUevent)
+            .map_err(|e| driver_err("cuEventDestroy", e));
+        let b = cu::free_host(slot.host as *mut c_void).map_err(|e| driver_err("cuMemFreeHost", e));
+        a.and(b)
     }
 }

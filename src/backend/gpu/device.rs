@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 use super::kernels::{Family, Kernel};
-use super::runtime::{DevicePtr, GpuRuntime, RawFunction, RawGraph, RawModule};
+use super::runtime::{DevicePtr, GpuRuntime, RawFunction, RawGraph, RawModule, RawReadSlot};
 use super::source;
 use crate::error::{Error, Result};
 use crate::gguf::GgmlType;
@@ -497,6 +497,68 @@ impl Drop for GpuGraph {
 impl std::fmt::Debug for GpuGraph {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "GpuGraph(on GPU {})", self.dev.index)
+    }
+}
+
+/// A host buffer that device bytes are copied into without waiting for later work: `queue`
+/// puts the copy on the queue, `finish` waits for that copy only (page-locked memory and an
+/// event where the runtime has them). Freed on drop.
+pub struct ReadSlot {
+    dev: Arc<GpuDevice>,
+    raw: RawReadSlot,
+}
+
+impl ReadSlot {
+    pub fn new(dev: &Arc<GpuDevice>, bytes: usize, op: &str) -> Result<ReadSlot> {
+        let raw = dev
+            .queue(|| dev.rt.new_read_slot(bytes.max(1)))
+            .map_err(|e| in_op(e, op))?;
+        Ok(ReadSlot {
+            dev: dev.clone(),
+            raw,
+        })
+    }
+
+    /// Queue a copy of the slot's bytes from `src` at `byte_offset`, after the work queued so
+    /// far. The caller does not queue another into this slot before `finish`.
+    pub fn queue(&mut self, src: &DeviceBuffer, byte_offset: usize, op: &str) -> Result<()> {
+        src.check_len(byte_offset.saturating_add(self.raw.bytes), op)?;
+        let (dev, raw) = (&self.dev, self.raw);
+        let at = src.ptr() + byte_offset as u64;
+        dev.queue(|| unsafe { dev.rt.queue_read(raw, at) })
+            .map_err(|e| in_op(dev.context_of_async_error(e), op))
+    }
+
+    /// Wait for the copy `queue` put on the queue (not for work queued after it) and return
+    /// its first `out` bytes. Only after a `queue`.
+    pub fn finish<T: Plain>(&mut self, out: &mut [T], op: &str) -> Result<()> {
+        let bytes = as_bytes_mut(out);
+        if bytes.len() > self.raw.bytes {
+            return Err(Error::invalid(format!(
+                "{op}: {} bytes asked of a {}-byte read",
+                bytes.len(),
+                self.raw.bytes
+            )));
+        }
+        let (dev, raw) = (&self.dev, self.raw);
+        dev.queue(|| unsafe { dev.rt.finish_read(raw, bytes) })
+            .map_err(|e| in_op(dev.context_of_async_error(e), op))
+    }
+}
+
+impl Drop for ReadSlot {
+    fn drop(&mut self) {
+        // A queued copy still writing into the slot would outlive it: wait for all work first.
+        let _ = self.dev.queue(|| {
+            self.dev.rt.synchronize()?;
+            unsafe { self.dev.rt.free_read_slot(self.raw) }
+        });
+    }
+}
+
+impl std::fmt::Debug for ReadSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ReadSlot({} bytes on GPU {})", self.raw.bytes, self.dev.index)
     }
 }
 

@@ -1315,6 +1315,7 @@ fn device_step_ops_match(n_ctx: usize) {
                 }
                 gpu.argmax_step(&gpu.upload(&logits).unwrap(), vocab, &step)
                     .unwrap();
+                gpu.queue_step_result(&step).unwrap();
                 let (gid, gval) = gpu.step_result(&step).unwrap();
                 let want = cpu.argmax(&logits, vocab).unwrap();
                 assert_eq!(gid, want, "{}", what("argmax"));

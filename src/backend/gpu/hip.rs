@@ -12,7 +12,9 @@ use std::ffi::{c_char, c_int, c_void, CStr, CString};
 
 use hip_runtime_sys as sys;
 
-use super::runtime::{DeviceProps, DevicePtr, GpuRuntime, RawFunction, RawGraph, RawModule};
+use super::runtime::{
+    DeviceProps, DevicePtr, GpuRuntime, RawFunction, RawGraph, RawModule, RawReadSlot,
+};
 use super::source;
 use crate::error::{Error, Result};
 
@@ -520,5 +522,61 @@ impl GpuRuntime for HipRuntime {
             "hipGraphExecDestroy",
             sys::hipGraphExecDestroy(graph.0 as sys::hipGraphExec_t),
         )
+    }
+
+    // Page-locked memory, so that the copy is a DMA the host does not take part in, and an
+    // event without timing that the host waits on instead of the whole stream.
+    fn new_read_slot(&self, bytes: usize) -> Result<RawReadSlot> {
+        self.bind()?;
+        unsafe {
+            let mut event: sys::hipEvent_t = std::ptr::null_mut();
+            check(
+                "hipEventCreateWithFlags",
+                sys::hipEventCreateWithFlags(&mut event, sys::hipEventDisableTiming),
+            )?;
+            let mut host: *mut c_void = std::ptr::null_mut();
+            if let Err(e) = check(
+                &format!("hipHostMalloc({bytes} bytes)"),
+                sys::hipHostMalloc(&mut host, bytes, 0),
+            ) {
+                sys::hipEventDestroy(event);
+                return Err(e);
+            }
+            Ok(RawReadSlot {
+                host: host as usize,
+                bytes,
+                event: event as usize,
+            })
+        }
+    }
+
+    unsafe fn queue_read(&self, slot: RawReadSlot, src: DevicePtr) -> Result<()> {
+        let kind = sys::hipMemcpyKind::hipMemcpyDeviceToHost;
+        let (d, s) = (slot.host as *mut c_void, src as *const c_void);
+        self.copy_async("device to host", d, s, slot.bytes, kind)?;
+        check(
+            "hipEventRecord",
+            sys::hipEventRecord(slot.event as sys::hipEvent_t, self.stream()),
+        )
+    }
+
+    unsafe fn finish_read(&self, slot: RawReadSlot, out: &mut [u8]) -> Result<()> {
+        self.bind()?;
+        check(
+            "hipEventSynchronize",
+            sys::hipEventSynchronize(slot.event as sys::hipEvent_t),
+        )?;
+        out.copy_from_slice(std::slice::from_raw_parts(slot.host as *const u8, out.len()));
+        Ok(())
+    }
+
+    unsafe fn free_read_slot(&self, slot: RawReadSlot) -> Result<()> {
+        self.bind()?;
+        let a = check(
+            "hipEventDestroy",
+            sys::hipEventDestroy(slot.event as sys::hipEvent_t),
+        );
+        let b = check("hipHostFree", sys::hipHostFree(slot.host as *mut c_void));
+        a.and(b)
     }
 }

@@ -26,6 +26,16 @@ pub struct RawFunction(pub usize);
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RawGraph(pub usize);
 
+/// A page-locked host buffer and a device event (CUevent / hipEvent_t), as integers: the
+/// target of reads that are queued without waiting (`GpuRuntime::queue_read`). A runtime with
+/// no such memory (the default methods) uses ordinary host memory and no event.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RawReadSlot {
+    pub host: usize,
+    pub bytes: usize,
+    pub event: usize,
+}
+
 /// What a runtime knows about its device.
 #[derive(Clone, Debug)]
 pub struct DeviceProps {
@@ -133,6 +143,44 @@ pub trait GpuRuntime: Send + Sync {
     /// # Safety
     /// `graph` came from `end_capture` of this runtime and is not used afterwards.
     unsafe fn destroy_graph(&self, _graph: RawGraph) -> Result<()> {
+        Ok(())
+    }
+
+    /// A host buffer of `bytes` (> 0) for `queue_read`. The default: ordinary host memory,
+    /// for runtimes whose `queue_read` waits (it then is a `copy_dtoh`).
+    fn new_read_slot(&self, bytes: usize) -> Result<RawReadSlot> {
+        let host = Box::into_raw(vec![0u8; bytes].into_boxed_slice()) as *mut u8 as usize;
+        Ok(RawReadSlot {
+            host,
+            bytes,
+            event: 0,
+        })
+    }
+    /// Queue a copy of `slot.bytes` bytes at `src` into the slot, after the work queued so
+    /// far, and return without waiting for it: work queued later may run before
+    /// `finish_read` waits for this copy only.
+    /// # Safety
+    /// `slot` came from `new_read_slot` of this runtime and no read into it is unfinished;
+    /// `src .. src + slot.bytes` lies inside one allocation of this runtime.
+    unsafe fn queue_read(&self, slot: RawReadSlot, src: DevicePtr) -> Result<()> {
+        let dst = std::slice::from_raw_parts_mut(slot.host as *mut u8, slot.bytes);
+        self.copy_dtoh(dst, src)
+    }
+    /// Wait for the slot's queued read (only it) and copy its bytes to `out`.
+    /// # Safety
+    /// `slot` came from `new_read_slot` of this runtime and has a read queued;
+    /// `out.len() <= slot.bytes`.
+    unsafe fn finish_read(&self, slot: RawReadSlot, out: &mut [u8]) -> Result<()> {
+        let src = std::slice::from_raw_parts(slot.host as *const u8, out.len());
+        out.copy_from_slice(src);
+        Ok(())
+    }
+    /// # Safety
+    /// `slot` came from `new_read_slot` of this runtime, has no unfinished read and is not
+    /// used afterwards.
+    unsafe fn free_read_slot(&self, slot: RawReadSlot) -> Result<()> {
+        let p = std::ptr::slice_from_raw_parts_mut(slot.host as *mut u8, slot.bytes);
+        drop(Box::from_raw(p));
         Ok(())
     }
 }
