@@ -1014,12 +1014,14 @@ struct StreamRows {
 // The streaming core: part[(it R + r) (block / 32) + group] = 32-lane group `group`'s share of
 // weight row r of the block's it-th group (it = 0, 1, ...: groups blockIdx.x + it gridDim.x);
 // returns this thread's share of sum(x^2) where norm_w or ss_parts is given (else 0). The
-// caller sums part over the groups after a barrier.
-template <class Q, int R>
+// caller sums part over the groups after a barrier. S: groups whose loads are in flight
+// (S - 1 loaded ahead of the one being summed), in a ring of registers.
+template <class Q, int R, int S>
 __device__ __forceinline__ float matvec_stream_core(const float* __restrict__ x, const float* __restrict__ norm_w,
                                                     const float* ss_parts, int n_parts,
                                                     const StreamRows<R>& rows, int groups, int k,
                                                     float* part) {
+    static_assert(S >= 2, "at least one group loaded ahead");
     const int tid = threadIdx.x, lane = tid & 31, group = tid >> 5, nwarps = blockDim.x >> 5;
     const int pieces = k / Q::PIECE_ELEMS, nblocks = k / 32;
     const int p = tid;
@@ -1027,15 +1029,18 @@ __device__ __forceinline__ float matvec_stream_core(const float* __restrict__ x,
     const bool aligned16 = ((unsigned long long)rows.gate & 15ull) == 0 && ((unsigned long long)rows.up & 15ull) == 0 &&
                            ((nblocks * Q::QS) & 15) == 0 && (rows.row_bytes & 15) == 0;
     const i64 qoff = (i64)p * 16, soff = (i64)nblocks * Q::QS + 2 * Q::block_of(p);
-    uint4 qa[R];
-    float da[R];
-    int g = blockIdx.x;
-    if (active && g < groups) {
+    uint4 q[S][R];
+    float d[S][R];
 #pragma unroll
-        for (int r = 0; r < R; ++r) {
-            const u8* w = rows.row(g, r);
-            qa[r] = rf_ld128_a4_na(w + qoff, aligned16);
-            da[r] = rf_ldh(w + soff);
+    for (int j = 0; j < S - 1; ++j) {
+        const int g = blockIdx.x + j * gridDim.x;
+        if (active && g < groups) {
+#pragma unroll
+            for (int r = 0; r < R; ++r) {
+                const u8* w = rows.row(g, r);
+                q[j][r] = rf_ld128_a4_na(w + qoff, aligned16);
+                d[j][r] = rf_ldh(w + soff);
+            }
         }
     }
     rf_grid_wait();  // the first weights are on their way; x may come from the last kernel
@@ -1081,30 +1086,31 @@ __device__ __forceinline__ float matvec_stream_core(const float* __restrict__ x,
 #pragma unroll
         for (int i = 0; i < XW; ++i) xq[i] = 0;
     }
-    for (int it = 0; g < groups; g += gridDim.x, ++it) {
-        const int gn = g + gridDim.x;
-        uint4 qb[R];
-        float db[R];
-        if (active && gn < groups) {
+    // Iteration it sums ring slot it % S after loading group it + S - 1 into the slot summed
+    // the iteration before; unrolled S at a time so that the slots are registers.
+    for (int base = 0;; base += S) {
 #pragma unroll
-            for (int r = 0; r < R; ++r) {
-                const u8* w = rows.row(gn, r);
-                qb[r] = rf_ld128_a4_na(w + qoff, aligned16);
-                db[r] = rf_ldh(w + soff);
+        for (int j = 0; j < S; ++j) {
+            const int it = base + j;
+            const int g = blockIdx.x + it * gridDim.x;
+            if (g >= groups) return ss;
+            const int gn = g + (S - 1) * gridDim.x;
+            const int ln = (j + S - 1) % S;
+            if (active && gn < groups) {
+#pragma unroll
+                for (int r = 0; r < R; ++r) {
+                    const u8* w = rows.row(gn, r);
+                    q[ln][r] = rf_ld128_a4_na(w + qoff, aligned16);
+                    d[ln][r] = rf_ldh(w + soff);
+                }
             }
-        }
-        float v[R];
+            float v[R];
 #pragma unroll
-        for (int r = 0; r < R; ++r) v[r] = active ? da[r] * dx * (float)Q::dot_i8(qa[r], xq, sx) : 0.0f;
-        const float s = rf_reduce_scatter32<R>(v, lane);
-        if ((lane & (32 / R - 1)) == 0) part[(it * R + lane / (32 / R)) * nwarps + group] = s;
-#pragma unroll
-        for (int r = 0; r < R; ++r) {
-            qa[r] = qb[r];
-            da[r] = db[r];
+            for (int r = 0; r < R; ++r) v[r] = active ? d[j][r] * dx * (float)Q::dot_i8(q[j][r], xq, sx) : 0.0f;
+            const float sum = rf_reduce_scatter32<R>(v, lane);
+            if ((lane & (32 / R - 1)) == 0) part[(it * R + lane / (32 / R)) * nwarps + group] = sum;
         }
     }
-    return ss;
 }
 
 // Row s of the block's rows (s = it R + r): the sum over the block's 32-lane groups.
@@ -1116,8 +1122,10 @@ __device__ __forceinline__ float matvec_stream_total(const float* part, int s) {
 }
 
 // matvec_stream_swiglu_<type>_r<R>: matvec_wide_swiglu's result on the streaming core, R / 2
-//   rows of each matrix a group.
-template <class Q, int R>
+//   rows of each matrix a group, the next group's loads in flight while one is summed (512
+//   threads' registers a multiprocessor). ..._r<R>_s3: the next two groups' loads in flight
+//   (384 threads' registers: fewer blocks, more bytes in flight each).
+template <class Q, int R, int S>
 __device__ __forceinline__ void matvec_stream_swiglu(const float* __restrict__ x, const float* __restrict__ norm_w,
                                                      float eps, const float* ss_parts, int n_parts,
                                                      const u8* __restrict__ w_gate, const u8* __restrict__ w_up,
@@ -1125,7 +1133,7 @@ __device__ __forceinline__ void matvec_stream_swiglu(const float* __restrict__ x
     extern __shared__ float stream_part[];
     const int groups = (n + R / 2 - 1) / (R / 2);
     const StreamRows<R> rows{w_gate, w_up, n, row_bytes};
-    float ss = matvec_stream_core<Q, R>(x, norm_w, ss_parts, n_parts, rows, groups, k, stream_part);
+    float ss = matvec_stream_core<Q, R, S>(x, norm_w, ss_parts, n_parts, rows, groups, k, stream_part);
     const bool normed = norm_w != nullptr || ss_parts != nullptr;
     if (normed) ss = rf_block_sum(ss);
     else __syncthreads();
@@ -1145,8 +1153,14 @@ __device__ __forceinline__ void matvec_stream_swiglu(const float* __restrict__ x
     RF_KERNEL void RF_LAUNCH_BOUNDS(512) matvec_stream_swiglu_q8x_##suffix##_r##R(               \
         const float* x, const float* norm_w, float eps, const float* ss_parts, int n_parts,       \
         const u8* w_gate, const u8* w_up, float* out, int n, int k, i64 row_bytes) {              \
-        matvec_stream_swiglu<Q, R>(x, norm_w, eps, ss_parts, n_parts, w_gate, w_up, out, n, k,     \
-                                   row_bytes);                                                     \
+        matvec_stream_swiglu<Q, R, 2>(x, norm_w, eps, ss_parts, n_parts, w_gate, w_up, out, n, k,  \
+                                      row_bytes);                                                  \
+    }                                                                                              \
+    RF_KERNEL void RF_LAUNCH_BOUNDS(384) matvec_stream_swiglu_q8x_##suffix##_r##R##_s3(          \
+        const float* x, const float* norm_w, float eps, const float* ss_parts, int n_parts,       \
+        const u8* w_gate, const u8* w_up, float* out, int n, int k, i64 row_bytes) {              \
+        matvec_stream_swiglu<Q, R, 3>(x, norm_w, eps, ss_parts, n_parts, w_gate, w_up, out, n, k,  \
+                                      row_bytes);                                                  \
     }
 RF_MATVEC_STREAM(q4_0, WideQ4_0, 8)
 RF_MATVEC_STREAM(q8_0, WideQ8_0, 8)

@@ -84,3 +84,36 @@ def test_model_matvec_odd_q4_0_rows_keep_float_x(rng):
     assert np.array_equal(model, native.gpu_matmul(x, raw, "Q4_0", "exact"))
     exact = w64 @ x[0].astype(np.float64)
     assert np.max(np.abs(model[0] - exact)) <= 1e-5 * max(1.0, np.abs(exact).max())
+
+
+@pytest.mark.parametrize("dtype", ["Q4_0", "Q8_0"])
+@pytest.mark.parametrize("n,k", [(131, 896), (77, 2112), (157, 4096), (300, 4160), (64, 5120)],
+                         ids=str)
+def test_model_gate_up_swiglu_q8x(rng, dtype, n, k):
+    """The decode step's fused gate/up + SwiGLU (the streaming kernel for rows of 2048 values
+    or more, two row groups in flight from 4096) against float64 NumPy on the same 8-bit x:
+    silu(g) * u with the float32 errors of g and u carried through silu and the product."""
+    raw_g, wg = random_matrix(rng, dtype, n, k)
+    raw_u, wu = random_matrix(rng, dtype, n, k)
+    # g and u of a few units (silu neither linear nor flat), pieces of different scales
+    x = rng.standard_normal(k).astype(np.float32)
+    x *= np.float32(2.0 / (np.sqrt(k) * np.std(wg)))
+    x[:32] *= 4.0
+    x[32:64] = 0.0
+    xq = quantize_x(x, PIECE[dtype])
+    g, u = wg @ xq, wu @ xq
+    # Each piece's dot product is exact (integers), then a float product and at most ~25
+    # float additions of the pieces' sums (a thread's passes, the butterfly across 32 lanes,
+    # the block's groups): 32 roundings of sum |W| |xq| bound each sum.
+    bg = 32 * 2.0**-23 * (np.abs(wg) @ np.abs(xq))
+    bu = 32 * 2.0**-23 * (np.abs(wu) @ np.abs(xq))
+    silu = g / (1.0 + np.exp(-g))
+    want = silu * u
+    # d silu / dg <= 1.1; float32 exp and division: a few ulps of the result
+    bound = 1.1 * bg * (np.abs(u) + bu) + np.abs(silu) * bu + 1e-6 * np.abs(want) + 1e-30
+    got = native.gpu_matvec_swiglu(x, raw_g, raw_u, dtype)
+    assert got.shape == (n,) and np.all(np.isfinite(got))
+    worst = float(np.max(np.abs(got - want) / bound))
+    assert worst <= 1.0, f"{dtype} {n}x{k}: error {worst:.3f} x the bound"
+    # the bound is a small part of the outputs: a wrong row, piece or scale shows
+    assert np.median(bound / np.abs(want)) < 0.01

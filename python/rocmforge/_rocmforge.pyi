@@ -24,6 +24,7 @@ __all__ = [
     "gpu_launch_count",
     "gpu_bench",
     "gpu_matmul",
+    "gpu_matvec_swiglu",
     "bench_model",
     "_GpuBallast",
 ]
@@ -138,6 +139,9 @@ def gpu_bench(
 ) -> List[float]: ...
 def gpu_matmul(
     x: npt.NDArray[np.float32], w: npt.NDArray[Any], dtype: str = "F32", path: str = "model"
+) -> npt.NDArray[np.float32]: ...
+def gpu_matvec_swiglu(
+    x: npt.NDArray[np.float32], w_gate: npt.NDArray[Any], w_up: npt.NDArray[Any], dtype: str
 ) -> npt.NDArray[np.float32]: ...
 def bench_model(
     path: str, device: str = "gpu", n_prompt: int = 512, n_gen: int = 128, repeats: int = 3

@@ -418,7 +418,11 @@ fn gpu_device_decode_steps_on_the_emulator_match_the_cpu() {
             assert_eq!(plain.len(), 11);
             for (i, (p, a)) in plain.iter().zip(&ahead).enumerate() {
                 assert_eq!(p.0, a.0, "wave {wave} {arch:?} {ty} {kv:?}: pick {i}");
-                assert_eq!(p.1.to_bits(), a.1.to_bits(), "wave {wave} {arch:?}: logit {i}");
+                assert_eq!(
+                    p.1.to_bits(),
+                    a.1.to_bits(),
+                    "wave {wave} {arch:?}: logit {i}"
+                );
             }
         }
     }

@@ -998,6 +998,49 @@ fn gpu_matmul<'py>(
     to_numpy(py, out, vec![m, n])
 }
 
+/// The model's decode gate/up + SwiGLU on the GPU for one row (a testing hook, like
+/// `gpu_matmul`): `silu(w_gate @ x) * (w_up @ x)` with 8-bit x; x `[k]`, the weights raw
+/// GGUF rows of `dtype` (Q4_0 or Q8_0).
+#[pyfunction]
+#[pyo3(signature = (x, w_gate, w_up, dtype))]
+fn gpu_matvec_swiglu<'py>(
+    py: Python<'py>,
+    x: &Bound<'py, PyAny>,
+    w_gate: &Bound<'py, PyAny>,
+    w_up: &Bound<'py, PyAny>,
+    dtype: &str,
+) -> PyResult<Bound<'py, PyArrayDyn<f32>>> {
+    use crate::ops::matmul::gpu::matvec_swiglu_gguf;
+    let op = "gpu_matvec_swiglu";
+    let Device::Gpu(dev) = device("gpu")? else {
+        return Err(value_error(op, "no GPU".into()));
+    };
+    let x = floats(op, "x", x)?;
+    expect_rank(op, "x", &x, 1, "[k]")?;
+    let (ty, n, cols, gate) = gguf_matrix(op, "w_gate", w_gate, dtype)?;
+    let (_, n_up, cols_up, up) = gguf_matrix(op, "w_up", w_up, dtype)?;
+    if cols != x.shape[0] || cols_up != cols || n_up != n {
+        return Err(value_error(
+            op,
+            format!(
+                "x [{}], w_gate [{n}, {cols}] and w_up [{n_up}, {cols_up}] do not match",
+                x.shape[0]
+            ),
+        ));
+    }
+    let out = reserve_output(op, &[n])?;
+    let xd = x.data();
+    let out = py
+        .detach(|| {
+            let g = WeightView::new(ty, n, cols, &gate)?;
+            let u = WeightView::new(ty, n, cols, &up)?;
+            let mut out = filled(out);
+            matvec_swiglu_gguf(&dev, xd, &g, &u, &mut out).map(|_| out)
+        })
+        .py()?;
+    to_numpy(py, out, vec![n])
+}
+
 /// Create the native submodule `ops` of `m` (re-exported as `rocmforge.ops`).
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let sub = PyModule::new(m.py(), "ops")?;
@@ -1017,5 +1060,6 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     sub.add_function(wrap_pyfunction!(argmax, &sub)?)?;
     m.add_submodule(&sub)?;
     m.add_function(wrap_pyfunction!(gpu_matmul, m)?)?;
+    m.add_function(wrap_pyfunction!(gpu_matvec_swiglu, m)?)?;
     Ok(())
 }

@@ -526,7 +526,10 @@ impl GpuRuntime for CudaRuntime {
         self.bind()?;
         cu::event::synchronize(slot.event as sys::CUevent)
             .map_err(|e| driver_err("cuEventSynchronize", e))?;
-        out.copy_from_slice(std::slice::from_raw_parts(slot.host as *const u8, out.len()));
+        out.copy_from_slice(std::slice::from_raw_parts(
+            slot.host as *const u8,
+            out.len(),
+        ));
         Ok(())
     }
 

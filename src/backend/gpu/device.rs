@@ -558,7 +558,11 @@ impl Drop for ReadSlot {
 
 impl std::fmt::Debug for ReadSlot {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "ReadSlot({} bytes on GPU {})", self.raw.bytes, self.dev.index)
+        write!(
+            f,
+            "ReadSlot({} bytes on GPU {})",
+            self.raw.bytes, self.dev.index
+        )
     }
 }
 

@@ -614,16 +614,26 @@ fn rms_norm_q8x_reference(
 #[test]
 #[ignore = "builds the kernels with g++ (minutes); run by scripts/check-kernels.sh"]
 fn streaming_swiglu_matches_the_cpu_reference() {
-    use super::GpuBackend;
-    use crate::backend::Backend;
-    use crate::ops::matmul::gpu::{launch_matvec_swiglu, NormIn, RmsNorm};
-
     let mut rng = Rng::new("streaming_swiglu_matches_the_cpu_reference");
     // k = 2112: 66 Q4_0 pieces (a block of 128 threads, 62 of them idle) and 132 Q8_0 pieces
     // (192); 77 rows: 20 groups of 4 rows of each matrix, more than the grid (at most 16
     // blocks on the emulator's 4 multiprocessors), so blocks take two groups, and the last
-    // group is partial.
-    let (k, ffn) = (2112, 77);
+    // group is partial. k = 4160 (3 groups in flight, `stream_stages`): 130 Q4_0 pieces (192
+    // threads, 2 blocks a multiprocessor) and 260 Q8_0 pieces (320 threads, 1 block), 157
+    // rows: 40 groups, so the Q8_0 blocks take 10 each and go round the ring of 3 three times.
+    for (k, ffn) in [(2112, 77), (4160, 157)] {
+        streaming_swiglu_case(&mut rng, k, ffn);
+    }
+}
+
+fn streaming_swiglu_case(rng: &mut Rng, k: usize, ffn: usize) {
+    use super::GpuBackend;
+    use crate::backend::Backend;
+    use crate::ops::matmul::gpu::{launch_matvec_swiglu, NormIn, RmsNorm};
+    if std::env::var_os("ROCMFORGE_MATVEC_STREAM_STAGES").is_none() {
+        let want = if k >= 4096 { 3 } else { 2 };
+        assert_eq!(crate::ops::matmul::gpu::stream_stages(k), want);
+    }
     let silu_mul = |g: &[f32], u: &[f32]| -> Vec<f32> {
         g.iter()
             .zip(u)

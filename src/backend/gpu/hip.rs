@@ -566,7 +566,10 @@ impl GpuRuntime for HipRuntime {
             "hipEventSynchronize",
             sys::hipEventSynchronize(slot.event as sys::hipEvent_t),
         )?;
-        out.copy_from_slice(std::slice::from_raw_parts(slot.host as *const u8, out.len()));
+        out.copy_from_slice(std::slice::from_raw_parts(
+            slot.host as *const u8,
+            out.len(),
+        ));
         Ok(())
     }
 

@@ -288,13 +288,19 @@ pub fn matvec_qkv_rope_o3(ty: GgmlType, kv: KvDtype) -> Option<Kernel> {
 pub const MATVEC_STREAM_ROWS: [usize; 1] = [8];
 
 /// The streaming gate/up + SwiGLU kernel of `ty` (8-bit x), `rows` weight rows (half of
-/// each matrix) per group (one of `MATVEC_STREAM_ROWS`).
-pub fn matvec_stream_swiglu(ty: GgmlType, rows: usize) -> Option<Kernel> {
+/// each matrix) per group (one of `MATVEC_STREAM_ROWS`), `stages` groups' loads in flight
+/// (2 or 3).
+pub fn matvec_stream_swiglu(ty: GgmlType, rows: usize, stages: usize) -> Option<Kernel> {
     let suffix = fast_suffix(ty)?;
+    let stages = match stages {
+        2 => "",
+        3 => "_s3",
+        _ => return None,
+    };
     MATVEC_STREAM_ROWS.contains(&rows).then(|| {
         k_overlapping(
             Family::Matmul,
-            format!("matvec_stream_swiglu_q8x_{suffix}_r{rows}"),
+            format!("matvec_stream_swiglu_q8x_{suffix}_r{rows}{stages}"),
         )
     })
 }
@@ -450,7 +456,9 @@ pub fn all() -> Vec<Kernel> {
             }
         }
         for rows in MATVEC_STREAM_ROWS {
-            out.extend(matvec_stream_swiglu(ty, rows));
+            for stages in [2, 3] {
+                out.extend(matvec_stream_swiglu(ty, rows, stages));
+            }
         }
         for rows in MATVEC_QKV_ROPE_ROWS {
             for kv in [KvDtype::F32, KvDtype::F16] {

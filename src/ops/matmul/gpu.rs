@@ -150,7 +150,30 @@ struct StreamPlan {
     grid: u32,
     block: u32,
     shared: usize,
+    /// Groups whose loads are in flight (the kernel's form).
+    stages: usize,
 }
+
+/// Groups of weight rows in flight in the streaming kernels for rows of `k` values: 3 (384
+/// threads' registers a multiprocessor) from 4096 values, else 2 (512 threads'). On an H200
+/// (bench/NOTES.md): Llama-3-8B (k = 4096) tg128 600.3 / 599.8 -> 601.5 / 601.4 with 3,
+/// Llama-3.2-1B Q8_0 (k = 2048) 1,722.6 -> 1,712.4. `ROCMFORGE_MATVEC_STREAM_STAGES=2|3`
+/// (read once) takes one for every k.
+pub fn stream_stages(k: usize) -> usize {
+    static FORCED: std::sync::OnceLock<Option<usize>> = std::sync::OnceLock::new();
+    let forced =
+        FORCED.get_or_init(
+            || match std::env::var("ROCMFORGE_MATVEC_STREAM_STAGES").as_deref() {
+                Ok("2") => Some(2),
+                Ok("3") => Some(3),
+                _ => None,
+            },
+        );
+    forced.unwrap_or(if k >= STREAM_3_STAGES_FROM { 3 } else { 2 })
+}
+
+/// Row length (values) from which the streaming kernels keep 3 groups in flight.
+pub const STREAM_3_STAGES_FROM: usize = 4096;
 
 /// The streaming kernel's launch for `rows` weight rows (in all) of `k` values of `ty`, taken
 /// in groups of `group`, or None where the wide kernels stay: rows shorter than 2048 values,
@@ -174,7 +197,8 @@ fn stream_plan(
     }
     let props = dev.runtime().props();
     let block = pieces.div_ceil(64) * 64;
-    let per_sm = (512 / block).max(1);
+    let stages = stream_stages(k);
+    let per_sm = ((if stages == 3 { 384 } else { 512 }) / block).max(1);
     let groups = rows.div_ceil(group);
     let grid = groups.min(props.multiprocessors.max(1) as usize * per_sm);
     let shared = groups.div_ceil(grid) * group * (block / 32) * 4;
@@ -182,6 +206,7 @@ fn stream_plan(
         grid: grid as u32,
         block: block as u32,
         shared,
+        stages,
     })
 }
 
@@ -678,7 +703,8 @@ pub fn launch_matvec_swiglu(
         .then(|| stream_plan(dev, w_gate.ty, 2 * n, k, STREAM_ROWS))
         .flatten();
     let (kernel, grid, threads, shared) = if let Some(plan) = stream {
-        let kernel = kernels::matvec_stream_swiglu(w_gate.ty, STREAM_ROWS).expect("fast type");
+        let kernel =
+            kernels::matvec_stream_swiglu(w_gate.ty, STREAM_ROWS, plan.stages).expect("fast type");
         (kernel, plan.grid, plan.block, plan.shared as u32)
     } else if wide {
         let r = wide_swiglu_rows(w_gate.ty);
@@ -977,6 +1003,48 @@ fn run_path(
         MatmulPath::TensorCores => launch_matmul_mma(dev, &xd, &w, m, &mut od)?,
     }
     od.read(&mut out[..m * n], "matmul")
+}
+
+/// The model's decode gate/up + SwiGLU for one row, host arrays in and out:
+/// `out[n] = silu(gate @ x) * (up @ x)` with 8-bit x (`launch_matvec_swiglu`, the streaming
+/// kernel for rows of 2048 values or more). Q4_0 and Q8_0 weights.
+pub fn matvec_swiglu_gguf(
+    dev: &Arc<GpuDevice>,
+    x: &[f32],
+    gate: &WeightView,
+    up: &WeightView,
+    out: &mut [f32],
+) -> Result<()> {
+    let (n, k) = (gate.rows, gate.cols);
+    if up.ty != gate.ty || up.rows != n || up.cols != k || x.len() != k || out.len() != n {
+        return Err(Error::invalid(format!(
+            "matvec_swiglu: gate [{n}, {k}] {}, up [{}, {}] {}, x [{}], out [{}] do not match",
+            gate.ty,
+            up.rows,
+            up.cols,
+            up.ty,
+            x.len(),
+            out.len()
+        )));
+    }
+    let xd = DeviceBuffer::from_slice(dev, x, "matvec_swiglu")?;
+    let layout = |w: &WeightView| to_device_layout(w.ty, k, w.bytes).into_owned();
+    let gd = DeviceBuffer::from_slice(dev, &layout(gate), "matvec_swiglu")?;
+    let ud = DeviceBuffer::from_slice(dev, &layout(up), "matvec_swiglu")?;
+    let mut od = DeviceBuffer::alloc(dev, n * 4, "matvec_swiglu")?;
+    let view = |bytes| DeviceWeight {
+        ty: gate.ty,
+        rows: n,
+        cols: k,
+        bytes,
+    };
+    if !launch_matvec_swiglu(dev, &xd, &view(&gd), &view(&ud), &mut od, true, None)? {
+        return Err(Error::unsupported(format!(
+            "matvec_swiglu: no fused decode kernel for {} weights",
+            gate.ty
+        )));
+    }
+    od.read(out, "matvec_swiglu")
 }
 
 /// `out[m, n] = x[m, k] @ w[n, k]^T`, all float32 host arrays.
