@@ -618,15 +618,15 @@ fn streaming_swiglu_matches_the_cpu_reference() {
     // k = 2112: 66 Q4_0 pieces (a block of 128 threads, 62 of them idle) and 132 Q8_0 pieces
     // (192); 77 rows: 20 groups of 4 rows of each matrix, more than the grid (at most 16
     // blocks on the emulator's 4 multiprocessors), so blocks take two groups, and the last
-    // group is partial. k = 4160 (3 groups in flight, `stream_stages`): 130 Q4_0 pieces (192
-    // threads, 2 blocks a multiprocessor) and 260 Q8_0 pieces (320 threads, 1 block), 157
-    // rows: 40 groups, so the Q8_0 blocks take 10 each and go round the ring of 3 three times.
-    for (k, ffn) in [(2112, 77), (4160, 157)] {
-        streaming_swiglu_case(&mut rng, k, ffn);
-    }
+    // group is partial. k = 4160 (3 groups in flight, `stream_stages`; without the norms,
+    // which that form handles as the other): 130 Q4_0 pieces (192 threads, 2 blocks a
+    // multiprocessor) and 260 Q8_0 pieces (320 threads, 1 block), 61 rows: 16 groups, so the
+    // Q8_0 blocks take 4 each and go round the ring of 3.
+    streaming_swiglu_case(&mut rng, 2112, 77, true);
+    streaming_swiglu_case(&mut rng, 4160, 61, false);
 }
 
-fn streaming_swiglu_case(rng: &mut Rng, k: usize, ffn: usize) {
+fn streaming_swiglu_case(rng: &mut Rng, k: usize, ffn: usize, norms: bool) {
     use super::GpuBackend;
     use crate::backend::Backend;
     use crate::ops::matmul::gpu::{launch_matvec_swiglu, NormIn, RmsNorm};
@@ -675,6 +675,9 @@ fn streaming_swiglu_case(rng: &mut Rng, k: usize, ffn: usize) {
                 1e-5,
             );
 
+            if !norms {
+                continue;
+            }
             // RMS norm by weight, and handed over (x * weight and partial sums of x^2)
             let norm = rng.vec(k);
             let eps = 1e-5f32;
