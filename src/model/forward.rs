@@ -65,6 +65,9 @@ struct DecodeState<B: Backend> {
     /// A step queued ahead (`decode_greedy` with `ahead`) whose result is not read yet: the
     /// (id, position) it runs, the id being the pick of the step before it.
     ahead: Option<(u32, usize)>,
+    /// Results queued (`queue_step_result`) and not read: at rest 1 with `ahead`, else 0
+    /// (more only after an error part-way, and `settle` then reads them all).
+    unread: usize,
     /// The step whose logits the caller may ask for (`last_logits`) when a step queued ahead
     /// has overwritten them since: they are computed again on demand.
     logits_of: Option<(u32, usize)>,
@@ -95,15 +98,24 @@ impl<B: Backend> DecodeState<B> {
                 self.can_capture = self.graph.is_some();
             }
         }
-        b.queue_step_result(&self.step)
+        b.queue_step_result(&self.step)?;
+        self.unread += 1;
+        Ok(())
+    }
+
+    /// The oldest result queued and not read.
+    fn read(&mut self, b: &B) -> Result<(u32, f32)> {
+        self.unread = self.unread.saturating_sub(1);
+        b.step_result(&self.step)
     }
 
     /// Read and drop the result of a step queued ahead, if any: it ran on a token nobody asked
     /// for (its cache row is past what the caller holds, and is written again before it is
-    /// read).
+    /// read). Also any result an error left unread.
     fn settle(&mut self, b: &B) -> Result<()> {
-        if self.ahead.take().is_some() {
-            b.step_result(&self.step)?;
+        self.ahead = None;
+        while self.unread > 0 {
+            self.read(b)?;
         }
         Ok(())
     }
@@ -368,6 +380,7 @@ impl<B: Backend> Transformer<B> {
                 can_capture: graphs_enabled_by_env(),
                 may_ahead: decode_ahead_enabled_by_env(),
                 ahead: None,
+                unread: 0,
                 logits_of: None,
             });
         }
@@ -485,7 +498,7 @@ impl<B: Backend> Transformer<B> {
         if let Some((id, pos)) = d.logits_of.take() {
             b.set_step(&mut d.step, id, pos)?;
             d.queue(b, c, w, &mut self.kv, &mut self.s)?;
-            b.step_result(&d.step)?;
+            d.read(b)?;
         }
         Ok(())
     }
@@ -513,7 +526,7 @@ impl<B: Backend> Transformer<B> {
         let (b, c, w) = (&self.backend, &self.cfg, &self.weights);
         let (kv, s) = (&mut self.kv, &mut self.s);
         d.logits_of = None;
-        if d.ahead == Some((id, pos)) {
+        if d.ahead == Some((id, pos)) && d.unread == 1 {
             d.ahead = None; // queued by the call before, with its result
         } else {
             d.settle(b)?;
@@ -524,7 +537,7 @@ impl<B: Backend> Transformer<B> {
         if go_on {
             d.queue(b, c, w, kv, s)?;
         }
-        let (pick, value) = b.step_result(&d.step)?;
+        let (pick, value) = d.read(b)?;
         if go_on {
             d.ahead = Some((pick, pos + 1));
             d.logits_of = Some((id, pos));
