@@ -522,15 +522,10 @@ impl GpuRuntime for CudaRuntime {
             .map_err(|e| driver_err("cuEventRecord", e))
     }
 
-    unsafe fn finish_read(&self, slot: RawReadSlot, out: &mut [u8]) -> Result<()> {
+    unsafe fn wait_read(&self, slot: RawReadSlot) -> Result<()> {
         self.bind()?;
         cu::event::synchronize(slot.event as sys::CUevent)
-            .map_err(|e| driver_err("cuEventSynchronize", e))?;
-        out.copy_from_slice(std::slice::from_raw_parts(
-            slot.host as *const u8,
-            out.len(),
-        ));
-        Ok(())
+            .map_err(|e| driver_err("cuEventSynchronize", e))
     }
 
     unsafe fn free_read_slot(&self, slot: RawReadSlot) -> Result<()> {

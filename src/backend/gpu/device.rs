@@ -541,8 +541,12 @@ impl ReadSlot {
             )));
         }
         let (dev, raw) = (&self.dev, self.raw);
-        dev.queue(|| unsafe { dev.rt.finish_read(raw, bytes) })
-            .map_err(|e| in_op(dev.context_of_async_error(e), op))
+        dev.queue(|| unsafe { dev.rt.wait_read(raw) })
+            .map_err(|e| in_op(dev.context_of_async_error(e), op))?;
+        // SAFETY: the slot holds raw.bytes >= bytes.len() bytes, written by the finished copy.
+        let host = unsafe { std::slice::from_raw_parts(raw.host as *const u8, bytes.len()) };
+        bytes.copy_from_slice(host);
+        Ok(())
     }
 }
 

@@ -560,17 +560,12 @@ impl GpuRuntime for HipRuntime {
         )
     }
 
-    unsafe fn finish_read(&self, slot: RawReadSlot, out: &mut [u8]) -> Result<()> {
+    unsafe fn wait_read(&self, slot: RawReadSlot) -> Result<()> {
         self.bind()?;
         check(
             "hipEventSynchronize",
             sys::hipEventSynchronize(slot.event as sys::hipEvent_t),
-        )?;
-        out.copy_from_slice(std::slice::from_raw_parts(
-            slot.host as *const u8,
-            out.len(),
-        ));
-        Ok(())
+        )
     }
 
     unsafe fn free_read_slot(&self, slot: RawReadSlot) -> Result<()> {

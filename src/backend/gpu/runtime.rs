@@ -158,7 +158,7 @@ pub trait GpuRuntime: Send + Sync {
     }
     /// Queue a copy of `slot.bytes` bytes at `src` into the slot, after the work queued so
     /// far, and return without waiting for it: work queued later may run before
-    /// `finish_read` waits for this copy only.
+    /// `wait_read` waits for this copy only.
     /// # Safety
     /// `slot` came from `new_read_slot` of this runtime and no read into it is unfinished;
     /// `src .. src + slot.bytes` lies inside one allocation of this runtime.
@@ -166,13 +166,11 @@ pub trait GpuRuntime: Send + Sync {
         let dst = std::slice::from_raw_parts_mut(slot.host as *mut u8, slot.bytes);
         self.copy_dtoh(dst, src)
     }
-    /// Wait for the slot's queued read (only it) and copy its bytes to `out`.
+    /// Wait for the slot's queued read (only it, not for work queued after it); its bytes are
+    /// then at `slot.host`. The default: nothing to wait for (`queue_read` waited).
     /// # Safety
-    /// `slot` came from `new_read_slot` of this runtime and has a read queued;
-    /// `out.len() <= slot.bytes`.
-    unsafe fn finish_read(&self, slot: RawReadSlot, out: &mut [u8]) -> Result<()> {
-        let src = std::slice::from_raw_parts(slot.host as *const u8, out.len());
-        out.copy_from_slice(src);
+    /// `slot` came from `new_read_slot` of this runtime and has a read queued.
+    unsafe fn wait_read(&self, _slot: RawReadSlot) -> Result<()> {
         Ok(())
     }
     /// # Safety

@@ -161,14 +161,7 @@ struct StreamPlan {
 /// (read once) takes one for every k.
 pub fn stream_stages(k: usize) -> usize {
     static FORCED: std::sync::OnceLock<Option<usize>> = std::sync::OnceLock::new();
-    let forced =
-        FORCED.get_or_init(
-            || match std::env::var("ROCMFORGE_MATVEC_STREAM_STAGES").as_deref() {
-                Ok("2") => Some(2),
-                Ok("3") => Some(3),
-                _ => None,
-            },
-        );
+    let forced = *FORCED.get_or_init(|| env_rows("ROCMFORGE_MATVEC_STREAM_STAGES", &[2, 3]));
     forced.unwrap_or(if k >= STREAM_3_STAGES_FROM { 3 } else { 2 })
 }
 
@@ -1028,9 +1021,10 @@ pub fn matvec_swiglu_gguf(
         )));
     }
     let xd = DeviceBuffer::from_slice(dev, x, "matvec_swiglu")?;
-    let layout = |w: &WeightView| to_device_layout(w.ty, k, w.bytes).into_owned();
-    let gd = DeviceBuffer::from_slice(dev, &layout(gate), "matvec_swiglu")?;
-    let ud = DeviceBuffer::from_slice(dev, &layout(up), "matvec_swiglu")?;
+    let upload = |w: &WeightView| {
+        DeviceBuffer::from_slice(dev, &to_device_layout(w.ty, k, w.bytes), "matvec_swiglu")
+    };
+    let (gd, ud) = (upload(gate)?, upload(up)?);
     let mut od = DeviceBuffer::alloc(dev, n * 4, "matvec_swiglu")?;
     let view = |bytes| DeviceWeight {
         ty: gate.ty,
