@@ -10,7 +10,7 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-#[path = "src/backend/gpu/source.rs"]
+#[path = "src/device/source.rs"]
 #[allow(dead_code)]
 mod source;
 

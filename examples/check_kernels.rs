@@ -1,4 +1,4 @@
-//! The CI compile gate: every kernel of the registry (`backend::gpu::kernels::all()`, the names
+//! The CI compile gate: every kernel of the registry (`device::kernels::all()`, the names
 //! the launchers use) must compile, with the runtime's own source assembly and flags, for each
 //! target given, and be present in the output.
 //!
@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use std::process::Command;
 use std::time::Instant;
 
-use rocmforge::backend::gpu::{cuda, kernels, source};
+use rocmforge::device::{cuda, kernels, source};
 
 /// `\0name\0`: the symbol's entry in the object's string table.
 fn has_symbol(image: &[u8], name: &str) -> bool {

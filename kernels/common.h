@@ -105,7 +105,7 @@ __device__ __forceinline__ u16 rf_float_to_half(float f) {
 
 // Programmatic dependent launch. A kernel the runtime launches with the "programmatic stream
 // serialization" attribute (only those that call rf_grid_wait: see `Kernel::overlaps` in
-// src/backend/gpu/kernels.rs) may start while the kernel before it in the stream still runs;
+// src/device/kernels.rs) may start while the kernel before it in the stream still runs;
 // rf_grid_wait() returns once that kernel has completed and its writes are visible, so such a
 // kernel touches nothing an earlier kernel writes or reads before calling it (reading the
 // weights is fine). rf_grid_release() lets the next such kernel start its own prologue early;

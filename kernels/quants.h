@@ -21,7 +21,7 @@
 //   Q3_K {u8 hmask[32]; u8 qs[64]; u8 scales[12]; f16 d}     256 per block, 16 groups of 16
 //   Q8_K {f32 d; i8 qs[256]; i16 bsums[16]}                  256 per block
 // Except: Q4_0 and Q8_0 rows are stored on the device with their blocks split (the same bytes
-// per row, see `to_device_layout` in src/backend/gpu/device.rs): first the quants of every
+// per row, see `to_device_layout` in src/device/layout.rs): first the quants of every
 // block (16 or 32 bytes each), then the fp16 scales, so that consecutive lanes read
 // consecutive 4-byte words of quants.
 // Rows of Q4_0, Q5_0, Q8_0, Q6_K, Q2_K and Q3_K are only 2-byte aligned: their loads are 16-bit.

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # CI gate (no GPU needed): every kernel the launchers can name (the registry in
-# src/backend/gpu/kernels.rs) compiles with the runtime's own source assembly and flags:
+# src/device/kernels.rs) compiles with the runtime's own source assembly and flags:
 #   AMD:    hipcc (ROCm) for gfx1030 (RDNA2, wave32) and gfx90a (CDNA2, wave64)
 #   NVIDIA: NVRTC (PyPI nvidia-cuda-nvrtc-cu12) for sm_80 and sm_90
 # Then the kernels and their launchers run on a CPU emulation of the GPU at wave size 32 and 64

@@ -16,7 +16,7 @@
 use std::collections::HashMap;
 use std::time::Instant;
 
-use crate::backend::Device;
+use crate::device::Device;
 use crate::error::{Error, Result};
 use crate::gguf::GgufFile;
 
@@ -67,11 +67,11 @@ pub fn decode_bytes_per_token(file: &GgufFile) -> u64 {
 
 /// Device-to-device copy bandwidth (read + write bytes per second) of `bytes` per copy.
 fn copy_bandwidth(
-    dev: &std::sync::Arc<crate::backend::gpu::GpuDevice>,
+    dev: &std::sync::Arc<crate::device::gpu::GpuDevice>,
     bytes: usize,
 ) -> Result<f64> {
     let params = HashMap::from([("bytes".to_string(), bytes as f64)]);
-    let times = crate::backend::gpu::bench::bench_op(dev, "copy", &params, "", 3, 10)?;
+    let times = crate::ops::bench::bench_op(dev, "copy", &params, "", 3, 10)?;
     let ms = median(&times.iter().map(|&t| t as f64).collect::<Vec<_>>());
     Ok(2.0 * bytes as f64 / (ms * 1e-3))
 }
@@ -104,7 +104,7 @@ pub fn bench_model(
         ));
     }
     let file = GgufFile::open(path)?;
-    let dev = crate::backend::resolve_device(device)?;
+    let dev = crate::device::resolve_device(device)?;
     let copy_bw = match &dev {
         Device::Gpu(g) => copy_bandwidth(g, 1 << 30)?,
         Device::Cpu => 0.0,
@@ -116,8 +116,8 @@ pub fn bench_model(
     let mut model = crate::model::load(&file, device, Some(n_ctx), None)?;
     let cfg = model.config().clone();
     let kv_elem = match model.kv_dtype() {
-        crate::backend::KvDtype::F16 => 2,
-        crate::backend::KvDtype::F32 => 4,
+        crate::device::KvDtype::F16 => 2,
+        crate::device::KvDtype::F32 => 4,
     };
     let kv_cache_bytes = (2 * cfg.n_layers * model.n_ctx() * cfg.kv_dim() * kv_elem) as u64;
     let mut go_on = || Ok(());

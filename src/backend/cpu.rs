@@ -3,9 +3,12 @@
 
 use half::f16;
 
-use super::{Backend, Device, KvDtype, RopeParams};
+use super::Backend;
+use crate::device::{Device, KvDtype};
 use crate::error::{Error, Result};
 use crate::gguf::GgmlType;
+use crate::ops::matmul::cpu_quant;
+use crate::ops::rope::RopeParams;
 use crate::ops::{self, attention::AttentionShape, WeightView};
 
 /// Runs the model on the CPU. Stateless: rayon's global pool does the threading.
@@ -138,8 +141,8 @@ impl Backend for CpuBackend {
     fn matmul(&self, x: &Vec<f32>, w: &CpuWeight, m: usize, out: &mut Vec<f32>) -> Result<()> {
         // Quantized weights take the fast path (8-bit activations, SIMD integer dots) for every
         // m, so a token's numbers do not depend on how many tokens share its batch.
-        if super::cpu_quant::supports(w.ty) {
-            return super::cpu_quant::matmul(w.ty, &w.bytes, w.rows, w.cols, x, m, out);
+        if cpu_quant::supports(w.ty) {
+            return cpu_quant::matmul(w.ty, &w.bytes, w.rows, w.cols, x, m, out);
         }
         ops::matmul::matmul_gguf(&CPU, x, &w.view(), m, out)
     }

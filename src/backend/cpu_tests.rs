@@ -605,19 +605,19 @@ fn copy_rows_and_download() {
 #[test]
 fn gpu_device_is_a_device_error() {
     assert!(matches!(
-        crate::backend::resolve_device("cpu"),
+        crate::device::resolve_device("cpu"),
         Ok(Device::Cpu)
     ));
     assert!(matches!(
-        crate::backend::resolve_device("auto"),
+        crate::device::resolve_device("auto"),
         Ok(Device::Cpu)
     ));
     assert!(matches!(
-        crate::backend::resolve_device("gpu"),
+        crate::device::resolve_device("gpu"),
         Err(Error::Device(_))
     ));
     assert!(matches!(
-        crate::backend::resolve_device("tpu"),
+        crate::device::resolve_device("tpu"),
         Err(Error::InvalidArgument(_))
     ));
 }

@@ -19,79 +19,12 @@
 //! the ordinary ops.
 
 pub mod cpu;
-pub mod cpu_quant;
 pub mod gpu;
 
+use crate::device::KvDtype;
 use crate::error::{Error, Result};
 use crate::gguf::GgmlType;
-
-/// Where an op runs. The ops of `crate::ops` take one and dispatch on it.
-#[derive(Clone, Debug)]
-pub enum Device {
-    /// The multi-threaded CPU reference (always available).
-    Cpu,
-    /// A GPU (CUDA or HIP), see `gpu`.
-    Gpu(std::sync::Arc<gpu::GpuDevice>),
-}
-
-impl Device {
-    /// Short name: "cpu".
-    pub fn name(&self) -> &'static str {
-        match self {
-            Device::Cpu => "cpu",
-            Device::Gpu(_) => "gpu",
-        }
-    }
-}
-
-/// The device a user's `device=` string names: "cpu", "gpu" or "auto" (the first GPU found,
-/// else the CPU).
-pub fn resolve_device(name: &str) -> Result<Device> {
-    match name {
-        "cpu" => Ok(Device::Cpu),
-        "auto" if gpu::device_count() > 0 => Ok(Device::Gpu(gpu::default_device()?)),
-        "auto" => Ok(Device::Cpu),
-        "gpu" => Ok(Device::Gpu(gpu::default_device()?)),
-        other => Err(Error::invalid(format!(
-            "device must be \"cpu\", \"gpu\" or \"auto\", got {other:?}"
-        ))),
-    }
-}
-
-/// Element type of the KV cache.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum KvDtype {
-    F32,
-    F16,
-}
-
-impl KvDtype {
-    pub fn name(self) -> &'static str {
-        match self {
-            KvDtype::F32 => "f32",
-            KvDtype::F16 => "f16",
-        }
-    }
-
-    /// Bytes of one cache element.
-    pub fn bytes(self) -> usize {
-        match self {
-            KvDtype::F32 => 4,
-            KvDtype::F16 => 2,
-        }
-    }
-}
-
-/// Rotary embedding parameters of a model.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct RopeParams {
-    /// Base of the frequencies (`rope.freq_base`).
-    pub theta: f32,
-    /// false: rotate pairs (2i, 2i+1) (GGUF llama); true: rotate halves (i, i + n/2) (qwen2).
-    pub neox: bool,
-    /// Number of leading dims of each head that are rotated (usually head_dim).
-    pub n_rot: usize,
-}
+use crate::ops::rope::RopeParams;
 
 pub trait Backend: Send + Sync {
     /// A flat f32 buffer on the device.

@@ -1,9 +1,9 @@
 //! The typed model configuration, read once from GGUF metadata with a required-keys check.
 
-use crate::backend::RopeParams;
 use crate::error::{Error, Result};
 use crate::gguf::{GgufFile, MetaValue};
 use crate::model::arch::Arch;
+use crate::ops::rope::RopeParams;
 
 /// Hyperparameters of a Llama-style decoder, checked for consistency.
 #[derive(Clone, Debug, PartialEq)]

@@ -9,7 +9,8 @@
 //! step and replayed for every later token (`ROCMFORGE_GRAPHS=0` turns the recording off: the
 //! same step then runs op by op, with the same kernels and so the same tokens).
 
-use crate::backend::{Backend, KvDtype};
+use crate::backend::Backend;
+use crate::device::KvDtype;
 use crate::error::{Error, Result};
 use crate::gguf::GgufFile;
 use crate::model::config::ModelConfig;

@@ -1,7 +1,8 @@
 //! The KV cache: per layer, one K and one V buffer of `[n_ctx, kv_heads * head_dim]` on the
 //! backend's device. Row `p` holds the key/value of the token at position `p`.
 
-use crate::backend::{Backend, KvDtype};
+use crate::backend::Backend;
+use crate::device::KvDtype;
 use crate::error::{Error, Result};
 use crate::model::config::ModelConfig;
 

@@ -18,7 +18,8 @@ pub use forward::Transformer;
 
 use crate::backend::cpu::CpuBackend;
 use crate::backend::gpu::GpuBackend;
-use crate::backend::{Backend, Device, KvDtype};
+use crate::backend::Backend;
+use crate::device::{Device, KvDtype};
 use crate::error::Result;
 
 /// Polled between forward chunks and tokens; returns `Err(Interrupted)` to stop (Ctrl-C).
@@ -181,7 +182,7 @@ pub fn load(
     n_ctx: Option<usize>,
     kv_dtype: Option<KvDtype>,
 ) -> Result<Box<dyn LanguageModel>> {
-    let device = crate::backend::resolve_device(device)?;
+    let device = crate::device::resolve_device(device)?;
     let cfg = ModelConfig::from_gguf(file)?;
     let n_ctx = n_ctx.unwrap_or(cfg.context_length.min(DEFAULT_MAX_CTX));
     Ok(match device {

@@ -281,8 +281,9 @@ fn model_errors_name_the_problem() {
 #[test]
 #[ignore = "builds the kernels with g++ (minutes); run by scripts/check-kernels.sh"]
 fn gpu_backend_forward_on_the_emulator_matches_the_cpu() {
-    use crate::backend::gpu::emulator::EmuRuntime;
-    use crate::backend::gpu::{GpuBackend, GpuDevice};
+    use crate::backend::gpu::GpuBackend;
+    use crate::device::emulator::EmuRuntime;
+    use crate::device::gpu::GpuDevice;
     use std::sync::Arc;
 
     // Wave 32 (NVIDIA-like) and wave 64 (AMD CDNA-like) with their shared memory sizes.
@@ -390,8 +391,9 @@ fn cpu_decode_greedy_equals_eval_then_argmax() {
 #[test]
 #[ignore = "builds the kernels with g++ (minutes); run by scripts/check-kernels.sh"]
 fn gpu_device_decode_steps_on_the_emulator_match_the_cpu() {
-    use crate::backend::gpu::emulator::EmuRuntime;
-    use crate::backend::gpu::{GpuBackend, GpuDevice};
+    use crate::backend::gpu::GpuBackend;
+    use crate::device::emulator::EmuRuntime;
+    use crate::device::gpu::GpuDevice;
     use std::sync::Arc;
 
     let devices = [(32, 227 * 1024), (64, 64 * 1024)];
@@ -430,4 +432,32 @@ fn gpu_device_decode_steps_on_the_emulator_match_the_cpu() {
             }
         }
     }
+}
+
+/// The load-time memory check counts the workspace the backend reserves (`workspace_bytes`
+/// equals what `reserve_workspace` allocates), the tensor-core matmul's f16 copy of a full
+/// prefill chunk included. Allocates only: no kernel runs.
+#[test]
+fn workspace_bytes_is_what_reserve_workspace_allocates() {
+    use crate::backend::gpu::GpuBackend;
+    use crate::device::emulator::EmuRuntime;
+    use crate::device::gpu::GpuDevice;
+    use crate::model::forward::MAX_BATCH;
+    use std::sync::Arc;
+
+    let dev = Arc::new(GpuDevice::new(0, Box::new(EmuRuntime::new(32, 227 * 1024))));
+    let backend = GpuBackend::new(dev.clone());
+    let (n, k) = (64, 4096);
+    let bytes = crate::ops::bench::random_weight_bytes(GgmlType::Q8_0, n, k, 3).unwrap();
+    let _w = backend.weight(GgmlType::Q8_0, n, k, &bytes).unwrap();
+    let (seq_k, heads, kv_heads, head_dim, vocab) = (600, 32, 8, 128, 1000);
+    let want = backend
+        .workspace_bytes(MAX_BATCH, seq_k, heads, kv_heads, head_dim, vocab, k)
+        .unwrap();
+    assert!(want as usize >= crate::ops::matmul::gpu::mma_scratch_bytes(MAX_BATCH, k));
+    let before = dev.allocated_bytes();
+    backend
+        .reserve_workspace(MAX_BATCH, seq_k, heads, kv_heads, head_dim, vocab)
+        .unwrap();
+    assert_eq!(dev.allocated_bytes() - before, want);
 }

@@ -1,15 +1,17 @@
 //! Atomic transformer ops. One folder per op family; each holds `mod.rs` (the public entry
 //! points: argument checks, then dispatch on `Device`) and `cpu.rs` (the plain, multi-threaded
-//! CPU reference, with shape comments). GPU launchers sit beside them as `gpu.rs`.
+//! CPU reference, with shape comments). GPU launchers sit beside them as `gpu.rs`. `bench`
+//! times single GPU ops on device-resident buffers.
 //!
 //! Every op works on flat, row-major f32 slices whose shapes are passed as sizes (NumPy order,
-//! last axis contiguous). As in `crate::backend`, a slice may be longer than the op needs; only
-//! the prefix the sizes describe is read or written. Sizes that disagree with the slices are
-//! `Error::InvalidArgument` naming the op and the argument.
+//! last axis contiguous). A slice may be longer than the op needs; only the prefix the sizes
+//! describe is read or written. Sizes that disagree with the slices are `Error::InvalidArgument`
+//! naming the op and the argument.
 
 pub mod activation;
 pub mod argmax;
 pub mod attention;
+pub mod bench;
 pub mod elementwise;
 pub mod embedding;
 pub mod kv_cache;

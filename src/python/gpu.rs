@@ -7,8 +7,8 @@ use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
 use super::IntoPy;
-use crate::backend::gpu;
-use crate::backend::gpu::DeviceBuffer;
+use crate::device::{self, gpu::DeviceBuffer};
+use crate::ops::bench;
 
 /// Every device found: the GPUs (in the order `device="gpu"` / `"auto"` take them), then the
 /// CPU. Each is a dict: device ("gpu:0", "cpu"), name, backend ("cuda", "hip", "cpu"), arch,
@@ -17,7 +17,7 @@ use crate::backend::gpu::DeviceBuffer;
 /// listed with an "error" entry.
 #[pyfunction]
 fn devices(py: Python<'_>) -> PyResult<Vec<Bound<'_, PyDict>>> {
-    let infos = py.detach(gpu::devices);
+    let infos = py.detach(device::devices);
     let mut out = Vec::new();
     for (i, info) in infos.into_iter().enumerate() {
         let d = PyDict::new(py);
@@ -56,7 +56,7 @@ fn devices(py: Python<'_>) -> PyResult<Vec<Bound<'_, PyDict>>> {
 #[pyfunction]
 #[pyo3(signature = (index=0))]
 fn gpu_launch_count(py: Python<'_>, index: usize) -> PyResult<u64> {
-    py.detach(|| gpu::device(index).map(|d| d.launch_count()))
+    py.detach(|| device::device(index).map(|d| d.launch_count()))
         .py()
 }
 
@@ -74,8 +74,8 @@ fn gpu_bench(
     iters: usize,
 ) -> PyResult<Vec<f32>> {
     py.detach(|| {
-        gpu::default_device()
-            .and_then(|dev| gpu::bench::bench_op(&dev, op, &params, dtype, warmup, iters))
+        device::default_device()
+            .and_then(|dev| bench::bench_op(&dev, op, &params, dtype, warmup, iters))
     })
     .py()
 }
@@ -126,7 +126,9 @@ impl GpuBallast {
     #[pyo3(signature = (nbytes, index=0))]
     fn new(py: Python<'_>, nbytes: usize, index: usize) -> PyResult<Self> {
         let buf = py
-            .detach(|| gpu::device(index).and_then(|d| DeviceBuffer::alloc(&d, nbytes, "ballast")))
+            .detach(|| {
+                device::device(index).and_then(|d| DeviceBuffer::alloc(&d, nbytes, "ballast"))
+            })
             .py()?;
         Ok(GpuBallast { buf: Some(buf) })
     }

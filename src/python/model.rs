@@ -13,8 +13,8 @@ use pyo3::types::{PyDict, PyString};
 
 use super::gguf::meta_to_py;
 use super::IntoPy;
-use crate::backend::KvDtype;
 use crate::chat::{render_chat, ChatMessage};
+use crate::device::KvDtype;
 use crate::error::{Error, Result};
 use crate::generate::{Engine, GenerateParams, Generation, Stats};
 use crate::gguf::GgufFile;

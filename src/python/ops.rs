@@ -15,8 +15,9 @@ use pyo3::exceptions::{PyMemoryError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 
 use super::IntoPy;
-use crate::backend::{resolve_device, Device, RopeParams};
+use crate::device::{resolve_device, Device};
 use crate::gguf::GgmlType;
+use crate::ops::rope::RopeParams;
 use crate::ops::{self, attention::AttentionShape, WeightView};
 
 // ---------------------------------------------------------------------------------------------

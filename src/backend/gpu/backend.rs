@@ -5,14 +5,16 @@
 
 use std::sync::{Arc, Mutex};
 
-use super::device::{need, DeviceBuffer, GpuDevice, GpuGraph, ReadSlot, Temp, Workspace};
-use crate::backend::{unfused, Backend, KvDtype, RopeParams};
+use crate::backend::{unfused, Backend};
+use crate::device::gpu::{need, DeviceBuffer, GpuDevice, GpuGraph, ReadSlot, Temp, Workspace};
+use crate::device::layout::DeviceWeight;
+use crate::device::{kernels, KvDtype};
 use crate::error::{Error, Result};
 use crate::gguf::GgmlType;
 use crate::ops::attention::gpu::KeyCount;
 use crate::ops::attention::{gpu as attention, AttentionShape};
-use crate::ops::embedding::gpu::DeviceWeight;
 use crate::ops::matmul::gpu::{NormIn, NormOut, Projection, QkvRope, RmsNorm};
+use crate::ops::rope::RopeParams;
 use crate::ops::{
     activation, argmax, elementwise, embedding, kv_cache, matmul, norm, rope, WeightView,
 };
@@ -378,12 +380,12 @@ impl Backend for GpuBackend {
                 buf,
             });
         }
-        super::kernels::matvec(ty)?; // the GPU must be able to run this type
+        kernels::matvec(ty)?; // the GPU must be able to run this type
         self.max_weight_cols
             .fetch_max(cols, std::sync::atomic::Ordering::Relaxed);
         let buf = DeviceBuffer::from_slice(
             &self.dev,
-            &super::device::to_device_layout(ty, cols, bytes),
+            &crate::device::layout::to_device_layout(ty, cols, bytes),
             "weight upload",
         )?;
         Ok(GpuWeight {
@@ -967,7 +969,7 @@ impl Backend for GpuBackend {
     }
 
     fn set_step(&self, step: &mut GpuStep, id: u32, pos: usize) -> Result<()> {
-        let pos = super::device::to_i32(pos, "decode step position")?;
+        let pos = crate::device::gpu::to_i32(pos, "decode step position")?;
         let want = [id as i32, pos];
         let reads = step
             .reads

@@ -1,4 +1,4 @@
-//! The GPU launchers and kernels, run on the CPU emulation (`emulator.rs`) at wave size 32 and
+//! The GPU launchers and kernels, run on the CPU emulation (`crate::device::emulator`) at wave size 32 and
 //! 64, against the CPU reference ops. Building the kernels with g++ takes minutes, so these
 //! tests are ignored by default; `scripts/check-kernels.sh` runs them
 //! (`cargo test --lib emulator -- --ignored`).
@@ -7,10 +7,12 @@ use std::sync::{Arc, OnceLock};
 
 use half::f16;
 
-use super::emulator::EmuRuntime;
-use super::GpuDevice;
-use crate::backend::{Device, RopeParams};
+use crate::device::emulator::EmuRuntime;
+use crate::device::gpu::{DeviceBuffer, GpuDevice};
+use crate::device::{kernels, Device};
 use crate::gguf::{quants, GgmlType};
+use crate::ops::bench::random_weight_bytes;
+use crate::ops::rope::RopeParams;
 use crate::ops::{self, attention::AttentionShape, WeightView};
 
 /// splitmix64 (fresh seed each run, printed; ROCMFORGE_TEST_SEED repeats one).
@@ -74,7 +76,7 @@ fn own_devices(first: usize, tag: &str) -> [Arc<GpuDevice>; 2] {
 }
 
 /// The first `n` floats of a device buffer.
-fn download(gpu: &super::GpuBackend, g: &super::DeviceBuffer, n: usize) -> Vec<f32> {
+fn download(gpu: &super::GpuBackend, g: &DeviceBuffer, n: usize) -> Vec<f32> {
     use crate::backend::Backend;
     let mut v = vec![0f32; n];
     gpu.download(g, &mut v).unwrap();
@@ -92,11 +94,11 @@ fn cache_bytes(c: &super::backend::GpuKv) -> Vec<u8> {
 fn cache_values(c: &super::backend::GpuKv) -> Vec<f32> {
     let b = cache_bytes(c);
     match c.dtype {
-        crate::backend::KvDtype::F32 => b
+        crate::device::KvDtype::F32 => b
             .chunks_exact(4)
             .map(|x| f32::from_le_bytes([x[0], x[1], x[2], x[3]]))
             .collect(),
-        crate::backend::KvDtype::F16 => b
+        crate::device::KvDtype::F16 => b
             .chunks_exact(2)
             .map(|x| f16::from_bits(u16::from_le_bytes([x[0], x[1]])).to_f32())
             .collect(),
@@ -333,7 +335,7 @@ fn matmul_and_embedding_match_the_cpu() {
     let mut rng = Rng::new("matmul_and_embedding_match_the_cpu");
     for dev in devices() {
         let gpu = Device::Gpu(dev.clone());
-        for (ty, _) in super::kernels::WEIGHT_TYPES {
+        for (ty, _) in kernels::WEIGHT_TYPES {
             let (n, k) = (
                 37,
                 if ty.block_size() == 256 {
@@ -344,7 +346,7 @@ fn matmul_and_embedding_match_the_cpu() {
                     45
                 },
             );
-            let bytes = super::bench::random_weight_bytes(ty, n, k, rng.next_u64()).unwrap();
+            let bytes = random_weight_bytes(ty, n, k, rng.next_u64()).unwrap();
             let w = WeightView::new(ty, n, k, &bytes).unwrap();
             let mut dense = vec![0f32; n * k];
             if quants::dequantize(ty, &bytes, &mut dense).is_err() {
@@ -368,8 +370,7 @@ fn matmul_and_embedding_match_the_cpu() {
                     // 70 rows at k = 4096: Q4_0's 16 rows per block (a block per emulated
                     // multiprocessor), the last block partial
                     let n = if k == 4096 { 70 } else { n };
-                    let bytes =
-                        super::bench::random_weight_bytes(ty, n, k, rng.next_u64()).unwrap();
+                    let bytes = random_weight_bytes(ty, n, k, rng.next_u64()).unwrap();
                     let w = WeightView::new(ty, n, k, &bytes).unwrap();
                     let mut dense = vec![0f32; n * k];
                     quants::dequantize(ty, &bytes, &mut dense).unwrap();
@@ -471,17 +472,16 @@ fn q8x_reference(x: &[f32], w: &WeightView) -> Vec<f32> {
 fn gpu_backend_matches_the_cpu_backend() {
     use super::GpuBackend;
     use crate::backend::cpu::CpuBackend;
-    use crate::backend::{Backend, KvDtype};
+    use crate::backend::Backend;
+    use crate::device::KvDtype;
 
     let mut rng = Rng::new("gpu_backend_matches_the_cpu_backend");
     let (dim, heads, kv_heads, head_dim, n_ctx, vocab) = (64, 4, 2, 16, 40, 50);
     let kv_row = kv_heads * head_dim;
     for dev in devices() {
         let (gpu, cpu) = (GpuBackend::new(dev.clone()), CpuBackend);
-        let table =
-            super::bench::random_weight_bytes(GgmlType::Q8_0, vocab, dim, rng.next_u64()).unwrap();
-        let wq =
-            super::bench::random_weight_bytes(GgmlType::Q4_K, dim, 256, rng.next_u64()).unwrap();
+        let table = random_weight_bytes(GgmlType::Q8_0, vocab, dim, rng.next_u64()).unwrap();
+        let wq = random_weight_bytes(GgmlType::Q4_K, dim, 256, rng.next_u64()).unwrap();
         let norm: Vec<u8> = rng.vec(dim).iter().flat_map(|v| v.to_le_bytes()).collect();
         let (gt, ct) = (
             gpu.weight(GgmlType::Q8_0, vocab, dim, &table).unwrap(),
@@ -495,7 +495,7 @@ fn gpu_backend_matches_the_cpu_backend() {
             gpu.weight(GgmlType::F32, 1, dim, &norm).unwrap(),
             cpu.weight(GgmlType::F32, 1, dim, &norm).unwrap(),
         );
-        let down = |g: &super::DeviceBuffer, n: usize| download(&gpu, g, n);
+        let down = |g: &DeviceBuffer, n: usize| download(&gpu, g, n);
         // embedding -> rms_norm
         let ids = [3u32, 49, 0, 7, 7];
         let t = ids.len();
@@ -513,7 +513,7 @@ fn gpu_backend_matches_the_cpu_backend() {
         let (mut gm, mut cm) = (gpu.zeros(t * dim).unwrap(), cpu.zeros(t * dim).unwrap());
         gpu.matmul(&ga, &gw, t, &mut gm).unwrap();
         // The CPU reference op (the backend's own matmul rounds activations to 8 bits).
-        crate::ops::matmul::matmul_gguf(&crate::backend::Device::Cpu, &ca, &cw.view(), t, &mut cm)
+        crate::ops::matmul::matmul_gguf(&crate::device::Device::Cpu, &ca, &cw.view(), t, &mut cm)
             .unwrap();
         assert_close("matmul", &down(&gm, t * dim), &cm, 1e-5);
         // rope at position 11, then the KV cache (f16) and causal attention over 11 + t rows
@@ -642,9 +642,9 @@ fn streaming_swiglu_case(rng: &mut Rng, k: usize, ffn: usize, norms: bool) {
     };
     for dev in devices() {
         let gpu = GpuBackend::new(dev.clone());
-        let down = |g: &super::DeviceBuffer, n: usize| download(&gpu, g, n);
+        let down = |g: &DeviceBuffer, n: usize| download(&gpu, g, n);
         for ty in [GgmlType::Q4_0, GgmlType::Q8_0] {
-            let bytes = |seed| super::bench::random_weight_bytes(ty, ffn, k, seed).unwrap();
+            let bytes = |seed| random_weight_bytes(ty, ffn, k, seed).unwrap();
             let (wg, wu) = (bytes(rng.next_u64()), bytes(rng.next_u64()));
             let (gg, gu) = (
                 gpu.weight(ty, ffn, k, &wg).unwrap(),
@@ -732,7 +732,7 @@ fn streaming_swiglu_case(rng: &mut Rng, k: usize, ffn: usize, norms: bool) {
 #[ignore = "builds the kernels with g++ (minutes); run by scripts/check-kernels.sh"]
 fn fused_decode_projections_match_the_unfused_ops() {
     use super::GpuBackend;
-    use crate::backend::{unfused, Backend, Device};
+    use crate::backend::{unfused, Backend};
 
     let mut rng = Rng::new("fused_decode_projections_match_the_unfused_ops");
     // k = 192: six 32-element blocks, a partial stripe of the Q4_0 kernel (8 blocks a stripe)
@@ -741,14 +741,14 @@ fn fused_decode_projections_match_the_unfused_ops() {
     // devices would add to)
     for dev in own_devices(6, "-fused-projections") {
         let gpu = GpuBackend::new(dev.clone());
-        let down = |g: &super::DeviceBuffer, n: usize| download(&gpu, g, n);
+        let down = |g: &DeviceBuffer, n: usize| download(&gpu, g, n);
         // Q4_0 and Q8_0 take the fused kernels; a mixed pair falls back to the separate ops.
         for (ty_q, ty_kv) in [
             (GgmlType::Q4_0, GgmlType::Q4_0),
             (GgmlType::Q8_0, GgmlType::Q8_0),
             (GgmlType::Q4_0, GgmlType::Q8_0),
         ] {
-            let bytes = |ty, n, seed| super::bench::random_weight_bytes(ty, n, k, seed).unwrap();
+            let bytes = |ty, n, seed| random_weight_bytes(ty, n, k, seed).unwrap();
             let host: Vec<(GgmlType, usize, Vec<u8>)> = vec![
                 (ty_q, nq, bytes(ty_q, nq, rng.next_u64())),
                 (ty_kv, nkv, bytes(ty_kv, nkv, rng.next_u64())),
@@ -1084,8 +1084,8 @@ fn assert_f16_bound(
 #[test]
 #[ignore = "builds the kernels with g++ (minutes); run by scripts/check-kernels.sh"]
 fn tensor_core_matmul_matches_the_cpu() {
-    use crate::backend::gpu::DeviceBuffer;
-    use crate::ops::embedding::gpu::DeviceWeight;
+    use crate::device::gpu::DeviceBuffer;
+    use crate::device::layout::DeviceWeight;
     use crate::ops::matmul::gpu::{launch_matmul_mma_tile, mma_available};
 
     let mut rng = Rng::new("tensor_core_matmul_matches_the_cpu");
@@ -1122,7 +1122,7 @@ fn tensor_core_matmul_matches_the_cpu() {
                 32 => 96,
                 _ => 45,
             };
-            let bytes = super::bench::random_weight_bytes(ty, n, k, rng.next_u64()).unwrap();
+            let bytes = random_weight_bytes(ty, n, k, rng.next_u64()).unwrap();
             let mut dense = vec![0f32; n * k];
             if quants::dequantize(ty, &bytes, &mut dense).is_err() {
                 println!("skipping {}: no CPU dequantizer yet", ty.name());
@@ -1130,7 +1130,7 @@ fn tensor_core_matmul_matches_the_cpu() {
             }
             let wd = DeviceBuffer::from_slice(
                 &dev,
-                &super::device::to_device_layout(ty, k, &bytes),
+                &crate::device::layout::to_device_layout(ty, k, &bytes),
                 "test",
             )
             .unwrap();
@@ -1171,7 +1171,7 @@ fn tensor_core_matmul_matches_the_cpu() {
         use crate::backend::Backend;
         let backend = super::GpuBackend::new(dev.clone());
         let (n, k) = (40, 64);
-        let bytes = super::bench::random_weight_bytes(GgmlType::Q8_0, n, k, 9).unwrap();
+        let bytes = random_weight_bytes(GgmlType::Q8_0, n, k, 9).unwrap();
         let mut dense = vec![0f32; n * k];
         quants::dequantize(GgmlType::Q8_0, &bytes, &mut dense).unwrap();
         let gw = backend.weight(GgmlType::Q8_0, n, k, &bytes).unwrap();
@@ -1223,7 +1223,8 @@ fn device_step_ops_match_the_cpu_backend() {
 fn device_step_ops_match(n_ctx: usize) {
     use super::GpuBackend;
     use crate::backend::cpu::CpuBackend;
-    use crate::backend::{Backend, KvDtype};
+    use crate::backend::Backend;
+    use crate::device::KvDtype;
 
     let mut rng = Rng::new(&format!("device_step_ops_match_the_cpu_backend {n_ctx}"));
     let (dim, heads, kv_heads, head_dim, vocab) = (64, 4, 2, 64, 9000);
@@ -1253,15 +1254,14 @@ fn device_step_ops_match(n_ctx: usize) {
             n_ctx <= 512 || plan.splits > 1,
             "the test needs a split-key decode plan"
         );
-        let table =
-            super::bench::random_weight_bytes(GgmlType::Q8_0, vocab, dim, rng.next_u64()).unwrap();
+        let table = random_weight_bytes(GgmlType::Q8_0, vocab, dim, rng.next_u64()).unwrap();
         let gt = gpu.weight(GgmlType::Q8_0, vocab, dim, &table).unwrap();
         let ct = cpu.weight(GgmlType::Q8_0, vocab, dim, &table).unwrap();
         let mut step = gpu
             .new_step(n_ctx, heads, kv_heads, head_dim, vocab)
             .unwrap()
             .expect("the GPU backend has step ops");
-        let down = |g: &super::DeviceBuffer, n: usize| download(&gpu, g, n);
+        let down = |g: &DeviceBuffer, n: usize| download(&gpu, g, n);
         for dtype in [KvDtype::F16, KvDtype::F32] {
             let mut gk = gpu.kv_cache(n_ctx * kv_row, dtype).unwrap();
             let mut gv = gpu.kv_cache(n_ctx * kv_row, dtype).unwrap();
@@ -1343,36 +1343,13 @@ fn device_step_ops_match(n_ctx: usize) {
     }
 }
 
-/// The load-time memory check counts the workspace the backend reserves (`workspace_bytes`
-/// equals what `reserve_workspace` allocates), the tensor-core matmul's f16 copy of a full
-/// prefill chunk included. Allocates only: no kernel runs.
-#[test]
-fn workspace_bytes_is_what_reserve_workspace_allocates() {
-    use crate::backend::Backend;
-    use crate::model::forward::MAX_BATCH;
-    let dev = Arc::new(GpuDevice::new(0, Box::new(EmuRuntime::new(32, 227 * 1024))));
-    let backend = super::GpuBackend::new(dev.clone());
-    let (n, k) = (64, 4096);
-    let bytes = super::bench::random_weight_bytes(GgmlType::Q8_0, n, k, 3).unwrap();
-    let _w = backend.weight(GgmlType::Q8_0, n, k, &bytes).unwrap();
-    let (seq_k, heads, kv_heads, head_dim, vocab) = (600, 32, 8, 128, 1000);
-    let want = backend
-        .workspace_bytes(MAX_BATCH, seq_k, heads, kv_heads, head_dim, vocab, k)
-        .unwrap();
-    assert!(want as usize >= crate::ops::matmul::gpu::mma_scratch_bytes(MAX_BATCH, k));
-    let before = dev.allocated_bytes();
-    backend
-        .reserve_workspace(MAX_BATCH, seq_k, heads, kv_heads, head_dim, vocab)
-        .unwrap();
-    assert_eq!(dev.allocated_bytes() - before, want);
-}
-
 #[test]
 #[ignore = "builds the kernels with g++ (minutes); run by scripts/check-kernels.sh"]
 fn fused_rope_kv_matches_the_unfused_ops() {
     use super::GpuBackend;
     use crate::backend::cpu::{CpuBackend, CpuKv};
-    use crate::backend::{unfused, Backend, KvDtype};
+    use crate::backend::{unfused, Backend};
+    use crate::device::KvDtype;
 
     let mut rng = Rng::new("fused_rope_kv_matches_the_unfused_ops");
     let n_ctx = 2100;
@@ -1394,7 +1371,7 @@ fn fused_rope_kv_matches_the_unfused_ops() {
             .new_step(n_ctx, 4, 2, 16, 16)
             .unwrap()
             .expect("the GPU backend has step ops");
-        let down = |g: &super::DeviceBuffer, n: usize| download(&gpu, g, n);
+        let down = |g: &DeviceBuffer, n: usize| download(&gpu, g, n);
         let raw = cache_bytes;
         let values = cache_values;
         let cpu_values = |c: &CpuKv| -> Vec<f32> {
@@ -1530,7 +1507,8 @@ fn fused_rope_kv_matches_the_unfused_ops() {
 fn fused_qkv_rope_matches_the_unfused_ops() {
     use super::backend::GpuKv;
     use super::GpuBackend;
-    use crate::backend::{Backend, KvDtype};
+    use crate::backend::Backend;
+    use crate::device::KvDtype;
 
     let mut rng = Rng::new("fused_qkv_rope_matches_the_unfused_ops");
     let f32_bytes = |v: &[f32]| -> Vec<u8> { v.iter().flat_map(|x| x.to_le_bytes()).collect() };
@@ -1552,7 +1530,7 @@ fn fused_qkv_rope_matches_the_unfused_ops() {
     // (it counts the launches of each call)
     for dev in own_devices(4, "-qkv-rope") {
         let gpu = GpuBackend::new(dev.clone());
-        let down = |g: &super::DeviceBuffer, n: usize| download(&gpu, g, n);
+        let down = |g: &DeviceBuffer, n: usize| download(&gpu, g, n);
         // Row `pos` of a cache (rows of n values).
         let cache_row =
             |c: &GpuKv, pos: usize, n: usize| cache_values(c)[pos * n..(pos + 1) * n].to_vec();
@@ -1567,7 +1545,7 @@ fn fused_qkv_rope_matches_the_unfused_ops() {
             let host: Vec<(usize, Vec<u8>)> = [nq, nkv, nkv]
                 .iter()
                 .map(|&n| {
-                    let b = super::bench::random_weight_bytes(ty, n, k, rng.next_u64()).unwrap();
+                    let b = random_weight_bytes(ty, n, k, rng.next_u64()).unwrap();
                     (n, b)
                 })
                 .collect();
@@ -1599,7 +1577,7 @@ fn fused_qkv_rope_matches_the_unfused_ops() {
                 .weight(GgmlType::F32, 1, k, &f32_bytes(&norm_host))
                 .unwrap();
             let eps = 1e-5f32;
-            let wo_bytes = super::bench::random_weight_bytes(ty, k, k, rng.next_u64()).unwrap();
+            let wo_bytes = random_weight_bytes(ty, k, k, rng.next_u64()).unwrap();
             let wo = gpu.weight(ty, k, k, &wo_bytes).unwrap();
             // (after the weights: it sizes the norm sums for the longest row uploaded)
             gpu.reserve_workspace(1, n_ctx, heads, kv_heads, head_dim, 100)

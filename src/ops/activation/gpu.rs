@@ -2,8 +2,8 @@
 
 use std::sync::Arc;
 
-use crate::backend::gpu::device::{flat_grid, need, FLAT_BLOCK};
-use crate::backend::gpu::{kernels, Arg, DeviceBuffer, GpuDevice};
+use crate::device::gpu::{flat_grid, need, Arg, DeviceBuffer, GpuDevice, FLAT_BLOCK};
+use crate::device::kernels;
 use crate::error::Result;
 
 /// `out[i] = silu(gate[i]) * up[i]` for `i < n`.

@@ -4,7 +4,7 @@ pub mod cpu;
 pub mod gpu;
 
 use super::check_len;
-use crate::backend::Device;
+use crate::device::Device;
 use crate::error::Result;
 
 /// `out[i] = silu(gate[i]) * up[i]` for `i < n`, `silu(g) = g / (1 + exp(-g))`.

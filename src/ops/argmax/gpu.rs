@@ -2,9 +2,9 @@
 
 use std::sync::Arc;
 
-use crate::backend::gpu::device::{need, Temp};
-use crate::backend::gpu::runtime::DevicePtr;
-use crate::backend::gpu::{kernels, Arg, DeviceBuffer, GpuDevice};
+use crate::device::gpu::{need, Arg, DeviceBuffer, GpuDevice, Temp};
+use crate::device::kernels;
+use crate::device::runtime::DevicePtr;
 use crate::error::{Error, Result};
 
 /// Elements per block of the first pass (a long row is split over many blocks): one a thread

@@ -4,7 +4,7 @@ pub mod cpu;
 pub mod gpu;
 
 use super::{check_len, check_nonzero};
-use crate::backend::Device;
+use crate::device::Device;
 use crate::error::Result;
 
 /// Index of the largest of the first `n` floats of `x` (lowest index on ties; NaN never wins

@@ -6,10 +6,9 @@ use std::sync::Arc;
 use half::f16;
 
 use super::AttentionShape;
-use crate::backend::gpu::device::{flat_grid, need, to_i32, Temp, FLAT_BLOCK};
-use crate::backend::gpu::kernels::{self, FlashShape, FLASH_THREADS};
-use crate::backend::gpu::{Arg, DeviceBuffer, GpuDevice};
-use crate::backend::KvDtype;
+use crate::device::gpu::{flat_grid, need, to_i32, Arg, DeviceBuffer, GpuDevice, Temp, FLAT_BLOCK};
+use crate::device::kernels::{self, FlashShape, FLASH_THREADS};
+use crate::device::KvDtype;
 use crate::error::{Error, Result};
 use crate::ops::Element;
 

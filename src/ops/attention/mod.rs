@@ -11,7 +11,7 @@ pub mod cpu;
 pub mod gpu;
 
 use super::{check_len, check_nonzero, product, Element};
-use crate::backend::Device;
+use crate::device::Device;
 use crate::error::{Error, Result};
 
 /// The sizes of one attention call.

@@ -4,7 +4,7 @@ pub mod cpu;
 pub mod gpu;
 
 use super::{check_len, check_nonzero, product};
-use crate::backend::Device;
+use crate::device::Device;
 use crate::error::Result;
 
 /// `a[i] += b[i]` for `i < n`.

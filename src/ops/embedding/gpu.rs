@@ -2,25 +2,11 @@
 
 use std::sync::Arc;
 
-use crate::backend::gpu::device::{need, to_i32};
-use crate::backend::gpu::{kernels, Arg, DeviceBuffer, GpuDevice};
+use crate::device::gpu::{need, to_i32, Arg, DeviceBuffer, GpuDevice};
+use crate::device::kernels;
+use crate::device::layout::{to_device_layout, DeviceWeight};
 use crate::error::{Error, Result};
-use crate::gguf::GgmlType;
 use crate::ops::WeightView;
-
-/// A weight matrix `[rows, cols]` of a GGUF type in device memory (the file's bytes).
-pub struct DeviceWeight<'a> {
-    pub ty: GgmlType,
-    pub rows: usize,
-    pub cols: usize,
-    pub bytes: &'a DeviceBuffer,
-}
-
-impl DeviceWeight<'_> {
-    pub fn row_bytes(&self) -> usize {
-        self.cols / self.ty.block_size() * self.ty.type_size()
-    }
-}
 
 /// `out[t, :] = dequant(table)[ids[t], :]`; ids int32 `[n_ids]` on the device (checked
 /// against the vocabulary by the caller), out `[n_ids, cols]`.
@@ -75,7 +61,7 @@ pub fn embedding(
     let ids32: Vec<i32> = ids.iter().map(|&i| i as i32).collect();
     let tb = DeviceBuffer::from_slice(
         dev,
-        &crate::backend::gpu::device::to_device_layout(table.ty, table.cols, table.bytes),
+        &to_device_layout(table.ty, table.cols, table.bytes),
         "embedding",
     )?;
     let idb = DeviceBuffer::from_slice(dev, &ids32, "embedding")?;

@@ -4,7 +4,7 @@ pub mod cpu;
 pub mod gpu;
 
 use super::{check_len, product, WeightView};
-use crate::backend::Device;
+use crate::device::Device;
 use crate::error::{Error, Result};
 
 /// `out[t, :] = dequant(table)[ids[t], :]`; table `[vocab, dim]`, out `[ids.len(), dim]`.

@@ -5,9 +5,9 @@ use std::sync::Arc;
 
 use half::f16;
 
-use crate::backend::gpu::device::{flat_grid, need, to_i32, FLAT_BLOCK};
-use crate::backend::gpu::{kernels, Arg, DeviceBuffer, GpuDevice};
-use crate::backend::KvDtype;
+use crate::device::gpu::{flat_grid, need, to_i32, Arg, DeviceBuffer, GpuDevice, FLAT_BLOCK};
+use crate::device::kernels;
+use crate::device::KvDtype;
 use crate::error::{Error, Result};
 use crate::ops::Element;
 

@@ -4,7 +4,7 @@ pub mod cpu;
 pub mod gpu;
 
 use super::{check_len, check_nonzero, product, Element};
-use crate::backend::Device;
+use crate::device::Device;
 use crate::error::{Error, Result};
 
 /// `cache[pos0 + t, :] = src[t, :]` for `t < n`; rows of `row_len` elements, cache

@@ -3,12 +3,13 @@
 
 use std::sync::Arc;
 
-use crate::backend::gpu::device::{need, to_device_layout, to_i32};
-use crate::backend::gpu::{kernels, Arg, DeviceBuffer, GpuDevice};
-use crate::backend::{KvDtype, RopeParams};
+use crate::device::gpu::{need, to_i32, Arg, DeviceBuffer, GpuDevice};
+use crate::device::kernels;
+use crate::device::layout::{to_device_layout, DeviceWeight};
+use crate::device::KvDtype;
 use crate::error::{Error, Result};
 use crate::gguf::GgmlType;
-use crate::ops::embedding::gpu::DeviceWeight;
+use crate::ops::rope::RopeParams;
 use crate::ops::WeightView;
 
 /// Rows of x up to which the matrix-vector kernel is used (matmul.hip, MATVEC_MAX_M).

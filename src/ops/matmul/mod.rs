@@ -2,10 +2,11 @@
 //! matrix (any type `crate::gguf::quants::dequantize` knows; others are `Unsupported`).
 
 pub mod cpu;
+pub mod cpu_quant;
 pub mod gpu;
 
 use super::{check_len, check_nonzero, product, WeightView};
-use crate::backend::Device;
+use crate::device::Device;
 use crate::error::Result;
 
 /// `out[m, n] = x[m, k] @ w[n, k]^T`, w float32.

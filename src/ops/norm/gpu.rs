@@ -2,8 +2,8 @@
 
 use std::sync::Arc;
 
-use crate::backend::gpu::device::{need, to_i32};
-use crate::backend::gpu::{kernels, Arg, DeviceBuffer, GpuDevice};
+use crate::device::gpu::{need, to_i32, Arg, DeviceBuffer, GpuDevice};
+use crate::device::kernels;
 use crate::error::Result;
 
 /// `out[r, :] = x[r, :] / sqrt(mean(x[r, :]^2) + eps) * w` for `r < rows`; x, out `[rows, dim]`

@@ -4,7 +4,7 @@ pub mod cpu;
 pub mod gpu;
 
 use super::{check_len, check_nonzero, product};
-use crate::backend::Device;
+use crate::device::Device;
 use crate::error::{Error, Result};
 
 /// `out[r, :] = x[r, :] / sqrt(mean(x[r, :]^2) + eps) * weight` for `r < rows`;

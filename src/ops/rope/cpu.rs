@@ -2,7 +2,7 @@
 
 use rayon::prelude::*;
 
-use crate::backend::RopeParams;
+use crate::ops::rope::RopeParams;
 
 /// `cos`/`sin` of every (position, frequency) pair: `[positions.len(), n_rot / 2]` each.
 ///

@@ -2,11 +2,12 @@
 
 use std::sync::Arc;
 
-use crate::backend::gpu::device::{need, to_i32};
-use crate::backend::gpu::{kernels, Arg, DeviceBuffer, GpuDevice};
-use crate::backend::{KvDtype, RopeParams};
+use crate::device::gpu::{need, to_i32, Arg, DeviceBuffer, GpuDevice};
+use crate::device::kernels;
+use crate::device::KvDtype;
 use crate::error::{Error, Result};
 use crate::ops::kv_cache::gpu::Row;
+use crate::ops::rope::RopeParams;
 
 /// Where each token's position comes from.
 pub enum Positions<'a> {

@@ -4,8 +4,19 @@ pub mod cpu;
 pub mod gpu;
 
 use super::{check_len, check_nonzero, product};
-use crate::backend::{Device, RopeParams};
+use crate::device::Device;
 use crate::error::{Error, Result};
+
+/// Rotary embedding parameters of a model.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct RopeParams {
+    /// Base of the frequencies (`rope.freq_base`).
+    pub theta: f32,
+    /// false: rotate pairs (2i, 2i+1) (GGUF llama); true: rotate halves (i, i + n/2) (qwen2).
+    pub neox: bool,
+    /// Number of leading dims of each head that are rotated (usually head_dim).
+    pub n_rot: usize,
+}
 
 /// Rotate `x [batch, seq, heads, head_dim]` in place, token t at position `positions[t]`
 /// (seq = positions.len(), batch = x's length / (seq * heads * head_dim) rows are all turned).

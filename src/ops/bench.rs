@@ -7,12 +7,13 @@ use std::sync::Arc;
 
 use half::f16;
 
-use super::device::{DeviceBuffer, GpuDevice};
-use crate::backend::{KvDtype, RopeParams};
+use crate::device::gpu::{DeviceBuffer, GpuDevice};
+use crate::device::layout::{to_device_layout, DeviceWeight};
+use crate::device::KvDtype;
 use crate::error::{Error, Result};
 use crate::gguf::GgmlType;
 use crate::ops::attention::{gpu as attention, AttentionShape};
-use crate::ops::embedding::gpu::DeviceWeight;
+use crate::ops::rope::RopeParams;
 use crate::ops::{activation, argmax, elementwise, embedding, kv_cache, matmul, norm, rope};
 
 /// splitmix64 values for benchmark inputs (never zeros: zeros can run faster than real data).
@@ -197,7 +198,7 @@ pub fn bench_op(
             let ty = GgmlType::from_name(ty)?;
             let (rows, cols) = (get(params, "n")?, get(params, "k")?);
             let bytes = random_weight_bytes(ty, rows, cols, 7)?;
-            let bytes = super::device::to_device_layout(ty, cols, &bytes);
+            let bytes = to_device_layout(ty, cols, &bytes);
             let wbuf = DeviceBuffer::from_slice(dev, &bytes, "bench")?;
             if op == "embedding" {
                 let n_ids = get(params, "n_ids")?;

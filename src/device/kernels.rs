@@ -2,7 +2,7 @@
 //! every name from the functions here, and `all()` enumerates the same functions, so the CI
 //! compile gate checks exactly the kernels the launchers can ask for.
 
-use crate::backend::KvDtype;
+use crate::device::KvDtype;
 use crate::error::{Error, Result};
 use crate::gguf::GgmlType;
 

@@ -4,7 +4,7 @@
 //! can be captured from it as a graph and replayed.
 //!
 //! Implementations check every call and turn failures into `Error::Device` (naming the call)
-//! or `Error::OutOfMemory`. Raw handles are plain integers; `device.rs` wraps them in RAII
+//! or `Error::OutOfMemory`. Raw handles are plain integers; `gpu.rs` wraps them in RAII
 //! types and names the op in every error.
 
 use std::ffi::c_void;

@@ -17,7 +17,6 @@ use super::kernels::{Family, Kernel};
 use super::runtime::{DevicePtr, GpuRuntime, RawFunction, RawGraph, RawModule, RawReadSlot};
 use super::source;
 use crate::error::{Error, Result};
-use crate::gguf::GgmlType;
 
 /// Dynamic shared memory a kernel gets without opting in.
 const DEFAULT_DYNAMIC_SHARED: u32 = 48 * 1024;
@@ -780,37 +779,6 @@ impl Drop for DeviceBuffer {
             dev.count_free(self.bytes);
         }
     }
-}
-
-// ------------------------------------------------------------------------- weight layout
-
-/// A GGUF weight's bytes as the kernels read them (kernels/quants.h): Q4_0 and Q8_0 rows have
-/// their blocks split, the quants of every block first and then the fp16 scales (the same
-/// bytes per row), so that the decode kernels read quants as aligned 4-byte words; other types
-/// keep the file's layout. `cols`: elements per row; `bytes` whole rows.
-pub fn to_device_layout(ty: GgmlType, cols: usize, bytes: &[u8]) -> std::borrow::Cow<'_, [u8]> {
-    let (block_bytes, qs) = match ty {
-        GgmlType::Q4_0 => (18, 16),
-        GgmlType::Q8_0 => (34, 32),
-        _ => return std::borrow::Cow::Borrowed(bytes),
-    };
-    let blocks = cols / 32;
-    let row_bytes = blocks * block_bytes;
-    if row_bytes == 0 || bytes.len() % row_bytes != 0 {
-        return std::borrow::Cow::Borrowed(bytes); // not whole rows: the launchers reject it
-    }
-    let mut out = vec![0u8; bytes.len()];
-    for (src, dst) in bytes
-        .chunks_exact(row_bytes)
-        .zip(out.chunks_exact_mut(row_bytes))
-    {
-        let (quants, scales) = dst.split_at_mut(blocks * qs);
-        for (b, block) in src.chunks_exact(block_bytes).enumerate() {
-            scales[2 * b..2 * b + 2].copy_from_slice(&block[..2]);
-            quants[b * qs..(b + 1) * qs].copy_from_slice(&block[2..]);
-        }
-    }
-    std::borrow::Cow::Owned(out)
 }
 
 // ------------------------------------------------------------------------- launcher helpers
