@@ -177,8 +177,7 @@ pub struct CudaRuntime {
     /// sys::CUstream: the queue of all work of this runtime.
     stream: usize,
     props: DeviceProps,
-    /// Programmatic dependent launch for `overlap` launches: compute capability 9.0 and up,
-    /// unless `ROCMFORGE_OVERLAP=0`.
+    /// Programmatic dependent launch for `overlap` launches: compute capability 9.0 and up.
     overlap_launches: bool,
 }
 
@@ -232,8 +231,7 @@ impl CudaRuntime {
                 ctx: ctx as usize,
                 stream: stream as usize,
                 props,
-                overlap_launches: major >= 9
-                    && std::env::var_os("ROCMFORGE_OVERLAP").is_none_or(|v| v != "0"),
+                overlap_launches: major >= 9,
             })
         })
     }

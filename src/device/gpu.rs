@@ -16,6 +16,7 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use super::kernels::{Family, Kernel};
 use super::runtime::{DevicePtr, GpuRuntime, RawFunction, RawGraph, RawModule, RawReadSlot};
 use super::source;
+use super::tuning::Tuning;
 use crate::error::{Error, Result};
 
 /// Dynamic shared memory a kernel gets without opting in.
@@ -84,6 +85,8 @@ pub struct GpuDevice {
     capture_gate: RwLock<()>,
     /// `thread_token()` of the thread capturing now, 0 when none.
     capturing_thread: AtomicU64,
+    /// The device's tuning record (a model may run with its own, see `Tuning`).
+    tuning: Tuning,
 }
 
 /// A number for the calling thread, unique in the process, never 0.
@@ -109,7 +112,20 @@ impl GpuDevice {
             scratch: Mutex::new((0, 0)),
             capture_gate: RwLock::new(()),
             capturing_thread: AtomicU64::new(0),
+            tuning: Tuning::default(),
         }
+    }
+
+    /// This device with `tuning` as its record.
+    pub fn with_tuning(mut self, tuning: Tuning) -> GpuDevice {
+        self.tuning = tuning;
+        self
+    }
+
+    /// The device's tuning record: what `rocmforge.ops` calls run with, and what a model
+    /// starts from.
+    pub fn tuning(&self) -> &Tuning {
+        &self.tuning
     }
 
     /// Run `f`, which queues work (or allocates, frees, synchronizes), once no other thread
@@ -341,6 +357,8 @@ impl GpuDevice {
         let f = self
             .function(kernel, shared_bytes)
             .map_err(|e| in_op(e, op))?;
+        // The device-wide `overlap` field decides (a launch attribute, not a kernel choice).
+        let overlap = kernel.overlaps && self.tuning.overlap;
         let mut slots: Vec<u64> = args.iter().map(|a| a.slot()).collect();
         let mut ptrs: Vec<*mut c_void> = slots
             .iter_mut()
@@ -348,7 +366,7 @@ impl GpuDevice {
             .collect();
         self.queue(|| unsafe {
             self.rt
-                .launch(f, grid, block, shared_bytes, &mut ptrs, kernel.overlaps)
+                .launch(f, grid, block, shared_bytes, &mut ptrs, overlap)
         })
         .map_err(|e| in_op(e, &format!("{op} ({})", shape())))?;
         self.launches.fetch_add(1, Ordering::Relaxed);

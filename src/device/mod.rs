@@ -23,6 +23,7 @@ pub mod kernels;
 pub mod layout;
 pub mod runtime;
 pub mod source;
+pub mod tuning;
 
 use std::sync::{Arc, Mutex, OnceLock};
 
@@ -139,7 +140,7 @@ pub fn device(index: usize) -> Result<Arc<GpuDevice>> {
         Slot::Hip(i) => Box::new(hip::HipRuntime::new(i)?),
         Slot::Cuda(i) => Box::new(cuda::CudaRuntime::new(i)?),
     };
-    let dev = Arc::new(GpuDevice::new(index, rt));
+    let dev = Arc::new(GpuDevice::new(index, rt).with_tuning(tuning::Tuning::from_env()?));
     opened[index] = Some(dev.clone());
     Ok(dev)
 }

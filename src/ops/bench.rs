@@ -232,7 +232,7 @@ pub fn bench_op(
                         bytes: &wbuf,
                     };
                     if mma {
-                        matmul::gpu::launch_matmul_mma_tile(d, &x, &w, m, &mut out, bm)
+                        matmul::gpu::launch_matmul_mma_tile(d, d.tuning(), &x, &w, m, &mut out, bm)
                     } else {
                         matmul::gpu::launch_matmul(d, &x, &w, m, &mut out)
                     }

@@ -111,9 +111,18 @@ impl GpuBackend {
                 .map(|b| b[i].f32_vector("matmul_qkv bias"))
                 .transpose()
         };
-        if let Some(rope) = rope {
+        if let Some(rope) = rope.filter(|_| self.dev.tuning().fuse_rope) {
             let (views, bs) = (w.map(|w| w.view()), [bias(0)?, bias(1)?, bias(2)?]);
-            if matmul::gpu::launch_matvec_qkv_rope(&self.dev, x, norm, views, bs, q, rope)? {
+            if matmul::gpu::launch_matvec_qkv_rope(
+                &self.dev,
+                self.dev.tuning(),
+                x,
+                norm,
+                views,
+                bs,
+                q,
+                rope,
+            )? {
                 return Ok(Some(true));
             }
         }
@@ -134,8 +143,8 @@ impl GpuBackend {
                 out: v,
             },
         ];
-        let q8x = matmul::gpu::model_q8x();
-        let fused = matmul::gpu::launch_matvec_multi(&self.dev, x, &mut parts, false, q8x, norm)?;
+        let t = self.dev.tuning();
+        let fused = matmul::gpu::launch_matvec_multi(&self.dev, t, x, &mut parts, false, norm)?;
         Ok(fused.then_some(false))
     }
 
@@ -173,8 +182,15 @@ impl GpuBackend {
             }
         }
         if m == 1
-            && matmul::gpu::model_fused_norm()
-            && matmul::gpu::fused_norm_pays(&self.dev, w[0].ty, rows, w[0].cols, false)
+            && self.dev.tuning().fuse_norm
+            && matmul::gpu::fused_norm_pays(
+                &self.dev,
+                self.dev.tuning(),
+                w[0].ty,
+                rows,
+                w[0].cols,
+                false,
+            )
         {
             let norm = NormIn::Weight(RmsNorm {
                 weight: norm.f32_vector("rms_norm")?,
@@ -320,7 +336,7 @@ impl Backend for GpuBackend {
         }
         // The tensor-core prefill matmul's f16 copy of x (up to max_seq_q rows of the
         // longest weight row).
-        if matmul::gpu::mma_available(&self.dev) {
+        if matmul::gpu::mma_available(&self.dev, self.dev.tuning()) {
             bytes = bytes.max(matmul::gpu::mma_scratch_bytes(max_seq_q, max_weight_cols));
         }
         // What the device scratch allocates for it (`GpuDevice::scratch` rounds up), and the
@@ -438,7 +454,7 @@ impl Backend for GpuBackend {
     ) -> Result<()> {
         // Prefill on tensor cores where the GPU has them (f16 products: the model's matmul is
         // not held to the op's float32 accuracy); decode keeps the matvec.
-        matmul::gpu::launch_matmul_model(&self.dev, x, &w.view(), m, out)
+        matmul::gpu::launch_matmul_model(&self.dev, self.dev.tuning(), x, &w.view(), m, out)
     }
 
     fn rms_norm_matmul(
@@ -465,7 +481,7 @@ impl Backend for GpuBackend {
                     }];
                     #[rustfmt::skip]
                     let done = matmul::gpu::launch_matvec_multi(
-                        &self.dev, xb, &mut proj, false, matmul::gpu::model_q8x(), Some(&norm_in),
+                        &self.dev, self.dev.tuning(), xb, &mut proj, false, Some(&norm_in),
                     )?;
                     if done {
                         return Ok(());
@@ -583,10 +599,10 @@ impl Backend for GpuBackend {
             }];
             if matmul::gpu::launch_matvec_multi(
                 &self.dev,
+                self.dev.tuning(),
                 x,
                 &mut parts,
                 true,
-                matmul::gpu::model_q8x(),
                 None,
             )? {
                 return Ok(());
@@ -614,7 +630,7 @@ impl Backend for GpuBackend {
         if let Ok(mut p) = self.pending_norm.lock() {
             *p = None;
         }
-        if m == 1 && matmul::gpu::model_fused_norm() && norm.rows == 1 && norm.cols == n {
+        if m == 1 && self.dev.tuning().fuse_norm && norm.rows == 1 && norm.cols == n {
             let guard = self.norm_parts()?;
             if let Some(sums) = guard.as_ref() {
                 let (x_ptr, xb_ptr) = (out.ptr(), xb.ptr());
@@ -632,10 +648,10 @@ impl Backend for GpuBackend {
                 // order), so loaded before the launch's wait.
                 let blocks = matmul::gpu::launch_matvec_multi_blocks(
                     &self.dev,
+                    self.dev.tuning(),
                     x,
                     &mut parts,
                     matmul::gpu::Residual::AddEarly,
-                    matmul::gpu::model_q8x(),
                     None,
                     Some(&mut norm_out),
                 )?;
@@ -670,13 +686,14 @@ impl Backend for GpuBackend {
         out: &mut DeviceBuffer,
     ) -> Result<()> {
         if m == 1
-            && matmul::gpu::launch_matvec_swiglu(
+            && matmul::gpu::launch_matvec_glu(
                 &self.dev,
+                self.dev.tuning(),
                 x,
                 &w_gate.view(),
                 &w_up.view(),
                 out,
-                matmul::gpu::model_q8x(),
+                crate::ops::activation::Activation::Silu,
                 None,
             )?
         {
@@ -708,13 +725,14 @@ impl Backend for GpuBackend {
                     eps,
                 };
                 if m == 1
-                    && matmul::gpu::launch_matvec_swiglu(
+                    && matmul::gpu::launch_matvec_glu(
                         &self.dev,
+                        self.dev.tuning(),
                         xb,
                         &w_gate.view(),
                         &w_up.view(),
                         out,
-                        matmul::gpu::model_q8x(),
+                        crate::ops::activation::Activation::Silu,
                         Some(&norm_in),
                     )?
                 {
@@ -723,20 +741,28 @@ impl Backend for GpuBackend {
             }
         }
         if m == 1
-            && matmul::gpu::model_fused_norm()
-            && matmul::gpu::fused_norm_pays(&self.dev, w_gate.ty, n, w_gate.cols, true)
+            && self.dev.tuning().fuse_norm
+            && matmul::gpu::fused_norm_pays(
+                &self.dev,
+                self.dev.tuning(),
+                w_gate.ty,
+                n,
+                w_gate.cols,
+                true,
+            )
         {
             let norm = NormIn::Weight(RmsNorm {
                 weight: norm.f32_vector("rms_norm")?,
                 eps,
             });
-            if matmul::gpu::launch_matvec_swiglu(
+            if matmul::gpu::launch_matvec_glu(
                 &self.dev,
+                self.dev.tuning(),
                 x,
                 &w_gate.view(),
                 &w_up.view(),
                 out,
-                matmul::gpu::model_q8x(),
+                crate::ops::activation::Activation::Silu,
                 Some(&norm),
             )? {
                 return Ok(());
@@ -1157,6 +1183,7 @@ impl Backend for GpuBackend {
             out,
             KeyCount::Device(&step.state, STEP_POS),
             Temp::Own(&step.work),
+            self.dev.tuning().decode_attention,
         )
     }
 

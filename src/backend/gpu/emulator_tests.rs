@@ -629,11 +629,11 @@ fn streaming_swiglu_matches_the_cpu_reference() {
 fn streaming_swiglu_case(rng: &mut Rng, k: usize, ffn: usize, norms: bool) {
     use super::GpuBackend;
     use crate::backend::Backend;
-    use crate::ops::matmul::gpu::{launch_matvec_swiglu, NormIn, RmsNorm};
-    if std::env::var_os("ROCMFORGE_MATVEC_STREAM_STAGES").is_none() {
-        let want = if k >= 4096 { 3 } else { 2 };
-        assert_eq!(crate::ops::matmul::gpu::stream_stages(k), want);
-    }
+    use crate::ops::activation::Activation;
+    use crate::ops::matmul::gpu::{launch_matvec_glu, NormIn, RmsNorm};
+    let want = if k >= 4096 { 3 } else { 2 };
+    let defaults = crate::device::tuning::Tuning::default();
+    assert_eq!(crate::ops::matmul::gpu::stream_stages(&defaults, k), want);
     let silu_mul = |g: &[f32], u: &[f32]| -> Vec<f32> {
         g.iter()
             .zip(u)
@@ -663,7 +663,17 @@ fn streaming_swiglu_case(rng: &mut Rng, k: usize, ffn: usize, norms: bool) {
             let x = rng.vec(k);
             let gx = gpu.upload(&x).unwrap();
             let mut out = gpu.zeros(ffn).unwrap();
-            assert!(launch_matvec_swiglu(&dev, &gx, &vg, &vu, &mut out, true, None).unwrap());
+            assert!(launch_matvec_glu(
+                &dev,
+                dev.tuning(),
+                &gx,
+                &vg,
+                &vu,
+                &mut out,
+                Activation::Silu,
+                None
+            )
+            .unwrap());
             let want = silu_mul(
                 &q8x_reference(&x, &view(&wg)),
                 &q8x_reference(&x, &view(&wu)),
@@ -694,10 +704,17 @@ fn streaming_swiglu_case(rng: &mut Rng, k: usize, ffn: usize, norms: bool) {
                 weight: &gnorm,
                 eps,
             });
-            assert!(
-                launch_matvec_swiglu(&dev, &gx, &vg, &vu, &mut out, true, Some(&by_weight))
-                    .unwrap()
-            );
+            assert!(launch_matvec_glu(
+                &dev,
+                dev.tuning(),
+                &gx,
+                &vg,
+                &vu,
+                &mut out,
+                Activation::Silu,
+                Some(&by_weight)
+            )
+            .unwrap());
             assert_close(
                 &format!("streaming swiglu {ty:?}, norm by weight"),
                 &down(&out, ffn),
@@ -715,9 +732,17 @@ fn streaming_swiglu_case(rng: &mut Rng, k: usize, ffn: usize, norms: bool) {
                 n: sums.len(),
                 eps,
             };
-            assert!(
-                launch_matvec_swiglu(&dev, &gxw, &vg, &vu, &mut out, true, Some(&parts)).unwrap()
-            );
+            assert!(launch_matvec_glu(
+                &dev,
+                dev.tuning(),
+                &gxw,
+                &vg,
+                &vu,
+                &mut out,
+                Activation::Silu,
+                Some(&parts)
+            )
+            .unwrap());
             assert_close(
                 &format!("streaming swiglu {ty:?}, norm handed over"),
                 &down(&out, ffn),
@@ -771,7 +796,7 @@ fn fused_decode_projections_match_the_unfused_ops() {
             let gx = gpu.upload(&x).unwrap();
             // the CPU reference op (float32 activations), or x in 8 bits as the model's m = 1
             // kernels take it, plus the bias
-            let q8x = crate::ops::matmul::gpu::model_q8x();
+            let q8x = true;
             let reference = |i: usize, bias: bool| {
                 let (ty, n, b) = &host[i];
                 let view = crate::ops::WeightView {
@@ -851,7 +876,8 @@ fn fused_decode_projections_match_the_unfused_ops() {
                         out: o2,
                     },
                 ];
-                let fused = launch_matvec_multi(&dev, &gx, &mut parts, false, false, None).unwrap();
+                let fused =
+                    launch_matvec_multi(&dev, dev.tuning(), &gx, &mut parts, false, None).unwrap();
                 assert_eq!(fused, ty_q == ty_kv, "{ty_q:?}/{ty_kv:?}");
             }
             // out += x @ w^T, into a residual stream holding random values
@@ -917,7 +943,7 @@ fn fused_decode_projections_match_the_unfused_ops() {
 
             // The RMS norm fused into the projections (the decode step's form): the kernels
             // take (x * norm)'s products times 1 / sqrt(mean(x^2) + eps).
-            if !crate::ops::matmul::gpu::model_fused_norm() {
+            if !dev.tuning().fuse_norm {
                 continue;
             }
             let norm_host = rng.vec(k);
@@ -1090,7 +1116,10 @@ fn tensor_core_matmul_matches_the_cpu() {
 
     let mut rng = Rng::new("tensor_core_matmul_matches_the_cpu");
     for dev in devices() {
-        assert!(mma_available(&dev), "the emulator runs the portable MMA");
+        assert!(
+            mma_available(&dev, dev.tuning()),
+            "the emulator runs the portable MMA"
+        );
         let wide = dev.runtime().props().max_shared_per_block >= 73_728;
         // The emulated MMA is slow (32 shuffles each): a few types per device. The other
         // types share the kernel and differ only in `chunk`, which the matmul tests cover.
@@ -1154,7 +1183,7 @@ fn tensor_core_matmul_matches_the_cpu() {
                 x[3 * k..4 * k].iter_mut().for_each(|v| *v = 0.0);
                 let xd = DeviceBuffer::from_slice(&dev, &x, "test").unwrap();
                 let mut od = DeviceBuffer::alloc(&dev, m * n * 4, "test").unwrap();
-                launch_matmul_mma_tile(&dev, &xd, &w, m, &mut od, Some(bm)).unwrap();
+                launch_matmul_mma_tile(&dev, dev.tuning(), &xd, &w, m, &mut od, Some(bm)).unwrap();
                 let mut got = vec![0f32; m * n];
                 od.read(&mut got, "test").unwrap();
                 let mut want = vec![0f32; m * n];
@@ -1175,7 +1204,7 @@ fn tensor_core_matmul_matches_the_cpu() {
         let mut dense = vec![0f32; n * k];
         quants::dequantize(GgmlType::Q8_0, &bytes, &mut dense).unwrap();
         let gw = backend.weight(GgmlType::Q8_0, n, k, &bytes).unwrap();
-        let min_m = crate::ops::matmul::gpu::MMA_MIN_M;
+        let min_m = dev.tuning().mma_min_rows;
         for m in [min_m - 1, min_m] {
             let x = rng.vec(m * k);
             let xd = backend.upload(&x).unwrap();

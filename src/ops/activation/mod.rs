@@ -4,6 +4,24 @@ pub mod cpu;
 pub mod gpu;
 
 use super::check_len;
+
+/// The activation of a gated feed-forward: `out = act(gate) * up`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Activation {
+    /// `silu(g) = g / (1 + exp(-g))` (SwiGLU: Llama, Qwen).
+    Silu,
+    /// `gelu(g) = 0.5 g (1 + tanh(sqrt(2 / pi) (g + 0.044715 g^3)))` (GeGLU, tanh form: Gemma).
+    GeluTanh,
+}
+
+impl Activation {
+    pub fn name(self) -> &'static str {
+        match self {
+            Activation::Silu => "silu",
+            Activation::GeluTanh => "gelu_tanh",
+        }
+    }
+}
 use crate::device::Device;
 use crate::error::Result;
 

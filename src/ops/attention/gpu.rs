@@ -8,6 +8,7 @@ use half::f16;
 use super::AttentionShape;
 use crate::device::gpu::{flat_grid, need, to_i32, Arg, DeviceBuffer, GpuDevice, Temp, FLAT_BLOCK};
 use crate::device::kernels::{self, FlashShape, FLASH_THREADS};
+use crate::device::tuning::DecodeAttention;
 use crate::device::KvDtype;
 use crate::error::{Error, Result};
 use crate::ops::Element;
@@ -147,35 +148,6 @@ pub fn launch_softmax(
     )
 }
 
-/// Which decode attention kernel a one-query-token call takes (`ROCMFORGE_DECODE_ATTENTION`,
-/// read once: benchmarks compare them in one process).
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-enum DecodeMode {
-    /// `=0`: the flash kernels.
-    Flash,
-    /// `=kv`: `attn_decode_*` at every length.
-    KvHead,
-    /// `=head`: `attn_decode_head_*` up to `DECODE_HEAD_MAX_KEYS`, then `attn_decode_*`.
-    Head,
-    /// Default: `attn_decode_head_*` up to `DECODE_HEAD_AUTO_KEYS`, then `attn_decode_*`.
-    Auto,
-}
-
-fn decode_mode() -> DecodeMode {
-    static MODE: std::sync::OnceLock<DecodeMode> = std::sync::OnceLock::new();
-    *MODE.get_or_init(|| {
-        match std::env::var("ROCMFORGE_DECODE_ATTENTION")
-            .as_deref()
-            .map(str::trim)
-        {
-            Ok("0") => DecodeMode::Flash,
-            Ok("kv") => DecodeMode::KvHead,
-            Ok("head") => DecodeMode::Head,
-            _ => DecodeMode::Auto,
-        }
-    })
-}
-
 /// Groups of 32 lanes in an `attn_decode_head_*` block (attention.hip's merge holds 8).
 const DECODE_HEAD_GROUPS: usize = 8;
 /// Most keys `attn_decode_head_*` takes: 4 rounds of 32 keys a group.
@@ -187,22 +159,25 @@ const DECODE_HEAD_MAX_KEYS: usize = DECODE_HEAD_GROUPS * 32 * 4;
 const DECODE_HEAD_AUTO_KEYS: usize = DECODE_HEAD_GROUPS * 32 * 2;
 
 /// The decode kernels (one query token) where they have the head size and at most 8 query
-/// heads share a kv head (`DecodeMode`):
+/// heads share a kv head (`Tuning::decode_attention`):
 /// - `attn_decode_*` (a block per kv head and key split, then `flash_attn_combine` where the
 ///   keys are split): on an H200 a Llama-3-8B layer's attention + combine 7.1-7.4 us with
 ///   the flash kernels -> 4.7-5.3 us at 1-128 keys;
 /// - `attn_decode_head_*` (a block per query head, its 8 groups of 32 lanes split the keys and
 ///   merge in shared memory: one launch, no partials) for caches of up to
 ///   `DECODE_HEAD_AUTO_KEYS` rows: the 8B's tg128 561 -> 592 tok/s (bench/NOTES.md).
-fn decode_kernel(s: &AttentionShape, kv: KvDtype) -> Option<(bool, kernels::Kernel)> {
-    let mode = decode_mode();
+fn decode_kernel(
+    s: &AttentionShape,
+    kv: KvDtype,
+    mode: DecodeAttention,
+) -> Option<(bool, kernels::Kernel)> {
     let group = s.heads / s.kv_heads;
-    if mode == DecodeMode::Flash || s.seq_q != 1 || group > 8 {
+    if mode == DecodeAttention::Flash || s.seq_q != 1 || group > 8 {
         return None;
     }
     let head_keys = match mode {
-        DecodeMode::Head => DECODE_HEAD_MAX_KEYS,
-        DecodeMode::Auto => DECODE_HEAD_AUTO_KEYS,
+        DecodeAttention::Head => DECODE_HEAD_MAX_KEYS,
+        DecodeAttention::Auto => DECODE_HEAD_AUTO_KEYS,
         _ => 0,
     };
     if s.seq_k <= head_keys {
@@ -329,6 +304,7 @@ pub fn launch_flash_attention(
         out,
         keys,
         Temp::Shared,
+        dev.tuning().decode_attention,
     )
 }
 
@@ -360,6 +336,7 @@ pub fn launch_flash_attention_with(
     out: &mut DeviceBuffer,
     keys: KeyCount,
     temp: Temp,
+    mode: DecodeAttention,
 ) -> Result<()> {
     let op = "flash_attention";
     let n_past = match keys {
@@ -398,7 +375,7 @@ pub fn launch_flash_attention_with(
         Arg::F32(scale_log2),
         Arg::I32(causal as i32),
     );
-    let decode = decode_kernel(s, kv);
+    let decode = decode_kernel(s, kv, mode);
     // attn_decode_head: every key in one block a head, no partials.
     let plan = match decode {
         Some((true, _)) => FlashPlan {

@@ -6,9 +6,11 @@ use std::sync::Arc;
 use crate::device::gpu::{need, to_i32, Arg, DeviceBuffer, GpuDevice};
 use crate::device::kernels;
 use crate::device::layout::{to_device_layout, DeviceWeight};
+use crate::device::tuning::Tuning;
 use crate::device::KvDtype;
 use crate::error::{Error, Result};
 use crate::gguf::GgmlType;
+use crate::ops::activation::Activation;
 use crate::ops::rope::RopeParams;
 use crate::ops::WeightView;
 
@@ -16,15 +18,8 @@ use crate::ops::WeightView;
 pub const MATVEC_MAX_M: usize = 8;
 /// Weight rows per matrix-vector block (256 threads, one 32-lane group per row).
 const MATVEC_ROWS_PER_BLOCK: usize = 8;
-/// Block size of the m = 1 kernels (matmul.hip: MV_GROUPS groups of 32 lanes splitting k).
-const MATVEC_FAST_THREADS: u32 = 4 * 32;
 /// Output tile of the tiled kernel.
 const TILE: usize = 64;
-
-/// An environment switch read once into `cell`: true unless variable `var` is set to `off`.
-fn env_switch(cell: &'static std::sync::OnceLock<bool>, var: &str, off: &str) -> bool {
-    *cell.get_or_init(|| std::env::var_os(var).is_none_or(|v| v != off))
-}
 
 /// Values of x one 16-byte quant piece of the wide and streaming m = 1 kernels covers
 /// (matmul.hip, WideQ4_0 / WideQ8_0), or None for types without those kernels.
@@ -36,50 +31,12 @@ fn wide_piece_values(ty: GgmlType) -> Option<usize> {
     }
 }
 
-/// The m = 1 kernels can be switched off with `ROCMFORGE_NO_FAST_MATVEC=1`, and their rows
-/// per block chosen with `ROCMFORGE_MATVEC_ROWS` (1, 2, 4), both read once, so that
-/// benchmarks can compare them in one process. Defaults: the fastest on an H200 at Llama-3-8B's
-/// shapes (bench/NOTES.md): 2 rows for Q4_0, 1 for Q8_0.
-fn fast_matvec_enabled() -> bool {
-    static ENABLED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    env_switch(&ENABLED, "ROCMFORGE_NO_FAST_MATVEC", "1")
-}
-/// The number in environment variable `name` if it is one of `allowed` (callers read it once).
-fn env_rows(name: &str, allowed: &[usize]) -> Option<usize> {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .filter(|r| allowed.contains(r))
-}
-
-fn fast_matvec_rows(ty: GgmlType) -> usize {
-    static ROWS: std::sync::OnceLock<Option<usize>> = std::sync::OnceLock::new();
-    let chosen =
-        *ROWS.get_or_init(|| env_rows("ROCMFORGE_MATVEC_ROWS", &kernels::MATVEC_FAST_ROWS));
-    chosen.unwrap_or(if ty == GgmlType::Q8_0 { 1 } else { 2 })
-}
-
-/// The m = 1 kernels of Q4_0/Q8_0: the wide ones (matmul.hip `matvec_wide_*`, 16-byte quant
-/// loads, x loaded once per block for all its rows) unless `ROCMFORGE_MATVEC_KERNEL=v5`
-/// (read once) picks the earlier `matvec_fast_*` / `matvec_multi_*` / `matvec_swiglu_*`.
-fn wide_matvec_enabled() -> bool {
-    static ENABLED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    env_switch(&ENABLED, "ROCMFORGE_MATVEC_KERNEL", "v5")
-}
-
-/// `ROCMFORGE_MATVEC_ROWS` (1, 2, 4, 8, 16; read once), rows per block of the wide kernels.
-fn wide_matvec_rows_env() -> Option<usize> {
-    static ROWS: std::sync::OnceLock<Option<usize>> = std::sync::OnceLock::new();
-    *ROWS.get_or_init(|| env_rows("ROCMFORGE_MATVEC_ROWS", &kernels::MATVEC_WIDE_ROWS))
-}
-
 /// Rows per block of the wide kernels for `n` rows (in all, for a fused launch) of k values:
-/// `ROCMFORGE_MATVEC_ROWS`, else the fastest on an H200 (bench/NOTES.md): Q8_0 4; Q4_0 16
-/// where rows are long (k >= 2048) and there are still at least a block per multiprocessor
-/// (Llama-3-8B: +3.6% tg), else 8 (Qwen2.5-0.5B's 896-wide rows: 16 is 6% slower). Every block
-/// reads all of x, so more rows per block move fewer bytes, until too few blocks remain.
-fn wide_matvec_rows(dev: &GpuDevice, ty: GgmlType, n: usize, k: usize) -> usize {
-    if let Some(r) = wide_matvec_rows_env() {
+/// `tuning.matvec_rows`, else Q8_0 4; Q4_0 16 where rows are long (k >= 2048) and there are
+/// still at least a block per multiprocessor, else 8 (docs/perf). Every block reads all of x,
+/// so more rows per block move fewer bytes, until too few blocks remain.
+fn wide_matvec_rows(dev: &GpuDevice, tuning: &Tuning, ty: GgmlType, n: usize, k: usize) -> usize {
+    if let Some(r) = tuning.matvec_rows {
         return r;
     }
     if ty != GgmlType::Q4_0 {
@@ -93,28 +50,31 @@ fn wide_matvec_rows(dev: &GpuDevice, ty: GgmlType, n: usize, k: usize) -> usize 
     }
 }
 
-/// Rows of each matrix per block of the wide gate/up + SwiGLU kernels:
-/// `ROCMFORGE_SWIGLU_ROWS` (1, 2, 4, 8; read once), else 8 for Q4_0 and 4 for Q8_0 (twice the
-/// rows in flight of the unfused default: on an H200 with 8-bit x, 8 rows of each took
-/// Llama-3-8B Q4_0 from 342 to 362 tok/s, bench/NOTES.md).
-fn wide_swiglu_rows(ty: GgmlType) -> usize {
-    static ROWS: std::sync::OnceLock<Option<usize>> = std::sync::OnceLock::new();
-    let chosen =
-        *ROWS.get_or_init(|| env_rows("ROCMFORGE_SWIGLU_ROWS", &kernels::MATVEC_WIDE_SWIGLU_ROWS));
-    chosen.unwrap_or(if ty == GgmlType::Q4_0 { 8 } else { 4 })
+/// Rows of each matrix per block of the wide gate/up kernels: `tuning.glu_rows`, else 8 for
+/// Q4_0 and 4 for Q8_0 (twice the rows in flight of the unfused default).
+fn wide_swiglu_rows(tuning: &Tuning, ty: GgmlType) -> usize {
+    tuning
+        .glu_rows
+        .unwrap_or(if ty == GgmlType::Q4_0 { 8 } else { 4 })
 }
 
 /// Whether an RMS norm fused into the m = 1 projections of `ty` with `rows` rows in all
-/// (`swiglu`: of each of gate and up) of `k` values saves time: every block then also reads
-/// the norm's weight (k floats, like x), which costs about as much as the norm's own launch
-/// (~4 us on an H200) at ~8 MiB in all (Llama-3-8B's gate/up: 57 MiB, 16 us slower;
-/// Qwen2.5-0.5B's: 4 MiB, faster).
-pub fn fused_norm_pays(dev: &GpuDevice, ty: GgmlType, rows: usize, k: usize, swiglu: bool) -> bool {
+/// (`glu`: of each of gate and up) of `k` values saves time: every block then also reads the
+/// norm's weight (k floats, like x), which costs about as much as the norm's own launch at
+/// ~8 MiB of extra reads in all (docs/perf).
+pub fn fused_norm_pays(
+    dev: &GpuDevice,
+    tuning: &Tuning,
+    ty: GgmlType,
+    rows: usize,
+    k: usize,
+    glu: bool,
+) -> bool {
     const MAX_EXTRA_BYTES: usize = 8 << 20;
-    let per_block = if swiglu {
-        wide_swiglu_rows(ty)
+    let per_block = if glu {
+        wide_swiglu_rows(tuning, ty)
     } else {
-        wide_matvec_rows(dev, ty, rows, k)
+        wide_matvec_rows(dev, tuning, ty, rows, k)
     };
     rows.div_ceil(per_block) * k * 4 <= MAX_EXTRA_BYTES
 }
@@ -130,20 +90,16 @@ fn wide_matvec_threads(dev: &GpuDevice, k: usize) -> u32 {
 /// Whether an m = 1 launch of 16 rows per block with 8-bit x over rows of `k` values of `ty`
 /// takes the register-capped `*_r16_o3` kernels (3 blocks per multiprocessor instead of 2 on
 /// NVIDIA): where the block reads a row in one pass (pieces <= threads), unless
-/// `ROCMFORGE_MATVEC_O3=0` (read once). On an H200 that took Llama-3-8B's LM head from 103 to
-/// 88 us and its q/k/v from 9.5 to 7.8 us; its down projection (several passes) was slower
-/// capped (bench/NOTES.md).
-fn occupancy_capped(dev: &GpuDevice, ty: GgmlType, k: usize) -> bool {
-    static ENABLED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    let enabled = env_switch(&ENABLED, "ROCMFORGE_MATVEC_O3", "0");
+/// `tuning.matvec_capped` is off; rows read in several passes were slower capped (docs/perf).
+fn occupancy_capped(dev: &GpuDevice, tuning: &Tuning, ty: GgmlType, k: usize) -> bool {
     let Some(piece_values) = wide_piece_values(ty) else {
         return false;
     };
-    enabled && k.div_ceil(piece_values) <= wide_matvec_threads(dev, k) as usize
+    tuning.matvec_capped && k.div_ceil(piece_values) <= wide_matvec_threads(dev, k) as usize
 }
 
-/// Weight rows per group of the streaming kernels (matmul.hip, matvec_stream): 8 (4 of gate
-/// and 4 of up) beat 4 on Llama-3-8B's gate/up on an H200 (bench/NOTES.md).
+/// Weight rows per group of the streaming kernels (matmul.hip, matvec_stream): 4 of gate and
+/// 4 of up (docs/perf).
 const STREAM_ROWS: usize = 8;
 
 /// Launch shape of a streaming m = 1 kernel (matmul.hip, matvec_stream).
@@ -155,15 +111,13 @@ struct StreamPlan {
     stages: usize,
 }
 
-/// Groups of weight rows in flight in the streaming kernels for rows of `k` values: 3 (384
-/// threads' registers a multiprocessor) from 4096 values, else 2 (512 threads'). On an H200
-/// (bench/NOTES.md): Llama-3-8B (k = 4096) tg128 600.3 / 599.8 -> 601.5 / 601.4 with 3,
-/// Llama-3.2-1B Q8_0 (k = 2048) 1,722.6 -> 1,712.4. `ROCMFORGE_MATVEC_STREAM_STAGES=2|3`
-/// (read once) takes one for every k.
-pub fn stream_stages(k: usize) -> usize {
-    static FORCED: std::sync::OnceLock<Option<usize>> = std::sync::OnceLock::new();
-    let forced = *FORCED.get_or_init(|| env_rows("ROCMFORGE_MATVEC_STREAM_STAGES", &[2, 3]));
-    forced.unwrap_or(if k >= STREAM_3_STAGES_FROM { 3 } else { 2 })
+/// Groups of weight rows in flight in the streaming kernels for rows of `k` values:
+/// `tuning.stream_stages`, else 3 (384 threads' registers a multiprocessor) from 4096 values
+/// and 2 (512 threads') below (docs/perf).
+pub fn stream_stages(tuning: &Tuning, k: usize) -> usize {
+    tuning
+        .stream_stages
+        .unwrap_or(if k >= STREAM_3_STAGES_FROM { 3 } else { 2 })
 }
 
 /// Row length (values) from which the streaming kernels keep 3 groups in flight.
@@ -172,26 +126,24 @@ pub const STREAM_3_STAGES_FROM: usize = 4096;
 /// The streaming kernel's launch for `rows` weight rows (in all) of `k` values of `ty`, taken
 /// in groups of `group`, or None where the wide kernels stay: rows shorter than 2048 values,
 /// more than 512 pieces (16 quant bytes) a row (the kernel's block limit), shared memory
-/// short, or `ROCMFORGE_MATVEC_STREAM=0` (read once). The grid is a few blocks per
-/// multiprocessor (512 threads' worth: ~120 registers a thread), each block taking every
-/// grid-th group.
+/// short, or `tuning.matvec_stream` off. The grid is a few blocks per multiprocessor (512
+/// threads' worth: ~120 registers a thread), each block taking every grid-th group.
 fn stream_plan(
     dev: &GpuDevice,
+    tuning: &Tuning,
     ty: GgmlType,
     rows: usize,
     k: usize,
     group: usize,
 ) -> Option<StreamPlan> {
-    static ENABLED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    let enabled = env_switch(&ENABLED, "ROCMFORGE_MATVEC_STREAM", "0");
     let piece_values = wide_piece_values(ty)?;
     let pieces = k / piece_values;
-    if !enabled || k < 2048 || k % 32 != 0 || pieces > 512 || rows == 0 {
+    if !tuning.matvec_stream || k < 2048 || k % 32 != 0 || pieces > 512 || rows == 0 {
         return None;
     }
     let props = dev.runtime().props();
     let block = pieces.div_ceil(64) * 64;
-    let stages = stream_stages(k);
+    let stages = stream_stages(tuning, k);
     let per_sm = ((if stages == 3 { 384 } else { 512 }) / block).max(1);
     let groups = rows.div_ceil(group);
     let grid = groups.min(props.multiprocessors.max(1) as usize * per_sm);
@@ -204,37 +156,18 @@ fn stream_plan(
     })
 }
 
-/// The model's m = 1 matvecs of Q4_0 and Q8_0 weights quantize x to 8 bits (`*_q8x`
-/// kernels: blocks of 32 for Q4_0, 16 for Q8_0, scale max|x| / 127, integer dot products),
-/// as llama.cpp and this project's CPU backend do, unless `ROCMFORGE_MATVEC_Q8X=0` (read
-/// once) keeps float32 x. `rocmforge.ops.matmul` always keeps float32 x.
-pub fn model_q8x() -> bool {
-    static ENABLED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *ENABLED.get_or_init(|| {
-        wide_matvec_enabled() && std::env::var_os("ROCMFORGE_MATVEC_Q8X").is_none_or(|v| v != "0")
-    })
-}
-
-/// The model's decode fuses each RMS norm into the projections that read it (`RmsNorm`),
-/// with 8-bit x (`model_q8x`), unless `ROCMFORGE_FUSED_NORM=0` (read once).
-pub fn model_fused_norm() -> bool {
-    static ENABLED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *ENABLED.get_or_init(|| {
-        model_q8x() && std::env::var_os("ROCMFORGE_FUSED_NORM").is_none_or(|v| v != "0")
-    })
-}
-
 /// `out = x @ w^T` for m = 1 by the dedicated m = 1 kernels of w's type (`q8x`: x to 8 bits,
-/// see `model_q8x`). Returns false, launching nothing, where there is none.
+/// as the model's decode takes it). Returns false, launching nothing, where there is none.
 fn launch_matvec_m1(
     dev: &GpuDevice,
+    tuning: &Tuning,
     x: &DeviceBuffer,
     w: &DeviceWeight,
     out: &mut DeviceBuffer,
     q8x: bool,
 ) -> Result<bool> {
     let (n, k) = (w.rows, w.cols);
-    if k % 32 != 0 || w.row_bytes() % 4 != 0 || !fast_matvec_enabled() {
+    if k % 32 != 0 || w.row_bytes() % 4 != 0 {
         return Ok(false);
     }
     need("matmul", "x", x, k, 4)?;
@@ -243,24 +176,13 @@ fn launch_matvec_m1(
     if n == 0 {
         return Ok(true);
     }
-    let wide = wide_matvec_enabled();
-    let rows_per_block = if wide {
-        wide_matvec_rows(dev, w.ty, n, k)
-    } else {
-        fast_matvec_rows(w.ty)
-    };
-    let kernel = if wide && q8x && rows_per_block == 16 && occupancy_capped(dev, w.ty, k) {
+    let rows_per_block = wide_matvec_rows(dev, tuning, w.ty, n, k);
+    let kernel = if q8x && rows_per_block == 16 && occupancy_capped(dev, tuning, w.ty, k) {
         kernels::matvec_wide_o3(w.ty)
-    } else if wide {
+    } else {
         kernels::matvec_wide(w.ty, rows_per_block, q8x)
-    } else {
-        kernels::matvec_fast(w.ty, rows_per_block)
     };
-    let threads = if wide {
-        wide_matvec_threads(dev, k)
-    } else {
-        MATVEC_FAST_THREADS
-    };
+    let threads = wide_matvec_threads(dev, k);
     let Some(kernel) = kernel else {
         return Ok(false);
     };
@@ -291,7 +213,7 @@ pub fn launch_matmul(
     if m == 0 || n == 0 {
         return Ok(());
     }
-    if m == 1 && launch_matvec_m1(dev, x, w, out, false)? {
+    if m == 1 && launch_matvec_m1(dev, dev.tuning(), x, w, out, false)? {
         return Ok(());
     }
     let args = [
@@ -333,12 +255,15 @@ pub fn launch_matmul(
     }
 }
 
-/// Whether the fused m = 1 kernels (`matvec_multi`, `matvec_swiglu`) can take weight `w`.
-fn fused_matvec_ok(w: &DeviceWeight) -> bool {
-    w.cols % 32 == 0
-        && w.row_bytes() % 4 == 0
-        && fast_matvec_enabled()
-        && kernels::matvec_swiglu(w.ty).is_some()
+/// Whether the decode (m = 1, 8-bit x) matvec kernels can take weight `w`: the fused
+/// launches below and `launch_matmul_model` at m = 1.
+pub fn decode_matvec_fits(w: &DeviceWeight) -> bool {
+    w.cols % 32 == 0 && w.row_bytes() % 4 == 0 && kernels::matvec_swiglu(w.ty).is_some()
+}
+
+/// Whether the decode gate/up kernels have activation `act`.
+pub fn decode_glu_fits(act: Activation) -> bool {
+    act == Activation::Silu
 }
 
 /// An RMS norm fused into the m = 1 kernels (wide kernels only): they take
@@ -420,10 +345,10 @@ pub enum Residual {
 /// have no fast kernel, k not a multiple of 32): the caller then runs the unfused ops.
 pub fn launch_matvec_multi(
     dev: &GpuDevice,
+    tuning: &Tuning,
     x: &DeviceBuffer,
     parts: &mut [Projection],
     accumulate: bool,
-    q8x: bool,
     norm: Option<&NormIn>,
 ) -> Result<bool> {
     let residual = if accumulate {
@@ -431,7 +356,7 @@ pub fn launch_matvec_multi(
     } else {
         Residual::Overwrite
     };
-    Ok(launch_matvec_multi_blocks(dev, x, parts, residual, q8x, norm, None)?.is_some())
+    Ok(launch_matvec_multi_blocks(dev, tuning, x, parts, residual, norm, None)?.is_some())
 }
 
 /// `launch_matvec_multi` with `out` written as `residual` says, that also writes the next norm's
@@ -440,10 +365,10 @@ pub fn launch_matvec_multi(
 /// does not apply.
 pub fn launch_matvec_multi_blocks(
     dev: &GpuDevice,
+    tuning: &Tuning,
     x: &DeviceBuffer,
     parts: &mut [Projection],
     residual: Residual,
-    q8x: bool,
     norm: Option<&NormIn>,
     norm_out: Option<&mut NormOut>,
 ) -> Result<Option<usize>> {
@@ -454,7 +379,7 @@ pub fn launch_matvec_multi_blocks(
     if parts.len() > 3
         || !parts
             .iter()
-            .all(|p| p.w.ty == ty && p.w.cols == k && fused_matvec_ok(&p.w))
+            .all(|p| p.w.ty == ty && p.w.cols == k && decode_matvec_fits(&p.w))
     {
         return Ok(None);
     }
@@ -466,28 +391,18 @@ pub fn launch_matvec_multi_blocks(
             need("matmul", "bias", b, p.w.rows, 4)?;
         }
     }
-    let wide = wide_matvec_enabled();
-    if (norm.is_some() || norm_out.is_some()) && !wide {
-        return Ok(None);
-    }
     if norm_out.is_some() && parts.len() != 1 {
         return Err(Error::invalid(
             "matmul: the next norm's input comes from a single projection",
         ));
     }
-    let (rows_per_block, kernel, threads) = if wide {
-        let r = wide_matvec_rows(dev, ty, parts.iter().map(|p| p.w.rows).sum(), k);
-        let kernel = if q8x && r == 16 && occupancy_capped(dev, ty, k) {
-            kernels::matvec_wide_multi_o3(ty).expect("fast type")
-        } else {
-            kernels::matvec_wide_multi(ty, r, q8x).expect("fast type")
-        };
-        (r, kernel, wide_matvec_threads(dev, k))
+    let rows_per_block = wide_matvec_rows(dev, tuning, ty, parts.iter().map(|p| p.w.rows).sum(), k);
+    let kernel = if rows_per_block == 16 && occupancy_capped(dev, tuning, ty, k) {
+        kernels::matvec_wide_multi_o3(ty).expect("fast type")
     } else {
-        let r = fast_matvec_rows(ty);
-        let kernel = kernels::matvec_multi(ty, r).expect("fast type");
-        (r, kernel, MATVEC_FAST_THREADS)
+        kernels::matvec_wide_multi(ty, rows_per_block, true).expect("fast type")
     };
+    let threads = wide_matvec_threads(dev, k);
     let mut args = vec![
         x.arg(),
         Arg::I32(to_i32(k, "matmul k")?),
@@ -495,11 +410,10 @@ pub fn launch_matvec_multi_blocks(
         Arg::I32(match residual {
             Residual::Overwrite => 0,
             Residual::Add => 1,
-            Residual::AddEarly if wide => 2,
-            Residual::AddEarly => 1,
+            Residual::AddEarly => 2,
         }),
     ];
-    if wide {
+    {
         args.extend(NormIn::args(norm, k)?);
         match &norm_out {
             Some(o) => {
@@ -564,21 +478,58 @@ pub struct QkvRope<'a> {
     pub pos: (&'a DeviceBuffer, usize),
 }
 
-/// Whether the decode step's q/k/v launch also turns q and k and appends k and v to the caches
-/// (`launch_matvec_qkv_rope`): yes unless `ROCMFORGE_FUSED_ROPE=0` (read once).
-fn fused_rope_enabled() -> bool {
-    static ENABLED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    env_switch(&ENABLED, "ROCMFORGE_FUSED_ROPE", "0")
+/// The kernel and rows per block `launch_matvec_qkv_rope` takes for q/k/v weights like
+/// `w` (of `heads` and `kv_heads` heads of `head_dim`), or None where it does not apply:
+/// weights with no decode kernel, a partial rotation (n_rot < head_dim), or a head that the
+/// block's rows do not divide.
+fn qkv_rope_kernel(
+    dev: &GpuDevice,
+    tuning: &Tuning,
+    w: &DeviceWeight,
+    heads: usize,
+    kv_heads: usize,
+    head_dim: usize,
+    params: &RopeParams,
+    dtype: KvDtype,
+) -> Option<(kernels::Kernel, usize)> {
+    let (nq, nkv) = (heads * head_dim, kv_heads * head_dim);
+    if !decode_matvec_fits(w) || params.n_rot != head_dim || nq == 0 || nkv == 0 {
+        return None;
+    }
+    let (ty, k) = (w.ty, w.cols);
+    let r = wide_matvec_rows(dev, tuning, ty, nq + 2 * nkv, k);
+    let kernel = if r == 16 && occupancy_capped(dev, tuning, ty, k) {
+        kernels::matvec_qkv_rope_o3(ty, dtype)
+    } else {
+        kernels::matvec_qkv_rope(ty, r, dtype)
+    }?;
+    head_dim.is_multiple_of(r).then_some((kernel, r))
+}
+
+/// Whether `launch_matvec_qkv_rope` takes q/k/v weights like `w` (see `qkv_rope_kernel`).
+#[allow(clippy::too_many_arguments)]
+pub fn decode_qkv_rope_fits(
+    dev: &GpuDevice,
+    tuning: &Tuning,
+    w: &DeviceWeight,
+    heads: usize,
+    kv_heads: usize,
+    head_dim: usize,
+    params: &RopeParams,
+    dtype: KvDtype,
+) -> bool {
+    qkv_rope_kernel(dev, tuning, w, heads, kv_heads, head_dim, params, dtype).is_some()
 }
 
 /// A decode step's `q = rope(x @ wq^T + bq)`, `k_cache[pos] = rope(x @ wk^T + bk)`,
 /// `v_cache[pos] = x @ wv^T + bv` in one launch (matmul.hip `matvec_qkv_rope`, 8-bit x, the
 /// norm as `launch_matvec_multi` takes it). Returns false, launching nothing, where that
-/// kernel does not apply: x kept in float32 (`model_q8x`), `ROCMFORGE_FUSED_ROPE=0`, weights
-/// of different types or with no wide kernel, a partial rotation (n_rot < head_dim), or a
-/// head that the block's rows do not divide.
+/// kernel does not apply: weights of different types or with no decode kernel, a partial
+/// rotation (n_rot < head_dim), or a head that the block's rows do not divide.
+#[allow(clippy::too_many_arguments)]
 pub fn launch_matvec_qkv_rope(
     dev: &GpuDevice,
+    tuning: &Tuning,
     x: &DeviceBuffer,
     norm: Option<&NormIn>,
     w: [DeviceWeight; 3],
@@ -588,32 +539,19 @@ pub fn launch_matvec_qkv_rope(
 ) -> Result<bool> {
     let (ty, k, row_bytes) = (w[0].ty, w[0].cols, w[0].row_bytes());
     let (nq, nkv) = (rope.heads * rope.head_dim, rope.kv_heads * rope.head_dim);
-    if !model_q8x()
-        || !fused_rope_enabled()
-        || !w
-            .iter()
-            .all(|w| w.ty == ty && w.cols == k && fused_matvec_ok(w))
-        || rope.params.n_rot != rope.head_dim
+    if !w.iter().all(|w| w.ty == ty && w.cols == k)
         || w[0].rows != nq
         || w[1].rows != nkv
         || w[2].rows != nkv
-        || nq == 0
-        || nkv == 0
     {
         return Ok(false);
     }
-    let r = wide_matvec_rows(dev, ty, nq + 2 * nkv, k);
-    let kernel = if r == 16 && occupancy_capped(dev, ty, k) {
-        kernels::matvec_qkv_rope_o3(ty, rope.dtype)
-    } else {
-        kernels::matvec_qkv_rope(ty, r, rope.dtype)
-    };
-    let Some(kernel) = kernel else {
+    #[rustfmt::skip]
+    let Some((kernel, r)) = qkv_rope_kernel(
+        dev, tuning, &w[0], rope.heads, rope.kv_heads, rope.head_dim, rope.params, rope.dtype,
+    ) else {
         return Ok(false);
     };
-    if !rope.head_dim.is_multiple_of(r) {
-        return Ok(false);
-    }
     let op = "matmul";
     need(op, "x", x, k, 4)?;
     for (w, bias) in w.iter().zip(biases) {
@@ -659,21 +597,23 @@ pub fn launch_matvec_qkv_rope(
 
 /// `out[r] = silu(x . w_gate[r]) * (x . w_up[r])` for m = 1 in one launch (matmul.hip
 /// `matvec_swiglu`). Returns false, launching nothing, where the fused kernel does not apply.
-pub fn launch_matvec_swiglu(
+#[allow(clippy::too_many_arguments)]
+pub fn launch_matvec_glu(
     dev: &GpuDevice,
+    tuning: &Tuning,
     x: &DeviceBuffer,
     w_gate: &DeviceWeight,
     w_up: &DeviceWeight,
     out: &mut DeviceBuffer,
-    q8x: bool,
+    act: Activation,
     norm: Option<&NormIn>,
 ) -> Result<bool> {
     let (n, k) = (w_gate.rows, w_gate.cols);
     if w_up.ty != w_gate.ty
         || w_up.rows != n
         || w_up.cols != k
-        || !fused_matvec_ok(w_gate)
-        || (norm.is_some() && !wide_matvec_enabled())
+        || !decode_matvec_fits(w_gate)
+        || !decode_glu_fits(act)
     {
         return Ok(false);
     }
@@ -692,32 +632,19 @@ pub fn launch_matvec_swiglu(
     }
     // The streaming kernel for long rows; else the wide kernel with half the rows per block of
     // the unfused one for each matrix (the same number of rows in flight).
-    let wide = wide_matvec_enabled();
-    let stream = (q8x && wide)
-        .then(|| stream_plan(dev, w_gate.ty, 2 * n, k, STREAM_ROWS))
-        .flatten();
+    let stream = stream_plan(dev, tuning, w_gate.ty, 2 * n, k, STREAM_ROWS);
     let (kernel, grid, threads, shared) = if let Some(plan) = stream {
         let kernel =
             kernels::matvec_stream_swiglu(w_gate.ty, STREAM_ROWS, plan.stages).expect("fast type");
         (kernel, plan.grid, plan.block, plan.shared as u32)
-    } else if wide {
-        let r = wide_swiglu_rows(w_gate.ty);
-        let kernel = kernels::matvec_wide_swiglu(w_gate.ty, r, q8x).expect("fast type");
+    } else {
+        let r = wide_swiglu_rows(tuning, w_gate.ty);
+        let kernel = kernels::matvec_wide_swiglu(w_gate.ty, r, true).expect("fast type");
         let grid = to_i32(n.div_ceil(r), "matmul n")? as u32;
         (kernel, grid, wide_matvec_threads(dev, k), 0)
-    } else {
-        let kernel = kernels::matvec_swiglu(w_gate.ty).expect("fast type");
-        (
-            kernel,
-            to_i32(n, "matmul n")? as u32,
-            MATVEC_FAST_THREADS,
-            0,
-        )
     };
     let mut args = vec![x.arg()];
-    if wide {
-        args.extend(NormIn::args(norm, k)?);
-    }
+    args.extend(NormIn::args(norm, k)?);
     args.extend([
         w_gate.bytes.arg(),
         w_up.bytes.arg(),
@@ -740,39 +667,20 @@ pub fn launch_matvec_swiglu(
 // ------------------------------------------------------------------------------------------
 // The model's matmul: tensor cores for prefill.
 
-/// Rows of x from which the model's matmul (`Backend::matmul`) takes the tensor-core kernel
-/// where it is available; below, the exact kernels of `launch_matmul` (decode's matvec).
-/// `ROCMFORGE_MMA_MIN_M` overrides it (read once). The tensor-core tile computes 64 or 128
-/// rows whatever m is, so at m = 9..64 it wastes most of its products, but it is still bound by
-/// reading the weights once (like the FP32 tiled kernel it replaces there) while its products
-/// cost ~1/10 of the FP32 FMA ones: it takes over exactly where the FP32 tiled kernel did.
-pub const MMA_MIN_M: usize = MATVEC_MAX_M + 1;
 /// Columns of out per tensor-core block (matmul.hip, MMA_BN), and k per step (MMA_BK).
 const MMA_BN: usize = 128;
 const MMA_BK: usize = 64;
 /// Shared row length in f16 (matmul.hip, MMA_LD).
 const MMA_LD: usize = 72;
 
-fn env_usize(var: &str) -> Option<usize> {
-    std::env::var(var).ok().and_then(|v| v.parse().ok())
-}
-
-fn mma_min_m() -> usize {
-    static MIN_M: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
-    *MIN_M.get_or_init(|| env_usize("ROCMFORGE_MMA_MIN_M").unwrap_or(MMA_MIN_M))
-}
-
 /// Whether the model's matmul may use the tensor-core kernel on `dev`: NVIDIA sm_80 or newer
 /// (`mma.sync` m16n8k16), and the CPU emulation (which runs the kernel's portable form, to
 /// test its tiling). Not on AMD hardware: there the portable form emulates the MMA with
 /// shuffles, slower than the FP32 tiled kernel, so AMD keeps that (MFMA on CDNA and WMMA on
-/// RDNA3 are future work). `ROCMFORGE_MMA=0` switches it off (read once), so benchmarks can
-/// compare the two paths.
-pub fn mma_available(dev: &GpuDevice) -> bool {
-    static ENABLED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    let enabled = env_switch(&ENABLED, "ROCMFORGE_MMA", "0");
+/// RDNA3 are future work). `tuning.mma` off keeps the float32 kernels.
+pub fn mma_available(dev: &GpuDevice, tuning: &Tuning) -> bool {
     let rt = dev.runtime();
-    enabled
+    tuning.mma
         && match rt.backend() {
             "cuda" => rt
                 .props()
@@ -793,18 +701,12 @@ fn mma_shared_bytes(bm: usize) -> usize {
 
 /// Row tile for an m x n product: 128 when its blocks fill at least 90% of the
 /// multiprocessors in one wave (fewer, larger tiles: each weight tile is dequantized fewer
-/// times), else 64; only tiles whose shared memory fits. Measured on an H200 (132 SMs,
-/// bench/NOTES.md, Q4_0): m = 512, 4096 x 4096 (128 blocks of 128) 99 us with 128 vs 122 us
-/// with 64; m = 256 (64 blocks of 128) runs at 64 (77 us). `ROCMFORGE_MMA_BM` (64 or 128) forces one
-/// (read once).
-fn mma_row_tile(dev: &GpuDevice, m: usize, n: usize) -> usize {
-    static FORCED: std::sync::OnceLock<Option<usize>> = std::sync::OnceLock::new();
+/// times), else 64; only tiles whose shared memory fits (measured on an H200,
+/// docs/perf). `tuning.mma_tile_rows` forces one where it fits.
+fn mma_row_tile(dev: &GpuDevice, tuning: &Tuning, m: usize, n: usize) -> usize {
     let props = dev.runtime().props();
     let fits = |bm: usize| mma_shared_bytes(bm) <= props.max_shared_per_block;
-    let forced = *FORCED.get_or_init(|| {
-        env_usize("ROCMFORGE_MMA_BM").filter(|b| kernels::MMA_ROW_TILES.contains(b))
-    });
-    if let Some(bm) = forced.filter(|&b| fits(b)) {
+    if let Some(bm) = tuning.mma_tile_rows.filter(|&b| fits(b)) {
         return bm;
     }
     let blocks128 = m.div_ceil(128) * n.div_ceil(MMA_BN);
@@ -829,18 +731,20 @@ pub fn mma_scratch_bytes(m: usize, k: usize) -> usize {
 /// Errors where `mma_available` is false.
 pub fn launch_matmul_mma(
     dev: &GpuDevice,
+    tuning: &Tuning,
     x: &DeviceBuffer,
     w: &DeviceWeight,
     m: usize,
     out: &mut DeviceBuffer,
 ) -> Result<()> {
-    launch_matmul_mma_tile(dev, x, w, m, out, None)
+    launch_matmul_mma_tile(dev, tuning, x, w, m, out, None)
 }
 
 /// `launch_matmul_mma` with the row tile `bm` (64 or 128) chosen by the caller, or by
 /// `mma_row_tile` when None.
 pub fn launch_matmul_mma_tile(
     dev: &GpuDevice,
+    tuning: &Tuning,
     x: &DeviceBuffer,
     w: &DeviceWeight,
     m: usize,
@@ -861,7 +765,7 @@ pub fn launch_matmul_mma_tile(
     need("matmul", "x", x, m * k, 4)?;
     need("matmul", "weight", w.bytes, n * w.row_bytes(), 1)?;
     need("matmul", "out", out, m * n, 4)?;
-    if !mma_available(dev) {
+    if !mma_available(dev, tuning) {
         return Err(crate::error::Error::unsupported(format!(
             "matmul: no tensor-core kernel on {} ({})",
             dev.name(),
@@ -871,7 +775,7 @@ pub fn launch_matmul_mma_tile(
     if m == 0 || n == 0 {
         return Ok(());
     }
-    let bm = bm.unwrap_or_else(|| mma_row_tile(dev, m, n));
+    let bm = bm.unwrap_or_else(|| mma_row_tile(dev, tuning, m, n));
     let (mp, kp) = (m.div_ceil(bm) * bm, k.div_ceil(MMA_BK) * MMA_BK);
     let xh_bytes = mp * kp * 2;
     debug_assert!(xh_bytes + mp * 4 <= mma_scratch_bytes(m, k));
@@ -912,20 +816,22 @@ pub fn launch_matmul_mma_tile(
     )
 }
 
-/// The model's matmul (`Backend::matmul` of the GPU backend): the tensor-core kernel for
-/// m >= `MMA_MIN_M` where `mma_available`, else `launch_matmul` (exact to float32 rounding;
-/// the op `rocmforge.ops.matmul` always takes that one). F32 weights keep the exact kernels:
-/// a file stored in F32 asks for float32 arithmetic, which f16 tiles would not give.
+/// The model's matmul (`Backend::matmul` of the GPU backend): the tensor-core kernel from
+/// `tuning.mma_min_rows` rows where `mma_available`, the decode matvec (8-bit x) at m = 1,
+/// else `launch_matmul` (exact to float32 rounding; the op `rocmforge.ops.matmul` always takes
+/// that one). F32 weights keep the exact kernels: a file stored in F32 asks for float32
+/// arithmetic, which f16 tiles would not give.
 pub fn launch_matmul_model(
     dev: &GpuDevice,
+    tuning: &Tuning,
     x: &DeviceBuffer,
     w: &DeviceWeight,
     m: usize,
     out: &mut DeviceBuffer,
 ) -> Result<()> {
-    if m >= mma_min_m() && w.ty != GgmlType::F32 && mma_available(dev) {
-        launch_matmul_mma(dev, x, w, m, out)
-    } else if m == 1 && model_q8x() && launch_matvec_m1(dev, x, w, out, true)? {
+    if m >= tuning.mma_min_rows && w.ty != GgmlType::F32 && mma_available(dev, tuning) {
+        launch_matmul_mma(dev, tuning, x, w, m, out)
+    } else if m == 1 && launch_matvec_m1(dev, tuning, x, w, out, true)? {
         Ok(())
     } else {
         launch_matmul(dev, x, w, m, out)
@@ -993,14 +899,14 @@ fn run_path(
     };
     match path {
         MatmulPath::Exact => launch_matmul(dev, &xd, &w, m, &mut od)?,
-        MatmulPath::Model => launch_matmul_model(dev, &xd, &w, m, &mut od)?,
-        MatmulPath::TensorCores => launch_matmul_mma(dev, &xd, &w, m, &mut od)?,
+        MatmulPath::Model => launch_matmul_model(dev, dev.tuning(), &xd, &w, m, &mut od)?,
+        MatmulPath::TensorCores => launch_matmul_mma(dev, dev.tuning(), &xd, &w, m, &mut od)?,
     }
     od.read(&mut out[..m * n], "matmul")
 }
 
 /// The model's decode gate/up + SwiGLU for one row, host arrays in and out:
-/// `out[n] = silu(gate @ x) * (up @ x)` with 8-bit x (`launch_matvec_swiglu`, the streaming
+/// `out[n] = silu(gate @ x) * (up @ x)` with 8-bit x (`launch_matvec_glu`, the streaming
 /// kernel for rows of 2048 values or more). Q4_0 and Q8_0 weights.
 pub fn matvec_swiglu_gguf(
     dev: &Arc<GpuDevice>,
@@ -1033,7 +939,8 @@ pub fn matvec_swiglu_gguf(
         cols: k,
         bytes,
     };
-    if !launch_matvec_swiglu(dev, &xd, &view(&gd), &view(&ud), &mut od, true, None)? {
+    let (tuning, act) = (dev.tuning(), Activation::Silu);
+    if !launch_matvec_glu(dev, tuning, &xd, &view(&gd), &view(&ud), &mut od, act, None)? {
         return Err(Error::unsupported(format!(
             "matvec_swiglu: no fused decode kernel for {} weights",
             gate.ty
