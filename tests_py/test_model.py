@@ -573,9 +573,9 @@ def test_chat_templates_of_real_vocabularies_render_as_jinja2_does(tmp_path, rng
     jinja2 = pytest.importorskip("jinja2")
     from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-    from rocmforge import testing
+    from llamacpp_vocab import data_cache_dir
 
-    files = sorted(testing.test_data_dir().glob("**/ggml-vocab-*.gguf"))
+    files = sorted(data_cache_dir().glob("**/ggml-vocab-*.gguf"))
     templates = {}
     for f in files:
         with rf.GGUFFile(str(f)) as g:

@@ -24,9 +24,7 @@ import gguf
 import pytest
 
 import rocmforge as rf
-from rocmforge._models import cache_dir
-
-LLAMA_CPP_PYTHON = "0.3.36"
+from llamacpp_vocab import LLAMA_CPP_PYTHON_VERSION, data_cache_dir
 
 # llama.cpp vocabularies with .inp/.out pairs whose tokenizer rocmforge implements
 VOCABS = [
@@ -47,7 +45,7 @@ def _fetch_vocab_files(target: Path) -> None:
     """pip-download the pinned llama-cpp-python sdist and extract llama.cpp's vocab tests."""
     with tempfile.TemporaryDirectory() as tmp:
         cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "--no-binary",
-               "llama-cpp-python", "-d", tmp, f"llama-cpp-python=={LLAMA_CPP_PYTHON}"]
+               "llama-cpp-python", "-d", tmp, f"llama-cpp-python=={LLAMA_CPP_PYTHON_VERSION}"]
         done = subprocess.run(cmd, capture_output=True, text=True)
         if done.returncode != 0:
             try:
@@ -68,10 +66,10 @@ def _fetch_vocab_files(target: Path) -> None:
 
 @pytest.fixture(scope="session")
 def vocab_dir() -> Path:
-    target = cache_dir() / "test-data" / f"llama-cpp-python-{LLAMA_CPP_PYTHON}"
+    target = data_cache_dir() / f"llama-cpp-python-{LLAMA_CPP_PYTHON_VERSION}"
     if not target.is_dir():
         target.parent.mkdir(parents=True, exist_ok=True)
-        print(f"fetching llama-cpp-python {LLAMA_CPP_PYTHON} (sdist) for llama.cpp's vocab tests into {target}",
+        print(f"fetching llama-cpp-python {LLAMA_CPP_PYTHON_VERSION} (sdist) for llama.cpp's vocab tests into {target}",
               file=sys.stderr)
         _fetch_vocab_files(target)
     return target
