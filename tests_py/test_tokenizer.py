@@ -24,7 +24,10 @@ import gguf
 import pytest
 
 import rocmforge as rf
+from gguf_builder import write_gguf
 from llamacpp_vocab import LLAMA_CPP_PYTHON_VERSION, data_cache_dir
+
+T = gguf.GGUFValueType
 
 # llama.cpp vocabularies with .inp/.out pairs whose tokenizer rocmforge implements
 VOCABS = [
@@ -342,9 +345,16 @@ TINY_TOKENS = ["a", "b", "c", "ab", "abc", "Ġ", "Ġa", "<|end|>"]
 TINY_MERGES = ["a b", "ab c", "Ġ a"]
 
 
+# write_vocab's kinds of value: the stored type (an array's item type: that of its first item).
+_KINDS = {"str": (T.STRING,), "arr": (T.ARRAY, None), "u32": (T.UINT32,), "i32": (T.INT32,),
+          "bool": (T.BOOL,)}
+
+
 def write_vocab(path: Path, model="gpt2", pre="gpt-2", tokens=TINY_TOKENS, merges=TINY_MERGES,
                 types=None, extra=(), drop=()) -> Path:
-    w = gguf.GGUFWriter(str(path), arch="llama")
+    """A vocabulary-only file: the tiny vocabulary's keys less `drop`, then `extra` (key, (kind,
+    value)). An empty array leaves its key out, as the gguf package's add_array does (its writer
+    refuses empty arrays)."""
     kv = {
         "tokenizer.ggml.model": ("str", model),
         "tokenizer.ggml.pre": ("str", pre),
@@ -352,24 +362,12 @@ def write_vocab(path: Path, model="gpt2", pre="gpt-2", tokens=TINY_TOKENS, merge
         "tokenizer.ggml.merges": ("arr", merges),
         "tokenizer.ggml.token_type": ("arr", types if types is not None else [1] * (len(tokens) - 1) + [3]),
     }
-    for key, (kind, val) in list(kv.items()) + list(extra):
-        if key in drop:
-            continue
-        if kind == "str":
-            w.add_string(key, val)
-        elif kind == "arr":
-            w.add_array(key, val)
-        elif kind == "u32":
-            w.add_uint32(key, val)
-        elif kind == "i32":
-            w.add_int32(key, val)
-        elif kind == "bool":
-            w.add_bool(key, val)
-    w.write_header_to_file()
-    w.write_kv_data_to_file()
-    w.write_tensors_to_file()
-    w.close()
-    return path
+    for key in drop:
+        del kv[key]
+    kv.update(extra)
+    meta = {key: (value, *_KINDS[kind]) for key, (kind, value) in kv.items()
+            if not (kind == "arr" and len(value) == 0)}
+    return write_gguf(path, "llama", meta, [])
 
 
 def test_tiny_vocab(tmp_path):
