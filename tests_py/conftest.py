@@ -1,10 +1,20 @@
-"""Shared fixtures. Tests draw fresh random inputs every run (seeded from the clock, the seed
-printed on failure through the test id of `rng`)."""
+"""Shared fixtures. Tests draw fresh random inputs every run from the one test generator, `rng`
+(seeded from the clock; the seed is printed and recorded with the test, and
+ROCMFORGE_TEST_SEED=<seed> replays it). Files that must be the same on every run (the qwen2 test
+model, whose llama.cpp reference data is checked in) draw from a generator of the same type with
+a fixed seed.
+
+The GGUF writer and the model builders are in the repository's tools/ (shared with the benchmark
+scripts, not shipped in the package): it is put on the import path here."""
 
 from __future__ import annotations
 
 import os
+import sys
 import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tools"))
 
 # NumPy references run on one BLAS thread: the cores belong to the op under test, and a threaded
 # BLAS on small float64 matmuls is slower (thread spin-up) on a 2-core machine.
@@ -43,13 +53,14 @@ def device(request):
 
 @pytest.fixture(scope="session")
 def qwen2_test_model_path(tmp_path_factory):
-    """The deterministic random-weight qwen2 test model (`rocmforge.testing`), built once per
+    """The deterministic random-weight qwen2 test model (tools/models.py), built once per
     session (its tokenizer comes from llama.cpp's vocabulary file, fetched on first use)."""
-    from rocmforge import testing
+    from llamacpp_vocab import llamacpp_vocab_path
+    from models import make_qwen2_test_model
 
     try:
-        vocab = testing.llamacpp_vocab_path("qwen2")
+        vocab = llamacpp_vocab_path("qwen2")
     except Exception as e:  # no network and no cache
         pytest.skip(f"llama.cpp qwen2 vocabulary unavailable: {e}")
     out = tmp_path_factory.mktemp("qwen2-test") / "qwen2-test.gguf"
-    return str(testing.make_qwen2_test_model(out, vocab_path=vocab))
+    return str(make_qwen2_test_model(out, vocab_path=vocab))

@@ -15,7 +15,10 @@ import gguf
 import numpy as np
 import pytest
 
+from gguf_builder import Tensor, write_gguf
+
 Q = gguf.GGMLQuantizationType
+T = gguf.GGUFValueType
 
 
 def run_cli(*args: str, entry_point: bool = False) -> subprocess.CompletedProcess:
@@ -109,26 +112,25 @@ def test_entry_point(smollm2_path):
 
 
 def write_model(path, rng, with_tokenizer: bool = True) -> None:
-    w = gguf.GGUFWriter(str(path), arch="qwen2")
-    w.add_context_length(int(rng.integers(64, 100_000)))
-    w.add_embedding_length(64)
-    w.add_block_count(3)
-    w.add_head_count(int(rng.integers(1, 9)))
-    w.add_head_count_kv(1)
+    meta = {
+        "qwen2.context_length": (int(rng.integers(64, 100_000)), T.UINT32),
+        "qwen2.embedding_length": (64, T.UINT32),
+        "qwen2.block_count": (3, T.UINT32),
+        "qwen2.attention.head_count": (int(rng.integers(1, 9)), T.UINT32),
+        "qwen2.attention.head_count_kv": (1, T.UINT32),
+    }
     if with_tokenizer:
-        w.add_tokenizer_model("gpt2")
-        w.add_tokenizer_pre("qwen2")
-        w.add_token_list([f"tok{i}" for i in range(int(rng.integers(5, 300)))])
+        meta["tokenizer.ggml.model"] = ("gpt2", T.STRING)
+        meta["tokenizer.ggml.pre"] = ("qwen2", T.STRING)
+        tokens = [f"tok{i}" for i in range(int(rng.integers(5, 300)))]
+        meta["tokenizer.ggml.tokens"] = (tokens, T.ARRAY, T.STRING)
     n = int(rng.integers(1, 6))
-    for i in range(n):
-        w.add_tensor(f"blk.{i}.ffn_norm.weight", rng.standard_normal(int(rng.integers(1, 50)), dtype=np.float32))
-    w.add_tensor("token_embd.weight", rng.standard_normal((7, 13)).astype(np.float16))
+    tensors = [Tensor.of(f"blk.{i}.ffn_norm.weight",
+                         rng.standard_normal(int(rng.integers(1, 50)), dtype=np.float32)) for i in range(n)]
+    tensors.append(Tensor.of("token_embd.weight", rng.standard_normal((7, 13)).astype(np.float16)))
     x = rng.standard_normal((3, 64), dtype=np.float32)
-    w.add_tensor("output.weight", gguf.quants.quantize(x, Q.Q8_0), raw_dtype=Q.Q8_0)
-    w.write_header_to_file()
-    w.write_kv_data_to_file()
-    w.write_tensors_to_file()
-    w.close()
+    tensors.append(Tensor.of("output.weight", gguf.quants.quantize(x, Q.Q8_0), "Q8_0"))
+    write_gguf(path, "qwen2", meta, tensors)
 
 
 def test_info_on_written_file(tmp_path, rng):
@@ -146,11 +148,7 @@ def test_info_without_tokenizer_or_tensors(tmp_path, rng):
     assert expect["vocab_size"] is None and expect["tokenizer_model"] is None
     check_info(path, expect)
     empty = tmp_path / "empty_arch.gguf"
-    w = gguf.GGUFWriter(str(empty), arch="llama")
-    w.write_header_to_file()
-    w.write_kv_data_to_file()
-    w.write_tensors_to_file()
-    w.close()
+    write_gguf(empty, "llama", {}, [])
     check_info(empty, expected_facts(empty))
 
 

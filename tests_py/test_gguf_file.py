@@ -1,7 +1,7 @@
-"""rocmforge.GGUFFile on valid files: files written with the `gguf` package's GGUFWriter, read
-back and compared with what was written and with `gguf.GGUFReader`; version 2 files, custom
-alignments, the context manager, and the errors for bad paths. (The real SmolLM2 file against
-GGUFReader is test_gguf_real.py.)"""
+"""rocmforge.GGUFFile on valid files: files written with the `gguf` package's GGUFWriter (through
+tools/gguf_builder.py), read back and compared with what was written and with `gguf.GGUFReader`;
+version 2 files, custom alignments, the context manager, and the errors for bad paths. (The real
+SmolLM2 file against GGUFReader is test_gguf_real.py.)"""
 
 from __future__ import annotations
 
@@ -12,24 +12,26 @@ import numpy as np
 import pytest
 
 import rocmforge as rf
+from gguf_builder import Tensor, write_gguf
 
 Q = gguf.GGMLQuantizationType
+T = gguf.GGUFValueType
 
-# (key, writer method, value, Python type rocmforge must return)
+# (key, stored type, value, Python type rocmforge must return)
 SCALARS = [
-    ("test.u8", "add_uint8", 255, int),
-    ("test.i8", "add_int8", -128, int),
-    ("test.u16", "add_uint16", 65535, int),
-    ("test.i16", "add_int16", -32768, int),
-    ("test.u32", "add_uint32", 4_000_000_000, int),
-    ("test.i32", "add_int32", -2_000_000_000, int),
-    ("test.u64", "add_uint64", 2**64 - 1, int),
-    ("test.i64", "add_int64", -(2**63), int),
-    ("test.f32", "add_float32", 0.1, float),
-    ("test.f64", "add_float64", -1e300, float),
-    ("test.true", "add_bool", True, bool),
-    ("test.false", "add_bool", False, bool),
-    ("test.str", "add_string", "héllo wörld ✓", str),
+    ("test.u8", T.UINT8, 255, int),
+    ("test.i8", T.INT8, -128, int),
+    ("test.u16", T.UINT16, 65535, int),
+    ("test.i16", T.INT16, -32768, int),
+    ("test.u32", T.UINT32, 4_000_000_000, int),
+    ("test.i32", T.INT32, -2_000_000_000, int),
+    ("test.u64", T.UINT64, 2**64 - 1, int),
+    ("test.i64", T.INT64, -(2**63), int),
+    ("test.f32", T.FLOAT32, 0.1, float),
+    ("test.f64", T.FLOAT64, -1e300, float),
+    ("test.true", T.BOOL, True, bool),
+    ("test.false", T.BOOL, False, bool),
+    ("test.str", T.STRING, "héllo wörld ✓", str),
 ]
 
 ARRAYS = {
@@ -78,23 +80,19 @@ def make_tensors(rng) -> dict[str, tuple[np.ndarray, Q, np.ndarray]]:
 
 
 def write_file(path, tensors, alignment=None, metadata=True) -> None:
-    w = gguf.GGUFWriter(str(path), arch="llama")
-    if alignment is not None:
-        w.add_custom_alignment(alignment)
+    meta = {}
     if metadata:
-        for key, method, value, _ in SCALARS:
-            getattr(w, method)(key, value)
-        for key, value in ARRAYS.items():
-            w.add_array(key, value)
+        for key, vtype, value, _ in SCALARS:
+            meta[key] = (value, vtype)
+        for key, value in ARRAYS.items():  # item types as the writer infers them from the values
+            meta[key] = (value, T.ARRAY, None)
+    stored_tensors = []
     for name, (_, ty, stored) in tensors.items():
         if stored.dtype in (np.float32, np.float16, np.int32):
-            w.add_tensor(name, stored)
+            stored_tensors.append(Tensor.of(name, stored))
         else:
-            w.add_tensor(name, stored, raw_dtype=ty)
-    w.write_header_to_file()
-    w.write_kv_data_to_file()
-    w.write_tensors_to_file()
-    w.close()
+            stored_tensors.append(Tensor.of(name, stored, ty.name))
+    write_gguf(path, "llama", meta, stored_tensors, alignment=alignment)
 
 
 @pytest.fixture
@@ -223,14 +221,9 @@ def test_metadata_only_file(tmp_path):
 def test_scalar_and_empty_tensors(tmp_path, rng):
     path = tmp_path / "odd_shapes.gguf"
     value = np.float32(rng.standard_normal())
-    w = gguf.GGUFWriter(str(path), arch="llama")
-    w.add_tensor("scalar", np.array(value, dtype=np.float32))
-    w.add_tensor("empty", np.zeros((0, 5), dtype=np.float32))
-    w.add_tensor("after", np.arange(3, dtype=np.float16))
-    w.write_header_to_file()
-    w.write_kv_data_to_file()
-    w.write_tensors_to_file()
-    w.close()
+    write_gguf(path, "llama", {}, [Tensor.of("scalar", np.array(value, dtype=np.float32)),
+                                   Tensor.of("empty", np.zeros((0, 5), dtype=np.float32)),
+                                   Tensor.of("after", np.arange(3, dtype=np.float16))])
     g = rf.GGUFFile(path)
     reader = gguf.GGUFReader(path)
     assert [t.shape for t in g.tensors] == [(), (0, 5), (3,)]

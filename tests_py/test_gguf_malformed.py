@@ -19,6 +19,8 @@ import gguf
 import numpy as np
 import pytest
 
+from gguf_builder import Tensor, write_gguf
+
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="RLIMIT_AS and /proc are Linux's")
 
 # Address space the child may use beyond what it holds after its imports. Every file here is a
@@ -50,7 +52,8 @@ def u64(v: int) -> bytes:
 
 @dataclass
 class Gguf:
-    """A GGUF file written by hand, so that it can hold what no writer would write."""
+    """A GGUF file written by hand, so that it can hold what no writer would write (valid files
+    of the other tests come from tools/gguf_builder.py; this byte writer is for broken ones)."""
 
     kvs: list = field(default_factory=list)  # (key, value type, encoded value)
     tensors: list = field(default_factory=list)  # (name, ggml dims, ggml type, offset)
@@ -106,17 +109,14 @@ def patched(data: bytes, at: int, new: bytes) -> bytes:
 
 def writer_file(path) -> bytes:
     """A small valid file written by the gguf package, its last tensor ending at the end of file."""
-    w = gguf.GGUFWriter(str(path), arch="llama")
-    w.add_uint32("llama.context_length", 64)
-    w.add_array("tokenizer.ggml.tokens", ["<s>", "a", "b"])
-    w.add_array("tokenizer.ggml.scores", [0.0, -1.0, -2.0])
-    w.add_bool("tokenizer.ggml.add_bos_token", True)
-    w.add_tensor("output_norm.weight", np.ones(5, dtype=np.float32))
-    w.add_tensor("output.weight", np.arange(16, dtype=np.float16).reshape(2, 8))  # 32 bytes
-    w.write_header_to_file()
-    w.write_kv_data_to_file()
-    w.write_tensors_to_file()
-    w.close()
+    T = gguf.GGUFValueType
+    write_gguf(path, "llama",
+               {"llama.context_length": (64, T.UINT32),
+                "tokenizer.ggml.tokens": (["<s>", "a", "b"], T.ARRAY, T.STRING),
+                "tokenizer.ggml.scores": ([0.0, -1.0, -2.0], T.ARRAY, T.FLOAT32),
+                "tokenizer.ggml.add_bos_token": (True, T.BOOL)},
+               [Tensor.of("output_norm.weight", np.ones(5, dtype=np.float32)),
+                Tensor.of("output.weight", np.arange(16, dtype=np.float16).reshape(2, 8))])  # 32 bytes
     return path.read_bytes()
 
 

@@ -37,15 +37,17 @@ def top5_logprob_diff(ref_logits: np.ndarray, got_logits: np.ndarray) -> float:
 
 @pytest.fixture(scope="module")
 def smollm2_shaped_path(tmp_path_factory):
-    from rocmforge import testing
+    """Built once for the module with the benchmark models' fixed seed (make_model's default), so
+    that every run compares the same weights against BOUND."""
+    from llamacpp_vocab import llamacpp_vocab_path
+    from models import make_model
 
     try:
-        vocab = testing.llamacpp_vocab_path("llama-bpe")
+        vocab = llamacpp_vocab_path("llama-bpe")
     except Exception as e:  # no network and no cache
         pytest.skip(f"llama.cpp llama-bpe vocabulary unavailable: {e}")
     out = tmp_path_factory.mktemp("smollm2-shape") / "smollm2-shape-q8_0.gguf"
-    return str(testing.make_model("smollm2-135m", "Q8_0", out, vocab_path=vocab,
-                                  embedding_std=576 ** -0.5))
+    return str(make_model("smollm2-135m", "Q8_0", out, vocab_path=vocab, embedding_std=576 ** -0.5))
 
 
 @pytest.mark.parametrize("which", ["qwen2-test", "smollm2-shape"])

@@ -1,7 +1,7 @@
-"""rocmforge.Model on tiny random-weight llama and qwen2 files written here with the `gguf`
-package, checked against a NumPy float64 forward pass written here (the independent
-reference); generation semantics (KV cache vs recompute, sampling, stop strings, bad input);
-and the real SmolLM2 file answering "Paris"."""
+"""rocmforge.Model on tiny random-weight llama and qwen2 files written here (through
+tools/gguf_builder.py, over the `gguf` package's writer), checked against a NumPy float64 forward
+pass written here (the independent reference); generation semantics (KV cache vs recompute,
+sampling, stop strings, bad input); and the real SmolLM2 file answering "Paris"."""
 
 from __future__ import annotations
 
@@ -18,6 +18,9 @@ import numpy as np
 import pytest
 
 import rocmforge as rf
+from gguf_builder import Tensor, write_gguf
+
+VT = gguf.GGUFValueType
 
 # ---------------------------------------------------------------------------------------------
 # A tiny model: config, random weights, GGUF writer
@@ -91,57 +94,57 @@ class Tiny:
                 self.w[p + "attn_k.bias"] = w(kv, scale=0.5)
                 self.w[p + "attn_v.bias"] = w(kv, scale=0.5)
 
-    def write(self, path, dtype="F32", skip_keys=(), skip_tensors=(), extra=None, overrides=None,
-              chat_template=CHAT_TEMPLATE):
-        """Write a GGUF file; matrices in `dtype` (F32 or a quant type), vectors in F32.
-        Returns the float32 weights the file holds (quantized matrices dequantized)."""
-        qtype = gguf.GGMLQuantizationType[dtype]
-        wr = gguf.GGUFWriter(str(path), self.arch)
+    def metadata(self, chat_template=CHAT_TEMPLATE) -> dict:
+        """The file's metadata as `write_gguf` takes it: key -> (value, type[, item type])."""
         a = self.arch
-        keys = {
-            f"{a}.block_count": lambda: wr.add_block_count(self.layers),
-            f"{a}.context_length": lambda: wr.add_context_length(self.n_ctx),
-            f"{a}.embedding_length": lambda: wr.add_embedding_length(self.dim),
-            f"{a}.feed_forward_length": lambda: wr.add_feed_forward_length(self.ffn),
-            f"{a}.attention.head_count": lambda: wr.add_head_count(self.heads),
-            f"{a}.attention.head_count_kv": lambda: wr.add_head_count_kv(self.kv_heads),
-            f"{a}.attention.layer_norm_rms_epsilon": lambda: wr.add_layer_norm_rms_eps(self.eps),
-            f"{a}.rope.freq_base": lambda: wr.add_rope_freq_base(self.theta),
+        return {
+            "general.architecture": (a, VT.STRING),
+            f"{a}.block_count": (self.layers, VT.UINT32),
+            f"{a}.context_length": (self.n_ctx, VT.UINT32),
+            f"{a}.embedding_length": (self.dim, VT.UINT32),
+            f"{a}.feed_forward_length": (self.ffn, VT.UINT32),
+            f"{a}.attention.head_count": (self.heads, VT.UINT32),
+            f"{a}.attention.head_count_kv": (self.kv_heads, VT.UINT32),
+            f"{a}.attention.layer_norm_rms_epsilon": (self.eps, VT.FLOAT32),
+            f"{a}.rope.freq_base": (self.theta, VT.FLOAT32),
+            "tokenizer.ggml.model": ("gpt2", VT.STRING),
+            "tokenizer.ggml.pre": ("qwen2" if a == "qwen2" else "gpt-2", VT.STRING),
+            "tokenizer.ggml.tokens": (self.tokens, VT.ARRAY, VT.STRING),
+            "tokenizer.ggml.token_type": (self.types, VT.ARRAY, VT.INT32),
+            "tokenizer.ggml.merges": (MERGES, VT.ARRAY, VT.STRING),
+            "tokenizer.ggml.bos_token_id": (self.tokens.index("<|endoftext|>"), VT.UINT32),
+            "tokenizer.ggml.eos_token_id": (self.eos, VT.UINT32),
+            "tokenizer.ggml.add_bos_token": (False, VT.BOOL),
+            "tokenizer.chat_template": (chat_template, VT.STRING),
         }
-        for k, add in keys.items():
-            if k not in skip_keys:
-                add()
-        for k, v in (overrides or {}).items():
-            if isinstance(v, str):
-                wr.add_string(k, v)
-            else:
-                wr.add_uint32(k, v)
-        wr.add_tokenizer_model("gpt2")
-        wr.add_tokenizer_pre("qwen2" if a == "qwen2" else "gpt-2")
-        wr.add_token_list(self.tokens)
-        wr.add_token_types(self.types)
-        wr.add_token_merges(MERGES)
-        wr.add_bos_token_id(self.tokens.index("<|endoftext|>"))
-        wr.add_eos_token_id(self.eos)
-        wr.add_add_bos_token(False)
-        wr.add_chat_template(chat_template)
-        for k, v in (extra or {}).items():
-            wr.add_float32(k, v)
-        stored = {}
-        for name, t in self.w.items():
+
+    def write(self, path, dtype="F32", skip_keys=(), skip_tensors=(), set_meta=None, set_tensors=None,
+              chat_template=CHAT_TEMPLATE):
+        """Write a GGUF file; matrices in `dtype` (F32 or a quant type), vectors in F32. Metadata
+        keys may be left out (`skip_keys`) or set (`set_meta`: key -> (value, type[, item type])),
+        tensors left out (`skip_tensors`) or replaced (`set_tensors`: name -> float32 array), so
+        that a file differs from a loadable one in just what a test is about.
+        Returns the float32 weights the file holds (quantized matrices dequantized)."""
+        meta = self.metadata(chat_template)
+        meta.update(set_meta or {})
+        for k in skip_keys:
+            del meta[k]
+        weights = dict(self.w)
+        weights.update(set_tensors or {})
+        qtype = gguf.GGMLQuantizationType[dtype]
+        tensors, stored = [], {}
+        for name, t in weights.items():
             if name in skip_tensors:
                 continue
             if t.ndim == 2 and qtype != gguf.GGMLQuantizationType.F32:
                 raw = gguf.quants.quantize(t, qtype)
-                wr.add_tensor(name, raw, raw_dtype=qtype)
+                tensors.append(Tensor.of(name, raw, dtype))
                 stored[name] = gguf.quants.dequantize(raw, qtype).reshape(t.shape)
             else:
-                wr.add_tensor(name, t)
+                t = np.asarray(t, dtype=np.float32)
+                tensors.append(Tensor.of(name, t))
                 stored[name] = t
-        wr.write_header_to_file()
-        wr.write_kv_data_to_file()
-        wr.write_tensors_to_file()
-        wr.close()
+        write_gguf(path, None, meta, tensors)  # the architecture key is one of `meta`'s
         return stored
 
 
@@ -508,10 +511,10 @@ def test_missing_key_tensor_shape_and_arch(tmp_path, rng):
     m.write(tmp_path / "b.gguf", skip_tensors=("blk.1.ffn_up.weight",))
     with pytest.raises(rf.GGUFError, match="blk.1.ffn_up.weight"):
         rf.Model(str(tmp_path / "b.gguf"), device="cpu")
-    m.write(tmp_path / "c.gguf", overrides={"llama.feed_forward_length": m.ffn + 1})
+    m.write(tmp_path / "c.gguf", set_meta={"llama.feed_forward_length": (m.ffn + 1, VT.UINT32)})
     with pytest.raises(rf.GGUFError, match="shape"):
         rf.Model(str(tmp_path / "c.gguf"), device="cpu")
-    m.write(tmp_path / "d.gguf", overrides={"llama.attention.head_count_kv": 4})
+    m.write(tmp_path / "d.gguf", set_meta={"llama.attention.head_count_kv": (4, VT.UINT32)})
     with pytest.raises(rf.GGUFError, match="head_count"):
         rf.Model(str(tmp_path / "d.gguf"), device="cpu")
     m.arch = "gptj"
@@ -573,9 +576,9 @@ def test_chat_templates_of_real_vocabularies_render_as_jinja2_does(tmp_path, rng
     jinja2 = pytest.importorskip("jinja2")
     from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-    from rocmforge import testing
+    from llamacpp_vocab import data_cache_dir
 
-    files = sorted(testing.test_data_dir().glob("**/ggml-vocab-*.gguf"))
+    files = sorted(data_cache_dir().glob("**/ggml-vocab-*.gguf"))
     templates = {}
     for f in files:
         with rf.GGUFFile(str(f)) as g:

@@ -2,8 +2,8 @@
 not describe a runnable model is a GGUFError naming the problem (missing keys, head counts that
 are 0 or do not divide, tensor shapes that disagree with the hyperparameters, missing tensors,
 special token ids outside the vocabulary), an unknown architecture is an UnsupportedError naming
-it. Each case is a small file written here with the `gguf` package; each starts from a file that
-loads, so that the one change made is what the error is about."""
+it. Each case is a small file written by `Tiny.write` (test_model.py); each starts from a file
+that loads, so that the one change made is what the error is about."""
 
 from __future__ import annotations
 
@@ -14,56 +14,15 @@ import numpy as np
 import pytest
 
 import rocmforge as rf
-from test_model import CHAT_TEMPLATE, MERGES, Tiny
+from test_model import Tiny
 
 T = gguf.GGUFValueType
 
 
-def metadata(m: Tiny) -> dict:
-    """The file's metadata: key -> (value, GGUFValueType[, sub type])."""
-    a = m.arch
-    return {
-        "general.architecture": (a, T.STRING),
-        f"{a}.block_count": (m.layers, T.UINT32),
-        f"{a}.context_length": (m.n_ctx, T.UINT32),
-        f"{a}.embedding_length": (m.dim, T.UINT32),
-        f"{a}.feed_forward_length": (m.ffn, T.UINT32),
-        f"{a}.attention.head_count": (m.heads, T.UINT32),
-        f"{a}.attention.head_count_kv": (m.kv_heads, T.UINT32),
-        f"{a}.attention.layer_norm_rms_epsilon": (m.eps, T.FLOAT32),
-        f"{a}.rope.freq_base": (m.theta, T.FLOAT32),
-        "tokenizer.ggml.model": ("gpt2", T.STRING),
-        "tokenizer.ggml.pre": ("gpt-2", T.STRING),
-        "tokenizer.ggml.tokens": (m.tokens, T.ARRAY, T.STRING),
-        "tokenizer.ggml.token_type": (m.types, T.ARRAY, T.INT32),
-        "tokenizer.ggml.merges": (MERGES, T.ARRAY, T.STRING),
-        "tokenizer.ggml.bos_token_id": (m.tokens.index("<|endoftext|>"), T.UINT32),
-        "tokenizer.ggml.eos_token_id": (m.eos, T.UINT32),
-        "tokenizer.ggml.add_bos_token": (False, T.BOOL),
-        "tokenizer.chat_template": (CHAT_TEMPLATE, T.STRING),
-    }
-
-
 def write(path, m: Tiny, set_meta=None, drop_meta=(), set_tensors=None, drop_tensors=()) -> str:
-    """Write `m` with metadata keys changed (`set_meta`: key -> (value, type[, sub type])) or
+    """Write `m` with metadata keys changed (`set_meta`: key -> (value, type[, item type])) or
     left out, and tensors replaced (`set_tensors`: name -> float32 array) or left out."""
-    meta = metadata(m)
-    meta.update(set_meta or {})
-    for k in drop_meta:
-        del meta[k]
-    wr = gguf.GGUFWriter(str(path), m.arch)
-    wr.kv_data[0].clear()  # the architecture key too: `meta` says whether there is one
-    for key, item in meta.items():
-        wr.add_key_value(key, *item)
-    tensors = dict(m.w)
-    tensors.update(set_tensors or {})
-    for name, t in tensors.items():
-        if name not in drop_tensors:
-            wr.add_tensor(name, np.ascontiguousarray(t, dtype=np.float32))
-    wr.write_header_to_file()
-    wr.write_kv_data_to_file()
-    wr.write_tensors_to_file()
-    wr.close()
+    m.write(path, skip_keys=drop_meta, skip_tensors=drop_tensors, set_meta=set_meta, set_tensors=set_tensors)
     return str(path)
 
 

@@ -1,6 +1,7 @@
-"""The package's public surface: version, exception hierarchy per SPEC.md."""
+"""The package's public surface: version, exception hierarchy per SPEC.md, and the modules it ships."""
 
 import importlib.metadata
+import pkgutil
 
 import pytest
 
@@ -35,3 +36,15 @@ def test_native_errors_are_the_python_classes(tmp_path):
         rf.GGUFFile(str(tmp_path / "missing.gguf"))
     with pytest.raises(IsADirectoryError):
         rf.GGUFFile(str(tmp_path))
+
+
+# Every module the installed package holds; test helpers and model builders live in tests_py/
+# and tools/, outside it.
+SHIPPED_MODULES = {"_models", "_rocmforge", "cli", "errors", "ops"}
+
+
+def test_package_holds_only_its_shipped_modules():
+    found = {m.name for m in pkgutil.iter_modules(rf.__path__)}
+    assert "testing" not in found
+    assert found == SHIPPED_MODULES, (f"unexpected: {sorted(found - SHIPPED_MODULES)}, "
+                                      f"missing: {sorted(SHIPPED_MODULES - found)}")

@@ -1,7 +1,7 @@
 """The committed llama.cpp reference data still matches the files it was made from.
 
 `scripts/make_llamacpp_reference.py` wrote `tests_py/reference/llamacpp_*.json` from the real
-SmolLM2 file and from the qwen2 test model that `rocmforge.testing` builds. If the SmolLM2 file
+SmolLM2 file and from the qwen2 test model that tools/models.py builds. If the SmolLM2 file
 or the builder drifts, the data no longer describes the model the tests load: these tests say so.
 They also check the data is self-consistent and the test model is numerically sound.
 """
@@ -15,7 +15,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rocmforge import testing
+import llamacpp_vocab
+import models
 
 REFERENCE_DIR = Path(__file__).parent / "reference"
 DATA_FILES = ["llamacpp_smollm2.json", "llamacpp_qwen2_test.json"]
@@ -33,7 +34,7 @@ def reference(request):
 
 def test_smollm2_file_is_the_one_the_data_was_made_from(smollm2_path):
     ref = load_reference("llamacpp_smollm2.json")
-    assert testing.sha256_file(smollm2_path) == ref["model"]["sha256"]
+    assert llamacpp_vocab.sha256_file(smollm2_path) == ref["model"]["sha256"]
     assert Path(smollm2_path).stat().st_size == ref["model"]["size"]
 
 
@@ -42,7 +43,7 @@ def test_qwen2_test_model_is_the_one_the_data_was_made_from(qwen2_test_model_pat
     from importlib.metadata import version
 
     ref = load_reference("llamacpp_qwen2_test.json")
-    got = testing.sha256_file(qwen2_test_model_path)
+    got = llamacpp_vocab.sha256_file(qwen2_test_model_path)
     assert got == ref["model"]["sha256"], (
         f"make_qwen2_test_model now writes different bytes (sha256 {got}); the data was made with "
         f"gguf {ref['model'].get('gguf_package')} / numpy {ref['model'].get('numpy')}, this run has "
@@ -52,13 +53,13 @@ def test_qwen2_test_model_is_the_one_the_data_was_made_from(qwen2_test_model_pat
 
 
 def test_qwen2_test_model_builds_identically_twice(qwen2_test_model_path, tmp_path):
-    again = testing.make_qwen2_test_model(tmp_path / "again.gguf",
-                                          vocab_path=testing.llamacpp_vocab_path("qwen2"))
-    assert testing.sha256_file(again) == testing.sha256_file(qwen2_test_model_path)
+    again = models.make_qwen2_test_model(tmp_path / "again.gguf",
+                                         vocab_path=llamacpp_vocab.llamacpp_vocab_path("qwen2"))
+    assert llamacpp_vocab.sha256_file(again) == llamacpp_vocab.sha256_file(qwen2_test_model_path)
 
 
 def test_data_was_made_by_the_pinned_llama_cpp(reference):
-    assert reference["llama_cpp_python"] == testing.LLAMA_CPP_PYTHON_VERSION
+    assert reference["llama_cpp_python"] == llamacpp_vocab.LLAMA_CPP_PYTHON_VERSION
     s = reference["settings"]
     assert s["type_k_name"] == "F16" and s["type_v_name"] == "F16"
     assert s["flash_attn"] is False and s["logits_all"] is True
@@ -106,7 +107,7 @@ def vocab_tokens(smollm2_path, qwen2_test_model_path):
     out = {}
     for name, path in (("llamacpp_smollm2.json", smollm2_path),
                        ("llamacpp_qwen2_test.json", qwen2_test_model_path)):
-        meta = testing.read_gguf_metadata(path)
+        meta = llamacpp_vocab.read_gguf_metadata(path)
         out[name] = ([t.decode("utf-8") for t in meta["tokenizer.ggml.tokens"]],
                      meta["tokenizer.ggml.token_type"])
     return out
@@ -157,7 +158,7 @@ def test_qwen2_test_model_is_numerically_sound(qwen2_test_model_path):
     import gguf
     import rocmforge as rf
 
-    c = testing.QWEN2_TEST_CONFIG
+    c = models.QWEN2_TEST_CONFIG
     with rf.GGUFFile(qwen2_test_model_path) as g:
         meta = g.metadata
         assert meta["general.architecture"] == "qwen2"

@@ -24,9 +24,10 @@ import gguf
 import pytest
 
 import rocmforge as rf
-from rocmforge._models import cache_dir
+from gguf_builder import write_gguf
+from llamacpp_vocab import LLAMA_CPP_PYTHON_VERSION, data_cache_dir
 
-LLAMA_CPP_PYTHON = "0.3.36"
+T = gguf.GGUFValueType
 
 # llama.cpp vocabularies with .inp/.out pairs whose tokenizer rocmforge implements
 VOCABS = [
@@ -47,7 +48,7 @@ def _fetch_vocab_files(target: Path) -> None:
     """pip-download the pinned llama-cpp-python sdist and extract llama.cpp's vocab tests."""
     with tempfile.TemporaryDirectory() as tmp:
         cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "--no-binary",
-               "llama-cpp-python", "-d", tmp, f"llama-cpp-python=={LLAMA_CPP_PYTHON}"]
+               "llama-cpp-python", "-d", tmp, f"llama-cpp-python=={LLAMA_CPP_PYTHON_VERSION}"]
         done = subprocess.run(cmd, capture_output=True, text=True)
         if done.returncode != 0:
             try:
@@ -68,10 +69,10 @@ def _fetch_vocab_files(target: Path) -> None:
 
 @pytest.fixture(scope="session")
 def vocab_dir() -> Path:
-    target = cache_dir() / "test-data" / f"llama-cpp-python-{LLAMA_CPP_PYTHON}"
+    target = data_cache_dir() / f"llama-cpp-python-{LLAMA_CPP_PYTHON_VERSION}"
     if not target.is_dir():
         target.parent.mkdir(parents=True, exist_ok=True)
-        print(f"fetching llama-cpp-python {LLAMA_CPP_PYTHON} (sdist) for llama.cpp's vocab tests into {target}",
+        print(f"fetching llama-cpp-python {LLAMA_CPP_PYTHON_VERSION} (sdist) for llama.cpp's vocab tests into {target}",
               file=sys.stderr)
         _fetch_vocab_files(target)
     return target
@@ -344,9 +345,16 @@ TINY_TOKENS = ["a", "b", "c", "ab", "abc", "Ġ", "Ġa", "<|end|>"]
 TINY_MERGES = ["a b", "ab c", "Ġ a"]
 
 
+# write_vocab's kinds of value: the stored type (an array's item type: that of its first item).
+_KINDS = {"str": (T.STRING,), "arr": (T.ARRAY, None), "u32": (T.UINT32,), "i32": (T.INT32,),
+          "bool": (T.BOOL,)}
+
+
 def write_vocab(path: Path, model="gpt2", pre="gpt-2", tokens=TINY_TOKENS, merges=TINY_MERGES,
                 types=None, extra=(), drop=()) -> Path:
-    w = gguf.GGUFWriter(str(path), arch="llama")
+    """A vocabulary-only file: the tiny vocabulary's keys less `drop`, then `extra` (key, (kind,
+    value)). An empty array leaves its key out, as the gguf package's add_array does (its writer
+    refuses empty arrays)."""
     kv = {
         "tokenizer.ggml.model": ("str", model),
         "tokenizer.ggml.pre": ("str", pre),
@@ -354,24 +362,12 @@ def write_vocab(path: Path, model="gpt2", pre="gpt-2", tokens=TINY_TOKENS, merge
         "tokenizer.ggml.merges": ("arr", merges),
         "tokenizer.ggml.token_type": ("arr", types if types is not None else [1] * (len(tokens) - 1) + [3]),
     }
-    for key, (kind, val) in list(kv.items()) + list(extra):
-        if key in drop:
-            continue
-        if kind == "str":
-            w.add_string(key, val)
-        elif kind == "arr":
-            w.add_array(key, val)
-        elif kind == "u32":
-            w.add_uint32(key, val)
-        elif kind == "i32":
-            w.add_int32(key, val)
-        elif kind == "bool":
-            w.add_bool(key, val)
-    w.write_header_to_file()
-    w.write_kv_data_to_file()
-    w.write_tensors_to_file()
-    w.close()
-    return path
+    for key in drop:
+        del kv[key]
+    kv.update(extra)
+    meta = {key: (value, *_KINDS[kind]) for key, (kind, value) in kv.items()
+            if not (kind == "arr" and len(value) == 0)}
+    return write_gguf(path, "llama", meta, [])
 
 
 def test_tiny_vocab(tmp_path):

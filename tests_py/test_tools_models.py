@@ -1,0 +1,166 @@
+"""The model builders of tools/ (tools/models.py, quant_blocks.py, llamacpp_vocab.py): the blocks
+they write dequantize (by the `gguf` package, an independent implementation) to the values
+intended, and the files hold what they claim."""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import gguf
+import numpy as np
+import pytest
+
+import llamacpp_vocab
+import models
+import quant_blocks
+import rocmforge as rf
+
+QT = gguf.GGMLQuantizationType
+TOOLS = Path(__file__).resolve().parent.parent / "tools"
+
+
+def dequantize(blocks: np.ndarray, dtype: str) -> np.ndarray:
+    return gguf.quants.dequantize(blocks, QT[dtype]).reshape(len(blocks), -1)
+
+
+@pytest.fixture(scope="module")
+def llama_bpe_vocab():
+    try:
+        return llamacpp_vocab.llamacpp_vocab_path("llama-bpe")
+    except Exception as e:
+        pytest.skip(f"llama.cpp llama-bpe vocabulary unavailable: {e}")
+
+
+@pytest.fixture(scope="module")
+def qwen2_vocab():
+    try:
+        return llamacpp_vocab.llamacpp_vocab_path("qwen2")
+    except Exception as e:
+        pytest.skip(f"llama.cpp qwen2 vocabulary unavailable: {e}")
+
+
+def random_f16_scales(rng, n):
+    """Positive scales exactly representable in f16."""
+    return rng.uniform(1e-3, 2.0, size=n).astype(np.float16).astype(np.float32)
+
+
+@pytest.mark.parametrize("n", [1, 3, 17])
+def test_pack_q4_k_matches_gguf(rng, n):
+    d, dmin = random_f16_scales(rng, n), random_f16_scales(rng, n)
+    sc = rng.integers(0, 64, size=(n, 8))
+    m = rng.integers(0, 64, size=(n, 8))
+    q = rng.integers(0, 16, size=(n, 256))
+    expected = (d[:, None] * np.repeat(sc, 32, axis=1) * q
+                - dmin[:, None] * np.repeat(m, 32, axis=1))
+    got = dequantize(quant_blocks.pack_q4_k(d, dmin, sc, m, q), "Q4_K")
+    np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("n", [1, 2, 13])
+def test_pack_q6_k_matches_gguf(rng, n):
+    d = random_f16_scales(rng, n)
+    scales = rng.integers(-128, 128, size=(n, 16))
+    q = rng.integers(0, 64, size=(n, 256))
+    expected = d[:, None] * np.repeat(scales, 16, axis=1) * (q - 32)
+    got = dequantize(quant_blocks.pack_q6_k(d, scales, q), "Q6_K")
+    np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("dtype, make, max_mean", [
+    ("Q4_K", quant_blocks.q4_k_blocks, 0.03),
+    ("Q6_K", quant_blocks.q6_k_blocks, 0.03),
+    ("Q8_0", quant_blocks.q8_0_random_blocks, 0.03),
+    ("Q4_0", quant_blocks.q4_0_random_blocks, 0.15),  # nibbles 0..15 around 8: mean -0.5 d
+])
+def test_random_blocks_are_finite_small_and_centred(rng, dtype, make, max_mean):
+    std = float(rng.uniform(0.05, 2.0))
+    w = dequantize(make(rng, 997, std), dtype)
+    assert np.all(np.isfinite(w))
+    assert 0.8 * std < w.std() < 1.25 * std, (w.std(), std)
+    assert abs(w.mean()) < max_mean * std, (w.mean(), std)
+
+
+def test_random_blocks_refuse_scales_f16_cannot_hold(rng):
+    with pytest.raises(ValueError, match="f16"):
+        quant_blocks.q8_0_random_blocks(rng, 4, 1e9)
+    with pytest.raises(ValueError, match="f16"):
+        quant_blocks.q4_0_random_blocks(rng, 4, 0.0)
+
+
+def test_llama3_rope_freq_factors_follow_the_llama3_rule():
+    f = models.llama3_rope_freq_factors(64, 500000.0, 32.0, 1.0, 4.0, 8192)
+    assert f.shape == (32,) and f.dtype == np.float32
+    wavelen = 2 * math.pi * 500000.0 ** (np.arange(0, 64, 2) / 64)
+    assert np.all(f[wavelen < 8192 / 4] == 1.0)            # high frequencies untouched
+    assert np.all(f[wavelen > 8192 / 1] == 32.0)           # low frequencies slowed by the factor
+    assert np.all(np.diff(f) >= 0)                         # smooth in between
+    assert f[0] == 1.0 and f[-1] == 32.0
+
+
+def test_tiny_llama_file_holds_what_it_claims(tmp_path, rng, llama_bpe_vocab):
+    shape = models.ModelShape("llama", hidden=128, n_layer=2, n_head=4, n_head_kv=2, ffn=96,
+                               n_vocab=1000, tied=False, context_length=256, rope_theta=500000.0,
+                               rms_eps=1e-5, vocab="llama-bpe", add_bos=True,
+                               llama3_rope_scaling=(8.0, 1.0, 4.0, 8192))
+    path = models.make_model(shape, "Q8_0", tmp_path / "tiny.gguf", vocab_path=llama_bpe_vocab, rng=rng)
+    with rf.GGUFFile(path) as g:
+        meta = g.metadata
+        infos = {t.name: t for t in g.tensors}
+        assert meta["general.architecture"] == "llama"
+        assert meta["llama.block_count"] == 2 and meta["llama.attention.head_count_kv"] == 2
+        assert meta["tokenizer.ggml.add_bos_token"] is True
+        tokens = meta["tokenizer.ggml.tokens"]
+        assert len(tokens) == 1000 == len(meta["tokenizer.ggml.token_type"])
+        kept = set(tokens)
+        for merge in meta["tokenizer.ggml.merges"]:          # truncation kept merges consistent
+            left, right = merge.split(" ", 1)
+            assert left in kept and right in kept and left + right in kept
+        assert tuple(infos["token_embd.weight"].shape) == (1000, 128)
+        assert tuple(infos["output.weight"].shape) == (1000, 128)
+        assert tuple(infos["blk.1.attn_k.weight"].shape) == (64, 128)
+        assert tuple(infos["blk.1.ffn_down.weight"].shape) == (128, 96)
+        assert infos["blk.0.attn_q.weight"].dtype == "Q8_0"
+        assert infos["blk.0.attn_norm.weight"].dtype == "F32"
+        assert "blk.0.attn_q.bias" not in infos
+        freqs = g.tensor("rope_freqs.weight")
+        np.testing.assert_array_equal(freqs, models.llama3_rope_freq_factors(32, 500000.0, 8.0, 1.0, 4.0, 8192))
+        w = gguf.quants.dequantize(g.raw("blk.0.ffn_down.weight"), QT.Q8_0)
+        assert np.all(np.isfinite(w)) and 0.7 / math.sqrt(96) < w.std() < 1.4 / math.sqrt(96)
+
+
+def test_vocabulary_is_padded_to_the_shape(tmp_path, rng, qwen2_vocab):
+    n_src = len(llamacpp_vocab.read_gguf_metadata(qwen2_vocab)["tokenizer.ggml.tokens"])
+    shape = models.ModelShape("qwen2", hidden=64, n_layer=1, n_head=2, n_head_kv=1, ffn=64,
+                               n_vocab=n_src + 7, tied=True, context_length=128, rope_theta=1e6,
+                               rms_eps=1e-6, vocab="qwen2", add_bos=False)
+    path = models.make_model(shape, "Q4_0", tmp_path / "padded.gguf", vocab_path=qwen2_vocab, rng=rng)
+    with rf.GGUFFile(path) as g:
+        tokens = g.metadata["tokenizer.ggml.tokens"]
+        infos = {t.name: t for t in g.tensors}
+    assert len(tokens) == n_src + 7 and tokens[-1] == f"[PAD{n_src + 6}]"
+    assert "output.weight" not in infos and "blk.0.attn_v.bias" in infos
+    assert tuple(infos["token_embd.weight"].shape) == (n_src + 7, 64)
+
+
+def test_bad_arguments_are_refused(tmp_path):
+    with pytest.raises(ValueError, match="unknown shape"):
+        models.make_model("llama-70b", "Q8_0", tmp_path / "x.gguf")
+    with pytest.raises(ValueError, match="unsupported dtype"):
+        models.make_model("llama-1b", "Q5_K", tmp_path / "x.gguf")
+    with pytest.raises(ValueError, match="unknown vocabulary"):
+        llamacpp_vocab.llamacpp_vocab_path("gpt-5")
+    for argv in (["make-model", "--shape", "llama-1b", str(tmp_path / "x.gguf")],
+                 ["make-model", "--shape", "qwen2-test", "--dtype", "Q8_0", str(tmp_path / "x.gguf")]):
+        with pytest.raises(SystemExit):
+            models.main(argv)
+    assert not (tmp_path / "x.gguf").exists()
+
+
+def test_command_line_writes_the_test_model(tmp_path, qwen2_test_model_path):
+    out = tmp_path / "cli.gguf"
+    subprocess.run([sys.executable, str(TOOLS / "models.py"), "make-model", "--shape", "qwen2-test",
+                    str(out)], check=True, capture_output=True)
+    assert llamacpp_vocab.sha256_file(out) == llamacpp_vocab.sha256_file(qwen2_test_model_path)

@@ -1,0 +1,341 @@
+"""Test and benchmark model files: random weights, real tokenizers, written with
+`gguf_builder.write_gguf`.
+
+- :func:`make_qwen2_test_model`: a small random-weight ``qwen2`` GGUF with a real tokenizer (the
+  Qwen2 vocabulary of llama.cpp's ``models/ggml-vocab-qwen2.gguf``). GQA, q/k/v biases, Q4_K /
+  Q6_K / Q8_0 weights. Deterministic: the same bytes on every run (the llama.cpp reference data
+  in ``tests_py/reference/`` records the file's sha256).
+- :func:`make_model`: a random-weight model of a real model's shape (Qwen2.5-0.5B, Llama-3.2-1B,
+  SmolLM2-135M, Llama-3-8B) in Q8_0 or Q4_0, for benchmarks. Fast to write: the quantized blocks
+  are random bytes with finite scales.
+
+Command line (needs the `gguf` package and rocmforge installed; the vocabulary files are
+fetched once into the test-data cache, see `llamacpp_vocab`)::
+
+    python tools/models.py make-model --shape qwen2-0.5b --dtype Q8_0 OUT.gguf
+    python tools/models.py make-model --shape qwen2-test OUT.gguf
+    python tools/models.py fetch-vocab [qwen2|llama-bpe]
+    python tools/models.py vocab-dir
+
+With no network, pass ``--vocab FILE`` (a ``ggml-vocab-*.gguf`` file) or put the vocabulary
+files into the folder that ``vocab-dir`` prints.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Optional, Sequence
+
+import gguf
+import numpy as np
+
+from gguf_builder import Tensor, write_gguf
+from llamacpp_vocab import VOCAB_FILES, data_cache_dir, llamacpp_vocab_path, sha256_file, vocab_metadata
+from quant_blocks import QK_K, q4_0_random_blocks, q4_k_blocks, q6_k_blocks, q8_0_random_blocks
+
+# --------------------------------------------------------------------------------------------
+# The deterministic qwen2 test model
+# --------------------------------------------------------------------------------------------
+
+#: The qwen2 test model's shape, and the fixed seed of its weights: the llama.cpp reference data
+#: was computed on exactly these bytes. head_dim = 256 / 8 = 32; 4 query heads share each kv head.
+QWEN2_TEST_CONFIG = {
+    "n_layer": 3,
+    "hidden": 256,
+    "n_head": 8,
+    "n_head_kv": 2,
+    "ffn": 768,
+    "context_length": 512,
+    "rope_theta": 1000000.0,
+    "rms_eps": 1e-6,
+    "seed": 20250601,
+}
+
+# Per layer, the type of each projection: every one of Q4_K, Q6_K, Q8_0 appears in every role.
+_QWEN2_TEST_TYPES = [
+    {"attn_q": "Q4_K", "attn_k": "Q4_K", "attn_v": "Q6_K", "attn_output": "Q8_0",
+     "ffn_gate": "Q4_K", "ffn_up": "Q4_K", "ffn_down": "Q6_K"},
+    {"attn_q": "Q8_0", "attn_k": "Q6_K", "attn_v": "Q8_0", "attn_output": "Q4_K",
+     "ffn_gate": "Q6_K", "ffn_up": "Q8_0", "ffn_down": "Q4_K"},
+    {"attn_q": "Q6_K", "attn_k": "Q8_0", "attn_v": "Q4_K", "attn_output": "Q6_K",
+     "ffn_gate": "Q8_0", "ffn_up": "Q6_K", "ffn_down": "Q8_0"},
+]
+
+
+def _random_weight(rng: np.random.Generator, dtype: str, rows: int, cols: int,
+                   std: float) -> Callable[[], np.ndarray]:
+    """A maker of a [rows, cols] weight of GGUF type ``dtype`` (blocks along cols), values of
+    about this std and mean 0. Q8_0 quantizes Gaussian floats with ``gguf.quants.quantize``."""
+
+    def make() -> np.ndarray:
+        if dtype == "Q4_K":
+            return q4_k_blocks(rng, rows * cols // QK_K, std).reshape(rows, -1)
+        if dtype == "Q6_K":
+            return q6_k_blocks(rng, rows * cols // QK_K, std).reshape(rows, -1)
+        if dtype == "Q8_0":
+            w = rng.standard_normal((rows, cols), dtype=np.float32) * np.float32(std)
+            return gguf.quants.quantize(w, gguf.GGMLQuantizationType.Q8_0)
+        raise ValueError(f"no random weight maker for {dtype}")
+
+    return make
+
+
+def make_qwen2_test_model(path: os.PathLike | str, vocab_path: os.PathLike | str | None = None) -> Path:
+    """Write the deterministic random-weight ``qwen2`` test model to ``path``.
+
+    3 layers, hidden 256, 8 heads over 2 kv heads (head_dim 32), FFN 768, context 512, q/k/v
+    biases, projections in Q4_K / Q6_K / Q8_0 (see ``_QWEN2_TEST_TYPES``), F32 norms, token
+    embedding Q4_K, untied ``output.weight`` Q6_K, and llama.cpp's Qwen2 tokenizer (151936
+    tokens; ``add_bos_token`` true, unlike real Qwen2 files, so that BOS handling is tested).
+    The weights are small and centred so that activations stay in range (llama.cpp keeps the KV
+    cache in f16). The same bytes on every run, given the same `gguf` package: the weights come
+    from a generator of the fixed seed ``QWEN2_TEST_CONFIG["seed"]``, drawn in tensor order.
+    """
+    T = gguf.GGUFValueType
+    c = QWEN2_TEST_CONFIG
+    vocab_path = vocab_path or llamacpp_vocab_path("qwen2")
+    rng = np.random.default_rng(c["seed"])
+    hidden, ffn, n_head, n_head_kv = c["hidden"], c["ffn"], c["n_head"], c["n_head_kv"]
+    head_dim = hidden // n_head
+    kv_dim = n_head_kv * head_dim
+    # add_bos_token True (real Qwen2 files say False) so that the BOS path is exercised too
+    vocab_meta = vocab_metadata(vocab_path, None, add_bos=True)
+    n_vocab = len(vocab_meta["tokenizer.ggml.tokens"][0])
+
+    metadata = {
+        "general.name": ("rocmforge qwen2 test model (random weights)", T.STRING),
+        "general.file_type": (int(gguf.LlamaFileType.MOSTLY_Q4_K_M), T.UINT32),
+        "general.quantization_version": (2, T.UINT32),
+        "qwen2.context_length": (c["context_length"], T.UINT32),
+        "qwen2.embedding_length": (hidden, T.UINT32),
+        "qwen2.block_count": (c["n_layer"], T.UINT32),
+        "qwen2.feed_forward_length": (ffn, T.UINT32),
+        "qwen2.attention.head_count": (n_head, T.UINT32),
+        "qwen2.attention.head_count_kv": (n_head_kv, T.UINT32),
+        "qwen2.rope.freq_base": (c["rope_theta"], T.FLOAT32),
+        "qwen2.attention.layer_norm_rms_epsilon": (c["rms_eps"], T.FLOAT32),
+        **vocab_meta,
+    }
+
+    def vector(n: int, mean: float, std: float) -> Callable[[], np.ndarray]:
+        return lambda: (mean + std * rng.standard_normal(n)).astype(np.float32)
+
+    # projection std ~ 1/sqrt(hidden): unit-scale activations; output logits std about 4
+    w_std = 1.0 / math.sqrt(hidden)
+    tensors = [
+        Tensor("token_embd.weight", "Q4_K", (n_vocab, hidden),
+               lambda: q4_k_blocks(rng, n_vocab * hidden // QK_K, 1.0).reshape(n_vocab, -1)),
+    ]
+    for i, types in enumerate(_QWEN2_TEST_TYPES[: c["n_layer"]]):
+        b = f"blk.{i}."
+        shapes = {"attn_q": (hidden, hidden), "attn_k": (kv_dim, hidden), "attn_v": (kv_dim, hidden),
+                  "attn_output": (hidden, hidden), "ffn_gate": (ffn, hidden), "ffn_up": (ffn, hidden),
+                  "ffn_down": (hidden, ffn)}
+        tensors.append(Tensor(b + "attn_norm.weight", "F32", (hidden,), vector(hidden, 1.0, 0.1)))
+        for proj in ("attn_q", "attn_k", "attn_v"):
+            rows, cols = shapes[proj]
+            tensors.append(Tensor(b + proj + ".weight", types[proj], (rows, cols),
+                                  _random_weight(rng, types[proj], rows, cols, w_std)))
+            tensors.append(Tensor(b + proj + ".bias", "F32", (rows,), vector(rows, 0.0, 0.3)))
+        rows, cols = shapes["attn_output"]
+        tensors.append(Tensor(b + "attn_output.weight", types["attn_output"], (rows, cols),
+                              _random_weight(rng, types["attn_output"], rows, cols, w_std)))
+        tensors.append(Tensor(b + "ffn_norm.weight", "F32", (hidden,), vector(hidden, 1.0, 0.1)))
+        for proj in ("ffn_gate", "ffn_up", "ffn_down"):
+            rows, cols = shapes[proj]
+            tensors.append(Tensor(b + proj + ".weight", types[proj], (rows, cols),
+                                  _random_weight(rng, types[proj], rows, cols, 1.0 / math.sqrt(cols))))
+    tensors.append(Tensor("output_norm.weight", "F32", (hidden,), vector(hidden, 1.0, 0.1)))
+    tensors.append(Tensor("output.weight", "Q6_K", (n_vocab, hidden),
+                          lambda: q6_k_blocks(rng, n_vocab * hidden // QK_K, 4.0 * w_std)
+                          .reshape(n_vocab, -1)))
+    return write_gguf(path, "qwen2", metadata, tensors)
+
+
+# --------------------------------------------------------------------------------------------
+# Benchmark models: real shapes, random Q8_0 / Q4_0 weights
+# --------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ModelShape:
+    arch: str                 # "qwen2" | "llama"
+    hidden: int
+    n_layer: int
+    n_head: int
+    n_head_kv: int
+    ffn: int
+    n_vocab: int
+    tied: bool
+    context_length: int
+    rope_theta: float
+    rms_eps: float
+    vocab: str                # llama.cpp vocabulary file to take the tokenizer from
+    add_bos: bool
+    llama3_rope_scaling: Optional[tuple] = None  # (factor, low_freq_factor, high_freq_factor, original_ctx)
+
+
+SHAPES = {
+    # Qwen2.5-0.5B
+    "qwen2-0.5b": ModelShape("qwen2", 896, 24, 14, 2, 4864, 151936, True, 32768, 1000000.0, 1e-6,
+                             "qwen2", False),
+    # Llama-3.2-1B
+    "llama-1b": ModelShape("llama", 2048, 16, 32, 8, 8192, 128256, True, 131072, 500000.0, 1e-5,
+                           "llama-bpe", True, llama3_rope_scaling=(32.0, 1.0, 4.0, 8192)),
+    # SmolLM2-135M (the default model's shape)
+    "smollm2-135m": ModelShape("llama", 576, 30, 9, 3, 1536, 49152, True, 8192, 100000.0, 1e-5,
+                               "llama-bpe", False),
+    # Llama-3-8B
+    "llama-8b": ModelShape("llama", 4096, 32, 32, 8, 14336, 128256, False, 8192, 500000.0, 1e-5,
+                           "llama-bpe", True),
+}
+
+#: The seed of benchmark models made without a generator: the same file on every machine.
+BENCH_SEED = 0
+
+_BENCH_DTYPES = {"Q8_0": q8_0_random_blocks, "Q4_0": q4_0_random_blocks}
+
+
+def llama3_rope_freq_factors(head_dim: int, theta: float, factor: float, low_freq_factor: float,
+                             high_freq_factor: float, original_ctx: int) -> np.ndarray:
+    """Llama 3.1+ ``rope_freqs``: per rotary pair, the divisor of its frequency."""
+    freqs = 1.0 / theta ** (np.arange(0, head_dim, 2, dtype=np.float64) / head_dim)
+    wavelen = 2 * math.pi / freqs
+    low_wavelen = original_ctx / low_freq_factor
+    high_wavelen = original_ctx / high_freq_factor
+    smooth = (original_ctx / wavelen - low_freq_factor) / (high_freq_factor - low_freq_factor)
+    mid = 1.0 / ((1 - smooth) / factor + smooth)
+    out = np.where(wavelen < high_wavelen, 1.0, np.where(wavelen > low_wavelen, factor, mid))
+    return out.astype(np.float32)
+
+
+def make_model(shape: "str | ModelShape", dtype: str, path: os.PathLike | str,
+               vocab_path: os.PathLike | str | None = None,
+               rng: Optional[np.random.Generator] = None, embedding_std: float = 1.0) -> Path:
+    """Write a random-weight model of a real model's ``shape`` (a key of :data:`SHAPES`, or a
+    :class:`ModelShape`) with its 2-D weights in ``dtype`` (``Q8_0`` or ``Q4_0``), for benchmarks.
+    The weights are drawn from ``rng`` (default: a generator seeded with :data:`BENCH_SEED`).
+    The tokenizer is llama.cpp's vocabulary for that family (``vocab_path``, else fetched),
+    padded or truncated to the shape's vocabulary size. ``embedding_std`` scales the (tied)
+    embedding: 1.0 gives very peaked logits (fine for speed); ~1/sqrt(hidden) gives logits of
+    unit scale, for comparing numerics."""
+    if isinstance(shape, str):
+        if shape not in SHAPES:
+            raise ValueError(f"unknown shape {shape!r}; known: {sorted(SHAPES)}")
+        s, shape_name = SHAPES[shape], shape
+    else:
+        s, shape_name = shape, f"{shape.arch}-custom"
+    if dtype not in _BENCH_DTYPES:
+        raise ValueError(f"unsupported dtype {dtype!r}; known: {sorted(_BENCH_DTYPES)}")
+    T = gguf.GGUFValueType
+    blocks = _BENCH_DTYPES[dtype]
+    block = gguf.GGML_QUANT_SIZES[gguf.GGMLQuantizationType[dtype]][0]
+    rng = rng if rng is not None else np.random.default_rng(BENCH_SEED)
+    head_dim = s.hidden // s.n_head
+    kv_dim = s.n_head_kv * head_dim
+    vocab_path = vocab_path or llamacpp_vocab_path(s.vocab)
+    a = s.arch
+
+    metadata = {
+        "general.name": (f"rocmforge random {shape_name} {dtype}", T.STRING),
+        "general.file_type": (int(gguf.LlamaFileType[f"MOSTLY_{dtype}"]), T.UINT32),
+        "general.quantization_version": (2, T.UINT32),
+        f"{a}.context_length": (s.context_length, T.UINT32),
+        f"{a}.embedding_length": (s.hidden, T.UINT32),
+        f"{a}.block_count": (s.n_layer, T.UINT32),
+        f"{a}.feed_forward_length": (s.ffn, T.UINT32),
+        f"{a}.attention.head_count": (s.n_head, T.UINT32),
+        f"{a}.attention.head_count_kv": (s.n_head_kv, T.UINT32),
+        f"{a}.rope.freq_base": (s.rope_theta, T.FLOAT32),
+        f"{a}.attention.layer_norm_rms_epsilon": (s.rms_eps, T.FLOAT32),
+    }
+    if a == "llama":
+        metadata.update({
+            f"{a}.vocab_size": (s.n_vocab, T.UINT32),
+            f"{a}.rope.dimension_count": (head_dim, T.UINT32),
+            f"{a}.attention.key_length": (head_dim, T.UINT32),
+            f"{a}.attention.value_length": (head_dim, T.UINT32),
+        })
+    metadata.update(vocab_metadata(vocab_path, s.n_vocab, add_bos=s.add_bos))
+
+    def weight(rows: int, cols: int, std: float) -> Callable[[], np.ndarray]:
+        return lambda: blocks(rng, rows * cols // block, std).reshape(rows, -1)
+
+    def vector(n: int, mean: float, std: float) -> Callable[[], np.ndarray]:
+        return lambda: (mean + std * rng.standard_normal(n)).astype(np.float32)
+
+    tensors = [Tensor("token_embd.weight", dtype, (s.n_vocab, s.hidden),
+                      weight(s.n_vocab, s.hidden, embedding_std))]
+    if s.llama3_rope_scaling is not None:
+        factors = llama3_rope_freq_factors(head_dim, s.rope_theta, *s.llama3_rope_scaling)
+        tensors.append(Tensor("rope_freqs.weight", "F32", (head_dim // 2,), factors))
+    for i in range(s.n_layer):
+        b = f"blk.{i}."
+        tensors.append(Tensor(b + "attn_norm.weight", "F32", (s.hidden,), vector(s.hidden, 1.0, 0.1)))
+        for proj, rows in (("attn_q", s.hidden), ("attn_k", kv_dim), ("attn_v", kv_dim)):
+            tensors.append(Tensor(b + proj + ".weight", dtype, (rows, s.hidden),
+                                  weight(rows, s.hidden, 1.0 / math.sqrt(s.hidden))))
+            if a == "qwen2":
+                tensors.append(Tensor(b + proj + ".bias", "F32", (rows,), vector(rows, 0.0, 0.3)))
+        tensors.append(Tensor(b + "attn_output.weight", dtype, (s.hidden, s.hidden),
+                              weight(s.hidden, s.hidden, 1.0 / math.sqrt(s.hidden))))
+        tensors.append(Tensor(b + "ffn_norm.weight", "F32", (s.hidden,), vector(s.hidden, 1.0, 0.1)))
+        tensors.append(Tensor(b + "ffn_gate.weight", dtype, (s.ffn, s.hidden),
+                              weight(s.ffn, s.hidden, 1.0 / math.sqrt(s.hidden))))
+        tensors.append(Tensor(b + "ffn_up.weight", dtype, (s.ffn, s.hidden),
+                              weight(s.ffn, s.hidden, 1.0 / math.sqrt(s.hidden))))
+        tensors.append(Tensor(b + "ffn_down.weight", dtype, (s.hidden, s.ffn),
+                              weight(s.hidden, s.ffn, 1.0 / math.sqrt(s.ffn))))
+    tensors.append(Tensor("output_norm.weight", "F32", (s.hidden,), vector(s.hidden, 1.0, 0.1)))
+    if not s.tied:
+        tensors.append(Tensor("output.weight", dtype, (s.n_vocab, s.hidden),
+                              weight(s.n_vocab, s.hidden, 4.0 / math.sqrt(s.hidden))))
+    return write_gguf(path, a, metadata, tensors)
+
+
+# --------------------------------------------------------------------------------------------
+# Command line
+# --------------------------------------------------------------------------------------------
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog="python tools/models.py",
+                                     description="Write test and benchmark GGUF models.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    mk = sub.add_parser("make-model", help="write a random-weight model")
+    mk.add_argument("--shape", required=True, choices=sorted(SHAPES) + ["qwen2-test"],
+                    help="a real model's shape, or qwen2-test (the deterministic test model)")
+    mk.add_argument("--dtype", choices=sorted(_BENCH_DTYPES),
+                    help="type of the 2-D weights (not for qwen2-test, whose types are fixed)")
+    mk.add_argument("--vocab", help="llama.cpp ggml-vocab-*.gguf file (default: fetched and cached)")
+    mk.add_argument("--seed", type=int, default=BENCH_SEED, help="random seed (not for qwen2-test)")
+    mk.add_argument("out", help="output .gguf path")
+    fv = sub.add_parser("fetch-vocab", help="fetch llama.cpp's vocabulary files into the cache")
+    fv.add_argument("name", nargs="?", default="qwen2", choices=sorted(VOCAB_FILES))
+    sub.add_parser("vocab-dir", help="print the folder the vocabulary files are cached in")
+    args = parser.parse_args(argv)
+
+    if args.command == "fetch-vocab":
+        print(llamacpp_vocab_path(args.name))
+        return 0
+    if args.command == "vocab-dir":
+        print(data_cache_dir())
+        return 0
+    if args.shape == "qwen2-test":
+        if args.dtype is not None:
+            parser.error("qwen2-test has fixed weight types: leave out --dtype")
+        out = make_qwen2_test_model(args.out, vocab_path=args.vocab)
+    else:
+        if args.dtype is None:
+            parser.error(f"--dtype is required for --shape {args.shape}")
+        out = make_model(args.shape, args.dtype, args.out, vocab_path=args.vocab,
+                         rng=np.random.default_rng(args.seed))
+    print(f"{out} ({out.stat().st_size / 1e6:.1f} MB, sha256 {sha256_file(out)})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
