@@ -24,6 +24,8 @@ use crate::gguf::GgufFile;
 #[derive(Clone, Debug)]
 pub struct BenchReport {
     pub device: String,
+    /// What the model's decode plan runs (`LanguageModel::plan`).
+    pub plan: Vec<String>,
     pub file_bytes: u64,
     /// Weight bytes one decode step reads.
     pub bytes_per_token: u64,
@@ -89,14 +91,15 @@ fn prompt_ids(n: usize, vocab: usize) -> Vec<u32> {
         .collect()
 }
 
-/// Measure `path` on `device` ("cpu", "gpu", "auto"): `repeats` timed runs of each test after
-/// one warm-up run.
+/// Measure `path` on `device` ("cpu", "gpu", "auto") with `tuning` (`key=value` pairs of the
+/// tuning record, see `model::load`): `repeats` timed runs of each test after one warm-up run.
 pub fn bench_model(
     path: &str,
     device: &str,
     n_prompt: usize,
     n_gen: usize,
     repeats: usize,
+    tuning: &[(String, String)],
 ) -> Result<BenchReport> {
     if repeats == 0 || (n_prompt == 0 && n_gen == 0) {
         return Err(Error::invalid(
@@ -113,7 +116,7 @@ pub fn bench_model(
         g.reset_peak_allocated();
     }
     let n_ctx = n_prompt.max(n_gen).max(1);
-    let mut model = crate::model::load(&file, device, Some(n_ctx), None)?;
+    let (mut model, _) = crate::model::load(&file, device, Some(n_ctx), None, tuning)?;
     let cfg = model.config().clone();
     let kv_elem = match model.kv_dtype() {
         crate::device::KvDtype::F16 => 2,
@@ -159,6 +162,7 @@ pub fn bench_model(
     };
     Ok(BenchReport {
         device: model.device_name(),
+        plan: model.plan(),
         file_bytes: file.file_size(),
         bytes_per_token: decode_bytes_per_token(&file),
         n_prompt,

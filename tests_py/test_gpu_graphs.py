@@ -1,5 +1,5 @@
 """Greedy decode on the GPU through the recorded decode-step graph against the same model with
-graphs off (ROCMFORGE_GRAPHS=0: the same step launched op by op), on the qwen2 test model
+graphs off (tuning graphs=False: the same step launched op by op), on the qwen2 test model
 (Q4_K/Q6_K/Q8_0, GQA, q/k/v biases). Skipped where no GPU is found.
 
 The step reads the token id and position from device memory and sizes its split-key decode
@@ -23,20 +23,13 @@ N_GEN = 96
 N_CTX = 2048
 
 
-def run(path, monkeypatch, graphs: bool, kv_dtype: str, prompt, extension, ahead=True):
+def run(path, graphs: bool, kv_dtype: str, prompt, extension, ahead=True):
     """(greedy tokens after `prompt`, kernel launches they took, greedy tokens after the
     prompt, those tokens and `extension`, evaluated on top of the cache the first run left).
     `ahead=False`: no step is queued before the pick of the one before is read
-    (ROCMFORGE_DECODE_AHEAD=0)."""
-    if graphs:
-        monkeypatch.delenv("ROCMFORGE_GRAPHS", raising=False)
-    else:
-        monkeypatch.setenv("ROCMFORGE_GRAPHS", "0")
-    if ahead:
-        monkeypatch.delenv("ROCMFORGE_DECODE_AHEAD", raising=False)
-    else:
-        monkeypatch.setenv("ROCMFORGE_DECODE_AHEAD", "0")
-    with rf.Model(path, device="gpu", n_ctx=N_CTX, kv_dtype=kv_dtype) as model:
+    (tuning decode_ahead=False)."""
+    tuning = {"graphs": graphs, "decode_ahead": ahead}
+    with rf.Model(path, device="gpu", n_ctx=N_CTX, kv_dtype=kv_dtype, tuning=tuning) as model:
         model.generate_tokens(prompt[:3], max_tokens=4, temperature=0)  # warm-up (compiles)
         launches = rf.gpu_launch_count()
         out = model.generate_tokens(prompt, max_tokens=N_GEN, temperature=0)
@@ -48,15 +41,13 @@ def run(path, monkeypatch, graphs: bool, kv_dtype: str, prompt, extension, ahead
 
 
 @pytest.mark.parametrize("kv_dtype", ["f16", "f32"])
-def test_graph_decode_equals_eager_decode(qwen2_test_model_path, monkeypatch, rng, kv_dtype):
+def test_graph_decode_equals_eager_decode(qwen2_test_model_path, rng, kv_dtype):
     with rf.Model(qwen2_test_model_path, device="cpu") as m:
         vocab = m.config["vocab_size"]
     prompt = rng.integers(0, vocab, 7).tolist()
     extension = rng.integers(0, vocab, 3).tolist()
-    g_out, g_launches, g_more = run(qwen2_test_model_path, monkeypatch, True, kv_dtype, prompt,
-                                    extension)
-    e_out, e_launches, e_more = run(qwen2_test_model_path, monkeypatch, False, kv_dtype, prompt,
-                                    extension)
+    g_out, g_launches, g_more = run(qwen2_test_model_path, True, kv_dtype, prompt, extension)
+    e_out, e_launches, e_more = run(qwen2_test_model_path, False, kv_dtype, prompt, extension)
     print(f"{kv_dtype}: {len(g_out)} tokens; launches with graphs {g_launches}, "
           f"without {e_launches}")
     assert len(e_out) >= 64 or len(e_out) < N_GEN  # (shorter only when an end token came)
@@ -67,8 +58,7 @@ def test_graph_decode_equals_eager_decode(qwen2_test_model_path, monkeypatch, rn
     assert g_launches * 10 < e_launches
 
 
-def test_graph_picks_are_the_argmax_of_recomputed_logits(qwen2_test_model_path, monkeypatch,
-                                                        rng):
+def test_graph_picks_are_the_argmax_of_recomputed_logits(qwen2_test_model_path, rng):
     """Every token the graph steps picked is the argmax of the logits an eager evaluation of
     the whole sequence gives at its position. That evaluation is a prefill, whose matmuls run
     on tensor cores (f16 operands, ~1e-3 relative), and the steps' matvecs take 8-bit
@@ -78,7 +68,6 @@ def test_graph_picks_are_the_argmax_of_recomputed_logits(qwen2_test_model_path, 
     3919334984 failed on an H200 with this project's code of before and after 2026-11-28.)"""
     import numpy as np
 
-    monkeypatch.delenv("ROCMFORGE_GRAPHS", raising=False)
     with rf.Model(qwen2_test_model_path, device="gpu", n_ctx=N_CTX, kv_dtype="f32") as model:
         vocab = model.config["vocab_size"]
         prompt = rng.integers(0, vocab, 5).tolist()
@@ -95,16 +84,13 @@ def test_graph_picks_are_the_argmax_of_recomputed_logits(qwen2_test_model_path, 
     assert np.mean(picks == np.array(out)) >= 0.9, (list(picks), out)
 
 
-def ahead_session(path, monkeypatch, ahead: bool, prompt, extension):
+def ahead_session(path, ahead: bool, prompt, extension):
     """Greedy generations that leave a step queued ahead and not taken, each followed by
     evaluations of other tokens: one that runs to the context's end (its last step queues
     the step at the last position), a continuation of part of it, a stream abandoned after
     its first piece, then a new generation."""
-    if ahead:
-        monkeypatch.delenv("ROCMFORGE_DECODE_AHEAD", raising=False)
-    else:
-        monkeypatch.setenv("ROCMFORGE_DECODE_AHEAD", "0")
-    with rf.Model(path, device="gpu", n_ctx=40, kv_dtype="f16") as model:
+    tuning = {"decode_ahead": ahead}
+    with rf.Model(path, device="gpu", n_ctx=40, kv_dtype="f16", tuning=tuning) as model:
         full = model.generate_tokens(prompt, max_tokens=100, temperature=0)
         again = model.generate_tokens(prompt + full[:10] + extension, max_tokens=8, temperature=0)
         stream = model.generate("The quick brown fox", max_tokens=30, temperature=0, stream=True)
@@ -115,7 +101,7 @@ def ahead_session(path, monkeypatch, ahead: bool, prompt, extension):
     return full, again, first, after, logits
 
 
-def test_steps_queued_ahead_change_nothing(qwen2_test_model_path, monkeypatch, rng):
+def test_steps_queued_ahead_change_nothing(qwen2_test_model_path, rng):
     """Greedy steps each queue the next step before their pick is read (so that the device
     does not wait for the host's turn). Where the caller then asks for something else, that
     step is dropped: it ran past the caller's tokens, and the row it wrote is written again
@@ -127,13 +113,13 @@ def test_steps_queued_ahead_change_nothing(qwen2_test_model_path, monkeypatch, r
         vocab = m.config["vocab_size"]
     prompt = rng.integers(0, vocab, 7).tolist()
     extension = rng.integers(0, vocab, 3).tolist()
-    on = run(qwen2_test_model_path, monkeypatch, True, "f16", prompt, extension, ahead=True)
-    off = run(qwen2_test_model_path, monkeypatch, True, "f16", prompt, extension, ahead=False)
+    on = run(qwen2_test_model_path, True, "f16", prompt, extension, ahead=True)
+    off = run(qwen2_test_model_path, True, "f16", prompt, extension, ahead=False)
     assert on[0] == off[0]
     assert on[2] == off[2]
 
-    on = ahead_session(qwen2_test_model_path, monkeypatch, True, prompt, extension)
-    off = ahead_session(qwen2_test_model_path, monkeypatch, False, prompt, extension)
+    on = ahead_session(qwen2_test_model_path, True, prompt, extension)
+    off = ahead_session(qwen2_test_model_path, False, prompt, extension)
     full, again, first, after, logits = on
     assert full == off[0]
     assert again == off[1]

@@ -144,7 +144,12 @@ def gpu_matvec_swiglu(
     x: npt.NDArray[np.float32], w_gate: npt.NDArray[Any], w_up: npt.NDArray[Any], dtype: str
 ) -> npt.NDArray[np.float32]: ...
 def bench_model(
-    path: str, device: str = "gpu", n_prompt: int = 512, n_gen: int = 128, repeats: int = 3
+    path: str,
+    device: str = "gpu",
+    n_prompt: int = 512,
+    n_gen: int = 128,
+    repeats: int = 3,
+    tuning: Optional[Dict[str, Any]] = None,
 ) -> Dict[str, Any]: ...
 
 @final
@@ -168,6 +173,7 @@ class Model:
         seed: Optional[int] = None,
         verbose: bool = False,
         kv_dtype: Optional[Literal["f32", "f16"]] = None,
+        tuning: Optional[Dict[str, Any]] = None,
     ) -> Self: ...
     @overload
     def generate(
@@ -252,6 +258,10 @@ class Model:
     def path(self) -> str: ...
     @property
     def stats(self) -> Dict[str, Any]: ...
+    @property
+    def tuning(self) -> Optional[Dict[str, Any]]: ...
+    @property
+    def plan(self) -> List[str]: ...
     def close(self) -> None: ...
     @property
     def closed(self) -> bool: ...

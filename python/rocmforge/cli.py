@@ -277,6 +277,8 @@ def format_bench(r: dict[str, Any]) -> str:
         f"{human_bytes(r['bytes_per_token'])}; KV cache {human_bytes(r['kv_cache_bytes'])}")
     if r["peak_device_bytes"]:
         lines.append(f"device memory held (peak): {human_bytes(r['peak_device_bytes'])}")
+    if r.get("plan"):
+        lines.append("decode plan: " + "; ".join(r["plan"]))
     lines.append("| model | test | t/s | runs | % of roofline |")
     lines.append("| --- | --- | ---: | --- | ---: |")
     if r["n_prompt"]:
@@ -300,6 +302,8 @@ def format_bench(r: dict[str, Any]) -> str:
         arg("-r", "--repetitions", type=int, default=3, help="timed runs of each test (median)"),
         arg("--device", default="gpu", help='"gpu" (default), "cpu" or "auto"'),
         arg("--json", action="store_true", help="print the measurements as one JSON object"),
+        arg("--tuning", default="", metavar="KEY=VALUE,...",
+            help="override fields of the GPU's tuning record for this run (docs/TUNING.md)"),
     ],
 )
 def bench(args: argparse.Namespace) -> int:
@@ -307,8 +311,14 @@ def bench(args: argparse.Namespace) -> int:
 
     if args.n_prompt < 0 or args.n_gen < 0 or args.repetitions < 1:
         raise CommandError("-p and -n must be >= 0 and -r >= 1")
+    tuning = {}
+    for pair in filter(None, (p.strip() for p in args.tuning.split(","))):
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise CommandError(f"--tuning: expected KEY=VALUE, got {pair!r}")
+        tuning[key.strip()] = value.strip()
     r = dict(_rocmforge.bench_model(args.model, args.device, args.n_prompt, args.n_gen,
-                                    args.repetitions))
+                                    args.repetitions, tuning or None))
     r["path"] = args.model
     print(json.dumps(r, indent=2) if args.json else format_bench(r))
     return 0

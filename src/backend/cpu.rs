@@ -3,12 +3,12 @@
 
 use half::f16;
 
-use super::Backend;
+use super::graph::StepGraph;
+use super::{Activation, Attention, Backend, Map, NoPlan, Pos, Rope, Tokens, Workload};
 use crate::device::{Device, KvDtype};
 use crate::error::{Error, Result};
 use crate::gguf::GgmlType;
 use crate::ops::matmul::cpu_quant;
-use crate::ops::rope::RopeParams;
 use crate::ops::{self, attention::AttentionShape, WeightView};
 
 /// Runs the model on the CPU. Stateless: rayon's global pool does the threading.
@@ -50,9 +50,16 @@ impl CpuWeight {
     }
 }
 
-/// One layer's K or V cache on the host.
+/// One layer's K or V cache on the host: `[rows, row_len]`.
 #[derive(Clone, Debug)]
-pub enum CpuKv {
+pub struct CpuKv {
+    pub data: CpuKvData,
+    pub row_len: usize,
+}
+
+/// The values of a `CpuKv`, in its dtype.
+#[derive(Clone, Debug)]
+pub enum CpuKvData {
     F32(Vec<f32>),
     F16(Vec<f16>),
 }
@@ -73,23 +80,32 @@ fn zeroed<T: Clone + Default>(n: usize, what: &str) -> Result<Vec<T>> {
     Ok(v)
 }
 
+/// The host position of a CPU call (the CPU has no decode plan: no device positions).
+fn at(pos: Pos, op: &str) -> Result<usize> {
+    match pos {
+        Pos::At(p) => Ok(p),
+        Pos::Step => Err(Error::invalid(format!(
+            "{op}: the CPU takes positions from the host"
+        ))),
+    }
+}
+
 impl Backend for CpuBackend {
     type Buf = Vec<f32>;
     type Weight = CpuWeight;
     type Kv = CpuKv;
-    type Step = ();
-    type Graph = ();
+    type Plan = NoPlan;
 
     fn name(&self) -> String {
         "cpu".to_string()
     }
 
-    fn zeros(&self, n: usize) -> Result<Vec<f32>> {
-        zeroed(n, "a buffer")
+    fn free_memory(&self) -> Result<Option<u64>> {
+        Ok(None)
     }
 
-    fn upload(&self, host: &[f32]) -> Result<Vec<f32>> {
-        Ok(host.to_vec())
+    fn zeros(&self, n: usize) -> Result<Vec<f32>> {
+        zeroed(n, "a buffer")
     }
 
     fn download(&self, buf: &Vec<f32>, out: &mut [f32]) -> Result<()> {
@@ -98,33 +114,45 @@ impl Backend for CpuBackend {
         Ok(())
     }
 
-    fn weight(&self, ty: GgmlType, rows: usize, cols: usize, bytes: &[u8]) -> Result<CpuWeight> {
-        let view = WeightView::new(ty, rows, cols, bytes)?;
-        let floats = if rows == 1 {
-            let mut v = zeroed(cols, "a weight")?;
-            view.dequantize_rows(0, &mut v)?;
+    fn weight(&self, w: WeightView) -> Result<CpuWeight> {
+        let floats = if w.rows == 1 {
+            let mut v = zeroed(w.cols, "a weight")?;
+            w.dequantize_rows(0, &mut v)?;
             Some(v)
         } else {
             None
         };
         Ok(CpuWeight {
-            ty,
-            rows,
-            cols,
-            bytes: bytes.to_vec(),
+            ty: w.ty,
+            rows: w.rows,
+            cols: w.cols,
+            bytes: w.bytes.to_vec(),
             floats,
         })
     }
 
-    fn kv_cache(&self, n: usize, dtype: KvDtype) -> Result<CpuKv> {
-        Ok(match dtype {
-            KvDtype::F32 => CpuKv::F32(zeroed(n, "the KV cache")?),
-            KvDtype::F16 => CpuKv::F16(zeroed(n, "the KV cache")?),
-        })
+    fn kv_cache(&self, rows: usize, row_len: usize, dtype: KvDtype) -> Result<CpuKv> {
+        let n = rows.checked_mul(row_len).ok_or_else(|| {
+            Error::invalid(format!("KV cache of {rows} x {row_len} elements overflows"))
+        })?;
+        let data = match dtype {
+            KvDtype::F32 => CpuKvData::F32(zeroed(n, "the KV cache")?),
+            KvDtype::F16 => CpuKvData::F16(zeroed(n, "the KV cache")?),
+        };
+        Ok(CpuKv { data, row_len })
     }
 
-    fn embedding(&self, table: &CpuWeight, ids: &[u32], out: &mut Vec<f32>) -> Result<()> {
-        ops::embedding::embedding(&CPU, &table.view(), ids, out)
+    fn workspace(&self, _: &Workload, _: bool) -> Result<u64> {
+        Ok(0)
+    }
+
+    fn embedding(&self, table: &CpuWeight, ids: Tokens, out: &mut Vec<f32>) -> Result<()> {
+        match ids {
+            Tokens::Host(ids) => ops::embedding::embedding(&CPU, &table.view(), ids, out),
+            Tokens::Step => Err(Error::invalid(
+                "embedding: the CPU takes token ids from the host",
+            )),
+        }
     }
 
     fn rms_norm(
@@ -147,46 +175,54 @@ impl Backend for CpuBackend {
         ops::matmul::matmul_gguf(&CPU, x, &w.view(), m, out)
     }
 
-    fn add_bias(&self, x: &mut Vec<f32>, bias: &CpuWeight, rows: usize) -> Result<()> {
-        ops::elementwise::add_bias(&CPU, x, bias.vector("add_bias")?, rows)
-    }
-
     fn add(&self, a: &mut Vec<f32>, b: &Vec<f32>, n: usize) -> Result<()> {
         ops::elementwise::add(&CPU, a, b, n)
     }
 
-    fn swiglu(&self, gate: &Vec<f32>, up: &Vec<f32>, n: usize, out: &mut Vec<f32>) -> Result<()> {
-        ops::activation::swiglu(&CPU, gate, up, n, out)
+    fn add_bias(&self, x: &mut Vec<f32>, bias: &CpuWeight, rows: usize) -> Result<()> {
+        ops::elementwise::add_bias(&CPU, x, bias.vector("add_bias")?, rows)
+    }
+
+    fn glu(
+        &self,
+        gate: &Vec<f32>,
+        up: &Vec<f32>,
+        n: usize,
+        act: Activation,
+        out: &mut Vec<f32>,
+    ) -> Result<()> {
+        ops::activation::glu(&CPU, gate, up, n, act, out)
+    }
+
+    fn map(&self, x: &mut Vec<f32>, n: usize, f: Map) -> Result<()> {
+        match f {
+            Map::Scale(s) => ops::elementwise::scale(&CPU, x, s, n),
+            Map::SoftCap(cap) => ops::elementwise::softcap(&CPU, x, cap, n),
+        }
     }
 
     fn rope(
         &self,
         x: &mut Vec<f32>,
-        seq: usize,
-        heads: usize,
-        head_dim: usize,
-        pos0: usize,
-        rope: &RopeParams,
-        freq_factors: Option<&CpuWeight>,
+        shape: [usize; 3],
+        pos: Pos,
+        rope: &Rope<CpuWeight>,
     ) -> Result<()> {
+        let [seq, heads, head_dim] = shape;
+        let pos0 = at(pos, "rope")?;
         let positions: Vec<i64> = (0..seq).map(|t| (pos0 + t) as i64).collect();
-        let ff = freq_factors
+        let ff = rope
+            .freq_factors
             .map(|w| w.vector("rope freq_factors"))
             .transpose()?;
-        ops::rope::rope(&CPU, x, 1, &positions, heads, head_dim, rope, ff)
+        ops::rope::rope(&CPU, x, 1, &positions, heads, head_dim, &rope.params, ff)
     }
 
-    fn kv_append(
-        &self,
-        cache: &mut CpuKv,
-        src: &Vec<f32>,
-        pos0: usize,
-        n: usize,
-        row_len: usize,
-    ) -> Result<()> {
-        match cache {
-            CpuKv::F32(c) => ops::kv_cache::kv_append(&CPU, c, src, pos0, n, row_len),
-            CpuKv::F16(c) => ops::kv_cache::kv_append(&CPU, c, src, pos0, n, row_len),
+    fn kv_append(&self, cache: &mut CpuKv, src: &Vec<f32>, pos: Pos, n: usize) -> Result<()> {
+        let (pos0, row_len) = (at(pos, "kv_append")?, cache.row_len);
+        match &mut cache.data {
+            CpuKvData::F32(c) => ops::kv_cache::kv_append(&CPU, c, src, pos0, n, row_len),
+            CpuKvData::F16(c) => ops::kv_cache::kv_append(&CPU, c, src, pos0, n, row_len),
         }
     }
 
@@ -195,34 +231,44 @@ impl Backend for CpuBackend {
         q: &Vec<f32>,
         k: &CpuKv,
         v: &CpuKv,
-        seq_q: usize,
-        seq_k: usize,
-        heads: usize,
-        kv_heads: usize,
-        head_dim: usize,
-        scale: f32,
+        a: &Attention,
         out: &mut Vec<f32>,
     ) -> Result<()> {
+        if a.window.is_some() {
+            return Err(Error::unsupported(
+                "attention over a sliding window is not implemented yet",
+            ));
+        }
         let shape = AttentionShape {
             batch: 1,
-            seq_q,
-            seq_k,
-            heads,
-            kv_heads,
-            head_dim,
+            seq_q: a.seq_q,
+            seq_k: at(a.pos, "attention")? + a.seq_q,
+            heads: a.heads,
+            kv_heads: a.kv_heads,
+            head_dim: a.head_dim,
         };
         use ops::attention::flash_attention;
-        match (k, v) {
-            (CpuKv::F32(k), CpuKv::F32(v)) => {
-                flash_attention(&CPU, q, k, v, &shape, true, scale, out)
+        let s = a.scale;
+        match (&k.data, &v.data) {
+            (CpuKvData::F32(k), CpuKvData::F32(v)) => {
+                flash_attention(&CPU, q, k, v, &shape, true, s, out)
             }
-            (CpuKv::F16(k), CpuKv::F16(v)) => {
-                flash_attention(&CPU, q, k, v, &shape, true, scale, out)
+            (CpuKvData::F16(k), CpuKvData::F16(v)) => {
+                flash_attention(&CPU, q, k, v, &shape, true, s, out)
             }
             _ => Err(Error::invalid(
                 "attention: the K and V caches have different dtypes",
             )),
         }
+    }
+
+    fn argmax(&self, x: &Vec<f32>, n: usize) -> Result<(u32, f32)> {
+        ops::check_len("argmax", "x", x.len(), n)?;
+        if let Some(first_nan) = x[..n].iter().position(|v| v.is_nan()) {
+            return Ok((first_nan as u32, f32::NAN));
+        }
+        let id = ops::argmax::argmax(&CPU, x, n)?;
+        Ok((id as u32, x[id]))
     }
 
     fn copy_rows(
@@ -249,15 +295,8 @@ impl Backend for CpuBackend {
         Ok(())
     }
 
-    fn argmax(&self, x: &Vec<f32>, n: usize) -> Result<u32> {
-        if let Some(first_nan) = x[..n].iter().position(|v| v.is_nan()) {
-            return Ok(first_nan as u32);
-        }
-        Ok(ops::argmax::argmax(&CPU, x, n)? as u32)
-    }
-
-    fn synchronize(&self) -> Result<()> {
-        Ok(())
+    fn plan(&self, _: &StepGraph, _: &[&CpuWeight], _: &[&CpuKv]) -> Result<Option<NoPlan>> {
+        Ok(None)
     }
 }
 

@@ -7,6 +7,7 @@ use half::f16;
 use super::*;
 use crate::gguf::quants;
 use crate::ops::attention::cpu as attn;
+use crate::ops::rope::RopeParams;
 
 /// splitmix64: small, good enough for test data.
 struct Rng(u64);
@@ -61,8 +62,19 @@ fn f32_bytes(x: &[f32]) -> Vec<u8> {
     x.iter().flat_map(|v| v.to_le_bytes()).collect()
 }
 
+/// `CpuBackend::weight` of a GGUF matrix given by its parts.
+fn weight(
+    b: &CpuBackend,
+    ty: GgmlType,
+    rows: usize,
+    cols: usize,
+    bytes: &[u8],
+) -> Result<CpuWeight> {
+    b.weight(WeightView::new(ty, rows, cols, bytes)?)
+}
+
 fn f32_weight(b: &CpuBackend, rows: usize, cols: usize, x: &[f32]) -> CpuWeight {
-    b.weight(GgmlType::F32, rows, cols, &f32_bytes(x)).unwrap()
+    weight(b, GgmlType::F32, rows, cols, &f32_bytes(x)).unwrap()
 }
 
 /// Plain softmax-attention in f64: q `[seq_q, heads, d]`, k/v `[seq_k, kv_heads, d]`.
@@ -137,7 +149,7 @@ fn matmul_f32_and_f16_weights_match_f64_loops() {
                 w16.iter().map(|v| v.to_f32()).collect::<Vec<_>>(),
             ),
         ] {
-            let weight = b.weight(ty, n, k, &bytes).unwrap();
+            let weight = weight(&b, ty, n, k, &bytes).unwrap();
             let mut out = b.zeros(m * n + 3).unwrap(); // larger than needed: prefix only
             b.matmul(&x, &weight, m, &mut out).unwrap();
             let want: Vec<f64> = (0..m * n)
@@ -182,7 +194,7 @@ fn matmul_and_embedding_of_quantized_weights_match_their_dequantized_values() {
             };
             let mut wf = vec![0f32; n * k];
             quants::dequantize(ty, &bytes, &mut wf).unwrap();
-            let weight = b.weight(ty, n, k, &bytes).unwrap();
+            let weight = weight(&b, ty, n, k, &bytes).unwrap();
             let x = rng.vec(m * k);
             let mut out = b.zeros(m * n).unwrap();
             b.matmul(&x, &weight, m, &mut out).unwrap();
@@ -199,7 +211,7 @@ fn matmul_and_embedding_of_quantized_weights_match_their_dequantized_values() {
 
             let ids = [n as u32 - 1, 0, (n / 2) as u32];
             let mut rows = b.zeros(ids.len() * k).unwrap();
-            b.embedding(&weight, &ids, &mut rows).unwrap();
+            b.embedding(&weight, Tokens::Host(&ids), &mut rows).unwrap();
             for (t, &id) in ids.iter().enumerate() {
                 assert_eq!(
                     &rows[t * k..(t + 1) * k],
@@ -217,9 +229,7 @@ fn matmul_of_undequantizable_type_is_an_error_not_a_panic() {
     if ty.can_dequantize() {
         return;
     }
-    let w = b
-        .weight(ty, 2, 256, &vec![0u8; 2 * ty.type_size()])
-        .unwrap();
+    let w = weight(&b, ty, 2, 256, &vec![0u8; 2 * ty.type_size()]).unwrap();
     let err = b
         .matmul(&vec![1.0; 256], &w, 1, &mut vec![0.0; 2])
         .unwrap_err();
@@ -229,9 +239,9 @@ fn matmul_of_undequantizable_type_is_an_error_not_a_panic() {
 #[test]
 fn weight_sizes_are_checked() {
     let b = CpuBackend;
-    assert!(b.weight(GgmlType::F32, 2, 3, &[0u8; 23]).is_err());
-    assert!(b.weight(GgmlType::Q8_0, 1, 31, &[0u8; 34]).is_err());
-    assert!(b.weight(GgmlType::F32, usize::MAX, 3, &[0u8; 24]).is_err());
+    assert!(weight(&b, GgmlType::F32, 2, 3, &[0u8; 23]).is_err());
+    assert!(weight(&b, GgmlType::Q8_0, 1, 31, &[0u8; 34]).is_err());
+    assert!(weight(&b, GgmlType::F32, usize::MAX, 3, &[0u8; 24]).is_err());
 }
 
 #[test]
@@ -246,9 +256,9 @@ fn embedding_rows_of_float_and_f16_tables() {
         .collect();
     let bytes16 = quants::quantize(GgmlType::F16, &table).unwrap();
     for (ty, bytes) in [(GgmlType::F32, f32_bytes(&table)), (GgmlType::F16, bytes16)] {
-        let w = b.weight(ty, vocab, dim, &bytes).unwrap();
+        let w = weight(&b, ty, vocab, dim, &bytes).unwrap();
         let mut out = b.zeros(ids.len() * dim).unwrap();
-        b.embedding(&w, &ids, &mut out).unwrap();
+        b.embedding(&w, Tokens::Host(&ids), &mut out).unwrap();
         for (t, &id) in ids.iter().enumerate() {
             for c in 0..dim {
                 let want = table[id as usize * dim + c];
@@ -260,7 +270,9 @@ fn embedding_rows_of_float_and_f16_tables() {
                 assert_eq!(out[t * dim + c], want);
             }
         }
-        assert!(b.embedding(&w, &[vocab as u32], &mut out).is_err());
+        assert!(b
+            .embedding(&w, Tokens::Host(&[vocab as u32]), &mut out)
+            .is_err());
     }
 }
 
@@ -301,7 +313,8 @@ fn rms_norm_add_bias_add_swiglu_match_f64_loops() {
         assert_close("add", &y, &want, 1e-7);
 
         let gate: Vec<f32> = rng.vec(rows * dim).iter().map(|v| v * 12.0).collect();
-        b.swiglu(&gate, &other, rows * dim, &mut out).unwrap();
+        b.glu(&gate, &other, rows * dim, Activation::Silu, &mut out)
+            .unwrap();
         let want: Vec<f64> = (0..rows * dim)
             .map(|i| gate[i] as f64 / (1.0 + (-gate[i] as f64).exp()) * other[i] as f64)
             .collect();
@@ -338,16 +351,12 @@ fn rope_both_conventions_with_freq_factors_match_f64_loops() {
                     .collect();
                 let ffw = f32_weight(&b, 1, n_rot / 2, &ffv);
                 let mut y = x.clone();
-                b.rope(
-                    &mut y,
-                    seq,
-                    heads,
-                    head_dim,
-                    pos0,
-                    &params,
-                    with_ff.then_some(&ffw),
-                )
-                .unwrap();
+                let rope = Rope {
+                    params,
+                    freq_factors: with_ff.then_some(&ffw),
+                };
+                b.rope(&mut y, [seq, heads, head_dim], Pos::At(pos0), &rope)
+                    .unwrap();
                 let mut want: Vec<f64> = x.iter().map(|&v| v as f64).collect();
                 let half = n_rot / 2;
                 for t in 0..seq {
@@ -400,28 +409,17 @@ fn attention_with_f32_and_f16_caches_matches_f64_softmax_attention() {
         let v = rng.vec(seq_k * row_len);
         let scale = 1.0 / (d as f32).sqrt();
         for dtype in [KvDtype::F32, KvDtype::F16] {
-            let mut kc = b.kv_cache(n_ctx * row_len, dtype).unwrap();
-            let mut vc = b.kv_cache(n_ctx * row_len, dtype).unwrap();
+            let mut kc = b.kv_cache(n_ctx, row_len, dtype).unwrap();
+            let mut vc = b.kv_cache(n_ctx, row_len, dtype).unwrap();
             // append in two pieces, as prefill then decode would
             let split = seq_k / 2;
-            b.kv_append(&mut kc, &k, 0, split, row_len).unwrap();
-            b.kv_append(&mut vc, &v, 0, split, row_len).unwrap();
-            b.kv_append(
-                &mut kc,
-                &k[split * row_len..].to_vec(),
-                split,
-                seq_k - split,
-                row_len,
-            )
-            .unwrap();
-            b.kv_append(
-                &mut vc,
-                &v[split * row_len..].to_vec(),
-                split,
-                seq_k - split,
-                row_len,
-            )
-            .unwrap();
+            b.kv_append(&mut kc, &k, Pos::At(0), split).unwrap();
+            b.kv_append(&mut vc, &v, Pos::At(0), split).unwrap();
+            let (k2, v2) = (k[split * row_len..].to_vec(), v[split * row_len..].to_vec());
+            b.kv_append(&mut kc, &k2, Pos::At(split), seq_k - split)
+                .unwrap();
+            b.kv_append(&mut vc, &v2, Pos::At(split), seq_k - split)
+                .unwrap();
             let round = |x: &[f32]| -> Vec<f32> {
                 match dtype {
                     KvDtype::F32 => x.to_vec(),
@@ -430,10 +428,16 @@ fn attention_with_f32_and_f16_caches_matches_f64_softmax_attention() {
             };
             let (kr, vr) = (round(&k), round(&v));
             let mut out = b.zeros(seq_q * heads * d).unwrap();
-            b.attention(
-                &q, &kc, &vc, seq_q, seq_k, heads, kv_heads, d, scale, &mut out,
-            )
-            .unwrap();
+            let a = Attention {
+                seq_q,
+                pos: Pos::At(seq_k - seq_q),
+                heads,
+                kv_heads,
+                head_dim: d,
+                scale,
+                window: None,
+            };
+            b.attention(&q, &kc, &vc, &a, &mut out).unwrap();
             let want = attention_f64(
                 &q,
                 &kr,
@@ -535,32 +539,33 @@ fn softmax_of_all_minus_inf_row_is_zeros() {
 #[test]
 fn kv_append_bounds_and_f16_rounding() {
     let b = CpuBackend;
-    let mut c = b.kv_cache(4 * 3, KvDtype::F16).unwrap();
+    let mut c = b.kv_cache(4, 3, KvDtype::F16).unwrap();
     let src = vec![1.0f32 / 3.0, 65504.0, -2.5, 0.1, 0.2, 0.3];
-    b.kv_append(&mut c, &src, 2, 2, 3).unwrap();
-    let CpuKv::F16(data) = &c else { unreachable!() };
+    b.kv_append(&mut c, &src, Pos::At(2), 2).unwrap();
+    let CpuKvData::F16(data) = &c.data else {
+        unreachable!()
+    };
     assert_eq!(&data[..6], &[f16::ZERO; 6]);
     let got: Vec<f16> = data[6..].to_vec();
     let want: Vec<f16> = src.iter().map(|&v| f16::from_f32(v)).collect();
     assert_eq!(got, want);
-    assert!(b.kv_append(&mut c, &src, 3, 2, 3).is_err());
-    assert!(b.kv_append(&mut c, &src, usize::MAX, 2, 3).is_err());
-    let mut k32 = b.kv_cache(12, KvDtype::F32).unwrap();
-    let v16 = b.kv_cache(12, KvDtype::F16).unwrap();
-    b.kv_append(&mut k32, &src, 0, 2, 3).unwrap();
+    assert!(b.kv_append(&mut c, &src, Pos::At(3), 2).is_err());
+    assert!(b.kv_append(&mut c, &src, Pos::At(usize::MAX), 2).is_err());
+    assert!(b.kv_append(&mut c, &src, Pos::Step, 2).is_err());
+    let mut k32 = b.kv_cache(4, 3, KvDtype::F32).unwrap();
+    let v16 = b.kv_cache(4, 3, KvDtype::F16).unwrap();
+    b.kv_append(&mut k32, &src, Pos::At(0), 2).unwrap();
+    let a = Attention {
+        seq_q: 1,
+        pos: Pos::At(0),
+        heads: 1,
+        kv_heads: 1,
+        head_dim: 3,
+        scale: 1.0,
+        window: None,
+    };
     assert!(b
-        .attention(
-            &vec![0.0; 3],
-            &k32,
-            &v16,
-            1,
-            1,
-            1,
-            1,
-            3,
-            1.0,
-            &mut vec![0.0; 3]
-        )
+        .attention(&vec![0.0; 3], &k32, &v16, &a, &mut vec![0.0; 3])
         .is_err());
 }
 
@@ -569,28 +574,27 @@ fn argmax_first_of_ties_and_first_nan() {
     // Backend::argmax is the model's greedy pick: a NaN wins (as in np.argmax), so that the
     // caller sees the NaN logit instead of a token.
     let b = CpuBackend;
-    assert_eq!(b.argmax(&vec![1.0, 3.0, 3.0, -1.0], 4).unwrap(), 1);
+    assert_eq!(b.argmax(&vec![1.0, 3.0, 3.0, -1.0], 4).unwrap().0, 1);
     assert_eq!(
         b.argmax(&vec![-9.0, -5.0, f32::NAN, -4.0, f32::NAN], 5)
-            .unwrap(),
+            .unwrap()
+            .0,
         2
     );
-    assert_eq!(b.argmax(&vec![1.0, 2.0, f32::NAN], 2).unwrap(), 1); // NaN outside the prefix
-    assert_eq!(b.argmax(&vec![0.0, 1.0, 9.0], 2).unwrap(), 1); // only the prefix
-    assert_eq!(b.argmax(&vec![f32::NEG_INFINITY; 3], 3).unwrap(), 0);
+    assert_eq!(b.argmax(&vec![1.0, 2.0, f32::NAN], 2).unwrap().0, 1); // NaN outside the prefix
+    assert_eq!(b.argmax(&vec![0.0, 1.0, 9.0], 2).unwrap().0, 1); // only the prefix
+    assert_eq!(b.argmax(&vec![f32::NEG_INFINITY; 3], 3).unwrap().0, 0);
     assert!(b.argmax(&vec![], 0).is_err());
     let mut rng = Rng::new("argmax");
     let x = rng.vec(50_000);
     let want = (0..x.len()).fold(0, |best, i| if x[i] > x[best] { i } else { best });
-    assert_eq!(b.argmax(&x, x.len()).unwrap() as usize, want);
+    assert_eq!(b.argmax(&x, x.len()).unwrap(), (want as u32, x[want]));
 }
 
 #[test]
 fn copy_rows_and_download() {
     let b = CpuBackend;
-    let src = b
-        .upload(&(0..12).map(|v| v as f32).collect::<Vec<_>>())
-        .unwrap();
+    let src: Vec<f32> = (0..12).map(|v| v as f32).collect();
     let mut dst = b.zeros(6).unwrap();
     b.copy_rows(&src, 2, 2, 3, &mut dst).unwrap();
     assert_eq!(dst, vec![6.0, 7.0, 8.0, 9.0, 10.0, 11.0]);

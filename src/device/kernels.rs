@@ -92,8 +92,9 @@ pub fn rope() -> Kernel {
 pub fn rope_kv(dtype: KvDtype) -> Kernel {
     k_overlapping(Family::Rope, format!("rope_kv_{}", dtype.name()))
 }
-pub fn swiglu() -> Kernel {
-    k_overlapping(Family::Activation, "swiglu_f32")
+/// The gated activation `act(gate) * up` (`Activation` by its op name: swiglu, geglu).
+pub fn glu(act_glu_name: &str) -> Kernel {
+    k_overlapping(Family::Activation, format!("{act_glu_name}_f32"))
 }
 pub fn add() -> Kernel {
     k_overlapping(Family::Elementwise, "add_f32")
@@ -103,6 +104,9 @@ pub fn add_bias() -> Kernel {
 }
 pub fn scale() -> Kernel {
     k(Family::Elementwise, "scale_f32")
+}
+pub fn softcap() -> Kernel {
+    k_overlapping(Family::Elementwise, "softcap_f32")
 }
 pub fn argmax() -> Kernel {
     k_overlapping(Family::Argmax, "argmax_f32")
@@ -425,10 +429,12 @@ pub fn all() -> Vec<Kernel> {
         rope(),
         rope_kv(KvDtype::F32),
         rope_kv(KvDtype::F16),
-        swiglu(),
+        glu("swiglu"),
+        glu("geglu"),
         add(),
         add_bias(),
         scale(),
+        softcap(),
         argmax(),
         kv_append(KvDtype::F32),
         kv_append(KvDtype::F16),

@@ -8,6 +8,7 @@ use crate::gguf::GgmlType;
 
 /// A weight matrix `[rows, cols]` of a GGUF type in device memory (its bytes in the layout
 /// `to_device_layout` gives).
+#[derive(Clone, Copy)]
 pub struct DeviceWeight<'a> {
     pub ty: GgmlType,
     pub rows: usize,

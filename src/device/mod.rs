@@ -178,6 +178,8 @@ pub struct DeviceInfo {
     /// Device bytes rocmforge holds now (weights, caches, scratch).
     pub held_memory: u64,
     pub launches: u64,
+    /// The device's tuning record.
+    pub tuning: tuning::Tuning,
 }
 
 /// Every GPU found (opening each one).
@@ -199,6 +201,7 @@ pub fn devices() -> Vec<Result<DeviceInfo>> {
                 free_memory: free,
                 held_memory: dev.allocated_bytes(),
                 launches: dev.launch_count(),
+                tuning: dev.tuning().clone(),
             })
         })
         .collect()

@@ -33,14 +33,6 @@ impl Arch {
         }
     }
 
-    /// Whether rope rotates halves (i, i + n/2) instead of pairs (2i, 2i+1).
-    pub fn rope_neox(self) -> bool {
-        match self {
-            Arch::Llama => false,
-            Arch::Qwen2 => true,
-        }
-    }
-
     /// The tensor-name table of this architecture.
     pub fn tensors(self) -> &'static [TensorEntry] {
         match self {
@@ -66,11 +58,18 @@ pub enum Role {
     AttnQBias,
     AttnKBias,
     AttnVBias,
+    /// Per-head RMS norms of q and k (QK-norm families).
+    AttnQNorm,
+    AttnKNorm,
     AttnOutput,
+    /// RMS norm of the attention's output before the residual add (post-norm families).
+    AttnPostNorm,
     FfnNorm,
     FfnGate,
     FfnUp,
     FfnDown,
+    /// RMS norm of the feed-forward's output before the residual add (post-norm families).
+    FfnPostNorm,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

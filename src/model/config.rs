@@ -157,7 +157,7 @@ impl ModelConfig {
             rms_eps,
             rope: RopeParams {
                 theta,
-                neox: arch.rope_neox(),
+                neox: arch.spec().rope_neox,
                 n_rot,
             },
             rope_linear_scale,

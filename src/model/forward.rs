@@ -1,261 +1,219 @@
-//! The forward pass of a Llama-style decoder, written once over the `Backend` ops so the same
-//! code runs on the CPU and on GPUs. Everything stays on the device: the host sends token ids
-//! and receives either one argmax id or the logits rows it asked for.
+//! The forward pass of a decoder, written once over the `Backend`'s basic ops and the
+//! `ModelSpec`, so the same code runs on the CPU and on GPUs and for every family of
+//! `model::spec`. Everything stays on the device: the host sends token ids and receives one
+//! picked id or the logits rows it asked for.
 //!
-//! Greedy decode (`decode_greedy`) on a backend with device-side decode steps (the GPU): the
-//! token id and position go to the device in one copy, the step (embedding, every block, final
-//! norm, LM head, argmax) reads them from there, and only (id, logit) comes back. The step is
-//! then the same work at every position: it is recorded once as a graph at the first decode
-//! step and replayed for every later token (`ROCMFORGE_GRAPHS=0` turns the recording off: the
-//! same step then runs op by op, with the same kernels and so the same tokens).
+//! One-token steps on a backend with a decode plan (the GPU): at load, `decode_step` is run
+//! once against `graph::Recorder` with the token and position left to the device, and the
+//! backend compiles that recording (`Backend::plan`: its fused kernels matched to the ops, the
+//! step replayed as a graph). Every later one-token evaluation runs the plan: the id and
+//! position go to the device in one small copy (none when they are the step before's pick and
+//! position + 1), and only (id, logit) of the step's argmax comes back.
 
-use crate::backend::Backend;
+use crate::backend::graph::{KvId, Recorder, StepGraph, WeightId};
+use crate::backend::{Attention, Backend, DecodePlan, Map, Pos, Rope, Tokens, Workload};
 use crate::device::KvDtype;
 use crate::error::{Error, Result};
 use crate::gguf::GgufFile;
 use crate::model::config::ModelConfig;
 use crate::model::kv_cache::KvCache;
+use crate::model::spec::ModelSpec;
 use crate::model::weights::Weights;
 use crate::model::Interrupt;
 
 /// Tokens per forward chunk during prefill (bounds the activation scratch). 512: the 4096-wide
-/// projections of an 8B model then fill an H200's 132 SMs with 128-row tensor-core tiles (at
-/// 256 they made 64 blocks).
+/// projections of an 8B model then fill a large GPU with 128-row tensor-core tiles.
 pub const MAX_BATCH: usize = 512;
 /// Rows of logits computed per LM-head call (bounds the logits scratch).
 const LOGIT_ROWS: usize = 16;
 
 /// Activation scratch, sized once for the largest chunk. Shapes `[rows, width]`.
-struct Scratch<B: Backend> {
-    x: B::Buf,         // [MAX_BATCH, dim]      the residual stream
-    xb: B::Buf,        // [MAX_BATCH, dim]      normed input of a block, then its output
-    q: B::Buf,         // [MAX_BATCH, q_dim]
-    k: B::Buf,         // [MAX_BATCH, kv_dim]
-    v: B::Buf,         // [MAX_BATCH, kv_dim]
-    att: B::Buf,       // [MAX_BATCH, q_dim]    attention output, heads concatenated
-    gate: B::Buf,      // [MAX_BATCH, ffn_dim]
-    up: B::Buf,        // [MAX_BATCH, ffn_dim]
-    hidden: B::Buf,    // [MAX_BATCH, ffn_dim]  silu(gate) * up
-    head_in: B::Buf,   // [LOGIT_ROWS, dim]    rows picked for the LM head
-    head_norm: B::Buf, // [LOGIT_ROWS, dim]
-    logits: B::Buf,    // [LOGIT_ROWS, vocab]
-    one: B::Buf,       // [1]                   a single logit, read back to check it
+pub struct Scratch<B: Backend> {
+    x: B::Buf,       // [rows, dim]      the residual stream
+    xb: B::Buf,      // [rows, dim]      a normed input, then a block's output
+    xb2: B::Buf,     // [rows, dim]      a post-norm's output (post-norm families only)
+    q: B::Buf,       // [rows, q_dim]
+    k: B::Buf,       // [rows, kv_dim]
+    v: B::Buf,       // [rows, kv_dim]
+    qn: B::Buf,      // [rows, q_dim]    q after its per-head norm (QK-norm families only)
+    kn: B::Buf,      // [rows, kv_dim]   k after its per-head norm (QK-norm families only)
+    att: B::Buf,     // [rows, q_dim]    attention output, heads concatenated
+    gate: B::Buf,    // [rows, ffn_dim]
+    up: B::Buf,      // [rows, ffn_dim]
+    hidden: B::Buf,  // [rows, ffn_dim]  act(gate) * up
+    head_in: B::Buf, // [LOGIT_ROWS, dim] rows picked for the LM head
+    logits: B::Buf,  // [LOGIT_ROWS, vocab]
 }
 
-/// Whether decode steps may be recorded and replayed as graphs (`ROCMFORGE_GRAPHS=0`: no).
-pub fn graphs_enabled_by_env() -> bool {
-    std::env::var("ROCMFORGE_GRAPHS").map_or(true, |v| v.trim() != "0")
-}
-
-/// Whether a greedy decode step may queue the next step before its pick is read
-/// (`decode_greedy`'s `ahead`; `ROCMFORGE_DECODE_AHEAD=0`: never).
-pub fn decode_ahead_enabled_by_env() -> bool {
-    std::env::var("ROCMFORGE_DECODE_AHEAD").map_or(true, |v| v.trim() != "0")
-}
-
-/// The decode step's device state and its recorded graph.
-struct DecodeState<B: Backend> {
-    step: B::Step,
-    /// Recorded at the first decode step, replayed after; dropped (and recorded again) when
-    /// stale.
-    graph: Option<B::Graph>,
-    /// False once the backend declined to record (then the step runs op by op).
-    can_capture: bool,
-    /// False: `decode_greedy` queues no step ahead (`ROCMFORGE_DECODE_AHEAD=0`).
-    may_ahead: bool,
-    /// A step queued ahead (`decode_greedy` with `ahead`) whose result is not read yet: the
-    /// (id, position) it runs, the id being the pick of the step before it.
-    ahead: Option<(u32, usize)>,
-    /// Results queued (`queue_step_result`) and not read: at rest 1 with `ahead`, else 0
-    /// (more only after an error part-way, and `settle` then reads them all).
-    unread: usize,
-    /// The step whose logits the caller may ask for (`last_logits`) when a step queued ahead
-    /// has overwritten them since: they are computed again on demand.
-    logits_of: Option<(u32, usize)>,
-}
-
-impl<B: Backend> DecodeState<B> {
-    /// Queue one decode step on what the step state holds: the recorded graph, or the step op
-    /// by op (recording it for later where the backend can), then a read of its pick.
-    fn queue(
-        &mut self,
-        b: &B,
-        c: &ModelConfig,
-        w: &Weights<B>,
-        kv: &mut KvCache<B>,
-        s: &mut Scratch<B>,
-    ) -> Result<()> {
-        let replayed = match &self.graph {
-            Some(graph) => b.replay(graph, &self.step)?,
-            None => false,
-        };
-        if !replayed {
-            self.graph = None;
-            // Op by op: this also sizes the step's workspace before anything is recorded.
-            decode_step(b, c, w, kv, s, &self.step)?;
-            if self.can_capture {
-                let step = &self.step;
-                self.graph = b.capture(step, &mut || decode_step(b, c, w, kv, s, step))?;
-                self.can_capture = self.graph.is_some();
-            }
-        }
-        b.queue_step_result(&self.step)?;
-        self.unread += 1;
-        Ok(())
+impl<B: Backend> Scratch<B> {
+    fn new(b: &B, m: &ModelSpec, rows: usize) -> Result<Self> {
+        let (q_dim, kv_dim, ffn) = m.max_widths();
+        let qk_norm = m.blocks.iter().any(|s| s.qk_norm);
+        let post_norm = m.blocks.iter().any(|s| s.post_attn_norm || s.post_ffn_norm);
+        let if_any = |on: bool, n: usize| if on { n } else { 0 };
+        Ok(Scratch {
+            x: b.zeros(rows * m.dim)?,
+            xb: b.zeros(rows * m.dim)?,
+            xb2: b.zeros(if_any(post_norm, rows * m.dim))?,
+            q: b.zeros(rows * q_dim)?,
+            k: b.zeros(rows * kv_dim)?,
+            v: b.zeros(rows * kv_dim)?,
+            qn: b.zeros(if_any(qk_norm, rows * q_dim))?,
+            kn: b.zeros(if_any(qk_norm, rows * kv_dim))?,
+            att: b.zeros(rows * q_dim)?,
+            gate: b.zeros(rows * ffn)?,
+            up: b.zeros(rows * ffn)?,
+            hidden: b.zeros(rows * ffn)?,
+            head_in: b.zeros(LOGIT_ROWS.min(rows.max(1)) * m.dim)?,
+            logits: b.zeros(LOGIT_ROWS.min(rows.max(1)) * m.vocab)?,
+        })
     }
 
-    /// The oldest result queued and not read.
-    fn read(&mut self, b: &B) -> Result<(u32, f32)> {
-        self.unread = self.unread.saturating_sub(1);
-        b.step_result(&self.step)
-    }
-
-    /// Read and drop the result of a step queued ahead, if any: it ran on a token nobody asked
-    /// for (its cache row is past what the caller holds, and is written again before it is
-    /// read). Also any result an error left unread.
-    fn settle(&mut self, b: &B) -> Result<()> {
-        self.ahead = None;
-        while self.unread > 0 {
-            self.read(b)?;
-        }
-        Ok(())
+    /// Floats `new` allocates for `rows`.
+    fn floats(m: &ModelSpec, rows: usize) -> usize {
+        let (q_dim, kv_dim, ffn) = m.max_widths();
+        let head = LOGIT_ROWS.min(rows.max(1));
+        rows * (4 * m.dim + 3 * q_dim + 3 * kv_dim + 3 * ffn) + head * (m.dim + m.vocab)
     }
 }
 
-/// A loaded model on one backend: weights, KV cache and scratch.
-pub struct Transformer<B: Backend> {
-    pub backend: B,
-    pub cfg: ModelConfig,
-    pub weights: Weights<B>,
-    pub kv: KvCache<B>,
-    max_batch: usize,
-    s: Scratch<B>,
-    /// Greedy decode steps on the device (`decode_greedy`; `None`: the `eval` path): made at
-    /// load, the graph recorded at the first decode step.
-    decode: Option<DecodeState<B>>,
-}
-
-/// Where the tokens of a forward pass come from.
-enum At<'a, B: Backend> {
-    /// Token ids from the host, at positions `pos0..`.
-    Host { ids: &'a [u32], pos0: usize },
-    /// One token whose id and position the kernels read from the device.
-    Step(&'a B::Step),
-}
-
-/// Run the tokens through every block: their keys and values go to the KV cache, their final
-/// hidden states stay in `s.x` `[t, dim]`.
-fn run_blocks<B: Backend>(
+/// Run `t` tokens (`ids`, the first at `pos`) through every block: their keys and values go to
+/// the KV cache, their final hidden states stay in `s.x` `[t, dim]`.
+#[allow(clippy::too_many_arguments)]
+fn blocks<B: Backend>(
     b: &B,
-    c: &ModelConfig,
+    m: &ModelSpec,
     w: &Weights<B>,
     kv: &mut KvCache<B>,
     s: &mut Scratch<B>,
-    at: &At<B>,
+    ids: Tokens,
+    pos: Pos,
+    t: usize,
 ) -> Result<()> {
-    let t = match at {
-        At::Host { ids, .. } => ids.len(),
-        At::Step(_) => 1,
-    };
-    let scale = 1.0 / (c.head_dim as f32).sqrt();
-    match at {
-        At::Host { ids, .. } => b.embedding(&w.token_embd, ids, &mut s.x)?,
-        At::Step(step) => b.embedding_step(&w.token_embd, step, &mut s.x)?,
+    let (dim, eps) = (m.dim, m.rms_eps);
+    b.embedding(&w.token_embd, ids, &mut s.x)?;
+    if let Some(f) = m.embed_scale {
+        b.map(&mut s.x, t * dim, Map::Scale(f))?;
     }
-    for (l, lw) in w.layers.iter().enumerate() {
-        // attention: x += wo @ attn(rope(wq @ norm(x)), rope(wk @ norm(x)), wv @ norm(x))
-        let biases = match (&lw.bq, &lw.bk, &lw.bv) {
-            (Some(bq), Some(bk), Some(bv)) => Some([bq, bk, bv]),
-            _ => None,
-        };
-        let (w_qkv, norm, eps) = ([&lw.wq, &lw.wk, &lw.wv], &lw.attn_norm, c.rms_eps);
-        let freqs = w.rope_freqs.as_ref();
-        let (kc, vc) = (&mut kv.k[l], &mut kv.v[l]);
-        match at {
-            At::Host { pos0, .. } => {
-                let pos0 = *pos0;
-                #[rustfmt::skip]
-                b.rms_norm_qkv(&s.x, norm, eps, w_qkv, biases, t, &mut s.xb, &mut s.q, &mut s.k, &mut s.v)?;
-                #[rustfmt::skip]
-                b.rope_kv_append(
-                    &mut s.q, &mut s.k, &s.v, kc, vc, t, c.heads, c.kv_heads, c.head_dim, pos0,
-                    &c.rope, freqs,
-                )?;
-                #[rustfmt::skip]
-                b.attention(
-                    &s.q, kc, vc, t, pos0 + t, c.heads, c.kv_heads, c.head_dim, scale, &mut s.att,
-                )?;
-            }
-            At::Step(step) => {
-                #[rustfmt::skip]
-                b.rms_norm_qkv_rope_kv_step(
-                    &s.x, norm, eps, w_qkv, biases, &mut s.xb, &mut s.q, &mut s.k, &mut s.v, kc,
-                    vc, c.heads, c.kv_heads, c.head_dim, step, &c.rope, freqs,
-                )?;
-                #[rustfmt::skip]
-                b.attention_step(
-                    &s.q, kc, vc, step, kv.n_ctx, c.heads, c.kv_heads, c.head_dim, scale,
-                    &mut s.att,
-                )?;
-            }
+    for (l, (spec, lw)) in m.blocks.iter().zip(&w.layers).enumerate() {
+        let (kc, vc) = kv.layer(l);
+        // attention: x += [post-norm] wo @ attention(rope([qk-norm] wq @ norm(x) + bq), ...)
+        b.rms_norm(&s.x, &lw.attn_norm, eps, t, &mut s.xb)?;
+        b.matmul(&s.xb, &lw.wq, t, &mut s.q)?;
+        b.matmul(&s.xb, &lw.wk, t, &mut s.k)?;
+        b.matmul(&s.xb, &lw.wv, t, &mut s.v)?;
+        if let Some([bq, bk, bv]) = &lw.qkv_bias {
+            b.add_bias(&mut s.q, bq, t)?;
+            b.add_bias(&mut s.k, bk, t)?;
+            b.add_bias(&mut s.v, bv, t)?;
         }
-        let (wo, ffn_norm) = (&lw.wo, &lw.ffn_norm);
-        b.matmul_add_norm(
-            &s.att, wo, t, c.dim, ffn_norm, c.rms_eps, &mut s.xb, &mut s.x,
-        )?;
+        let (q, k) = match &lw.qk_norm {
+            Some([nq, nk]) => {
+                b.rms_norm(&s.q, nq, eps, t * spec.heads, &mut s.qn)?;
+                b.rms_norm(&s.k, nk, eps, t * spec.kv_heads, &mut s.kn)?;
+                (&mut s.qn, &mut s.kn)
+            }
+            None => (&mut s.q, &mut s.k),
+        };
+        let rope = Rope {
+            params: spec.rope,
+            freq_factors: w.rope_freqs.as_ref(),
+        };
+        b.rope(q, [t, spec.heads, spec.head_dim], pos, &rope)?;
+        b.rope(k, [t, spec.kv_heads, spec.head_dim], pos, &rope)?;
+        b.kv_append(kc, k, pos, t)?;
+        b.kv_append(vc, &s.v, pos, t)?;
+        let a = Attention {
+            seq_q: t,
+            pos,
+            heads: spec.heads,
+            kv_heads: spec.kv_heads,
+            head_dim: spec.head_dim,
+            scale: spec.attn_scale,
+            window: spec.window,
+        };
+        b.attention(q, kc, vc, &a, &mut s.att)?;
+        b.matmul(&s.att, &lw.wo, t, &mut s.xb)?;
+        match &lw.post_attn_norm {
+            Some(n) => {
+                b.rms_norm(&s.xb, n, eps, t, &mut s.xb2)?;
+                b.add(&mut s.x, &s.xb2, t * dim)?;
+            }
+            None => b.add(&mut s.x, &s.xb, t * dim)?,
+        }
 
-        // feed-forward: x += w_down @ (silu(w_gate @ norm(x)) * (w_up @ norm(x)))
-        let (g, u, norm) = (&lw.w_gate, &lw.w_up, &lw.ffn_norm);
-        #[rustfmt::skip]
-        b.rms_norm_swiglu(
-            &s.x, norm, c.rms_eps, g, u, t, c.ffn_dim, &mut s.xb, &mut s.gate, &mut s.up,
+        // feed-forward: x += [post-norm] w_down @ (act(w_gate @ norm(x)) * (w_up @ norm(x)))
+        b.rms_norm(&s.x, &lw.ffn_norm, eps, t, &mut s.xb)?;
+        b.matmul(&s.xb, &lw.w_gate, t, &mut s.gate)?;
+        b.matmul(&s.xb, &lw.w_up, t, &mut s.up)?;
+        b.glu(
+            &s.gate,
+            &s.up,
+            t * spec.ffn_dim,
+            spec.activation,
             &mut s.hidden,
         )?;
-        match (w.layers.get(l + 1), at) {
-            // the next block's attention norm is the next op on x
-            (Some(next), _) => {
-                let (down, norm) = (&lw.w_down, &next.attn_norm);
-                b.matmul_add_norm(
-                    &s.hidden, down, t, c.dim, norm, c.rms_eps, &mut s.xb, &mut s.x,
-                )?
+        b.matmul(&s.hidden, &lw.w_down, t, &mut s.xb)?;
+        match &lw.post_ffn_norm {
+            Some(n) => {
+                b.rms_norm(&s.xb, n, eps, t, &mut s.xb2)?;
+                b.add(&mut s.x, &s.xb2, t * dim)?;
             }
-            // a decode step: the final norm is next (`decode_step`'s LM head)
-            (None, At::Step(_)) => {
-                let (down, norm) = (&lw.w_down, &w.output_norm);
-                b.matmul_add_norm(
-                    &s.hidden, down, t, c.dim, norm, c.rms_eps, &mut s.xb, &mut s.x,
-                )?
-            }
-            (None, At::Host { .. }) => {
-                b.matmul_add(&s.hidden, &lw.w_down, t, c.dim, &mut s.xb, &mut s.x)?
-            }
+            None => b.add(&mut s.x, &s.xb, t * dim)?,
         }
     }
     Ok(())
 }
 
-/// One greedy decode step on the device state: the token through every block, its logits to
-/// `s.logits [1, vocab]`, their argmax (a NaN wins) and its value into the step.
+/// Logits of the `n` hidden-state rows in `x` (n <= LOGIT_ROWS) into `s.logits [n, vocab]`.
+fn lm_head<B: Backend>(
+    b: &B,
+    m: &ModelSpec,
+    w: &Weights<B>,
+    x: &B::Buf,
+    n: usize,
+    xb: &mut B::Buf,
+    logits: &mut B::Buf,
+) -> Result<()> {
+    b.rms_norm(x, &w.output_norm, m.rms_eps, n, xb)?;
+    b.matmul(xb, w.lm_head(), n, logits)?;
+    if let Some(cap) = m.logit_softcap {
+        b.map(logits, n * m.vocab, Map::SoftCap(cap))?;
+    }
+    Ok(())
+}
+
+/// One decode step of the token the device holds at the position it holds: its logits to
+/// `s.logits [1, vocab]`. What `Backend::plan` compiles.
 fn decode_step<B: Backend>(
     b: &B,
-    c: &ModelConfig,
+    m: &ModelSpec,
     w: &Weights<B>,
     kv: &mut KvCache<B>,
     s: &mut Scratch<B>,
-    step: &B::Step,
 ) -> Result<()> {
-    run_blocks(b, c, w, kv, s, &At::Step(step))?;
-    // (s.xb: the final norm's input, as the last block's down projection left it)
-    #[rustfmt::skip]
-    b.rms_norm_matmul(&s.x, &w.output_norm, c.rms_eps, w.lm_head(), 1, &mut s.xb, &mut s.logits)?;
-    b.argmax_step(&s.logits, c.vocab_size, step)
+    blocks(b, m, w, kv, s, Tokens::Step, Pos::Step, 1)?;
+    lm_head(b, m, w, &s.x, 1, &mut s.xb, &mut s.logits)
+}
+
+/// The decode step of `backend`, recorded (weights and caches as their indices in
+/// `Weights::table` and `KvCache::all`).
+fn record_step<B: Backend>(m: &ModelSpec, w: &Weights<B>, kv: &KvCache<B>) -> Result<StepGraph> {
+    let rec = Recorder::new();
+    let mut index = 0;
+    let w_ids = w.map::<Recorder>(&mut |_| {
+        index += 1;
+        WeightId(index - 1)
+    });
+    let mut kv_ids = kv.map::<Recorder>(|i, _| KvId(i));
+    let mut s = Scratch::new(&rec, m, 1)?;
+    decode_step(&rec, m, &w_ids, &mut kv_ids, &mut s)?;
+    rec.finish(&s.logits, m.vocab)
 }
 
 /// Floats of activation scratch `Transformer::load` allocates (see `Scratch`).
-fn scratch_floats(c: &ModelConfig, max_batch: usize) -> usize {
-    max_batch * (2 * c.dim + 2 * c.q_dim() + 2 * c.kv_dim() + 3 * c.ffn_dim)
-        + LOGIT_ROWS * (2 * c.dim + c.vocab_size)
-        + 1
+fn scratch_floats(m: &ModelSpec, max_batch: usize) -> usize {
+    Scratch::<Recorder>::floats(m, max_batch)
 }
 
 /// On a device with a memory of its own: fail before allocating anything when the weights,
@@ -264,45 +222,26 @@ fn scratch_floats(c: &ModelConfig, max_batch: usize) -> usize {
 fn check_device_memory<B: Backend>(
     backend: &B,
     file: &GgufFile,
-    c: &ModelConfig,
-    n_ctx: usize,
+    m: &ModelSpec,
+    workload: &Workload,
+    kv_bytes: u64,
     kv_dtype: KvDtype,
-    max_batch: usize,
 ) -> Result<()> {
     let Some(free) = backend.free_memory()? else {
         return Ok(());
     };
     let weights: u64 = file.tensors.iter().map(|t| t.nbytes).sum();
-    let elem = kv_dtype.bytes() as u64;
-    let kv = (2 * c.n_layers as u64)
-        .saturating_mul(n_ctx as u64)
-        .saturating_mul(c.kv_dim() as u64)
-        .saturating_mul(elem);
-    // The backend's workspace (attention partials, the tensor-core matmul's f16 copy of x)
-    // for the longest weight row of the file.
-    let max_cols = file
-        .tensors
-        .iter()
-        .filter(|t| t.dims.len() >= 2)
-        .map(|t| t.dims[0] as usize)
-        .max()
-        .unwrap_or(0);
-    let workspace = backend.workspace_bytes(
-        max_batch,
-        n_ctx,
-        c.heads,
-        c.kv_heads,
-        c.head_dim,
-        c.vocab_size,
-        max_cols,
-    )?;
-    let scratch = (4 * scratch_floats(c, max_batch) as u64).saturating_add(workspace);
-    let needed = weights.saturating_add(kv).saturating_add(scratch);
+    let workspace = backend.workspace(workload, false)?;
+    // The prefill scratch, and a decode plan's own one-token buffers.
+    let scratch_floats = scratch_floats(m, workload.max_seq_q) + scratch_floats(m, 1);
+    let scratch = (4 * scratch_floats as u64).saturating_add(workspace);
+    let needed = weights.saturating_add(kv_bytes).saturating_add(scratch);
     if needed > free {
         return Err(Error::OutOfMemory {
             what: format!(
-                "loading the model ({weights} bytes of weights, a KV cache of {kv} bytes for \
-                 {n_ctx} positions in {}, {scratch} bytes of scratch and workspace)",
+                "loading the model ({weights} bytes of weights, a KV cache of {kv_bytes} bytes \
+                 for {} positions in {}, {scratch} bytes of scratch and workspace)",
+                workload.max_seq_k,
                 kv_dtype.name()
             ),
             needed,
@@ -312,6 +251,68 @@ fn check_device_memory<B: Backend>(
     Ok(())
 }
 
+/// The decode plan of a model and the bookkeeping of the steps queued on it.
+struct Decode<B: Backend> {
+    plan: B::Plan,
+    /// A step queued ahead (`decode_greedy` with `ahead`) whose result is not read yet: the
+    /// (id, position) it runs, the id being the pick of the step before it.
+    ahead: Option<(u32, usize)>,
+    /// Results queued and not read: at rest 1 with `ahead`, else 0 (more only after an error
+    /// part-way, and `settle` then reads them all).
+    unread: usize,
+    /// The step whose logits the caller may ask for (`last_logits`) when a step queued ahead
+    /// has overwritten them since: they are computed again on demand.
+    logits_of: Option<(u32, usize)>,
+}
+
+impl<B: Backend> Decode<B> {
+    fn queue(&mut self, w: &Weights<B>, kv: &mut KvCache<B>) -> Result<()> {
+        self.plan.queue(&w.table(), kv.all_mut())?;
+        self.unread += 1;
+        Ok(())
+    }
+
+    /// The oldest result queued and not read.
+    fn read(&mut self) -> Result<(u32, f32)> {
+        self.unread = self.unread.saturating_sub(1);
+        self.plan.read()
+    }
+
+    /// Read and drop the result of a step queued ahead, if any: it ran on a token nobody asked
+    /// for (its cache row is past what the caller holds, and is written again before it is
+    /// read). Also any result an error left unread.
+    fn settle(&mut self) -> Result<()> {
+        self.ahead = None;
+        while self.unread > 0 {
+            self.read()?;
+        }
+        Ok(())
+    }
+}
+
+/// Which evaluation's logits `last_logits` and `last_argmax` read.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Last {
+    /// The prefill path's `s.logits` row 0.
+    Scratch,
+    /// The decode plan's logits, and the (id, logit) its step picked from them.
+    Plan((u32, f32)),
+}
+
+/// A loaded model on one backend: weights, KV cache and scratch.
+pub struct Transformer<B: Backend> {
+    // (declared first: dropped before the weights and caches its launches refer to)
+    decode: Option<Decode<B>>,
+    pub backend: B,
+    pub cfg: ModelConfig,
+    pub spec: ModelSpec,
+    pub weights: Weights<B>,
+    pub kv: KvCache<B>,
+    max_batch: usize,
+    s: Scratch<B>,
+    last: Last,
+}
+
 impl<B: Backend> Transformer<B> {
     /// Load `file`'s weights onto `backend` and allocate a KV cache of `n_ctx` positions.
     pub fn load(backend: B, file: &GgufFile, n_ctx: usize, kv_dtype: KvDtype) -> Result<Self> {
@@ -319,73 +320,71 @@ impl<B: Backend> Transformer<B> {
         if n_ctx == 0 {
             return Err(Error::invalid("n_ctx must be at least 1"));
         }
+        let spec = ModelSpec::new(&cfg);
         let max_batch = MAX_BATCH.min(n_ctx);
-        check_device_memory(&backend, file, &cfg, n_ctx, kv_dtype, max_batch)?;
+        let workload = Workload {
+            max_seq_q: max_batch,
+            max_seq_k: n_ctx,
+            heads: cfg.heads,
+            kv_heads: cfg.kv_heads,
+            head_dim: cfg.head_dim,
+            vocab: cfg.vocab_size,
+            max_weight_cols: file
+                .tensors
+                .iter()
+                .filter(|t| t.dims.len() >= 2)
+                .map(|t| t.dims[0] as usize)
+                .max()
+                .unwrap_or(0),
+        };
+        let kv_bytes = KvCache::<B>::bytes(&cfg, n_ctx, kv_dtype);
+        check_device_memory(&backend, file, &spec, &workload, kv_bytes, kv_dtype)?;
         let weights = Weights::load(&backend, file, &cfg)?;
         let kv = KvCache::new(&backend, &cfg, n_ctx, kv_dtype)?;
-        backend.reserve_workspace(
-            max_batch,
-            n_ctx,
-            cfg.heads,
-            cfg.kv_heads,
-            cfg.head_dim,
-            cfg.vocab_size,
-        )?;
-        let b = &backend;
-        let s = Scratch {
-            x: b.zeros(max_batch * cfg.dim)?,
-            xb: b.zeros(max_batch * cfg.dim)?,
-            q: b.zeros(max_batch * cfg.q_dim())?,
-            k: b.zeros(max_batch * cfg.kv_dim())?,
-            v: b.zeros(max_batch * cfg.kv_dim())?,
-            att: b.zeros(max_batch * cfg.q_dim())?,
-            gate: b.zeros(max_batch * cfg.ffn_dim)?,
-            up: b.zeros(max_batch * cfg.ffn_dim)?,
-            hidden: b.zeros(max_batch * cfg.ffn_dim)?,
-            head_in: b.zeros(LOGIT_ROWS * cfg.dim)?,
-            head_norm: b.zeros(LOGIT_ROWS * cfg.dim)?,
-            logits: b.zeros(LOGIT_ROWS * cfg.vocab_size)?,
-            one: b.zeros(1)?,
-        };
+        backend.workspace(&workload, true)?;
+        let s = Scratch::new(&backend, &spec, max_batch)?;
         let mut t = Transformer {
+            decode: None,
             backend,
             cfg,
+            spec,
             weights,
             kv,
             max_batch,
             s,
-            decode: None,
+            last: Last::Scratch,
         };
-        t.set_device_steps(true)?;
+        t.set_plan(true)?;
         Ok(t)
     }
 
-    /// Turn device decode steps (and their graph) on or off for this model. Off, or on a
-    /// backend without them: `decode_greedy` is `eval` + `last_argmax`. On: the step's device
-    /// state and working memory are allocated now, so that decoding allocates nothing; the
-    /// step is recorded as a graph at the first decode step unless `ROCMFORGE_GRAPHS=0`.
-    pub fn set_device_steps(&mut self, on: bool) -> Result<()> {
+    /// Make (or drop) the decode plan. Off, or on a backend without plans, one-token steps
+    /// are ordinary evaluations.
+    pub fn set_plan(&mut self, on: bool) -> Result<()> {
         self.decode = None;
+        self.last = Last::Scratch;
         if !on {
             return Ok(());
         }
-        let c = &self.cfg;
-        #[rustfmt::skip]
-        let step = self.backend.new_step(
-            self.kv.n_ctx, c.heads, c.kv_heads, c.head_dim, c.vocab_size,
-        )?;
-        if let Some(step) = step {
-            self.decode = Some(DecodeState {
-                step,
-                graph: None,
-                can_capture: graphs_enabled_by_env(),
-                may_ahead: decode_ahead_enabled_by_env(),
+        let graph = record_step(&self.spec, &self.weights, &self.kv)?;
+        let table = self.weights.table();
+        let kv = self.kv.all();
+        if let Some(plan) = self.backend.plan(&graph, &table, &kv)? {
+            self.decode = Some(Decode {
+                plan,
                 ahead: None,
                 unread: 0,
                 logits_of: None,
             });
         }
         Ok(())
+    }
+
+    /// What the decode plan runs (empty without one).
+    pub fn plan_description(&self) -> Vec<String> {
+        self.decode
+            .as_ref()
+            .map_or_else(Vec::new, |d| d.plan.describe())
     }
 
     fn check(&self, ids: &[u32], pos0: usize) -> Result<()> {
@@ -408,20 +407,27 @@ impl<B: Backend> Transformer<B> {
         Ok(())
     }
 
-    /// Run `ids` (at most `max_batch`) at positions `pos0..` through every block: their keys
-    /// and values go to the KV cache, their final hidden states stay in `s.x` `[t, dim]`.
-    fn blocks(&mut self, ids: &[u32], pos0: usize) -> Result<()> {
-        let at = At::Host { ids, pos0 };
-        let (b, c, w) = (&self.backend, &self.cfg, &self.weights);
-        run_blocks(b, c, w, &mut self.kv, &mut self.s, &at)
+    /// Run `ids` (at most `max_batch`) at positions `pos0..` through every block.
+    fn run_blocks(&mut self, ids: &[u32], pos0: usize) -> Result<()> {
+        let (b, m, w) = (&self.backend, &self.spec, &self.weights);
+        let t = ids.len();
+        blocks(
+            b,
+            m,
+            w,
+            &mut self.kv,
+            &mut self.s,
+            Tokens::Host(ids),
+            Pos::At(pos0),
+            t,
+        )
     }
 
     /// Logits of hidden-state rows `row0..row0 + n` (n <= LOGIT_ROWS) into `s.logits [n, vocab]`.
-    fn lm_head(&mut self, row0: usize, n: usize) -> Result<()> {
-        let (b, c, s, w) = (&self.backend, &self.cfg, &mut self.s, &self.weights);
-        b.copy_rows(&s.x, row0, n, c.dim, &mut s.head_in)?;
-        b.rms_norm(&s.head_in, &w.output_norm, c.rms_eps, n, &mut s.head_norm)?;
-        b.matmul(&s.head_norm, w.lm_head(), n, &mut s.logits)
+    fn head_rows(&mut self, row0: usize, n: usize) -> Result<()> {
+        let (b, m, w, s) = (&self.backend, &self.spec, &self.weights, &mut self.s);
+        b.copy_rows(&s.x, row0, n, m.dim, &mut s.head_in)?;
+        lm_head(b, m, w, &s.head_in, n, &mut s.xb, &mut s.logits)
     }
 
     /// Evaluate `ids` at positions `pos0..` (the cache must hold positions `0..pos0`), keeping
@@ -429,14 +435,22 @@ impl<B: Backend> Transformer<B> {
     pub fn eval(&mut self, ids: &[u32], pos0: usize, interrupt: Interrupt) -> Result<()> {
         self.check(ids, pos0)?;
         self.settle_decode()?;
+        if let ([id], Some(d)) = (ids, self.decode.as_mut()) {
+            interrupt()?;
+            d.plan.set_input(*id, pos0)?;
+            d.queue(&self.weights, &mut self.kv)?;
+            self.last = Last::Plan(d.read()?);
+            return Ok(());
+        }
         let mut pos = pos0;
         for chunk in ids.chunks(self.max_batch) {
             interrupt()?;
-            self.blocks(chunk, pos)?;
+            self.run_blocks(chunk, pos)?;
             pos += chunk.len();
         }
         let last = (ids.len() - 1) % self.max_batch;
-        self.lm_head(last, 1)
+        self.last = Last::Scratch;
+        self.head_rows(last, 1)
     }
 
     /// Evaluate `ids` at positions `pos0..` and copy every position's logits to
@@ -456,13 +470,14 @@ impl<B: Backend> Transformer<B> {
             ids.len() * vocab,
             "eval_all: out must be [ids, vocab]"
         );
+        self.last = Last::Scratch;
         let mut done = 0;
         for chunk in ids.chunks(self.max_batch) {
             interrupt()?;
-            self.blocks(chunk, pos0 + done)?;
+            self.run_blocks(chunk, pos0 + done)?;
             for r0 in (0..chunk.len()).step_by(LOGIT_ROWS) {
                 let n = LOGIT_ROWS.min(chunk.len() - r0);
-                self.lm_head(r0, n)?;
+                self.head_rows(r0, n)?;
                 let rows = &mut out[(done + r0) * vocab..(done + r0 + n) * vocab];
                 self.backend.download(&self.s.logits, rows)?;
             }
@@ -475,41 +490,40 @@ impl<B: Backend> Transformer<B> {
     /// `out [vocab]`.
     pub fn last_logits(&mut self, out: &mut [f32]) -> Result<()> {
         self.refresh_logits()?;
-        self.backend
-            .download(&self.s.logits, &mut out[..self.cfg.vocab_size])
+        let out = &mut out[..self.cfg.vocab_size];
+        match (self.last, &self.decode) {
+            (Last::Plan(_), Some(d)) => d.plan.logits(out),
+            _ => self.backend.download(&self.s.logits, out),
+        }
     }
 
     /// A step queued ahead is read and dropped; any later evaluation writes the logits.
     fn settle_decode(&mut self) -> Result<()> {
         if let Some(d) = self.decode.as_mut() {
-            d.settle(&self.backend)?;
+            d.settle()?;
             d.logits_of = None;
         }
         Ok(())
     }
 
-    /// Make `s.logits` those of the last evaluation the caller asked for: after a step queued
-    /// ahead has overwritten them, that step runs again.
+    /// Make the current logits those of the last evaluation the caller asked for: after a
+    /// step queued ahead has overwritten them, that step runs again.
     fn refresh_logits(&mut self) -> Result<()> {
         let Some(d) = self.decode.as_mut() else {
             return Ok(());
         };
-        let (b, c, w) = (&self.backend, &self.cfg, &self.weights);
-        d.settle(b)?;
+        d.settle()?;
         if let Some((id, pos)) = d.logits_of.take() {
-            b.set_step(&mut d.step, id, pos)?;
-            d.queue(b, c, w, &mut self.kv, &mut self.s)?;
-            d.read(b)?;
+            d.plan.set_input(id, pos)?;
+            d.queue(&self.weights, &mut self.kv)?;
+            d.read()?;
         }
         Ok(())
     }
 
     /// Evaluate one token at `pos` (the cache must hold `0..pos`) and pick the next greedily:
     /// (token id, its logit), as `eval` then `last_argmax` would; `last_logits` gives its
-    /// logits. On a backend with device decode steps this is the recorded step graph
-    /// (recorded at the first call) and one small copy back; the id and position go to the
-    /// device only when they are not what the step before left there (its pick, its position
-    /// + 1).
+    /// logits. With a decode plan this is the plan's step and one small copy back.
     ///
     /// With `ahead`, the step after this one (the pick, at `pos + 1`) is queued before this
     /// one's pick is read, so that the device has work while the host takes its turn; when
@@ -524,37 +538,35 @@ impl<B: Backend> Transformer<B> {
             self.eval(&[id], pos, &mut || Ok(()))?;
             return self.last_argmax();
         };
-        let (b, c, w) = (&self.backend, &self.cfg, &self.weights);
-        let (kv, s) = (&mut self.kv, &mut self.s);
+        let (w, kv) = (&self.weights, &mut self.kv);
         d.logits_of = None;
         if d.ahead == Some((id, pos)) && d.unread == 1 {
             d.ahead = None; // queued by the call before, with its result
         } else {
-            d.settle(b)?;
-            b.set_step(&mut d.step, id, pos)?;
-            d.queue(b, c, w, kv, s)?;
+            d.settle()?;
+            d.plan.set_input(id, pos)?;
+            d.queue(w, kv)?;
         }
-        let go_on = ahead && d.may_ahead && pos + 1 < n_ctx;
+        let go_on = ahead && d.plan.queues_ahead() && pos + 1 < n_ctx;
         if go_on {
-            d.queue(b, c, w, kv, s)?;
+            d.queue(w, kv)?;
         }
-        let (pick, value) = d.read(b)?;
+        let (pick, value) = d.read()?;
         if go_on {
             d.ahead = Some((pick, pos + 1));
             d.logits_of = Some((id, pos));
         }
+        self.last = Last::Plan((pick, value));
         Ok((pick, value))
     }
 
-    /// Greedy pick from the last `eval`'s logits, on the device: (token id, its logit).
+    /// Greedy pick from the last evaluation's logits, on the device: (token id, its logit).
     /// Only the id and one float come back to the host.
     pub fn last_argmax(&mut self) -> Result<(u32, f32)> {
-        self.refresh_logits()?;
-        let id = self.backend.argmax(&self.s.logits, self.cfg.vocab_size)?;
-        self.backend
-            .copy_rows(&self.s.logits, id as usize, 1, 1, &mut self.s.one)?;
-        let mut value = [0.0f32];
-        self.backend.download(&self.s.one, &mut value)?;
-        Ok((id, value[0]))
+        match self.last {
+            // The plan's step picked already (a step queued ahead since changed nothing of it).
+            Last::Plan(pick) => Ok(pick),
+            Last::Scratch => self.backend.argmax(&self.s.logits, self.cfg.vocab_size),
+        }
     }
 }

@@ -7,6 +7,7 @@ pub mod arch;
 pub mod config;
 pub mod forward;
 pub mod kv_cache;
+pub mod spec;
 pub mod weights;
 
 #[cfg(test)]
@@ -19,6 +20,7 @@ pub use forward::Transformer;
 use crate::backend::cpu::CpuBackend;
 use crate::backend::gpu::GpuBackend;
 use crate::backend::Backend;
+use crate::device::tuning::Tuning;
 use crate::device::{Device, KvDtype};
 use crate::error::Result;
 
@@ -59,6 +61,10 @@ pub trait LanguageModel: Send {
         self.eval(&[id], pos, &mut || Ok(()))?;
         self.last_argmax()
     }
+    /// What the model's decode plan runs, a line a kind of launch (empty without a plan).
+    fn plan(&self) -> Vec<String> {
+        Vec::new()
+    }
 }
 
 impl<B: Backend + 'static> LanguageModel for Transformer<B> {
@@ -97,6 +103,9 @@ impl<B: Backend + 'static> LanguageModel for Transformer<B> {
     }
     fn decode_greedy(&mut self, id: u32, pos: usize, ahead: bool) -> Result<(u32, f32)> {
         Transformer::decode_greedy(self, id, pos, ahead)
+    }
+    fn plan(&self) -> Vec<String> {
+        self.plan_description()
     }
 }
 
@@ -168,6 +177,9 @@ impl<M: LanguageModel> LanguageModel for OnRayonPool<M> {
     fn last_argmax(&mut self) -> Result<(u32, f32)> {
         rayon::scope(|_| self.model.last_argmax())
     }
+    fn plan(&self) -> Vec<String> {
+        self.model.plan()
+    }
 }
 
 /// The context length used when the caller gives none: the model's, capped.
@@ -175,26 +187,42 @@ pub const DEFAULT_MAX_CTX: usize = 4096;
 
 /// Load `file` onto `device` ("cpu", "gpu", or "auto": the first GPU found, else the CPU)
 /// with a KV cache of `n_ctx` positions (default: the model's context length, at most
-/// `DEFAULT_MAX_CTX`) of `kv_dtype` (default: f16 on GPUs, f32 on the CPU).
+/// `DEFAULT_MAX_CTX`) of `kv_dtype` (default: f16 on GPUs, f32 on the CPU). On a GPU the
+/// model runs with the device's tuning record changed by `tuning` (`key=value` pairs of
+/// `Tuning::set`), which is returned with it; the CPU has no tuning (the pairs are checked
+/// all the same, so that a typo fails everywhere).
 pub fn load(
     file: &crate::gguf::GgufFile,
     device: &str,
     n_ctx: Option<usize>,
     kv_dtype: Option<KvDtype>,
-) -> Result<Box<dyn LanguageModel>> {
+    tuning: &[(String, String)],
+) -> Result<(Box<dyn LanguageModel>, Option<Tuning>)> {
     let device = crate::device::resolve_device(device)?;
     let cfg = ModelConfig::from_gguf(file)?;
     let n_ctx = n_ctx.unwrap_or(cfg.context_length.min(DEFAULT_MAX_CTX));
+    let overridden = |base: &Tuning| -> Result<Tuning> {
+        let mut t = base.clone();
+        for (k, v) in tuning {
+            t.set(k, v)?;
+        }
+        Ok(t)
+    };
     Ok(match device {
         Device::Cpu => {
+            overridden(&Tuning::default())?;
             let kv = kv_dtype.unwrap_or(KvDtype::F32);
-            Box::new(OnRayonPool::new(Transformer::load(
-                CpuBackend, file, n_ctx, kv,
-            )?))
+            let model = Transformer::load(CpuBackend, file, n_ctx, kv)?;
+            (Box::new(OnRayonPool::new(model)), None)
         }
         Device::Gpu(dev) => {
+            let t = overridden(dev.tuning())?;
             let kv = kv_dtype.unwrap_or(KvDtype::F16);
-            Box::new(Transformer::load(GpuBackend::new(dev), file, n_ctx, kv)?)
+            let backend = GpuBackend::with_tuning(dev, t.clone())?;
+            (
+                Box::new(Transformer::load(backend, file, n_ctx, kv)?),
+                Some(t),
+            )
         }
     })
 }

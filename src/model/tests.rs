@@ -289,7 +289,8 @@ fn gpu_backend_forward_on_the_emulator_matches_the_cpu() {
     // Wave 32 (NVIDIA-like) and wave 64 (AMD CDNA-like) with their shared memory sizes.
     let devices = [(32, 227 * 1024), (64, 64 * 1024)];
     for (i, (wave, shared)) in devices.into_iter().enumerate() {
-        let dev = Arc::new(GpuDevice::new(i, Box::new(EmuRuntime::new(wave, shared))));
+        let emu = EmuRuntime::tagged(wave, shared, "-forward");
+        let dev = Arc::new(GpuDevice::new(i, Box::new(emu)));
         for (arch, ty, kv, tol) in [
             (Arch::Qwen2, GgmlType::F32, KvDtype::F32, 1e-4),
             (Arch::Llama, GgmlType::Q8_0, KvDtype::F16, 3e-2),
@@ -319,7 +320,7 @@ fn greedy_step_logits<B: Backend>(
     ahead: bool,
 ) -> Vec<Vec<f32>> {
     let mut t = Transformer::load(backend, file, 32, kv).unwrap();
-    t.set_device_steps(true).unwrap();
+    t.set_plan(true).unwrap();
     let mut out = Vec::new();
     let mut logits = vec![0.0; VOCAB];
     t.eval(&tokens[..n_prompt], 0, &mut no_interrupt()).unwrap();
@@ -356,7 +357,7 @@ fn greedy_picks<B: Backend>(
 ) -> (Vec<(u32, f32)>, Vec<f32>) {
     let n_ctx = n_prompt + n_gen;
     let mut t = Transformer::load(backend, file, n_ctx, kv).unwrap();
-    t.set_device_steps(true).unwrap();
+    t.set_plan(true).unwrap();
     t.eval(&tokens[..n_prompt], 0, &mut no_interrupt()).unwrap();
     let mut picks = vec![t.last_argmax().unwrap()];
     let mut logits = vec![0.0; VOCAB];
@@ -398,7 +399,8 @@ fn gpu_device_decode_steps_on_the_emulator_match_the_cpu() {
 
     let devices = [(32, 227 * 1024), (64, 64 * 1024)];
     for (i, (wave, shared)) in devices.into_iter().enumerate() {
-        let dev = Arc::new(GpuDevice::new(i, Box::new(EmuRuntime::new(wave, shared))));
+        let emu = EmuRuntime::tagged(wave, shared, "-steps");
+        let dev = Arc::new(GpuDevice::new(i, Box::new(emu)));
         for (arch, ty, kv, tol) in [
             (Arch::Qwen2, GgmlType::F32, KvDtype::F32, 1e-4),
             (Arch::Llama, GgmlType::Q8_0, KvDtype::F16, 3e-2),
@@ -434,9 +436,9 @@ fn gpu_device_decode_steps_on_the_emulator_match_the_cpu() {
     }
 }
 
-/// The load-time memory check counts the workspace the backend reserves (`workspace_bytes`
-/// equals what `reserve_workspace` allocates), the tensor-core matmul's f16 copy of a full
-/// prefill chunk included. Allocates only: no kernel runs.
+/// The load-time memory check counts the workspace the backend reserves (`workspace` without
+/// reserving says what it allocates when reserving), the tensor-core matmul's f16 copy of a
+/// full prefill chunk included. Allocates only: no kernel runs.
 #[test]
 fn workspace_bytes_is_what_reserve_workspace_allocates() {
     use crate::backend::gpu::GpuBackend;
@@ -449,15 +451,100 @@ fn workspace_bytes_is_what_reserve_workspace_allocates() {
     let backend = GpuBackend::new(dev.clone());
     let (n, k) = (64, 4096);
     let bytes = crate::ops::bench::random_weight_bytes(GgmlType::Q8_0, n, k, 3).unwrap();
-    let _w = backend.weight(GgmlType::Q8_0, n, k, &bytes).unwrap();
-    let (seq_k, heads, kv_heads, head_dim, vocab) = (600, 32, 8, 128, 1000);
-    let want = backend
-        .workspace_bytes(MAX_BATCH, seq_k, heads, kv_heads, head_dim, vocab, k)
-        .unwrap();
+    let view = crate::ops::WeightView::new(GgmlType::Q8_0, n, k, &bytes).unwrap();
+    let _w = backend.weight(view).unwrap();
+    let workload = crate::backend::Workload {
+        max_seq_q: MAX_BATCH,
+        max_seq_k: 600,
+        heads: 32,
+        kv_heads: 8,
+        head_dim: 128,
+        vocab: 1000,
+        max_weight_cols: k,
+    };
+    let want = backend.workspace(&workload, false).unwrap();
     assert!(want as usize >= crate::ops::matmul::gpu::mma_scratch_bytes(MAX_BATCH, k));
     let before = dev.allocated_bytes();
-    backend
-        .reserve_workspace(MAX_BATCH, seq_k, heads, kv_heads, head_dim, vocab)
-        .unwrap();
+    backend.workspace(&workload, true).unwrap();
     assert_eq!(dev.allocated_bytes() - before, want);
+}
+
+/// The decode plan on the emulator with each tuning that changes what it fuses: the plan says
+/// what it runs, and its one-token steps give the CPU's logits (a wave-64 device; the steps
+/// test above runs the defaults at wave 32 and 64). The qwen2 model has q/k/v biases; its
+/// down projection's rows (96 Q8_0 values: 102 bytes) are not whole 4-byte words, so that one
+/// runs unfused in every plan.
+#[test]
+#[ignore = "builds the kernels with g++ (minutes); run by scripts/check-kernels.sh"]
+fn gpu_plan_fusions_on_the_emulator_match_the_cpu() {
+    use crate::backend::gpu::GpuBackend;
+    use crate::device::emulator::EmuRuntime;
+    use crate::device::gpu::GpuDevice;
+    use crate::device::tuning::Tuning;
+    use std::sync::Arc;
+
+    let emu = EmuRuntime::tagged(64, 64 * 1024, "-plan");
+    let dev = Arc::new(GpuDevice::new(7, Box::new(emu)));
+    let file = tiny_model(Arch::Qwen2, GgmlType::Q8_0, 31);
+    let cpu = greedy_step_logits(CpuBackend, &file, KvDtype::F16, &TOKENS, 2, false);
+    let qkv_rope = "q/k/v matvecs + bias + rope + KV append";
+    let handed = "RMS norm handed over";
+    // (tuning, lines the plan must have, text no line may have)
+    let cases: [(&str, &[&str], &[&str]); 4] = [
+        (
+            "",
+            &[
+                qkv_rope,
+                "matvec + residual add + next norm's input",
+                "gate/up matvecs + silu, RMS norm handed over",
+                "matvec + add (unfused)",
+                "matvec, RMS norm handed over",
+                "argmax of the logits into the step state",
+            ],
+            &["rope (unfused)", "rms_norm (unfused)"],
+        ),
+        (
+            "fuse_rope=false",
+            &[
+                "3 matvecs in one launch + bias",
+                "rope of q and k + KV append",
+            ],
+            &[qkv_rope],
+        ),
+        (
+            "fuse_norm=false",
+            &["rms_norm (unfused)"],
+            &[handed, "folded"],
+        ),
+        (
+            "decode_attention=kv, graphs=false, decode_ahead=false",
+            &[qkv_rope],
+            &[],
+        ),
+    ];
+    for (spec, must, must_not) in cases {
+        let mut tuning = Tuning::default();
+        tuning.apply_str(spec).unwrap();
+        let gpu = || GpuBackend::with_tuning(dev.clone(), tuning.clone()).unwrap();
+        let plan = Transformer::load(gpu(), &file, 32, KvDtype::F16)
+            .unwrap()
+            .plan_description();
+        for line in must {
+            assert!(
+                plan.iter().any(|l| l.starts_with(line)),
+                "[{spec}] no {line:?} in the plan {plan:#?}"
+            );
+        }
+        for text in must_not {
+            assert!(
+                !plan.iter().any(|l| l.contains(text)),
+                "[{spec}] {text:?} in the plan {plan:#?}"
+            );
+        }
+        let got = greedy_step_logits(gpu(), &file, KvDtype::F16, &TOKENS, 2, true);
+        for (step, (g, c)) in got.iter().zip(&cpu).enumerate() {
+            let e = rel_err(g, c);
+            assert!(e < 3e-2, "[{spec}] step {step}: {e}");
+        }
+    }
 }

@@ -4,26 +4,30 @@
 
 use std::collections::HashMap;
 
+use crate::backend::graph::{Recorder, WeightId};
 use crate::backend::Backend;
 use crate::error::{Error, Result};
 use crate::gguf::{quants, GgmlType, GgufFile};
 use crate::model::arch::{Need, Role};
 use crate::model::config::ModelConfig;
+use crate::ops::WeightView;
 
 /// One transformer block. Shapes in NumPy order `[rows, cols]` (a matmul computes `x @ W^T`).
+/// The optional weights are there exactly when the block's `BlockSpec` asks for them.
 pub struct LayerWeights<B: Backend> {
-    pub attn_norm: B::Weight,  // [dim]
-    pub wq: B::Weight,         // [heads * head_dim, dim]
-    pub wk: B::Weight,         // [kv_heads * head_dim, dim]
-    pub wv: B::Weight,         // [kv_heads * head_dim, dim]
-    pub bq: Option<B::Weight>, // [heads * head_dim]     (qwen2)
-    pub bk: Option<B::Weight>, // [kv_heads * head_dim]  (qwen2)
-    pub bv: Option<B::Weight>, // [kv_heads * head_dim]  (qwen2)
-    pub wo: B::Weight,         // [dim, heads * head_dim]
-    pub ffn_norm: B::Weight,   // [dim]
-    pub w_gate: B::Weight,     // [ffn_dim, dim]
-    pub w_up: B::Weight,       // [ffn_dim, dim]
-    pub w_down: B::Weight,     // [dim, ffn_dim]
+    pub attn_norm: B::Weight,              // [dim]
+    pub wq: B::Weight,                     // [heads * head_dim, dim]
+    pub wk: B::Weight,                     // [kv_heads * head_dim, dim]
+    pub wv: B::Weight,                     // [kv_heads * head_dim, dim]
+    pub qkv_bias: Option<[B::Weight; 3]>,  // [heads * head_dim], [kv_dim] x 2  (qwen2)
+    pub qk_norm: Option<[B::Weight; 2]>,   // [head_dim] x 2  (per-head q and k norms)
+    pub wo: B::Weight,                     // [dim, heads * head_dim]
+    pub post_attn_norm: Option<B::Weight>, // [dim]
+    pub ffn_norm: B::Weight,               // [dim]
+    pub w_gate: B::Weight,                 // [ffn_dim, dim]
+    pub w_up: B::Weight,                   // [ffn_dim, dim]
+    pub w_down: B::Weight,                 // [dim, ffn_dim]
+    pub post_ffn_norm: Option<B::Weight>,  // [dim]
 }
 
 pub struct Weights<B: Backend> {
@@ -43,6 +47,65 @@ impl<B: Backend> Weights<B> {
     pub fn lm_head(&self) -> &B::Weight {
         self.output.as_ref().unwrap_or(&self.token_embd)
     }
+
+    /// The same weights with each replaced by `f(weight)`, visited in one fixed order (a
+    /// recording's numbers for them: see `table`).
+    pub fn map<'a, B2: Backend>(
+        &'a self,
+        f: &mut dyn FnMut(&'a B::Weight) -> B2::Weight,
+    ) -> Weights<B2> {
+        let token_embd = f(&self.token_embd);
+        let output_norm = f(&self.output_norm);
+        let output = self.output.as_ref().map(&mut *f);
+        let rope_freqs = self.rope_freqs.as_ref().map(&mut *f);
+        let layers = self
+            .layers
+            .iter()
+            .map(|l| LayerWeights {
+                attn_norm: f(&l.attn_norm),
+                wq: f(&l.wq),
+                wk: f(&l.wk),
+                wv: f(&l.wv),
+                qkv_bias: l.qkv_bias.as_ref().map(|b| [f(&b[0]), f(&b[1]), f(&b[2])]),
+                qk_norm: l.qk_norm.as_ref().map(|n| [f(&n[0]), f(&n[1])]),
+                wo: f(&l.wo),
+                post_attn_norm: l.post_attn_norm.as_ref().map(&mut *f),
+                ffn_norm: f(&l.ffn_norm),
+                w_gate: f(&l.w_gate),
+                w_up: f(&l.w_up),
+                w_down: f(&l.w_down),
+                post_ffn_norm: l.post_ffn_norm.as_ref().map(&mut *f),
+            })
+            .collect();
+        Weights {
+            token_embd,
+            output_norm,
+            output,
+            rope_freqs,
+            layers,
+            nbytes: self.nbytes,
+        }
+    }
+
+    /// Every weight in `map`'s order: the table whose indices a recording's weight numbers
+    /// are (`ids`).
+    pub fn table(&self) -> Vec<&B::Weight> {
+        let mut table = Vec::new();
+        self.map::<Recorder>(&mut |w| {
+            table.push(w);
+            WeightId(table.len() - 1)
+        });
+        table
+    }
+
+    /// The weights as a recording's numbers: `table()[id.0]` is the weight of `id`.
+    pub fn ids(&self) -> Weights<Recorder> {
+        let mut next = 0;
+        self.map::<Recorder>(&mut |_| {
+            next += 1;
+            WeightId(next - 1)
+        })
+    }
 }
 
 /// The NumPy shape a tensor of `role` must have.
@@ -56,6 +119,8 @@ fn expected_shape(role: Role, c: &ModelConfig) -> Vec<usize> {
         Role::AttnQBias => vec![c.q_dim()],
         Role::AttnKBias | Role::AttnVBias => vec![c.kv_dim()],
         Role::AttnOutput => vec![c.dim, c.q_dim()],
+        Role::AttnQNorm | Role::AttnKNorm => vec![c.head_dim],
+        Role::AttnPostNorm | Role::FfnPostNorm => vec![c.dim],
         Role::FfnGate | Role::FfnUp => vec![c.ffn_dim, c.dim],
         Role::FfnDown => vec![c.dim, c.ffn_dim],
     }
@@ -68,6 +133,10 @@ fn is_vector(role: Role) -> bool {
         Role::OutputNorm
             | Role::AttnNorm
             | Role::FfnNorm
+            | Role::AttnQNorm
+            | Role::AttnKNorm
+            | Role::AttnPostNorm
+            | Role::FfnPostNorm
             | Role::RopeFreqs
             | Role::AttnQBias
             | Role::AttnKBias
@@ -86,6 +155,11 @@ fn as_f32(name: &str, ty: GgmlType, bytes: &[u8]) -> Result<Vec<f32>> {
 
 fn f32_bytes(x: &[f32]) -> Vec<u8> {
     x.iter().flat_map(|v| v.to_le_bytes()).collect()
+}
+
+/// A layer that holds only part of a group of tensors its architecture has all or none of.
+fn incomplete(layer: usize, what: &str) -> Error {
+    Error::gguf(format!("layer {layer} does not hold all of its {what}"))
 }
 
 /// Load one tensor (or `None` if optional and absent), checking its shape.
@@ -118,7 +192,12 @@ fn load_tensor<B: Backend>(
             values.iter_mut().for_each(|f| *f *= cfg.rope_linear_scale);
         }
         *nbytes += values.len() * 4;
-        backend.weight(GgmlType::F32, 1, values.len(), &f32_bytes(&values))?
+        backend.weight(WeightView::new(
+            GgmlType::F32,
+            1,
+            values.len(),
+            &f32_bytes(&values),
+        )?)?
     } else {
         if !info.ggml_type.can_dequantize() {
             return Err(Error::unsupported(format!(
@@ -127,7 +206,7 @@ fn load_tensor<B: Backend>(
             )));
         }
         *nbytes += bytes.len();
-        backend.weight(info.ggml_type, want[0], want[1], bytes)?
+        backend.weight(WeightView::new(info.ggml_type, want[0], want[1], bytes)?)?
     };
     Ok(Some(weight))
 }
@@ -148,7 +227,12 @@ impl<B: Backend> Weights<B> {
             let factors = vec![cfg.rope_linear_scale; cfg.rope.n_rot / 2];
             global.insert(
                 Role::RopeFreqs,
-                backend.weight(GgmlType::F32, 1, factors.len(), &f32_bytes(&factors))?,
+                backend.weight(WeightView::new(
+                    GgmlType::F32,
+                    1,
+                    factors.len(),
+                    &f32_bytes(&factors),
+                )?)?,
             );
         }
 
@@ -163,25 +247,46 @@ impl<B: Backend> Weights<B> {
                     w.insert(e.role, t);
                 }
             }
-            let (bq, bk, bv) = (
+            let spec = cfg.arch.spec();
+            let qkv_bias = match (
                 w.remove(&Role::AttnQBias),
                 w.remove(&Role::AttnKBias),
                 w.remove(&Role::AttnVBias),
-            );
+            ) {
+                (Some(q), Some(k), Some(v)) => Some([q, k, v]),
+                (None, None, None) => None,
+                _ => return Err(incomplete(layer, "q/k/v biases")),
+            };
+            let qk_norm = match (w.remove(&Role::AttnQNorm), w.remove(&Role::AttnKNorm)) {
+                (Some(q), Some(k)) => Some([q, k]),
+                (None, None) => None,
+                _ => return Err(incomplete(layer, "q/k norms")),
+            };
+            if qkv_bias.is_some() != spec.qkv_bias || qk_norm.is_some() != spec.qk_norm {
+                return Err(incomplete(layer, "tensors of its architecture"));
+            }
+            let (post_attn_norm, post_ffn_norm) =
+                (w.remove(&Role::AttnPostNorm), w.remove(&Role::FfnPostNorm));
+            if post_attn_norm.is_some() != spec.post_norms
+                || post_ffn_norm.is_some() != spec.post_norms
+            {
+                return Err(incomplete(layer, "post-norms"));
+            }
             let mut take = |role: Role| w.remove(&role).expect("required tensors were checked");
             layers.push(LayerWeights {
                 attn_norm: take(Role::AttnNorm),
                 wq: take(Role::AttnQ),
                 wk: take(Role::AttnK),
                 wv: take(Role::AttnV),
+                qkv_bias,
+                qk_norm,
                 wo: take(Role::AttnOutput),
+                post_attn_norm,
                 ffn_norm: take(Role::FfnNorm),
                 w_gate: take(Role::FfnGate),
                 w_up: take(Role::FfnUp),
                 w_down: take(Role::FfnDown),
-                bq,
-                bk,
-                bv,
+                post_ffn_norm,
             });
         }
         let mut take = |role: Role| global.remove(&role);

@@ -163,9 +163,16 @@ pub fn bench_op(
             let (a, b) = (random_f32(dev, &mut rng, n)?, random_f32(dev, &mut rng, n)?);
             let mut out = random_f32(dev, &mut rng, n)?;
             match op {
-                "swiglu" => {
-                    Box::new(move || activation::gpu::launch_swiglu(d, &a, &b, n, &mut out))
-                }
+                "swiglu" => Box::new(move || {
+                    activation::gpu::launch_glu(
+                        d,
+                        &a,
+                        &b,
+                        n,
+                        activation::Activation::Silu,
+                        &mut out,
+                    )
+                }),
                 "add" => Box::new(move || elementwise::gpu::launch_add(d, &mut out, &a, n)),
                 _ => Box::new(move || elementwise::gpu::launch_scale(d, &mut out, 1.0001, n)),
             }

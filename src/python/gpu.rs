@@ -13,7 +13,8 @@ use crate::ops::bench;
 /// Every device found: the GPUs (in the order `device="gpu"` / `"auto"` take them), then the
 /// CPU. Each is a dict: device ("gpu:0", "cpu"), name, backend ("cuda", "hip", "cpu"), arch,
 /// memory_total and memory_free (bytes), memory_held (bytes rocmforge holds there),
-/// warp_size, multiprocessors, launches (kernels run so far). A GPU that fails to open is
+/// warp_size, multiprocessors, launches (kernels run so far), tuning (the device's tuning
+/// record, which models start from: see `Model(tuning=...)`). A GPU that fails to open is
 /// listed with an "error" entry.
 #[pyfunction]
 fn devices(py: Python<'_>) -> PyResult<Vec<Bound<'_, PyDict>>> {
@@ -33,6 +34,7 @@ fn devices(py: Python<'_>) -> PyResult<Vec<Bound<'_, PyDict>>> {
                 d.set_item("warp_size", info.warp_size)?;
                 d.set_item("multiprocessors", info.multiprocessors)?;
                 d.set_item("launches", info.launches)?;
+                d.set_item("tuning", super::model::tuning_dict(py, &info.tuning)?)?;
             }
             Err(e) => d.set_item("error", e.to_string())?,
         }
@@ -83,9 +85,12 @@ fn gpu_bench(
 /// `rocmforge bench`: prompt-processing and generation speed of the model file `path` on
 /// `device` (see `crate::bench`). Returns a dict: device, file_bytes, bytes_per_token,
 /// n_prompt, n_gen, pp_runs and tg_runs (tokens/s of each repeat), pp and tg (their medians),
-/// copy_bandwidth (bytes/s, read + write; 0 on the CPU), peak_device_bytes, kv_cache_bytes.
+/// copy_bandwidth (bytes/s, read + write; 0 on the CPU), peak_device_bytes, kv_cache_bytes,
+/// plan (the decode plan's launches, a line a kind). `tuning`: overrides of the device's
+/// tuning record for the model, as a dict.
 #[pyfunction]
-#[pyo3(signature = (path, device="gpu", n_prompt=512, n_gen=128, repeats=3))]
+#[pyo3(signature = (path, device="gpu", n_prompt=512, n_gen=128, repeats=3, tuning=None))]
+#[allow(clippy::too_many_arguments)]
 fn bench_model<'py>(
     py: Python<'py>,
     path: &str,
@@ -93,12 +98,15 @@ fn bench_model<'py>(
     n_prompt: usize,
     n_gen: usize,
     repeats: usize,
+    tuning: Option<&Bound<'py, PyDict>>,
 ) -> PyResult<Bound<'py, PyDict>> {
+    let tuning = super::model::tuning_pairs(tuning)?;
     let r = py
-        .detach(|| crate::bench::bench_model(path, device, n_prompt, n_gen, repeats))
+        .detach(|| crate::bench::bench_model(path, device, n_prompt, n_gen, repeats, &tuning))
         .py()?;
     let d = PyDict::new(py);
     d.set_item("device", &r.device)?;
+    d.set_item("plan", &r.plan)?;
     d.set_item("file_bytes", r.file_bytes)?;
     d.set_item("bytes_per_token", r.bytes_per_token)?;
     d.set_item("n_prompt", r.n_prompt)?;

@@ -14,6 +14,7 @@ use pyo3::types::{PyDict, PyString};
 use super::gguf::meta_to_py;
 use super::IntoPy;
 use crate::chat::{render_chat, ChatMessage};
+use crate::device::tuning::Tuning;
 use crate::device::KvDtype;
 use crate::error::{Error, Result};
 use crate::generate::{Engine, GenerateParams, Generation, Stats};
@@ -65,7 +66,7 @@ fn page_in(file: &GgufFile, label: &str, progress: bool) -> Result<()> {
 }
 
 /// A GGUF language model on a device: `Model(path=None, device="auto", n_ctx=None, seed=None,
-/// verbose=False, kv_dtype=None)`.
+/// verbose=False, kv_dtype=None, tuning=None)`.
 ///
 /// Args:
 ///     path: a .gguf file; None loads the default model (SmolLM2-135M-Instruct Q4_1, fetched
@@ -76,6 +77,10 @@ fn page_in(file: &GgufFile, label: &str, progress: bool) -> Result<()> {
 ///     seed: seeds the generator that draws a seed for each call made without one.
 ///     verbose: print a progress bar while loading (on a terminal) and a summary line (stderr).
 ///     kv_dtype: "f32" or "f16"; None is "f16" on a GPU and "f32" on the CPU.
+///     tuning: a dict overriding fields of the GPU's tuning record for this model (speed
+///         only: which kernels and launch shapes run; docs/TUNING.md lists the fields, and
+///         `rocmforge.devices()` shows each GPU's record); None keeps the device's. Unknown
+///         fields and bad values raise ValueError. The CPU has none (the dict is checked).
 ///
 /// Raises FileNotFoundError, GGUFError (malformed file or metadata), UnsupportedError (an
 /// architecture or tensor type rocmforge cannot run), DeviceError / OutOfMemoryError, and
@@ -95,6 +100,36 @@ pub struct PyModel {
     n_params: u64,
     /// Tensor types and how many tensors have each, the most common first.
     types: Vec<(String, usize)>,
+    /// The tuning record the model runs with (GPU models), and how it differs from the
+    /// built-in defaults (`key=value, ...`; empty: none).
+    tuning: Option<Tuning>,
+    /// What the decode plan runs, a line a kind of launch (GPU models).
+    plan: Vec<String>,
+}
+
+/// A Python dict of tuning overrides as `key=value` text pairs (`Tuning::set` parses them):
+/// booleans as true/false, numbers as they print, None as "auto".
+pub(super) fn tuning_pairs(d: Option<&Bound<'_, PyDict>>) -> PyResult<Vec<(String, String)>> {
+    let Some(d) = d else {
+        return Ok(Vec::new());
+    };
+    d.iter()
+        .map(|(k, v)| {
+            let key: String = k.extract().map_err(|_| {
+                pyo3::exceptions::PyTypeError::new_err(format!(
+                    "tuning keys must be strings, got {k}"
+                ))
+            })?;
+            let value = if v.is_none() {
+                "auto".to_string()
+            } else if let Ok(b) = v.extract::<bool>() {
+                b.to_string()
+            } else {
+                v.str()?.to_string()
+            };
+            Ok((key, value))
+        })
+        .collect()
 }
 
 /// Sampling arguments shared by `generate` and `chat`, as Python passes them.
@@ -222,7 +257,8 @@ impl PyModel {
 #[pymethods]
 impl PyModel {
     #[new]
-    #[pyo3(signature = (path=None, device="auto", n_ctx=None, seed=None, verbose=false, kv_dtype=None))]
+    #[pyo3(signature = (path=None, device="auto", n_ctx=None, seed=None, verbose=false, kv_dtype=None, tuning=None))]
+    #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
         path: Option<std::path::PathBuf>,
@@ -231,7 +267,9 @@ impl PyModel {
         seed: Option<u64>,
         verbose: bool,
         kv_dtype: Option<&str>,
+        tuning: Option<&Bound<'_, PyDict>>,
     ) -> PyResult<Self> {
+        let tuning = tuning_pairs(tuning)?;
         let path = match path {
             Some(p) => p,
             None => py
@@ -268,19 +306,20 @@ impl PyModel {
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_default()
         );
-        let (file, engine) = py
-            .detach(move || -> Result<(GgufFile, Engine)> {
+        let (file, engine, tuning) = py
+            .detach(move || -> Result<(GgufFile, Engine, Option<Tuning>)> {
                 let file = GgufFile::open(&p)?;
                 page_in(&file, &label, progress)?;
-                let loaded = model::load(&file, &device, n_ctx, kv_dtype);
+                let loaded = model::load(&file, &device, n_ctx, kv_dtype, &tuning);
                 if progress {
                     eprint!("\r\x1b[K"); // clear the bar's line
                 }
-                let m = loaded?;
+                let (m, tuning) = loaded?;
                 let engine = Engine::new(m, &file, seed)?;
-                Ok((file, engine))
+                Ok((file, engine, tuning))
             })
             .py()?;
+        let plan = engine.model.plan();
         let metadata = PyDict::new(py);
         for (k, v) in &file.metadata {
             metadata.set_item(k, meta_to_py(py, v)?)?;
@@ -334,7 +373,23 @@ impl PyModel {
             config: config.unbind(),
             n_params,
             types,
+            tuning,
+            plan,
         })
+    }
+
+    /// The tuning record this model runs with, as a dict (None on the CPU). See `tuning=`.
+    #[getter]
+    fn tuning<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyDict>>> {
+        self.tuning.as_ref().map(|t| tuning_dict(py, t)).transpose()
+    }
+
+    /// What the GPU's decode plan runs for one token, a line a kind of launch: the fused
+    /// kernels it applied (and where an RMS norm went), and the ops it runs as they are.
+    /// Empty on the CPU, which runs the block op by op.
+    #[getter]
+    fn plan(&self) -> Vec<String> {
+        self.plan.clone()
     }
 
     /// Generate text after `prompt`.
@@ -624,8 +679,15 @@ impl PyModel {
             .iter()
             .map(|(t, n)| format!("{t}: {n}"))
             .collect();
+        let tuning = match &self.tuning {
+            Some(t) => match t.diff(&Tuning::default()) {
+                d if d.is_empty() => ", tuning=default".to_string(),
+                d => format!(", tuning={{{d}}}"),
+            },
+            None => String::new(),
+        };
         format!(
-            "Model({:?}, architecture={}, parameters={}, types={{{}}}, layers={}, device={:?}, n_ctx={}, kv_dtype={}{})",
+            "Model({:?}, architecture={}, parameters={}, types={{{}}}, layers={}, device={:?}, n_ctx={}, kv_dtype={}{tuning}{})",
             self.path,
             get("architecture"),
             human_count(self.n_params),
@@ -756,4 +818,21 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyModel>()?;
     m.add_class::<PyGenerationStream>()?;
     Ok(())
+}
+
+/// A tuning record as a dict: booleans, integers, None for "auto", strings for choices.
+pub(super) fn tuning_dict<'py>(py: Python<'py>, t: &Tuning) -> PyResult<Bound<'py, PyDict>> {
+    let d = PyDict::new(py);
+    for (k, v) in t.entries() {
+        match v.as_str() {
+            "true" => d.set_item(k, true)?,
+            "false" => d.set_item(k, false)?,
+            "auto" => d.set_item(k, py.None())?,
+            other => match other.parse::<i64>() {
+                Ok(n) => d.set_item(k, n)?,
+                Err(_) => d.set_item(k, other)?,
+            },
+        }
+    }
+    Ok(d)
 }

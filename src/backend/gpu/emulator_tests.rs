@@ -7,6 +7,7 @@ use std::sync::{Arc, OnceLock};
 
 use half::f16;
 
+use crate::backend::{Activation, Attention, Map, Pos, Rope, Tokens};
 use crate::device::emulator::EmuRuntime;
 use crate::device::gpu::{DeviceBuffer, GpuDevice};
 use crate::device::{kernels, Device};
@@ -76,6 +77,11 @@ fn own_devices(first: usize, tag: &str) -> [Arc<GpuDevice>; 2] {
 }
 
 /// The first `n` floats of a device buffer.
+/// `host` in a buffer of `gpu`'s device.
+fn up(gpu: &super::GpuBackend, host: &[f32]) -> DeviceBuffer {
+    DeviceBuffer::from_slice(gpu.device(), host, "test upload").unwrap()
+}
+
 fn download(gpu: &super::GpuBackend, g: &DeviceBuffer, n: usize) -> Vec<f32> {
     use crate::backend::Backend;
     let mut v = vec![0f32; n];
@@ -185,11 +191,11 @@ fn small_ops_match_the_cpu() {
             let backend = crate::backend::gpu::GpuBackend::new(dev.clone());
             long[30_000] = f32::NAN;
             long[38_000] = f32::NAN;
-            let buf = backend.upload(&long).unwrap();
-            assert_eq!(backend.argmax(&buf, long.len()).unwrap(), 30_000);
+            let buf = up(&backend, &long);
+            assert_eq!(backend.argmax(&buf, long.len()).unwrap().0, 30_000);
             x[2] = f32::NAN;
-            let buf = backend.upload(&x).unwrap();
-            assert_eq!(backend.argmax(&buf, x.len()).unwrap(), 2);
+            let buf = up(&backend, &x);
+            assert_eq!(backend.argmax(&buf, x.len()).unwrap().0, 2);
         }
         // kv_append, f32 and f16
         let (row_len, n_ctx) = (24, 10);
@@ -399,15 +405,26 @@ fn matmul_and_embedding_match_the_cpu() {
                             &q8x_reference(&x, &w),
                             1e-5,
                         );
-                        // The fused form (matmul_add: out += x @ w^T, the multi kernel).
+                        // The fused form (out += x @ w^T, the multi kernel).
                         {
                             use crate::backend::Backend;
+                            use crate::ops::matmul::gpu::{launch_matvec_multi, Projection};
                             let gb = super::GpuBackend::new(dev.clone());
-                            let gw = gb.weight(ty, n, k, &bytes).unwrap();
+                            let gw = gb
+                                .weight(WeightView::new(ty, n, k, &bytes).unwrap())
+                                .unwrap();
                             let resid = rng.vec(n);
-                            let (gx, mut tmp) = (gb.upload(&x).unwrap(), gb.zeros(n).unwrap());
-                            let mut acc = gb.upload(&resid).unwrap();
-                            gb.matmul_add(&gx, &gw, 1, n, &mut tmp, &mut acc).unwrap();
+                            let gx = up(&gb, &x);
+                            let mut acc = up(&gb, &resid);
+                            let mut parts = [Projection {
+                                w: super::backend::tests_view(&gw),
+                                bias: None,
+                                out: &mut acc,
+                            }];
+                            let t = dev.tuning();
+                            assert!(
+                                launch_matvec_multi(&dev, t, &gx, &mut parts, true, None).unwrap()
+                            );
                             let mut got = vec![0f32; n];
                             gb.download(&acc, &mut got).unwrap();
                             let want: Vec<f32> = q8x_reference(&x, &w)
@@ -484,24 +501,30 @@ fn gpu_backend_matches_the_cpu_backend() {
         let wq = random_weight_bytes(GgmlType::Q4_K, dim, 256, rng.next_u64()).unwrap();
         let norm: Vec<u8> = rng.vec(dim).iter().flat_map(|v| v.to_le_bytes()).collect();
         let (gt, ct) = (
-            gpu.weight(GgmlType::Q8_0, vocab, dim, &table).unwrap(),
-            cpu.weight(GgmlType::Q8_0, vocab, dim, &table).unwrap(),
+            gpu.weight(WeightView::new(GgmlType::Q8_0, vocab, dim, &table).unwrap())
+                .unwrap(),
+            cpu.weight(WeightView::new(GgmlType::Q8_0, vocab, dim, &table).unwrap())
+                .unwrap(),
         );
         let (gw, cw) = (
-            gpu.weight(GgmlType::Q4_K, dim, 256, &wq).unwrap(),
-            cpu.weight(GgmlType::Q4_K, dim, 256, &wq).unwrap(),
+            gpu.weight(WeightView::new(GgmlType::Q4_K, dim, 256, &wq).unwrap())
+                .unwrap(),
+            cpu.weight(WeightView::new(GgmlType::Q4_K, dim, 256, &wq).unwrap())
+                .unwrap(),
         );
         let (gn, cn) = (
-            gpu.weight(GgmlType::F32, 1, dim, &norm).unwrap(),
-            cpu.weight(GgmlType::F32, 1, dim, &norm).unwrap(),
+            gpu.weight(WeightView::new(GgmlType::F32, 1, dim, &norm).unwrap())
+                .unwrap(),
+            cpu.weight(WeightView::new(GgmlType::F32, 1, dim, &norm).unwrap())
+                .unwrap(),
         );
         let down = |g: &DeviceBuffer, n: usize| download(&gpu, g, n);
         // embedding -> rms_norm
         let ids = [3u32, 49, 0, 7, 7];
         let t = ids.len();
         let (mut ge, mut ce) = (gpu.zeros(t * dim).unwrap(), cpu.zeros(t * dim).unwrap());
-        gpu.embedding(&gt, &ids, &mut ge).unwrap();
-        cpu.embedding(&ct, &ids, &mut ce).unwrap();
+        gpu.embedding(&gt, Tokens::Host(&ids), &mut ge).unwrap();
+        cpu.embedding(&ct, Tokens::Host(&ids), &mut ce).unwrap();
         assert_close("embedding", &down(&ge, t * dim), &ce, 0.0);
         let (mut gx, mut cx) = (gpu.zeros(t * dim).unwrap(), cpu.zeros(t * dim).unwrap());
         gpu.rms_norm(&ge, &gn, 1e-5, t, &mut gx).unwrap();
@@ -509,7 +532,7 @@ fn gpu_backend_matches_the_cpu_backend() {
         assert_close("rms_norm", &down(&gx, t * dim), &cx, 1e-5);
         // matmul of a [t, 256] activation by the Q4_K weight [dim, 256]
         let act = rng.vec(t * 256);
-        let (ga, ca) = (gpu.upload(&act).unwrap(), cpu.upload(&act).unwrap());
+        let (ga, ca) = (up(&gpu, &act), (&act).to_vec());
         let (mut gm, mut cm) = (gpu.zeros(t * dim).unwrap(), cpu.zeros(t * dim).unwrap());
         gpu.matmul(&ga, &gw, t, &mut gm).unwrap();
         // The CPU reference op (the backend's own matmul rounds activations to 8 bits).
@@ -523,39 +546,52 @@ fn gpu_backend_matches_the_cpu_backend() {
             n_rot: head_dim,
         };
         let q = rng.vec(t * heads * head_dim);
-        let (mut gq, mut cq) = (gpu.upload(&q).unwrap(), cpu.upload(&q).unwrap());
-        gpu.rope(&mut gq, t, heads, head_dim, 11, &params, None)
+        let (mut gq, mut cq) = (up(&gpu, &q), (&q).to_vec());
+        let (grope, crope) = (
+            Rope {
+                params,
+                freq_factors: None,
+            },
+            Rope {
+                params,
+                freq_factors: None,
+            },
+        );
+        gpu.rope(&mut gq, [t, heads, head_dim], Pos::At(11), &grope)
             .unwrap();
-        cpu.rope(&mut cq, t, heads, head_dim, 11, &params, None)
+        cpu.rope(&mut cq, [t, heads, head_dim], Pos::At(11), &crope)
             .unwrap();
         assert_close("rope", &down(&gq, q.len()), &cq, 2e-5);
         for dtype in [KvDtype::F16, KvDtype::F32] {
             let (mut gk, mut ck) = (
-                gpu.kv_cache(n_ctx * kv_row, dtype).unwrap(),
-                cpu.kv_cache(n_ctx * kv_row, dtype).unwrap(),
+                gpu.kv_cache(n_ctx, kv_row, dtype).unwrap(),
+                cpu.kv_cache(n_ctx, kv_row, dtype).unwrap(),
             );
             let (mut gv, mut cv) = (
-                gpu.kv_cache(n_ctx * kv_row, dtype).unwrap(),
-                cpu.kv_cache(n_ctx * kv_row, dtype).unwrap(),
+                gpu.kv_cache(n_ctx, kv_row, dtype).unwrap(),
+                cpu.kv_cache(n_ctx, kv_row, dtype).unwrap(),
             );
             let rows = 11 + t;
             let (k, v) = (rng.vec(rows * kv_row), rng.vec(rows * kv_row));
-            let (gks, cks) = (gpu.upload(&k).unwrap(), cpu.upload(&k).unwrap());
-            let (gvs, cvs) = (gpu.upload(&v).unwrap(), cpu.upload(&v).unwrap());
-            gpu.kv_append(&mut gk, &gks, 0, rows, kv_row).unwrap();
-            cpu.kv_append(&mut ck, &cks, 0, rows, kv_row).unwrap();
-            gpu.kv_append(&mut gv, &gvs, 0, rows, kv_row).unwrap();
-            cpu.kv_append(&mut cv, &cvs, 0, rows, kv_row).unwrap();
+            let (gks, cks) = (up(&gpu, &k), (&k).to_vec());
+            let (gvs, cvs) = (up(&gpu, &v), (&v).to_vec());
+            gpu.kv_append(&mut gk, &gks, Pos::At(0), rows).unwrap();
+            cpu.kv_append(&mut ck, &cks, Pos::At(0), rows).unwrap();
+            gpu.kv_append(&mut gv, &gvs, Pos::At(0), rows).unwrap();
+            cpu.kv_append(&mut cv, &cvs, Pos::At(0), rows).unwrap();
             let (mut go, mut co) = (gpu.zeros(q.len()).unwrap(), cpu.zeros(q.len()).unwrap());
             let scale = 1.0 / (head_dim as f32).sqrt();
-            gpu.attention(
-                &gq, &gk, &gv, t, rows, heads, kv_heads, head_dim, scale, &mut go,
-            )
-            .unwrap();
-            cpu.attention(
-                &cq, &ck, &cv, t, rows, heads, kv_heads, head_dim, scale, &mut co,
-            )
-            .unwrap();
+            let a = Attention {
+                seq_q: t,
+                pos: Pos::At(rows - t),
+                heads,
+                kv_heads,
+                head_dim,
+                scale,
+                window: None,
+            };
+            gpu.attention(&gq, &gk, &gv, &a, &mut go).unwrap();
+            cpu.attention(&cq, &ck, &cv, &a, &mut co).unwrap();
             assert_close(
                 &format!("attention {dtype:?}"),
                 &down(&go, q.len()),
@@ -563,7 +599,7 @@ fn gpu_backend_matches_the_cpu_backend() {
                 1e-5,
             );
         }
-        // copy_rows, add, swiglu, argmax
+        // copy_rows, add, the gated activations, the maps, argmax
         let (mut gr, mut cr) = (gpu.zeros(2 * dim).unwrap(), cpu.zeros(2 * dim).unwrap());
         gpu.copy_rows(&gm, 3, 2, dim, &mut gr).unwrap();
         cpu.copy_rows(&cm, 3, 2, dim, &mut cr).unwrap();
@@ -571,16 +607,23 @@ fn gpu_backend_matches_the_cpu_backend() {
         gpu.add(&mut gm, &gx, t * dim).unwrap();
         cpu.add(&mut cm, &cx, t * dim).unwrap();
         assert_close("add", &down(&gm, t * dim), &cm, 1e-5);
-        let (mut gs, mut cs) = (gpu.zeros(t * dim).unwrap(), cpu.zeros(t * dim).unwrap());
-        gpu.swiglu(&gm, &gx, t * dim, &mut gs).unwrap();
-        cpu.swiglu(&cm, &cx, t * dim, &mut cs).unwrap();
-        assert_close("swiglu", &down(&gs, t * dim), &cs, 1e-5);
+        for act in [Activation::Silu, Activation::GeluTanh] {
+            let (mut gs, mut cs) = (gpu.zeros(t * dim).unwrap(), cpu.zeros(t * dim).unwrap());
+            gpu.glu(&gm, &gx, t * dim, act, &mut gs).unwrap();
+            cpu.glu(&cm, &cx, t * dim, act, &mut cs).unwrap();
+            assert_close(act.glu_name(), &down(&gs, t * dim), &cs, 1e-5);
+        }
+        for f in [Map::Scale(0.37), Map::SoftCap(1.5)] {
+            gpu.map(&mut gm, t * dim, f).unwrap();
+            cpu.map(&mut cm, t * dim, f).unwrap();
+            assert_close(&format!("{f:?}"), &down(&gm, t * dim), &cm, 1e-5);
+        }
         let logits = rng.vec(vocab);
-        assert_eq!(
-            gpu.argmax(&gpu.upload(&logits).unwrap(), vocab).unwrap(),
-            cpu.argmax(&logits.clone(), vocab).unwrap()
+        let (gp, cp) = (
+            gpu.argmax(&up(&gpu, &logits), vocab).unwrap(),
+            cpu.argmax(&logits.clone(), vocab).unwrap(),
         );
-        gpu.synchronize().unwrap();
+        assert_eq!((gp.0, gp.1.to_bits()), (cp.0, cp.1.to_bits()));
     }
 }
 
@@ -647,8 +690,10 @@ fn streaming_swiglu_case(rng: &mut Rng, k: usize, ffn: usize, norms: bool) {
             let bytes = |seed| random_weight_bytes(ty, ffn, k, seed).unwrap();
             let (wg, wu) = (bytes(rng.next_u64()), bytes(rng.next_u64()));
             let (gg, gu) = (
-                gpu.weight(ty, ffn, k, &wg).unwrap(),
-                gpu.weight(ty, ffn, k, &wu).unwrap(),
+                gpu.weight(WeightView::new(ty, ffn, k, &wg).unwrap())
+                    .unwrap(),
+                gpu.weight(WeightView::new(ty, ffn, k, &wu).unwrap())
+                    .unwrap(),
             );
             let (vg, vu) = (
                 super::backend::tests_view(&gg),
@@ -661,7 +706,7 @@ fn streaming_swiglu_case(rng: &mut Rng, k: usize, ffn: usize, norms: bool) {
                 bytes: b,
             };
             let x = rng.vec(k);
-            let gx = gpu.upload(&x).unwrap();
+            let gx = up(&gpu, &x);
             let mut out = gpu.zeros(ffn).unwrap();
             assert!(launch_matvec_glu(
                 &dev,
@@ -699,7 +744,7 @@ fn streaming_swiglu_case(rng: &mut Rng, k: usize, ffn: usize, norms: bool) {
                     .map(|(&g, &u)| (g / (1.0 + (-g).exp()) * u) as f32)
                     .collect()
             };
-            let gnorm = gpu.upload(&norm).unwrap();
+            let gnorm = up(&gpu, &norm);
             let by_weight = NormIn::Weight(RmsNorm {
                 weight: &gnorm,
                 eps,
@@ -726,7 +771,7 @@ fn streaming_swiglu_case(rng: &mut Rng, k: usize, ffn: usize, norms: bool) {
                 .chunks(100)
                 .map(|c| c.iter().map(|v| v * v).sum())
                 .collect();
-            let (gxw, gsums) = (gpu.upload(&xw).unwrap(), gpu.upload(&sums).unwrap());
+            let (gxw, gsums) = (up(&gpu, &xw), up(&gpu, &sums));
             let parts = NormIn::Parts {
                 parts: &gsums,
                 n: sums.len(),
@@ -749,328 +794,6 @@ fn streaming_swiglu_case(rng: &mut Rng, k: usize, ffn: usize, norms: bool) {
                 &want,
                 1e-5,
             );
-        }
-    }
-}
-
-#[test]
-#[ignore = "builds the kernels with g++ (minutes); run by scripts/check-kernels.sh"]
-fn fused_decode_projections_match_the_unfused_ops() {
-    use super::GpuBackend;
-    use crate::backend::{unfused, Backend};
-
-    let mut rng = Rng::new("fused_decode_projections_match_the_unfused_ops");
-    // k = 192: six 32-element blocks, a partial stripe of the Q4_0 kernel (8 blocks a stripe)
-    let (k, nq, nkv, ffn) = (192, 37, 10, 45);
-    // (devices of its own: it counts its launches, which other tests' launches on the shared
-    // devices would add to)
-    for dev in own_devices(6, "-fused-projections") {
-        let gpu = GpuBackend::new(dev.clone());
-        let down = |g: &DeviceBuffer, n: usize| download(&gpu, g, n);
-        // Q4_0 and Q8_0 take the fused kernels; a mixed pair falls back to the separate ops.
-        for (ty_q, ty_kv) in [
-            (GgmlType::Q4_0, GgmlType::Q4_0),
-            (GgmlType::Q8_0, GgmlType::Q8_0),
-            (GgmlType::Q4_0, GgmlType::Q8_0),
-        ] {
-            let bytes = |ty, n, seed| random_weight_bytes(ty, n, k, seed).unwrap();
-            let host: Vec<(GgmlType, usize, Vec<u8>)> = vec![
-                (ty_q, nq, bytes(ty_q, nq, rng.next_u64())),
-                (ty_kv, nkv, bytes(ty_kv, nkv, rng.next_u64())),
-                (ty_kv, nkv, bytes(ty_kv, nkv, rng.next_u64())),
-            ];
-            let w: Vec<_> = host
-                .iter()
-                .map(|(ty, n, b)| gpu.weight(*ty, *n, k, b).unwrap())
-                .collect();
-            let bias_host = [rng.vec(nq), rng.vec(nkv), rng.vec(nkv)];
-            let f32_bytes = |v: &[f32]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
-            let biases: Vec<_> = bias_host
-                .iter()
-                .map(|b| {
-                    gpu.weight(GgmlType::F32, 1, b.len(), &f32_bytes(b))
-                        .unwrap()
-                })
-                .collect();
-            let x = rng.vec(k);
-            let gx = gpu.upload(&x).unwrap();
-            // the CPU reference op (float32 activations), or x in 8 bits as the model's m = 1
-            // kernels take it, plus the bias
-            let q8x = true;
-            let reference = |i: usize, bias: bool| {
-                let (ty, n, b) = &host[i];
-                let view = crate::ops::WeightView {
-                    ty: *ty,
-                    rows: *n,
-                    cols: k,
-                    bytes: b,
-                };
-                let mut out = vec![0f32; *n];
-                if q8x {
-                    out = q8x_reference(&x, &view);
-                } else {
-                    crate::ops::matmul::matmul_gguf(&Device::Cpu, &x, &view, 1, &mut out).unwrap();
-                }
-                if bias {
-                    out.iter_mut().zip(&bias_host[i]).for_each(|(o, b)| *o += b);
-                }
-                out
-            };
-            for with_bias in [false, true] {
-                let bs = with_bias.then(|| [&biases[0], &biases[1], &biases[2]]);
-                let mut fused = [
-                    gpu.zeros(nq).unwrap(),
-                    gpu.zeros(nkv).unwrap(),
-                    gpu.zeros(nkv).unwrap(),
-                ];
-                let mut plain = [
-                    gpu.zeros(nq).unwrap(),
-                    gpu.zeros(nkv).unwrap(),
-                    gpu.zeros(nkv).unwrap(),
-                ];
-                let [fq, fk, fv] = &mut fused;
-                gpu.matmul_qkv(&gx, [&w[0], &w[1], &w[2]], bs, 1, fq, fk, fv)
-                    .unwrap();
-                let [pq, pk, pv] = &mut plain;
-                unfused::matmul_qkv(&gpu, &gx, [&w[0], &w[1], &w[2]], bs, 1, pq, pk, pv).unwrap();
-                for i in 0..3 {
-                    let n = host[i].1;
-                    let got = down(&fused[i], n);
-                    assert_eq!(
-                        got,
-                        down(&plain[i], n),
-                        "qkv {i} {ty_q:?}/{ty_kv:?} vs the unfused ops"
-                    );
-                    assert_close(
-                        "qkv vs the CPU reference",
-                        &got,
-                        &reference(i, with_bias),
-                        1e-5,
-                    );
-                }
-            }
-            // the fused kernels took the same-type cases (and only those)
-            {
-                use crate::ops::matmul::gpu::{launch_matvec_multi, Projection};
-                let view = |i: usize| super::backend::tests_view(&w[i]);
-                let mut outs = [
-                    gpu.zeros(nq).unwrap(),
-                    gpu.zeros(nkv).unwrap(),
-                    gpu.zeros(nkv).unwrap(),
-                ];
-                let [o0, o1, o2] = &mut outs;
-                let mut parts = [
-                    Projection {
-                        w: view(0),
-                        bias: None,
-                        out: o0,
-                    },
-                    Projection {
-                        w: view(1),
-                        bias: None,
-                        out: o1,
-                    },
-                    Projection {
-                        w: view(2),
-                        bias: None,
-                        out: o2,
-                    },
-                ];
-                let fused =
-                    launch_matvec_multi(&dev, dev.tuning(), &gx, &mut parts, false, None).unwrap();
-                assert_eq!(fused, ty_q == ty_kv, "{ty_q:?}/{ty_kv:?}");
-            }
-            // out += x @ w^T, into a residual stream holding random values
-            let resid = rng.vec(nq);
-            let (mut fo, mut po, mut tmp) = (
-                gpu.upload(&resid).unwrap(),
-                gpu.upload(&resid).unwrap(),
-                gpu.zeros(nq).unwrap(),
-            );
-            gpu.matmul_add(&gx, &w[0], 1, nq, &mut tmp, &mut fo)
-                .unwrap();
-            unfused::matmul_add(&gpu, &gx, &w[0], 1, nq, &mut tmp, &mut po).unwrap();
-            let got = down(&fo, nq);
-            assert_eq!(got, down(&po, nq), "matmul_add {ty_q:?} vs the unfused ops");
-            let want: Vec<f32> = reference(0, false)
-                .iter()
-                .zip(&resid)
-                .map(|(a, b)| a + b)
-                .collect();
-            assert_close("matmul_add vs the CPU reference", &got, &want, 1e-5);
-            // silu(x @ w_gate^T) * (x @ w_up^T): w[1] and w[2] share a type in every case
-            let wg = bytes(ty_kv, ffn, rng.next_u64());
-            let wu = bytes(ty_kv, ffn, rng.next_u64());
-            let (gg, gu) = (
-                gpu.weight(ty_kv, ffn, k, &wg).unwrap(),
-                gpu.weight(ty_kv, ffn, k, &wu).unwrap(),
-            );
-            let mut s = [
-                gpu.zeros(ffn).unwrap(),
-                gpu.zeros(ffn).unwrap(),
-                gpu.zeros(ffn).unwrap(),
-                gpu.zeros(ffn).unwrap(),
-            ];
-            let [g, u, fo, po] = &mut s;
-            gpu.matmul_swiglu(&gx, &gg, &gu, 1, ffn, g, u, fo).unwrap();
-            unfused::matmul_swiglu(&gpu, &gx, &gg, &gu, 1, ffn, g, u, po).unwrap();
-            let got = down(fo, ffn);
-            assert_eq!(
-                got,
-                down(po, ffn),
-                "matmul_swiglu {ty_kv:?} vs the unfused ops"
-            );
-            let cpu_mm = |b: &[u8]| {
-                let view = crate::ops::WeightView {
-                    ty: ty_kv,
-                    rows: ffn,
-                    cols: k,
-                    bytes: b,
-                };
-                if q8x {
-                    return q8x_reference(&x, &view);
-                }
-                let mut out = vec![0f32; ffn];
-                crate::ops::matmul::matmul_gguf(&Device::Cpu, &x, &view, 1, &mut out).unwrap();
-                out
-            };
-            let want: Vec<f32> = cpu_mm(&wg)
-                .iter()
-                .zip(cpu_mm(&wu))
-                .map(|(&g, u)| (g as f64 / (1.0 + (-g as f64).exp()) * u as f64) as f32)
-                .collect();
-            assert_close("matmul_swiglu vs the CPU reference", &got, &want, 1e-5);
-
-            // The RMS norm fused into the projections (the decode step's form): the kernels
-            // take (x * norm)'s products times 1 / sqrt(mean(x^2) + eps).
-            if !dev.tuning().fuse_norm {
-                continue;
-            }
-            let norm_host = rng.vec(k);
-            let gnorm = gpu
-                .weight(GgmlType::F32, 1, k, &f32_bytes(&norm_host))
-                .unwrap();
-            let eps = 1e-5f32;
-            let normed = |ty: GgmlType, n: usize, b: &[u8]| {
-                rms_norm_q8x_reference(&x, &norm_host, eps, ty, n, b)
-            };
-            let mut xb = gpu.zeros(k).unwrap();
-            for with_bias in [false, true] {
-                let bs = with_bias.then(|| [&biases[0], &biases[1], &biases[2]]);
-                let mut outs = [
-                    gpu.zeros(nq).unwrap(),
-                    gpu.zeros(nkv).unwrap(),
-                    gpu.zeros(nkv).unwrap(),
-                ];
-                let [fq, fk, fv] = &mut outs;
-                #[rustfmt::skip]
-                gpu.rms_norm_qkv(&gx, &gnorm, eps, [&w[0], &w[1], &w[2]], bs, 1, &mut xb, fq, fk, fv)
-                    .unwrap();
-                for i in 0..3 {
-                    let (ty, n, b) = &host[i];
-                    let want: Vec<f32> = normed(*ty, *n, b)
-                        .iter()
-                        .zip(&bias_host[i])
-                        .map(|(&v, &bias)| (v + if with_bias { bias as f64 } else { 0.0 }) as f32)
-                        .collect();
-                    // A mixed pair runs rms_norm, then the separate projections of its
-                    // output: x * norm * r quantized rather than x * norm, which may move a
-                    // value by one step at a tie (an 8-bit-sized difference).
-                    let tol = if ty_q == ty_kv { 1e-5 } else { 2e-2 };
-                    assert_close(
-                        &format!("rms_norm_qkv {i} {ty_q:?}/{ty_kv:?} bias {with_bias}"),
-                        &down(&outs[i], *n),
-                        &want,
-                        tol,
-                    );
-                }
-            }
-            let [g, u, fo, _] = &mut s;
-            #[rustfmt::skip]
-            gpu.rms_norm_swiglu(&gx, &gnorm, eps, &gg, &gu, 1, ffn, &mut xb, g, u, fo).unwrap();
-            let want: Vec<f32> = normed(ty_kv, ffn, &wg)
-                .iter()
-                .zip(normed(ty_kv, ffn, &wu))
-                .map(|(&g, u)| (g / (1.0 + (-g).exp()) * u) as f32)
-                .collect();
-            assert_close("rms_norm_swiglu", &down(fo, ffn), &want, 1e-5);
-
-            // The norm handed over by the residual projection before it (`matmul_add_norm`:
-            // x * norm and per-block sums of x^2 written by that launch, no norm launch). The
-            // reference takes the GPU's new residual, so that x * norm is the same floats.
-            gpu.reserve_workspace(1, 64, 2, 1, 32, 100).unwrap();
-            let wo_bytes = bytes(ty_kv, k, rng.next_u64());
-            let wo = gpu.weight(ty_kv, k, k, &wo_bytes).unwrap();
-            let wo_view = crate::ops::WeightView {
-                ty: ty_kv,
-                rows: k,
-                cols: k,
-                bytes: &wo_bytes,
-            };
-            let (x2, resid) = (rng.vec(k), rng.vec(k));
-            let gx2 = gpu.upload(&x2).unwrap();
-            for consumer in ["qkv", "swiglu"] {
-                let mut gres = gpu.upload(&resid).unwrap();
-                let launches = dev.launch_count();
-                #[rustfmt::skip]
-                gpu.matmul_add_norm(&gx2, &wo, 1, k, &gnorm, eps, &mut xb, &mut gres).unwrap();
-                let new_resid = down(&gres, k);
-                let proj = if q8x {
-                    q8x_reference(&x2, &wo_view)
-                } else {
-                    let mut out = vec![0f32; k];
-                    crate::ops::matmul::matmul_gguf(&Device::Cpu, &x2, &wo_view, 1, &mut out)
-                        .unwrap();
-                    out
-                };
-                let want: Vec<f32> = resid.iter().zip(&proj).map(|(r, p)| r + p).collect();
-                assert_close("matmul_add_norm's residual", &new_resid, &want, 1e-5);
-                let normed2 = |ty: GgmlType, n: usize, b: &[u8]| {
-                    rms_norm_q8x_reference(&new_resid, &norm_host, eps, ty, n, b)
-                };
-                if consumer == "qkv" {
-                    let mut outs = [
-                        gpu.zeros(nq).unwrap(),
-                        gpu.zeros(nkv).unwrap(),
-                        gpu.zeros(nkv).unwrap(),
-                    ];
-                    let [fq, fk, fv] = &mut outs;
-                    let ws = [&w[0], &w[1], &w[2]];
-                    #[rustfmt::skip]
-                    gpu.rms_norm_qkv(&gres, &gnorm, eps, ws, None, 1, &mut xb, fq, fk, fv).unwrap();
-                    if ty_q != ty_kv {
-                        continue; // the mixed pair: separate ops, checked above
-                    }
-                    assert_eq!(
-                        dev.launch_count() - launches,
-                        2,
-                        "qkv took the handed-over norm"
-                    );
-                    for i in 0..3 {
-                        let (ty, n, b) = &host[i];
-                        let want: Vec<f32> =
-                            normed2(*ty, *n, b).iter().map(|&v| v as f32).collect();
-                        let what = format!("handed-over norm, projection {i} {ty_q:?}");
-                        assert_close(&what, &down(&outs[i], *n), &want, 1e-5);
-                    }
-                } else {
-                    let [g, u, fo, _] = &mut s;
-                    #[rustfmt::skip]
-                    gpu.rms_norm_swiglu(&gres, &gnorm, eps, &gg, &gu, 1, ffn, &mut xb, g, u, fo)
-                        .unwrap();
-                    assert_eq!(
-                        dev.launch_count() - launches,
-                        2,
-                        "swiglu took the handed-over norm"
-                    );
-                    let want: Vec<f32> = normed2(ty_kv, ffn, &wg)
-                        .iter()
-                        .zip(normed2(ty_kv, ffn, &wu))
-                        .map(|(&g, u)| (g / (1.0 + (-g).exp()) * u) as f32)
-                        .collect();
-                    assert_close("handed-over norm, swiglu", &down(fo, ffn), &want, 1e-5);
-                }
-            }
         }
     }
 }
@@ -1203,11 +926,13 @@ fn tensor_core_matmul_matches_the_cpu() {
         let bytes = random_weight_bytes(GgmlType::Q8_0, n, k, 9).unwrap();
         let mut dense = vec![0f32; n * k];
         quants::dequantize(GgmlType::Q8_0, &bytes, &mut dense).unwrap();
-        let gw = backend.weight(GgmlType::Q8_0, n, k, &bytes).unwrap();
+        let gw = backend
+            .weight(WeightView::new(GgmlType::Q8_0, n, k, &bytes).unwrap())
+            .unwrap();
         let min_m = dev.tuning().mma_min_rows;
         for m in [min_m - 1, min_m] {
             let x = rng.vec(m * k);
-            let xd = backend.upload(&x).unwrap();
+            let xd = up(&backend, &x);
             let mut od = backend.zeros(m * n).unwrap();
             backend.matmul(&xd, &gw, m, &mut od).unwrap();
             let mut got = vec![0f32; m * n];
@@ -1231,528 +956,6 @@ fn tensor_core_matmul_matches_the_cpu() {
                 assert!(
                     rel_err(&got, &want) > 1e-6,
                     "the model's matmul did not take the MMA path"
-                );
-            }
-        }
-    }
-}
-
-#[test]
-#[ignore = "builds the kernels with g++ (minutes); run by scripts/check-kernels.sh"]
-fn device_step_ops_match_the_cpu_backend() {
-    // head_dim 64: the decode attention kernels for both cache types. 300 cache rows: one
-    // block a head (attn_decode_head). 600: a block per kv head and key range (attn_decode),
-    // the grid sized for all the rows and split over key ranges (4 emulated multiprocessors),
-    // so early positions leave whole splits empty.
-    for n_ctx in [300, 600] {
-        device_step_ops_match(n_ctx);
-    }
-}
-
-fn device_step_ops_match(n_ctx: usize) {
-    use super::GpuBackend;
-    use crate::backend::cpu::CpuBackend;
-    use crate::backend::Backend;
-    use crate::device::KvDtype;
-
-    let mut rng = Rng::new(&format!("device_step_ops_match_the_cpu_backend {n_ctx}"));
-    let (dim, heads, kv_heads, head_dim, vocab) = (64, 4, 2, 64, 9000);
-    let kv_row = kv_heads * head_dim;
-    let scale = 1.0 / (head_dim as f32).sqrt();
-    let params = RopeParams {
-        theta: 10000.0,
-        neox: false,
-        n_rot: head_dim,
-    };
-    for dev in devices() {
-        let (gpu, cpu) = (GpuBackend::new(dev.clone()), CpuBackend);
-        let plan = crate::ops::attention::gpu::flash_plan(
-            &dev,
-            &AttentionShape {
-                batch: 1,
-                seq_q: 1,
-                seq_k: n_ctx,
-                heads,
-                kv_heads,
-                head_dim,
-            },
-            true,
-        )
-        .unwrap();
-        assert!(
-            n_ctx <= 512 || plan.splits > 1,
-            "the test needs a split-key decode plan"
-        );
-        let table = random_weight_bytes(GgmlType::Q8_0, vocab, dim, rng.next_u64()).unwrap();
-        let gt = gpu.weight(GgmlType::Q8_0, vocab, dim, &table).unwrap();
-        let ct = cpu.weight(GgmlType::Q8_0, vocab, dim, &table).unwrap();
-        let mut step = gpu
-            .new_step(n_ctx, heads, kv_heads, head_dim, vocab)
-            .unwrap()
-            .expect("the GPU backend has step ops");
-        let down = |g: &DeviceBuffer, n: usize| download(&gpu, g, n);
-        for dtype in [KvDtype::F16, KvDtype::F32] {
-            let mut gk = gpu.kv_cache(n_ctx * kv_row, dtype).unwrap();
-            let mut gv = gpu.kv_cache(n_ctx * kv_row, dtype).unwrap();
-            let mut ck = cpu.kv_cache(n_ctx * kv_row, dtype).unwrap();
-            let mut cv = cpu.kv_cache(n_ctx * kv_row, dtype).unwrap();
-            // Fill rows [0, n_ctx - 10) through the host-position op (both backends alike).
-            let filled = n_ctx - 10;
-            let (k, v) = (rng.vec(filled * kv_row), rng.vec(filled * kv_row));
-            gpu.kv_append(&mut gk, &gpu.upload(&k).unwrap(), 0, filled, kv_row)
-                .unwrap();
-            gpu.kv_append(&mut gv, &gpu.upload(&v).unwrap(), 0, filled, kv_row)
-                .unwrap();
-            cpu.kv_append(&mut ck, &k, 0, filled, kv_row).unwrap();
-            cpu.kv_append(&mut cv, &v, 0, filled, kv_row).unwrap();
-            for pos in [0usize, 1, 37, 159, 160, 299, n_ctx - 1] {
-                let id = (rng.next_u64() % vocab as u64) as u32;
-                let what = |op: &str| format!("{dtype:?} position {pos}: {op}");
-                gpu.set_step(&mut step, id, pos).unwrap();
-                // embedding of the step's id
-                let mut ge = gpu.zeros(dim).unwrap();
-                let mut ce = cpu.zeros(dim).unwrap();
-                gpu.embedding_step(&gt, &step, &mut ge).unwrap();
-                cpu.embedding(&ct, &[id], &mut ce).unwrap();
-                assert_close(&what("embedding"), &down(&ge, dim), &ce, 0.0);
-                // rope of q and k at the step's position
-                let q = rng.vec(heads * head_dim);
-                let kn = rng.vec(kv_row);
-                let vn = rng.vec(kv_row);
-                let (mut gq, mut cq) = (gpu.upload(&q).unwrap(), cpu.upload(&q).unwrap());
-                let (mut gkn, mut ckn) = (gpu.upload(&kn).unwrap(), cpu.upload(&kn).unwrap());
-                gpu.rope_step(&mut gq, heads, head_dim, &step, &params, None)
-                    .unwrap();
-                gpu.rope_step(&mut gkn, kv_heads, head_dim, &step, &params, None)
-                    .unwrap();
-                cpu.rope(&mut cq, 1, heads, head_dim, pos, &params, None)
-                    .unwrap();
-                cpu.rope(&mut ckn, 1, kv_heads, head_dim, pos, &params, None)
-                    .unwrap();
-                assert_close(&what("rope q"), &down(&gq, q.len()), &cq, 2e-5);
-                assert_close(&what("rope k"), &down(&gkn, kv_row), &ckn, 2e-5);
-                // the new row at the step's position, then attention over pos + 1 keys
-                let gvn = gpu.upload(&vn).unwrap();
-                gpu.kv_append_step(&mut gk, &gkn, &step, kv_row).unwrap();
-                gpu.kv_append_step(&mut gv, &gvn, &step, kv_row).unwrap();
-                cpu.kv_append(&mut ck, &ckn, pos, 1, kv_row).unwrap();
-                cpu.kv_append(&mut cv, &vn, pos, 1, kv_row).unwrap();
-                let mut go = gpu.zeros(q.len()).unwrap();
-                let mut co = cpu.zeros(q.len()).unwrap();
-                #[rustfmt::skip]
-                gpu.attention_step(
-                    &gq, &gk, &gv, &step, n_ctx, heads, kv_heads, head_dim, scale, &mut go,
-                )
-                .unwrap();
-                #[rustfmt::skip]
-                cpu.attention(
-                    &cq, &ck, &cv, 1, pos + 1, heads, kv_heads, head_dim, scale, &mut co,
-                )
-                .unwrap();
-                assert_close(&what("attention"), &down(&go, q.len()), &co, 1e-5);
-                // argmax and its value (two passes over 9000 logits), a NaN winning once
-                let mut logits = rng.vec(vocab);
-                if pos == 37 {
-                    logits[4321] = f32::NAN;
-                }
-                gpu.argmax_step(&gpu.upload(&logits).unwrap(), vocab, &step)
-                    .unwrap();
-                gpu.queue_step_result(&step).unwrap();
-                let (gid, gval) = gpu.step_result(&step).unwrap();
-                let want = cpu.argmax(&logits, vocab).unwrap();
-                assert_eq!(gid, want, "{}", what("argmax"));
-                let (a, b) = (gval, logits[want as usize]);
-                assert!(
-                    a == b || (a.is_nan() && b.is_nan()),
-                    "{}",
-                    what("argmax value")
-                );
-            }
-        }
-    }
-}
-
-#[test]
-#[ignore = "builds the kernels with g++ (minutes); run by scripts/check-kernels.sh"]
-fn fused_rope_kv_matches_the_unfused_ops() {
-    use super::GpuBackend;
-    use crate::backend::cpu::{CpuBackend, CpuKv};
-    use crate::backend::{unfused, Backend};
-    use crate::device::KvDtype;
-
-    let mut rng = Rng::new("fused_rope_kv_matches_the_unfused_ops");
-    let n_ctx = 2100;
-    // (heads, kv_heads, head_dim, n_rot, neox, frequency factors, theta)
-    let cases = [
-        (4, 4, 16, 16, false, false, 10000.0),
-        (6, 2, 20, 12, true, true, 1e6),
-        (3, 1, 128, 128, true, false, 10000.0),
-        (2, 2, 10, 6, false, true, 500000.0),
-        (14, 2, 64, 64, true, false, 1e6),
-    ];
-    // (first row, tokens)
-    let spans = [(0, 1), (0, 5), (7, 3), (1000, 1), (2047, 17), (2099, 1)];
-    let f32_bytes = |v: &[f32]| -> Vec<u8> { v.iter().flat_map(|x| x.to_le_bytes()).collect() };
-    // (it counts the launches of each call)
-    for dev in own_devices(2, "-rope-kv") {
-        let (gpu, cpu) = (GpuBackend::new(dev.clone()), CpuBackend);
-        let mut step = gpu
-            .new_step(n_ctx, 4, 2, 16, 16)
-            .unwrap()
-            .expect("the GPU backend has step ops");
-        let down = |g: &DeviceBuffer, n: usize| download(&gpu, g, n);
-        let raw = cache_bytes;
-        let values = cache_values;
-        let cpu_values = |c: &CpuKv| -> Vec<f32> {
-            match c {
-                CpuKv::F32(v) => v.clone(),
-                CpuKv::F16(v) => v.iter().map(|x| x.to_f32()).collect(),
-            }
-        };
-        for &(heads, kv_heads, head_dim, n_rot, neox, with_ff, theta) in &cases {
-            let params = RopeParams { theta, neox, n_rot };
-            let kv_row = kv_heads * head_dim;
-            let ff: Option<Vec<f32>> = with_ff.then(|| {
-                (0..n_rot / 2)
-                    .map(|_| 1.0 + 4.0 * rng.uniform().abs())
-                    .collect()
-            });
-            let gff = ff.as_ref().map(|f| {
-                gpu.weight(GgmlType::F32, 1, f.len(), &f32_bytes(f))
-                    .unwrap()
-            });
-            let cff = ff.as_ref().map(|f| {
-                cpu.weight(GgmlType::F32, 1, f.len(), &f32_bytes(f))
-                    .unwrap()
-            });
-            for dtype in [KvDtype::F32, KvDtype::F16] {
-                for &(pos0, t) in &spans {
-                    let what = format!(
-                        "{heads}/{kv_heads} heads of {head_dim} (n_rot {n_rot}, neox {neox}, \
-                         factors {with_ff}), {dtype:?}, {t} tokens at {pos0}"
-                    );
-                    let q = rng.vec(t * heads * head_dim);
-                    let k = rng.vec(t * kv_row);
-                    let v = rng.vec(t * kv_row);
-                    // fused, one launch
-                    let (mut fq, mut fk, fv) = (
-                        gpu.upload(&q).unwrap(),
-                        gpu.upload(&k).unwrap(),
-                        gpu.upload(&v).unwrap(),
-                    );
-                    let mut fkc = gpu.kv_cache(n_ctx * kv_row, dtype).unwrap();
-                    let mut fvc = gpu.kv_cache(n_ctx * kv_row, dtype).unwrap();
-                    let before = dev.launch_count();
-                    #[rustfmt::skip]
-                    gpu.rope_kv_append(
-                        &mut fq, &mut fk, &fv, &mut fkc, &mut fvc, t, heads, kv_heads, head_dim,
-                        pos0, &params, gff.as_ref(),
-                    )
-                    .unwrap();
-                    assert_eq!(dev.launch_count() - before, 1, "{what}: launches");
-                    // the separate ops
-                    let (mut uq, mut uk, uv) = (
-                        gpu.upload(&q).unwrap(),
-                        gpu.upload(&k).unwrap(),
-                        gpu.upload(&v).unwrap(),
-                    );
-                    let mut ukc = gpu.kv_cache(n_ctx * kv_row, dtype).unwrap();
-                    let mut uvc = gpu.kv_cache(n_ctx * kv_row, dtype).unwrap();
-                    #[rustfmt::skip]
-                    unfused::rope_kv_append(
-                        &gpu, &mut uq, &mut uk, &uv, &mut ukc, &mut uvc, t, heads, kv_heads,
-                        head_dim, pos0, &params, gff.as_ref(),
-                    )
-                    .unwrap();
-                    let bits = |x: Vec<f32>| x.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
-                    let got_q = down(&fq, q.len());
-                    let got_k = down(&fk, k.len());
-                    assert_eq!(bits(got_q.clone()), bits(down(&uq, q.len())), "{what}: q");
-                    assert_eq!(bits(got_k.clone()), bits(down(&uk, k.len())), "{what}: k");
-                    assert!(raw(&fkc) == raw(&ukc), "{what}: k cache");
-                    assert!(raw(&fvc) == raw(&uvc), "{what}: v cache");
-                    // the CPU backend
-                    let (mut cq, mut ck, cv) = (q.clone(), k.clone(), v.clone());
-                    let mut ckc = cpu.kv_cache(n_ctx * kv_row, dtype).unwrap();
-                    let mut cvc = cpu.kv_cache(n_ctx * kv_row, dtype).unwrap();
-                    #[rustfmt::skip]
-                    cpu.rope_kv_append(
-                        &mut cq, &mut ck, &cv, &mut ckc, &mut cvc, t, heads, kv_heads, head_dim,
-                        pos0, &params, cff.as_ref(),
-                    )
-                    .unwrap();
-                    assert_close(&format!("{what}: q vs the CPU"), &got_q, &cq, 2e-5);
-                    assert_close(&format!("{what}: k vs the CPU"), &got_k, &ck, 2e-5);
-                    // f16 caches: one f16 rounding apart at most where the rotations differ
-                    let tol = if dtype == KvDtype::F16 { 1e-3 } else { 2e-5 };
-                    #[rustfmt::skip]
-                    assert_close(&format!("{what}: k cache vs the CPU"), &values(&fkc), &cpu_values(&ckc), tol);
-                    #[rustfmt::skip]
-                    assert_close(&format!("{what}: v cache vs the CPU"), &values(&fvc), &cpu_values(&cvc), 0.0);
-                    if t != 1 {
-                        continue;
-                    }
-                    // the device-position step, fused and not: the same bits again
-                    gpu.set_step(&mut step, 0, pos0).unwrap();
-                    for fused in [true, false] {
-                        let (mut sq, mut sk, sv) = (
-                            gpu.upload(&q).unwrap(),
-                            gpu.upload(&k).unwrap(),
-                            gpu.upload(&v).unwrap(),
-                        );
-                        let mut skc = gpu.kv_cache(n_ctx * kv_row, dtype).unwrap();
-                        let mut svc = gpu.kv_cache(n_ctx * kv_row, dtype).unwrap();
-                        let before = dev.launch_count();
-                        if fused {
-                            #[rustfmt::skip]
-                            gpu.rope_kv_append_step(
-                                &mut sq, &mut sk, &sv, &mut skc, &mut svc, heads, kv_heads,
-                                head_dim, &step, &params, gff.as_ref(),
-                            )
-                            .unwrap();
-                            assert_eq!(dev.launch_count() - before, 1, "{what}: step launches");
-                        } else {
-                            #[rustfmt::skip]
-                            unfused::rope_kv_append_step(
-                                &gpu, &mut sq, &mut sk, &sv, &mut skc, &mut svc, heads, kv_heads,
-                                head_dim, &step, &params, gff.as_ref(),
-                            )
-                            .unwrap();
-                        }
-                        let what = format!("{what}: step (fused {fused})");
-                        assert_eq!(bits(down(&sq, q.len())), bits(got_q.clone()), "{what}: q");
-                        assert_eq!(bits(down(&sk, k.len())), bits(got_k.clone()), "{what}: k");
-                        assert!(raw(&skc) == raw(&fkc), "{what}: k cache");
-                        assert!(raw(&svc) == raw(&fvc), "{what}: v cache");
-                    }
-                }
-            }
-        }
-    }
-}
-
-#[test]
-#[ignore = "builds the kernels with g++ (minutes); run by scripts/check-kernels.sh"]
-fn fused_qkv_rope_matches_the_unfused_ops() {
-    use super::backend::GpuKv;
-    use super::GpuBackend;
-    use crate::backend::Backend;
-    use crate::device::KvDtype;
-
-    let mut rng = Rng::new("fused_qkv_rope_matches_the_unfused_ops");
-    let f32_bytes = |v: &[f32]| -> Vec<u8> { v.iter().flat_map(|x| x.to_le_bytes()).collect() };
-    let n_ctx = 40;
-    // (type, k, heads, kv_heads, head_dim, n_rot, neox, frequency factors, bias, whether the
-    // fused kernel applies). On the emulated devices (4 multiprocessors) Q4_0 blocks take 8
-    // rows (16 where k >= 2048), Q8_0 4: head_dim 12 is not a multiple of 8, n_rot 8 < 16 is
-    // a partial rotation; both keep the separate launches.
-    #[rustfmt::skip]
-    let cases = [
-        (GgmlType::Q4_0, 192, 4, 2, 16, 16, false, false, false, true),
-        (GgmlType::Q4_0, 192, 3, 1, 32, 32, true, true, true, true),
-        (GgmlType::Q8_0, 64, 2, 2, 12, 12, true, false, true, true),
-        (GgmlType::Q8_0, 64, 4, 1, 8, 8, false, true, false, true),
-        (GgmlType::Q4_0, 2048, 2, 1, 32, 32, true, false, false, true),
-        (GgmlType::Q4_0, 64, 2, 1, 12, 12, false, false, false, false),
-        (GgmlType::Q8_0, 64, 2, 1, 16, 8, true, false, false, false),
-    ];
-    // (it counts the launches of each call)
-    for dev in own_devices(4, "-qkv-rope") {
-        let gpu = GpuBackend::new(dev.clone());
-        let down = |g: &DeviceBuffer, n: usize| download(&gpu, g, n);
-        // Row `pos` of a cache (rows of n values).
-        let cache_row =
-            |c: &GpuKv, pos: usize, n: usize| cache_values(c)[pos * n..(pos + 1) * n].to_vec();
-        for &(ty, k, heads, kv_heads, head_dim, n_rot, neox, with_ff, with_bias, applies) in &cases
-        {
-            let (nq, nkv) = (heads * head_dim, kv_heads * head_dim);
-            let params = RopeParams {
-                theta: 10000.0,
-                neox,
-                n_rot,
-            };
-            let host: Vec<(usize, Vec<u8>)> = [nq, nkv, nkv]
-                .iter()
-                .map(|&n| {
-                    let b = random_weight_bytes(ty, n, k, rng.next_u64()).unwrap();
-                    (n, b)
-                })
-                .collect();
-            let w: Vec<_> = host
-                .iter()
-                .map(|(n, b)| gpu.weight(ty, *n, k, b).unwrap())
-                .collect();
-            let ws = [&w[0], &w[1], &w[2]];
-            let bias_host = [rng.vec(nq), rng.vec(nkv), rng.vec(nkv)];
-            let bw: Vec<_> = bias_host
-                .iter()
-                .map(|b| {
-                    gpu.weight(GgmlType::F32, 1, b.len(), &f32_bytes(b))
-                        .unwrap()
-                })
-                .collect();
-            let biases = with_bias.then(|| [&bw[0], &bw[1], &bw[2]]);
-            let ff: Option<Vec<f32>> = with_ff.then(|| {
-                (0..n_rot / 2)
-                    .map(|_| 1.0 + 4.0 * rng.uniform().abs())
-                    .collect()
-            });
-            let gff = ff.as_ref().map(|f| {
-                gpu.weight(GgmlType::F32, 1, f.len(), &f32_bytes(f))
-                    .unwrap()
-            });
-            let norm_host = rng.vec(k);
-            let gnorm = gpu
-                .weight(GgmlType::F32, 1, k, &f32_bytes(&norm_host))
-                .unwrap();
-            let eps = 1e-5f32;
-            let wo_bytes = random_weight_bytes(ty, k, k, rng.next_u64()).unwrap();
-            let wo = gpu.weight(ty, k, k, &wo_bytes).unwrap();
-            // (after the weights: it sizes the norm sums for the longest row uploaded)
-            gpu.reserve_workspace(1, n_ctx, heads, kv_heads, head_dim, 100)
-                .unwrap();
-            let mut step = gpu
-                .new_step(n_ctx, heads, kv_heads, head_dim, 100)
-                .unwrap()
-                .expect("the GPU backend has step ops");
-            for (dtype, pos, handed_over) in [
-                (KvDtype::F16, 0, false),
-                (KvDtype::F32, 5, true),
-                (KvDtype::F16, n_ctx - 1, true),
-            ] {
-                let what = format!(
-                    "{ty:?} k {k}, {heads}/{kv_heads} heads of {head_dim} (n_rot {n_rot}, neox \
-                     {neox}, factors {with_ff}, bias {with_bias}), {dtype:?} at {pos}, norm \
-                     handed over {handed_over}"
-                );
-                gpu.set_step(&mut step, 0, pos).unwrap();
-                let mut xb = gpu.zeros(k).unwrap();
-                let x = rng.vec(k);
-                // The residual this step's norm reads: x itself, or x + the projection of
-                // another vector by `matmul_add_norm`, which hands the norm's input over.
-                let mut gx = gpu.upload(&x).unwrap();
-                let x2 = gpu.upload(&rng.vec(k)).unwrap();
-                let mut bufs = [
-                    gpu.zeros(nq).unwrap(),
-                    gpu.zeros(nkv).unwrap(),
-                    gpu.zeros(nkv).unwrap(),
-                ];
-                let mut kc = gpu.kv_cache(n_ctx * nkv, dtype).unwrap();
-                let mut vc = gpu.kv_cache(n_ctx * nkv, dtype).unwrap();
-                let [q, kb, vb] = &mut bufs;
-                let launches = dev.launch_count();
-                if handed_over {
-                    #[rustfmt::skip]
-                    gpu.matmul_add_norm(&x2, &wo, 1, k, &gnorm, eps, &mut xb, &mut gx).unwrap();
-                }
-                let resid = down(&gx, k);
-                #[rustfmt::skip]
-                gpu.rms_norm_qkv_rope_kv_step(
-                    &gx, &gnorm, eps, ws, biases, &mut xb, q, kb, vb, &mut kc, &mut vc, heads,
-                    kv_heads, head_dim, &step, &params, gff.as_ref(),
-                )
-                .unwrap();
-                if applies {
-                    let want = if handed_over { 2 } else { 1 };
-                    assert_eq!(dev.launch_count() - launches, want, "{what}: launches");
-                }
-                let got_q = down(q, nq);
-                // The same through the trait's separate calls.
-                let mut xb2 = gpu.zeros(k).unwrap();
-                let mut ubufs = [
-                    gpu.zeros(nq).unwrap(),
-                    gpu.zeros(nkv).unwrap(),
-                    gpu.zeros(nkv).unwrap(),
-                ];
-                let mut ukc = gpu.kv_cache(n_ctx * nkv, dtype).unwrap();
-                let mut uvc = gpu.kv_cache(n_ctx * nkv, dtype).unwrap();
-                let [uq, ukb, uvb] = &mut ubufs;
-                #[rustfmt::skip]
-                gpu.rms_norm_qkv(&gx, &gnorm, eps, ws, biases, 1, &mut xb2, uq, ukb, uvb).unwrap();
-                #[rustfmt::skip]
-                gpu.rope_kv_append_step(
-                    uq, ukb, uvb, &mut ukc, &mut uvc, heads, kv_heads, head_dim, &step, &params,
-                    gff.as_ref(),
-                )
-                .unwrap();
-                // (the separate calls find no norm handed over, the fused call took it: their
-                // sums of squares may differ by a rounding)
-                let tol = if dtype == KvDtype::F16 { 1e-3 } else { 1e-5 };
-                let sep = |c: &GpuKv| cache_row(c, pos, nkv);
-                assert_close(
-                    &format!("{what}: q vs the separate calls"),
-                    &got_q,
-                    &down(uq, nq),
-                    1e-5,
-                );
-                assert_close(
-                    &format!("{what}: k vs the separate calls"),
-                    &sep(&kc),
-                    &sep(&ukc),
-                    tol,
-                );
-                assert_close(
-                    &format!("{what}: v vs the separate calls"),
-                    &sep(&vc),
-                    &sep(&uvc),
-                    tol,
-                );
-                for (c, name) in [(&kc, "k"), (&vc, "v")] {
-                    let other: usize = (0..n_ctx)
-                        .filter(|&p| p != pos)
-                        .map(|p| cache_row(c, p, nkv).iter().filter(|&&v| v != 0.0).count())
-                        .sum();
-                    assert_eq!(other, 0, "{what}: {name} cache rows besides the step's");
-                }
-                // The reference: float64 projections of the normalized x in 8 bits (as the
-                // model's m = 1 kernels take it), the bias, and the rotation.
-                let proj = |i: usize| -> Vec<f64> {
-                    let (n, b) = &host[i];
-                    let mut out = rms_norm_q8x_reference(&resid, &norm_host, eps, ty, *n, b);
-                    if with_bias {
-                        out.iter_mut()
-                            .zip(&bias_host[i])
-                            .for_each(|(o, &b)| *o += b as f64);
-                    }
-                    out
-                };
-                let turn = |v: &mut [f64]| {
-                    for h in v.chunks_mut(head_dim) {
-                        for i in 0..n_rot / 2 {
-                            let (i0, i1) = if neox {
-                                (i, i + n_rot / 2)
-                            } else {
-                                (2 * i, 2 * i + 1)
-                            };
-                            let mut angle = pos as f64
-                                * (params.theta as f64).powf(-2.0 * i as f64 / n_rot as f64);
-                            if let Some(f) = &ff {
-                                angle /= f[i] as f64;
-                            }
-                            let (s, c) = angle.sin_cos();
-                            let (x0, x1) = (h[i0], h[i1]);
-                            h[i0] = x0 * c - x1 * s;
-                            h[i1] = x0 * s + x1 * c;
-                        }
-                    }
-                };
-                let f32s = |v: Vec<f64>| v.iter().map(|&x| x as f32).collect::<Vec<_>>();
-                let (mut wq, mut wk, wv) = (proj(0), proj(1), proj(2));
-                turn(&mut wq);
-                turn(&mut wk);
-                let tol = if dtype == KvDtype::F16 { 1e-3 } else { 1e-5 };
-                assert_close(&format!("{what}: q"), &got_q, &f32s(wq), 1e-5);
-                assert_close(
-                    &format!("{what}: k"),
-                    &cache_row(&kc, pos, nkv),
-                    &f32s(wk),
-                    tol,
-                );
-                assert_close(
-                    &format!("{what}: v"),
-                    &cache_row(&vc, pos, nkv),
-                    &f32s(wv),
-                    tol,
                 );
             }
         }

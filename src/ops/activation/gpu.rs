@@ -5,24 +5,27 @@ use std::sync::Arc;
 use crate::device::gpu::{flat_grid, need, Arg, DeviceBuffer, GpuDevice, FLAT_BLOCK};
 use crate::device::kernels;
 use crate::error::Result;
+use crate::ops::activation::Activation;
 
-/// `out[i] = silu(gate[i]) * up[i]` for `i < n`.
-pub fn launch_swiglu(
+/// `out[i] = act(gate[i]) * up[i]` for `i < n`.
+pub fn launch_glu(
     dev: &GpuDevice,
     gate: &DeviceBuffer,
     up: &DeviceBuffer,
     n: usize,
+    act: Activation,
     out: &mut DeviceBuffer,
 ) -> Result<()> {
-    need("swiglu", "gate", gate, n, 4)?;
-    need("swiglu", "up", up, n, 4)?;
-    need("swiglu", "out", out, n, 4)?;
+    let op = act.glu_name();
+    need(op, "gate", gate, n, 4)?;
+    need(op, "up", up, n, 4)?;
+    need(op, "out", out, n, 4)?;
     if n == 0 {
         return Ok(());
     }
     dev.launch(
-        "swiglu",
-        &kernels::swiglu(),
+        op,
+        &kernels::glu(act.glu_name()),
         flat_grid(n),
         [FLAT_BLOCK, 1, 1],
         0,
@@ -30,16 +33,18 @@ pub fn launch_swiglu(
     )
 }
 
-pub fn swiglu(
+pub fn glu(
     dev: &Arc<GpuDevice>,
     gate: &[f32],
     up: &[f32],
     n: usize,
+    act: Activation,
     out: &mut [f32],
 ) -> Result<()> {
-    let g = DeviceBuffer::from_slice(dev, &gate[..n], "swiglu")?;
-    let u = DeviceBuffer::from_slice(dev, &up[..n], "swiglu")?;
-    let mut o = DeviceBuffer::alloc(dev, n * 4, "swiglu")?;
-    launch_swiglu(dev, &g, &u, n, &mut o)?;
-    o.read(&mut out[..n], "swiglu")
+    let op = act.glu_name();
+    let g = DeviceBuffer::from_slice(dev, &gate[..n], op)?;
+    let u = DeviceBuffer::from_slice(dev, &up[..n], op)?;
+    let mut o = DeviceBuffer::alloc(dev, n * 4, op)?;
+    launch_glu(dev, &g, &u, n, act, &mut o)?;
+    o.read(&mut out[..n], op)
 }

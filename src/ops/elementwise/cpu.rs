@@ -33,3 +33,12 @@ pub fn scale(x: &mut [f32], factor: f32) {
         }
     });
 }
+
+/// `x[i] = cap * tanh(x[i] / cap)`; x `[n]`.
+pub fn softcap(x: &mut [f32], cap: f32) {
+    x.par_chunks_mut(CHUNK).for_each(|c| {
+        for v in c {
+            *v = cap * (*v / cap).tanh();
+        }
+    });
+}

@@ -69,6 +69,22 @@ pub fn launch_scale(dev: &GpuDevice, x: &mut DeviceBuffer, factor: f32, n: usize
     )
 }
 
+/// `x[i] = cap * tanh(x[i] / cap)` for `i < n`.
+pub fn launch_softcap(dev: &GpuDevice, x: &mut DeviceBuffer, cap: f32, n: usize) -> Result<()> {
+    need("softcap", "x", x, n, 4)?;
+    if n == 0 {
+        return Ok(());
+    }
+    dev.launch(
+        "softcap",
+        &kernels::softcap(),
+        flat_grid(n),
+        [FLAT_BLOCK, 1, 1],
+        0,
+        &[x.arg(), x.arg(), Arg::F32(cap), Arg::I64(n as i64)],
+    )
+}
+
 pub fn add(dev: &Arc<GpuDevice>, a: &mut [f32], b: &[f32], n: usize) -> Result<()> {
     let mut ad = DeviceBuffer::from_slice(dev, &a[..n], "add")?;
     let bd = DeviceBuffer::from_slice(dev, &b[..n], "add")?;
@@ -88,4 +104,10 @@ pub fn scale(dev: &Arc<GpuDevice>, x: &mut [f32], factor: f32, n: usize) -> Resu
     let mut xd = DeviceBuffer::from_slice(dev, &x[..n], "scale")?;
     launch_scale(dev, &mut xd, factor, n)?;
     xd.read(&mut x[..n], "scale")
+}
+
+pub fn softcap(dev: &Arc<GpuDevice>, x: &mut [f32], cap: f32, n: usize) -> Result<()> {
+    let mut xd = DeviceBuffer::from_slice(dev, &x[..n], "softcap")?;
+    launch_softcap(dev, &mut xd, cap, n)?;
+    xd.read(&mut x[..n], "softcap")
 }

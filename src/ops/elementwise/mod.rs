@@ -1,4 +1,5 @@
-//! Element-wise ops: `add` (residuals), `add_bias` (biases of projections), `scale`.
+//! Element-wise ops: `add` (residuals), `add_bias` (biases of projections), `scale`,
+//! `softcap` (logit soft-capping).
 
 pub mod cpu;
 pub mod gpu;
@@ -36,6 +37,21 @@ pub fn scale(device: &Device, x: &mut [f32], factor: f32, n: usize) -> Result<()
     match device {
         Device::Cpu => cpu::scale(&mut x[..n], factor),
         Device::Gpu(dev) => gpu::scale(dev, x, factor, n)?,
+    }
+    Ok(())
+}
+
+/// `x[i] = cap * tanh(x[i] / cap)` for `i < n` (cap > 0).
+pub fn softcap(device: &Device, x: &mut [f32], cap: f32, n: usize) -> Result<()> {
+    check_len("softcap", "x", x.len(), n)?;
+    if !(cap.is_finite() && cap > 0.0) {
+        return Err(crate::error::Error::invalid(format!(
+            "softcap: cap must be a positive number, got {cap}"
+        )));
+    }
+    match device {
+        Device::Cpu => cpu::softcap(&mut x[..n], cap),
+        Device::Gpu(dev) => gpu::softcap(dev, x, cap, n)?,
     }
     Ok(())
 }
