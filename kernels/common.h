@@ -112,7 +112,8 @@ __device__ __forceinline__ u16 rf_float_to_half(float f) {
 // every block calls it after rf_grid_wait, never before: then a kernel starts only once every
 // kernel but the one just before it has completed, and the wait covers that one. (Released
 // before the wait, launches chain further ahead, and a kernel may read what the kernel two
-// back wrote through a stale cache line: a GPU test failed that way, bench/NOTES.md.)
+// back wrote through a stale cache line: a GPU test failed that way,
+// docs/perf/overlapped-launches.md.)
 // Both are no-ops where the launch did not ask for the overlap, and on AMD and before sm_90.
 __device__ __forceinline__ void rf_grid_wait() {
 #if defined(RF_CUDA) && defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900

@@ -469,66 +469,75 @@ fn workspace_bytes_is_what_reserve_workspace_allocates() {
     assert_eq!(dev.allocated_bytes() - before, want);
 }
 
-/// The decode plan on the emulator with each tuning that changes what it fuses: the plan says
-/// what it runs, and its one-token steps give the CPU's logits (a wave-64 device; the steps
-/// test above runs the defaults at wave 32 and 64). The qwen2 model has q/k/v biases; its
-/// down projection's rows (96 Q8_0 values: 102 bytes) are not whole 4-byte words, so that one
-/// runs unfused in every plan.
+/// The cases of the plan tests below: a tuning, lines the plan must have (their starts), and
+/// text no line may have.
+const PLAN_CASES: [(&str, &[&str], &[&str]); 4] = [
+    (
+        "",
+        &[
+            "fused q/k/v matvecs + rope + KV append + bias",
+            "fused matvec + residual add + next norm's input",
+            "fused gate/up matvecs + silu, RMS norm handed over",
+            "op matvec",
+            "op add",
+            "fused matvec, RMS norm folded in",
+            "argmax of the logits into the step state",
+        ],
+        &["op rope", "op rms_norm"],
+    ),
+    (
+        "fuse_rope=false",
+        &[
+            "fused 3 matvecs + bias",
+            "fused rope of q and k + KV append",
+        ],
+        &["q/k/v matvecs + rope"],
+    ),
+    (
+        "fuse_norm=false",
+        &["op rms_norm"],
+        &["handed over", "folded"],
+    ),
+    (
+        "decode_attention=kv, graphs=false, decode_ahead=false",
+        &["fused q/k/v matvecs + rope + KV append + bias"],
+        &[],
+    ),
+];
+
+/// The tiny qwen2 model of the plan tests: q/k/v biases; its down projection's rows (96 Q8_0
+/// values: 102 bytes) are not whole 4-byte words, so that one runs unfused in every plan, and
+/// the norms after it (the next layer's, the LM head's) are folded in rather than handed over.
+fn plan_model() -> GgufFile {
+    tiny_model(Arch::Qwen2, GgmlType::Q8_0, 31)
+}
+
+/// A GPU backend on an emulated device with `spec` applied to the default tuning.
+fn tuned_backend(
+    dev: &std::sync::Arc<crate::device::gpu::GpuDevice>,
+    spec: &str,
+) -> crate::backend::gpu::GpuBackend {
+    let mut tuning = crate::device::tuning::Tuning::default();
+    tuning.apply_str(spec).unwrap();
+    crate::backend::gpu::GpuBackend::with_tuning(dev.clone(), tuning).unwrap()
+}
+
+/// The decode plan says what it fused, for each tuning that changes that (the plan is made at
+/// load without running a kernel: this runs in plain `cargo test`).
 #[test]
-#[ignore = "builds the kernels with g++ (minutes); run by scripts/check-kernels.sh"]
-fn gpu_plan_fusions_on_the_emulator_match_the_cpu() {
-    use crate::backend::gpu::GpuBackend;
+fn gpu_plan_lists_its_fusions() {
     use crate::device::emulator::EmuRuntime;
     use crate::device::gpu::GpuDevice;
-    use crate::device::tuning::Tuning;
     use std::sync::Arc;
 
-    let emu = EmuRuntime::tagged(64, 64 * 1024, "-plan");
-    let dev = Arc::new(GpuDevice::new(7, Box::new(emu)));
-    let file = tiny_model(Arch::Qwen2, GgmlType::Q8_0, 31);
-    let cpu = greedy_step_logits(CpuBackend, &file, KvDtype::F16, &TOKENS, 2, false);
-    let qkv_rope = "q/k/v matvecs + bias + rope + KV append";
-    let handed = "RMS norm handed over";
-    // (tuning, lines the plan must have, text no line may have)
-    let cases: [(&str, &[&str], &[&str]); 4] = [
-        (
-            "",
-            &[
-                qkv_rope,
-                "matvec + residual add + next norm's input",
-                "gate/up matvecs + silu, RMS norm handed over",
-                "matvec + add (unfused)",
-                "matvec, RMS norm handed over",
-                "argmax of the logits into the step state",
-            ],
-            &["rope (unfused)", "rms_norm (unfused)"],
-        ),
-        (
-            "fuse_rope=false",
-            &[
-                "3 matvecs in one launch + bias",
-                "rope of q and k + KV append",
-            ],
-            &[qkv_rope],
-        ),
-        (
-            "fuse_norm=false",
-            &["rms_norm (unfused)"],
-            &[handed, "folded"],
-        ),
-        (
-            "decode_attention=kv, graphs=false, decode_ahead=false",
-            &[qkv_rope],
-            &[],
-        ),
-    ];
-    for (spec, must, must_not) in cases {
-        let mut tuning = Tuning::default();
-        tuning.apply_str(spec).unwrap();
-        let gpu = || GpuBackend::with_tuning(dev.clone(), tuning.clone()).unwrap();
-        let plan = Transformer::load(gpu(), &file, 32, KvDtype::F16)
-            .unwrap()
-            .plan_description();
+    let dev = Arc::new(GpuDevice::new(
+        8,
+        Box::new(EmuRuntime::tagged(32, 227 * 1024, "-plan-lines")),
+    ));
+    let file = plan_model();
+    for (spec, must, must_not) in PLAN_CASES {
+        let t = Transformer::load(tuned_backend(&dev, spec), &file, 32, KvDtype::F16).unwrap();
+        let plan = t.plan_description();
         for line in must {
             assert!(
                 plan.iter().any(|l| l.starts_with(line)),
@@ -541,7 +550,34 @@ fn gpu_plan_fusions_on_the_emulator_match_the_cpu() {
                 "[{spec}] {text:?} in the plan {plan:#?}"
             );
         }
-        let got = greedy_step_logits(gpu(), &file, KvDtype::F16, &TOKENS, 2, true);
+    }
+}
+
+/// The decode plan on the emulator with each tuning that changes what it fuses: its one-token
+/// steps (taken, and queued ahead) give the CPU's logits (a wave-64 device; the steps test
+/// above runs the defaults at wave 32 and 64).
+#[test]
+#[ignore = "builds the kernels with g++ (minutes); run by scripts/check-kernels.sh"]
+fn gpu_plan_fusions_on_the_emulator_match_the_cpu() {
+    use crate::device::emulator::EmuRuntime;
+    use crate::device::gpu::GpuDevice;
+    use std::sync::Arc;
+
+    let dev = Arc::new(GpuDevice::new(
+        7,
+        Box::new(EmuRuntime::tagged(64, 64 * 1024, "-plan")),
+    ));
+    let file = plan_model();
+    let cpu = greedy_step_logits(CpuBackend, &file, KvDtype::F16, &TOKENS, 2, false);
+    for (spec, _, _) in PLAN_CASES {
+        let got = greedy_step_logits(
+            tuned_backend(&dev, spec),
+            &file,
+            KvDtype::F16,
+            &TOKENS,
+            2,
+            true,
+        );
         for (step, (g, c)) in got.iter().zip(&cpu).enumerate() {
             let e = rel_err(g, c);
             assert!(e < 3e-2, "[{spec}] step {step}: {e}");

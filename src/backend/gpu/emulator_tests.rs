@@ -532,7 +532,7 @@ fn gpu_backend_matches_the_cpu_backend() {
         assert_close("rms_norm", &down(&gx, t * dim), &cx, 1e-5);
         // matmul of a [t, 256] activation by the Q4_K weight [dim, 256]
         let act = rng.vec(t * 256);
-        let (ga, ca) = (up(&gpu, &act), (&act).to_vec());
+        let (ga, ca) = (up(&gpu, &act), act.to_vec());
         let (mut gm, mut cm) = (gpu.zeros(t * dim).unwrap(), cpu.zeros(t * dim).unwrap());
         gpu.matmul(&ga, &gw, t, &mut gm).unwrap();
         // The CPU reference op (the backend's own matmul rounds activations to 8 bits).
@@ -546,7 +546,7 @@ fn gpu_backend_matches_the_cpu_backend() {
             n_rot: head_dim,
         };
         let q = rng.vec(t * heads * head_dim);
-        let (mut gq, mut cq) = (up(&gpu, &q), (&q).to_vec());
+        let (mut gq, mut cq) = (up(&gpu, &q), q.to_vec());
         let (grope, crope) = (
             Rope {
                 params,
@@ -573,8 +573,8 @@ fn gpu_backend_matches_the_cpu_backend() {
             );
             let rows = 11 + t;
             let (k, v) = (rng.vec(rows * kv_row), rng.vec(rows * kv_row));
-            let (gks, cks) = (up(&gpu, &k), (&k).to_vec());
-            let (gvs, cvs) = (up(&gpu, &v), (&v).to_vec());
+            let (gks, cks) = (up(&gpu, &k), k.to_vec());
+            let (gvs, cvs) = (up(&gpu, &v), v.to_vec());
             gpu.kv_append(&mut gk, &gks, Pos::At(0), rows).unwrap();
             cpu.kv_append(&mut ck, &cks, Pos::At(0), rows).unwrap();
             gpu.kv_append(&mut gv, &gvs, Pos::At(0), rows).unwrap();

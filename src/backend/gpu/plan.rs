@@ -112,19 +112,19 @@ impl Launch {
     /// One line of `describe` (launches of one kind say the same).
     fn label(&self) -> String {
         match self {
-            Launch::Op(op) => format!("{} (unfused)", op_name(op)),
+            Launch::Op(op) => format!("op {}", op_name(op)),
             Launch::Argmax { .. } => "argmax of the logits into the step state".to_string(),
-            Launch::RopeKv { .. } => "rope of q and k + KV append".to_string(),
+            Launch::RopeKv { .. } => "fused rope of q and k + KV append".to_string(),
             Launch::Matvec(m) => {
                 let what = match &m.epi {
-                    Epi::Store if m.w.len() == 1 => "matvec".to_string(),
-                    Epi::Store => format!("{} matvecs in one launch", m.w.len()),
-                    Epi::Add { emit: None, .. } => "matvec + residual add".to_string(),
+                    Epi::Store if m.w.len() == 1 => "fused matvec".to_string(),
+                    Epi::Store => format!("fused {} matvecs", m.w.len()),
+                    Epi::Add { emit: None, .. } => "fused matvec + residual add".to_string(),
                     Epi::Add { emit: Some(_), .. } => {
-                        "matvec + residual add + next norm's input".to_string()
+                        "fused matvec + residual add + next norm's input".to_string()
                     }
-                    Epi::Glu { act, .. } => format!("gate/up matvecs + {}", act.name()),
-                    Epi::Rope(_) => "q/k/v matvecs + rope + KV append".to_string(),
+                    Epi::Glu { act, .. } => format!("fused gate/up matvecs + {}", act.name()),
+                    Epi::Rope(_) => "fused q/k/v matvecs + rope + KV append".to_string(),
                 };
                 let bias = if m.bias.is_empty() { "" } else { " + bias" };
                 let norm = match m.norm {

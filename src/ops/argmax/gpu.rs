@@ -9,8 +9,7 @@ use crate::error::{Error, Result};
 
 /// Elements per block of the first pass (a long row is split over many blocks): one a thread
 /// of its 1024, so that a vocabulary's logits are read in one round trip (126 blocks for
-/// 128,256; with 8192, each thread walked 8 in turn). Measured level with 8192 on an H200
-/// (Llama-3-8B tg128, bench/NOTES.md).
+/// 128,256; with 8192, each thread walked 8 in turn: docs/perf/argmax-two-pass.md).
 pub const ELEMENTS_PER_PART: usize = 1024;
 /// Most blocks of the first pass.
 pub const MAX_PARTS: usize = 1024;

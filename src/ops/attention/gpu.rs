@@ -152,20 +152,18 @@ pub fn launch_softmax(
 const DECODE_HEAD_GROUPS: usize = 8;
 /// Most keys `attn_decode_head_*` takes: 4 rounds of 32 keys a group.
 const DECODE_HEAD_MAX_KEYS: usize = DECODE_HEAD_GROUPS * 32 * 4;
-/// Most keys the default takes `attn_decode_head_*` for: 2 rounds a group. On an H200, one
-/// round less the combine launch saved ~2.9 us a Llama-3-8B layer against `attn_decode_*`, and
-/// each further round cost ~2.8 us (bench/NOTES.md): past 2 rounds the kv-head kernel's split
-/// keys and combine are faster.
+/// Most keys the default takes `attn_decode_head_*` for: 2 rounds a group. Each round past
+/// the combine launch it saves costs a block-per-head kernel more than the kv-head kernel's
+/// split keys (docs/perf/decode-attention-head-block.md).
 const DECODE_HEAD_AUTO_KEYS: usize = DECODE_HEAD_GROUPS * 32 * 2;
 
 /// The decode kernels (one query token) where they have the head size and at most 8 query
 /// heads share a kv head (`Tuning::decode_attention`):
 /// - `attn_decode_*` (a block per kv head and key split, then `flash_attn_combine` where the
-///   keys are split): on an H200 a Llama-3-8B layer's attention + combine 7.1-7.4 us with
-///   the flash kernels -> 4.7-5.3 us at 1-128 keys;
+///   keys are split: docs/perf/decode-attention-kernel.md);
 /// - `attn_decode_head_*` (a block per query head, its 8 groups of 32 lanes split the keys and
 ///   merge in shared memory: one launch, no partials) for caches of up to
-///   `DECODE_HEAD_AUTO_KEYS` rows: the 8B's tg128 561 -> 592 tok/s (bench/NOTES.md).
+///   `DECODE_HEAD_AUTO_KEYS` rows (docs/perf/decode-attention-head-block.md).
 fn decode_kernel(
     s: &AttentionShape,
     kv: KvDtype,

@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# On a machine with a GPU: the four benchmark models of bench/README.md (made by tools/models.py
+# as scripts/bench-models.sh makes them) measured with two wheels in one call, the wheels taking
+# turns on each model (A B A B ...), so that a change is compared with its base on the same card
+# at the same time. Prints each run's table, then one summary line a run.
+#
+#   scripts/bench-ab.sh A.whl B.whl [DIR]   (models in DIR, default /tmp/rocmforge-bench)
+#
+# ROUNDS (default 2) turns per wheel and model; BENCH_ARGS as in bench-models.sh; MODELS_ONLY
+# (a space-separated subset of the model names below) limits the models.
+set -uo pipefail
+A=$1
+B=$2
+DIR="${3:-/tmp/rocmforge-bench}"
+PY="${PYTHON:-python3}"
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+VOCAB_DIR="${VOCAB_DIR:-$($PY "$ROOT/tools/models.py" vocab-dir)}"
+mkdir -p "$DIR"
+for w in A B; do
+  rm -rf "/tmp/rocmforge-wheel-$w"
+  $PY -m pip install -q --no-deps --target "/tmp/rocmforge-wheel-$w" "${!w}" || exit 1
+done
+models=()
+for spec in "qwen2-0.5b Q8_0 qwen2" "qwen2-0.5b Q4_0 qwen2" "llama-1b Q8_0 llama-bpe" "llama-8b Q4_0 llama-bpe"; do
+  set -- $spec
+  [ -n "${MODELS_ONLY:-}" ] && [[ " $MODELS_ONLY " != *" $1-$2 "* ]] && continue
+  out="$DIR/$1-$2.gguf"
+  if [ ! -f "$out" ]; then
+    $PY "$ROOT/tools/models.py" make-model --shape "$1" --dtype "$2" \
+      --vocab "$VOCAB_DIR/ggml-vocab-$3.gguf" "$out" >/dev/null || exit 1
+  fi
+  models+=("$out")
+done
+summary=()
+for m in "${models[@]}"; do
+  for round in $(seq "${ROUNDS:-2}"); do
+    for w in A B; do
+      echo "== $w (${!w##*/}) round $round: $(basename "$m")"
+      log=$(PYTHONPATH="/tmp/rocmforge-wheel-$w" $PY -m rocmforge.cli bench --model "$m" \
+        ${BENCH_ARGS:--p 512 -n 128 -r 3} 2>&1)
+      echo "$log"
+      pp=$(echo "$log" | grep -E "\| pp[0-9]+ \|" | awk -F'|' '{print $4}' | tr -d ' ')
+      tg=$(echo "$log" | grep -E "\| tg[0-9]+ \|" | awk -F'|' '{print $4 " (" $6 ")"}' | tr -s ' ')
+      summary+=("$(printf '%-22s %s round %s  pp %10s  tg %s' "$(basename "$m")" "$w" "$round" "$pp" "$tg")")
+    done
+  done
+done
+echo
+echo "== summary (A: ${A##*/}, B: ${B##*/})"
+printf '%s\n' "${summary[@]}"
