@@ -528,18 +528,23 @@ fn launch_writes(l: &Launch) -> Vec<BufId> {
         Launch::Op(op) => op.writes().into_iter().collect(),
         Launch::Argmax { .. } => vec![],
         Launch::RopeKv { q, k, .. } => vec![*q, *k],
-        Launch::Matvec(m) => {
-            let mut w = m.out.clone();
-            match &m.epi {
-                Epi::Glu { out, .. } => w.push(*out),
-                Epi::Add {
-                    emit: Some((_, xw)),
-                    ..
-                } => w.push(*xw),
-                _ => {}
-            }
-            w
+        Launch::Matvec(m) => m.writes(),
+    }
+}
+
+impl Matvec {
+    /// The buffers the launch writes (caches aside).
+    fn writes(&self) -> Vec<BufId> {
+        let mut w = self.out.clone();
+        match &self.epi {
+            Epi::Glu { out, .. } => w.push(*out),
+            Epi::Add {
+                emit: Some((_, xw)),
+                ..
+            } => w.push(*xw),
+            _ => {}
         }
+        w
     }
 }
 
@@ -770,15 +775,7 @@ impl GpuPlan {
             _ => None,
         };
         let handed = *parts;
-        let mut written: Vec<BufId> = mv.out.clone();
-        match &mv.epi {
-            Epi::Glu { out, .. } => written.push(*out),
-            Epi::Add {
-                emit: Some((_, xw)),
-                ..
-            } => written.push(*xw),
-            _ => {}
-        }
+        let written = mv.writes();
         let (dev, tuning) = (self.dev.clone(), self.tuning.clone());
         let blocks = self.with_taken(&written, |plan, outs| {
             let norm = match mv.norm {
