@@ -138,6 +138,13 @@ impl GpuRuntime for EmuRuntime {
     }
 
     fn compile(&self, name: &str, source: &str) -> Result<Vec<u8>> {
+        // Built once a process for each wave and source (tests make many devices), and the
+        // slot held while building, so that devices asking at once wait for one build.
+        let slot = built_slot(self.wave, name, source);
+        let mut slot = slot.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(image) = slot.as_ref() {
+            return Ok(image.clone());
+        }
         let stem = name.trim_end_matches(".hip");
         let prelude = include_str!("emulator_prelude.h");
         // Dynamic shared memory: `extern __shared__ T name[];` -> a pointer to the launch's area.
@@ -210,7 +217,9 @@ impl GpuRuntime for EmuRuntime {
                 String::from_utf8_lossy(&out.stderr)
             )));
         }
-        Ok(lib.to_string_lossy().into_owned().into_bytes())
+        let image = lib.to_string_lossy().into_owned().into_bytes();
+        *slot = Some(image.clone());
+        Ok(image)
     }
 
     fn load_module(&self, image: &[u8]) -> Result<RawModule> {
@@ -290,3 +299,24 @@ impl GpuRuntime for EmuRuntime {
 }
 
 static FUNCTIONS: Mutex<Vec<(Trampoline, Launch)>> = Mutex::new(Vec::new());
+
+/// A built library's slot: its image (the library's path) once built.
+type BuiltSlot = std::sync::Arc<Mutex<Option<Vec<u8>>>>;
+
+/// The slot of kernel file `name` with `source` at wave `wave` (the libraries built in this
+/// process: the emulated devices of one wave share them; launches run one at a time anyway).
+fn built_slot(wave: u32, name: &str, source: &str) -> BuiltSlot {
+    static BUILT: Mutex<Vec<((u32, String, u64), BuiltSlot)>> = Mutex::new(Vec::new());
+    let key = (
+        wave,
+        name.to_string(),
+        super::source::fnv1a64(&[source.as_bytes()]),
+    );
+    let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((_, slot)) = built.iter().find(|(k, _)| *k == key) {
+        return slot.clone();
+    }
+    let slot = BuiltSlot::default();
+    built.push((key, slot.clone()));
+    slot
+}

@@ -331,7 +331,62 @@ fn attention_matches_the_cpu() {
             ops::attention::flash_attention(&Device::Cpu, &q, &k16, &v16, &s, true, scale, &mut fb)
                 .unwrap();
             assert_close(&format!("flash_attention f16 {s:?}"), &fa, &fb, 1e-5);
+            if batch == 1 && seq_q == 1 {
+                device_key_count_attention(&dev, &s, &q, &k16, &v16, scale, &fb);
+            }
         }
+    }
+}
+
+/// A decode step's attention: one query, the key count read from the device (the step's
+/// position + 1), over an f16 cache whose rows past the keys hold garbage, with each form the
+/// tuning chooses (the decode plan's launch), against `want` (the CPU's, host key count).
+#[allow(clippy::too_many_arguments)]
+fn device_key_count_attention(
+    dev: &Arc<GpuDevice>,
+    s: &AttentionShape,
+    q: &[f32],
+    k: &[f16],
+    v: &[f16],
+    scale: f32,
+    want: &[f32],
+) {
+    use crate::device::gpu::Temp;
+    use crate::device::tuning::DecodeAttention;
+    use crate::device::KvDtype;
+    use crate::ops::attention::gpu::{launch_flash_attention_with, KeyCount};
+    let rows = s.seq_k + 37;
+    let row = s.kv_heads * s.head_dim;
+    let cache = |x: &[f16]| {
+        let mut c: Vec<u16> = x.iter().map(|h| h.to_bits()).collect();
+        c.resize(rows * row, f16::from_f32(1e4).to_bits());
+        DeviceBuffer::from_slice(dev, &c, "test cache").unwrap()
+    };
+    let (kc, vc) = (cache(k), cache(v));
+    let qd = DeviceBuffer::from_slice(dev, q, "test q").unwrap();
+    let n_past = DeviceBuffer::from_slice(dev, &[0i32, s.seq_k as i32 - 1], "test pos").unwrap();
+    let most = AttentionShape { seq_k: rows, ..*s };
+    for mode in [
+        DecodeAttention::Auto,
+        DecodeAttention::Head,
+        DecodeAttention::Kv,
+        DecodeAttention::Flash,
+    ] {
+        let mut out = DeviceBuffer::alloc(dev, want.len() * 4, "test out").unwrap();
+        #[rustfmt::skip]
+        launch_flash_attention_with(
+            dev, &qd, &kc, &vc, KvDtype::F16, rows, &most, true, scale, &mut out,
+            KeyCount::Device(&n_past, 4), Temp::Shared, mode,
+        )
+        .unwrap();
+        let mut got = vec![0f32; want.len()];
+        out.read(&mut got, "test").unwrap();
+        assert_close(
+            &format!("device key count {mode:?} {s:?}"),
+            &got,
+            want,
+            1e-5,
+        );
     }
 }
 

@@ -225,19 +225,15 @@ impl Ctx<'_> {
             } if self.tuning.fuse_norm => (Some((*x, *w, *eps, *out)), i + 1),
             _ => (None, i),
         };
-        let Op::Matmul { x, m: 1, .. } = ops.get(j)? else {
+        let Op::Matmul { x, w: w0, m: 1, .. } = ops.get(j)? else {
             return None;
         };
-        let x = *x;
+        let (x, first) = (*x, self.w(*w0));
         if norm.is_some_and(|n| n.3 != x) {
             return None;
         }
         // Up to three projections of x of one type (one launch takes one type); where the
         // types differ, the first ones of one type, and the others as launches of their own.
-        let first = match &ops[j] {
-            Op::Matmul { w, .. } => self.w(*w),
-            _ => return None,
-        };
         let (ty, k) = (first.ty, first.cols);
         if !mm::decode_matvec_fits(&first.view()) {
             return None;
