@@ -6,7 +6,7 @@
 //!   their argmax included), `n_prompt / time`.
 //! - tg: `n_gen` single-token steps from an empty cache, each feeding back the previous step's
 //!   greedy pick (`decode_greedy`: argmax on the device, one id copied back; on a GPU the
-//!   step is a recorded graph replayed per token unless `ROCMFORGE_GRAPHS=0`), `n_gen / time`.
+//!   step is the decode plan's recorded graph, replayed per token), `n_gen / time`.
 //!
 //! Also reported: the bytes of weights one decode step reads (every tensor but the token
 //! embedding, which is read one row at a time, unless it is also the LM head), the device's
