@@ -1,5 +1,7 @@
 //! 1. Embeds every `kernels/*.hip` source (and `kernels/*.h` header) into the crate as
-//!    `KERNEL_SOURCES`, so the runtime compilers (NVRTC / hipRTC) can build them at first use.
+//!    `KERNEL_SOURCES`, so the runtime compilers (NVRTC / hipRTC) can build them at first use,
+//!    with the generated header `matvec_instances.h`: the decode matvec kernels of the table in
+//!    src/device/matvec_table.rs.
 //! 2. With feature `rocm`: precompiles AMD code objects of every kernel file for the targets in
 //!    `ROCMFORGE_GPU_TARGETS` (e.g. "gfx1100;gfx90a") when hipcc is there (`PRECOMPILED`);
 //!    a target the local compiler cannot build is skipped with a warning, never a failed
@@ -13,6 +15,10 @@ use std::process::Command;
 #[path = "src/device/source.rs"]
 #[allow(dead_code)]
 mod source;
+
+#[path = "src/device/matvec_table.rs"]
+#[allow(dead_code)]
+mod matvec_table;
 
 fn main() {
     let out_dir = PathBuf::from(std::env::var("OUT_DIR").unwrap());
@@ -66,6 +72,19 @@ fn embed_kernel_sources(out_dir: &Path) -> Vec<(String, String)> {
         .unwrap();
         sources.push((name, std::fs::read_to_string(&p).expect("kernel source")));
     }
+    // The generated header (the decode matvec instances), embedded like the others.
+    println!("cargo:rerun-if-changed=src/device/matvec_table.rs");
+    let name = "matvec_instances.h".to_string();
+    let text = matvec_table::instances_header();
+    let path = out_dir.join(&name);
+    std::fs::write(&path, &text).unwrap();
+    writeln!(
+        out,
+        "    ({name:?}, include_str!({:?})),",
+        path.display().to_string()
+    )
+    .unwrap();
+    sources.push((name, text));
     out.push_str("];\n");
     std::fs::write(out_dir.join("kernel_sources.rs"), out).unwrap();
     sources

@@ -1,14 +1,15 @@
-// quants.h: GGUF weight types as kernels read them (included by matmul.hip and embedding.hip).
+// quants.h: GGUF weight types as kernels read them (included by matmul.hip, matvec.hip and
+// embedding.hip).
 //
-// A weight is a row-major matrix [rows, k] whose rows are stored exactly as in the GGUF file:
-// k / BLOCK blocks of BYTES bytes each (float types: k elements). Every type below has
+// A weight is a row-major matrix [rows, k]: k / BLOCK blocks of BYTES bytes a row (float types:
+// k elements), the same bytes per row as the GGUF file. Every type below has
 //
 //   static void chunk(const u8* row, int c, int k, float y[32])
 //
 // which dequantizes elements [32c, 32c + 32) of one row into registers (float types zero-fill
 // past k; quantized types need k % BLOCK == 0, which the launchers check). The float types
-// also have load4(row, i): elements [4i, 4i + 4) with one vector load. Block layouts follow
-// ggml (little-endian, fp16 scales stored as IEEE half bits):
+// also have load4(row, i): elements [4i, 4i + 4) with one vector load. Block layouts of ggml
+// (little-endian, fp16 scales stored as IEEE half bits):
 //   Q4_0 {f16 d; u8 qs[16]}                  x = (nibble - 8) * d
 //   Q4_1 {f16 d, m; u8 qs[16]}               x = nibble * d + m
 //   Q5_0 {f16 d; u8 qh[4]; u8 qs[16]}        x = (nibble | high bit << 4) - 16) * d
@@ -20,11 +21,14 @@
 //   Q2_K {u8 scales[16]; u8 qs[64]; f16 d, dmin}             256 per block, 16 groups of 16
 //   Q3_K {u8 hmask[32]; u8 qs[64]; u8 scales[12]; f16 d}     256 per block, 16 groups of 16
 //   Q8_K {f32 d; i8 qs[256]; i16 bsums[16]}                  256 per block
-// Except: Q4_0 and Q8_0 rows are stored on the device with their blocks split (the same bytes
-// per row, see `to_device_layout` in src/device/layout.rs): first the quants of every
-// block (16 or 32 bytes each), then the fp16 scales, so that consecutive lanes read
-// consecutive 4-byte words of quants.
-// Rows of Q4_0, Q5_0, Q8_0, Q6_K, Q2_K and Q3_K are only 2-byte aligned: their loads are 16-bit.
+// Q2_K, Q3_K, Q8_K and the float types sit in device memory as in the file. The types of the
+// decode matvec (Q4_0 .. Q6_K) are split per row into sections (`to_device_layout` in
+// src/device/layout.rs; each struct's comment): first the quants of the whole row in x order,
+// 16 bytes a piece of 32 values (Q8_0: 16), so that consecutive lanes read consecutive 16-byte
+// pieces; then their high bits and scales. In a piece, byte j holds values j (low nibble) and
+// 16 + j (high nibble), as in a Q4_0 block. Rows whose bytes are not a multiple of 4 (an odd
+// number of Q4_0, Q5_0, Q8_0 blocks or Q6_K super-blocks, and Q2_K, Q3_K) are only 2-byte
+// aligned: `chunk` reads those with 16-bit loads.
 #pragma once
 #include "common.h"
 
@@ -84,8 +88,94 @@ struct WBF16 {
     }
 };
 
+// ------------------------------------------------------------------------------------------
+// The decode matvec's piece (kernels/matvec.hip). Each type the family takes also defines:
+//   VALUES        values of x one piece covers (32, or 16 for Q8_0). A piece is 16 quant bytes:
+//                 piece p of a row is at row + 16 p (every such type's device layout starts with
+//                 its quants in x order), one aligned 16-byte load where the rows are 16-byte
+//                 aligned. x is quantized to 8 bits per piece (scale max|x| / 127).
+//   X_SUMS        sums of the piece's 8-bit x the dot product takes: 1 (over the piece) or 2
+//                 (over its halves: Q6_K's scales of 16 values).
+//   At(p, k)      where piece p's other data (scales, mins, high bits) sits in a row of k
+//                 values: byte offsets from the row's start.
+//   Aux, aux(row, at)   that data, loaded with the piece's quants (before their use).
+//   dot(q, aux, xq, sx, dx)    the piece's contribution to the row's sum: x is dx * xq, xq
+//                 VALUES / 4 words of 4 signed bytes (word i: values 4i .. 4i + 3 of the piece),
+//                 sx the X_SUMS sums of xq. Integer products (dp4a), as llama.cpp's
+//                 vec_dot_*_q8_1; offsets and mins go with the sums of xq.
+// A type whose layout differs from the file's keeps it in every kernel (`chunk` reads it too).
+
+// 4-byte integer dot product: c + sum of the products of a's and b's signed bytes.
+__device__ __forceinline__ int rf_dp4a(int a, int b, int c) {
+#if defined(RF_CUDA)
+    int r;
+    asm("dp4a.s32.s32 %0, %1, %2, %3;" : "=r"(r) : "r"(a), "r"(b), "r"(c));
+    return r;
+#elif defined(__gfx906__) || defined(__gfx908__) || defined(__gfx90a__) || defined(__gfx940__) || \
+    defined(__gfx941__) || defined(__gfx942__) || defined(__gfx1030__)
+    return __builtin_amdgcn_sdot4(a, b, c, false);
+#else
+    for (int i = 0; i < 32; i += 8) c += (int)(i8)(a >> i) * (int)(i8)(b >> i);
+    return c;
+#endif
+}
+
+// v << s, or v >> -s for s < 0 (s a constant once unrolled).
+__device__ __forceinline__ u32 rf_shift(u32 v, int s) { return s >= 0 ? v << s : v >> -s; }
+
+// Sum of code * xq over a piece of 32 4-bit codes: byte j of word i holds values 4i + j (low
+// nibble) and 16 + 4i + j (high nibble).
+__device__ __forceinline__ int rf_dot_q4(uint4 q, const int* xq) {
+    const u32 w[4] = {q.x, q.y, q.z, q.w};
+    int s = 0;
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+        s = rf_dp4a((int)(w[i] & 0x0f0f0f0fu), xq[i], s);
+        s = rf_dp4a((int)((w[i] >> 4) & 0x0f0f0f0fu), xq[4 + i], s);
+    }
+    return s;
+}
+
+// The same for 5-bit codes, their fifth bits spread in one word h so that a shift and a mask
+// put them in place: bit 8e + i is value 4i + e's, bit 8e + 4 + i value 16 + 4i + e's (i, e < 4).
+__device__ __forceinline__ int rf_dot_q5(uint4 q, u32 h, const int* xq) {
+    const u32 w[4] = {q.x, q.y, q.z, q.w};
+    int s = 0;
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+        const u32 lo = (w[i] & 0x0f0f0f0fu) | ((h << (4 - i)) & 0x10101010u);
+        const u32 hi = ((w[i] >> 4) & 0x0f0f0f0fu) | ((h >> i) & 0x10101010u);
+        s = rf_dp4a((int)lo, xq[i], s);
+        s = rf_dp4a((int)hi, xq[4 + i], s);
+    }
+    return s;
+}
+
+// Fifth bit of value v (0..31) of a piece, spread as rf_dot_q5 takes it.
+__device__ __forceinline__ int rf_bit5(u32 h, int v) {
+    return (int)((h >> (8 * (v & 3) + 4 * (v >> 4) + ((v & 15) >> 2))) & 1u);
+}
+
+// The 32 codes of a piece: 16 quant bytes at p (4-byte aligned when a4, else 2-byte).
+__device__ __forceinline__ void rf_piece_nibbles(const u8* p, bool a4, int v[32]) {
+    u32 q[4];
+#pragma unroll
+    for (int i = 0; i < 4; ++i) q[i] = a4 ? rf_ld32_a4(p + 4 * i) : rf_ld32_a2(p + 4 * i);
+    rf_unpack_nibbles(q, v);
+}
+
 struct WQ4_0 {  // device layout: qs[k / 32][16], then d[k / 32]
     static constexpr int BLOCK = 32, BYTES = 18, QS = 16;
+    static constexpr int VALUES = 32, X_SUMS = 1;  // a piece: one block
+    using Aux = float;
+    struct At {
+        i64 d;
+        __device__ At(int p, int k) : d((i64)(k / 32) * QS + 2 * p) {}
+    };
+    __device__ static Aux aux(const u8* row, const At& at) { return rf_ldh(row + at.d); }
+    __device__ static float dot(uint4 q, Aux d, const int* xq, const int* sx, float dx) {
+        return d * dx * (float)(rf_dot_q4(q, xq) - 8 * sx[0]);
+    }
     __device__ static void chunk(const u8* row, int c, int k, float y[32]) {
         const u8* b = row + (i64)c * QS;
         const float d = rf_ldh(row + (i64)(k / 32) * QS + 2 * c);
@@ -99,55 +189,101 @@ struct WQ4_0 {  // device layout: qs[k / 32][16], then d[k / 32]
     }
 };
 
-struct WQ4_1 {
+struct WQ4_1 {  // device layout: qs[k / 32][16], then (d, m)[k / 32]
     static constexpr int BLOCK = 32, BYTES = 20;
-    __device__ static void chunk(const u8* row, int c, int, float y[32]) {
-        const u8* b = row + (i64)c * BYTES;
-        const float d = rf_ldh(b), m = rf_ldh(b + 2);
-        u32 q[4];
-#pragma unroll
-        for (int i = 0; i < 4; ++i) q[i] = rf_ld32_a4(b + 4 + 4 * i);
+    static constexpr int VALUES = 32, X_SUMS = 1;
+    struct Aux {
+        float d, m;
+    };
+    struct At {
+        i64 dm;
+        __device__ At(int p, int k) : dm((i64)(k / 32) * 16 + 4 * p) {}
+    };
+    __device__ static Aux aux(const u8* row, const At& at) {
+        const u32 dm = rf_ld32_a4(row + at.dm);
+        return {rf_half_to_float((u16)(dm & 0xffffu)), rf_half_to_float((u16)(dm >> 16))};
+    }
+    __device__ static float dot(uint4 q, Aux a, const int* xq, const int* sx, float dx) {
+        return dx * (a.d * (float)rf_dot_q4(q, xq) + a.m * (float)sx[0]);
+    }
+    __device__ static void chunk(const u8* row, int c, int k, float y[32]) {
+        const Aux a = aux(row, At(c, k));
         int v[32];
-        rf_unpack_nibbles(q, v);
+        rf_piece_nibbles(row + (i64)c * 16, true, v);
 #pragma unroll
-        for (int i = 0; i < 32; ++i) y[i] = (float)v[i] * d + m;
+        for (int i = 0; i < 32; ++i) y[i] = (float)v[i] * a.d + a.m;
     }
 };
 
-struct WQ5_0 {
+struct WQ5_0 {  // device layout: qs[k / 32][16], qh[k / 32] (u32, spread: rf_dot_q5), d[k / 32]
     static constexpr int BLOCK = 32, BYTES = 22;
-    __device__ static void chunk(const u8* row, int c, int, float y[32]) {
-        const u8* b = row + (i64)c * BYTES;
-        const float d = rf_ldh(b);
-        const u32 qh = rf_ld32_a2(b + 2);
-        u32 q[4];
-#pragma unroll
-        for (int i = 0; i < 4; ++i) q[i] = rf_ld32_a2(b + 6 + 4 * i);
+    static constexpr int VALUES = 32, X_SUMS = 1;
+    struct Aux {
+        u32 h;
+        float d;
+    };
+    struct At {
+        i64 h, d;
+        __device__ At(int p, int k) : h((i64)(k / 32) * 16 + 4 * p), d((i64)(k / 32) * 20 + 2 * p) {}
+    };
+    // (rows of an odd number of blocks are 2-byte aligned: the decode launchers take none)
+    __device__ static Aux aux(const u8* row, const At& at) { return {rf_ld32_a4(row + at.h), rf_ldh(row + at.d)}; }
+    __device__ static float dot(uint4 q, Aux a, const int* xq, const int* sx, float dx) {
+        return a.d * dx * (float)(rf_dot_q5(q, a.h, xq) - 16 * sx[0]);
+    }
+    __device__ static void chunk(const u8* row, int c, int k, float y[32]) {
+        const At at(c, k);
+        const u32 h = rf_ld32_a2(row + at.h);
+        const float d = rf_ldh(row + at.d);
         int v[32];
-        rf_unpack_nibbles(q, v);
+        rf_piece_nibbles(row + (i64)c * 16, false, v);
 #pragma unroll
-        for (int i = 0; i < 32; ++i) y[i] = (float)((v[i] | (int)(((qh >> i) & 1u) << 4)) - 16) * d;
+        for (int i = 0; i < 32; ++i) y[i] = (float)((v[i] | (rf_bit5(h, i) << 4)) - 16) * d;
     }
 };
 
-struct WQ5_1 {
+struct WQ5_1 {  // device layout: qs[k / 32][16], qh[k / 32] (u32, spread: rf_dot_q5), (d, m)[k / 32]
     static constexpr int BLOCK = 32, BYTES = 24;
-    __device__ static void chunk(const u8* row, int c, int, float y[32]) {
-        const u8* b = row + (i64)c * BYTES;
-        const float d = rf_ldh(b), m = rf_ldh(b + 2);
-        const u32 qh = rf_ld32_a4(b + 4);
-        u32 q[4];
-#pragma unroll
-        for (int i = 0; i < 4; ++i) q[i] = rf_ld32_a4(b + 8 + 4 * i);
+    static constexpr int VALUES = 32, X_SUMS = 1;
+    struct Aux {
+        u32 h;
+        float d, m;
+    };
+    struct At {
+        i64 h, dm;
+        __device__ At(int p, int k) : h((i64)(k / 32) * 16 + 4 * p), dm((i64)(k / 32) * 20 + 4 * p) {}
+    };
+    __device__ static Aux aux(const u8* row, const At& at) {
+        const u32 dm = rf_ld32_a4(row + at.dm);
+        return {rf_ld32_a4(row + at.h), rf_half_to_float((u16)(dm & 0xffffu)), rf_half_to_float((u16)(dm >> 16))};
+    }
+    __device__ static float dot(uint4 q, Aux a, const int* xq, const int* sx, float dx) {
+        return dx * (a.d * (float)rf_dot_q5(q, a.h, xq) + a.m * (float)sx[0]);
+    }
+    __device__ static void chunk(const u8* row, int c, int k, float y[32]) {
+        const Aux a = aux(row, At(c, k));
         int v[32];
-        rf_unpack_nibbles(q, v);
+        rf_piece_nibbles(row + (i64)c * 16, true, v);
 #pragma unroll
-        for (int i = 0; i < 32; ++i) y[i] = (float)(v[i] | (int)(((qh >> i) & 1u) << 4)) * d + m;
+        for (int i = 0; i < 32; ++i) y[i] = (float)(v[i] | (rf_bit5(a.h, i) << 4)) * a.d + a.m;
     }
 };
 
 struct WQ8_0 {  // device layout: qs[k / 32][32], then d[k / 32]
     static constexpr int BLOCK = 32, BYTES = 34, QS = 32;
+    static constexpr int VALUES = 16, X_SUMS = 1;  // a piece: half a block
+    using Aux = float;
+    struct At {
+        i64 d;
+        __device__ At(int p, int k) : d((i64)(k / 32) * QS + 2 * (p >> 1)) {}
+    };
+    __device__ static Aux aux(const u8* row, const At& at) { return rf_ldh(row + at.d); }
+    __device__ static float dot(uint4 q, Aux d, const int* xq, const int*, float dx) {
+        int s = rf_dp4a((int)q.x, xq[0], 0);
+        s = rf_dp4a((int)q.y, xq[1], s);
+        s = rf_dp4a((int)q.z, xq[2], s);
+        return d * dx * (float)rf_dp4a((int)q.w, xq[3], s);
+    }
     __device__ static void chunk(const u8* row, int c, int k, float y[32]) {
         const u8* b = row + (i64)c * QS;
         const float d = rf_ldh(row + (i64)(k / 32) * QS + 2 * c);
@@ -160,82 +296,119 @@ struct WQ8_0 {  // device layout: qs[k / 32][32], then d[k / 32]
     }
 };
 
-// 6-bit scale and min of sub-block j (0..7) of a Q4_K / Q5_K block (12 packed bytes).
-__device__ __forceinline__ void rf_scale_min_k4(int j, const u8* s, float* sc, float* mn) {
-    if (j < 4) {
-        *sc = (float)(s[j] & 63);
-        *mn = (float)(s[j + 4] & 63);
-    } else {
-        *sc = (float)((s[j + 4] & 0xF) | ((s[j - 4] >> 6) << 4));
-        *mn = (float)((s[j + 4] >> 4) | ((s[j] >> 6) << 4));
-    }
+// Q4_K / Q5_K: the scales and mins of a super-block's 8 sub-blocks (16 bytes a super-block):
+// byte j: scale_j & 15 | (min_j & 15) << 4; bytes 8..11 (u32): bits 4j..4j+3 = scale_j >> 4 |
+// (min_j >> 4) << 2; then f16 d and f16 dmin. Sub-block p % 8's d * scale and dmin * min.
+__device__ __forceinline__ void rf_k4_scales(const u8* hdr, int j, float* d, float* m) {
+    const u32 b = hdr[j], hi = rf_ld32_a4(hdr + 8) >> (4 * j), dm = rf_ld32_a4(hdr + 12);
+    *d = rf_half_to_float((u16)(dm & 0xffffu)) * (float)((b & 15u) | ((hi & 3u) << 4));
+    *m = rf_half_to_float((u16)(dm >> 16)) * (float)((b >> 4) | ((hi & 12u) << 2));
 }
 
-struct WQ4_K {
+struct WQ4_K {  // device layout: qs[k / 32][16] (piece = sub-block), then 16 bytes a super-block
     static constexpr int BLOCK = 256, BYTES = 144;
-    __device__ static void chunk(const u8* row, int c, int, float y[32]) {
-        const u8* b = row + (i64)(c / 8) * BYTES;
-        const int sub = c % 8;
-        float sc, mn;
-        rf_scale_min_k4(sub, b + 4, &sc, &mn);
-        const float d = rf_ldh(b) * sc, dm = rf_ldh(b + 2) * mn;
-        const u8* qs = b + 16 + 32 * (sub / 2);
-        const int shift = 4 * (sub & 1);
+    static constexpr int VALUES = 32, X_SUMS = 1;
+    struct Aux {
+        float d, m;  // d * scale, dmin * min of the piece's sub-block
+    };
+    struct At {
+        i64 s;  // the super-block's scales
+        int j;  // the sub-block
+        __device__ At(int p, int k) : s((i64)(k / 256) * 128 + 16 * (p >> 3)), j(p & 7) {}
+    };
+    __device__ static Aux aux(const u8* row, const At& at) {
+        Aux a;
+        rf_k4_scales(row + at.s, at.j, &a.d, &a.m);
+        return a;
+    }
+    __device__ static float dot(uint4 q, Aux a, const int* xq, const int* sx, float dx) {
+        return dx * (a.d * (float)rf_dot_q4(q, xq) - a.m * (float)sx[0]);
+    }
+    __device__ static void chunk(const u8* row, int c, int k, float y[32]) {
+        const Aux a = aux(row, At(c, k));
+        int v[32];
+        rf_piece_nibbles(row + (i64)c * 16, true, v);
 #pragma unroll
-        for (int i = 0; i < 8; ++i) {
-            const u32 w = rf_ld32_a4(qs + 4 * i);
-#pragma unroll
-            for (int j = 0; j < 4; ++j) y[4 * i + j] = d * (float)((w >> (8 * j + shift)) & 15u) - dm;
-        }
+        for (int i = 0; i < 32; ++i) y[i] = a.d * (float)v[i] - a.m;
     }
 };
 
-struct WQ5_K {
+struct WQ5_K {  // device layout: qs[k / 32][16], qh[k / 32] (u32, spread: rf_dot_q5), 16 bytes a super-block
     static constexpr int BLOCK = 256, BYTES = 176;
-    __device__ static void chunk(const u8* row, int c, int, float y[32]) {
-        const u8* b = row + (i64)(c / 8) * BYTES;
-        const int sub = c % 8;
-        float sc, mn;
-        rf_scale_min_k4(sub, b + 4, &sc, &mn);
-        const float d = rf_ldh(b) * sc, dm = rf_ldh(b + 2) * mn;
-        const u8* qh = b + 16;
-        const u8* qs = b + 48 + 32 * (sub / 2);
-        const int shift = 4 * (sub & 1);
+    static constexpr int VALUES = 32, X_SUMS = 1;
+    struct Aux {
+        float d, m;
+        u32 h;
+    };
+    struct At {
+        i64 h, s;
+        int j;
+        __device__ At(int p, int k)
+            : h((i64)(k / 256) * 128 + 4 * p), s((i64)(k / 256) * 160 + 16 * (p >> 3)), j(p & 7) {}
+    };
+    __device__ static Aux aux(const u8* row, const At& at) {
+        Aux a;
+        rf_k4_scales(row + at.s, at.j, &a.d, &a.m);
+        a.h = rf_ld32_a4(row + at.h);
+        return a;
+    }
+    __device__ static float dot(uint4 q, Aux a, const int* xq, const int* sx, float dx) {
+        return dx * (a.d * (float)rf_dot_q5(q, a.h, xq) - a.m * (float)sx[0]);
+    }
+    __device__ static void chunk(const u8* row, int c, int k, float y[32]) {
+        const Aux a = aux(row, At(c, k));
+        int v[32];
+        rf_piece_nibbles(row + (i64)c * 16, true, v);
 #pragma unroll
-        for (int i = 0; i < 8; ++i) {
-            const u32 w = rf_ld32_a4(qs + 4 * i);
-            const u32 h = rf_ld32_a4(qh + 4 * i);
-#pragma unroll
-            for (int j = 0; j < 4; ++j) {
-                const u32 lo = (w >> (8 * j + shift)) & 15u;
-                const u32 hi = (h >> (8 * j + sub)) & 1u;
-                y[4 * i + j] = d * (float)(lo | (hi << 4)) - dm;
-            }
-        }
+        for (int i = 0; i < 32; ++i) y[i] = a.d * (float)(v[i] | (rf_bit5(a.h, i) << 4)) - a.m;
     }
 };
 
+// device layout: ql[k / 32][16] (piece = 32 values, low 4 bits as Q4_0's nibbles), qh[k / 32][2]
+// (u32 words; word 0: bits 8e + 2i, 8e + 2i + 1 = the high 2 bits of value 4i + e; word 1: the
+// same for values 16 + 4i + e), scales[k / 16] (i8, in x order), d[k / 256].
 struct WQ6_K {
     static constexpr int BLOCK = 256, BYTES = 210;
-    __device__ static void chunk(const u8* row, int c, int, float y[32]) {
-        const u8* b = row + (i64)(c / 8) * BYTES;
-        const int sub = c % 8, half = sub / 4, part = sub % 4;
-        const float d = rf_ldh(b + 208);
-        const u8* ql = b + 64 * half + 32 * (part & 1);
-        const u8* qh = b + 128 + 32 * half;
-        const i8* scales = (const i8*)(b + 192 + 8 * half + 2 * part);
-        const int lshift = 4 * (part >> 1), hshift = 2 * part;
-        const float d0 = d * (float)scales[0], d1 = d * (float)scales[1];
+    static constexpr int VALUES = 32, X_SUMS = 2;
+    struct Aux {
+        u32 ha, hb, sc;  // the high bits' words; the two scales (i8, low byte first)
+        float d;
+    };
+    struct At {
+        i64 h, sc, d;
+        __device__ At(int p, int k)
+            : h((i64)(k / 256) * 128 + 8 * p), sc((i64)(k / 256) * 192 + 2 * p), d((i64)(k / 256) * 208 + 2 * (p >> 3)) {}
+    };
+    // (rows of an odd number of super-blocks are 2-byte aligned: the decode launchers take none)
+    __device__ static Aux aux(const u8* row, const At& at) {
+        return {rf_ld32_a4(row + at.h), rf_ld32_a4(row + at.h + 4), rf_ld16(row + at.sc), rf_ldh(row + at.d)};
+    }
+    __device__ static float dot(uint4 q, Aux a, const int* xq, const int* sx, float dx) {
+        const u32 w[4] = {q.x, q.y, q.z, q.w};
+        int s0 = 0, s1 = 0;
 #pragma unroll
-        for (int i = 0; i < 8; ++i) {
-            const u32 w = rf_ld32_a2(ql + 4 * i);
-            const u32 h = rf_ld32_a2(qh + 4 * i);
+        for (int i = 0; i < 4; ++i) {
+            const u32 lo = (w[i] & 0x0f0f0f0fu) | (rf_shift(a.ha, 4 - 2 * i) & 0x30303030u);
+            const u32 hi = ((w[i] >> 4) & 0x0f0f0f0fu) | (rf_shift(a.hb, 4 - 2 * i) & 0x30303030u);
+            s0 = rf_dp4a((int)lo, xq[i], s0);
+            s1 = rf_dp4a((int)hi, xq[4 + i], s1);
+        }
+        const int c0 = (int)(i8)(a.sc & 0xffu), c1 = (int)(i8)(a.sc >> 8);
+        return a.d * dx * (float)(c0 * (s0 - 32 * sx[0]) + c1 * (s1 - 32 * sx[1]));
+    }
+    __device__ static void chunk(const u8* row, int c, int k, float y[32]) {
+        const At at(c, k);
+        const u32 h[2] = {rf_ld32_a2(row + at.h), rf_ld32_a2(row + at.h + 4)};
+        const u32 sc = rf_ld16(row + at.sc);
+        const float d = rf_ldh(row + at.d);
+        const float d0 = d * (float)(i8)(sc & 0xffu), d1 = d * (float)(i8)(sc >> 8);
+        int v[32];
+        rf_piece_nibbles(row + (i64)c * 16, false, v);
 #pragma unroll
-            for (int j = 0; j < 4; ++j) {
-                const int lo = (int)((w >> (8 * j + lshift)) & 15u);
-                const int hi = (int)((h >> (8 * j + hshift)) & 3u);
-                y[4 * i + j] = (i < 4 ? d0 : d1) * (float)((lo | (hi << 4)) - 32);
-            }
+        for (int i = 0; i < 32; ++i) {
+            const int e = i & 3, g = (i & 15) >> 2;
+            const int hi = (int)((h[i >> 4] >> (8 * e + 2 * g)) & 3u);
+            y[i] = (i < 16 ? d0 : d1) * (float)((v[i] | (hi << 4)) - 32);
         }
     }
 };

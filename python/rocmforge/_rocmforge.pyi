@@ -24,7 +24,7 @@ __all__ = [
     "gpu_launch_count",
     "gpu_bench",
     "gpu_matmul",
-    "gpu_matvec_swiglu",
+    "gpu_matvec",
     "bench_model",
     "_GpuBallast",
 ]
@@ -140,9 +140,22 @@ def gpu_bench(
 def gpu_matmul(
     x: npt.NDArray[np.float32], w: npt.NDArray[Any], dtype: str = "F32", path: str = "model"
 ) -> npt.NDArray[np.float32]: ...
-def gpu_matvec_swiglu(
-    x: npt.NDArray[np.float32], w_gate: npt.NDArray[Any], w_up: npt.NDArray[Any], dtype: str
-) -> npt.NDArray[np.float32]: ...
+def gpu_matvec(
+    x: npt.NDArray[np.float32],
+    weights: Sequence[npt.NDArray[Any]],
+    dtype: str,
+    epilogue: str = "store",
+    *,
+    biases: Optional[Sequence[Optional[npt.NDArray[np.float32]]]] = None,
+    out: Optional[npt.NDArray[np.float32]] = None,
+    norm_weight: Optional[npt.NDArray[np.float32]] = None,
+    norm_parts: Optional[npt.NDArray[np.float32]] = None,
+    eps: float = 1e-6,
+    next_norm: Optional[npt.NDArray[np.float32]] = None,
+    act: str = "silu",
+    rope: Optional[Dict[str, Any]] = None,
+    tuning: Optional[Dict[str, Union[str, int, bool]]] = None,
+) -> Dict[str, Any]: ...
 def bench_model(
     path: str,
     device: str = "gpu",

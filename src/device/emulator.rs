@@ -56,6 +56,46 @@ impl EmuRuntime {
     }
 }
 
+/// The C++ translation unit the emulator builds from a kernel file's assembled source: the
+/// prelude, then the source with dynamic shared memory (`extern __shared__ T name[];`) turned
+/// into a pointer to the launch's area.
+fn translation_unit(wave: u32, source: &str) -> String {
+    let prelude = include_str!("emulator_prelude.h");
+    let mut body = String::new();
+    for line in source.lines() {
+        let t = line.trim();
+        if let Some(decl) = t.strip_prefix("extern __shared__ ") {
+            let decl = decl
+                .split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .trim_end_matches("[]");
+            let (ty, var) = decl.rsplit_once(' ').unwrap();
+            body.push_str(&format!("{ty}* {var} = ({ty}*)rf_emu_dynamic_shared;\n"));
+        } else {
+            body.push_str(line);
+            body.push('\n');
+        }
+    }
+    format!("#define RF_EMU_WAVE {wave}\n{prelude}\nvoid rf_emu_kernels_begin();\n{body}")
+}
+
+/// The file at `path` through the C preprocessor (g++ -E).
+fn preprocess(path: &std::path::Path) -> Result<String> {
+    let pre = Command::new("g++")
+        .args(["-std=c++20", "-E", "-P"])
+        .arg(path)
+        .output()
+        .map_err(|e| Error::device(format!("g++: {e}")))?;
+    if !pre.status.success() {
+        return Err(Error::device(
+            String::from_utf8_lossy(&pre.stderr).into_owned(),
+        ));
+    }
+    Ok(String::from_utf8_lossy(&pre.stdout).into_owned())
+}
+
 /// `extern "C" void name(params)` of every kernel in preprocessed source.
 fn kernel_signatures(pre: &str) -> Vec<(String, Vec<String>)> {
     let mut out = Vec::new();
@@ -146,44 +186,11 @@ impl GpuRuntime for EmuRuntime {
             return Ok(image.clone());
         }
         let stem = name.trim_end_matches(".hip");
-        let prelude = include_str!("emulator_prelude.h");
-        // Dynamic shared memory: `extern __shared__ T name[];` -> a pointer to the launch's area.
-        let mut body = String::new();
-        for line in source.lines() {
-            let t = line.trim();
-            if let Some(decl) = t.strip_prefix("extern __shared__ ") {
-                let decl = decl
-                    .split(';')
-                    .next()
-                    .unwrap_or("")
-                    .trim()
-                    .trim_end_matches("[]");
-                let (ty, var) = decl.rsplit_once(' ').unwrap();
-                body.push_str(&format!("{ty}* {var} = ({ty}*)rf_emu_dynamic_shared;\n"));
-            } else {
-                body.push_str(line);
-                body.push('\n');
-            }
-        }
-        let tu = format!(
-            "#define RF_EMU_WAVE {}\n{prelude}\nvoid rf_emu_kernels_begin();\n{body}",
-            self.wave
-        );
+        let tu = translation_unit(self.wave, source);
         let src_path = self.dir.join(format!("{stem}.cpp"));
         std::fs::write(&src_path, &tu).map_err(|e| Error::runtime(e.to_string()))?;
-        let pre = Command::new("g++")
-            .args(["-std=c++20", "-E", "-P"])
-            .arg(&src_path)
-            .output()
-            .map_err(|e| Error::device(format!("g++: {e}")))?;
-        if !pre.status.success() {
-            return Err(Error::device(
-                String::from_utf8_lossy(&pre.stderr).into_owned(),
-            ));
-        }
-        let pre = String::from_utf8_lossy(&pre.stdout);
         let mut tramps = String::new();
-        for (kname, types) in kernel_signatures(&pre) {
+        for (kname, types) in kernel_signatures(&preprocess(&src_path)?) {
             let args: Vec<String> = types
                 .iter()
                 .enumerate()
@@ -319,4 +326,42 @@ fn built_slot(wave: u32, name: &str, source: &str) -> BuiltSlot {
     let slot = BuiltSlot::default();
     built.push((key, slot.clone()));
     slot
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::device::kernels::{self, Family};
+
+    /// Every kernel of the registry is a kernel of its file as the compilers see it (after
+    /// the preprocessor: macro-made and generated definitions included), so a name the
+    /// launchers use and the source disagree on fails here, before any GPU or compile gate.
+    #[test]
+    fn every_registered_kernel_is_a_kernel_of_its_preprocessed_source() {
+        if Command::new("g++").arg("--version").output().is_err() {
+            println!("g++ not found: skipped");
+            return;
+        }
+        let dir =
+            std::env::temp_dir().join(format!("rocmforge-kernel-names-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let all = kernels::all();
+        for family in Family::ALL {
+            let path = dir.join(family.file().replace(".hip", ".cpp"));
+            std::fs::write(&path, translation_unit(32, &family.source().unwrap())).unwrap();
+            let defined: Vec<String> = kernel_signatures(&preprocess(&path).unwrap())
+                .into_iter()
+                .map(|(name, _)| name)
+                .collect();
+            for k in all.iter().filter(|k| k.family == family) {
+                assert!(
+                    defined.contains(&k.name),
+                    "{} is registered but {} defines no such kernel",
+                    k.name,
+                    family.file()
+                );
+            }
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

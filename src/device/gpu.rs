@@ -42,16 +42,45 @@ pub enum Arg {
     I32(i32),
     I64(i64),
     F32(f32),
+    /// A `#[repr(C)]` struct (the kernel's parameter is a struct of the same layout, passed
+    /// by value): its bytes (`Arg::from_struct`). The runtimes and the emulator take its
+    /// address as the parameter's, as they take a scalar slot's.
+    Struct(StructBytes),
+}
+
+/// The bytes of a struct argument, held inline (so that `Arg` stays `Copy`), 8-byte aligned.
+#[derive(Clone, Copy, Debug)]
+pub struct StructBytes {
+    words: [u64; StructBytes::MAX_WORDS],
+}
+
+impl StructBytes {
+    /// The largest struct argument: 256 bytes (CUDA allows 4 KiB of parameters).
+    pub const MAX_WORDS: usize = 32;
 }
 
 impl Arg {
-    /// The argument's bytes in the low end of a little-endian 8-byte slot.
-    fn slot(self) -> u64 {
-        match self {
+    /// A struct argument: `v`'s bytes (a plain-data `#[repr(C)]` struct without padding whose
+    /// layout the kernel's struct mirrors; both sides check its size). At most 256 bytes.
+    pub fn from_struct<T: bytemuck::Pod>(v: &T) -> Arg {
+        let bytes = bytemuck::bytes_of(v);
+        assert!(
+            bytes.len() <= 8 * StructBytes::MAX_WORDS,
+            "kernel struct argument too large"
+        );
+        let mut words = [0u64; StructBytes::MAX_WORDS];
+        bytemuck::cast_slice_mut::<u64, u8>(&mut words)[..bytes.len()].copy_from_slice(bytes);
+        Arg::Struct(StructBytes { words })
+    }
+
+    /// The argument's bytes in the low end of a little-endian 8-byte slot (a struct: none).
+    fn slot(&self) -> u64 {
+        match *self {
             Arg::Ptr(p) => p,
             Arg::I32(v) => v as u32 as u64,
             Arg::I64(v) => v as u64,
             Arg::F32(v) => v.to_bits() as u64,
+            Arg::Struct(_) => 0,
         }
     }
 }
@@ -177,6 +206,14 @@ impl GpuDevice {
     /// Kernels launched on this device so far.
     pub fn launch_count(&self) -> u64 {
         self.launches.load(Ordering::Relaxed)
+    }
+
+    /// The name of the kernel launched last (tests: which form a launcher chose).
+    pub fn last_kernel_name(&self) -> String {
+        self.last_kernel
+            .lock()
+            .map(|s| s.clone())
+            .unwrap_or_default()
     }
 
     fn context_of_async_error(&self, err: Error) -> Error {
@@ -360,9 +397,14 @@ impl GpuDevice {
         // The device-wide `overlap` field decides (a launch attribute, not a kernel choice).
         let overlap = kernel.overlaps && self.tuning.overlap;
         let mut slots: Vec<u64> = args.iter().map(|a| a.slot()).collect();
+        // (the runtime only reads through these pointers)
         let mut ptrs: Vec<*mut c_void> = slots
             .iter_mut()
-            .map(|s| s as *mut u64 as *mut c_void)
+            .zip(args)
+            .map(|(s, a)| match a {
+                Arg::Struct(bytes) => bytes.words.as_ptr() as *mut c_void,
+                _ => s as *mut u64 as *mut c_void,
+            })
             .collect();
         self.queue(|| unsafe {
             self.rt

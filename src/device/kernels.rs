@@ -2,6 +2,7 @@
 //! every name from the functions here, and `all()` enumerates the same functions, so the CI
 //! compile gate checks exactly the kernels the launchers can ask for.
 
+use super::matvec_table::{self, Shape};
 use crate::device::KvDtype;
 use crate::error::{Error, Result};
 use crate::gguf::GgmlType;
@@ -18,12 +19,13 @@ pub enum Family {
     Embedding,
     KvCache,
     Matmul,
+    Matvec,
     Norm,
     Rope,
 }
 
 impl Family {
-    pub const ALL: [Family; 9] = [
+    pub const ALL: [Family; 10] = [
         Family::Activation,
         Family::Argmax,
         Family::Attention,
@@ -31,6 +33,7 @@ impl Family {
         Family::Embedding,
         Family::KvCache,
         Family::Matmul,
+        Family::Matvec,
         Family::Norm,
         Family::Rope,
     ];
@@ -44,6 +47,7 @@ impl Family {
             Family::Embedding => "embedding.hip",
             Family::KvCache => "kv_cache.hip",
             Family::Matmul => "matmul.hip",
+            Family::Matvec => "matvec.hip",
             Family::Norm => "norm.hip",
             Family::Rope => "rope.hip",
         }
@@ -173,141 +177,28 @@ pub fn matvec(ty: GgmlType) -> Result<Kernel> {
         format!("matvec_{}", weight_suffix(ty, "matmul")?),
     ))
 }
-/// Weight rows per block the m = 1 decode kernels come in (matmul.hip, matvec_fast).
-pub const MATVEC_FAST_ROWS: [usize; 3] = [1, 2, 4];
-
-/// The suffix of the types that have m = 1 fast kernels.
-fn fast_suffix(ty: GgmlType) -> Option<&'static str> {
-    match ty {
-        GgmlType::Q4_0 => Some("q4_0"),
-        GgmlType::Q8_0 => Some("q8_0"),
-        _ => None,
-    }
+/// The decode matvec kernel (kernels/matvec.hip, 8-bit x) of `ty` in `shape`, where the
+/// family takes `ty` and the table (src/device/matvec_table.rs) has that shape.
+pub fn matvec_decode(ty: GgmlType, shape: &Shape) -> Option<Kernel> {
+    let t = matvec_type(ty)?;
+    t.has(shape)
+        .then(|| k_overlapping(Family::Matvec, shape.name(t.suffix)))
 }
 
-/// The m = 1 decode kernel of `ty` with `rows` weight rows per block (one of
-/// `MATVEC_FAST_ROWS`), for the types that have one.
-pub fn matvec_fast(ty: GgmlType, rows: usize) -> Option<Kernel> {
-    let suffix = fast_suffix(ty)?;
-    MATVEC_FAST_ROWS
-        .contains(&rows)
-        .then(|| k(Family::Matmul, format!("matvec_fast_{suffix}_r{rows}")))
+/// `ty`'s entry in the decode matvec table, if the family takes it.
+fn matvec_type(ty: GgmlType) -> Option<matvec_table::Type> {
+    let (_, suffix) = WEIGHT_TYPES.iter().find(|(t, _)| *t == ty)?;
+    matvec_table::TYPES
+        .iter()
+        .find(|t| t.suffix == *suffix)
+        .copied()
 }
 
-/// The fused m = 1 projections (up to three matrices, bias, accumulate) of `ty`.
-pub fn matvec_multi(ty: GgmlType, rows: usize) -> Option<Kernel> {
-    let suffix = fast_suffix(ty)?;
-    MATVEC_FAST_ROWS
-        .contains(&rows)
-        .then(|| k(Family::Matmul, format!("matvec_multi_{suffix}_r{rows}")))
+/// Whether the decode matvec family (kernels/matvec.hip) has kernels for `ty`.
+pub fn matvec_decode_type(ty: GgmlType) -> bool {
+    matvec_type(ty).is_some()
 }
 
-/// The fused m = 1 gate/up projections with SwiGLU of `ty`.
-pub fn matvec_swiglu(ty: GgmlType) -> Option<Kernel> {
-    fast_suffix(ty).map(|suffix| k(Family::Matmul, format!("matvec_swiglu_{suffix}")))
-}
-/// Weight rows per block the wide m = 1 kernels come in (matmul.hip, matvec_wide).
-pub const MATVEC_WIDE_ROWS: [usize; 5] = [1, 2, 4, 8, 16];
-/// Rows of each matrix per block the wide gate/up + SwiGLU kernel comes in.
-pub const MATVEC_WIDE_SWIGLU_ROWS: [usize; 4] = [1, 2, 4, 8];
-
-/// `matvec_wide{form}_[q8x_]<type>_r<rows>` where `rows` is one of `allowed`.
-fn wide_kernel(
-    form: &str,
-    ty: GgmlType,
-    rows: usize,
-    q8x: bool,
-    allowed: &[usize],
-) -> Option<Kernel> {
-    let suffix = fast_suffix(ty)?;
-    let x = if q8x { "q8x_" } else { "" };
-    allowed.contains(&rows).then(|| {
-        k_overlapping(
-            Family::Matmul,
-            format!("matvec_wide{form}_{x}{suffix}_r{rows}"),
-        )
-    })
-}
-
-/// The wide m = 1 decode kernel of `ty` (16-byte quant loads, x shared by the block's rows)
-/// with `rows` weight rows per block (one of `MATVEC_WIDE_ROWS`); with `q8x`, the form that
-/// quantizes x to 8 bits in registers and takes integer dot products (the model's decode).
-pub fn matvec_wide(ty: GgmlType, rows: usize, q8x: bool) -> Option<Kernel> {
-    wide_kernel("", ty, rows, q8x, &MATVEC_WIDE_ROWS)
-}
-
-/// `matvec_multi` on the wide core (`q8x`: see `matvec_wide`).
-pub fn matvec_wide_multi(ty: GgmlType, rows: usize, q8x: bool) -> Option<Kernel> {
-    wide_kernel("_multi", ty, rows, q8x, &MATVEC_WIDE_ROWS)
-}
-
-/// `matvec_swiglu` on the wide core, `rows` rows of each matrix per block (`q8x`: see
-/// `matvec_wide`).
-pub fn matvec_wide_swiglu(ty: GgmlType, rows: usize, q8x: bool) -> Option<Kernel> {
-    wide_kernel("_swiglu", ty, rows, q8x, &MATVEC_WIDE_SWIGLU_ROWS)
-}
-/// `matvec_wide(ty, 16, true)` with registers capped for 3 blocks per multiprocessor
-/// (matmul.hip `*_r16_o3`), for rows a block reads in one pass.
-pub fn matvec_wide_o3(ty: GgmlType) -> Option<Kernel> {
-    let suffix = fast_suffix(ty)?;
-    Some(k_overlapping(
-        Family::Matmul,
-        format!("matvec_wide_q8x_{suffix}_r16_o3"),
-    ))
-}
-
-/// `matvec_wide_multi(ty, 16, true)`, registers capped as `matvec_wide_o3`.
-pub fn matvec_wide_multi_o3(ty: GgmlType) -> Option<Kernel> {
-    let suffix = fast_suffix(ty)?;
-    Some(k_overlapping(
-        Family::Matmul,
-        format!("matvec_wide_multi_q8x_{suffix}_r16_o3"),
-    ))
-}
-
-/// Rows per block the fused q/k/v + rope + KV-append kernels come in (matmul.hip,
-/// matvec_qkv_rope).
-pub const MATVEC_QKV_ROPE_ROWS: [usize; 4] = [2, 4, 8, 16];
-
-/// The decode step's q/k/v projections of `ty` (8-bit x) with the rope and the append to
-/// caches of `kv`, `rows` rows per block (one of `MATVEC_QKV_ROPE_ROWS`).
-pub fn matvec_qkv_rope(ty: GgmlType, rows: usize, kv: KvDtype) -> Option<Kernel> {
-    let suffix = fast_suffix(ty)?;
-    MATVEC_QKV_ROPE_ROWS.contains(&rows).then(|| {
-        k_overlapping(
-            Family::Matmul,
-            format!("matvec_qkv_rope_q8x_{suffix}_r{rows}_{}", kv.name()),
-        )
-    })
-}
-/// `matvec_qkv_rope(ty, 16, kv)`, registers capped as `matvec_wide_o3`.
-pub fn matvec_qkv_rope_o3(ty: GgmlType, kv: KvDtype) -> Option<Kernel> {
-    let suffix = fast_suffix(ty)?;
-    Some(k_overlapping(
-        Family::Matmul,
-        format!("matvec_qkv_rope_q8x_{suffix}_r16_o3_{}", kv.name()),
-    ))
-}
-/// Weight rows per group the streaming m = 1 kernels come in (matmul.hip, matvec_stream).
-pub const MATVEC_STREAM_ROWS: [usize; 1] = [8];
-
-/// The streaming gate/up + SwiGLU kernel of `ty` (8-bit x), `rows` weight rows (half of
-/// each matrix) per group (one of `MATVEC_STREAM_ROWS`), `stages` groups' loads in flight
-/// (2 or 3).
-pub fn matvec_stream_swiglu(ty: GgmlType, rows: usize, stages: usize) -> Option<Kernel> {
-    let suffix = fast_suffix(ty)?;
-    let stages = match stages {
-        2 => "",
-        3 => "_s3",
-        _ => return None,
-    };
-    MATVEC_STREAM_ROWS.contains(&rows).then(|| {
-        k_overlapping(
-            Family::Matmul,
-            format!("matvec_stream_swiglu_q8x_{suffix}_r{rows}{stages}"),
-        )
-    })
-}
 pub fn matmul_tiled(ty: GgmlType) -> Result<Kernel> {
     Ok(k(
         Family::Matmul,
@@ -447,40 +338,14 @@ pub fn all() -> Vec<Kernel> {
     ];
     for (ty, _) in WEIGHT_TYPES {
         out.push(matvec(ty).expect("registered type"));
-        for rows in MATVEC_FAST_ROWS {
-            out.extend(matvec_fast(ty, rows));
-            out.extend(matvec_multi(ty, rows));
-        }
-        out.extend(matvec_swiglu(ty));
-        for q8x in [false, true] {
-            for rows in MATVEC_WIDE_ROWS {
-                out.extend(matvec_wide(ty, rows, q8x));
-                out.extend(matvec_wide_multi(ty, rows, q8x));
-            }
-            for rows in MATVEC_WIDE_SWIGLU_ROWS {
-                out.extend(matvec_wide_swiglu(ty, rows, q8x));
-            }
-        }
-        for rows in MATVEC_STREAM_ROWS {
-            for stages in [2, 3] {
-                out.extend(matvec_stream_swiglu(ty, rows, stages));
-            }
-        }
-        for rows in MATVEC_QKV_ROPE_ROWS {
-            for kv in [KvDtype::F32, KvDtype::F16] {
-                out.extend(matvec_qkv_rope(ty, rows, kv));
-            }
-        }
-        out.extend(matvec_wide_o3(ty));
-        out.extend(matvec_wide_multi_o3(ty));
-        for kv in [KvDtype::F32, KvDtype::F16] {
-            out.extend(matvec_qkv_rope_o3(ty, kv));
-        }
         out.push(matmul_tiled(ty).expect("registered type"));
         for bm in MMA_ROW_TILES {
             out.push(matmul_mma(ty, bm).expect("registered type"));
         }
         out.push(embedding(ty).expect("registered type"));
+    }
+    for (t, shape) in matvec_table::instances() {
+        out.push(k_overlapping(Family::Matvec, shape.name(t.suffix)));
     }
     for kv in [KvDtype::F32, KvDtype::F16] {
         for &d in attn_decode_head_dims(kv) {
@@ -508,29 +373,6 @@ pub fn all() -> Vec<Kernel> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn every_registered_kernel_is_defined_in_its_file() {
-        // The names are generated by macros in the sources; check that each family's source
-        // holds the macro or the literal name (the compile gate checks the real symbols).
-        for kern in all() {
-            let src = kern.family.source().unwrap();
-            let literal = src.contains(&format!("{}(", kern.name));
-            let generated = src.contains("RF_FOR_EACH_WEIGHT_TYPE(")
-                || src.contains("RF_FLASH_CONFIGS(")
-                || src.contains("RF_MATVEC_MULTI(")
-                || src.contains("RF_MATVEC_SWIGLU(")
-                || src.contains("RF_MATVEC_QKV_ROPE(")
-                || src.contains("RF_MATVEC_QKV_ROPE_O3(")
-                || src.contains("RF_MATVEC_WIDE_O3(");
-            assert!(
-                literal || generated,
-                "{} not found in {}",
-                kern.name,
-                kern.family.file()
-            );
-        }
-    }
 
     #[test]
     fn assembled_sources_have_no_includes_left() {

@@ -21,6 +21,7 @@ pub mod gpu;
 pub mod hip;
 pub mod kernels;
 pub mod layout;
+pub mod matvec_table;
 pub mod runtime;
 pub mod source;
 pub mod tuning;

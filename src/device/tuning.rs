@@ -54,9 +54,11 @@ pub struct Tuning {
     pub fuse_norm: bool,
     /// The decode plan's q/k/v launch also applies the rope and appends k and v to the cache.
     pub fuse_rope: bool,
-    /// Weight rows a block of the decode matvec takes (None: chosen per shape).
+    /// Weight rows a block of the decode matvec takes: 4, 8 or 16, the rows per block
+    /// src/device/matvec_table.rs has (None: chosen per shape).
     pub matvec_rows: Option<usize>,
-    /// Rows of each of gate and up a block of the decode gate/up matvec takes (None: per type).
+    /// Rows of each of gate and up a block of the decode gate/up matvec takes: 4 or 8 (None:
+    /// per type).
     pub glu_rows: Option<usize>,
     /// Decode matvecs that read their rows in one pass take the register-capped build
     /// (more blocks a multiprocessor).
@@ -100,8 +102,8 @@ impl Default for Tuning {
 /// Values a field accepts, for error messages.
 fn expected(key: &str) -> &'static str {
     match key {
-        "matvec_rows" => "auto, 1, 2, 4, 8 or 16",
-        "glu_rows" => "auto, 1, 2, 4 or 8",
+        "matvec_rows" => "auto, 4, 8 or 16",
+        "glu_rows" => "auto, 4 or 8",
         "stream_stages" => "auto, 2 or 3",
         "mma_min_rows" => "an integer >= 1",
         "mma_tile_rows" => "auto, 64 or 128",
@@ -187,10 +189,8 @@ impl Tuning {
             "overlap" => self.overlap = flag()?,
             "fuse_norm" => self.fuse_norm = flag()?,
             "fuse_rope" => self.fuse_rope = flag()?,
-            "matvec_rows" => {
-                self.matvec_rows = parse_choice(value, &[1, 2, 4, 8, 16]).ok_or_else(bad)?
-            }
-            "glu_rows" => self.glu_rows = parse_choice(value, &[1, 2, 4, 8]).ok_or_else(bad)?,
+            "matvec_rows" => self.matvec_rows = parse_choice(value, &[4, 8, 16]).ok_or_else(bad)?,
+            "glu_rows" => self.glu_rows = parse_choice(value, &[4, 8]).ok_or_else(bad)?,
             "matvec_capped" => self.matvec_capped = flag()?,
             "matvec_stream" => self.matvec_stream = flag()?,
             "stream_stages" => self.stream_stages = parse_choice(value, &[2, 3]).ok_or_else(bad)?,

@@ -999,47 +999,236 @@ fn gpu_matmul<'py>(
     to_numpy(py, out, vec![m, n])
 }
 
-/// The model's decode gate/up + SwiGLU on the GPU for one row (a testing hook, like
-/// `gpu_matmul`): `silu(w_gate @ x) * (w_up @ x)` with 8-bit x; x `[k]`, the weights raw
-/// GGUF rows of `dtype` (Q4_0 or Q8_0).
+/// One launch of the model's decode matvec family on GPU 0 (a testing hook, like `gpu_matmul`):
+/// x `[k]` float32 (8 bits in the kernels), `weights` 1 to 3 raw GGUF matrices `[n_i,
+/// row_bytes]` of `dtype`, and the epilogue: "store" (out_i = W_i x + bias_i), "add" / "add_early"
+/// (out += W x + bias for one matrix, `out` its values before; with `next_norm` also xw = out *
+/// next_norm and the launch's per-block sums of out^2), "glu" (act(gate x) * (up x), weights
+/// gate and up; act "silu" or "gelu_tanh") or "qkv_rope" (weights q, k, v; `rope` a dict of
+/// heads, kv_heads, head_dim, pos, n_ctx, theta=10000.0, neox=False, freq_factors=None,
+/// kv_dtype="f32"). x is normalized by RMS norm with `norm_weight` (folded in), or taken as
+/// already multiplied by it with `norm_parts` (sum(x^2) = their sum). `tuning` overrides fields
+/// of the device's tuning record for this launch. Returns a dict: "out" (a list of float32
+/// arrays: one per matrix for store, else one: out, or q), "xw" and "parts" (next_norm),
+/// "k_cache" and "v_cache" (qkv_rope: `[n_ctx, kv_heads * head_dim]` float32), "kernel" (its
+/// name). UnsupportedError where the family does not take the launch.
 #[pyfunction]
-#[pyo3(signature = (x, w_gate, w_up, dtype))]
-fn gpu_matvec_swiglu<'py>(
+#[pyo3(signature = (x, weights, dtype, epilogue="store", *, biases=None, out=None, norm_weight=None,
+                    norm_parts=None, eps=1e-6, next_norm=None, act="silu", rope=None, tuning=None))]
+#[allow(clippy::too_many_arguments)]
+fn gpu_matvec<'py>(
     py: Python<'py>,
     x: &Bound<'py, PyAny>,
-    w_gate: &Bound<'py, PyAny>,
-    w_up: &Bound<'py, PyAny>,
+    weights: Vec<Bound<'py, PyAny>>,
     dtype: &str,
-) -> PyResult<Bound<'py, PyArrayDyn<f32>>> {
-    use crate::ops::matmul::gpu::matvec_swiglu_gguf;
-    let op = "gpu_matvec_swiglu";
+    epilogue: &str,
+    biases: Option<Vec<Option<Bound<'py, PyAny>>>>,
+    out: Option<Bound<'py, PyAny>>,
+    norm_weight: Option<Bound<'py, PyAny>>,
+    norm_parts: Option<Bound<'py, PyAny>>,
+    eps: f32,
+    next_norm: Option<Bound<'py, PyAny>>,
+    act: &str,
+    rope: Option<Bound<'py, pyo3::types::PyDict>>,
+    tuning: Option<Bound<'py, pyo3::types::PyDict>>,
+) -> PyResult<Bound<'py, pyo3::types::PyDict>> {
+    use crate::device::KvDtype;
+    use crate::ops::activation::Activation;
+    use crate::ops::matmul::decode::{matvec_decode_gguf, DecodeCase, DecodeEpilogue, DecodeNorm};
+    let op = "gpu_matvec";
     let Device::Gpu(dev) = device("gpu")? else {
         return Err(value_error(op, "no GPU".into()));
     };
-    let x = floats(op, "x", x)?;
-    expect_rank(op, "x", &x, 1, "[k]")?;
-    let (ty, n, cols, gate) = gguf_matrix(op, "w_gate", w_gate, dtype)?;
-    let (_, n_up, cols_up, up) = gguf_matrix(op, "w_up", w_up, dtype)?;
-    if cols != x.shape[0] || cols_up != cols || n_up != n {
-        return Err(value_error(
-            op,
-            format!(
-                "x [{}], w_gate [{n}, {cols}] and w_up [{n_up}, {cols_up}] do not match",
-                x.shape[0]
-            ),
-        ));
+    let vector = |name: &str, obj: &Bound<'py, PyAny>| -> PyResult<Vec<f32>> {
+        let v = floats(op, name, obj)?;
+        expect_rank(op, name, &v, 1, "[n]")?;
+        Ok(v.data().to_vec())
+    };
+    let x = vector("x", x)?;
+    let mut mats = Vec::new();
+    for (i, w) in weights.iter().enumerate() {
+        let (ty, n, cols, bytes) = gguf_matrix(op, &format!("weights[{i}]"), w, dtype)?;
+        if cols != x.len() {
+            return Err(value_error(
+                op,
+                format!("x [{}] but weights[{i}] has rows of {cols} values", x.len()),
+            ));
+        }
+        mats.push((ty, n, bytes));
     }
-    let out = reserve_output(op, &[n])?;
-    let xd = x.data();
-    let out = py
+    let biases: Vec<Option<Vec<f32>>> = biases
+        .unwrap_or_default()
+        .iter()
+        .enumerate()
+        .map(|(i, b)| {
+            b.as_ref()
+                .map(|b| vector(&format!("biases[{i}]"), b))
+                .transpose()
+        })
+        .collect::<PyResult<_>>()?;
+    for (i, b) in biases.iter().enumerate() {
+        if let (Some(b), Some((_, n, _))) = (b, mats.get(i)) {
+            if b.len() != *n {
+                return Err(value_error(
+                    op,
+                    format!("biases[{i}] has {} values for {n} rows", b.len()),
+                ));
+            }
+        }
+    }
+    let out = out.map(|o| vector("out", &o)).transpose()?;
+    let norm_weight = norm_weight.map(|o| vector("norm_weight", &o)).transpose()?;
+    let norm_parts = norm_parts.map(|o| vector("norm_parts", &o)).transpose()?;
+    let next_norm = next_norm.map(|o| vector("next_norm", &o)).transpose()?;
+    let act = match act {
+        "silu" => Activation::Silu,
+        "gelu_tanh" => Activation::GeluTanh,
+        other => {
+            return Err(value_error(
+                op,
+                format!("act must be \"silu\" or \"gelu_tanh\", got {other:?}"),
+            ))
+        }
+    };
+    struct Rope {
+        heads: usize,
+        kv_heads: usize,
+        head_dim: usize,
+        pos: usize,
+        n_ctx: usize,
+        params: RopeParams,
+        freq_factors: Option<Vec<f32>>,
+        dtype: KvDtype,
+    }
+    let rope = match rope {
+        None => None,
+        Some(d) => {
+            let get = |key: &str| -> PyResult<Option<Bound<'py, PyAny>>> { d.get_item(key) };
+            let need_usize = |key: &str| -> PyResult<usize> {
+                get(key)?
+                    .ok_or_else(|| value_error(op, format!("rope needs {key:?}")))?
+                    .extract()
+            };
+            let head_dim = need_usize("head_dim")?;
+            let kv_dtype: String = get("kv_dtype")?.map_or(Ok("f32".into()), |v| v.extract())?;
+            Some(Rope {
+                heads: need_usize("heads")?,
+                kv_heads: need_usize("kv_heads")?,
+                head_dim,
+                pos: need_usize("pos")?,
+                n_ctx: need_usize("n_ctx")?,
+                params: RopeParams {
+                    theta: get("theta")?.map_or(Ok(10000.0), |v| v.extract())?,
+                    neox: get("neox")?.map_or(Ok(false), |v| v.extract())?,
+                    n_rot: head_dim,
+                },
+                freq_factors: get("freq_factors")?
+                    .filter(|v| !v.is_none())
+                    .map(|v| vector("rope freq_factors", &v))
+                    .transpose()?,
+                dtype: match kv_dtype.as_str() {
+                    "f32" => KvDtype::F32,
+                    "f16" => KvDtype::F16,
+                    other => {
+                        return Err(value_error(
+                            op,
+                            format!("kv_dtype must be \"f32\" or \"f16\", got {other:?}"),
+                        ))
+                    }
+                },
+            })
+        }
+    };
+    let mut t = dev.tuning().clone();
+    if let Some(d) = tuning {
+        for (key, value) in d.iter() {
+            let key: String = key.extract()?;
+            let value = if let Ok(b) = value.extract::<bool>() {
+                b.to_string()
+            } else {
+                value.str()?.to_string()
+            };
+            t.set(&key, &value).py()?;
+        }
+    }
+    let epi = epilogue.to_string();
+    let res = py
         .detach(|| {
-            let g = WeightView::new(ty, n, cols, &gate)?;
-            let u = WeightView::new(ty, n, cols, &up)?;
-            let mut out = filled(out);
-            matvec_swiglu_gguf(&dev, xd, &g, &u, &mut out).map(|_| out)
+            let views = mats
+                .iter()
+                .map(|(ty, n, bytes)| WeightView::new(*ty, *n, x.len(), bytes))
+                .collect::<crate::error::Result<Vec<_>>>()?;
+            let epilogue = match epi.as_str() {
+                "store" => DecodeEpilogue::Store,
+                "add" | "add_early" => DecodeEpilogue::Add {
+                    early: epi == "add_early",
+                    next_norm: next_norm.as_deref(),
+                },
+                "glu" => DecodeEpilogue::Glu(act),
+                "qkv_rope" => {
+                    let r = rope.as_ref().ok_or_else(|| {
+                        crate::error::Error::invalid(format!("{op}: qkv_rope needs rope"))
+                    })?;
+                    DecodeEpilogue::QkvRope {
+                        heads: r.heads,
+                        kv_heads: r.kv_heads,
+                        head_dim: r.head_dim,
+                        params: r.params,
+                        freq_factors: r.freq_factors.as_deref(),
+                        dtype: r.dtype,
+                        n_ctx: r.n_ctx,
+                        pos: r.pos,
+                    }
+                }
+                other => {
+                    return Err(crate::error::Error::invalid(format!(
+                    "{op}: epilogue must be store, add, add_early, glu or qkv_rope, got {other:?}"
+                )))
+                }
+            };
+            let norm = match (&norm_weight, &norm_parts) {
+                (Some(_), Some(_)) => {
+                    return Err(crate::error::Error::invalid(format!(
+                        "{op}: norm_weight and norm_parts are two ways of one norm: give one"
+                    )))
+                }
+                (Some(w), None) => DecodeNorm::Weight(w, eps),
+                (None, Some(p)) => DecodeNorm::Parts(p, eps),
+                (None, None) => DecodeNorm::None,
+            };
+            let case = DecodeCase {
+                x: &x,
+                weights: views,
+                biases: biases.iter().map(|b| b.as_deref()).collect(),
+                out_init: out.as_deref(),
+                norm,
+                epilogue,
+            };
+            matvec_decode_gguf(&dev, &t, &case)
         })
         .py()?;
-    to_numpy(py, out, vec![n])
+    let d = pyo3::types::PyDict::new(py);
+    let outs = res
+        .outs
+        .into_iter()
+        .map(|o| {
+            let n = o.len();
+            to_numpy(py, o, vec![n])
+        })
+        .collect::<PyResult<Vec<_>>>()?;
+    d.set_item("out", outs)?;
+    if next_norm.is_some() {
+        let (n, b) = (res.xw.len(), res.parts.len());
+        d.set_item("xw", to_numpy(py, res.xw, vec![n])?)?;
+        d.set_item("parts", to_numpy(py, res.parts, vec![b])?)?;
+    }
+    if let Some(r) = rope.as_ref().filter(|_| epilogue == "qkv_rope") {
+        let shape = vec![r.n_ctx, r.kv_heads * r.head_dim];
+        d.set_item("k_cache", to_numpy(py, res.k_cache, shape.clone())?)?;
+        d.set_item("v_cache", to_numpy(py, res.v_cache, shape)?)?;
+    }
+    d.set_item("kernel", res.kernel)?;
+    Ok(d)
 }
 
 /// Create the native submodule `ops` of `m` (re-exported as `rocmforge.ops`).
@@ -1061,6 +1250,6 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     sub.add_function(wrap_pyfunction!(argmax, &sub)?)?;
     m.add_submodule(&sub)?;
     m.add_function(wrap_pyfunction!(gpu_matmul, m)?)?;
-    m.add_function(wrap_pyfunction!(gpu_matvec_swiglu, m)?)?;
+    m.add_function(wrap_pyfunction!(gpu_matvec, m)?)?;
     Ok(())
 }

@@ -3,6 +3,7 @@
 
 pub mod cpu;
 pub mod cpu_quant;
+pub mod decode;
 pub mod gpu;
 
 use super::{check_len, check_nonzero, product, WeightView};
