@@ -85,12 +85,6 @@ impl GpuWeight {
     }
 }
 
-/// `w`'s device view, for the kernel tests.
-#[cfg(test)]
-pub(super) fn tests_view(w: &GpuWeight) -> DeviceWeight<'_> {
-    w.view()
-}
-
 /// One layer's K or V cache on the device: `[rows, row_len]` of `dtype`.
 pub struct GpuKv {
     pub dtype: KvDtype,

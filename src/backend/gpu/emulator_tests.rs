@@ -400,7 +400,7 @@ fn matmul_and_embedding_match_the_cpu() {
             let (n, k) = (
                 37,
                 if ty.block_size() == 256 {
-                    512
+                    768 // (3 super-blocks: Q6_K rows 2-byte aligned)
                 } else if ty.block_size() == 32 {
                     96
                 } else {
@@ -423,81 +423,20 @@ fn matmul_and_embedding_match_the_cpu() {
             }
             if matches!(ty, GgmlType::Q4_0 | GgmlType::Q8_0 | GgmlType::F32) {
                 // x too large for the 64 KiB of shared memory of the wave-64 device: read from
-                // global memory there, staged on the other device. m = 1, Q4_0/Q8_0 (wide
-                // kernels): k = 4096 one full chunk of 4 groups, 16-byte aligned rows; 2112 three
-                // groups, a partial chunk, rows only 4-byte aligned; 5120 two chunks, the second
-                // partial.
-                for k in [4096, 2112, 5120] {
-                    // 70 rows at k = 4096: Q4_0's 16 rows per block (a block per emulated
-                    // multiprocessor), the last block partial
-                    let n = if k == 4096 { 70 } else { n };
+                // global memory there, staged on the other device (the model's m = 1 matvecs are
+                // decode_matvec_family_matches_the_reference's).
+                for k in [2112, 5120] {
                     let bytes = random_weight_bytes(ty, n, k, rng.next_u64()).unwrap();
                     let w = WeightView::new(ty, n, k, &bytes).unwrap();
                     let mut dense = vec![0f32; n * k];
                     quants::dequantize(ty, &bytes, &mut dense).unwrap();
-                    let ms: &[usize] = if k == 4096 { &[1, 5] } else { &[1] };
+                    let ms: &[usize] = if k == 5120 { &[1, 5] } else { &[1] };
                     for &m in ms {
                         let x = rng.vec(m * k);
                         let (mut a, mut b) = (vec![0f32; m * n], vec![0f32; m * n]);
                         ops::matmul::matmul_gguf(&gpu, &x, &w, m, &mut a).unwrap();
                         ops::matmul::matmul_f32(&Device::Cpu, &x, &dense, m, n, k, &mut b).unwrap();
                         assert_close(&format!("matmul {} m={m} k={k}", ty.name()), &a, &b, 1e-5);
-                    }
-                    if ty != GgmlType::F32 {
-                        // The model's m = 1 path: x quantized to 8 bits (`*_q8x` kernels); one
-                        // piece of x all zeros (scale 0).
-                        let model_path = |x: &[f32], a: &mut [f32]| {
-                            use ops::matmul::gpu::{matmul_gguf_path, MatmulPath};
-                            matmul_gguf_path(&dev, x, &w, 1, a, MatmulPath::Model).unwrap()
-                        };
-                        let mut x = rng.vec(k);
-                        x[32..64].iter_mut().for_each(|v| *v = 0.0);
-                        let mut a = vec![0f32; n];
-                        model_path(&x, &mut a);
-                        assert_close(
-                            &format!("model matvec {} k={k}", ty.name()),
-                            &a,
-                            &q8x_reference(&x, &w),
-                            1e-5,
-                        );
-                        // The fused form (out += x @ w^T, the multi kernel).
-                        {
-                            use crate::backend::Backend;
-                            use crate::ops::matmul::gpu::{launch_matvec_multi, Projection};
-                            let gb = super::GpuBackend::new(dev.clone());
-                            let gw = gb
-                                .weight(WeightView::new(ty, n, k, &bytes).unwrap())
-                                .unwrap();
-                            let resid = rng.vec(n);
-                            let gx = up(&gb, &x);
-                            let mut acc = up(&gb, &resid);
-                            let mut parts = [Projection {
-                                w: super::backend::tests_view(&gw),
-                                bias: None,
-                                out: &mut acc,
-                            }];
-                            let t = dev.tuning();
-                            assert!(
-                                launch_matvec_multi(&dev, t, &gx, &mut parts, true, None).unwrap()
-                            );
-                            let mut got = vec![0f32; n];
-                            gb.download(&acc, &mut got).unwrap();
-                            let want: Vec<f32> = q8x_reference(&x, &w)
-                                .iter()
-                                .zip(&resid)
-                                .map(|(a, b)| a + b)
-                                .collect();
-                            assert_close(
-                                &format!("model matmul_add {} k={k}", ty.name()),
-                                &got,
-                                &want,
-                                1e-5,
-                            );
-                        }
-                        // A NaN in x reaches every output.
-                        x[k - 1] = f32::NAN;
-                        model_path(&x, &mut a);
-                        assert!(a.iter().all(|v| v.is_nan()), "NaN in x, {}", ty.name());
                     }
                 }
             }
@@ -511,32 +450,6 @@ fn matmul_and_embedding_match_the_cpu() {
             assert_close(&format!("embedding {}", ty.name()), &a, &b, 0.0);
         }
     }
-}
-
-/// `x @ w^T` for m = 1 as the model's `*_q8x` matvec kernels define it, in float64: each piece
-/// of x (32 values for Q4_0, 16 for Q8_0) becomes `d * q` with `d = max|x| / 127` (float32)
-/// and `q = x * (127 / max|x|)` rounded to the nearest integer, ties to even.
-fn q8x_reference(x: &[f32], w: &WeightView) -> Vec<f32> {
-    let piece = if w.ty == GgmlType::Q4_0 { 32 } else { 16 };
-    let mut xq = vec![0f64; x.len()];
-    for (xs, qs) in x.chunks(piece).zip(xq.chunks_mut(piece)) {
-        let amax = xs.iter().fold(0f32, |m, v| m.max(v.abs()));
-        let inv = if amax != 0.0 { 127.0f32 / amax } else { 0.0 };
-        let d = (amax / 127.0) as f64;
-        for (q, &v) in qs.iter_mut().zip(xs) {
-            *q = (v as f64 * inv as f64).round_ties_even() * d;
-        }
-    }
-    let mut row = vec![0f32; w.cols];
-    (0..w.rows)
-        .map(|r| {
-            w.dequantize_rows(r, &mut row).unwrap();
-            row.iter()
-                .zip(&xq)
-                .map(|(&a, &b)| a as f64 * b)
-                .sum::<f64>() as f32
-        })
-        .collect()
 }
 
 #[test]
@@ -682,174 +595,478 @@ fn gpu_backend_matches_the_cpu_backend() {
     }
 }
 
-/// The fused RMS norm's m = 1 projections in float64: `(x * norm)` in 8 bits as the kernels
-/// take it (`q8x_reference`) against `n` rows of weight bytes `b` of type `ty`, times
-/// `1 / sqrt(mean(x^2) + eps)`.
-fn rms_norm_q8x_reference(
-    x: &[f32],
-    norm: &[f32],
-    eps: f32,
-    ty: GgmlType,
-    n: usize,
-    b: &[u8],
-) -> Vec<f64> {
-    let k = x.len();
-    let ss: f64 = x.iter().map(|&v| v as f64 * v as f64).sum();
-    let inv_rms = 1.0 / (ss / k as f64 + eps as f64).sqrt();
-    let z: Vec<f32> = x.iter().zip(norm).map(|(a, b)| a * b).collect();
-    let view = crate::ops::WeightView {
-        ty,
-        rows: n,
-        cols: k,
-        bytes: b,
-    };
-    q8x_reference(&z, &view)
-        .iter()
-        .map(|&v| v as f64 * inv_rms)
+/// The types of the decode matvec family (kernels/matvec.hip).
+const DECODE_TYPES: [GgmlType; 8] = [
+    GgmlType::Q4_0,
+    GgmlType::Q4_1,
+    GgmlType::Q5_0,
+    GgmlType::Q5_1,
+    GgmlType::Q8_0,
+    GgmlType::Q4_K,
+    GgmlType::Q5_K,
+    GgmlType::Q6_K,
+];
+
+/// x in 8 bits as the decode kernels take it, in float64: each piece of `piece` values (32,
+/// Q8_0 16) becomes d * q, d = max|x| / 127 (float32), q = x * (127 / max|x|) rounded to the
+/// nearest integer, ties to even.
+fn q8x(x: &[f32], piece: usize) -> Vec<f64> {
+    let mut xq = vec![0f64; x.len()];
+    for (xs, qs) in x.chunks(piece).zip(xq.chunks_mut(piece)) {
+        let amax = xs.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let inv = if amax != 0.0 { 127.0f32 / amax } else { 0.0 };
+        let d = (amax / 127.0) as f64;
+        for (q, &v) in qs.iter_mut().zip(xs) {
+            *q = (v as f64 * inv as f64).round_ties_even() * d;
+        }
+    }
+    xq
+}
+
+/// The decode family's x piece (values) for `ty`.
+fn decode_piece(ty: GgmlType) -> usize {
+    if ty == GgmlType::Q8_0 {
+        16
+    } else {
+        32
+    }
+}
+
+/// The rows of `w` (dequantized by src/gguf/quants, as the `gguf` package does) dotted with
+/// xq, in float64.
+fn rows_dot(w: &WeightView, xq: &[f64]) -> Vec<f64> {
+    let mut row = vec![0f32; w.cols];
+    (0..w.rows)
+        .map(|r| {
+            w.dequantize_rows(r, &mut row).unwrap();
+            row.iter().zip(xq).map(|(&a, &b)| a as f64 * b).sum()
+        })
         .collect()
+}
+
+/// `x @ w^T` for m = 1 as the model's decode kernels define it (x in 8 bits), in float64.
+fn q8x_reference(x: &[f32], w: &WeightView) -> Vec<f32> {
+    let xq = q8x(x, decode_piece(w.ty));
+    rows_dot(w, &xq).iter().map(|&v| v as f32).collect()
 }
 
 #[test]
 #[ignore = "builds the kernels with g++ (minutes); run by scripts/check-kernels.sh"]
-fn streaming_swiglu_matches_the_cpu_reference() {
-    let mut rng = Rng::new("streaming_swiglu_matches_the_cpu_reference");
-    // k = 2112: 66 Q4_0 pieces (a block of 128 threads, 62 of them idle) and 132 Q8_0 pieces
-    // (192); 77 rows: 20 groups of 4 rows of each matrix, more than the grid (at most 16
-    // blocks on the emulator's 4 multiprocessors), so blocks take two groups, and the last
-    // group is partial. k = 4160 (3 groups in flight, `stream_stages`; without the norms,
-    // which that form handles as the other): 130 Q4_0 pieces (192 threads, 2 blocks a
-    // multiprocessor) and 260 Q8_0 pieces (320 threads, 1 block), 61 rows: 16 groups, so the
-    // Q8_0 blocks take 4 each and go round the ring of 3.
-    streaming_swiglu_case(&mut rng, 2112, 77, true);
-    streaming_swiglu_case(&mut rng, 4160, 61, false);
+fn decode_matvec_family_matches_the_reference() {
+    let mut rng = Rng::new("decode_matvec_family_matches_the_reference");
+    // (devices of its own: each launch is checked to be one kernel, the one expected)
+    for dev in own_devices(8, "-decode-family") {
+        for ty in DECODE_TYPES {
+            decode_family_cases(&dev, ty, &mut rng);
+        }
+    }
 }
 
-fn streaming_swiglu_case(rng: &mut Rng, k: usize, ffn: usize, norms: bool) {
-    use super::GpuBackend;
-    use crate::backend::Backend;
+/// Every shape of the table (src/device/matvec_table.rs) for `ty`, chosen through the tuning
+/// record as a model would, each with one of the epilogues it serves, a norm mode and odd row
+/// counts, against a float64 reference of the same 8-bit x on the weights dequantized by
+/// src/gguf/quants (not by the kernels); then rows of several chunks and a NaN.
+fn decode_family_cases(dev: &Arc<GpuDevice>, ty: GgmlType, rng: &mut Rng) {
+    use crate::device::matvec_table::{Core, Epilogue};
+    use crate::device::tuning::Tuning;
     use crate::ops::activation::Activation;
-    use crate::ops::matmul::gpu::{launch_matvec_glu, NormIn, RmsNorm};
-    let want = if k >= 4096 { 3 } else { 2 };
-    let defaults = crate::device::tuning::Tuning::default();
-    assert_eq!(crate::ops::matmul::gpu::stream_stages(&defaults, k), want);
-    let silu_mul = |g: &[f32], u: &[f32]| -> Vec<f32> {
-        g.iter()
-            .zip(u)
-            .map(|(&g, &u)| (g as f64 / (1.0 + (-g as f64).exp()) * u as f64) as f32)
+    use crate::ops::matmul::decode::{matvec_decode_gguf, DecodeCase, DecodeEpilogue, DecodeNorm};
+    let suffix = kernels::WEIGHT_TYPES
+        .iter()
+        .find(|(t, _)| *t == ty)
+        .unwrap()
+        .1;
+    // Rows of 4-byte but not 16-byte multiples where the type has them (the 4-byte loads);
+    // the streaming kernel takes 16-byte aligned rows only.
+    // (and at most 32 pieces: the capped form takes rows a block reads in one pass)
+    let k_small = match ty {
+        GgmlType::Q8_0 => 448,
+        _ if ty.block_size() == 256 => 512,
+        _ => 576,
+    };
+    let k_stream = 2048;
+    let eps = 1e-5f32;
+    let weights = |rng: &mut Rng, rows: &[usize], k: usize| -> Vec<Vec<u8>> {
+        rows.iter()
+            .map(|&n| random_weight_bytes(ty, n, k, rng.next_u64()).unwrap())
             .collect()
     };
-    for dev in devices() {
-        let gpu = GpuBackend::new(dev.clone());
-        let down = |g: &DeviceBuffer, n: usize| download(&gpu, g, n);
-        for ty in [GgmlType::Q4_0, GgmlType::Q8_0] {
-            let bytes = |seed| random_weight_bytes(ty, ffn, k, seed).unwrap();
-            let (wg, wu) = (bytes(rng.next_u64()), bytes(rng.next_u64()));
-            let (gg, gu) = (
-                gpu.weight(WeightView::new(ty, ffn, k, &wg).unwrap())
-                    .unwrap(),
-                gpu.weight(WeightView::new(ty, ffn, k, &wu).unwrap())
-                    .unwrap(),
-            );
-            let (vg, vu) = (
-                super::backend::tests_view(&gg),
-                super::backend::tests_view(&gu),
-            );
-            let view = |b| WeightView {
-                ty,
-                rows: ffn,
-                cols: k,
-                bytes: b,
-            };
-            let x = rng.vec(k);
-            let gx = up(&gpu, &x);
-            let mut out = gpu.zeros(ffn).unwrap();
-            assert!(launch_matvec_glu(
-                &dev,
-                dev.tuning(),
-                &gx,
-                &vg,
-                &vu,
-                &mut out,
-                Activation::Silu,
-                None
-            )
-            .unwrap());
-            let want = silu_mul(
-                &q8x_reference(&x, &view(&wg)),
-                &q8x_reference(&x, &view(&wu)),
-            );
-            assert_close(
-                &format!("streaming swiglu {ty:?}"),
-                &down(&out, ffn),
-                &want,
-                1e-5,
-            );
-
-            if !norms {
-                continue;
+    fn views<'a>(
+        ty: GgmlType,
+        bytes: &'a [Vec<u8>],
+        rows: &[usize],
+        k: usize,
+    ) -> Vec<WeightView<'a>> {
+        bytes
+            .iter()
+            .zip(rows)
+            .map(|(b, &n)| WeightView::new(ty, n, k, b).unwrap())
+            .collect()
+    }
+    // x with a piece of zeros (scale 0) and a piece 8 times larger
+    let input = |rng: &mut Rng, k: usize| {
+        let mut x = rng.vec(k);
+        x[..32].iter_mut().for_each(|v| *v *= 8.0);
+        x[32..64].iter_mut().for_each(|v| *v = 0.0);
+        x
+    };
+    // norm 0: none, 1: by weight, 2: handed over (x already x * w, sum(x^2) in parts)
+    struct Norm {
+        w: Vec<f32>,
+        parts: Vec<f32>,
+    }
+    let make_norm = |rng: &mut Rng, x: &[f32]| Norm {
+        w: rng.vec(x.len()),
+        parts: x
+            .chunks(100)
+            .map(|c| c.iter().map(|v| v * v).sum())
+            .collect(),
+    };
+    // (the x the reference quantizes, the scale of the sums)
+    let normed = |mode: usize, x: &[f32], n: &Norm| -> (Vec<f32>, f64) {
+        let k = x.len() as f64;
+        match mode {
+            1 => {
+                let ss: f64 = x.iter().map(|&v| v as f64 * v as f64).sum();
+                let z = x.iter().zip(&n.w).map(|(a, b)| a * b).collect();
+                (z, 1.0 / (ss / k + eps as f64).sqrt())
             }
-            // RMS norm by weight, and handed over (x * weight and partial sums of x^2)
-            let norm = rng.vec(k);
-            let eps = 1e-5f32;
-            let want: Vec<f32> = {
-                let g = rms_norm_q8x_reference(&x, &norm, eps, ty, ffn, &wg);
-                let u = rms_norm_q8x_reference(&x, &norm, eps, ty, ffn, &wu);
-                g.iter()
-                    .zip(&u)
-                    .map(|(&g, &u)| (g / (1.0 + (-g).exp()) * u) as f32)
-                    .collect()
-            };
-            let gnorm = up(&gpu, &norm);
-            let by_weight = NormIn::Weight(RmsNorm {
-                weight: &gnorm,
-                eps,
-            });
-            assert!(launch_matvec_glu(
-                &dev,
-                dev.tuning(),
-                &gx,
-                &vg,
-                &vu,
-                &mut out,
-                Activation::Silu,
-                Some(&by_weight)
-            )
-            .unwrap());
-            assert_close(
-                &format!("streaming swiglu {ty:?}, norm by weight"),
-                &down(&out, ffn),
-                &want,
-                1e-5,
-            );
-            let xw: Vec<f32> = x.iter().zip(&norm).map(|(a, b)| a * b).collect();
-            let sums: Vec<f32> = x
-                .chunks(100)
-                .map(|c| c.iter().map(|v| v * v).sum())
-                .collect();
-            let (gxw, gsums) = (up(&gpu, &xw), up(&gpu, &sums));
-            let parts = NormIn::Parts {
-                parts: &gsums,
-                n: sums.len(),
-                eps,
-            };
-            assert!(launch_matvec_glu(
-                &dev,
-                dev.tuning(),
-                &gxw,
-                &vg,
-                &vu,
-                &mut out,
-                Activation::Silu,
-                Some(&parts)
-            )
-            .unwrap());
-            assert_close(
-                &format!("streaming swiglu {ty:?}, norm handed over"),
-                &down(&out, ffn),
-                &want,
-                1e-5,
-            );
+            2 => {
+                let ss: f64 = n.parts.iter().map(|&v| v as f64).sum();
+                (x.to_vec(), 1.0 / (ss / k + eps as f64).sqrt())
+            }
+            _ => (x.to_vec(), 1.0),
         }
+    };
+    fn norm_of(mode: usize, n: &Norm, eps: f32) -> DecodeNorm<'_> {
+        match mode {
+            1 => DecodeNorm::Weight(&n.w, eps),
+            2 => DecodeNorm::Parts(&n.parts, eps),
+            _ => DecodeNorm::None,
+        }
+    }
+    let to32 = |v: &[f64]| v.iter().map(|&x| x as f32).collect::<Vec<f32>>();
+    let act_f64 = |act: Activation, g: f64| match act {
+        Activation::Silu => g / (1.0 + (-g).exp()),
+        Activation::GeluTanh => {
+            0.5 * g
+                * (1.0 + ((2.0 / std::f64::consts::PI).sqrt() * (g + 0.044715 * g * g * g)).tanh())
+        }
+    };
+    for (i, shape) in crate::device::matvec_table::SHAPES.iter().enumerate() {
+        let mut t = Tuning::default();
+        let (rows, capped) = (shape.rows, shape.capped());
+        match shape.core {
+            Core::Wide if shape.epilogue == Epilogue::Glu => {
+                t.glu_rows = Some(rows);
+                t.matvec_stream = false;
+            }
+            Core::Wide => {
+                t.matvec_rows = Some(rows);
+                t.matvec_capped = capped;
+            }
+            Core::Stream { stages } => t.stream_stages = Some(stages),
+        }
+        let mode = i % 3;
+        let what = format!("{} {ty:?} norm {mode}", shape.name(suffix));
+        // (types without the streaming kernels take the wide one, at their default rows)
+        let table_type = crate::device::matvec_table::TYPES
+            .iter()
+            .find(|t| t.suffix == suffix)
+            .unwrap();
+        let want_kernel = if table_type.has(shape) {
+            shape.name(suffix)
+        } else {
+            format!("matvec_glu_{suffix}_r4")
+        };
+        let expect_kernel = |kernel: &str| assert_eq!(kernel, want_kernel, "{what}: kernel");
+        match shape.epilogue {
+            Epilogue::Proj => {
+                // Store: three matrices (rows not a multiple of the block's), biases
+                let k = k_small;
+                let ns = [13, 5, 7];
+                let wb = weights(rng, &ns, k);
+                let w = views(ty, &wb, &ns, k);
+                let x = input(rng, k);
+                let norm = make_norm(rng, &x);
+                let bias: Vec<Vec<f32>> = ns.iter().map(|&n| rng.vec(n)).collect();
+                let case = DecodeCase {
+                    x: &x,
+                    weights: w.clone(),
+                    biases: bias.iter().map(|b| Some(&b[..])).collect(),
+                    out_init: None,
+                    norm: norm_of(mode, &norm, eps),
+                    epilogue: DecodeEpilogue::Store,
+                };
+                let got = matvec_decode_gguf(dev, &t, &case).unwrap();
+                expect_kernel(&got.kernel);
+                let (z, scale) = normed(mode, &x, &norm);
+                let xq = q8x(&z, decode_piece(ty));
+                for (m, wm) in w.iter().enumerate() {
+                    let want: Vec<f64> = rows_dot(wm, &xq)
+                        .iter()
+                        .zip(&bias[m])
+                        .map(|(&y, &b)| y * scale + b as f64)
+                        .collect();
+                    assert_close(
+                        &format!("{what}: store {m}"),
+                        &got.outs[m],
+                        &to32(&want),
+                        1e-5,
+                    );
+                }
+                // Add into a residual: loaded early with the next norm's input, or not
+                let early = i % 2 == 0;
+                let ns = [21];
+                let wb = weights(rng, &ns, k);
+                let w = views(ty, &wb, &ns, k);
+                let (resid, next) = (rng.vec(21), rng.vec(21));
+                let mode2 = (mode + 1) % 3;
+                let case = DecodeCase {
+                    x: &x,
+                    weights: w.clone(),
+                    biases: vec![],
+                    out_init: Some(&resid),
+                    norm: norm_of(mode2, &norm, eps),
+                    epilogue: DecodeEpilogue::Add {
+                        early,
+                        next_norm: early.then_some(&next[..]),
+                    },
+                };
+                let got = matvec_decode_gguf(dev, &t, &case).unwrap();
+                expect_kernel(&got.kernel);
+                let (z, scale) = normed(mode2, &x, &norm);
+                let want: Vec<f64> = rows_dot(&w[0], &q8x(&z, decode_piece(ty)))
+                    .iter()
+                    .zip(&resid)
+                    .map(|(&y, &r)| r as f64 + y * scale)
+                    .collect();
+                let out = &got.outs[0];
+                assert_close(
+                    &format!("{what}: add (early {early})"),
+                    out,
+                    &to32(&want),
+                    1e-5,
+                );
+                if early {
+                    let xw: Vec<f32> = out.iter().zip(&next).map(|(o, w)| o * w).collect();
+                    assert_eq!(got.xw, xw, "{what}: the next norm's x * w");
+                    assert_eq!(got.parts.len(), 21usize.div_ceil(rows), "{what}: blocks");
+                    let ss: f64 = out.iter().map(|&o| o as f64 * o as f64).sum();
+                    let sum: f64 = got.parts.iter().map(|&v| v as f64).sum();
+                    assert!(
+                        (sum - ss).abs() <= 1e-5 * ss,
+                        "{what}: sums of out^2 {sum} vs {ss}"
+                    );
+                }
+            }
+            Epilogue::Glu => {
+                let (k, n) = match shape.core {
+                    Core::Stream { stages: 3 } => (k_stream, 400), // blocks go round the ring
+                    Core::Stream { .. } => (k_stream, 77),
+                    Core::Wide => (k_small, 11),
+                };
+                let act = if i % 2 == 0 {
+                    Activation::Silu
+                } else {
+                    Activation::GeluTanh
+                };
+                let ns = [n, n];
+                let wb = weights(rng, &ns, k);
+                let w = views(ty, &wb, &ns, k);
+                let x = input(rng, k);
+                // the activation's input a few units large (neither linear nor flat)
+                let x: Vec<f32> = x.iter().map(|v| v * 0.25).collect();
+                let norm = make_norm(rng, &x);
+                let case = DecodeCase {
+                    x: &x,
+                    weights: w.clone(),
+                    biases: vec![],
+                    out_init: None,
+                    norm: norm_of(mode, &norm, eps),
+                    epilogue: DecodeEpilogue::Glu(act),
+                };
+                let got = matvec_decode_gguf(dev, &t, &case).unwrap();
+                expect_kernel(&got.kernel);
+                let (z, scale) = normed(mode, &x, &norm);
+                let xq = q8x(&z, decode_piece(ty));
+                let (g, u) = (rows_dot(&w[0], &xq), rows_dot(&w[1], &xq));
+                let want: Vec<f64> = g
+                    .iter()
+                    .zip(&u)
+                    .map(|(&g, &u)| act_f64(act, g * scale) * u * scale)
+                    .collect();
+                assert_close(
+                    &format!("{what}: {act:?}"),
+                    &got.outs[0],
+                    &to32(&want),
+                    1e-5,
+                );
+            }
+            Epilogue::QkvRope { f16 } => {
+                let (heads, kv_heads, head_dim, n_ctx, pos) = (3, 1, 16, 8, 5);
+                let (nq, nkv) = (heads * head_dim, kv_heads * head_dim);
+                let neox = i % 2 == 0;
+                let params = RopeParams {
+                    theta: 10000.0,
+                    neox,
+                    n_rot: head_dim,
+                };
+                let k = k_small;
+                let ns = [nq, nkv, nkv];
+                let wb = weights(rng, &ns, k);
+                let w = views(ty, &wb, &ns, k);
+                let x = input(rng, k);
+                let norm = make_norm(rng, &x);
+                let bias: Vec<Vec<f32>> = ns.iter().map(|&n| rng.vec(n)).collect();
+                let with_bias = i % 4 < 2;
+                let ff: Vec<f32> = (0..head_dim / 2)
+                    .map(|_| 1.0 + 4.0 * rng.uniform().abs())
+                    .collect();
+                let with_ff = i % 4 == 1 || i % 4 == 2;
+                let dtype = if f16 {
+                    crate::device::KvDtype::F16
+                } else {
+                    crate::device::KvDtype::F32
+                };
+                let case = DecodeCase {
+                    x: &x,
+                    weights: w.clone(),
+                    biases: if with_bias {
+                        bias.iter().map(|b| Some(&b[..])).collect()
+                    } else {
+                        vec![]
+                    },
+                    out_init: None,
+                    norm: norm_of(mode, &norm, eps),
+                    epilogue: DecodeEpilogue::QkvRope {
+                        heads,
+                        kv_heads,
+                        head_dim,
+                        params,
+                        freq_factors: with_ff.then_some(&ff[..]),
+                        dtype,
+                        n_ctx,
+                        pos,
+                    },
+                };
+                let got = matvec_decode_gguf(dev, &t, &case).unwrap();
+                expect_kernel(&got.kernel);
+                let (z, scale) = normed(mode, &x, &norm);
+                let xq = q8x(&z, decode_piece(ty));
+                let proj = |m: usize| -> Vec<f64> {
+                    rows_dot(&w[m], &xq)
+                        .iter()
+                        .enumerate()
+                        .map(|(r, &y)| y * scale + if with_bias { bias[m][r] as f64 } else { 0.0 })
+                        .collect()
+                };
+                let turn = |v: &mut [f64]| {
+                    for h in v.chunks_mut(head_dim) {
+                        for p in 0..head_dim / 2 {
+                            let (i0, i1) = if neox {
+                                (p, p + head_dim / 2)
+                            } else {
+                                (2 * p, 2 * p + 1)
+                            };
+                            let mut angle =
+                                pos as f64 * 10000f64.powf(-2.0 * p as f64 / head_dim as f64);
+                            if with_ff {
+                                angle /= ff[p] as f64;
+                            }
+                            let (sn, cs) = angle.sin_cos();
+                            let (x0, x1) = (h[i0], h[i1]);
+                            h[i0] = x0 * cs - x1 * sn;
+                            h[i1] = x0 * sn + x1 * cs;
+                        }
+                    }
+                };
+                let (mut q, mut kk, v) = (proj(0), proj(1), proj(2));
+                turn(&mut q);
+                turn(&mut kk);
+                let tol = if f16 { 1e-3 } else { 1e-5 };
+                let row = |c: &[f32]| c[pos * nkv..(pos + 1) * nkv].to_vec();
+                assert_close(&format!("{what}: q"), &got.outs[0], &to32(&q), 1e-5);
+                assert_close(&format!("{what}: k"), &row(&got.k_cache), &to32(&kk), tol);
+                assert_close(&format!("{what}: v"), &row(&got.v_cache), &to32(&v), tol);
+                let others = |c: &[f32]| {
+                    c.iter()
+                        .enumerate()
+                        .filter(|(j, v)| j / nkv != pos && **v != 0.0)
+                        .count()
+                };
+                assert_eq!(
+                    others(&got.k_cache) + others(&got.v_cache),
+                    0,
+                    "{what}: other rows"
+                );
+            }
+        }
+    }
+    // Rows of several chunks a block (k = 4608: 144 pieces of 32, more than 128 threads) at
+    // the default shapes; then a NaN in x reaches every output.
+    let k = 4608;
+    let ns = [19];
+    let wb = weights(rng, &ns, k);
+    let w = views(ty, &wb, &ns, k);
+    let x = input(rng, k);
+    let mut nan = x.clone();
+    nan[k - 1] = f32::NAN;
+    let mut case = DecodeCase {
+        x: &x,
+        weights: w.clone(),
+        biases: vec![],
+        out_init: None,
+        norm: DecodeNorm::None,
+        epilogue: DecodeEpilogue::Store,
+    };
+    let got = matvec_decode_gguf(dev, dev.tuning(), &case).unwrap();
+    let want = q8x_reference(&x, &w[0]);
+    assert_close(
+        &format!("{ty:?} k {k}: {}", got.kernel),
+        &got.outs[0],
+        &want,
+        1e-5,
+    );
+    case.x = &nan;
+    let got = matvec_decode_gguf(dev, dev.tuning(), &case).unwrap();
+    assert!(got.outs[0].iter().all(|v| v.is_nan()), "NaN in x, {ty:?}");
+    // Long gate/up rows that are not 16-byte aligned take the wide kernel (k = 2112: 66
+    // blocks of 32).
+    if ty.block_size() == 32 {
+        let (k, n) = (2112, 9);
+        let wb = weights(rng, &[n, n], k);
+        let w = views(ty, &wb, &[n, n], k);
+        let x: Vec<f32> = input(rng, k).iter().map(|v| v * 0.25).collect();
+        let case = DecodeCase {
+            x: &x,
+            weights: w.clone(),
+            biases: vec![],
+            out_init: None,
+            norm: DecodeNorm::None,
+            epilogue: DecodeEpilogue::Glu(Activation::Silu),
+        };
+        let got = matvec_decode_gguf(dev, dev.tuning(), &case).unwrap();
+        let stream = matches!(ty, GgmlType::Q4_0 | GgmlType::Q8_0);
+        let aligned = (k / 32 * ty.type_size()) % 16 == 0;
+        assert_eq!(
+            got.kernel.contains("stream"),
+            stream && aligned,
+            "{ty:?} k {k}: {}",
+            got.kernel
+        );
+        let xq = q8x(&x, decode_piece(ty));
+        let want: Vec<f32> = rows_dot(&w[0], &xq)
+            .iter()
+            .zip(rows_dot(&w[1], &xq))
+            .map(|(&g, u)| (act_f64(Activation::Silu, g) * u) as f32)
+            .collect();
+        assert_close(
+            &format!("{ty:?} k {k}: {}", got.kernel),
+            &got.outs[0],
+            &want,
+            1e-5,
+        );
     }
 }
 
