@@ -40,12 +40,13 @@ def visible_pairs(seq_q, seq_k, causal):
 
 
 def matvec_cases(add):
-    """Decode (m = 1) matmuls of Llama-3-8B's shapes, the benchmark models' types; the LM head
-    (128256 x 4096) is larger than any L2, the others fit in the H100/H200's."""
-    for dt in ("Q4_0", "Q8_0"):
+    """Decode (m = 1) matmuls of Llama-3-8B's shapes (op matvec: the model's decode family, x in
+    8 bits), the benchmark models' types and Q4_K; the LM head (128256 x 4096) is larger than any
+    L2, the others fit in the H100/H200's."""
+    for dt in ("Q4_0", "Q8_0", "Q4_K"):
         for n, k in ((4096, 4096), (14336, 4096), (4096, 14336), (128256, 4096)):
             wb = weight_bytes(dt, n, k)
-            add(f"matvec {dt} {n}x{k}", "matmul", {"m": 1, "n": n, "k": k}, wb + 4 * (k + n),
+            add(f"matvec {dt} {n}x{k}", "matvec", {"m": 1, "n": n, "k": k}, wb + 4 * (k + n),
                 2.0 * n * k, dtype=dt)
 
 

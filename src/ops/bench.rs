@@ -201,7 +201,7 @@ pub fn bench_op(
                 kv_cache::gpu::launch_kv_append(d, &mut cache, dtype, &src, n_ctx - n, n, row_len)
             })
         }
-        "embedding" | "matmul" | "matmul_mma" => {
+        "embedding" | "matmul" | "matmul_mma" | "matvec" => {
             let ty = GgmlType::from_name(ty)?;
             let (rows, cols) = (get(params, "n")?, get(params, "k")?);
             let bytes = random_weight_bytes(ty, rows, cols, 7)?;
@@ -228,8 +228,10 @@ pub fn bench_op(
                 let x = random_f32(dev, &mut rng, m * cols)?;
                 let mut out = DeviceBuffer::alloc(dev, m * rows * 4, "bench")?;
                 // matmul_mma: the tensor-core kernel (row tile "bm" 64 or 128, 0 or absent:
-                // the launcher's choice), pre-pass included.
+                // the launcher's choice), pre-pass included. matvec: the model's matmul
+                // (`launch_matmul_model`: at m = 1 the decode family, 8-bit x).
                 let mma = op == "matmul_mma";
+                let model = op == "matvec";
                 let bm = Some(get_or(params, "bm", 0)).filter(|&b| b != 0);
                 Box::new(move || {
                     let w = DeviceWeight {
@@ -240,6 +242,8 @@ pub fn bench_op(
                     };
                     if mma {
                         matmul::gpu::launch_matmul_mma_tile(d, d.tuning(), &x, &w, m, &mut out, bm)
+                    } else if model {
+                        matmul::gpu::launch_matmul_model(d, d.tuning(), &x, &w, m, &mut out)
                     } else {
                         matmul::gpu::launch_matmul(d, &x, &w, m, &mut out)
                     }
