@@ -144,7 +144,7 @@ fuzz_target!(|data: &[u8]| {
         Ok(cfg) => {
             check(&cfg);
             // one tensor only: loading stops at the first missing one, cleanly
-            match model::load(&file, "cpu", Some(4), None) {
+            match model::load(&file, "cpu", Some(4), None, &[]) {
                 Err(Error::Gguf(m)) | Err(Error::Unsupported(m)) => assert!(!m.is_empty()),
                 Err(other) => panic!("loading: {other:?}"),
                 Ok(_) => panic!("a model loaded from a file with one tensor"),
