@@ -11,6 +11,7 @@ use std::time::Instant;
 use crate::error::{Error, Result};
 use crate::gguf::GgufFile;
 use crate::model::LanguageModel;
+use crate::ops::sampling::DrawKey;
 use crate::sampling::{self, Rng, SamplingParams};
 use crate::tokenizer::{Detokenizer, Tokenizer};
 
@@ -211,7 +212,7 @@ impl Engine {
         &mut self,
         tokens: &[u32],
         p: &SamplingParams,
-        rng: &mut Rng,
+        seed: u64,
         more: bool,
         interrupt: Interrupt,
     ) -> Result<(usize, u32)> {
@@ -226,13 +227,14 @@ impl Engine {
             return Ok((1, id));
         }
         let evaluated = self.eval_sequence(tokens, interrupt)?;
-        let token = self.pick(tokens, p, rng)?;
+        let token = self.pick(tokens, p, seed)?;
         Ok((evaluated, token))
     }
 
-    /// The next token after the sequence just evaluated. Plain greedy picks on the device; a
-    /// NaN anywhere in the hidden state makes every logit NaN, which the picked logit shows.
-    fn pick(&mut self, history: &[u32], p: &SamplingParams, rng: &mut Rng) -> Result<u32> {
+    /// The next token after the sequence just evaluated (`history`; the draw is keyed by the
+    /// call's seed and the new token's position). Plain greedy picks on the device; a NaN
+    /// anywhere in the hidden state makes every logit NaN, which the picked logit shows.
+    fn pick(&mut self, history: &[u32], p: &SamplingParams, seed: u64) -> Result<u32> {
         if p.is_plain_greedy() {
             // On the device: only the id and its logit come back.
             let (id, value) = self.model.last_argmax()?;
@@ -242,7 +244,12 @@ impl Engine {
             return Ok(id);
         }
         self.model.last_logits(&mut self.logits)?;
-        sampling::sample(&mut self.logits, history, p, rng)
+        let key = DrawKey {
+            seed,
+            sequence: 0,
+            position: history.len() as u32,
+        };
+        sampling::sample(&self.logits, history, p, key)
     }
 }
 
@@ -253,7 +260,8 @@ fn nan_logits() -> Error {
 /// The state of one generation request.
 pub struct Generation {
     params: GenerateParams,
-    rng: Rng,
+    /// Keys this generation's draws (with each new token's position).
+    seed: u64,
     /// Prompt then generated tokens.
     tokens: Vec<u32>,
     n_prompt: usize,
@@ -284,14 +292,14 @@ impl Generation {
                 prompt.len()
             )));
         }
-        let rng = Rng::new(params.seed.unwrap_or_else(|| engine.rng.next_u64()));
+        let seed = params.seed.unwrap_or_else(|| engine.rng.next_u64());
         let stats = Stats {
             prompt_tokens: prompt.len(),
             ..Stats::default()
         };
         engine.stats = stats.clone();
         Ok(Generation {
-            rng,
+            seed,
             n_prompt: prompt.len(),
             tokens: prompt,
             generated: 0,
@@ -362,7 +370,7 @@ impl Generation {
         let (evaluated, token) = engine.eval_and_pick(
             &self.tokens,
             &self.params.sampling,
-            &mut self.rng,
+            self.seed,
             more,
             interrupt,
         )?;

@@ -1,8 +1,13 @@
-//! Picking the next token from logits, in llama.cpp's default order: repeat penalty ->
-//! top-k -> top-p -> min-p -> temperature -> random draw. Temperature 0 is greedy (argmax,
-//! lowest id on ties) after the repeat penalty.
+//! Picking the next token of a generation from the host copy of its logits: a thin caller of
+//! `ops::sampling` (one op, the same on every device; its semantics, in llama.cpp's order of
+//! penalties -> top-k -> top-p -> min-p -> temperature -> draw, are written in
+//! src/ops/sampling/mod.rs). Temperature 0 is greedy (argmax, lowest id on ties) after the
+//! penalties. The draw is keyed by (seed, sequence, position), so a seed gives the same text
+//! on every run.
 
-use crate::error::{Error, Result};
+use crate::device::Device;
+use crate::error::Result;
+use crate::ops::sampling::{self as op, DrawKey, SampleParams, SampleRow};
 
 /// Sampling parameters of one generation (validated by `check`).
 #[derive(Clone, Debug, PartialEq)]
@@ -17,8 +22,12 @@ pub struct SamplingParams {
     pub min_p: f32,
     /// Divide positive logits (multiply negative ones) of recently seen tokens; 1 = off.
     pub repeat_penalty: f32,
-    /// How many of the last tokens the repeat penalty looks at.
+    /// How many of the last tokens the penalties look at.
     pub repeat_last_n: usize,
+    /// Subtracted from the logits of recently seen tokens; 0 = off.
+    pub presence_penalty: f32,
+    /// Times a recent token's count, subtracted from its logit; 0 = off.
+    pub frequency_penalty: f32,
 }
 
 impl Default for SamplingParams {
@@ -30,6 +39,8 @@ impl Default for SamplingParams {
             min_p: 0.05,
             repeat_penalty: 1.0,
             repeat_last_n: 64,
+            presence_penalty: 0.0,
+            frequency_penalty: 0.0,
         }
     }
 }
@@ -42,38 +53,28 @@ impl SamplingParams {
         }
     }
 
-    /// `InvalidArgument` for values outside their domain.
+    /// The op's parameters.
+    pub fn op_params(&self) -> SampleParams {
+        SampleParams {
+            temperature: self.temperature,
+            top_k: self.top_k.min(i64::MAX as usize) as i64,
+            top_p: self.top_p,
+            min_p: self.min_p,
+            repeat_penalty: self.repeat_penalty,
+            presence_penalty: self.presence_penalty,
+            frequency_penalty: self.frequency_penalty,
+            penalty_last_n: self.repeat_last_n.min(i64::MAX as usize) as i64,
+        }
+    }
+
+    /// `InvalidArgument` for values outside their domain (the op's checks).
     pub fn check(&self) -> Result<()> {
-        if !(self.temperature >= 0.0 && self.temperature.is_finite()) {
-            return Err(Error::invalid(format!(
-                "temperature must be a finite number >= 0, got {}",
-                self.temperature
-            )));
-        }
-        if !(self.top_p > 0.0 && self.top_p <= 1.0) {
-            return Err(Error::invalid(format!(
-                "top_p must be in (0, 1], got {}",
-                self.top_p
-            )));
-        }
-        if !(self.min_p >= 0.0 && self.min_p <= 1.0) {
-            return Err(Error::invalid(format!(
-                "min_p must be in [0, 1], got {}",
-                self.min_p
-            )));
-        }
-        if !(self.repeat_penalty > 0.0 && self.repeat_penalty.is_finite()) {
-            return Err(Error::invalid(format!(
-                "repeat_penalty must be a finite number > 0, got {}",
-                self.repeat_penalty
-            )));
-        }
-        Ok(())
+        self.op_params().check()
     }
 
     /// Whether the pick is the plain argmax of the logits (so a backend may do it on device).
     pub fn is_plain_greedy(&self) -> bool {
-        self.temperature == 0.0 && self.repeat_penalty == 1.0
+        self.op_params().is_plain_greedy()
     }
 }
 
@@ -112,32 +113,6 @@ impl Rng {
     }
 }
 
-/// Fail on NaN logits: a NaN is a broken model or kernel, never a token to sample.
-pub fn check_logits(logits: &[f32]) -> Result<()> {
-    if let Some(i) = logits.iter().position(|v| v.is_nan()) {
-        return Err(Error::runtime(format!(
-            "the model produced NaN logits (first at token id {i}); refusing to sample"
-        )));
-    }
-    Ok(())
-}
-
-/// Apply the repeat penalty in place to the logits of every distinct token in `recent`.
-pub fn apply_repeat_penalty(logits: &mut [f32], recent: &[u32], penalty: f32) {
-    if penalty == 1.0 {
-        return;
-    }
-    let mut seen = std::collections::HashSet::new();
-    for &t in recent {
-        if !seen.insert(t) {
-            continue;
-        }
-        if let Some(l) = logits.get_mut(t as usize) {
-            *l = if *l > 0.0 { *l / penalty } else { *l * penalty };
-        }
-    }
-}
-
 /// The index of the largest value, lowest index on ties.
 pub fn argmax(x: &[f32]) -> u32 {
     let mut best = 0;
@@ -149,97 +124,45 @@ pub fn argmax(x: &[f32]) -> u32 {
     best as u32
 }
 
-/// Pick the next token from `logits [vocab]` (modified in place by the penalty).
-/// `history` is the sequence so far (prompt and generated), for the repeat penalty.
-pub fn sample(
-    logits: &mut [f32],
-    history: &[u32],
-    p: &SamplingParams,
-    rng: &mut Rng,
-) -> Result<u32> {
-    check_logits(logits)?;
-    let recent = &history[history.len().saturating_sub(p.repeat_last_n)..];
-    apply_repeat_penalty(logits, recent, p.repeat_penalty);
-    if p.temperature == 0.0 {
-        return Ok(argmax(logits));
-    }
-
-    // Candidates sorted by logit, descending (ties: lower id first).
-    let mut cand: Vec<(u32, f32)> = logits
-        .iter()
-        .enumerate()
-        .map(|(i, &l)| (i as u32, l))
-        .collect();
-    let by_logit = |a: &(u32, f32), b: &(u32, f32)| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0));
-    if p.top_k > 0 && p.top_k < cand.len() {
-        cand.select_nth_unstable_by(p.top_k - 1, by_logit);
-        cand.truncate(p.top_k);
-    }
-    cand.sort_unstable_by(by_logit);
-
-    // top-p on the probabilities at temperature 1: the shortest prefix reaching top_p.
-    if p.top_p < 1.0 {
-        let probs = softmax(&cand, 1.0);
-        let mut cum = 0.0;
-        let mut keep = cand.len();
-        for (i, pr) in probs.iter().enumerate() {
-            cum += pr;
-            if cum >= p.top_p as f64 {
-                keep = i + 1;
-                break;
-            }
-        }
-        cand.truncate(keep.max(1));
-    }
-    // min-p: p(token) >= min_p * p(best)  <=>  logit >= best_logit + ln(min_p).
-    if p.min_p > 0.0 {
-        let floor = cand[0].1 + p.min_p.ln();
-        let keep = cand.iter().take_while(|c| c.1 >= floor).count();
-        cand.truncate(keep.max(1));
-    }
-
-    let probs = softmax(&cand, p.temperature);
-    let r = rng.next_f64();
-    let mut cum = 0.0;
-    for (c, pr) in cand.iter().zip(&probs) {
-        cum += pr;
-        if r < cum {
-            return Ok(c.0);
-        }
-    }
-    Ok(cand.last().expect("at least one candidate").0)
-}
-
-/// Probabilities of sorted candidates at `temperature` (f64 for a stable cumulative sum).
-fn softmax(cand: &[(u32, f32)], temperature: f32) -> Vec<f64> {
-    let max = cand[0].1 as f64;
-    let t = temperature as f64;
-    let mut e: Vec<f64> = cand
-        .iter()
-        .map(|c| ((c.1 as f64 - max) / t).exp())
-        .collect();
-    let sum: f64 = e.iter().sum();
-    e.iter_mut().for_each(|v| *v /= sum);
-    e
+/// Pick the next token from `logits [vocab]` on the CPU. `history` is the sequence so far
+/// (prompt and generated), for the penalties; `key` keys the draw (a generation uses its seed,
+/// sequence 0 and the new token's position).
+pub fn sample(logits: &[f32], history: &[u32], p: &SamplingParams, key: DrawKey) -> Result<u32> {
+    let row = SampleRow {
+        params: p.op_params(),
+        key,
+        history,
+    };
+    let out = op::sample(&Device::Cpu, logits, 1, logits.len(), &[row], 0)?;
+    Ok(out.ids[0])
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::Error;
+
+    fn key(position: u32) -> DrawKey {
+        DrawKey {
+            seed: 7,
+            sequence: 0,
+            position,
+        }
+    }
 
     #[test]
     fn greedy_lowest_id_on_ties() {
-        let mut l = vec![1.0, 3.0, 3.0, -2.0];
+        let l = vec![1.0, 3.0, 3.0, -2.0];
         assert_eq!(
-            sample(&mut l, &[], &SamplingParams::greedy(), &mut Rng::new(1)).unwrap(),
+            sample(&l, &[], &SamplingParams::greedy(), key(0)).unwrap(),
             1
         );
     }
 
     #[test]
     fn nan_is_an_error() {
-        let mut l = vec![1.0, f32::NAN];
-        let e = sample(&mut l, &[], &SamplingParams::default(), &mut Rng::new(1)).unwrap_err();
+        let l = vec![1.0, f32::NAN];
+        let e = sample(&l, &[], &SamplingParams::default(), key(0)).unwrap_err();
         assert!(matches!(e, Error::Runtime(_)));
     }
 
@@ -250,9 +173,8 @@ mod tests {
             top_k: 1,
             ..Default::default()
         };
-        let mut rng = Rng::new(7);
-        for _ in 0..20 {
-            assert_eq!(sample(&mut logits.clone(), &[], &p, &mut rng).unwrap(), 1);
+        for i in 0..20 {
+            assert_eq!(sample(&logits, &[], &p, key(i)).unwrap(), 1);
         }
         // No truncation at temperature 1: frequencies match softmax within sampling noise.
         let p = SamplingParams {
@@ -264,8 +186,8 @@ mod tests {
         };
         let mut counts = [0usize; 5];
         let n = 40000;
-        for _ in 0..n {
-            counts[sample(&mut logits.clone(), &[], &p, &mut rng).unwrap() as usize] += 1;
+        for i in 0..n {
+            counts[sample(&logits, &[], &p, key(i as u32)).unwrap() as usize] += 1;
         }
         let z: f64 = logits.iter().map(|&l| (l as f64).exp()).sum();
         for (i, &l) in logits.iter().enumerate() {
@@ -277,9 +199,29 @@ mod tests {
 
     #[test]
     fn repeat_penalty_signs() {
-        let mut l = vec![2.0, -2.0, 1.0];
-        apply_repeat_penalty(&mut l, &[0, 1, 0], 2.0);
-        assert_eq!(l, vec![1.0, -4.0, 1.0]);
+        // Token 0 (seen twice) halves from 2 to 1, token 1 doubles from -2 to -4: greedy then
+        // picks token 2 (1.5).
+        let p = SamplingParams {
+            repeat_penalty: 2.0,
+            ..SamplingParams::greedy()
+        };
+        assert_eq!(
+            sample(&[2.0, -2.0, 1.5], &[0, 1, 0], &p, key(0)).unwrap(),
+            2
+        );
+        assert_eq!(sample(&[2.0, -2.0, 1.5], &[], &p, key(0)).unwrap(), 0);
+    }
+
+    #[test]
+    fn same_key_same_token() {
+        let logits: Vec<f32> = (0..100).map(|i| ((i * 37) % 11) as f32 * 0.3).collect();
+        let p = SamplingParams::default();
+        for i in 0..50 {
+            assert_eq!(
+                sample(&logits, &[], &p, key(i)).unwrap(),
+                sample(&logits, &[], &p, key(i)).unwrap()
+            );
+        }
     }
 
     #[test]

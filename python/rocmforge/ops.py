@@ -17,6 +17,7 @@ naming the argument. The GIL is released while the op computes.
 >>> q = np.random.randn(1, 5, 4, 64).astype(np.float32)
 >>> k = v = np.random.randn(1, 5, 2, 64).astype(np.float32)
 >>> out = rf.ops.flash_attention(q, k, v, causal=True)       # [1, 5, 4, 64]
+>>> ids = rf.ops.sample(np.random.randn(8, 1000).astype(np.float32), seed=1)   # [8] token ids
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ embedding = _native.embedding
 add = _native.add
 kv_append = _native.kv_append
 argmax = _native.argmax
+sample = _native.sample
 
 __all__ = [
     "qkt_matmul",
@@ -53,4 +55,5 @@ __all__ = [
     "add",
     "kv_append",
     "argmax",
+    "sample",
 ]

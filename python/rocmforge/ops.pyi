@@ -1,5 +1,5 @@
 # Type stubs of rocmforge.ops (the functions are native; see their docstrings for semantics).
-from typing import Literal, Optional, Sequence, Union
+from typing import Literal, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import numpy.typing as npt
@@ -7,6 +7,13 @@ import numpy.typing as npt
 _F32 = npt.NDArray[np.float32]
 _Device = Literal["cpu", "gpu", "auto"]
 _Ints = Union[npt.NDArray[np.integer], Sequence[int]]
+# sample's parameters: one value for every row, or one per row.
+_RowFloats = Union[float, npt.NDArray[np.floating], Sequence[float]]
+_RowInts = Union[int, npt.NDArray[np.integer], Sequence[int]]
+_History = Union[_Ints, npt.NDArray[np.integer], Sequence[_Ints]]
+_I64 = npt.NDArray[np.int64]
+# ids; with logprobs > 0: (ids, their log-probabilities, top-n ids, top-n log-probabilities).
+_Samples = Union[int, _I64, Tuple[int, float, _I64, _F32], Tuple[_I64, _F32, _I64, _F32]]
 
 def qkt_matmul(q: _F32, k: _F32, scale: Optional[float] = None, *, device: _Device = "auto") -> _F32: ...
 def scale(x: _F32, factor: float, *, device: _Device = "auto") -> _F32: ...
@@ -38,6 +45,24 @@ def kv_append(
     cache: Union[_F32, npt.NDArray[np.float16]], src: _F32, pos: int, *, device: _Device = "auto"
 ) -> None: ...
 def argmax(x: _F32, *, device: _Device = "auto") -> int: ...
+def sample(
+    logits: _F32,
+    *,
+    temperature: _RowFloats = 0.8,
+    top_k: _RowInts = 40,
+    top_p: _RowFloats = 0.95,
+    min_p: _RowFloats = 0.05,
+    repeat_penalty: _RowFloats = 1.0,
+    presence_penalty: _RowFloats = 0.0,
+    frequency_penalty: _RowFloats = 0.0,
+    penalty_last_n: _RowInts = 64,
+    history: Optional[_History] = None,
+    seed: _RowInts = 0,
+    sequence: Optional[_RowInts] = None,
+    position: Optional[_RowInts] = None,
+    logprobs: int = 0,
+    device: _Device = "auto",
+) -> _Samples: ...
 
 __all__ = [
     "qkt_matmul",
@@ -54,4 +79,5 @@ __all__ = [
     "add",
     "kv_append",
     "argmax",
+    "sample",
 ]

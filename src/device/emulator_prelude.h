@@ -2,6 +2,7 @@
 // Each block runs as blockDim OS threads; __syncthreads is a barrier of the block, shuffles a
 // barrier-synchronized exchange inside each wave of RF_EMU_WAVE lanes (32 or 64, like
 // RDNA and CDNA), shared memory is a static (one block runs at a time).
+#include <atomic>
 #include <barrier>
 #include <cmath>
 #include <cstring>
@@ -81,6 +82,13 @@ inline float __shfl_xor(float v, int mask, int width) { return rf_emu_exchange<f
 inline int __shfl_xor(int v, int mask, int width) { return rf_emu_exchange<int>(v, mask, width, false); }
 // Indexed shuffle: lane `src` of the caller's aligned group of `width` lanes.
 inline int __shfl(int v, int src, int width) { return rf_emu_exchange<int>(v, src, width, false, true); }
+
+// Atomics (shared or global memory: both are host memory here) and the memory fence.
+inline unsigned atomicAdd(unsigned* p, unsigned v) { return std::atomic_ref<unsigned>(*p).fetch_add(v); }
+inline unsigned long long atomicAdd(unsigned long long* p, unsigned long long v) {
+    return std::atomic_ref<unsigned long long>(*p).fetch_add(v);
+}
+inline void __threadfence() { std::atomic_thread_fence(std::memory_order_seq_cst); }
 
 extern "C" void rf_emu_launch(void (*tramp)(void**), const unsigned* grid, const unsigned* block, unsigned shared,
                               void** args) {

@@ -22,10 +22,11 @@ pub enum Family {
     Matvec,
     Norm,
     Rope,
+    Sampling,
 }
 
 impl Family {
-    pub const ALL: [Family; 10] = [
+    pub const ALL: [Family; 11] = [
         Family::Activation,
         Family::Argmax,
         Family::Attention,
@@ -36,6 +37,7 @@ impl Family {
         Family::Matvec,
         Family::Norm,
         Family::Rope,
+        Family::Sampling,
     ];
 
     pub fn file(self) -> &'static str {
@@ -50,6 +52,7 @@ impl Family {
             Family::Matvec => "matvec.hip",
             Family::Norm => "norm.hip",
             Family::Rope => "rope.hip",
+            Family::Sampling => "sampling.hip",
         }
     }
 
@@ -114,6 +117,10 @@ pub fn softcap() -> Kernel {
 }
 pub fn argmax() -> Kernel {
     k_overlapping(Family::Argmax, "argmax_f32")
+}
+/// Sampling of every row of a logits block (penalties, filters, draw, log-probabilities).
+pub fn sample() -> Kernel {
+    k_overlapping(Family::Sampling, "sample_f32")
 }
 pub fn kv_append(dtype: KvDtype) -> Kernel {
     k_overlapping(Family::KvCache, format!("kv_append_{}", dtype.name()))
@@ -327,6 +334,7 @@ pub fn all() -> Vec<Kernel> {
         scale(),
         softcap(),
         argmax(),
+        sample(),
         kv_append(KvDtype::F32),
         kv_append(KvDtype::F16),
         qkt_matmul(),

@@ -18,6 +18,7 @@ pub mod kv_cache;
 pub mod matmul;
 pub mod norm;
 pub mod rope;
+pub mod sampling;
 
 use half::f16;
 

@@ -947,6 +947,376 @@ fn argmax(py: Python<'_>, x: &Bound<'_, PyAny>, device: &str) -> PyResult<usize>
     py.detach(|| ops::argmax::argmax(&dev, xd, xd.len())).py()
 }
 
+/// A sampling parameter: one value for every row, or one per row.
+enum PerRow<T> {
+    One(T),
+    Each(Vec<T>),
+}
+
+impl<T: Copy> PerRow<T> {
+    fn get(&self, r: usize) -> T {
+        match self {
+            PerRow::One(v) => *v,
+            PerRow::Each(v) => v[r],
+        }
+    }
+}
+
+impl<T> PerRow<T> {
+    /// The number of rows it gives values for (`None`: any).
+    fn len(&self) -> Option<usize> {
+        match self {
+            PerRow::One(_) => None,
+            PerRow::Each(v) => Some(v.len()),
+        }
+    }
+}
+
+/// `obj` (a number or a 1-D array of numbers) as float64 values.
+fn per_row_floats(op: &str, name: &str, obj: &Bound<'_, PyAny>) -> PyResult<PerRow<f64>> {
+    let np = obj.py().import("numpy")?;
+    let arr = np
+        .call_method1("asarray", (obj,))
+        .and_then(|a| a.call_method1("astype", ("float64",)))
+        .map_err(|_| {
+            type_error(
+                op,
+                format!("{name} must be a number or a 1-D array of numbers"),
+            )
+        })?;
+    let arr = arr.cast_into::<PyArrayDyn<f64>>()?;
+    let ro = arr.readonly();
+    let v = ro.as_array();
+    match v.ndim() {
+        0 => Ok(PerRow::One(v.iter().copied().next().unwrap_or(0.0))),
+        1 if !v.is_empty() => Ok(PerRow::Each(v.iter().copied().collect())),
+        _ => Err(value_error(
+            op,
+            format!(
+                "{name} must be a number or a non-empty 1-D array, got shape {}",
+                shape_str(v.shape())
+            ),
+        )),
+    }
+}
+
+/// `obj` (an int or a 1-D array of ints) as i128 values (room for uint64 seeds).
+fn per_row_ints(op: &str, name: &str, obj: &Bound<'_, PyAny>) -> PyResult<PerRow<i128>> {
+    if let Ok(v) = obj.extract::<i128>() {
+        return Ok(PerRow::One(v));
+    }
+    let np = obj.py().import("numpy")?;
+    let arr = np.call_method1("asarray", (obj,))?;
+    let arr = ndarray(op, name, &arr, "integers")?;
+    let kind = arr.dtype().kind();
+    if kind != b'i' && kind != b'u' {
+        return Err(type_error(
+            op,
+            format!(
+                "{name} must be an int or a 1-D array of ints, got dtype {}",
+                arr.dtype()
+            ),
+        ));
+    }
+    if arr.ndim() != 1 || arr.len() == 0 {
+        return Err(value_error(
+            op,
+            format!(
+                "{name} must be an int or a non-empty 1-D array, got shape {}",
+                shape_str(arr.shape())
+            ),
+        ));
+    }
+    let values: Vec<i128> = if kind == b'u' {
+        let a = arr.call_method1("astype", ("uint64",))?;
+        let a = a.cast::<PyArrayDyn<u64>>()?.readonly();
+        a.as_array().iter().map(|&v| v as i128).collect()
+    } else {
+        let a = arr.call_method1("astype", ("int64",))?;
+        let a = a.cast::<PyArrayDyn<i64>>()?.readonly();
+        a.as_array().iter().map(|&v| v as i128).collect()
+    };
+    Ok(PerRow::Each(values))
+}
+
+/// ValueError unless every value of `v` is in `[lo, hi]`.
+fn ints_in(op: &str, name: &str, v: &PerRow<i128>, lo: i128, hi: i128, want: &str) -> PyResult<()> {
+    let bad = match v {
+        PerRow::One(x) => (*x < lo || *x > hi).then_some(*x),
+        PerRow::Each(xs) => xs.iter().copied().find(|x| *x < lo || *x > hi),
+    };
+    match bad {
+        Some(x) => Err(value_error(op, format!("{name} must be {want}, got {x}"))),
+        None => Ok(()),
+    }
+}
+
+/// Each row's history: `None`, one 1-D int array for every row, a 2-D `[rows, n]` array, or
+/// a list of 1-D arrays (one per row).
+fn histories(op: &str, obj: Option<&Bound<'_, PyAny>>, vocab: usize) -> PyResult<PerRow<Vec<u32>>> {
+    let Some(obj) = obj.filter(|o| !o.is_none()) else {
+        return Ok(PerRow::One(Vec::new()));
+    };
+    let check = |values: &[i64]| -> PyResult<Vec<u32>> {
+        match values.iter().find(|&&t| t < 0 || t as u64 >= vocab as u64) {
+            Some(t) => Err(value_error(
+                op,
+                format!("history holds token id {t}, outside the vocabulary (size {vocab})"),
+            )),
+            None => Ok(values.iter().map(|&t| t as u32).collect()),
+        }
+    };
+    let is_list =
+        obj.is_instance_of::<pyo3::types::PyList>() || obj.is_instance_of::<pyo3::types::PyTuple>();
+    if is_list {
+        let n = obj.len()?;
+        if n == 0 {
+            return Ok(PerRow::One(Vec::new()));
+        }
+        if obj.get_item(0)?.extract::<i64>().is_err() {
+            // One sequence per row (they may differ in length).
+            let mut rows = Vec::with_capacity(n);
+            for item in obj.try_iter()? {
+                let item = item?;
+                if item.len().map(|l| l == 0).unwrap_or(false) {
+                    rows.push(Vec::new());
+                    continue;
+                }
+                let (shape, values) = integers(op, "history", &item)?;
+                if shape.len() != 1 {
+                    return Err(value_error(
+                        op,
+                        "history's rows must be 1-D sequences of ids".into(),
+                    ));
+                }
+                rows.push(check(&values)?);
+            }
+            return Ok(PerRow::Each(rows));
+        }
+    }
+    let (shape, values) = integers(op, "history", obj)?;
+    match shape.len() {
+        1 => Ok(PerRow::One(check(&values)?)),
+        2 => Ok(PerRow::Each(
+            values
+                .chunks(shape[1])
+                .map(check)
+                .collect::<PyResult<Vec<_>>>()?,
+        )),
+        _ => Err(value_error(
+            op,
+            format!(
+                "history must be 1-D (every row) or 2-D [rows, n], got shape {}",
+                shape_str(&shape)
+            ),
+        )),
+    }
+}
+
+/// Sample one token per row of logits `[vocab]` or `[rows, vocab]`, the same way on every
+/// device: penalties over the last `penalty_last_n` tokens of the row's history (repetition:
+/// divide positive logits and multiply negative ones by `repeat_penalty`; subtract
+/// `presence_penalty` once and `frequency_penalty` per occurrence), then top-k (0: all),
+/// top-p (the smallest set of most likely tokens whose probability at temperature 1 reaches
+/// it), min-p (drop tokens less likely than `min_p` times the best), temperature (0: greedy,
+/// lowest id on ties), then one draw from a Philox counter-based generator keyed by
+/// (`seed`, `sequence`, `position`): the same key and logits give the same token on every run,
+/// batch size and row (and on every device, but for a draw within float rounding of a
+/// boundary, as devices sum in different orders). Ties in the order: the lower id first.
+///
+/// Every parameter but `logprobs` and `device` is a scalar or a 1-D array with one value per
+/// row; 1-D logits with per-row arrays are one row drawn once per array element. `history`:
+/// None, a 1-D int array (every row), a 2-D `[rows, n]` array, or a list of 1-D arrays (one
+/// per row). `sequence` defaults to the row index, `position` to 0.
+///
+/// Returns the ids (an int for 1-D logits and scalar parameters, else an int64 array
+/// `[rows]`); with `logprobs = n > 0`, a tuple `(ids, logprob, top_ids, top_logprobs)`: the
+/// picks' log-probabilities and the `n` most likely tokens with theirs (`[rows, n]`, best
+/// first), all of the model's distribution, `log_softmax(logits)` before penalties,
+/// temperature and filters (as OpenAI's `logprobs`). ValueError names a parameter outside its
+/// domain (NaN included); NaN or +inf logits (or none finite) raise RocmForgeError.
+#[pyfunction]
+#[pyo3(signature = (logits, *, temperature=None, top_k=None, top_p=None, min_p=None,
+                    repeat_penalty=None, presence_penalty=None, frequency_penalty=None,
+                    penalty_last_n=None, history=None, seed=None, sequence=None, position=None,
+                    logprobs=0, device="auto"),
+       text_signature = "(logits, *, temperature=0.8, top_k=40, top_p=0.95, min_p=0.05, repeat_penalty=1.0, presence_penalty=0.0, frequency_penalty=0.0, penalty_last_n=64, history=None, seed=0, sequence=None, position=None, logprobs=0, device='auto')")]
+#[allow(clippy::too_many_arguments)]
+fn sample<'py>(
+    py: Python<'py>,
+    logits: &Bound<'py, PyAny>,
+    temperature: Option<&Bound<'py, PyAny>>,
+    top_k: Option<&Bound<'py, PyAny>>,
+    top_p: Option<&Bound<'py, PyAny>>,
+    min_p: Option<&Bound<'py, PyAny>>,
+    repeat_penalty: Option<&Bound<'py, PyAny>>,
+    presence_penalty: Option<&Bound<'py, PyAny>>,
+    frequency_penalty: Option<&Bound<'py, PyAny>>,
+    penalty_last_n: Option<&Bound<'py, PyAny>>,
+    history: Option<&Bound<'py, PyAny>>,
+    seed: Option<&Bound<'py, PyAny>>,
+    sequence: Option<&Bound<'py, PyAny>>,
+    position: Option<&Bound<'py, PyAny>>,
+    logprobs: i64,
+    device: &str,
+) -> PyResult<Bound<'py, PyAny>> {
+    use crate::ops::sampling::{DrawKey, SampleParams, SampleRow, MAX_TOP};
+    let op = "sample";
+    let dev = self::device(device)?;
+    let x = floats(op, "logits", logits)?;
+    if x.rank() != 1 && x.rank() != 2 {
+        return Err(value_error(
+            op,
+            format!(
+                "logits must be 1-D [vocab] or 2-D [rows, vocab], got shape {}",
+                x.shape_str()
+            ),
+        ));
+    }
+    let vocab = *x.shape.last().expect("rank >= 1");
+    let d = SampleParams::default();
+    let float = |name: &str, obj: Option<&Bound<'py, PyAny>>, default: f32| match obj {
+        Some(o) if !o.is_none() => per_row_floats(op, name, o),
+        _ => Ok(PerRow::One(default as f64)),
+    };
+    let int = |name: &str, obj: Option<&Bound<'py, PyAny>>, default: i128| match obj {
+        Some(o) if !o.is_none() => per_row_ints(op, name, o),
+        _ => Ok(PerRow::One(default)),
+    };
+    let temperature = float("temperature", temperature, d.temperature)?;
+    let top_k = int("top_k", top_k, d.top_k as i128)?;
+    let top_p = float("top_p", top_p, d.top_p)?;
+    let min_p = float("min_p", min_p, d.min_p)?;
+    let repeat = float("repeat_penalty", repeat_penalty, d.repeat_penalty)?;
+    let presence = float("presence_penalty", presence_penalty, d.presence_penalty)?;
+    let frequency = float("frequency_penalty", frequency_penalty, d.frequency_penalty)?;
+    let last_n = int("penalty_last_n", penalty_last_n, d.penalty_last_n as i128)?;
+    let seed = int("seed", seed, 0)?;
+    let position = int("position", position, 0)?;
+    let sequence = match sequence {
+        Some(o) if !o.is_none() => Some(per_row_ints(op, "sequence", o)?),
+        _ => None,
+    };
+    ints_in(op, "top_k", &top_k, 0, i64::MAX as i128, ">= 0")?;
+    ints_in(op, "penalty_last_n", &last_n, 0, i64::MAX as i128, ">= 0")?;
+    ints_in(op, "seed", &seed, 0, u64::MAX as i128, "in [0, 2**64)")?;
+    ints_in(
+        op,
+        "position",
+        &position,
+        0,
+        u32::MAX as i128,
+        "in [0, 2**32)",
+    )?;
+    if let Some(s) = &sequence {
+        ints_in(op, "sequence", s, 0, u64::MAX as i128, "in [0, 2**64)")?;
+    }
+    if logprobs < 0 || logprobs as usize > MAX_TOP.min(vocab) {
+        return Err(value_error(
+            op,
+            format!(
+                "logprobs must be in [0, {}], got {logprobs}",
+                MAX_TOP.min(vocab)
+            ),
+        ));
+    }
+    let history = histories(op, history, vocab)?;
+    // Rows: those of 2-D logits, or the length of the per-row arguments.
+    let lens: Vec<(&str, usize)> = [
+        ("temperature", temperature.len()),
+        ("top_k", top_k.len()),
+        ("top_p", top_p.len()),
+        ("min_p", min_p.len()),
+        ("repeat_penalty", repeat.len()),
+        ("presence_penalty", presence.len()),
+        ("frequency_penalty", frequency.len()),
+        ("penalty_last_n", last_n.len()),
+        ("history", history.len()),
+        ("seed", seed.len()),
+        ("sequence", sequence.as_ref().and_then(|s| s.len())),
+        ("position", position.len()),
+    ]
+    .into_iter()
+    .filter_map(|(name, len)| len.map(|l| (name, l)))
+    .collect();
+    let (n_rows, logits_rows) = if x.rank() == 2 {
+        (x.shape[0], x.shape[0])
+    } else {
+        (lens.first().map(|l| l.1).unwrap_or(1), 1)
+    };
+    if let Some((name, len)) = lens.iter().find(|(_, l)| *l != n_rows) {
+        return Err(value_error(
+            op,
+            format!(
+                "{name} has {len} values for {n_rows} rows (logits {}{})",
+                x.shape_str(),
+                if x.rank() == 1 {
+                    format!(", {} has {n_rows}", lens[0].0)
+                } else {
+                    String::new()
+                }
+            ),
+        ));
+    }
+    let scalar = x.rank() == 1 && lens.is_empty();
+    let rows: Vec<SampleRow> = (0..n_rows)
+        .map(|r| SampleRow {
+            params: SampleParams {
+                temperature: temperature.get(r) as f32,
+                top_k: top_k.get(r) as i64,
+                top_p: top_p.get(r) as f32,
+                min_p: min_p.get(r) as f32,
+                repeat_penalty: repeat.get(r) as f32,
+                presence_penalty: presence.get(r) as f32,
+                frequency_penalty: frequency.get(r) as f32,
+                penalty_last_n: last_n.get(r) as i64,
+            },
+            key: DrawKey {
+                seed: seed.get(r) as u64,
+                sequence: sequence
+                    .as_ref()
+                    .map(|s| s.get(r) as u64)
+                    .unwrap_or(r as u64),
+                position: position.get(r) as u32,
+            },
+            history: match &history {
+                PerRow::One(h) => h,
+                PerRow::Each(h) => &h[r],
+            },
+        })
+        .collect();
+    let n_top = logprobs as usize;
+    let xd = x.data();
+    let out = py
+        .detach(|| ops::sampling::sample(&dev, xd, logits_rows, vocab, &rows, n_top))
+        .py()?;
+    let ids: Vec<i64> = out.ids.iter().map(|&v| v as i64).collect();
+    let top_ids: Vec<i64> = out.top_ids.iter().map(|&v| v as i64).collect();
+    if scalar {
+        if n_top == 0 {
+            return Ok(ids[0].into_pyobject(py)?.into_any());
+        }
+        let t = (
+            ids[0],
+            out.logprobs[0] as f64,
+            PyArray1::from_vec(py, top_ids),
+            PyArray1::from_vec(py, out.top_logprobs),
+        );
+        return Ok(t.into_pyobject(py)?.into_any());
+    }
+    let ids = PyArray1::from_vec(py, ids);
+    if n_top == 0 {
+        return Ok(ids.into_any());
+    }
+    let t = (
+        ids,
+        PyArray1::from_vec(py, out.logprobs),
+        PyArray1::from_vec(py, top_ids).reshape([n_rows, n_top])?,
+        PyArray1::from_vec(py, out.top_logprobs).reshape([n_rows, n_top])?,
+    );
+    Ok(t.into_pyobject(py)?.into_any())
+}
+
 /// The model's GPU matmul (for tests and benchmarks): `x @ dequantize(w).T` on GPU 0 with x
 /// float32 `[m, k]` and w as `matmul` takes it, through `path`: "model" (what the model's
 /// forward pass runs: tensor cores from `MMA_MIN_M` rows where available, f16 products),
@@ -1248,6 +1618,7 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     sub.add_function(wrap_pyfunction!(add, &sub)?)?;
     sub.add_function(wrap_pyfunction!(kv_append, &sub)?)?;
     sub.add_function(wrap_pyfunction!(argmax, &sub)?)?;
+    sub.add_function(wrap_pyfunction!(sample, &sub)?)?;
     m.add_submodule(&sub)?;
     m.add_function(wrap_pyfunction!(gpu_matmul, m)?)?;
     m.add_function(wrap_pyfunction!(gpu_matvec, m)?)?;
