@@ -123,46 +123,75 @@ fn precompile(out_dir: &Path, sources: &[(String, String)], table: &mut String) 
         .collect();
     let work = out_dir.join("precompiled");
     std::fs::create_dir_all(&work).unwrap();
+    let files: Vec<&String> = sources
+        .iter()
+        .map(|(n, _)| n)
+        .filter(|n| n.ends_with(".hip"))
+        .collect();
     for target in targets
         .split([';', ',', ' '])
         .map(str::trim)
         .filter(|t| !t.is_empty())
     {
-        for (file, _) in sources.iter().filter(|(n, _)| n.ends_with(".hip")) {
-            let stem = file.trim_end_matches(".hip");
-            let src = match source::assemble(file, &refs) {
-                Ok(s) => s,
-                Err(e) => panic!("kernel source {file}: {e}"),
-            };
-            let input = work.join(format!("{stem}.hip"));
-            let output = work.join(format!("{stem}-{target}.co"));
-            std::fs::write(&input, src).unwrap();
-            let args =
-                source::hipcc_args(target, input.to_str().unwrap(), output.to_str().unwrap());
-            match Command::new(&hipcc).args(&args).output() {
-                Ok(o) if o.status.success() => {
-                    writeln!(
-                        table,
-                        "    ({file:?}, {target:?}, include_bytes!({:?})),",
-                        output.display().to_string()
-                    )
-                    .unwrap();
-                }
-                Ok(o) => {
-                    let err = String::from_utf8_lossy(&o.stderr);
-                    let first = err
-                        .lines()
-                        .find(|l| l.contains("error"))
-                        .unwrap_or("")
-                        .to_string();
-                    println!("cargo:warning=skipping AMD target {target} for {file}: hipcc failed ({first})");
-                    break;
-                }
-                Err(e) => {
-                    println!("cargo:warning=skipping AMD target {target}: {e}");
-                    break;
-                }
+        // One hipcc per kernel file at a time on each core: each is single-threaded.
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        let results: Vec<std::sync::Mutex<Option<Result<PathBuf, String>>>> =
+            files.iter().map(|_| std::sync::Mutex::new(None)).collect();
+        let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+        std::thread::scope(|scope| {
+            for _ in 0..workers.min(files.len()) {
+                scope.spawn(|| loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let Some(file) = files.get(i) else { break };
+                    let r = precompile_file(&hipcc, target, file, &refs, &work);
+                    *results[i].lock().unwrap() = Some(r);
+                });
             }
+        });
+        let results: Vec<Result<PathBuf, String>> = results
+            .into_iter()
+            .map(|r| r.into_inner().unwrap().expect("every file was compiled"))
+            .collect();
+        if let Some(err) = results.iter().find_map(|r| r.as_ref().err()) {
+            println!("cargo:warning=skipping AMD target {target}: {err}");
+            continue;
         }
+        for (file, output) in files.iter().zip(&results) {
+            let output = output.as_ref().expect("checked above");
+            writeln!(
+                table,
+                "    ({file:?}, {target:?}, include_bytes!({:?})),",
+                output.display().to_string()
+            )
+            .unwrap();
+        }
+    }
+}
+
+/// Compile one kernel file for `target`: its code object's path, or why not.
+fn precompile_file(
+    hipcc: &str,
+    target: &str,
+    file: &str,
+    refs: &[(&str, &str)],
+    work: &Path,
+) -> Result<PathBuf, String> {
+    let stem = file.trim_end_matches(".hip");
+    let src = match source::assemble(file, refs) {
+        Ok(s) => s,
+        Err(e) => panic!("kernel source {file}: {e}"),
+    };
+    let input = work.join(format!("{stem}-{target}.hip"));
+    let output = work.join(format!("{stem}-{target}.co"));
+    std::fs::write(&input, src).unwrap();
+    let args = source::hipcc_args(target, input.to_str().unwrap(), output.to_str().unwrap());
+    match Command::new(hipcc).args(&args).output() {
+        Ok(o) if o.status.success() => Ok(output),
+        Ok(o) => {
+            let err = String::from_utf8_lossy(&o.stderr);
+            let first = err.lines().find(|l| l.contains("error")).unwrap_or("");
+            Err(format!("hipcc failed on {file} ({first})"))
+        }
+        Err(e) => Err(e.to_string()),
     }
 }

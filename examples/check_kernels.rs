@@ -5,12 +5,15 @@
 //!   check_kernels [nvrtc ARCH...] [hipcc ARCH...]
 //!   e.g. check_kernels nvrtc sm_80 sm_90 hipcc gfx1030 gfx90a
 //!
+//! The compilations run in parallel, one per core (each compiler call is single-threaded),
+//! the largest sources first; the table is printed in target and file order at the end.
 //! With CHECK_KERNELS_KEEP=DIR, each compiled image is also written to DIR.
 //! NVRTC needs libnvrtc on the loader path (no driver, no GPU); hipcc is the ROCm compiler
 //! driver (device code only, unbundled code objects). Exit status 1 on any failure.
 
 use std::collections::BTreeMap;
 use std::process::Command;
+use std::sync::Mutex;
 use std::time::Instant;
 
 use rocmforge::device::{cuda, kernels, source};
@@ -32,7 +35,8 @@ fn compile(
         "nvrtc" => cuda::nvrtc_compile(family.file(), &src, arch).map_err(|e| e.to_string()),
         "hipcc" => {
             let stem = family.file().trim_end_matches(".hip");
-            let input = dir.join(format!("{stem}.hip"));
+            // One input file per job: jobs of other targets run at the same time.
+            let input = dir.join(format!("{stem}-{arch}.hip"));
             let output = dir.join(format!("{stem}-{arch}.co"));
             std::fs::write(&input, &src).map_err(|e| e.to_string())?;
             let hipcc = std::env::var("HIPCC").unwrap_or_else(|_| "hipcc".into());
@@ -50,6 +54,35 @@ fn compile(
             std::fs::read(&output).map_err(|e| e.to_string())
         }
         other => Err(format!("unknown compiler {other}")),
+    }
+}
+
+/// Compile `family` for one target and check that every kernel of `names` is in the image.
+fn check(
+    compiler: &str,
+    arch: &str,
+    family: kernels::Family,
+    names: &[String],
+    dir: &std::path::Path,
+) -> Result<(), String> {
+    let image = compile(compiler, arch, family, dir)?;
+    if let Some(keep) = std::env::var_os("CHECK_KERNELS_KEEP") {
+        // The compiled images, for inspection (registers, spills: e.g. cuobjdump).
+        let stem = family.file().trim_end_matches(".hip");
+        let path = std::path::Path::new(&keep).join(format!("{stem}-{arch}.bin"));
+        std::fs::write(&path, &image).map_err(|e| e.to_string())?;
+    }
+    let suffix = if compiler == "hipcc" { ".kd" } else { "" };
+    let missing: Vec<&String> = names
+        .iter()
+        .filter(|n| !has_symbol(&image, &format!("{n}{suffix}")))
+        .collect();
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(format!(
+            "compiled, but these kernels are missing: {missing:?}"
+        ))
     }
 }
 
@@ -80,51 +113,64 @@ fn main() {
     }
     let dir = std::env::temp_dir().join(format!("rocmforge-check-kernels-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temporary directory");
+    // Every (target, file) job, the largest sources first so that the long ones start early.
+    let mut jobs: Vec<(usize, &(String, String), kernels::Family, &Vec<String>)> = Vec::new();
+    for t in &targets {
+        for (family, names) in &by_family {
+            let size = family.source().map(|s| s.len()).unwrap_or(0);
+            jobs.push((size, t, *family, names));
+        }
+    }
+    jobs.sort_by(|a, b| b.0.cmp(&a.0));
+    let queue = Mutex::new(jobs.into_iter());
+    let results = Mutex::new(Vec::new());
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+    std::thread::scope(|scope| {
+        for _ in 0..workers {
+            scope.spawn(|| loop {
+                let Some((_, (compiler, arch), family, names)) = queue.lock().unwrap().next()
+                else {
+                    break;
+                };
+                let t = Instant::now();
+                let result = check(compiler, arch, family, names, &dir);
+                let seconds = t.elapsed().as_secs_f64();
+                results.lock().unwrap().push((
+                    compiler.clone(),
+                    arch.clone(),
+                    family,
+                    names.len(),
+                    seconds,
+                    result,
+                ));
+            });
+        }
+    });
+    let mut results = results.into_inner().unwrap();
+    let order = |c: &String, a: &String| targets.iter().position(|t| &t.0 == c && &t.1 == a);
+    results.sort_by_key(|r| (order(&r.0, &r.1), r.2));
     let mut failures = 0;
     println!(
         "{:<8} {:<8} {:<16} {:>8} {:>9}  result",
         "compiler", "target", "file", "kernels", "seconds"
     );
-    for (compiler, arch) in &targets {
-        for (family, names) in &by_family {
-            let t = Instant::now();
-            let result = compile(compiler, arch, *family, &dir).and_then(|image| {
-                if let Some(keep) = std::env::var_os("CHECK_KERNELS_KEEP") {
-                    // The compiled images, for inspection (registers, spills: e.g. cuobjdump).
-                    let stem = family.file().trim_end_matches(".hip");
-                    let path = std::path::Path::new(&keep).join(format!("{stem}-{arch}.bin"));
-                    std::fs::write(&path, &image).map_err(|e| e.to_string())?;
-                }
-                let suffix = if compiler == "hipcc" { ".kd" } else { "" };
-                let missing: Vec<&String> = names
-                    .iter()
-                    .filter(|n| !has_symbol(&image, &format!("{n}{suffix}")))
-                    .collect();
-                if missing.is_empty() {
-                    Ok(())
-                } else {
-                    Err(format!(
-                        "compiled, but these kernels are missing: {missing:?}"
-                    ))
-                }
-            });
-            let status = match &result {
-                Ok(()) => "ok".to_string(),
-                Err(e) => {
-                    failures += 1;
-                    format!("FAILED\n{e}")
-                }
-            };
-            println!(
-                "{:<8} {:<8} {:<16} {:>8} {:>9.1}  {}",
-                compiler,
-                arch,
-                family.file(),
-                names.len(),
-                t.elapsed().as_secs_f64(),
-                status
-            );
-        }
+    for (compiler, arch, family, n, seconds, result) in &results {
+        let status = match result {
+            Ok(()) => "ok".to_string(),
+            Err(e) => {
+                failures += 1;
+                format!("FAILED\n{e}")
+            }
+        };
+        println!(
+            "{:<8} {:<8} {:<16} {:>8} {:>9.1}  {}",
+            compiler,
+            arch,
+            family.file(),
+            n,
+            seconds,
+            status
+        );
     }
     let _ = std::fs::remove_dir_all(&dir);
     let total: usize = by_family.values().map(|v| v.len()).sum();
