@@ -103,6 +103,10 @@ pub fn rope_kv(dtype: KvDtype) -> Kernel {
 pub fn glu(act_glu_name: &str) -> Kernel {
     k_overlapping(Family::Activation, format!("{act_glu_name}_f32"))
 }
+/// The tanh form of GELU, element-wise (the same function as `glu("geglu")` applies to gate).
+pub fn gelu() -> Kernel {
+    k(Family::Activation, "gelu_f32")
+}
 pub fn add() -> Kernel {
     k_overlapping(Family::Elementwise, "add_f32")
 }
@@ -329,6 +333,7 @@ pub fn all() -> Vec<Kernel> {
         rope_kv(KvDtype::F16),
         glu("swiglu"),
         glu("geglu"),
+        gelu(),
         add(),
         add_bias(),
         scale(),

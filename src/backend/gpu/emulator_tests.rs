@@ -148,13 +148,25 @@ fn small_ops_match_the_cpu() {
             ops::norm::rms_norm(&Device::Cpu, &x, &w, 1e-5, rows, &mut b).unwrap();
             assert_close(&format!("rms_norm {rows}x{dim}"), &a, &b, 1e-5);
         }
-        // swiglu, add, add_bias, scale
+        // swiglu, geglu, gelu, add, add_bias, scale
         let n = 1000;
         let (g, u) = (rng.vec(n), rng.vec(n));
         let (mut a, mut b) = (vec![0f32; n], vec![0f32; n]);
         ops::activation::swiglu(&gpu, &g, &u, n, &mut a).unwrap();
         ops::activation::swiglu(&Device::Cpu, &g, &u, n, &mut b).unwrap();
         assert_close("swiglu", &a, &b, 1e-6);
+        // geglu and gelu, with gates out to where tanh saturates
+        let wide: Vec<f32> = g.iter().map(|v| v * 30.0).collect();
+        let (mut a, mut b) = (vec![0f32; n], vec![0f32; n]);
+        ops::activation::geglu(&gpu, &wide, &u, n, &mut a).unwrap();
+        ops::activation::geglu(&Device::Cpu, &wide, &u, n, &mut b).unwrap();
+        assert_close("geglu", &a, &b, 1e-6);
+        let (mut c, mut d) = (vec![0f32; n], vec![0f32; n]);
+        ops::activation::gelu(&gpu, &wide, n, &mut c).unwrap();
+        ops::activation::gelu(&Device::Cpu, &wide, n, &mut d).unwrap();
+        assert_close("gelu", &c, &d, 1e-6);
+        let times_up: Vec<f32> = c.iter().zip(&u).map(|(c, u)| c * u).collect();
+        assert_close("gelu * up = geglu", &times_up, &a, 0.0);
         let (mut a, mut b) = (g.clone(), g.clone());
         ops::elementwise::add(&gpu, &mut a, &u, n).unwrap();
         ops::elementwise::add(&Device::Cpu, &mut b, &u, n).unwrap();

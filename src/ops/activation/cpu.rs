@@ -38,3 +38,14 @@ pub fn geglu(gate: &[f32], up: &[f32], out: &mut [f32]) {
             }
         });
 }
+
+/// `out[i] = gelu(x[i])` (tanh form); x, out `[n]`.
+pub fn gelu(x: &[f32], out: &mut [f32]) {
+    out.par_chunks_mut(CHUNK)
+        .zip(x.par_chunks(CHUNK))
+        .for_each(|(out, x)| {
+            for (o, &v) in out.iter_mut().zip(x) {
+                *o = gelu_tanh(v);
+            }
+        });
+}

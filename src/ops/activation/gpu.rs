@@ -48,3 +48,32 @@ pub fn glu(
     launch_glu(dev, &g, &u, n, act, &mut o)?;
     o.read(&mut out[..n], op)
 }
+
+/// `out[i] = gelu(x[i])` (tanh form) for `i < n`.
+pub fn launch_gelu(
+    dev: &GpuDevice,
+    x: &DeviceBuffer,
+    n: usize,
+    out: &mut DeviceBuffer,
+) -> Result<()> {
+    need("gelu", "x", x, n, 4)?;
+    need("gelu", "out", out, n, 4)?;
+    if n == 0 {
+        return Ok(());
+    }
+    dev.launch(
+        "gelu",
+        &kernels::gelu(),
+        flat_grid(n),
+        [FLAT_BLOCK, 1, 1],
+        0,
+        &[x.arg(), out.arg(), Arg::I64(n as i64)],
+    )
+}
+
+pub fn gelu(dev: &Arc<GpuDevice>, x: &[f32], n: usize, out: &mut [f32]) -> Result<()> {
+    let xd = DeviceBuffer::from_slice(dev, &x[..n], "gelu")?;
+    let mut o = DeviceBuffer::alloc(dev, n * 4, "gelu")?;
+    launch_gelu(dev, &xd, n, &mut o)?;
+    o.read(&mut out[..n], "gelu")
+}
