@@ -96,6 +96,17 @@ def swiglu(gate, up):
     return g * sigmoid * up.astype(np.float64)
 
 
+def gelu(x):
+    """0.5 x (1 + tanh(sqrt(2 / pi) (x + 0.044715 x^3))), the tanh form of GELU, in float64."""
+    x = np.asarray(x, dtype=np.float64)
+    return 0.5 * x * (1.0 + np.tanh(np.sqrt(2.0 / np.pi) * (x + 0.044715 * x**3)))
+
+
+def geglu(gate, up):
+    """gelu(gate) * up (tanh form), in float64."""
+    return gelu(gate) * up.astype(np.float64)
+
+
 def rms_norm(x, weight, eps=1e-6):
     x = x.astype(np.float64)
     return x / np.sqrt(np.mean(x * x, axis=-1, keepdims=True) + eps) * weight.astype(np.float64)

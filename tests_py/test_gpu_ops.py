@@ -51,6 +51,8 @@ def _small_calls():
         "rms_norm": lambda: rf.ops.rms_norm(x, x[0], device="gpu"),
         "rope": lambda: rf.ops.rope(q, np.arange(5), device="gpu"),
         "swiglu": lambda: rf.ops.swiglu(x, x, device="gpu"),
+        "geglu": lambda: rf.ops.geglu(x, x, device="gpu"),
+        "gelu": lambda: rf.ops.gelu(x, device="gpu"),
         "add": lambda: rf.ops.add(x, x, device="gpu"),
         "scale": lambda: rf.ops.scale(x, 2.0, device="gpu"),
         "softmax": lambda: rf.ops.softmax(x, device="gpu"),

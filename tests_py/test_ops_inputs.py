@@ -51,6 +51,10 @@ BAD_CALLS = [
     ("rope freq_factors", lambda: ops.rope(z(1, 3, 2, 8), np.arange(3), freq_factors=z(8)), ValueError, "freq_factors"),
     ("rope theta", lambda: ops.rope(z(1, 3, 2, 8), np.arange(3), theta=0.0), ValueError, "theta"),
     ("swiglu shapes", lambda: ops.swiglu(z(3, 4), z(4, 3)), ValueError, "up"),
+    ("geglu shapes", lambda: ops.geglu(z(3, 4), z(4, 3)), ValueError, "up"),
+    ("geglu gate float64", lambda: ops.geglu(z(3, dtype=np.float64), z(3)), TypeError, "gate must have dtype float32"),
+    ("gelu x float16", lambda: ops.gelu(z(3, dtype=np.float16)), TypeError, "x must have dtype float32"),
+    ("gelu empty", lambda: ops.gelu(z(0, 4)), ValueError, "x is empty"),
     ("rms_norm weight", lambda: ops.rms_norm(z(3, 4), z(5)), ValueError, "weight"),
     ("rms_norm weight 2-D", lambda: ops.rms_norm(z(3, 4), z(1, 4)), ValueError, "weight must be 1-D"),
     ("rms_norm eps", lambda: ops.rms_norm(z(3, 4), z(4), -1.0), ValueError, "eps"),
@@ -108,6 +112,8 @@ LAYOUT_CASES = [
     ("rms_norm", [(7, 12), (12,)], lambda d, a, b: ops.rms_norm(a, b, device=d)),
     ("matmul", [(7, 12), (5, 12)], lambda d, a, b: ops.matmul(a, b, device=d)),
     ("swiglu", [(7, 12), (7, 12)], lambda d, a, b: ops.swiglu(a, b, device=d)),
+    ("geglu", [(7, 12), (7, 12)], lambda d, a, b: ops.geglu(a, b, device=d)),
+    ("gelu", [(3, 7, 12), (3,)], lambda d, a, b: ops.gelu(a, device=d)),
     ("add", [(7, 12), (7, 12)], lambda d, a, b: ops.add(a, b, device=d)),
     ("softmax", [(7, 12), (3,)], lambda d, a, b: ops.softmax(a, device=d)),
     ("causal_mask", [(3, 7, 12), (3,)], lambda d, a, b: ops.causal_mask(a, device=d)),
@@ -176,6 +182,8 @@ def test_spec_signatures():
     assert sig["flash_attention"] == ["q", "k", "v", "causal", "scale", "device"]
     assert sig["rope"] == ["x", "positions", "theta", "neox", "freq_factors", "device"]
     assert sig["swiglu"] == ["gate", "up", "device"]
+    assert sig["geglu"] == ["gate", "up", "device"]
+    assert sig["gelu"] == ["x", "device"]
     assert sig["rms_norm"] == ["x", "weight", "eps", "device"]
     assert sig["matmul"] == ["x", "w", "dtype", "device"]
     p = inspect.signature(ops.rope).parameters

@@ -32,6 +32,8 @@ weighted_matmul = _native.weighted_matmul
 flash_attention = _native.flash_attention
 rope = _native.rope
 swiglu = _native.swiglu
+geglu = _native.geglu
+gelu = _native.gelu
 rms_norm = _native.rms_norm
 matmul = _native.matmul
 embedding = _native.embedding
@@ -49,6 +51,8 @@ __all__ = [
     "flash_attention",
     "rope",
     "swiglu",
+    "geglu",
+    "gelu",
     "rms_norm",
     "matmul",
     "embedding",

@@ -33,6 +33,8 @@ def rope(
     device: _Device = "auto",
 ) -> _F32: ...
 def swiglu(gate: _F32, up: _F32, *, device: _Device = "auto") -> _F32: ...
+def geglu(gate: _F32, up: _F32, *, device: _Device = "auto") -> _F32: ...
+def gelu(x: _F32, *, device: _Device = "auto") -> _F32: ...
 def rms_norm(x: _F32, weight: _F32, eps: float = 1e-6, *, device: _Device = "auto") -> _F32: ...
 def matmul(
     x: _F32, w: Union[_F32, npt.NDArray[np.uint8]], dtype: str = "F32", *, device: _Device = "auto"
@@ -73,6 +75,8 @@ __all__ = [
     "flash_attention",
     "rope",
     "swiglu",
+    "geglu",
+    "gelu",
     "rms_norm",
     "matmul",
     "embedding",

@@ -17,6 +17,7 @@ use pyo3::prelude::*;
 use super::IntoPy;
 use crate::device::{resolve_device, Device};
 use crate::gguf::GgmlType;
+use crate::ops::activation::Activation;
 use crate::ops::rope::RopeParams;
 use crate::ops::{self, attention::AttentionShape, WeightView};
 
@@ -626,17 +627,15 @@ fn rope<'py>(
     to_numpy(py, out, x.shape.clone())
 }
 
-/// `silu(gate) * up` element-wise, `silu(g) = g / (1 + exp(-g))`; gate and up float32 of the
-/// same shape (usually `[tokens, ffn_dim]`). Returns a new float32 array of that shape.
-#[pyfunction]
-#[pyo3(signature = (gate, up, *, device="auto"))]
-fn swiglu<'py>(
+/// `act(gate) * up` for swiglu and geglu: gate and up float32 of the same shape.
+fn glu<'py>(
     py: Python<'py>,
+    act: Activation,
     gate: &Bound<'py, PyAny>,
     up: &Bound<'py, PyAny>,
     device: &str,
 ) -> PyResult<Bound<'py, PyArrayDyn<f32>>> {
-    let op = "swiglu";
+    let op = act.glu_name();
     let dev = self::device(device)?;
     let (g, u) = (floats(op, "gate", gate)?, floats(op, "up", up)?);
     if g.shape != u.shape {
@@ -655,10 +654,62 @@ fn swiglu<'py>(
     let out = py
         .detach(|| {
             let mut out = filled(out);
-            ops::activation::swiglu(&dev, gd, ud, n, &mut out).map(|_| out)
+            ops::activation::glu(&dev, gd, ud, n, act, &mut out).map(|_| out)
         })
         .py()?;
     to_numpy(py, out, g.shape.clone())
+}
+
+/// `silu(gate) * up` element-wise, `silu(g) = g / (1 + exp(-g))`; gate and up float32 of the
+/// same shape (usually `[tokens, ffn_dim]`). Returns a new float32 array of that shape.
+#[pyfunction]
+#[pyo3(signature = (gate, up, *, device="auto"))]
+fn swiglu<'py>(
+    py: Python<'py>,
+    gate: &Bound<'py, PyAny>,
+    up: &Bound<'py, PyAny>,
+    device: &str,
+) -> PyResult<Bound<'py, PyArrayDyn<f32>>> {
+    glu(py, Activation::Silu, gate, up, device)
+}
+
+/// `gelu(gate) * up` element-wise with the tanh form of GELU (as `gelu`; Gemma's feed-forward);
+/// gate and up float32 of the same shape (usually `[tokens, ffn_dim]`). Returns a new float32
+/// array of that shape.
+#[pyfunction]
+#[pyo3(signature = (gate, up, *, device="auto"))]
+fn geglu<'py>(
+    py: Python<'py>,
+    gate: &Bound<'py, PyAny>,
+    up: &Bound<'py, PyAny>,
+    device: &str,
+) -> PyResult<Bound<'py, PyArrayDyn<f32>>> {
+    glu(py, Activation::GeluTanh, gate, up, device)
+}
+
+/// GELU, tanh form, element-wise: `0.5 x (1 + tanh(sqrt(2 / pi) (x + 0.044715 x**3)))`.
+///
+/// x: float32 of any shape `[...]`. Returns a new float32 array of x's shape.
+#[pyfunction]
+#[pyo3(signature = (x, *, device="auto"))]
+fn gelu<'py>(
+    py: Python<'py>,
+    x: &Bound<'py, PyAny>,
+    device: &str,
+) -> PyResult<Bound<'py, PyArrayDyn<f32>>> {
+    let op = "gelu";
+    let dev = self::device(device)?;
+    let x = floats(op, "x", x)?;
+    let n = x.data().len();
+    let out = reserve_output(op, &x.shape)?;
+    let xd = x.data();
+    let out = py
+        .detach(|| {
+            let mut out = filled(out);
+            ops::activation::gelu(&dev, xd, n, &mut out).map(|_| out)
+        })
+        .py()?;
+    to_numpy(py, out, x.shape.clone())
 }
 
 /// RMS normalization over the last axis, times weight:
@@ -1403,7 +1454,6 @@ fn gpu_matvec<'py>(
     tuning: Option<Bound<'py, pyo3::types::PyDict>>,
 ) -> PyResult<Bound<'py, pyo3::types::PyDict>> {
     use crate::device::KvDtype;
-    use crate::ops::activation::Activation;
     use crate::ops::matmul::decode::{matvec_decode_gguf, DecodeCase, DecodeEpilogue, DecodeNorm};
     let op = "gpu_matvec";
     let Device::Gpu(dev) = device("gpu")? else {
@@ -1612,6 +1662,8 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     sub.add_function(wrap_pyfunction!(flash_attention, &sub)?)?;
     sub.add_function(wrap_pyfunction!(rope, &sub)?)?;
     sub.add_function(wrap_pyfunction!(swiglu, &sub)?)?;
+    sub.add_function(wrap_pyfunction!(geglu, &sub)?)?;
+    sub.add_function(wrap_pyfunction!(gelu, &sub)?)?;
     sub.add_function(wrap_pyfunction!(rms_norm, &sub)?)?;
     sub.add_function(wrap_pyfunction!(matmul, &sub)?)?;
     sub.add_function(wrap_pyfunction!(embedding, &sub)?)?;
