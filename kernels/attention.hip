@@ -4,7 +4,10 @@
 //   q: [B, Sq, H, D]   k, v: [B, kv_rows, KVH, D] (kv_rows = Sk for the ops, n_ctx for a KV
 //   cache; only rows < Sk are read)   scores, weights: [B, H, Sq, Sk]   out: [B, Sq, H, D]
 //   GQA: head h reads kv head h / (H / KVH). Causal masks are bottom-right aligned: query i
-//   sees key j when j <= i + (Sk - Sq); a query with no visible key gets zeros.
+//   sees key j when j <= i + (Sk - Sq); a query with no visible key gets zeros. The fused
+//   kernels take a sliding window (`window` > 0, causal only; 0: none): query i, at position
+//   p = i + (Sk - Sq), sees key j when j <= p and p - j < window, and the keys before a
+//   block's first window are not read.
 //
 // qkt_matmul_f32:      scores = scale * q k^T.      grid (ceil(Sk/32), ceil(Sq/32), B*H), block 256
 // weighted_matmul_f32: out = weights v.             grid (ceil(D/32), ceil(Sq/32), B*H), block 256
@@ -25,13 +28,16 @@
 //   thread issues all its loads of a Q, K or V tile before storing any (one round trip a
 //   tile), and one-row blocks (decode) fetch a tile's V with its K, before the scores.
 //   D <= DMAX (zero-padded), kv type f32 or f16 (u16 bits).
-//   Launch: grid (ceil(Sq * G / BQ), B * KVH, splits), block 256. splits > 1 splits the keys
-//   in ranges of keys_per_split (a multiple of BK) and writes unnormalized partial outputs
+//   Launch: grid (ceil(Sq * G / BQ), B * KVH, splits), block 256. A block's keys start at 0,
+//   or with a window at its first query's window start (its later rows mask the keys before
+//   their own). splits > 1 splits a block's keys in ranges of keys_per_split (a multiple of
+//   BK) and writes unnormalized partial outputs
 //   ([splits, B*KVH, Sq*G, DMAX]) and their (max, sum) pairs; flash_attn_combine merges them:
 //   grid (Sq * G, B * KVH), block 128, dynamic shared memory 2 x splits floats.
 //   n_past (may be null): the number of keys is read from the device, Sk = n_past[0] + Sq
 //   (a decode step's position + 1), and the Sk argument only sized the launch; the keys are
-//   then spread over all the splits in whole tiles (keys_per_split is recomputed), and blocks
+//   then spread over all the splits in whole tiles (keys_per_split is recomputed from the
+//   keys a block sees: Sk, or with a window at most window + Sq - 1), and blocks
 //   whose key range lies past the keys write an empty partial (max -inf, sum 0), which the
 //   combine ignores. One recorded decode step then serves every position. Only the host
 //   writes n_past (before the step), so it is read before the wait for the kernel before.
@@ -46,13 +52,15 @@
 //   takes key j0 + l of each round of 32 keys: that key's K row, and its own D / 32 output
 //   dims of the round's 32 V rows (all loads of a round issued before their first use); then
 //   the 32 lanes' online softmax (exp2 of q . k, q pre-scaled by scale_log2) and the head's
-//   output, the weights passed by shuffle. Keys: with n_past, n_keys = n_past[0] + 1 spread
-//   over all the splits (ceil(n_keys / splits) each), and the rows below n_past[0] (written
-//   by earlier steps) loaded before the wait, row n_past[0] (the step's own) after it;
-//   without, Sk keys in ranges of keys_per_split, all loaded after the wait. Causality needs
-//   nothing (one query sees every key). D = head_dim exactly: 64 or 128 for fp16 caches, 32
-//   or 64 for float32 (a lane's dims whole 32-bit words; a round's loads in at most 128
-//   registers); the launcher takes flash_attn_* for the others.
+//   output, the weights passed by shuffle. Keys: [k_first, n_keys), n_keys = n_past[0] + 1
+//   with n_past or Sk without, k_first = max(0, n_keys - window) with a window, else 0. With
+//   n_past they are spread over all the splits (ceil((n_keys - k_first) / splits) each), and
+//   the rows below n_past[0] (written by earlier steps) loaded before the wait, row
+//   n_past[0] (the step's own) after it; without, in ranges of keys_per_split from k_first,
+//   all loaded after the wait. Causality needs nothing (one query sees every key up to its
+//   own, and a window is one range of them). D = head_dim exactly: 64 or 128 for fp16
+//   caches, 32 or 64 for float32 (a lane's dims whole 32-bit words; a round's loads in at
+//   most 128 registers); the launcher takes flash_attn_* for the others.
 //
 // attn_decode_head_d<D>_<kv type>: the same, a block per query head: grid (B * H), block of 1
 //   to 8 groups of 32 lanes (the launcher: 8). The keys are spread over the groups in equal
@@ -60,8 +68,9 @@
 //   shuffles together), each group as a head of attn_decode above; the groups' (max, sum,
 //   output) are then merged in shared memory in group order, as the combine merges splits,
 //   and the block writes the head's output: one launch, no partials (part_o and part_ml
-//   unused; one key range: grid.y 1, keys_per_split >= Sk). For short caches, where the
-//   groups of one block take the place of the key splits and the combine launch.
+//   unused; one key range: grid.y 1, keys_per_split >= the keys seen). For short caches (or
+//   short windows), where the groups of one block take the place of the key splits and the
+//   combine launch.
 #include "common.h"
 
 // ------------------------------------------------------------------------------ unfused ops
@@ -222,13 +231,14 @@ template <int DMAX, int RM, int CN, class KV>
 __device__ __forceinline__ void flash_attention(const float* q, const KV* k, const KV* v, float* out,
                                                 float* part_o, float* part_ml, int Sq, int Sk, int H,
                                                 int KVH, int D, i64 kv_rows, float scale_log2, int causal,
-                                                int keys_per_split, int n_past) {
+                                                int window, int keys_per_split, int n_past) {
     constexpr int BQ = 16 * RM, BK = 16 * CN, DP = DMAX + 4, PP = BK + 4, DV = DMAX / 64;
     if (n_past >= 0) {
-        // The keys this launch sees, spread over all the splits in whole tiles (the grid is
-        // sized for the most keys there can be).
+        // The keys a block of this launch sees, spread over all the splits in whole tiles
+        // (the grid is sized for the most keys there can be).
         Sk = n_past + Sq;
-        const int per_split = (Sk + (int)gridDim.z - 1) / (int)gridDim.z;
+        const int keys_seen = window > 0 ? min(Sk, window + Sq - 1) : Sk;
+        const int per_split = (keys_seen + (int)gridDim.z - 1) / (int)gridDim.z;
         keys_per_split = (per_split + BK - 1) / BK * BK;
     }
     extern __shared__ float4 flash_smem[];
@@ -243,8 +253,9 @@ __device__ __forceinline__ void flash_attention(const float* q, const KV* k, con
     const int split = blockIdx.z;
     const int offset = Sk - Sq;  // query i sees keys j <= i + offset
 
-    // Keys this block visits.
-    const int k_begin = split * keys_per_split;
+    // Keys this block visits: from its first query's window start (0 without a window).
+    const int k_first = window > 0 ? max(r0 / G + offset + 1 - window, 0) : 0;
+    const int k_begin = k_first + split * keys_per_split;
     int k_end = min(Sk, k_begin + keys_per_split);
     if (causal) {
         const int last_query = (min(r0 + BQ, R) - 1) / G;
@@ -299,6 +310,9 @@ __device__ __forceinline__ void flash_attention(const float* q, const KV* k, con
     }
 
     int key_limit[RM];  // last visible key of each of this thread's rows
+    // Key j of row a is masked when key_limit[a] - j, as unsigned, is >= span: j after the
+    // row's last key (negative), or a window's length or more before it.
+    const u32 span = window > 0 ? (u32)window : 0x80000000u;
     float m_i[RM], l_i[RM], o[RM][DV][4];
 #pragma unroll
     for (int a = 0; a < RM; ++a) {
@@ -348,7 +362,7 @@ __device__ __forceinline__ void flash_attention(const float* q, const KV* k, con
 #pragma unroll
             for (int c = 0; c < CN; ++c) {
                 const int key = kt + tx + 16 * c;
-                if (key >= k_end || key > key_limit[a]) s[a][c] = -RF_INF;
+                if (key >= k_end || (u32)(key_limit[a] - key) >= span) s[a][c] = -RF_INF;
                 row_max = fmaxf(row_max, s[a][c]);
             }
             row_max = rf_group_max<16>(row_max);
@@ -475,13 +489,13 @@ flash_attn_combine(const float* part_o, const float* part_ml, float* out, int sp
 #define RF_FLASH_KERNEL(DMAX, RM, CN, KVNAME, KV)                                                       \
     RF_KERNEL void RF_LAUNCH_BOUNDS(256) flash_attn_d##DMAX##_q##RM##_k##CN##_##KVNAME(                 \
         const float* q, const KV* k, const KV* v, float* out, float* part_o, float* part_ml, int Sq,     \
-        int Sk, int H, int KVH, int D, i64 kv_rows, float scale_log2, int causal, int keys_per_split,   \
-        const int* n_past) {                                                                            \
+        int Sk, int H, int KVH, int D, i64 kv_rows, float scale_log2, int causal, int window,           \
+        int keys_per_split, const int* n_past) {                                                        \
         const int past = n_past ? n_past[0] : -1; /* host-written before the step: read early */      \
         rf_grid_wait();                                                                                 \
         rf_grid_release();                                                                              \
         flash_attention<DMAX, RM, CN, KV>(q, k, v, out, part_o, part_ml, Sq, Sk, H, KVH, D, kv_rows,    \
-                                          scale_log2, causal, keys_per_split, past);                    \
+                                          scale_log2, causal, window, keys_per_split, past);            \
     }
 #define RF_FLASH_CONFIGS(DMAX, KVNAME, KV)   \
     RF_FLASH_KERNEL(DMAX, 4, 4, KVNAME, KV) \
@@ -521,7 +535,8 @@ __device__ __forceinline__ float rf_kv_word_value(const u16*, const u32* w, int 
 template <class C, int D, bool MERGE>
 __device__ __forceinline__ void attn_decode(const float* q, const C* k, const C* v, float* out, float* part_o,
                                             float* part_ml, int Sk, int H, int KVH, i64 kv_rows,
-                                            float scale_log2, int keys_per_split, int dmax, int past) {
+                                            float scale_log2, int window, int keys_per_split, int dmax,
+                                            int past) {
     constexpr int DL = D / 32;              // output dims a lane
     constexpr int KE = 16 / sizeof(C);      // key values a 16-byte load
     constexpr int ROW16 = D / KE;           // 16-byte loads a key row
@@ -544,8 +559,10 @@ __device__ __forceinline__ void attn_decode(const float* q, const C* k, const C*
     const int qg = MERGE ? 0 : g;
     const int split = (int)blockIdx.y, splits = (int)gridDim.y;
     const int n_keys = past >= 0 ? past + 1 : Sk;
-    const int kps = past >= 0 ? (n_keys + splits - 1) / splits : keys_per_split;
-    int j_begin = (int)min((i64)split * kps, (i64)n_keys), j_end = min(n_keys, j_begin + kps);
+    const int k_first = window > 0 ? max(n_keys - window, 0) : 0;  // the window's first key
+    const int kps = past >= 0 ? (n_keys - k_first + splits - 1) / splits : keys_per_split;
+    int j_begin = k_first + (int)min((i64)split * kps, (i64)(n_keys - k_first));
+    int j_end = min(n_keys, j_begin + kps);
     int rounds = max(1, (j_end - j_begin + 31) / 32);
     if (MERGE) {  // the split's keys in equal parts, one a group; every group runs the same rounds
         const int groups = (int)blockDim.x >> 5, per = (j_end - j_begin + groups - 1) / groups;
@@ -674,19 +691,19 @@ __device__ __forceinline__ void attn_decode(const float* q, const C* k, const C*
 #define RF_ATTN_DECODE(D, KVNAME, KV)                                                                   \
     RF_KERNEL void RF_LAUNCH_BOUNDS(256) attn_decode_d##D##_##KVNAME(                                   \
         const float* q, const KV* k, const KV* v, float* out, float* part_o, float* part_ml, int Sk,    \
-        int H, int KVH, i64 kv_rows, float scale_log2, int keys_per_split, int dmax,                    \
+        int H, int KVH, i64 kv_rows, float scale_log2, int window, int keys_per_split, int dmax,        \
         const int* n_past) {                                                                            \
         const int past = n_past ? n_past[0] : -1; /* host-written before the step: read early */      \
         attn_decode<KV, D, false>(q, k, v, out, part_o, part_ml, Sk, H, KVH, kv_rows, scale_log2,      \
-                                  keys_per_split, dmax, past);                                          \
+                                  window, keys_per_split, dmax, past);                                  \
     }                                                                                                   \
     RF_KERNEL void RF_LAUNCH_BOUNDS(256) attn_decode_head_d##D##_##KVNAME(                              \
         const float* q, const KV* k, const KV* v, float* out, float* part_o, float* part_ml, int Sk,    \
-        int H, int KVH, i64 kv_rows, float scale_log2, int keys_per_split, int dmax,                    \
+        int H, int KVH, i64 kv_rows, float scale_log2, int window, int keys_per_split, int dmax,        \
         const int* n_past) {                                                                            \
         const int past = n_past ? n_past[0] : -1;                                                       \
         attn_decode<KV, D, true>(q, k, v, out, part_o, part_ml, Sk, H, KVH, kv_rows, scale_log2,       \
-                                 keys_per_split, dmax, past);                                           \
+                                 window, keys_per_split, dmax, past);                                   \
     }
 RF_ATTN_DECODE(64, f16, u16)
 RF_ATTN_DECODE(128, f16, u16)

@@ -52,10 +52,20 @@ def weighted_matmul(weights, v):
     return (weights.astype(np.float64) @ v64).transpose(0, 2, 1, 3)
 
 
-def attention(q, k, v, causal=False, scale=None):
+def window_mask(scores, window):
+    """-inf where key j is `window` or more positions before query i's, p = i + (seq_k - seq_q)."""
+    seq_q, seq_k = scores.shape[-2:]
+    i = np.arange(seq_q)[:, None]
+    j = np.arange(seq_k)[None, :]
+    return np.where(i + (seq_k - seq_q) - j >= window, -np.inf, scores)
+
+
+def attention(q, k, v, causal=False, scale=None, window=None):
     scores = qkt_matmul(q, k, scale)
     if causal:
         scores = causal_mask(scores)
+    if window is not None:
+        scores = window_mask(scores, window)
     return weighted_matmul(softmax(scores), v)
 
 

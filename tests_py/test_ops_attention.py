@@ -144,6 +144,66 @@ def test_flash_attention(rng, device, shape, causal):
         assert (out[:, :blind] == 0).all()
 
 
+# Sliding windows (causal): odd query counts, one query (decode) to a chunk of 33 against a
+# cache of up to 300 keys, GQA 1, 3 and 8, head sizes of the GPU's decode kernels (32, 64, 128)
+# and others (40, 80). Each runs with windows of 1, 5 and 64 keys and of every key.
+WINDOW_SHAPES = [
+    (1, 1, 1, 2, 1, 64),
+    (1, 1, 300, 8, 1, 64),
+    (2, 1, 77, 6, 2, 32),
+    (1, 1, 257, 4, 4, 128),
+    (1, 7, 7, 3, 1, 80),
+    (2, 7, 130, 4, 2, 40),
+    (1, 33, 33, 8, 8, 64),
+    (1, 33, 300, 6, 2, 128),
+    (1, 33, 20, 2, 1, 32),  # seq_q > seq_k: the first queries see no key
+]
+
+
+@pytest.mark.parametrize("shape", WINDOW_SHAPES, ids=shape_id)
+@pytest.mark.parametrize("window", [1, 5, 64, "all"])
+def test_flash_attention_over_a_sliding_window(rng, device, shape, window):
+    q, k, v = make_qkv(rng, shape)
+    seq_q, seq_k = shape[1], shape[2]
+    window = seq_k + int(rng.integers(0, 3)) if window == "all" else window
+    out = rf.ops.flash_attention(q, k, v, causal=True, window=window, device=device)
+    want = ref.attention(q, k, v, causal=True, window=window)
+    assert out.dtype == np.float32 and out.shape == q.shape
+    assert rel_err(out, want) < TOL
+    if window >= seq_k:  # a window of every key is the causal mask alone
+        causal = rf.ops.flash_attention(q, k, v, causal=True, device=device)
+        np.testing.assert_array_equal(out, causal)
+    if window == 1 and seq_q <= seq_k:  # each query sees only its own key: out is that key's v
+        group = shape[3] // shape[4]
+        own = np.repeat(v[:, seq_k - seq_q :], group, axis=2)
+        np.testing.assert_allclose(out, own, rtol=1e-6, atol=1e-6)
+
+
+def test_flash_attention_window_reads_only_the_window(rng, device):
+    """The keys before every query's window do not count: NaN there changes nothing."""
+    q, k, v = make_qkv(rng, (1, 5, 200, 4, 2, 64))
+    window = 40
+    first = 200 - 5 + 1 - window  # the first query's first key
+    k[:, :first], v[:, :first] = np.nan, np.nan
+    out = rf.ops.flash_attention(q, k, v, causal=True, window=window, device=device)
+    want = ref.attention(q, k[:, first:], v[:, first:], causal=True, window=window)
+    assert rel_err(out, want) < TOL
+
+
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        ({"causal": False, "window": 4}, "window needs causal=True"),
+        ({"causal": True, "window": 0}, "window must be at least 1"),
+        ({"causal": True, "window": -3}, "window must be at least 1"),
+    ],
+)
+def test_flash_attention_window_arguments(device, kwargs, match):
+    q, k = np.ones((1, 3, 2, 8), np.float32), np.ones((1, 5, 1, 8), np.float32)
+    with pytest.raises(ValueError, match=f"flash_attention: {match}"):
+        rf.ops.flash_attention(q, k, k, device=device, **kwargs)
+
+
 @pytest.mark.parametrize("shape", SHAPES + LONG_SHAPES[:1], ids=shape_id)
 @pytest.mark.parametrize("causal", [False, True])
 def test_flash_attention_equals_the_unfused_ops(rng, device, shape, causal):

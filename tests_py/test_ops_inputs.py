@@ -179,7 +179,7 @@ def test_spec_signatures():
     assert sig["causal_mask"] == ["scores", "device"]
     assert sig["softmax"] == ["x", "device"]
     assert sig["weighted_matmul"] == ["weights", "v", "device"]
-    assert sig["flash_attention"] == ["q", "k", "v", "causal", "scale", "device"]
+    assert sig["flash_attention"] == ["q", "k", "v", "causal", "scale", "window", "device"]
     assert sig["rope"] == ["x", "positions", "theta", "neox", "freq_factors", "device"]
     assert sig["swiglu"] == ["gate", "up", "device"]
     assert sig["geglu"] == ["gate", "up", "device"]
@@ -191,3 +191,4 @@ def test_spec_signatures():
     assert inspect.signature(ops.rms_norm).parameters["eps"].default == 1e-6
     assert inspect.signature(ops.matmul).parameters["dtype"].default == "F32"
     assert inspect.signature(ops.flash_attention).parameters["causal"].default is False
+    assert inspect.signature(ops.flash_attention).parameters["window"].default is None

@@ -21,7 +21,14 @@ def causal_mask(scores: _F32, *, device: _Device = "auto") -> _F32: ...
 def softmax(x: _F32, *, device: _Device = "auto") -> _F32: ...
 def weighted_matmul(weights: _F32, v: _F32, *, device: _Device = "auto") -> _F32: ...
 def flash_attention(
-    q: _F32, k: _F32, v: _F32, causal: bool = False, scale: Optional[float] = None, *, device: _Device = "auto"
+    q: _F32,
+    k: _F32,
+    v: _F32,
+    causal: bool = False,
+    scale: Optional[float] = None,
+    *,
+    window: Optional[int] = None,
+    device: _Device = "auto",
 ) -> _F32: ...
 def rope(
     x: _F32,

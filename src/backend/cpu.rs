@@ -234,11 +234,6 @@ impl Backend for CpuBackend {
         a: &Attention,
         out: &mut Vec<f32>,
     ) -> Result<()> {
-        if a.window.is_some() {
-            return Err(Error::unsupported(
-                "attention over a sliding window is not implemented yet",
-            ));
-        }
         let shape = AttentionShape {
             batch: 1,
             seq_q: a.seq_q,
@@ -251,10 +246,10 @@ impl Backend for CpuBackend {
         let s = a.scale;
         match (&k.data, &v.data) {
             (CpuKvData::F32(k), CpuKvData::F32(v)) => {
-                flash_attention(&CPU, q, k, v, &shape, true, s, out)
+                flash_attention(&CPU, q, k, v, &shape, true, s, a.window, out)
             }
             (CpuKvData::F16(k), CpuKvData::F16(v)) => {
-                flash_attention(&CPU, q, k, v, &shape, true, s, out)
+                flash_attention(&CPU, q, k, v, &shape, true, s, a.window, out)
             }
             _ => Err(Error::invalid(
                 "attention: the K and V caches have different dtypes",

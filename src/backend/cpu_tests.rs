@@ -77,7 +77,9 @@ fn f32_weight(b: &CpuBackend, rows: usize, cols: usize, x: &[f32]) -> CpuWeight 
     weight(b, GgmlType::F32, rows, cols, &f32_bytes(x)).unwrap()
 }
 
-/// Plain softmax-attention in f64: q `[seq_q, heads, d]`, k/v `[seq_k, kv_heads, d]`.
+/// Plain softmax-attention in f64: q `[seq_q, heads, d]`, k/v `[seq_k, kv_heads, d]`; causal:
+/// query i, at position `p = i + seq_k - seq_q`, sees the keys `j <= p`, with a window only
+/// those with `p - j < window`.
 #[allow(clippy::too_many_arguments)]
 fn attention_f64(
     q: &[f32],
@@ -90,13 +92,18 @@ fn attention_f64(
     d: usize,
     scale: f64,
     causal: bool,
+    window: Option<usize>,
 ) -> Vec<f64> {
     let mut out = vec![0f64; seq_q * heads * d];
     for h in 0..heads {
         let g = h / (heads / kv_heads);
         for i in 0..seq_q {
+            let p = i as i64 + seq_k as i64 - seq_q as i64;
             let allowed: Vec<usize> = (0..seq_k)
-                .filter(|&j| !causal || (j as i64) <= i as i64 + seq_k as i64 - seq_q as i64)
+                .filter(|&j| {
+                    let age = p - j as i64; // how far key j lies before the query
+                    !causal || (age >= 0 && window.is_none_or(|w| age < w as i64))
+                })
                 .collect();
             if allowed.is_empty() {
                 continue;
@@ -427,35 +434,42 @@ fn attention_with_f32_and_f16_caches_matches_f64_softmax_attention() {
                 }
             };
             let (kr, vr) = (round(&k), round(&v));
-            let mut out = b.zeros(seq_q * heads * d).unwrap();
-            let a = Attention {
-                seq_q,
-                pos: Pos::At(seq_k - seq_q),
-                heads,
-                kv_heads,
-                head_dim: d,
-                scale,
-                window: None,
-            };
-            b.attention(&q, &kc, &vc, &a, &mut out).unwrap();
-            let want = attention_f64(
-                &q,
-                &kr,
-                &vr,
-                seq_q,
-                seq_k,
-                heads,
-                kv_heads,
-                d,
-                scale as f64,
-                true,
-            );
-            assert_close(
-                &format!("attention {dtype:?} {seq_q}x{seq_k} h{heads}/{kv_heads} d{d}"),
-                &out,
-                &want,
-                2e-6,
-            );
+            // no window, sliding windows of 1 and 5 keys, and one of every key (plain causal)
+            for window in [None, Some(1), Some(5), Some(seq_k)] {
+                let mut out = b.zeros(seq_q * heads * d).unwrap();
+                let a = Attention {
+                    seq_q,
+                    pos: Pos::At(seq_k - seq_q),
+                    heads,
+                    kv_heads,
+                    head_dim: d,
+                    scale,
+                    window,
+                };
+                b.attention(&q, &kc, &vc, &a, &mut out).unwrap();
+                let want = attention_f64(
+                    &q,
+                    &kr,
+                    &vr,
+                    seq_q,
+                    seq_k,
+                    heads,
+                    kv_heads,
+                    d,
+                    scale as f64,
+                    true,
+                    window,
+                );
+                assert_close(
+                    &format!(
+                        "attention {dtype:?} {seq_q}x{seq_k} h{heads}/{kv_heads} d{d} \
+                         window {window:?}"
+                    ),
+                    &out,
+                    &want,
+                    2e-6,
+                );
+            }
         }
     }
 }
@@ -492,7 +506,7 @@ fn flash_attention_equals_the_unfused_pipeline() {
             let mut unfused = vec![0f32; s.q_len()];
             attn::weighted_matmul(&scores, &v, &s, &mut unfused);
             let mut fused = vec![0f32; s.q_len()];
-            attn::flash_attention(&q, &k, &v, &s, causal, scale, &mut fused);
+            attn::flash_attention(&q, &k, &v, &s, causal, scale, None, &mut fused);
             let want: Vec<f64> = unfused.iter().map(|&x| x as f64).collect();
             assert_close(&format!("{s:?} causal={causal}"), &fused, &want, 1e-6);
             // and against the f64 loops, batch by batch
@@ -509,6 +523,7 @@ fn flash_attention_equals_the_unfused_pipeline() {
                     d,
                     scale as f64,
                     causal,
+                    None,
                 );
                 assert_close("flash vs f64", &fused[bi * ql..(bi + 1) * ql], &want, 2e-6);
             }

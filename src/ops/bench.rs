@@ -289,7 +289,7 @@ pub fn bench_op(
                     let mut out = DeviceBuffer::alloc(dev, s.q_len() * 4, "bench")?;
                     Box::new(move || {
                         attention::launch_flash_attention(
-                            d, &q, &k, &v, kv, s.seq_k, &s, causal, scale, &mut out,
+                            d, &q, &k, &v, kv, s.seq_k, &s, causal, scale, None, &mut out,
                         )
                     })
                 }

@@ -497,9 +497,13 @@ fn weighted_matmul<'py>(
 /// q: float32 `[batch, seq_q, heads, head_dim]`; k, v: float32 `[batch, seq_k, kv_heads, head_dim]`
 /// with `heads % kv_heads == 0` (GQA). causal: mask bottom-right aligned (query i sees key j when
 /// `j <= i + seq_k - seq_q`; queries that see no key give zeros). scale: default
-/// `1 / sqrt(head_dim)`. Returns float32 `[batch, seq_q, heads, head_dim]`.
+/// `1 / sqrt(head_dim)`. window: attention over a sliding window (Gemma's local layers; needs
+/// `causal=True`, at least 1, else ValueError): query i, at position `p = i + seq_k - seq_q`, sees
+/// key j when `j <= p` and `p - j < window`, so each query sees at most `window` keys, itself
+/// included; the keys before a query's window are not read. `window >= seq_k` is the causal mask
+/// alone. Returns float32 `[batch, seq_q, heads, head_dim]`.
 #[pyfunction]
-#[pyo3(signature = (q, k, v, causal=false, scale=None, *, device="auto"))]
+#[pyo3(signature = (q, k, v, causal=false, scale=None, *, window=None, device="auto"))]
 #[allow(clippy::too_many_arguments)]
 fn flash_attention<'py>(
     py: Python<'py>,
@@ -508,10 +512,21 @@ fn flash_attention<'py>(
     v: &Bound<'py, PyAny>,
     causal: bool,
     scale: Option<f64>,
+    window: Option<i64>,
     device: &str,
 ) -> PyResult<Bound<'py, PyArrayDyn<f32>>> {
     let op = "flash_attention";
     let dev = self::device(device)?;
+    let window = match window {
+        Some(w) if w < 1 => {
+            return Err(value_error(
+                op,
+                format!("window must be at least 1, got {w}"),
+            ))
+        }
+        Some(_) if !causal => return Err(value_error(op, "window needs causal=True".to_string())),
+        w => w.map(|w| w as usize),
+    };
     let (q, k, v) = (
         floats(op, "q", q)?,
         floats(op, "k", k)?,
@@ -535,7 +550,7 @@ fn flash_attention<'py>(
     let out = py
         .detach(|| {
             let mut out = filled(out);
-            ops::attention::flash_attention(&dev, qd, kd, vd, &s, causal, scale, &mut out)
+            ops::attention::flash_attention(&dev, qd, kd, vd, &s, causal, scale, window, &mut out)
                 .map(|_| out)
         })
         .py()?;

@@ -180,7 +180,9 @@ impl Backend for GpuBackend {
                 head_dim: w.head_dim,
             };
             shape.check("attention")?;
-            bytes = bytes.max(attention::flash_scratch_bytes(&self.dev, &shape, false)?);
+            bytes = bytes.max(attention::flash_scratch_bytes(
+                &self.dev, &shape, false, None,
+            )?);
         }
         // The tensor-core prefill matmul's f16 copy of x (up to max_seq_q rows of the
         // longest weight row).
@@ -308,11 +310,6 @@ impl Backend for GpuBackend {
                 "attention: the K and V caches have different dtypes",
             ));
         }
-        if a.window.is_some() {
-            return Err(Error::unsupported(
-                "attention over a sliding window is not implemented yet",
-            ));
-        }
         let seq_k = at(a.pos, "attention")? + a.seq_q;
         let shape = AttentionShape {
             batch: 1,
@@ -339,6 +336,7 @@ impl Backend for GpuBackend {
             &shape,
             true,
             a.scale,
+            a.window,
             out,
             attention::KeyCount::Host,
             crate::device::gpu::Temp::Shared,

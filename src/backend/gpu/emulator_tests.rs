@@ -265,6 +265,7 @@ fn small_ops_match_the_cpu() {
 #[test]
 #[ignore = "builds the kernels with g++ (minutes); run by scripts/check-kernels.sh"]
 fn attention_matches_the_cpu() {
+    use ops::attention::flash_attention;
     let mut rng = Rng::new("attention_matches_the_cpu");
     let shapes = [
         // (batch, seq_q, seq_k, heads, kv_heads, head_dim)
@@ -315,7 +316,7 @@ fn attention_matches_the_cpu() {
             // fused, f32 and f16 keys/values
             for causal in [false, true] {
                 let (mut fa, mut fb) = (vec![0f32; s.q_len()], vec![0f32; s.q_len()]);
-                ops::attention::flash_attention(&gpu, &q, &k, &v, &s, causal, scale, &mut fa)
+                ops::attention::flash_attention(&gpu, &q, &k, &v, &s, causal, scale, None, &mut fa)
                     .unwrap();
                 ops::attention::flash_attention(
                     &Device::Cpu,
@@ -325,6 +326,7 @@ fn attention_matches_the_cpu() {
                     &s,
                     causal,
                     scale,
+                    None,
                     &mut fb,
                 )
                 .unwrap();
@@ -337,22 +339,47 @@ fn attention_matches_the_cpu() {
             }
             let k16: Vec<f16> = k.iter().map(|&x| f16::from_f32(x)).collect();
             let v16: Vec<f16> = v.iter().map(|&x| f16::from_f32(x)).collect();
-            let (mut fa, mut fb) = (vec![0f32; s.q_len()], vec![0f32; s.q_len()]);
-            ops::attention::flash_attention(&gpu, &q, &k16, &v16, &s, true, scale, &mut fa)
-                .unwrap();
-            ops::attention::flash_attention(&Device::Cpu, &q, &k16, &v16, &s, true, scale, &mut fb)
-                .unwrap();
-            assert_close(&format!("flash_attention f16 {s:?}"), &fa, &fb, 1e-5);
-            if batch == 1 && seq_q == 1 {
-                device_key_count_attention(&dev, &s, &q, &k16, &v16, scale, &fb);
+            let cpu = Device::Cpu;
+            // causal, then over sliding windows of 1 key and of half the keys; the keys before
+            // the first query's window are NaN on the GPU (a kernel that reads them fails)
+            let half = (seq_k / 2).max(1);
+            for window in [None, Some(1), Some(half)] {
+                let first = window.map_or(0, |w| (seq_k + 1).saturating_sub(seq_q + w));
+                let (gk, gv) = (nan_before(&k16, &s, first), nan_before(&v16, &s, first));
+                let (mut fa, mut fb) = (vec![0f32; s.q_len()], vec![0f32; s.q_len()]);
+                flash_attention(&gpu, &q, &gk, &gv, &s, true, scale, window, &mut fa).unwrap();
+                flash_attention(&cpu, &q, &k16, &v16, &s, true, scale, window, &mut fb).unwrap();
+                let what = format!("flash_attention f16 {s:?} window {window:?}");
+                assert_close(&what, &fa, &fb, 1e-5);
+                // a decode step's every form, without a window and over half the keys (the
+                // window of 1 is the first form's, through the ops)
+                if batch == 1 && seq_q == 1 && window != Some(1) {
+                    device_key_count_attention(&dev, &s, &q, &k16, &v16, scale, window, &fb);
+                }
             }
+            // f32 keys over a window of 5
+            let (mut fa, mut fb) = (vec![0f32; s.q_len()], vec![0f32; s.q_len()]);
+            flash_attention(&gpu, &q, &k, &v, &s, true, scale, Some(5), &mut fa).unwrap();
+            flash_attention(&cpu, &q, &k, &v, &s, true, scale, Some(5), &mut fb).unwrap();
+            assert_close(&format!("flash_attention {s:?} window 5"), &fa, &fb, 1e-5);
         }
     }
 }
 
+/// `x [batch, seq_k, kv_heads, head_dim]` with the key rows before `first` NaN.
+fn nan_before(x: &[f16], s: &AttentionShape, first: usize) -> Vec<f16> {
+    let mut x = x.to_vec();
+    let row = s.kv_heads * s.head_dim;
+    for b in x.chunks_exact_mut(s.seq_k * row) {
+        b[..first * row].fill(f16::NAN);
+    }
+    x
+}
+
 /// A decode step's attention: one query, the key count read from the device (the step's
-/// position + 1), over an f16 cache whose rows past the keys hold garbage, with each form the
-/// tuning chooses (the decode plan's launch), against `want` (the CPU's, host key count).
+/// position + 1), over an f16 cache whose rows past the keys hold garbage and, with a window,
+/// whose rows before it are NaN, with each form the tuning chooses (the decode plan's launch),
+/// against `want` (the CPU's, host key count).
 #[allow(clippy::too_many_arguments)]
 fn device_key_count_attention(
     dev: &Arc<GpuDevice>,
@@ -361,6 +388,7 @@ fn device_key_count_attention(
     k: &[f16],
     v: &[f16],
     scale: f32,
+    window: Option<usize>,
     want: &[f32],
 ) {
     use crate::device::gpu::Temp;
@@ -369,8 +397,12 @@ fn device_key_count_attention(
     use crate::ops::attention::gpu::{launch_flash_attention_with, KeyCount};
     let rows = s.seq_k + 37;
     let row = s.kv_heads * s.head_dim;
+    let first = window.map_or(0, |w| s.seq_k.saturating_sub(w));
     let cache = |x: &[f16]| {
-        let mut c: Vec<u16> = x.iter().map(|h| h.to_bits()).collect();
+        let mut c: Vec<u16> = nan_before(x, s, first)
+            .iter()
+            .map(|h| h.to_bits())
+            .collect();
         c.resize(rows * row, f16::from_f32(1e4).to_bits());
         DeviceBuffer::from_slice(dev, &c, "test cache").unwrap()
     };
@@ -387,14 +419,14 @@ fn device_key_count_attention(
         let mut out = DeviceBuffer::alloc(dev, want.len() * 4, "test out").unwrap();
         #[rustfmt::skip]
         launch_flash_attention_with(
-            dev, &qd, &kc, &vc, KvDtype::F16, rows, &most, true, scale, &mut out,
+            dev, &qd, &kc, &vc, KvDtype::F16, rows, &most, true, scale, window, &mut out,
             KeyCount::Device(&n_past, 4), Temp::Shared, mode,
         )
         .unwrap();
         let mut got = vec![0f32; want.len()];
         out.read(&mut got, "test").unwrap();
         assert_close(
-            &format!("device key count {mode:?} {s:?}"),
+            &format!("device key count {mode:?} window {window:?} {s:?}"),
             &got,
             want,
             1e-5,
@@ -519,7 +551,8 @@ fn gpu_backend_matches_the_cpu_backend() {
         crate::ops::matmul::matmul_gguf(&crate::device::Device::Cpu, &ca, &cw.view(), t, &mut cm)
             .unwrap();
         assert_close("matmul", &down(&gm, t * dim), &cm, 1e-5);
-        // rope at position 11, then the KV cache (f16) and causal attention over 11 + t rows
+        // rope at position 11, then the KV cache (f16) and causal attention over 11 + t rows,
+        // also over a sliding window of 3
         let params = RopeParams {
             theta: 10000.0,
             neox: true,
@@ -559,25 +592,27 @@ fn gpu_backend_matches_the_cpu_backend() {
             cpu.kv_append(&mut ck, &cks, Pos::At(0), rows).unwrap();
             gpu.kv_append(&mut gv, &gvs, Pos::At(0), rows).unwrap();
             cpu.kv_append(&mut cv, &cvs, Pos::At(0), rows).unwrap();
-            let (mut go, mut co) = (gpu.zeros(q.len()).unwrap(), cpu.zeros(q.len()).unwrap());
             let scale = 1.0 / (head_dim as f32).sqrt();
-            let a = Attention {
-                seq_q: t,
-                pos: Pos::At(rows - t),
-                heads,
-                kv_heads,
-                head_dim,
-                scale,
-                window: None,
-            };
-            gpu.attention(&gq, &gk, &gv, &a, &mut go).unwrap();
-            cpu.attention(&cq, &ck, &cv, &a, &mut co).unwrap();
-            assert_close(
-                &format!("attention {dtype:?}"),
-                &down(&go, q.len()),
-                &co,
-                1e-5,
-            );
+            for window in [None, Some(3)] {
+                let (mut go, mut co) = (gpu.zeros(q.len()).unwrap(), cpu.zeros(q.len()).unwrap());
+                let a = Attention {
+                    seq_q: t,
+                    pos: Pos::At(rows - t),
+                    heads,
+                    kv_heads,
+                    head_dim,
+                    scale,
+                    window,
+                };
+                gpu.attention(&gq, &gk, &gv, &a, &mut go).unwrap();
+                cpu.attention(&cq, &ck, &cv, &a, &mut co).unwrap();
+                assert_close(
+                    &format!("attention {dtype:?} window {window:?}"),
+                    &down(&go, q.len()),
+                    &co,
+                    1e-5,
+                );
+            }
         }
         // copy_rows, add, the gated activations, the maps, argmax
         let (mut gr, mut cr) = (gpu.zeros(2 * dim).unwrap(), cpu.zeros(2 * dim).unwrap());

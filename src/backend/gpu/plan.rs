@@ -570,12 +570,6 @@ impl GpuPlan {
         weights: &[&GpuWeight],
         kv: &[&GpuKv],
     ) -> Result<GpuPlan> {
-        let windowed = |op: &Op| matches!(op, Op::Attention { a, .. } if a.window.is_some());
-        if g.ops.iter().any(windowed) {
-            return Err(Error::unsupported(
-                "attention over a sliding window is not implemented on the GPU yet",
-            ));
-        }
         let c = Ctx {
             dev,
             tuning,
@@ -637,7 +631,9 @@ impl GpuPlan {
                     head_dim: a.head_dim,
                 };
                 shape.check("attention")?;
-                bytes = bytes.max(attention::flash_scratch_bytes(&self.dev, &shape, true)?);
+                bytes = bytes.max(attention::flash_scratch_bytes(
+                    &self.dev, &shape, true, a.window,
+                )?);
             }
         }
         self.work.ptr(bytes, "decode step workspace").map(|_| ())
@@ -1011,6 +1007,7 @@ impl GpuPlan {
                         &shape,
                         true,
                         a.scale,
+                        a.window,
                         out.expect("out"),
                         KeyCount::Device(state, STEP_POS),
                         Temp::Own(&plan.work),

@@ -25,6 +25,25 @@ pub fn causal_end(i: usize, seq_q: usize, seq_k: usize) -> usize {
     (i + seq_k + 1).saturating_sub(seq_q).min(seq_k)
 }
 
+/// The keys query `i` sees, `[start, end)`: all of them, or with `causal` those up to its
+/// position (`causal_end`), and with a `window` only the last `window` of these.
+#[inline]
+pub fn key_range(
+    i: usize,
+    seq_q: usize,
+    seq_k: usize,
+    causal: bool,
+    window: Option<usize>,
+) -> std::ops::Range<usize> {
+    let end = if causal {
+        causal_end(i, seq_q, seq_k)
+    } else {
+        seq_k
+    };
+    let start = window.map_or(0, |w| end.saturating_sub(w));
+    start..end
+}
+
 /// Row `(b, t, h)` of a `[batch, seq, heads, head_dim]` tensor.
 #[inline]
 fn row<T>(
@@ -156,7 +175,9 @@ pub fn weighted_matmul(weights: &[f32], v: &[f32], s: &AttentionShape, out: &mut
 /// for each query, keys are visited block by block keeping a running max `m`, a running sum
 /// `l` of `exp(score - m)` and the running weighted sum of v rows, rescaled whenever `m`
 /// grows (online softmax). Memory is O(head_dim) per query: no length limit. A query with no
-/// allowed key gets zeros. k and v may be f32 or f16 (a KV cache).
+/// allowed key gets zeros. k and v may be f32 or f16 (a KV cache). With a `window` (causal),
+/// a query sees only the last `window` keys up to its position (`key_range`): the key blocks
+/// before the block's first query's window are skipped.
 #[allow(clippy::too_many_arguments)]
 pub fn flash_attention<T: Element>(
     q: &[f32],
@@ -165,6 +186,7 @@ pub fn flash_attention<T: Element>(
     s: &AttentionShape,
     causal: bool,
     scale: f32,
+    window: Option<usize>,
     out: &mut [f32],
 ) {
     let group = s.heads / s.kv_heads;
@@ -182,29 +204,25 @@ pub fn flash_attention<T: Element>(
                 .for_each(|(qb, block)| {
                     let q0 = qb * QUERY_BLOCK;
                     let n_q = block.len() / s.head_dim;
-                    // Keys each query of the block may see: [0, key_end[qi]).
-                    let key_end: Vec<usize> = (0..n_q)
-                        .map(|qi| {
-                            if causal {
-                                causal_end(q0 + qi, s.seq_q, s.seq_k)
-                            } else {
-                                s.seq_k
-                            }
-                        })
+                    // Keys each query of the block may see.
+                    let keys: Vec<_> = (0..n_q)
+                        .map(|qi| key_range(q0 + qi, s.seq_q, s.seq_k, causal, window))
                         .collect();
-                    let last_key = key_end.iter().copied().max().unwrap_or(0);
+                    let first_key = keys.iter().map(|r| r.start).min().unwrap_or(0);
+                    let last_key = keys.iter().map(|r| r.end).max().unwrap_or(0);
                     let mut running_max = vec![f32::NEG_INFINITY; n_q];
                     let mut running_sum = vec![0f32; n_q];
                     let mut scores = [0f32; KEY_BLOCK];
-                    for k0 in (0..last_key).step_by(KEY_BLOCK) {
+                    for k0 in (first_key..last_key).step_by(KEY_BLOCK) {
                         for (qi, acc) in block.chunks_exact_mut(s.head_dim).enumerate() {
-                            let k1 = (k0 + KEY_BLOCK).min(key_end[qi]);
-                            if k1 <= k0 {
+                            let j0 = k0.max(keys[qi].start);
+                            let k1 = (k0 + KEY_BLOCK).min(keys[qi].end);
+                            if k1 <= j0 {
                                 continue;
                             }
                             let q_row = row(q, b, q0 + qi, h, s.seq_q, s.heads, s.head_dim);
-                            let scores = &mut scores[..k1 - k0];
-                            for (sc, j) in scores.iter_mut().zip(k0..k1) {
+                            let scores = &mut scores[..k1 - j0];
+                            for (sc, j) in scores.iter_mut().zip(j0..k1) {
                                 *sc = dot(q_row, row(k, b, j, g, s.seq_k, s.kv_heads, s.head_dim))
                                     * scale;
                             }
@@ -220,7 +238,7 @@ pub fn flash_attention<T: Element>(
                             for a in acc.iter_mut() {
                                 *a *= correction;
                             }
-                            for (&sc, j) in scores.iter().zip(k0..k1) {
+                            for (&sc, j) in scores.iter().zip(j0..k1) {
                                 let p = (sc - new_max).exp();
                                 running_sum[qi] += p;
                                 let v_row = row(v, b, j, g, s.seq_k, s.kv_heads, s.head_dim);

@@ -164,8 +164,10 @@ const DECODE_HEAD_AUTO_KEYS: usize = DECODE_HEAD_GROUPS * 32 * 2;
 /// - `attn_decode_head_*` (a block per query head, its 8 groups of 32 lanes split the keys and
 ///   merge in shared memory: one launch, no partials) for caches of up to
 ///   `DECODE_HEAD_AUTO_KEYS` rows (docs/perf/decode-attention-head-block.md).
+/// `keys`: the most keys the query sees (`key_span`).
 fn decode_kernel(
     s: &AttentionShape,
+    keys: usize,
     kv: KvDtype,
     mode: DecodeAttention,
 ) -> Option<(bool, kernels::Kernel)> {
@@ -178,18 +180,25 @@ fn decode_kernel(
         DecodeAttention::Auto => DECODE_HEAD_AUTO_KEYS,
         _ => 0,
     };
-    if s.seq_k <= head_keys {
+    if keys <= head_keys {
         kernels::attn_decode_head(s.head_dim, kv).map(|k| (true, k))
     } else {
         kernels::attn_decode(s.head_dim, kv).map(|k| (false, k))
     }
 }
 
+/// The most keys one block of queries sees: `seq_k`, or with a sliding window the `window`
+/// keys of its first query and one more for each later query (`window + seq_q - 1` at most).
+pub fn key_span(s: &AttentionShape, window: Option<usize>) -> usize {
+    window.map_or(s.seq_k, |w| s.seq_k.min(w.saturating_add(s.seq_q - 1)))
+}
+
 /// How a flash-attention call is cut up.
 #[derive(Clone, Copy, Debug)]
 pub struct FlashPlan {
     pub shape: FlashShape,
-    /// Key ranges processed by separate blocks, merged by `flash_attn_combine` (1: none).
+    /// Key ranges processed by separate blocks, merged by `flash_attn_combine` (1: none);
+    /// they cut the keys a block sees (`key_span`), from its first query's window start.
     pub splits: usize,
     pub keys_per_split: usize,
 }
@@ -201,7 +210,13 @@ const MAX_PARTIAL_BYTES: usize = 256 << 20;
 /// keys a launch may see), the splits may be as short as one key tile: the kernel then spreads
 /// the keys it actually sees over all the splits (attention.hip), so that a short cache is still
 /// read by many blocks, one tile each, instead of a few blocks walking their tiles in turn.
-pub fn flash_plan(dev: &GpuDevice, s: &AttentionShape, device_keys: bool) -> Result<FlashPlan> {
+/// With a `window`, only the keys a block sees are split (`key_span`).
+pub fn flash_plan(
+    dev: &GpuDevice,
+    s: &AttentionShape,
+    device_keys: bool,
+    window: Option<usize>,
+) -> Result<FlashPlan> {
     let dmax = FlashShape::dmax_for(s.head_dim).ok_or_else(|| {
         Error::unsupported(format!(
             "flash_attention on the GPU supports head_dim up to 256, got {}",
@@ -229,17 +244,18 @@ pub fn flash_plan(dev: &GpuDevice, s: &AttentionShape, device_keys: bool) -> Res
     let blocks = rows.div_ceil(shape.block_rows() as usize) * s.batch * s.kv_heads;
     let target = 2 * props.multiprocessors.max(1) as usize;
     let bk = shape.block_keys() as usize;
+    let keys = key_span(s, window);
     let mut splits = 1;
     let min_split_keys = if device_keys { bk } else { 4 * bk };
-    if blocks < target && s.seq_k >= 2 * min_split_keys {
-        splits = target.div_ceil(blocks).min(s.seq_k / min_split_keys).max(1);
+    if blocks < target && keys >= 2 * min_split_keys {
+        splits = target.div_ceil(blocks).min(keys / min_split_keys).max(1);
         let per_split_bytes = s.batch * s.kv_heads * rows * (dmax as usize + 2) * 4;
         splits = splits
             .min((MAX_PARTIAL_BYTES / per_split_bytes.max(1)).max(1))
             .min(65535);
     }
-    let keys_per_split = s.seq_k.div_ceil(splits).div_ceil(bk) * bk;
-    let splits = s.seq_k.div_ceil(keys_per_split);
+    let keys_per_split = keys.div_ceil(splits).div_ceil(bk) * bk;
+    let splits = keys.div_ceil(keys_per_split);
     Ok(FlashPlan {
         shape,
         splits,
@@ -259,13 +275,14 @@ fn partial_o_bytes(s: &AttentionShape, plan: &FlashPlan) -> usize {
 }
 
 /// Device scratch `launch_flash_attention_with` takes for shape `s` (0 without a key split;
-/// `device_keys`: see `flash_plan`).
+/// `device_keys`, `window`: see `flash_plan`; a window never takes more than none).
 pub fn flash_scratch_bytes(
     dev: &GpuDevice,
     s: &AttentionShape,
     device_keys: bool,
+    window: Option<usize>,
 ) -> Result<usize> {
-    let plan = flash_plan(dev, s, device_keys)?;
+    let plan = flash_plan(dev, s, device_keys, window)?;
     if plan.splits == 1 {
         return Ok(0);
     }
@@ -274,7 +291,8 @@ pub fn flash_scratch_bytes(
 }
 
 /// Fused attention: `out [B, Sq, H, D] = softmax(q k^T * scale [+ causal mask]) v`, k and v
-/// `[B, kv_rows, KVH, D]` of `kv` type, only rows `< seq_k` read.
+/// `[B, kv_rows, KVH, D]` of `kv` type, only rows `< seq_k` read; with a `window` (causal),
+/// only the keys of each query's window (`super::flash_attention`).
 #[allow(clippy::too_many_arguments)]
 pub fn launch_flash_attention(
     dev: &GpuDevice,
@@ -286,6 +304,7 @@ pub fn launch_flash_attention(
     s: &AttentionShape,
     causal: bool,
     scale: f32,
+    window: Option<usize>,
     out: &mut DeviceBuffer,
 ) -> Result<()> {
     let keys = KeyCount::Host;
@@ -299,6 +318,7 @@ pub fn launch_flash_attention(
         s,
         causal,
         scale,
+        window,
         out,
         keys,
         Temp::Shared,
@@ -319,7 +339,8 @@ pub enum KeyCount<'a> {
 }
 
 /// `launch_flash_attention` with the number of keys given as a `KeyCount` and the split-key
-/// partials in `temp`.
+/// partials in `temp`. With `KeyCount::Device`, the kernels find a window's first key from
+/// the key count they read (`max(0, n_keys - window)` for a decode step).
 #[allow(clippy::too_many_arguments)]
 pub fn launch_flash_attention_with(
     dev: &GpuDevice,
@@ -331,12 +352,16 @@ pub fn launch_flash_attention_with(
     s: &AttentionShape,
     causal: bool,
     scale: f32,
+    window: Option<usize>,
     out: &mut DeviceBuffer,
     keys: KeyCount,
     temp: Temp,
     mode: DecodeAttention,
 ) -> Result<()> {
     let op = "flash_attention";
+    super::check_window(op, causal, window)?;
+    // A window of at least seq_k keys (the most there can be) hides none: plain causal.
+    let window = window.filter(|&w| w < s.seq_k);
     let n_past = match keys {
         KeyCount::Host => Arg::Ptr(0),
         KeyCount::Device(buf, offset) => {
@@ -352,7 +377,7 @@ pub fn launch_flash_attention_with(
     need(op, "v", v, kv_need, elem)?;
     need(op, "out", out, s.q_len(), 4)?;
     let device_keys = matches!(keys, KeyCount::Device(..));
-    let plan = flash_plan(dev, s, device_keys)?;
+    let plan = flash_plan(dev, s, device_keys, window)?;
     let rows = s.seq_q * (s.heads / s.kv_heads);
     let bkv = s.batch * s.kv_heads;
     if bkv > 65535 {
@@ -373,12 +398,14 @@ pub fn launch_flash_attention_with(
         Arg::F32(scale_log2),
         Arg::I32(causal as i32),
     );
-    let decode = decode_kernel(s, kv, mode);
+    // The kernels' window: 0 for none (window < seq_k fits an int32).
+    let window_arg = Arg::I32(window.unwrap_or(0) as i32);
+    let decode = decode_kernel(s, key_span(s, window), kv, mode);
     // attn_decode_head: every key in one block a head, no partials.
     let plan = match decode {
         Some((true, _)) => FlashPlan {
             splits: 1,
-            keys_per_split: s.seq_k,
+            keys_per_split: key_span(s, window),
             ..plan
         },
         _ => plan,
@@ -433,12 +460,13 @@ pub fn launch_flash_attention_with(
                 d,
                 rows_arg,
                 scale_arg,
+                window_arg,
                 kps_arg,
                 Arg::I32(plan.shape.dmax as i32),
                 n_past,
             ]),
             None => args.extend([
-                a, b, c, d, e, rows_arg, scale_arg, causal_arg, kps_arg, n_past,
+                a, b, c, d, e, rows_arg, scale_arg, causal_arg, window_arg, kps_arg, n_past,
             ]),
         }
         args
@@ -449,7 +477,7 @@ pub fn launch_flash_attention_with(
     let o_bytes = partial_o_bytes(s, &plan);
     temp.with(
         dev,
-        flash_scratch_bytes(dev, s, device_keys)?,
+        flash_scratch_bytes(dev, s, device_keys, window)?,
         op,
         |part_o| {
             let part_ml = part_o + o_bytes as u64;
@@ -538,6 +566,7 @@ pub fn flash_attention<T: Element>(
     s: &AttentionShape,
     causal: bool,
     scale: f32,
+    window: Option<usize>,
     out: &mut [f32],
 ) -> Result<()> {
     let kv = if TypeId::of::<T>() == TypeId::of::<f32>() {
@@ -558,6 +587,8 @@ pub fn flash_attention<T: Element>(
     let kd = DeviceBuffer::from_slice(dev, kb, "flash_attention")?;
     let vd = DeviceBuffer::from_slice(dev, vb, "flash_attention")?;
     let mut od = DeviceBuffer::alloc(dev, s.q_len() * 4, "flash_attention")?;
-    launch_flash_attention(dev, &qd, &kd, &vd, kv, s.seq_k, s, causal, scale, &mut od)?;
+    launch_flash_attention(
+        dev, &qd, &kd, &vd, kv, s.seq_k, s, causal, scale, window, &mut od,
+    )?;
     od.read(&mut out[..s.q_len()], "flash_attention")
 }

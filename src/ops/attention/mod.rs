@@ -5,7 +5,9 @@
 //! `[batch, seq_k, kv_heads, head_dim]`, scores/weights `[batch, heads, seq_q, seq_k]`,
 //! out `[batch, seq_q, heads, head_dim]`. GQA: `heads % kv_heads == 0`, query head h reads
 //! kv head `h / (heads / kv_heads)`. The causal mask is bottom-right aligned: query i sees key
-//! j when `j <= i + seq_k - seq_q` (decoding with a cache: seq_k >= seq_q).
+//! j when `j <= i + seq_k - seq_q` (decoding with a cache: seq_k >= seq_q). A sliding window
+//! (`flash_attention`'s `window`, with the causal mask) keeps the last `window` of those keys:
+//! query i, at position `p = i + seq_k - seq_q`, sees key j when `j <= p` and `p - j < window`.
 
 pub mod cpu;
 pub mod gpu;
@@ -143,7 +145,9 @@ pub fn weighted_matmul(
 
 /// `out = softmax(qkt_matmul(q, k) * [causal mask]) @ v`, fused with an online softmax over
 /// blocks of keys: any length, memory that does not grow with seq_q * seq_k. k and v are f32
-/// or f16 (`Element`), e.g. the rows `[0, seq_k)` of a KV cache (batch 1).
+/// or f16 (`Element`), e.g. the rows `[0, seq_k)` of a KV cache (batch 1). `window` (causal
+/// only, at least 1): each query sees only the last `window` keys up to its own position (the
+/// module doc); the keys before a query block's window are not read.
 #[allow(clippy::too_many_arguments)]
 pub fn flash_attention<T: Element>(
     device: &Device,
@@ -153,19 +157,36 @@ pub fn flash_attention<T: Element>(
     shape: &AttentionShape,
     causal: bool,
     scale: f32,
+    window: Option<usize>,
     out: &mut [f32],
 ) -> Result<()> {
     let op = "flash_attention";
     shape.check(op)?;
+    check_window(op, causal, window)?;
     check_len(op, "q", q.len(), shape.q_len())?;
     check_len(op, "k", k.len(), shape.kv_len())?;
     check_len(op, "v", v.len(), shape.kv_len())?;
     check_len(op, "out", out.len(), shape.q_len())?;
     match device {
         Device::Cpu => {
-            cpu::flash_attention(q, k, v, shape, causal, scale, &mut out[..shape.q_len()])
+            let out = &mut out[..shape.q_len()];
+            cpu::flash_attention(q, k, v, shape, causal, scale, window, out)
         }
-        Device::Gpu(dev) => gpu::flash_attention(dev, q, k, v, shape, causal, scale, out)?,
+        Device::Gpu(dev) => gpu::flash_attention(dev, q, k, v, shape, causal, scale, window, out)?,
     }
     Ok(())
+}
+
+/// A sliding window needs the causal mask (it is counted back from each query's position) and
+/// at least one key.
+pub fn check_window(op: &str, causal: bool, window: Option<usize>) -> Result<()> {
+    match window {
+        Some(0) => Err(Error::invalid(format!(
+            "{op}: window must be at least 1 (a query sees itself)"
+        ))),
+        Some(_) if !causal => Err(Error::invalid(format!(
+            "{op}: a window needs the causal mask (causal=true)"
+        ))),
+        _ => Ok(()),
+    }
 }
