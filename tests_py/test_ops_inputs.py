@@ -191,4 +191,6 @@ def test_spec_signatures():
     assert inspect.signature(ops.rms_norm).parameters["eps"].default == 1e-6
     assert inspect.signature(ops.matmul).parameters["dtype"].default == "F32"
     assert inspect.signature(ops.flash_attention).parameters["causal"].default is False
-    assert inspect.signature(ops.flash_attention).parameters["window"].default is None
+    window = inspect.signature(ops.flash_attention).parameters["window"]
+    # SPEC: flash_attention(q, k, v, causal=False, scale=None, window=None)
+    assert window.default is None and window.kind == inspect.Parameter.POSITIONAL_OR_KEYWORD

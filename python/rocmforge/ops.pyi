@@ -26,8 +26,8 @@ def flash_attention(
     v: _F32,
     causal: bool = False,
     scale: Optional[float] = None,
-    *,
     window: Optional[int] = None,
+    *,
     device: _Device = "auto",
 ) -> _F32: ...
 def rope(

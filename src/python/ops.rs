@@ -503,7 +503,7 @@ fn weighted_matmul<'py>(
 /// included; the keys before a query's window are not read. `window >= seq_k` is the causal mask
 /// alone. Returns float32 `[batch, seq_q, heads, head_dim]`.
 #[pyfunction]
-#[pyo3(signature = (q, k, v, causal=false, scale=None, *, window=None, device="auto"))]
+#[pyo3(signature = (q, k, v, causal=false, scale=None, window=None, *, device="auto"))]
 #[allow(clippy::too_many_arguments)]
 fn flash_attention<'py>(
     py: Python<'py>,
