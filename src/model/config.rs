@@ -28,6 +28,11 @@ pub struct ModelConfig {
     pub rope_linear_scale: f32,
     /// No `output.weight`: the LM head is the token embedding.
     pub tied_embeddings: bool,
+    /// Keys a sliding-window layer attends over (`attention.sliding_window`), for the
+    /// families that have such layers (`ArchSpec::window_every`).
+    pub sliding_window: Option<usize>,
+    /// Logits become `cap * tanh(logits / cap)` (`final_logit_softcapping`).
+    pub logit_softcap: Option<f32>,
 }
 
 /// Largest value accepted for a width or count (guards allocations sized by metadata).
@@ -129,6 +134,18 @@ impl ModelConfig {
             }
         };
 
+        let sliding_window = keys.opt_usize("attention.sliding_window", MAX_CONTEXT)?;
+        let logit_softcap = match keys.opt_f64("final_logit_softcapping")? {
+            Some(c) if c.is_finite() && c > 0.0 => Some(c as f32),
+            Some(c) => {
+                return Err(Error::gguf(format!(
+                    "bad {}.final_logit_softcapping {c}",
+                    arch.name()
+                )))
+            }
+            None => None,
+        };
+
         // The vocabulary size: metadata if present, else the embedding table's rows.
         let embd = file
             .tensor_info("token_embd.weight")
@@ -162,6 +179,8 @@ impl ModelConfig {
             },
             rope_linear_scale,
             tied_embeddings: file.tensor_info("output.weight").is_none(),
+            sliding_window,
+            logit_softcap,
         })
     }
 

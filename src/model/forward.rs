@@ -117,7 +117,7 @@ fn blocks<B: Backend>(
         };
         let rope = Rope {
             params: spec.rope,
-            freq_factors: w.rope_freqs.as_ref(),
+            freq_factors: w.rope_freqs.as_ref().filter(|_| spec.rope_freq_factors),
         };
         b.rope(q, [t, spec.heads, spec.head_dim], pos, &rope)?;
         b.rope(k, [t, spec.kv_heads, spec.head_dim], pos, &rope)?;

@@ -23,6 +23,13 @@ pub struct ArchSpec {
     pub activation: Activation,
     /// The token embeddings are multiplied by sqrt(dim).
     pub embed_scale_sqrt_dim: bool,
+    /// Sliding-window layers: of every `n` layers the last attends over every key before it
+    /// and the others over the last `attention.sliding_window` keys (None: every layer
+    /// global).
+    pub window_every: Option<usize>,
+    /// Rope base of the sliding-window layers, which also take no frequency scaling (None:
+    /// the file's, as global layers).
+    pub local_rope_theta: Option<f32>,
 }
 
 /// The Llama family (Llama 2/3, SmolLM2, Mistral, TinyLlama).
@@ -33,6 +40,8 @@ pub const LLAMA: ArchSpec = ArchSpec {
     post_norms: false,
     activation: Activation::Silu,
     embed_scale_sqrt_dim: false,
+    window_every: None,
+    local_rope_theta: None,
 };
 
 /// Qwen2 / Qwen2.5: Llama with q/k/v biases and half-split rope.
@@ -42,12 +51,35 @@ pub const QWEN2: ArchSpec = ArchSpec {
     ..LLAMA
 };
 
+/// Qwen3 (dense): Qwen2's half-split rope without the biases, with per-head q/k norms.
+pub const QWEN3: ArchSpec = ArchSpec {
+    rope_neox: true,
+    qk_norm: true,
+    ..LLAMA
+};
+
+/// Gemma 3 (llama.cpp's graph): embeddings times sqrt(dim), per-head q/k norms, post-norms
+/// before each residual add, GELU (tanh) gating, five local layers (window, rope base 10,000)
+/// to one global. The norm weights in GGUF files already hold Gemma's `1 + w`.
+pub const GEMMA3: ArchSpec = ArchSpec {
+    rope_neox: true,
+    qkv_bias: false,
+    qk_norm: true,
+    post_norms: true,
+    activation: Activation::GeluTanh,
+    embed_scale_sqrt_dim: true,
+    window_every: Some(6),
+    local_rope_theta: Some(10000.0),
+};
+
 impl Arch {
     /// This architecture's row.
     pub fn spec(self) -> &'static ArchSpec {
         match self {
             Arch::Llama => &LLAMA,
             Arch::Qwen2 => &QWEN2,
+            Arch::Qwen3 => &QWEN3,
+            Arch::Gemma3 => &GEMMA3,
         }
     }
 }
@@ -71,6 +103,8 @@ pub struct BlockSpec {
     pub post_ffn_norm: bool,
     pub activation: Activation,
     pub rope: RopeParams,
+    /// Whether the model's rope frequency factors (`rope_freqs`, linear scaling) apply here.
+    pub rope_freq_factors: bool,
     /// A query sees only the last `window` positions (itself included); None: all before it.
     pub window: Option<usize>,
     /// Factor of the attention scores (1 / sqrt(head_dim) for the families here).
@@ -96,7 +130,7 @@ impl ModelSpec {
     /// The spec of a checked config: the architecture's row applied to every block.
     pub fn new(c: &ModelConfig) -> ModelSpec {
         let a = c.arch.spec();
-        let block = BlockSpec {
+        let global = BlockSpec {
             heads: c.heads,
             kv_heads: c.kv_heads,
             head_dim: c.head_dim,
@@ -107,16 +141,36 @@ impl ModelSpec {
             post_ffn_norm: a.post_norms,
             activation: a.activation,
             rope: c.rope,
+            rope_freq_factors: true,
             window: None,
             attn_scale: 1.0 / (c.head_dim as f32).sqrt(),
         };
+        // A sliding-window layer, where the family has them and the file gives a window.
+        let local = match (a.window_every, c.sliding_window) {
+            (Some(_), Some(window)) => Some(BlockSpec {
+                rope: RopeParams {
+                    theta: a.local_rope_theta.unwrap_or(c.rope.theta),
+                    ..c.rope
+                },
+                rope_freq_factors: a.local_rope_theta.is_none(),
+                window: Some(window),
+                ..global.clone()
+            }),
+            _ => None,
+        };
+        let blocks = (0..c.n_layers)
+            .map(|l| match (&local, a.window_every) {
+                (Some(local), Some(n)) if l % n != n - 1 => local.clone(),
+                _ => global.clone(),
+            })
+            .collect();
         ModelSpec {
-            blocks: vec![block; c.n_layers],
+            blocks,
             dim: c.dim,
             vocab: c.vocab_size,
             rms_eps: c.rms_eps,
             embed_scale: a.embed_scale_sqrt_dim.then(|| (c.dim as f32).sqrt()),
-            logit_softcap: None,
+            logit_softcap: c.logit_softcap,
         }
     }
 

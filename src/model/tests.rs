@@ -99,7 +99,12 @@ const FFN: usize = 96;
 const VOCAB: usize = 50;
 const LAYERS: usize = 2;
 
-/// A random qwen2 (biases, neox rope) or llama (rope_freqs, untied head) model file.
+/// Gemma 3 test models: both layers are sliding-window layers over this many keys (fewer
+/// than `TOKENS`).
+const WINDOW: usize = 3;
+
+/// A random qwen2 (biases, neox rope), llama (rope_freqs, untied head), qwen3 (q/k norms) or
+/// gemma3 (q/k norms, post-norms, GeGLU, sliding window, scaled embeddings) model file.
 fn tiny_model(arch: Arch, matrices: GgmlType, seed: u64) -> GgufFile {
     let mut r = Lcg(seed);
     let mut b = GgufBuilder::default();
@@ -113,6 +118,9 @@ fn tiny_model(arch: Arch, matrices: GgmlType, seed: u64) -> GgufFile {
         .u32(&format!("{a}.attention.head_count_kv"), KV_HEADS as u32)
         .f32(&format!("{a}.attention.layer_norm_rms_epsilon"), 1e-5)
         .f32(&format!("{a}.rope.freq_base"), 10000.0);
+    if arch == Arch::Gemma3 {
+        b.u32(&format!("{a}.attention.sliding_window"), WINDOW as u32);
+    }
     let (q, kv) = (HEADS * HEAD_DIM, KV_HEADS * HEAD_DIM);
     let s = |n: usize| 1.0 / (n as f32).sqrt() * 1.7; // uniform(-1, 1) has std 1/sqrt(3)
     let norm = |r: &mut Lcg| r.vec(DIM, 0.1).iter().map(|v| 1.0 + v).collect::<Vec<_>>();
@@ -184,6 +192,40 @@ fn tiny_model(arch: Arch, matrices: GgmlType, seed: u64) -> GgufFile {
             b.tensor(&n("attn_k.bias"), &[kv], GgmlType::F32, &r.vec(kv, 0.5));
             b.tensor(&n("attn_v.bias"), &[kv], GgmlType::F32, &r.vec(kv, 0.5));
         }
+        if matches!(arch, Arch::Qwen3 | Arch::Gemma3) {
+            let head_norm = |r: &mut Lcg| {
+                r.vec(HEAD_DIM, 0.1)
+                    .iter()
+                    .map(|v| 1.0 + v)
+                    .collect::<Vec<_>>()
+            };
+            b.tensor(
+                &n("attn_q_norm.weight"),
+                &[HEAD_DIM],
+                GgmlType::F32,
+                &head_norm(&mut r),
+            );
+            b.tensor(
+                &n("attn_k_norm.weight"),
+                &[HEAD_DIM],
+                GgmlType::F32,
+                &head_norm(&mut r),
+            );
+        }
+        if arch == Arch::Gemma3 {
+            b.tensor(
+                &n("post_attention_norm.weight"),
+                &[DIM],
+                GgmlType::F32,
+                &norm(&mut r),
+            );
+            b.tensor(
+                &n("post_ffw_norm.weight"),
+                &[DIM],
+                GgmlType::F32,
+                &norm(&mut r),
+            );
+        }
     }
     GgufFile::from_bytes(b.bytes()).expect("the test model parses")
 }
@@ -241,6 +283,9 @@ fn cpu_decode_with_kv_cache_equals_batched_recompute() {
         (Arch::Qwen2, GgmlType::F32),
         (Arch::Llama, GgmlType::F32),
         (Arch::Llama, GgmlType::Q8_0),
+        (Arch::Qwen3, GgmlType::Q8_0),
+        (Arch::Gemma3, GgmlType::F32),
+        (Arch::Gemma3, GgmlType::Q8_0),
     ] {
         let file = tiny_model(arch, ty, 11);
         let mut t = Transformer::load(CpuBackend, &file, 32, KvDtype::F32).unwrap();
@@ -294,6 +339,7 @@ fn gpu_backend_forward_on_the_emulator_matches_the_cpu() {
         for (arch, ty, kv, tol) in [
             (Arch::Qwen2, GgmlType::F32, KvDtype::F32, 1e-4),
             (Arch::Llama, GgmlType::Q8_0, KvDtype::F16, 3e-2),
+            (Arch::Gemma3, GgmlType::Q8_0, KvDtype::F16, 3e-2),
         ] {
             let file = tiny_model(arch, ty, 23);
             let gpu = decode_logits(GpuBackend::new(dev.clone()), &file, kv, &TOKENS, N_PROMPT);
@@ -404,6 +450,8 @@ fn gpu_device_decode_steps_on_the_emulator_match_the_cpu() {
         for (arch, ty, kv, tol) in [
             (Arch::Qwen2, GgmlType::F32, KvDtype::F32, 1e-4),
             (Arch::Llama, GgmlType::Q8_0, KvDtype::F16, 3e-2),
+            (Arch::Gemma3, GgmlType::Q8_0, KvDtype::F16, 3e-2),
+            (Arch::Qwen3, GgmlType::F32, KvDtype::F32, 1e-4),
         ] {
             let file = tiny_model(arch, ty, 29);
             let gpu = GpuBackend::new(dev.clone());
