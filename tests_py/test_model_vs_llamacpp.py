@@ -39,7 +39,9 @@ def model_for(path: str, device: str) -> "rf.Model":
     """One model per (file, device) for the whole module: loading is the slow part."""
     key = (path, device)
     if key not in _models:
-        _models[key] = rf.Model(path, device=device)
+        # llama.cpp's reference ran with an f16 KV cache (the data's settings say so): the same
+        # here on every device, so that the comparison is of like with like.
+        _models[key] = rf.Model(path, device=device, kv_dtype="f16")
     return _models[key]
 
 
