@@ -16,6 +16,7 @@ pub mod gguf;
 pub mod model;
 pub mod ops;
 pub mod sampling;
+pub(crate) mod test_rng;
 pub mod tokenizer;
 
 #[cfg(feature = "python")]

@@ -8,42 +8,7 @@ use super::*;
 use crate::gguf::quants;
 use crate::ops::attention::cpu as attn;
 use crate::ops::rope::RopeParams;
-
-/// splitmix64: small, good enough for test data.
-struct Rng(u64);
-
-impl Rng {
-    fn new(test: &str) -> Rng {
-        let seed = std::env::var("ROCMFORGE_TEST_SEED")
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or_else(|| {
-                std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .unwrap()
-                    .as_nanos() as u64
-            });
-        println!("[{test}: seed {seed}]");
-        Rng(seed)
-    }
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    /// Uniform in [-1, 1).
-    fn uniform(&mut self) -> f32 {
-        ((self.next_u64() >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-    }
-    fn vec(&mut self, n: usize) -> Vec<f32> {
-        (0..n).map(|_| self.uniform()).collect()
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next_u64() % n as u64) as usize
-    }
-}
+use crate::test_rng::TestRng;
 
 /// ||a - b|| / ||b||, with b in f64.
 fn rel_err(a: &[f32], b: &[f64]) -> f64 {
@@ -134,7 +99,7 @@ fn attention_f64(
 
 #[test]
 fn matmul_f32_and_f16_weights_match_f64_loops() {
-    let mut rng = Rng::new("matmul");
+    let mut rng = TestRng::for_test("matmul");
     let b = CpuBackend;
     for &(m, n, k) in &[
         (1, 1, 1),
@@ -183,7 +148,7 @@ fn matmul_f32_and_f16_weights_match_f64_loops() {
 
 #[test]
 fn matmul_and_embedding_of_quantized_weights_match_their_dequantized_values() {
-    let mut rng = Rng::new("matmul_quantized");
+    let mut rng = TestRng::for_test("matmul_quantized");
     let b = CpuBackend;
     for ty in [
         GgmlType::Q4_0,
@@ -253,7 +218,7 @@ fn weight_sizes_are_checked() {
 
 #[test]
 fn embedding_rows_of_float_and_f16_tables() {
-    let mut rng = Rng::new("embedding");
+    let mut rng = TestRng::for_test("embedding");
     let b = CpuBackend;
     let (vocab, dim) = (53, 24);
     let table = rng.vec(vocab * dim);
@@ -285,7 +250,7 @@ fn embedding_rows_of_float_and_f16_tables() {
 
 #[test]
 fn rms_norm_add_bias_add_swiglu_match_f64_loops() {
-    let mut rng = Rng::new("elementwise");
+    let mut rng = TestRng::for_test("elementwise");
     let b = CpuBackend;
     for &(rows, dim) in &[(1, 1), (3, 7), (17, 576), (2, 4099)] {
         let x = rng.vec(rows * dim);
@@ -340,7 +305,7 @@ fn rms_norm_add_bias_add_swiglu_match_f64_loops() {
 
 #[test]
 fn rope_both_conventions_with_freq_factors_match_f64_loops() {
-    let mut rng = Rng::new("rope");
+    let mut rng = TestRng::for_test("rope");
     let b = CpuBackend;
     for &(seq, heads, head_dim, n_rot, pos0) in &[
         (1, 1, 2, 2, 0),
@@ -399,7 +364,7 @@ fn rope_both_conventions_with_freq_factors_match_f64_loops() {
 
 #[test]
 fn attention_with_f32_and_f16_caches_matches_f64_softmax_attention() {
-    let mut rng = Rng::new("attention");
+    let mut rng = TestRng::for_test("attention");
     let b = CpuBackend;
     // (seq_q, seq_k, heads, kv_heads, head_dim): prefill, decode, chunked prefill, GQA 1/3/8
     for &(seq_q, seq_k, heads, kv_heads, d) in &[
@@ -476,7 +441,7 @@ fn attention_with_f32_and_f16_caches_matches_f64_softmax_attention() {
 
 #[test]
 fn flash_attention_equals_the_unfused_pipeline() {
-    let mut rng = Rng::new("flash_vs_unfused");
+    let mut rng = TestRng::for_test("flash_vs_unfused");
     // includes seq_q > seq_k (the first queries see no key: zeros) and non-causal
     for &(batch, seq_q, seq_k, heads, kv_heads, d) in &[
         (1, 1, 1, 1, 1, 3),
@@ -600,7 +565,7 @@ fn argmax_first_of_ties_and_first_nan() {
     assert_eq!(b.argmax(&vec![0.0, 1.0, 9.0], 2).unwrap().0, 1); // only the prefix
     assert_eq!(b.argmax(&vec![f32::NEG_INFINITY; 3], 3).unwrap().0, 0);
     assert!(b.argmax(&vec![], 0).is_err());
-    let mut rng = Rng::new("argmax");
+    let mut rng = TestRng::for_test("argmax");
     let x = rng.vec(50_000);
     let want = (0..x.len()).fold(0, |best, i| if x[i] > x[best] { i } else { best });
     assert_eq!(b.argmax(&x, x.len()).unwrap(), (want as u32, x[want]));

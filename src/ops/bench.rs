@@ -15,31 +15,16 @@ use crate::gguf::GgmlType;
 use crate::ops::attention::{gpu as attention, AttentionShape};
 use crate::ops::rope::RopeParams;
 use crate::ops::{activation, argmax, elementwise, embedding, kv_cache, matmul, norm, rope};
+use crate::test_rng::TestRng;
 
-/// splitmix64 values for benchmark inputs (never zeros: zeros can run faster than real data).
-struct Rng(u64);
-
-impl Rng {
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn uniform(&mut self) -> f32 {
-        ((self.next_u64() >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-    }
-}
-
-fn random_f32(dev: &Arc<GpuDevice>, rng: &mut Rng, n: usize) -> Result<DeviceBuffer> {
+fn random_f32(dev: &Arc<GpuDevice>, rng: &mut TestRng, n: usize) -> Result<DeviceBuffer> {
     let v: Vec<f32> = (0..n).map(|_| rng.uniform()).collect();
     DeviceBuffer::from_slice(dev, &v, "bench")
 }
 
 /// Random blocks of `ty` with small finite fp16 scales.
 pub fn random_weight_bytes(ty: GgmlType, rows: usize, cols: usize, seed: u64) -> Result<Vec<u8>> {
-    let mut rng = Rng(seed);
+    let mut rng = TestRng::seeded(seed);
     let (bs, ts) = (ty.block_size(), ty.type_size());
     if !cols.is_multiple_of(bs) {
         return Err(Error::invalid(format!(
@@ -103,7 +88,7 @@ pub fn bench_op(
     warmup: usize,
     iters: usize,
 ) -> Result<Vec<f32>> {
-    let mut rng = Rng(0x5eed_0000 + op.len() as u64);
+    let mut rng = TestRng::seeded(0x5eed_0000 + op.len() as u64);
     let d = dev.as_ref();
     let mut run: Box<dyn FnMut() -> Result<()>> = match op {
         "copy" => {
@@ -271,7 +256,7 @@ pub fn bench_op(
                     };
                     let q = random_f32(dev, &mut rng, s.q_len())?;
                     let (k, v) = if kv == KvDtype::F16 {
-                        let h = |rng: &mut Rng| -> Vec<u16> {
+                        let h = |rng: &mut TestRng| -> Vec<u16> {
                             (0..s.kv_len())
                                 .map(|_| f16::from_f32(rng.uniform()).to_bits())
                                 .collect()

@@ -15,38 +15,7 @@ use crate::gguf::{quants, GgmlType};
 use crate::ops::bench::random_weight_bytes;
 use crate::ops::rope::RopeParams;
 use crate::ops::{self, attention::AttentionShape, WeightView};
-
-/// splitmix64 (fresh seed each run, printed; ROCMFORGE_TEST_SEED repeats one).
-struct Rng(u64);
-
-impl Rng {
-    fn new(test: &str) -> Rng {
-        let seed = std::env::var("ROCMFORGE_TEST_SEED")
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or_else(|| {
-                std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .unwrap()
-                    .as_nanos() as u64
-            });
-        println!("[{test}: seed {seed}]");
-        Rng(seed)
-    }
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn uniform(&mut self) -> f32 {
-        ((self.next_u64() >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-    }
-    fn vec(&mut self, n: usize) -> Vec<f32> {
-        (0..n).map(|_| self.uniform()).collect()
-    }
-}
+use crate::test_rng::TestRng;
 
 /// Emulated devices: wave 32 with the shared memory of an NVIDIA GPU, wave 64 with AMD's 64 KiB.
 fn devices() -> [Arc<GpuDevice>; 2] {
@@ -76,39 +45,17 @@ fn own_devices(first: usize, tag: &str) -> [Arc<GpuDevice>; 2] {
     ]
 }
 
-/// The first `n` floats of a device buffer.
 /// `host` in a buffer of `gpu`'s device.
 fn up(gpu: &super::GpuBackend, host: &[f32]) -> DeviceBuffer {
     DeviceBuffer::from_slice(gpu.device(), host, "test upload").unwrap()
 }
 
+/// The first `n` floats of a device buffer.
 fn download(gpu: &super::GpuBackend, g: &DeviceBuffer, n: usize) -> Vec<f32> {
     use crate::backend::Backend;
     let mut v = vec![0f32; n];
     gpu.download(g, &mut v).unwrap();
     v
-}
-
-/// A KV cache's bytes.
-fn cache_bytes(c: &super::backend::GpuKv) -> Vec<u8> {
-    let mut v = vec![0u8; c.buf.bytes()];
-    c.buf.read(&mut v, "test").unwrap();
-    v
-}
-
-/// A KV cache's values as f32 (f16 widened).
-fn cache_values(c: &super::backend::GpuKv) -> Vec<f32> {
-    let b = cache_bytes(c);
-    match c.dtype {
-        crate::device::KvDtype::F32 => b
-            .chunks_exact(4)
-            .map(|x| f32::from_le_bytes([x[0], x[1], x[2], x[3]]))
-            .collect(),
-        crate::device::KvDtype::F16 => b
-            .chunks_exact(2)
-            .map(|x| f16::from_bits(u16::from_le_bytes([x[0], x[1]])).to_f32())
-            .collect(),
-    }
 }
 
 /// max |a - b| / max(1, max |b|) (NaN counts as a failure).
@@ -135,7 +82,7 @@ fn assert_close(what: &str, got: &[f32], want: &[f32], tol: f32) {
 #[test]
 #[ignore = "builds the kernels with g++ (minutes); run by scripts/check-kernels.sh"]
 fn small_ops_match_the_cpu() {
-    let mut rng = Rng::new("small_ops_match_the_cpu");
+    let mut rng = TestRng::for_test("small_ops_match_the_cpu");
     for dev in devices() {
         let gpu = Device::Gpu(dev.clone());
         let before = dev.launch_count();
@@ -266,7 +213,7 @@ fn small_ops_match_the_cpu() {
 #[ignore = "builds the kernels with g++ (minutes); run by scripts/check-kernels.sh"]
 fn attention_matches_the_cpu() {
     use ops::attention::flash_attention;
-    let mut rng = Rng::new("attention_matches_the_cpu");
+    let mut rng = TestRng::for_test("attention_matches_the_cpu");
     let shapes = [
         // (batch, seq_q, seq_k, heads, kv_heads, head_dim)
         (2, 5, 70, 4, 2, 40),
@@ -437,7 +384,7 @@ fn device_key_count_attention(
 #[test]
 #[ignore = "builds the kernels with g++ (minutes); run by scripts/check-kernels.sh"]
 fn matmul_and_embedding_match_the_cpu() {
-    let mut rng = Rng::new("matmul_and_embedding_match_the_cpu");
+    let mut rng = TestRng::for_test("matmul_and_embedding_match_the_cpu");
     for dev in devices() {
         let gpu = Device::Gpu(dev.clone());
         for (ty, _) in kernels::WEIGHT_TYPES {
@@ -504,7 +451,7 @@ fn gpu_backend_matches_the_cpu_backend() {
     use crate::backend::Backend;
     use crate::device::KvDtype;
 
-    let mut rng = Rng::new("gpu_backend_matches_the_cpu_backend");
+    let mut rng = TestRng::for_test("gpu_backend_matches_the_cpu_backend");
     let (dim, heads, kv_heads, head_dim, n_ctx, vocab) = (64, 4, 2, 16, 40, 50);
     let kv_row = kv_heads * head_dim;
     for dev in devices() {
@@ -700,7 +647,7 @@ fn q8x_reference(x: &[f32], w: &WeightView) -> Vec<f32> {
 #[test]
 #[ignore = "builds the kernels with g++ (minutes); run by scripts/check-kernels.sh"]
 fn decode_matvec_family_matches_the_reference() {
-    let mut rng = Rng::new("decode_matvec_family_matches_the_reference");
+    let mut rng = TestRng::for_test("decode_matvec_family_matches_the_reference");
     // (devices of its own: each launch is checked to be one kernel, the one expected)
     for dev in own_devices(8, "-decode-family") {
         for ty in DECODE_TYPES {
@@ -713,7 +660,7 @@ fn decode_matvec_family_matches_the_reference() {
 /// record as a model would, each with one of the epilogues it serves, a norm mode and odd row
 /// counts, against a float64 reference of the same 8-bit x on the weights dequantized by
 /// src/gguf/quants (not by the kernels); then rows of several chunks and a NaN.
-fn decode_family_cases(dev: &Arc<GpuDevice>, ty: GgmlType, rng: &mut Rng) {
+fn decode_family_cases(dev: &Arc<GpuDevice>, ty: GgmlType, rng: &mut TestRng) {
     use crate::device::matvec_table::{Core, Epilogue};
     use crate::device::tuning::Tuning;
     use crate::ops::activation::Activation;
@@ -733,7 +680,7 @@ fn decode_family_cases(dev: &Arc<GpuDevice>, ty: GgmlType, rng: &mut Rng) {
     };
     let k_stream = 2048;
     let eps = 1e-5f32;
-    let weights = |rng: &mut Rng, rows: &[usize], k: usize| -> Vec<Vec<u8>> {
+    let weights = |rng: &mut TestRng, rows: &[usize], k: usize| -> Vec<Vec<u8>> {
         rows.iter()
             .map(|&n| random_weight_bytes(ty, n, k, rng.next_u64()).unwrap())
             .collect()
@@ -751,7 +698,7 @@ fn decode_family_cases(dev: &Arc<GpuDevice>, ty: GgmlType, rng: &mut Rng) {
             .collect()
     }
     // x with a piece of zeros (scale 0) and a piece 8 times larger
-    let input = |rng: &mut Rng, k: usize| {
+    let input = |rng: &mut TestRng, k: usize| {
         let mut x = rng.vec(k);
         x[..32].iter_mut().for_each(|v| *v *= 8.0);
         x[32..64].iter_mut().for_each(|v| *v = 0.0);
@@ -762,7 +709,7 @@ fn decode_family_cases(dev: &Arc<GpuDevice>, ty: GgmlType, rng: &mut Rng) {
         w: Vec<f32>,
         parts: Vec<f32>,
     }
-    let make_norm = |rng: &mut Rng, x: &[f32]| Norm {
+    let make_norm = |rng: &mut TestRng, x: &[f32]| Norm {
         w: rng.vec(x.len()),
         parts: x
             .chunks(100)
@@ -1156,7 +1103,7 @@ fn tensor_core_matmul_matches_the_cpu() {
     use crate::device::layout::DeviceWeight;
     use crate::ops::matmul::gpu::{launch_matmul_mma_tile, mma_available};
 
-    let mut rng = Rng::new("tensor_core_matmul_matches_the_cpu");
+    let mut rng = TestRng::for_test("tensor_core_matmul_matches_the_cpu");
     for dev in devices() {
         assert!(
             mma_available(&dev, dev.tuning()),

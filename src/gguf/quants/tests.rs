@@ -2,34 +2,7 @@
 //! against the `gguf` package is checked from Python (tests_py/test_quants.py).
 
 use super::*;
-
-/// A small deterministic generator (SplitMix64), seeded from the clock each run.
-struct Rng(u64);
-
-impl Rng {
-    fn from_clock() -> Rng {
-        let seed = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos() as u64;
-        println!("seed {seed}");
-        Rng(seed)
-    }
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    /// Uniform in [-1, 1).
-    fn unit(&mut self) -> f32 {
-        (self.next() >> 40) as f32 / (1u64 << 23) as f32 - 1.0
-    }
-    fn bytes(&mut self, n: usize) -> Vec<u8> {
-        (0..n).map(|_| self.next() as u8).collect()
-    }
-}
+use crate::test_rng::TestRng;
 
 /// Byte offsets of the f16 scale fields of each block type.
 fn f16_field_offsets(ty: GgmlType) -> &'static [usize] {
@@ -44,17 +17,19 @@ fn f16_field_offsets(ty: GgmlType) -> &'static [usize] {
 }
 
 /// `n_blocks` random blocks of `ty` whose float fields are finite (in [-1, 1)).
-fn random_blocks(ty: GgmlType, n_blocks: usize, rng: &mut Rng) -> Vec<u8> {
+fn random_blocks(ty: GgmlType, n_blocks: usize, rng: &mut TestRng) -> Vec<u8> {
     let size = ty.type_size();
     let mut data = rng.bytes(n_blocks * size);
     for block in data.chunks_exact_mut(size) {
         match ty {
-            GgmlType::F32 | GgmlType::Q8_K => block[..4].copy_from_slice(&rng.unit().to_le_bytes()),
-            GgmlType::F16 => block.copy_from_slice(&F16Le::from_f32(rng.unit()).0),
-            GgmlType::BF16 => block.copy_from_slice(&f32_to_bf16_bits(rng.unit()).to_le_bytes()),
+            GgmlType::F32 | GgmlType::Q8_K => {
+                block[..4].copy_from_slice(&rng.uniform().to_le_bytes())
+            }
+            GgmlType::F16 => block.copy_from_slice(&F16Le::from_f32(rng.uniform()).0),
+            GgmlType::BF16 => block.copy_from_slice(&f32_to_bf16_bits(rng.uniform()).to_le_bytes()),
             _ => {
                 for &off in f16_field_offsets(ty) {
-                    block[off..off + 2].copy_from_slice(&F16Le::from_f32(rng.unit()).0);
+                    block[off..off + 2].copy_from_slice(&F16Le::from_f32(rng.uniform()).0);
                 }
             }
         }
@@ -148,7 +123,7 @@ fn hand_decoded_blocks() {
 
 #[test]
 fn vec_dot_matches_dequantize_then_dot() {
-    let mut rng = Rng::from_clock();
+    let mut rng = TestRng::for_test("quants");
     for ty in DEQUANTIZABLE {
         for n_blocks in [1usize, 3, 17, 64] {
             let n_blocks = if ty.block_size() == 1 {
@@ -158,7 +133,7 @@ fn vec_dot_matches_dequantize_then_dot() {
             };
             let row = random_blocks(ty, n_blocks, &mut rng);
             let n = n_blocks * ty.block_size();
-            let x: Vec<f32> = (0..n).map(|_| rng.unit()).collect();
+            let x: Vec<f32> = (0..n).map(|_| rng.uniform()).collect();
             let mut w = vec![0f32; n];
             dequantize(ty, &row, &mut w).unwrap();
             let reference: f64 = w.iter().zip(&x).map(|(&a, &b)| a as f64 * b as f64).sum();
@@ -178,7 +153,7 @@ fn vec_dot_matches_dequantize_then_dot() {
 
 #[test]
 fn parallel_paths_match_block_by_block() {
-    let mut rng = Rng::from_clock();
+    let mut rng = TestRng::for_test("quants");
     for ty in [GgmlType::Q4_1, GgmlType::Q6_K, GgmlType::F16] {
         let n_blocks = 3 * PARALLEL_MIN_WEIGHTS / ty.block_size() + 7;
         let data = random_blocks(ty, n_blocks, &mut rng);
@@ -200,7 +175,7 @@ fn parallel_paths_match_block_by_block() {
     }
     for ty in [GgmlType::Q4_0, GgmlType::Q8_K] {
         let n = 3 * PARALLEL_MIN_WEIGHTS + 5 * ty.block_size();
-        let x: Vec<f32> = (0..n).map(|_| rng.unit() * 10.0).collect();
+        let x: Vec<f32> = (0..n).map(|_| rng.uniform() * 10.0).collect();
         let whole = quantize(ty, &x).unwrap();
         let by_block: Vec<u8> = x
             .chunks_exact(ty.block_size())
@@ -212,7 +187,7 @@ fn parallel_paths_match_block_by_block() {
 
 #[test]
 fn quantize_round_trip_error_is_bounded() {
-    let mut rng = Rng::from_clock();
+    let mut rng = TestRng::for_test("quants");
     for ty in [
         GgmlType::Q4_0,
         GgmlType::Q4_1,
@@ -222,7 +197,7 @@ fn quantize_round_trip_error_is_bounded() {
         GgmlType::Q8_K,
     ] {
         let n = 5 * ty.block_size();
-        let x: Vec<f32> = (0..n).map(|_| rng.unit() * 3.0).collect();
+        let x: Vec<f32> = (0..n).map(|_| rng.uniform() * 3.0).collect();
         let q = quantize(ty, &x).unwrap();
         assert_eq!(q.len(), 5 * ty.type_size());
         let mut y = vec![0f32; n];
@@ -253,8 +228,8 @@ fn quantize_round_trip_error_is_bounded() {
 
 #[test]
 fn q8_k_quantize_keeps_block_sums() {
-    let mut rng = Rng::from_clock();
-    let x: Vec<f32> = (0..512).map(|_| rng.unit()).collect();
+    let mut rng = TestRng::for_test("quants");
+    let x: Vec<f32> = (0..512).map(|_| rng.uniform()).collect();
     let bytes = quantize(GgmlType::Q8_K, &x).unwrap();
     for block in bytemuck::cast_slice::<u8, BlockQ8_K>(&bytes) {
         for (g, sum) in block.bsums.iter().enumerate() {

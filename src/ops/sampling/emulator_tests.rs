@@ -14,45 +14,13 @@ use super::{cpu, DrawKey, SampleParams, SampleRow, Samples};
 use crate::device::emulator::EmuRuntime;
 use crate::device::gpu::{DeviceBuffer, GpuDevice, Temp};
 use crate::error::Error;
+use crate::test_rng::TestRng;
 
 /// (what, logits, parameters, history, n_top) of one check.
 type Case<'a> = (&'a str, &'a [f32], SampleParams, &'a [u32], usize);
 
 /// Threads a block: a multiple of both waves, small enough to split rows of a few hundred.
 const BLOCK: usize = 64;
-
-/// splitmix64 (fresh seed each run, printed; ROCMFORGE_TEST_SEED repeats one).
-struct Rng(u64);
-
-impl Rng {
-    fn new() -> Rng {
-        let seed = std::env::var("ROCMFORGE_TEST_SEED")
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or_else(|| {
-                std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .unwrap()
-                    .as_nanos() as u64
-            });
-        println!("[sampling emulator test: seed {seed}]");
-        Rng(seed)
-    }
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    /// Roughly normal (sum of four uniforms), scaled.
-    fn normal(&mut self, scale: f32) -> f32 {
-        let s: f32 = (0..4)
-            .map(|_| (self.next_u64() >> 40) as f32 / (1u64 << 24) as f32)
-            .sum();
-        (s - 2.0) * 1.7 * scale
-    }
-}
 
 fn params(temperature: f32, top_k: i64, top_p: f32, min_p: f32) -> SampleParams {
     SampleParams {
@@ -127,7 +95,7 @@ fn check_case(
 #[ignore = "builds the kernels with g++ (minutes); run by scripts/check-kernels.sh"]
 fn emulator_sampling_matches_the_cpu_op() {
     let t0 = std::time::Instant::now();
-    let mut rng = Rng::new();
+    let mut rng = TestRng::for_test("sampling emulator test");
     let small = [0.5f32, 2.0, 1.0, 2.0, -1.0, f32::NEG_INFINITY, 1.5];
     let normal: Vec<f32> = (0..1000).map(|_| rng.normal(2.0)).collect();
     let flat: Vec<f32> = (0..1000).map(|_| rng.normal(0.3)).collect();
