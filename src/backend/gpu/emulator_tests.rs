@@ -644,16 +644,28 @@ fn q8x_reference(x: &[f32], w: &WeightView) -> Vec<f32> {
     rows_dot(w, &xq).iter().map(|&v| v as f32).collect()
 }
 
-#[test]
-#[ignore = "builds the kernels with g++ (minutes); run by scripts/check-kernels.sh"]
-fn decode_matvec_family_matches_the_reference() {
-    let mut rng = TestRng::for_test("decode_matvec_family_matches_the_reference");
-    // (devices of its own: each launch is checked to be one kernel, the one expected)
-    for dev in own_devices(8, "-decode-family") {
-        for ty in DECODE_TYPES {
+/// The decode family's cases for `types` on devices of their own (each launch is checked to be
+/// one kernel, the one expected). Two tests of half the types each, so that they run side by
+/// side.
+fn decode_matvec_family(test: &str, first_device: usize, types: &[GgmlType]) {
+    let mut rng = TestRng::for_test(test);
+    for dev in own_devices(first_device, &format!("-{test}")) {
+        for &ty in types {
             decode_family_cases(&dev, ty, &mut rng);
         }
     }
+}
+
+#[test]
+#[ignore = "builds the kernels with g++ (minutes); run by scripts/check-kernels.sh"]
+fn decode_matvec_family_32_value_blocks_match_the_reference() {
+    decode_matvec_family("decode-family-32", 8, &DECODE_TYPES[..5]);
+}
+
+#[test]
+#[ignore = "builds the kernels with g++ (minutes); run by scripts/check-kernels.sh"]
+fn decode_matvec_family_k_quants_match_the_reference() {
+    decode_matvec_family("decode-family-k", 10, &DECODE_TYPES[5..]);
 }
 
 /// Every shape of the table (src/device/matvec_table.rs) for `ty`, chosen through the tuning
