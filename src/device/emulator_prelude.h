@@ -1,14 +1,47 @@
 // Test-only CPU emulation of the HIP dialect the kernels are written in (see emulator.rs).
-// Each block runs as blockDim OS threads; __syncthreads is a barrier of the block, shuffles a
-// barrier-synchronized exchange inside each wave of RF_EMU_WAVE lanes (32 or 64, like
-// RDNA and CDNA), shared memory is a static (one block runs at a time).
-#include <atomic>
-#include <barrier>
-#include <cmath>
-#include <cstring>
-#include <memory>
-#include <thread>
-#include <vector>
+// Each thread of a block is a fiber (ucontext) on the one OS thread of the launch, run by a
+// round-robin scheduler: __syncthreads is a barrier of the block, shuffles a barrier-synchronized
+// exchange inside each wave of RF_EMU_WAVE lanes (32 or 64, like RDNA and CDNA), and a fiber
+// waiting at a barrier yields to the next. Shared memory is a static (one block runs at a time).
+// Fibers rather than OS threads: a block needs no thread creation and a barrier no kernel wait.
+//
+// Only C system headers: the C++ library's headers would take most of each file's build time.
+// The math functions the kernels call are declared here; a kernel calling another one fails
+// to build on the emulator until it is added to the list.
+#include <sys/mman.h>
+#include <ucontext.h>
+
+extern "C" {
+float expf(float);
+float exp2f(float);
+float logf(float);
+float log2f(float);
+float sqrtf(float);
+float tanhf(float);
+float sinf(float);
+float cosf(float);
+float fabsf(float);
+float fmaxf(float, float);
+float fminf(float, float);
+float fmaf(float, float, float);
+float floorf(float);
+float ceilf(float);
+float roundf(float);
+float powf(float, float);
+double exp(double);
+double log(double);
+double log2(double);
+double sqrt(double);
+double tanh(double);
+double sin(double);
+double cos(double);
+double fabs(double);
+double floor(double);
+double ceil(double);
+double pow(double, double);
+int dprintf(int, const char*, ...);
+void abort(void);
+}
 
 #define __HIP__ 1
 #define __HIPCC_RTC__ 1
@@ -23,8 +56,9 @@
 struct dim3 {
     unsigned x = 1, y = 1, z = 1;
 };
-thread_local dim3 threadIdx, blockIdx;
-thread_local unsigned rf_emu_tid;
+// The running fiber's indices: set by the scheduler each time it resumes a fiber.
+dim3 threadIdx, blockIdx;
+unsigned rf_emu_tid;
 dim3 blockDim, gridDim;
 char* rf_emu_dynamic_shared;
 
@@ -39,36 +73,67 @@ struct alignas(16) uint4 {
 };
 inline uint4 make_uint4(unsigned x, unsigned y, unsigned z, unsigned w) { return uint4{x, y, z, w}; }
 inline float4 make_float4(float x, float y, float z, float w) { return float4{x, y, z, w}; }
-inline float __int_as_float(int i) {
-    float f;
-    std::memcpy(&f, &i, 4);
-    return f;
-}
-inline int __float_as_int(float f) {
-    int i;
-    std::memcpy(&i, &f, 4);
-    return i;
-}
-inline float rsqrtf(float x) { return 1.0f / std::sqrt(x); }
+inline float __int_as_float(int i) { return __builtin_bit_cast(float, i); }
+inline int __float_as_int(float f) { return __builtin_bit_cast(int, f); }
+inline float rsqrtf(float x) { return 1.0f / sqrtf(x); }
 inline int min(int a, int b) { return a < b ? a : b; }
 inline int max(int a, int b) { return a > b ? a : b; }
 
+struct RfEmuFiber {
+    ucontext_t ctx;
+    bool done;
+};
+ucontext_t rf_emu_scheduler;
+RfEmuFiber* rf_emu_fibers;
+unsigned long rf_emu_progress;  // barrier arrivals and finished fibers: a pass without any is a deadlock
+
+inline void rf_emu_yield() { swapcontext(&rf_emu_fibers[rf_emu_tid].ctx, &rf_emu_scheduler); }
+
+// A barrier of fibers: the last to arrive opens it and runs on; the others yield until it opens.
+struct RfEmuBarrier {
+    int expected;
+    int arrived;
+    unsigned generation;
+    void reset(int n) {
+        expected = n;
+        arrived = 0;
+        generation = 0;
+    }
+    void open() {
+        arrived = 0;
+        ++generation;
+    }
+    void arrive_and_wait() {
+        ++rf_emu_progress;
+        const unsigned g = generation;
+        if (++arrived == expected) {
+            open();
+            return;
+        }
+        while (generation == g) rf_emu_yield();
+    }
+    // A finished thread no longer takes part.
+    void arrive_and_drop() {
+        ++rf_emu_progress;
+        if (--expected > 0 && arrived == expected) open();
+    }
+};
+
 struct RfEmuWave {
-    std::barrier<> sync;
+    RfEmuBarrier sync;
     union {
         float f;
         int i;
     } lanes[64];
-    explicit RfEmuWave(int n) : sync(n) {}
 };
-std::barrier<>* rf_emu_block_barrier;
-std::vector<std::unique_ptr<RfEmuWave>>* rf_emu_waves;
+RfEmuBarrier rf_emu_block_barrier;
+RfEmuWave rf_emu_waves[1024 / RF_EMU_WAVE];
 
-inline void __syncthreads() { rf_emu_block_barrier->arrive_and_wait(); }
+inline void __syncthreads() { rf_emu_block_barrier.arrive_and_wait(); }
 
 template <class T>
 inline T rf_emu_exchange(T v, int mask, int width, bool is_float, bool indexed = false) {
-    RfEmuWave& w = *(*rf_emu_waves)[rf_emu_tid / RF_EMU_WAVE];
+    RfEmuWave& w = rf_emu_waves[rf_emu_tid / RF_EMU_WAVE];
     const int lane = rf_emu_tid % RF_EMU_WAVE;
     if (is_float) w.lanes[lane].f = (float)v; else w.lanes[lane].i = (int)v;
     w.sync.arrive_and_wait();
@@ -84,40 +149,80 @@ inline int __shfl_xor(int v, int mask, int width) { return rf_emu_exchange<int>(
 inline int __shfl(int v, int src, int width) { return rf_emu_exchange<int>(v, src, width, false, true); }
 
 // Atomics (shared or global memory: both are host memory here) and the memory fence.
-inline unsigned atomicAdd(unsigned* p, unsigned v) { return std::atomic_ref<unsigned>(*p).fetch_add(v); }
+inline unsigned atomicAdd(unsigned* p, unsigned v) { return __atomic_fetch_add(p, v, __ATOMIC_SEQ_CST); }
 inline unsigned long long atomicAdd(unsigned long long* p, unsigned long long v) {
-    return std::atomic_ref<unsigned long long>(*p).fetch_add(v);
+    return __atomic_fetch_add(p, v, __ATOMIC_SEQ_CST);
 }
-inline void __threadfence() { std::atomic_thread_fence(std::memory_order_seq_cst); }
+inline void __threadfence() { __atomic_thread_fence(__ATOMIC_SEQ_CST); }
+
+void (*rf_emu_tramp)(void**);
+void** rf_emu_args;
+
+void rf_emu_fiber_main() {
+    rf_emu_tramp(rf_emu_args);
+    const unsigned t = rf_emu_tid;
+    rf_emu_waves[t / RF_EMU_WAVE].sync.arrive_and_drop();
+    rf_emu_block_barrier.arrive_and_drop();
+    rf_emu_fibers[t].done = true;
+}  // returns to the scheduler (uc_link)
+
+// Each fiber's stack, with a guard page below it so that an overflow faults.
+constexpr unsigned long RF_EMU_STACK = 256 * 1024;
+constexpr unsigned long RF_EMU_PAGE = 4096;
 
 extern "C" void rf_emu_launch(void (*tramp)(void**), const unsigned* grid, const unsigned* block, unsigned shared,
                               void** args) {
     gridDim = dim3{grid[0], grid[1], grid[2]};
     blockDim = dim3{block[0], block[1], block[2]};
+    rf_emu_tramp = tramp;
+    rf_emu_args = args;
     const unsigned n = block[0] * block[1] * block[2];
-    std::vector<char> dynamic(shared + 64);
-    rf_emu_dynamic_shared = (char*)(((size_t)dynamic.data() + 63) & ~(size_t)63);
+    char* dynamic = new char[shared + 64];
+    rf_emu_dynamic_shared = (char*)(((unsigned long)dynamic + 63) & ~63ul);
+    const unsigned long span = RF_EMU_STACK + RF_EMU_PAGE;
+    char* stacks = (char*)mmap(nullptr, span * n, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
+                               -1, 0);
+    if (stacks == MAP_FAILED) {
+        dprintf(2, "emulator: no memory for %u fiber stacks\n", n);
+        abort();
+    }
+    for (unsigned t = 0; t < n; ++t) mprotect(stacks + t * span, RF_EMU_PAGE, PROT_NONE);
+    RfEmuFiber* fibers = new RfEmuFiber[n];
+    rf_emu_fibers = fibers;
+    const unsigned n_waves = (n + RF_EMU_WAVE - 1) / RF_EMU_WAVE;
     for (unsigned bz = 0; bz < grid[2]; ++bz)
         for (unsigned by = 0; by < grid[1]; ++by)
             for (unsigned bx = 0; bx < grid[0]; ++bx) {
-                std::barrier<> block_barrier(n);
-                std::vector<std::unique_ptr<RfEmuWave>> waves;
-                for (unsigned w = 0; w < (n + RF_EMU_WAVE - 1) / RF_EMU_WAVE; ++w)
-                    waves.emplace_back(new RfEmuWave((int)std::min<unsigned>(RF_EMU_WAVE, n - w * RF_EMU_WAVE)));
-                rf_emu_block_barrier = &block_barrier;
-                rf_emu_waves = &waves;
-                std::vector<std::thread> threads;
-                threads.reserve(n);
-                for (unsigned t = 0; t < n; ++t)
-                    threads.emplace_back([&, t] {
+                rf_emu_block_barrier.reset((int)n);
+                for (unsigned w = 0; w < n_waves; ++w)
+                    rf_emu_waves[w].sync.reset((int)(n - w * RF_EMU_WAVE < RF_EMU_WAVE ? n - w * RF_EMU_WAVE : RF_EMU_WAVE));
+                blockIdx = dim3{bx, by, bz};
+                for (unsigned t = 0; t < n; ++t) {
+                    RfEmuFiber& f = fibers[t];
+                    f.done = false;
+                    getcontext(&f.ctx);
+                    f.ctx.uc_stack.ss_sp = stacks + t * span + RF_EMU_PAGE;
+                    f.ctx.uc_stack.ss_size = RF_EMU_STACK;
+                    f.ctx.uc_link = &rf_emu_scheduler;
+                    makecontext(&f.ctx, rf_emu_fiber_main, 0);
+                }
+                for (unsigned running = n; running > 0;) {
+                    const unsigned long before = rf_emu_progress;
+                    for (unsigned t = 0; t < n; ++t) {
+                        if (fibers[t].done) continue;
                         threadIdx = dim3{t % block[0], (t / block[0]) % block[1], t / (block[0] * block[1])};
-                        blockIdx = dim3{bx, by, bz};
                         rf_emu_tid = t;
-                        tramp(args);
-                        // A finished thread no longer takes part in barriers.
-                        (*rf_emu_waves)[t / RF_EMU_WAVE]->sync.arrive_and_drop();
-                        rf_emu_block_barrier->arrive_and_drop();
-                    });
-                for (auto& th : threads) th.join();
+                        swapcontext(&rf_emu_scheduler, &fibers[t].ctx);
+                        if (fibers[t].done) --running;
+                    }
+                    if (running > 0 && rf_emu_progress == before) {
+                        dprintf(2, "emulator: the threads of block (%u, %u, %u) wait on each other forever\n", bx, by,
+                                bz);
+                        abort();
+                    }
+                }
             }
+    delete[] fibers;
+    munmap(stacks, span * n);
+    delete[] dynamic;
 }
