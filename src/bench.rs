@@ -6,7 +6,9 @@
 //!   their argmax included), `n_prompt / time`.
 //! - tg: `n_gen` single-token steps from an empty cache, each feeding back the previous step's
 //!   greedy pick (`decode_greedy`: argmax on the device, one id copied back; on a GPU the
-//!   step is the decode plan's recorded graph, replayed per token), `n_gen / time`.
+//!   step is the decode plan's recorded graph, replayed per token), `n_gen / time`. With
+//!   `sampling`, each step draws its token instead (`ops::sampling` with those parameters,
+//!   part of the same step on a GPU), as `Model.generate` with them does.
 //!
 //! Also reported: the bytes of weights one decode step reads (every tensor but the token
 //! embedding, which is read one row at a time, unless it is also the LM head), the device's
@@ -19,6 +21,7 @@ use std::time::Instant;
 use crate::device::Device;
 use crate::error::{Error, Result};
 use crate::gguf::GgufFile;
+use crate::ops::sampling::{SampleParams, StepPick};
 
 /// What `bench_model` measured. Times in seconds, rates in tokens/s, bandwidth in bytes/s.
 #[derive(Clone, Debug)]
@@ -40,6 +43,8 @@ pub struct BenchReport {
     pub peak_device_bytes: u64,
     /// Bytes of the KV cache.
     pub kv_cache_bytes: u64,
+    /// The tg steps' sampling parameters (None: greedy).
+    pub sampling: Option<SampleParams>,
 }
 
 pub fn median(v: &[f64]) -> f64 {
@@ -92,7 +97,8 @@ fn prompt_ids(n: usize, vocab: usize) -> Vec<u32> {
 }
 
 /// Measure `path` on `device` ("cpu", "gpu", "auto") with `tuning` (`key=value` pairs of the
-/// tuning record, see `model::load`): `repeats` timed runs of each test after one warm-up run.
+/// tuning record, see `model::load`): `repeats` timed runs of each test after one warm-up run,
+/// the tg steps greedy or drawn with `sampling`.
 pub fn bench_model(
     path: &str,
     device: &str,
@@ -100,7 +106,11 @@ pub fn bench_model(
     n_gen: usize,
     repeats: usize,
     tuning: &[(String, String)],
+    sampling: Option<&SampleParams>,
 ) -> Result<BenchReport> {
+    if let Some(p) = sampling {
+        p.check()?;
+    }
     if repeats == 0 || (n_prompt == 0 && n_gen == 0) {
         return Err(Error::invalid(
             "bench needs repeats >= 1 and n_prompt or n_gen > 0",
@@ -141,11 +151,20 @@ pub fn bench_model(
     }
 
     let first = prompt_ids(1, cfg.vocab_size)[0];
-    let run_tg = |model: &mut Box<dyn crate::model::LanguageModel>| -> Result<f64> {
+    let pick = match sampling {
+        Some(p) => StepPick::new(p, 0, 0),
+        None => StepPick::Greedy,
+    };
+    let mut history = Vec::with_capacity(n_gen);
+    let mut run_tg = |model: &mut Box<dyn crate::model::LanguageModel>| -> Result<f64> {
+        history.clear();
         let start = Instant::now();
         let mut token = first;
         for pos in 0..n_gen {
-            token = model.decode_greedy(token, pos, pos + 1 < n_gen)?.0;
+            history.push(token);
+            token = model
+                .decode(token, pos, &pick, &history, pos + 1 < n_gen)?
+                .0;
         }
         Ok(n_gen as f64 / start.elapsed().as_secs_f64())
     };
@@ -172,5 +191,6 @@ pub fn bench_model(
         copy_bandwidth: copy_bw,
         peak_device_bytes,
         kv_cache_bytes,
+        sampling: sampling.cloned(),
     })
 }

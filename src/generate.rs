@@ -11,7 +11,7 @@ use std::time::Instant;
 use crate::error::{Error, Result};
 use crate::gguf::GgufFile;
 use crate::model::LanguageModel;
-use crate::ops::sampling::DrawKey;
+use crate::ops::sampling::{DrawKey, StepPick};
 use crate::sampling::{self, Rng, SamplingParams};
 use crate::tokenizer::{Detokenizer, Tokenizer};
 
@@ -206,10 +206,10 @@ impl Engine {
     }
 
     /// Make the cache hold `tokens` and pick the token after them; returns (tokens evaluated,
-    /// token). A plain greedy pick after one new token is one decode step on the device
-    /// (`decode_greedy`: on a GPU, a replayed graph and one small copy back; with `more`, the
-    /// caller will ask for the token after this one unless it ends here, and the step for it
-    /// is queued before this one's pick is read).
+    /// token). After one new token this is one decode step on the device, the pick included
+    /// (`LanguageModel::decode`: on a GPU, a replayed graph and one small copy back; with
+    /// `more`, the caller will ask for the token after this one unless it ends here, and the
+    /// step for it is queued before this one's pick is read).
     fn eval_and_pick(
         &mut self,
         tokens: &[u32],
@@ -219,9 +219,10 @@ impl Engine {
         interrupt: Interrupt,
     ) -> Result<(usize, u32)> {
         let pos = self.cached.len();
-        if p.is_plain_greedy() && tokens.len() == pos + 1 && tokens.starts_with(&self.cached) {
+        if tokens.len() == pos + 1 && tokens.starts_with(&self.cached) {
             interrupt()?;
-            let (id, value) = self.model.decode_greedy(tokens[pos], pos, more)?;
+            let pick = StepPick::new(&p.op_params(), seed, 0);
+            let (id, value) = self.model.decode(tokens[pos], pos, &pick, tokens, more)?;
             self.cached.push(tokens[pos]);
             if value.is_nan() {
                 return Err(nan_logits());

@@ -41,6 +41,10 @@ def test_bench_table_and_bad_arguments(tmp_path, rng, capsys):
     assert cli.main(["bench", "-m", str(path), "-p", "5", "-n", "2", "-r", "1", "--device", "cpu"]) == 0
     out = capsys.readouterr().out
     assert "| m.gguf | pp5 |" in out and "| m.gguf | tg2 |" in out
+    assert cli.main(["bench", "-m", str(path), "-p", "0", "-n", "3", "-r", "1", "--device", "cpu",
+                     "--sampled"]) == 0
+    out = capsys.readouterr().out
+    assert "| m.gguf | tg3 sampled |" in out and "pp" not in out.split("| --- |")[-1]
     assert cli.main(["bench", "-m", str(path), "-r", "0", "--device", "cpu"]) == 1
     assert "-r >= 1" in capsys.readouterr().err
     with pytest.raises(FileNotFoundError):

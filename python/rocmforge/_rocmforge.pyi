@@ -163,6 +163,7 @@ def bench_model(
     n_gen: int = 128,
     repeats: int = 3,
     tuning: Optional[Dict[str, Any]] = None,
+    sampled: bool = False,
 ) -> Dict[str, Any]: ...
 
 @final

@@ -288,7 +288,8 @@ def format_bench(r: dict[str, Any]) -> str:
         runs = ", ".join(f"{v:,.1f}" for v in r["tg_runs"])
         roof = bw / r["bytes_per_token"] if bw > 0 and r["bytes_per_token"] else 0.0
         pct = f"{100 * r['tg'] / roof:.1f}% of {roof:,.0f}" if roof else ""
-        lines.append(f"| {name} | tg{r['n_gen']} | {r['tg']:,.1f} | {runs} | {pct} |")
+        test = f"tg{r['n_gen']}" + (" sampled" if r.get("sampled") else "")
+        lines.append(f"| {name} | {test} | {r['tg']:,.1f} | {runs} | {pct} |")
     return "\n".join(lines)
 
 
@@ -302,6 +303,9 @@ def format_bench(r: dict[str, Any]) -> str:
         arg("-r", "--repetitions", type=int, default=3, help="timed runs of each test (median)"),
         arg("--device", default="gpu", help='"gpu" (default), "cpu" or "auto"'),
         arg("--json", action="store_true", help="print the measurements as one JSON object"),
+        arg("--sampled", action="store_true",
+            help="tg draws its tokens (temperature 0.8, top-k 40, top-p 0.95, min-p 0.05) "
+                 "instead of picking greedily"),
         arg("--tuning", default="", metavar="KEY=VALUE,...",
             help="override fields of the GPU's tuning record for this run (docs/TUNING.md)"),
     ],
@@ -318,7 +322,7 @@ def bench(args: argparse.Namespace) -> int:
             raise CommandError(f"--tuning: expected KEY=VALUE, got {pair!r}")
         tuning[key.strip()] = value.strip()
     r = dict(_rocmforge.bench_model(args.model, args.device, args.n_prompt, args.n_gen,
-                                    args.repetitions, tuning or None))
+                                    args.repetitions, tuning or None, args.sampled))
     r["path"] = args.model
     print(json.dumps(r, indent=2) if args.json else format_bench(r))
     return 0

@@ -25,6 +25,7 @@ use crate::device::KvDtype;
 use crate::error::Result;
 pub use crate::ops::activation::Activation;
 use crate::ops::rope::RopeParams;
+use crate::ops::sampling::StepPick;
 use crate::ops::WeightView;
 
 /// The token ids of a chunk.
@@ -190,17 +191,21 @@ pub trait Backend: Send + Sync + Sized {
 }
 
 /// A compiled one-token decode step (`Backend::plan`): the step's token id and position live
-/// in device memory, the step leaves its logits and their argmax (the greedy pick) there, and
+/// in device memory, the step leaves its logits and its pick (greedy or sampled) there, and
 /// results come back through a small queue so that the next step can be queued before a
 /// pick is read.
 pub trait DecodePlan<B: Backend>: Send {
     /// Make `(id, pos)` the next step's input (no copy when the device already holds it:
     /// each step leaves its pick and its position + 1 as the next input).
     fn set_input(&mut self, id: u32, pos: usize) -> Result<()>;
+    /// How the steps queued from now on pick their token (greedy until set), with the
+    /// penalties' window of history for the next step (`StepPick::window`).
+    fn set_pick(&mut self, pick: &StepPick, window: &[u32]) -> Result<()>;
     /// Queue one step on the current input, and a read of its pick. `weights` and `kv` are
     /// those the plan was made with, in the same order.
     fn queue(&mut self, weights: &[&B::Weight], kv: &mut [B::Kv]) -> Result<()>;
-    /// The (id, logit) of the oldest queued step not yet read; waits for that step only.
+    /// The pick of the oldest queued step not yet read and its logit (greedy) or
+    /// log-probability (sampled); waits for that step only.
     fn read(&mut self) -> Result<(u32, f32)>;
     /// The logits of the last step that ran (`out [vocab]`; waits for it).
     fn logits(&self, out: &mut [f32]) -> Result<()>;
@@ -217,6 +222,9 @@ pub enum NoPlan {}
 
 impl<B: Backend> DecodePlan<B> for NoPlan {
     fn set_input(&mut self, _: u32, _: usize) -> Result<()> {
+        match *self {}
+    }
+    fn set_pick(&mut self, _: &StepPick, _: &[u32]) -> Result<()> {
         match *self {}
     }
     fn queue(&mut self, _: &[&B::Weight], _: &mut [B::Kv]) -> Result<()> {

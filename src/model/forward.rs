@@ -20,6 +20,7 @@ use crate::model::kv_cache::KvCache;
 use crate::model::spec::ModelSpec;
 use crate::model::weights::Weights;
 use crate::model::Interrupt;
+use crate::ops::sampling::{DrawKey, SampleRow, StepPick};
 
 /// Tokens per forward chunk during prefill (bounds the activation scratch). 512: the 4096-wide
 /// projections of an 8B model then fill a large GPU with 128-row tensor-core tiles.
@@ -263,6 +264,8 @@ struct Decode<B: Backend> {
     /// The step whose logits the caller may ask for (`last_logits`) when a step queued ahead
     /// has overwritten them since: they are computed again on demand.
     logits_of: Option<(u32, usize)>,
+    /// How the plan's steps pick (`DecodePlan::set_pick`; a change waits for queued steps).
+    pick: StepPick,
 }
 
 impl<B: Backend> Decode<B> {
@@ -375,6 +378,7 @@ impl<B: Backend> Transformer<B> {
                 ahead: None,
                 unread: 0,
                 logits_of: None,
+                pick: StepPick::Greedy,
             });
         }
         Ok(())
@@ -522,32 +526,53 @@ impl<B: Backend> Transformer<B> {
     }
 
     /// Evaluate one token at `pos` (the cache must hold `0..pos`) and pick the next greedily:
-    /// (token id, its logit), as `eval` then `last_argmax` would; `last_logits` gives its
-    /// logits. With a decode plan this is the plan's step and one small copy back.
+    /// (token id, its logit), as `eval` then `last_argmax` would (see `decode`).
+    pub fn decode_greedy(&mut self, id: u32, pos: usize, ahead: bool) -> Result<(u32, f32)> {
+        self.decode(id, pos, &StepPick::Greedy, &[], ahead)
+    }
+
+    /// Evaluate one token at `pos` (the cache must hold `0..pos`) and pick the next: greedy,
+    /// (token id, its logit), as `eval` then `last_argmax` would; or sampled, (token id, its
+    /// log-probability), as `ops::sampling` on the logits would with the draw at `pos + 1` and
+    /// the penalties over `pick.window(history)` (`history`: the tokens up to `id`). NaN as
+    /// the value: the logits hold NaN. `last_logits` gives the step's logits. With a decode
+    /// plan this is the plan's step and one small copy back.
     ///
     /// With `ahead`, the step after this one (the pick, at `pos + 1`) is queued before this
     /// one's pick is read, so that the device has work while the host takes its turn; when
     /// the next call asks for exactly that step, it only reads its result. A call that asks
     /// for something else, or any other evaluation, drops it (it ran past the caller's tokens:
     /// its cache row is written again before it is read), and `last_logits` runs this step
-    /// again if asked for its logits.
-    pub fn decode_greedy(&mut self, id: u32, pos: usize, ahead: bool) -> Result<(u32, f32)> {
+    /// again if asked for its logits. Penalties read the history, so with them nothing is
+    /// queued ahead.
+    pub fn decode(
+        &mut self,
+        id: u32,
+        pos: usize,
+        pick: &StepPick,
+        history: &[u32],
+        ahead: bool,
+    ) -> Result<(u32, f32)> {
         self.check(&[id], pos)?;
         let n_ctx = self.kv.n_ctx;
         let Some(d) = self.decode.as_mut() else {
             self.eval(&[id], pos, &mut || Ok(()))?;
-            return self.last_argmax();
+            return self.pick_last(pick, history, pos + 1);
         };
         let (w, kv) = (&self.weights, &mut self.kv);
         d.logits_of = None;
-        if d.ahead == Some((id, pos)) && d.unread == 1 {
+        if d.ahead == Some((id, pos)) && d.unread == 1 && d.pick == *pick {
             d.ahead = None; // queued by the call before, with its result
         } else {
             d.settle()?;
+            if d.pick != *pick || pick.penalizes() {
+                d.plan.set_pick(pick, pick.window(history))?;
+                d.pick = pick.clone();
+            }
             d.plan.set_input(id, pos)?;
             d.queue(w, kv)?;
         }
-        let go_on = ahead && d.plan.queues_ahead() && pos + 1 < n_ctx;
+        let go_on = ahead && d.plan.queues_ahead() && pos + 1 < n_ctx && !pick.penalizes();
         if go_on {
             d.queue(w, kv)?;
         }
@@ -558,6 +583,38 @@ impl<B: Backend> Transformer<B> {
         }
         self.last = Last::Plan((pick, value));
         Ok((pick, value))
+    }
+
+    /// The pick from the last evaluation's logits without a plan: greedy on the device, or
+    /// sampled on the host (the draw at `position`).
+    fn pick_last(
+        &mut self,
+        pick: &StepPick,
+        history: &[u32],
+        position: usize,
+    ) -> Result<(u32, f32)> {
+        let StepPick::Sample {
+            params,
+            seed,
+            sequence,
+        } = pick
+        else {
+            return self.last_argmax();
+        };
+        let mut logits = vec![0f32; self.cfg.vocab_size];
+        self.last_logits(&mut logits)?;
+        let row = SampleRow {
+            params: params.clone(),
+            key: DrawKey {
+                seed: *seed,
+                sequence: *sequence,
+                position: position as u32,
+            },
+            history,
+        };
+        let vocab = logits.len();
+        let s = crate::ops::sampling::cpu::sample(&logits, 1, vocab, &[row], 0)?;
+        Ok((s.ids[0], s.logprobs[0]))
     }
 
     /// Greedy pick from the last evaluation's logits, on the device: (token id, its logit).

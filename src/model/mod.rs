@@ -23,6 +23,7 @@ use crate::backend::Backend;
 use crate::device::tuning::Tuning;
 use crate::device::{Device, KvDtype};
 use crate::error::Result;
+use crate::ops::sampling::StepPick;
 
 /// Polled between forward chunks and tokens; returns `Err(Interrupted)` to stop (Ctrl-C).
 pub type Interrupt<'a> = &'a mut (dyn FnMut() -> Result<()> + Send);
@@ -48,7 +49,7 @@ pub trait LanguageModel: Send {
         out: &mut [f32],
         interrupt: Interrupt,
     ) -> Result<()>;
-    /// The last `eval`'s (or `decode_greedy`'s) logits, to `out [vocab]`.
+    /// The last `eval`'s (or `decode`'s) logits, to `out [vocab]`.
     fn last_logits(&mut self, out: &mut [f32]) -> Result<()>;
     /// The last `eval`'s argmax (lowest id on ties) and its logit, computed on the device.
     fn last_argmax(&mut self) -> Result<(u32, f32)>;
@@ -57,10 +58,20 @@ pub trait LanguageModel: Send {
     /// available to `last_logits`. GPU models replay a recorded graph of the step. `ahead`:
     /// the caller will likely ask next for the pick at `pos + 1`, which a GPU model then
     /// queues before returning (`Transformer::decode_greedy`); the results are the same.
-    fn decode_greedy(&mut self, id: u32, pos: usize, _ahead: bool) -> Result<(u32, f32)> {
-        self.eval(&[id], pos, &mut || Ok(()))?;
-        self.last_argmax()
+    fn decode_greedy(&mut self, id: u32, pos: usize, ahead: bool) -> Result<(u32, f32)> {
+        self.decode(id, pos, &StepPick::Greedy, &[], ahead)
     }
+    /// One decode step with `pick` (`Transformer::decode`): greedy, (id, its logit); sampled,
+    /// (id, its log-probability), the draw at `pos + 1` and the penalties over the end of
+    /// `history` (the tokens up to `id`). On a GPU the pick is part of the replayed step.
+    fn decode(
+        &mut self,
+        id: u32,
+        pos: usize,
+        pick: &StepPick,
+        history: &[u32],
+        ahead: bool,
+    ) -> Result<(u32, f32)>;
     /// What the model's decode plan runs, a line a kind of launch (empty without a plan).
     fn plan(&self) -> Vec<String> {
         Vec::new()
@@ -101,8 +112,15 @@ impl<B: Backend + 'static> LanguageModel for Transformer<B> {
     fn last_argmax(&mut self) -> Result<(u32, f32)> {
         Transformer::last_argmax(self)
     }
-    fn decode_greedy(&mut self, id: u32, pos: usize, ahead: bool) -> Result<(u32, f32)> {
-        Transformer::decode_greedy(self, id, pos, ahead)
+    fn decode(
+        &mut self,
+        id: u32,
+        pos: usize,
+        pick: &StepPick,
+        history: &[u32],
+        ahead: bool,
+    ) -> Result<(u32, f32)> {
+        Transformer::decode(self, id, pos, pick, history, ahead)
     }
     fn plan(&self) -> Vec<String> {
         self.plan_description()
@@ -176,6 +194,16 @@ impl<M: LanguageModel> LanguageModel for OnRayonPool<M> {
     // `Backend::argmax` lets a NaN win, so a NaN logit shows in the picked value.
     fn last_argmax(&mut self) -> Result<(u32, f32)> {
         rayon::scope(|_| self.model.last_argmax())
+    }
+    fn decode(
+        &mut self,
+        id: u32,
+        pos: usize,
+        pick: &StepPick,
+        history: &[u32],
+        ahead: bool,
+    ) -> Result<(u32, f32)> {
+        rayon::scope(|_| self.model.decode(id, pos, pick, history, ahead))
     }
     fn plan(&self) -> Vec<String> {
         self.model.plan()

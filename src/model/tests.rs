@@ -6,6 +6,7 @@
 use super::*;
 use crate::backend::cpu::CpuBackend;
 use crate::gguf::{quants, GgmlType, GgufFile};
+use crate::ops::sampling::{DrawKey, SampleParams, SampleRow, StepPick};
 
 /// A deterministic generator for test weights.
 struct Lcg(u64);
@@ -422,6 +423,97 @@ fn greedy_picks<B: Backend>(
     (picks, logits)
 }
 
+/// Sampled decode steps after a prompt of `n_prompt` tokens, each feeding back its pick:
+/// per step (pick, its log-probability, and the pick `ops::sampling` makes on the CPU from the
+/// step's own logits with the same key and history, and its log-probability).
+fn sampled_picks<B: Backend>(
+    backend: B,
+    file: &GgufFile,
+    kv: KvDtype,
+    pick: &StepPick,
+    n_prompt: usize,
+    n_gen: usize,
+    ahead: bool,
+) -> Vec<(u32, f32, u32, f32)> {
+    let n_ctx = n_prompt + n_gen;
+    let mut t = Transformer::load(backend, file, n_ctx, kv).unwrap();
+    t.set_plan(true).unwrap();
+    let mut history = TOKENS[..n_prompt].to_vec();
+    t.eval(&history[..n_prompt - 1], 0, &mut no_interrupt())
+        .unwrap();
+    let StepPick::Sample { params, seed, .. } = pick else {
+        panic!("a sampled pick")
+    };
+    let mut out = vec![];
+    let mut logits = vec![0.0; VOCAB];
+    for pos in n_prompt - 1..n_ctx - 1 {
+        let (id, lp) = t.decode(history[pos], pos, pick, &history, ahead).unwrap();
+        t.last_logits(&mut logits).unwrap();
+        let row = SampleRow {
+            params: params.clone(),
+            key: DrawKey {
+                seed: *seed,
+                sequence: 0,
+                position: pos as u32 + 1,
+            },
+            history: &history,
+        };
+        let cpu = crate::ops::sampling::cpu::sample(&logits, 1, VOCAB, &[row], 0).unwrap();
+        out.push((id, lp, cpu.ids[0], cpu.logprobs[0]));
+        history.push(id);
+    }
+    out
+}
+
+/// Sampled picks with and without penalties: the decode step's pick is `ops::sampling`'s on
+/// its logits, and a step queued ahead changes no pick.
+fn check_sampled_steps<B: Backend>(make: impl Fn() -> B, file: &GgufFile, kv: KvDtype, what: &str) {
+    // (the tiny models' distributions are peaked: a high temperature makes the draws vary)
+    let plain = SampleParams {
+        temperature: 4.0,
+        top_k: 40,
+        top_p: 0.9999,
+        min_p: 0.0001,
+        ..SampleParams::default()
+    };
+    let penalized = SampleParams {
+        repeat_penalty: 1.3,
+        presence_penalty: 0.5,
+        frequency_penalty: 0.25,
+        penalty_last_n: 4,
+        temperature: 2.0,
+        top_k: 0,
+        top_p: 1.0,
+        min_p: 0.0,
+    };
+    for (params, seed) in [(plain, 7), (penalized, 11)] {
+        let pick = StepPick::new(&params, seed, 0);
+        let steps = sampled_picks(make(), file, kv, &pick, 2, 6, false);
+        for (n, &(id, lp, cpu_id, cpu_lp)) in steps.iter().enumerate() {
+            assert_eq!(id, cpu_id, "{what} {params:?}: pick {n}");
+            assert!(
+                (lp - cpu_lp).abs() < 1e-4,
+                "{what}: log-probability {n}: {lp} {cpu_lp}"
+            );
+        }
+        let distinct: std::collections::HashSet<_> = steps.iter().map(|s| s.0).collect();
+        assert!(distinct.len() >= 2, "{what}: the draws vary ({steps:?})");
+        if !pick.penalizes() {
+            let ahead = sampled_picks(make(), file, kv, &pick, 2, 6, true);
+            let ids = |v: &[(u32, f32, u32, f32)]| {
+                v.iter().map(|s| (s.0, s.1.to_bits())).collect::<Vec<_>>()
+            };
+            assert_eq!(ids(&steps), ids(&ahead), "{what}: ahead");
+        }
+    }
+}
+
+#[test]
+fn cpu_sampled_decode_steps_are_the_sampling_op() {
+    let file = tiny_model(Arch::Qwen2, GgmlType::Q8_0, 5);
+    check_sampled_steps(|| CpuBackend, &file, KvDtype::F32, "cpu");
+}
+
 #[test]
 fn cpu_decode_greedy_equals_eval_then_argmax() {
     let file = tiny_model(Arch::Qwen2, GgmlType::Q8_0, 3);
@@ -479,6 +571,11 @@ fn gpu_device_decode_steps_on_the_emulator_match_the_cpu() {
                 let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
                 assert_eq!(bits(&plain_logits), bits(&ahead_logits));
             }
+            if arch == Arch::Llama {
+                // The sampling launch of the plan, at both waves.
+                let make = || GpuBackend::new(dev.clone());
+                check_sampled_steps(make, &file, kv, &format!("wave {wave}"));
+            }
         }
     }
 }
@@ -528,7 +625,7 @@ const PLAN_CASES: [(&str, &[&str], &[&str]); 4] = [
             "op matvec",
             "op add",
             "fused matvec, RMS norm folded in",
-            "argmax of the logits into the step state",
+            "argmax (or sampling) of the logits into the step state",
         ],
         &["op rope", "op rms_norm"],
     ),

@@ -86,10 +86,12 @@ fn gpu_bench(
 /// `device` (see `crate::bench`). Returns a dict: device, file_bytes, bytes_per_token,
 /// n_prompt, n_gen, pp_runs and tg_runs (tokens/s of each repeat), pp and tg (their medians),
 /// copy_bandwidth (bytes/s, read + write; 0 on the CPU), peak_device_bytes, kv_cache_bytes,
-/// plan (the decode plan's launches, a line a kind). `tuning`: overrides of the device's
-/// tuning record for the model, as a dict.
+/// plan (the decode plan's launches, a line a kind), sampled (whether tg drew its tokens).
+/// `tuning`: overrides of the device's tuning record for the model, as a dict. `sampled`: the
+/// tg steps draw with llama.cpp's default sampling (temperature 0.8, top-k 40, top-p 0.95,
+/// min-p 0.05) instead of picking greedily.
 #[pyfunction]
-#[pyo3(signature = (path, device="gpu", n_prompt=512, n_gen=128, repeats=3, tuning=None))]
+#[pyo3(signature = (path, device="gpu", n_prompt=512, n_gen=128, repeats=3, tuning=None, sampled=false))]
 #[allow(clippy::too_many_arguments)]
 fn bench_model<'py>(
     py: Python<'py>,
@@ -99,10 +101,22 @@ fn bench_model<'py>(
     n_gen: usize,
     repeats: usize,
     tuning: Option<&Bound<'py, PyDict>>,
+    sampled: bool,
 ) -> PyResult<Bound<'py, PyDict>> {
     let tuning = super::model::tuning_pairs(tuning)?;
+    let sampling = sampled.then(crate::ops::sampling::SampleParams::default);
     let r = py
-        .detach(|| crate::bench::bench_model(path, device, n_prompt, n_gen, repeats, &tuning))
+        .detach(|| {
+            crate::bench::bench_model(
+                path,
+                device,
+                n_prompt,
+                n_gen,
+                repeats,
+                &tuning,
+                sampling.as_ref(),
+            )
+        })
         .py()?;
     let d = PyDict::new(py);
     d.set_item("device", &r.device)?;
@@ -118,6 +132,7 @@ fn bench_model<'py>(
     d.set_item("copy_bandwidth", r.copy_bandwidth)?;
     d.set_item("peak_device_bytes", r.peak_device_bytes)?;
     d.set_item("kv_cache_bytes", r.kv_cache_bytes)?;
+    d.set_item("sampled", r.sampling.is_some())?;
     Ok(d)
 }
 

@@ -620,7 +620,8 @@ impl PyModel {
     /// dict: prompt_tokens, generated_tokens, finish_reason ("stop" | "eos" | "length"; None
     /// while a stream runs or after an interrupted call), prefill_tokens_per_s,
     /// decode_tokens_per_s, prefill_tokens (those evaluated: a prompt prefix already in the KV
-    /// cache is reused), prefill_seconds, decode_seconds.
+    /// cache is reused), prefill_seconds, decode_steps (the one-token steps after the
+    /// prefill), decode_seconds.
     #[getter]
     fn stats(&self, py: Python<'_>) -> PyResult<Py<PyDict>> {
         let s: Stats = self.with_engine(py, |e| Ok(e.stats.clone()))?;
@@ -632,6 +633,7 @@ impl PyModel {
         d.set_item("decode_tokens_per_s", s.decode_tokens_per_s())?;
         d.set_item("prefill_tokens", s.prefill_tokens)?;
         d.set_item("prefill_seconds", s.prefill_seconds)?;
+        d.set_item("decode_steps", s.decode_steps)?;
         d.set_item("decode_seconds", s.decode_seconds)?;
         Ok(d.unbind())
     }

@@ -32,6 +32,7 @@ use crate::ops::matmul::gpu::{
 };
 use crate::ops::rope::gpu::Positions;
 use crate::ops::rope::RopeParams;
+use crate::ops::sampling::{gpu as sampling, DrawKey, StepPick};
 use crate::ops::{activation, argmax, elementwise, embedding, kv_cache, matmul, norm, rope};
 
 /// Where a fused matvec's RMS norm comes from.
@@ -101,8 +102,8 @@ enum Launch {
         v: BufId,
         rope: RopeEpi,
     },
-    /// The step's greedy pick into the state.
-    Argmax {
+    /// The step's pick into the state: the argmax, or the sampling op (`set_pick`).
+    Pick {
         x: BufId,
         n: usize,
     },
@@ -113,7 +114,9 @@ impl Launch {
     fn label(&self) -> String {
         match self {
             Launch::Op(op) => format!("op {}", op_name(op)),
-            Launch::Argmax { .. } => "argmax of the logits into the step state".to_string(),
+            Launch::Pick { .. } => {
+                "argmax (or sampling) of the logits into the step state".to_string()
+            }
             Launch::RopeKv { .. } => "fused rope of q and k + KV append".to_string(),
             Launch::Matvec(m) => {
                 let what = match &m.epi {
@@ -155,7 +158,8 @@ fn op_name(op: &Op) -> &'static str {
 }
 
 /// Byte offsets in the step state (int32 `[4]`): the input token id and position (the
-/// argmax leaves its pick and position + 1 there), and the pick and its value (f32 bits).
+/// pick launch leaves its pick and position + 1 there), and the pick and its value (f32 bits:
+/// the logit of a greedy pick, the log-probability of a sampled one).
 const STEP_ID: usize = 0;
 const STEP_POS: usize = 4;
 const STEP_PICK: usize = 8;
@@ -174,6 +178,26 @@ struct StepReads {
     held: Option<[i32; 2]>,
 }
 
+/// Which kernel the pick launch runs (`DecodePlan::set_pick`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum PickKind {
+    Greedy,
+    Sample,
+}
+
+/// The sampling op's inputs as the device holds them.
+struct SampleInputs {
+    /// u32 `[sampling::PARAM_WORDS]` (`sampling::param_words`; the position comes from the
+    /// step state).
+    params: DeviceBuffer,
+    /// int32 `[kv_rows]`: the penalties' window.
+    window: DeviceBuffer,
+    /// u32 `[1]` of zeros (the kernel's arrival counter).
+    arrivals: DeviceBuffer,
+    /// What `params` and `window` hold (None: not written yet).
+    held: Option<([u32; sampling::PARAM_WORDS], Vec<u32>)>,
+}
+
 /// See the module doc.
 pub struct GpuPlan {
     dev: Arc<GpuDevice>,
@@ -185,11 +209,13 @@ pub struct GpuPlan {
     parts: DeviceBuffer,
     /// [token id, position, pick, pick's value].
     state: DeviceBuffer,
+    pick: PickKind,
+    sample: SampleInputs,
     /// Attention and argmax temporaries (the plan's own: a recorded graph refers to them).
     work: Workspace,
     reads: Mutex<StepReads>,
-    /// The recorded step and how often `work` had moved when it was recorded.
-    graph: Option<(GpuGraph, u64)>,
+    /// The recorded step, how often `work` had moved when it was recorded, and its pick.
+    graph: Option<(GpuGraph, u64, PickKind)>,
     /// False once the device declined to record (the step then runs launch by launch).
     can_capture: bool,
     logits: (BufId, usize),
@@ -505,7 +531,7 @@ fn lower(c: &Ctx) -> Vec<Launch> {
         }
     }
     if let Some((logits, n)) = c.g.logits {
-        split.push(Launch::Argmax { x: logits, n });
+        split.push(Launch::Pick { x: logits, n });
     }
     split
 }
@@ -522,7 +548,7 @@ fn out_of(l: &Launch) -> BufId {
 fn launch_writes(l: &Launch) -> Vec<BufId> {
     match l {
         Launch::Op(op) => op.writes().into_iter().collect(),
-        Launch::Argmax { .. } => vec![],
+        Launch::Pick { .. } => vec![],
         Launch::RopeKv { q, k, .. } => vec![*q, *k],
         Launch::Matvec(m) => m.writes(),
     }
@@ -602,6 +628,13 @@ impl GpuPlan {
             bufs,
             parts: DeviceBuffer::zeros(dev, 4 * widest, "decode plan norm sums")?,
             state: DeviceBuffer::zeros(dev, 16, "decode step")?,
+            pick: PickKind::Greedy,
+            sample: SampleInputs {
+                params: DeviceBuffer::zeros(dev, 4 * sampling::PARAM_WORDS, "sampling parameters")?,
+                window: DeviceBuffer::zeros(dev, 4 * kv_rows.max(1), "sampling window")?,
+                arrivals: DeviceBuffer::zeros(dev, 4, "sampling arrivals")?,
+                held: None,
+            },
             work: Workspace::new(dev),
             reads: Mutex::new(StepReads {
                 slots,
@@ -617,9 +650,11 @@ impl GpuPlan {
         Ok(plan)
     }
 
-    /// The workspace of the step's attention (over every cache row) and argmax, now.
+    /// The workspace of the step's attention (over every cache row) and pick, now.
     fn reserve_work(&self, g: &StepGraph, kv: &[&GpuKv]) -> Result<()> {
-        let mut bytes = argmax::gpu::partial_bytes(self.logits.1);
+        let warp = self.dev.runtime().props().warp_size as usize;
+        let sample = sampling::Split::new(self.logits.1, warp, None)?.workspace_bytes(1, 0);
+        let mut bytes = argmax::gpu::partial_bytes(self.logits.1).max(sample);
         for op in &g.ops {
             if let Op::Attention { a, k, .. } = op {
                 let shape = AttentionShape {
@@ -694,7 +729,27 @@ impl GpuPlan {
     ) -> Result<()> {
         match l {
             Launch::Op(op) => self.run_op(op, weights, kv),
-            Launch::Argmax { x, n } => {
+            Launch::Pick { x, n } if self.pick == PickKind::Sample => {
+                let state = self.state.ptr();
+                let launch = sampling::SampleLaunch {
+                    logits: self.buf(*x)?.ptr(),
+                    row_stride: 0,
+                    vocab: *n,
+                    rows: 1,
+                    params: self.sample.params.ptr(),
+                    window: self.sample.window.ptr(),
+                    window_stride: self.kv_rows,
+                    out_id: state + STEP_PICK as u64,
+                    out_logprob: state + STEP_PICK as u64 + 4,
+                    top_id: 0,
+                    top_logprob: 0,
+                    n_top: 0,
+                    next_step: state + STEP_ID as u64,
+                    arrivals: self.sample.arrivals.ptr(),
+                };
+                sampling::launch_sample_to(&self.dev, &launch, None, Temp::Own(&self.work))
+            }
+            Launch::Pick { x, n } => {
                 let pick = self.state.ptr() + STEP_PICK as u64;
                 argmax::gpu::launch_argmax_to(
                     &self.dev,
@@ -1050,9 +1105,44 @@ impl DecodePlan<super::GpuBackend> for GpuPlan {
         Ok(())
     }
 
+    fn set_pick(&mut self, pick: &StepPick, window: &[u32]) -> Result<()> {
+        let StepPick::Sample {
+            params,
+            seed,
+            sequence,
+        } = pick
+        else {
+            self.pick = PickKind::Greedy;
+            return Ok(());
+        };
+        if window.len() > self.kv_rows {
+            return Err(Error::invalid(format!(
+                "decode step: a penalty window of {} tokens is over the context of {}",
+                window.len(),
+                self.kv_rows
+            )));
+        }
+        let key = DrawKey {
+            seed: *seed,
+            sequence: *sequence,
+            position: 0, // the kernel takes the step's
+        };
+        let words = sampling::param_words(params, &key, window.len());
+        let s = &mut self.sample;
+        if s.held.as_ref().map(|(p, _)| p) != Some(&words) {
+            s.params.write(&words, "sampling parameters")?;
+        }
+        if s.held.as_ref().map(|(_, w)| &w[..]) != Some(window) && !window.is_empty() {
+            s.window.write(window, "sampling window")?;
+        }
+        s.held = Some((words, window.to_vec()));
+        self.pick = PickKind::Sample;
+        Ok(())
+    }
+
     fn queue(&mut self, weights: &[&GpuWeight], kv: &mut [GpuKv]) -> Result<()> {
         let replayed = match &self.graph {
-            Some((graph, moves)) if *moves == self.work.moves() => {
+            Some((graph, moves, pick)) if *moves == self.work.moves() && *pick == self.pick => {
                 graph.launch("decode step graph")?;
                 true
             }
@@ -1072,7 +1162,7 @@ impl DecodePlan<super::GpuBackend> for GpuPlan {
                     ));
                 }
                 self.can_capture = graph.is_some();
-                self.graph = graph.map(|g| (g, moves));
+                self.graph = graph.map(|g| (g, moves, self.pick));
             }
         }
         let mut guard = self
@@ -1110,7 +1200,7 @@ impl DecodePlan<super::GpuBackend> for GpuPlan {
         read?;
         debug_assert_eq!((STEP_ID, STEP_POS, STEP_PICK), (0, 4, 8));
         if reads.queued.is_empty() {
-            // The last step queued left [pick, position + 1] as the state (the argmax).
+            // The last step queued left [pick, position + 1] as the state (the pick launch).
             reads.held = Some([state[0], state[1]]);
         }
         Ok((state[2] as u32, f32::from_bits(state[3] as u32)))

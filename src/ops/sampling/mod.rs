@@ -251,6 +251,53 @@ impl SampleRow<'_> {
     }
 }
 
+/// How a decode step picks the token after it (`DecodePlan::set_pick`): the argmax of the
+/// logits, or this op on them with the draw keyed by (`seed`, `sequence`, the new token's
+/// position) and the penalties over the history's last `penalty_last_n` tokens.
+#[derive(Clone, Debug, PartialEq)]
+pub enum StepPick {
+    /// (id, its logit), lowest id on ties.
+    Greedy,
+    /// (id, its log-probability).
+    Sample {
+        params: SampleParams,
+        seed: u64,
+        sequence: u64,
+    },
+}
+
+impl StepPick {
+    /// Greedy where `params` pick the plain argmax, else sampling.
+    pub fn new(params: &SampleParams, seed: u64, sequence: u64) -> StepPick {
+        if params.is_plain_greedy() {
+            StepPick::Greedy
+        } else {
+            StepPick::Sample {
+                params: params.clone(),
+                seed,
+                sequence,
+            }
+        }
+    }
+
+    /// Whether the pick reads the history (so a step cannot be queued before the one before
+    /// it is read).
+    pub fn penalizes(&self) -> bool {
+        matches!(self, StepPick::Sample { params, .. } if params.penalizes())
+    }
+
+    /// The tokens of `history` the penalties look at (empty when there are none).
+    pub fn window<'h>(&self, history: &'h [u32]) -> &'h [u32] {
+        match self {
+            StepPick::Sample { params, .. } if params.penalizes() => {
+                let n = (params.penalty_last_n.max(0) as usize).min(history.len());
+                &history[history.len() - n..]
+            }
+            _ => &[],
+        }
+    }
+}
+
 /// Per row: the pick, its log-probability, and `n_top` (id, log-probability) pairs.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Samples {
