@@ -76,6 +76,19 @@ pub struct GenerateParams {
     pub seed: Option<u64>,
     /// Generation ends before the first occurrence of any of these (not included in the text).
     pub stop: Vec<String>,
+    /// Record each generated token's log-probability and the `n` most likely tokens' (see
+    /// `TokenLogprobs`; at most `ops::sampling::MAX_TOP`). None: nothing recorded.
+    pub logprobs: Option<usize>,
+}
+
+/// A generated token with its log-probability under the model's distribution (log-softmax of
+/// the raw logits, before penalties, temperature and filters, as OpenAI's `logprobs`), and the
+/// most likely tokens' (best first, lower id first on ties).
+#[derive(Clone, Debug, PartialEq)]
+pub struct TokenLogprobs {
+    pub id: u32,
+    pub logprob: f32,
+    pub top: Vec<(u32, f32)>,
 }
 
 impl Default for GenerateParams {
@@ -85,6 +98,7 @@ impl Default for GenerateParams {
             sampling: SamplingParams::default(),
             seed: None,
             stop: vec![],
+            logprobs: None,
         }
     }
 }
@@ -234,6 +248,45 @@ impl Engine {
         Ok((evaluated, token))
     }
 
+    /// Make the cache hold `tokens` and pick the token after them as `eval_and_pick` does, with
+    /// its log-probability and the `n_top` best (the logits come to the host).
+    fn eval_and_pick_scored(
+        &mut self,
+        tokens: &[u32],
+        p: &SamplingParams,
+        seed: u64,
+        n_top: usize,
+        interrupt: Interrupt,
+    ) -> Result<(usize, TokenLogprobs)> {
+        let evaluated = self.eval_sequence(tokens, interrupt)?;
+        self.model.last_logits(&mut self.logits)?;
+        let key = DrawKey {
+            seed,
+            sequence: 0,
+            position: tokens.len() as u32,
+        };
+        let row = crate::ops::sampling::SampleRow {
+            params: p.op_params(),
+            key,
+            history: tokens,
+        };
+        let vocab = self.logits.len();
+        let s = crate::ops::sampling::cpu::sample(&self.logits, 1, vocab, &[row], n_top)?;
+        let top = s
+            .top_ids
+            .iter()
+            .copied()
+            .zip(s.top_logprobs.iter().copied());
+        Ok((
+            evaluated,
+            TokenLogprobs {
+                id: s.ids[0],
+                logprob: s.logprobs[0],
+                top: top.collect(),
+            },
+        ))
+    }
+
     /// The next token after the sequence just evaluated (`history`; the draw is keyed by the
     /// call's seed and the new token's position). Plain greedy picks on the device; a NaN
     /// anywhere in the hidden state makes every logit NaN, which the picked logit shows.
@@ -274,6 +327,8 @@ pub struct Generation {
     held: String,
     finished: Option<FinishReason>,
     stats: Stats,
+    /// Per generated token, when the request asks for them.
+    logprobs: Vec<TokenLogprobs>,
 }
 
 impl Generation {
@@ -284,6 +339,16 @@ impl Generation {
         params: GenerateParams,
     ) -> Result<Generation> {
         params.sampling.check()?;
+        if params
+            .logprobs
+            .is_some_and(|n| n > crate::ops::sampling::MAX_TOP)
+        {
+            return Err(Error::invalid(format!(
+                "logprobs must be at most {}, got {}",
+                crate::ops::sampling::MAX_TOP,
+                params.logprobs.unwrap_or(0)
+            )));
+        }
         if prompt.is_empty() {
             return Err(Error::invalid("the prompt has no tokens"));
         }
@@ -310,6 +375,7 @@ impl Generation {
             held: String::new(),
             finished: None,
             stats,
+            logprobs: Vec::new(),
             params,
         })
     }
@@ -370,13 +436,27 @@ impl Generation {
     fn step(&mut self, engine: &mut Engine, interrupt: Interrupt) -> Result<u32> {
         let t0 = Instant::now();
         let more = self.generated + 1 < self.params.max_tokens;
-        let (evaluated, token) = engine.eval_and_pick(
-            &self.tokens,
-            &self.params.sampling,
-            self.seed,
-            more,
-            interrupt,
-        )?;
+        let (evaluated, token) = match self.params.logprobs {
+            Some(n_top) => {
+                let (evaluated, scored) = engine.eval_and_pick_scored(
+                    &self.tokens,
+                    &self.params.sampling,
+                    self.seed,
+                    n_top,
+                    interrupt,
+                )?;
+                let token = scored.id;
+                self.logprobs.push(scored);
+                (evaluated, token)
+            }
+            None => engine.eval_and_pick(
+                &self.tokens,
+                &self.params.sampling,
+                self.seed,
+                more,
+                interrupt,
+            )?,
+        };
         let seconds = t0.elapsed().as_secs_f64();
         if self.generated == 0 {
             self.stats.prefill_tokens = evaluated;
@@ -435,6 +515,11 @@ impl Generation {
     pub fn generated_ids(&self) -> &[u32] {
         &self.tokens[self.n_prompt..]
     }
+
+    /// Each generated token's log-probabilities (empty unless the request asked for them).
+    pub fn logprobs(&self) -> &[TokenLogprobs] {
+        &self.logprobs
+    }
 }
 
 /// Run a whole request on token ids and return the generated ids (an EOS/EOT included).
@@ -456,10 +541,21 @@ pub fn generate_text(
     params: GenerateParams,
     interrupt: Interrupt,
 ) -> Result<String> {
+    Ok(generate_scored(engine, prompt, params, interrupt)?.0)
+}
+
+/// Run a whole request and return its text and its tokens' log-probabilities (those the
+/// request asks for with `logprobs`; a token after a stop string's start included).
+pub fn generate_scored(
+    engine: &mut Engine,
+    prompt: Vec<u32>,
+    params: GenerateParams,
+    interrupt: Interrupt,
+) -> Result<(String, Vec<TokenLogprobs>)> {
     let mut g = Generation::new(engine, prompt, params)?;
     let mut text = String::new();
     while let Some(piece) = g.next_piece(engine, interrupt)? {
         text.push_str(&piece);
     }
-    Ok(text)
+    Ok((text, g.logprobs))
 }

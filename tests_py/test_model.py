@@ -387,6 +387,39 @@ def test_seed_reproducible_and_top_k_1_is_greedy(tiny):
     assert model.generate("the cat", max_tokens=20, temperature=1.0, top_k=1, seed=5) == greedy
 
 
+@pytest.mark.parametrize("temperature", [0.0, 1.2])
+def test_generate_logprobs_are_the_log_softmax_of_the_logits(tiny, temperature):
+    """logprobs=n: each generated token with its log-probability and the n best, against the
+    log-softmax (NumPy) of the logits `Model.logits` gives for the same sequence; the same
+    text and tokens as without logprobs."""
+    m, model = tiny
+    n = 5
+    kw = dict(max_tokens=12, temperature=temperature, top_k=0, top_p=1.0, min_p=0.0, seed=42)
+    r = model.generate("the cat", logprobs=n, **kw)
+    assert r["text"] == model.generate("the cat", **kw)
+    assert r["finish_reason"] == model.stats["finish_reason"]
+    prompt = model.tokenize("the cat")
+    ids = [t["id"] for t in r["tokens"]]
+    assert ids == model.generate_tokens(prompt, **kw)
+    logits = model.logits(prompt + ids).astype(np.float64)
+    for i, t in enumerate(r["tokens"]):
+        row = logits[len(prompt) - 1 + i]
+        logp = row - row.max() - np.log(np.exp(row - row.max()).sum())
+        assert t["logprob"] == pytest.approx(logp[t["id"]], abs=2e-4)
+        assert t["text"] == model.detokenize([t["id"]])
+        order = np.argsort(-logp, kind="stable")[:n]
+        assert [u["id"] for u in t["top"]] == order.tolist()
+        np.testing.assert_allclose([u["logprob"] for u in t["top"]], logp[order], atol=2e-4)
+        if temperature == 0:
+            assert t["id"] == t["top"][0]["id"]
+    assert all(t["top"] == [] for t in model.generate("the cat", logprobs=0, **kw)["tokens"])
+    for bad in (-1, 21):
+        with pytest.raises(ValueError, match="logprobs"):
+            model.generate("the cat", logprobs=bad)
+    with pytest.raises(ValueError, match="stream"):
+        model.generate("the cat", logprobs=2, stream=True)
+
+
 def test_model_seed_repeats_calls(tmp_path, rng):
     m = Tiny(rng)
     m.write(tmp_path / "m.gguf")

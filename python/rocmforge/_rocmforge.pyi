@@ -202,7 +202,24 @@ class Model:
         seed: Optional[int] = None,
         stop: _Stop = None,
         stream: Literal[False] = False,
+        logprobs: None = None,
     ) -> str: ...
+    @overload
+    def generate(
+        self,
+        prompt: str,
+        max_tokens: int = 128,
+        temperature: float = 0.8,
+        top_k: int = 40,
+        top_p: float = 0.95,
+        min_p: float = 0.05,
+        repeat_penalty: float = 1.0,
+        seed: Optional[int] = None,
+        stop: _Stop = None,
+        stream: Literal[False] = False,
+        *,
+        logprobs: int,
+    ) -> Dict[str, Any]: ...
     @overload
     def generate(
         self,
@@ -217,6 +234,7 @@ class Model:
         stop: _Stop = None,
         *,
         stream: Literal[True],
+        logprobs: None = None,
     ) -> GenerationStream: ...
     @overload
     def chat(
@@ -231,7 +249,24 @@ class Model:
         seed: Optional[int] = None,
         stop: _Stop = None,
         stream: Literal[False] = False,
+        logprobs: None = None,
     ) -> str: ...
+    @overload
+    def chat(
+        self,
+        messages: Sequence[Dict[str, str]],
+        max_tokens: int = 128,
+        temperature: float = 0.8,
+        top_k: int = 40,
+        top_p: float = 0.95,
+        min_p: float = 0.05,
+        repeat_penalty: float = 1.0,
+        seed: Optional[int] = None,
+        stop: _Stop = None,
+        stream: Literal[False] = False,
+        *,
+        logprobs: int,
+    ) -> Dict[str, Any]: ...
     @overload
     def chat(
         self,
@@ -246,6 +281,7 @@ class Model:
         stop: _Stop = None,
         *,
         stream: Literal[True],
+        logprobs: None = None,
     ) -> GenerationStream: ...
     def apply_chat_template(self, messages: Sequence[Dict[str, str]]) -> str: ...
     def generate_tokens(

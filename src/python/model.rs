@@ -9,7 +9,7 @@ use std::sync::{Mutex, MutexGuard};
 
 use numpy::{PyArray1, PyArrayMethods};
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyString};
+use pyo3::types::{PyDict, PyList, PyString};
 
 use super::gguf::meta_to_py;
 use super::IntoPy;
@@ -142,6 +142,7 @@ struct Request {
     repeat_penalty: f64,
     seed: Option<u64>,
     stop: Vec<String>,
+    logprobs: Option<i64>,
 }
 
 impl Request {
@@ -167,11 +168,21 @@ impl Request {
             ..SamplingParams::default()
         };
         sampling.check()?;
+        let logprobs = match self.logprobs {
+            Some(n) if !(0..=crate::ops::sampling::MAX_TOP as i64).contains(&n) => {
+                return Err(Error::invalid(format!(
+                    "logprobs must be in [0, {}], got {n}",
+                    crate::ops::sampling::MAX_TOP
+                )))
+            }
+            n => n.map(|n| n as usize),
+        };
         Ok(GenerateParams {
             max_tokens: self.max_tokens as usize,
             sampling,
             seed: self.seed,
             stop: self.stop.clone(),
+            logprobs,
         })
     }
 }
@@ -235,6 +246,50 @@ impl PyModel {
         let py = slf.py();
         let this = slf.get();
         let params = req.params().py()?;
+        if stream && params.logprobs.is_some() {
+            return Err(pyo3::exceptions::PyValueError::new_err(
+                "logprobs is not available with stream=True",
+            ));
+        }
+        if params.logprobs.is_some() {
+            let (text, scored, finish, tokenizer_pieces) = this.with_engine(py, |e| {
+                let ids = e.tokenizer.encode(&prompt, add_bos, true);
+                let (text, scored) =
+                    crate::generate::generate_scored(e, ids, params, &mut check_signals)?;
+                let piece = |id: u32| e.tokenizer.decode_with(&[id], true);
+                let mut pieces = std::collections::HashMap::new();
+                for t in &scored {
+                    for id in std::iter::once(t.id).chain(t.top.iter().map(|p| p.0)) {
+                        if let std::collections::hash_map::Entry::Vacant(v) = pieces.entry(id) {
+                            v.insert(piece(id)?);
+                        }
+                    }
+                }
+                Ok((text, scored, e.stats.finish_reason, pieces))
+            })?;
+            let token = |id: u32, logprob: f32| -> PyResult<Bound<'_, PyDict>> {
+                let d = PyDict::new(py);
+                d.set_item("id", id)?;
+                d.set_item("text", &tokenizer_pieces[&id])?;
+                d.set_item("logprob", logprob)?;
+                Ok(d)
+            };
+            let tokens = PyList::empty(py);
+            for t in &scored {
+                let d = token(t.id, t.logprob)?;
+                let top = PyList::empty(py);
+                for &(id, lp) in &t.top {
+                    top.append(token(id, lp)?)?;
+                }
+                d.set_item("top", top)?;
+                tokens.append(d)?;
+            }
+            let out = PyDict::new(py);
+            out.set_item("text", text)?;
+            out.set_item("finish_reason", finish.map(|r| r.name()))?;
+            out.set_item("tokens", tokens)?;
+            return Ok(out.into_any().unbind());
+        }
         if stream {
             let generation = this.with_engine(py, |e| {
                 let ids = e.tokenizer.encode(&prompt, add_bos, true);
@@ -407,6 +462,11 @@ impl PyModel {
     ///     stop: a string or list of strings; the text ends before the first one (not included).
     ///     stream: False returns the whole text; True returns a `GenerationStream`, an
     ///         iterator of text pieces as they are generated (`for piece in ...: print(piece, end="")`).
+    ///     logprobs: None returns text; n (0 to 20) returns a dict instead: "text",
+    ///         "finish_reason", and "tokens", a list with a dict per generated token: "id",
+    ///         "text" (its piece), "logprob" (log-softmax of the model's logits, before
+    ///         penalties, temperature and filters, as OpenAI's `logprobs`) and "top" (the n
+    ///         most likely tokens as dicts of id, text, logprob, best first). Not with stream.
     ///
     /// Generation ends at an end-of-generation token (finish_reason "eos"), a stop string
     /// ("stop"), or after `max_tokens` or at the end of the context ("length"); `stats` then
@@ -419,7 +479,7 @@ impl PyModel {
     ///     RocmForgeError: the model is closed, or it produced NaN logits.
     ///     DeviceError: a GPU failure.
     #[pyo3(signature = (prompt, max_tokens=128, temperature=0.8, top_k=40, top_p=0.95, min_p=0.05,
-                        repeat_penalty=1.0, seed=None, stop=None, stream=false))]
+                        repeat_penalty=1.0, seed=None, stop=None, stream=false, logprobs=None))]
     #[allow(clippy::too_many_arguments)]
     fn generate(
         slf: &Bound<'_, Self>,
@@ -433,6 +493,7 @@ impl PyModel {
         seed: Option<u64>,
         stop: Option<&Bound<'_, PyAny>>,
         stream: bool,
+        logprobs: Option<i64>,
     ) -> PyResult<Py<PyAny>> {
         let stop = parse_stop(stop)?;
         let req = Request {
@@ -444,6 +505,7 @@ impl PyModel {
             repeat_penalty,
             seed,
             stop,
+            logprobs,
         };
         Self::start(slf, prompt, None, req, stream)
     }
@@ -460,7 +522,7 @@ impl PyModel {
     ///         otherwise as `generate`.
     ///     KeyboardInterrupt: Ctrl-C (checked between tokens); the model stays usable.
     #[pyo3(signature = (messages, max_tokens=128, temperature=0.8, top_k=40, top_p=0.95, min_p=0.05,
-                        repeat_penalty=1.0, seed=None, stop=None, stream=false))]
+                        repeat_penalty=1.0, seed=None, stop=None, stream=false, logprobs=None))]
     #[allow(clippy::too_many_arguments)]
     fn chat(
         slf: &Bound<'_, Self>,
@@ -474,6 +536,7 @@ impl PyModel {
         seed: Option<u64>,
         stop: Option<&Bound<'_, PyAny>>,
         stream: bool,
+        logprobs: Option<i64>,
     ) -> PyResult<Py<PyAny>> {
         let messages = parse_messages(messages)?;
         let stop = parse_stop(stop)?;
@@ -486,6 +549,7 @@ impl PyModel {
             repeat_penalty,
             seed,
             stop,
+            logprobs,
         };
         let (prompt, add_bos) = slf
             .get()
@@ -533,6 +597,7 @@ impl PyModel {
             repeat_penalty,
             seed,
             stop: vec![],
+            logprobs: None,
         };
         let params = req.params().py()?;
         let ids = py_ints(&ids)?;
