@@ -1,13 +1,19 @@
 // Test-only CPU emulation of the HIP dialect the kernels are written in (see emulator.rs).
-// Each thread of a block is a fiber (ucontext) on the one OS thread of the launch, run by a
-// round-robin scheduler: __syncthreads is a barrier of the block, shuffles a barrier-synchronized
+// Each thread of a block is a fiber on the one OS thread of the launch, run by a round-robin
+// scheduler: __syncthreads is a barrier of the block, shuffles a barrier-synchronized
 // exchange inside each wave of RF_EMU_WAVE lanes (32 or 64, like RDNA and CDNA), and a fiber
 // waiting at a barrier yields to the next. Shared memory is a static (one block runs at a time).
 // Fibers rather than OS threads: a block needs no thread creation and a barrier no kernel wait.
 //
+// A fiber starts on its own stack through makecontext/swapcontext; after that, switches are
+// _setjmp/_longjmp, which unlike swapcontext make no system call (the signal mask is left
+// alone), and a finished fiber jumps back to the scheduler rather than returning.
+//
 // Only C system headers: the C++ library's headers would take most of each file's build time.
+#undef _FORTIFY_SOURCE  // its longjmp check rejects jumps between stacks
 // The math functions the kernels call are declared here; a kernel calling another one fails
 // to build on the emulator until it is added to the list.
+#include <setjmp.h>
 #include <sys/mman.h>
 #include <ucontext.h>
 
@@ -80,14 +86,17 @@ inline int min(int a, int b) { return a < b ? a : b; }
 inline int max(int a, int b) { return a > b ? a : b; }
 
 struct RfEmuFiber {
-    ucontext_t ctx;
-    bool done;
+    ucontext_t start;  // the entry on its stack (first resume only)
+    jmp_buf at;        // where it yielded
+    bool started, done;
 };
-ucontext_t rf_emu_scheduler;
+jmp_buf rf_emu_scheduler;
 RfEmuFiber* rf_emu_fibers;
 unsigned long rf_emu_progress;  // barrier arrivals and finished fibers: a pass without any is a deadlock
 
-inline void rf_emu_yield() { swapcontext(&rf_emu_fibers[rf_emu_tid].ctx, &rf_emu_scheduler); }
+inline void rf_emu_yield() {
+    if (!_setjmp(rf_emu_fibers[rf_emu_tid].at)) _longjmp(rf_emu_scheduler, 1);
+}
 
 // A barrier of fibers: the last to arrive opens it and runs on; the others yield until it opens.
 struct RfEmuBarrier {
@@ -164,7 +173,8 @@ void rf_emu_fiber_main() {
     rf_emu_waves[t / RF_EMU_WAVE].sync.arrive_and_drop();
     rf_emu_block_barrier.arrive_and_drop();
     rf_emu_fibers[t].done = true;
-}  // returns to the scheduler (uc_link)
+    _longjmp(rf_emu_scheduler, 1);  // never returns: its stack is reused by the next block
+}
 
 // Each fiber's stack, with a guard page below it so that an overflow faults.
 constexpr unsigned long RF_EMU_STACK = 256 * 1024;
@@ -199,12 +209,12 @@ extern "C" void rf_emu_launch(void (*tramp)(void**), const unsigned* grid, const
                 blockIdx = dim3{bx, by, bz};
                 for (unsigned t = 0; t < n; ++t) {
                     RfEmuFiber& f = fibers[t];
-                    f.done = false;
-                    getcontext(&f.ctx);
-                    f.ctx.uc_stack.ss_sp = stacks + t * span + RF_EMU_PAGE;
-                    f.ctx.uc_stack.ss_size = RF_EMU_STACK;
-                    f.ctx.uc_link = &rf_emu_scheduler;
-                    makecontext(&f.ctx, rf_emu_fiber_main, 0);
+                    f.started = f.done = false;
+                    getcontext(&f.start);
+                    f.start.uc_stack.ss_sp = stacks + t * span + RF_EMU_PAGE;
+                    f.start.uc_stack.ss_size = RF_EMU_STACK;
+                    f.start.uc_link = nullptr;
+                    makecontext(&f.start, rf_emu_fiber_main, 0);
                 }
                 for (unsigned running = n; running > 0;) {
                     const unsigned long before = rf_emu_progress;
@@ -212,7 +222,12 @@ extern "C" void rf_emu_launch(void (*tramp)(void**), const unsigned* grid, const
                         if (fibers[t].done) continue;
                         threadIdx = dim3{t % block[0], (t / block[0]) % block[1], t / (block[0] * block[1])};
                         rf_emu_tid = t;
-                        swapcontext(&rf_emu_scheduler, &fibers[t].ctx);
+                        if (!_setjmp(rf_emu_scheduler)) {
+                            if (fibers[t].started) _longjmp(fibers[t].at, 1);
+                            fibers[t].started = true;
+                            ucontext_t here;
+                            swapcontext(&here, &fibers[t].start);  // (never comes back here)
+                        }
                         if (fibers[t].done) --running;
                     }
                     if (running > 0 && rf_emu_progress == before) {
