@@ -15,10 +15,18 @@ pub enum Arch {
     Qwen3,
     /// Gemma 3: scaled embeddings, q/k norms, post-norms, GeGLU, sliding-window layers.
     Gemma3,
+    /// Phi-3 / Phi-3.5: fused q/k/v and gate/up matrices, neox rope with LongRoPE factors.
+    Phi3,
 }
 
 /// Every family, in the order the unsupported-architecture error lists them.
-pub const ALL: [Arch; 4] = [Arch::Llama, Arch::Qwen2, Arch::Qwen3, Arch::Gemma3];
+pub const ALL: [Arch; 5] = [
+    Arch::Llama,
+    Arch::Qwen2,
+    Arch::Qwen3,
+    Arch::Gemma3,
+    Arch::Phi3,
+];
 
 impl Arch {
     /// The architecture named by `general.architecture`; anything else is `Unsupported`.
@@ -42,6 +50,7 @@ impl Arch {
             Arch::Qwen2 => "qwen2",
             Arch::Qwen3 => "qwen3",
             Arch::Gemma3 => "gemma3",
+            Arch::Phi3 => "phi3",
         }
     }
 
@@ -52,6 +61,7 @@ impl Arch {
             Arch::Qwen2 => QWEN2,
             Arch::Qwen3 => QWEN3,
             Arch::Gemma3 => GEMMA3,
+            Arch::Phi3 => PHI3,
         }
     }
 }
@@ -65,6 +75,11 @@ pub enum Role {
     Output,
     /// Llama 3 rope frequency factors.
     RopeFreqs,
+    /// LongRoPE frequency factors (Phi-3): the long set serves contexts longer than the
+    /// original one (`rope.scaling.original_context_length`), the short set the others. The
+    /// loader keeps the one the context calls for, as `RopeFreqs`.
+    RopeFactorsLong,
+    RopeFactorsShort,
     AttnNorm,
     AttnQ,
     AttnK,
@@ -84,6 +99,23 @@ pub enum Role {
     FfnDown,
     /// RMS norm of the feed-forward's output before the residual add (post-norm families).
     FfnPostNorm,
+    /// Fused matrices (`Role::parts`): q, k and v stacked by rows (Phi-3's `attn_qkv`).
+    AttnQkv,
+    /// The gate and up matrices stacked by rows (Phi-3's `ffn_up`, gate first).
+    FfnGateUp,
+}
+
+impl Role {
+    /// The roles a fused matrix holds, stacked by rows in this order (None: not fused). The
+    /// loader splits it into them (rows are whole blocks of any type: each part is a byte
+    /// range of the tensor), so the model sees only the parts.
+    pub fn parts(self) -> Option<&'static [Role]> {
+        match self {
+            Role::AttnQkv => Some(&[Role::AttnQ, Role::AttnK, Role::AttnV]),
+            Role::FfnGateUp => Some(&[Role::FfnGate, Role::FfnUp]),
+            _ => None,
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -92,7 +124,9 @@ pub enum Need {
     Optional,
 }
 
-/// One row of an architecture's table.
+/// One row of an architecture's table. A fused tensor (`Role::parts`) provides its parts'
+/// roles; where the file holds it, the parts' own rows of the table are not looked up (so a
+/// required part is required only of files without the fused tensor).
 #[derive(Clone, Copy, Debug)]
 pub struct TensorEntry {
     pub role: Role,
@@ -189,6 +223,26 @@ const GEMMA3: &[TensorEntry] = &[
     t(FfnPostNorm, "blk.{L}.post_ffw_norm.weight", Required),
 ];
 
+/// Phi-3 (llama.cpp's phi3 graph): q/k/v in one `attn_qkv` matrix (some files hold them
+/// apart), gate and up in one `ffn_up` of twice the feed-forward's rows, and the global
+/// LongRoPE factor sets.
+const PHI3: &[TensorEntry] = &[
+    t(TokenEmbd, "token_embd.weight", Required),
+    t(OutputNorm, "output_norm.weight", Required),
+    t(Output, "output.weight", Optional),
+    t(RopeFactorsLong, "rope_factors_long.weight", Optional),
+    t(RopeFactorsShort, "rope_factors_short.weight", Optional),
+    t(AttnNorm, "blk.{L}.attn_norm.weight", Required),
+    t(AttnQkv, "blk.{L}.attn_qkv.weight", Optional),
+    t(AttnQ, "blk.{L}.attn_q.weight", Required),
+    t(AttnK, "blk.{L}.attn_k.weight", Required),
+    t(AttnV, "blk.{L}.attn_v.weight", Required),
+    t(AttnOutput, "blk.{L}.attn_output.weight", Required),
+    t(FfnNorm, "blk.{L}.ffn_norm.weight", Required),
+    t(FfnGateUp, "blk.{L}.ffn_up.weight", Required),
+    t(FfnDown, "blk.{L}.ffn_down.weight", Required),
+];
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -201,15 +255,30 @@ mod tests {
         let q = LLAMA.iter().find(|e| e.role == AttnQ).unwrap();
         assert_eq!(q.name_for(12), "blk.12.attn_q.weight");
         assert!(!LLAMA[0].per_layer());
-        let err = Arch::from_name("phi3").unwrap_err();
-        assert!(
-            matches!(err, Error::Unsupported(ref m) if m.contains("gemma3") && m.contains("qwen3"))
-        );
+        let err = Arch::from_name("phi2").unwrap_err();
+        assert!(matches!(
+            err,
+            Error::Unsupported(ref m)
+                if m.ends_with("(supported: llama, qwen2, qwen3, gemma3, phi3)")
+        ));
         for arch in ALL {
             assert_eq!(Arch::from_name(arch.name()).unwrap(), arch);
             let mut roles: Vec<_> = arch.tensors().iter().map(|e| e.role).collect();
             roles.dedup();
             assert_eq!(roles.len(), arch.tensors().len(), "{arch:?}: a role twice");
+            // fused matrices are per layer and split into roles that are not fused themselves
+            for e in arch.tensors() {
+                if let Some(parts) = e.role.parts() {
+                    assert!(e.per_layer() && parts.len() >= 2, "{arch:?} {}", e.name);
+                    assert!(parts.iter().all(|p| p.parts().is_none()));
+                }
+            }
         }
+        assert_eq!(Arch::from_name("phi3").unwrap(), Arch::Phi3);
+        let fused: Vec<_> = PHI3.iter().filter(|e| e.role.parts().is_some()).collect();
+        assert_eq!(fused[0].name_for(3), "blk.3.attn_qkv.weight");
+        assert_eq!(fused[0].role.parts().unwrap(), &[AttnQ, AttnK, AttnV]);
+        assert_eq!(fused[1].name_for(0), "blk.0.ffn_up.weight");
+        assert_eq!(fused[1].role.parts().unwrap(), &[FfnGate, FfnUp]);
     }
 }

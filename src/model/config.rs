@@ -26,6 +26,14 @@ pub struct ModelConfig {
     pub rope: RopeParams,
     /// Linear rope scaling: positions are divided by this (1.0 = none).
     pub rope_linear_scale: f32,
+    /// The context the rope was trained for before any extension
+    /// (`rope.scaling.original_context_length`, else `context_length`): a longer context
+    /// takes the long LongRoPE factor set (`Role::RopeFactorsLong`), as llama.cpp chooses.
+    pub rope_original_context: usize,
+    /// Magnitude of the rotated q and k dims (`rope.scaling.attn_factor`, 1.0 = none):
+    /// LongRoPE's sqrt(1 + ln(s) / ln(original context)), which llama.cpp's converter writes
+    /// for Phi-3's 128k models and llama.cpp applies at every context length.
+    pub rope_attn_factor: f32,
     /// No `output.weight`: the LM head is the token embedding.
     pub tied_embeddings: bool,
     /// Keys a sliding-window layer attends over (`attention.sliding_window`), for the
@@ -134,7 +142,32 @@ impl ModelConfig {
             }
         };
 
-        let sliding_window = keys.opt_usize("attention.sliding_window", MAX_CONTEXT)?;
+        let rope_original_context = keys
+            .opt_usize("rope.scaling.original_context_length", MAX_CONTEXT)?
+            .unwrap_or(context_length);
+        let rope_attn_factor = keys.opt_f64("rope.scaling.attn_factor")?.unwrap_or(1.0) as f32;
+        if !(rope_attn_factor.is_finite() && rope_attn_factor > 0.0) {
+            return Err(Error::gguf(format!(
+                "bad {}.rope.scaling.attn_factor {rope_attn_factor}",
+                arch.name()
+            )));
+        }
+        // llama.cpp scales only the rotated dims of q and k by it: with all of them rotated
+        // that is a factor of the attention scores (`BlockSpec::attn_scale`), otherwise not.
+        if rope_attn_factor != 1.0 && n_rot != head_dim {
+            return Err(Error::unsupported(format!(
+                "a rope attention factor ({}.rope.scaling.attn_factor = {rope_attn_factor}) with \
+                 {n_rot} of {head_dim} dims per head rotated is not supported",
+                arch.name()
+            )));
+        }
+
+        // Read only by the families with sliding-window layers. Phi-3 files carry one too (0
+        // in Phi-4's), which llama.cpp ignores: it runs phi3 without a window.
+        let sliding_window = match arch.spec().window_every {
+            Some(_) => keys.opt_usize("attention.sliding_window", MAX_CONTEXT)?,
+            None => None,
+        };
         let logit_softcap = match keys.opt_f64("final_logit_softcapping")? {
             Some(c) if c.is_finite() && c > 0.0 => Some(c as f32),
             Some(c) => {
@@ -178,6 +211,8 @@ impl ModelConfig {
                 n_rot,
             },
             rope_linear_scale,
+            rope_original_context,
+            rope_attn_factor,
             tied_embeddings: file.tensor_info("output.weight").is_none(),
             sliding_window,
             logit_softcap,

@@ -342,7 +342,7 @@ impl<B: Backend> Transformer<B> {
         };
         let kv_bytes = KvCache::<B>::bytes(&cfg, n_ctx, kv_dtype);
         check_device_memory(&backend, file, &spec, &workload, kv_bytes, kv_dtype)?;
-        let weights = Weights::load(&backend, file, &cfg)?;
+        let weights = Weights::load(&backend, file, &cfg, n_ctx)?;
         let kv = KvCache::new(&backend, &cfg, n_ctx, kv_dtype)?;
         backend.workspace(&workload, true)?;
         let s = Scratch::new(&backend, &spec, max_batch)?;

@@ -72,6 +72,15 @@ pub const GEMMA3: ArchSpec = ArchSpec {
     local_rope_theta: Some(10000.0),
 };
 
+/// Phi-3 (llama.cpp's phi3 graph): Llama's block with half-split rope; its fused matrices
+/// are split at load (`Role::parts`), its LongRoPE factors are the rope frequency factors.
+/// Files may give `attention.sliding_window`, which llama.cpp ignores for phi3 (it disabled
+/// Phi's sliding window, llama.cpp PR 13676): every layer attends over the whole context.
+pub const PHI3: ArchSpec = ArchSpec {
+    rope_neox: true,
+    ..LLAMA
+};
+
 impl Arch {
     /// This architecture's row.
     pub fn spec(self) -> &'static ArchSpec {
@@ -80,6 +89,7 @@ impl Arch {
             Arch::Qwen2 => &QWEN2,
             Arch::Qwen3 => &QWEN3,
             Arch::Gemma3 => &GEMMA3,
+            Arch::Phi3 => &PHI3,
         }
     }
 }
@@ -107,7 +117,8 @@ pub struct BlockSpec {
     pub rope_freq_factors: bool,
     /// A query sees only the last `window` positions (itself included); None: all before it.
     pub window: Option<usize>,
-    /// Factor of the attention scores (1 / sqrt(head_dim) for the families here).
+    /// Factor of the attention scores: 1 / sqrt(head_dim), times the square of the rope's
+    /// attention factor where the file gives one (`ModelConfig::rope_attn_factor`).
     pub attn_scale: f32,
 }
 
@@ -143,7 +154,10 @@ impl ModelSpec {
             rope: c.rope,
             rope_freq_factors: true,
             window: None,
-            attn_scale: 1.0 / (c.head_dim as f32).sqrt(),
+            // llama.cpp multiplies the rotated dims of q and k by the attention factor (in its
+            // rope's cos and sin); the config allows a factor only where every dim is rotated,
+            // so it is the same as scaling their product by its square.
+            attn_scale: c.rope_attn_factor * c.rope_attn_factor / (c.head_dim as f32).sqrt(),
         };
         // A sliding-window layer, where the family has them and the file gives a window.
         let local = match (a.window_every, c.sliding_window) {

@@ -104,9 +104,21 @@ const LAYERS: usize = 2;
 /// than `TOKENS`).
 const WINDOW: usize = 3;
 
-/// A random qwen2 (biases, neox rope), llama (rope_freqs, untied head), qwen3 (q/k norms) or
-/// gemma3 (q/k norms, post-norms, GeGLU, sliding window, scaled embeddings) model file.
+/// Phi-3 test models: the original context of their LongRoPE factors (the tests' contexts of
+/// 32 positions take the long set) and their rope attention factor.
+const PHI3_ORIGINAL_CONTEXT: usize = 16;
+const PHI3_ATTN_FACTOR: f32 = 1.1;
+
+/// A random qwen2 (biases, neox rope), llama (rope_freqs, untied head), qwen3 (q/k norms),
+/// gemma3 (q/k norms, post-norms, GeGLU, sliding window, scaled embeddings) or phi3 (LongRoPE
+/// factors and attention factor; layer 0's q/k/v fused, layer 1's apart; gate/up fused)
+/// model file.
 fn tiny_model(arch: Arch, matrices: GgmlType, seed: u64) -> GgufFile {
+    GgufFile::from_bytes(tiny_builder(arch, matrices, seed).bytes()).expect("the test model parses")
+}
+
+/// `tiny_model`'s file before it is written (a test may add metadata keys).
+fn tiny_builder(arch: Arch, matrices: GgmlType, seed: u64) -> GgufBuilder {
     let mut r = Lcg(seed);
     let mut b = GgufBuilder::default();
     let a = arch.name();
@@ -121,6 +133,15 @@ fn tiny_model(arch: Arch, matrices: GgmlType, seed: u64) -> GgufFile {
         .f32(&format!("{a}.rope.freq_base"), 10000.0);
     if arch == Arch::Gemma3 {
         b.u32(&format!("{a}.attention.sliding_window"), WINDOW as u32);
+    }
+    if arch == Arch::Phi3 {
+        // (Phi-4's files say sliding_window 0: phi3 has no window, the key is not read)
+        b.u32(&format!("{a}.attention.sliding_window"), 0)
+            .u32(
+                &format!("{a}.rope.scaling.original_context_length"),
+                PHI3_ORIGINAL_CONTEXT as u32,
+            )
+            .f32(&format!("{a}.rope.scaling.attn_factor"), PHI3_ATTN_FACTOR);
     }
     let (q, kv) = (HEADS * HEAD_DIM, KV_HEADS * HEAD_DIM);
     let s = |n: usize| 1.0 / (n as f32).sqrt() * 1.7; // uniform(-1, 1) has std 1/sqrt(3)
@@ -142,46 +163,52 @@ fn tiny_model(arch: Arch, matrices: GgmlType, seed: u64) -> GgufFile {
         let freqs: Vec<f32> = r.vec(HEAD_DIM / 2, 1.0).iter().map(|v| 2.0 + v).collect();
         b.tensor("rope_freqs.weight", &[HEAD_DIM / 2], GgmlType::F32, &freqs);
     }
+    if arch == Arch::Phi3 {
+        let long: Vec<f32> = r.vec(HEAD_DIM / 2, 2.0).iter().map(|v| 3.0 + v).collect();
+        let short: Vec<f32> = r.vec(HEAD_DIM / 2, 0.2).iter().map(|v| 1.0 + v).collect();
+        b.tensor(
+            "rope_factors_long.weight",
+            &[HEAD_DIM / 2],
+            GgmlType::F32,
+            &long,
+        );
+        b.tensor(
+            "rope_factors_short.weight",
+            &[HEAD_DIM / 2],
+            GgmlType::F32,
+            &short,
+        );
+    }
     for l in 0..LAYERS {
         let n = |t: &str| format!("blk.{l}.{t}");
         b.tensor(&n("attn_norm.weight"), &[DIM], GgmlType::F32, &norm(&mut r));
         b.tensor(&n("ffn_norm.weight"), &[DIM], GgmlType::F32, &norm(&mut r));
-        b.tensor(
-            &n("attn_q.weight"),
-            &[q, DIM],
-            matrices,
-            &r.vec(q * DIM, s(DIM)),
-        );
-        b.tensor(
-            &n("attn_k.weight"),
-            &[kv, DIM],
-            matrices,
-            &r.vec(kv * DIM, s(DIM)),
-        );
-        b.tensor(
-            &n("attn_v.weight"),
-            &[kv, DIM],
-            matrices,
-            &r.vec(kv * DIM, s(DIM)),
-        );
+        let wq = r.vec(q * DIM, s(DIM));
+        let wk = r.vec(kv * DIM, s(DIM));
+        let wv = r.vec(kv * DIM, s(DIM));
+        if arch == Arch::Phi3 && l == 0 {
+            let qkv = [wq, wk, wv].concat();
+            b.tensor(&n("attn_qkv.weight"), &[q + 2 * kv, DIM], matrices, &qkv);
+        } else {
+            b.tensor(&n("attn_q.weight"), &[q, DIM], matrices, &wq);
+            b.tensor(&n("attn_k.weight"), &[kv, DIM], matrices, &wk);
+            b.tensor(&n("attn_v.weight"), &[kv, DIM], matrices, &wv);
+        }
         b.tensor(
             &n("attn_output.weight"),
             &[DIM, q],
             matrices,
             &r.vec(DIM * q, s(q)),
         );
-        b.tensor(
-            &n("ffn_gate.weight"),
-            &[FFN, DIM],
-            matrices,
-            &r.vec(FFN * DIM, s(DIM)),
-        );
-        b.tensor(
-            &n("ffn_up.weight"),
-            &[FFN, DIM],
-            matrices,
-            &r.vec(FFN * DIM, s(DIM)),
-        );
+        let gate = r.vec(FFN * DIM, s(DIM));
+        let up = r.vec(FFN * DIM, s(DIM));
+        if arch == Arch::Phi3 {
+            let gate_up = [gate, up].concat();
+            b.tensor(&n("ffn_up.weight"), &[2 * FFN, DIM], matrices, &gate_up);
+        } else {
+            b.tensor(&n("ffn_gate.weight"), &[FFN, DIM], matrices, &gate);
+            b.tensor(&n("ffn_up.weight"), &[FFN, DIM], matrices, &up);
+        }
         b.tensor(
             &n("ffn_down.weight"),
             &[DIM, FFN],
@@ -228,7 +255,7 @@ fn tiny_model(arch: Arch, matrices: GgmlType, seed: u64) -> GgufFile {
             );
         }
     }
-    GgufFile::from_bytes(b.bytes()).expect("the test model parses")
+    b
 }
 
 fn no_interrupt() -> impl FnMut() -> crate::Result<()> + Send {
@@ -287,6 +314,7 @@ fn cpu_decode_with_kv_cache_equals_batched_recompute() {
         (Arch::Qwen3, GgmlType::Q8_0),
         (Arch::Gemma3, GgmlType::F32),
         (Arch::Gemma3, GgmlType::Q8_0),
+        (Arch::Phi3, GgmlType::Q8_0),
     ] {
         let file = tiny_model(arch, ty, 11);
         let mut t = Transformer::load(CpuBackend, &file, 32, KvDtype::F32).unwrap();
@@ -305,6 +333,67 @@ fn cpu_decode_with_kv_cache_equals_batched_recompute() {
             );
         }
     }
+}
+
+/// Phi-3's fused matrices load as their parts (byte ranges of the fused tensor; q/k/v fused in
+/// layer 0, apart in layer 1), the LongRoPE set follows the context, and the attention factor
+/// scales the attention scores by its square.
+#[test]
+fn phi3_fused_matrices_rope_factor_sets_and_attention_factor() {
+    use crate::model::weights::Weights;
+
+    for ty in [GgmlType::F32, GgmlType::Q8_0] {
+        let file = tiny_model(Arch::Phi3, ty, 7);
+        let cfg = ModelConfig::from_gguf(&file).unwrap();
+        assert_eq!(cfg.rope_original_context, PHI3_ORIGINAL_CONTEXT);
+        assert_eq!(cfg.sliding_window, None);
+        let spec = spec::ModelSpec::new(&cfg);
+        let scale = PHI3_ATTN_FACTOR * PHI3_ATTN_FACTOR / (HEAD_DIM as f32).sqrt();
+        assert!(spec
+            .blocks
+            .iter()
+            .all(|b| b.attn_scale == scale && b.window.is_none()));
+        let bytes = |name: &str| file.tensor(name).unwrap().1.to_vec();
+        for (n_ctx, set) in [(32, "long"), (PHI3_ORIGINAL_CONTEXT, "short")] {
+            let w = Weights::load(&CpuBackend, &file, &cfg, n_ctx).unwrap();
+            let freqs = w.rope_freqs.as_ref().unwrap();
+            assert_eq!(
+                freqs.bytes,
+                bytes(&format!("rope_factors_{set}.weight")),
+                "{n_ctx}"
+            );
+            let l0 = &w.layers[0];
+            let rows = [&l0.wq, &l0.wk, &l0.wv].map(|m| m.rows);
+            assert_eq!(
+                rows,
+                [HEADS * HEAD_DIM, KV_HEADS * HEAD_DIM, KV_HEADS * HEAD_DIM]
+            );
+            let qkv = [&l0.wq.bytes[..], &l0.wk.bytes, &l0.wv.bytes].concat();
+            assert_eq!(qkv, bytes("blk.0.attn_qkv.weight"));
+            let l1 = &w.layers[1];
+            assert_eq!(l1.wk.bytes, bytes("blk.1.attn_k.weight"));
+            for (l, lw) in w.layers.iter().enumerate() {
+                assert_eq!((lw.w_gate.rows, lw.w_up.rows), (FFN, FFN));
+                let gate_up = [&lw.w_gate.bytes[..], &lw.w_up.bytes].concat();
+                assert_eq!(gate_up, bytes(&format!("blk.{l}.ffn_up.weight")));
+                assert_eq!((lw.w_gate.ty, lw.w_up.cols), (ty, DIM));
+            }
+        }
+    }
+}
+
+/// llama.cpp's rope attention factor scales only the rotated dims: refused with partial
+/// rotation, where it is not a factor of the scores.
+#[test]
+fn rope_attention_factor_with_partial_rotation_is_refused() {
+    let mut b = tiny_builder(Arch::Phi3, GgmlType::F32, 1);
+    b.u32("phi3.rope.dimension_count", HEAD_DIM as u32 / 2);
+    let file = GgufFile::from_bytes(b.bytes()).unwrap();
+    let e = ModelConfig::from_gguf(&file).unwrap_err();
+    assert!(
+        matches!(e, crate::Error::Unsupported(ref m) if m.contains("attn_factor")),
+        "{e}"
+    );
 }
 
 #[test]

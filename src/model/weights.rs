@@ -8,7 +8,7 @@ use crate::backend::graph::{Recorder, WeightId};
 use crate::backend::Backend;
 use crate::error::{Error, Result};
 use crate::gguf::{quants, GgmlType, GgufFile};
-use crate::model::arch::{Need, Role};
+use crate::model::arch::{Need, Role, TensorEntry};
 use crate::model::config::ModelConfig;
 use crate::ops::WeightView;
 
@@ -108,12 +108,16 @@ impl<B: Backend> Weights<B> {
     }
 }
 
-/// The NumPy shape a tensor of `role` must have.
+/// The NumPy shape a tensor of `role` must have (a fused matrix: its parts stacked by rows).
 fn expected_shape(role: Role, c: &ModelConfig) -> Vec<usize> {
+    if let Some(parts) = role.parts() {
+        let shapes: Vec<_> = parts.iter().map(|&p| expected_shape(p, c)).collect();
+        return vec![shapes.iter().map(|s| s[0]).sum(), shapes[0][1]];
+    }
     match role {
         Role::TokenEmbd | Role::Output => vec![c.vocab_size, c.dim],
         Role::OutputNorm | Role::AttnNorm | Role::FfnNorm => vec![c.dim],
-        Role::RopeFreqs => vec![c.rope.n_rot / 2],
+        Role::RopeFreqs | Role::RopeFactorsLong | Role::RopeFactorsShort => vec![c.rope.n_rot / 2],
         Role::AttnQ => vec![c.q_dim(), c.dim],
         Role::AttnK | Role::AttnV => vec![c.kv_dim(), c.dim],
         Role::AttnQBias => vec![c.q_dim()],
@@ -123,6 +127,7 @@ fn expected_shape(role: Role, c: &ModelConfig) -> Vec<usize> {
         Role::AttnPostNorm | Role::FfnPostNorm => vec![c.dim],
         Role::FfnGate | Role::FfnUp => vec![c.ffn_dim, c.dim],
         Role::FfnDown => vec![c.dim, c.ffn_dim],
+        Role::AttnQkv | Role::FfnGateUp => unreachable!("fused roles have parts"),
     }
 }
 
@@ -138,6 +143,8 @@ fn is_vector(role: Role) -> bool {
             | Role::AttnPostNorm
             | Role::FfnPostNorm
             | Role::RopeFreqs
+            | Role::RopeFactorsLong
+            | Role::RopeFactorsShort
             | Role::AttnQBias
             | Role::AttnKBias
             | Role::AttnVBias
@@ -162,7 +169,9 @@ fn incomplete(layer: usize, what: &str) -> Error {
     Error::gguf(format!("layer {layer} does not hold all of its {what}"))
 }
 
-/// Load one tensor (or `None` if optional and absent), checking its shape.
+/// Load one tensor, checking its shape: nothing if it is optional and absent, else the weight
+/// of its role, or of each of its parts for a fused matrix (`Role::parts`: each part its rows
+/// of the tensor, a byte range, in its GGUF type).
 fn load_tensor<B: Backend>(
     backend: &B,
     file: &GgufFile,
@@ -171,11 +180,11 @@ fn load_tensor<B: Backend>(
     name: &str,
     need: Need,
     nbytes: &mut usize,
-) -> Result<Option<B::Weight>> {
+) -> Result<Vec<(Role, B::Weight)>> {
     let Some(info) = file.tensor_info(name) else {
         return match need {
             Need::Required => Err(Error::gguf(format!("required tensor {name:?} is missing"))),
-            Need::Optional => Ok(None),
+            Need::Optional => Ok(Vec::new()),
         };
     };
     let want = expected_shape(role, cfg);
@@ -186,40 +195,102 @@ fn load_tensor<B: Backend>(
         )));
     }
     let bytes = file.tensor_bytes(info);
-    let weight = if is_vector(role) {
+    if is_vector(role) {
         let mut values = as_f32(name, info.ggml_type, bytes)?;
-        if role == Role::RopeFreqs {
+        if matches!(
+            role,
+            Role::RopeFreqs | Role::RopeFactorsLong | Role::RopeFactorsShort
+        ) {
             values.iter_mut().for_each(|f| *f *= cfg.rope_linear_scale);
         }
         *nbytes += values.len() * 4;
-        backend.weight(WeightView::new(
-            GgmlType::F32,
-            1,
-            values.len(),
-            &f32_bytes(&values),
-        )?)?
-    } else {
-        if !info.ggml_type.can_dequantize() {
-            return Err(Error::unsupported(format!(
-                "tensor {name:?} has type {}, which rocmforge cannot run",
-                info.ggml_type
-            )));
-        }
-        *nbytes += bytes.len();
-        backend.weight(WeightView::new(info.ggml_type, want[0], want[1], bytes)?)?
+        let bytes = f32_bytes(&values);
+        let view = WeightView::new(GgmlType::F32, 1, values.len(), &bytes)?;
+        return Ok(vec![(role, backend.weight(view)?)]);
+    }
+    if !info.ggml_type.can_dequantize() {
+        return Err(Error::unsupported(format!(
+            "tensor {name:?} has type {}, which rocmforge cannot run",
+            info.ggml_type
+        )));
+    }
+    *nbytes += bytes.len();
+    let parts: Vec<(Role, usize)> = match role.parts() {
+        Some(parts) => parts
+            .iter()
+            .map(|&p| (p, expected_shape(p, cfg)[0]))
+            .collect(),
+        None => vec![(role, want[0])],
     };
-    Ok(Some(weight))
+    let row_bytes = info.row_bytes();
+    let mut row0 = 0;
+    let mut out = Vec::with_capacity(parts.len());
+    for (part, rows) in parts {
+        let rows_bytes = &bytes[row0 * row_bytes..(row0 + rows) * row_bytes];
+        let view = WeightView::new(info.ggml_type, rows, want[1], rows_bytes)?;
+        out.push((part, backend.weight(view)?));
+        row0 += rows;
+    }
+    Ok(out)
+}
+
+/// Load the entries of `entries` (of layer `layer`) into `into`: fused matrices first, then
+/// the other entries whose role no fused matrix provided.
+fn load_entries<B: Backend>(
+    backend: &B,
+    file: &GgufFile,
+    cfg: &ModelConfig,
+    entries: &[&TensorEntry],
+    layer: usize,
+    into: &mut HashMap<Role, B::Weight>,
+    nbytes: &mut usize,
+) -> Result<()> {
+    let (fused, plain): (Vec<&TensorEntry>, Vec<&TensorEntry>) = entries
+        .iter()
+        .copied()
+        .partition(|e| e.role.parts().is_some());
+    for e in fused.into_iter().chain(plain) {
+        if into.contains_key(&e.role) {
+            continue;
+        }
+        let name = e.name_for(layer);
+        for (role, w) in load_tensor(backend, file, cfg, e.role, &name, e.need, nbytes)? {
+            into.insert(role, w);
+        }
+    }
+    Ok(())
 }
 
 impl<B: Backend> Weights<B> {
-    /// Load every tensor of `cfg.arch`'s table from `file` onto `backend`.
-    pub fn load(backend: &B, file: &GgufFile, cfg: &ModelConfig) -> Result<Self> {
+    /// Load every tensor of `cfg.arch`'s table from `file` onto `backend`, for a context of
+    /// `n_ctx` positions (which of two LongRoPE factor sets applies depends on it).
+    pub fn load(backend: &B, file: &GgufFile, cfg: &ModelConfig, n_ctx: usize) -> Result<Self> {
         let mut nbytes = 0usize;
         let table = cfg.arch.tensors();
+        // LongRoPE: the long factors where the context is longer than the original one, else
+        // the short ones (llama.cpp's choice, by the context per sequence: ours has one).
+        let unused_factors = match n_ctx > cfg.rope_original_context {
+            true => Role::RopeFactorsShort,
+            false => Role::RopeFactorsLong,
+        };
+        let global_entries: Vec<&TensorEntry> = table
+            .iter()
+            .filter(|e| !e.per_layer() && e.role != unused_factors)
+            .collect();
         let mut global: HashMap<Role, B::Weight> = HashMap::new();
-        for e in table.iter().filter(|e| !e.per_layer()) {
-            if let Some(w) = load_tensor(backend, file, cfg, e.role, e.name, e.need, &mut nbytes)? {
-                global.insert(e.role, w);
+        load_entries(
+            backend,
+            file,
+            cfg,
+            &global_entries,
+            0,
+            &mut global,
+            &mut nbytes,
+        )?;
+        // The set kept is the rope's frequency factors (llama.cpp: rope_freqs first, if any).
+        for set in [Role::RopeFactorsLong, Role::RopeFactorsShort] {
+            if let Some(w) = global.remove(&set) {
+                global.entry(Role::RopeFreqs).or_insert(w);
             }
         }
         // Linear rope scaling without rope_freqs: divide every frequency by the factor.
@@ -236,17 +307,19 @@ impl<B: Backend> Weights<B> {
             );
         }
 
+        let layer_entries: Vec<&TensorEntry> = table.iter().filter(|e| e.per_layer()).collect();
         let mut layers = Vec::with_capacity(cfg.n_layers);
         for layer in 0..cfg.n_layers {
             let mut w: HashMap<Role, B::Weight> = HashMap::new();
-            for e in table.iter().filter(|e| e.per_layer()) {
-                let name = e.name_for(layer);
-                if let Some(t) =
-                    load_tensor(backend, file, cfg, e.role, &name, e.need, &mut nbytes)?
-                {
-                    w.insert(e.role, t);
-                }
-            }
+            load_entries(
+                backend,
+                file,
+                cfg,
+                &layer_entries,
+                layer,
+                &mut w,
+                &mut nbytes,
+            )?;
             let spec = cfg.arch.spec();
             let qkv_bias = match (
                 w.remove(&Role::AttnQBias),
