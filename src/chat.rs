@@ -33,11 +33,22 @@ pub const GEMMA_TEMPLATE: &str = "{{ bos_token }}
 {%- endif -%}
 ";
 
+/// Phi-3's chat format (as llama.cpp's built-in `phi3` template writes it): each message
+/// `<|role|>\n` content `<|end|>\n`, then `<|assistant|>\n`.
+pub const PHI3_TEMPLATE: &str = "{%- for message in messages -%}
+    {{ '<|' + message['role'] + '|>\n' + message['content'] + '<|end|>\n' }}
+{%- endfor -%}
+{%- if add_generation_prompt -%}
+    {{ '<|assistant|>\n' }}
+{%- endif -%}
+";
+
 /// The chat template of a family whose files may come without one (Gemma 3 files made by
-/// llama.cpp's converter from the base model have none).
+/// llama.cpp's converter from the base model have none; llama.cpp also knows Phi-3's).
 pub fn family_template(arch: crate::model::Arch) -> Option<&'static str> {
     match arch {
         crate::model::Arch::Gemma3 => Some(GEMMA_TEMPLATE),
+        crate::model::Arch::Phi3 => Some(PHI3_TEMPLATE),
         _ => None,
     }
 }
@@ -117,6 +128,25 @@ mod tests {
         );
         let e = render_chat(GEMMA_TEMPLATE, &[msg("assistant", "x")], "", "").unwrap_err();
         assert!(e.to_string().contains("alternate"), "{e}");
+    }
+
+    #[test]
+    fn phi3_template() {
+        let messages = [
+            msg("system", "Be brief."),
+            msg("user", " Hi "),
+            msg("assistant", "Hello."),
+            msg("user", "Why?"),
+        ];
+        let out = render_chat(PHI3_TEMPLATE, &messages, "<s>", "<|endoftext|>").unwrap();
+        assert_eq!(
+            out,
+            "<|system|>\nBe brief.<|end|>\n<|user|>\n Hi <|end|>\n<|assistant|>\nHello.<|end|>\n<|user|>\nWhy?<|end|>\n<|assistant|>\n"
+        );
+        assert_eq!(
+            family_template(crate::model::Arch::Phi3),
+            Some(PHI3_TEMPLATE)
+        );
     }
 
     #[test]
