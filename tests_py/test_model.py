@@ -1,4 +1,4 @@
-"""rocmforge.Model on tiny random-weight llama and qwen2 files written here (through
+"""rocmforge.Model on tiny random-weight files of every family written here (through
 tools/gguf_builder.py, over the `gguf` package's writer), checked against a NumPy float64 forward
 pass written here (the independent reference); generation semantics (KV cache vs recompute,
 sampling, stop strings, bad input); and the real SmolLM2 file answering "Paris"."""
@@ -19,6 +19,7 @@ import pytest
 
 import rocmforge as rf
 from gguf_builder import Tensor, write_gguf
+from models import longrope_attn_factor
 
 VT = gguf.GGUFValueType
 
@@ -60,13 +61,20 @@ class Tiny:
 
     def __init__(self, rng, arch="llama", dim=36, heads=6, kv_heads=3, ffn=50, layers=2,
                  rope_freqs=False, tied=True, theta=10000.0, eps=1e-5, n_ctx=128, head_dim=None,
-                 window=None):
+                 window=None, rope_original=None, qkv_apart=False):
         self.arch, self.dim, self.heads, self.kv_heads = arch, dim, heads, kv_heads
         # head_dim: written as attention.key_length (q may be wider or narrower than dim)
         self.key_length = head_dim
         self.head_dim = head_dim or dim // heads
         self.ffn, self.layers, self.theta, self.eps, self.n_ctx = ffn, layers, theta, eps, n_ctx
-        self.window = window  # gemma3: attention.sliding_window
+        # gemma3: attention.sliding_window (phi3 files may have one too, which llama.cpp ignores)
+        self.window = window
+        # phi3: LongRoPE factor sets made for `rope_original` positions (default n_ctx / 2: the
+        # model's context of n_ctx takes the long set) and the converter's attention factor;
+        # q/k/v in one attn_qkv matrix unless `qkv_apart`, gate/up in one ffn_up
+        self.phi3 = arch == "phi3"
+        self.rope_original = (rope_original or n_ctx // 2) if self.phi3 else None
+        self.qkv_apart = qkv_apart
         self.tokens, self.types = vocabulary()
         self.vocab = len(self.tokens)
         self.eos = self.tokens.index("<|im_end|>")
@@ -85,6 +93,9 @@ class Tiny:
             self.w["output.weight"] = w(self.vocab, dim)
         if rope_freqs:
             self.w["rope_freqs.weight"] = rng.uniform(1.0, 8.0, self.head_dim // 2).astype(np.float32)
+        if self.phi3:
+            self.w["rope_factors_long.weight"] = rng.uniform(1.5, 6.0, self.head_dim // 2).astype(np.float32)
+            self.w["rope_factors_short.weight"] = rng.uniform(0.9, 1.3, self.head_dim // 2).astype(np.float32)
         for i in range(layers):
             p = f"blk.{i}."
             self.w[p + "attn_norm.weight"] = norm(dim)
@@ -132,7 +143,27 @@ class Tiny:
             **({f"{a}.attention.key_length": (self.key_length, VT.UINT32),
                 f"{a}.attention.value_length": (self.key_length, VT.UINT32)} if self.key_length else {}),
             **({f"{a}.attention.sliding_window": (self.window, VT.UINT32)} if self.window else {}),
+            **({f"{a}.rope.scaling.original_context_length": (self.rope_original, VT.UINT32),
+                f"{a}.rope.scaling.attn_factor": (self.attn_factor(), VT.FLOAT32)} if self.phi3 else {}),
         }
+
+    def attn_factor(self):
+        """phi3: the magnitude of the rotated q and k (rope.scaling.attn_factor), 1 elsewhere."""
+        return longrope_attn_factor(self.n_ctx, self.rope_original) if self.phi3 else 1.0
+
+    def fused(self, weights):
+        """phi3's layout of `weights`: q/k/v stacked into attn_qkv (unless qkv_apart) and gate/up
+        into ffn_up, as {fused name: (the parts' names, stacked rows)}."""
+        out = {}
+        for i in range(self.layers):
+            p = f"blk.{i}."
+            groups = [("ffn_up", ("ffn_gate", "ffn_up"))]
+            if not self.qkv_apart:
+                groups.append(("attn_qkv", ("attn_q", "attn_k", "attn_v")))
+            for name, parts in groups:
+                names = [p + part + ".weight" for part in parts]
+                out[p + name + ".weight"] = (names, np.concatenate([weights.pop(n) for n in names]))
+        return out
 
     def write(self, path, dtype="F32", skip_keys=(), skip_tensors=(), set_meta=None, set_tensors=None,
               chat_template=CHAT_TEMPLATE):
@@ -147,6 +178,8 @@ class Tiny:
             del meta[k]
         weights = dict(self.w)
         weights.update(set_tensors or {})
+        fused = self.fused(weights) if self.phi3 else {}
+        weights.update({name: rows for name, (_, rows) in fused.items()})
         qtype = gguf.GGMLQuantizationType[dtype]
         tensors, stored = [], {}
         for name, t in weights.items():
@@ -160,6 +193,11 @@ class Tiny:
                 t = np.asarray(t, dtype=np.float32)
                 tensors.append(Tensor.of(name, t))
                 stored[name] = t
+        # the reference reads the parts: rows of the fused matrix as stored
+        for name, (parts, _) in fused.items():
+            if name in stored:
+                rows = np.split(stored.pop(name), np.cumsum([self.w[n].shape[0] for n in parts])[:-1])
+                stored.update(zip(parts, rows))
         write_gguf(path, None, meta, tensors)  # the architecture key is one of `meta`'s
         return stored
 
@@ -196,12 +234,17 @@ def gelu_tanh(x):
 
 def reference_logits(m: Tiny, W, ids):
     """Logits [T, vocab] of `ids` at positions 0..T-1, in float64, as llama.cpp's graphs of
-    each family compute them (gemma3: llm_build_gemma3_iswa; qwen3: llm_build_qwen3)."""
+    each family compute them (gemma3: llm_build_gemma3_iswa; qwen3: llm_build_qwen3; phi3:
+    llm_build_phi3, whose rope takes the long factor set when the context (n_ctx, the file's
+    context_length here) exceeds rope.scaling.original_context_length, else the short one, and
+    multiplies the rotated q and k by rope.scaling.attn_factor; its sliding_window is ignored)."""
     W = {k: v.astype(np.float64) for k, v in W.items()}
     T, H, KV, D = len(ids), m.heads, m.kv_heads, m.head_dim
     pos = np.arange(T, dtype=np.float64)
     freqs = W.get("rope_freqs.weight")
-    neox = m.arch in ("qwen2", "qwen3", "gemma3")
+    if m.phi3:
+        freqs = W["rope_factors_long.weight" if m.n_ctx > m.rope_original else "rope_factors_short.weight"]
+    neox = m.arch in ("qwen2", "qwen3", "gemma3", "phi3")
     gemma = m.arch == "gemma3"
     x = W["token_embd.weight"][ids]
     if gemma:
@@ -223,8 +266,8 @@ def reference_logits(m: Tiny, W, ids):
         if p + "attn_q_norm.weight" in W:
             q = rms_norm(q, W[p + "attn_q_norm.weight"], m.eps)
             k = rms_norm(k, W[p + "attn_k_norm.weight"], m.eps)
-        q = rope(q, pos, theta, neox, ff)
-        k = rope(k, pos, theta, neox, ff)
+        q = rope(q, pos, theta, neox, ff) * m.attn_factor()
+        k = rope(k, pos, theta, neox, ff) * m.attn_factor()
         att = np.zeros((T, H, D))
         for hh in range(H):
             kh = hh // (H // KV)
@@ -271,6 +314,13 @@ CASES = [
     # seven layers of 8-bit activations (and the post-norms rescaling each block's rounding)
     ("gemma3", "Q8_0", dict(heads=4, kv_heads=2, dim=64, head_dim=32, ffn=96, layers=7, window=7,
                             rope_freqs=False, tied=True, theta=1e6), 5e-2),
+    # fused q/k/v and gate/up, the long LongRoPE factors (context 128 > 64) and the attention
+    # factor; a sliding_window of 5 that phi3 ignores (prompts up to 39 tokens pass it)
+    ("phi3", "F32", dict(heads=3, kv_heads=1, dim=36, ffn=40, layers=2, window=5), 2e-4),
+    # the short factors (the context is the original one), q/k/v apart, an untied head
+    ("phi3", "F32", dict(heads=4, kv_heads=4, dim=32, ffn=24, rope_original=128, qkv_apart=True,
+                         tied=False), 2e-4),
+    ("phi3", "Q8_0", dict(heads=2, kv_heads=1, dim=64, ffn=96, layers=3, tied=False), 3e-2),
 ]
 
 
@@ -303,7 +353,7 @@ def test_kv_cache_greedy_equals_recompute(tmp_path, rng, device, dtype, kv_dtype
     """Greedy generation with the KV cache picks, at every step, the argmax of logits
     recomputed from scratch over the whole sequence (and, for F32 weights with a clear winner,
     the argmax of the NumPy reference)."""
-    arch = str(rng.choice(["llama", "qwen2", "qwen3", "gemma3"]))
+    arch = str(rng.choice(["llama", "qwen2", "qwen3", "gemma3", "phi3"]))
     # gemma3: seven layers, six of them over a window of 6 keys, which the 24 steps pass
     kw = dict(layers=7, window=6, head_dim=32) if arch == "gemma3" else {}
     m = Tiny(rng, arch=arch, dim=64, heads=4, kv_heads=2, ffn=96, **kw)
@@ -605,7 +655,7 @@ def test_missing_key_tensor_shape_and_arch(tmp_path, rng):
         rf.Model(str(tmp_path / "d.gguf"), device="cpu")
     m.arch = "gptj"
     m.write(tmp_path / "e.gguf")
-    with pytest.raises(rf.UnsupportedError, match="gptj.*supported: llama, qwen2, qwen3, gemma3"):
+    with pytest.raises(rf.UnsupportedError, match="gptj.*supported: llama, qwen2, qwen3, gemma3, phi3"):
         rf.Model(str(tmp_path / "e.gguf"), device="cpu")
     with pytest.raises(FileNotFoundError):
         rf.Model(str(tmp_path / "missing.gguf"), device="cpu")
