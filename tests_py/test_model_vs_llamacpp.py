@@ -2,8 +2,9 @@
 
 The reference is `tests_py/reference/llamacpp_*.json`, written by
 `scripts/make_llamacpp_reference.py` with llama-cpp-python 0.3.36 (CPU, f16 KV cache) for the
-real SmolLM2-135M-Instruct Q4_1 file and for the deterministic random-weight qwen2 test model
-(GQA, q/k/v biases, Q4_K/Q6_K/Q8_0). `test_reference_data.py` checks the data still matches
+real SmolLM2-135M-Instruct Q4_1 and gemma-3-270m files and for the deterministic random-weight
+test models of tools/models.py (qwen2: GQA, q/k/v biases; qwen3; gemma3; phi3: fused matrices,
+LongRoPE; Q4_K/Q6_K/Q8_0). `test_reference_data.py` checks the data still matches
 those files, and that exact arithmetic (a NumPy forward pass) meets the thresholds below.
 
 Held to, on every device of `tests_py/devices.py` (the `device` fixture):
@@ -35,13 +36,16 @@ def case(request):
     return case_fixture(request)
 
 
-def model_for(path: str, device: str) -> "rf.Model":
+def model_for(path: str, device: str, ref: dict) -> "rf.Model":
     """One model per (file, device) for the whole module: loading is the slow part."""
     key = (path, device)
     if key not in _models:
-        # llama.cpp's reference ran with an f16 KV cache (the data's settings say so): the same
-        # here on every device, so that the comparison is of like with like.
-        _models[key] = rf.Model(path, device=device, kv_dtype="f16")
+        # llama.cpp's reference ran with an f16 KV cache and a context of n_ctx positions (the
+        # data's settings say so): the same here on every device, so that the comparison is of
+        # like with like (the context also picks phi3's LongRoPE factor set).
+        n_ctx = ref["settings"]["n_ctx"]
+        _models[key] = rf.Model(path, device=device, kv_dtype="f16", n_ctx=n_ctx)
+    assert _models[key].config["n_ctx"] == ref["settings"]["n_ctx"]
     return _models[key]
 
 
@@ -59,27 +63,27 @@ def log_softmax(logits: np.ndarray) -> np.ndarray:
 
 def test_tokenize_matches_llamacpp(case):
     ref, path = case
-    check_tokenize(ref, model_for(path, "cpu"))
+    check_tokenize(ref, model_for(path, "cpu", ref))
 
 
 def test_add_bos_true_prepends_bos(case):
     ref, path = case
-    check_add_bos_true(ref, model_for(path, "cpu"))
+    check_add_bos_true(ref, model_for(path, "cpu", ref))
 
 
 def test_detokenize_matches_llamacpp(case):
     ref, path = case
-    check_detokenize(ref, model_for(path, "cpu"))
+    check_detokenize(ref, model_for(path, "cpu", ref))
 
 
 def test_prompt_tokens_match_llamacpp(case):
     ref, path = case
-    check_prompt_ids(ref, model_for(path, "cpu"))
+    check_prompt_ids(ref, model_for(path, "cpu", ref))
 
 
 def test_logits_match_llamacpp(case, device):
     ref, path = case
-    m = model_for(path, device)
+    m = model_for(path, device, ref)
     n_vocab = ref["vocab"]["n_vocab"]
     agree = total = 0
     diffs = []
