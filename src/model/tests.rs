@@ -632,6 +632,8 @@ fn gpu_device_decode_steps_on_the_emulator_match_the_cpu() {
             (Arch::Llama, GgmlType::Q8_0, KvDtype::F16, 3e-2),
             // q/k norms, post-norms, GeGLU and sliding windows on the decode plan
             (Arch::Gemma3, GgmlType::Q8_0, KvDtype::F16, 3e-2),
+            // fused matrices split at load, LongRoPE factors
+            (Arch::Phi3, GgmlType::Q8_0, KvDtype::F16, 3e-2),
         ] {
             let file = tiny_model(arch, ty, 29);
             let gpu = GpuBackend::new(dev.clone());
