@@ -30,6 +30,10 @@ pub struct ArchSpec {
     /// Rope base of the sliding-window layers, which also take no frequency scaling (None:
     /// the file's, as global layers).
     pub local_rope_theta: Option<f32>,
+    /// The layer count of the family's member whose attention scale is 1/sqrt(dim / heads)
+    /// instead of 1/sqrt(head_dim) (Gemma 3 27B's `query_pre_attn_scalar`: llama.cpp knows
+    /// that size by its 62 layers).
+    pub dim_over_heads_scale_at_layers: Option<usize>,
 }
 
 /// The Llama family (Llama 2/3, SmolLM2, Mistral, TinyLlama).
@@ -42,6 +46,7 @@ pub const LLAMA: ArchSpec = ArchSpec {
     embed_scale_sqrt_dim: false,
     window_every: None,
     local_rope_theta: None,
+    dim_over_heads_scale_at_layers: None,
 };
 
 /// Qwen2 / Qwen2.5: Llama with q/k/v biases and half-split rope.
@@ -70,6 +75,7 @@ pub const GEMMA3: ArchSpec = ArchSpec {
     embed_scale_sqrt_dim: true,
     window_every: Some(6),
     local_rope_theta: Some(10000.0),
+    dim_over_heads_scale_at_layers: Some(62),
 };
 
 /// Phi-3 (llama.cpp's phi3 graph): Llama's block with half-split rope; its fused matrices
@@ -141,6 +147,10 @@ impl ModelSpec {
     /// The spec of a checked config: the architecture's row applied to every block.
     pub fn new(c: &ModelConfig) -> ModelSpec {
         let a = c.arch.spec();
+        let query_width = match a.dim_over_heads_scale_at_layers {
+            Some(n) if n == c.n_layers => c.dim / c.heads,
+            _ => c.head_dim,
+        };
         let global = BlockSpec {
             heads: c.heads,
             kv_heads: c.kv_heads,
@@ -157,7 +167,7 @@ impl ModelSpec {
             // llama.cpp multiplies the rotated dims of q and k by the attention factor (in its
             // rope's cos and sin); the config allows a factor only where every dim is rotated,
             // so it is the same as scaling their product by its square.
-            attn_scale: c.rope_attn_factor * c.rope_attn_factor / (c.head_dim as f32).sqrt(),
+            attn_scale: c.rope_attn_factor * c.rope_attn_factor / (query_width as f32).sqrt(),
         };
         // A sliding-window layer, where the family has them and the file gives a window.
         let local = match (a.window_every, c.sliding_window) {

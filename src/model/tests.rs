@@ -335,6 +335,30 @@ fn cpu_decode_with_kv_cache_equals_batched_recompute() {
     }
 }
 
+/// Gemma 3 scales its attention scores by 1/sqrt(head_dim), except the 27B size (62 layers),
+/// whose queries are scaled by 1/sqrt(dim / heads) as llama.cpp does.
+#[test]
+fn gemma3_27b_attention_scale_is_by_dim_over_heads() {
+    let file = tiny_model(Arch::Gemma3, GgmlType::F32, 3);
+    let mut cfg = ModelConfig::from_gguf(&file).unwrap();
+    let scales = |cfg: &ModelConfig| -> Vec<f32> {
+        spec::ModelSpec::new(cfg)
+            .blocks
+            .iter()
+            .map(|b| b.attn_scale)
+            .collect()
+    };
+    assert!(scales(&cfg)
+        .iter()
+        .all(|&s| s == 1.0 / (HEAD_DIM as f32).sqrt()));
+    cfg.n_layers = 62;
+    cfg.dim = 3 * HEADS * HEAD_DIM; // dim / heads differs from head_dim
+    let want = 1.0 / ((cfg.dim / HEADS) as f32).sqrt();
+    let got = scales(&cfg);
+    assert_eq!(got.len(), 62);
+    assert!(got.iter().all(|&s| s == want), "{got:?} {want}");
+}
+
 /// Phi-3's fused matrices load as their parts (byte ranges of the fused tensor; q/k/v fused in
 /// layer 0, apart in layer 1), the LongRoPE set follows the context, and the attention factor
 /// scales the attention scores by its square.
