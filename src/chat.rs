@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use minijinja::{Environment, ErrorKind, Value};
 
 use crate::error::{Error, Result};
+use crate::tokenizer::Tokenizer;
 
 /// Gemma's chat format (Google's template for Gemma 3, text only): a system message opens
 /// the first user turn, the assistant's role is `model`, roles alternate.
@@ -94,6 +95,22 @@ pub fn render_chat(
         .map_err(err)?
         .render(ctx)
         .map_err(err)
+}
+
+/// The prompt text for `messages` with `template` (the assistant's turn opened), and the
+/// `add_bos` to tokenize it with: templates that write the BOS token themselves must not get
+/// a second one. `bos_token` and `eos_token` are the tokenizer's, as text.
+pub fn chat_prompt(
+    template: &str,
+    tokenizer: &Tokenizer,
+    messages: &[ChatMessage],
+) -> Result<(String, Option<bool>)> {
+    let text_of = |id: Option<u32>| id.map(|id| tokenizer.decode_with(&[id], true)).transpose();
+    let bos = text_of(tokenizer.bos())?.unwrap_or_default();
+    let eos = text_of(tokenizer.eos())?.unwrap_or_default();
+    let prompt = render_chat(template, messages, &bos, &eos)?;
+    let add_bos = (!bos.is_empty() && prompt.starts_with(&bos)).then_some(false);
+    Ok((prompt, add_bos))
 }
 
 #[cfg(test)]

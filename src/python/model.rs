@@ -13,7 +13,7 @@ use pyo3::types::{PyDict, PyList, PyString};
 
 use super::gguf::meta_to_py;
 use super::IntoPy;
-use crate::chat::{render_chat, ChatMessage};
+use crate::chat::ChatMessage;
 use crate::device::tuning::Tuning;
 use crate::device::KvDtype;
 use crate::error::{Error, Result};
@@ -23,7 +23,7 @@ use crate::model;
 use crate::sampling::SamplingParams;
 
 /// Poll Python for pending signals (Ctrl-C) from code running without the GIL.
-fn check_signals() -> Result<()> {
+pub(super) fn check_signals() -> Result<()> {
     Python::attach(|py| py.check_signals()).map_err(|_| Error::Interrupted)
 }
 
@@ -130,6 +130,100 @@ pub(super) fn tuning_pairs(d: Option<&Bound<'_, PyDict>>) -> PyResult<Vec<(Strin
             Ok((key, value))
         })
         .collect()
+}
+
+/// What loading a model takes, checked from Python's arguments (`Model` and `Server`).
+pub(super) struct LoadArgs {
+    /// None: the default model (fetched on first use).
+    pub path: Option<std::path::PathBuf>,
+    pub device: String,
+    pub n_ctx: Option<usize>,
+    pub seed: Option<u64>,
+    pub kv_dtype: Option<KvDtype>,
+    pub tuning: Vec<(String, String)>,
+}
+
+impl LoadArgs {
+    pub fn new(
+        path: Option<std::path::PathBuf>,
+        device: &str,
+        n_ctx: Option<i64>,
+        seed: Option<u64>,
+        kv_dtype: Option<&str>,
+        tuning: Option<&Bound<'_, PyDict>>,
+    ) -> PyResult<LoadArgs> {
+        let tuning = tuning_pairs(tuning)?;
+        let n_ctx = match n_ctx {
+            Some(n) if n < 1 => {
+                return Err(pyo3::exceptions::PyValueError::new_err(format!(
+                    "n_ctx must be >= 1, got {n}"
+                )))
+            }
+            Some(n) => Some(n as usize),
+            None => None,
+        };
+        let kv_dtype = match kv_dtype.map(|s| s.to_ascii_lowercase()) {
+            None => None,
+            Some(s) if s == "f32" => Some(KvDtype::F32),
+            Some(s) if s == "f16" => Some(KvDtype::F16),
+            Some(s) => {
+                return Err(pyo3::exceptions::PyValueError::new_err(format!(
+                    "kv_dtype must be \"f32\" or \"f16\", got {s:?}"
+                )))
+            }
+        };
+        Ok(LoadArgs {
+            path,
+            device: device.to_string(),
+            n_ctx,
+            seed,
+            kv_dtype,
+            tuning,
+        })
+    }
+
+    /// The file's path (the default model's, fetched on first use, when none was given).
+    pub fn resolve_path(&self, py: Python<'_>) -> PyResult<std::path::PathBuf> {
+        match &self.path {
+            Some(p) => Ok(p.clone()),
+            None => py
+                .import("rocmforge._models")?
+                .call_method0("default_model_path")?
+                .extract::<std::path::PathBuf>(),
+        }
+    }
+
+    /// Open the file, read it in (a progress bar when `verbose` on a terminal) and load the
+    /// model and its engine, with the GIL released. Returns the path too.
+    pub fn load(
+        &self,
+        py: Python<'_>,
+        verbose: bool,
+    ) -> PyResult<(std::path::PathBuf, GgufFile, Engine, Option<Tuning>)> {
+        let path = self.resolve_path(py)?;
+        let progress = verbose && std::io::IsTerminal::is_terminal(&std::io::stderr());
+        let label = format!(
+            "rocmforge: loading {}",
+            path.file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default()
+        );
+        let (file, engine, tuning) = py
+            .detach(|| -> Result<(GgufFile, Engine, Option<Tuning>)> {
+                let file = GgufFile::open(&path)?;
+                page_in(&file, &label, progress)?;
+                let loaded =
+                    model::load(&file, &self.device, self.n_ctx, self.kv_dtype, &self.tuning);
+                if progress {
+                    eprint!("\r\x1b[K"); // clear the bar's line
+                }
+                let (m, tuning) = loaded?;
+                let engine = Engine::new(m, &file, self.seed)?;
+                Ok((file, engine, tuning))
+            })
+            .py()?;
+        Ok((path, file, engine, tuning))
+    }
 }
 
 /// Sampling arguments shared by `generate` and `chat`, as Python passes them.
@@ -324,56 +418,9 @@ impl PyModel {
         kv_dtype: Option<&str>,
         tuning: Option<&Bound<'_, PyDict>>,
     ) -> PyResult<Self> {
-        let tuning = tuning_pairs(tuning)?;
-        let path = match path {
-            Some(p) => p,
-            None => py
-                .import("rocmforge._models")?
-                .call_method0("default_model_path")?
-                .extract::<std::path::PathBuf>()?,
-        };
-        let device = device.to_string();
-        let n_ctx = match n_ctx {
-            Some(n) if n < 1 => {
-                return Err(pyo3::exceptions::PyValueError::new_err(format!(
-                    "n_ctx must be >= 1, got {n}"
-                )))
-            }
-            Some(n) => Some(n as usize),
-            None => None,
-        };
-        let kv_dtype = match kv_dtype.map(|s| s.to_ascii_lowercase()) {
-            None => None,
-            Some(s) if s == "f32" => Some(KvDtype::F32),
-            Some(s) if s == "f16" => Some(KvDtype::F16),
-            Some(s) => {
-                return Err(pyo3::exceptions::PyValueError::new_err(format!(
-                    "kv_dtype must be \"f32\" or \"f16\", got {s:?}"
-                )))
-            }
-        };
-        let p = path.clone();
+        let args = LoadArgs::new(path, device, n_ctx, seed, kv_dtype, tuning)?;
         let t0 = std::time::Instant::now();
-        let progress = verbose && std::io::IsTerminal::is_terminal(&std::io::stderr());
-        let label = format!(
-            "rocmforge: loading {}",
-            path.file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default()
-        );
-        let (file, engine, tuning) = py
-            .detach(move || -> Result<(GgufFile, Engine, Option<Tuning>)> {
-                let file = GgufFile::open(&p)?;
-                page_in(&file, &label, progress)?;
-                let loaded = model::load(&file, &device, n_ctx, kv_dtype, &tuning);
-                if progress {
-                    eprint!("\r\x1b[K"); // clear the bar's line
-                }
-                let (m, tuning) = loaded?;
-                let engine = Engine::new(m, &file, seed)?;
-                Ok((file, engine, tuning))
-            })
-            .py()?;
+        let (path, file, engine, tuning) = args.load(py, verbose)?;
         let plan = engine.model.plan();
         let metadata = PyDict::new(py);
         for (k, v) in &file.metadata {
@@ -811,21 +858,12 @@ fn parse_messages(messages: &Bound<'_, PyAny>) -> PyResult<Vec<ChatMessage>> {
     })
 }
 
-/// The chat prompt for `messages`, and the `add_bos` to tokenize it with: templates that
-/// write the BOS token themselves must not get a second one.
+/// The chat prompt for `messages` and the `add_bos` to tokenize it with (`chat::chat_prompt`).
 fn chat_prompt(e: &Engine, messages: &[ChatMessage]) -> Result<(String, Option<bool>)> {
     let template = e.chat_template.as_deref().ok_or_else(|| {
         Error::invalid("this model file has no tokenizer.chat_template; use generate()")
     })?;
-    let text_of = |id: Option<u32>| {
-        id.map(|id| e.tokenizer.decode_with(&[id], true))
-            .transpose()
-    };
-    let bos = text_of(e.tokenizer.bos())?.unwrap_or_default();
-    let eos = text_of(e.tokenizer.eos())?.unwrap_or_default();
-    let prompt = render_chat(template, messages, &bos, &eos)?;
-    let add_bos = (!bos.is_empty() && prompt.starts_with(&bos)).then_some(false);
-    Ok((prompt, add_bos))
+    crate::chat::chat_prompt(template, &e.tokenizer, messages)
 }
 
 /// Python ints to token ids, each checked against the vocabulary.
