@@ -3,7 +3,8 @@
 //! Layers, bottom up: `gguf` (pure file reader and quant types) -> `device` (the CPU or a GPU:
 //! runtimes, buffers, kernel registry, weight layout) -> `ops` (one module per transformer op:
 //! CPU reference + GPU launch) -> `backend` (the model's `Backend` on each device) -> `model`
-//! (config, weights, forward, KV cache) -> `tokenizer`, `sampling`, `generate` -> `python`.
+//! (config, weights, forward, KV cache) -> `tokenizer`, `sampling`, `generate` -> `serve` (the
+//! OpenAI-compatible HTTP server), `python`.
 //! A layer names only itself and the layers below it (`tests/layering.rs` checks).
 
 pub mod backend;
@@ -16,6 +17,8 @@ pub mod gguf;
 pub mod model;
 pub mod ops;
 pub mod sampling;
+#[cfg(feature = "serve")]
+pub mod serve;
 pub(crate) mod test_rng;
 pub mod tokenizer;
 
