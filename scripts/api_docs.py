@@ -20,9 +20,12 @@ def signature(obj, name: str) -> str:
     if text:
         return name + text.replace("($self, /)", "()").replace("($self, ", "(").replace("($self)", "()").replace("$self, ", "")
     try:
-        return name + str(inspect.signature(obj))
+        sig = inspect.signature(obj)
     except (TypeError, ValueError):
         return name
+    # Python functions: names and defaults, as the native ones show (the types are in the stubs)
+    params = [p.replace(annotation=inspect.Parameter.empty) for p in sig.parameters.values()]
+    return name + str(sig.replace(parameters=params, return_annotation=inspect.Signature.empty))
 
 
 def doc(obj) -> str:

@@ -4,6 +4,7 @@
 >>> g = rf.GGUFFile("model.gguf")           # memory-mapped GGUF reader
 >>> rf.ops.rms_norm(x, w)                    # any transformer op on NumPy arrays
 >>> rf.Model("model.gguf").generate("The capital of France is")
+>>> rf.serve("model.gguf", port=8000)        # an OpenAI-compatible HTTP server
 """
 
 from . import _rocmforge, ops
@@ -17,7 +18,8 @@ from .errors import (
 from ._rocmforge import GGUFFile, TensorInfo, dequantize, quantize
 from ._rocmforge import Detokenizer, Tokenizer
 from ._rocmforge import devices, gpu_launch_count
-from ._rocmforge import GenerationStream, Model
+from ._rocmforge import GenerationStream, Model, Server
+from ._serve import serve
 
 __version__ = _rocmforge.__version__
 
@@ -34,6 +36,8 @@ __all__ = [
     "gpu_launch_count",
     "Model",
     "GenerationStream",
+    "Server",
+    "serve",
     "RocmForgeError",
     "GGUFError",
     "UnsupportedError",

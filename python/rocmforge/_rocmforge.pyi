@@ -17,6 +17,7 @@ __all__ = [
     "quantize",
     "Model",
     "GenerationStream",
+    "Server",
     "ops",
     "Tokenizer",
     "Detokenizer",
@@ -174,6 +175,46 @@ class GenerationStream(Iterator[str]):
     def __next__(self) -> str: ...
     @property
     def finish_reason(self) -> Optional[Literal["stop", "eos", "length"]]: ...
+
+@final
+class Server:
+    """An OpenAI-compatible HTTP server for one model; a context manager."""
+
+    def __new__(
+        cls,
+        path: Union[str, os.PathLike[str], None] = None,
+        host: str = "127.0.0.1",
+        port: int = 8000,
+        device: str = "auto",
+        n_ctx: Optional[int] = None,
+        api_key: Optional[str] = None,
+        queue_size: int = 16,
+        seed: Optional[int] = None,
+        kv_dtype: Optional[Literal["f32", "f16"]] = None,
+        tuning: Optional[Dict[str, Any]] = None,
+        model_name: Optional[str] = None,
+        verbose: bool = False,
+    ) -> Self: ...
+    def start(self) -> Self: ...
+    def stop(self, timeout: float = 10.0) -> None: ...
+    def wait(self, timeout: Optional[float] = None) -> bool: ...
+    @property
+    def running(self) -> bool: ...
+    @property
+    def port(self) -> int: ...
+    @property
+    def host(self) -> str: ...
+    @property
+    def url(self) -> str: ...
+    @property
+    def model(self) -> Optional[str]: ...
+    def __enter__(self) -> Self: ...
+    def __exit__(
+        self,
+        _exc_type: Optional[type[BaseException]],
+        _exc: Optional[BaseException],
+        _tb: Optional[TracebackType],
+    ) -> bool: ...
 
 @final
 class Model:

@@ -4,6 +4,7 @@
     rocmforge generate [PROMPT]       continue a prompt, streaming the text (default model: SmolLM2)
     rocmforge chat                    talk with a model in the terminal
     rocmforge bench --model FILE      pp / tg tokens per second, like llama-bench
+    rocmforge serve [--model FILE]    an OpenAI-compatible HTTP server, until Ctrl-C or SIGTERM
 
 Each subcommand is one function below, registered with ``@command(name, help, arguments)``;
 ``main`` builds the argparse parser from the registry, runs the chosen function, and turns
@@ -325,6 +326,39 @@ def bench(args: argparse.Namespace) -> int:
                                     args.repetitions, tuning or None, args.sampled))
     r["path"] = args.model
     print(json.dumps(r, indent=2) if args.json else format_bench(r))
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------
+# serve
+
+
+@command(
+    "serve",
+    "serve a model over the OpenAI HTTP protocol (/v1/chat/completions, /v1/completions, "
+    "/v1/models, /health, /metrics) until Ctrl-C or SIGTERM",
+    [
+        arg("--model", help="path of a .gguf file (default: SmolLM2-135M-Instruct, fetched on first use)"),
+        arg("--host", default="127.0.0.1",
+            help="address to listen on (default 127.0.0.1: this machine only; 0.0.0.0: every interface)"),
+        arg("--port", type=int, default=8000, help="port to listen on (default 8000; 0: a free one)"),
+        arg("--device", default="auto", help='"auto" (first GPU, else CPU), "cpu" or "gpu"'),
+        arg("--n-ctx", type=int, help="context length (default: the model's, at most 4096)"),
+        arg("--api-key", help="require the header 'Authorization: Bearer KEY' on every endpoint but "
+                              "/health (default: $ROCMFORGE_API_KEY; unset: no key)"),
+        arg("--queue-size", type=int, default=16,
+            help="requests that may wait for the model; one more is answered 429 (default 16)"),
+        arg("--model-name", help="the model id /v1/models lists (default: the file's name)"),
+        arg("--seed", type=int, help="seed of the draws of requests that give none"),
+    ],
+)
+def serve(args: argparse.Namespace) -> int:
+    from . import serve as run_server
+
+    api_key = args.api_key or os.environ.get("ROCMFORGE_API_KEY") or None
+    run_server(args.model, host=args.host, port=args.port, device=args.device, n_ctx=args.n_ctx,
+               api_key=api_key, queue_size=args.queue_size, seed=args.seed,
+               model_name=args.model_name)
     return 0
 
 

@@ -13,6 +13,7 @@ mod gguf;
 mod gpu;
 mod model;
 mod ops;
+mod serve;
 mod tokenizer;
 
 /// Turn a crate error into the matching exception of `rocmforge.errors` (or a built-in one).
@@ -75,5 +76,6 @@ fn rocmforge_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     ops::register(m)?;
     tokenizer::register(m)?;
     gpu::register(m)?;
+    serve::register(m)?;
     Ok(())
 }
