@@ -182,7 +182,7 @@ impl PyServer {
     /// server is not running. Ctrl-C while it waits cancels the requests at once.
     #[pyo3(signature = (timeout=10.0))]
     fn stop(&self, py: Python<'_>, timeout: f64) -> PyResult<()> {
-        if !(timeout >= 0.0) {
+        if timeout.is_nan() || timeout < 0.0 {
             return Err(pyo3::exceptions::PyValueError::new_err(format!(
                 "timeout must be >= 0, got {timeout}"
             )));

@@ -344,7 +344,7 @@ async fn generate(
     };
     match app.shared.queue.push(job) {
         Ok(()) => {}
-        Err(QueueFull::Full(_)) => {
+        Err(QueueFull::Full) => {
             let mut r = error_response(
                 &ApiError::new(
                     429,
@@ -357,7 +357,7 @@ async fn generate(
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             return r;
         }
-        Err(QueueFull::Closed(_)) => {
+        Err(QueueFull::Closed) => {
             return error_response(&ApiError::new(
                 503,
                 "server_error",

@@ -54,11 +54,12 @@ pub enum Event {
 }
 
 /// Why `Queue::push` refused a job.
+#[derive(Debug, PartialEq, Eq)]
 pub enum QueueFull {
     /// As many jobs as the queue holds are waiting.
-    Full(Job),
+    Full,
     /// The server is stopping.
-    Closed(Job),
+    Closed,
 }
 
 /// A bounded FIFO of waiting jobs (the running one is not in it).
@@ -89,14 +90,14 @@ impl Queue {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Append a job, unless the queue is full or closed.
+    /// Append a job, unless the queue is full or closed (then the job is dropped).
     pub fn push(&self, job: Job) -> std::result::Result<(), QueueFull> {
         let mut s = self.lock();
         if s.closed {
-            return Err(QueueFull::Closed(job));
+            return Err(QueueFull::Closed);
         }
         if s.jobs.len() >= self.capacity {
-            return Err(QueueFull::Full(job));
+            return Err(QueueFull::Full);
         }
         s.jobs.push_back(job);
         drop(s);
@@ -162,7 +163,12 @@ fn run(mut engine: Engine, shared: &Shared) {
             continue;
         }
         shared.metrics.running.fetch_add(1, Ordering::Relaxed);
-        serve_one(&mut engine, job, shared);
+        // A panic (a bug) fails this request, not the server: the job's sender is dropped
+        // (its client gets a 500) and the cache bookkeeping starts over.
+        let run_one = std::panic::AssertUnwindSafe(|| serve_one(&mut engine, job, shared));
+        if std::panic::catch_unwind(run_one).is_err() {
+            engine.reset_cache();
+        }
         shared.metrics.running.fetch_sub(1, Ordering::Relaxed);
     }
 }
@@ -261,12 +267,12 @@ mod tests {
         let (b, _rb) = job(2);
         let (c, _rc) = job(3);
         assert!(q.push(a).is_ok() && q.push(b).is_ok());
-        assert!(matches!(q.push(c), Err(QueueFull::Full(j)) if j.prompt == [3]));
+        assert_eq!(q.push(c).err(), Some(QueueFull::Full));
         assert_eq!(q.len(), 2);
         assert_eq!(q.pop(Duration::ZERO).map(|j| j.prompt), Some(vec![1]));
         q.close();
         let (d, _rd) = job(4);
-        assert!(matches!(q.push(d), Err(QueueFull::Closed(_))));
+        assert_eq!(q.push(d).err(), Some(QueueFull::Closed));
         // Waiting jobs stay after the close; then pop returns at once.
         assert_eq!(
             q.pop(Duration::from_secs(5)).map(|j| j.prompt),
