@@ -278,8 +278,9 @@ mod tests {
             q.pop(Duration::from_secs(5)).map(|j| j.prompt),
             Some(vec![2])
         );
+        // (a closed, empty queue does not wait out the timeout; the bound allows a loaded machine)
         let t = Instant::now();
-        assert!(q.pop(Duration::from_secs(5)).is_none());
-        assert!(t.elapsed() < Duration::from_secs(1));
+        assert!(q.pop(Duration::from_secs(60)).is_none());
+        assert!(t.elapsed() < Duration::from_secs(20));
     }
 }
