@@ -39,7 +39,7 @@ def measure(path: str, n: int, repeats: int, device: str) -> list[tuple[str, str
     rows = []
     for mode, sampled in (("greedy", False), ("sampled", True)):
         r = _rocmforge.bench_model(path, device, 0, n, repeats, None, sampled)
-        rows.append((mode, "rocmforge bench (tg)", r["tg"], n))
+        rows.append((mode, "rocmforge bench (tg)", r["tests"][0]["avg_ts"], n))
     with rf.Model(path, device=device, n_ctx=n + 64) as model:
         ids = model.tokenize(PROMPT)
         for mode, params in (("greedy", GREEDY), ("sampled", SAMPLED)):

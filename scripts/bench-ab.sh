@@ -39,8 +39,9 @@ for m in "${models[@]}"; do
       log=$(PYTHONPATH="/tmp/rocmforge-wheel-$w" $PY -m rocmforge.cli bench --model "$m" \
         ${BENCH_ARGS:--p 512 -n 128 -r 3} 2>&1)
       echo "$log"
-      pp=$(echo "$log" | grep -E "\| pp[0-9]+ \|" | awk -F'|' '{print $4}' | tr -d ' ')
-      tg=$(echo "$log" | grep -E "\| tg[0-9]+ \|" | awk -F'|' '{print $4 " (" $6 ")"}' | tr -s ' ')
+      # table columns: model | size | params | test | t/s | % of roofline
+      pp=$(echo "$log" | grep -E "\| pp[0-9]+ \|" | awk -F'|' '{print $6}' | tr -s ' ')
+      tg=$(echo "$log" | grep -E "\| tg[0-9]+ \|" | awk -F'|' '{print $6 " (" $7 ")"}' | tr -s ' ')
       summary+=("$(printf '%-22s %s round %s  pp %10s  tg %s' "$(basename "$m")" "$w" "$round" "$pp" "$tg")")
     done
   done

@@ -266,8 +266,28 @@ def chat(args: argparse.Namespace) -> int:
 # bench
 
 
+def human_count(n: int) -> str:
+    """8030261248 -> '8.03 B', 494032768 -> '494.03 M' (llama-bench's params column)."""
+    for div, unit in ((1e9, "B"), (1e6, "M"), (1e3, "K")):
+        if n >= div:
+            return f"{n / div:.2f} {unit}"
+    return str(n)
+
+
+def size_list(text: str) -> list[int]:
+    """'128,512' -> [128, 512]: llama-bench's comma-separated sizes (each >= 0)."""
+    try:
+        sizes = [int(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected sizes separated by commas, got {text!r}") from None
+    if any(n < 0 for n in sizes):
+        raise argparse.ArgumentTypeError(f"sizes must be >= 0, got {text!r}")
+    return sizes
+
+
 def format_bench(r: dict[str, Any]) -> str:
-    """The table ``rocmforge bench`` prints (llama-bench's columns plus the decode roofline)."""
+    """The table ``rocmforge bench`` prints: llama-bench's columns (t/s the mean ± standard
+    deviation of the repeats) plus, for tg on a GPU, the share of the copy-bandwidth roofline."""
     name = os.path.basename(r["path"])
     lines = [f"device: {r['device']}"]
     bw = r["copy_bandwidth"]
@@ -280,17 +300,16 @@ def format_bench(r: dict[str, Any]) -> str:
         lines.append(f"device memory held (peak): {human_bytes(r['peak_device_bytes'])}")
     if r.get("plan"):
         lines.append("decode plan: " + "; ".join(r["plan"]))
-    lines.append("| model | test | t/s | runs | % of roofline |")
-    lines.append("| --- | --- | ---: | --- | ---: |")
-    if r["n_prompt"]:
-        runs = ", ".join(f"{v:,.0f}" for v in r["pp_runs"])
-        lines.append(f"| {name} | pp{r['n_prompt']} | {r['pp']:,.1f} | {runs} | |")
-    if r["n_gen"]:
-        runs = ", ".join(f"{v:,.1f}" for v in r["tg_runs"])
-        roof = bw / r["bytes_per_token"] if bw > 0 and r["bytes_per_token"] else 0.0
-        pct = f"{100 * r['tg'] / roof:.1f}% of {roof:,.0f}" if roof else ""
-        test = f"tg{r['n_gen']}" + (" sampled" if r.get("sampled") else "")
-        lines.append(f"| {name} | {test} | {r['tg']:,.1f} | {runs} | {pct} |")
+    lines.append("| model | size | params | test | t/s | % of roofline |")
+    lines.append("| --- | ---: | ---: | --- | ---: | ---: |")
+    size, params = human_bytes(r["model_size"]), human_count(r["model_n_params"])
+    for t in r["tests"]:
+        test = t["test"] + (" sampled" if t["n_gen"] and r.get("sampled") else "")
+        digits = 1 if t["n_gen"] else 0
+        rate = f"{t['avg_ts']:,.{digits}f} ± {t['stddev_ts']:,.{digits}f}"
+        roof = t["roofline_ts"]
+        pct = f"{100 * t['avg_ts'] / roof:.1f}% of {roof:,.0f}" if roof else ""
+        lines.append(f"| {name} | {size} | {params} | {test} | {rate} | {pct} |")
     return "\n".join(lines)
 
 
@@ -299,9 +318,13 @@ def format_bench(r: dict[str, Any]) -> str:
     "prompt-processing (pp) and token-generation (tg) speed of a model, like llama-bench",
     [
         arg("--model", "-m", required=True, help="path of a .gguf model file"),
-        arg("-p", "--n-prompt", type=int, default=512, help="prompt tokens of the pp test (0: skip)"),
-        arg("-n", "--n-gen", type=int, default=128, help="generated tokens of the tg test (0: skip)"),
-        arg("-r", "--repetitions", type=int, default=3, help="timed runs of each test (median)"),
+        arg("-p", "--n-prompt", type=size_list, default=[512], metavar="N[,N...]",
+            help="prompt tokens of the pp tests, one test a size (0: none)"),
+        arg("-n", "--n-gen", type=size_list, default=[128], metavar="N[,N...]",
+            help="generated tokens of the tg tests, one test a size (0: none)"),
+        arg("-d", "--n-depth", type=size_list, default=[0], metavar="N[,N...]",
+            help="tokens already in the cache before each test; every test runs at every depth"),
+        arg("-r", "--repetitions", type=int, default=3, help="timed runs of each test"),
         arg("--device", default="gpu", help='"gpu" (default), "cpu" or "auto"'),
         arg("--json", action="store_true", help="print the measurements as one JSON object"),
         arg("--sampled", action="store_true",
@@ -314,8 +337,10 @@ def format_bench(r: dict[str, Any]) -> str:
 def bench(args: argparse.Namespace) -> int:
     from . import _rocmforge
 
-    if args.n_prompt < 0 or args.n_gen < 0 or args.repetitions < 1:
-        raise CommandError("-p and -n must be >= 0 and -r >= 1")
+    if args.repetitions < 1:
+        raise CommandError("-r must be >= 1")
+    if not any(args.n_prompt) and not any(args.n_gen):
+        raise CommandError("nothing to measure: -p and -n are all 0")
     tuning = {}
     for pair in filter(None, (p.strip() for p in args.tuning.split(","))):
         key, sep, value = pair.partition("=")
@@ -323,7 +348,8 @@ def bench(args: argparse.Namespace) -> int:
             raise CommandError(f"--tuning: expected KEY=VALUE, got {pair!r}")
         tuning[key.strip()] = value.strip()
     r = dict(_rocmforge.bench_model(args.model, args.device, args.n_prompt, args.n_gen,
-                                    args.repetitions, tuning or None, args.sampled))
+                                    args.repetitions, tuning or None, args.sampled,
+                                    depth=args.n_depth))
     r["path"] = args.model
     print(json.dumps(r, indent=2) if args.json else format_bench(r))
     return 0

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 
 use pyo3::prelude::*;
-use pyo3::types::PyDict;
+use pyo3::types::{PyDict, PyList};
 
 use super::IntoPy;
 use crate::device::{self, gpu::DeviceBuffer};
@@ -82,36 +82,61 @@ fn gpu_bench(
     .py()
 }
 
+/// A size or a list of sizes (`rocmforge bench`'s `-p 512` or `-p 128,512`).
+#[derive(FromPyObject)]
+enum SizeList {
+    One(usize),
+    Many(Vec<usize>),
+}
+
+impl SizeList {
+    fn into_vec(self) -> Vec<usize> {
+        match self {
+            SizeList::One(n) => vec![n],
+            SizeList::Many(v) => v,
+        }
+    }
+}
+
 /// `rocmforge bench`: prompt-processing and generation speed of the model file `path` on
-/// `device` (see `crate::bench`). Returns a dict: device, file_bytes, bytes_per_token,
-/// n_prompt, n_gen, pp_runs and tg_runs (tokens/s of each repeat), pp and tg (their medians),
-/// copy_bandwidth (bytes/s, read + write; 0 on the CPU), peak_device_bytes, kv_cache_bytes,
-/// plan (the decode plan's launches, a line a kind), sampled (whether tg drew its tokens).
+/// `device` (see `crate::bench`). `n_prompt`, `n_gen` and `depth` are lists of sizes (an int
+/// is a list of one): a pp test per prompt size and a tg test per generation size, at each
+/// depth (tokens already in the cache). Returns a dict: device, plan (the decode plan's
+/// launches, a line a kind), file_bytes, model_size and model_n_params (all tensors, as
+/// llama-bench counts them), bytes_per_token (weights a decode step reads),
+/// kv_bytes_per_position, copy_bandwidth (bytes/s, read + write; 0 on the CPU),
+/// peak_device_bytes, kv_cache_bytes, sampled (whether tg drew its tokens), and `tests`: per
+/// test, with llama-bench's JSON names, test (`pp512`, `tg128 @ d4096`), n_prompt, n_gen,
+/// n_depth, samples_ts (tokens/s of each repeat), avg_ts, stddev_ts, and roofline_ts (tg on a
+/// GPU: the copy-bandwidth roofline, else None).
 /// `tuning`: overrides of the device's tuning record for the model, as a dict. `sampled`: the
 /// tg steps draw with llama.cpp's default sampling (temperature 0.8, top-k 40, top-p 0.95,
 /// min-p 0.05) instead of picking greedily.
 #[pyfunction]
-#[pyo3(signature = (path, device="gpu", n_prompt=512, n_gen=128, repeats=3, tuning=None, sampled=false))]
+#[pyo3(signature = (path, device="gpu", n_prompt=SizeList::One(512), n_gen=SizeList::One(128), repeats=3, tuning=None, sampled=false, depth=SizeList::One(0)))]
 #[allow(clippy::too_many_arguments)]
 fn bench_model<'py>(
     py: Python<'py>,
     path: &str,
     device: &str,
-    n_prompt: usize,
-    n_gen: usize,
+    n_prompt: SizeList,
+    n_gen: SizeList,
     repeats: usize,
     tuning: Option<&Bound<'py, PyDict>>,
     sampled: bool,
+    depth: SizeList,
 ) -> PyResult<Bound<'py, PyDict>> {
     let tuning = super::model::tuning_pairs(tuning)?;
     let sampling = sampled.then(crate::ops::sampling::SampleParams::default);
+    let (n_prompt, n_gen, depth) = (n_prompt.into_vec(), n_gen.into_vec(), depth.into_vec());
     let r = py
         .detach(|| {
             crate::bench::bench_model(
                 path,
                 device,
-                n_prompt,
-                n_gen,
+                &n_prompt,
+                &n_gen,
+                &depth,
                 repeats,
                 &tuning,
                 sampling.as_ref(),
@@ -122,17 +147,30 @@ fn bench_model<'py>(
     d.set_item("device", &r.device)?;
     d.set_item("plan", &r.plan)?;
     d.set_item("file_bytes", r.file_bytes)?;
+    d.set_item("model_size", r.model_bytes)?;
+    d.set_item("model_n_params", r.n_params)?;
     d.set_item("bytes_per_token", r.bytes_per_token)?;
-    d.set_item("n_prompt", r.n_prompt)?;
-    d.set_item("n_gen", r.n_gen)?;
-    d.set_item("pp", crate::bench::median(&r.pp_runs))?;
-    d.set_item("tg", crate::bench::median(&r.tg_runs))?;
-    d.set_item("pp_runs", r.pp_runs)?;
-    d.set_item("tg_runs", r.tg_runs)?;
+    d.set_item("kv_bytes_per_position", r.kv_bytes_per_position)?;
     d.set_item("copy_bandwidth", r.copy_bandwidth)?;
     d.set_item("peak_device_bytes", r.peak_device_bytes)?;
     d.set_item("kv_cache_bytes", r.kv_cache_bytes)?;
     d.set_item("sampled", r.sampling.is_some())?;
+    let tests = PyList::empty(py);
+    for t in &r.tests {
+        let (avg, std) = crate::bench::mean_std(&t.runs);
+        let e = PyDict::new(py);
+        let pp = t.kind == crate::bench::TestKind::Pp;
+        e.set_item("test", t.name())?;
+        e.set_item("n_prompt", if pp { t.n_tokens } else { 0 })?;
+        e.set_item("n_gen", if pp { 0 } else { t.n_tokens })?;
+        e.set_item("n_depth", t.depth)?;
+        e.set_item("samples_ts", &t.runs)?;
+        e.set_item("avg_ts", avg)?;
+        e.set_item("stddev_ts", std)?;
+        e.set_item("roofline_ts", r.roofline(t))?;
+        tests.append(e)?;
+    }
+    d.set_item("tests", tests)?;
     Ok(d)
 }
 
