@@ -114,8 +114,13 @@ pub struct Engine {
     /// Draws seeds for calls without one.
     pub rng: Rng,
     pub stats: Stats,
-    /// The tokens whose keys and values the cache holds, position by position.
+    /// The tokens whose keys and values the current slot's cache holds, position by position.
     cached: Vec<u32>,
+    /// The same for every sequence slot (`set_slots`); the current slot's entry is `cached`,
+    /// its place here empty.
+    parked: Vec<Vec<u32>>,
+    /// The model's current sequence slot.
+    slot: usize,
     /// Host copy of the logits of one position `[vocab]`.
     logits: Vec<f32>,
 }
@@ -149,6 +154,8 @@ impl Engine {
             rng: seed.map(Rng::new).unwrap_or_else(Rng::from_entropy),
             stats: Stats::default(),
             cached: Vec::new(),
+            parked: vec![Vec::new()],
+            slot: 0,
             logits: vec![0.0; vocab],
         })
     }
@@ -156,6 +163,42 @@ impl Engine {
     /// Forget what the cache holds (the next evaluation starts from position 0).
     pub fn reset_cache(&mut self) {
         self.cached.clear();
+    }
+
+    /// Sequence slots: KV caches the model keeps side by side (`LanguageModel::set_slots`).
+    pub fn slots(&self) -> usize {
+        self.parked.len()
+    }
+
+    /// Make `n >= 1` sequence slots; slots past `n` are freed and slot 0 becomes current if
+    /// the current one was.
+    pub fn set_slots(&mut self, n: usize) -> Result<()> {
+        if n <= self.slot {
+            self.use_slot(0)?;
+        }
+        self.model.set_slots(n)?;
+        self.parked.resize_with(n, Vec::new);
+        Ok(())
+    }
+
+    /// Make `slot` the one evaluations use (its cache and what it holds).
+    pub fn use_slot(&mut self, slot: usize) -> Result<()> {
+        if slot != self.slot {
+            self.model.select_slot(slot)?;
+            self.parked[self.slot] = std::mem::take(&mut self.cached);
+            self.cached = std::mem::take(&mut self.parked[slot]);
+            self.slot = slot;
+        }
+        Ok(())
+    }
+
+    /// What slot `slot`'s cache holds.
+    fn cached_in(&mut self, slot: usize) -> &mut Vec<u32> {
+        if slot == self.slot {
+            &mut self.cached
+        } else {
+            &mut self.parked[slot]
+        }
     }
 
     pub fn vocab_size(&self) -> usize {
@@ -408,6 +451,58 @@ impl Generation {
         Ok(Some(token))
     }
 
+    /// Before a token is picked for this generation: `false` (and the generation finished)
+    /// when it may not have another one (`max_tokens`, or the context is full).
+    fn may_continue(&mut self, engine: &mut Engine) -> bool {
+        if self.finished.is_some() {
+            return false;
+        }
+        if self.generated >= self.params.max_tokens || self.tokens.len() >= engine.model.n_ctx() {
+            self.finish(engine, FinishReason::Length);
+            return false;
+        }
+        true
+    }
+
+    /// Take `token` picked for this generation (`evaluated` tokens in `seconds`), as
+    /// `next_piece` would: returns the text it releases, and at the end what is held.
+    fn accept(
+        &mut self,
+        engine: &mut Engine,
+        token: u32,
+        scored: Option<TokenLogprobs>,
+        evaluated: usize,
+        seconds: f64,
+    ) -> Result<Option<String>> {
+        if self.generated == 0 {
+            self.stats.prefill_tokens = evaluated;
+            self.stats.prefill_seconds = seconds;
+        } else {
+            self.stats.decode_steps += 1;
+            self.stats.decode_seconds += seconds;
+        }
+        self.generated += 1;
+        self.stats.generated_tokens = self.generated;
+        self.logprobs.extend(scored);
+        self.tokens.push(token);
+        engine.stats = self.stats.clone();
+        if engine.tokenizer.is_eog(token) {
+            self.finish(engine, FinishReason::Eos);
+        } else {
+            self.held
+                .push_str(&self.detok.push(&engine.tokenizer, token)?);
+            if let Some(piece) = self.release_text(engine) {
+                return Ok(Some(piece));
+            }
+        }
+        Ok(self.take_rest())
+    }
+
+    /// Once finished: the text still held, if any.
+    fn take_rest(&mut self) -> Option<String> {
+        (self.finished.is_some() && !self.held.is_empty()).then(|| std::mem::take(&mut self.held))
+    }
+
     /// The next piece of text, or `None` when the generation is over.
     pub fn next_piece(
         &mut self,
@@ -558,4 +653,178 @@ pub fn generate_scored(
         text.push_str(&piece);
     }
     Ok((text, g.logprobs))
+}
+
+/// One token for each of several generations at once, each in its own sequence slot
+/// (`Engine::set_slots`; one generation a slot). A generation whose slot's cache holds all its
+/// tokens but the last joins one batched step (`LanguageModel::decode_batch`: each weight
+/// matrix read once for all of them); one whose prompt is not evaluated yet is evaluated
+/// alone first. Every pick is drawn on the host from the row's logits as
+/// `ops::sampling` draws for a generation alone (the draw keyed by the seed and the new
+/// token's position), so each generation's tokens are those it would get alone, whatever
+/// else is in the batch (up to rounding: a batched matmul may add in another order).
+///
+/// Returns, per generation, the text this step released (at the end, all that was held);
+/// finished generations are left as they are.
+pub fn step_batch(
+    engine: &mut Engine,
+    gens: &mut [(usize, &mut Generation)],
+    interrupt: Interrupt,
+) -> Result<Vec<Option<String>>> {
+    let mut out: Vec<Option<String>> = vec![None; gens.len()];
+    let vocab = engine.vocab_size();
+    let mut rows = Vec::new(); // (index in gens, slot, id, pos)
+    for (i, (slot, g)) in gens.iter_mut().enumerate() {
+        if !g.may_continue(engine) {
+            out[i] = g.take_rest();
+            continue;
+        }
+        let n = g.tokens.len();
+        let cached = engine.cached_in(*slot);
+        if cached.len() + 1 == n && g.tokens.starts_with(cached) {
+            rows.push((i, *slot, g.tokens[n - 1], n - 1));
+            continue;
+        }
+        // The prompt (or whatever the slot lacks): evaluated alone, then picked on the host.
+        interrupt()?;
+        let t0 = Instant::now();
+        engine.use_slot(*slot)?;
+        let evaluated = engine.eval_sequence(&g.tokens, interrupt)?;
+        engine.model.last_logits(&mut engine.logits)?;
+        let logits = std::mem::take(&mut engine.logits);
+        let picked = pick_rows(&logits, vocab, &[&**g]);
+        engine.logits = logits;
+        let (token, scored) = picked?.pop().expect("one row");
+        out[i] = g.accept(engine, token, scored, evaluated, t0.elapsed().as_secs_f64())?;
+    }
+    if rows.is_empty() {
+        return Ok(out);
+    }
+    interrupt()?;
+    let t0 = Instant::now();
+    let places: Vec<(usize, u32, usize)> = rows.iter().map(|r| (r.1, r.2, r.3)).collect();
+    let mut logits = vec![0f32; rows.len() * vocab];
+    engine.model.decode_batch(&places, &mut logits)?;
+    for &(_, slot, id, _) in &rows {
+        engine.cached_in(slot).push(id);
+    }
+    let batch: Vec<&Generation> = rows.iter().map(|r| &*gens[r.0].1).collect();
+    let picks = pick_rows(&logits, vocab, &batch)?;
+    let seconds = t0.elapsed().as_secs_f64();
+    for (&(i, ..), (token, scored)) in rows.iter().zip(picks) {
+        out[i] = gens[i].1.accept(engine, token, scored, 1, seconds)?;
+    }
+    Ok(out)
+}
+
+/// The next token of each generation from its row of `logits [gens, vocab]`, drawn as
+/// `ops::sampling` draws for it alone, with its log-probabilities when it asks for them.
+fn pick_rows(
+    logits: &[f32],
+    vocab: usize,
+    gens: &[&Generation],
+) -> Result<Vec<(u32, Option<TokenLogprobs>)>> {
+    if logits[..gens.len() * vocab].iter().any(|v| v.is_nan()) {
+        return Err(nan_logits());
+    }
+    let rows: Vec<crate::ops::sampling::SampleRow> = gens
+        .iter()
+        .map(|g| crate::ops::sampling::SampleRow {
+            params: g.params.sampling.op_params(),
+            key: DrawKey {
+                seed: g.seed,
+                sequence: 0,
+                position: g.tokens.len() as u32,
+            },
+            history: &g.tokens,
+        })
+        .collect();
+    let n_top = gens
+        .iter()
+        .filter_map(|g| g.params.logprobs)
+        .max()
+        .unwrap_or(0);
+    let s = crate::ops::sampling::cpu::sample(logits, gens.len(), vocab, &rows, n_top)?;
+    Ok(gens
+        .iter()
+        .enumerate()
+        .map(|(r, g)| {
+            let scored = g.params.logprobs.map(|n| TokenLogprobs {
+                id: s.ids[r],
+                logprob: s.logprobs[r],
+                top: (0..n)
+                    .map(|j| (s.top_ids[r * n_top + j], s.top_logprobs[r * n_top + j]))
+                    .collect(),
+            });
+            (s.ids[r], scored)
+        })
+        .collect())
+}
+
+/// Generate after each of `prompts` with `params`, up to `max_batch` of them at a time in
+/// sequence slots of their own (`step_batch`): a prompt takes a slot as soon as one is free.
+/// Returns each generation's text and finish reason, in the order of `prompts`. Afterwards
+/// the engine has one slot again (slot 0, holding the last generation that ran in it).
+pub fn generate_batch(
+    engine: &mut Engine,
+    prompts: Vec<Vec<u32>>,
+    params: &GenerateParams,
+    max_batch: usize,
+    interrupt: Interrupt,
+) -> Result<Vec<(String, Option<FinishReason>)>> {
+    if max_batch == 0 {
+        return Err(Error::invalid("max_batch must be at least 1"));
+    }
+    let mut gens = prompts
+        .into_iter()
+        .map(|p| Generation::new(engine, p, params.clone()))
+        .collect::<Result<Vec<_>>>()?;
+    let slots = max_batch.min(gens.len()).max(1);
+    let result = run_batch(engine, &mut gens, slots, interrupt);
+    let restored = engine.set_slots(1);
+    let texts = result?;
+    restored?;
+    Ok(texts
+        .into_iter()
+        .zip(&gens)
+        .map(|(text, g)| (text, g.finish_reason()))
+        .collect())
+}
+
+fn run_batch(
+    engine: &mut Engine,
+    gens: &mut [Generation],
+    slots: usize,
+    interrupt: Interrupt,
+) -> Result<Vec<String>> {
+    engine.set_slots(slots)?;
+    let mut texts = vec![String::new(); gens.len()];
+    let mut running: Vec<(usize, usize)> = Vec::new(); // (generation, slot)
+    let mut next = 0;
+    loop {
+        // Free slots take the next prompts (their caches' contents are reused where they match).
+        let busy: Vec<usize> = running.iter().map(|r| r.1).collect();
+        for slot in (0..slots).filter(|s| !busy.contains(s)) {
+            if next < gens.len() {
+                running.push((next, slot));
+                next += 1;
+            }
+        }
+        if running.is_empty() {
+            return Ok(texts);
+        }
+        let mut refs: Vec<(usize, &mut Generation)> = Vec::with_capacity(running.len());
+        let mut order = Vec::with_capacity(running.len());
+        for (i, g) in gens.iter_mut().enumerate() {
+            if let Some(&(_, slot)) = running.iter().find(|r| r.0 == i) {
+                refs.push((slot, g));
+                order.push(i);
+            }
+        }
+        let pieces = step_batch(engine, &mut refs, interrupt)?;
+        for (&i, piece) in order.iter().zip(pieces) {
+            texts[i].push_str(&piece.unwrap_or_default());
+        }
+        running.retain(|&(i, _)| !gens[i].is_done());
+    }
 }

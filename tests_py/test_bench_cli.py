@@ -75,7 +75,7 @@ def test_bench_table_and_bad_arguments(tmp_path, rng, capsys):
     reader = gguf.GGUFReader(str(path))
     params = sum(int(t.n_elements) for t in reader.tensors)
     assert [row.split(" | ")[3] for row in rows] == ["pp5", "tg2", "pp5 @ d3", "tg2 @ d3"]
-    assert all(row.split(" | ")[2] == cli.human_count(params) for row in rows)
+    assert all(row.split(" | ")[2] == cli.llama_bench_count(params) for row in rows)
     assert all(float(row.split(" | ")[4].split(" ± ")[0].replace(",", "")) > 0 for row in rows)
     assert cli.main(["bench", "-m", str(path), "-p", "0", "-n", "3", "-r", "1", "--device", "cpu",
                      "--sampled"]) == 0
@@ -97,7 +97,7 @@ def test_bench_table_and_bad_arguments(tmp_path, rng, capsys):
 
 
 def test_human_count_matches_llama_bench():
-    assert cli.human_count(8_030_261_248) == "8.03 B"
-    assert cli.human_count(494_032_768) == "494.03 M"
-    assert cli.human_count(40_960) == "40.96 K"
-    assert cli.human_count(17) == "17"
+    assert cli.llama_bench_count(8_030_261_248) == "8.03 B"
+    assert cli.llama_bench_count(494_032_768) == "494.03 M"
+    assert cli.llama_bench_count(40_960) == "40.96 K"
+    assert cli.llama_bench_count(17) == "17"

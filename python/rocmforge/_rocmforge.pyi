@@ -160,11 +160,12 @@ def gpu_matvec(
 def bench_model(
     path: str,
     device: str = "gpu",
-    n_prompt: int = 512,
-    n_gen: int = 128,
+    n_prompt: Union[int, Sequence[int]] = 512,
+    n_gen: Union[int, Sequence[int]] = 128,
     repeats: int = 3,
     tuning: Optional[Dict[str, Any]] = None,
     sampled: bool = False,
+    depth: Union[int, Sequence[int]] = 0,
 ) -> Dict[str, Any]: ...
 
 @final
@@ -336,6 +337,19 @@ class Model:
         repeat_penalty: float = 1.0,
         seed: Optional[int] = None,
     ) -> List[int]: ...
+    def generate_batch(
+        self,
+        prompts: Sequence[str],
+        max_tokens: int = 128,
+        temperature: float = 0.8,
+        top_k: int = 40,
+        top_p: float = 0.95,
+        min_p: float = 0.05,
+        repeat_penalty: float = 1.0,
+        seed: Optional[int] = None,
+        stop: _Stop = None,
+        max_batch: int = 8,
+    ) -> List[str]: ...
     def tokenize(self, text: str, add_bos: Optional[bool] = None, special: bool = True) -> List[int]: ...
     def detokenize(self, ids: _Ints, special: bool = True) -> str: ...
     def logits(self, ids: _Ints) -> npt.NDArray[np.float32]: ...

@@ -266,7 +266,7 @@ def chat(args: argparse.Namespace) -> int:
 # bench
 
 
-def human_count(n: int) -> str:
+def llama_bench_count(n: int) -> str:
     """8030261248 -> '8.03 B', 494032768 -> '494.03 M' (llama-bench's params column)."""
     for div, unit in ((1e9, "B"), (1e6, "M"), (1e3, "K")):
         if n >= div:
@@ -302,7 +302,7 @@ def format_bench(r: dict[str, Any]) -> str:
         lines.append("decode plan: " + "; ".join(r["plan"]))
     lines.append("| model | size | params | test | t/s | % of roofline |")
     lines.append("| --- | ---: | ---: | --- | ---: | ---: |")
-    size, params = human_bytes(r["model_size"]), human_count(r["model_n_params"])
+    size, params = human_bytes(r["model_size"]), llama_bench_count(r["model_n_params"])
     for t in r["tests"]:
         test = t["test"] + (" sampled" if t["n_gen"] and r.get("sampled") else "")
         digits = 1 if t["n_gen"] else 0

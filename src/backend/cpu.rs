@@ -273,6 +273,7 @@ impl Backend for CpuBackend {
         n_rows: usize,
         row_len: usize,
         dst: &mut Vec<f32>,
+        dst_row: usize,
     ) -> Result<()> {
         let start = src_row.checked_mul(row_len);
         let len = n_rows.checked_mul(row_len);
@@ -285,8 +286,9 @@ impl Backend for CpuBackend {
                 )))
             }
         };
-        ops::check_len("copy_rows", "dst", dst.len(), len)?;
-        dst[..len].copy_from_slice(&src[start..start + len]);
+        let at = dst_row.checked_mul(row_len).unwrap_or(usize::MAX);
+        ops::check_len("copy_rows", "dst", dst.len().saturating_sub(at), len)?;
+        dst[at..at + len].copy_from_slice(&src[start..start + len]);
         Ok(())
     }
 

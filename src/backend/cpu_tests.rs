@@ -576,10 +576,14 @@ fn copy_rows_and_download() {
     let b = CpuBackend;
     let src: Vec<f32> = (0..12).map(|v| v as f32).collect();
     let mut dst = b.zeros(6).unwrap();
-    b.copy_rows(&src, 2, 2, 3, &mut dst).unwrap();
+    b.copy_rows(&src, 2, 2, 3, &mut dst, 0).unwrap();
     assert_eq!(dst, vec![6.0, 7.0, 8.0, 9.0, 10.0, 11.0]);
-    assert!(b.copy_rows(&src, 3, 2, 3, &mut dst).is_err());
-    assert!(b.copy_rows(&src, usize::MAX, 2, 3, &mut dst).is_err());
+    b.copy_rows(&src, 0, 1, 3, &mut dst, 1).unwrap();
+    assert_eq!(dst, vec![6.0, 7.0, 8.0, 0.0, 1.0, 2.0]);
+    assert!(b.copy_rows(&src, 3, 2, 3, &mut dst, 0).is_err());
+    assert!(b.copy_rows(&src, 0, 1, 3, &mut dst, 2).is_err());
+    assert!(b.copy_rows(&src, usize::MAX, 2, 3, &mut dst, 0).is_err());
+    assert!(b.copy_rows(&src, 0, 1, 3, &mut dst, usize::MAX).is_err());
     let mut host = [0f32; 4];
     b.download(&src, &mut host).unwrap();
     assert_eq!(host, [0.0, 1.0, 2.0, 3.0]);

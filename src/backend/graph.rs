@@ -90,6 +90,7 @@ pub enum Op {
         n_rows: usize,
         row_len: usize,
         dst: BufId,
+        dst_row: usize,
     },
 }
 
@@ -357,6 +358,7 @@ impl Backend for Recorder {
         n_rows: usize,
         row_len: usize,
         dst: &mut RecBuf,
+        dst_row: usize,
     ) -> Result<()> {
         self.push(Op::CopyRows {
             src: src.id,
@@ -364,6 +366,7 @@ impl Backend for Recorder {
             n_rows,
             row_len,
             dst: dst.id,
+            dst_row,
         })
     }
     fn plan(&self, _: &StepGraph, _: &[&WeightId], _: &[&KvId]) -> Result<Option<NoPlan>> {

@@ -171,7 +171,8 @@ pub trait Backend: Send + Sync + Sized {
     /// The index of the largest of the first `n` floats (lowest on ties; a NaN beats every
     /// number, the first NaN winning as in `np.argmax`) and its value.
     fn argmax(&self, x: &Self::Buf, n: usize) -> Result<(u32, f32)>;
-    /// `dst[0.., :] = src[src_row .. src_row + n_rows, :]` (rows of `row_len` floats).
+    /// `dst[dst_row .. dst_row + n_rows, :] = src[src_row .. src_row + n_rows, :]` (rows of
+    /// `row_len` floats).
     fn copy_rows(
         &self,
         src: &Self::Buf,
@@ -179,6 +180,7 @@ pub trait Backend: Send + Sync + Sized {
         n_rows: usize,
         row_len: usize,
         dst: &mut Self::Buf,
+        dst_row: usize,
     ) -> Result<()>;
     /// A decode plan for the recorded one-token step `step` (its weight ids index `weights`,
     /// its cache ids `kv`), or `None` where this backend runs steps as ordinary calls.

@@ -78,17 +78,50 @@ impl<B: Backend> Scratch<B> {
     }
 }
 
-/// Run `t` tokens (`ids`, the first at `pos`) through every block: their keys and values go to
-/// the KV cache, their final hidden states stay in `s.x` `[t, dim]`.
-#[allow(clippy::too_many_arguments)]
+/// Scratch of one row of a batched step: its q, k, v and attention output.
+struct RowScratch<B: Backend> {
+    q: B::Buf,
+    k: B::Buf,
+    v: B::Buf,
+    att: B::Buf,
+}
+
+impl<B: Backend> RowScratch<B> {
+    fn new(b: &B, m: &ModelSpec) -> Result<Self> {
+        let (q_dim, kv_dim, _) = m.max_widths();
+        Ok(RowScratch {
+            q: b.zeros(q_dim)?,
+            k: b.zeros(kv_dim)?,
+            v: b.zeros(kv_dim)?,
+            att: b.zeros(q_dim)?,
+        })
+    }
+}
+
+/// The sequences of the rows `blocks` runs: what each row attends to and where its keys and
+/// values go.
+enum Seqs<'a, B: Backend> {
+    /// Consecutive tokens of one sequence, the first at `Pos`, in one cache.
+    Chunk(&'a mut KvCache<B>, Pos),
+    /// One token of each of several sequences: row `r` at position `rows[r].1` of cache
+    /// `rows[r].0`. Everything but attention runs on all rows at once (each weight matrix is
+    /// read once for the batch); rope, the cache writes and attention run row by row.
+    Batch {
+        caches: &'a mut [KvCache<B>],
+        rows: &'a [(usize, usize)],
+        scratch: &'a mut RowScratch<B>,
+    },
+}
+
+/// Run `t` tokens (`ids`) of `seqs` through every block: their keys and values go to the KV
+/// cache, their final hidden states stay in `s.x` `[t, dim]`.
 fn blocks<B: Backend>(
     b: &B,
     m: &ModelSpec,
     w: &Weights<B>,
-    kv: &mut KvCache<B>,
+    mut seqs: Seqs<B>,
     s: &mut Scratch<B>,
     ids: Tokens,
-    pos: Pos,
     t: usize,
 ) -> Result<()> {
     let (dim, eps) = (m.dim, m.rms_eps);
@@ -97,7 +130,6 @@ fn blocks<B: Backend>(
         b.map(&mut s.x, t * dim, Map::Scale(f))?;
     }
     for (l, (spec, lw)) in m.blocks.iter().zip(&w.layers).enumerate() {
-        let (kc, vc) = kv.layer(l);
         // attention: x += [post-norm] wo @ attention(rope([qk-norm] wq @ norm(x) + bq), ...)
         b.rms_norm(&s.x, &lw.attn_norm, eps, t, &mut s.xb)?;
         b.matmul(&s.xb, &lw.wq, t, &mut s.q)?;
@@ -120,12 +152,8 @@ fn blocks<B: Backend>(
             params: spec.rope,
             freq_factors: w.rope_freqs.as_ref().filter(|_| spec.rope_freq_factors),
         };
-        b.rope(q, [t, spec.heads, spec.head_dim], pos, &rope)?;
-        b.rope(k, [t, spec.kv_heads, spec.head_dim], pos, &rope)?;
-        b.kv_append(kc, k, pos, t)?;
-        b.kv_append(vc, &s.v, pos, t)?;
-        let a = Attention {
-            seq_q: t,
+        let attention = |seq_q, pos| Attention {
+            seq_q,
             pos,
             heads: spec.heads,
             kv_heads: spec.kv_heads,
@@ -133,7 +161,36 @@ fn blocks<B: Backend>(
             scale: spec.attn_scale,
             window: spec.window,
         };
-        b.attention(q, kc, vc, &a, &mut s.att)?;
+        let (q_len, kv_len) = (spec.heads * spec.head_dim, spec.kv_heads * spec.head_dim);
+        match &mut seqs {
+            Seqs::Chunk(kv, pos) => {
+                let (kc, vc) = kv.layer(l);
+                b.rope(q, [t, spec.heads, spec.head_dim], *pos, &rope)?;
+                b.rope(k, [t, spec.kv_heads, spec.head_dim], *pos, &rope)?;
+                b.kv_append(kc, k, *pos, t)?;
+                b.kv_append(vc, &s.v, *pos, t)?;
+                b.attention(q, kc, vc, &attention(t, *pos), &mut s.att)?;
+            }
+            Seqs::Batch {
+                caches,
+                rows,
+                scratch: r,
+            } => {
+                for (row, &(slot, p)) in rows.iter().enumerate() {
+                    let pos = Pos::At(p);
+                    let (kc, vc) = caches[slot].layer(l);
+                    b.copy_rows(q, row, 1, q_len, &mut r.q, 0)?;
+                    b.copy_rows(k, row, 1, kv_len, &mut r.k, 0)?;
+                    b.copy_rows(&s.v, row, 1, kv_len, &mut r.v, 0)?;
+                    b.rope(&mut r.q, [1, spec.heads, spec.head_dim], pos, &rope)?;
+                    b.rope(&mut r.k, [1, spec.kv_heads, spec.head_dim], pos, &rope)?;
+                    b.kv_append(kc, &r.k, pos, 1)?;
+                    b.kv_append(vc, &r.v, pos, 1)?;
+                    b.attention(&r.q, kc, vc, &attention(1, pos), &mut r.att)?;
+                    b.copy_rows(&r.att, 0, 1, q_len, &mut s.att, row)?;
+                }
+            }
+        }
         b.matmul(&s.att, &lw.wo, t, &mut s.xb)?;
         match &lw.post_attn_norm {
             Some(n) => {
@@ -193,7 +250,7 @@ fn decode_step<B: Backend>(
     kv: &mut KvCache<B>,
     s: &mut Scratch<B>,
 ) -> Result<()> {
-    blocks(b, m, w, kv, s, Tokens::Step, Pos::Step, 1)?;
+    blocks(b, m, w, Seqs::Chunk(kv, Pos::Step), s, Tokens::Step, 1)?;
     lm_head(b, m, w, &s.x, 1, &mut s.xb, &mut s.logits)
 }
 
@@ -310,9 +367,14 @@ pub struct Transformer<B: Backend> {
     pub cfg: ModelConfig,
     pub spec: ModelSpec,
     pub weights: Weights<B>,
-    pub kv: KvCache<B>,
+    /// One KV cache a sequence slot (`set_slots`); `slot` is the one `eval` and `decode` use.
+    /// The decode plan was made for slot 0's cache and runs only on it.
+    caches: Vec<KvCache<B>>,
+    slot: usize,
     max_batch: usize,
     s: Scratch<B>,
+    /// Scratch of one row of a batched step (`decode_batch`), made on first use.
+    row: Option<RowScratch<B>>,
     last: Last,
 }
 
@@ -352,9 +414,11 @@ impl<B: Backend> Transformer<B> {
             cfg,
             spec,
             weights,
-            kv,
+            caches: vec![kv],
+            slot: 0,
             max_batch,
             s,
+            row: None,
             last: Last::Scratch,
         };
         t.set_plan(true)?;
@@ -369,9 +433,9 @@ impl<B: Backend> Transformer<B> {
         if !on {
             return Ok(());
         }
-        let graph = record_step(&self.spec, &self.weights, &self.kv)?;
+        let graph = record_step(&self.spec, &self.weights, &self.caches[0])?;
         let table = self.weights.table();
-        let kv = self.kv.all();
+        let kv = self.caches[0].all();
         if let Some(plan) = self.backend.plan(&graph, &table, &kv)? {
             self.decode = Some(Decode {
                 plan,
@@ -380,6 +444,132 @@ impl<B: Backend> Transformer<B> {
                 logits_of: None,
                 pick: StepPick::Greedy,
             });
+        }
+        Ok(())
+    }
+
+    /// Positions each sequence slot's cache holds.
+    pub fn n_ctx(&self) -> usize {
+        self.caches[0].n_ctx
+    }
+
+    pub fn kv_dtype(&self) -> KvDtype {
+        self.caches[0].dtype
+    }
+
+    /// Bytes of weights and KV caches on the device.
+    pub fn nbytes(&self) -> usize {
+        self.weights.nbytes + self.caches.iter().map(|c| c.nbytes()).sum::<usize>()
+    }
+
+    /// Sequence slots: KV caches of `n_ctx` positions each.
+    pub fn slots(&self) -> usize {
+        self.caches.len()
+    }
+
+    /// Make `n` sequence slots (at least 1): new slots get caches of their own, slots past
+    /// `n` are freed (their sequences are lost). Slot 0 is the one the model starts with; a
+    /// dropped current slot leaves slot 0 current.
+    pub fn set_slots(&mut self, n: usize) -> Result<()> {
+        if n == 0 {
+            return Err(Error::invalid("a model needs at least one sequence slot"));
+        }
+        if n < self.caches.len() {
+            self.caches.truncate(n);
+            if self.slot >= n {
+                self.select_slot(0)?;
+            }
+            return Ok(());
+        }
+        let (n_ctx, dtype) = (self.n_ctx(), self.kv_dtype());
+        if let Some(free) = self.backend.free_memory()? {
+            let more = (n - self.caches.len()) as u64 * KvCache::<B>::bytes(&self.cfg, n_ctx, dtype);
+            if more > free {
+                return Err(Error::OutOfMemory {
+                    what: format!("KV caches of {n} sequence slots of {n_ctx} positions"),
+                    needed: more,
+                    free,
+                });
+            }
+        }
+        while self.caches.len() < n {
+            let kv = KvCache::new(&self.backend, &self.cfg, n_ctx, dtype)?;
+            self.caches.push(kv);
+        }
+        Ok(())
+    }
+
+    /// Make `slot`'s cache the one `eval`, `eval_all` and `decode` read and write.
+    pub fn select_slot(&mut self, slot: usize) -> Result<()> {
+        if slot >= self.caches.len() {
+            return Err(Error::invalid(format!(
+                "sequence slot {slot} does not exist ({} slots)",
+                self.caches.len()
+            )));
+        }
+        if slot != self.slot {
+            self.settle_decode()?;
+            self.slot = slot;
+            self.last = Last::Scratch;
+        }
+        Ok(())
+    }
+
+    /// One step of several sequences at once: row `r` evaluates token `rows[r].1` at position
+    /// `rows[r].2` of slot `rows[r].0` (whose cache holds `0..pos`; one row a slot), and its
+    /// logits go to `out [rows, vocab]` on the host. Each weight matrix is read once for all
+    /// the rows. The decode plan is not used; `last_logits` and `last_argmax` are left as they
+    /// were undefined after it.
+    pub fn decode_batch(&mut self, rows: &[(usize, u32, usize)], out: &mut [f32]) -> Result<()> {
+        let vocab = self.cfg.vocab_size;
+        if rows.is_empty() || rows.len() > self.max_batch {
+            return Err(Error::invalid(format!(
+                "a batched step takes 1 to {} rows, got {}",
+                self.max_batch,
+                rows.len()
+            )));
+        }
+        if out.len() != rows.len() * vocab {
+            return Err(Error::invalid(format!(
+                "a batched step of {} rows writes {} logits, not {}",
+                rows.len(),
+                rows.len() * vocab,
+                out.len()
+            )));
+        }
+        for (i, &(slot, id, pos)) in rows.iter().enumerate() {
+            if slot >= self.caches.len() {
+                return Err(Error::invalid(format!(
+                    "sequence slot {slot} does not exist ({} slots)",
+                    self.caches.len()
+                )));
+            }
+            if rows[..i].iter().any(|r| r.0 == slot) {
+                return Err(Error::invalid(format!(
+                    "sequence slot {slot} appears twice in one batched step"
+                )));
+            }
+            self.check(&[id], pos)?;
+        }
+        self.settle_decode()?;
+        self.last = Last::Scratch;
+        if self.row.is_none() {
+            self.row = Some(RowScratch::new(&self.backend, &self.spec)?);
+        }
+        let ids: Vec<u32> = rows.iter().map(|r| r.1).collect();
+        let places: Vec<(usize, usize)> = rows.iter().map(|r| (r.0, r.2)).collect();
+        let (b, m, w) = (&self.backend, &self.spec, &self.weights);
+        let seqs = Seqs::Batch {
+            caches: &mut self.caches,
+            rows: &places,
+            scratch: self.row.as_mut().expect("made above"),
+        };
+        blocks(b, m, w, seqs, &mut self.s, Tokens::Host(&ids), rows.len())?;
+        for r0 in (0..rows.len()).step_by(LOGIT_ROWS) {
+            let n = LOGIT_ROWS.min(rows.len() - r0);
+            self.head_rows(r0, n)?;
+            self.backend
+                .download(&self.s.logits, &mut out[r0 * vocab..(r0 + n) * vocab])?;
         }
         Ok(())
     }
@@ -395,11 +585,11 @@ impl<B: Backend> Transformer<B> {
         if ids.is_empty() {
             return Err(Error::invalid("no tokens to evaluate"));
         }
-        if pos0 + ids.len() > self.kv.n_ctx {
+        let n_ctx = self.n_ctx();
+        if pos0 + ids.len() > n_ctx {
             return Err(Error::invalid(format!(
-                "{} tokens at position {pos0} do not fit the context of {} tokens",
+                "{} tokens at position {pos0} do not fit the context of {n_ctx} tokens",
                 ids.len(),
-                self.kv.n_ctx
             )));
         }
         if let Some(&bad) = ids.iter().find(|&&t| t as usize >= self.cfg.vocab_size) {
@@ -415,22 +605,14 @@ impl<B: Backend> Transformer<B> {
     fn run_blocks(&mut self, ids: &[u32], pos0: usize) -> Result<()> {
         let (b, m, w) = (&self.backend, &self.spec, &self.weights);
         let t = ids.len();
-        blocks(
-            b,
-            m,
-            w,
-            &mut self.kv,
-            &mut self.s,
-            Tokens::Host(ids),
-            Pos::At(pos0),
-            t,
-        )
+        let seqs = Seqs::Chunk(&mut self.caches[self.slot], Pos::At(pos0));
+        blocks(b, m, w, seqs, &mut self.s, Tokens::Host(ids), t)
     }
 
     /// Logits of hidden-state rows `row0..row0 + n` (n <= LOGIT_ROWS) into `s.logits [n, vocab]`.
     fn head_rows(&mut self, row0: usize, n: usize) -> Result<()> {
         let (b, m, w, s) = (&self.backend, &self.spec, &self.weights, &mut self.s);
-        b.copy_rows(&s.x, row0, n, m.dim, &mut s.head_in)?;
+        b.copy_rows(&s.x, row0, n, m.dim, &mut s.head_in, 0)?;
         lm_head(b, m, w, &s.head_in, n, &mut s.xb, &mut s.logits)
     }
 
@@ -439,10 +621,10 @@ impl<B: Backend> Transformer<B> {
     pub fn eval(&mut self, ids: &[u32], pos0: usize, interrupt: Interrupt) -> Result<()> {
         self.check(ids, pos0)?;
         self.settle_decode()?;
-        if let ([id], Some(d)) = (ids, self.decode.as_mut()) {
+        if let ([id], Some(d), 0) = (ids, self.decode.as_mut(), self.slot) {
             interrupt()?;
             d.plan.set_input(*id, pos0)?;
-            d.queue(&self.weights, &mut self.kv)?;
+            d.queue(&self.weights, &mut self.caches[0])?;
             self.last = Last::Plan(d.read()?);
             return Ok(());
         }
@@ -519,7 +701,7 @@ impl<B: Backend> Transformer<B> {
         d.settle()?;
         if let Some((id, pos)) = d.logits_of.take() {
             d.plan.set_input(id, pos)?;
-            d.queue(&self.weights, &mut self.kv)?;
+            d.queue(&self.weights, &mut self.caches[0])?;
             d.read()?;
         }
         Ok(())
@@ -554,12 +736,12 @@ impl<B: Backend> Transformer<B> {
         ahead: bool,
     ) -> Result<(u32, f32)> {
         self.check(&[id], pos)?;
-        let n_ctx = self.kv.n_ctx;
-        let Some(d) = self.decode.as_mut() else {
+        let n_ctx = self.n_ctx();
+        let (Some(d), 0) = (self.decode.as_mut(), self.slot) else {
             self.eval(&[id], pos, &mut || Ok(()))?;
             return self.pick_last(pick, history, pos + 1);
         };
-        let (w, kv) = (&self.weights, &mut self.kv);
+        let (w, kv) = (&self.weights, &mut self.caches[0]);
         d.logits_of = None;
         if d.ahead == Some((id, pos)) && d.unread == 1 && d.pick == *pick {
             d.ahead = None; // queued by the call before, with its result

@@ -33,11 +33,20 @@ pub trait LanguageModel: Send {
     fn config(&self) -> &ModelConfig;
     /// The device's name ("cpu", "NVIDIA H100 80GB HBM3", ...).
     fn device_name(&self) -> String;
-    /// Positions the KV cache holds.
+    /// Positions the KV cache (each sequence slot's) holds.
     fn n_ctx(&self) -> usize;
     fn kv_dtype(&self) -> KvDtype;
-    /// Bytes of weights and KV cache on the device.
+    /// Bytes of weights and KV caches on the device.
     fn nbytes(&self) -> usize;
+    /// Sequence slots, each a KV cache of its own (1 unless `set_slots` made more).
+    fn slots(&self) -> usize;
+    /// Make `n >= 1` slots; slots past `n` are freed (`Transformer::set_slots`).
+    fn set_slots(&mut self, n: usize) -> Result<()>;
+    /// The slot whose cache `eval`, `eval_all`, `decode` and the `last_*` reads use.
+    fn select_slot(&mut self, slot: usize) -> Result<()>;
+    /// One step of several sequences: row `r` evaluates `rows[r] = (slot, id, pos)` and its
+    /// logits go to `out [rows, vocab]` (`Transformer::decode_batch`).
+    fn decode_batch(&mut self, rows: &[(usize, u32, usize)], out: &mut [f32]) -> Result<()>;
     /// Evaluate `ids` at positions `pos0..`; the cache must already hold `0..pos0`. Keeps the
     /// last token's logits on the device. `interrupt` is polled between chunks.
     fn eval(&mut self, ids: &[u32], pos0: usize, interrupt: Interrupt) -> Result<()>;
@@ -86,13 +95,25 @@ impl<B: Backend + 'static> LanguageModel for Transformer<B> {
         self.backend.name()
     }
     fn n_ctx(&self) -> usize {
-        self.kv.n_ctx
+        Transformer::n_ctx(self)
     }
     fn kv_dtype(&self) -> KvDtype {
-        self.kv.dtype
+        Transformer::kv_dtype(self)
     }
     fn nbytes(&self) -> usize {
-        self.weights.nbytes + self.kv.nbytes()
+        Transformer::nbytes(self)
+    }
+    fn slots(&self) -> usize {
+        Transformer::slots(self)
+    }
+    fn set_slots(&mut self, n: usize) -> Result<()> {
+        Transformer::set_slots(self, n)
+    }
+    fn select_slot(&mut self, slot: usize) -> Result<()> {
+        Transformer::select_slot(self, slot)
+    }
+    fn decode_batch(&mut self, rows: &[(usize, u32, usize)], out: &mut [f32]) -> Result<()> {
+        Transformer::decode_batch(self, rows, out)
     }
     fn eval(&mut self, ids: &[u32], pos0: usize, interrupt: Interrupt) -> Result<()> {
         Transformer::eval(self, ids, pos0, interrupt)
@@ -156,6 +177,18 @@ impl<M: LanguageModel> LanguageModel for OnRayonPool<M> {
     }
     fn nbytes(&self) -> usize {
         self.model.nbytes()
+    }
+    fn slots(&self) -> usize {
+        self.model.slots()
+    }
+    fn set_slots(&mut self, n: usize) -> Result<()> {
+        self.model.set_slots(n)
+    }
+    fn select_slot(&mut self, slot: usize) -> Result<()> {
+        self.model.select_slot(slot)
+    }
+    fn decode_batch(&mut self, rows: &[(usize, u32, usize)], out: &mut [f32]) -> Result<()> {
+        rayon::scope(|_| self.model.decode_batch(rows, out))
     }
     // The chunks run on the pool, but `interrupt` is called here, on the caller's thread,
     // between them: it polls Python for Ctrl-C, which only the main thread can see.

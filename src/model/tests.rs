@@ -627,6 +627,64 @@ fn cpu_sampled_decode_steps_are_the_sampling_op() {
     check_sampled_steps(|| CpuBackend, &file, KvDtype::F32, "cpu");
 }
 
+/// Three sequences side by side in slots of their own: each prompt evaluated in its slot, then
+/// batched steps (`decode_batch`, the rows in another order than the slots), each row's logits
+/// against those of its sequence run alone on the CPU (`decode_logits`).
+fn check_batched_steps<B: Backend>(backend: B, file: &GgufFile, kv: KvDtype, tol: f32, what: &str) {
+    let rotated = |k: usize| -> Vec<u32> { TOKENS.iter().cycle().skip(k).take(TOKENS.len()).copied().collect() };
+    let seqs = [(rotated(0), 1), (rotated(4), 3), (rotated(7), 2)];
+    let order = [2, 0, 1];
+    let mut t = Transformer::load(backend, file, 32, kv).unwrap();
+    t.set_slots(seqs.len()).unwrap();
+    let mut got = vec![Vec::new(); seqs.len()];
+    for (slot, (tokens, n_prompt)) in seqs.iter().enumerate() {
+        t.select_slot(slot).unwrap();
+        t.eval(&tokens[..*n_prompt], 0, &mut no_interrupt()).unwrap();
+        let mut logits = vec![0.0; VOCAB];
+        t.last_logits(&mut logits).unwrap();
+        got[slot].push(logits);
+    }
+    let steps = seqs.iter().map(|(t, n)| t.len() - n).min().unwrap();
+    for i in 0..steps {
+        let rows: Vec<(usize, u32, usize)> = order
+            .iter()
+            .map(|&s| (s, seqs[s].0[seqs[s].1 + i], seqs[s].1 + i))
+            .collect();
+        let mut logits = vec![0.0; rows.len() * VOCAB];
+        t.decode_batch(&rows, &mut logits).unwrap();
+        for (r, &s) in order.iter().enumerate() {
+            got[s].push(logits[r * VOCAB..(r + 1) * VOCAB].to_vec());
+        }
+    }
+    for (slot, (tokens, n_prompt)) in seqs.iter().enumerate() {
+        let alone = decode_logits(CpuBackend, file, kv, tokens, *n_prompt);
+        for (step, (g, a)) in got[slot].iter().zip(&alone).enumerate() {
+            let e = rel_err(g, a);
+            assert!(e < tol, "{what}: slot {slot} step {step}: {e}");
+        }
+    }
+    // Bad batches fail and change nothing.
+    let mut out = vec![0.0; 2 * VOCAB];
+    assert!(t.decode_batch(&[(0, 1, 9), (0, 2, 9)], &mut out).is_err(), "a slot twice");
+    assert!(t.decode_batch(&[(0, 1, 9), (3, 2, 9)], &mut out).is_err(), "no slot 3");
+    assert!(t.decode_batch(&[(0, 1, 9), (1, 50, 9)], &mut out).is_err(), "id past the vocab");
+    assert!(t.decode_batch(&[(0, 1, 9), (1, 2, 32)], &mut out).is_err(), "past the context");
+    assert!(t.decode_batch(&[(0, 1, 9)], &mut out).is_err(), "out of the wrong size");
+    assert!(t.select_slot(3).is_err());
+    t.set_slots(1).unwrap();
+    assert!(t.select_slot(1).is_err());
+}
+
+#[test]
+fn cpu_batched_steps_equal_each_sequence_alone() {
+    for arch in [Arch::Llama, Arch::Gemma3, Arch::Phi3] {
+        for ty in [GgmlType::F32, GgmlType::Q8_0] {
+            let file = tiny_model(arch, ty, 13);
+            check_batched_steps(CpuBackend, &file, KvDtype::F32, 1e-5, &format!("cpu {arch:?} {ty}"));
+        }
+    }
+}
+
 #[test]
 fn cpu_decode_greedy_equals_eval_then_argmax() {
     let file = tiny_model(Arch::Qwen2, GgmlType::Q8_0, 3);
@@ -690,6 +748,11 @@ fn gpu_device_decode_steps_on_the_emulator_match_the_cpu() {
                 // The sampling launch of the plan, at both waves.
                 let make = || GpuBackend::new(dev.clone());
                 check_sampled_steps(make, &file, kv, &format!("wave {wave}"));
+            }
+            if matches!(arch, Arch::Llama | Arch::Gemma3) {
+                // Several sequences in one step, each in its own cache (sliding windows too).
+                let gpu = GpuBackend::new(dev.clone());
+                check_batched_steps(gpu, &file, kv, tol, &format!("wave {wave} {arch:?}"));
             }
         }
     }

@@ -654,6 +654,68 @@ impl PyModel {
         })
     }
 
+    /// Generate after each of `prompts` (a list of strings), several at a time: returns the
+    /// texts, in the order of `prompts`.
+    ///
+    /// Up to `max_batch` prompts run together, each with a KV cache of its own (n_ctx
+    /// positions; made for the call and freed after it); a prompt starts as soon as another
+    /// ends. Each step evaluates one token of every running generation at once, reading the
+    /// weights once for all of them. Each text is the one `generate` gives for that prompt
+    /// alone with the same `seed` (at temperature 0, whatever the seed; up to the last bits of
+    /// rounding, which can only matter at near-ties). The other keywords and their defaults are
+    /// those of `generate`; `seed` None draws one seed per prompt.
+    ///
+    /// Raises:
+    ///     ValueError: `max_batch` < 1, a batch larger than the model takes (n_ctx or 512 rows),
+    ///         bad sampling values, or a prompt longer than the context.
+    ///     TypeError: `prompts` is not a list of strings, or `stop` not a string or list of them.
+    ///     KeyboardInterrupt: Ctrl-C (checked between steps); the model stays usable.
+    ///     OutOfMemoryError: the caches of `max_batch` sequences do not fit the device.
+    #[pyo3(signature = (prompts, max_tokens=128, temperature=0.8, top_k=40, top_p=0.95, min_p=0.05,
+                        repeat_penalty=1.0, seed=None, stop=None, max_batch=8))]
+    #[allow(clippy::too_many_arguments)]
+    fn generate_batch(
+        &self,
+        py: Python<'_>,
+        prompts: Vec<String>,
+        max_tokens: i64,
+        temperature: f64,
+        top_k: i64,
+        top_p: f64,
+        min_p: f64,
+        repeat_penalty: f64,
+        seed: Option<u64>,
+        stop: Option<&Bound<'_, PyAny>>,
+        max_batch: i64,
+    ) -> PyResult<Vec<String>> {
+        let stop = parse_stop(stop)?;
+        let req = Request {
+            max_tokens,
+            temperature,
+            top_k,
+            top_p,
+            min_p,
+            repeat_penalty,
+            seed,
+            stop,
+            logprobs: None,
+        };
+        let params = req.params().py()?;
+        if max_batch < 1 {
+            return Err(pyo3::exceptions::PyValueError::new_err(format!(
+                "max_batch must be at least 1, got {max_batch}"
+            )));
+        }
+        let texts = self.with_engine(py, |e| {
+            let ids = prompts
+                .iter()
+                .map(|p| e.tokenizer.encode(p, None, true))
+                .collect();
+            crate::generate::generate_batch(e, ids, &params, max_batch as usize, &mut check_signals)
+        })?;
+        Ok(texts.into_iter().map(|(text, _)| text).collect())
+    }
+
     /// Token ids of `text`; `add_bos` None follows the file's `add_bos_token`; `special`
     /// parses special-token text such as `<|im_start|>`.
     #[pyo3(signature = (text, add_bos=None, special=true))]

@@ -370,10 +370,11 @@ impl Backend for GpuBackend {
         n_rows: usize,
         row_len: usize,
         dst: &mut DeviceBuffer,
+        dst_row: usize,
     ) -> Result<()> {
         let bytes = n_rows * row_len * 4;
-        need("copy_rows", "dst", dst, n_rows * row_len, 4)?;
-        dst.copy_from(0, src, src_row * row_len * 4, bytes, "copy_rows")
+        need("copy_rows", "dst", dst, (dst_row + n_rows) * row_len, 4)?;
+        dst.copy_from(dst_row * row_len * 4, src, src_row * row_len * 4, bytes, "copy_rows")
     }
 
     fn plan(

@@ -562,10 +562,10 @@ fn gpu_backend_matches_the_cpu_backend() {
             }
         }
         // copy_rows, add, the gated activations, the maps, argmax
-        let (mut gr, mut cr) = (gpu.zeros(2 * dim).unwrap(), cpu.zeros(2 * dim).unwrap());
-        gpu.copy_rows(&gm, 3, 2, dim, &mut gr).unwrap();
-        cpu.copy_rows(&cm, 3, 2, dim, &mut cr).unwrap();
-        assert_close("copy_rows", &down(&gr, 2 * dim), &cr, 1e-5);
+        let (mut gr, mut cr) = (gpu.zeros(3 * dim).unwrap(), cpu.zeros(3 * dim).unwrap());
+        gpu.copy_rows(&gm, 3, 2, dim, &mut gr, 1).unwrap();
+        cpu.copy_rows(&cm, 3, 2, dim, &mut cr, 1).unwrap();
+        assert_close("copy_rows", &down(&gr, 3 * dim), &cr, 1e-5);
         gpu.add(&mut gm, &gx, t * dim).unwrap();
         cpu.add(&mut cm, &cx, t * dim).unwrap();
         assert_close("add", &down(&gm, t * dim), &cm, 1e-5);

@@ -1074,11 +1074,12 @@ impl GpuPlan {
                     src_row,
                     n_rows,
                     row_len,
+                    dst_row,
                     ..
                 } => {
                     let bytes = n_rows * row_len * 4;
                     out.expect("dst").copy_from(
-                        0,
+                        dst_row * row_len * 4,
                         plan.buf(src)?,
                         src_row * row_len * 4,
                         bytes,
