@@ -192,6 +192,19 @@ impl Engine {
         Ok(())
     }
 
+    /// The free slot (not in `busy`) whose cache holds the longest start of `tokens` (the
+    /// lowest on ties), so that a prompt sharing a start with an earlier one (a system
+    /// prompt) evaluates only the rest. None when every slot is busy.
+    pub fn best_slot(&self, tokens: &[u32], busy: &[usize]) -> Option<usize> {
+        (0..self.slots())
+            .filter(|s| !busy.contains(s))
+            .max_by_key(|&s| {
+                let cached = if s == self.slot { &self.cached } else { &self.parked[s] };
+                let common = cached.iter().zip(tokens).take_while(|(a, b)| a == b).count();
+                (common, std::cmp::Reverse(s))
+            })
+    }
+
     /// What slot `slot`'s cache holds.
     fn cached_in(&mut self, slot: usize) -> &mut Vec<u32> {
         if slot == self.slot {
@@ -702,6 +715,18 @@ pub fn step_batch(
     }
     interrupt()?;
     let t0 = Instant::now();
+    if let [(i, slot, ..)] = rows[..] {
+        if gens[i].1.params.logprobs.is_none() {
+            // One sequence: its own step (on a GPU, slot 0's decode plan), as when alone.
+            engine.use_slot(slot)?;
+            let g = &mut *gens[i].1;
+            let more = g.generated + 1 < g.params.max_tokens;
+            let (evaluated, token) =
+                engine.eval_and_pick(&g.tokens, &g.params.sampling, g.seed, more, interrupt)?;
+            out[i] = g.accept(engine, token, None, evaluated, t0.elapsed().as_secs_f64())?;
+            return Ok(out);
+        }
+    }
     let places: Vec<(usize, u32, usize)> = rows.iter().map(|r| (r.1, r.2, r.3)).collect();
     let mut logits = vec![0f32; rows.len() * vocab];
     engine.model.decode_batch(&places, &mut logits)?;
@@ -803,12 +828,11 @@ fn run_batch(
     let mut next = 0;
     loop {
         // Free slots take the next prompts (their caches' contents are reused where they match).
-        let busy: Vec<usize> = running.iter().map(|r| r.1).collect();
-        for slot in (0..slots).filter(|s| !busy.contains(s)) {
-            if next < gens.len() {
-                running.push((next, slot));
-                next += 1;
-            }
+        while running.len() < slots && next < gens.len() {
+            let busy: Vec<usize> = running.iter().map(|r| r.1).collect();
+            let slot = engine.best_slot(&gens[next].tokens, &busy).expect("a free slot");
+            running.push((next, slot));
+            next += 1;
         }
         if running.is_empty() {
             return Ok(texts);

@@ -383,7 +383,8 @@ def test_api_key(tiny_path):
 
 @pytest.fixture(scope="module")
 def endless_server(endless_path):
-    with rf.Server(endless_path, port=0, device="cpu", queue_size=1) as s:
+    # one request runs at a time, one waits: the queue's limits are easy to reach
+    with rf.Server(endless_path, port=0, device="cpu", queue_size=1, max_batch=1) as s:
         yield s
 
 
@@ -424,6 +425,45 @@ def test_full_queue_429_and_disconnect_frees_the_engine(endless_server):
     assert metric(s, "rocmforge_requests_cancelled_total") == cancelled + 1
     assert metric(s, "rocmforge_generated_tokens_total") - generated < 4000
     assert metric(s, 'rocmforge_requests_total{endpoint="/v1/completions",status="429"}') == 2
+
+
+def test_concurrent_requests_run_together_and_answer_as_alone(tiny_path, model):
+    """Requests sent at once run in one batch (continuous batching): each answer equals
+    `Model.generate` of its prompt alone, greedy and seeded sampling, streamed or not; while a
+    long request runs, short ones join and leave its batch."""
+    prompts = PROMPTS + ["a b", "the the", "x"]
+    greedy = dict(max_tokens=24, temperature=0)
+    sampled = dict(max_tokens=24, temperature=1.0, top_p=1.0, seed=7)
+    want = {(p, i): model.generate(p, **kw) for p in prompts for i, kw in enumerate((greedy, sampled))}
+    with rf.Server(tiny_path, port=0, device="cpu", max_batch=4, queue_size=32) as s:
+        client = openai.OpenAI(base_url=s.url + "/v1", api_key="-", max_retries=0, timeout=60)
+        most = {"running": 0}
+
+        def watch():
+            while not done.is_set():
+                most["running"] = max(most["running"], metric(s, "rocmforge_requests_running"))
+                time.sleep(0.005)
+
+        def ask(prompt, i, stream):
+            kw = dict(greedy if i == 0 else sampled)
+            r = client.completions.create(model="tiny", prompt=prompt, stream=stream, **kw)
+            return "".join(c.choices[0].text for c in r) if stream else r.choices[0].text
+
+        done = threading.Event()
+        watcher = threading.Thread(target=watch)
+        watcher.start()
+        jobs = [(p, i, (j % 2) == 1) for j, (p, i) in enumerate(want)]
+        got = {}
+        threads = [threading.Thread(target=lambda j=j: got.setdefault(j[:2], ask(*j))) for j in jobs]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=60)
+        done.set()
+        watcher.join()
+        assert got == want
+        assert most["running"] > 1, "the requests ran one at a time"
+        wait_for(lambda: metric(s, "rocmforge_requests_running") == 0, what="an idle engine")
 
 
 def test_stop_finishes_running_requests_then_cancels(endless_path):

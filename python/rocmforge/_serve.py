@@ -25,6 +25,7 @@ def serve(
     tuning: Optional[Dict[str, Any]] = None,
     model_name: Optional[str] = None,
     verbose: bool = True,
+    max_batch: int = 8,
 ) -> None:
     """Serve a model over the OpenAI protocol until Ctrl-C or SIGTERM; blocks.
 
@@ -33,14 +34,15 @@ def serve(
     talk to `http://HOST:PORT/v1`, e.g. the `openai` package's
     `OpenAI(base_url="http://127.0.0.1:8000/v1", api_key="-")`.
 
-    Requests are served one at a time, in arrival order. Ctrl-C (or SIGTERM, when called
+    Up to `max_batch` requests run at once (continuous batching); others wait in arrival
+    order. Ctrl-C (or SIGTERM, when called
     from the main thread) stops accepting requests, gives the running ones up to 10 seconds
     to finish, and returns; a second Ctrl-C cancels them at once (KeyboardInterrupt).
     verbose: a progress bar while loading and a line on stderr when serving starts and stops.
     """
     server = Server(path, host=host, port=port, device=device, n_ctx=n_ctx, api_key=api_key,
                     queue_size=queue_size, seed=seed, kv_dtype=kv_dtype, tuning=tuning,
-                    model_name=model_name, verbose=verbose)
+                    model_name=model_name, verbose=verbose, max_batch=max_batch)
     with _sigterm_as_interrupt():
         server.start()
         if verbose:

@@ -374,6 +374,8 @@ def bench(args: argparse.Namespace) -> int:
                               "/health (default: $ROCMFORGE_API_KEY; unset: no key)"),
         arg("--queue-size", type=int, default=16,
             help="requests that may wait for the model; one more is answered 429 (default 16)"),
+        arg("--max-batch", type=int, default=8,
+            help="requests run at once, each with a KV cache of n_ctx positions (default 8)"),
         arg("--model-name", help="the model id /v1/models lists (default: the file's name)"),
         arg("--seed", type=int, help="seed of the draws of requests that give none"),
     ],
@@ -384,7 +386,7 @@ def serve(args: argparse.Namespace) -> int:
     api_key = args.api_key or os.environ.get("ROCMFORGE_API_KEY") or None
     run_server(args.model, host=args.host, port=args.port, device=args.device, n_ctx=args.n_ctx,
                api_key=api_key, queue_size=args.queue_size, seed=args.seed,
-               model_name=args.model_name)
+               model_name=args.model_name, max_batch=args.max_batch)
     return 0
 
 

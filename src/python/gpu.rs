@@ -113,7 +113,8 @@ impl SizeList {
 /// tg steps draw with llama.cpp's default sampling (temperature 0.8, top-k 40, top-p 0.95,
 /// min-p 0.05) instead of picking greedily.
 #[pyfunction]
-#[pyo3(signature = (path, device="gpu", n_prompt=SizeList::One(512), n_gen=SizeList::One(128), repeats=3, tuning=None, sampled=false, depth=SizeList::One(0)))]
+#[pyo3(signature = (path, device="gpu", n_prompt=SizeList::One(512), n_gen=SizeList::One(128), repeats=3, tuning=None, sampled=false, depth=SizeList::One(0)),
+       text_signature = "(path, device='gpu', n_prompt=512, n_gen=128, repeats=3, tuning=None, sampled=False, depth=0)")]
 #[allow(clippy::too_many_arguments)]
 fn bench_model<'py>(
     py: Python<'py>,

@@ -15,7 +15,7 @@ use crate::tokenizer::Tokenizer;
 
 /// An OpenAI-compatible HTTP server for one model: `Server(path=None, host="127.0.0.1",
 /// port=8000, device="auto", n_ctx=None, api_key=None, queue_size=16, seed=None,
-/// kv_dtype=None, tuning=None, model_name=None, verbose=False)`.
+/// kv_dtype=None, tuning=None, model_name=None, verbose=False, max_batch=8)`.
 ///
 /// `start()` loads the model and returns once the server listens; requests are then served
 /// from threads of its own (the Python interpreter stays free) until `stop()`. It is a context
@@ -24,8 +24,10 @@ use crate::tokenizer::Tokenizer;
 ///
 /// Endpoints: `POST /v1/chat/completions` and `POST /v1/completions` (the OpenAI protocol;
 /// server-sent events when `"stream": true`), `GET /v1/models`, `GET /health`, `GET /metrics`
-/// (Prometheus text). Requests are served one at a time, in arrival order; up to
-/// `queue_size` wait, and one more is answered 429 with `Retry-After`. Bad requests are
+/// (Prometheus text). Up to `max_batch` requests run at once (continuous batching: each step
+/// evaluates one token of every running request, and requests join and leave between steps);
+/// further ones wait in arrival order, up to `queue_size`, and one more is answered 429 with
+/// `Retry-After`. Each answer is the one the model gives that request alone. Bad requests are
 /// answered 400 with OpenAI's error object, naming the field.
 ///
 /// Args:
@@ -36,6 +38,8 @@ use crate::tokenizer::Tokenizer;
 ///     api_key: when set, every endpoint but /health needs the header
 ///         `Authorization: Bearer <api_key>` (401 otherwise).
 ///     queue_size: how many requests may wait for the model (at least 1).
+///     max_batch: how many requests run at once (at least 1); each has a KV cache of
+///         `n_ctx` positions, allocated at start.
 ///     model_name: the model id `/v1/models` lists and answers carry (None: the file's name
 ///         without `.gguf`). The `model` field of requests is not checked.
 ///     verbose: print a progress bar while loading (on a terminal).
@@ -88,7 +92,7 @@ impl PyServer {
     #[new]
     #[pyo3(signature = (path=None, host="127.0.0.1", port=8000, device="auto", n_ctx=None,
                         api_key=None, queue_size=16, seed=None, kv_dtype=None, tuning=None,
-                        model_name=None, verbose=false))]
+                        model_name=None, verbose=false, max_batch=8))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         path: Option<std::path::PathBuf>,
@@ -103,6 +107,7 @@ impl PyServer {
         tuning: Option<&Bound<'_, PyDict>>,
         model_name: Option<String>,
         verbose: bool,
+        max_batch: i64,
     ) -> PyResult<Self> {
         let load = LoadArgs::new(path, device, n_ctx, seed, kv_dtype, tuning)?;
         let value_error = pyo3::exceptions::PyValueError::new_err;
@@ -111,6 +116,11 @@ impl PyServer {
         if queue_size < 1 {
             return Err(value_error(format!(
                 "queue_size must be >= 1, got {queue_size}"
+            )));
+        }
+        if max_batch < 1 {
+            return Err(value_error(format!(
+                "max_batch must be >= 1, got {max_batch}"
             )));
         }
         if api_key.as_deref() == Some("") {
@@ -123,6 +133,7 @@ impl PyServer {
             port,
             api_key,
             queue_size: queue_size as usize,
+            max_batch: max_batch as usize,
             ..ServeConfig::default()
         };
         Ok(PyServer {

@@ -48,6 +48,8 @@ pub struct ServeConfig {
     pub api_key: Option<String>,
     /// Requests that may wait for the engine; one more is answered 429.
     pub queue_size: usize,
+    /// Requests run at once (continuous batching), each with a KV cache of its own.
+    pub max_batch: usize,
     /// Largest request body accepted (413 above).
     pub max_body_bytes: usize,
 }
@@ -60,6 +62,7 @@ impl Default for ServeConfig {
             model_id: "model".to_string(),
             api_key: None,
             queue_size: 16,
+            max_batch: 8,
             max_body_bytes: 4 << 20,
         }
     }
@@ -97,6 +100,9 @@ impl Server {
         if config.queue_size == 0 {
             return Err(Error::invalid("queue_size must be >= 1"));
         }
+        if config.max_batch == 0 {
+            return Err(Error::invalid("max_batch must be >= 1"));
+        }
         let io_err = |e: std::io::Error| Error::Io {
             path: format!("{}:{}", config.host, config.port),
             source: e,
@@ -114,7 +120,7 @@ impl Server {
             stopping: AtomicBool::new(false),
             aborting: AtomicBool::new(false),
         });
-        let scheduler = scheduler::spawn(engine, shared.clone())?;
+        let scheduler = scheduler::spawn(engine, shared.clone(), config.max_batch)?;
         let http = http::spawn(listener, frontend, config, shared.clone());
         let http = match http {
             Ok(h) => h,

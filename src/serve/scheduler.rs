@@ -5,10 +5,10 @@
 //! tokens' log-probabilities when asked), then `Done` or `Failed`. A job whose receiver is
 //! gone (the client disconnected, or its handler was dropped) is cancelled between tokens.
 //!
-//! For now the loop runs one sequence at a time, first come first served (`serve_one`); a
-//! batching engine replaces `run` behind the same types. Each job's channel is unbounded but
-//! holds at most one event per generated token (the request's `max_tokens`, itself at most the
-//! context), so a client that does not read never stalls the engine.
+//! The loop batches continuously (`run`): up to `max_batch` jobs run at once, each in a
+//! sequence slot of the engine, and jobs join and leave between steps. Each job's channel is
+//! unbounded but holds at most one event per generated token (the request's `max_tokens`,
+//! itself at most the context), so a client that does not read never stalls the engine.
 
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
@@ -136,113 +136,187 @@ impl Queue {
     }
 }
 
-/// Start the scheduler thread; it owns `engine` until the server stops.
-pub(super) fn spawn(engine: Engine, shared: Arc<Shared>) -> Result<JoinHandle<()>> {
+/// Start the scheduler thread; it owns `engine` until the server stops, and runs up to
+/// `max_batch` requests at once (each in a sequence slot, made when first needed).
+pub(super) fn spawn(engine: Engine, shared: Arc<Shared>, max_batch: usize) -> Result<JoinHandle<()>> {
     std::thread::Builder::new()
         .name("rocmforge-scheduler".to_string())
-        .spawn(move || run(engine, &shared))
+        .spawn(move || run(engine, &shared, max_batch))
         .map_err(|e| Error::runtime(format!("cannot start the scheduler thread: {e}")))
 }
 
-/// Take jobs in arrival order and run each to its end, until the server stops and the queue
-/// is empty.
-fn run(mut engine: Engine, shared: &Shared) {
+/// A job the engine is running.
+struct Running {
+    generation: Generation,
+    slot: usize,
+    events: UnboundedSender<Event>,
+    received: Instant,
+    prompt_tokens: usize,
+    /// Log-probabilities sent so far, and tokens counted in the metrics so far.
+    sent_tokens: usize,
+    counted: usize,
+}
+
+/// Continuous batching: every step advances each running job by one token
+/// (`generate::step_batch`: one batched step on the device for all of them), and between
+/// steps finished and cancelled jobs leave and waiting ones join (in arrival order, each in
+/// the free sequence slot whose cache shares the longest start with its prompt), until the
+/// server stops and nothing is left.
+fn run(mut engine: Engine, shared: &Shared, max_batch: usize) {
+    let mut running: Vec<Running> = Vec::new();
     loop {
-        let Some(job) = shared.queue.pop(Duration::from_millis(50)) else {
+        // Join: without running jobs, wait a little for one; else take only those waiting.
+        // Slots (KV caches) are made as the jobs running at once first need them.
+        while running.len() < max_batch {
+            let slots = engine.slots();
+            if running.len() == slots && engine.set_slots(slots + 1).is_err() {
+                break; // no memory for another cache: the jobs running now are the batch
+            }
+            let wait = if running.is_empty() { Duration::from_millis(50) } else { Duration::ZERO };
+            let Some(job) = shared.queue.pop(wait) else {
+                break;
+            };
+            if let Some(r) = admit(&mut engine, job, shared, &running) {
+                running.push(r);
+            }
+        }
+        // Leave: cancelled jobs (their client is gone, or the server is aborting).
+        let aborting = shared.aborting.load(Ordering::SeqCst);
+        running.retain(|r| {
+            let gone = aborting || r.events.is_closed();
+            if gone {
+                shared.metrics.cancelled.fetch_add(1, Ordering::Relaxed);
+                let _ = r.events.send(Event::Failed(Error::Interrupted));
+            }
+            !gone
+        });
+        shared.metrics.running.store(running.len(), Ordering::Relaxed);
+        if running.is_empty() {
             if shared.stopping.load(Ordering::SeqCst) && shared.queue.is_empty() {
                 return;
             }
             continue;
+        }
+        let mut interrupt = || -> Result<()> {
+            if shared.aborting.load(Ordering::SeqCst) {
+                Err(Error::Interrupted)
+            } else {
+                Ok(())
+            }
         };
-        if shared.aborting.load(Ordering::SeqCst) {
-            let _ = job.events.send(Event::Failed(Error::Interrupted));
-            continue;
-        }
-        if job.events.is_closed() {
-            shared.metrics.cancelled.fetch_add(1, Ordering::Relaxed);
-            continue;
-        }
-        shared.metrics.running.fetch_add(1, Ordering::Relaxed);
-        // A panic (a bug) fails this request, not the server: the job's sender is dropped
-        // (its client gets a 500) and the cache bookkeeping starts over.
-        let run_one = std::panic::AssertUnwindSafe(|| serve_one(&mut engine, job, shared));
-        if std::panic::catch_unwind(run_one).is_err() {
-            engine.reset_cache();
-        }
-        shared.metrics.running.fetch_sub(1, Ordering::Relaxed);
+        // A panic (a bug) fails the running requests, not the server: their senders are
+        // dropped (their clients get a 500) and the cache bookkeeping starts over.
+        let step = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let mut gens: Vec<(usize, &mut Generation)> =
+                running.iter_mut().map(|r| (r.slot, &mut r.generation)).collect();
+            crate::generate::step_batch(&mut engine, &mut gens, &mut interrupt)
+        }));
+        let pieces = match step {
+            Ok(Ok(pieces)) => pieces,
+            Ok(Err(e)) => {
+                // The step failed for every job in it: the first gets the error, the others
+                // its message.
+                let interrupted = matches!(e, Error::Interrupted);
+                let message = e.to_string();
+                let mut first = Some(e);
+                for r in running.drain(..) {
+                    if interrupted {
+                        shared.metrics.cancelled.fetch_add(1, Ordering::Relaxed);
+                    }
+                    let e = match first.take() {
+                        Some(e) => e,
+                        None if interrupted => Error::Interrupted,
+                        None => Error::runtime(message.clone()),
+                    };
+                    let _ = r.events.send(Event::Failed(e));
+                }
+                continue;
+            }
+            Err(_) => {
+                running.clear();
+                engine.reset_cache();
+                continue;
+            }
+        };
+        running = running
+            .into_iter()
+            .zip(pieces)
+            .filter_map(|(r, piece)| report(r, piece, shared))
+            .collect();
+        shared.metrics.running.store(running.len(), Ordering::Relaxed);
     }
 }
 
-/// Run one job to its end, sending its pieces as they come.
-fn serve_one(engine: &mut Engine, job: Job, shared: &Shared) {
+/// Check a job and start its generation in a free slot; a bad or cancelled job is answered
+/// here and not run.
+fn admit(engine: &mut Engine, job: Job, shared: &Shared, running: &[Running]) -> Option<Running> {
     let Job {
         prompt,
         params,
         received,
         events,
     } = job;
+    if shared.aborting.load(Ordering::SeqCst) {
+        let _ = events.send(Event::Failed(Error::Interrupted));
+        return None;
+    }
+    if events.is_closed() {
+        shared.metrics.cancelled.fetch_add(1, Ordering::Relaxed);
+        return None;
+    }
+    let busy: Vec<usize> = running.iter().map(|r| r.slot).collect();
+    let slot = engine.best_slot(&prompt, &busy)?;
     let prompt_tokens = prompt.len();
-    let mut g = match Generation::new(engine, prompt, params) {
-        Ok(g) => g,
+    match Generation::new(engine, prompt, params) {
+        Ok(generation) => {
+            shared
+                .metrics
+                .prompt_tokens
+                .fetch_add(prompt_tokens as u64, Ordering::Relaxed);
+            Some(Running {
+                generation,
+                slot,
+                events,
+                received,
+                prompt_tokens,
+                sent_tokens: 0,
+                counted: 0,
+            })
+        }
         Err(e) => {
             let _ = events.send(Event::Failed(e));
-            return;
-        }
-    };
-    let metrics = &shared.metrics;
-    metrics
-        .prompt_tokens
-        .fetch_add(prompt_tokens as u64, Ordering::Relaxed);
-    // Polled between tokens and between chunks of the prefill.
-    let mut interrupt = || -> Result<()> {
-        if events.is_closed() || shared.aborting.load(Ordering::SeqCst) {
-            Err(Error::Interrupted)
-        } else {
-            Ok(())
-        }
-    };
-    let (mut sent_tokens, mut counted) = (0, 0);
-    loop {
-        let step = g.next_piece(engine, &mut interrupt);
-        let generated = g.generated_ids().len();
-        metrics
-            .generated_tokens
-            .fetch_add((generated - counted) as u64, Ordering::Relaxed);
-        if counted == 0 && generated > 0 {
-            metrics.observe_first_token(received.elapsed());
-        }
-        counted = generated;
-        let tokens = g.logprobs()[sent_tokens..].to_vec();
-        sent_tokens += tokens.len();
-        match step {
-            Ok(Some(text)) => {
-                let _ = events.send(Event::Piece { text, tokens });
-            }
-            Ok(None) => {
-                if !tokens.is_empty() {
-                    let text = String::new();
-                    let _ = events.send(Event::Piece { text, tokens });
-                }
-                let _ = events.send(Event::Done {
-                    finish: g.finish_reason().unwrap_or(FinishReason::Length),
-                    prompt_tokens,
-                    completion_tokens: generated,
-                });
-                return;
-            }
-            Err(Error::Interrupted) => {
-                // The client went away (or the server is stopping): the cache's bookkeeping
-                // stays consistent (an interrupted evaluation keeps only what completed).
-                metrics.cancelled.fetch_add(1, Ordering::Relaxed);
-                let _ = events.send(Event::Failed(Error::Interrupted));
-                return;
-            }
-            Err(e) => {
-                let _ = events.send(Event::Failed(e));
-                return;
-            }
+            None
         }
     }
+}
+
+/// Send what a step gave a job (`piece`: the text it released); keep the job unless it ended.
+fn report(mut r: Running, piece: Option<String>, shared: &Shared) -> Option<Running> {
+    let metrics = &shared.metrics;
+    let g = &r.generation;
+    let generated = g.generated_ids().len();
+    metrics
+        .generated_tokens
+        .fetch_add((generated - r.counted) as u64, Ordering::Relaxed);
+    if r.counted == 0 && generated > 0 {
+        metrics.observe_first_token(r.received.elapsed());
+    }
+    r.counted = generated;
+    let tokens = g.logprobs()[r.sent_tokens..].to_vec();
+    r.sent_tokens += tokens.len();
+    if piece.is_some() || !tokens.is_empty() {
+        let text = piece.unwrap_or_default();
+        let _ = r.events.send(Event::Piece { text, tokens });
+    }
+    if !g.is_done() {
+        return Some(r);
+    }
+    let _ = r.events.send(Event::Done {
+        finish: g.finish_reason().unwrap_or(FinishReason::Length),
+        prompt_tokens: r.prompt_tokens,
+        completion_tokens: generated,
+    });
+    None
 }
 
 #[cfg(test)]
