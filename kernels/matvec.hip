@@ -1,5 +1,6 @@
 // matvec.hip: the decode matrix-vector products (m = 1) of every quantized type the family
-// takes (quants.h: Q4_0 Q4_1 Q5_0 Q5_1 Q8_0 Q4_K Q5_K Q6_K), with x quantized to 8 bits.
+// takes (quants.h: Q4_0 Q4_1 Q5_0 Q5_1 Q8_0 Q4_K Q5_K Q6_K IQ4_NL IQ4_XS), with x quantized
+// to 8 bits.
 //
 //   out = epilogue(x @ W^T), W [n, k] kept in its type in the device layout (quants.h), x [k]
 //   float32. A type gives its 16-byte piece (VALUES values of x), what the piece needs besides

@@ -21,14 +21,17 @@
 //   Q2_K {u8 scales[16]; u8 qs[64]; f16 d, dmin}             256 per block, 16 groups of 16
 //   Q3_K {u8 hmask[32]; u8 qs[64]; u8 scales[12]; f16 d}     256 per block, 16 groups of 16
 //   Q8_K {f32 d; i8 qs[256]; i16 bsums[16]}                  256 per block
+//   IQ4_NL {f16 d; u8 qs[16]}                x = kvalues[nibble] * d  (nibbles as in Q4_0)
+//   IQ4_XS {f16 d; u16 scales_h; u8 scales_l[4]; u8 qs[128]} 256 per block, 8 sub-blocks of 32,
+//                                            x = kvalues[nibble] * d * (6-bit scale - 32)
 // Q2_K, Q3_K, Q8_K and the float types sit in device memory as in the file. The types of the
-// decode matvec (Q4_0 .. Q6_K) are split per row into sections (`to_device_layout` in
+// decode matvec (Q4_0 .. Q6_K, IQ4_NL, IQ4_XS) are split per row into sections (`to_device_layout` in
 // src/device/layout.rs; each struct's comment): first the quants of the whole row in x order,
 // 16 bytes a piece of 32 values (Q8_0: 16), so that consecutive lanes read consecutive 16-byte
 // pieces; then their high bits and scales. In a piece, byte j holds values j (low nibble) and
 // 16 + j (high nibble), as in a Q4_0 block. Rows whose bytes are not a multiple of 4 (an odd
-// number of Q4_0, Q5_0, Q8_0 blocks or Q6_K super-blocks, and Q2_K, Q3_K) are only 2-byte
-// aligned: `chunk` reads those with 16-bit loads.
+// number of Q4_0, Q5_0, Q8_0, IQ4_NL blocks or Q6_K super-blocks, and Q2_K, Q3_K) are only
+// 2-byte aligned: `chunk` reads those with 16-bit loads.
 #pragma once
 #include "common.h"
 
@@ -413,6 +416,86 @@ struct WQ6_K {
     }
 };
 
+// IQ4_NL / IQ4_XS: a 4-bit code c stands for ggml's kvalues_iq4nl[c], the signed bytes
+// {-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113}. The table is two
+// 64-bit constants (byte i of the first: value i, of the second: value 8 + i), so that a lookup
+// is a select and a shift in registers, with no memory access and the same code on every target.
+__device__ __forceinline__ u32 rf_iq4_byte(u32 c) {
+    const u64 lo = 0xf6eaddcfbfad9881ull, hi = 0x7159453526190d01ull;
+    return (u32)(((c & 8u) ? hi : lo) >> (8 * (c & 7u))) & 0xffu;
+}
+__device__ __forceinline__ int rf_iq4_value(int c) { return (int)(i8)rf_iq4_byte((u32)c); }
+
+// The values of the codes in the low nibbles of w's 4 bytes, as 4 signed bytes in place.
+__device__ __forceinline__ u32 rf_iq4_values(u32 w) {
+    u32 out = 0;
+#pragma unroll
+    for (int j = 0; j < 4; ++j) out |= rf_iq4_byte((w >> (8 * j)) & 15u) << (8 * j);
+    return out;
+}
+
+// Sum of kvalues[code] * xq over a piece of 32 codes packed as rf_dot_q4 takes them.
+__device__ __forceinline__ int rf_dot_iq4(uint4 q, const int* xq) {
+    const u32 w[4] = {q.x, q.y, q.z, q.w};
+    int s = 0;
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+        s = rf_dp4a((int)rf_iq4_values(w[i]), xq[i], s);
+        s = rf_dp4a((int)rf_iq4_values(w[i] >> 4), xq[4 + i], s);
+    }
+    return s;
+}
+
+struct WIQ4_NL {  // device layout as Q4_0's: qs[k / 32][16], then d[k / 32]
+    static constexpr int BLOCK = 32, BYTES = 18, QS = 16;
+    static constexpr int VALUES = 32, X_SUMS = 1;  // a piece: one block (x's sum unused)
+    using Aux = float;
+    struct At {
+        i64 d;
+        __device__ At(int p, int k) : d((i64)(k / 32) * QS + 2 * p) {}
+    };
+    __device__ static Aux aux(const u8* row, const At& at) { return rf_ldh(row + at.d); }
+    __device__ static float dot(uint4 q, Aux d, const int* xq, const int*, float dx) {
+        return d * dx * (float)rf_dot_iq4(q, xq);
+    }
+    __device__ static void chunk(const u8* row, int c, int k, float y[32]) {
+        const float d = rf_ldh(row + (i64)(k / 32) * QS + 2 * c);
+        int v[32];
+        rf_piece_nibbles(row + (i64)c * QS, false, v);
+#pragma unroll
+        for (int i = 0; i < 32; ++i) y[i] = d * (float)rf_iq4_value(v[i]);
+    }
+};
+
+// device layout: qs[k / 32][16] (piece = sub-block, bytes as in the file), then 8 bytes a
+// super-block: f16 d, u16 scales_h, u8 scales_l[4] (the block's first 8 bytes).
+struct WIQ4_XS {
+    static constexpr int BLOCK = 256, BYTES = 136;
+    static constexpr int VALUES = 32, X_SUMS = 1;
+    using Aux = float;  // d * (scale - 32) of the piece's sub-block
+    struct At {
+        i64 s;  // the super-block's d and scales
+        int j;  // the sub-block
+        __device__ At(int p, int k) : s((i64)(k / 256) * 128 + 8 * (p >> 3)), j(p & 7) {}
+    };
+    // (rows are whole super-blocks of 136 bytes: 8-byte aligned)
+    __device__ static Aux aux(const u8* row, const At& at) {
+        const u32 dh = rf_ld32_a4(row + at.s), l = rf_ld32_a4(row + at.s + 4);
+        const u32 ls = ((l >> (4 * at.j)) & 15u) | (((dh >> (16 + 2 * at.j)) & 3u) << 4);
+        return rf_half_to_float((u16)(dh & 0xffffu)) * (float)((int)ls - 32);
+    }
+    __device__ static float dot(uint4 q, Aux dl, const int* xq, const int*, float dx) {
+        return dl * dx * (float)rf_dot_iq4(q, xq);
+    }
+    __device__ static void chunk(const u8* row, int c, int k, float y[32]) {
+        const float dl = aux(row, At(c, k));
+        int v[32];
+        rf_piece_nibbles(row + (i64)c * 16, true, v);
+#pragma unroll
+        for (int i = 0; i < 32; ++i) y[i] = dl * (float)rf_iq4_value(v[i]);
+    }
+};
+
 struct WQ2_K {
     static constexpr int BLOCK = 256, BYTES = 84;
     __device__ static void chunk(const u8* row, int c, int, float y[32]) {
@@ -499,4 +582,6 @@ struct WQ8_K {
     X(q6_K, WQ6_K)                 \
     X(q2_K, WQ2_K)                 \
     X(q3_K, WQ3_K)                 \
-    X(q8_K, WQ8_K)
+    X(q8_K, WQ8_K)                 \
+    X(iq4_nl, WIQ4_NL)             \
+    X(iq4_xs, WIQ4_XS)

@@ -9,7 +9,7 @@ import numpy as np
 
 # The types SPEC.md requires rocmforge to dequantize on the CPU.
 CPU_TYPES = ["F32", "F16", "BF16", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0",
-             "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K", "Q8_K"]
+             "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K", "Q8_K", "IQ4_NL", "IQ4_XS"]
 
 # Byte offsets of each block's float scale fields (ggml's block layouts); every other byte of a
 # block is quant bits, which may be anything.
@@ -20,6 +20,8 @@ _SCALE_FIELDS = {
     "Q5_K": [(0, np.float16), (2, np.float16)],      # d dmin scales[12] qh[32] qs[128]
     "Q6_K": [(208, np.float16)],                     # ql[128] qh[64] scales[16] d
     "Q8_K": [(0, np.float32)],                       # d qs[256] bsums[16]
+    "IQ4_NL": [(0, np.float16)],                     # d qs[16]
+    "IQ4_XS": [(0, np.float16)],                     # d scales_h scales_l[4] qs[128]
 }
 
 

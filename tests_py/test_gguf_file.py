@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 import rocmforge as rf
+from gguf_blocks import random_matrix
 from gguf_builder import Tensor, write_gguf
 
 Q = gguf.GGMLQuantizationType
@@ -74,6 +75,10 @@ def make_tensors(rng) -> dict[str, tuple[np.ndarray, Q, np.ndarray]]:
         x = rng.standard_normal(shape, dtype=np.float32)
         raw = gguf.quants.quantize(x, ty)
         out[name] = (gguf.quants.dequantize(raw, ty).reshape(shape), ty, raw)
+    # types the gguf package decodes but cannot encode: random blocks with finite scales
+    for name, ty, shape in [("iq4_nl", Q.IQ4_NL, (3, 64)), ("iq4_xs", Q.IQ4_XS, (2, 512))]:
+        raw, values = random_matrix(rng, ty.name, *shape)
+        out[name] = (values.astype(np.float32), ty, raw)
     ints = rng.integers(-100, 100, size=(2, 9), dtype=np.int32)
     out["ints.i32"] = (ints.astype(np.float32), Q.I32, ints)
     return out

@@ -1,5 +1,6 @@
 """The model's GPU decode matvecs (m = 1, kernels/matvec.hip: one family for Q4_0 Q4_1 Q5_0
-Q5_1 Q8_0 Q4_K Q5_K Q6_K) against float64 NumPy with W dequantized by the `gguf` package.
+Q5_1 Q8_0 Q4_K Q5_K Q6_K IQ4_NL IQ4_XS) against float64 NumPy with W dequantized by the `gguf`
+package.
 
 `_rocmforge.gpu_matmul(..., "model")` is what `Backend::matmul` runs at m = 1;
 `_rocmforge.gpu_matvec` runs one launch of the family with a chosen epilogue (projections with
@@ -30,7 +31,7 @@ native = rf._rocmforge
 
 pytestmark = pytest.mark.skipif(not HAS_GPU, reason="no GPU found")
 
-TYPES = ["Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q4_K", "Q5_K", "Q6_K"]
+TYPES = ["Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q4_K", "Q5_K", "Q6_K", "IQ4_NL", "IQ4_XS"]
 # the types with the streaming gate/up kernels (src/device/matvec_table.rs); the others' gate/up
 # take the wide kernel (default rows: 4 of each matrix)
 STREAM_TYPES = ["Q4_0", "Q8_0"]

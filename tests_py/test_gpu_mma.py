@@ -49,7 +49,8 @@ def check(out, x, w64, what):
     return worst
 
 
-TYPES = ["F16", "Q4_0", "Q8_0", "Q4_K", "Q6_K", "F32", "BF16", "Q4_1", "Q5_0", "Q5_1", "Q2_K", "Q3_K", "Q5_K"]
+TYPES = ["F16", "Q4_0", "Q8_0", "Q4_K", "Q6_K", "F32", "BF16", "Q4_1", "Q5_0", "Q5_1", "Q2_K", "Q3_K", "Q5_K",
+         "IQ4_NL", "IQ4_XS"]
 
 
 @pytest.mark.parametrize("dtype", TYPES)

@@ -27,7 +27,7 @@ large = pytest.mark.skipif(
 
 f32 = np.float32
 GPU_TYPES = ["F32", "F16", "BF16", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0",
-             "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K", "Q8_K"]
+             "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K", "Q8_K", "IQ4_NL", "IQ4_XS"]
 
 
 def test_devices_lists_the_gpu_first_then_the_cpu():

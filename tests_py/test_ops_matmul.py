@@ -66,7 +66,7 @@ def test_matmul_gguf_types(rng, device, dtype, m, n, k_blocks):
 
 
 def test_matmul_of_a_type_rocmforge_cannot_dequantize_is_unsupported(rng, device):
-    for dtype in ["IQ2_XXS", "IQ4_NL", "TQ1_0", "MXFP4", "Q4_0", "Q8_K"]:
+    for dtype in ["IQ2_XXS", "IQ3_S", "TQ1_0", "MXFP4", "Q4_0", "Q8_K"]:
         if rocmforge_dequantizes(dtype):
             continue
         raw = np.zeros((3, 2 * type_size(dtype)), dtype=np.uint8)

@@ -3,7 +3,8 @@
 Every run draws fresh random blocks (seeded by the `rng` fixture). Block bytes are random with
 their float scale fields forced finite, so every code path of the unpacking is exercised.
 Q8_K, which the `gguf` package cannot (de)quantize, is checked against NumPy references written
-here from ggml's block definition and llama.cpp's reference quantizer.
+here from ggml's block definition and llama.cpp's reference quantizer. IQ4_NL and IQ4_XS, which
+it dequantizes but cannot quantize, are dequantized only (so are they by rocmforge).
 """
 
 from __future__ import annotations
@@ -18,13 +19,14 @@ from gguf.constants import GGML_QUANT_SIZES
 import rocmforge as rf
 
 DEQUANTIZED = ["F32", "F16", "BF16", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0",
-               "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K"]
+               "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K", "IQ4_NL", "IQ4_XS"]
 QUANTIZED = ["F32", "F16", "BF16", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0"]
 
 # Byte offsets of the f16 scale fields (d, dmin / m) in each block, from ggml-common.h.
 F16_FIELDS = {
     "Q4_0": [0], "Q4_1": [0, 2], "Q5_0": [0], "Q5_1": [0, 2], "Q8_0": [0],
     "Q2_K": [80, 82], "Q3_K": [108], "Q4_K": [0, 2], "Q5_K": [0, 2], "Q6_K": [208],
+    "IQ4_NL": [0], "IQ4_XS": [0],
 }
 
 # (rows, blocks per row): single blocks, odd and prime counts, and one large enough to be
@@ -274,7 +276,7 @@ def test_partial_blocks_are_value_errors():
         rf.dequantize(np.zeros(36, np.uint8), "Q8_0", (33,))
 
 
-@pytest.mark.parametrize("name", ["IQ2_XXS", "IQ4_NL", "TQ1_0", "MXFP4", "Q8_1"])
+@pytest.mark.parametrize("name", ["IQ2_XXS", "IQ3_S", "TQ1_0", "MXFP4", "Q8_1"])
 def test_unsupported_types_raise_unsupported(name):
     bs, ts = sizes(name)
     if name == "Q8_1":
@@ -283,7 +285,7 @@ def test_unsupported_types_raise_unsupported(name):
         rf.dequantize(np.zeros(2 * ts, np.uint8), name)
 
 
-@pytest.mark.parametrize("name", ["IQ2_XXS", "Q4_K", "Q6_K", "TQ2_0"])
+@pytest.mark.parametrize("name", ["IQ2_XXS", "Q4_K", "Q6_K", "TQ2_0", "IQ4_XS"])
 def test_quantize_to_unsupported_types(name):
     bs, _ = sizes(name)
     with pytest.raises(rf.UnsupportedError, match=name):

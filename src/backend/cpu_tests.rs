@@ -156,13 +156,24 @@ fn matmul_and_embedding_of_quantized_weights_match_their_dequantized_values() {
         GgmlType::Q5_0,
         GgmlType::Q5_1,
         GgmlType::Q8_0,
+        GgmlType::IQ4_NL,
+        GgmlType::IQ4_XS,
     ] {
         // at least 8 outputs: the relative error of a single dot product is ill-conditioned
-        for &(m, n, k) in &[(9, 1, 32), (1, 17, 96), (9, 40, 256)] {
-            let bytes = match quants::quantize(ty, &rng.vec(n * k)) {
-                Ok(bytes) => bytes,
-                Err(Error::Unsupported(_)) => continue, // this build cannot quantize ty
-                Err(e) => panic!("{e}"),
+        for &(m, n, k) in &[(9, 1, 32usize), (1, 17, 96), (9, 40, 256)] {
+            if !k.is_multiple_of(ty.block_size()) {
+                continue;
+            }
+            let bytes = match ty {
+                // no quantizer for these (nor in the `gguf` package): random blocks
+                GgmlType::IQ4_NL | GgmlType::IQ4_XS => {
+                    crate::ops::bench::random_weight_bytes(ty, n, k, rng.next_u64()).unwrap()
+                }
+                _ => match quants::quantize(ty, &rng.vec(n * k)) {
+                    Ok(bytes) => bytes,
+                    Err(Error::Unsupported(_)) => continue, // this build cannot quantize ty
+                    Err(e) => panic!("{e}"),
+                },
             };
             let mut wf = vec![0f32; n * k];
             quants::dequantize(ty, &bytes, &mut wf).unwrap();

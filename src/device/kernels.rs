@@ -147,7 +147,7 @@ pub fn flash_combine() -> Kernel {
 
 /// Weight types the GPU runs on (kept in their GGUF layout in device memory), with the kernel
 /// name suffix of each (`kernels/quants.h`, `RF_FOR_EACH_WEIGHT_TYPE`).
-pub const WEIGHT_TYPES: [(GgmlType, &str); 14] = [
+pub const WEIGHT_TYPES: [(GgmlType, &str); 16] = [
     (GgmlType::F32, "f32"),
     (GgmlType::F16, "f16"),
     (GgmlType::BF16, "bf16"),
@@ -162,6 +162,8 @@ pub const WEIGHT_TYPES: [(GgmlType, &str); 14] = [
     (GgmlType::Q2_K, "q2_K"),
     (GgmlType::Q3_K, "q3_K"),
     (GgmlType::Q8_K, "q8_K"),
+    (GgmlType::IQ4_NL, "iq4_nl"),
+    (GgmlType::IQ4_XS, "iq4_xs"),
 ];
 
 fn weight_suffix(ty: GgmlType, op: &str) -> Result<&'static str> {

@@ -26,7 +26,7 @@ impl DeviceWeight<'_> {
 /// The types of the decode matvec family are split per row into sections, so that every
 /// 16-byte piece of quants is one aligned load and a piece's dot product is cheap:
 ///
-/// - Q4_0, Q8_0: the quants of every block (16 or 32 bytes each), then the fp16 scales.
+/// - Q4_0, Q8_0, IQ4_NL: the quants of every block (16 or 32 bytes each), then the fp16 scales.
 /// - Q4_1: quants (16 bytes a block), then (d, m) a block.
 /// - Q5_0 / Q5_1: quants, the fifth bits (a u32 a block, spread as `spread_q5` says), then d
 ///   (Q5_1: d, m) a block.
@@ -36,6 +36,8 @@ impl DeviceWeight<'_> {
 ///   (`k_scales`), d, dmin.
 /// - Q6_K: the low 4 bits as Q4_K's quants, the high 2 bits (two u32 a sub-block of 32:
 ///   `spread_q6`), the 16 i8 scales of each super-block, then d a super-block.
+/// - IQ4_XS: the quants of every super-block (their 16-byte sub-blocks are pieces already),
+///   then per super-block its first 8 bytes (d, scales_h, scales_l).
 ///
 /// Other types keep the file's layout. `cols`: elements per row; `bytes` whole rows.
 pub fn to_device_layout(ty: GgmlType, cols: usize, bytes: &[u8]) -> Cow<'_, [u8]> {
@@ -48,6 +50,8 @@ pub fn to_device_layout(ty: GgmlType, cols: usize, bytes: &[u8]) -> Cow<'_, [u8]
         GgmlType::Q4_K => q45_k_row::<144>,
         GgmlType::Q5_K => q45_k_row::<176>,
         GgmlType::Q6_K => q6_k_row,
+        GgmlType::IQ4_NL => split_scales::<18, 16>,
+        GgmlType::IQ4_XS => iq4_xs_row,
         _ => return Cow::Borrowed(bytes),
     };
     let blocks = cols / ty.block_size();
@@ -65,7 +69,8 @@ pub fn to_device_layout(ty: GgmlType, cols: usize, bytes: &[u8]) -> Cow<'_, [u8]
     Cow::Owned(out)
 }
 
-/// Q4_0 / Q8_0 (BYTES-byte blocks: f16 d, then QS bytes of quants): quants, then scales.
+/// Q4_0 / Q8_0 / IQ4_NL (BYTES-byte blocks: f16 d, then QS bytes of quants): quants, then
+/// scales.
 fn split_scales<const BYTES: usize, const QS: usize>(src: &[u8], dst: &mut [u8], blocks: usize) {
     let (quants, scales) = dst.split_at_mut(blocks * QS);
     for (b, block) in src.chunks_exact(BYTES).enumerate() {
@@ -167,6 +172,16 @@ fn q45_k_row<const BYTES: usize>(src: &[u8], dst: &mut [u8], blocks: usize) {
     }
 }
 
+/// IQ4_XS {f16 d; u16 scales_h; u8 scales_l[4]; u8 qs[128]}: qs of every super-block, then
+/// the first 8 bytes of every super-block.
+fn iq4_xs_row(src: &[u8], dst: &mut [u8], blocks: usize) {
+    let (quants, scales) = dst.split_at_mut(blocks * 128);
+    for (b, block) in src.chunks_exact(136).enumerate() {
+        quants[128 * b..128 * b + 128].copy_from_slice(&block[8..]);
+        scales[8 * b..8 * b + 8].copy_from_slice(&block[..8]);
+    }
+}
+
 /// The high 2 bits of a Q6_K piece's 32 values (codes >> 4) as the kernels take them
 /// (quants.h WQ6_K): word 0 bits 8e + 2i, 8e + 2i + 1 hold value 4i + e's, word 1 the same
 /// for values 16 + 4i + e.
@@ -241,6 +256,8 @@ mod tests {
             GgmlType::Q4_K,
             GgmlType::Q5_K,
             GgmlType::Q6_K,
+            GgmlType::IQ4_NL,
+            GgmlType::IQ4_XS,
         ];
         for (i, ty) in types.into_iter().enumerate() {
             let cols = 3 * 256;
@@ -264,6 +281,11 @@ mod tests {
         let dev = to_device_layout(GgmlType::Q4_0, 128, &bytes);
         assert_eq!(dev[16..32], bytes[20..36]);
         assert_eq!(dev[66..68], bytes[18..20]);
+        // IQ4_XS: super-block b's quants at 128 b, its d and scales at 128 blocks + 8 b
+        let bytes = random_bytes(2 * 136, 10);
+        let dev = to_device_layout(GgmlType::IQ4_XS, 512, &bytes);
+        assert_eq!(dev[128..256], bytes[144..272]);
+        assert_eq!(dev[264..272], bytes[136..144]);
         // not whole rows: left as they are (the launchers reject them)
         let odd = random_bytes(100, 1);
         assert_eq!(to_device_layout(GgmlType::Q6_K, 256, &odd)[..], odd[..]);

@@ -83,7 +83,10 @@ const fn ty(suffix: &'static str, q: &'static str, stream: bool) -> Type {
 }
 
 /// The weight types of the family.
-pub const TYPES: [Type; 8] = [
+/// IQ4_NL and IQ4_XS take the wide core only for now: their pieces' scales are one register, as
+/// Q4_0's are, but whether their table lookups still fit the streaming core's S x 8 rows in
+/// flight without spills has not been checked (scripts/kernel-stats.py needs NVRTC).
+pub const TYPES: [Type; 10] = [
     ty("q4_0", "WQ4_0", true),
     ty("q4_1", "WQ4_1", false),
     ty("q5_0", "WQ5_0", false),
@@ -92,6 +95,8 @@ pub const TYPES: [Type; 8] = [
     ty("q4_K", "WQ4_K", false),
     ty("q5_K", "WQ5_K", false),
     ty("q6_K", "WQ6_K", false),
+    ty("iq4_nl", "WIQ4_NL", false),
+    ty("iq4_xs", "WIQ4_XS", false),
 ];
 
 impl Type {

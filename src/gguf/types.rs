@@ -1,7 +1,8 @@
 //! Every tensor type ggml defines, with its block geometry.
 //!
 //! The reader accepts any type listed here (it can size and bound-check the bytes); types we
-//! cannot dequantize (IQ*, TQ*, MXFP4, ...) raise `Unsupported` only when used. An id ggml never
+//! cannot dequantize (the IQ types but IQ4_NL and IQ4_XS, TQ*, MXFP4, ...) raise `Unsupported`
+//! only when used. An id ggml never
 //! defined, or one it retired (4, 5: Q4_2/Q4_3; 31-33 and 36-38: repacked layouts), is a
 //! malformed file.
 
@@ -194,6 +195,8 @@ impl GgmlType {
                 | Q5_K
                 | Q6_K
                 | Q8_K
+                | IQ4_NL
+                | IQ4_XS
         )
     }
 }

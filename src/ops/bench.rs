@@ -47,6 +47,7 @@ pub fn random_weight_bytes(ty: GgmlType, rows: usize, cols: usize, seed: u64) ->
         _ => {
             let offsets: &[usize] = match ty {
                 GgmlType::Q4_0 | GgmlType::Q5_0 | GgmlType::Q8_0 => &[0],
+                GgmlType::IQ4_NL | GgmlType::IQ4_XS => &[0],
                 GgmlType::Q4_1 | GgmlType::Q5_1 | GgmlType::Q4_K | GgmlType::Q5_K => &[0, 2],
                 GgmlType::Q6_K => &[208],
                 GgmlType::Q2_K => &[80, 82],

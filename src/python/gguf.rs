@@ -185,7 +185,7 @@ impl PyGgufFile {
     /// The tensor `name` dequantized to float32, in NumPy order.
     ///
     /// Raises `KeyError` for an unknown name and `UnsupportedError` for types rocmforge
-    /// cannot dequantize (IQ*, TQ*, MXFP4, ...).
+    /// cannot dequantize (the IQ types but IQ4_NL and IQ4_XS, TQ*, MXFP4, ...).
     fn tensor<'py>(&self, py: Python<'py>, name: &str) -> PyResult<Bound<'py, PyArrayDyn<f32>>> {
         let file = self.file()?.clone();
         let info = file
@@ -273,6 +273,10 @@ fn parse_dtype(dtype: &str) -> PyResult<GgmlType> {
 }
 
 /// Dequantize GGUF blocks of `dtype` stored in `raw` (uint8) to float32.
+///
+/// `dtype`: F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ4_NL,
+/// IQ4_XS (bit for bit as `gguf.quants.dequantize`) or Q8_K (as ggml's `dequantize_row_q8_K`);
+/// other types raise `UnsupportedError`.
 ///
 /// `shape` gives the output shape (NumPy order); by default it is `raw.shape[:-1] +
 /// (raw.shape[-1] // type_size * block_size,)` like `gguf.quants.dequantize`.

@@ -590,15 +590,17 @@ fn gpu_backend_matches_the_cpu_backend() {
 }
 
 /// The types of the decode matvec family (kernels/matvec.hip).
-const DECODE_TYPES: [GgmlType; 8] = [
+const DECODE_TYPES: [GgmlType; 10] = [
     GgmlType::Q4_0,
     GgmlType::Q4_1,
     GgmlType::Q5_0,
     GgmlType::Q5_1,
     GgmlType::Q8_0,
+    GgmlType::IQ4_NL,
     GgmlType::Q4_K,
     GgmlType::Q5_K,
     GgmlType::Q6_K,
+    GgmlType::IQ4_XS,
 ];
 
 /// x in 8 bits as the decode kernels take it, in float64: each piece of `piece` values (32,
@@ -659,13 +661,13 @@ fn decode_matvec_family(test: &str, first_device: usize, types: &[GgmlType]) {
 #[test]
 #[ignore = "builds the kernels with g++ (minutes); run by scripts/check-kernels.sh"]
 fn decode_matvec_family_32_value_blocks_match_the_reference() {
-    decode_matvec_family("decode-family-32", 8, &DECODE_TYPES[..5]);
+    decode_matvec_family("decode-family-32", 8, &DECODE_TYPES[..6]);
 }
 
 #[test]
 #[ignore = "builds the kernels with g++ (minutes); run by scripts/check-kernels.sh"]
-fn decode_matvec_family_k_quants_match_the_reference() {
-    decode_matvec_family("decode-family-k", 10, &DECODE_TYPES[5..]);
+fn decode_matvec_family_256_value_blocks_match_the_reference() {
+    decode_matvec_family("decode-family-k", 10, &DECODE_TYPES[6..]);
 }
 
 /// Every shape of the table (src/device/matvec_table.rs) for `ty`, chosen through the tuning

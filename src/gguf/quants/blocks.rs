@@ -17,6 +17,12 @@ pub const QK_K: usize = 256;
 /// Bytes of packed 6-bit scales and mins in Q4_K / Q5_K.
 pub const K_SCALE_SIZE: usize = 12;
 
+/// The 16 values a 4-bit code of IQ4_NL / IQ4_XS stands for (ggml's `kvalues_iq4nl`): a
+/// non-linear grid, denser near zero, where the weights of a trained matrix mostly are.
+pub const KVALUES_IQ4NL: [i8; 16] = [
+    -127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113,
+];
+
 /// An IEEE half stored little-endian.
 #[repr(transparent)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
@@ -202,6 +208,37 @@ pub struct BlockQ8_K {
     pub bsums: [I16Le; QK_K / 16],
 }
 
+/// IQ4_NL: weight = d * KVALUES_IQ4NL[q], q in 0..16; nibbles as in Q4_0.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Pod, Zeroable)]
+pub struct BlockIQ4_NL {
+    pub d: F16Le,
+    pub qs: [u8; QK / 2],
+}
+
+/// IQ4_XS: 8 groups of 32 weights; weight = d * (ls - 32) * KVALUES_IQ4NL[q], with group j's
+/// 6-bit `ls` = nibble j % 2 of `scales_l[j / 2]` | bits 2j..2j+2 of `scales_h` (a little-endian
+/// u16) << 4. Group j's 16 bytes `qs[16j..]`: byte l holds weight 32j + l (low nibble) and
+/// 32j + 16 + l (high nibble), as an IQ4_NL block does.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Pod, Zeroable)]
+pub struct BlockIQ4_XS {
+    pub d: F16Le,
+    pub scales_h: [u8; 2],
+    pub scales_l: [u8; QK_K / 64],
+    pub qs: [u8; QK_K / 2],
+}
+
+impl BlockIQ4_XS {
+    /// The signed scale `ls - 32` of group `j` (of 8).
+    #[inline(always)]
+    pub fn scale(&self, j: usize) -> i32 {
+        let low = (self.scales_l[j / 2] >> (4 * (j % 2))) & 0x0F;
+        let high = (u16::from_le_bytes(self.scales_h) >> (2 * j)) & 3;
+        (low as i32 | (high as i32) << 4) - 32
+    }
+}
+
 // Sizes as ggml's static_asserts state them.
 const _: () = assert!(size_of::<BlockQ4_0>() == 2 + QK / 2);
 const _: () = assert!(size_of::<BlockQ4_1>() == 2 * 2 + QK / 2);
@@ -215,3 +252,5 @@ const _: () = assert!(size_of::<BlockQ4_K>() == 2 * 2 + K_SCALE_SIZE + QK_K / 2)
 const _: () = assert!(size_of::<BlockQ5_K>() == 2 * 2 + K_SCALE_SIZE + QK_K / 2 + QK_K / 8);
 const _: () = assert!(size_of::<BlockQ6_K>() == 2 + QK_K / 16 + 3 * QK_K / 4);
 const _: () = assert!(size_of::<BlockQ8_K>() == 4 + QK_K + 2 * QK_K / 16);
+const _: () = assert!(size_of::<BlockIQ4_NL>() == 2 + QK / 2);
+const _: () = assert!(size_of::<BlockIQ4_XS>() == 2 + 2 + QK_K / 64 + QK_K / 2);

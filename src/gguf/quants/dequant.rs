@@ -255,3 +255,34 @@ impl Dequantize for BlockQ8_K {
         }
     }
 }
+
+impl Dequantize for BlockIQ4_NL {
+    const WEIGHTS: usize = QK;
+    #[inline]
+    fn dequantize(&self, out: &mut [f32]) {
+        let d = self.d.to_f32();
+        let (lo, hi) = out[..QK].split_at_mut(QK / 2);
+        for j in 0..QK / 2 {
+            let b = self.qs[j];
+            lo[j] = d * KVALUES_IQ4NL[(b & 0x0F) as usize] as f32;
+            hi[j] = d * KVALUES_IQ4NL[(b >> 4) as usize] as f32;
+        }
+    }
+}
+
+impl Dequantize for BlockIQ4_XS {
+    const WEIGHTS: usize = QK_K;
+    #[inline]
+    fn dequantize(&self, out: &mut [f32]) {
+        let d = self.d.to_f32();
+        for (j, group) in out[..QK_K].chunks_exact_mut(32).enumerate() {
+            let dl = d * self.scale(j) as f32;
+            let qs = &self.qs[16 * j..16 * j + 16];
+            let (lo, hi) = group.split_at_mut(16);
+            for l in 0..16 {
+                lo[l] = dl * KVALUES_IQ4NL[(qs[l] & 0x0F) as usize] as f32;
+                hi[l] = dl * KVALUES_IQ4NL[(qs[l] >> 4) as usize] as f32;
+            }
+        }
+    }
+}

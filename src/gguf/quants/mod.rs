@@ -2,7 +2,8 @@
 //!
 //! - `dequantize(ty, bytes, out)`: `bytes` holds whole blocks of `ty`; `out` gets
 //!   `bytes.len() / type_size * block_size` floats, bit-identical to the `gguf` PyPI package's
-//!   `gguf.quants.dequantize` (Q8_K, which that package lacks, as ggml's `dequantize_row_q8_K`).
+//!   `gguf.quants.dequantize` (Q8_K, which that package lacks, as ggml's `dequantize_row_q8_K`;
+//!   IQ4_NL and IQ4_XS, which it decodes but cannot encode, checked on random blocks).
 //!   Large inputs are split over threads.
 //! - `quantize(ty, x)`: F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0 byte-identical to
 //!   `gguf.quants.quantize`; Q8_K as llama.cpp's reference `quantize_row_q8_K_ref`.
@@ -89,13 +90,21 @@ macro_rules! with_dequantize_block {
                 type $B = BlockQ8_K;
                 $body
             }
+            GgmlType::IQ4_NL => {
+                type $B = BlockIQ4_NL;
+                $body
+            }
+            GgmlType::IQ4_XS => {
+                type $B = BlockIQ4_XS;
+                $body
+            }
             _ => $other,
         }
     };
 }
 
 /// The types `dequantize` and `vec_dot` accept (the same set as `GgmlType::can_dequantize`).
-pub const DEQUANTIZABLE: [GgmlType; 14] = [
+pub const DEQUANTIZABLE: [GgmlType; 16] = [
     GgmlType::F32,
     GgmlType::F16,
     GgmlType::BF16,
@@ -110,6 +119,8 @@ pub const DEQUANTIZABLE: [GgmlType; 14] = [
     GgmlType::Q5_K,
     GgmlType::Q6_K,
     GgmlType::Q8_K,
+    GgmlType::IQ4_NL,
+    GgmlType::IQ4_XS,
 ];
 
 /// The types `quantize` produces.

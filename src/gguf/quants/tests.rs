@@ -8,6 +8,7 @@ use crate::test_rng::TestRng;
 fn f16_field_offsets(ty: GgmlType) -> &'static [usize] {
     match ty {
         GgmlType::Q4_0 | GgmlType::Q5_0 | GgmlType::Q8_0 => &[0],
+        GgmlType::IQ4_NL | GgmlType::IQ4_XS => &[0],
         GgmlType::Q4_1 | GgmlType::Q5_1 | GgmlType::Q4_K | GgmlType::Q5_K => &[0, 2],
         GgmlType::Q2_K => &[80, 82],
         GgmlType::Q3_K => &[108],
@@ -52,6 +53,8 @@ fn block_sizes_match_the_type_table() {
         (GgmlType::Q5_K, size_of::<BlockQ5_K>()),
         (GgmlType::Q6_K, size_of::<BlockQ6_K>()),
         (GgmlType::Q8_K, size_of::<BlockQ8_K>()),
+        (GgmlType::IQ4_NL, size_of::<BlockIQ4_NL>()),
+        (GgmlType::IQ4_XS, size_of::<BlockIQ4_XS>()),
         (GgmlType::F32, size_of::<F32Le>()),
         (GgmlType::F16, size_of::<F16Le>()),
         (GgmlType::BF16, size_of::<Bf16Le>()),
@@ -119,6 +122,35 @@ fn hand_decoded_blocks() {
     dequantize(GgmlType::Q6_K, bytemuck::bytes_of(&block), &mut out).unwrap();
     assert_eq!(out[0], 2.0 * ((0x05 | (0b10 << 4)) - 32) as f32);
     assert_eq!(out[255], -(((0x0A | (0b11 << 4)) - 32) as f32));
+
+    // IQ4_NL, d = 0.5: byte 0x1F holds weight 0 = 0.5 * kvalues[15] and weight 16 =
+    // 0.5 * kvalues[1]; the zero byte of weight 1 gives kvalues[0].
+    let mut block = vec![0u8; 18];
+    block[..2].copy_from_slice(&F16Le::from_f32(0.5).0);
+    block[2] = 0x1F;
+    let mut out = [0f32; 32];
+    dequantize(GgmlType::IQ4_NL, &block, &mut out).unwrap();
+    assert_eq!((out[0], out[16], out[1]), (56.5, -52.0, -63.5));
+
+    // IQ4_XS, d = 0.25: group 0's scale 0b01_0011 (scales_l[0] low nibble 3, scales_h bits
+    // 0-1 = 1) - 32 = -13; group 7's 0b10_1111 (scales_l[3] high nibble, scales_h bits 14-15)
+    // - 32 = 15. Weight 0 = low nibble of qs[0], weight 255 = high nibble of qs[127].
+    let mut block = BlockIQ4_XS {
+        d: F16Le::from_f32(0.25),
+        scales_h: 0b10_00_00_00_00_00_00_01u16.to_le_bytes(),
+        scales_l: [0x03, 0, 0, 0xF0],
+        qs: [0; 128],
+    };
+    block.qs[0] = 0x2E;
+    block.qs[127] = 0x80;
+    let mut out = [0f32; 256];
+    dequantize(GgmlType::IQ4_XS, bytemuck::bytes_of(&block), &mut out).unwrap();
+    assert_eq!(out[0], 0.25 * -13.0 * 89.0);
+    assert_eq!(out[16], 0.25 * -13.0 * -83.0);
+    assert_eq!(out[255], 0.25 * 15.0 * 1.0);
+    assert_eq!(out[224], 0.25 * 15.0 * -127.0);
+    // Groups 1..6 have scale -32 (every scale bit clear).
+    assert_eq!(out[32], 0.25 * -32.0 * -127.0);
 }
 
 #[test]
@@ -154,7 +186,12 @@ fn vec_dot_matches_dequantize_then_dot() {
 #[test]
 fn parallel_paths_match_block_by_block() {
     let mut rng = TestRng::for_test("quants");
-    for ty in [GgmlType::Q4_1, GgmlType::Q6_K, GgmlType::F16] {
+    for ty in [
+        GgmlType::Q4_1,
+        GgmlType::Q6_K,
+        GgmlType::F16,
+        GgmlType::IQ4_XS,
+    ] {
         let n_blocks = 3 * PARALLEL_MIN_WEIGHTS / ty.block_size() + 7;
         let data = random_blocks(ty, n_blocks, &mut rng);
         let mut whole = vec![0f32; n_blocks * ty.block_size()];

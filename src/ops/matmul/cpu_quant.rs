@@ -4,15 +4,16 @@
 //! integer dots run on AVX2 when the CPU has it (detected at run time, scalar otherwise).
 //! Weight rows are split across rayon's threads.
 //!
-//! `out [m, n] = x [m, k] @ W^T`, W `[n, k]` of type Q4_0, Q4_1, Q5_0, Q5_1, Q8_0 (activations
-//! in blocks of 32, `BlockQ8`) or Q4_K, Q5_K, Q6_K (blocks of 256 with 16-element sums,
-//! `BlockQ8K`). Results differ from the f32 reference by the activation rounding only
-//! (relative error around 1e-3), as llama.cpp's do.
+//! `out [m, n] = x [m, k] @ W^T`, W `[n, k]` of type Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, IQ4_NL
+//! (activations in blocks of 32, `BlockQ8`: llama.cpp's Q8_0 / Q8_1) or Q4_K, Q5_K, Q6_K, IQ4_XS
+//! (blocks of 256 with 16-element sums, `BlockQ8K`: its Q8_K). Results differ from the f32
+//! reference by the activation rounding only (relative error around 1e-3), as llama.cpp's do.
 
 use half::f16;
 use rayon::prelude::*;
 
 use crate::error::{Error, Result};
+use crate::gguf::quants::blocks::KVALUES_IQ4NL;
 use crate::gguf::GgmlType;
 
 /// Elements per block of every supported type.
@@ -24,7 +25,10 @@ const QK_K: usize = 256;
 /// Whether `matmul` handles weights of `ty`.
 pub fn supports(ty: GgmlType) -> bool {
     use GgmlType::*;
-    matches!(ty, Q4_0 | Q4_1 | Q5_0 | Q5_1 | Q8_0 | Q4_K | Q5_K | Q6_K)
+    matches!(
+        ty,
+        Q4_0 | Q4_1 | Q5_0 | Q5_1 | Q8_0 | IQ4_NL | Q4_K | Q5_K | Q6_K | IQ4_XS
+    )
 }
 
 /// 32 activations quantized to int8: `x[i] ~= d * qs[i]`; `s = d * sum(qs)` (for the
@@ -153,6 +157,7 @@ fn scalar_dot(ty: GgmlType) -> RowDot<BlockQ8> {
         GgmlType::Q5_0 => scalar::q5_0,
         GgmlType::Q5_1 => scalar::q5_1,
         GgmlType::Q8_0 => scalar::q8_0,
+        GgmlType::IQ4_NL => scalar::iq4_nl,
         _ => unreachable!("a type with 32-element activation blocks"),
     }
 }
@@ -175,6 +180,7 @@ fn row_dot(ty: GgmlType) -> Kernel<BlockQ8> {
                 GgmlType::Q5_0 => (avx2::q5_0, avx2::q5_0_x4),
                 GgmlType::Q5_1 => (avx2::q5_1, avx2::q5_1_x4),
                 GgmlType::Q8_0 => (avx2::q8_0, avx2::q8_0_x4),
+                GgmlType::IQ4_NL => (avx2::iq4_nl, avx2::iq4_nl_x4),
                 _ => unreachable!("a type with 32-element activation blocks"),
             };
             return Kernel {
@@ -189,7 +195,8 @@ fn row_dot(ty: GgmlType) -> Kernel<BlockQ8> {
     }
 }
 
-/// The dot product for K-quant `ty`: plain Rust, compiled for AVX2 where the CPU has it.
+/// The dot product for `ty` with 256-element activation blocks (the K-quants: plain Rust,
+/// compiled for AVX2 where the CPU has it; IQ4_XS: AVX2 intrinsics there).
 fn row_dot_k(ty: GgmlType) -> Kernel<BlockQ8K> {
     Kernel {
         one: row_dot_k_one(ty),
@@ -205,7 +212,8 @@ fn row_dot_k_one(ty: GgmlType) -> RowDot<BlockQ8K> {
                 GgmlType::Q4_K => kquants::q4_k_avx2,
                 GgmlType::Q5_K => kquants::q5_k_avx2,
                 GgmlType::Q6_K => kquants::q6_k_avx2,
-                _ => unreachable!("a K-quant type"),
+                GgmlType::IQ4_XS => avx2::iq4_xs,
+                _ => unreachable!("a type with 256-element activation blocks"),
             };
         }
     }
@@ -213,7 +221,8 @@ fn row_dot_k_one(ty: GgmlType) -> RowDot<BlockQ8K> {
         GgmlType::Q4_K => kquants::q4_k,
         GgmlType::Q5_K => kquants::q5_k,
         GgmlType::Q6_K => kquants::q6_k,
-        _ => unreachable!("a K-quant type"),
+        GgmlType::IQ4_XS => kquants::iq4_xs,
+        _ => unreachable!("a type with 256-element activation blocks"),
     }
 }
 
@@ -348,7 +357,7 @@ fn rows_times_activations<A: Sync>(
 /// K-quant dots: each super-block of 256 weights is unpacked to integers in plain Rust, whose
 /// loops LLVM vectorizes; the `_avx2` entry points compile the same code for AVX2.
 mod kquants {
-    use super::{f16_at, prefetch, BlockQ8K, PREFETCH_AHEAD, QK_K};
+    use super::{f16_at, prefetch, BlockQ8K, KVALUES_IQ4NL, PREFETCH_AHEAD, QK_K};
 
     /// Scale and min of sub-block `j` (of 8) from Q4_K/Q5_K's 12 packed 6-bit values.
     #[inline(always)]
@@ -462,6 +471,34 @@ mod kquants {
         sum
     }
 
+    /// IQ4_XS (no AVX2 copy here: `avx2::iq4_xs` is its SIMD form, with the same result):
+    /// `w = d * (ls - 32) * KVALUES_IQ4NL[q]` per sub-block of 32; the integer sums of the
+    /// super-block's sub-blocks times their scales, then one float product.
+    pub fn iq4_xs(w: &[u8], x: &[BlockQ8K]) -> f32 {
+        let mut sum = 0.0f32;
+        for (b, xb) in w.chunks_exact(136).zip(x) {
+            prefetch(b, PREFETCH_AHEAD);
+            let d = f16_at(b, 0) * xb.d;
+            let scales_h = u16::from_le_bytes([b[2], b[3]]) as i32;
+            let (scales_l, qs) = (&b[4..8], &b[8..136]);
+            let mut isum = 0i32;
+            for j in 0..8 {
+                let q = &qs[16 * j..16 * j + 16];
+                let ls = ((scales_l[j / 2] >> (4 * (j % 2))) & 0x0F) as i32
+                    | (((scales_h >> (2 * j)) & 3) << 4);
+                let xs = &xb.qs[32 * j..32 * j + 32];
+                let mut acc = 0i32;
+                for l in 0..16 {
+                    acc += KVALUES_IQ4NL[(q[l] & 0x0F) as usize] as i32 * xs[l] as i32;
+                    acc += KVALUES_IQ4NL[(q[l] >> 4) as usize] as i32 * xs[l + 16] as i32;
+                }
+                isum += (ls - 32) * acc;
+            }
+            sum += d * isum as f32;
+        }
+        sum
+    }
+
     pub fn q4_k(w: &[u8], x: &[BlockQ8K]) -> f32 {
         q4_k_body(w, x)
     }
@@ -509,7 +546,7 @@ mod kquants {
 /// Plain Rust dots: the reference the SIMD versions are tested against, and the fallback.
 #[allow(clippy::needless_range_loop)] // element j pairs with x[j] and x[j + 16]
 mod scalar {
-    use super::{f16_at, BlockQ8, QK};
+    use super::{f16_at, BlockQ8, KVALUES_IQ4NL, QK};
 
     pub fn q4_0(w: &[u8], x: &[BlockQ8]) -> f32 {
         let mut sum = 0.0f32;
@@ -584,6 +621,21 @@ mod scalar {
         }
         sum
     }
+
+    /// IQ4_NL: Q4_0's block with each nibble standing for `KVALUES_IQ4NL[nibble]`.
+    pub fn iq4_nl(w: &[u8], x: &[BlockQ8]) -> f32 {
+        let mut sum = 0.0f32;
+        for (b, xb) in w.chunks_exact(18).zip(x) {
+            let qs = &b[2..18];
+            let mut acc = 0i32;
+            for j in 0..QK / 2 {
+                acc += KVALUES_IQ4NL[(qs[j] & 0x0F) as usize] as i32 * xb.qs[j] as i32;
+                acc += KVALUES_IQ4NL[(qs[j] >> 4) as usize] as i32 * xb.qs[j + QK / 2] as i32;
+            }
+            sum += f16_at(b, 0) * xb.d * acc as f32;
+        }
+        sum
+    }
 }
 
 /// AVX2 + FMA (+ F16C for the block scales) dots. Each block's 32 weights are expanded to 32 int8 lanes (low nibbles in the
@@ -594,7 +646,7 @@ mod scalar {
 mod avx2 {
     use std::arch::x86_64::*;
 
-    use super::{prefetch, BlockQ8, PREFETCH_AHEAD};
+    use super::{prefetch, BlockQ8, BlockQ8K, KVALUES_IQ4NL, PREFETCH_AHEAD};
 
     /// The f16 at byte `i` of `b` as f32, with the F16C instruction.
     #[inline]
@@ -715,6 +767,24 @@ mod avx2 {
         }
     }
 
+    /// `KVALUES_IQ4NL` in both 128-bit lanes: `shuffle_epi8` with it maps 32 codes 0..15 to
+    /// their values.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn iq4_table() -> __m256i {
+        _mm256_broadcastsi128_si256(_mm_loadu_si128(KVALUES_IQ4NL.as_ptr() as *const __m128i))
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn unpack_iq4_nl(b: &[u8]) -> Unpacked {
+        Unpacked {
+            q: _mm256_shuffle_epi8(iq4_table(), nibbles(b.as_ptr().add(2))),
+            d: f16_at(b, 0),
+            m: 0.0,
+        }
+    }
+
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
     unsafe fn unpack_q8_0(b: &[u8]) -> Unpacked {
@@ -794,6 +864,49 @@ mod avx2 {
     entry!(q5_0, q5_0_x4, 22, true, unpack_q5_0);
     entry!(q5_1, q5_1_x4, 24, false, unpack_q5_1);
     entry!(q8_0, q8_0_x4, 34, true, unpack_q8_0);
+    entry!(iq4_nl, iq4_nl_x4, 18, true, unpack_iq4_nl);
+
+    /// Sum of the 8 i32 lanes of `v`.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn hsum_i32(v: __m256i) -> i32 {
+        let s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+        let s = _mm_add_epi32(s, _mm_unpackhi_epi64(s, s));
+        let s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 1));
+        _mm_cvtsi128_si32(s)
+    }
+
+    /// IQ4_XS (136-byte super-blocks) with Q8_K activations: per sub-block of 32 the values
+    /// from the table, signed byte products summed to i32 lanes times the sub-block's scale;
+    /// the super-block's lanes are summed as integers, so the result is `kquants::iq4_xs`'s to
+    /// the bit.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn iq4_xs_rows(w: &[u8], x: &[BlockQ8K]) -> f32 {
+        let table = iq4_table();
+        let mut sum = 0.0f32;
+        for (b, xb) in w.chunks_exact(136).zip(x) {
+            prefetch(b, PREFETCH_AHEAD);
+            let scales_h = u16::from_le_bytes([b[2], b[3]]) as i32;
+            let mut sumi = _mm256_setzero_si256();
+            for j in 0..8 {
+                let ls = ((b[4 + j / 2] >> (4 * (j % 2))) & 0x0F) as i32
+                    | (((scales_h >> (2 * j)) & 3) << 4);
+                let q = _mm256_shuffle_epi8(table, nibbles(b.as_ptr().add(8 + 16 * j)));
+                let xv = _mm256_loadu_si256(xb.qs.as_ptr().add(32 * j) as *const __m256i);
+                // (|q| unsigned, x with q's sign: maddubs's u8 x i8; |q| <= 127, no saturation)
+                let pairs = _mm256_maddubs_epi16(_mm256_sign_epi8(q, q), _mm256_sign_epi8(xv, q));
+                let scaled = _mm256_madd_epi16(pairs, _mm256_set1_epi16((ls - 32) as i16));
+                sumi = _mm256_add_epi32(sumi, scaled);
+            }
+            sum += f16_at(b, 0) * xb.d * hsum_i32(sumi) as f32;
+        }
+        sum
+    }
+
+    pub fn iq4_xs(w: &[u8], x: &[BlockQ8K]) -> f32 {
+        // SAFETY: only reachable through `row_dot_k`, which checked the CPU features.
+        unsafe { iq4_xs_rows(w, x) }
+    }
 }
 
 #[cfg(test)]
@@ -829,15 +942,17 @@ mod tests {
         out
     }
 
-    const TYPES: [GgmlType; 8] = [
+    const TYPES: [GgmlType; 10] = [
         GgmlType::Q4_0,
         GgmlType::Q4_1,
         GgmlType::Q5_0,
         GgmlType::Q5_1,
         GgmlType::Q8_0,
+        GgmlType::IQ4_NL,
         GgmlType::Q4_K,
         GgmlType::Q5_K,
         GgmlType::Q6_K,
+        GgmlType::IQ4_XS,
     ];
 
     #[test]
@@ -877,6 +992,7 @@ mod tests {
             GgmlType::Q5_0,
             GgmlType::Q5_1,
             GgmlType::Q8_0,
+            GgmlType::IQ4_NL,
         ] {
             for nb in [1usize, 3, 17] {
                 let w = random_blocks(ty, nb, &mut seed);
@@ -900,11 +1016,97 @@ mod tests {
     }
 
     #[test]
+    fn iq4_xs_simd_equals_scalar() {
+        // Both sum a super-block's integer products exactly, then multiply once.
+        let mut seed = 11u64;
+        for nb in [1usize, 2, 9] {
+            let w = random_blocks(GgmlType::IQ4_XS, nb, &mut seed);
+            let x: Vec<f32> = (0..nb * QK_K).map(|_| lcg(&mut seed) * 3.0).collect();
+            let mut xq = vec![q8k_zero(); nb];
+            quantize_row_q8k(&x, &mut xq);
+            let (a, b) = (
+                row_dot_k_one(GgmlType::IQ4_XS)(&w, &xq),
+                kquants::iq4_xs(&w, &xq),
+            );
+            assert_eq!(a.to_bits(), b.to_bits(), "nb={nb}: {a} vs {b}");
+        }
+    }
+
+    fn q8k_zero() -> BlockQ8K {
+        BlockQ8K {
+            qs: [0; QK_K],
+            bsums: [0; QK_K / 16],
+            d: 0.0,
+        }
+    }
+
+    /// The 8-bit activations as the dot products see them, in float64: `d * q` per block.
+    fn q8_values(ty: GgmlType, x: &[f32]) -> Vec<f64> {
+        if ty.block_size() == QK_K {
+            let mut xq = vec![q8k_zero(); x.len() / QK_K];
+            quantize_row_q8k(x, &mut xq);
+            xq.iter()
+                .flat_map(|b| b.qs.iter().map(move |&q| b.d as f64 * q as f64))
+                .collect()
+        } else {
+            let zero = BlockQ8 {
+                qs: [0; QK],
+                d: 0.0,
+                s: 0.0,
+            };
+            let mut xq = vec![zero; x.len() / QK];
+            quantize_row_q8(x, &mut xq);
+            xq.iter()
+                .flat_map(|b| b.qs.iter().map(move |&q| b.d as f64 * q as f64))
+                .collect()
+        }
+    }
+
+    #[test]
+    fn matmul_matches_a_float64_reference_of_the_same_8_bit_x() {
+        // The weights dequantized by the gguf module times x rounded as `matmul` rounds it: what
+        // is left is float32 arithmetic. (Q4_1 / Q5_1 are left out: their offset term takes
+        // `s`, d * sum(q) rounded to f16 as ggml's Q8_1 keeps it, not the exact sum.)
+        let mut seed = 5u64;
+        for ty in TYPES {
+            if matches!(ty, GgmlType::Q4_1 | GgmlType::Q5_1) {
+                continue;
+            }
+            let (n, m, k) = (11usize, 3usize, 3 * QK_K);
+            let w = random_blocks(ty, n * k / ty.block_size(), &mut seed);
+            let x: Vec<f32> = (0..m * k).map(|_| lcg(&mut seed) * 2.0).collect();
+            let mut out = vec![0.0; m * n];
+            matmul(ty, &w, n, k, &x, m, &mut out).unwrap();
+            let mut wf = vec![0.0f32; n * k];
+            quants::dequantize(ty, &w, &mut wf).unwrap();
+            for i in 0..m {
+                let xq = q8_values(ty, &x[i * k..(i + 1) * k]);
+                for r in 0..n {
+                    let terms = (0..k).map(|c| wf[r * k + c] as f64 * xq[c]);
+                    let want: f64 = terms.clone().sum();
+                    let scale: f64 = terms.map(f64::abs).sum();
+                    let got = out[i * n + r] as f64;
+                    assert!(
+                        (got - want).abs() <= 1e-6 * scale,
+                        "{ty} [{i}, {r}]: {got} vs {want} (scale {scale})"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
     fn matmul_rows_agree_for_any_m() {
         // Row i of a batched matmul equals the single-row matmul of x[i]: decode and prefill
         // see the same numbers.
         let mut seed = 7u64;
-        for ty in [GgmlType::Q4_1, GgmlType::Q8_0, GgmlType::Q6_K] {
+        for ty in [
+            GgmlType::Q4_1,
+            GgmlType::Q8_0,
+            GgmlType::Q6_K,
+            GgmlType::IQ4_NL,
+            GgmlType::IQ4_XS,
+        ] {
             let (n, k, m) = (37, 512, 7);
             let w = random_blocks(ty, n * k / ty.block_size(), &mut seed);
             let x: Vec<f32> = (0..m * k).map(|_| lcg(&mut seed)).collect();
