@@ -246,6 +246,29 @@ impl Engine {
         Ok(tokens.len() - start)
     }
 
+    /// `eval_sequence` of at most `max_new` tokens: the next part of `tokens` after what the
+    /// cache holds. Returns (tokens evaluated, whether all of `tokens` is now held, the
+    /// device then holding the last one's logits).
+    fn eval_part(
+        &mut self,
+        tokens: &[u32],
+        max_new: usize,
+        interrupt: Interrupt,
+    ) -> Result<(usize, bool)> {
+        let common = self
+            .cached
+            .iter()
+            .zip(tokens)
+            .take_while(|(a, b)| a == b)
+            .count();
+        let start = common.min(tokens.len() - 1);
+        let end = tokens.len().min(start + max_new.max(1));
+        self.cached.truncate(start);
+        self.model.eval(&tokens[start..end], start, interrupt)?;
+        self.cached.extend_from_slice(&tokens[start..end]);
+        Ok((end - start, end == tokens.len()))
+    }
+
     /// Logits of every position of `ids` in a fresh context: `[ids.len(), vocab]`.
     pub fn logits_all(&mut self, ids: &[u32], interrupt: Interrupt) -> Result<Vec<f32>> {
         if ids.is_empty() {
@@ -385,6 +408,8 @@ pub struct Generation {
     stats: Stats,
     /// Per generated token, when the request asks for them.
     logprobs: Vec<TokenLogprobs>,
+    /// A prefill in parts (`step_batch`): tokens evaluated and seconds so far.
+    prefill: (usize, f64),
 }
 
 impl Generation {
@@ -432,6 +457,7 @@ impl Generation {
             finished: None,
             stats,
             logprobs: Vec::new(),
+            prefill: (0, 0.0),
             params,
         })
     }
@@ -668,11 +694,15 @@ pub fn generate_scored(
     Ok((text, g.logprobs))
 }
 
+/// Prompt tokens `step_batch` evaluates for a generation in one step: a long prompt takes
+/// several steps, and the generations running beside it get a token at each.
+pub const PREFILL_CHUNK: usize = crate::model::forward::MAX_BATCH;
+
 /// One token for each of several generations at once, each in its own sequence slot
 /// (`Engine::set_slots`; one generation a slot). A generation whose slot's cache holds all its
 /// tokens but the last joins one batched step (`LanguageModel::decode_batch`: each weight
 /// matrix read once for all of them); one whose prompt is not evaluated yet is evaluated
-/// alone first. Every pick is drawn on the host from the row's logits as
+/// alone first, `PREFILL_CHUNK` tokens a step. Every pick is drawn on the host from the row's logits as
 /// `ops::sampling` draws for a generation alone (the draw keyed by the seed and the new
 /// token's position), so each generation's tokens are those it would get alone, whatever
 /// else is in the batch (up to rounding: a batched matmul may add in another order).
@@ -698,17 +728,26 @@ pub fn step_batch(
             rows.push((i, *slot, g.tokens[n - 1], n - 1));
             continue;
         }
-        // The prompt (or whatever the slot lacks): evaluated alone, then picked on the host.
+        // The prompt (or whatever the slot lacks): evaluated alone, at most one chunk a step so
+        // that the running generations go on meanwhile; after the last chunk, picked on the
+        // host.
         interrupt()?;
         let t0 = Instant::now();
         engine.use_slot(*slot)?;
-        let evaluated = engine.eval_sequence(&g.tokens, interrupt)?;
+        let (part, complete) = engine.eval_part(&g.tokens, PREFILL_CHUNK, interrupt)?;
+        if !complete {
+            g.prefill.0 += part;
+            g.prefill.1 += t0.elapsed().as_secs_f64();
+            continue;
+        }
+        let (earlier, earlier_seconds) = std::mem::take(&mut g.prefill);
         engine.model.last_logits(&mut engine.logits)?;
         let logits = std::mem::take(&mut engine.logits);
         let picked = pick_rows(&logits, vocab, &[&**g]);
         engine.logits = logits;
         let (token, scored) = picked?.pop().expect("one row");
-        out[i] = g.accept(engine, token, scored, evaluated, t0.elapsed().as_secs_f64())?;
+        let seconds = earlier_seconds + t0.elapsed().as_secs_f64();
+        out[i] = g.accept(engine, token, scored, earlier + part, seconds)?;
     }
     if rows.is_empty() {
         return Ok(out);

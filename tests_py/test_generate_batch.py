@@ -75,3 +75,17 @@ def test_batch_bad_arguments_leave_the_model_usable(tmp_path, rng, device):
         assert model.generate_batch(["the cat"], max_tokens=0) == [""]
         assert model.generate("the cat", max_tokens=8, temperature=0) == want
         assert model.generate_batch(["the cat"] * 3, max_tokens=8, temperature=0) == [want] * 3
+
+
+def test_long_prompts_prefill_in_chunks_beside_running_generations(tmp_path, rng, device):
+    """Prompts longer than one prefill chunk (512 tokens) are evaluated over several steps while
+    the others generate; every text still equals the prompt's alone."""
+    m = Tiny(rng, n_ctx=2000, dim=64, heads=4, kv_heads=2, ffn=96, layers=1)
+    m.write(tmp_path / "m.gguf", "Q8_0")
+    ps = prompts(rng, 3)
+    ps.insert(1, " ".join(rng.choice(WORDS, 700)))
+    ps.append(" ".join(rng.choice(WORDS, 800)))
+    with rf.Model(str(tmp_path / "m.gguf"), device=device) as model:
+        assert len(model.tokenize(ps[-1])) > 2 * 512
+        alone = [model.generate(p, max_tokens=12, temperature=0) for p in ps]
+        assert model.generate_batch(ps, max_tokens=12, temperature=0, max_batch=3) == alone
