@@ -192,16 +192,17 @@ impl Engine {
         Ok(())
     }
 
-    /// The free slot (not in `busy`) whose cache holds the longest start of `tokens` (the
-    /// lowest on ties), so that a prompt sharing a start with an earlier one (a system
-    /// prompt) evaluates only the rest. None when every slot is busy.
+    /// The free slot (not in `busy`) whose cache holds the longest start of `tokens`, so that
+    /// a prompt sharing a start with an earlier one (a system prompt) evaluates only the rest;
+    /// on ties the one holding least (a cache worth keeping is not overwritten while an empty
+    /// one is free), then the lowest. None when every slot is busy.
     pub fn best_slot(&self, tokens: &[u32], busy: &[usize]) -> Option<usize> {
         (0..self.slots())
             .filter(|s| !busy.contains(s))
             .max_by_key(|&s| {
                 let cached = if s == self.slot { &self.cached } else { &self.parked[s] };
                 let common = cached.iter().zip(tokens).take_while(|(a, b)| a == b).count();
-                (common, std::cmp::Reverse(s))
+                (common, std::cmp::Reverse(cached.len()), std::cmp::Reverse(s))
             })
     }
 
@@ -643,6 +644,11 @@ impl Generation {
         }
         self.stats.finish_reason = Some(reason);
         engine.stats = self.stats.clone();
+    }
+
+    /// Token counts, timings and the finish reason so far.
+    pub fn stats(&self) -> &Stats {
+        &self.stats
     }
 
     /// The generated token ids (without the prompt).

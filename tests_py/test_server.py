@@ -427,31 +427,21 @@ def test_full_queue_429_and_disconnect_frees_the_engine(endless_server):
     assert metric(s, 'rocmforge_requests_total{endpoint="/v1/completions",status="429"}') == 2
 
 
-def test_concurrent_requests_run_together_and_answer_as_alone(tiny_path, model):
-    """Requests sent at once run in one batch (continuous batching): each answer equals
-    `Model.generate` of its prompt alone, greedy and seeded sampling, streamed or not; while a
-    long request runs, short ones join and leave its batch."""
+def test_concurrent_requests_answer_as_alone(tiny_path, model):
+    """Requests sent at once (greedy and seeded sampling, streamed or not), batched together,
+    each get the answer `Model.generate` gives their prompt alone."""
     prompts = PROMPTS + ["a b", "the the", "x"]
     greedy = dict(max_tokens=24, temperature=0)
     sampled = dict(max_tokens=24, temperature=1.0, top_p=1.0, seed=7)
     want = {(p, i): model.generate(p, **kw) for p in prompts for i, kw in enumerate((greedy, sampled))}
     with rf.Server(tiny_path, port=0, device="cpu", max_batch=4, queue_size=32) as s:
         client = openai.OpenAI(base_url=s.url + "/v1", api_key="-", max_retries=0, timeout=60)
-        most = {"running": 0}
-
-        def watch():
-            while not done.is_set():
-                most["running"] = max(most["running"], metric(s, "rocmforge_requests_running"))
-                time.sleep(0.005)
 
         def ask(prompt, i, stream):
             kw = dict(greedy if i == 0 else sampled)
             r = client.completions.create(model="tiny", prompt=prompt, stream=stream, **kw)
             return "".join(c.choices[0].text for c in r) if stream else r.choices[0].text
 
-        done = threading.Event()
-        watcher = threading.Thread(target=watch)
-        watcher.start()
         jobs = [(p, i, (j % 2) == 1) for j, (p, i) in enumerate(want)]
         got = {}
         threads = [threading.Thread(target=lambda j=j: got.setdefault(j[:2], ask(*j))) for j in jobs]
@@ -459,11 +449,46 @@ def test_concurrent_requests_run_together_and_answer_as_alone(tiny_path, model):
             t.start()
         for t in threads:
             t.join(timeout=60)
-        done.set()
-        watcher.join()
         assert got == want
-        assert most["running"] > 1, "the requests ran one at a time"
         wait_for(lambda: metric(s, "rocmforge_requests_running") == 0, what="an idle engine")
+
+
+def test_long_requests_run_at_once_up_to_max_batch(endless_path):
+    """Streams that run long all run at once, up to max_batch; one more waits in the queue,
+    and is served when a stream's client goes away."""
+    with rf.Server(endless_path, port=0, device="cpu", max_batch=3, queue_size=4) as s:
+        client = openai.OpenAI(base_url=s.url + "/v1", api_key="-", max_retries=0, timeout=60)
+        streams = [long_stream(client) for _ in range(3)]
+        wait_for(lambda: metric(s, "rocmforge_requests_running") == 3, what="three running")
+        waiting = {}
+        t = threading.Thread(target=lambda: waiting.setdefault(
+            "r", client.completions.create(model="m", prompt="he", max_tokens=3, temperature=0)))
+        t.start()
+        wait_for(lambda: metric(s, "rocmforge_queue_length") == 1, what="a waiting request")
+        assert metric(s, "rocmforge_requests_running") == 3
+        streams[0][0].close()
+        t.join(timeout=30)
+        assert waiting["r"].usage.completion_tokens == 3
+        for stream, _ in streams[1:]:
+            stream.close()
+        wait_for(lambda: metric(s, "rocmforge_requests_running") == 0, what="an idle engine")
+
+
+def test_a_shared_prompt_start_is_taken_from_the_cache(tiny_path, model):
+    """A request whose prompt starts as an earlier one's (a system prompt) goes to that slot and
+    evaluates only the rest; its answer is still the one it gets alone."""
+    system = "the cat sat on a mat and " * 3
+    asks = [system + "he", system + "at the", "in a", system + "x"]
+    want = [model.generate(p, max_tokens=8, temperature=0) for p in asks]
+    shared = len(model.tokenize(system)) - 1  # (the last token may merge with what follows)
+    with rf.Server(tiny_path, port=0, device="cpu", max_batch=2) as s:
+        client = openai.OpenAI(base_url=s.url + "/v1", api_key="-", max_retries=0, timeout=60)
+        before = metric(s, "rocmforge_prompt_tokens_cached_total")
+        for prompt, text in zip(asks, want):
+            r = client.completions.create(model="tiny", prompt=prompt, max_tokens=8, temperature=0)
+            assert r.choices[0].text == text
+        # the second and the fourth reuse the first's slot ("in a" takes the other one)
+        assert metric(s, "rocmforge_prompt_tokens_cached_total") - before >= 2 * shared
 
 
 def test_stop_finishes_running_requests_then_cancels(endless_path):

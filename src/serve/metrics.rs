@@ -16,6 +16,8 @@ pub struct Metrics {
     /// Answered requests by (endpoint, HTTP status).
     requests: Mutex<BTreeMap<(&'static str, u16), u64>>,
     pub prompt_tokens: AtomicU64,
+    /// Prompt tokens not evaluated: the start of the prompt was in its slot's cache.
+    pub prompt_tokens_cached: AtomicU64,
     pub generated_tokens: AtomicU64,
     /// Jobs the engine is running.
     pub running: AtomicUsize,
@@ -88,6 +90,12 @@ impl Metrics {
                 "counter",
                 "Prompt tokens of the requests the engine started.",
                 load(&self.prompt_tokens),
+            ),
+            (
+                "prompt_tokens_cached_total",
+                "counter",
+                "Prompt tokens taken from a sequence slot's cache instead of evaluated (a shared start).",
+                load(&self.prompt_tokens_cached),
             ),
             (
                 "generated_tokens_total",

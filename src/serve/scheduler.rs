@@ -300,6 +300,9 @@ fn report(mut r: Running, piece: Option<String>, shared: &Shared) -> Option<Runn
         .fetch_add((generated - r.counted) as u64, Ordering::Relaxed);
     if r.counted == 0 && generated > 0 {
         metrics.observe_first_token(r.received.elapsed());
+        // the prompt's start its slot's cache already held (a shared system prompt)
+        let reused = r.prompt_tokens.saturating_sub(g.stats().prefill_tokens);
+        metrics.prompt_tokens_cached.fetch_add(reused as u64, Ordering::Relaxed);
     }
     r.counted = generated;
     let tokens = g.logprobs()[r.sent_tokens..].to_vec();
