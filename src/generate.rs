@@ -200,9 +200,21 @@ impl Engine {
         (0..self.slots())
             .filter(|s| !busy.contains(s))
             .max_by_key(|&s| {
-                let cached = if s == self.slot { &self.cached } else { &self.parked[s] };
-                let common = cached.iter().zip(tokens).take_while(|(a, b)| a == b).count();
-                (common, std::cmp::Reverse(cached.len()), std::cmp::Reverse(s))
+                let cached = if s == self.slot {
+                    &self.cached
+                } else {
+                    &self.parked[s]
+                };
+                let common = cached
+                    .iter()
+                    .zip(tokens)
+                    .take_while(|(a, b)| a == b)
+                    .count();
+                (
+                    common,
+                    std::cmp::Reverse(cached.len()),
+                    std::cmp::Reverse(s),
+                )
             })
     }
 
@@ -708,9 +720,9 @@ pub const PREFILL_CHUNK: usize = crate::model::forward::MAX_BATCH;
 /// (`Engine::set_slots`; one generation a slot). A generation whose slot's cache holds all its
 /// tokens but the last joins one batched step (`LanguageModel::decode_batch`: each weight
 /// matrix read once for all of them); one whose prompt is not evaluated yet is evaluated
-/// alone first, `PREFILL_CHUNK` tokens a step. Every pick is drawn on the host from the row's logits as
-/// `ops::sampling` draws for a generation alone (the draw keyed by the seed and the new
-/// token's position), so each generation's tokens are those it would get alone, whatever
+/// alone first, `PREFILL_CHUNK` tokens a step. Every pick is drawn on the host from the row's
+/// logits as `ops::sampling` draws for a generation alone (the draw keyed by the seed and the
+/// new token's position), so each generation's tokens are those it would get alone, whatever
 /// else is in the batch (up to rounding: a batched matmul may add in another order).
 ///
 /// Returns, per generation, the text this step released (at the end, all that was held);
@@ -875,7 +887,9 @@ fn run_batch(
         // Free slots take the next prompts (their caches' contents are reused where they match).
         while running.len() < slots && next < gens.len() {
             let busy: Vec<usize> = running.iter().map(|r| r.1).collect();
-            let slot = engine.best_slot(&gens[next].tokens, &busy).expect("a free slot");
+            let slot = engine
+                .best_slot(&gens[next].tokens, &busy)
+                .expect("a free slot");
             running.push((next, slot));
             next += 1;
         }

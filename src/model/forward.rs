@@ -483,7 +483,8 @@ impl<B: Backend> Transformer<B> {
         }
         let (n_ctx, dtype) = (self.n_ctx(), self.kv_dtype());
         if let Some(free) = self.backend.free_memory()? {
-            let more = (n - self.caches.len()) as u64 * KvCache::<B>::bytes(&self.cfg, n_ctx, dtype);
+            let more =
+                (n - self.caches.len()) as u64 * KvCache::<B>::bytes(&self.cfg, n_ctx, dtype);
             if more > free {
                 return Err(Error::OutOfMemory {
                     what: format!("KV caches of {n} sequence slots of {n_ctx} positions"),

@@ -631,7 +631,15 @@ fn cpu_sampled_decode_steps_are_the_sampling_op() {
 /// batched steps (`decode_batch`, the rows in another order than the slots), each row's logits
 /// against those of its sequence run alone on the CPU (`decode_logits`).
 fn check_batched_steps<B: Backend>(backend: B, file: &GgufFile, kv: KvDtype, tol: f32, what: &str) {
-    let rotated = |k: usize| -> Vec<u32> { TOKENS.iter().cycle().skip(k).take(TOKENS.len()).copied().collect() };
+    let rotated = |k: usize| -> Vec<u32> {
+        TOKENS
+            .iter()
+            .cycle()
+            .skip(k)
+            .take(TOKENS.len())
+            .copied()
+            .collect()
+    };
     let seqs = [(rotated(0), 1), (rotated(4), 3), (rotated(7), 2)];
     let order = [2, 0, 1];
     let mut t = Transformer::load(backend, file, 32, kv).unwrap();
@@ -639,7 +647,8 @@ fn check_batched_steps<B: Backend>(backend: B, file: &GgufFile, kv: KvDtype, tol
     let mut got = vec![Vec::new(); seqs.len()];
     for (slot, (tokens, n_prompt)) in seqs.iter().enumerate() {
         t.select_slot(slot).unwrap();
-        t.eval(&tokens[..*n_prompt], 0, &mut no_interrupt()).unwrap();
+        t.eval(&tokens[..*n_prompt], 0, &mut no_interrupt())
+            .unwrap();
         let mut logits = vec![0.0; VOCAB];
         t.last_logits(&mut logits).unwrap();
         got[slot].push(logits);
@@ -665,11 +674,26 @@ fn check_batched_steps<B: Backend>(backend: B, file: &GgufFile, kv: KvDtype, tol
     }
     // Bad batches fail and change nothing.
     let mut out = vec![0.0; 2 * VOCAB];
-    assert!(t.decode_batch(&[(0, 1, 9), (0, 2, 9)], &mut out).is_err(), "a slot twice");
-    assert!(t.decode_batch(&[(0, 1, 9), (3, 2, 9)], &mut out).is_err(), "no slot 3");
-    assert!(t.decode_batch(&[(0, 1, 9), (1, 50, 9)], &mut out).is_err(), "id past the vocab");
-    assert!(t.decode_batch(&[(0, 1, 9), (1, 2, 32)], &mut out).is_err(), "past the context");
-    assert!(t.decode_batch(&[(0, 1, 9)], &mut out).is_err(), "out of the wrong size");
+    assert!(
+        t.decode_batch(&[(0, 1, 9), (0, 2, 9)], &mut out).is_err(),
+        "a slot twice"
+    );
+    assert!(
+        t.decode_batch(&[(0, 1, 9), (3, 2, 9)], &mut out).is_err(),
+        "no slot 3"
+    );
+    assert!(
+        t.decode_batch(&[(0, 1, 9), (1, 50, 9)], &mut out).is_err(),
+        "id past the vocab"
+    );
+    assert!(
+        t.decode_batch(&[(0, 1, 9), (1, 2, 32)], &mut out).is_err(),
+        "past the context"
+    );
+    assert!(
+        t.decode_batch(&[(0, 1, 9)], &mut out).is_err(),
+        "out of the wrong size"
+    );
     assert!(t.select_slot(3).is_err());
     t.set_slots(1).unwrap();
     assert!(t.select_slot(1).is_err());
@@ -680,7 +704,13 @@ fn cpu_batched_steps_equal_each_sequence_alone() {
     for arch in [Arch::Llama, Arch::Gemma3, Arch::Phi3] {
         for ty in [GgmlType::F32, GgmlType::Q8_0] {
             let file = tiny_model(arch, ty, 13);
-            check_batched_steps(CpuBackend, &file, KvDtype::F32, 1e-5, &format!("cpu {arch:?} {ty}"));
+            check_batched_steps(
+                CpuBackend,
+                &file,
+                KvDtype::F32,
+                1e-5,
+                &format!("cpu {arch:?} {ty}"),
+            );
         }
     }
 }

@@ -138,7 +138,11 @@ impl Queue {
 
 /// Start the scheduler thread; it owns `engine` until the server stops, and runs up to
 /// `max_batch` requests at once (each in a sequence slot, made when first needed).
-pub(super) fn spawn(engine: Engine, shared: Arc<Shared>, max_batch: usize) -> Result<JoinHandle<()>> {
+pub(super) fn spawn(
+    engine: Engine,
+    shared: Arc<Shared>,
+    max_batch: usize,
+) -> Result<JoinHandle<()>> {
     std::thread::Builder::new()
         .name("rocmforge-scheduler".to_string())
         .spawn(move || run(engine, &shared, max_batch))
@@ -172,7 +176,11 @@ fn run(mut engine: Engine, shared: &Shared, max_batch: usize) {
             if running.len() == slots && engine.set_slots(slots + 1).is_err() {
                 break; // no memory for another cache: the jobs running now are the batch
             }
-            let wait = if running.is_empty() { Duration::from_millis(50) } else { Duration::ZERO };
+            let wait = if running.is_empty() {
+                Duration::from_millis(50)
+            } else {
+                Duration::ZERO
+            };
             let Some(job) = shared.queue.pop(wait) else {
                 break;
             };
@@ -190,7 +198,10 @@ fn run(mut engine: Engine, shared: &Shared, max_batch: usize) {
             }
             !gone
         });
-        shared.metrics.running.store(running.len(), Ordering::Relaxed);
+        shared
+            .metrics
+            .running
+            .store(running.len(), Ordering::Relaxed);
         if running.is_empty() {
             if shared.stopping.load(Ordering::SeqCst) && shared.queue.is_empty() {
                 return;
@@ -207,8 +218,10 @@ fn run(mut engine: Engine, shared: &Shared, max_batch: usize) {
         // A panic (a bug) fails the running requests, not the server: their senders are
         // dropped (their clients get a 500) and the cache bookkeeping starts over.
         let step = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            let mut gens: Vec<(usize, &mut Generation)> =
-                running.iter_mut().map(|r| (r.slot, &mut r.generation)).collect();
+            let mut gens: Vec<(usize, &mut Generation)> = running
+                .iter_mut()
+                .map(|r| (r.slot, &mut r.generation))
+                .collect();
             crate::generate::step_batch(&mut engine, &mut gens, &mut interrupt)
         }));
         let pieces = match step {
@@ -243,7 +256,10 @@ fn run(mut engine: Engine, shared: &Shared, max_batch: usize) {
             .zip(pieces)
             .filter_map(|(r, piece)| report(r, piece, shared))
             .collect();
-        shared.metrics.running.store(running.len(), Ordering::Relaxed);
+        shared
+            .metrics
+            .running
+            .store(running.len(), Ordering::Relaxed);
     }
 }
 
@@ -302,7 +318,9 @@ fn report(mut r: Running, piece: Option<String>, shared: &Shared) -> Option<Runn
         metrics.observe_first_token(r.received.elapsed());
         // the prompt's start its slot's cache already held (a shared system prompt)
         let reused = r.prompt_tokens.saturating_sub(g.stats().prefill_tokens);
-        metrics.prompt_tokens_cached.fetch_add(reused as u64, Ordering::Relaxed);
+        metrics
+            .prompt_tokens_cached
+            .fetch_add(reused as u64, Ordering::Relaxed);
     }
     r.counted = generated;
     let tokens = g.logprobs()[r.sent_tokens..].to_vec();

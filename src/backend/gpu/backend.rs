@@ -374,7 +374,13 @@ impl Backend for GpuBackend {
     ) -> Result<()> {
         let bytes = n_rows * row_len * 4;
         need("copy_rows", "dst", dst, (dst_row + n_rows) * row_len, 4)?;
-        dst.copy_from(dst_row * row_len * 4, src, src_row * row_len * 4, bytes, "copy_rows")
+        dst.copy_from(
+            dst_row * row_len * 4,
+            src,
+            src_row * row_len * 4,
+            bytes,
+            "copy_rows",
+        )
     }
 
     fn plan(
