@@ -173,8 +173,11 @@ fn run(mut engine: Engine, shared: &Shared, max_batch: usize) {
         // Slots (KV caches) are made as the jobs running at once first need them.
         while running.len() < max_batch {
             let slots = engine.slots();
-            if running.len() == slots && engine.set_slots(slots + 1).is_err() {
-                break; // no memory for another cache: the jobs running now are the batch
+            if running.len() == slots {
+                // a new slot only for a job that waits for one
+                if shared.queue.is_empty() || engine.set_slots(slots + 1).is_err() {
+                    break; // (no memory for another cache: the jobs running now are the batch)
+                }
             }
             let wait = if running.is_empty() {
                 Duration::from_millis(50)
