@@ -200,22 +200,24 @@ impl Engine {
         (0..self.slots())
             .filter(|s| !busy.contains(s))
             .max_by_key(|&s| {
-                let cached = if s == self.slot {
-                    &self.cached
-                } else {
-                    &self.parked[s]
-                };
-                let common = cached
-                    .iter()
-                    .zip(tokens)
-                    .take_while(|(a, b)| a == b)
-                    .count();
-                (
-                    common,
-                    std::cmp::Reverse(cached.len()),
-                    std::cmp::Reverse(s),
-                )
+                let (common, held) = self.slot_fit(s, tokens);
+                (common, std::cmp::Reverse(held), std::cmp::Reverse(s))
             })
+    }
+
+    /// (tokens of the start of `tokens` that slot `slot`'s cache holds, tokens it holds).
+    pub fn slot_fit(&self, slot: usize, tokens: &[u32]) -> (usize, usize) {
+        let cached = if slot == self.slot {
+            &self.cached
+        } else {
+            &self.parked[slot]
+        };
+        let common = cached
+            .iter()
+            .zip(tokens)
+            .take_while(|(a, b)| a == b)
+            .count();
+        (common, cached.len())
     }
 
     /// What slot `slot`'s cache holds.

@@ -187,7 +187,7 @@ fn run(mut engine: Engine, shared: &Shared, max_batch: usize) {
             let Some(job) = shared.queue.pop(wait) else {
                 break;
             };
-            if let Some(r) = admit(&mut engine, job, shared, &running) {
+            if let Some(r) = admit(&mut engine, job, shared, &running, max_batch) {
                 running.push(r);
             }
         }
@@ -268,7 +268,13 @@ fn run(mut engine: Engine, shared: &Shared, max_batch: usize) {
 
 /// Check a job and start its generation in a free slot; a bad or cancelled job is answered
 /// here and not run.
-fn admit(engine: &mut Engine, job: Job, shared: &Shared, running: &[Running]) -> Option<Running> {
+fn admit(
+    engine: &mut Engine,
+    job: Job,
+    shared: &Shared,
+    running: &[Running],
+    max_batch: usize,
+) -> Option<Running> {
     let Job {
         prompt,
         params,
@@ -284,7 +290,16 @@ fn admit(engine: &mut Engine, job: Job, shared: &Shared, running: &[Running]) ->
         return None;
     }
     let busy: Vec<usize> = running.iter().map(|r| r.slot).collect();
-    let slot = engine.best_slot(&prompt, &busy)?;
+    let mut slot = engine.best_slot(&prompt, &busy)?;
+    let (common, held) = engine.slot_fit(slot, &prompt);
+    // A prompt that shares nothing with the free slots' caches gets a new slot while fewer
+    // than max_batch exist, so that those caches stay for the prompts that share their start.
+    if common == 0 && held > 0 && engine.slots() < max_batch {
+        let n = engine.slots();
+        if engine.set_slots(n + 1).is_ok() {
+            slot = n;
+        }
+    }
     let prompt_tokens = prompt.len();
     match Generation::new(engine, prompt, params) {
         Ok(generation) => {
