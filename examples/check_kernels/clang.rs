@@ -35,8 +35,8 @@
 //! Device libraries: Debian's ROCm 5.2 libraries have no `oclc_isa_version_<N>.bc` for gfx1100,
 //! gfx1201 or gfx942, and clang refuses a target without one. That file defines a single
 //! constant, `__oclc_ISA_version` (read by the libraries' feature tests), so `prepare` writes
-//! the missing ones into a private folder (beside links to every installed library), each a copy
-//! of an installed ISA-version file with the target's number.
+//! the missing ones into a private folder (beside links to every installed library): one LLVM
+//! IR constant each, with the data layout clang gives that target, assembled by llvm-as.
 //!
 //! Resources come from the code object's AMDGPU metadata (`llvm-readobj --notes`); the
 //! occupancy LLVM computes for each kernel (registers, LDS and launch bounds together) comes from
@@ -106,6 +106,25 @@ pub fn isa_version(arch: &str) -> Option<u32> {
     let mut hex = rest.chars().map(|c| c.to_digit(16));
     let (minor, stepping) = (hex.next()??, hex.next()??);
     Some(major * 1000 + minor * 100 + stepping)
+}
+
+/// The LLVM IR of `oclc_isa_version_<N>.bc` for ISA version `version` (`isa_version`): the one
+/// constant the device libraries read, with the device libraries' linkage, in a module of
+/// `data_layout` (the target's own, as clang writes it for a module of that target).
+pub fn isa_version_ir(data_layout: &str, version: u32) -> String {
+    format!(
+        "target datalayout = \"{data_layout}\"\n\
+         target triple = \"amdgcn-amd-amdhsa\"\n\n\
+         @__oclc_ISA_version = linkonce_odr protected local_unnamed_addr addrspace(4) \
+         constant i32 {version}, align 4\n"
+    )
+}
+
+/// The `target datalayout` of an LLVM IR module's text.
+pub fn data_layout_of(ir: &str) -> Option<&str> {
+    ir.lines()
+        .find_map(|l| l.strip_prefix("target datalayout = \""))
+        .and_then(|rest| rest.strip_suffix('"'))
 }
 
 /// The bytes of the `__hipRTC_header` symbol of an ELF64 little-endian library, as many as
@@ -230,8 +249,7 @@ impl Clang {
             )?;
             Ok(String::from_utf8_lossy(&out).trim().to_string())
         };
-        let (llvm_dis, llvm_as, readobj) =
-            (tool("llvm-dis")?, tool("llvm-as")?, tool("llvm-readobj")?);
+        let (llvm_as, readobj) = (tool("llvm-as")?, tool("llvm-readobj")?);
 
         let (header_source, hip_version) = builtins_library()?;
         let elf = std::fs::read(&header_source)
@@ -254,20 +272,14 @@ impl Clang {
         };
         let device_libs = dir.join("device-libs");
         std::fs::create_dir_all(&device_libs).map_err(|e| e.to_string())?;
-        let mut isa_files = Vec::new();
         for entry in std::fs::read_dir(&installed_libs).map_err(|e| e.to_string())? {
             let path = entry.map_err(|e| e.to_string())?.path();
             let name = path.file_name().unwrap().to_string_lossy().into_owned();
-            if !name.ends_with(".bc") {
-                continue;
+            if name.ends_with(".bc") {
+                std::os::unix::fs::symlink(&path, device_libs.join(&name))
+                    .map_err(|e| e.to_string())?;
             }
-            if name.starts_with("oclc_isa_version_") {
-                isa_files.push(path.clone());
-            }
-            std::os::unix::fs::symlink(&path, device_libs.join(&name))
-                .map_err(|e| e.to_string())?;
         }
-        isa_files.sort();
         for arch in archs {
             let version = isa_version(arch).ok_or_else(|| format!("not an AMD target: {arch}"))?;
             let digits = &arch.split(':').next().unwrap()[3..];
@@ -275,35 +287,19 @@ impl Clang {
             if wanted.exists() {
                 continue;
             }
-            let model = isa_files
-                .first()
-                .ok_or("the device libraries have no oclc_isa_version_*.bc")?;
-            let ir = run(
-                Command::new(&llvm_dis).arg(model).args(["-o", "-"]),
-                &llvm_dis,
+            // The target's data layout: that of an empty module clang compiles for it.
+            let empty = run(
+                Command::new(&clang)
+                    .args(["-x", "c", "-target", "amdgcn-amd-amdhsa", "-nogpulib"])
+                    .arg(format!("-mcpu={arch}"))
+                    .args(["-S", "-emit-llvm", "/dev/null", "-o", "-"]),
+                &clang,
             )?;
-            let mut replaced = 0;
-            let ir: String = String::from_utf8_lossy(&ir)
-                .lines()
-                .map(|line| {
-                    if line.starts_with("@__oclc_ISA_version ") {
-                        if let Some((head, tail)) = line.split_once("constant i32 ") {
-                            let rest = tail.split_once(',').map_or("", |(_, r)| r);
-                            replaced += 1;
-                            return format!("{head}constant i32 {version},{rest}\n");
-                        }
-                    }
-                    format!("{line}\n")
-                })
-                .collect();
-            if replaced != 1 {
-                return Err(format!(
-                    "{}: no `@__oclc_ISA_version = ... constant i32 N,` line",
-                    model.display()
-                ));
-            }
+            let empty = String::from_utf8_lossy(&empty);
+            let layout = data_layout_of(&empty)
+                .ok_or_else(|| format!("{clang} gave no data layout for {arch}"))?;
             let ll = device_libs.join(format!("oclc_isa_version_{digits}.ll"));
-            std::fs::write(&ll, ir).map_err(|e| e.to_string())?;
+            std::fs::write(&ll, isa_version_ir(layout, version)).map_err(|e| e.to_string())?;
             run(
                 Command::new(&llvm_as).arg(&ll).arg("-o").arg(&wanted),
                 &llvm_as,
@@ -439,6 +435,22 @@ mod tests {
         assert_eq!(isa_version("gfx1100"), Some(11000));
         assert_eq!(isa_version("gfx1201"), Some(12001));
         assert_eq!(isa_version("sm_90"), None);
+    }
+
+    #[test]
+    fn isa_version_module_is_one_constant_in_the_targets_layout() {
+        let empty = "; ModuleID = '/dev/null'\nsource_filename = \"/dev/null\"\n\
+                     target datalayout = \"e-p:64:64-p1:64:64-n32:64-S32-A5-G1\"\n\
+                     target triple = \"amdgcn-amd-amdhsa\"\n";
+        let layout = data_layout_of(empty).unwrap();
+        assert_eq!(layout, "e-p:64:64-p1:64:64-n32:64-S32-A5-G1");
+        let ir = isa_version_ir(layout, 11000);
+        assert!(ir.starts_with("target datalayout = \"e-p:64:64-p1:64:64-n32:64-S32-A5-G1\"\n"));
+        assert!(ir.contains(
+            "@__oclc_ISA_version = linkonce_odr protected local_unnamed_addr addrspace(4) \
+             constant i32 11000, align 4\n"
+        ));
+        assert_eq!(data_layout_of("target triple = \"x\"\n"), None);
     }
 
     /// A minimal ELF64 image with a .dynsym naming the two symbols (in a data section at

@@ -45,6 +45,98 @@ impl Resources {
     }
 }
 
+impl Resources {
+    /// Whether the kernel touches scratch memory: VGPR spills, a stack frame or a dynamic
+    /// stack. (An SGPR spill goes to a lane of a VGPR, an ALU instruction each way; one that
+    /// finds no free lane goes to scratch, and then shows here too.)
+    pub fn uses_scratch(&self) -> bool {
+        self.scratch > 0 || self.vgpr_spills > 0 || self.dynamic_stack
+    }
+}
+
+/// What the rule says of one kernel on one target.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// No spills, no scratch.
+    Clean,
+    /// A hot kernel that uses scratch memory: the gate fails.
+    Fails,
+    /// A hot kernel that uses scratch memory where the known list says so (open work).
+    Known,
+    /// A hot kernel whose only spills are SGPRs into VGPR lanes: a warning.
+    SgprSpills,
+    /// Spills or scratch in a kernel that is not hot, or that no AMD launcher takes: a warning.
+    Other,
+}
+
+/// The resource rule: on every target, no hot kernel that an AMD launcher can take uses scratch
+/// memory, except where the known list names it for that target.
+#[derive(Clone, Debug, Default)]
+pub struct Rule {
+    /// Name prefixes of the hot kernels.
+    pub hot: Vec<String>,
+    /// (name pattern with `*` wildcards, targets): hot kernels known to use scratch there.
+    pub known: Vec<(String, Vec<String>)>,
+}
+
+/// Whether `name` matches `pattern`, whose `*` stands for any run of characters.
+pub fn glob(pattern: &str, name: &str) -> bool {
+    match pattern.split_once('*') {
+        None => pattern == name,
+        Some((head, rest)) => {
+            let Some(tail) = name.strip_prefix(head) else {
+                return false;
+            };
+            (0..=tail.len()).any(|i| tail.is_char_boundary(i) && glob(rest, &tail[i..]))
+        }
+    }
+}
+
+impl Rule {
+    /// Parses `--known`: `PATTERN@TARGET+TARGET,...`.
+    pub fn parse_known(list: &str) -> Result<Vec<(String, Vec<String>)>, String> {
+        list.split(',')
+            .filter(|e| !e.trim().is_empty())
+            .map(|entry| {
+                let (pattern, targets) = entry
+                    .trim()
+                    .split_once('@')
+                    .ok_or_else(|| format!("--known {entry}: expected PATTERN@TARGET+TARGET"))?;
+                let targets: Vec<String> = targets.split('+').map(String::from).collect();
+                if pattern.is_empty() || targets.iter().any(|t| t.is_empty()) {
+                    return Err(format!("--known {entry}: expected PATTERN@TARGET+TARGET"));
+                }
+                Ok((pattern.to_string(), targets))
+            })
+            .collect()
+    }
+
+    pub fn is_hot(&self, name: &str) -> bool {
+        self.hot.iter().any(|p| name.starts_with(p.as_str()))
+    }
+
+    pub fn is_known(&self, name: &str, arch: &str) -> bool {
+        self.known
+            .iter()
+            .any(|(p, targets)| glob(p, name) && targets.iter().any(|t| t == arch))
+    }
+
+    /// The verdict on kernel `r` on `arch`; `launched`: whether an AMD launcher can take it.
+    pub fn verdict(&self, r: &Resources, arch: &str, launched: bool) -> Verdict {
+        if r.problem().is_empty() {
+            Verdict::Clean
+        } else if !launched || !self.is_hot(&r.name) {
+            Verdict::Other
+        } else if !r.uses_scratch() {
+            Verdict::SgprSpills
+        } else if self.is_known(&r.name, arch) {
+            Verdict::Known
+        } else {
+            Verdict::Fails
+        }
+    }
+}
+
 /// The kernels of `llvm-readobj --notes` output: the `amdhsa.kernels` list of the AMDGPU
 /// metadata (YAML; a kernel's own keys sit at four spaces, its argument list deeper).
 pub fn parse_metadata(text: &str) -> Result<Vec<Resources>, String> {
@@ -329,6 +421,74 @@ amdhsa.version:
         );
         assert_eq!(b.problem(), "");
         assert!(parse_metadata("amdhsa.kernels:\n  - .name: x\n").is_err());
+    }
+
+    /// The gate's verdicts, fed the metadata of a hot kernel that spills VGPRs to scratch.
+    #[test]
+    fn a_hot_kernel_that_spills_fails() {
+        let spilling = NOTES.replace(
+            ".name:           first",
+            ".name:           matvec_proj_q4_0_r8",
+        );
+        let kernels = parse_metadata(&spilling).unwrap();
+        let rule = Rule {
+            hot: vec!["matvec".into(), "rope".into()],
+            known: Rule::parse_known("matvec_*_q4_K_r16*@gfx1100+gfx1201").unwrap(),
+        };
+        let r = &kernels[0];
+        assert!(r.uses_scratch());
+        assert_eq!(rule.verdict(r, "gfx1100", true), Verdict::Fails);
+        // Not taken by an AMD launcher, or not hot: a warning.
+        assert_eq!(rule.verdict(r, "gfx1100", false), Verdict::Other);
+        let cold = Resources {
+            name: "sample_f32".into(),
+            ..r.clone()
+        };
+        assert_eq!(rule.verdict(&cold, "gfx1100", true), Verdict::Other);
+        // Known for gfx1100 and gfx1201 only.
+        let known = Resources {
+            name: "matvec_qkv_rope_f16_q4_K_r16_o3".into(),
+            ..r.clone()
+        };
+        assert_eq!(rule.verdict(&known, "gfx1100", true), Verdict::Known);
+        assert_eq!(rule.verdict(&known, "gfx1030", true), Verdict::Fails);
+        // SGPRs spilled into VGPR lanes, no scratch: a warning; nothing spilled: clean.
+        let sgpr = Resources {
+            sgpr_spills: 40,
+            vgpr_spills: 0,
+            scratch: 0,
+            ..r.clone()
+        };
+        assert_eq!(rule.verdict(&sgpr, "gfx90a", true), Verdict::SgprSpills);
+        let clean = Resources {
+            sgpr_spills: 0,
+            ..sgpr.clone()
+        };
+        assert_eq!(rule.verdict(&clean, "gfx90a", true), Verdict::Clean);
+        let stack = Resources {
+            dynamic_stack: true,
+            ..clean
+        };
+        assert_eq!(rule.verdict(&stack, "gfx90a", true), Verdict::Fails);
+    }
+
+    #[test]
+    fn known_list_and_its_patterns() {
+        assert!(glob("matvec_*_q4_K_r16*", "matvec_proj_q4_K_r16_o3"));
+        assert!(glob("matvec_*_q4_K_r16*", "matvec_qkv_rope_f32_q4_K_r16"));
+        assert!(!glob("matvec_*_q4_K_r16*", "matvec_proj_q4_K_r8"));
+        assert!(glob(
+            "attn_decode_head_d128_f16",
+            "attn_decode_head_d128_f16"
+        ));
+        assert!(!glob(
+            "attn_decode_head_d128_f16",
+            "attn_decode_head_d128_f16x"
+        ));
+        let known = Rule::parse_known("a*@gfx1100+gfx1201, b@gfx90a").unwrap();
+        assert_eq!(known[1], ("b".to_string(), vec!["gfx90a".to_string()]));
+        assert!(Rule::parse_known("a").is_err());
+        assert!(Rule::parse_known("a@").is_err());
     }
 
     #[test]
