@@ -10,7 +10,9 @@
 #           From these code objects it prints each kernel's registers, LDS, scratch, spills and
 #           occupancy per target, and enforces the rule below.
 #   (each file once per target; the compilations of all targets run in one pool, one per
-#   core, the largest files first)
+#   core, the largest files first; clang's code objects are cached between runs under
+#   ~/.cache/rocmforge/check-kernels, keyed by everything that goes into them:
+#   CHECK_KERNELS_CACHE names another folder, `off` turns it off)
 # Then the kernels and their launchers run on a CPU emulation of the GPU at wave size 32 and 64
 # against the CPU reference ops (src/backend/gpu/emulator_tests.rs).
 #
@@ -89,7 +91,7 @@ if [ "$want_hipcc" = 1 ]; then
 fi
 if [ "$want_clang" = 1 ]; then
   # clang-19 compiles, lld-19 links the code objects, llvm-19 has llvm-readobj (metadata) and
-  # llvm-as/llvm-dis; hipRTC's header comes from libhiprtc-builtins5 (with libamdhip64-dev),
+  # llvm-as (the generated device library); hipRTC's header comes from libhiprtc-builtins5 (with libamdhip64-dev),
   # the device libraries from rocm-device-libs (with hipcc). CLANG names another clang.
   clang="${CLANG:-clang-19}"
   if ! command -v "$clang" >/dev/null || ! [ -x "$("$clang" --print-prog-name=ld.lld)" ] \

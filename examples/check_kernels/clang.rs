@@ -38,12 +38,20 @@
 //! the missing ones into a private folder (beside links to every installed library): one LLVM
 //! IR constant each, with the data layout clang gives that target, assembled by llvm-as.
 //!
+//! Code objects are kept between runs in a cache folder (CHECK_KERNELS_CACHE, default
+//! `~/.cache/rocmforge/check-kernels`; `off`: none), each under a hash of everything that went
+//! into it: clang's version, hipRTC's header, the device libraries (names and sizes, and the
+//! installed ones' times), the arguments, the target and the source. A run whose kernels did
+//! not change then compiles nothing; entries unused for 14 days are removed.
+//!
 //! Resources come from the code object's AMDGPU metadata (`llvm-readobj --notes`); the
 //! occupancy LLVM computes for each kernel (registers, LDS and launch bounds together) comes from
 //! its `-Rpass-analysis=kernel-resource-usage` remarks, which change nothing in the code.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, SystemTime};
 
 use rocmforge::device::source;
 
@@ -77,6 +85,27 @@ pub struct Clang {
     /// The installed device libraries, and the private folder clang reads them from.
     pub installed_libs: PathBuf,
     device_libs: PathBuf,
+    /// The code object cache (see the module comment), the hash of what every compilation
+    /// shares (tools, header, libraries), and how many compilations it answered.
+    pub cache: Option<PathBuf>,
+    shared_key: u64,
+    pub cache_hits: AtomicUsize,
+}
+
+/// Entries of the code object cache unused for this long are removed.
+const CACHE_KEEP: Duration = Duration::from_secs(14 * 24 * 3600);
+
+/// CHECK_KERNELS_CACHE, else `$XDG_CACHE_HOME` or `~/.cache`, then `rocmforge/check-kernels`;
+/// None for `off`.
+fn cache_dir() -> Option<PathBuf> {
+    match std::env::var_os("CHECK_KERNELS_CACHE") {
+        Some(v) if v == "off" => None,
+        Some(v) => Some(PathBuf::from(v)),
+        None => std::env::var_os("XDG_CACHE_HOME")
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".cache")))
+            .map(|base| base.join("rocmforge").join("check-kernels")),
+    }
 }
 
 /// Runs `cmd`; its stdout, or its stderr as the error.
@@ -305,6 +334,31 @@ impl Clang {
                 &llvm_as,
             )?;
         }
+        // What every compilation shares, for the cache key: clang's full version, the header,
+        // and each device library's name and size (the installed ones' times too).
+        let clang_version = run(Command::new(&clang).arg("--version"), &clang)?;
+        let header_text = std::fs::read(&header).map_err(|e| e.to_string())?;
+        let mut libs: Vec<String> = Vec::new();
+        for entry in std::fs::read_dir(&device_libs).map_err(|e| e.to_string())? {
+            let path = entry.map_err(|e| e.to_string())?.path();
+            let meta = std::fs::metadata(&path).map_err(|e| e.to_string())?;
+            let installed = std::fs::symlink_metadata(&path).is_ok_and(|m| m.is_symlink());
+            let time = meta
+                .modified()
+                .ok()
+                .filter(|_| installed)
+                .and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())
+                .map_or(0, |d| d.as_secs());
+            let name = path.file_name().unwrap().to_string_lossy().into_owned();
+            libs.push(format!("{name} {} {time}", meta.len()));
+        }
+        libs.sort();
+        let shared_key =
+            source::fnv1a64(&[&clang_version, &header_text, libs.join("\n").as_bytes()]);
+        let cache = cache_dir();
+        if let Some(cache) = &cache {
+            prune(cache);
+        }
         Ok(Clang {
             clang,
             readobj,
@@ -313,6 +367,9 @@ impl Clang {
             hip_version,
             installed_libs,
             device_libs,
+            cache,
+            shared_key,
+            cache_hits: AtomicUsize::new(0),
         })
     }
 
@@ -391,19 +448,62 @@ impl Clang {
     ) -> Result<(Vec<u8>, Vec<Resources>, String), String> {
         let input = dir.join(format!("{stem}-{arch}-clang.hip"));
         let output = dir.join(format!("{stem}-{arch}-clang.co"));
-        std::fs::write(&input, src).map_err(|e| e.to_string())?;
-        let out = Command::new(&self.clang)
-            .args(self.args(arch, &input, &output))
-            .output()
-            .map_err(|e| format!("cannot run {}: {e}", self.clang))?;
-        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-        if !out.status.success() {
-            let errors: Vec<&str> = stderr
-                .lines()
-                .filter(|l| !l.contains("[-Rpass-analysis=kernel-resource-usage]"))
-                .collect();
-            return Err(errors.join("\n"));
-        }
+        // The arguments with the run's own folder taken out, for the cache key.
+        let args = self.args(arch, &input, &output);
+        let dir_text = dir.display().to_string();
+        let key_args: Vec<String> = args.iter().map(|a| a.replace(&dir_text, "DIR")).collect();
+        let key = source::fnv1a64(&[
+            &self.shared_key.to_le_bytes(),
+            key_args.join("\0").as_bytes(),
+            src.as_bytes(),
+        ]);
+        let cached = self.cache.as_ref().map(|c| {
+            let name = format!("{stem}-{arch}-{key:016x}");
+            (
+                c.join(format!("{name}.co")),
+                c.join(format!("{name}.stderr")),
+            )
+        });
+        let hit = cached.as_ref().and_then(|(co, err)| {
+            let image = std::fs::read(co).ok()?;
+            let stderr = std::fs::read_to_string(err).ok()?;
+            std::fs::write(&output, &image).ok()?;
+            // Used now: pruning keeps it.
+            for path in [co, err] {
+                let file = std::fs::File::options().append(true).open(path);
+                let _ = file.and_then(|f| f.set_modified(SystemTime::now()));
+            }
+            Some(stderr)
+        });
+        let stderr = match hit {
+            Some(stderr) => {
+                self.cache_hits.fetch_add(1, Ordering::Relaxed);
+                stderr
+            }
+            None => {
+                std::fs::write(&input, src).map_err(|e| e.to_string())?;
+                let out = Command::new(&self.clang)
+                    .args(&args)
+                    .output()
+                    .map_err(|e| format!("cannot run {}: {e}", self.clang))?;
+                let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+                if !out.status.success() {
+                    let errors: Vec<&str> = stderr
+                        .lines()
+                        .filter(|l| !l.contains("[-Rpass-analysis=kernel-resource-usage]"))
+                        .collect();
+                    return Err(errors.join("\n"));
+                }
+                if let Some((co, err)) = &cached {
+                    // A cache that cannot be written only costs time next run.
+                    if let Ok(image) = std::fs::read(&output) {
+                        store(co, &image);
+                        store(err, stderr.as_bytes());
+                    }
+                }
+                stderr
+            }
+        };
         let image = std::fs::read(&output).map_err(|e| e.to_string())?;
         let notes = run(
             Command::new(&self.readobj).arg("--notes").arg(&output),
@@ -419,6 +519,37 @@ impl Clang {
             .filter(|l| !l.contains("[-Rpass-analysis=kernel-resource-usage]"))
             .collect();
         Ok((image, resources, warnings.join("\n")))
+    }
+}
+
+/// Writes `bytes` to `path` through a temporary file and a rename (a reader never sees half a
+/// file); errors are ignored.
+fn store(path: &Path, bytes: &[u8]) {
+    let Some(dir) = path.parent() else { return };
+    if std::fs::create_dir_all(dir).is_err() {
+        return;
+    }
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    if std::fs::write(&tmp, bytes).is_ok() && std::fs::rename(&tmp, path).is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+}
+
+/// Removes the cache entries unused for `CACHE_KEEP`.
+fn prune(cache: &Path) {
+    let Ok(entries) = std::fs::read_dir(cache) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let old = entry
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age > CACHE_KEEP);
+        if old {
+            let _ = std::fs::remove_file(entry.path());
+        }
     }
 }
 

@@ -268,6 +268,10 @@ fn main() {
                     c.hip_version(),
                     c.installed_libs.display()
                 );
+                match &c.cache {
+                    Some(dir) => println!("clang code object cache: {}", dir.display()),
+                    None => println!("clang code object cache: off"),
+                }
                 Some(c)
             }
             Err(e) => {
@@ -362,6 +366,11 @@ fn main() {
             "{compiler} {arch}: {kernels_ok}/{total} kernels, {files_ok}/{} files compiled",
             mine.len()
         );
+    }
+    if let Some(clang) = &clang {
+        let n = results.iter().filter(|r| r.0 == "clang").count();
+        let hits = clang.cache_hits.load(std::sync::atomic::Ordering::Relaxed);
+        println!("clang: {hits} of {n} code objects from the cache");
     }
     let mut passed = failures == 0;
     if failures > 0 {
