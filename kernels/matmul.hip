@@ -215,6 +215,9 @@ RF_FOR_EACH_WEIGHT_TYPE(RF_MATMUL_KERNELS)
 //   f16 scale within f16 range; F32 / BF16 weights above 65504 in magnitude would become inf).
 //   Launch: grid (ceil(n / 128), mp / BM), block 256, dynamic shared memory
 //   2 * (BM + 128) * 72 * 2 bytes; xh and inv from mma_prep_x with the same BM.
+//   Not in AMD code objects (`__AMDGCN__`): the AMD launchers keep matmul_tiled_* for prefill
+//   (src/ops/matmul/gpu.rs `mma_available`), and through mma.h's shuffle form these kernels
+//   spill to scratch there and take most of the file's compile time (hipRTC at first use).
 
 #define MMA_BN 128
 #define MMA_BK 64
@@ -523,4 +526,6 @@ __device__ __forceinline__ void matmul_mma(const u16* __restrict__ xh, const flo
         i64 row_bytes) {                                                                          \
         matmul_mma<T, 128>(xh, inv, w, out, m, n, k, kp, row_bytes);                              \
     }
+#if !defined(__AMDGCN__)
 RF_FOR_EACH_WEIGHT_TYPE(RF_MATMUL_MMA_KERNELS)
+#endif

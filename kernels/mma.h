@@ -10,12 +10,12 @@
 //   b[0] = B[2t, 2t+1][g]      b[1] = B[2t+8, 2t+9][g]       (B column g: "col" layout)
 //   c[0] = D[g][2t]  c[1] = D[g][2t+1]  c[2] = D[g+8][2t]  c[3] = D[g+8][2t+1]
 //
-// On NVIDIA sm_80 and newer this is the tensor-core instruction (inline PTX). Elsewhere (AMD,
-// the CPU emulation, older NVIDIA) the same fragment semantics are computed with 32 indexed
+// On NVIDIA sm_80 and newer this is the tensor-core instruction (inline PTX). Elsewhere (the
+// CPU emulation, older NVIDIA) the same fragment semantics are computed with 32 indexed
 // shuffles inside each 32-lane group and f32 multiply-adds: correct anywhere (on 64-wide
-// waves each 32-lane half is its own group), but slow; launchers use it on AMD hardware only
-// for testing (the prefill launcher keeps the FP32 tiled kernel there: MFMA / WMMA paths are
-// future work).
+// waves each 32-lane half is its own group), but slow. AMD code objects leave out the kernels
+// that use it (matmul.hip): the prefill launcher keeps the FP32 tiled kernel there (MFMA /
+// WMMA paths are future work).
 #pragma once
 #include "common.h"
 

@@ -71,6 +71,9 @@ pub struct Kernel {
     /// kernel writes or reads (before it, it may only read weights), so it may be launched to
     /// overlap the end of the kernel before it. These are the decode step's kernels.
     pub overlaps: bool,
+    /// The kernel is in AMD code objects (false: left out of them, `#if !defined(__AMDGCN__)`,
+    /// because no AMD launcher takes it).
+    pub on_amd: bool,
 }
 
 fn k(family: Family, name: impl Into<String>) -> Kernel {
@@ -78,6 +81,7 @@ fn k(family: Family, name: impl Into<String>) -> Kernel {
         family,
         name: name.into(),
         overlaps: false,
+        on_amd: true,
     }
 }
 
@@ -221,12 +225,16 @@ pub fn matmul_tiled(ty: GgmlType) -> Result<Kernel> {
 /// Row tiles (BM) the tensor-core prefill kernels come in (matmul.hip, matmul_mma).
 pub const MMA_ROW_TILES: [usize; 2] = [64, 128];
 
-/// The tensor-core prefill kernel of `ty` with row tile `bm` (one of `MMA_ROW_TILES`).
+/// The tensor-core prefill kernel of `ty` with row tile `bm` (one of `MMA_ROW_TILES`). NVIDIA
+/// and the emulator only: AMD code objects leave it out (matmul.hip).
 pub fn matmul_mma(ty: GgmlType, bm: usize) -> Result<Kernel> {
-    Ok(k(
-        Family::Matmul,
-        format!("matmul_mma_{}_m{bm}", weight_suffix(ty, "matmul")?),
-    ))
+    Ok(Kernel {
+        on_amd: false,
+        ..k(
+            Family::Matmul,
+            format!("matmul_mma_{}_m{bm}", weight_suffix(ty, "matmul")?),
+        )
+    })
 }
 /// The activation pre-pass of the tensor-core kernels (per-row power-of-two scale, f16).
 pub fn mma_prep_x() -> Kernel {
@@ -396,5 +404,22 @@ mod tests {
             assert!(!src.contains("#include \""), "{}", fam.file());
             assert!(src.contains("RF_KERNEL"), "{}", fam.file());
         }
+    }
+
+    /// AMD code objects leave out the tensor-core matmuls, and only them; matmul.hip guards
+    /// their definitions with `__AMDGCN__`.
+    #[test]
+    fn only_the_tensor_core_matmuls_are_not_on_amd() {
+        let off: Vec<String> = all()
+            .into_iter()
+            .filter(|k| !k.on_amd)
+            .map(|k| k.name)
+            .collect();
+        assert_eq!(off.len(), WEIGHT_TYPES.len() * MMA_ROW_TILES.len());
+        assert!(off.iter().all(|n| n.starts_with("matmul_mma_")), "{off:?}");
+        let src = Family::Matmul.source().unwrap();
+        assert!(src.contains(
+            "#if !defined(__AMDGCN__)\nRF_FOR_EACH_WEIGHT_TYPE(RF_MATMUL_MMA_KERNELS)\n#endif"
+        ));
     }
 }
