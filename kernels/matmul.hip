@@ -190,8 +190,9 @@ RF_FOR_EACH_WEIGHT_TYPE(RF_MATMUL_KERNELS)
 // Prefill on tensor cores (mma.h): out[m, n] = x[m, k] @ dequant(W)[n, k]^T, f16 products,
 // f32 accumulation. Two kernels:
 //
-// mma_prep_x: x (float32) -> xh, f16 [mp, kp] (mp = m rounded up to the row tile, kp = k
-//   rounded up to MMA_BK; the padding is written as zeros) and inv[mp]. Each row r < m is
+// mma_prep_x (mma_prep_x_bf16): x (float32) -> xh, f16 (bf16) [mp, kp] (mp = m rounded up to
+//   the row tile, kp = k rounded up to MMA_BK; the padding is written as zeros) and inv[mp].
+//   Each row r < m is
 //   scaled by a power of two s_r = 2^(141 - E) (E: the biased exponent of max_c |x[r, c]|) so
 //   that its largest magnitude lands in [2^14, 2^15): no f16 overflow (max 65504) whatever
 //   the activations' range, and the same relative rounding (2^-11) for every row.
@@ -215,16 +216,47 @@ RF_FOR_EACH_WEIGHT_TYPE(RF_MATMUL_KERNELS)
 //   f16 scale within f16 range; F32 / BF16 weights above 65504 in magnitude would become inf).
 //   Launch: grid (ceil(n / 128), mp / BM), block 256, dynamic shared memory
 //   2 * (BM + 128) * 72 * 2 bytes; xh and inv from mma_prep_x with the same BM.
-//   Not in AMD code objects (`__AMDGCN__`): the AMD launchers keep matmul_tiled_* for prefill
-//   (src/ops/matmul/gpu.rs `mma_available`), and through mma.h's shuffle form these kernels
-//   spill to scratch there and take most of the file's compile time (hipRTC at first use).
+//
+// On AMD matrix cores (mma.h's RF_AMD_MATRIX: gfx11 / gfx12 WMMA, gfx90a / gfx94x MFMA) the
+//   same kernel, with the warp tile of 16 x 16 products instead: 256 / RF_WARP waves in a 2 x
+//   (waves / 2) grid, each (BM / 2) x (128 / (waves / 2)) (32 columns at wave 32, 64 at wave
+//   64), and the epilogue writing each lane's column of D. Only the 64-row tile (the 128-row
+//   one needs 72 KiB of shared memory; an AMD workgroup has 64 KiB). The k loop inside a step
+//   stays rolled there, and the generic W tile holds its chunk as packed operands (16 words,
+//   not 32 floats): unrolled, or with floats, the wave-32 kernels spill. Float weights read
+//   16-byte pieces (`MmaWTileFloat`), and bf16 weights are multiplied as bf16 (exact weights, x
+//   from `mma_prep_x_bf16`). AMD targets without matrix cores (gfx1030, ...) leave these
+//   kernels out and keep matmul_tiled_* (src/ops/matmul/gpu.rs `mma_available`).
 
 #define MMA_BN 128
 #define MMA_BK 64
 #define MMA_LD 72  // shared row length in f16 (MMA_BK + 8)
 
-RF_KERNEL void RF_LAUNCH_BOUNDS(256)
-    mma_prep_x(const float* __restrict__ x, u16* __restrict__ xh, float* __restrict__ inv, int m, int k, int kp) {
+// The operands of the tensor-core products: bf16 for bf16 weights on AMD matrix cores (exact
+// weights, no f16 overflow; those have bf16 forms), f16 everywhere else.
+template <class T>
+__device__ constexpr bool mma_bf16() {
+#if defined(RF_AMD_MATRIX)
+    return __is_same(T, WBF16);
+#else
+    return false;
+#endif
+}
+
+template <bool BF16>
+__device__ __forceinline__ u16 rf_to_operand(float v) {
+    if constexpr (BF16) return rf_float_to_bf16(v);
+    return rf_float_to_half(v);
+}
+template <bool BF16>
+__device__ __forceinline__ u32 rf_pack_operand2(float lo, float hi) {
+    if constexpr (BF16) return (u32)rf_float_to_bf16(lo) | ((u32)rf_float_to_bf16(hi) << 16);
+    return rf_pack_half2(lo, hi);
+}
+
+template <bool BF16>
+__device__ __forceinline__ void mma_prep_rows(const float* __restrict__ x, u16* __restrict__ xh,
+                                              float* __restrict__ inv, int m, int k, int kp) {
     const int r = blockIdx.x;
     u16* dst = xh + (i64)r * kp;
     if (r >= m) {  // padding rows: zeros (uniform per block: no barrier is skipped by part of it)
@@ -241,8 +273,17 @@ RF_KERNEL void RF_LAUNCH_BOUNDS(256)
     if (e == 0 && mx > 0.0f) p = 127;             // subnormal max: the largest shift
     p = max(-126, min(127, p));
     const float s = __int_as_float((127 + p) << 23), s_inv = __int_as_float((127 - p) << 23);
-    for (int c = threadIdx.x; c < kp; c += blockDim.x) dst[c] = c < k ? rf_float_to_half(src[c] * s) : (u16)0;
+    for (int c = threadIdx.x; c < kp; c += blockDim.x) dst[c] = c < k ? rf_to_operand<BF16>(src[c] * s) : (u16)0;
     if (threadIdx.x == 0) inv[r] = s_inv;
+}
+
+RF_KERNEL void RF_LAUNCH_BOUNDS(256)
+    mma_prep_x(const float* __restrict__ x, u16* __restrict__ xh, float* __restrict__ inv, int m, int k, int kp) {
+    mma_prep_rows<false>(x, xh, inv, m, k, kp);
+}
+RF_KERNEL void RF_LAUNCH_BOUNDS(256)
+    mma_prep_x_bf16(const float* __restrict__ x, u16* __restrict__ xh, float* __restrict__ inv, int m, int k, int kp) {
+    mma_prep_rows<true>(x, xh, inv, m, k, kp);
 }
 
 // The W tile of one k step (MMA_BN rows x MMA_BK) as 256 threads load it: `load` issues the
@@ -254,7 +295,11 @@ struct MmaWTile {
     const u8* row;
     int bj, bc, chunks;
     bool ok;
+#if defined(RF_AMD_MATRIX)
+    u32 h[16];  // the chunk as operand pairs: half the registers held across the products
+#else
     float y[32];
+#endif
     __device__ MmaWTile(const u8* w, int n0, int n, int k, i64 row_bytes, int tid) {
         bj = tid % MMA_BN;
         bc = tid / MMA_BN;
@@ -264,15 +309,26 @@ struct MmaWTile {
     }
     __device__ void load(int step, int k) {
         const int c = step * (MMA_BK / 32) + bc;
+#if defined(RF_AMD_MATRIX)
+        float y[32];
+#endif
         if (ok && c < chunks) {
             T::chunk(row, c, k, y);
         } else {
 #pragma unroll
             for (int i = 0; i < 32; ++i) y[i] = 0.0f;
         }
+#if defined(RF_AMD_MATRIX)
+#pragma unroll
+        for (int i = 0; i < 16; ++i) h[i] = rf_pack_operand2<mma_bf16<T>()>(y[2 * i], y[2 * i + 1]);
+#endif
     }
     __device__ void store(u16* bs) const {
         u16* b = bs + bj * MMA_LD + 32 * bc;
+#if defined(RF_AMD_MATRIX)
+#pragma unroll
+        for (int q = 0; q < 4; ++q) *(uint4*)(b + 8 * q) = make_uint4(h[4 * q], h[4 * q + 1], h[4 * q + 2], h[4 * q + 3]);
+#else
 #pragma unroll
         for (int q = 0; q < 4; ++q) {
             uint4 h;
@@ -282,8 +338,84 @@ struct MmaWTile {
             h.w = rf_pack_half2(y[8 * q + 6], y[8 * q + 7]);
             *(uint4*)(b + 8 * q) = h;
         }
+#endif
     }
 };
+
+#if defined(RF_AMD_MATRIX)
+// Float weights (F32, F16, BF16) on AMD matrix cores. A chunk inside the row, in rows 16-byte
+// aligned, is read with 16-byte loads: F16 and BF16 weights are their own operands (bf16
+// weights take bf16 products), F32 ones are rounded to f16. Other chunks (a ragged end,
+// unaligned rows) go two values at a time through a loop the compiler keeps rolled: unrolled,
+// its 32 predicated loads' addresses stay live across the products and spill.
+template <class T>
+struct MmaWTileFloat {
+    const u8* row;
+    int bj, bc, chunks;
+    bool ok, a16;
+    u32 h[16];  // operand pairs
+    __device__ MmaWTileFloat(const u8* w, int n0, int n, int k, i64 row_bytes, int tid) {
+        bj = tid % MMA_BN;
+        bc = tid / MMA_BN;
+        ok = n0 + bj < n;
+        row = w + (i64)(ok ? n0 + bj : 0) * row_bytes;
+        chunks = (k + 31) / 32;
+        a16 = ((row_bytes | (i64)(u64)w) & 15) == 0;
+    }
+    __device__ u32 value(int e, int k) const {
+        if (!ok || e >= k) return 0u;
+        if constexpr (T::BYTES == 4) return rf_float_to_half(((const float*)row)[e]);
+        return ((const u16*)row)[e];
+    }
+    __device__ void load(int step, int k) {
+        const int c = step * (MMA_BK / 32) + bc;
+        if (ok && a16 && 32 * c + 32 <= k) {
+            if constexpr (T::BYTES == 4) {
+#pragma unroll
+                for (int i = 0; i < 8; ++i) {
+                    const float4 v = ((const float4*)(row + 128 * (i64)c))[i];
+                    h[2 * i] = rf_pack_half2(v.x, v.y);
+                    h[2 * i + 1] = rf_pack_half2(v.z, v.w);
+                }
+            } else {
+#pragma unroll
+                for (int i = 0; i < 4; ++i) {
+                    const uint4 v = ((const uint4*)(row + 64 * (i64)c))[i];
+                    h[4 * i] = v.x;
+                    h[4 * i + 1] = v.y;
+                    h[4 * i + 2] = v.z;
+                    h[4 * i + 3] = v.w;
+                }
+            }
+        } else {
+#pragma unroll 1
+            for (int i = 0; i < 16; ++i) {
+                const u32 pair = value(32 * c + 2 * i, k) | (value(32 * c + 2 * i + 1, k) << 16);
+#pragma unroll
+                for (int j = 0; j < 15; ++j) h[j] = h[j + 1];  // shifted in: no dynamic register index
+                h[15] = pair;
+            }
+        }
+    }
+    __device__ void store(u16* bs) const {
+        uint4* b = (uint4*)(bs + bj * MMA_LD + 32 * bc);
+#pragma unroll
+        for (int i = 0; i < 4; ++i) b[i] = make_uint4(h[4 * i], h[4 * i + 1], h[4 * i + 2], h[4 * i + 3]);
+    }
+};
+template <>
+struct MmaWTile<WF32> : MmaWTileFloat<WF32> {
+    using MmaWTileFloat<WF32>::MmaWTileFloat;
+};
+template <>
+struct MmaWTile<WF16> : MmaWTileFloat<WF16> {
+    using MmaWTileFloat<WF16>::MmaWTileFloat;
+};
+template <>
+struct MmaWTile<WBF16> : MmaWTileFloat<WBF16> {
+    using MmaWTileFloat<WBF16>::MmaWTileFloat;
+};
+#endif
 
 // 16 bytes at p (16-byte aligned when a16, else 2-byte aligned).
 __device__ __forceinline__ uint4 rf_ld128_a2(const u8* p, bool a16) {
@@ -404,25 +536,34 @@ template <class T, int BM>
 __device__ __forceinline__ void matmul_mma(const u16* __restrict__ xh, const float* __restrict__ inv,
                                            const u8* __restrict__ w, float* __restrict__ out, int m, int n,
                                            int k, int kp, i64 row_bytes) {
-    constexpr int WM = BM / 2, MT = WM / 16, NT = 4;    // warp tile: WM x 32
+#if defined(RF_AMD_MATRIX)
+    // Waves of RF_WARP lanes in a 2 (rows) x WGN (columns) grid, each a WM x WN tile of
+    // 16 x 16 products (mma.h's AMD forms).
+    constexpr int WGN = 256 / RF_WARP / 2, WM = BM / 2, WN = MMA_BN / WGN;
+    constexpr int MT = WM / 16, NT = WN / 16, CE = RF_FRAG_C;
+    const int tid = threadIdx.x, lane = tid % RF_WARP, warp = tid / RF_WARP;
+    const int wm = warp / WGN, wn = warp % WGN;
+#else
+    constexpr int WM = BM / 2, WN = 32, MT = WM / 16, NT = 4, CE = 4;  // warp tile: WM x 32
+    const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+    const int g = lane >> 2, t = lane & 3;
+    const int wm = warp >> 2, wn = warp & 3;
+#endif
     constexpr int A_VECS = BM * (MMA_BK / 8) / 256;     // 16-byte pieces of the xh tile per thread
     extern __shared__ uint4 mma_smem[];
     u16* const as = (u16*)mma_smem;                     // [2][BM][MMA_LD]
     u16* const bs = as + 2 * BM * MMA_LD;               // [2][MMA_BN][MMA_LD]
-    const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
-    const int g = lane >> 2, t = lane & 3;
-    const int wm = warp >> 2, wn = warp & 3;
     const int n0 = blockIdx.x * MMA_BN, m0 = blockIdx.y * BM;
     const int steps = kp / MMA_BK;
     MmaWTile<T> wt(w, n0, n, k, row_bytes, tid);
 
-    float acc[MT][NT][4];
+    float acc[MT][NT][CE];
 #pragma unroll
     for (int i = 0; i < MT; ++i)
 #pragma unroll
         for (int j = 0; j < NT; ++j)
 #pragma unroll
-            for (int e = 0; e < 4; ++e) acc[i][j][e] = 0.0f;
+            for (int e = 0; e < CE; ++e) acc[i][j][e] = 0.0f;
 
     uint4 areg[A_VECS];
     auto load = [&](int step) {
@@ -451,9 +592,24 @@ __device__ __forceinline__ void matmul_mma(const u16* __restrict__ xh, const flo
         const bool more = step + 1 < steps;
         if (more) load(step + 1);
         const u16* a = as + buf * BM * MMA_LD + (wm * WM) * MMA_LD;
-        const u16* b = bs + buf * MMA_BN * MMA_LD + (wn * 32) * MMA_LD;
+        const u16* b = bs + buf * MMA_BN * MMA_LD + (wn * WN) * MMA_LD;
+#if defined(RF_AMD_MATRIX)
+#pragma unroll 1
+#else
 #pragma unroll
+#endif
         for (int kk = 0; kk < MMA_BK; kk += 16) {
+#if defined(RF_AMD_MATRIX)
+            u32 af[MT][RF_FRAG_WORDS], bf[NT][RF_FRAG_WORDS];
+#pragma unroll
+            for (int i = 0; i < MT; ++i) rf_frag_load(af[i], a + 16 * i * MMA_LD + kk, MMA_LD, lane);
+#pragma unroll
+            for (int j = 0; j < NT; ++j) rf_frag_load(bf[j], b + 16 * j * MMA_LD + kk, MMA_LD, lane);
+#pragma unroll
+            for (int i = 0; i < MT; ++i)
+#pragma unroll
+                for (int j = 0; j < NT; ++j) rf_matrix_16x16x16<mma_bf16<T>()>(acc[i][j], af[i], bf[j]);
+#else
             u32 af[MT][4], bf[NT][2];
 #if defined(RF_MMA_TENSOR_CORES)
             // ldmatrix: lane l gives the address of row l % 16, column kk + 8 (l / 16) of A
@@ -491,11 +647,29 @@ __device__ __forceinline__ void matmul_mma(const u16* __restrict__ xh, const flo
             for (int i = 0; i < MT; ++i)
 #pragma unroll
                 for (int j = 0; j < NT; ++j) rf_mma_16x8x16(acc[i][j], af[i], bf[j]);
+#endif
         }
         if (more) store(buf ^ 1);
         __syncthreads();
     }
 
+#if defined(RF_AMD_MATRIX)
+#pragma unroll
+    for (int i = 0; i < MT; ++i) {
+#pragma unroll
+        for (int e = 0; e < CE; ++e) {
+            const int row = m0 + wm * WM + 16 * i + rf_frag_c_row(e, lane);
+            if (row < m) {
+                const float sc = inv[row];
+#pragma unroll
+                for (int j = 0; j < NT; ++j) {
+                    const int col = n0 + wn * WN + 16 * j + (lane & 15);
+                    if (col < n) out[(i64)row * n + col] = acc[i][j][e] * sc;
+                }
+            }
+        }
+    }
+#else
 #pragma unroll
     for (int i = 0; i < MT; ++i) {
 #pragma unroll
@@ -513,19 +687,22 @@ __device__ __forceinline__ void matmul_mma(const u16* __restrict__ xh, const flo
             }
         }
     }
+#endif
 }
 
-#define RF_MATMUL_MMA_KERNELS(suffix, T)                                                          \
-    RF_KERNEL void RF_LAUNCH_BOUNDS(256) matmul_mma_##suffix##_m64(                                \
+#define RF_MATMUL_MMA_KERNEL(suffix, T, BM)                                                       \
+    RF_KERNEL void RF_LAUNCH_BOUNDS(256) matmul_mma_##suffix##_m##BM(                              \
         const u16* xh, const float* inv, const u8* w, float* out, int m, int n, int k, int kp,      \
         i64 row_bytes) {                                                                          \
-        matmul_mma<T, 64>(xh, inv, w, out, m, n, k, kp, row_bytes);                               \
-    }                                                                                             \
-    RF_KERNEL void RF_LAUNCH_BOUNDS(256) matmul_mma_##suffix##_m128(                               \
-        const u16* xh, const float* inv, const u8* w, float* out, int m, int n, int k, int kp,      \
-        i64 row_bytes) {                                                                          \
-        matmul_mma<T, 128>(xh, inv, w, out, m, n, k, kp, row_bytes);                              \
+        matmul_mma<T, BM>(xh, inv, w, out, m, n, k, kp, row_bytes);                               \
     }
+#define RF_MATMUL_MMA_M64(suffix, T) RF_MATMUL_MMA_KERNEL(suffix, T, 64)
+#define RF_MATMUL_MMA_M128(suffix, T) RF_MATMUL_MMA_KERNEL(suffix, T, 128)
+// AMD: the matrix-core targets only, and the 64-row tile only (the 128-row one needs 72 KiB of
+// shared memory, more than the 64 KiB of an AMD workgroup).
+#if !defined(__AMDGCN__) || defined(RF_AMD_MATRIX)
+RF_FOR_EACH_WEIGHT_TYPE(RF_MATMUL_MMA_M64)
+#endif
 #if !defined(__AMDGCN__)
-RF_FOR_EACH_WEIGHT_TYPE(RF_MATMUL_MMA_KERNELS)
+RF_FOR_EACH_WEIGHT_TYPE(RF_MATMUL_MMA_M128)
 #endif

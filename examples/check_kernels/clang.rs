@@ -48,6 +48,7 @@
 //! occupancy LLVM computes for each kernel (registers, LDS and launch bounds together) comes from
 //! its `-Rpass-analysis=kernel-resource-usage` remarks, which change nothing in the code.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -77,6 +78,7 @@ const LIB_DIRS: [&str; 4] = [
 pub struct Clang {
     pub clang: String,
     readobj: String,
+    objdump: String,
     /// hipRTC's `hiprtc_runtime.h`, and the library it was read from.
     header: PathBuf,
     pub header_source: PathBuf,
@@ -279,6 +281,7 @@ impl Clang {
             Ok(String::from_utf8_lossy(&out).trim().to_string())
         };
         let (llvm_as, readobj) = (tool("llvm-as")?, tool("llvm-readobj")?);
+        let objdump = tool("llvm-objdump")?;
 
         let (header_source, hip_version) = builtins_library()?;
         let elf = std::fs::read(&header_source)
@@ -362,6 +365,7 @@ impl Clang {
         Ok(Clang {
             clang,
             readobj,
+            objdump,
             header,
             header_source,
             hip_version,
@@ -522,6 +526,50 @@ impl Clang {
     }
 }
 
+impl Clang {
+    /// The matrix-core instructions (`v_wmma*`, `v_mfma*`) in each kernel of the code object
+    /// `image` for `arch`, from its disassembly (llvm-objdump): kernel name -> count.
+    pub fn matrix_instructions(
+        &self,
+        arch: &str,
+        image: &[u8],
+        dir: &Path,
+    ) -> Result<BTreeMap<String, usize>, String> {
+        let path = dir.join(format!("disassemble-{arch}-{}.co", std::process::id()));
+        std::fs::write(&path, image).map_err(|e| e.to_string())?;
+        let text = run(
+            Command::new(&self.objdump)
+                .arg("-d")
+                .arg(format!("--mcpu={arch}"))
+                .arg(&path),
+            &self.objdump,
+        );
+        let _ = std::fs::remove_file(&path);
+        Ok(count_matrix_instructions(&String::from_utf8_lossy(&text?)))
+    }
+}
+
+/// Per function of an llvm-objdump disassembly (`<name>:` lines), its `v_wmma` / `v_mfma`
+/// instructions.
+pub fn count_matrix_instructions(disassembly: &str) -> BTreeMap<String, usize> {
+    let mut out = BTreeMap::new();
+    let mut current: Option<String> = None;
+    for line in disassembly.lines() {
+        let t = line.trim();
+        if let (Some(open), true) = (t.find('<'), t.ends_with(">:")) {
+            let name = t[open + 1..t.len() - 2].to_string();
+            out.entry(name.clone()).or_insert(0);
+            current = Some(name);
+        } else if let Some(name) = &current {
+            let op = t.split_whitespace().next().unwrap_or("");
+            if op.starts_with("v_wmma") || op.starts_with("v_mfma") {
+                *out.get_mut(name).unwrap() += 1;
+            }
+        }
+    }
+    out
+}
+
 /// Writes `bytes` to `path` through a temporary file and a rename (a reader never sees half a
 /// file); errors are ignored.
 fn store(path: &Path, bytes: &[u8]) {
@@ -556,6 +604,25 @@ fn prune(cache: &Path) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn matrix_instructions_are_counted_per_function() {
+        let text = "\nDisassembly of section .text:\n\n\
+            0000000000001900 <matmul_mma_f16_m64>:\n\
+            \tv_mov_b32_e32 v1, 0 // 000000001900: 7E020280\n\
+            \tv_wmma_f32_16x16x16_f16 v[0:7], v[8:15], v[16:23], v[0:7] // 000000001904: CC404000 1C021108\n\
+            \tv_wmma_f32_16x16x16_f16 v[0:7], v[8:15], v[16:23], v[0:7]\n\
+            \ts_endpgm\n\n\
+            0000000000002000 <mma_prep_x>:\n\
+            \ts_load_b64 s[0:1], s[0:1], 0x0\n\
+            0000000000002100 <matmul_mma_q4_0_m64>:\n\
+            \tv_mfma_f32_16x16x16_f16 v[0:3], v[4:5], v[6:7], v[0:3]\n";
+        let counts = count_matrix_instructions(text);
+        assert_eq!(counts["matmul_mma_f16_m64"], 2);
+        assert_eq!(counts["mma_prep_x"], 0);
+        assert_eq!(counts["matmul_mma_q4_0_m64"], 1);
+        assert_eq!(counts.len(), 3);
+    }
 
     #[test]
     fn isa_versions_as_the_device_libraries_spell_them() {

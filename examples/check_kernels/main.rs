@@ -13,8 +13,11 @@
 //! - clang: a stock clang (CLANG, default clang-19) in hipRTC's dialect, for AMD targets the
 //!   installed hipcc is too old to know: clang.rs says how the dialect is reproduced.
 //!
-//! AMD code objects hold the kernels of the registry that are `on_amd` (the tensor-core
-//! matmuls are NVIDIA's and the emulator's only).
+//! AMD code objects hold the kernels of the registry that are on AMD for their target
+//! (`Kernel::on_amd`: the tensor-core prefill matmuls only where the target has matrix cores,
+//! and only their 64-row tile). On those targets the gate also disassembles matmul.hip's code
+//! object (llvm-objdump) and fails unless every tensor-core kernel holds `v_wmma` (RDNA3/4) or
+//! `v_mfma` (CDNA) instructions.
 //!
 //! For the clang targets the gate also reads each kernel's resources from the code objects
 //! (VGPRs, SGPRs, LDS, scratch, spills, occupancy) and prints them as a table. The rule
@@ -84,11 +87,13 @@ fn has_symbol(image: &[u8], name: &str) -> bool {
     image.windows(needle.len()).any(|w| w == needle.as_slice())
 }
 
-/// What one compilation gave: the image, and for clang the kernels' resources and its warnings.
+/// What one compilation gave: the image, and for clang the kernels' resources, its warnings
+/// and (matmul.hip on a matrix-core target) each kernel's matrix-core instructions.
 struct Compiled {
     image: Vec<u8>,
     resources: Vec<Resources>,
     warnings: String,
+    matrix: BTreeMap<String, usize>,
 }
 
 fn compile(
@@ -104,6 +109,7 @@ fn compile(
         image,
         resources: Vec::new(),
         warnings: String::new(),
+        matrix: BTreeMap::new(),
     };
     match compiler {
         "nvrtc" => cuda::nvrtc_compile(family.file(), &src, arch)
@@ -131,10 +137,16 @@ fn compile(
         "clang" => {
             let clang = clang.ok_or("clang is not prepared")?;
             let (image, resources, warnings) = clang.compile(arch, stem, &src, dir)?;
+            let matrix = if family == kernels::Family::Matmul && kernels::amd_matrix_cores(arch) {
+                clang.matrix_instructions(arch, &image, dir)?
+            } else {
+                BTreeMap::new()
+            };
             Ok(Compiled {
                 image,
                 resources,
                 warnings,
+                matrix,
             })
         }
         other => Err(format!("unknown compiler {other}")),
@@ -162,6 +174,20 @@ fn check(
         .iter()
         .filter(|n| !has_symbol(&compiled.image, &format!("{n}{suffix}")))
         .collect();
+    // The tensor-core kernels on a matrix-core target: each must use the matrix cores.
+    let scalar: Vec<&String> = names
+        .iter()
+        .filter(|n| {
+            compiler == "clang"
+                && n.starts_with("matmul_mma_")
+                && compiled.matrix.get(n.as_str()).copied().unwrap_or(0) == 0
+        })
+        .collect();
+    if !scalar.is_empty() {
+        return Err(format!(
+            "compiled, but these kernels hold no v_wmma / v_mfma instruction: {scalar:?}"
+        ));
+    }
     if missing.is_empty() {
         Ok(compiled)
     } else {
@@ -217,6 +243,10 @@ fn parse_args() -> Result<Options, String> {
     Ok(opts)
 }
 
+/// A compilation to do: the source's size (largest first), the (compiler, target), the file,
+/// and the kernels its code object must hold.
+type Job<'a> = (usize, &'a (String, String), kernels::Family, Vec<String>);
+
 type Outcome = (
     String,
     String,
@@ -232,17 +262,23 @@ fn main() {
         std::process::exit(2);
     });
     let targets = &opts.targets;
-    // Per file, the kernels every compiler must produce, and those AMD's must.
-    let mut by_family: BTreeMap<kernels::Family, (Vec<String>, Vec<String>)> = BTreeMap::new();
+    // Per file, its kernels; NVIDIA's code objects hold them all, an AMD target's those that
+    // are on AMD for it (`Kernel::on_amd`).
+    let mut by_family: BTreeMap<kernels::Family, Vec<kernels::Kernel>> = BTreeMap::new();
     let mut amd_order = Vec::new();
     for k in kernels::all() {
-        let entry = by_family.entry(k.family).or_default();
-        entry.0.push(k.name.clone());
-        if k.on_amd {
+        if k.amd != kernels::OnAmd::Never {
             amd_order.push(k.name.clone());
-            entry.1.push(k.name);
         }
+        by_family.entry(k.family).or_default().push(k);
     }
+    let names_for = |compiler: &str, arch: &str, family: &kernels::Family| -> Vec<String> {
+        by_family[family]
+            .iter()
+            .filter(|k| compiler == "nvrtc" || k.on_amd(arch))
+            .map(|k| k.name.clone())
+            .collect()
+    };
     if targets.iter().any(|t| t.0 == "nvrtc") {
         if let Ok(v) = cuda::nvrtc_version() {
             println!("{v}");
@@ -282,12 +318,11 @@ fn main() {
         }
     };
     // Every (target, file) job, the largest sources first so that the long ones start early.
-    let mut jobs: Vec<(usize, &(String, String), kernels::Family, &Vec<String>)> = Vec::new();
+    let mut jobs: Vec<Job> = Vec::new();
     for t in targets {
-        for (family, (all, amd)) in &by_family {
+        for family in by_family.keys() {
             let size = family.source().map(|s| s.len()).unwrap_or(0);
-            let names = if t.0 == "nvrtc" { all } else { amd };
-            jobs.push((size, t, *family, names));
+            jobs.push((size, t, *family, names_for(&t.0, &t.1, family)));
         }
     }
     jobs.sort_by(|a, b| b.0.cmp(&a.0));
@@ -304,7 +339,7 @@ fn main() {
                     break;
                 };
                 let t = Instant::now();
-                let result = check(compiler, arch, family, names, clang.as_ref(), &dir);
+                let result = check(compiler, arch, family, &names, clang.as_ref(), &dir);
                 let seconds = t.elapsed().as_secs_f64();
                 let mut results = results.lock().unwrap();
                 // Progress (a full run takes minutes): one line per finished compilation.
@@ -366,6 +401,29 @@ fn main() {
             "{compiler} {arch}: {kernels_ok}/{total} kernels, {files_ok}/{} files compiled",
             mine.len()
         );
+        for r in &mine {
+            let Ok(c) = &r.5 else { continue };
+            let tiles: Vec<usize> = c
+                .matrix
+                .iter()
+                .filter(|(name, _)| name.starts_with("matmul_mma_"))
+                .map(|(_, &n)| n)
+                .collect();
+            if !tiles.is_empty() {
+                let op = if arch.starts_with("gfx9") {
+                    "v_mfma"
+                } else {
+                    "v_wmma"
+                };
+                println!(
+                    "{compiler} {arch}: {}/{} tensor-core prefill kernels use the matrix cores \
+                     ({} {op} instructions)",
+                    tiles.iter().filter(|&&n| n > 0).count(),
+                    tiles.len(),
+                    tiles.iter().sum::<usize>()
+                );
+            }
+        }
     }
     if let Some(clang) = &clang {
         let n = results.iter().filter(|r| r.0 == "clang").count();

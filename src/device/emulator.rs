@@ -21,6 +21,9 @@ static LAUNCH_LOCK: Mutex<()> = Mutex::new(());
 
 pub struct EmuRuntime {
     wave: u32,
+    /// The AMD matrix-core form the kernels take (kernels/mma.h: `RF_MATRIX_WMMA11`, ...),
+    /// whose builtins the prelude implements; None: no AMD target (the portable forms).
+    matrix: Option<&'static str>,
     props: DeviceProps,
     dir: PathBuf,
     allocations: Mutex<HashMap<u64, Vec<u128>>>,
@@ -41,6 +44,7 @@ impl EmuRuntime {
         std::fs::create_dir_all(&dir).expect("emulator build directory");
         EmuRuntime {
             wave,
+            matrix: None,
             props: DeviceProps {
                 name: format!("CPU emulation, wave {wave}"),
                 arch: format!("emu{wave}"),
@@ -56,10 +60,31 @@ impl EmuRuntime {
     }
 }
 
+impl EmuRuntime {
+    /// An emulated AMD target with matrix cores: gfx1100 (RDNA3 WMMA, wave 32), gfx1201
+    /// (RDNA4 WMMA, wave 32) or gfx942 (CDNA3 MFMA, wave 64), with AMD's 64 KiB of shared
+    /// memory. Its arch is the target's name, so the launchers choose as they would there; the
+    /// kernels take that target's matrix-core form, whose builtins the prelude implements with
+    /// the instructions' lane layouts.
+    pub fn amd_matrix(target: &str) -> EmuRuntime {
+        let (wave, matrix) = match target {
+            "gfx1100" => (32, "RF_MATRIX_WMMA11"),
+            "gfx1201" => (32, "RF_MATRIX_WMMA12"),
+            "gfx942" => (64, "RF_MATRIX_MFMA"),
+            other => panic!("no emulated matrix cores for {other}"),
+        };
+        let mut rt = EmuRuntime::tagged(wave, 64 * 1024, &format!("-{target}"));
+        rt.matrix = Some(matrix);
+        rt.props.arch = target.to_string();
+        rt.props.name = format!("CPU emulation of {target}, wave {wave}");
+        rt
+    }
+}
+
 /// The C++ translation unit the emulator builds from a kernel file's assembled source: the
 /// prelude, then the source with dynamic shared memory (`extern __shared__ T name[];`) turned
-/// into a pointer to the launch's area.
-fn translation_unit(wave: u32, source: &str) -> String {
+/// into a pointer to the launch's area. `matrix` names the AMD matrix-core form to take.
+fn translation_unit(wave: u32, matrix: Option<&str>, source: &str) -> String {
     let prelude = include_str!("emulator_prelude.h");
     let mut body = String::new();
     for line in source.lines() {
@@ -78,7 +103,10 @@ fn translation_unit(wave: u32, source: &str) -> String {
             body.push('\n');
         }
     }
-    format!("#define RF_EMU_WAVE {wave}\n{prelude}\nvoid rf_emu_kernels_begin();\n{body}")
+    let matrix = matrix
+        .map(|m| format!("#define {m} 1\n"))
+        .unwrap_or_default();
+    format!("#define RF_EMU_WAVE {wave}\n{matrix}{prelude}\nvoid rf_emu_kernels_begin();\n{body}")
 }
 
 /// The file at `path` through the C preprocessor (g++ -E).
@@ -180,13 +208,13 @@ impl GpuRuntime for EmuRuntime {
     fn compile(&self, name: &str, source: &str) -> Result<Vec<u8>> {
         // Built once a process for each wave and source (tests make many devices), and the
         // slot held while building, so that devices asking at once wait for one build.
-        let slot = built_slot(self.wave, name, source);
+        let slot = built_slot(self.wave, self.matrix, name, source);
         let mut slot = slot.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(image) = slot.as_ref() {
             return Ok(image.clone());
         }
         let stem = name.trim_end_matches(".hip");
-        let tu = translation_unit(self.wave, source);
+        let tu = translation_unit(self.wave, self.matrix, source);
         let src_path = self.dir.join(format!("{stem}.cpp"));
         std::fs::write(&src_path, &tu).map_err(|e| Error::runtime(e.to_string()))?;
         let mut tramps = String::new();
@@ -310,12 +338,15 @@ static FUNCTIONS: Mutex<Vec<(Trampoline, Launch)>> = Mutex::new(Vec::new());
 /// A built library's slot: its image (the library's path) once built.
 type BuiltSlot = std::sync::Arc<Mutex<Option<Vec<u8>>>>;
 
-/// The slot of kernel file `name` with `source` at wave `wave` (the libraries built in this
-/// process: the emulated devices of one wave share them; launches run one at a time anyway).
-fn built_slot(wave: u32, name: &str, source: &str) -> BuiltSlot {
-    static BUILT: Mutex<Vec<((u32, String, u64), BuiltSlot)>> = Mutex::new(Vec::new());
+/// The slot of kernel file `name` with `source` at wave `wave` and matrix form `matrix` (the
+/// libraries built in this process: the emulated devices of one kind share them; launches run
+/// one at a time anyway).
+fn built_slot(wave: u32, matrix: Option<&str>, name: &str, source: &str) -> BuiltSlot {
+    type Key = (u32, Option<String>, String, u64);
+    static BUILT: Mutex<Vec<(Key, BuiltSlot)>> = Mutex::new(Vec::new());
     let key = (
         wave,
+        matrix.map(str::to_string),
         name.to_string(),
         super::source::fnv1a64(&[source.as_bytes()]),
     );
@@ -348,7 +379,7 @@ mod tests {
         let all = kernels::all();
         for family in Family::ALL {
             let path = dir.join(family.file().replace(".hip", ".cpp"));
-            std::fs::write(&path, translation_unit(32, &family.source().unwrap())).unwrap();
+            std::fs::write(&path, translation_unit(32, None, &family.source().unwrap())).unwrap();
             let defined: Vec<String> = kernel_signatures(&preprocess(&path).unwrap())
                 .into_iter()
                 .map(|(name, _)| name)

@@ -157,6 +157,118 @@ inline int __shfl_xor(int v, int mask, int width) { return rf_emu_exchange<int>(
 // Indexed shuffle: lane `src` of the caller's aligned group of `width` lanes.
 inline int __shfl(int v, int src, int width) { return rf_emu_exchange<int>(v, src, width, false, true); }
 
+// Short vectors (kernels/common.h's RF_VECTOR_TYPE) in g++'s form: the AMD builtins' operands.
+#define RF_VECTOR_TYPE(T, n) T __attribute__((vector_size((n) * sizeof(T))))
+
+// The AMD matrix-core builtins of the form the translation unit emulates (RF_MATRIX_WMMA11,
+// RF_MATRIX_WMMA12 or RF_MATRIX_MFMA, defined before this prelude): D[16 x 16] = A B + C over
+// the wave, each lane giving its fragments in the instruction's lane layout (kernels/mma.h
+// spells them out): lane l holds row l % 16 of A and column l % 16 of B at k = k0(l) .. +K-1,
+// and D elements e at row d_row(e, l), column l % 16. Every lane of the wave deposits its
+// operands, a wave barrier, then each computes its own D elements from all of them (f32
+// products and sums in k order), and a second barrier before the area is reused.
+#if defined(RF_MATRIX_WMMA11) || defined(RF_MATRIX_WMMA12) || defined(RF_MATRIX_MFMA)
+#if defined(RF_MATRIX_WMMA11)
+constexpr int RF_EMU_MK = 16, RF_EMU_MC = 8, RF_EMU_MWAVE = 32;
+inline int rf_emu_k0(int l) { return 0; }
+inline int rf_emu_d_row(int e, int l) { return 2 * e + (l >> 4); }
+#elif defined(RF_MATRIX_WMMA12)
+constexpr int RF_EMU_MK = 8, RF_EMU_MC = 8, RF_EMU_MWAVE = 32;
+inline int rf_emu_k0(int l) { return 8 * (l >> 4); }
+inline int rf_emu_d_row(int e, int l) { return e + 8 * (l >> 4); }
+#else
+constexpr int RF_EMU_MK = 4, RF_EMU_MC = 4, RF_EMU_MWAVE = 64;
+inline int rf_emu_k0(int l) { return 4 * (l >> 4); }
+inline int rf_emu_d_row(int e, int l) { return 4 * (l >> 4) + e; }
+#endif
+static_assert(RF_EMU_WAVE == RF_EMU_MWAVE, "the matrix instructions of this target need its wave size");
+
+struct RfEmuMatrixLane {
+    float a[16], b[16];
+};
+RfEmuMatrixLane rf_emu_matrix_lanes[1024 / RF_EMU_WAVE][RF_EMU_WAVE];
+
+// The value of A[r][k] (or of B[k][r]) from the deposited operands: the lane holding row
+// (column) r at k.
+inline float rf_emu_operand(const RfEmuMatrixLane* lanes, bool a, int r, int k) {
+    for (int l = r; l < RF_EMU_WAVE; l += 16) {
+        const int k0 = rf_emu_k0(l);
+        if (k >= k0 && k < k0 + RF_EMU_MK) return a ? lanes[l].a[k - k0] : lanes[l].b[k - k0];
+    }
+    dprintf(2, "emulator: no lane holds k = %d of row %d\n", k, r);
+    abort();
+}
+
+template <class V>
+inline float rf_emu_value(V v, int i, bool bf16) {
+    if (bf16) return __int_as_float((int)(unsigned short)v[i] << 16);
+    return (float)v[i];
+}
+
+template <class In, class Acc>
+inline Acc rf_emu_matrix(In a, In b, Acc c, bool bf16) {
+    RfEmuWave& w = rf_emu_waves[rf_emu_tid / RF_EMU_WAVE];
+    RfEmuMatrixLane* lanes = rf_emu_matrix_lanes[rf_emu_tid / RF_EMU_WAVE];
+    const int lane = rf_emu_tid % RF_EMU_WAVE;
+    for (int i = 0; i < RF_EMU_MK; ++i) {
+        lanes[lane].a[i] = rf_emu_value(a, i, bf16);
+        lanes[lane].b[i] = rf_emu_value(b, i, bf16);
+    }
+    w.sync.arrive_and_wait();
+#if defined(RF_MATRIX_WMMA11)
+    // The instruction reads lanes 0-15; the rest must repeat them.
+    for (int i = 0; i < RF_EMU_MK; ++i) {
+        const RfEmuMatrixLane &mine = lanes[lane], &low = lanes[lane & 15];
+        if (__builtin_memcmp(&mine.a[i], &low.a[i], 4) || __builtin_memcmp(&mine.b[i], &low.b[i], 4)) {
+            dprintf(2, "emulator: WMMA operands of lane %d differ from lane %d's\n", lane, lane & 15);
+            abort();
+        }
+    }
+#endif
+    Acc d;
+    for (int e = 0; e < RF_EMU_MC; ++e) {
+        const int row = rf_emu_d_row(e, lane), col = lane & 15;
+        float acc = c[e];
+        for (int k = 0; k < 16; ++k)
+            acc += rf_emu_operand(lanes, true, row, k) * rf_emu_operand(lanes, false, col, k);
+        d[e] = acc;
+    }
+    w.sync.arrive_and_wait();
+    return d;
+}
+
+typedef RF_VECTOR_TYPE(_Float16, RF_EMU_MK) rf_emu_f16v;
+typedef RF_VECTOR_TYPE(short, RF_EMU_MK) rf_emu_bf16v;
+typedef RF_VECTOR_TYPE(float, RF_EMU_MC) rf_emu_accv;
+#if defined(RF_MATRIX_WMMA11)
+inline rf_emu_accv __builtin_amdgcn_wmma_f32_16x16x16_f16_w32(rf_emu_f16v a, rf_emu_f16v b, rf_emu_accv c) {
+    return rf_emu_matrix(a, b, c, false);
+}
+inline rf_emu_accv __builtin_amdgcn_wmma_f32_16x16x16_bf16_w32(rf_emu_bf16v a, rf_emu_bf16v b, rf_emu_accv c) {
+    return rf_emu_matrix(a, b, c, true);
+}
+#elif defined(RF_MATRIX_WMMA12)
+inline rf_emu_accv __builtin_amdgcn_wmma_f32_16x16x16_f16_w32_gfx12(rf_emu_f16v a, rf_emu_f16v b, rf_emu_accv c) {
+    return rf_emu_matrix(a, b, c, false);
+}
+inline rf_emu_accv __builtin_amdgcn_wmma_f32_16x16x16_bf16_w32_gfx12(rf_emu_bf16v a, rf_emu_bf16v b, rf_emu_accv c) {
+    return rf_emu_matrix(a, b, c, true);
+}
+#else
+// cbsz, abid, blgp (broadcast controls) 0 only: the kernels use no broadcast.
+inline rf_emu_accv __builtin_amdgcn_mfma_f32_16x16x16f16(rf_emu_f16v a, rf_emu_f16v b, rf_emu_accv c, int cbsz,
+                                                         int abid, int blgp) {
+    if (cbsz || abid || blgp) abort();
+    return rf_emu_matrix(a, b, c, false);
+}
+inline rf_emu_accv __builtin_amdgcn_mfma_f32_16x16x16bf16_1k(rf_emu_bf16v a, rf_emu_bf16v b, rf_emu_accv c,
+                                                             int cbsz, int abid, int blgp) {
+    if (cbsz || abid || blgp) abort();
+    return rf_emu_matrix(a, b, c, true);
+}
+#endif
+#endif
+
 // Atomics (shared or global memory: both are host memory here) and the memory fence.
 inline unsigned atomicAdd(unsigned* p, unsigned v) { return __atomic_fetch_add(p, v, __ATOMIC_SEQ_CST); }
 inline unsigned long long atomicAdd(unsigned long long* p, unsigned long long v) {

@@ -71,9 +71,40 @@ pub struct Kernel {
     /// kernel writes or reads (before it, it may only read weights), so it may be launched to
     /// overlap the end of the kernel before it. These are the decode step's kernels.
     pub overlaps: bool,
-    /// The kernel is in AMD code objects (false: left out of them, `#if !defined(__AMDGCN__)`,
-    /// because no AMD launcher takes it).
-    pub on_amd: bool,
+    /// Which AMD code objects hold the kernel (the others leave it out with `#if`, because no
+    /// AMD launcher takes it there).
+    pub amd: OnAmd,
+}
+
+/// The AMD targets whose code objects hold a kernel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum OnAmd {
+    All,
+    /// Those with matrix cores (`amd_matrix_cores`): kernels on WMMA / MFMA (kernels/mma.h).
+    MatrixCores,
+    Never,
+}
+
+impl Kernel {
+    /// Whether the code object of AMD target `arch` (`gfx1100`, `gfx90a:sramecc+:xnack-`)
+    /// holds this kernel.
+    pub fn on_amd(&self, arch: &str) -> bool {
+        match self.amd {
+            OnAmd::All => true,
+            OnAmd::MatrixCores => amd_matrix_cores(arch),
+            OnAmd::Never => false,
+        }
+    }
+}
+
+/// Whether AMD target `arch` has the matrix cores kernels/mma.h drives: WMMA on RDNA3 and
+/// RDNA4 (gfx11, gfx12), MFMA on CDNA2 and CDNA3 (gfx90a, gfx940-942, gfx950). The same list
+/// as mma.h's `RF_MATRIX_*` selection.
+pub fn amd_matrix_cores(arch: &str) -> bool {
+    let base = arch.split(':').next().unwrap_or("");
+    base.starts_with("gfx11")
+        || base.starts_with("gfx12")
+        || matches!(base, "gfx90a" | "gfx940" | "gfx941" | "gfx942" | "gfx950")
 }
 
 fn k(family: Family, name: impl Into<String>) -> Kernel {
@@ -81,7 +112,7 @@ fn k(family: Family, name: impl Into<String>) -> Kernel {
         family,
         name: name.into(),
         overlaps: false,
-        on_amd: true,
+        amd: OnAmd::All,
     }
 }
 
@@ -224,12 +255,19 @@ pub fn matmul_tiled(ty: GgmlType) -> Result<Kernel> {
 }
 /// Row tiles (BM) the tensor-core prefill kernels come in (matmul.hip, matmul_mma).
 pub const MMA_ROW_TILES: [usize; 2] = [64, 128];
+/// The row tiles on AMD: the 128-row tile needs more shared memory than an AMD workgroup has.
+pub const MMA_ROW_TILES_AMD: [usize; 1] = [64];
 
-/// The tensor-core prefill kernel of `ty` with row tile `bm` (one of `MMA_ROW_TILES`). NVIDIA
-/// and the emulator only: AMD code objects leave it out (matmul.hip).
+/// The tensor-core prefill kernel of `ty` with row tile `bm` (one of `MMA_ROW_TILES`): NVIDIA's
+/// mma.sync, AMD's WMMA / MFMA (the 64-row tile, on the targets that have them), and the
+/// emulator's forms of both.
 pub fn matmul_mma(ty: GgmlType, bm: usize) -> Result<Kernel> {
     Ok(Kernel {
-        on_amd: false,
+        amd: if MMA_ROW_TILES_AMD.contains(&bm) {
+            OnAmd::MatrixCores
+        } else {
+            OnAmd::Never
+        },
         ..k(
             Family::Matmul,
             format!("matmul_mma_{}_m{bm}", weight_suffix(ty, "matmul")?),
@@ -239,6 +277,10 @@ pub fn matmul_mma(ty: GgmlType, bm: usize) -> Result<Kernel> {
 /// The activation pre-pass of the tensor-core kernels (per-row power-of-two scale, f16).
 pub fn mma_prep_x() -> Kernel {
     k(Family::Matmul, "mma_prep_x")
+}
+/// `mma_prep_x` to bf16: for bf16 weights on AMD matrix cores, which multiply them as bf16.
+pub fn mma_prep_x_bf16() -> Kernel {
+    k(Family::Matmul, "mma_prep_x_bf16")
 }
 pub fn embedding(ty: GgmlType) -> Result<Kernel> {
     Ok(k_overlapping(
@@ -358,6 +400,7 @@ pub fn all() -> Vec<Kernel> {
         softmax(),
         flash_combine(),
         mma_prep_x(),
+        mma_prep_x_bf16(),
     ];
     for (ty, _) in WEIGHT_TYPES {
         out.push(matvec(ty).expect("registered type"));
@@ -406,20 +449,30 @@ mod tests {
         }
     }
 
-    /// AMD code objects leave out the tensor-core matmuls, and only them; matmul.hip guards
-    /// their definitions with `__AMDGCN__`.
+    /// AMD code objects leave out the 128-row tensor-core matmuls, and only them; the 64-row
+    /// ones are on the matrix-core targets only. matmul.hip guards their
+    /// definitions so.
     #[test]
-    fn only_the_tensor_core_matmuls_are_not_on_amd() {
-        let off: Vec<String> = all()
-            .into_iter()
-            .filter(|k| !k.on_amd)
-            .map(|k| k.name)
-            .collect();
-        assert_eq!(off.len(), WEIGHT_TYPES.len() * MMA_ROW_TILES.len());
-        assert!(off.iter().all(|n| n.starts_with("matmul_mma_")), "{off:?}");
+    fn the_tensor_core_matmuls_are_on_the_amd_matrix_core_targets() {
+        let all = all();
+        let never: Vec<&Kernel> = all.iter().filter(|k| k.amd == OnAmd::Never).collect();
+        assert_eq!(never.len(), WEIGHT_TYPES.len());
+        assert!(never
+            .iter()
+            .all(|k| k.name.starts_with("matmul_mma_") && k.name.ends_with("_m128")));
+        let matrix: Vec<&Kernel> = all.iter().filter(|k| k.amd == OnAmd::MatrixCores).collect();
+        assert_eq!(matrix.len(), WEIGHT_TYPES.len());
+        for k in &matrix {
+            assert!(k.on_amd("gfx1100") && k.on_amd("gfx1201") && k.on_amd("gfx942"));
+            assert!(k.on_amd("gfx90a:sramecc+:xnack-"));
+            assert!(!k.on_amd("gfx1030") && !k.on_amd("gfx908") && !k.on_amd("gfx906"));
+        }
         let src = Family::Matmul.source().unwrap();
         assert!(src.contains(
-            "#if !defined(__AMDGCN__)\nRF_FOR_EACH_WEIGHT_TYPE(RF_MATMUL_MMA_KERNELS)\n#endif"
+            "#if !defined(__AMDGCN__) || defined(RF_AMD_MATRIX)\nRF_FOR_EACH_WEIGHT_TYPE(RF_MATMUL_MMA_M64)\n#endif"
+        ));
+        assert!(src.contains(
+            "#if !defined(__AMDGCN__)\nRF_FOR_EACH_WEIGHT_TYPE(RF_MATMUL_MMA_M128)\n#endif"
         ));
     }
 }

@@ -1241,3 +1241,136 @@ fn tensor_core_matmul_matches_the_cpu() {
         }
     }
 }
+
+/// The exact result of the tensor-core kernels' arithmetic, in f64: each row of x scaled by
+/// the kernel's power of two (`mma_prep_x`: its largest magnitude into [2^14, 2^15)), x and W
+/// rounded to the operand type (f16, or bf16 for bf16 weights on AMD matrix cores), their
+/// products summed, the scale undone. What is left between this and a kernel is the f32
+/// rounding of its sums.
+fn operand_rounded_matmul(
+    x: &[f32],
+    w: &[f32],
+    m: usize,
+    n: usize,
+    k: usize,
+    bf16: bool,
+) -> Vec<f64> {
+    let round = |v: f32| -> f64 {
+        if bf16 {
+            half::bf16::from_f32(v).to_f64()
+        } else {
+            f16::from_f32(v).to_f64()
+        }
+    };
+    let mut out = vec![0f64; m * n];
+    for r in 0..m {
+        let row = &x[r * k..(r + 1) * k];
+        let mx = row.iter().fold(0f32, |a, v| a.max(v.abs()));
+        let e = ((mx.to_bits() >> 23) & 255) as i32;
+        let mut p = if e == 0 || e == 255 { 0 } else { 141 - e };
+        if e == 0 && mx > 0.0 {
+            p = 127;
+        }
+        let p = p.clamp(-126, 127);
+        let s = 2f32.powi(p);
+        let xr: Vec<f64> = row.iter().map(|&v| round(v * s)).collect();
+        for j in 0..n {
+            let dot: f64 = (0..k).map(|c| xr[c] * round(w[j * k + c])).sum();
+            out[r * n + j] = dot / s as f64;
+        }
+    }
+    out
+}
+
+/// The tensor-core prefill matmul on emulated AMD matrix cores (kernels/mma.h's WMMA and MFMA
+/// forms, whose builtins the emulator implements with the instructions' lane layouts): gfx1100
+/// (RDNA3 WMMA, wave 32), gfx1201 (RDNA4 WMMA, wave 32), gfx942 (CDNA3 MFMA, wave 64). Against
+/// an independent f64 product of the operands as the kernel rounds them (f16, bf16 for bf16
+/// weights), and within the f16 bound of the float32 product; ragged shapes: m over one row
+/// tile, n over one column tile, k a half step, or an odd length in unaligned rows.
+#[test]
+#[ignore = "builds the kernels with g++ (minutes); run by scripts/check-kernels.sh"]
+fn amd_matrix_core_matmul_matches_the_rounded_product() {
+    use crate::device::layout::DeviceWeight;
+    use crate::ops::matmul::gpu::{launch_matmul_mma, mma_available};
+
+    let mut rng = TestRng::for_test("amd_matrix_core_matmul_matches_the_rounded_product");
+    for (ordinal, target) in [(30, "gfx1100"), (31, "gfx1201"), (32, "gfx942")] {
+        let dev = Arc::new(GpuDevice::new(
+            ordinal,
+            Box::new(EmuRuntime::amd_matrix(target)),
+        ));
+        assert!(mma_available(&dev, dev.tuning()), "{target}: matrix cores");
+        // F16: 16-byte rows (k = 96) and a ragged, unaligned one (k = 45); BF16: bf16
+        // operands; the quantized types: the dequantizing tiles.
+        let cases = [
+            (GgmlType::F16, 96),
+            (GgmlType::F16, 45),
+            (GgmlType::BF16, 96),
+            (GgmlType::BF16, 45),
+            (GgmlType::Q4_0, 96),
+            (GgmlType::Q8_0, 256),
+            (GgmlType::Q4_K, 256),
+            (GgmlType::Q6_K, 256),
+        ];
+        for (ty, k) in cases {
+            let (m, n) = (70, 131);
+            let bytes = random_weight_bytes(ty, n, k, rng.next_u64()).unwrap();
+            let mut dense = vec![0f32; n * k];
+            quants::dequantize(ty, &bytes, &mut dense).unwrap();
+            let wd = DeviceBuffer::from_slice(
+                &dev,
+                &crate::device::layout::to_device_layout(ty, k, &bytes),
+                "test",
+            )
+            .unwrap();
+            let w = DeviceWeight {
+                ty,
+                rows: n,
+                cols: k,
+                bytes: &wd,
+            };
+            let mut x = rng.vec(m * k);
+            // Rows beyond f16's range, tiny, and zero: the per-row scale must handle them.
+            x[k..2 * k].iter_mut().for_each(|v| *v *= 3.0e6);
+            x[2 * k..3 * k].iter_mut().for_each(|v| *v *= 1.0e-7);
+            x[3 * k..4 * k].iter_mut().for_each(|v| *v = 0.0);
+            let xd = DeviceBuffer::from_slice(&dev, &x, "test").unwrap();
+            let mut od = DeviceBuffer::alloc(&dev, m * n * 4, "test").unwrap();
+            launch_matmul_mma(&dev, dev.tuning(), &xd, &w, m, &mut od).unwrap();
+            let mut got = vec![0f32; m * n];
+            od.read(&mut got, "test").unwrap();
+            let what = format!(
+                "{target} matrix-core matmul {} m={m} n={n} k={k}",
+                ty.name()
+            );
+            let exact = operand_rounded_matmul(&x, &dense, m, n, k, ty == GgmlType::BF16);
+            let mut worst = 0f64;
+            for r in 0..m {
+                for j in 0..n {
+                    let mag: f64 = (0..k)
+                        .map(|c| (x[r * k + c] as f64 * dense[j * k + c] as f64).abs())
+                        .sum();
+                    let (g, e) = (got[r * n + j] as f64, exact[r * n + j]);
+                    // f32 sums of k products: well inside k * 2^-24 of the magnitudes.
+                    let bound = mag * (k as f64) * 2f64.powi(-24) * 1.01 + 1e-30;
+                    assert!(
+                        (g - e).abs() <= bound,
+                        "{what}: out[{r}, {j}] = {g}, exact {e} (bound {bound})"
+                    );
+                    worst = worst.max((g - e).abs() / bound);
+                }
+            }
+            println!("{what}: worst error {worst:.3} of the f32 summation bound");
+            let mut want = vec![0f32; m * n];
+            ops::matmul::matmul_f32(&Device::Cpu, &x, &dense, m, n, k, &mut want).unwrap();
+            if ty != GgmlType::BF16 {
+                assert_f16_bound(&what, &got, &want, &x, &dense, m, n, k);
+            }
+            assert!(
+                got[3 * n..4 * n].iter().all(|&v| v == 0.0),
+                "{what}: zero row"
+            );
+        }
+    }
+}

@@ -89,10 +89,10 @@ const MMA_BK: usize = 64;
 const MMA_LD: usize = 72;
 
 /// Whether the model's matmul may use the tensor-core kernel on `dev`: NVIDIA sm_80 or newer
-/// (`mma.sync` m16n8k16), and the CPU emulation (which runs the kernel's portable form, to
-/// test its tiling). Not on AMD hardware: there the portable form emulates the MMA with
-/// shuffles, slower than the FP32 tiled kernel, so AMD keeps that (MFMA on CDNA and WMMA on
-/// RDNA3 are future work). `tuning.mma` off keeps the float32 kernels.
+/// (`mma.sync` m16n8k16), AMD targets with matrix cores (WMMA on RDNA3 / RDNA4, MFMA on CDNA2 /
+/// CDNA3: `kernels::amd_matrix_cores`), and the CPU emulation (which runs the NVIDIA form's
+/// portable fallback, or an AMD form where it emulates that target). Other AMD targets keep
+/// the float32 tiled kernels. `tuning.mma` off keeps the float32 kernels everywhere.
 pub fn mma_available(dev: &GpuDevice, tuning: &Tuning) -> bool {
     let rt = dev.runtime();
     tuning.mma
@@ -103,9 +103,27 @@ pub fn mma_available(dev: &GpuDevice, tuning: &Tuning) -> bool {
                 .strip_prefix("sm_")
                 .and_then(|v| v.parse::<u32>().ok())
                 .is_some_and(|v| v >= 80),
+            "hip" => kernels::amd_matrix_cores(&rt.props().arch),
             "emulator" => true,
             _ => false,
         }
+}
+
+/// Whether the tensor-core kernels run on AMD matrix cores on `dev` (the AMD GPU, or the
+/// emulation of one: its arch is the target it emulates). There the 64-row tile is the only
+/// one, and bf16 weights are multiplied as bf16.
+fn amd_matrix(dev: &GpuDevice) -> bool {
+    let rt = dev.runtime();
+    matches!(rt.backend(), "hip" | "emulator") && kernels::amd_matrix_cores(&rt.props().arch)
+}
+
+/// The row tiles of the tensor-core kernels that `dev` has.
+fn mma_row_tiles(dev: &GpuDevice) -> &'static [usize] {
+    if amd_matrix(dev) {
+        &kernels::MMA_ROW_TILES_AMD
+    } else {
+        &kernels::MMA_ROW_TILES
+    }
 }
 
 /// Dynamic shared memory of a tensor-core block with row tile `bm` (double-buffered x and W
@@ -120,7 +138,9 @@ fn mma_shared_bytes(bm: usize) -> usize {
 /// docs/perf). `tuning.mma_tile_rows` forces one where it fits.
 fn mma_row_tile(dev: &GpuDevice, tuning: &Tuning, m: usize, n: usize) -> usize {
     let props = dev.runtime().props();
-    let fits = |bm: usize| mma_shared_bytes(bm) <= props.max_shared_per_block;
+    let fits = |bm: usize| {
+        mma_row_tiles(dev).contains(&bm) && mma_shared_bytes(bm) <= props.max_shared_per_block
+    };
     if let Some(bm) = tuning.mma_tile_rows.filter(|&b| fits(b)) {
         return bm;
     }
@@ -143,6 +163,8 @@ pub fn mma_scratch_bytes(m: usize, k: usize) -> usize {
 /// `matmul_mma_<type>_m<bm>`): x rounded to f16 after a per-row power-of-two scale (no
 /// overflow whatever its range), W dequantized to f16, f32 accumulation; the error is that of
 /// f16 inputs (relative ~2^-10 of sum |x| |w| per output), not the 1e-5 of `launch_matmul`.
+/// On AMD matrix cores bf16 weights are multiplied as bf16 (exact weights, x to bf16:
+/// relative ~2^-9 of sum |x| |w|).
 /// Errors where `mma_available` is false.
 pub fn launch_matmul_mma(
     dev: &GpuDevice,
@@ -168,7 +190,7 @@ pub fn launch_matmul_mma_tile(
 ) -> Result<()> {
     let (n, k) = (w.rows, w.cols);
     if let Some(b) = bm {
-        if !kernels::MMA_ROW_TILES.contains(&b)
+        if !mma_row_tiles(dev).contains(&b)
             || mma_shared_bytes(b) > dev.runtime().props().max_shared_per_block
         {
             return Err(crate::error::Error::invalid(format!(
@@ -196,9 +218,15 @@ pub fn launch_matmul_mma_tile(
     debug_assert!(xh_bytes + mp * 4 <= mma_scratch_bytes(m, k));
     let scratch = dev.scratch(xh_bytes + mp * 4, "matmul")?;
     let (xh, inv) = (scratch.ptr(), scratch.ptr() + xh_bytes as u64);
+    // bf16 weights on AMD matrix cores are multiplied as bf16 (matmul.hip, mma_bf16): x too.
+    let prep = if amd_matrix(dev) && w.ty == GgmlType::BF16 {
+        kernels::mma_prep_x_bf16()
+    } else {
+        kernels::mma_prep_x()
+    };
     dev.launch(
         "matmul",
-        &kernels::mma_prep_x(),
+        &prep,
         [to_i32(mp, "matmul m")? as u32, 1, 1],
         [256, 1, 1],
         0,
