@@ -8,7 +8,9 @@
 #           gfx1100 (RDNA3), gfx1201 (RDNA4), gfx90a and gfx942 (CDNA3, wave64): the targets
 #           hipcc 5.2 does not know, and the two it does, with hipRTC's header and options.
 #           From these code objects it prints each kernel's registers, LDS, scratch, spills and
-#           occupancy per target, and enforces the rule below.
+#           occupancy per target, and enforces the rule below; on the targets with matrix cores
+#           (gfx1100, gfx1201: WMMA; gfx90a, gfx942: MFMA) it disassembles matmul.hip and fails
+#           unless every tensor-core prefill kernel holds v_wmma / v_mfma instructions.
 #   (each file once per target; the compilations of all targets run in one pool, one per
 #   core, the largest files first; clang's code objects are cached between runs under
 #   ~/.cache/rocmforge/check-kernels, keyed by everything that goes into them:
@@ -28,8 +30,8 @@ CLANG_TARGETS=(gfx1030 gfx1100 gfx1201 gfx90a gfx942)
 # scratch memory (VGPR spills, a stack frame), or the gate fails. Hot kernels are those whose
 # name starts with one of:
 #   matvec    the decode matvecs (m = 1 projections, fused QKV + rope, fused gate/up + GLU)
-#   matmul_   the prefill matmuls (AMD takes the tiled ones; the tensor-core tiles are NVIDIA's
-#             only and are not in AMD code objects)
+#   matmul_   the prefill matmuls (the tensor-core tiles on matrix-core targets, the tiled ones
+#             elsewhere)
 #   attn_     decode attention
 #   flash_    prefill (flash) attention and its combine; the tiles that need more than the
 #             64 KiB of LDS an AMD workgroup has are never launched there, so not judged
