@@ -3,9 +3,12 @@
 //! structs shaped as OpenAI's (`chat.completion`, `chat.completion.chunk`, `text_completion`,
 //! the model list and the error object).
 //!
-//! Fields left out take `Model.generate`'s defaults (temperature 0.8, top_k 40, top_p 0.95,
-//! min_p 0.05); fields this server does not know are ignored, as is `model` (one model is
-//! served).
+//! Fields left out (or `null`) take `Model.generate`'s defaults (temperature 0.8, top_k 40,
+//! top_p 0.95, min_p 0.05). Fields this server does not know are accepted and ignored, as
+//! vLLM and llama.cpp's server do (OpenAI's own API answers 400): clients send extensions
+//! of other servers (`ignore_eos`, `user`, ...) that must not fail a request. `model` is read
+//! (a string) but not matched: one model is served. A known field of the wrong type or out of
+//! its range answers 400 naming it in `param`.
 
 use std::collections::BTreeMap;
 
@@ -160,9 +163,13 @@ impl<'a> Fields<'a> {
     fn integer(&self, name: &str) -> Result<Option<i64>, ApiError> {
         match self.get(name) {
             None => Ok(None),
-            Some(v) => match (v.as_i64(), v.as_u64()) {
-                (Some(n), _) => Ok(Some(n)),
-                (None, Some(_)) => Err(ApiError::invalid(name, format!("{name} is too large"))),
+            Some(v) => match (v.as_i64(), v.as_u64(), v.as_f64()) {
+                (Some(n), _, _) => Ok(Some(n)),
+                (None, Some(_), _) => Err(ApiError::invalid(name, format!("{name} is too large"))),
+                // JSON integers past 64 bits are read as floats: say what is wrong with them.
+                (None, None, Some(x)) if x.fract() == 0.0 && x.abs() >= 9.2e18 => Err(
+                    ApiError::invalid(name, format!("{name} is out of range, got {x}")),
+                ),
                 _ => Err(wrong_type(name, "an integer", v)),
             },
         }
@@ -711,6 +718,17 @@ mod tests {
                 "stream_options.include_usage",
             ),
             (r#"{"max_tokens": 3}"#, "prompt"),
+            (r#"{"prompt": "a", "max_tokens": "ten"}"#, "max_tokens"),
+            (r#"{"prompt": "a", "temperature": [1]}"#, "temperature"),
+            (r#"{"prompt": "a", "temperature": 1e300}"#, "temperature"),
+            (r#"{"prompt": "a", "top_p": 1e300}"#, "top_p"),
+            (r#"{"prompt": "a", "stop": 5}"#, "stop"),
+            (r#"{"prompt": "a", "logprobs": -1}"#, "logprobs"),
+            (
+                r#"{"prompt": "a", "max_tokens": 100000000000000000000}"#,
+                "max_tokens",
+            ),
+            (r#"{"prompt": "a", "seed": 18446744073709551616}"#, "seed"),
         ];
         for (body, param) in cases {
             let e = err(parse_completion(body.as_bytes()));
