@@ -5,10 +5,12 @@
 //!
 //! Fields left out (or `null`) take `Model.generate`'s defaults (temperature 0.8, top_k 40,
 //! top_p 0.95, min_p 0.05). Fields this server does not know are accepted and ignored, as
-//! vLLM and llama.cpp's server do (OpenAI's own API answers 400): clients send extensions
-//! of other servers (`ignore_eos`, `user`, ...) that must not fail a request. `model` is read
-//! (a string) but not matched: one model is served. A known field of the wrong type or out of
-//! its range answers 400 naming it in `param`.
+//! vLLM and llama.cpp's server do (OpenAI's own API answers 400): clients send extensions of
+//! other servers (`ignore_eos`, ...) that must not fail a request. Known OpenAI fields this
+//! server cannot honour, where ignoring them would change the answer (`n` > 1, `best_of`,
+//! `echo`, `suffix`, `logit_bias`, `tools`, a structured `response_format`), answer 400.
+//! `model` is read (a string) but not matched: one model is served. A known field of the
+//! wrong type or out of its range answers 400 naming it in `param`.
 
 use std::collections::BTreeMap;
 
@@ -406,6 +408,28 @@ fn common(
 ) -> Result<Request, ApiError> {
     f.string("model")?;
     f.string("user")?;
+    // OpenAI fields that would change the answer if honoured: ignoring them would answer
+    // something else than what was asked, so they are refused (empty or plain-text forms pass).
+    if f.get("logit_bias")
+        .is_some_and(|v| v.as_object().is_none_or(|m| !m.is_empty()))
+    {
+        return Err(ApiError::invalid(
+            "logit_bias",
+            "logit_bias is not supported",
+        ));
+    }
+    if f.get("tools")
+        .is_some_and(|v| v.as_array().is_none_or(|a| !a.is_empty()))
+    {
+        return Err(ApiError::invalid("tools", "tools are not supported"));
+    }
+    let plain_text = |v: &Value| v.get("type").and_then(Value::as_str) == Some("text");
+    if f.get("response_format").is_some_and(|v| !plain_text(v)) {
+        return Err(ApiError::invalid(
+            "response_format",
+            "response_format must be {\"type\": \"text\"} (structured output is not supported)",
+        ));
+    }
     if let Some(n) = f.integer("n")? {
         if n != 1 {
             return Err(ApiError::invalid(
@@ -729,6 +753,11 @@ mod tests {
                 "max_tokens",
             ),
             (r#"{"prompt": "a", "seed": 18446744073709551616}"#, "seed"),
+            (r#"{"prompt": "a", "logit_bias": {"5": 100}}"#, "logit_bias"),
+            (
+                r#"{"prompt": "a", "response_format": {"type": "json_object"}}"#,
+                "response_format",
+            ),
         ];
         for (body, param) in cases {
             let e = err(parse_completion(body.as_bytes()));
@@ -761,6 +790,14 @@ mod tests {
             let e = err(parse_chat(body.as_bytes()));
             assert_eq!(e.param.as_deref(), Some(*param), "{body}: {e:?}");
         }
+        // Unknown fields, and the empty or plain forms of the unsupported ones, are accepted.
+        let r = parse_chat(
+            br#"{"messages": [{"role": "user", "content": "x"}], "frobnicate": {"a": [1]},
+                "ignore_eos": true, "logit_bias": {}, "tools": [], "tool_choice": "none",
+                "response_format": {"type": "text"}, "user": "u", "metadata": null}"#,
+        )
+        .unwrap();
+        assert_eq!(r.sampling, SamplingParams::default());
         for body in ["{", "[1]", "", "null"] {
             let e = err(parse_chat(body.as_bytes()));
             assert_eq!((e.status, e.param.as_deref()), (400, None), "{body}");
