@@ -120,6 +120,16 @@ def metric(server, name, headers=None):
     return 0.0
 
 
+def metric_at(url, name, headers):
+    """`metric` of a server known by its URL (one in another process)."""
+    req = urllib.request.Request(url + "/metrics", headers=headers)
+    with urllib.request.urlopen(req, timeout=30) as r:
+        for line in r.read().decode().splitlines():
+            if line.startswith(name + " "):
+                return float(line.split()[-1])
+    return 0.0
+
+
 IN_USE = ("rocmforge_requests_running", "rocmforge_sequence_slots_in_use", "rocmforge_kv_positions_in_use",
           "rocmforge_queue_length")
 
@@ -789,15 +799,6 @@ def test_cli_serve_and_sigterm(endless_path, endless_model):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-
-
-def metric_at(url, name, headers):
-    req = urllib.request.Request(url + "/metrics", headers=headers)
-    with urllib.request.urlopen(req, timeout=30) as r:
-        for line in r.read().decode().splitlines():
-            if line.startswith(name + " "):
-                return float(line.split()[-1])
-    return 0.0
 
 
 def test_server_object(tiny_path):
