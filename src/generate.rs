@@ -665,6 +665,12 @@ impl Generation {
         &self.stats
     }
 
+    /// Prompt and generated tokens so far: the positions this sequence holds (or is filling)
+    /// in its slot's KV cache.
+    pub fn sequence_len(&self) -> usize {
+        self.tokens.len()
+    }
+
     /// The generated token ids (without the prompt).
     pub fn generated_ids(&self) -> &[u32] {
         &self.tokens[self.n_prompt..]

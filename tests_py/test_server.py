@@ -2,22 +2,30 @@
 random-weight files written here. The official `openai` client talks to it; at temperature 0
 (and with a seed) its answers equal `Model.generate` / `Model.chat` of the same prompt on the
 same file, token for token, logprobs included; presence and frequency penalties are checked
-against a NumPy greedy loop over `Model.logits`. Bad requests get OpenAI's error object with
-the status RELIABILITY.md gives; a full queue answers 429; a client that disconnects
-mid-stream frees the engine; stop() and SIGTERM end cleanly."""
+against a NumPy greedy loop over `Model.logits`. Bad requests (malformed JSON, wrong types,
+out-of-range values) get OpenAI's error object naming the field; unknown fields are ignored; a
+full queue answers 429 with Retry-After; a client that disconnects mid-answer frees its slot
+(the in-use gauges of /metrics return to 0); SIGTERM lets a running stream finish, refuses new
+requests, and exits 0; a short soak (bench/serve_soak.py) with random cancellations ends with no
+5xx, idle gauges and answers equal to `Model.generate`; the README's serving examples run."""
 
 from __future__ import annotations
 
+from http.client import HTTPConnection
 import json
 import os
 import re
+import shutil
 import signal
+import socket
+import struct
 import subprocess
 import sys
 import threading
 import time
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -65,6 +73,12 @@ def endless_path(tmp_path_factory, module_rng):
 
 
 @pytest.fixture(scope="module")
+def endless_model(endless_path):
+    with rf.Model(endless_path, device="cpu") as m:
+        yield m
+
+
+@pytest.fixture(scope="module")
 def model(tiny_path):
     with rf.Model(tiny_path, device="cpu") as m:
         yield m
@@ -104,6 +118,55 @@ def metric(server, name, headers=None):
         if line.startswith(name + " "):
             return float(line.split()[-1])
     return 0.0
+
+
+def metric_at(url, name, headers):
+    """`metric` of a server known by its URL (one in another process)."""
+    req = urllib.request.Request(url + "/metrics", headers=headers)
+    with urllib.request.urlopen(req, timeout=30) as r:
+        for line in r.read().decode().splitlines():
+            if line.startswith(name + " "):
+                return float(line.split()[-1])
+    return 0.0
+
+
+IN_USE = ("rocmforge_requests_running", "rocmforge_sequence_slots_in_use", "rocmforge_kv_positions_in_use",
+          "rocmforge_queue_length")
+
+
+def in_use(server) -> dict:
+    """The gauges of what running and waiting requests hold (all 0 when the server is idle)."""
+    return {g: metric(server, g) for g in IN_USE}
+
+
+def is_idle(server) -> bool:
+    return all(v == 0 for v in in_use(server).values())
+
+
+def post_raw(port, path, body: dict, headers=None) -> socket.socket:
+    """Send a POST on a socket of its own and return the socket, unread (for clients that go
+    away: close it, or reset it with `reset`)."""
+    data = json.dumps(body).encode()
+    head = [f"POST {path} HTTP/1.1", "Host: 127.0.0.1", "Content-Type: application/json",
+            f"Content-Length: {len(data)}"] + [f"{k}: {v}" for k, v in (headers or {}).items()]
+    sock = socket.create_connection(("127.0.0.1", port), timeout=30)
+    sock.sendall(("\r\n".join(head) + "\r\n\r\n").encode() + data)
+    return sock
+
+
+def reset(sock: socket.socket):
+    """Close with a TCP reset (SO_LINGER 0), as a client that crashes."""
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    sock.close()
+
+
+def sse_events(response) -> list:
+    """The `data:` payloads of a server-sent-event response, read to its end."""
+    out = []
+    for line in response.read().decode().splitlines():
+        if line.startswith("data:"):
+            out.append(line[5:].strip())
+    return out
 
 
 def wait_for(condition, timeout=20.0, what="condition"):
@@ -291,8 +354,12 @@ def test_models_health_metrics(server, client):
     assert status == 200 and headers["content-type"].startswith("text/plain")
     assert metric(server, 'rocmforge_requests_total{endpoint="/v1/completions",status="200"}') == before + 1
     assert metric(server, "rocmforge_generated_tokens_total") == generated + r.usage.completion_tokens
-    assert metric(server, "rocmforge_queue_length") == 0
-    assert metric(server, "rocmforge_requests_running") == 0
+    assert in_use(server) == {g: 0 for g in IN_USE}
+    assert 1 <= metric(server, "rocmforge_sequence_slots") <= 8  # made as needed, up to max_batch
+    # The server's resident memory is this process's (the server runs in it), as /proc tells.
+    with open("/proc/self/status") as f:
+        vm_rss = next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmRSS:"))
+    assert metric(server, "process_resident_memory_bytes") == pytest.approx(vm_rss, rel=0.1)
     assert metric(server, "rocmforge_time_to_first_token_seconds_count") >= 1
     assert 'rocmforge_time_to_first_token_seconds_bucket{le="+Inf"}' in text
     assert re.search(r'rocmforge_requests_total\{endpoint="/v1/models",status="200"\} \d+', text)
@@ -357,6 +424,82 @@ def test_bad_requests_answer_400_and_the_server_keeps_serving(server, client, mo
     assert metric(server, count_400) == before + 9
 
 
+WRONG = [  # (endpoint, fields added to a valid request, the param the 400 names)
+    ("completions", {"max_tokens": "ten"}, "max_tokens"),
+    ("completions", {"max_tokens": -5}, "max_tokens"),
+    ("completions", {"max_tokens": 10**30}, "max_tokens"),
+    ("completions", {"temperature": [1]}, "temperature"),
+    ("completions", {"temperature": -0.001}, "temperature"),
+    ("completions", {"temperature": 1e300}, "temperature"),
+    ("completions", {"top_p": 0}, "top_p"),
+    ("completions", {"top_p": 1.0001}, "top_p"),
+    ("completions", {"top_p": 1e300}, "top_p"),
+    ("completions", {"top_k": -2}, "top_k"),
+    ("completions", {"top_k": "5"}, "top_k"),
+    ("completions", {"min_p": -0.5}, "min_p"),
+    ("completions", {"presence_penalty": 1e10}, "presence_penalty"),
+    ("completions", {"frequency_penalty": "x"}, "frequency_penalty"),
+    ("completions", {"repetition_penalty": 1e300}, "repetition_penalty"),
+    ("completions", {"stop": 5}, "stop"),
+    ("completions", {"stop": ["a", 1]}, "stop"),
+    ("completions", {"n": 2}, "n"),
+    ("completions", {"n": 0}, "n"),
+    ("completions", {"logprobs": 21}, "logprobs"),
+    ("completions", {"logprobs": -1}, "logprobs"),
+    ("completions", {"logprobs": True}, "logprobs"),
+    ("completions", {"seed": "x"}, "seed"),
+    ("completions", {"seed": 2**64}, "seed"),
+    ("completions", {"best_of": 2}, "best_of"),
+    ("completions", {"echo": True}, "echo"),
+    ("completions", {"stream": "yes"}, "stream"),
+    ("completions", {"stream_options": {"include_usage": "y"}}, "stream_options.include_usage"),
+    ("completions", {"logit_bias": {"5": 100}}, "logit_bias"),
+    ("completions", {"prompt": 5}, "prompt"),
+    ("chat/completions", {"messages": "hi"}, "messages"),
+    ("chat/completions", {"messages": [{"role": 1, "content": "x"}]}, "messages[0].role"),
+    ("chat/completions", {"max_completion_tokens": "x"}, "max_completion_tokens"),
+    ("chat/completions", {"temperature": [1]}, "temperature"),
+    ("chat/completions", {"stop": 5}, "stop"),
+    ("chat/completions", {"logprobs": "yes"}, "logprobs"),
+    ("chat/completions", {"logprobs": True, "top_logprobs": 21}, "top_logprobs"),
+    ("chat/completions", {"logprobs": True, "top_logprobs": -1}, "top_logprobs"),
+    ("chat/completions", {"tools": [{"type": "function", "function": {"name": "f"}}]}, "tools"),
+    ("chat/completions", {"response_format": {"type": "json_object"}}, "response_format"),
+]
+
+
+@pytest.mark.parametrize("endpoint,fields,param", WRONG, ids=[f"{e}-{p}-{i}" for i, (e, _, p) in enumerate(WRONG)])
+def test_wrong_types_and_out_of_range_values_name_the_field(server, endpoint, fields, param):
+    """Raw HTTP: a known field of the wrong type, or outside its range (huge values included),
+    answers 400 with OpenAI's error object whose `param` (and message) names the field."""
+    base = {"prompt": "he"} if endpoint == "completions" else {"messages": [{"role": "user", "content": "he"}]}
+    status, _, body = http(server, "POST", f"/v1/{endpoint}", {**base, "max_tokens": 2, **fields})
+    check_error((status, None, body), 400, param)
+    assert body["error"]["type"] == "invalid_request_error"
+    assert param.split(".")[0].split("[")[0] in body["error"]["message"], body
+
+
+def test_unparseable_numbers_and_unknown_fields(server, client, model):
+    """A number past float range is not JSON a parser reads: 400 about the body (no field to
+    name). Unknown fields are accepted and ignored, as vLLM and llama.cpp's server do (OpenAI
+    answers 400): the answer is the one the request gets without them."""
+    status, _, body = http(server, "POST", "/v1/completions", raw=b'{"prompt": "he", "temperature": 1e400}')
+    check_error((status, None, body), 400, None, ["JSON"])
+    want = model.generate("the cat", max_tokens=8, temperature=0)
+    extra = {"frobnicate": {"a": [1, None]}, "ignore_eos": False, "metadata": None, "logit_bias": {},
+             "tools": [], "response_format": {"type": "text"}, "user": "u1"}
+    status, _, body = http(server, "POST", "/v1/completions",
+                           {"prompt": "the cat", "max_tokens": 8, "temperature": 0, **extra})
+    assert status == 200 and body["choices"][0]["text"] == want, body
+    r = client.completions.create(model="tiny", prompt="the cat", max_tokens=8, temperature=0, extra_body=extra)
+    assert r.choices[0].text == want
+    messages = [{"role": "user", "content": "the cat", "x-note": "ignored"}]
+    r = client.chat.completions.create(model="tiny", messages=messages, max_tokens=8, temperature=0,
+                                       extra_body={"frobnicate": 1})
+    assert r.choices[0].message.content == model.chat([{"role": "user", "content": "the cat"}],
+                                                      max_tokens=8, temperature=0)
+
+
 def test_api_key(tiny_path):
     with rf.Server(tiny_path, port=0, device="cpu", api_key="sesame") as s:
         assert http(s, "GET", "/health")[0] == 200
@@ -372,6 +515,21 @@ def test_api_key(tiny_path):
         assert good.completions.create(model="tiny", prompt="he", max_tokens=2).usage.prompt_tokens > 0
         auth = {"Authorization": "Bearer sesame"}
         assert metric(s, 'rocmforge_requests_total{endpoint="/v1/models",status="401"}', auth) == 3
+        # The key is checked before the body is read: a malformed body without it is a 401.
+        for path in ("/v1/completions", "/v1/chat/completions"):
+            check_error(http(s, "POST", path, raw=b"{not json"), 401)
+            check_error(http(s, "POST", path, raw=b"{not json", headers={"Authorization": "Bearer sesame2"}), 401)
+            check_error(http(s, "POST", path, raw=b"{not json", headers=auth), 400)
+        with pytest.raises(openai.AuthenticationError) as e:
+            bad.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "he"}], max_tokens=2)
+        assert e.value.status_code == 401 and e.value.body["code"] == "invalid_api_key"
+        # The scheme's name is case-insensitive (RFC 9110); the key is not.
+        status, _, body = http(s, "POST", "/v1/completions", {"prompt": "he", "max_tokens": 2},
+                               headers={"Authorization": "bearer sesame"})
+        assert status == 200 and body["usage"]["completion_tokens"] <= 2
+        check_error(http(s, "GET", "/v1/models", headers={"Authorization": "Bearer SESAME"}), 401)
+        # /health answers without the key (a load balancer's probe), and tells nothing else.
+        assert http(s, "GET", "/health", headers={"Authorization": "Bearer wrong"})[:3:2] == (200, {"status": "ok"})
     with pytest.raises(ValueError, match="api_key"):
         rf.Server(tiny_path, api_key="")
 
@@ -404,6 +562,8 @@ def test_full_queue_429_and_disconnect_frees_the_engine(endless_server):
     generated = metric(s, "rocmforge_generated_tokens_total")
     stream, it = long_stream(client)
     assert metric(s, "rocmforge_requests_running") == 1
+    assert metric(s, "rocmforge_sequence_slots_in_use") == 1
+    assert metric(s, "rocmforge_kv_positions_in_use") > 2  # the prompt and the tokens so far
     # One request waits (the queue holds one) ...
     waiting = {}
     t = threading.Thread(target=lambda: waiting.setdefault(
@@ -421,10 +581,66 @@ def test_full_queue_429_and_disconnect_frees_the_engine(endless_server):
     stream.close()
     t.join(timeout=30)
     assert waiting["r"].usage.completion_tokens == 3
-    wait_for(lambda: metric(s, "rocmforge_requests_running") == 0, what="an idle engine")
+    wait_for(lambda: is_idle(s), what="an idle engine")
     assert metric(s, "rocmforge_requests_cancelled_total") == cancelled + 1
     assert metric(s, "rocmforge_generated_tokens_total") - generated < 4000
     assert metric(s, 'rocmforge_requests_total{endpoint="/v1/completions",status="429"}') == 2
+
+
+def read_until(sock: socket.socket, marker: bytes) -> bytes:
+    data = b""
+    while marker not in data:
+        chunk = sock.recv(65536)
+        assert chunk, f"connection closed before {marker!r}: {data[-300:]!r}"
+        data += chunk
+    return data
+
+
+def test_disconnects_free_their_slot(endless_server, endless_model):
+    """Clients that go away (a reset mid-stream, a close while a non-streamed answer runs, a
+    close while waiting in the queue) free what they held: the in-use gauges return to 0 and
+    the one slot (max_batch 1) serves the next request, whose answer is Model.generate's."""
+    s = endless_server
+    long = {"prompt": "the cat", "max_tokens": 3000, "temperature": 0}
+    n_prompt = len(endless_model.tokenize("the cat"))
+    cancelled = metric(s, "rocmforge_requests_cancelled_total")
+
+    # 1. A stream whose client resets the connection after its first event.
+    generated = metric(s, "rocmforge_generated_tokens_total")
+    sock = post_raw(s.port, "/v1/completions", {**long, "stream": True})
+    assert read_until(sock, b"data:").startswith(b"HTTP/1.1 200")
+    held = in_use(s)
+    assert held["rocmforge_requests_running"] == held["rocmforge_sequence_slots_in_use"] == 1, held
+    assert held["rocmforge_kv_positions_in_use"] > n_prompt, held
+    reset(sock)
+    wait_for(lambda: is_idle(s), what="the reset stream's slot freed")
+    assert metric(s, "rocmforge_requests_cancelled_total") == cancelled + 1
+    assert metric(s, "rocmforge_generated_tokens_total") - generated < 3000
+
+    # 2. A non-streamed request whose client closes the connection while it runs.
+    generated = metric(s, "rocmforge_generated_tokens_total")
+    sock = post_raw(s.port, "/v1/completions", long)
+    wait_for(lambda: metric(s, "rocmforge_kv_positions_in_use") > n_prompt, what="a running request")
+    sock.close()
+    wait_for(lambda: is_idle(s), what="the closed request's slot freed")
+    assert metric(s, "rocmforge_requests_cancelled_total") == cancelled + 2
+    assert metric(s, "rocmforge_generated_tokens_total") - generated < 3000
+
+    # 3. A request that goes away while it waits behind a running one.
+    running = post_raw(s.port, "/v1/completions", {**long, "stream": True})
+    read_until(running, b"data:")
+    waiting = post_raw(s.port, "/v1/completions", long)
+    wait_for(lambda: metric(s, "rocmforge_queue_length") == 1, what="a waiting request")
+    waiting.close()
+    running.close()
+    wait_for(lambda: is_idle(s), what="both freed")
+    assert metric(s, "rocmforge_requests_cancelled_total") == cancelled + 4
+
+    # The slot serves the next request (it would wait forever behind a leaked one).
+    status, _, body = http(s, "POST", "/v1/completions", {"prompt": "in a", "max_tokens": 12, "temperature": 0})
+    assert status == 200 and body["choices"][0]["text"] == endless_model.generate("in a", max_tokens=12,
+                                                                                  temperature=0)
+    assert is_idle(s)
 
 
 def test_concurrent_requests_answer_as_alone(tiny_path, model):
@@ -520,23 +736,64 @@ def test_stop_finishes_running_requests_then_cancels(endless_path):
     stream.close()
 
 
-def test_cli_serve_and_sigterm(tiny_path):
-    """`rocmforge serve` with the key from the environment; SIGTERM stops it with status 0."""
+def test_cli_serve_and_sigterm(endless_path, endless_model):
+    """`rocmforge serve` with the key from the environment. SIGTERM while a stream runs: new
+    connections are refused from then on, the stream still gets its whole answer (every token
+    Model.generate gives, the finish reason, the usage, then [DONE]), and the process exits 0."""
     env = dict(os.environ, ROCMFORGE_API_KEY="k3y")
-    proc = subprocess.Popen([sys.executable, "-m", "rocmforge.cli", "serve", "--model", tiny_path,
+    proc = subprocess.Popen([sys.executable, "-m", "rocmforge.cli", "serve", "--model", endless_path,
                              "--port", "0", "--device", "cpu", "--model-name", "tiny"],
                             stderr=subprocess.PIPE, text=True, env=env)
     try:
         line = proc.stderr.readline()
-        match = re.search(r"serving tiny on (http://127\.0\.0\.1:\d+)/v1", line)
+        match = re.search(r"serving tiny on (http://127\.0\.0\.1:(\d+))/v1", line)
         assert match, line
-        url = match.group(1)
+        url, port = match.group(1), int(match.group(2))
         client = openai.OpenAI(base_url=url + "/v1", api_key="k3y", max_retries=0, timeout=30)
         assert client.completions.create(model="tiny", prompt="he", max_tokens=3).usage.prompt_tokens > 0
         with pytest.raises(openai.AuthenticationError):
             openai.OpenAI(base_url=url + "/v1", api_key="nope", max_retries=0).models.list()
+
+        n = 1500  # a few ms a token: still running when SIGTERM comes
+        auth = {"Authorization": "Bearer k3y", "Content-Type": "application/json"}
+        conn = HTTPConnection("127.0.0.1", port, timeout=60)
+        conn.request("POST", "/v1/completions", json.dumps(
+            {"prompt": "the cat", "max_tokens": n, "temperature": 0, "stream": True,
+             "stream_options": {"include_usage": True}}), auth)
+        response = conn.getresponse()
+        assert response.status == 200
+        first = response.readline()
+        assert first.startswith(b"data:"), first
+        newcomer = openai.OpenAI(base_url=url + "/v1", api_key="k3y", max_retries=0, timeout=10)
+        running = metric_at(url, "rocmforge_requests_running", auth)
+        assert running == 1, "the stream ended before SIGTERM: make it longer"
         proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=20) == 0
+
+        # Draining: new connections are refused. (One that comes before the signal is handled
+        # is answered, or gets 503 "stopping" with an error body: never a hang or a cut answer.)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                newcomer.completions.create(model="tiny", prompt="he", max_tokens=2)
+            except openai.APIConnectionError:
+                break
+            except openai.APIStatusError as e:
+                assert e.status_code == 503 and "stopping" in e.body["message"], e
+            assert time.monotonic() < deadline, "new requests still accepted 10 s after SIGTERM"
+            time.sleep(0.02)
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection(("127.0.0.1", port), timeout=5)
+        assert proc.poll() is None, "the server exited while a stream was running"
+
+        events = [first.decode()[5:].strip()] + sse_events(response)
+        assert events[-1] == "[DONE]"
+        chunks = [json.loads(e) for e in events[:-1]]
+        assert not any("error" in c for c in chunks), events[-5:]
+        text = "".join(c["choices"][0]["text"] for c in chunks if c["choices"])
+        assert text == endless_model.generate("the cat", max_tokens=n, temperature=0)
+        assert [c["choices"][0]["finish_reason"] for c in chunks if c["choices"]][-1] == "length"
+        assert chunks[-1]["usage"]["completion_tokens"] == n
+        assert proc.wait(timeout=30) == 0
         assert "stopping" in proc.stderr.read()
     finally:
         if proc.poll() is None:
@@ -563,3 +820,121 @@ def test_server_object(tiny_path):
             rf.Server(tiny_path, **kw)
     with pytest.raises(FileNotFoundError):
         rf.Server("/nonexistent.gguf", port=0).start()
+
+
+# ---------------------------------------------------------------------------------------------
+# Soak (bench/serve_soak.py, short) and the README's examples
+# ---------------------------------------------------------------------------------------------
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def load_soak():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("serve_soak", REPO / "bench" / "serve_soak.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_soak_with_random_cancellations(endless_path, endless_model, module_rng):
+    """A few seconds of bench/serve_soak.py: clients send streamed and plain, greedy and seeded
+    requests, some malformed, and abandon some mid-answer (close or reset). No 5xx, no
+    unexpected error, every full stream ends with [DONE], every complete answer equals
+    Model.generate / Model.chat of its request, the in-use gauges (which did rise) return to 0,
+    and the server then answers as Model.generate."""
+    soak = load_soak()
+    prompts, max_tokens, seeds = ("the cat", "he", "in a"), (1, 5, 16), (None, 3)
+    with rf.Server(endless_path, port=0, device="cpu", max_batch=3, queue_size=2) as s:
+        cancelled = metric(s, "rocmforge_requests_cancelled_total")
+        report = soak.soak(s.url + "/v1", clients=8, duration=3.0, warmup=0.5, cancel_rate=0.3,
+                           cancel_max_tokens=1500, seed=int(module_rng.integers(1 << 31)), prompts=prompts,
+                           max_tokens=max_tokens, seeds=seeds, sample_every=0.05, idle_timeout=20)
+        summary = {k: v for k, v in report.items() if k != "answers"}
+        checks = dict(report["checks"])
+        del checks["flat resident memory"]  # (three seconds, with the clients in this process)
+        assert all(checks.values()), summary
+        assert report["status_5xx"] == 0 and report["error_count"] == 0, summary
+        assert report["statuses"].get("200", 0) > 10 and report["cancelled"] > 0, summary
+        assert metric(s, "rocmforge_requests_cancelled_total") > cancelled  # the engine saw them go
+        peak = report["gauges_peak"]
+        assert peak["rocmforge_sequence_slots_in_use"] >= 1 and peak["rocmforge_kv_positions_in_use"] > 0, summary
+        assert report["gauges_end"] == {g: 0 for g in IN_USE} and is_idle(s)
+        assert 1 <= report["sequence_slots_end"] <= 3
+        assert all(v > 0 for v in report["rss_bytes"].values())
+
+        # Every complete answer is the one the request gets alone.
+        assert report["answers"]
+        for key, text in report["answers"].items():
+            endpoint, prompt, n, seed = json.loads(key)
+            kw = dict(max_tokens=n, temperature=0) if seed is None else dict(max_tokens=n, temperature=0.8, seed=seed)
+            if endpoint == "chat":
+                want = endless_model.chat([{"role": "user", "content": prompt}], **kw)
+            else:
+                want = endless_model.generate(prompt, **kw)
+            assert text == want, (key, text, want)
+        client = openai.OpenAI(base_url=s.url + "/v1", api_key="-", max_retries=0, timeout=30)
+        r = client.completions.create(model="m", prompt="at the", max_tokens=10, temperature=0)
+        assert r.choices[0].text == endless_model.generate("at the", max_tokens=10, temperature=0)
+
+
+def test_soak_script_checks_and_exit_status(tiny_path):
+    """bench/serve_soak.py as a command: it starts `rocmforge serve`, runs, stops it with SIGTERM,
+    and prints its checks. A memory slack below zero must fail the memory check (and only it),
+    and then the exit status is 1."""
+    cmd = [sys.executable, str(REPO / "bench" / "serve_soak.py"), "--model", tiny_path, "--device", "cpu",
+           "--clients", "3", "--duration", "2", "--warmup", "0.5", "--max-batch", "2", "--queue-size", "1",
+           "--cancel-max-tokens", "40", "--rss-slack-mib", "-1"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1, done.stderr
+    report = json.loads(done.stdout)
+    failed = [name for name, ok in report["checks"].items() if not ok]
+    assert failed == ["flat resident memory"], report
+    assert report["checks"]["server exits 0 on SIGTERM"] and report["requests_sent"] > 0
+    assert set(report["rss_bytes"]) == {"start", "middle", "end"}
+    assert "FAIL flat resident memory" in done.stderr
+
+
+def readme_serve_section() -> str:
+    readme = (REPO / "README.md").read_text()
+    return readme.split("\n## Serve\n", 1)[1].split("\n## ", 1)[0]
+
+
+def test_readme_serve_examples_run(tmp_path, module_rng):
+    """The README's serving examples: its `rocmforge serve` command parses to a server on
+    127.0.0.1:8000 with the default model, and its curl and `openai` examples, pointed at a
+    server of the tiny model, print the answers Model.chat / Model.generate give (server and
+    Model seeded alike, so the sampled draws are the same)."""
+    from rocmforge import cli
+
+    section = readme_serve_section()
+    blocks = re.findall(r"```(\w+)\n(.*?)```", section, re.S)
+    bash = [code for lang, code in blocks if lang == "bash"]
+    python = [code for lang, code in blocks if lang == "python"]
+    serve_line = next(c for c in bash if c.startswith("rocmforge serve"))
+    argv = serve_line.split("#")[0].split()[1:]
+    args = cli.build_parser().parse_args(argv)
+    assert args.model is None and (args.host, args.port) == ("127.0.0.1", 8000)
+    curl = next(c for c in bash if c.startswith("curl"))
+    assert len(python) == 1 and "http://127.0.0.1:8000/v1" in curl and "http://127.0.0.1:8000/v1" in python[0]
+
+    tiny = Tiny(module_rng, n_ctx=128, tied=False)  # (its vocabulary spells the question out)
+    tiny.w["output.weight"] *= 0.5
+    path = tmp_path / "tiny.gguf"
+    tiny.write(path)
+    with rf.Server(path, port=0, device="cpu", seed=11) as s, rf.Model(path, device="cpu", seed=11) as m:
+        messages = [{"role": "user", "content": "Name the capital of France."}]
+        want_curl = m.chat(messages, max_tokens=32)
+        want_chat = m.chat(messages, max_tokens=32)
+        want_story = m.generate("Once upon a time", max_tokens=32)
+        if shutil.which("curl"):
+            out = subprocess.run(["bash", "-c", curl.replace("http://127.0.0.1:8000", s.url)],
+                                 capture_output=True, text=True, timeout=60, check=True).stdout
+            assert json.loads(out)["choices"][0]["message"]["content"] == want_curl
+        else:  # the same request without curl, so that the draws stay in step
+            body = json.loads(re.search(r"-d '(.*)'", curl, re.S).group(1))
+            assert http(s, "POST", "/v1/chat/completions", body)[2]["choices"][0]["message"]["content"] == want_curl
+        code = python[0].replace("http://127.0.0.1:8000", s.url)
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True).stdout
+        assert out == want_chat + "\n" + want_story

@@ -165,11 +165,13 @@ fn authorized(app: &App, headers: &HeaderMap) -> bool {
     let Some(key) = &app.api_key else {
         return true;
     };
+    // The scheme's name is case-insensitive (RFC 9110, 11.1).
     let given = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim)
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token.trim())
         .unwrap_or("");
     // Compared in time independent of where they differ.
     let (a, b) = (given.as_bytes(), key.as_bytes());

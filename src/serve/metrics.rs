@@ -21,6 +21,14 @@ pub struct Metrics {
     pub generated_tokens: AtomicU64,
     /// Jobs the engine is running.
     pub running: AtomicUsize,
+    /// Sequence slots (KV caches of n_ctx positions each) the engine has made; they stay
+    /// made between requests, for the prompts that share their start.
+    pub slots: AtomicUsize,
+    /// Sequence slots held by running jobs (0 when idle).
+    pub slots_in_use: AtomicUsize,
+    /// KV cache positions held by running jobs: their prompt and generated tokens (0 when
+    /// idle).
+    pub kv_positions_in_use: AtomicUsize,
     /// Jobs stopped before their end (client gone, or the server stopping).
     pub cancelled: AtomicU64,
     ttft: Mutex<Histogram>,
@@ -121,6 +129,24 @@ impl Metrics {
                 "Requests the engine is running.",
                 self.running.load(Ordering::Relaxed) as u64,
             ),
+            (
+                "sequence_slots",
+                "gauge",
+                "Sequence slots made (each a KV cache of n_ctx positions, kept between requests).",
+                self.slots.load(Ordering::Relaxed) as u64,
+            ),
+            (
+                "sequence_slots_in_use",
+                "gauge",
+                "Sequence slots held by running requests.",
+                self.slots_in_use.load(Ordering::Relaxed) as u64,
+            ),
+            (
+                "kv_positions_in_use",
+                "gauge",
+                "KV cache positions held by running requests (their prompt and generated tokens).",
+                self.kv_positions_in_use.load(Ordering::Relaxed) as u64,
+            ),
         ] {
             head(&mut out, name, kind, help);
             let _ = writeln!(out, "rocmforge_{name} {value}");
@@ -151,8 +177,26 @@ impl Metrics {
             "rocmforge_time_to_first_token_seconds_count {}",
             h.count
         );
+        // The standard name of Prometheus' process collector, so that host memory can be
+        // watched (a soak's "flat RSS") without access to the server's process.
+        if let Some(bytes) = resident_bytes() {
+            let _ = writeln!(
+                out,
+                "# HELP process_resident_memory_bytes Resident memory size in bytes."
+            );
+            let _ = writeln!(out, "# TYPE process_resident_memory_bytes gauge");
+            let _ = writeln!(out, "process_resident_memory_bytes {bytes}");
+        }
         out
     }
+}
+
+/// This process's resident memory (Linux: `VmRSS` of /proc/self/status), None where unknown.
+fn resident_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
 }
 
 #[cfg(test)]
@@ -169,12 +213,18 @@ mod tests {
         m.observe_first_token(Duration::from_millis(70));
         m.observe_first_token(Duration::from_secs(100));
         m.generated_tokens.store(7, Ordering::Relaxed);
+        m.slots.store(3, Ordering::Relaxed);
+        m.slots_in_use.store(1, Ordering::Relaxed);
+        m.kv_positions_in_use.store(40, Ordering::Relaxed);
         let text = m.render(2);
         for line in [
             "rocmforge_requests_total{endpoint=\"/v1/completions\",status=\"200\"} 2",
             "rocmforge_requests_total{endpoint=\"/v1/completions\",status=\"400\"} 1",
             "rocmforge_generated_tokens_total 7",
             "rocmforge_queue_length 2",
+            "rocmforge_sequence_slots 3",
+            "rocmforge_sequence_slots_in_use 1",
+            "rocmforge_kv_positions_in_use 40",
             "rocmforge_time_to_first_token_seconds_bucket{le=\"0.005\"} 1",
             "rocmforge_time_to_first_token_seconds_bucket{le=\"0.05\"} 1",
             "rocmforge_time_to_first_token_seconds_bucket{le=\"0.1\"} 2",
@@ -185,5 +235,12 @@ mod tests {
             assert!(text.lines().any(|l| l == line), "{line} not in\n{text}");
         }
         assert_eq!(m.requests("/v1/completions", 200), 2);
+        if cfg!(target_os = "linux") {
+            let rss = text
+                .lines()
+                .find_map(|l| l.strip_prefix("process_resident_memory_bytes "))
+                .and_then(|v| v.parse::<u64>().ok());
+            assert!(rss.is_some_and(|b| b > 1 << 20), "{text}");
+        }
     }
 }

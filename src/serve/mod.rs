@@ -6,11 +6,13 @@
 //!   checks it against the context, and hands the scheduler a `Job` through the bounded
 //!   `Queue` (full: 429). It then reads the job's `Event`s from the job's own channel and
 //!   answers with one JSON body or a stream of server-sent events.
-//! - `scheduler`: one thread that owns the `Engine` and runs the queued jobs. For now it runs
-//!   one sequence at a time, first come first served; a batching engine replaces its loop
-//!   behind the same `Job` / `Event` / `Queue` boundary. A job whose event receiver is gone
-//!   (the client disconnected) is cancelled between tokens.
-//! - `metrics`: counters both sides update, rendered as Prometheus text at `/metrics`.
+//! - `scheduler`: one thread that owns the `Engine` and runs the queued jobs, up to
+//!   `max_batch` at once (continuous batching, each job in a sequence slot of its own). A job
+//!   whose event receiver is gone (the client disconnected) is cancelled between tokens, and
+//!   its slot is free for the next job.
+//! - `metrics`: counters both sides update, rendered as Prometheus text at `/metrics`; the
+//!   gauges of what running jobs hold (`requests_running`, `sequence_slots_in_use`,
+//!   `kv_positions_in_use`) are 0 whenever the server is idle.
 //!
 //! `Server::start` loads nothing: the caller builds the `Engine` (and a second `Tokenizer`
 //! from the same file for the HTTP side), so the Python bindings keep their load path.

@@ -3,9 +3,14 @@
 //! structs shaped as OpenAI's (`chat.completion`, `chat.completion.chunk`, `text_completion`,
 //! the model list and the error object).
 //!
-//! Fields left out take `Model.generate`'s defaults (temperature 0.8, top_k 40, top_p 0.95,
-//! min_p 0.05); fields this server does not know are ignored, as is `model` (one model is
-//! served).
+//! Fields left out (or `null`) take `Model.generate`'s defaults (temperature 0.8, top_k 40,
+//! top_p 0.95, min_p 0.05). Fields this server does not know are accepted and ignored, as
+//! vLLM and llama.cpp's server do (OpenAI's own API answers 400): clients send extensions of
+//! other servers (`ignore_eos`, ...) that must not fail a request. Known OpenAI fields this
+//! server cannot honour, where ignoring them would change the answer (`n` > 1, `best_of`,
+//! `echo`, `suffix`, `logit_bias`, `tools`, a structured `response_format`), answer 400.
+//! `model` is read (a string) but not matched: one model is served. A known field of the
+//! wrong type or out of its range answers 400 naming it in `param`.
 
 use std::collections::BTreeMap;
 
@@ -160,9 +165,13 @@ impl<'a> Fields<'a> {
     fn integer(&self, name: &str) -> Result<Option<i64>, ApiError> {
         match self.get(name) {
             None => Ok(None),
-            Some(v) => match (v.as_i64(), v.as_u64()) {
-                (Some(n), _) => Ok(Some(n)),
-                (None, Some(_)) => Err(ApiError::invalid(name, format!("{name} is too large"))),
+            Some(v) => match (v.as_i64(), v.as_u64(), v.as_f64()) {
+                (Some(n), _, _) => Ok(Some(n)),
+                (None, Some(_), _) => Err(ApiError::invalid(name, format!("{name} is too large"))),
+                // JSON integers past 64 bits are read as floats: say what is wrong with them.
+                (None, None, Some(x)) if x.fract() == 0.0 && x.abs() >= 9.2e18 => Err(
+                    ApiError::invalid(name, format!("{name} is out of range, got {x}")),
+                ),
                 _ => Err(wrong_type(name, "an integer", v)),
             },
         }
@@ -399,6 +408,28 @@ fn common(
 ) -> Result<Request, ApiError> {
     f.string("model")?;
     f.string("user")?;
+    // OpenAI fields that would change the answer if honoured: ignoring them would answer
+    // something else than what was asked, so they are refused (empty or plain-text forms pass).
+    if f.get("logit_bias")
+        .is_some_and(|v| v.as_object().is_none_or(|m| !m.is_empty()))
+    {
+        return Err(ApiError::invalid(
+            "logit_bias",
+            "logit_bias is not supported",
+        ));
+    }
+    if f.get("tools")
+        .is_some_and(|v| v.as_array().is_none_or(|a| !a.is_empty()))
+    {
+        return Err(ApiError::invalid("tools", "tools are not supported"));
+    }
+    let plain_text = |v: &Value| v.get("type").and_then(Value::as_str) == Some("text");
+    if f.get("response_format").is_some_and(|v| !plain_text(v)) {
+        return Err(ApiError::invalid(
+            "response_format",
+            "response_format must be {\"type\": \"text\"} (structured output is not supported)",
+        ));
+    }
     if let Some(n) = f.integer("n")? {
         if n != 1 {
             return Err(ApiError::invalid(
@@ -711,6 +742,22 @@ mod tests {
                 "stream_options.include_usage",
             ),
             (r#"{"max_tokens": 3}"#, "prompt"),
+            (r#"{"prompt": "a", "max_tokens": "ten"}"#, "max_tokens"),
+            (r#"{"prompt": "a", "temperature": [1]}"#, "temperature"),
+            (r#"{"prompt": "a", "temperature": 1e300}"#, "temperature"),
+            (r#"{"prompt": "a", "top_p": 1e300}"#, "top_p"),
+            (r#"{"prompt": "a", "stop": 5}"#, "stop"),
+            (r#"{"prompt": "a", "logprobs": -1}"#, "logprobs"),
+            (
+                r#"{"prompt": "a", "max_tokens": 100000000000000000000}"#,
+                "max_tokens",
+            ),
+            (r#"{"prompt": "a", "seed": 18446744073709551616}"#, "seed"),
+            (r#"{"prompt": "a", "logit_bias": {"5": 100}}"#, "logit_bias"),
+            (
+                r#"{"prompt": "a", "response_format": {"type": "json_object"}}"#,
+                "response_format",
+            ),
         ];
         for (body, param) in cases {
             let e = err(parse_completion(body.as_bytes()));
@@ -743,6 +790,14 @@ mod tests {
             let e = err(parse_chat(body.as_bytes()));
             assert_eq!(e.param.as_deref(), Some(*param), "{body}: {e:?}");
         }
+        // Unknown fields, and the empty or plain forms of the unsupported ones, are accepted.
+        let r = parse_chat(
+            br#"{"messages": [{"role": "user", "content": "x"}], "frobnicate": {"a": [1]},
+                "ignore_eos": true, "logit_bias": {}, "tools": [], "tool_choice": "none",
+                "response_format": {"type": "text"}, "user": "u", "metadata": null}"#,
+        )
+        .unwrap();
+        assert_eq!(r.sampling, SamplingParams::default());
         for body in ["{", "[1]", "", "null"] {
             let e = err(parse_chat(body.as_bytes()));
             assert_eq!((e.status, e.param.as_deref()), (400, None), "{body}");

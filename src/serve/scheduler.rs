@@ -201,10 +201,7 @@ fn run(mut engine: Engine, shared: &Shared, max_batch: usize) {
             }
             !gone
         });
-        shared
-            .metrics
-            .running
-            .store(running.len(), Ordering::Relaxed);
+        publish(shared, &engine, &running);
         if running.is_empty() {
             if shared.stopping.load(Ordering::SeqCst) && shared.queue.is_empty() {
                 return;
@@ -259,11 +256,23 @@ fn run(mut engine: Engine, shared: &Shared, max_batch: usize) {
             .zip(pieces)
             .filter_map(|(r, piece)| report(r, piece, shared))
             .collect();
-        shared
-            .metrics
-            .running
-            .store(running.len(), Ordering::Relaxed);
+        publish(shared, &engine, &running);
     }
+}
+
+/// The gauges of what the running jobs hold: they are back at 0 once every job has ended or
+/// left (a client that disconnected included).
+fn publish(shared: &Shared, engine: &Engine, running: &[Running]) {
+    let m = &shared.metrics;
+    m.running.store(running.len(), Ordering::Relaxed);
+    m.slots.store(engine.slots(), Ordering::Relaxed);
+    // one slot per running job (`admit` gives each a slot no other running job has)
+    let mut slots: Vec<usize> = running.iter().map(|r| r.slot).collect();
+    slots.sort_unstable();
+    slots.dedup();
+    m.slots_in_use.store(slots.len(), Ordering::Relaxed);
+    let positions = running.iter().map(|r| r.generation.sequence_len()).sum();
+    m.kv_positions_in_use.store(positions, Ordering::Relaxed);
 }
 
 /// Check a job and start its generation in a free slot; a bad or cancelled job is answered
