@@ -42,6 +42,9 @@
 //   combine ignores. One recorded decode step then serves every position. Only the host
 //   writes n_past (before the step), so it is read before the wait for the kernel before.
 //
+// flash_attn_mx_d<DMAX>_k<CN>_<kv type>: flash_attn_d<DMAX>_q4_k<CN> on AMD matrix cores (WMMA,
+//   MFMA), for prefill there: see its section at the end of the file.
+//
 // attn_decode_d<D>_<kv type>: the same attention for one query token (Sq = 1, decode), with
 //   less latency: no shared-memory tiles, and the cache rows that the launch before cannot
 //   have written are loaded before the wait for it. Same arguments as flash_attn_* and the
@@ -72,6 +75,7 @@
 //   short windows), where the groups of one block take the place of the key splits and the
 //   combine launch.
 #include "common.h"
+#include "mma.h"
 
 // ------------------------------------------------------------------------------ unfused ops
 
@@ -709,3 +713,202 @@ RF_ATTN_DECODE(64, f16, u16)
 RF_ATTN_DECODE(128, f16, u16)
 RF_ATTN_DECODE(32, f32, float)
 RF_ATTN_DECODE(64, f32, float)
+
+// ---------------------------------------------------- flash attention on AMD matrix cores
+// flash_attn_mx_d<DMAX>_k<CN>_<kv type>: flash_attn_d<DMAX>_q4_k<CN>_<kv type> on WMMA / MFMA
+//   (mma.h), for AMD targets with matrix cores (RF_AMD_MATRIX): the same arguments, grid, key
+//   ranges, masks, splits and results for the same BQ = 64 rows and BK = 16 CN keys, with f16
+//   operands (q pre-scaled by scale_log2, K, P and V rounded to f16), f32 accumulation and an
+//   f32 online softmax. A block of 4 waves (4 * RF_WARP threads); wave w owns rows
+//   16 w .. 16 w + 15 of the block's 64. Per key tile: S = Q K^T in 16 x 16 fragments; the
+//   online softmax on the fragments' rows (the 16 lanes holding a row's columns reduce it);
+//   P to shared memory as f16 (a D fragment is not laid out as an A operand); V stored
+//   transposed (its columns along the keys, as the B operand is read); O += P V. Each row's
+//   sum l adds the f16-rounded p that P V multiplies. Shared memory (f16): Q [64][DMAX + 8],
+//   one K [BK][DMAX + 8] or V^T [DMAX][BK + 8] tile, P [4][16][BK + 8]
+//   (src/ops/attention/gpu.rs `flash_matrix_shared_bytes`). Launch: grid as flash_attn_*,
+//   block 4 * RF_WARP.
+#if defined(RF_AMD_MATRIX)
+#define FLASH_MX_WAVES 4
+template <int DMAX, int CN, class KV>
+__device__ __forceinline__ void flash_attention_matrix(const float* q, const KV* k, const KV* v, float* out,
+                                                       float* part_o, float* part_ml, int Sq, int Sk, int H,
+                                                       int KVH, int D, i64 kv_rows, float scale_log2, int causal,
+                                                       int window, int keys_per_split, int n_past) {
+    constexpr int BQ = 16 * FLASH_MX_WAVES, BK = 16 * CN, QP = DMAX + 8, KP = DMAX + 8, VP = BK + 8, PP = BK + 8;
+    constexpr int NF = DMAX / 16, KF = BK / 16, CE = RF_FRAG_C;
+    constexpr int KV_ELEMS = BK * KP > DMAX * VP ? BK * KP : DMAX * VP;
+    if (n_past >= 0) {
+        // As flash_attention: the keys seen, spread over all the splits in whole tiles.
+        Sk = n_past + Sq;
+        const int keys_seen = window > 0 ? min(Sk, window + Sq - 1) : Sk;
+        const int per_split = (keys_seen + (int)gridDim.z - 1) / (int)gridDim.z;
+        keys_per_split = (per_split + BK - 1) / BK * BK;
+    }
+    extern __shared__ uint4 flash_mx_smem[];
+    u16* Qs = (u16*)flash_mx_smem;  // [BQ][QP]
+    u16* KVs = Qs + BQ * QP;        // [BK][KP] (K) or [DMAX][VP] (V^T)
+    u16* Ps = KVs + KV_ELEMS;       // [waves][16][PP]
+
+    const int tid = threadIdx.x, threads = FLASH_MX_WAVES * RF_WARP;
+    const int lane = tid % RF_WARP, wave = tid / RF_WARP, col = lane & 15;
+    const int G = H / KVH, R = Sq * G;
+    const int r0 = blockIdx.x * BQ;
+    const int bk = blockIdx.y, b = bk / KVH, kvh = bk % KVH;
+    const int split = blockIdx.z;
+    const int offset = Sk - Sq;
+    const int k_first = window > 0 ? max(r0 / G + offset + 1 - window, 0) : 0;
+    const int k_begin = k_first + split * keys_per_split;
+    int k_end = min(Sk, k_begin + keys_per_split);
+    if (causal) {
+        const int last_query = (min(r0 + BQ, R) - 1) / G;
+        k_end = min(k_end, max(last_query + offset + 1, 0));
+    }
+    const KV* kbase = k + ((i64)b * kv_rows * KVH + kvh) * D;
+    const KV* vbase = v + ((i64)b * kv_rows * KVH + kvh) * D;
+    const i64 row_stride = (i64)KVH * D;
+
+    for (int idx = tid; idx < BQ * DMAX; idx += threads) {
+        const int rr = idx / DMAX, d = idx % DMAX, r = r0 + rr;
+        float val = 0.0f;
+        if (r < R && d < D) {
+            const int i = r / G, h = kvh * G + r % G;
+            val = q[(((i64)b * Sq + i) * H + h) * D + d] * scale_log2;
+        }
+        Qs[rr * QP + d] = rf_float_to_half(val);
+    }
+
+    const u32 span = window > 0 ? (u32)window : 0x80000000u;
+    int key_limit[CE];  // last visible key of each of this lane's rows
+    float m_i[CE], l_i[CE], o[NF][CE];
+#pragma unroll
+    for (int e = 0; e < CE; ++e) {
+        const int r = r0 + 16 * wave + rf_frag_c_row(e, lane);
+        key_limit[e] = causal ? (r / G) + offset : 0x7fffffff;
+        m_i[e] = -RF_INF;
+        l_i[e] = 0.0f;
+#pragma unroll
+        for (int n = 0; n < NF; ++n) o[n][e] = 0.0f;
+    }
+
+    for (int kt = k_begin; kt < k_end; kt += BK) {
+        __syncthreads();  // Q is written; the previous tile's V is no longer read
+        for (int idx = tid; idx < BK * DMAX; idx += threads) {
+            const int j = idx / DMAX, d = idx % DMAX, key = kt + j;
+            const float val = (key < k_end && d < D) ? rf_load1(kbase + (i64)key * row_stride + d) : 0.0f;
+            KVs[j * KP + d] = rf_float_to_half(val);
+        }
+        __syncthreads();
+
+        float s[KF][CE];
+#pragma unroll
+        for (int j = 0; j < KF; ++j)
+#pragma unroll
+            for (int e = 0; e < CE; ++e) s[j][e] = 0.0f;
+#pragma unroll 1
+        for (int kk = 0; kk < DMAX; kk += 16) {
+            u32 af[RF_FRAG_WORDS];
+            rf_frag_load(af, Qs + 16 * wave * QP + kk, QP, lane);
+#pragma unroll
+            for (int j = 0; j < KF; ++j) {
+                u32 bf[RF_FRAG_WORDS];
+                rf_frag_load(bf, KVs + 16 * j * KP + kk, KP, lane);
+                rf_matrix_16x16x16<false>(s[j], af, bf);
+            }
+        }
+
+        // Mask, then the online softmax of each of this lane's rows.
+#pragma unroll
+        for (int e = 0; e < CE; ++e) {
+            const int row = 16 * wave + rf_frag_c_row(e, lane);
+            float row_max = -RF_INF;
+#pragma unroll
+            for (int j = 0; j < KF; ++j) {
+                const int key = kt + 16 * j + col;
+                if (key >= k_end || (u32)(key_limit[e] - key) >= span) s[j][e] = -RF_INF;
+                row_max = fmaxf(row_max, s[j][e]);
+            }
+            row_max = rf_group_max<16>(row_max);
+            const float m_new = fmaxf(m_i[e], row_max);
+            const float m_use = (m_new == -RF_INF) ? 0.0f : m_new;
+            const float alpha = exp2f(m_i[e] - m_use);
+            float row_sum = 0.0f;
+#pragma unroll
+            for (int j = 0; j < KF; ++j) {
+                const u16 p = rf_float_to_half(exp2f(s[j][e] - m_use));
+                Ps[row * PP + 16 * j + col] = p;
+                row_sum += rf_half_to_float(p);
+            }
+            row_sum = rf_group_sum<16>(row_sum);
+            l_i[e] = l_i[e] * alpha + row_sum;
+            m_i[e] = m_new;
+#pragma unroll
+            for (int n = 0; n < NF; ++n) o[n][e] *= alpha;
+        }
+        __syncthreads();  // K no longer read; P written
+        for (int idx = tid; idx < BK * DMAX; idx += threads) {
+            const int j = idx / DMAX, d = idx % DMAX, key = kt + j;
+            const float val = (key < k_end && d < D) ? rf_load1(vbase + (i64)key * row_stride + d) : 0.0f;
+            KVs[d * VP + j] = rf_float_to_half(val);
+        }
+        __syncthreads();
+
+#pragma unroll 1
+        for (int kk = 0; kk < BK; kk += 16) {
+            u32 af[RF_FRAG_WORDS];
+            rf_frag_load(af, Ps + 16 * wave * PP + kk, PP, lane);
+#pragma unroll
+            for (int n = 0; n < NF; ++n) {
+                u32 bf[RF_FRAG_WORDS];
+                rf_frag_load(bf, KVs + 16 * n * VP + kk, VP, lane);
+                rf_matrix_16x16x16<false>(o[n], af, bf);
+            }
+        }
+    }
+
+    // Epilogue: normalized output, or this split's partial result.
+#pragma unroll
+    for (int e = 0; e < CE; ++e) {
+        const int r = r0 + 16 * wave + rf_frag_c_row(e, lane);
+        if (r >= R) continue;
+        if (part_o == nullptr) {
+            const int i = r / G, h = kvh * G + r % G;
+            float* dst = out + (((i64)b * Sq + i) * H + h) * D;
+            const float inv = l_i[e] > 0.0f ? 1.0f / l_i[e] : 0.0f;
+#pragma unroll
+            for (int n = 0; n < NF; ++n) {
+                const int d = 16 * n + col;
+                if (d < D) dst[d] = o[n][e] * inv;
+            }
+        } else {
+            const i64 prow = ((i64)split * gridDim.y + bk) * R + r;
+            float* dst = part_o + prow * DMAX;
+#pragma unroll
+            for (int n = 0; n < NF; ++n) dst[16 * n + col] = o[n][e];
+            if (col == 0) {
+                part_ml[2 * prow] = m_i[e];
+                part_ml[2 * prow + 1] = l_i[e];
+            }
+        }
+    }
+}
+
+#define RF_FLASH_MATRIX_KERNEL(DMAX, CN, KVNAME, KV)                                                    \
+    RF_KERNEL void RF_LAUNCH_BOUNDS(256) flash_attn_mx_d##DMAX##_k##CN##_##KVNAME(                      \
+        const float* q, const KV* k, const KV* v, float* out, float* part_o, float* part_ml, int Sq,     \
+        int Sk, int H, int KVH, int D, i64 kv_rows, float scale_log2, int causal, int window,           \
+        int keys_per_split, const int* n_past) {                                                        \
+        const int past = n_past ? n_past[0] : -1;                                                       \
+        rf_grid_wait();                                                                                 \
+        rf_grid_release();                                                                              \
+        flash_attention_matrix<DMAX, CN, KV>(q, k, v, out, part_o, part_ml, Sq, Sk, H, KVH, D, kv_rows, \
+                                             scale_log2, causal, window, keys_per_split, past);         \
+    }
+// Key tiles: 64 keys up to 128 dims, 32 at 256 (64 would take 78 KiB of shared memory).
+RF_FLASH_MATRIX_KERNEL(64, 4, f32, float)
+RF_FLASH_MATRIX_KERNEL(128, 4, f32, float)
+RF_FLASH_MATRIX_KERNEL(256, 2, f32, float)
+RF_FLASH_MATRIX_KERNEL(64, 4, f16, u16)
+RF_FLASH_MATRIX_KERNEL(128, 4, f16, u16)
+RF_FLASH_MATRIX_KERNEL(256, 2, f16, u16)
+#endif

@@ -9,8 +9,9 @@
 #           hipcc 5.2 does not know, and the two it does, with hipRTC's header and options.
 #           From these code objects it prints each kernel's registers, LDS, scratch, spills and
 #           occupancy per target, and enforces the rule below; on the targets with matrix cores
-#           (gfx1100, gfx1201: WMMA; gfx90a, gfx942: MFMA) it disassembles matmul.hip and fails
-#           unless every tensor-core prefill kernel holds v_wmma / v_mfma instructions.
+#           (gfx1100, gfx1201: WMMA; gfx90a, gfx942: MFMA) it disassembles matmul.hip and
+#           attention.hip and fails unless every matrix-core kernel (the tensor-core prefill
+#           matmuls, flash_attn_mx_*) holds v_wmma / v_mfma instructions.
 #   (each file once per target; the compilations of all targets run in one pool, one per
 #   core, the largest files first; clang's code objects are cached between runs under
 #   ~/.cache/rocmforge/check-kernels, keyed by everything that goes into them:

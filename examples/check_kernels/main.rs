@@ -15,9 +15,9 @@
 //!
 //! AMD code objects hold the kernels of the registry that are on AMD for their target
 //! (`Kernel::on_amd`: the tensor-core prefill matmuls only where the target has matrix cores,
-//! and only their 64-row tile). On those targets the gate also disassembles matmul.hip's code
-//! object (llvm-objdump) and fails unless every tensor-core kernel holds `v_wmma` (RDNA3/4) or
-//! `v_mfma` (CDNA) instructions.
+//! and only their 64-row tile, and the matrix-core flash attention). On those targets the gate
+//! also disassembles matmul.hip's and attention.hip's code objects (llvm-objdump) and fails
+//! unless every such kernel holds `v_wmma` (RDNA3/4) or `v_mfma` (CDNA) instructions.
 //!
 //! For the clang targets the gate also reads each kernel's resources from the code objects
 //! (VGPRs, SGPRs, LDS, scratch, spills, occupancy) and prints them as a table. The rule
@@ -74,6 +74,12 @@ fn launchable_on_amd(name: &str) -> bool {
         }
     }
     true
+}
+
+/// The kernels written for matrix cores (kernels/mma.h): the tensor-core prefill matmuls and
+/// the matrix-core flash attention.
+fn on_matrix_cores(name: &str) -> bool {
+    name.starts_with("matmul_mma_") || name.starts_with("flash_attn_mx_")
 }
 
 /// The lines of docs/AMD.md between which `--docs` writes the resource table.
@@ -137,7 +143,9 @@ fn compile(
         "clang" => {
             let clang = clang.ok_or("clang is not prepared")?;
             let (image, resources, warnings) = clang.compile(arch, stem, &src, dir)?;
-            let matrix = if family == kernels::Family::Matmul && kernels::amd_matrix_cores(arch) {
+            let holds_matrix_kernels =
+                matches!(family, kernels::Family::Matmul | kernels::Family::Attention);
+            let matrix = if holds_matrix_kernels && kernels::amd_matrix_cores(arch) {
                 clang.matrix_instructions(arch, &image, dir)?
             } else {
                 BTreeMap::new()
@@ -179,7 +187,7 @@ fn check(
         .iter()
         .filter(|n| {
             compiler == "clang"
-                && n.starts_with("matmul_mma_")
+                && on_matrix_cores(n)
                 && compiled.matrix.get(n.as_str()).copied().unwrap_or(0) == 0
         })
         .collect();
@@ -406,7 +414,7 @@ fn main() {
             let tiles: Vec<usize> = c
                 .matrix
                 .iter()
-                .filter(|(name, _)| name.starts_with("matmul_mma_"))
+                .filter(|(name, _)| on_matrix_cores(name))
                 .map(|(_, &n)| n)
                 .collect();
             if !tiles.is_empty() {
@@ -416,8 +424,9 @@ fn main() {
                     "v_wmma"
                 };
                 println!(
-                    "{compiler} {arch}: {}/{} tensor-core prefill kernels use the matrix cores \
+                    "{compiler} {arch} {}: {}/{} matrix-core kernels use the matrix cores \
                      ({} {op} instructions)",
+                    r.2.file(),
                     tiles.iter().filter(|&&n| n > 0).count(),
                     tiles.len(),
                     tiles.iter().sum::<usize>()

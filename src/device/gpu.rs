@@ -174,6 +174,13 @@ impl GpuDevice {
         self.rt.as_ref()
     }
 
+    /// Whether the tensor-core kernels run on AMD matrix cores here (an AMD GPU with them, or
+    /// the emulation of one: its arch is the target it emulates; `kernels::amd_matrix_cores`).
+    pub fn amd_matrix_cores(&self) -> bool {
+        matches!(self.rt.backend(), "hip" | "emulator")
+            && super::kernels::amd_matrix_cores(&self.rt.props().arch)
+    }
+
     pub fn name(&self) -> &str {
         &self.rt.props().name
     }

@@ -332,6 +332,32 @@ impl FlashShape {
     }
 }
 
+/// The key-tile factor (`cols_per_thread`: 16 CN keys) of the matrix-core flash kernel for
+/// head-dim capacity `dmax`: 64 keys up to 128 dims, 32 at 256 (attention.hip).
+pub fn flash_matrix_cols(dmax: u32) -> u32 {
+    if dmax <= 128 {
+        4
+    } else {
+        2
+    }
+}
+
+/// The flash-attention kernel on AMD matrix cores for `dmax` (attention.hip,
+/// flash_attn_mx_*): the tile of `FlashShape { dmax, 4, flash_matrix_cols(dmax) }`.
+pub fn flash_matrix(dmax: u32, kv: KvDtype) -> Kernel {
+    Kernel {
+        amd: OnAmd::MatrixCores,
+        ..k_overlapping(
+            Family::Attention,
+            format!(
+                "flash_attn_mx_d{dmax}_k{}_{}",
+                flash_matrix_cols(dmax),
+                kv.name()
+            ),
+        )
+    }
+}
+
 pub fn flash(shape: FlashShape, kv: KvDtype) -> Kernel {
     k_overlapping(
         Family::Attention,
@@ -420,6 +446,9 @@ pub fn all() -> Vec<Kernel> {
         }
     }
     for dmax in FlashShape::DMAXES {
+        for kv in [KvDtype::F32, KvDtype::F16] {
+            out.push(flash_matrix(dmax, kv));
+        }
         for (rows_per_thread, cols_per_thread) in FlashShape::TILES {
             for kv in [KvDtype::F32, KvDtype::F16] {
                 out.push(flash(
@@ -450,7 +479,7 @@ mod tests {
     }
 
     /// AMD code objects leave out the 128-row tensor-core matmuls, and only them; the 64-row
-    /// ones are on the matrix-core targets only. matmul.hip guards their
+    /// ones and the matrix-core flash kernels are on the matrix-core targets only. matmul.hip guards their
     /// definitions so.
     #[test]
     fn the_tensor_core_matmuls_are_on_the_amd_matrix_core_targets() {
@@ -461,7 +490,10 @@ mod tests {
             .iter()
             .all(|k| k.name.starts_with("matmul_mma_") && k.name.ends_with("_m128")));
         let matrix: Vec<&Kernel> = all.iter().filter(|k| k.amd == OnAmd::MatrixCores).collect();
-        assert_eq!(matrix.len(), WEIGHT_TYPES.len());
+        assert_eq!(
+            matrix.len(),
+            WEIGHT_TYPES.len() + 2 * FlashShape::DMAXES.len()
+        );
         for k in &matrix {
             assert!(k.on_amd("gfx1100") && k.on_amd("gfx1201") && k.on_amd("gfx942"));
             assert!(k.on_amd("gfx90a:sramecc+:xnack-"));

@@ -39,7 +39,7 @@ use crate::tokenizer::Tokenizer;
 ///         `Authorization: Bearer <api_key>` (401 otherwise).
 ///     queue_size: how many requests may wait for the model (at least 1).
 ///     max_batch: how many requests run at once (at least 1); each has a KV cache of
-///         `n_ctx` positions, allocated at start.
+///         `n_ctx` positions, made when first needed and kept.
 ///     model_name: the model id `/v1/models` lists and answers carry (None: the file's name
 ///         without `.gguf`). The `model` field of requests is not checked.
 ///     verbose: print a progress bar while loading (on a terminal).

@@ -1242,6 +1242,17 @@ fn tensor_core_matmul_matches_the_cpu() {
     }
 }
 
+/// Emulated AMD targets with matrix cores (`EmuRuntime::amd_matrix`): gfx1100 (RDNA3 WMMA,
+/// wave 32), gfx1201 (RDNA4 WMMA, wave 32), gfx942 (CDNA3 MFMA, wave 64).
+fn matrix_devices() -> [Arc<GpuDevice>; 3] {
+    static DEVS: OnceLock<[Arc<GpuDevice>; 3]> = OnceLock::new();
+    DEVS.get_or_init(|| {
+        ["gfx1100", "gfx1201", "gfx942"]
+            .map(|t| Arc::new(GpuDevice::new(30, Box::new(EmuRuntime::amd_matrix(t)))))
+    })
+    .clone()
+}
+
 /// The exact result of the tensor-core kernels' arithmetic, in f64: each row of x scaled by
 /// the kernel's power of two (`mma_prep_x`: its largest magnitude into [2^14, 2^15)), x and W
 /// rounded to the operand type (f16, or bf16 for bf16 weights on AMD matrix cores), their
@@ -1295,11 +1306,8 @@ fn amd_matrix_core_matmul_matches_the_rounded_product() {
     use crate::ops::matmul::gpu::{launch_matmul_mma, mma_available};
 
     let mut rng = TestRng::for_test("amd_matrix_core_matmul_matches_the_rounded_product");
-    for (ordinal, target) in [(30, "gfx1100"), (31, "gfx1201"), (32, "gfx942")] {
-        let dev = Arc::new(GpuDevice::new(
-            ordinal,
-            Box::new(EmuRuntime::amd_matrix(target)),
-        ));
+    for dev in matrix_devices() {
+        let target = dev.runtime().props().arch.clone();
         assert!(mma_available(&dev, dev.tuning()), "{target}: matrix cores");
         // F16: 16-byte rows (k = 96) and a ragged, unaligned one (k = 45); BF16: bf16
         // operands; the quantized types: the dequantizing tiles.
@@ -1370,6 +1378,78 @@ fn amd_matrix_core_matmul_matches_the_rounded_product() {
             assert!(
                 got[3 * n..4 * n].iter().all(|&v| v == 0.0),
                 "{what}: zero row"
+            );
+        }
+    }
+}
+
+/// Prefill attention on emulated AMD matrix cores (attention.hip, flash_attn_mx_*: S = Q K^T and
+/// O = P V on WMMA / MFMA, f16 operands) against the CPU's float32 flash attention: 64-row
+/// blocks over ragged rows (GQA groups), key tiles over ragged keys, head sizes up to 256 (odd
+/// ones zero-padded), causal or not, sliding windows, f32 and f16 caches, and split keys with
+/// their combine.
+#[test]
+#[ignore = "builds the kernels with g++ (minutes); run by scripts/check-kernels.sh"]
+fn amd_matrix_core_flash_attention_matches_the_cpu() {
+    use ops::attention::flash_attention;
+    use ops::attention::gpu::flash_plan;
+    let mut rng = TestRng::for_test("amd_matrix_core_flash_attention_matches_the_cpu");
+    let shapes = [
+        // (batch, seq_q, seq_k, heads, kv_heads, head_dim)
+        (1, 37, 37, 4, 2, 64),
+        (2, 20, 90, 2, 1, 128),
+        (1, 33, 33, 2, 2, 256),
+        (1, 40, 40, 2, 1, 80),
+        (1, 70, 70, 1, 1, 7),
+        (1, 17, 600, 1, 1, 64), // few blocks, many keys: split keys + combine
+    ];
+    let cpu = Device::Cpu;
+    for dev in matrix_devices() {
+        let target = dev.runtime().props().arch.clone();
+        let gpu = Device::Gpu(dev.clone());
+        for &(batch, seq_q, seq_k, heads, kv_heads, head_dim) in &shapes {
+            let s = AttentionShape {
+                batch,
+                seq_q,
+                seq_k,
+                heads,
+                kv_heads,
+                head_dim,
+            };
+            let plan = flash_plan(&dev, &s, false, None).unwrap();
+            assert!(plan.matrix, "{target} {s:?}: not on the matrix cores");
+            if seq_k == 600 {
+                assert!(plan.splits > 1, "{target} {s:?}: {plan:?}");
+            }
+            let (q, k, v) = (rng.vec(s.q_len()), rng.vec(s.kv_len()), rng.vec(s.kv_len()));
+            let scale = 1.0 / (head_dim as f32).sqrt();
+            let k16: Vec<f16> = k.iter().map(|&x| f16::from_f32(x)).collect();
+            let v16: Vec<f16> = v.iter().map(|&x| f16::from_f32(x)).collect();
+            let half = (seq_k / 2).max(1);
+            // f16 caches (the GPU's): only q and p are rounded on the way
+            for (causal, window) in [
+                (false, None),
+                (true, None),
+                (true, Some(5)),
+                (true, Some(half)),
+            ] {
+                let (mut fa, mut fb) = (vec![0f32; s.q_len()], vec![0f32; s.q_len()]);
+                flash_attention(&gpu, &q, &k16, &v16, &s, causal, scale, window, &mut fa).unwrap();
+                flash_attention(&cpu, &q, &k16, &v16, &s, causal, scale, window, &mut fb).unwrap();
+                let what =
+                    format!("{target} flash_attention f16 {s:?} causal={causal} window {window:?}");
+                assert_close(&what, &fa, &fb, 3e-3);
+                assert!(rel_err(&fa, &fb) > 1e-7, "{what}: not the f16 kernel");
+            }
+            // f32 caches, rounded to f16 by the kernel
+            let (mut fa, mut fb) = (vec![0f32; s.q_len()], vec![0f32; s.q_len()]);
+            flash_attention(&gpu, &q, &k, &v, &s, true, scale, None, &mut fa).unwrap();
+            flash_attention(&cpu, &q, &k, &v, &s, true, scale, None, &mut fb).unwrap();
+            assert_close(
+                &format!("{target} flash_attention f32 {s:?}"),
+                &fa,
+                &fb,
+                5e-3,
             );
         }
     }

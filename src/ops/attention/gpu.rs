@@ -197,6 +197,9 @@ pub fn key_span(s: &AttentionShape, window: Option<usize>) -> usize {
 #[derive(Clone, Copy, Debug)]
 pub struct FlashPlan {
     pub shape: FlashShape,
+    /// The shape's tile runs on AMD matrix cores (`kernels::flash_matrix`): 4 waves, f16
+    /// shared tiles (`flash_matrix_shared_bytes`).
+    pub matrix: bool,
     /// Key ranges processed by separate blocks, merged by `flash_attn_combine` (1: none);
     /// they cut the keys a block sees (`key_span`), from its first query's window start.
     pub splits: usize,
@@ -225,7 +228,19 @@ pub fn flash_plan(
     })?;
     let props = dev.runtime().props();
     let rows = s.seq_q * (s.heads / s.kv_heads);
-    let tiles: Vec<(u32, u32)> = if rows <= 16 {
+    // Prefill on AMD matrix cores: the 64-row tile on WMMA / MFMA (its shared memory always
+    // fits an AMD workgroup's 64 KiB).
+    let matrix_shape = FlashShape {
+        dmax,
+        rows_per_thread: 4,
+        cols_per_thread: kernels::flash_matrix_cols(dmax),
+    };
+    let matrix = dev.amd_matrix_cores()
+        && rows > 16
+        && flash_matrix_shared_bytes(matrix_shape) <= props.max_shared_per_block;
+    let tiles: Vec<(u32, u32)> = if matrix {
+        vec![(4, matrix_shape.cols_per_thread)]
+    } else if rows <= 16 {
         vec![(1, 2)] // decode: one row block, short key tiles
     } else {
         FlashShape::TILES.to_vec()
@@ -233,7 +248,7 @@ pub fn flash_plan(
     let shape = tiles
         .iter()
         .map(|&(r, c)| FlashShape { dmax, rows_per_thread: r, cols_per_thread: c })
-        .find(|t| t.shared_bytes() <= props.max_shared_per_block)
+        .find(|t| matrix || t.shared_bytes() <= props.max_shared_per_block)
         .ok_or_else(|| {
             Error::unsupported(format!(
                 "flash_attention: head_dim {} needs more shared memory than this GPU's {} bytes per block",
@@ -258,9 +273,22 @@ pub fn flash_plan(
     let splits = keys.div_ceil(keys_per_split);
     Ok(FlashPlan {
         shape,
+        matrix,
         splits,
         keys_per_split,
     })
+}
+
+/// Dynamic shared memory of the matrix-core flash kernel with tile `shape` (attention.hip,
+/// flash_attn_mx_*: f16 Q [BQ][DMAX + 8], one K [BK][DMAX + 8] or V^T [DMAX][BK + 8] tile,
+/// P [BQ][BK + 8]).
+pub fn flash_matrix_shared_bytes(shape: FlashShape) -> usize {
+    let (bq, bk, d) = (
+        shape.block_rows() as usize,
+        shape.block_keys() as usize,
+        shape.dmax as usize,
+    );
+    2 * (bq * (d + 8) + (bk * (d + 8)).max(d * (bk + 8)) + bq * (bk + 8))
 }
 
 /// Bytes of the split-K partial outputs (the first part of the scratch; then 2 floats a row).
@@ -390,7 +418,11 @@ pub fn launch_flash_attention_with(
         bkv as u32,
         plan.splits as u32,
     ];
-    let shared = plan.shape.shared_bytes() as u32;
+    let shared = if plan.matrix {
+        flash_matrix_shared_bytes(plan.shape)
+    } else {
+        plan.shape.shared_bytes()
+    } as u32;
     let scale_log2 = scale * std::f32::consts::LOG2_E;
     let [a, b, c, d, e] = dims(s, op)?;
     let (rows_arg, scale_arg, causal_arg) = (
@@ -433,6 +465,13 @@ pub fn launch_flash_attention_with(
             [(s.batch * s.heads) as u32, plan.splits as u32, 1],
             [(DECODE_HEAD_GROUPS * 32) as u32, 1, 1],
             0,
+        ),
+        // AMD matrix cores: 4 waves.
+        None if plan.matrix => (
+            kernels::flash_matrix(plan.shape.dmax, kv),
+            grid,
+            [4 * dev.runtime().props().warp_size, 1, 1],
+            shared,
         ),
         None => (
             kernels::flash(plan.shape, kv),

@@ -109,17 +109,9 @@ pub fn mma_available(dev: &GpuDevice, tuning: &Tuning) -> bool {
         }
 }
 
-/// Whether the tensor-core kernels run on AMD matrix cores on `dev` (the AMD GPU, or the
-/// emulation of one: its arch is the target it emulates). There the 64-row tile is the only
-/// one, and bf16 weights are multiplied as bf16.
-fn amd_matrix(dev: &GpuDevice) -> bool {
-    let rt = dev.runtime();
-    matches!(rt.backend(), "hip" | "emulator") && kernels::amd_matrix_cores(&rt.props().arch)
-}
-
 /// The row tiles of the tensor-core kernels that `dev` has.
 fn mma_row_tiles(dev: &GpuDevice) -> &'static [usize] {
-    if amd_matrix(dev) {
+    if dev.amd_matrix_cores() {
         &kernels::MMA_ROW_TILES_AMD
     } else {
         &kernels::MMA_ROW_TILES
@@ -219,7 +211,7 @@ pub fn launch_matmul_mma_tile(
     let scratch = dev.scratch(xh_bytes + mp * 4, "matmul")?;
     let (xh, inv) = (scratch.ptr(), scratch.ptr() + xh_bytes as u64);
     // bf16 weights on AMD matrix cores are multiplied as bf16 (matmul.hip, mma_bf16): x too.
-    let prep = if amd_matrix(dev) && w.ty == GgmlType::BF16 {
+    let prep = if dev.amd_matrix_cores() && w.ty == GgmlType::BF16 {
         kernels::mma_prep_x_bf16()
     } else {
         kernels::mma_prep_x()
