@@ -45,7 +45,8 @@ for d in ds:
     print("device:", d)
 gpu = [d for d in ds if d["device"].startswith("gpu")]
 # Slot order: HIP devices first, so device="gpu" is the shim's device 0.
-assert gpu and gpu[0]["backend"] == "hip", "device gpu:0 is not the HIP runtime: the shim was not loaded"
+assert gpu, "no GPU found (is libcuda there? see the device list above)"
+assert gpu[0]["backend"] == "hip", "device gpu:0 is not the HIP runtime: the shim was not loaded"
 assert gpu[0]["arch"].startswith("sm_") and gpu[0]["warp_size"] == 32, gpu[0]
 print("gpu:0 is hip on the shim:", gpu[0]["name"], gpu[0]["arch"])
 PY
