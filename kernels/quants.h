@@ -108,12 +108,19 @@ struct WBF16 {
 //                 vec_dot_*_q8_1; offsets and mins go with the sums of xq.
 // A type whose layout differs from the file's keeps it in every kernel (`chunk` reads it too).
 
+// RF_DOT_IU8: the target's 4-byte dot product is v_dot4_i32_iu8 (RDNA3 and RDNA4: gfx11,
+// gfx12, which have no v_dot4_i32_i8), and its IQ4 lookup the byte permutes of rf_iq4_values.
+// The CPU emulator defines it at wave 32 (its prelude models the two builtins), so that the
+// emulated kernels run these forms as well as the portable ones (wave 64).
+#if defined(RF_HIP) && !defined(RF_DOT_IU8) && (defined(__GFX11__) || defined(__GFX12__))
+#define RF_DOT_IU8 1
+#endif
+
 // 4-byte integer dot product: c + sum of the products of a's and b's signed bytes.
 // One instruction where the target has one: NVIDIA dp4a; AMD v_dot4_i32_i8 (sdot4) on the
-// CDNA targets and gfx1030, and on RDNA3 and RDNA4 (gfx11, gfx12: no sdot4) v_dot4_i32_iu8 with
-// both operands signed (sudot4), the same sum (no clamp either). The byte-by-byte form is for
-// the other targets and the CPU emulator; on RDNA3/4 it also cost registers (the 16-row Q4_K
-// matvecs spilled to scratch there with it).
+// CDNA targets and gfx1030, and on RDNA3 and RDNA4 v_dot4_i32_iu8 with both operands signed
+// (sudot4), the same sum (no clamp either). The byte-by-byte form is for the other targets;
+// on RDNA3/4 it also cost registers (the 16-row Q4_K matvecs spilled to scratch there with it).
 __device__ __forceinline__ int rf_dp4a(int a, int b, int c) {
 #if defined(RF_CUDA)
     int r;
@@ -122,7 +129,7 @@ __device__ __forceinline__ int rf_dp4a(int a, int b, int c) {
 #elif defined(__gfx906__) || defined(__gfx908__) || defined(__gfx90a__) || defined(__gfx940__) || \
     defined(__gfx941__) || defined(__gfx942__) || defined(__gfx1030__)
     return __builtin_amdgcn_sdot4(a, b, c, false);
-#elif defined(__GFX11__) || defined(__GFX12__)
+#elif defined(RF_DOT_IU8)
     return __builtin_amdgcn_sudot4(true, a, true, b, c, false);
 #else
     for (int i = 0; i < 32; i += 8) c += (int)(i8)(a >> i) * (int)(i8)(b >> i);
@@ -436,7 +443,7 @@ __device__ __forceinline__ int rf_iq4_value(int c) { return (int)(i8)rf_iq4_byte
 
 // The values of the codes in the low nibbles of w's 4 bytes, as 4 signed bytes in place.
 __device__ __forceinline__ u32 rf_iq4_values(u32 w) {
-#if defined(__GFX11__) || defined(__GFX12__)
+#if defined(RF_DOT_IU8)
     // RDNA3/4, where rf_dp4a is sudot4 and takes the 4 values packed in a word: three byte
     // permutes (v_perm_b32: selector byte s < 8 picks byte s of {first, second}, the second
     // the low word) look all four up in the table's halves and pick per byte by the code's
