@@ -616,6 +616,14 @@ __device__ __forceinline__ void attn_decode(const float* q, const C* k, const C*
 #pragma unroll
     for (int e = 0; e < DL; ++e) o[e] = 0.0f;
     for (int r = 0, j0 = j_begin;;) {
+#if defined(RF_HIP) && RF_WARP == 32
+        // RDNA (256 VGPRs a lane), a block a head of 128 dims: q's row in shared memory is at a
+        // fixed address there, so the compiler would load all 128 of its floats into registers
+        // once, before the loop, and with a round's 128 words of K and V loads in flight that
+        // is more than a lane has (it spilled 32 VGPRs to scratch). This compiler barrier
+        // (no instruction) keeps q's loads in the round, as the kv-head form has them.
+        if constexpr (MERGE && D == 128) asm volatile("" ::: "memory");
+#endif
         const int key = j0 + lane;
         float s4[4] = {0.0f, 0.0f, 0.0f, 0.0f};  // four partial sums (instruction-level parallelism)
         if (key < j_end) {

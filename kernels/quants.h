@@ -108,7 +108,19 @@ struct WBF16 {
 //                 vec_dot_*_q8_1; offsets and mins go with the sums of xq.
 // A type whose layout differs from the file's keeps it in every kernel (`chunk` reads it too).
 
+// RF_DOT_IU8: the target's 4-byte dot product is v_dot4_i32_iu8 (RDNA3 and RDNA4: gfx11,
+// gfx12, which have no v_dot4_i32_i8), and its IQ4 lookup the byte permutes of rf_iq4_values.
+// The CPU emulator defines it at wave 32 (its prelude models the two builtins), so that the
+// emulated kernels run these forms as well as the portable ones (wave 64).
+#if defined(RF_HIP) && !defined(RF_DOT_IU8) && (defined(__GFX11__) || defined(__GFX12__))
+#define RF_DOT_IU8 1
+#endif
+
 // 4-byte integer dot product: c + sum of the products of a's and b's signed bytes.
+// One instruction where the target has one: NVIDIA dp4a; AMD v_dot4_i32_i8 (sdot4) on the
+// CDNA targets and gfx1030, and on RDNA3 and RDNA4 v_dot4_i32_iu8 with both operands signed
+// (sudot4), the same sum (no clamp either). The byte-by-byte form is for the other targets;
+// on RDNA3/4 it also cost registers (the 16-row Q4_K matvecs spilled to scratch there with it).
 __device__ __forceinline__ int rf_dp4a(int a, int b, int c) {
 #if defined(RF_CUDA)
     int r;
@@ -117,6 +129,8 @@ __device__ __forceinline__ int rf_dp4a(int a, int b, int c) {
 #elif defined(__gfx906__) || defined(__gfx908__) || defined(__gfx90a__) || defined(__gfx940__) || \
     defined(__gfx941__) || defined(__gfx942__) || defined(__gfx1030__)
     return __builtin_amdgcn_sdot4(a, b, c, false);
+#elif defined(RF_DOT_IU8)
+    return __builtin_amdgcn_sudot4(true, a, true, b, c, false);
 #else
     for (int i = 0; i < 32; i += 8) c += (int)(i8)(a >> i) * (int)(i8)(b >> i);
     return c;
@@ -419,7 +433,8 @@ struct WQ6_K {
 // IQ4_NL / IQ4_XS: a 4-bit code c stands for ggml's kvalues_iq4nl[c], the signed bytes
 // {-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113}. The table is two
 // 64-bit constants (byte i of the first: value i, of the second: value 8 + i), so that a lookup
-// is a select and a shift in registers, with no memory access and the same code on every target.
+// is a select and a shift in registers, with no memory access and the same code on every target
+// (but RDNA3/4's four at once: rf_iq4_values).
 __device__ __forceinline__ u32 rf_iq4_byte(u32 c) {
     const u64 lo = 0xf6eaddcfbfad9881ull, hi = 0x7159453526190d01ull;
     return (u32)(((c & 8u) ? hi : lo) >> (8 * (c & 7u))) & 0xffu;
@@ -428,10 +443,22 @@ __device__ __forceinline__ int rf_iq4_value(int c) { return (int)(i8)rf_iq4_byte
 
 // The values of the codes in the low nibbles of w's 4 bytes, as 4 signed bytes in place.
 __device__ __forceinline__ u32 rf_iq4_values(u32 w) {
+#if defined(RF_DOT_IU8)
+    // RDNA3/4, where rf_dp4a is sudot4 and takes the 4 values packed in a word: three byte
+    // permutes (v_perm_b32: selector byte s < 8 picks byte s of {first, second}, the second
+    // the low word) look all four up in the table's halves and pick per byte by the code's
+    // bit 3. The select-and-shift form below, packed, needed 31 to 41 VGPRs more than a lane
+    // has in the 16-row IQ4_NL/IQ4_XS matvecs (and the 8-row GLU ones) there.
+    const u32 idx = w & 0x07070707u;
+    const u32 lo = __builtin_amdgcn_perm(0xf6eaddcfu, 0xbfad9881u, idx);  // values 0..7
+    const u32 hi = __builtin_amdgcn_perm(0x71594535u, 0x26190d01u, idx);  // values 8..15
+    return __builtin_amdgcn_perm(hi, lo, 0x03020100u | ((w & 0x08080808u) >> 1));
+#else
     u32 out = 0;
 #pragma unroll
     for (int j = 0; j < 4; ++j) out |= rf_iq4_byte((w >> (8 * j)) & 15u) << (8 * j);
     return out;
+#endif
 }
 
 // Sum of kvalues[code] * xq over a piece of 32 codes packed as rf_dot_q4 takes them.

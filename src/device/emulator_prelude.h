@@ -269,6 +269,39 @@ inline rf_emu_accv __builtin_amdgcn_mfma_f32_16x16x16bf16_1k(rf_emu_bf16v a, rf_
 #endif
 #endif
 
+// At wave 32 the kernels take RDNA3/4's integer dot product and IQ4 lookup (kernels/quants.h,
+// RF_DOT_IU8), at wave 64 the portable forms: these two builtins as the instructions compute.
+#if RF_EMU_WAVE == 32
+#define RF_DOT_IU8 1
+// v_dot4_i32_iu8: c + the products of a's and b's bytes, each signed or not as told; clamp
+// saturates the sum to 32 bits.
+inline int __builtin_amdgcn_sudot4(bool a_signed, int a, bool b_signed, int b, int c, bool clamp) {
+    long long s = c;
+    for (int i = 0; i < 32; i += 8) {
+        const int x = a_signed ? (int)(signed char)(a >> i) : (int)((unsigned)a >> i & 0xffu);
+        const int y = b_signed ? (int)(signed char)(b >> i) : (int)((unsigned)b >> i & 0xffu);
+        s += (long long)x * y;
+    }
+    if (clamp) s = s > 2147483647ll ? 2147483647ll : s < -2147483648ll ? -2147483648ll : s;
+    return (int)(unsigned)(unsigned long long)s;
+}
+// v_perm_b32: byte i of the result by selector byte i of sel from the 8 bytes {hi, lo} (lo
+// bytes 0-3): 0-7 that byte, 8-11 the sign of byte 1, 3, 5, 7 (0x00 or 0xff), 12 0x00, 13+ 0xff.
+inline unsigned __builtin_amdgcn_perm(unsigned hi, unsigned lo, unsigned sel) {
+    const unsigned long long data = (unsigned long long)hi << 32 | lo;
+    unsigned r = 0;
+    for (int i = 0; i < 4; ++i) {
+        const unsigned s = sel >> (8 * i) & 0xffu;
+        unsigned byte;
+        if (s < 8) byte = (unsigned)(data >> (8 * s)) & 0xffu;
+        else if (s < 12) byte = (data >> (16 * (s - 8) + 15) & 1u) ? 0xffu : 0u;
+        else byte = s == 12 ? 0u : 0xffu;
+        r |= byte << (8 * i);
+    }
+    return r;
+}
+#endif
+
 // Atomics (shared or global memory: both are host memory here) and the memory fence.
 inline unsigned atomicAdd(unsigned* p, unsigned v) { return __atomic_fetch_add(p, v, __ATOMIC_SEQ_CST); }
 inline unsigned long long atomicAdd(unsigned long long* p, unsigned long long v) {
