@@ -270,8 +270,8 @@ fn main() {
         std::process::exit(2);
     });
     let targets = &opts.targets;
-    // Per file, its kernels; NVIDIA's code objects hold them all, an AMD target's those that
-    // are on AMD for it (`Kernel::on_amd`).
+    // Per file, its kernels; NVIDIA's code objects hold those `on_nvidia`, an AMD target's
+    // those that are on AMD for it (`Kernel::on_amd`).
     let mut by_family: BTreeMap<kernels::Family, Vec<kernels::Kernel>> = BTreeMap::new();
     let mut amd_order = Vec::new();
     for k in kernels::all() {
@@ -283,7 +283,13 @@ fn main() {
     let names_for = |compiler: &str, arch: &str, family: &kernels::Family| -> Vec<String> {
         by_family[family]
             .iter()
-            .filter(|k| compiler == "nvrtc" || k.on_amd(arch))
+            .filter(|k| {
+                if compiler == "nvrtc" {
+                    k.on_nvidia
+                } else {
+                    k.on_amd(arch)
+                }
+            })
             .map(|k| k.name.clone())
             .collect()
     };

@@ -74,6 +74,8 @@ pub struct Kernel {
     /// Which AMD code objects hold the kernel (the others leave it out with `#if`, because no
     /// AMD launcher takes it there).
     pub amd: OnAmd,
+    /// NVIDIA's code objects hold the kernel (false: AMD's and the emulator's only).
+    pub on_nvidia: bool,
 }
 
 /// The AMD targets whose code objects hold a kernel.
@@ -113,6 +115,7 @@ fn k(family: Family, name: impl Into<String>) -> Kernel {
         name: name.into(),
         overlaps: false,
         amd: OnAmd::All,
+        on_nvidia: true,
     }
 }
 
@@ -347,6 +350,7 @@ pub fn flash_matrix_cols(dmax: u32) -> u32 {
 pub fn flash_matrix(dmax: u32, kv: KvDtype) -> Kernel {
     Kernel {
         amd: OnAmd::MatrixCores,
+        on_nvidia: false,
         ..k_overlapping(
             Family::Attention,
             format!(
@@ -499,6 +503,11 @@ mod tests {
             assert!(k.on_amd("gfx90a:sramecc+:xnack-"));
             assert!(!k.on_amd("gfx1030") && !k.on_amd("gfx908") && !k.on_amd("gfx906"));
         }
+        let off_nvidia: Vec<&Kernel> = all.iter().filter(|k| !k.on_nvidia).collect();
+        assert_eq!(off_nvidia.len(), 2 * FlashShape::DMAXES.len());
+        assert!(off_nvidia
+            .iter()
+            .all(|k| k.name.starts_with("flash_attn_mx_")));
         let src = Family::Matmul.source().unwrap();
         assert!(src.contains(
             "#if !defined(__AMDGCN__) || defined(RF_AMD_MATRIX)\nRF_FOR_EACH_WEIGHT_TYPE(RF_MATMUL_MMA_M64)\n#endif"
