@@ -67,7 +67,8 @@ pub struct Tuning {
     pub matvec_stream: bool,
     /// Row groups the streaming kernel keeps in flight (None: chosen from the row length).
     pub stream_stages: Option<usize>,
-    /// Prefill matmuls on tensor cores where the GPU has them.
+    /// Prefill matmuls on tensor cores where the GPU has them (NVIDIA sm_80+, AMD WMMA /
+    /// MFMA), and the model's prefill attention on AMD's.
     pub mma: bool,
     /// Rows of x from which a model's matmul takes the tensor cores (below: the matvecs). The
     /// tile computes 64 or 128 rows whatever the rows are, but even mostly empty it is bound

@@ -181,7 +181,11 @@ impl Backend for GpuBackend {
             };
             shape.check("attention")?;
             bytes = bytes.max(attention::flash_scratch_bytes(
-                &self.dev, &shape, false, None,
+                &self.dev,
+                &shape,
+                false,
+                None,
+                self.tuning.mma,
             )?);
         }
         // The tensor-core prefill matmul's f16 copy of x (up to max_seq_q rows of the
@@ -341,6 +345,7 @@ impl Backend for GpuBackend {
             attention::KeyCount::Host,
             crate::device::gpu::Temp::Shared,
             self.tuning.decode_attention,
+            self.tuning.mma,
         )
     }
 

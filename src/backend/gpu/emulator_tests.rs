@@ -10,7 +10,7 @@ use half::f16;
 use crate::backend::{Activation, Attention, Map, Pos, Rope, Tokens};
 use crate::device::emulator::EmuRuntime;
 use crate::device::gpu::{DeviceBuffer, GpuDevice};
-use crate::device::{kernels, Device};
+use crate::device::{kernels, Device, KvDtype};
 use crate::gguf::{quants, GgmlType};
 use crate::ops::bench::random_weight_bytes;
 use crate::ops::rope::RopeParams;
@@ -340,7 +340,6 @@ fn device_key_count_attention(
 ) {
     use crate::device::gpu::Temp;
     use crate::device::tuning::DecodeAttention;
-    use crate::device::KvDtype;
     use crate::ops::attention::gpu::{launch_flash_attention_with, KeyCount};
     let rows = s.seq_k + 37;
     let row = s.kv_heads * s.head_dim;
@@ -367,7 +366,7 @@ fn device_key_count_attention(
         #[rustfmt::skip]
         launch_flash_attention_with(
             dev, &qd, &kc, &vc, KvDtype::F16, rows, &most, true, scale, window, &mut out,
-            KeyCount::Device(&n_past, 4), Temp::Shared, mode,
+            KeyCount::Device(&n_past, 4), Temp::Shared, mode, true,
         )
         .unwrap();
         let mut got = vec![0f32; want.len()];
@@ -449,7 +448,6 @@ fn gpu_backend_matches_the_cpu_backend() {
     use super::GpuBackend;
     use crate::backend::cpu::CpuBackend;
     use crate::backend::Backend;
-    use crate::device::KvDtype;
 
     let mut rng = TestRng::for_test("gpu_backend_matches_the_cpu_backend");
     let (dim, heads, kv_heads, head_dim, n_ctx, vocab) = (64, 4, 2, 16, 40, 50);
@@ -1416,8 +1414,10 @@ fn amd_matrix_core_flash_attention_matches_the_cpu() {
                 kv_heads,
                 head_dim,
             };
-            let plan = flash_plan(&dev, &s, false, None).unwrap();
+            let plan = flash_plan(&dev, &s, false, None, true).unwrap();
             assert!(plan.matrix, "{target} {s:?}: not on the matrix cores");
+            // The op stays float32 (as on NVIDIA); the model's attention takes the matrix cores.
+            assert!(!flash_plan(&dev, &s, false, None, false).unwrap().matrix);
             if seq_k == 600 {
                 assert!(plan.splits > 1, "{target} {s:?}: {plan:?}");
             }
@@ -1425,6 +1425,8 @@ fn amd_matrix_core_flash_attention_matches_the_cpu() {
             let scale = 1.0 / (head_dim as f32).sqrt();
             let k16: Vec<f16> = k.iter().map(|&x| f16::from_f32(x)).collect();
             let v16: Vec<f16> = v.iter().map(|&x| f16::from_f32(x)).collect();
+            let bits = |x: &[f16]| x.iter().map(|h| h.to_bits()).collect::<Vec<u16>>();
+            let (k16_bits, v16_bits) = (bits(&k16), bits(&v16));
             let half = (seq_k / 2).max(1);
             // f16 caches (the GPU's): only q and p are rounded on the way
             for (causal, window) in [
@@ -1434,8 +1436,20 @@ fn amd_matrix_core_flash_attention_matches_the_cpu() {
                 (true, Some(half)),
             ] {
                 let (mut fa, mut fb) = (vec![0f32; s.q_len()], vec![0f32; s.q_len()]);
-                flash_attention(&gpu, &q, &k16, &v16, &s, causal, scale, window, &mut fa).unwrap();
-                flash_attention(&cpu, &q, &k16, &v16, &s, causal, scale, window, &mut fb).unwrap();
+                let (k, v) = (&k16[..], &v16[..]);
+                model_attention(
+                    &dev,
+                    &q,
+                    &k16_bits,
+                    &v16_bits,
+                    KvDtype::F16,
+                    &s,
+                    causal,
+                    scale,
+                    window,
+                    &mut fa,
+                );
+                flash_attention(&cpu, &q, k, v, &s, causal, scale, window, &mut fb).unwrap();
                 let what =
                     format!("{target} flash_attention f16 {s:?} causal={causal} window {window:?}");
                 assert_close(&what, &fa, &fb, 3e-3);
@@ -1443,7 +1457,18 @@ fn amd_matrix_core_flash_attention_matches_the_cpu() {
             }
             // f32 caches, rounded to f16 by the kernel
             let (mut fa, mut fb) = (vec![0f32; s.q_len()], vec![0f32; s.q_len()]);
-            flash_attention(&gpu, &q, &k, &v, &s, true, scale, None, &mut fa).unwrap();
+            model_attention(
+                &dev,
+                &q,
+                &k,
+                &v,
+                KvDtype::F32,
+                &s,
+                true,
+                scale,
+                None,
+                &mut fa,
+            );
             flash_attention(&cpu, &q, &k, &v, &s, true, scale, None, &mut fb).unwrap();
             assert_close(
                 &format!("{target} flash_attention f32 {s:?}"),
@@ -1451,6 +1476,51 @@ fn amd_matrix_core_flash_attention_matches_the_cpu() {
                 &fb,
                 5e-3,
             );
+            // The op: the float32 kernels, float32 accuracy.
+            flash_attention(&gpu, &q, &k, &v, &s, true, scale, None, &mut fa).unwrap();
+            assert_close(&format!("{target} the op {s:?}"), &fa, &fb, 1e-5);
         }
     }
+}
+
+/// The model's prefill attention (`launch_flash_attention_with`, the matrix cores taken where
+/// the device has them) on host arrays; k and v of `kv` type.
+#[allow(clippy::too_many_arguments)]
+fn model_attention<T: crate::device::gpu::Plain>(
+    dev: &Arc<GpuDevice>,
+    q: &[f32],
+    k: &[T],
+    v: &[T],
+    kv: KvDtype,
+    s: &AttentionShape,
+    causal: bool,
+    scale: f32,
+    window: Option<usize>,
+    out: &mut [f32],
+) {
+    use crate::device::gpu::Temp;
+    use crate::ops::attention::gpu::{launch_flash_attention_with, KeyCount};
+    let qd = DeviceBuffer::from_slice(dev, q, "test").unwrap();
+    let kd = DeviceBuffer::from_slice(dev, k, "test").unwrap();
+    let vd = DeviceBuffer::from_slice(dev, v, "test").unwrap();
+    let mut od = DeviceBuffer::alloc(dev, out.len() * 4, "test").unwrap();
+    launch_flash_attention_with(
+        dev,
+        &qd,
+        &kd,
+        &vd,
+        kv,
+        s.seq_k,
+        s,
+        causal,
+        scale,
+        window,
+        &mut od,
+        KeyCount::Host,
+        Temp::Shared,
+        dev.tuning().decode_attention,
+        true,
+    )
+    .unwrap();
+    od.read(out, "test").unwrap();
 }

@@ -667,7 +667,11 @@ impl GpuPlan {
                 };
                 shape.check("attention")?;
                 bytes = bytes.max(attention::flash_scratch_bytes(
-                    &self.dev, &shape, true, a.window,
+                    &self.dev,
+                    &shape,
+                    true,
+                    a.window,
+                    self.tuning.mma,
                 )?);
             }
         }
@@ -1067,6 +1071,7 @@ impl GpuPlan {
                         KeyCount::Device(state, STEP_POS),
                         Temp::Own(&plan.work),
                         plan.tuning.decode_attention,
+                        plan.tuning.mma,
                     )
                 }
                 Op::CopyRows {

@@ -219,6 +219,7 @@ pub fn flash_plan(
     s: &AttentionShape,
     device_keys: bool,
     window: Option<usize>,
+    matrix_cores: bool,
 ) -> Result<FlashPlan> {
     let dmax = FlashShape::dmax_for(s.head_dim).ok_or_else(|| {
         Error::unsupported(format!(
@@ -228,14 +229,16 @@ pub fn flash_plan(
     })?;
     let props = dev.runtime().props();
     let rows = s.seq_q * (s.heads / s.kv_heads);
-    // Prefill on AMD matrix cores: the 64-row tile on WMMA / MFMA (its shared memory always
-    // fits an AMD workgroup's 64 KiB).
+    // Prefill on AMD matrix cores where the caller takes them (`matrix_cores`: the model's
+    // attention, not the op's, which stays float32 as on NVIDIA): the 64-row tile on WMMA /
+    // MFMA (its shared memory always fits an AMD workgroup's 64 KiB).
     let matrix_shape = FlashShape {
         dmax,
         rows_per_thread: 4,
         cols_per_thread: kernels::flash_matrix_cols(dmax),
     };
-    let matrix = dev.amd_matrix_cores()
+    let matrix = matrix_cores
+        && dev.amd_matrix_cores()
         && rows > 16
         && flash_matrix_shared_bytes(matrix_shape) <= props.max_shared_per_block;
     let tiles: Vec<(u32, u32)> = if matrix {
@@ -309,8 +312,9 @@ pub fn flash_scratch_bytes(
     s: &AttentionShape,
     device_keys: bool,
     window: Option<usize>,
+    matrix_cores: bool,
 ) -> Result<usize> {
-    let plan = flash_plan(dev, s, device_keys, window)?;
+    let plan = flash_plan(dev, s, device_keys, window, matrix_cores)?;
     if plan.splits == 1 {
         return Ok(0);
     }
@@ -351,6 +355,7 @@ pub fn launch_flash_attention(
         keys,
         Temp::Shared,
         dev.tuning().decode_attention,
+        false,
     )
 }
 
@@ -385,6 +390,7 @@ pub fn launch_flash_attention_with(
     keys: KeyCount,
     temp: Temp,
     mode: DecodeAttention,
+    matrix_cores: bool,
 ) -> Result<()> {
     let op = "flash_attention";
     super::check_window(op, causal, window)?;
@@ -405,7 +411,7 @@ pub fn launch_flash_attention_with(
     need(op, "v", v, kv_need, elem)?;
     need(op, "out", out, s.q_len(), 4)?;
     let device_keys = matches!(keys, KeyCount::Device(..));
-    let plan = flash_plan(dev, s, device_keys, window)?;
+    let plan = flash_plan(dev, s, device_keys, window, matrix_cores)?;
     let rows = s.seq_q * (s.heads / s.kv_heads);
     let bkv = s.batch * s.kv_heads;
     if bkv > 65535 {
@@ -516,7 +522,7 @@ pub fn launch_flash_attention_with(
     let o_bytes = partial_o_bytes(s, &plan);
     temp.with(
         dev,
-        flash_scratch_bytes(dev, s, device_keys, window)?,
+        flash_scratch_bytes(dev, s, device_keys, window, matrix_cores)?,
         op,
         |part_o| {
             let part_ml = part_o + o_bytes as u64;
