@@ -483,8 +483,8 @@ mod tests {
     }
 
     /// AMD code objects leave out the 128-row tensor-core matmuls, and only them; the 64-row
-    /// ones and the matrix-core flash kernels are on the matrix-core targets only. matmul.hip guards their
-    /// definitions so.
+    /// ones and the matrix-core flash kernels are on the matrix-core targets only (matmul.hip
+    /// and attention.hip guard their definitions so), and NVIDIA's leave out the latter.
     #[test]
     fn the_tensor_core_matmuls_are_on_the_amd_matrix_core_targets() {
         let all = all();
