@@ -1081,6 +1081,35 @@ fn decode_family_cases(dev: &Arc<GpuDevice>, ty: GgmlType, rng: &mut TestRng) {
     }
 }
 
+/// A random `ty` weight [n, k] in `dev`'s memory (its device layout) and its dequantized
+/// values; None where the CPU has no dequantizer for `ty`.
+fn random_device_weight(
+    dev: &Arc<GpuDevice>,
+    ty: GgmlType,
+    n: usize,
+    k: usize,
+    seed: u64,
+) -> Option<(DeviceBuffer, Vec<f32>)> {
+    let bytes = random_weight_bytes(ty, n, k, seed).unwrap();
+    let mut dense = vec![0f32; n * k];
+    quants::dequantize(ty, &bytes, &mut dense).ok()?;
+    let layout = crate::device::layout::to_device_layout(ty, k, &bytes);
+    Some((
+        DeviceBuffer::from_slice(dev, &layout, "test").unwrap(),
+        dense,
+    ))
+}
+
+/// Random activations [m, k] (m >= 4) with rows 1-3 beyond f16's range, tiny, and zero: the
+/// tensor-core kernels' per-row scale must handle them.
+fn awkward_activations(rng: &mut TestRng, m: usize, k: usize) -> Vec<f32> {
+    let mut x = rng.vec(m * k);
+    x[k..2 * k].iter_mut().for_each(|v| *v *= 3.0e6);
+    x[2 * k..3 * k].iter_mut().for_each(|v| *v *= 1.0e-7);
+    x[3 * k..4 * k].iter_mut().for_each(|v| *v = 0.0);
+    x
+}
+
 /// The bound of f16 products with f32 accumulation: x and W each rounded to f16 (relative
 /// 2^-11 each, after the kernel's per-row power-of-two scale), so each output may be off by
 /// 2^-10 (plus f32 rounding) of sum_c |x[r, c]| |W[j, c]|. `want` is the float32 CPU result.
@@ -1157,18 +1186,10 @@ fn tensor_core_matmul_matches_the_cpu() {
                 32 => 96,
                 _ => 45,
             };
-            let bytes = random_weight_bytes(ty, n, k, rng.next_u64()).unwrap();
-            let mut dense = vec![0f32; n * k];
-            if quants::dequantize(ty, &bytes, &mut dense).is_err() {
+            let Some((wd, dense)) = random_device_weight(&dev, ty, n, k, rng.next_u64()) else {
                 println!("skipping {}: no CPU dequantizer yet", ty.name());
                 continue;
-            }
-            let wd = DeviceBuffer::from_slice(
-                &dev,
-                &crate::device::layout::to_device_layout(ty, k, &bytes),
-                "test",
-            )
-            .unwrap();
+            };
             let w = DeviceWeight {
                 ty,
                 rows: n,
@@ -1182,11 +1203,7 @@ fn tensor_core_matmul_matches_the_cpu() {
                 tiles.push((128, 131));
             }
             for (bm, m) in tiles {
-                let mut x = rng.vec(m * k);
-                // Rows beyond f16's range, tiny, and zero: the per-row scale must handle them.
-                x[k..2 * k].iter_mut().for_each(|v| *v *= 3.0e6);
-                x[2 * k..3 * k].iter_mut().for_each(|v| *v *= 1.0e-7);
-                x[3 * k..4 * k].iter_mut().for_each(|v| *v = 0.0);
+                let x = awkward_activations(&mut rng, m, k);
                 let xd = DeviceBuffer::from_slice(&dev, &x, "test").unwrap();
                 let mut od = DeviceBuffer::alloc(&dev, m * n * 4, "test").unwrap();
                 launch_matmul_mma_tile(&dev, dev.tuning(), &xd, &w, m, &mut od, Some(bm)).unwrap();
@@ -1326,26 +1343,14 @@ fn amd_matrix_core_matmul_matches_the_rounded_product() {
         ];
         for (ty, k) in cases {
             let (m, n) = (70, 131);
-            let bytes = random_weight_bytes(ty, n, k, rng.next_u64()).unwrap();
-            let mut dense = vec![0f32; n * k];
-            quants::dequantize(ty, &bytes, &mut dense).unwrap();
-            let wd = DeviceBuffer::from_slice(
-                &dev,
-                &crate::device::layout::to_device_layout(ty, k, &bytes),
-                "test",
-            )
-            .unwrap();
+            let (wd, dense) = random_device_weight(&dev, ty, n, k, rng.next_u64()).unwrap();
             let w = DeviceWeight {
                 ty,
                 rows: n,
                 cols: k,
                 bytes: &wd,
             };
-            let mut x = rng.vec(m * k);
-            // Rows beyond f16's range, tiny, and zero: the per-row scale must handle them.
-            x[k..2 * k].iter_mut().for_each(|v| *v *= 3.0e6);
-            x[2 * k..3 * k].iter_mut().for_each(|v| *v *= 1.0e-7);
-            x[3 * k..4 * k].iter_mut().for_each(|v| *v = 0.0);
+            let x = awkward_activations(&mut rng, m, k);
             let xd = DeviceBuffer::from_slice(&dev, &x, "test").unwrap();
             let mut od = DeviceBuffer::alloc(&dev, m * n * 4, "test").unwrap();
             launch_matmul_mma(&dev, dev.tuning(), &xd, &w, m, &mut od).unwrap();
