@@ -528,18 +528,9 @@ impl Generation {
         evaluated: usize,
         seconds: f64,
     ) -> Result<Option<String>> {
-        if self.generated == 0 {
-            self.stats.prefill_tokens = evaluated;
-            self.stats.prefill_seconds = seconds;
-        } else {
-            self.stats.decode_steps += 1;
-            self.stats.decode_seconds += seconds;
-        }
-        self.generated += 1;
-        self.stats.generated_tokens = self.generated;
+        self.count_token(engine, evaluated, seconds);
         self.logprobs.extend(scored);
         self.tokens.push(token);
-        engine.stats = self.stats.clone();
         if engine.tokenizer.is_eog(token) {
             self.finish(engine, FinishReason::Eos);
         } else {
@@ -606,7 +597,13 @@ impl Generation {
                 interrupt,
             )?,
         };
-        let seconds = t0.elapsed().as_secs_f64();
+        self.count_token(engine, evaluated, t0.elapsed().as_secs_f64());
+        Ok(token)
+    }
+
+    /// One more token generated, after `evaluated` tokens in `seconds` (the prefill for the
+    /// first, a decode step for the others): the stats, here and the engine's.
+    fn count_token(&mut self, engine: &mut Engine, evaluated: usize, seconds: f64) {
         if self.generated == 0 {
             self.stats.prefill_tokens = evaluated;
             self.stats.prefill_seconds = seconds;
@@ -617,7 +614,6 @@ impl Generation {
         self.generated += 1;
         self.stats.generated_tokens = self.generated;
         engine.stats = self.stats.clone();
-        Ok(token)
     }
 
     /// Hand out the held text up to where a stop string could begin; end at a stop string.
