@@ -74,6 +74,9 @@ def test_pack_q6_k_matches_gguf(rng, n):
     ("Q6_K", quant_blocks.q6_k_blocks, 0.03),
     ("Q8_0", quant_blocks.q8_0_random_blocks, 0.03),
     ("Q4_0", quant_blocks.q4_0_random_blocks, 0.15),  # nibbles 0..15 around 8: mean -0.5 d
+    ("Q4_K", quant_blocks.q4_k_random_blocks, 0.03),
+    ("Q6_K", quant_blocks.q6_k_random_blocks, 0.03),
+    ("IQ4_XS", quant_blocks.iq4_xs_random_blocks, 0.03),
 ])
 def test_random_blocks_are_finite_small_and_centred(rng, dtype, make, max_mean):
     std = float(rng.uniform(0.05, 2.0))
@@ -81,6 +84,17 @@ def test_random_blocks_are_finite_small_and_centred(rng, dtype, make, max_mean):
     assert np.all(np.isfinite(w))
     assert 0.8 * std < w.std() < 1.25 * std, (w.std(), std)
     assert abs(w.mean()) < max_mean * std, (w.mean(), std)
+
+
+@pytest.mark.parametrize("n", [1, 2, 11])
+def test_pack_iq4_xs_matches_gguf(rng, n):
+    d = random_f16_scales(rng, n)
+    ls = rng.integers(0, 64, size=(n, 8))
+    q = rng.integers(0, 16, size=(n, 256))
+    levels = np.array([-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113])
+    expected = d[:, None] * np.repeat(ls - 32, 32, axis=1) * levels[q]
+    got = dequantize(quant_blocks.pack_iq4_xs(d, ls, q), "IQ4_XS")
+    np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-6)
 
 
 def test_random_blocks_refuse_scales_f16_cannot_hold(rng):
@@ -199,3 +213,55 @@ def test_phi3_test_model_holds_what_it_claims(phi3_test_model_path):
                 kinds[k].add(infos[f"blk.{i}.{k}.weight"].dtype)
         assert all(v == set(c["types"]) for v in kinds.values()), kinds
         assert "output.weight" in infos
+
+
+def _q4_k_m_expected_types(n_layer, ffn_down_type=None):
+    """llama.cpp's Q4_K_M mix, written out: output Q6_K; attn_v / ffn_down Q6_K in the layers
+    where use_more_bits holds; everything else Q4_K."""
+    more_bits = {i for i in range(n_layer)
+                 if i < n_layer // 8 or i >= 7 * n_layer // 8 or (i - n_layer // 8) % 3 == 2}
+    types = {"token_embd.weight": "Q4_K", "output.weight": "Q6_K"}
+    for i in range(n_layer):
+        for proj in ("attn_q", "attn_k", "attn_output", "ffn_gate", "ffn_up"):
+            types[f"blk.{i}.{proj}.weight"] = "Q4_K"
+        types[f"blk.{i}.attn_v.weight"] = "Q6_K" if i in more_bits else "Q4_K"
+        types[f"blk.{i}.ffn_down.weight"] = ffn_down_type or ("Q6_K" if i in more_bits else "Q4_K")
+    return types
+
+
+def test_q4_k_m_model_has_llama_cpps_mix(tmp_path, rng, qwen2_vocab):
+    # 10 layers: n // 8 = 1, 7n // 8 = 8, so layers 0, 3, 6, 8, 9 take more bits
+    expected = _q4_k_m_expected_types(10)
+    assert {i for i in range(10) if expected[f"blk.{i}.attn_v.weight"] == "Q6_K"} == {0, 3, 6, 8, 9}
+    for ffn, ffn_down_type in ((512, None), (288, "Q8_0")):  # 288 columns: no whole 256-blocks
+        shape = models.ModelShape("qwen2", hidden=256, n_layer=10, n_head=4, n_head_kv=2, ffn=ffn,
+                                   n_vocab=600, tied=False, context_length=128, rope_theta=1e4,
+                                   rms_eps=1e-6, vocab="qwen2", add_bos=False)
+        path = models.make_model(shape, "Q4_K_M", tmp_path / f"mix{ffn}.gguf", vocab_path=qwen2_vocab, rng=rng)
+        reader = gguf.GGUFReader(path)
+        got = {t.name: t.tensor_type.name for t in reader.tensors if len(t.shape) == 2}
+        assert got == _q4_k_m_expected_types(10, ffn_down_type)
+        file_type = reader.get_field("general.file_type")
+        assert file_type.contents() == int(gguf.LlamaFileType.MOSTLY_Q4_K_M)
+        for t in reader.tensors:
+            if len(t.shape) == 2:
+                w = gguf.quants.dequantize(t.data, t.tensor_type)
+                assert np.all(np.isfinite(w)), t.name
+
+
+@pytest.mark.parametrize("dtype", ["Q6_K", "IQ4_XS"])
+def test_single_type_models_use_that_type(tmp_path, rng, qwen2_vocab, dtype):
+    shape = models.ModelShape("qwen2", hidden=256, n_layer=2, n_head=4, n_head_kv=2, ffn=512,
+                               n_vocab=600, tied=True, context_length=128, rope_theta=1e4,
+                               rms_eps=1e-6, vocab="qwen2", add_bos=False)
+    path = models.make_model(shape, dtype, tmp_path / "x.gguf", vocab_path=qwen2_vocab, rng=rng)
+    reader = gguf.GGUFReader(path)
+    assert {t.tensor_type.name for t in reader.tensors if len(t.shape) == 2} == {dtype}
+    assert reader.get_field("general.file_type").contents() == int(gguf.LlamaFileType[f"MOSTLY_{dtype}"])
+
+
+def test_qwen2_7b_shape_is_deepseek_r1_distill_qwen_7b():
+    s = models.SHAPES["qwen2-7b"]
+    assert (s.arch, s.hidden, s.n_layer, s.n_head, s.n_head_kv, s.ffn, s.n_vocab, s.tied) == (
+        "qwen2", 3584, 28, 28, 4, 18944, 152064, False)
+    assert (s.context_length, s.rope_theta, s.rms_eps, s.vocab, s.add_bos) == (131072, 10000.0, 1e-6, "qwen2", False)

