@@ -5,18 +5,22 @@
 # logic, not of AMD hardware or of AMD's runtime. See docs/AMD.md, "The HIP runtime through
 # a test shim".
 #
-#   scripts/hip-shim-gpu.sh [DIR] [ops|all]    (DIR: what scripts/hip-shim-build.sh built,
-#                                               default dist/hip-shim; default slice: ops)
-#     ops  the op tables and GPU tests on device="gpu" (as scripts/gpu-check.sh ops)
-#     all  the whole of tests_py with ROCMFORGE_TEST_DEVICES=gpu
+#   scripts/hip-shim-gpu.sh [DIR] [ops|all|TEST...]  (DIR: what scripts/hip-shim-build.sh
+#                                               built, default dist/hip-shim; default: ops)
+#     ops      the op tables and GPU tests on device="gpu" (as scripts/gpu-check.sh ops)
+#     all      the whole of tests_py with ROCMFORGE_TEST_DEVICES=gpu
+#     TEST...  these test files (or node ids) only
 # Then a greedy generation on the rocm build (hip via the shim) against the cuda build, same
 # model, same GPU: MODEL=path.gguf, else the default model if cached (ROCMFORGE_MODEL, ~/.cache).
 # Needs python3 with numpy and pytest (and gguf for some tests), libcuda, and libnvrtc (CUDA
-# toolkit, or PyPI nvidia-cuda-nvrtc-cu12). Logs go to $LOGS (default hip-shim-logs/).
+# toolkit, or PyPI nvidia-cuda-nvrtc-cu12). Logs go to $LOGS (default hip-shim-logs/);
+# SLICE_TIMEOUT (seconds) stops the pytest run that runs longer.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 DIR="$(realpath "${1:-dist/hip-shim}")"
 SLICE="${2:-ops}"
+shift $(( $# < 2 ? $# : 2 ))
+EXTRA=("$@")  # more test files after a first one given as the slice
 PY="${PYTHON:-python3}"
 LOGS="${LOGS:-hip-shim-logs}"
 mkdir -p "$LOGS"
@@ -56,11 +60,13 @@ export ROCMFORGE_TEST_DEVICES=gpu
 case "$SLICE" in
   ops) tests="$(ls tests_py/test_ops_*.py tests_py/test_gpu_*.py | tr '\n' ' ')" ;;
   all) tests=tests_py ;;
-  *) echo "unknown slice $SLICE" >&2; exit 2 ;;
+  *) [ -e "${SLICE%%::*}" ] || { echo "unknown slice $SLICE" >&2; exit 2; }
+     tests="$SLICE ${EXTRA[*]}"; SLICE=files ;;
 esac
 echo "== pytest ($SLICE) on the rocm build through the shim"
 # shellcheck disable=SC2086
-rocm $PY -m pytest $tests -q -rfEs -p no:cacheprovider >"$LOGS/pytest-$SLICE.log" 2>&1 || status=1
+rocm timeout "${SLICE_TIMEOUT:-0}" $PY -m pytest $tests -q -rfEs -p no:cacheprovider \
+  >"$LOGS/pytest-$SLICE.log" 2>&1 || status=1
 tail -3 "$LOGS/pytest-$SLICE.log"
 grep -h "^FAILED\|^ERROR" "$LOGS/pytest-$SLICE.log" | head -30
 

@@ -624,6 +624,12 @@ impl<B: Backend> Transformer<B> {
         self.settle_decode()?;
         if let ([id], Some(d), 0) = (ids, self.decode.as_mut(), self.slot) {
             interrupt()?;
+            // `last_argmax` reads the step's pick: a sampled pick left by a decode call
+            // must not stand in for the argmax.
+            if d.pick != StepPick::Greedy {
+                d.plan.set_pick(&StepPick::Greedy, &[])?;
+                d.pick = StepPick::Greedy;
+            }
             d.plan.set_input(*id, pos0)?;
             d.queue(&self.weights, &mut self.caches[0])?;
             self.last = Last::Plan(d.read()?);

@@ -575,6 +575,12 @@ fn sampled_picks<B: Backend>(
         out.push((id, lp, cpu.ids[0], cpu.logprobs[0]));
         history.push(id);
     }
+    // One token evaluated after sampled steps: its pick is the argmax, not a draw.
+    t.eval(&[history[1]], n_ctx - 1, &mut no_interrupt())
+        .unwrap();
+    t.last_logits(&mut logits).unwrap();
+    let argmax = crate::sampling::argmax(&logits);
+    assert_eq!(t.last_argmax().unwrap().0, argmax, "argmax after sampled steps");
     out
 }
 
