@@ -115,6 +115,13 @@ struct WBF16 {
 #if defined(RF_HIP) && !defined(RF_DOT_IU8) && (defined(__GFX11__) || defined(__GFX12__))
 #define RF_DOT_IU8 1
 #endif
+// RF_PRMT: the target's byte permute is NVIDIA's prmt (__byte_perm: result byte i is byte
+// (nibble i of the selector) & 7 of {y, x}, x bytes 0-3), which the IQ4 lookup uses (see
+// rf_iq4_nibble_values). The CPU emulator defines it at wave 64 (its prelude models
+// __byte_perm), so that the emulated kernels run that form as well as RDNA's (wave 32).
+#if defined(RF_CUDA) && !defined(RF_PRMT)
+#define RF_PRMT 1
+#endif
 
 // 4-byte integer dot product: c + sum of the products of a's and b's signed bytes.
 // One instruction where the target has one: NVIDIA dp4a; AMD v_dot4_i32_i8 (sdot4) on the
@@ -433,8 +440,8 @@ struct WQ6_K {
 // IQ4_NL / IQ4_XS: a 4-bit code c stands for ggml's kvalues_iq4nl[c], the signed bytes
 // {-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113}. The table is two
 // 64-bit constants (byte i of the first: value i, of the second: value 8 + i), so that a lookup
-// is a select and a shift in registers, with no memory access and the same code on every target
-// (but RDNA3/4's four at once: rf_iq4_values).
+// is a select and a shift in registers, with no memory access (but RDNA3/4's four at once:
+// rf_iq4_values, and NVIDIA's eight: rf_iq4_nibble_values).
 __device__ __forceinline__ u32 rf_iq4_byte(u32 c) {
     const u64 lo = 0xf6eaddcfbfad9881ull, hi = 0x7159453526190d01ull;
     return (u32)(((c & 8u) ? hi : lo) >> (8 * (c & 7u))) & 0xffu;
@@ -461,14 +468,42 @@ __device__ __forceinline__ u32 rf_iq4_values(u32 w) {
 #endif
 }
 
+#if defined(RF_PRMT)
+// The values of all 8 codes of w at once: lo those of the low nibbles of its 4 bytes, hi those
+// of the high nibbles (4 signed bytes each, in byte order). prmt reads 3 bits of each selector
+// nibble, so the codes of two bytes (low, high, low, high) are a selector as they stand: one
+// permute looks them up in each half of the table, a third picks per byte by the code's bit 3,
+// and two more sort the 8 values into low and high nibbles. Eight permutes for 8 values,
+// where the select-and-shift form takes several instructions a value.
+__device__ __forceinline__ void rf_iq4_nibble_values(u32 w, u32& lo, u32& hi) {
+    u32 v[2];
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+        const u32 c = w >> (16 * h);  // the codes of bytes 2h and 2h + 1
+        const u32 a = __byte_perm(0xbfad9881u, 0xf6eaddcfu, c);  // values 0..7
+        const u32 b = __byte_perm(0x26190d01u, 0x71594535u, c);  // values 8..15
+        v[h] = __byte_perm(a, b, 0x3210u | ((c & 0x8888u) >> 1));
+    }
+    lo = __byte_perm(v[0], v[1], 0x6420u);
+    hi = __byte_perm(v[0], v[1], 0x7531u);
+}
+#endif
+
 // Sum of kvalues[code] * xq over a piece of 32 codes packed as rf_dot_q4 takes them.
 __device__ __forceinline__ int rf_dot_iq4(uint4 q, const int* xq) {
     const u32 w[4] = {q.x, q.y, q.z, q.w};
     int s = 0;
 #pragma unroll
     for (int i = 0; i < 4; ++i) {
+#if defined(RF_PRMT)
+        u32 lo, hi;
+        rf_iq4_nibble_values(w[i], lo, hi);
+        s = rf_dp4a((int)lo, xq[i], s);
+        s = rf_dp4a((int)hi, xq[4 + i], s);
+#else
         s = rf_dp4a((int)rf_iq4_values(w[i]), xq[i], s);
         s = rf_dp4a((int)rf_iq4_values(w[i] >> 4), xq[4 + i], s);
+#endif
     }
     return s;
 }

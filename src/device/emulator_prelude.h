@@ -270,7 +270,19 @@ inline rf_emu_accv __builtin_amdgcn_mfma_f32_16x16x16bf16_1k(rf_emu_bf16v a, rf_
 #endif
 
 // At wave 32 the kernels take RDNA3/4's integer dot product and IQ4 lookup (kernels/quants.h,
-// RF_DOT_IU8), at wave 64 the portable forms: these two builtins as the instructions compute.
+// RF_DOT_IU8), at wave 64 the portable dot product and NVIDIA's IQ4 lookup (RF_PRMT): the
+// builtins they use, as the instructions compute.
+#if RF_EMU_WAVE == 64
+#define RF_PRMT 1
+// prmt (CUDA's __byte_perm): byte i of the result is byte (selector nibble i) & 7 of the 8
+// bytes {y, x} (x bytes 0-3).
+inline unsigned __byte_perm(unsigned x, unsigned y, unsigned s) {
+    const unsigned long long data = (unsigned long long)y << 32 | x;
+    unsigned r = 0;
+    for (int i = 0; i < 4; ++i) r |= (unsigned)(data >> (8 * (s >> (4 * i) & 7u)) & 0xffu) << (8 * i);
+    return r;
+}
+#endif
 #if RF_EMU_WAVE == 32
 #define RF_DOT_IU8 1
 // v_dot4_i32_iu8: c + the products of a's and b's bytes, each signed or not as told; clamp
