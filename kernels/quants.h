@@ -470,11 +470,12 @@ __device__ __forceinline__ u32 rf_iq4_values(u32 w) {
 
 #if defined(RF_PRMT)
 // The values of all 8 codes of w at once: lo those of the low nibbles of its 4 bytes, hi those
-// of the high nibbles (4 signed bytes each, in byte order). prmt reads 3 bits of each selector
-// nibble, so the codes of two bytes (low, high, low, high) are a selector as they stand: one
-// permute looks them up in each half of the table, a third picks per byte by the code's bit 3,
-// and two more sort the 8 values into low and high nibbles. Eight permutes for 8 values,
-// where the select-and-shift form takes several instructions a value.
+// of the high nibbles (4 signed bytes each, in byte order). __byte_perm reads 3 bits of each
+// selector nibble (it masks off prmt's sign-replicate bit), so the codes of two bytes (low,
+// high, low, high) are a selector as they stand: one permute looks them up in each half of the
+// table, a third picks per byte by the code's bit 3, and two more sort the 8 values into low
+// and high nibbles. Eight permutes for 8 values, where the select-and-shift form takes several
+// instructions a value.
 __device__ __forceinline__ void rf_iq4_nibble_values(u32 w, u32& lo, u32& hi) {
     u32 v[2];
 #pragma unroll
