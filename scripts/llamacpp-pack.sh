@@ -17,9 +17,11 @@ python3 -m pip download -q --no-deps --no-binary llama-cpp-python --no-build-iso
 tar xzf "$tmp"/llama_cpp_python-"$VERSION".tar.gz -C "$tmp"
 src="$tmp/llama_cpp_python-$VERSION/vendor"
 mv "$src/llama.cpp" "$src/llamacpp"
-# Docs, models, tests, examples and the web UI are not built (the UI is the server's: build
-# with -DLLAMA_BUILD_SERVER=OFF); of the ggml backends only the CPU and CUDA ones are.
-(cd "$src/llamacpp" && rm -rf docs models media tests examples tools/ui &&
+# Docs, models, tests and examples are not built; of the ggml backends only the CPU and CUDA
+# ones are. Of the server's web UI only what its build reads stays: llama-server builds with
+# -DLLAMA_BUILD_SERVER=ON -DLLAMA_USE_PREBUILT_UI=OFF -DLLAMA_BUILD_UI=OFF, without a UI.
+(cd "$src/llamacpp" && rm -rf docs models media tests examples &&
+  find tools/ui -mindepth 1 -maxdepth 1 ! -name CMakeLists.txt ! -name '*.in' -exec rm -rf {} + &&
   find ggml/src -maxdepth 1 -type d -name 'ggml-*' ! -name ggml-cpu ! -name ggml-cuda -exec rm -rf {} +)
 mkdir -p "$(dirname "$OUT")"
 tar cJf "$OUT" -C "$src" llamacpp
