@@ -381,6 +381,9 @@ mod kquants {
         acc
     }
 
+    // The bodies unpack with plain loops: `std::array::from_fn` stayed an out-of-line call in
+    // their AVX2 copies, once per 32 weights.
+
     /// Q4_K: `w = d * sc * q - dmin * m` per sub-block of 32, q in 0..16.
     #[inline(always)]
     fn q4_k_body(w: &[u8], x: &[BlockQ8K]) -> f32 {
@@ -392,8 +395,11 @@ mod kquants {
             let (mut isum, mut msum) = (0i32, 0i32);
             for j in 0..4 {
                 let q = &qs[32 * j..32 * j + 32];
-                let lo: [u8; 32] = std::array::from_fn(|l| q[l] & 0x0F);
-                let hi: [u8; 32] = std::array::from_fn(|l| q[l] >> 4);
+                let (mut lo, mut hi) = ([0u8; 32], [0u8; 32]);
+                for l in 0..32 {
+                    lo[l] = q[l] & 0x0F;
+                    hi[l] = q[l] >> 4;
+                }
                 let (sc1, m1) = scale_min(2 * j, scales);
                 let (sc2, m2) = scale_min(2 * j + 1, scales);
                 isum +=
@@ -417,10 +423,11 @@ mod kquants {
             let (mut isum, mut msum) = (0i32, 0i32);
             for j in 0..4 {
                 let q = &qs[32 * j..32 * j + 32];
-                let lo: [u8; 32] =
-                    std::array::from_fn(|l| (q[l] & 0x0F) | (((qh[l] >> (2 * j)) & 1) << 4));
-                let hi: [u8; 32] =
-                    std::array::from_fn(|l| (q[l] >> 4) | (((qh[l] >> (2 * j + 1)) & 1) << 4));
+                let (mut lo, mut hi) = ([0u8; 32], [0u8; 32]);
+                for l in 0..32 {
+                    lo[l] = (q[l] & 0x0F) | (((qh[l] >> (2 * j)) & 1) << 4);
+                    hi[l] = (q[l] >> 4) | (((qh[l] >> (2 * j + 1)) & 1) << 4);
+                }
                 let (sc1, m1) = scale_min(2 * j, scales);
                 let (sc2, m2) = scale_min(2 * j + 1, scales);
                 isum +=
@@ -445,12 +452,13 @@ mod kquants {
             for half in 0..2 {
                 let (ql, qh) = (&ql[64 * half..], &qh[32 * half..]);
                 // The four runs of 32 weights of this half, in element order.
-                let runs: [[u8; 32]; 4] = [
-                    std::array::from_fn(|l| (ql[l] & 0x0F) | ((qh[l] & 3) << 4)),
-                    std::array::from_fn(|l| (ql[l + 32] & 0x0F) | (((qh[l] >> 2) & 3) << 4)),
-                    std::array::from_fn(|l| (ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)),
-                    std::array::from_fn(|l| (ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)),
-                ];
+                let mut runs = [[0u8; 32]; 4];
+                for l in 0..32 {
+                    runs[0][l] = (ql[l] & 0x0F) | ((qh[l] & 3) << 4);
+                    runs[1][l] = (ql[l + 32] & 0x0F) | (((qh[l] >> 2) & 3) << 4);
+                    runs[2][l] = (ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4);
+                    runs[3][l] = (ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4);
+                }
                 for (r, run) in runs.iter().enumerate() {
                     let x0 = 128 * half + 32 * r;
                     for g in 0..2 {
