@@ -580,7 +580,11 @@ fn sampled_picks<B: Backend>(
         .unwrap();
     t.last_logits(&mut logits).unwrap();
     let argmax = crate::sampling::argmax(&logits);
-    assert_eq!(t.last_argmax().unwrap().0, argmax, "argmax after sampled steps");
+    assert_eq!(
+        t.last_argmax().unwrap().0,
+        argmax,
+        "argmax after sampled steps"
+    );
     out
 }
 

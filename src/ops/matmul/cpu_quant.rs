@@ -118,6 +118,17 @@ fn quantize_row_q8k_body(x: &[f32], out: &mut [BlockQ8K]) {
 /// How far ahead of the block in use weights are prefetched (bytes).
 const PREFETCH_AHEAD: usize = 1024;
 
+/// `prefetch` of every cache line of a block longer than one (the K-quants' super-blocks):
+/// one line a block left the rest to the hardware prefetchers, which fell behind.
+#[inline(always)]
+fn prefetch_block(b: &[u8]) {
+    let mut at = 0;
+    while at < b.len() {
+        prefetch(b, PREFETCH_AHEAD + at);
+        at += 64;
+    }
+}
+
 /// Ask the CPU to start loading `b[ahead..]` into the cache (weights stream from memory once
 /// per matmul; hardware prefetchers alone leave the loads waiting). No-op off x86_64.
 #[inline(always)]
@@ -195,8 +206,8 @@ fn row_dot(ty: GgmlType) -> Kernel<BlockQ8> {
     }
 }
 
-/// The dot product for `ty` with 256-element activation blocks (the K-quants: plain Rust,
-/// compiled for AVX2 where the CPU has it; IQ4_XS: AVX2 intrinsics there).
+/// The dot product for `ty` with 256-element activation blocks (Q5_K, Q6_K: plain Rust,
+/// compiled for AVX2 where the CPU has it; Q4_K and IQ4_XS: AVX2 intrinsics there).
 fn row_dot_k(ty: GgmlType) -> Kernel<BlockQ8K> {
     Kernel {
         one: row_dot_k_one(ty),
@@ -209,7 +220,7 @@ fn row_dot_k_one(ty: GgmlType) -> RowDot<BlockQ8K> {
     {
         if has_avx2() {
             return match ty {
-                GgmlType::Q4_K => kquants::q4_k_avx2,
+                GgmlType::Q4_K => avx2::q4_k,
                 GgmlType::Q5_K => kquants::q5_k_avx2,
                 GgmlType::Q6_K => kquants::q6_k_avx2,
                 GgmlType::IQ4_XS => avx2::iq4_xs,
@@ -355,13 +366,14 @@ fn rows_times_activations<A: Sync>(
 }
 
 /// K-quant dots: each super-block of 256 weights is unpacked to integers in plain Rust, whose
-/// loops LLVM vectorizes; the `_avx2` entry points compile the same code for AVX2.
+/// loops LLVM vectorizes; the `_avx2` entry points compile the same code for AVX2. Q4_K and
+/// IQ4_XS have intrinsic forms in `avx2` as well, tested equal to these.
 mod kquants {
-    use super::{f16_at, prefetch, BlockQ8K, KVALUES_IQ4NL, PREFETCH_AHEAD, QK_K};
+    use super::{f16_at, prefetch_block, BlockQ8K, KVALUES_IQ4NL, QK_K};
 
     /// Scale and min of sub-block `j` (of 8) from Q4_K/Q5_K's 12 packed 6-bit values.
     #[inline(always)]
-    fn scale_min(j: usize, s: &[u8]) -> (i32, i32) {
+    pub(super) fn scale_min(j: usize, s: &[u8]) -> (i32, i32) {
         if j < 4 {
             ((s[j] & 63) as i32, (s[j + 4] & 63) as i32)
         } else {
@@ -389,7 +401,7 @@ mod kquants {
     fn q4_k_body(w: &[u8], x: &[BlockQ8K]) -> f32 {
         let mut sum = 0.0f32;
         for (b, xb) in w.chunks_exact(144).zip(x) {
-            prefetch(b, PREFETCH_AHEAD);
+            prefetch_block(b);
             let (d, dmin) = (f16_at(b, 0) * xb.d, f16_at(b, 2) * xb.d);
             let (scales, qs) = (&b[4..16], &b[16..144]);
             let (mut isum, mut msum) = (0i32, 0i32);
@@ -417,7 +429,7 @@ mod kquants {
     fn q5_k_body(w: &[u8], x: &[BlockQ8K]) -> f32 {
         let mut sum = 0.0f32;
         for (b, xb) in w.chunks_exact(176).zip(x) {
-            prefetch(b, PREFETCH_AHEAD);
+            prefetch_block(b);
             let (d, dmin) = (f16_at(b, 0) * xb.d, f16_at(b, 2) * xb.d);
             let (scales, qh, qs) = (&b[4..16], &b[16..48], &b[48..176]);
             let (mut isum, mut msum) = (0i32, 0i32);
@@ -445,7 +457,7 @@ mod kquants {
     fn q6_k_body(w: &[u8], x: &[BlockQ8K]) -> f32 {
         let mut sum = 0.0f32;
         for (b, xb) in w.chunks_exact(210).zip(x) {
-            prefetch(b, PREFETCH_AHEAD);
+            prefetch_block(b);
             let (ql, qh, sc) = (&b[0..128], &b[128..192], &b[192..208]);
             let d = f16_at(b, 208) * xb.d;
             let mut isum = 0i32;
@@ -485,7 +497,7 @@ mod kquants {
     pub fn iq4_xs(w: &[u8], x: &[BlockQ8K]) -> f32 {
         let mut sum = 0.0f32;
         for (b, xb) in w.chunks_exact(136).zip(x) {
-            prefetch(b, PREFETCH_AHEAD);
+            prefetch_block(b);
             let d = f16_at(b, 0) * xb.d;
             let scales_h = u16::from_le_bytes([b[2], b[3]]) as i32;
             let (scales_l, qs) = (&b[4..8], &b[8..136]);
@@ -521,10 +533,6 @@ mod kquants {
     mod compiled_for_avx2 {
         use super::*;
         #[target_feature(enable = "avx2,fma,f16c")]
-        pub unsafe fn q4_k(w: &[u8], x: &[BlockQ8K]) -> f32 {
-            q4_k_body(w, x)
-        }
-        #[target_feature(enable = "avx2,fma,f16c")]
         pub unsafe fn q5_k(w: &[u8], x: &[BlockQ8K]) -> f32 {
             q5_k_body(w, x)
         }
@@ -534,11 +542,7 @@ mod kquants {
         }
     }
 
-    // SAFETY (all three): handed out by `row_dot_k` only after detecting AVX2, FMA and F16C.
-    #[cfg(target_arch = "x86_64")]
-    pub fn q4_k_avx2(w: &[u8], x: &[BlockQ8K]) -> f32 {
-        unsafe { compiled_for_avx2::q4_k(w, x) }
-    }
+    // SAFETY (both): handed out by `row_dot_k` only after detecting AVX2, FMA and F16C.
     #[cfg(target_arch = "x86_64")]
     pub fn q5_k_avx2(w: &[u8], x: &[BlockQ8K]) -> f32 {
         unsafe { compiled_for_avx2::q5_k(w, x) }
@@ -654,7 +658,8 @@ mod scalar {
 mod avx2 {
     use std::arch::x86_64::*;
 
-    use super::{prefetch, BlockQ8, BlockQ8K, KVALUES_IQ4NL, PREFETCH_AHEAD};
+    use super::kquants::scale_min;
+    use super::{prefetch, prefetch_block, BlockQ8, BlockQ8K, KVALUES_IQ4NL, PREFETCH_AHEAD};
 
     /// The f16 at byte `i` of `b` as f32, with the F16C instruction.
     #[inline]
@@ -893,7 +898,7 @@ mod avx2 {
         let table = iq4_table();
         let mut sum = 0.0f32;
         for (b, xb) in w.chunks_exact(136).zip(x) {
-            prefetch(b, PREFETCH_AHEAD);
+            prefetch_block(b);
             let scales_h = u16::from_le_bytes([b[2], b[3]]) as i32;
             let mut sumi = _mm256_setzero_si256();
             for j in 0..8 {
@@ -914,6 +919,51 @@ mod avx2 {
     pub fn iq4_xs(w: &[u8], x: &[BlockQ8K]) -> f32 {
         // SAFETY: only reachable through `row_dot_k`, which checked the CPU features.
         unsafe { iq4_xs_rows(w, x) }
+    }
+
+    /// Q4_K (144-byte super-blocks) with Q8_K activations: per 32 bytes of nibbles, the low
+    /// ones (a sub-block) and the high ones (the next) times x as u8 x i8 pairs, times their
+    /// sub-blocks' scales, summed as integers; the mins go with x's block sums. The integer
+    /// sums are `kquants::q4_k`'s, and so is the result, to the bit.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn q4_k_rows(w: &[u8], x: &[BlockQ8K]) -> f32 {
+        let nibble = _mm256_set1_epi8(0x0F);
+        let mut sum = 0.0f32;
+        for (b, xb) in w.chunks_exact(144).zip(x) {
+            prefetch_block(b);
+            let scales = &b[4..16];
+            let mut sumi = _mm256_setzero_si256();
+            let mut msum = 0i32;
+            for j in 0..4 {
+                let q = _mm256_loadu_si256(b.as_ptr().add(16 + 32 * j) as *const __m256i);
+                let lo = _mm256_and_si256(q, nibble);
+                let hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), nibble);
+                let x_lo = _mm256_loadu_si256(xb.qs.as_ptr().add(64 * j) as *const __m256i);
+                let x_hi = _mm256_loadu_si256(xb.qs.as_ptr().add(64 * j + 32) as *const __m256i);
+                let (sc1, m1) = scale_min(2 * j, scales);
+                let (sc2, m2) = scale_min(2 * j + 1, scales);
+                // (nibbles <= 15 as maddubs's u8: a pair's sum is under 2^12, no saturation)
+                let p1 = _mm256_madd_epi16(
+                    _mm256_maddubs_epi16(lo, x_lo),
+                    _mm256_set1_epi16(sc1 as i16),
+                );
+                let p2 = _mm256_madd_epi16(
+                    _mm256_maddubs_epi16(hi, x_hi),
+                    _mm256_set1_epi16(sc2 as i16),
+                );
+                sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(p1, p2));
+                let bs = &xb.bsums[4 * j..4 * j + 4];
+                msum += m1 * (bs[0] as i32 + bs[1] as i32) + m2 * (bs[2] as i32 + bs[3] as i32);
+            }
+            let (d, dmin) = (f16_at(b, 0) * xb.d, f16_at(b, 2) * xb.d);
+            sum += d * hsum_i32(sumi) as f32 - dmin * msum as f32;
+        }
+        sum
+    }
+
+    pub fn q4_k(w: &[u8], x: &[BlockQ8K]) -> f32 {
+        // SAFETY: only reachable through `row_dot_k`, which checked the CPU features.
+        unsafe { q4_k_rows(w, x) }
     }
 }
 
@@ -1024,19 +1074,22 @@ mod tests {
     }
 
     #[test]
-    fn iq4_xs_simd_equals_scalar() {
+    fn intrinsic_k_dots_equal_the_plain_ones() {
         // Both sum a super-block's integer products exactly, then multiply once.
         let mut seed = 11u64;
-        for nb in [1usize, 2, 9] {
-            let w = random_blocks(GgmlType::IQ4_XS, nb, &mut seed);
-            let x: Vec<f32> = (0..nb * QK_K).map(|_| lcg(&mut seed) * 3.0).collect();
-            let mut xq = vec![q8k_zero(); nb];
-            quantize_row_q8k(&x, &mut xq);
-            let (a, b) = (
-                row_dot_k_one(GgmlType::IQ4_XS)(&w, &xq),
-                kquants::iq4_xs(&w, &xq),
-            );
-            assert_eq!(a.to_bits(), b.to_bits(), "nb={nb}: {a} vs {b}");
+        let plain: [(GgmlType, RowDot<BlockQ8K>); 2] = [
+            (GgmlType::IQ4_XS, kquants::iq4_xs),
+            (GgmlType::Q4_K, kquants::q4_k),
+        ];
+        for (ty, reference) in plain {
+            for nb in [1usize, 2, 9] {
+                let w = random_blocks(ty, nb, &mut seed);
+                let x: Vec<f32> = (0..nb * QK_K).map(|_| lcg(&mut seed) * 3.0).collect();
+                let mut xq = vec![q8k_zero(); nb];
+                quantize_row_q8k(&x, &mut xq);
+                let (a, b) = (row_dot_k_one(ty)(&w, &xq), reference(&w, &xq));
+                assert_eq!(a.to_bits(), b.to_bits(), "{ty} nb={nb}: {a} vs {b}");
+            }
         }
     }
 
