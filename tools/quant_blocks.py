@@ -108,9 +108,9 @@ def q4_0_random_blocks(rng: np.random.Generator, n_blocks: int, std: float) -> n
     return out
 
 
-
 def _random_bytes(rng: np.random.Generator, n_blocks: int, block_bytes: int) -> np.ndarray:
-    return np.frombuffer(rng.bytes(n_blocks * block_bytes), dtype=np.uint8).reshape(n_blocks, block_bytes).copy()
+    raw = np.frombuffer(rng.bytes(n_blocks * block_bytes), dtype=np.uint8)
+    return raw.reshape(n_blocks, block_bytes).copy()
 
 
 def q4_k_random_blocks(rng: np.random.Generator, n_blocks: int, std: float) -> np.ndarray:
