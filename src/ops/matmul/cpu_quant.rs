@@ -206,8 +206,8 @@ fn row_dot(ty: GgmlType) -> Kernel<BlockQ8> {
     }
 }
 
-/// The dot product for `ty` with 256-element activation blocks (Q5_K, Q6_K: plain Rust,
-/// compiled for AVX2 where the CPU has it; Q4_K and IQ4_XS: AVX2 intrinsics there).
+/// The dot product for `ty` with 256-element activation blocks (Q5_K: plain Rust, compiled for
+/// AVX2 where the CPU has it; Q4_K, Q6_K and IQ4_XS: AVX2 intrinsics there).
 fn row_dot_k(ty: GgmlType) -> Kernel<BlockQ8K> {
     Kernel {
         one: row_dot_k_one(ty),
@@ -222,7 +222,7 @@ fn row_dot_k_one(ty: GgmlType) -> RowDot<BlockQ8K> {
             return match ty {
                 GgmlType::Q4_K => avx2::q4_k,
                 GgmlType::Q5_K => kquants::q5_k_avx2,
-                GgmlType::Q6_K => kquants::q6_k_avx2,
+                GgmlType::Q6_K => avx2::q6_k,
                 GgmlType::IQ4_XS => avx2::iq4_xs,
                 _ => unreachable!("a type with 256-element activation blocks"),
             };
@@ -366,8 +366,8 @@ fn rows_times_activations<A: Sync>(
 }
 
 /// K-quant dots: each super-block of 256 weights is unpacked to integers in plain Rust, whose
-/// loops LLVM vectorizes; the `_avx2` entry points compile the same code for AVX2. Q4_K and
-/// IQ4_XS have intrinsic forms in `avx2` as well, tested equal to these.
+/// loops LLVM vectorizes; `q5_k_avx2` compiles the same code for AVX2. Q4_K, Q6_K and IQ4_XS
+/// have intrinsic forms in `avx2` as well, tested equal to these.
 mod kquants {
     use super::{f16_at, prefetch_block, BlockQ8K, KVALUES_IQ4NL, QK_K};
 
@@ -536,20 +536,12 @@ mod kquants {
         pub unsafe fn q5_k(w: &[u8], x: &[BlockQ8K]) -> f32 {
             q5_k_body(w, x)
         }
-        #[target_feature(enable = "avx2,fma,f16c")]
-        pub unsafe fn q6_k(w: &[u8], x: &[BlockQ8K]) -> f32 {
-            q6_k_body(w, x)
-        }
     }
 
-    // SAFETY (both): handed out by `row_dot_k` only after detecting AVX2, FMA and F16C.
+    // SAFETY: handed out by `row_dot_k` only after detecting AVX2, FMA and F16C.
     #[cfg(target_arch = "x86_64")]
     pub fn q5_k_avx2(w: &[u8], x: &[BlockQ8K]) -> f32 {
         unsafe { compiled_for_avx2::q5_k(w, x) }
-    }
-    #[cfg(target_arch = "x86_64")]
-    pub fn q6_k_avx2(w: &[u8], x: &[BlockQ8K]) -> f32 {
-        unsafe { compiled_for_avx2::q6_k(w, x) }
     }
 
     const _: () = assert!(QK_K == 256);
@@ -965,6 +957,68 @@ mod avx2 {
         // SAFETY: only reachable through `row_dot_k`, which checked the CPU features.
         unsafe { q4_k_rows(w, x) }
     }
+
+    /// Q6_K (210-byte super-blocks) with Q8_K activations: per half of 128 weights, the four
+    /// runs of 32 six-bit values put together from `ql`'s nibbles and `qh`'s bit pairs, times
+    /// x as u8 x i8 pairs, times the scales of their two sub-blocks of 16 (one per 128-bit
+    /// lane); the offset of 32 goes with x's block sums. The integer sums are
+    /// `kquants::q6_k`'s, and so is the result, to the bit.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn q6_k_rows(w: &[u8], x: &[BlockQ8K]) -> f32 {
+        let (nibble, pair) = (_mm256_set1_epi8(0x0F), _mm256_set1_epi8(3));
+        let mut sum = 0.0f32;
+        for (b, xb) in w.chunks_exact(210).zip(x) {
+            prefetch_block(b);
+            let sc = &b[192..208];
+            let mut sumi = _mm256_setzero_si256();
+            let mut offset = 0i32;
+            for half in 0..2 {
+                let ql = b.as_ptr().add(64 * half);
+                let q_lo = _mm256_loadu_si256(ql as *const __m256i);
+                let q_hi = _mm256_loadu_si256(ql.add(32) as *const __m256i);
+                let h = _mm256_loadu_si256(b.as_ptr().add(128 + 32 * half) as *const __m256i);
+                // qh's bit pairs 0..3 as bits 4..5 of each byte (masked before the shift left,
+                // so no bit crosses into the next byte)
+                let high = [
+                    _mm256_slli_epi16(_mm256_and_si256(h, pair), 4),
+                    _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(h, 2), pair), 4),
+                    _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(h, 4), pair), 4),
+                    _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(h, 6), pair), 4),
+                ];
+                let runs = [
+                    _mm256_or_si256(_mm256_and_si256(q_lo, nibble), high[0]),
+                    _mm256_or_si256(_mm256_and_si256(q_hi, nibble), high[1]),
+                    _mm256_or_si256(
+                        _mm256_and_si256(_mm256_srli_epi16(q_lo, 4), nibble),
+                        high[2],
+                    ),
+                    _mm256_or_si256(
+                        _mm256_and_si256(_mm256_srli_epi16(q_hi, 4), nibble),
+                        high[3],
+                    ),
+                ];
+                for (r, run) in runs.into_iter().enumerate() {
+                    let x0 = 128 * half + 32 * r;
+                    let xv = _mm256_loadu_si256(xb.qs.as_ptr().add(x0) as *const __m256i);
+                    let s0 = sc[8 * half + 2 * r] as i8 as i16;
+                    let s1 = sc[8 * half + 2 * r + 1] as i8 as i16;
+                    // (6-bit values as maddubs's u8: a pair's sum is under 2^15, no saturation)
+                    let scale = _mm256_set_m128i(_mm_set1_epi16(s1), _mm_set1_epi16(s0));
+                    let p = _mm256_madd_epi16(_mm256_maddubs_epi16(run, xv), scale);
+                    sumi = _mm256_add_epi32(sumi, p);
+                    offset += s0 as i32 * xb.bsums[x0 / 16] as i32
+                        + s1 as i32 * xb.bsums[x0 / 16 + 1] as i32;
+                }
+            }
+            sum += f16_at(b, 208) * xb.d * (hsum_i32(sumi) - 32 * offset) as f32;
+        }
+        sum
+    }
+
+    pub fn q6_k(w: &[u8], x: &[BlockQ8K]) -> f32 {
+        // SAFETY: only reachable through `row_dot_k`, which checked the CPU features.
+        unsafe { q6_k_rows(w, x) }
+    }
 }
 
 #[cfg(test)]
@@ -1077,9 +1131,10 @@ mod tests {
     fn intrinsic_k_dots_equal_the_plain_ones() {
         // Both sum a super-block's integer products exactly, then multiply once.
         let mut seed = 11u64;
-        let plain: [(GgmlType, RowDot<BlockQ8K>); 2] = [
+        let plain: [(GgmlType, RowDot<BlockQ8K>); 3] = [
             (GgmlType::IQ4_XS, kquants::iq4_xs),
             (GgmlType::Q4_K, kquants::q4_k),
+            (GgmlType::Q6_K, kquants::q6_k),
         ];
         for (ty, reference) in plain {
             for nb in [1usize, 2, 9] {
