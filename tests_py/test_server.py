@@ -936,5 +936,7 @@ def test_readme_serve_examples_run(tmp_path, module_rng):
             body = json.loads(re.search(r"-d '(.*)'", curl, re.S).group(1))
             assert http(s, "POST", "/v1/chat/completions", body)[2]["choices"][0]["message"]["content"] == want_curl
         code = python[0].replace("http://127.0.0.1:8000", s.url)
-        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True).stdout
-        assert out == want_chat + "\n" + want_story
+        # (bytes, decoded here: text mode would turn a generated "\r" into "\n")
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=60,
+                             check=True, env=dict(os.environ, PYTHONIOENCODING="utf-8")).stdout
+        assert out.decode("utf-8") == want_chat + "\n" + want_story
