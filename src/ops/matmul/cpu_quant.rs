@@ -206,8 +206,8 @@ fn row_dot(ty: GgmlType) -> Kernel<BlockQ8> {
     }
 }
 
-/// The dot product for `ty` with 256-element activation blocks (Q5_K: plain Rust, compiled for
-/// AVX2 where the CPU has it; Q4_K, Q6_K and IQ4_XS: AVX2 intrinsics there).
+/// The dot product for `ty` with 256-element activation blocks: AVX2 intrinsics where the CPU
+/// has them, else plain Rust.
 fn row_dot_k(ty: GgmlType) -> Kernel<BlockQ8K> {
     Kernel {
         one: row_dot_k_one(ty),
@@ -221,7 +221,7 @@ fn row_dot_k_one(ty: GgmlType) -> RowDot<BlockQ8K> {
         if has_avx2() {
             return match ty {
                 GgmlType::Q4_K => avx2::q4_k,
-                GgmlType::Q5_K => kquants::q5_k_avx2,
+                GgmlType::Q5_K => avx2::q5_k,
                 GgmlType::Q6_K => avx2::q6_k,
                 GgmlType::IQ4_XS => avx2::iq4_xs,
                 _ => unreachable!("a type with 256-element activation blocks"),
@@ -366,8 +366,8 @@ fn rows_times_activations<A: Sync>(
 }
 
 /// K-quant dots: each super-block of 256 weights is unpacked to integers in plain Rust, whose
-/// loops LLVM vectorizes; `q5_k_avx2` compiles the same code for AVX2. Q4_K, Q6_K and IQ4_XS
-/// have intrinsic forms in `avx2` as well, tested equal to these.
+/// loops LLVM vectorizes: the fallback, and the reference the intrinsic forms in `avx2` are
+/// tested equal to.
 mod kquants {
     use super::{f16_at, prefetch_block, BlockQ8K, KVALUES_IQ4NL, QK_K};
 
@@ -392,9 +392,6 @@ mod kquants {
         }
         acc
     }
-
-    // The bodies unpack with plain loops: `std::array::from_fn` stayed an out-of-line call in
-    // their AVX2 copies, once per 32 weights.
 
     /// Q4_K: `w = d * sc * q - dmin * m` per sub-block of 32, q in 0..16.
     #[inline(always)]
@@ -527,21 +524,6 @@ mod kquants {
     }
     pub fn q6_k(w: &[u8], x: &[BlockQ8K]) -> f32 {
         q6_k_body(w, x)
-    }
-
-    #[cfg(target_arch = "x86_64")]
-    mod compiled_for_avx2 {
-        use super::*;
-        #[target_feature(enable = "avx2,fma,f16c")]
-        pub unsafe fn q5_k(w: &[u8], x: &[BlockQ8K]) -> f32 {
-            q5_k_body(w, x)
-        }
-    }
-
-    // SAFETY: handed out by `row_dot_k` only after detecting AVX2, FMA and F16C.
-    #[cfg(target_arch = "x86_64")]
-    pub fn q5_k_avx2(w: &[u8], x: &[BlockQ8K]) -> f32 {
-        unsafe { compiled_for_avx2::q5_k(w, x) }
     }
 
     const _: () = assert!(QK_K == 256);
@@ -1019,6 +1001,55 @@ mod avx2 {
         // SAFETY: only reachable through `row_dot_k`, which checked the CPU features.
         unsafe { q6_k_rows(w, x) }
     }
+
+    /// Q5_K (176-byte super-blocks) with Q8_K activations: as `q4_k_rows`, with each value's
+    /// fifth bit from `qh` (bit 2j of a byte for the low nibbles of chunk j, 2j + 1 for the
+    /// high ones). The integer sums are `kquants::q5_k`'s, and so is the result, to the bit.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn q5_k_rows(w: &[u8], x: &[BlockQ8K]) -> f32 {
+        let (nibble, one) = (_mm256_set1_epi8(0x0F), _mm256_set1_epi8(1));
+        let mut sum = 0.0f32;
+        for (b, xb) in w.chunks_exact(176).zip(x) {
+            prefetch_block(b);
+            let scales = &b[4..16];
+            // qh, shifted right by 2 a chunk (masked to bit 0 before use: no bit crosses bytes)
+            let mut qh = _mm256_loadu_si256(b.as_ptr().add(16) as *const __m256i);
+            let mut sumi = _mm256_setzero_si256();
+            let mut msum = 0i32;
+            for j in 0..4 {
+                let q = _mm256_loadu_si256(b.as_ptr().add(48 + 32 * j) as *const __m256i);
+                let bit_lo = _mm256_slli_epi16(_mm256_and_si256(qh, one), 4);
+                let bit_hi = _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 1), one), 4);
+                qh = _mm256_srli_epi16(qh, 2);
+                let lo = _mm256_or_si256(_mm256_and_si256(q, nibble), bit_lo);
+                let hi = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(q, 4), nibble), bit_hi);
+                let x_lo = _mm256_loadu_si256(xb.qs.as_ptr().add(64 * j) as *const __m256i);
+                let x_hi = _mm256_loadu_si256(xb.qs.as_ptr().add(64 * j + 32) as *const __m256i);
+                let (sc1, m1) = scale_min(2 * j, scales);
+                let (sc2, m2) = scale_min(2 * j + 1, scales);
+                // (5-bit values as maddubs's u8: a pair's sum is under 2^13, no saturation)
+                let p1 = _mm256_madd_epi16(
+                    _mm256_maddubs_epi16(lo, x_lo),
+                    _mm256_set1_epi16(sc1 as i16),
+                );
+                let p2 = _mm256_madd_epi16(
+                    _mm256_maddubs_epi16(hi, x_hi),
+                    _mm256_set1_epi16(sc2 as i16),
+                );
+                sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(p1, p2));
+                let bs = &xb.bsums[4 * j..4 * j + 4];
+                msum += m1 * (bs[0] as i32 + bs[1] as i32) + m2 * (bs[2] as i32 + bs[3] as i32);
+            }
+            let (d, dmin) = (f16_at(b, 0) * xb.d, f16_at(b, 2) * xb.d);
+            sum += d * hsum_i32(sumi) as f32 - dmin * msum as f32;
+        }
+        sum
+    }
+
+    pub fn q5_k(w: &[u8], x: &[BlockQ8K]) -> f32 {
+        // SAFETY: only reachable through `row_dot_k`, which checked the CPU features.
+        unsafe { q5_k_rows(w, x) }
+    }
 }
 
 #[cfg(test)]
@@ -1131,9 +1162,10 @@ mod tests {
     fn intrinsic_k_dots_equal_the_plain_ones() {
         // Both sum a super-block's integer products exactly, then multiply once.
         let mut seed = 11u64;
-        let plain: [(GgmlType, RowDot<BlockQ8K>); 3] = [
+        let plain: [(GgmlType, RowDot<BlockQ8K>); 4] = [
             (GgmlType::IQ4_XS, kquants::iq4_xs),
             (GgmlType::Q4_K, kquants::q4_k),
+            (GgmlType::Q5_K, kquants::q5_k),
             (GgmlType::Q6_K, kquants::q6_k),
         ];
         for (ty, reference) in plain {
