@@ -895,28 +895,46 @@ mod avx2 {
         unsafe { iq4_xs_rows(w, x) }
     }
 
-    /// Q4_K (144-byte super-blocks) with Q8_K activations: per 32 bytes of nibbles, the low
-    /// ones (a sub-block) and the high ones (the next) times x as u8 x i8 pairs, times their
+    /// Q4_K (144-byte super-blocks) and, with `FIFTH`, Q5_K (176 bytes: `qh`, 32 bytes, before
+    /// the nibbles) with Q8_K activations: per 32 bytes of nibbles, the low ones (a sub-block)
+    /// and the high ones (the next), with Q5_K's fifth bit from `qh` (bit 2j of a byte for
+    /// chunk j's low nibbles, 2j + 1 for its high ones), times x as u8 x i8 pairs, times their
     /// sub-blocks' scales, summed as integers; the mins go with x's block sums. The integer
-    /// sums are `kquants::q4_k`'s, and so is the result, to the bit.
+    /// sums are `kquants::q4_k`'s / `q5_k`'s, and so is the result, to the bit.
     #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn q4_k_rows(w: &[u8], x: &[BlockQ8K]) -> f32 {
-        let nibble = _mm256_set1_epi8(0x0F);
+    unsafe fn q45_k_rows<const FIFTH: bool>(w: &[u8], x: &[BlockQ8K]) -> f32 {
+        let (nibble, one) = (_mm256_set1_epi8(0x0F), _mm256_set1_epi8(1));
+        let (size, qs) = if FIFTH { (176, 48) } else { (144, 16) };
         let mut sum = 0.0f32;
-        for (b, xb) in w.chunks_exact(144).zip(x) {
+        for (b, xb) in w.chunks_exact(size).zip(x) {
             prefetch_block(b);
             let scales = &b[4..16];
+            // Q5_K's qh, shifted right by 2 a chunk (masked to bit 0 before use: no bit
+            // crosses bytes)
+            let mut qh = if FIFTH {
+                _mm256_loadu_si256(b.as_ptr().add(16) as *const __m256i)
+            } else {
+                _mm256_setzero_si256()
+            };
             let mut sumi = _mm256_setzero_si256();
             let mut msum = 0i32;
             for j in 0..4 {
-                let q = _mm256_loadu_si256(b.as_ptr().add(16 + 32 * j) as *const __m256i);
-                let lo = _mm256_and_si256(q, nibble);
-                let hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), nibble);
+                let q = _mm256_loadu_si256(b.as_ptr().add(qs + 32 * j) as *const __m256i);
+                let mut lo = _mm256_and_si256(q, nibble);
+                let mut hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), nibble);
+                if FIFTH {
+                    let bit_lo = _mm256_slli_epi16(_mm256_and_si256(qh, one), 4);
+                    let bit_hi =
+                        _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 1), one), 4);
+                    qh = _mm256_srli_epi16(qh, 2);
+                    lo = _mm256_or_si256(lo, bit_lo);
+                    hi = _mm256_or_si256(hi, bit_hi);
+                }
                 let x_lo = _mm256_loadu_si256(xb.qs.as_ptr().add(64 * j) as *const __m256i);
                 let x_hi = _mm256_loadu_si256(xb.qs.as_ptr().add(64 * j + 32) as *const __m256i);
                 let (sc1, m1) = scale_min(2 * j, scales);
                 let (sc2, m2) = scale_min(2 * j + 1, scales);
-                // (nibbles <= 15 as maddubs's u8: a pair's sum is under 2^12, no saturation)
+                // (values <= 31 as maddubs's u8: a pair's sum is under 2^13, no saturation)
                 let p1 = _mm256_madd_epi16(
                     _mm256_maddubs_epi16(lo, x_lo),
                     _mm256_set1_epi16(sc1 as i16),
@@ -937,7 +955,12 @@ mod avx2 {
 
     pub fn q4_k(w: &[u8], x: &[BlockQ8K]) -> f32 {
         // SAFETY: only reachable through `row_dot_k`, which checked the CPU features.
-        unsafe { q4_k_rows(w, x) }
+        unsafe { q45_k_rows::<false>(w, x) }
+    }
+
+    pub fn q5_k(w: &[u8], x: &[BlockQ8K]) -> f32 {
+        // SAFETY: as above.
+        unsafe { q45_k_rows::<true>(w, x) }
     }
 
     /// Q6_K (210-byte super-blocks) with Q8_K activations: per half of 128 weights, the four
@@ -1000,55 +1023,6 @@ mod avx2 {
     pub fn q6_k(w: &[u8], x: &[BlockQ8K]) -> f32 {
         // SAFETY: only reachable through `row_dot_k`, which checked the CPU features.
         unsafe { q6_k_rows(w, x) }
-    }
-
-    /// Q5_K (176-byte super-blocks) with Q8_K activations: as `q4_k_rows`, with each value's
-    /// fifth bit from `qh` (bit 2j of a byte for the low nibbles of chunk j, 2j + 1 for the
-    /// high ones). The integer sums are `kquants::q5_k`'s, and so is the result, to the bit.
-    #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn q5_k_rows(w: &[u8], x: &[BlockQ8K]) -> f32 {
-        let (nibble, one) = (_mm256_set1_epi8(0x0F), _mm256_set1_epi8(1));
-        let mut sum = 0.0f32;
-        for (b, xb) in w.chunks_exact(176).zip(x) {
-            prefetch_block(b);
-            let scales = &b[4..16];
-            // qh, shifted right by 2 a chunk (masked to bit 0 before use: no bit crosses bytes)
-            let mut qh = _mm256_loadu_si256(b.as_ptr().add(16) as *const __m256i);
-            let mut sumi = _mm256_setzero_si256();
-            let mut msum = 0i32;
-            for j in 0..4 {
-                let q = _mm256_loadu_si256(b.as_ptr().add(48 + 32 * j) as *const __m256i);
-                let bit_lo = _mm256_slli_epi16(_mm256_and_si256(qh, one), 4);
-                let bit_hi = _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 1), one), 4);
-                qh = _mm256_srli_epi16(qh, 2);
-                let lo = _mm256_or_si256(_mm256_and_si256(q, nibble), bit_lo);
-                let hi = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(q, 4), nibble), bit_hi);
-                let x_lo = _mm256_loadu_si256(xb.qs.as_ptr().add(64 * j) as *const __m256i);
-                let x_hi = _mm256_loadu_si256(xb.qs.as_ptr().add(64 * j + 32) as *const __m256i);
-                let (sc1, m1) = scale_min(2 * j, scales);
-                let (sc2, m2) = scale_min(2 * j + 1, scales);
-                // (5-bit values as maddubs's u8: a pair's sum is under 2^13, no saturation)
-                let p1 = _mm256_madd_epi16(
-                    _mm256_maddubs_epi16(lo, x_lo),
-                    _mm256_set1_epi16(sc1 as i16),
-                );
-                let p2 = _mm256_madd_epi16(
-                    _mm256_maddubs_epi16(hi, x_hi),
-                    _mm256_set1_epi16(sc2 as i16),
-                );
-                sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(p1, p2));
-                let bs = &xb.bsums[4 * j..4 * j + 4];
-                msum += m1 * (bs[0] as i32 + bs[1] as i32) + m2 * (bs[2] as i32 + bs[3] as i32);
-            }
-            let (d, dmin) = (f16_at(b, 0) * xb.d, f16_at(b, 2) * xb.d);
-            sum += d * hsum_i32(sumi) as f32 - dmin * msum as f32;
-        }
-        sum
-    }
-
-    pub fn q5_k(w: &[u8], x: &[BlockQ8K]) -> f32 {
-        // SAFETY: only reachable through `row_dot_k`, which checked the CPU features.
-        unsafe { q5_k_rows(w, x) }
     }
 }
 
