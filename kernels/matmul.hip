@@ -207,7 +207,8 @@ RF_FOR_EACH_WEIGHT_TYPE(RF_MATMUL_KERNELS)
 //   buffered: the next step's global loads are issued before the current step's products, and
 //   stored (W decoded to f16) into the other buffer after them (one barrier per step). W tile:
 //   Q4_0 / Q8_0 lanes read consecutive 16-byte pieces of the same rows and hold the raw quants
-//   across the products; other types: each thread dequantizes one 32-element chunk with the
+//   across the products, Q4_K / Q5_K / Q6_K / IQ4_XS their pieces and the pieces' `Aux`
+//   (`MmaWTilePiece`); other types: each thread dequantizes one 32-element chunk with the
 //   type's `chunk` before the products. Shared rows are padded to 72 f16 (36 words) so that
 //   the fragment loads (`ldmatrix` on sm_80+: 8 rows of 16 bytes per phase; elsewhere lane
 //   (g, t) reads word 36 g + t) and the 16-byte stores hit distinct banks. Epilogue:
@@ -530,6 +531,67 @@ struct MmaWTile<WQ4_0> {
         b[2] = make_uint4(hi[0], hi[1], hi[2], hi[3]);
         b[3] = make_uint4(hi[4], hi[5], hi[6], hi[7]);
     }
+};
+
+// The types with super-blocks of the decode matvec family (Q4_K, Q5_K, Q6_K, IQ4_XS; quants.h):
+// a step covers two pieces of each row; thread tid takes piece half = tid % 2 of row tid / 2
+// (one 16-byte load: a warp reads 16 rows' 32 consecutive bytes), and with it the piece's
+// `Aux` (its scales, mins, high bits). `load` is straight-line code, so that nothing in it
+// waits for its loads before the products: a piece out of range reads piece 0 of row 0 and is
+// zeroed at the store, where `values` decodes it.
+template <class T>
+struct MmaWTilePiece {
+    const u8* row;
+    int r, half, pieces;
+    bool ok, a16, live;
+    uint4 q;
+    typename T::Aux a;
+    __device__ MmaWTilePiece(const u8* w, int n0, int n, int k, i64 row_bytes, int tid) {
+        r = tid / 2;
+        half = tid % 2;
+        pieces = k / 32;
+        a16 = ((row_bytes | (i64)(u64)w) & 15) == 0;
+        ok = n0 + r < n;
+        row = w + (i64)(ok ? n0 + r : 0) * row_bytes;
+    }
+    __device__ void load(int step, int k) {
+        const int c = step * 2 + half;
+        live = ok && c < pieces;
+        const int p = live ? c : 0;
+        q = rf_ld128_a2(row + (i64)p * 16, a16);
+        // Q6_K rows of an odd number of super-blocks are only 2-byte aligned.
+        if constexpr (T::BYTES % 4 == 0) {
+            a = T::aux(row, typename T::At(p, k));
+        } else {
+            a = T::aux_a2(row, typename T::At(p, k));
+        }
+    }
+    __device__ void store(u16* bs) const {
+        float y[32];
+        T::values(q, a, y);
+        u32 h[16];
+#pragma unroll
+        for (int i = 0; i < 16; ++i) h[i] = live ? rf_pack_half2(y[2 * i], y[2 * i + 1]) : 0u;
+        uint4* b = (uint4*)(bs + r * MMA_LD + 32 * half);
+#pragma unroll
+        for (int i = 0; i < 4; ++i) b[i] = make_uint4(h[4 * i], h[4 * i + 1], h[4 * i + 2], h[4 * i + 3]);
+    }
+};
+template <>
+struct MmaWTile<WQ4_K> : MmaWTilePiece<WQ4_K> {
+    using MmaWTilePiece<WQ4_K>::MmaWTilePiece;
+};
+template <>
+struct MmaWTile<WQ5_K> : MmaWTilePiece<WQ5_K> {
+    using MmaWTilePiece<WQ5_K>::MmaWTilePiece;
+};
+template <>
+struct MmaWTile<WQ6_K> : MmaWTilePiece<WQ6_K> {
+    using MmaWTilePiece<WQ6_K>::MmaWTilePiece;
+};
+template <>
+struct MmaWTile<WIQ4_XS> : MmaWTilePiece<WIQ4_XS> {
+    using MmaWTilePiece<WIQ4_XS>::MmaWTilePiece;
 };
 
 template <class T, int BM>

@@ -51,6 +51,10 @@ __device__ __forceinline__ void rf_unpack_nibbles(const u32 q[4], int lo[32]) {
         lo[j + 16] = (int)(byte >> 4);
     }
 }
+__device__ __forceinline__ void rf_unpack_nibbles(uint4 q, int lo[32]) {
+    const u32 w[4] = {q.x, q.y, q.z, q.w};
+    rf_unpack_nibbles(w, lo);
+}
 
 struct WF32 {
     static constexpr int BLOCK = 1, BYTES = 4;
@@ -106,6 +110,8 @@ struct WBF16 {
 //                 VALUES / 4 words of 4 signed bytes (word i: values 4i .. 4i + 3 of the piece),
 //                 sx the X_SUMS sums of xq. Integer products (dp4a), as llama.cpp's
 //                 vec_dot_*_q8_1; offsets and mins go with the sums of xq.
+//   values(q, aux, y)   the piece's 32 values (Q4_K, Q5_K, Q6_K, IQ4_XS: their `chunk` and the
+//                 tensor-core prefill's W tile, kernels/matmul.hip MmaWTilePiece, read them so).
 // A type whose layout differs from the file's keeps it in every kernel (`chunk` reads it too).
 
 // RF_DOT_IU8: the target's 4-byte dot product is v_dot4_i32_iu8 (RDNA3 and RDNA4: gfx11,
@@ -180,12 +186,17 @@ __device__ __forceinline__ int rf_bit5(u32 h, int v) {
     return (int)((h >> (8 * (v & 3) + 4 * (v >> 4) + ((v & 15) >> 2))) & 1u);
 }
 
-// The 32 codes of a piece: 16 quant bytes at p (4-byte aligned when a4, else 2-byte).
-__device__ __forceinline__ void rf_piece_nibbles(const u8* p, bool a4, int v[32]) {
+// A piece's 16 quant bytes at p (4-byte aligned when a4, else 2-byte).
+__device__ __forceinline__ uint4 rf_piece_quants(const u8* p, bool a4) {
     u32 q[4];
 #pragma unroll
     for (int i = 0; i < 4; ++i) q[i] = a4 ? rf_ld32_a4(p + 4 * i) : rf_ld32_a2(p + 4 * i);
-    rf_unpack_nibbles(q, v);
+    return make_uint4(q[0], q[1], q[2], q[3]);
+}
+
+// The 32 codes of a piece: 16 quant bytes at p (4-byte aligned when a4, else 2-byte).
+__device__ __forceinline__ void rf_piece_nibbles(const u8* p, bool a4, int v[32]) {
+    rf_unpack_nibbles(rf_piece_quants(p, a4), v);
 }
 
 struct WQ4_0 {  // device layout: qs[k / 32][16], then d[k / 32]
@@ -348,12 +359,14 @@ struct WQ4_K {  // device layout: qs[k / 32][16] (piece = sub-block), then 16 by
     __device__ static float dot(uint4 q, Aux a, const int* xq, const int* sx, float dx) {
         return dx * (a.d * (float)rf_dot_q4(q, xq) - a.m * (float)sx[0]);
     }
-    __device__ static void chunk(const u8* row, int c, int k, float y[32]) {
-        const Aux a = aux(row, At(c, k));
+    __device__ static void values(uint4 q, Aux a, float y[32]) {
         int v[32];
-        rf_piece_nibbles(row + (i64)c * 16, true, v);
+        rf_unpack_nibbles(q, v);
 #pragma unroll
         for (int i = 0; i < 32; ++i) y[i] = a.d * (float)v[i] - a.m;
+    }
+    __device__ static void chunk(const u8* row, int c, int k, float y[32]) {
+        values(rf_piece_quants(row + (i64)c * 16, true), aux(row, At(c, k)), y);
     }
 };
 
@@ -379,12 +392,14 @@ struct WQ5_K {  // device layout: qs[k / 32][16], qh[k / 32] (u32, spread: rf_do
     __device__ static float dot(uint4 q, Aux a, const int* xq, const int* sx, float dx) {
         return dx * (a.d * (float)rf_dot_q5(q, a.h, xq) - a.m * (float)sx[0]);
     }
-    __device__ static void chunk(const u8* row, int c, int k, float y[32]) {
-        const Aux a = aux(row, At(c, k));
+    __device__ static void values(uint4 q, Aux a, float y[32]) {
         int v[32];
-        rf_piece_nibbles(row + (i64)c * 16, true, v);
+        rf_unpack_nibbles(q, v);
 #pragma unroll
         for (int i = 0; i < 32; ++i) y[i] = a.d * (float)(v[i] | (rf_bit5(a.h, i) << 4)) - a.m;
+    }
+    __device__ static void chunk(const u8* row, int c, int k, float y[32]) {
+        values(rf_piece_quants(row + (i64)c * 16, true), aux(row, At(c, k)), y);
     }
 };
 
@@ -403,9 +418,13 @@ struct WQ6_K {
         __device__ At(int p, int k)
             : h((i64)(k / 256) * 128 + 8 * p), sc((i64)(k / 256) * 192 + 2 * p), d((i64)(k / 256) * 208 + 2 * (p >> 3)) {}
     };
-    // (rows of an odd number of super-blocks are 2-byte aligned: the decode launchers take none)
+    // (rows of an odd number of super-blocks are 2-byte aligned: the decode launchers take
+    // none; `aux_a2` reads those)
     __device__ static Aux aux(const u8* row, const At& at) {
         return {rf_ld32_a4(row + at.h), rf_ld32_a4(row + at.h + 4), rf_ld16(row + at.sc), rf_ldh(row + at.d)};
+    }
+    __device__ static Aux aux_a2(const u8* row, const At& at) {
+        return {rf_ld32_a2(row + at.h), rf_ld32_a2(row + at.h + 4), rf_ld16(row + at.sc), rf_ldh(row + at.d)};
     }
     __device__ static float dot(uint4 q, Aux a, const int* xq, const int* sx, float dx) {
         const u32 w[4] = {q.x, q.y, q.z, q.w};
@@ -420,20 +439,20 @@ struct WQ6_K {
         const int c0 = (int)(i8)(a.sc & 0xffu), c1 = (int)(i8)(a.sc >> 8);
         return a.d * dx * (float)(c0 * (s0 - 32 * sx[0]) + c1 * (s1 - 32 * sx[1]));
     }
-    __device__ static void chunk(const u8* row, int c, int k, float y[32]) {
-        const At at(c, k);
-        const u32 h[2] = {rf_ld32_a2(row + at.h), rf_ld32_a2(row + at.h + 4)};
-        const u32 sc = rf_ld16(row + at.sc);
-        const float d = rf_ldh(row + at.d);
-        const float d0 = d * (float)(i8)(sc & 0xffu), d1 = d * (float)(i8)(sc >> 8);
+    __device__ static void values(uint4 q, Aux a, float y[32]) {
+        const u32 h[2] = {a.ha, a.hb};
+        const float d0 = a.d * (float)(i8)(a.sc & 0xffu), d1 = a.d * (float)(i8)(a.sc >> 8);
         int v[32];
-        rf_piece_nibbles(row + (i64)c * 16, false, v);
+        rf_unpack_nibbles(q, v);
 #pragma unroll
         for (int i = 0; i < 32; ++i) {
             const int e = i & 3, g = (i & 15) >> 2;
             const int hi = (int)((h[i >> 4] >> (8 * e + 2 * g)) & 3u);
             y[i] = (i < 16 ? d0 : d1) * (float)((v[i] | (hi << 4)) - 32);
         }
+    }
+    __device__ static void chunk(const u8* row, int c, int k, float y[32]) {
+        values(rf_piece_quants(row + (i64)c * 16, false), aux_a2(row, At(c, k)), y);
     }
 };
 
@@ -550,12 +569,14 @@ struct WIQ4_XS {
     __device__ static float dot(uint4 q, Aux dl, const int* xq, const int*, float dx) {
         return dl * dx * (float)rf_dot_iq4(q, xq);
     }
-    __device__ static void chunk(const u8* row, int c, int k, float y[32]) {
-        const float dl = aux(row, At(c, k));
+    __device__ static void values(uint4 q, Aux dl, float y[32]) {
         int v[32];
-        rf_piece_nibbles(row + (i64)c * 16, true, v);
+        rf_unpack_nibbles(q, v);
 #pragma unroll
         for (int i = 0; i < 32; ++i) y[i] = dl * (float)rf_iq4_value(v[i]);
+    }
+    __device__ static void chunk(const u8* row, int c, int k, float y[32]) {
+        values(rf_piece_quants(row + (i64)c * 16, true), aux(row, At(c, k)), y);
     }
 };
 
