@@ -29,7 +29,8 @@
 //      sum exp((z - max) / T) (the draw's), the raw maximum and sum exp(l - max) (log-softmax),
 //      and whether any z is NaN or +inf;
 //   3. picks its candidates: a histogram of z in bins of 1/8 nat below the slice's maximum
-//      gives the most leading bins holding at most `cap` tokens; those tokens are written out,
+//      gives the most leading bins holding at most `cap` tokens (where the top bin alone holds
+//      more, its tokens are binned again, finer); those tokens are written out,
 //      and so is the largest z left out (t): the slice's candidates are exactly its tokens
 //      with z > t, whatever the bin arithmetic rounds to;
 //   4. with n_top > 0, its n_top largest raw logits (n_top rounds of a block argmax).
@@ -62,6 +63,7 @@
 #define RF_SAMPLE_MAX_SLICE 4096    // 1024 threads * RF_SAMPLE_ITEMS
 #define RF_SAMPLE_BINS 256          // candidate bins and radix digits (8 bits)
 #define RF_SAMPLE_BINS_PER_NAT 8.0f // candidate bin width: 1/8 nat below a maximum
+#define RF_SAMPLE_LEVELS 3          // candidate binnings, each 256 times finer than the last
 #define RF_SAMPLE_SORTED 256        // most candidates the last block ranks
 #define RF_SAMPLE_PARAM_WORDS 16
 #define RF_SAMPLE_PART_WORDS 16
@@ -335,51 +337,67 @@ __device__ void rf_sample_load(const float* x, int vocab, int begin, const RfSam
     if (penalized) __syncthreads();  // the next call clears counts
 }
 
-// Candidate bin of z below the maximum `top`: 0 is the top 1/8 nat; the last bin takes
-// everything further down.
-__device__ __forceinline__ int rf_sample_bin(float top, float z) {
-    const float d = (top - z) * RF_SAMPLE_BINS_PER_NAT;
+// Candidate bin of z below the maximum `top`, in bins of 1 / scale nat: 0 is the top bin;
+// the last bin takes everything further down.
+__device__ __forceinline__ int rf_sample_bin(float top, float z, float scale) {
+    const float d = (top - z) * scale;
     return d < (float)(RF_SAMPLE_BINS - 1) ? (int)d : RF_SAMPLE_BINS - 1;
 }
 
 // Of the finite items z[] (ids[]; all <= top), write to out_z / out_id those of the most
 // leading bins that hold at most `cap` of them; returns how many, and in *left_out the largest
 // z not written (-inf: none). The written ones are exactly the items with z > *left_out.
+// Bins are 1/8 nat wide; where the top bin alone holds more than `cap` items (a flat
+// distribution), its items are binned again 256 times finer, up to RF_SAMPLE_LEVELS times, so
+// that a flat row still yields candidates and keeps the draw off the slow path.
 __device__ int rf_sample_select(const float* z, const int* ids, float top, int cap, float* out_z, int* out_id,
                                 float* left_out) {
     __shared__ u32 hist[RF_SAMPLE_BINS];
     __shared__ int cut_bins;
     int bin[RF_SAMPLE_ITEMS];
+    bool alive[RF_SAMPLE_ITEMS];  // in the top bin of every level so far
 #pragma unroll
-    for (int e = 0; e < RF_SAMPLE_ITEMS; ++e) bin[e] = z[e] > -RF_INF ? rf_sample_bin(top, z[e]) : -1;
-    for (int i = threadIdx.x; i < RF_SAMPLE_BINS; i += blockDim.x) hist[i] = 0;
-    __syncthreads();
+    for (int e = 0; e < RF_SAMPLE_ITEMS; ++e) alive[e] = z[e] > -RF_INF;
+    float scale = RF_SAMPLE_BINS_PER_NAT;
+    int cut = 0;
+    for (int level = 0;; ++level) {
 #pragma unroll
-    for (int e = 0; e < RF_SAMPLE_ITEMS; ++e)
-        if (bin[e] >= 0) atomicAdd(&hist[bin[e]], 1u);
-    __syncthreads();
-    if (threadIdx.x < RF_WARP) {
-        // cut = how many leading bins have an inclusive count <= cap (a prefix of the bins).
-        const int per = RF_SAMPLE_BINS / RF_WARP, b0 = threadIdx.x * per;
-        u32 mine = 0;
-        for (int b = 0; b < per; ++b) mine += hist[b0 + b];
-        u32 acc = rf_warp_scan_u32(mine) - mine;
-        int fits = 0;
-        for (int b = 0; b < per; ++b) {
-            acc += hist[b0 + b];
-            fits += acc <= (u32)cap;
+        for (int e = 0; e < RF_SAMPLE_ITEMS; ++e) bin[e] = alive[e] ? rf_sample_bin(top, z[e], scale) : -1;
+        for (int i = threadIdx.x; i < RF_SAMPLE_BINS; i += blockDim.x) hist[i] = 0;
+        __syncthreads();
+#pragma unroll
+        for (int e = 0; e < RF_SAMPLE_ITEMS; ++e)
+            if (bin[e] >= 0) atomicAdd(&hist[bin[e]], 1u);
+        __syncthreads();
+        if (threadIdx.x < RF_WARP) {
+            // cut = how many leading bins have an inclusive count <= cap (a prefix of the bins).
+            const int per = RF_SAMPLE_BINS / RF_WARP, b0 = threadIdx.x * per;
+            u32 mine = 0;
+            for (int b = 0; b < per; ++b) mine += hist[b0 + b];
+            u32 acc = rf_warp_scan_u32(mine) - mine;
+            int fits = 0;
+            for (int b = 0; b < per; ++b) {
+                acc += hist[b0 + b];
+                fits += acc <= (u32)cap;
+            }
+            for (int m = RF_WARP / 2; m > 0; m >>= 1) fits += rf_shfl_xor_int(fits, m, RF_WARP);
+            if (threadIdx.x == 0) cut_bins = fits;
         }
-        for (int m = RF_WARP / 2; m > 0; m >>= 1) fits += rf_shfl_xor_int(fits, m, RF_WARP);
-        if (threadIdx.x == 0) cut_bins = fits;
+        __syncthreads();
+        cut = cut_bins;
+        // (every thread reads the same cut and hist[0]: the loop's trip count is uniform)
+        if (cut > 0 || hist[0] == 0 || level + 1 == RF_SAMPLE_LEVELS) break;
+        __syncthreads();  // hist and cut_bins are read before the next level clears them
+#pragma unroll
+        for (int e = 0; e < RF_SAMPLE_ITEMS; ++e) alive[e] = bin[e] == 0;
+        scale *= (float)RF_SAMPLE_BINS;
     }
-    __syncthreads();
-    const int cut = cut_bins;
     u32 mine = 0;
     float out = -RF_INF;
 #pragma unroll
     for (int e = 0; e < RF_SAMPLE_ITEMS; ++e) {
-        if (bin[e] < 0) continue;
-        if (bin[e] < cut) ++mine;
+        if (!(z[e] > -RF_INF)) continue;
+        if (bin[e] >= 0 && bin[e] < cut) ++mine;
         else out = fmaxf(out, z[e]);
     }
     *left_out = rf_block_max(out);

@@ -100,6 +100,10 @@ fn emulator_sampling_matches_the_cpu_op() {
     let normal: Vec<f32> = (0..1000).map(|_| rng.normal(2.0)).collect();
     let flat: Vec<f32> = (0..1000).map(|_| rng.normal(0.3)).collect();
     let ties: Vec<f32> = (0..1000).map(|_| (rng.next_u64() % 4) as f32).collect();
+    // Nearly flat rows (a random-weight model's logits): every token in the top 1/8 nat, so
+    // the candidates come from the finer binnings (within 1e-4 nat: the second; 1e-6: the third).
+    let near: Vec<f32> = (0..1000).map(|_| 3.0 + rng.normal(1e-4)).collect();
+    let nearer: Vec<f32> = (0..1000).map(|_| 3.0 + rng.normal(1e-6)).collect();
     let mut with_inf = normal[..300].to_vec();
     for i in (0..300).step_by(7) {
         with_inf[i] = f32::NEG_INFINITY;
@@ -160,6 +164,20 @@ fn emulator_sampling_matches_the_cpu_op() {
             "1000 tokens, low min-p",
             &flat,
             params(1.0, 0, 1.0, 0.3),
+            &[],
+            0,
+        ),
+        (
+            "1000 tokens within 1e-4 nat, usual filters",
+            &near,
+            params(0.8, 40, 0.95, 0.05),
+            &[],
+            3,
+        ),
+        (
+            "1000 tokens within 1e-6 nat, usual filters",
+            &nearer,
+            params(0.8, 40, 0.95, 0.05),
             &[],
             0,
         ),
