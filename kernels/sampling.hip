@@ -753,22 +753,35 @@ __device__ int rf_sample_pick(const RfSampleRow& r, const float* cand_z, const i
             prefix1[i0 + q] = acc;
         }
         __syncthreads();
+        // The first index of the prefix whose inclusive sum reaches `want` (RF_SAMPLE_NONE: none
+        // below lim).
+        auto reach_of = [&](float want, int lim) {
+            int reach = RF_SAMPLE_NONE;
+            for (int i = threadIdx.x; i < lim; i += blockDim.x)
+                if (prefix1[i] >= want) reach = min(reach, i);
+            return rf_block_min_index(reach);
+        };
         float w_all = 0.0f;
         bool known = true;
         if (k >= vocab && !complete) w_all = sum1;
         else if ((int)k <= n) w_all = prefix1[k - 1];
         else if (complete) w_all = prefix1[n - 1];
         else known = false;
-        if (!known) {
-            unknown = true;
-        } else {
+        if (known) {
             const int lim = min((int)k, n);
-            const float want = r.p.top_p * w_all;
-            int reach = RF_SAMPLE_NONE;
-            for (int i = threadIdx.x; i < lim; i += blockDim.x)
-                if (prefix1[i] >= want) reach = min(reach, i);
-            reach = rf_block_min_index(reach);
+            const int reach = reach_of(r.p.top_p * w_all, lim);
             if (reach < lim) c = min(c, reach + 1);
+        } else {
+            // Top-k reaches past the prefix: its weight W is the prefix's and at most k - n more
+            // tokens', each at most exp(theta2 - M) (they are not above theta2), and at most the
+            // row's. The nucleus ends between the reaches of top_p times those bounds; where
+            // they agree (a peaked row: the tokens past the prefix weigh nothing), or the other
+            // filters cut no later than the lower one, the cut-off is known.
+            const float lo = prefix1[n - 1];
+            const float hi = fminf(sum1, lo + (float)(k - (u32)n) * expf(theta2 - r.top));
+            const int reach_lo = reach_of(r.p.top_p * lo, n), reach_hi = reach_of(r.p.top_p * hi, n);
+            if (reach_hi < n && reach_lo == reach_hi) c = min(c, reach_lo + 1);
+            else if (c > reach_lo + 1) unknown = true;
         }
     }
     if (!unknown && c <= n) {

@@ -104,6 +104,11 @@ fn emulator_sampling_matches_the_cpu_op() {
     // the candidates come from the finer binnings (within 1e-4 nat: the second; 1e-6: the third).
     let near: Vec<f32> = (0..1000).map(|_| 3.0 + rng.normal(1e-4)).collect();
     let nearer: Vec<f32> = (0..1000).map(|_| 3.0 + rng.normal(1e-6)).collect();
+    // A peaked row (random-weight models, confident ones): the top token ~100 nats above the
+    // rest, so that top-k 40 reaches past the candidates and top-p must be bounded to stay on
+    // the prefix.
+    let mut peaked: Vec<f32> = (0..1000).map(|_| rng.normal(30.0)).collect();
+    peaked[321] = 200.0;
     let mut with_inf = normal[..300].to_vec();
     for i in (0..300).step_by(7) {
         with_inf[i] = f32::NEG_INFINITY;
@@ -164,6 +169,13 @@ fn emulator_sampling_matches_the_cpu_op() {
             "1000 tokens, low min-p",
             &flat,
             params(1.0, 0, 1.0, 0.3),
+            &[],
+            0,
+        ),
+        (
+            "1000 tokens, one far above the rest, usual filters",
+            &peaked,
+            params(0.8, 40, 0.95, 0.05),
             &[],
             0,
         ),
