@@ -536,7 +536,12 @@ __device__ __forceinline__ float rf_kv_word_value(const u16*, const u32* w, int 
     return rf_half_to_float((u16)((i & 1) ? w[i >> 1] >> 16 : w[i >> 1] & 0xffffu));
 }
 
-template <class C, int D, bool MERGE>
+// WINDOW: the launch has a sliding window (window > 0). The kernels hold both forms and branch
+// once on `window`: with the window's first key computed in one body for both, NVRTC gave the
+// no-window head kernel (sm_90) fewer registers and another schedule than before windows, and
+// it ran slower (docs/perf/decode-attention-window-branch.md); the no-window form now compiles
+// as it did then.
+template <class C, int D, bool MERGE, bool WINDOW>
 __device__ __forceinline__ void attn_decode(const float* q, const C* k, const C* v, float* out, float* part_o,
                                             float* part_ml, int Sk, int H, int KVH, i64 kv_rows,
                                             float scale_log2, int window, int keys_per_split, int dmax,
@@ -563,7 +568,7 @@ __device__ __forceinline__ void attn_decode(const float* q, const C* k, const C*
     const int qg = MERGE ? 0 : g;
     const int split = (int)blockIdx.y, splits = (int)gridDim.y;
     const int n_keys = past >= 0 ? past + 1 : Sk;
-    const int k_first = window > 0 ? max(n_keys - window, 0) : 0;  // the window's first key
+    const int k_first = WINDOW ? max(n_keys - window, 0) : 0;  // the window's first key
     const int kps = past >= 0 ? (n_keys - k_first + splits - 1) / splits : keys_per_split;
     int j_begin = k_first + (int)min((i64)split * kps, (i64)(n_keys - k_first));
     int j_end = min(n_keys, j_begin + kps);
@@ -700,22 +705,30 @@ __device__ __forceinline__ void attn_decode(const float* q, const C* k, const C*
     }
 }
 
-#define RF_ATTN_DECODE(D, KVNAME, KV)                                                                   \
-    RF_KERNEL void RF_LAUNCH_BOUNDS(256) attn_decode_d##D##_##KVNAME(                                   \
-        const float* q, const KV* k, const KV* v, float* out, float* part_o, float* part_ml, int Sk,    \
-        int H, int KVH, i64 kv_rows, float scale_log2, int window, int keys_per_split, int dmax,        \
-        const int* n_past) {                                                                            \
-        const int past = n_past ? n_past[0] : -1; /* host-written before the step: read early */      \
-        attn_decode<KV, D, false>(q, k, v, out, part_o, part_ml, Sk, H, KVH, kv_rows, scale_log2,      \
-                                  window, keys_per_split, dmax, past);                                  \
-    }                                                                                                   \
-    RF_KERNEL void RF_LAUNCH_BOUNDS(256) attn_decode_head_d##D##_##KVNAME(                              \
-        const float* q, const KV* k, const KV* v, float* out, float* part_o, float* part_ml, int Sk,    \
-        int H, int KVH, i64 kv_rows, float scale_log2, int window, int keys_per_split, int dmax,        \
-        const int* n_past) {                                                                            \
-        const int past = n_past ? n_past[0] : -1;                                                       \
-        attn_decode<KV, D, true>(q, k, v, out, part_o, part_ml, Sk, H, KVH, kv_rows, scale_log2,       \
-                                 window, keys_per_split, dmax, past);                                   \
+#define RF_ATTN_DECODE(D, KVNAME, KV)                                                                  \
+    RF_KERNEL void RF_LAUNCH_BOUNDS(256) attn_decode_d##D##_##KVNAME(                                  \
+        const float* q, const KV* k, const KV* v, float* out, float* part_o, float* part_ml, int Sk,   \
+        int H, int KVH, i64 kv_rows, float scale_log2, int window, int keys_per_split, int dmax,       \
+        const int* n_past) {                                                                           \
+        const int past = n_past ? n_past[0] : -1; /* host-written before the step: read early */       \
+        if (window > 0)                                                                                \
+            attn_decode<KV, D, false, true>(q, k, v, out, part_o, part_ml, Sk, H, KVH, kv_rows,        \
+                                            scale_log2, window, keys_per_split, dmax, past);           \
+        else                                                                                           \
+            attn_decode<KV, D, false, false>(q, k, v, out, part_o, part_ml, Sk, H, KVH, kv_rows,       \
+                                             scale_log2, window, keys_per_split, dmax, past);          \
+    }                                                                                                  \
+    RF_KERNEL void RF_LAUNCH_BOUNDS(256) attn_decode_head_d##D##_##KVNAME(                             \
+        const float* q, const KV* k, const KV* v, float* out, float* part_o, float* part_ml, int Sk,   \
+        int H, int KVH, i64 kv_rows, float scale_log2, int window, int keys_per_split, int dmax,       \
+        const int* n_past) {                                                                           \
+        const int past = n_past ? n_past[0] : -1;                                                      \
+        if (window > 0)                                                                                \
+            attn_decode<KV, D, true, true>(q, k, v, out, part_o, part_ml, Sk, H, KVH, kv_rows,         \
+                                           scale_log2, window, keys_per_split, dmax, past);            \
+        else                                                                                           \
+            attn_decode<KV, D, true, false>(q, k, v, out, part_o, part_ml, Sk, H, KVH, kv_rows,        \
+                                            scale_log2, window, keys_per_split, dmax, past);           \
     }
 RF_ATTN_DECODE(64, f16, u16)
 RF_ATTN_DECODE(128, f16, u16)
