@@ -771,6 +771,8 @@ __device__ int rf_sample_pick(const RfSampleRow& r, const float* cand_z, const i
             const int lim = min((int)k, n);
             const int reach = reach_of(r.p.top_p * w_all, lim);
             if (reach < lim) c = min(c, reach + 1);
+        } else if (n == 0) {
+            unknown = true;  // no prefix to bound the weight with (all tokens tied at the top)
         } else {
             // Top-k reaches past the prefix: its weight W is the prefix's and at most k - n more
             // tokens', each at most exp(theta2 - M) (they are not above theta2), and at most the
