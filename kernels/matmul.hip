@@ -537,8 +537,8 @@ struct MmaWTile<WQ4_0> {
 // a step covers two pieces of each row; thread tid takes piece half = tid % 2 of row tid / 2
 // (one 16-byte load: a warp reads 16 rows' 32 consecutive bytes), and with it the piece's
 // `Aux` (its scales, mins, high bits). `load` is straight-line code, so that nothing in it
-// waits for its loads before the products: a piece out of range reads piece 0 of row 0 and is
-// zeroed at the store, where `values` decodes it.
+// waits for its loads before the products: a piece out of range reads piece 0 (of row 0 past
+// the last row) and is zeroed at the store, where `values` decodes it.
 template <class T>
 struct MmaWTilePiece {
     const u8* row;

@@ -100,13 +100,13 @@ fn emulator_sampling_matches_the_cpu_op() {
     let normal: Vec<f32> = (0..1000).map(|_| rng.normal(2.0)).collect();
     let flat: Vec<f32> = (0..1000).map(|_| rng.normal(0.3)).collect();
     let ties: Vec<f32> = (0..1000).map(|_| (rng.next_u64() % 4) as f32).collect();
-    // Nearly flat rows (a random-weight model's logits): every token in the top 1/8 nat, so
-    // the candidates come from the finer binnings (within 1e-4 nat: the second; 1e-6: the third).
+    // Nearly flat rows: every token in the top 1/8 nat, so the candidates come from the finer
+    // binnings (within 1e-4 nat: the second; 1e-6, a few float steps: ties, the slow path).
     let near: Vec<f32> = (0..1000).map(|_| 3.0 + rng.normal(1e-4)).collect();
     let nearer: Vec<f32> = (0..1000).map(|_| 3.0 + rng.normal(1e-6)).collect();
-    // A peaked row (random-weight models, confident ones): the top token ~100 nats above the
-    // rest, so that top-k 40 reaches past the candidates and top-p must be bounded to stay on
-    // the prefix.
+    // A peaked row (random-weight models' logits, confident models'): the top token far above
+    // the rest, so that top-k 40 reaches past the candidates and top-p's weight must be
+    // bounded to stay on the fast path.
     let mut peaked: Vec<f32> = (0..1000).map(|_| rng.normal(30.0)).collect();
     peaked[321] = 200.0;
     let mut with_inf = normal[..300].to_vec();
