@@ -16,6 +16,10 @@ PY="${PYTHON:-python3}"
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 VOCAB_DIR="${VOCAB_DIR:-$($PY "$ROOT/tools/models.py" vocab-dir)}"
 mkdir -p "$DIR"
+# A scripts/gpu-prepare.sh still building or writing into DIR: wait for it rather than race it.
+if pgrep -f "gpu-prepare.sh" >/dev/null; then
+  DIR="$DIR" "$ROOT/scripts/gpu-prepare.sh" --wait "${PREPARE_WAIT:-900}" >/dev/null
+fi
 for w in A B; do
   rm -rf "/tmp/rocmforge-wheel-$w"
   $PY -m pip install -q --no-deps --target "/tmp/rocmforge-wheel-$w" "${!w}" || exit 1

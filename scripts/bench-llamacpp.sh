@@ -20,6 +20,10 @@ ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 VOCAB_DIR="${VOCAB_DIR:-$($PY "$ROOT/tools/models.py" vocab-dir)}"
 ARGS=(${BENCH_ARGS:--p 512 -n 128})
 mkdir -p "$DIR"
+# A scripts/gpu-prepare.sh still building or writing into DIR: wait for it rather than race it.
+if pgrep -f "gpu-prepare.sh" >/dev/null; then
+  DIR="$DIR" "$ROOT/scripts/gpu-prepare.sh" --wait "${PREPARE_WAIT:-900}" >/dev/null
+fi
 LB="$DIR/llamacpp-build/bin/llama-bench"
 if [ ! -x "$LB" ]; then
   (cd "$DIR" && rm -rf llamacpp && tar xJf "$SRC" &&
