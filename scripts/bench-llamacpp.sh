@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # On a GPU machine with the rocmforge wheel installed: rocmforge and llama.cpp on the same
 # random-weight files in one call. Builds llama-bench from the source scripts/llamacpp-pack.sh
-# packed (in the background, while the files are written), writes the files with
-# tools/models.py (in parallel), runs `rocmforge bench` and `llama-bench -ngl 99 -fa 1` on
+# packed and writes the files with tools/models.py, both through scripts/gpu-prepare.sh (in the
+# background: rocmforge runs once the files are there, llama.cpp once it is built), runs `rocmforge bench` and `llama-bench -ngl 99 -fa 1` on
 # each, and prints one table with both engines, the ratios and the tg roofline share.
 #
 #   scripts/bench-llamacpp.sh LLAMACPP.tar.xz SHAPE-DTYPE...
@@ -17,38 +17,19 @@ SRC=$(realpath "$1"); shift
 DIR="${DIR:-/tmp/rocmforge-bench}"
 PY="${PYTHON:-python3}"
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
-VOCAB_DIR="${VOCAB_DIR:-$($PY "$ROOT/tools/models.py" vocab-dir)}"
 ARGS=(${BENCH_ARGS:--p 512 -n 128})
 mkdir -p "$DIR"
-# A scripts/gpu-prepare.sh still building or writing into DIR: wait for it rather than race it.
-if pgrep -f "gpu-prepare.sh" >/dev/null; then
-  DIR="$DIR" "$ROOT/scripts/gpu-prepare.sh" --wait "${PREPARE_WAIT:-900}" >/dev/null
-fi
+# The build and the files: scripts/gpu-prepare.sh (started here unless one is running already).
+pgrep -f "gpu-prepare.sh" >/dev/null || DIR="$DIR" "$ROOT/scripts/gpu-prepare.sh" "$SRC" "$@" >/dev/null
 LB="$DIR/llamacpp-build/bin/llama-bench"
-if [ ! -x "$LB" ]; then
-  (cd "$DIR" && rm -rf llamacpp && tar xJf "$SRC" &&
-   cmake -S llamacpp -B llamacpp-build -G Ninja -DGGML_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES="${CUDA_ARCH:-90}" \
-     -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=OFF -DLLAMA_OPENSSL=OFF \
-     -DGGML_NATIVE=OFF -DCMAKE_BUILD_TYPE=Release && nice cmake --build llamacpp-build --target llama-bench) \
-    >"$DIR/build.log" 2>&1 &
-  build=$!
-fi
-makers=()
-for m in "$@"; do
-  [ -f "$DIR/$m.gguf" ] && continue
-  shape=${m%-*}; dtype=${m##*-}; [[ $shape == qwen2* ]] && vocab=qwen2 || vocab=llama-bpe
-  ($PY "$ROOT/tools/models.py" make-model --shape "$shape" --dtype "$dtype" \
-     --vocab "$VOCAB_DIR/ggml-vocab-$vocab.gguf" "$DIR/part-$m.gguf" >/dev/null &&
-   mv "$DIR/part-$m.gguf" "$DIR/$m.gguf") &
-  makers+=($!)
-done
-[ ${#makers[@]} -gt 0 ] && wait "${makers[@]}"
+for _ in $(seq $(( ${PREPARE_WAIT:-900} / 5 ))); do [ -f "$DIR/models.done" ] && break; sleep 5; done
 for m in "$@"; do
   [ -f "$DIR/$m.gguf" ] || { echo "$m: make-model failed" >&2; continue; }
   $PY -m rocmforge.cli bench -m "$DIR/$m.gguf" -r 3 "${ARGS[@]}" --json >"$DIR/$m.rocmforge.json" \
     || echo "$m: rocmforge bench failed" >&2
 done
-[ -n "${build:-}" ] && { wait "$build" || { tail -20 "$DIR/build.log"; exit 1; }; }
+DIR="$DIR" "$ROOT/scripts/gpu-prepare.sh" --wait "${PREPARE_WAIT:-900}" >/dev/null
+[ -x "$LB" ] || { tail -20 "$DIR/build.log"; exit 1; }
 for m in "$@"; do
   [ -f "$DIR/$m.gguf" ] && "$LB" -m "$DIR/$m.gguf" -ngl 99 -fa 1 -r 3 "${ARGS[@]}" -o json \
     >"$DIR/$m.llamacpp.json" 2>/dev/null || echo "$m: llama-bench failed" >&2
