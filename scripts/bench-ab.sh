@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
-# On a machine with a GPU: the four benchmark models of bench/README.md (made by tools/models.py
-# as scripts/bench-models.sh makes them) measured with two wheels in one call, the wheels taking
-# turns on each model (A B A B ...), so that a change is compared with its base on the same card
-# at the same time. Prints each run's table, then one summary line a run.
+# On a machine with a GPU: benchmark files (made by tools/models.py as scripts/gpu-prepare.sh
+# makes them) measured with two wheels in one call, the wheels taking turns on each file
+# (A B A B ...), so that a change is compared with its base on the same card at the same time.
+# Prints each run's table, then one summary line a run.
 #
-#   scripts/bench-ab.sh A.whl B.whl [DIR]   (models in DIR, default /tmp/rocmforge-bench)
+#   scripts/bench-ab.sh A.whl B.whl [DIR]   (files in DIR, default /tmp/rocmforge-bench)
 #
-# ROUNDS (default 2) turns per wheel and model; BENCH_ARGS as in bench-models.sh; MODELS_ONLY
-# (a space-separated subset of the model names below) limits the models.
+# ROUNDS (default 2) turns per wheel and file; BENCH_ARGS as in bench-models.sh; MODELS (names
+# as gpu-prepare.sh takes them, SHAPE-DTYPE, space-separated) picks the files, by default the
+# four of GPU.md (qwen2-0.5b-Q8_0 qwen2-0.5b-Q4_0 llama-1b-Q8_0 llama-8b-Q4_0).
 set -uo pipefail
 A=$1
 B=$2
@@ -25,13 +26,12 @@ for w in A B; do
   $PY -m pip install -q --no-deps --target "/tmp/rocmforge-wheel-$w" "${!w}" || exit 1
 done
 models=()
-for spec in "qwen2-0.5b Q8_0 qwen2" "qwen2-0.5b Q4_0 qwen2" "llama-1b Q8_0 llama-bpe" "llama-8b Q4_0 llama-bpe"; do
-  set -- $spec
-  [ -n "${MODELS_ONLY:-}" ] && [[ " $MODELS_ONLY " != *" $1-$2 "* ]] && continue
-  out="$DIR/$1-$2.gguf"
+for name in ${MODELS:-qwen2-0.5b-Q8_0 qwen2-0.5b-Q4_0 llama-1b-Q8_0 llama-8b-Q4_0}; do
+  shape=${name%-*}; dtype=${name##*-}; [[ $shape == qwen2* ]] && vocab=qwen2 || vocab=llama-bpe
+  out="$DIR/$name.gguf"
   if [ ! -f "$out" ]; then
-    $PY "$ROOT/tools/models.py" make-model --shape "$1" --dtype "$2" \
-      --vocab "$VOCAB_DIR/ggml-vocab-$3.gguf" "$out" >/dev/null || exit 1
+    $PY "$ROOT/tools/models.py" make-model --shape "$shape" --dtype "$dtype" \
+      --vocab "$VOCAB_DIR/ggml-vocab-$vocab.gguf" "$out" >/dev/null || exit 1
   fi
   models+=("$out")
 done

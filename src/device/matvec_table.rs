@@ -72,43 +72,49 @@ pub struct Type {
     pub suffix: &'static str,
     /// Its struct in kernels/quants.h.
     pub q: &'static str,
-    /// Whether it has the streaming core's kernels: a piece whose scales are one register, so
-    /// that S x 8 rows of loads in flight fit without spills (NVRTC sm_90:
-    /// scripts/kernel-stats.py); the others' gate/up take the wide core.
-    pub stream: bool,
+    /// Rows a group of its streaming kernels takes (half gate, half up): the most (8 or 4)
+    /// whose S groups of loads in flight fit the 2- and 3-stage forms' registers without
+    /// spills (NVRTC sm_90, scripts/kernel-stats.py): 8 where a piece's scales are one
+    /// register, 4 where they are two or more.
+    pub stream_rows: usize,
 }
 
-const fn ty(suffix: &'static str, q: &'static str, stream: bool) -> Type {
-    Type { suffix, q, stream }
+const fn ty(suffix: &'static str, q: &'static str, stream_rows: usize) -> Type {
+    Type {
+        suffix,
+        q,
+        stream_rows,
+    }
 }
 
 /// The weight types of the family.
-/// IQ4_NL and IQ4_XS take the wide core only for now: their pieces' scales are one register, as
-/// Q4_0's are, but whether their table lookups still fit the streaming core's S x 8 rows in
-/// flight without spills has not been checked (scripts/kernel-stats.py needs NVRTC).
 pub const TYPES: [Type; 10] = [
-    ty("q4_0", "WQ4_0", true),
-    ty("q4_1", "WQ4_1", false),
-    ty("q5_0", "WQ5_0", false),
-    ty("q5_1", "WQ5_1", false),
-    ty("q8_0", "WQ8_0", true),
-    ty("q4_K", "WQ4_K", false),
-    ty("q5_K", "WQ5_K", false),
-    ty("q6_K", "WQ6_K", false),
-    ty("iq4_nl", "WIQ4_NL", false),
-    ty("iq4_xs", "WIQ4_XS", false),
+    ty("q4_0", "WQ4_0", 8),
+    ty("q4_1", "WQ4_1", 4),
+    ty("q5_0", "WQ5_0", 4),
+    ty("q5_1", "WQ5_1", 4),
+    ty("q8_0", "WQ8_0", 8),
+    ty("q4_K", "WQ4_K", 4),
+    ty("q5_K", "WQ5_K", 4),
+    ty("q6_K", "WQ6_K", 4),
+    ty("iq4_nl", "WIQ4_NL", 8),
+    ty("iq4_xs", "WIQ4_XS", 8),
 ];
 
 impl Type {
     /// Whether the table has `shape` for this type.
     pub fn has(&self, shape: &Shape) -> bool {
-        SHAPES.contains(shape) && (self.stream || shape.core == Core::Wide)
+        SHAPES.contains(shape)
+            && match shape.core {
+                Core::Wide => true,
+                Core::Stream { .. } => shape.rows == self.stream_rows,
+            }
     }
 }
 
 /// The shapes: what a default or a tuning field (src/device/tuning.rs) can select.
 #[rustfmt::skip]
-pub const SHAPES: [Shape; 16] = [
+pub const SHAPES: [Shape; 18] = [
     //    epilogue                       core                    rows threads min  no L1
     shape(Proj,                          Wide,                   4,   128,    0,   false),
     shape(Proj,                          Wide,                   8,   128,    0,   false),
@@ -124,6 +130,8 @@ pub const SHAPES: [Shape; 16] = [
     shape(QkvRope { f16: true },         Wide,                   16,  128,    3,   false),
     shape(Glu,                           Wide,                   4,   128,    0,   false),
     shape(Glu,                           Wide,                   8,   128,    0,   false),
+    shape(Glu,                           Stream { stages: 2 },   4,   512,    0,   true),
+    shape(Glu,                           Stream { stages: 3 },   4,   384,    0,   true),
     shape(Glu,                           Stream { stages: 2 },   8,   512,    0,   true),
     shape(Glu,                           Stream { stages: 3 },   8,   384,    0,   true),
 ];

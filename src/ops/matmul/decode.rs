@@ -204,9 +204,6 @@ fn wide_kernel(
     kernels::matvec_decode(ty, shape)
 }
 
-/// Weight rows per group of the streaming kernels: 4 of gate and 4 of up (docs/perf).
-const STREAM_ROWS: usize = 8;
-
 /// Launch shape of a streaming kernel.
 struct StreamPlan {
     kernel: Kernel,
@@ -246,20 +243,24 @@ fn stream_plan(
         return None;
     }
     let stages = stream_stages(tuning, k);
-    let shape = SHAPES.iter().find(|s| {
-        s.epilogue == Epilogue::Glu && s.core == Core::Stream { stages } && s.rows == STREAM_ROWS
+    // (each type has its streaming kernels at one group size: matvec_table.rs `stream_rows`)
+    let (shape, kernel) = SHAPES.iter().find_map(|s| {
+        let fits = s.epilogue == Epilogue::Glu && s.core == (Core::Stream { stages });
+        fits.then(|| kernels::matvec_decode(ty, s).map(|kernel| (s, kernel)))
+            .flatten()
     })?;
+    let group_rows = shape.rows;
     let props = dev.runtime().props();
     let block = pieces.div_ceil(64) * 64;
     if block > shape.threads as usize {
         return None; // (the 3-stage form's bound: rows of more than 384 pieces)
     }
     let per_sm = (shape.threads as usize / block).max(1);
-    let groups = rows.div_ceil(STREAM_ROWS);
+    let groups = rows.div_ceil(group_rows);
     let grid = groups.min(props.multiprocessors.max(1) as usize * per_sm);
-    let shared = groups.div_ceil(grid) * STREAM_ROWS * (block / 32) * 4;
+    let shared = groups.div_ceil(grid) * group_rows * (block / 32) * 4;
     (shared <= props.max_shared_per_block).then_some(StreamPlan {
-        kernel: kernels::matvec_decode(ty, shape)?,
+        kernel,
         grid: grid as u32,
         block: block as u32,
         shared,
