@@ -17,6 +17,8 @@
 //                            code is right on 32- and 64-wide hardware)
 //   rf_block_sum/max         reduction over a whole 1-D block (any multiple of RF_WARP)
 //   rf_half_to_float / rf_float_to_half / rf_bf16_to_float   fp16 / bf16 storage (u16 bits)
+//   rf_h2_sub / rf_h2_mul    two f16 in a u32 (lower-indexed in the low half), lane by lane,
+//                            each result rounded once to f16 (nearest even)
 //   rf_grid_wait / rf_grid_release   programmatic dependent launch (NVIDIA sm_90+, no-ops
 //                            elsewhere): see their comment below
 //   rf_ld_l2(p)              a global load served from L2 or memory, never from a line the
@@ -75,6 +77,23 @@ __device__ __forceinline__ u16 rf_float_to_half(float f) {
     return 0;
 #endif
 }
+#if defined(__HIP_DEVICE_COMPILE__)
+typedef _Float16 rf_h2v __attribute__((vector_size(4)));
+#endif
+__device__ __forceinline__ u32 rf_h2_sub(u32 a, u32 b) {
+#if defined(__HIP_DEVICE_COMPILE__)
+    return __builtin_bit_cast(u32, __builtin_bit_cast(rf_h2v, a) - __builtin_bit_cast(rf_h2v, b));
+#else
+    return 0;
+#endif
+}
+__device__ __forceinline__ u32 rf_h2_mul(u32 a, u32 b) {
+#if defined(__HIP_DEVICE_COMPILE__)
+    return __builtin_bit_cast(u32, __builtin_bit_cast(rf_h2v, a) * __builtin_bit_cast(rf_h2v, b));
+#else
+    return 0;
+#endif
+}
 
 #else
 // --------------------------------------------------------------------------- NVIDIA / NVRTC
@@ -100,6 +119,28 @@ __device__ __forceinline__ u16 rf_float_to_half(float f) {
     u16 h;
     asm("{ cvt.rn.f16.f32 %0, %1; }" : "=h"(h) : "f"(f));
     return h;
+}
+// (.rn: never contracted into a fused multiply-add. Before sm_53, which has no f16
+// arithmetic, through float: exact products and differences of the operands the kernels pass.)
+__device__ __forceinline__ u32 rf_h2_sub(u32 a, u32 b) {
+    u32 r;
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 530
+    r = (u32)rf_float_to_half(rf_half_to_float((u16)a) - rf_half_to_float((u16)b)) |
+        ((u32)rf_float_to_half(rf_half_to_float((u16)(a >> 16)) - rf_half_to_float((u16)(b >> 16))) << 16);
+#else
+    asm("{ sub.rn.f16x2 %0, %1, %2; }" : "=r"(r) : "r"(a), "r"(b));
+#endif
+    return r;
+}
+__device__ __forceinline__ u32 rf_h2_mul(u32 a, u32 b) {
+    u32 r;
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 530
+    r = (u32)rf_float_to_half(rf_half_to_float((u16)a) * rf_half_to_float((u16)b)) |
+        ((u32)rf_float_to_half(rf_half_to_float((u16)(a >> 16)) * rf_half_to_float((u16)(b >> 16))) << 16);
+#else
+    asm("{ mul.rn.f16x2 %0, %1, %2; }" : "=r"(r) : "r"(a), "r"(b));
+#endif
+    return r;
 }
 #endif
 

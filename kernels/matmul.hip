@@ -418,6 +418,20 @@ struct MmaWTile<WBF16> : MmaWTileFloat<WBF16> {
 };
 #endif
 
+// Q4_0 and Q8_0 tiles: the f16 products of their quants and f16 scale, two at a time (f16x2
+// arithmetic, no conversion instruction): an integer c (0 <= c < 1024) set into the low bits of
+// the f16 1024 is the f16 1024 + c, so one subtraction gives the quant exactly, and one
+// multiplication rounds the product once, as the f32 product (exact) rounded to f16 does: the
+// same bits as converting each value.
+// Bytes 2j and 2j + 1 of w in the low bytes of a u32's two halves, the other bytes zero.
+__device__ __forceinline__ u32 rf_byte_pair(u32 w, int j) {
+#if defined(RF_PRMT)
+    return __byte_perm(w, 0u, j ? 0x4342u : 0x4140u);
+#else
+    return ((w >> (16 * j)) & 0xffu) | (((w >> (16 * j + 8)) & 0xffu) << 16);
+#endif
+}
+
 // 16 bytes at p (16-byte aligned when a16, else 2-byte aligned).
 __device__ __forceinline__ uint4 rf_ld128_a2(const u8* p, bool a16) {
     if (a16) return *(const uint4*)p;
@@ -468,13 +482,17 @@ struct MmaWTile<WQ8_0> {
     __device__ void store(u16* bs) const {
 #pragma unroll
         for (int v = 0; v < 2; ++v) {
-            const float s = rf_half_to_float((u16)d[v]);
+            const u32 s = d[v] | (d[v] << 16);
             const u32 w[4] = {q[v].x, q[v].y, q[v].z, q[v].w};
             u32 h[8];
 #pragma unroll
             for (int i = 0; i < 4; ++i) {
-                h[2 * i] = rf_pack_half2((float)(i8)(w[i] & 0xffu) * s, (float)(i8)((w[i] >> 8) & 0xffu) * s);
-                h[2 * i + 1] = rf_pack_half2((float)(i8)((w[i] >> 16) & 0xffu) * s, (float)(i8)(w[i] >> 24) * s);
+#pragma unroll
+                for (int j = 0; j < 2; ++j) {
+                    // b + 128 in the low 10 bits of the f16 1024: 1152 + b, less 1152 (0x6480)
+                    const u32 u = rf_byte_pair(w[i], j) ^ 0x00800080u;
+                    h[2 * i + j] = rf_h2_mul(rf_h2_sub(u | 0x64006400u, 0x64806480u), s);
+                }
             }
             uint4* b = (uint4*)(bs + (r0 + 64 * v) * MMA_LD + 16 * quarter);
             b[0] = make_uint4(h[0], h[1], h[2], h[3]);
@@ -513,16 +531,17 @@ struct MmaWTile<WQ4_0> {
         }
     }
     __device__ void store(u16* bs) const {
-        const float s = rf_half_to_float((u16)d);
+        const u32 s = d | (d << 16);
         const u32 w[4] = {q.x, q.y, q.z, q.w};
         u32 lo[8], hi[8];
 #pragma unroll
         for (int i = 0; i < 4; ++i) {
 #pragma unroll
             for (int j = 0; j < 2; ++j) {
-                const u32 b0 = (w[i] >> (16 * j)) & 0xffu, b1 = (w[i] >> (16 * j + 8)) & 0xffu;
-                lo[2 * i + j] = rf_pack_half2((float)((int)(b0 & 15u) - 8) * s, (float)((int)(b1 & 15u) - 8) * s);
-                hi[2 * i + j] = rf_pack_half2((float)((int)(b0 >> 4) - 8) * s, (float)((int)(b1 >> 4) - 8) * s);
+                // a nibble c in the low bits of the f16 1024: 1024 + c, less 1032 (0x6408)
+                const u32 u = rf_byte_pair(w[i], j);
+                lo[2 * i + j] = rf_h2_mul(rf_h2_sub((u & 0x000f000fu) | 0x64006400u, 0x64086408u), s);
+                hi[2 * i + j] = rf_h2_mul(rf_h2_sub(((u >> 4) & 0x000f000fu) | 0x64006400u, 0x64086408u), s);
             }
         }
         uint4* b = (uint4*)(bs + r * MMA_LD + 32 * half);

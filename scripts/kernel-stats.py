@@ -10,6 +10,11 @@ one line per kernel whose name contains one of NAMEs (all kernels without NAMEs)
 spill stores/loads (bytes), stack frame and PTX instructions. Needs libnvrtc (pip
 nvidia-cuda-nvrtc-cu12; found on sys.path like scripts/check-kernels.sh does). No GPU needed.
 Used to compare a kernel's old and new builds (same card generation, same NVRTC).
+
+--sass also disassembles the cubin (cuobjdump and nvdisasm: pip nvidia-cuda-cuobjdump
+nvidia-cuda-nvdisasm, found on PATH or sys.path) and prints each listed kernel's SASS
+instructions, in all and by opcode: static counts, which show what a change to a kernel's
+inner loop removed (conversions, lookups) without a GPU.
 """
 
 from __future__ import annotations
@@ -18,8 +23,12 @@ import argparse
 import ctypes
 import glob
 import os
+import collections
 import re
+import shutil
+import subprocess
 import sys
+import tempfile
 
 
 def assemble(path: str, dirs: list[str], seen: set[str] | None = None) -> str:
@@ -58,7 +67,8 @@ def load_nvrtc() -> ctypes.CDLL:
     sys.exit("libnvrtc not found (pip install nvidia-cuda-nvrtc-cu12)")
 
 
-def compile_(lib: ctypes.CDLL, src: str, name: str, opts: list[str]) -> tuple[str, bytes]:
+def compile_(lib: ctypes.CDLL, src: str, name: str, opts: list[str],
+             cubin_out: list[bytes] | None = None) -> tuple[str, bytes]:
     prog = ctypes.c_void_p()
     check = lambda r, what: r == 0 or sys.exit(f"{what} failed ({r})")
     check(lib.nvrtcCreateProgram(ctypes.byref(prog), src.encode(), name.encode(), 0, None, None), "nvrtcCreateProgram")
@@ -71,6 +81,11 @@ def compile_(lib: ctypes.CDLL, src: str, name: str, opts: list[str]) -> tuple[st
     if res != 0:
         sys.exit(f"{name}: compilation failed\n{log.value.decode(errors='replace')}")
     ptx = b""
+    if cubin_out is not None:
+        lib.nvrtcGetCUBINSize(prog, ctypes.byref(size))
+        buf = ctypes.create_string_buffer(size.value)
+        lib.nvrtcGetCUBIN(prog, buf)
+        cubin_out.append(buf.raw)
     if any(o.startswith("--gpu-architecture=compute_") for o in opts):
         lib.nvrtcGetPTXSize(prog, ctypes.byref(size))
         buf = ctypes.create_string_buffer(size.value)
@@ -117,6 +132,38 @@ def ptx_instructions(ptx: str) -> dict[str, int]:
     return counts
 
 
+def cuda_tool(name: str) -> str:
+    """A CUDA binary tool from PATH or a pip package's nvidia/*/bin on sys.path."""
+    found = shutil.which(name)
+    for p in sys.path:
+        found = found or next(iter(sorted(glob.glob(os.path.join(p, "nvidia", "*", "bin", name)))), None)
+    if found is None:
+        sys.exit(f"{name} not found (pip install nvidia-cuda-cuobjdump nvidia-cuda-nvdisasm)")
+    return found
+
+
+def sass_opcodes(cubin: bytes) -> dict[str, collections.Counter]:
+    """Opcode counts (without modifiers) of each function's SASS."""
+    cuobjdump = cuda_tool("cuobjdump")
+    env = dict(os.environ, PATH=os.path.dirname(cuda_tool("nvdisasm")) + os.pathsep + os.environ.get("PATH", ""))
+    with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
+        f.write(cubin)
+        f.flush()
+        out = subprocess.run([cuobjdump, "-sass", f.name], capture_output=True, text=True, env=env, check=True).stdout
+    counts: dict[str, collections.Counter] = {}
+    name = None
+    for line in out.splitlines():
+        m = re.match(r"\s+Function : (\S+)", line)
+        if m:
+            name = m.group(1)
+            counts[name] = collections.Counter()
+            continue
+        m = re.match(r"\s+/\*[0-9a-f]{4}\*/\s+(?:@!?U?P\w+\s+)?([A-Z][A-Z0-9_.]*)", line)
+        if m and name:
+            counts[name][m.group(1).split(".")[0]] += 1
+    return counts
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("file")
@@ -125,11 +172,15 @@ def main() -> None:
     ap.add_argument("--kernels", default=os.path.join(os.path.dirname(__file__), "..", "kernels"))
     ap.add_argument("--include", action="append", default=[])
     ap.add_argument("--dump", metavar="DIR", help="also write each listed kernel's PTX to DIR/NAME.ptx")
+    ap.add_argument("--sass", action="store_true", help="also print each listed kernel's SASS opcode counts")
     args = ap.parse_args()
     src = assemble(args.file, [os.path.dirname(os.path.abspath(args.file)), args.kernels, *args.include])
     lib = load_nvrtc()
     base = ["-std=c++17"]
-    log, _ = compile_(lib, src, os.path.basename(args.file), [f"--gpu-architecture={args.arch}", *base, "--ptxas-options=-v"])
+    cubin: list[bytes] = []
+    log, _ = compile_(lib, src, os.path.basename(args.file), [f"--gpu-architecture={args.arch}", *base, "--ptxas-options=-v"],
+                      cubin if args.sass else None)
+    sass = sass_opcodes(cubin[0]) if args.sass else {}
     _, ptx = compile_(lib, src, os.path.basename(args.file), [f"--gpu-architecture=compute_{args.arch[3:]}", *base])
     instr = ptx_instructions(ptx.decode())
     entries = ptx_entries(ptx.decode())
@@ -156,6 +207,9 @@ def main() -> None:
             with open(os.path.join(args.dump, k + ".ptx"), "w") as f:
                 f.write(entries.get(k, ""))
         print(f"{k:<48} {s.get('regs', 0):>5} {s.get('spill_st', 0):>6}/{s.get('spill_ld', 0):<5} {s.get('stack', 0):>6} {instr.get(k, 0):>10}")
+        if k in sass:
+            ops = ", ".join(f"{op} {n}" for op, n in sass[k].most_common(16))
+            print(f"    SASS {sum(sass[k].values())}: {ops}")
 
 
 if __name__ == "__main__":
