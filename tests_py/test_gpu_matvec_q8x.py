@@ -32,9 +32,9 @@ native = rf._rocmforge
 pytestmark = pytest.mark.skipif(not HAS_GPU, reason="no GPU found")
 
 TYPES = ["Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q4_K", "Q5_K", "Q6_K", "IQ4_NL", "IQ4_XS"]
-# the types with the streaming gate/up kernels (src/device/matvec_table.rs); the others' gate/up
-# take the wide kernel (default rows: 4 of each matrix)
-STREAM_TYPES = ["Q4_0", "Q8_0"]
+# rows a group of each type's streaming gate/up kernels takes (src/device/matvec_table.rs
+# `stream_rows`): 8 where a piece's scales are one register, else 4
+STREAM_ROWS = {"Q4_0": 8, "Q8_0": 8, "IQ4_NL": 8, "IQ4_XS": 8}
 
 
 def random_matrix(rng, dtype: str, rows: int, cols: int):
@@ -173,7 +173,7 @@ def act64(act: str, g: np.ndarray) -> np.ndarray:
 PROJ = [({"matvec_rows": 4}, "_r4"), ({"matvec_rows": 8}, "_r8"),
         ({"matvec_rows": 16, "matvec_capped": False}, "_r16"), ({"matvec_rows": 16, "matvec_capped": True}, "_r16_o3")]
 GLU = [({"glu_rows": 4, "matvec_stream": False}, "glu", "_r4"), ({"glu_rows": 8, "matvec_stream": False}, "glu", "_r8"),
-       ({"stream_stages": 2}, "glu_stream", "_r8_s2"), ({"stream_stages": 3}, "glu_stream", "_r8_s3")]
+       ({"stream_stages": 2}, "glu_stream", None), ({"stream_stages": 3}, "glu_stream", None)]  # (rows: STREAM_ROWS)
 
 
 @pytest.mark.parametrize("dtype", TYPES)
@@ -234,8 +234,8 @@ def test_matvec_gate_up(rng, dtype, variant, act, norm):
     x = input_x(rng, k, size)
     xin, kw, z, scale = normed(x, norm, rng, 1e-5, size)
     res = native.gpu_matvec(xin, [raw_g, raw_u], dtype, "glu", act=act, tuning=tuning, **kw)
-    if stream and dtype not in STREAM_TYPES:
-        epi, name = "glu", "_r4"
+    if stream:
+        name = f"_r{STREAM_ROWS.get(dtype, 4)}_s{tuning['stream_stages']}"
     assert res["kernel"] == f"matvec_{epi}_{suffix(dtype)}{name}"
     xq = quantize_x(z, piece(dtype))
     g, u = (wg @ xq) * scale, (wu @ xq) * scale

@@ -118,16 +118,18 @@ fn piece_values(ty: GgmlType) -> Option<usize> {
 
 /// Rows per block of the wide kernels for `n` rows (in all, for a fused launch) of k values:
 /// `tuning.matvec_rows`, else Q8_0 4; Q4_0 16 where rows are long (k >= 2048) and there are
-/// still at least a block per multiprocessor, else 8 (docs/perf); the other types 8 (Q4_0's
-/// rows without the 16-row form: their 16-row forms hold more registers a piece). Every
-/// block reads all of x, so more rows per block move fewer bytes, until too few blocks remain.
+/// still at least a block per multiprocessor, else 8 (docs/perf), and IQ4_NL / IQ4_XS as Q4_0
+/// (a piece's scale is one register there too: their 16-row forms fit the capped registers
+/// without spills; not timed yet); the other types 8 (their 16-row forms hold more registers
+/// a piece). Every block reads all of x, so more rows per block move fewer bytes, until too
+/// few blocks remain.
 fn wide_matvec_rows(dev: &GpuDevice, tuning: &Tuning, ty: GgmlType, n: usize, k: usize) -> usize {
     if let Some(r) = tuning.matvec_rows {
         return r;
     }
     match ty {
         GgmlType::Q8_0 => 4,
-        GgmlType::Q4_0 => {
+        GgmlType::Q4_0 | GgmlType::IQ4_NL | GgmlType::IQ4_XS => {
             let sms = dev.runtime().props().multiprocessors.max(1) as usize;
             if k >= 2048 && n / 16 >= sms {
                 16
