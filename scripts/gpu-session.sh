@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# On a GPU machine: a session's measurements in three device calls of under 10 minutes each, run
+# one right after another on the same warm machine (the llama.cpp build and the files that phase
+# 1 starts in the background are there for the others):
+#
+#   scripts/gpu-session.sh 1   start gpu-prepare.sh (llama-bench and the eight files of
+#                              bench/README.md), then the whole GPU suite on NEW (gpu-check.sh all)
+#   scripts/gpu-session.sh 2   bench-ab.sh BASE vs NEW on the eight files (pp512, tg128), then
+#                              bench/generate_speed.py with NEW on the four files of GPU.md
+#   scripts/gpu-session.sh 3   bench-llamacpp.sh with NEW on the eight files, then llama-8b Q4_K_M
+#                              at depth (-d 4096,16384: tg128 and pp4096) against llama-bench
+#
+# NEW, BASE: rocmforge wheel files (pip's file names; BASE only for phase 2). LLAMACPP: the
+# archive scripts/llamacpp-pack.sh writes. The gguf package, if not installed, is taken from a
+# gguf-*.whl next to NEW. VOCAB_DIR as in bench-models.sh. Each phase prints a short summary;
+# logs and tables go to $OUT (default gpu-session/).
+set -uo pipefail
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+PY="${PYTHON:-python3}"
+OUT="${OUT:-gpu-session}"
+DIR="${DIR:-/tmp/rocmforge-bench}"
+export DIR
+mkdir -p "$OUT"
+FOUR=(qwen2-0.5b-Q8_0 qwen2-0.5b-Q4_0 llama-1b-Q8_0 llama-8b-Q4_0)
+EIGHT=(llama-8b-Q4_K_M qwen2-7b-Q4_K_M llama-8b-Q6_K llama-8b-IQ4_XS "${FOUR[@]}")
+install_new() {
+  local deps=()
+  $PY -c "import gguf" 2>/dev/null || deps+=($(ls "$(dirname "$NEW")"/gguf-*.whl 2>/dev/null | head -1))
+  $PY -m pip install -q --no-deps --force-reinstall --no-index "$NEW" "${deps[@]}"
+}
+command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
+case "${1:-}" in
+  1)
+    "$ROOT/scripts/gpu-prepare.sh" "${LLAMACPP:--}" "${EIGHT[@]}"
+    WHEELS="$(dirname "$NEW")" LOGS="$OUT/check" SLICE_TIMEOUT="${SLICE_TIMEOUT:-480}" \
+      "$ROOT/scripts/gpu-check.sh" all 2>&1 | tail -15
+    ;;
+  2)
+    install_new || exit 1
+    MODELS="${EIGHT[*]}" ROUNDS="${ROUNDS:-1}" PREPARE_WAIT=240 \
+      timeout 330 "$ROOT/scripts/bench-ab.sh" "$BASE" "$NEW" "$DIR" >"$OUT/bench-ab.txt" 2>&1
+    sed -n '/== summary/,$p' "$OUT/bench-ab.txt"
+    for m in "${FOUR[@]}"; do
+      timeout 70 $PY "$ROOT/bench/generate_speed.py" "$DIR/$m.gguf" 2>&1 | tee -a "$OUT/generate_speed.txt" | grep "|"
+    done
+    ;;
+  3)
+    install_new || exit 1
+    timeout 360 "$ROOT/scripts/bench-llamacpp.sh" "$LLAMACPP" "${EIGHT[@]}" 2>&1 | tee "$OUT/llamacpp.txt"
+    BENCH_ARGS="-p 4096 -n 128 -d 4096,16384" timeout 180 "$ROOT/scripts/bench-llamacpp.sh" "$LLAMACPP" \
+      llama-8b-Q4_K_M 2>&1 | tee "$OUT/llamacpp-depth.txt"
+    ;;
+  *)
+    echo "usage: NEW=... [BASE=...] [LLAMACPP=...] $0 1|2|3" >&2
+    exit 2
+    ;;
+esac
