@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# On a GPU machine: a session's measurements in three device calls of under 10 minutes each, run
+# On a GPU machine: a session's measurements in device calls of under 10 minutes each, run
 # one right after another on the same warm machine (the llama.cpp build and the files that phase
 # 1 starts in the background are there for the others):
 #
@@ -9,6 +9,9 @@
 #                              bench/generate_speed.py with NEW on the four files of GPU.md
 #   scripts/gpu-session.sh 3   bench-llamacpp.sh with NEW on the eight files, then llama-8b Q4_K_M
 #                              at depth (-d 4096,16384: tg128 and pp4096) against llama-bench
+#   scripts/gpu-session.sh 4   the decode tuning fields that matter for the K-quant and IQ4 files
+#                              (tg128 with each `--tuning` of TUNINGS), and an ncu per-kernel
+#                              profile of llama-8b Q4_K_M's decode (ncu-kernels.py)
 #
 # NEW, BASE: rocmforge wheel files (pip's file names; BASE only for phase 2). LLAMACPP: the
 # archive scripts/llamacpp-pack.sh writes. The gguf package, if not installed, is taken from a
@@ -50,8 +53,22 @@ case "${1:-}" in
     BENCH_ARGS="-p 4096 -n 128 -d 4096,16384" timeout 180 "$ROOT/scripts/bench-llamacpp.sh" "$LLAMACPP" \
       llama-8b-Q4_K_M 2>&1 | tee "$OUT/llamacpp-depth.txt"
     ;;
+  4)
+    install_new || exit 1
+    for m in llama-8b-Q4_K_M llama-8b-Q6_K llama-8b-IQ4_XS; do
+      for t in "" ${TUNINGS:-matvec_rows=8 matvec_rows=16 matvec_stream=0 stream_stages=2}; do
+        r=$(timeout 60 $PY -m rocmforge.cli bench -m "$DIR/$m.gguf" -p 0 -n 128 -r 3 --tuning "$t" 2>&1 \
+          | grep "tg128" | awk -F'|' '{print $6 "|" $7}')
+        echo "$m [${t:-defaults}] $r" | tee -a "$OUT/tuning.txt"
+      done
+    done
+    timeout 120 ncu --csv --metrics gpu__time_duration.sum,dram__bytes_read.sum \
+      -k regex:"matvec|attn|rms|argmax|add" -c 400 \
+      $PY -m rocmforge.cli bench -m "$DIR/llama-8b-Q4_K_M.gguf" -p 0 -n 2 -r 1 >"$OUT/ncu-q4km.csv" 2>/dev/null
+    $PY "$ROOT/scripts/ncu-kernels.py" "$OUT/ncu-q4km.csv" --top 14
+    ;;
   *)
-    echo "usage: NEW=... [BASE=...] [LLAMACPP=...] $0 1|2|3" >&2
+    echo "usage: NEW=... [BASE=...] [LLAMACPP=...] $0 1|2|3|4" >&2
     exit 2
     ;;
 esac
