@@ -1170,7 +1170,12 @@ fn tensor_core_matmul_matches_the_cpu() {
                 GgmlType::Q6_K,
             ]
         } else {
-            &[GgmlType::F16, GgmlType::Q4_0, GgmlType::Q5_K, GgmlType::IQ4_XS]
+            &[
+                GgmlType::F16,
+                GgmlType::Q4_0,
+                GgmlType::Q5_K,
+                GgmlType::IQ4_XS,
+            ]
         };
         // Q4_0 / Q8_0 have their own W loaders (16-byte loads where the rows are 16-byte
         // aligned, 2-byte loads otherwise): both widths run.

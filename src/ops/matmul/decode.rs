@@ -246,11 +246,10 @@ fn stream_plan(
     }
     let stages = stream_stages(tuning, k);
     // (each type has its streaming kernels at one group size: matvec_table.rs `stream_rows`)
-    let (shape, kernel) = SHAPES.iter().find_map(|s| {
-        let fits = s.epilogue == Epilogue::Glu && s.core == (Core::Stream { stages });
-        fits.then(|| kernels::matvec_decode(ty, s).map(|kernel| (s, kernel)))
-            .flatten()
-    })?;
+    let (shape, kernel) = SHAPES
+        .iter()
+        .filter(|s| s.epilogue == Epilogue::Glu && s.core == (Core::Stream { stages }))
+        .find_map(|s| kernels::matvec_decode(ty, s).map(|kernel| (s, kernel)))?;
     let group_rows = shape.rows;
     let props = dev.runtime().props();
     let block = pieces.div_ceil(64) * 64;
