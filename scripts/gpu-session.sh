@@ -5,8 +5,9 @@
 #
 #   scripts/gpu-session.sh 1   start gpu-prepare.sh (llama-bench and the eight files of
 #                              bench/README.md), then the whole GPU suite on NEW (gpu-check.sh all)
-#   scripts/gpu-session.sh 2   bench-ab.sh BASE vs NEW on the eight files (pp512, tg128), then
-#                              bench/generate_speed.py with NEW on the four files of GPU.md
+#   scripts/gpu-session.sh 2   bench-ab.sh BASE vs NEW on the eight files (or MODELS; pp512,
+#                              tg128), then bench/generate_speed.py with NEW on the four files
+#                              of GPU.md
 #   scripts/gpu-session.sh 3   bench-llamacpp.sh with NEW on the eight files, then llama-8b Q4_K_M
 #                              at depth (-d 4096,16384: tg128 and pp4096) against llama-bench
 #   scripts/gpu-session.sh 4   the decode tuning fields that matter for the K-quant and IQ4 files
@@ -40,7 +41,7 @@ case "${1:-}" in
     ;;
   2)
     install_new || exit 1
-    MODELS="${EIGHT[*]}" ROUNDS="${ROUNDS:-1}" PREPARE_WAIT=240 \
+    MODELS="${MODELS:-${EIGHT[*]}}" ROUNDS="${ROUNDS:-1}" PREPARE_WAIT=240 \
       timeout 330 "$ROOT/scripts/bench-ab.sh" "$BASE" "$NEW" "$DIR" >"$OUT/bench-ab.txt" 2>&1
     sed -n '/== summary/,$p' "$OUT/bench-ab.txt"
     for m in "${FOUR[@]}"; do
