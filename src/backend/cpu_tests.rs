@@ -159,9 +159,9 @@ fn matmul_and_embedding_of_quantized_weights_match_their_dequantized_values() {
         GgmlType::IQ4_NL,
         GgmlType::IQ4_XS,
     ] {
-        // At least 33 outputs: the error, mostly the activations' 8-bit rounding, is ~0.4% of
-        // the product over many outputs, but over a few it has a long tail (9 outputs of one
-        // block each passed 1% in about 1 run in 40).
+        // At least 33 outputs: the error, mostly the activations' 8-bit rounding, is small
+        // over many outputs, but over a few (one block each) it has a long tail that reaches
+        // the bound.
         for &(m, n, k) in &[(33, 1, 32usize), (1, 67, 96), (9, 40, 256)] {
             if !k.is_multiple_of(ty.block_size()) {
                 continue;
