@@ -8,17 +8,21 @@
 #
 # ROUNDS (default 2) turns per wheel and file; BENCH_ARGS as in bench-models.sh; MODELS (names
 # as gpu-prepare.sh takes them, SHAPE-DTYPE, space-separated) picks the files, by default the
-# four of GPU.md (qwen2-0.5b-Q8_0 qwen2-0.5b-Q4_0 llama-1b-Q8_0 llama-8b-Q4_0).
+# four of GPU.md (qwen2-0.5b-Q8_0 qwen2-0.5b-Q4_0 llama-1b-Q8_0 llama-8b-Q4_0); gpu-prepare.sh
+# makes those missing (VOCAB_DIR as there).
 set -uo pipefail
 A=$1
 B=$2
 DIR="${3:-/tmp/rocmforge-bench}"
 PY="${PYTHON:-python3}"
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
-VOCAB_DIR="${VOCAB_DIR:-$($PY "$ROOT/tools/models.py" vocab-dir)}"
 mkdir -p "$DIR"
-# A scripts/gpu-prepare.sh still building or writing into DIR: wait for it rather than race it.
-if pgrep -f "gpu-prepare.sh" >/dev/null; then
+NAMES=(${MODELS:-qwen2-0.5b-Q8_0 qwen2-0.5b-Q4_0 llama-1b-Q8_0 llama-8b-Q4_0})
+# The files: scripts/gpu-prepare.sh makes those not there yet (or, running already, is waited for).
+missing=0
+for name in "${NAMES[@]}"; do [ -f "$DIR/$name.gguf" ] || missing=1; done
+if pgrep -f "gpu-prepare.sh" >/dev/null || [ "$missing" = 1 ]; then
+  pgrep -f "gpu-prepare.sh" >/dev/null || DIR="$DIR" "$ROOT/scripts/gpu-prepare.sh" - "${NAMES[@]}" >/dev/null
   DIR="$DIR" "$ROOT/scripts/gpu-prepare.sh" --wait "${PREPARE_WAIT:-900}" >/dev/null
 fi
 for w in A B; do
@@ -26,14 +30,9 @@ for w in A B; do
   $PY -m pip install -q --no-deps --target "/tmp/rocmforge-wheel-$w" "${!w}" || exit 1
 done
 models=()
-for name in ${MODELS:-qwen2-0.5b-Q8_0 qwen2-0.5b-Q4_0 llama-1b-Q8_0 llama-8b-Q4_0}; do
-  shape=${name%-*}; dtype=${name##*-}; [[ $shape == qwen2* ]] && vocab=qwen2 || vocab=llama-bpe
-  out="$DIR/$name.gguf"
-  if [ ! -f "$out" ]; then
-    $PY "$ROOT/tools/models.py" make-model --shape "$shape" --dtype "$dtype" \
-      --vocab "$VOCAB_DIR/ggml-vocab-$vocab.gguf" "$out" >/dev/null || exit 1
-  fi
-  models+=("$out")
+for name in "${NAMES[@]}"; do
+  [ -f "$DIR/$name.gguf" ] || { echo "$name: no file (see $DIR/make-$name.log)" >&2; exit 1; }
+  models+=("$DIR/$name.gguf")
 done
 summary=()
 for m in "${models[@]}"; do
