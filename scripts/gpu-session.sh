@@ -35,6 +35,7 @@ install_new() {
 command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
 case "${1:-}" in
   1)
+    install_new || exit 1  # (first: tools/models.py, which writes the files, needs gguf)
     "$ROOT/scripts/gpu-prepare.sh" "${LLAMACPP:--}" "${EIGHT[@]}"
     WHEELS="$(dirname "$NEW")" LOGS="$OUT/check" SLICE_TIMEOUT="${SLICE_TIMEOUT:-480}" \
       "$ROOT/scripts/gpu-check.sh" all 2>&1 | tail -15
