@@ -26,7 +26,8 @@ DIR="${DIR:-/tmp/rocmforge-bench}"
 export DIR
 mkdir -p "$OUT"
 FOUR=(qwen2-0.5b-Q8_0 qwen2-0.5b-Q4_0 llama-1b-Q8_0 llama-8b-Q4_0)
-EIGHT=(llama-8b-Q4_K_M qwen2-7b-Q4_K_M llama-8b-Q6_K llama-8b-IQ4_XS "${FOUR[@]}")
+# The four first: gpu-prepare makes the files in this order, and phase 2 starts with them.
+EIGHT=("${FOUR[@]}" llama-8b-Q4_K_M qwen2-7b-Q4_K_M llama-8b-Q6_K llama-8b-IQ4_XS)
 install_new() {
   local deps=()
   $PY -c "import gguf" 2>/dev/null || deps+=($(ls "$(dirname "$NEW")"/gguf-*.whl 2>/dev/null | head -1))
