@@ -15,12 +15,12 @@ MODELS="$(cd "$(dirname "$0")/.." && pwd)/tools/models.py"
 VOCAB_DIR="${VOCAB_DIR:-$($PY "$MODELS" vocab-dir)}"
 mkdir -p "$DIR"
 status=0
-for spec in "qwen2-0.5b Q8_0 qwen2" "qwen2-0.5b Q4_0 qwen2" "llama-1b Q8_0 llama-bpe" "llama-8b Q4_0 llama-bpe"; do
+for spec in "qwen2-0.5b Q8_0" "qwen2-0.5b Q4_0" "llama-1b Q8_0" "llama-8b Q4_0"; do
   set -- $spec
   out="$DIR/$1-$2.gguf"
   if [ ! -f "$out" ]; then
     $PY "$MODELS" make-model --shape "$1" --dtype "$2" \
-      --vocab "$VOCAB_DIR/ggml-vocab-$3.gguf" "$out" >/dev/null || { status=1; continue; }
+      --vocab-dir "$VOCAB_DIR" "$out" >/dev/null || { status=1; continue; }
   fi
   $PY -m rocmforge.cli bench --model "$out" ${BENCH_ARGS:--p 512 -n 128 -r 3} || status=1
   echo

@@ -52,9 +52,9 @@ VOCAB_DIR="${VOCAB_DIR:-$($PY "$ROOT/tools/models.py" vocab-dir)}"
 pids=()
 for m in "${MODELS[@]}"; do
   [ -f "$DIR/$m.gguf" ] && continue
-  shape=${m%-*}; dtype=${m##*-}; [[ $shape == qwen2* ]] && vocab=qwen2 || vocab=llama-bpe
+  shape=${m%-*}; dtype=${m##*-}
   (nice -n 10 $PY "$ROOT/tools/models.py" make-model --shape "$shape" --dtype "$dtype" \
-     --vocab "$VOCAB_DIR/ggml-vocab-$vocab.gguf" "$DIR/part-$m.gguf" >"$DIR/make-$m.log" 2>&1 &&
+     --vocab-dir "$VOCAB_DIR" "$DIR/part-$m.gguf" >"$DIR/make-$m.log" 2>&1 &&
    mv "$DIR/part-$m.gguf" "$DIR/$m.gguf") &
   pids+=($!)
   [ ${#pids[@]} -ge 4 ] && { wait "${pids[0]}"; pids=("${pids[@]:1}"); }

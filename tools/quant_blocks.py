@@ -1,5 +1,5 @@
 """Random quantized blocks for model files, written directly as bytes (ggml's block layouts):
-the K-quant packers and random Q4_K / Q6_K / Q8_0 / Q4_0 / IQ4_XS blocks whose dequantized values
+the K-quant packers and random Q4_K / Q6_K / Q8_0 / Q4_0 / Q5_0 / IQ4_NL / IQ4_XS blocks whose dequantized values
 have a given spread and mean about 0, with finite f16 scales (llama.cpp's f16 paths overflow on
 random scale bytes). The ``*_random_blocks`` makers fill the packed quants straight from
 ``rng.bytes`` (fast enough for 8B-parameter benchmark files); ``q4_k_blocks`` / ``q6_k_blocks``
@@ -108,6 +108,14 @@ def q4_0_random_blocks(rng: np.random.Generator, n_blocks: int, std: float) -> n
     return out
 
 
+def q5_0_random_blocks(rng: np.random.Generator, n_blocks: int, std: float) -> np.ndarray:
+    """Random Q5_0 blocks [n_blocks, 22] (f16 d, u32 of fifth bits, 16 bytes of nibbles): values
+    ``d * (q - 16)``, q uniform in 0..31 (std 9.23)."""
+    out = np.frombuffer(rng.bytes(n_blocks * 22), dtype=np.uint8).reshape(n_blocks, 22).copy()
+    out[:, 0:2] = _f16_bytes((std / 9.23) * rng.uniform(0.75, 1.25, size=n_blocks))
+    return out
+
+
 def _random_bytes(rng: np.random.Generator, n_blocks: int, block_bytes: int) -> np.ndarray:
     raw = np.frombuffer(rng.bytes(n_blocks * block_bytes), dtype=np.uint8)
     return raw.reshape(n_blocks, block_bytes).copy()
@@ -172,6 +180,17 @@ def pack_iq4_xs(d: np.ndarray, ls: np.ndarray, q: np.ndarray) -> np.ndarray:
     out[:, 0:2] = _f16_bytes(d)
     out[:, 2:8] = _iq4_xs_scales(ls)
     out[:, 8:136] = (q[:, :, 0, :] | (q[:, :, 1, :] << 4)).reshape(n, 128)
+    return out
+
+
+def iq4_nl_random_blocks(rng: np.random.Generator, n_blocks: int, std: float) -> np.ndarray:
+    """Random IQ4_NL blocks [n_blocks, 18] (f16 d, 16 bytes of level indices): ``d *
+    kvalues[q]``, d of random sign (the levels' mean of -5.9 cancels over blocks) and such that
+    the values have about this std."""
+    out = _random_bytes(rng, n_blocks, 18)
+    rms_level = math.sqrt(np.mean(KVALUES_IQ4NL.astype(np.float64) ** 2))
+    sign = np.where(rng.integers(0, 2, size=n_blocks) == 1, 1.0, -1.0)
+    out[:, 0:2] = _f16_bytes(sign * (std / rms_level) * rng.uniform(0.75, 1.25, size=n_blocks))
     return out
 
 
