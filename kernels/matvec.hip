@@ -22,8 +22,8 @@
 //   floats at ss_parts, both written by the launch before (EpiProj with next_w), so the norm
 //   costs neither a launch nor extra reads.
 //
-// The wide core (`matvec_wide`): a block of G x 32 threads (G = min(4, ceil(k / 1024)), chosen by
-//   the launcher) owns the R rows `Epi` picks and walks k in chunks of G x 32 x P pieces (P =
+// The row-block core (`matvec_row_block`): a block of G x 32 threads (G = min(4, ceil(k /
+//   1024)), chosen by the launcher) owns the R rows `Epi` picks and walks k in chunks of G x 32 x P pieces (P =
 //   32 / VALUES, so that a thread holds 32 x values); thread t takes pieces chunk + j G 32 + t,
 //   i.e. consecutive threads read consecutive 16-byte pieces. Per chunk a thread issues the
 //   quant and aux loads of all rows first (one 16-byte load a piece where the rows are 16-byte
@@ -40,10 +40,10 @@
 //   registers while one is summed. A 32-lane group's R partial sums are reduced by a
 //   reduce-scatter butterfly (the same pairs added as by rf_group_sum), written to shared
 //   memory, and summed over the block's 32-lane groups at the end. Rows 16-byte aligned (the
-//   launcher takes the wide core for others). Launch: grid (blocks), block ceil(pieces / 64) x
+//   launcher takes the row-block core for others). Launch: grid (blocks), block ceil(pieces / 64) x
 //   64, dynamic shared memory ceil(groups / blocks) x R x (block / 32) floats.
 //
-// Epilogues (wide core; Glu also streaming), `mat[i]` = (w, out, bias, n):
+// Epilogues (row-block core; Glu also streaming), `mat[i]` = (w, out, bias, n):
 //   EpiProj      up to three matrices of one type and k (q/k/v): the first ceil(n0 / R) blocks
 //                take mat[0], the next mat[1], the rest mat[2]; out = y + bias (mode 0), out +=
 //                (mode 1), or out += with out loaded before the wait for the kernel before (mode
@@ -200,13 +200,13 @@ __device__ __forceinline__ float rf_act(float g, int gelu) {
     return g / (1.0f + expf(-g));
 }
 
-// ------------------------------------------------------------------------------ the wide core
+// ------------------------------------------------------------------------------ the row-block core
 
 // The dot products of x with R rows by the whole block: on return (after a barrier)
 // mv_total(partial, r) is row r's result; with a norm (norm_w or ss_parts not null),
 // mv_total(partial, R) is sum(x^2) (the callers scale by rsqrt(sum(x^2) / k + eps)).
 template <class Q, int R, bool NA>
-__device__ __forceinline__ void mv_wide_sums(const float* __restrict__ x, const float* __restrict__ norm_w,
+__device__ __forceinline__ void mv_row_block_sums(const float* __restrict__ x, const float* __restrict__ norm_w,
                                              const float* ss_parts, int n_parts, const u8* const (&rows)[R],
                                              int k, float (&partial)[MV_GROUPS][R + 1]) {
     constexpr int P = 32 / Q::VALUES, XW = Q::VALUES / 4;
@@ -320,16 +320,16 @@ __device__ __forceinline__ float mv_norm_scale(const MatvecArgs& a, const float 
     return rsqrtf(mv_total<R>(partial, R) / (float)a.k + a.eps);
 }
 
-// A wide kernel: the epilogue picks the block's Epi::ROWS rows and loads what its end takes
+// A row-block kernel: the epilogue picks the block's Epi::ROWS rows and loads what its end takes
 // (before the sums' wait), the core sums them, the epilogue writes.
 template <class Q, int R, class Epi, bool NA>
-__device__ __forceinline__ void matvec_wide(const MatvecArgs& a) {
+__device__ __forceinline__ void matvec_row_block(const MatvecArgs& a) {
     constexpr int ROWS = Epi::template Rows<R>::value;
     __shared__ float partial[MV_GROUPS][ROWS + 1];
     Epi e;
     const u8* rows[ROWS];
     e.template begin<R>(a, rows);
-    mv_wide_sums<Q, ROWS, NA>(a.x, mv_norm_w(a), mv_ss_parts(a), a.n_parts, rows, a.k, partial);
+    mv_row_block_sums<Q, ROWS, NA>(a.x, mv_norm_w(a), mv_ss_parts(a), a.n_parts, rows, a.k, partial);
     e.template end<R>(a, partial);
 }
 
@@ -549,7 +549,7 @@ struct StreamRows {
 // returns this thread's share of sum(x^2) where there is a norm (else 0). The
 // caller sums part over the groups after a barrier. S: groups whose loads are in flight
 // (S - 1 loaded ahead of the one being summed), in a ring of registers. Rows 16-byte aligned
-// (the launcher takes the wide core for others).
+// (the launcher takes the row-block core for others).
 template <class Q, int R, int S>
 __device__ __forceinline__ float mv_stream_core(const float* __restrict__ x, const float* __restrict__ norm_w,
                                                 const float* ss_parts, int n_parts, const StreamRows<R>& rows,

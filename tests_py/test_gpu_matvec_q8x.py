@@ -171,7 +171,7 @@ def act64(act: str, g: np.ndarray) -> np.ndarray:
 # (tuning fields, the kernel they select as name parts) per epilogue: every shape of the table
 # in src/device/matvec_table.rs
 PROJ = [({"matvec_rows": 4}, "_r4"), ({"matvec_rows": 8}, "_r8"),
-        ({"matvec_rows": 16, "matvec_capped": False}, "_r16"), ({"matvec_rows": 16, "matvec_capped": True}, "_r16_o3")]
+        ({"matvec_rows": 16, "matvec_capped": False}, "_r16"), ({"matvec_rows": 16, "matvec_capped": True}, "_r16_capped")]
 GLU = [({"glu_rows": 4, "matvec_stream": False}, "glu", "_r4"), ({"glu_rows": 8, "matvec_stream": False}, "glu", "_r8"),
        ({"stream_stages": 2}, "glu_stream", None), ({"stream_stages": 3}, "glu_stream", None)]  # (rows: STREAM_ROWS)
 
@@ -223,7 +223,7 @@ def test_matvec_add_and_next_norm(rng, dtype, early):
 @pytest.mark.parametrize("act", ["silu", "gelu_tanh"])
 @pytest.mark.parametrize("norm", ["none", "weight", "parts"])
 def test_matvec_gate_up(rng, dtype, variant, act, norm):
-    """act(gate x) * (up x): the wide kernel at rows of 4 or 8 of each matrix, or the streaming
+    """act(gate x) * (up x): the row-block kernel at rows of 4 or 8 of each matrix, or the streaming
     kernel (rows of 2048 values or more) with two or three row groups in flight; odd rows."""
     tuning, epi, name = GLU[variant]
     stream = epi == "glu_stream"

@@ -447,7 +447,7 @@ amdhsa.version:
         assert_eq!(rule.verdict(&cold, "gfx1100", true), Verdict::Other);
         // Known for gfx1100 and gfx1201 only.
         let known = Resources {
-            name: "matvec_qkv_rope_f16_q4_K_r16_o3".into(),
+            name: "matvec_qkv_rope_f16_q4_K_r16_capped".into(),
             ..r.clone()
         };
         assert_eq!(rule.verdict(&known, "gfx1100", true), Verdict::Known);
@@ -474,7 +474,7 @@ amdhsa.version:
 
     #[test]
     fn known_list_and_its_patterns() {
-        assert!(glob("matvec_*_q4_K_r16*", "matvec_proj_q4_K_r16_o3"));
+        assert!(glob("matvec_*_q4_K_r16*", "matvec_proj_q4_K_r16_capped"));
         assert!(glob("matvec_*_q4_K_r16*", "matvec_qkv_rope_f32_q4_K_r16"));
         assert!(!glob("matvec_*_q4_K_r16*", "matvec_proj_q4_K_r8"));
         assert!(glob(

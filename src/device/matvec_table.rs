@@ -21,8 +21,8 @@ pub enum Epilogue {
 /// How a block walks the rows (matvec.hip's cores).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Core {
-    /// `matvec_wide`: a block owns its rows and walks k.
-    Wide,
+    /// `matvec_row_block`: a block owns its rows and walks k.
+    RowBlock,
     /// `matvec_stream_glu`: persistent blocks whose threads span k once, `stages` row groups'
     /// loads in flight.
     Stream { stages: usize },
@@ -33,7 +33,7 @@ pub enum Core {
 pub struct Shape {
     pub epilogue: Epilogue,
     pub core: Core,
-    /// Weight rows a block sums at once (`Glu` on the wide core: of each of gate and up; on
+    /// Weight rows a block sums at once (`Glu` on the row-block core: of each of gate and up; on
     /// the streaming core: of both, a group).
     pub rows: usize,
     /// Launch bounds: the largest block, and blocks that must fit a multiprocessor (0: no
@@ -44,7 +44,7 @@ pub struct Shape {
     pub no_l1: bool,
 }
 
-use Core::{Stream, Wide};
+use Core::{RowBlock, Stream};
 use Epilogue::{Glu, Proj, QkvRope};
 
 const fn shape(
@@ -106,7 +106,7 @@ impl Type {
     pub fn has(&self, shape: &Shape) -> bool {
         SHAPES.contains(shape)
             && match shape.core {
-                Core::Wide => true,
+                Core::RowBlock => true,
                 Core::Stream { .. } => shape.rows == self.stream_rows,
             }
     }
@@ -116,20 +116,20 @@ impl Type {
 #[rustfmt::skip]
 pub const SHAPES: [Shape; 18] = [
     //    epilogue                       core                    rows threads min  no L1
-    shape(Proj,                          Wide,                   4,   128,    0,   false),
-    shape(Proj,                          Wide,                   8,   128,    0,   false),
-    shape(Proj,                          Wide,                   16,  128,    0,   true),
-    shape(Proj,                          Wide,                   16,  128,    3,   false),
-    shape(QkvRope { f16: false },        Wide,                   4,   128,    0,   false),
-    shape(QkvRope { f16: false },        Wide,                   8,   128,    0,   false),
-    shape(QkvRope { f16: false },        Wide,                   16,  128,    0,   false),
-    shape(QkvRope { f16: false },        Wide,                   16,  128,    3,   false),
-    shape(QkvRope { f16: true },         Wide,                   4,   128,    0,   false),
-    shape(QkvRope { f16: true },         Wide,                   8,   128,    0,   false),
-    shape(QkvRope { f16: true },         Wide,                   16,  128,    0,   false),
-    shape(QkvRope { f16: true },         Wide,                   16,  128,    3,   false),
-    shape(Glu,                           Wide,                   4,   128,    0,   false),
-    shape(Glu,                           Wide,                   8,   128,    0,   false),
+    shape(Proj,                          RowBlock,               4,   128,    0,   false),
+    shape(Proj,                          RowBlock,               8,   128,    0,   false),
+    shape(Proj,                          RowBlock,               16,  128,    0,   true),
+    shape(Proj,                          RowBlock,               16,  128,    3,   false),
+    shape(QkvRope { f16: false },        RowBlock,               4,   128,    0,   false),
+    shape(QkvRope { f16: false },        RowBlock,               8,   128,    0,   false),
+    shape(QkvRope { f16: false },        RowBlock,               16,  128,    0,   false),
+    shape(QkvRope { f16: false },        RowBlock,               16,  128,    3,   false),
+    shape(QkvRope { f16: true },         RowBlock,               4,   128,    0,   false),
+    shape(QkvRope { f16: true },         RowBlock,               8,   128,    0,   false),
+    shape(QkvRope { f16: true },         RowBlock,               16,  128,    0,   false),
+    shape(QkvRope { f16: true },         RowBlock,               16,  128,    3,   false),
+    shape(Glu,                           RowBlock,               4,   128,    0,   false),
+    shape(Glu,                           RowBlock,               8,   128,    0,   false),
     shape(Glu,                           Stream { stages: 2 },   4,   512,    0,   true),
     shape(Glu,                           Stream { stages: 3 },   4,   384,    0,   true),
     shape(Glu,                           Stream { stages: 2 },   8,   512,    0,   true),
@@ -146,14 +146,14 @@ impl Shape {
     pub fn name(&self, ty: &str) -> String {
         let epilogue = match (self.epilogue, self.core) {
             (Proj, _) => "proj",
-            (Glu, Wide) => "glu",
+            (Glu, RowBlock) => "glu",
             (Glu, Stream { .. }) => "glu_stream",
             (QkvRope { f16: false }, _) => "qkv_rope_f32",
             (QkvRope { f16: true }, _) => "qkv_rope_f16",
         };
         let mut name = format!("matvec_{epilogue}_{ty}_r{}", self.rows);
         if self.capped() {
-            name.push_str(&format!("_o{}", self.min_blocks));
+            name.push_str("_capped");
         }
         if let Stream { stages } = self.core {
             name.push_str(&format!("_s{stages}"));
@@ -173,14 +173,17 @@ impl Shape {
         };
         let body = match (self.epilogue, self.core) {
             (_, Stream { stages }) => format!("matvec_stream_glu<{q}, {}, {stages}>(a)", self.rows),
-            (epilogue, Wide) => {
+            (epilogue, RowBlock) => {
                 let epi = match epilogue {
                     Proj => "EpiProj",
                     Glu => "EpiGlu",
                     QkvRope { f16: false } => "EpiQkvRope<float>",
                     QkvRope { f16: true } => "EpiQkvRope<u16>",
                 };
-                format!("matvec_wide<{q}, {}, {epi}, {}>(a)", self.rows, self.no_l1)
+                format!(
+                    "matvec_row_block<{q}, {}, {epi}, {}>(a)",
+                    self.rows, self.no_l1
+                )
             }
         };
         format!(

@@ -768,11 +768,11 @@ fn decode_family_cases(dev: &Arc<GpuDevice>, ty: GgmlType, rng: &mut TestRng) {
         let mut t = Tuning::default();
         let (rows, capped) = (shape.rows, shape.capped());
         match shape.core {
-            Core::Wide if shape.epilogue == Epilogue::Glu => {
+            Core::RowBlock if shape.epilogue == Epilogue::Glu => {
                 t.glu_rows = Some(rows);
                 t.matvec_stream = false;
             }
-            Core::Wide => {
+            Core::RowBlock => {
                 t.matvec_rows = Some(rows);
                 t.matvec_capped = capped;
             }
@@ -879,7 +879,7 @@ fn decode_family_cases(dev: &Arc<GpuDevice>, ty: GgmlType, rng: &mut TestRng) {
                 let (k, n) = match shape.core {
                     Core::Stream { stages: 3 } => (k_stream, 400), // blocks go round the ring
                     Core::Stream { .. } => (k_stream, 77),
-                    Core::Wide => (k_small, 11),
+                    Core::RowBlock => (k_small, 11),
                 };
                 let act = if i % 2 == 0 {
                     Activation::Silu
@@ -1046,7 +1046,7 @@ fn decode_family_cases(dev: &Arc<GpuDevice>, ty: GgmlType, rng: &mut TestRng) {
     case.x = &nan;
     let got = matvec_decode_gguf(dev, dev.tuning(), &case).unwrap();
     assert!(got.outs[0].iter().all(|v| v.is_nan()), "NaN in x, {ty:?}");
-    // Long gate/up rows that are not 16-byte aligned take the wide kernel (k = 2112: 66
+    // Long gate/up rows that are not 16-byte aligned take the row-block kernel (k = 2112: 66
     // blocks of 32).
     if ty.block_size() == 32 {
         let (k, n) = (2112, 9);

@@ -116,14 +116,14 @@ fn piece_values(ty: GgmlType) -> Option<usize> {
     kernels::matvec_decode_type(ty).then_some(if ty == GgmlType::Q8_0 { 16 } else { 32 })
 }
 
-/// Rows per block of the wide kernels for `n` rows (in all, for a fused launch) of k values:
+/// Rows per block of the row-block kernels for `n` rows (in all, for a fused launch) of k values:
 /// `tuning.matvec_rows`, else Q8_0 4; Q4_0 16 where rows are long (k >= 2048) and there are
 /// still at least a block per multiprocessor, else 8 (docs/perf), and IQ4_NL / IQ4_XS as Q4_0
 /// (a piece's scale is one register there too: their 16-row forms fit the capped registers
 /// without spills; not timed yet); the other types 8 (their 16-row forms hold more registers
 /// a piece). Every block reads all of x, so more rows per block move fewer bytes, until too
 /// few blocks remain.
-fn wide_matvec_rows(dev: &GpuDevice, tuning: &Tuning, ty: GgmlType, n: usize, k: usize) -> usize {
+fn row_block_rows(dev: &GpuDevice, tuning: &Tuning, ty: GgmlType, n: usize, k: usize) -> usize {
     if let Some(r) = tuning.matvec_rows {
         return r;
     }
@@ -141,9 +141,9 @@ fn wide_matvec_rows(dev: &GpuDevice, tuning: &Tuning, ty: GgmlType, n: usize, k:
     }
 }
 
-/// Rows of each matrix per block of the wide gate/up kernels: `tuning.glu_rows`, else 8 for
+/// Rows of each matrix per block of the row-block gate/up kernels: `tuning.glu_rows`, else 8 for
 /// Q4_0 and 4 for the other types (twice the rows in flight of the unfused default).
-fn wide_glu_rows(tuning: &Tuning, ty: GgmlType) -> usize {
+fn row_block_glu_rows(tuning: &Tuning, ty: GgmlType) -> usize {
     tuning
         .glu_rows
         .unwrap_or(if ty == GgmlType::Q4_0 { 8 } else { 4 })
@@ -163,17 +163,17 @@ pub fn fused_norm_pays(
 ) -> bool {
     const MAX_EXTRA_BYTES: usize = 8 << 20;
     let per_block = if glu {
-        wide_glu_rows(tuning, ty)
+        row_block_glu_rows(tuning, ty)
     } else {
-        wide_matvec_rows(dev, tuning, ty, rows, k)
+        row_block_rows(dev, tuning, ty, rows, k)
     };
     rows.div_ceil(per_block) * k * 4 <= MAX_EXTRA_BYTES
 }
 
-/// Threads per block of the wide kernels for rows of k elements: one 32-lane group per 1,024
+/// Threads per block of the row-block kernels for rows of k elements: one 32-lane group per 1,024
 /// elements (a lane holds 32 x values per chunk), at most 4 groups (matvec.hip MV_GROUPS),
 /// rounded up to a whole number of warps (an even number of groups on wave-64 devices).
-fn wide_matvec_threads(dev: &GpuDevice, k: usize) -> u32 {
+fn row_block_threads(dev: &GpuDevice, k: usize) -> u32 {
     let warp = dev.runtime().props().warp_size;
     (32 * k.div_ceil(1024).clamp(1, 4) as u32).div_ceil(warp) * warp
 }
@@ -186,12 +186,12 @@ fn occupancy_capped(dev: &GpuDevice, tuning: &Tuning, ty: GgmlType, k: usize) ->
     let Some(piece_values) = piece_values(ty) else {
         return false;
     };
-    tuning.matvec_capped && k.div_ceil(piece_values) <= wide_matvec_threads(dev, k) as usize
+    tuning.matvec_capped && k.div_ceil(piece_values) <= row_block_threads(dev, k) as usize
 }
 
-/// The wide-core kernel of `epilogue` with `rows` rows per block (the capped form where
+/// The row-block kernel of `epilogue` with `rows` rows per block (the capped form where
 /// `occupancy_capped`), if the table has it.
-fn wide_kernel(
+fn row_block_kernel(
     dev: &GpuDevice,
     tuning: &Tuning,
     ty: GgmlType,
@@ -201,7 +201,7 @@ fn wide_kernel(
 ) -> Option<Kernel> {
     let capped = rows == 16 && epilogue != Epilogue::Glu && occupancy_capped(dev, tuning, ty, k);
     let shape = SHAPES.iter().find(|s| {
-        s.epilogue == epilogue && s.core == Core::Wide && s.rows == rows && s.capped() == capped
+        s.epilogue == epilogue && s.core == Core::RowBlock && s.rows == rows && s.capped() == capped
     })?;
     kernels::matvec_decode(ty, shape)
 }
@@ -227,7 +227,7 @@ pub fn stream_stages(tuning: &Tuning, k: usize) -> usize {
 pub const STREAM_3_STAGES_FROM: usize = 4096;
 
 /// The streaming kernel's launch for `rows` weight rows (in all) of `k` values of `ty` (in
-/// `aligned` rows: 16-byte aligned), or None where the wide kernels stay: rows shorter than
+/// `aligned` rows: 16-byte aligned), or None where the row-block kernels stay: rows shorter than
 /// 2048 values, more pieces a row than the form's block may have threads (512 with 2 stages,
 /// 384 with 3), rows not 16-byte aligned (the kernel loads every piece with one 16-byte
 /// load), shared memory short, or `tuning.matvec_stream` off. The grid is a few blocks per
@@ -384,8 +384,8 @@ pub fn launch_matvec_multi_blocks(
             "matmul: the next norm's input comes from a single projection",
         ));
     }
-    let rows_per_block = wide_matvec_rows(dev, tuning, ty, parts.iter().map(|p| p.w.rows).sum(), k);
-    let Some(kernel) = wide_kernel(dev, tuning, ty, k, Epilogue::Proj, rows_per_block) else {
+    let rows_per_block = row_block_rows(dev, tuning, ty, parts.iter().map(|p| p.w.rows).sum(), k);
+    let Some(kernel) = row_block_kernel(dev, tuning, ty, k, Epilogue::Proj, rows_per_block) else {
         return Ok(None);
     };
     let mut a = MatvecArgs::new(x, k, row_bytes, norm)?;
@@ -411,7 +411,7 @@ pub fn launch_matvec_multi_blocks(
         return Ok(Some(0));
     }
     let grid = [to_i32(blocks, "matmul blocks")? as u32, 1, 1];
-    let threads = [wide_matvec_threads(dev, k), 1, 1];
+    let threads = [row_block_threads(dev, k), 1, 1];
     dev.launch("matmul", &kernel, grid, threads, 0, &[Arg::from_struct(&a)])?;
     Ok(Some(blocks))
 }
@@ -472,11 +472,11 @@ fn qkv_rope_kernel(
         return None;
     }
     let (ty, k) = (w.ty, w.cols);
-    let r = wide_matvec_rows(dev, tuning, ty, nq + 2 * nkv, k);
+    let r = row_block_rows(dev, tuning, ty, nq + 2 * nkv, k);
     let epilogue = Epilogue::QkvRope {
         f16: dtype == KvDtype::F16,
     };
-    let kernel = wide_kernel(dev, tuning, ty, k, epilogue, r)?;
+    let kernel = row_block_kernel(dev, tuning, ty, k, epilogue, r)?;
     (r % 2 == 0 && head_dim.is_multiple_of(r)).then_some((kernel, r))
 }
 
@@ -548,7 +548,7 @@ pub fn launch_matvec_qkv_rope(
     a.theta = rope.params.theta;
     a.neox = rope.params.neox as i32;
     let blocks = to_i32((nq + 2 * nkv) / r, "matmul blocks")? as u32;
-    let threads = wide_matvec_threads(dev, k);
+    let threads = row_block_threads(dev, k);
     dev.launch(
         op,
         &kernel,
@@ -561,7 +561,7 @@ pub fn launch_matvec_qkv_rope(
 }
 
 /// `out[r] = act(x . w_gate[r]) * (x . w_up[r])` for m = 1 in one launch (matvec.hip
-/// `EpiGlu`: the streaming kernel for rows of 2048 values or more, else the wide one). Returns
+/// `EpiGlu`: the streaming kernel for rows of 2048 values or more, else the row-block one). Returns
 /// false, launching nothing, where the family does not apply.
 #[allow(clippy::too_many_arguments)]
 pub fn launch_matvec_glu(
@@ -583,19 +583,19 @@ pub fn launch_matvec_glu(
     {
         return Ok(false);
     }
-    // The streaming kernel for long rows; else the wide kernel.
+    // The streaming kernel for long rows; else the row-block kernel.
     let aligned = [w_gate, w_up]
         .iter()
         .all(|w| (w.bytes.ptr() | w.row_bytes() as u64) % 16 == 0);
     let (kernel, grid, threads, shared) = match stream_plan(dev, tuning, ty, 2 * n, k, aligned) {
         Some(plan) => (plan.kernel, plan.grid, plan.block, plan.shared as u32),
         None => {
-            let r = wide_glu_rows(tuning, ty);
-            let Some(kernel) = wide_kernel(dev, tuning, ty, k, Epilogue::Glu, r) else {
+            let r = row_block_glu_rows(tuning, ty);
+            let Some(kernel) = row_block_kernel(dev, tuning, ty, k, Epilogue::Glu, r) else {
                 return Ok(false);
             };
             let grid = to_i32(n.div_ceil(r), "matmul n")? as u32;
-            (kernel, grid, wide_matvec_threads(dev, k), 0)
+            (kernel, grid, row_block_threads(dev, k), 0)
         }
     };
     let mut a = MatvecArgs::new(x, k, w_gate.row_bytes(), norm)?;
