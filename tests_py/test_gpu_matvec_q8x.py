@@ -87,7 +87,9 @@ def input_x(rng, k: int, scale: float = 1.0) -> np.ndarray:
 
 def check(got: np.ndarray, want: np.ndarray, w64: np.ndarray, xq: np.ndarray, what: str, slack=None):
     """|got - want| within 2 k 2^-23 sum |W| |xq| (+ `slack`), and that bound small against the
-    outputs (a wrong row, piece or scale shows)."""
+    outputs (a wrong row, piece or scale shows): its median under 5% of the outputs' RMS (not of
+    each row's |want|, which a row whose products cancel makes near zero: with 5 rows of 5120
+    values that median passed 5% about once in a thousand draws)."""
     k = w64.shape[1]
     bound = 2 * k * 2.0**-23 * (np.abs(w64) @ np.abs(xq)) + 1e-30
     if slack is not None:
@@ -95,7 +97,7 @@ def check(got: np.ndarray, want: np.ndarray, w64: np.ndarray, xq: np.ndarray, wh
     assert got.shape == want.shape and np.all(np.isfinite(got)), what
     worst = float(np.max(np.abs(got - want) / bound))
     assert worst <= 1.0, f"{what}: error {worst:.3f} x the bound"
-    assert np.median(bound / (np.abs(want) + 1e-30)) < 0.05, f"{what}: bound too loose to mean anything"
+    assert np.median(bound) < 0.05 * np.sqrt(np.mean(want**2)), f"{what}: bound too loose to mean anything"
 
 
 @pytest.mark.parametrize("dtype", TYPES)
