@@ -186,11 +186,12 @@ class Tiny:
         fused = self.fused(weights) if self.phi3 else {}
         weights.update({name: rows for name, (_, rows) in fused.items()})
         tensors, stored = [], {}
+        tied = "output.weight" not in weights
         for name, t in weights.items():
             if name in skip_tensors:
                 continue
             if t.ndim == 2 and dtype != "F32":
-                ty = dtype if dtype != "Q4_K_M" else mix_type(name, self.layers, t.shape[1], "output.weight" not in weights)
+                ty = dtype if dtype != "Q4_K_M" else mix_type(name, self.layers, t.shape[1], tied)
                 qtype = gguf.GGMLQuantizationType[ty]
                 raw = random_blocks(self.rng, t, ty) if ty in UNQUANTIZABLE else gguf.quants.quantize(t, qtype)
                 tensors.append(Tensor.of(name, raw, ty))

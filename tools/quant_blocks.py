@@ -94,16 +94,21 @@ def q6_k_blocks(rng: np.random.Generator, n_blocks: int, std: float) -> np.ndarr
     return pack_q6_k(d, magnitude * sign, q)
 
 
+def _random_bytes(rng: np.random.Generator, n_blocks: int, block_bytes: int) -> np.ndarray:
+    raw = np.frombuffer(rng.bytes(n_blocks * block_bytes), dtype=np.uint8)
+    return raw.reshape(n_blocks, block_bytes).copy()
+
+
 def q8_0_random_blocks(rng: np.random.Generator, n_blocks: int, std: float) -> np.ndarray:
     """Random Q8_0 blocks [n_blocks, 34] (f16 d, 32 int8): values ``d * q``, about this std."""
-    out = np.frombuffer(rng.bytes(n_blocks * 34), dtype=np.uint8).reshape(n_blocks, 34).copy()
+    out = _random_bytes(rng, n_blocks, 34)
     out[:, 0:2] = _f16_bytes((std / 73.9) * rng.uniform(0.75, 1.25, size=n_blocks))
     return out
 
 
 def q4_0_random_blocks(rng: np.random.Generator, n_blocks: int, std: float) -> np.ndarray:
     """Random Q4_0 blocks [n_blocks, 18] (f16 d, 32 nibbles): values ``d * (q - 8)``."""
-    out = np.frombuffer(rng.bytes(n_blocks * 18), dtype=np.uint8).reshape(n_blocks, 18).copy()
+    out = _random_bytes(rng, n_blocks, 18)
     out[:, 0:2] = _f16_bytes((std / 4.62) * rng.uniform(0.75, 1.25, size=n_blocks))
     return out
 
@@ -111,14 +116,9 @@ def q4_0_random_blocks(rng: np.random.Generator, n_blocks: int, std: float) -> n
 def q5_0_random_blocks(rng: np.random.Generator, n_blocks: int, std: float) -> np.ndarray:
     """Random Q5_0 blocks [n_blocks, 22] (f16 d, u32 of fifth bits, 16 bytes of nibbles): values
     ``d * (q - 16)``, q uniform in 0..31 (std 9.23)."""
-    out = np.frombuffer(rng.bytes(n_blocks * 22), dtype=np.uint8).reshape(n_blocks, 22).copy()
+    out = _random_bytes(rng, n_blocks, 22)
     out[:, 0:2] = _f16_bytes((std / 9.23) * rng.uniform(0.75, 1.25, size=n_blocks))
     return out
-
-
-def _random_bytes(rng: np.random.Generator, n_blocks: int, block_bytes: int) -> np.ndarray:
-    raw = np.frombuffer(rng.bytes(n_blocks * block_bytes), dtype=np.uint8)
-    return raw.reshape(n_blocks, block_bytes).copy()
 
 
 def q4_k_random_blocks(rng: np.random.Generator, n_blocks: int, std: float) -> np.ndarray:
