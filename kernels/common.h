@@ -21,6 +21,8 @@
 //                            each result rounded once to f16 (nearest even)
 //   rf_grid_wait / rf_grid_release   programmatic dependent launch (NVIDIA sm_90+, no-ops
 //                            elsewhere): see their comment below
+//   rf_lane_offset(v)        a per-thread offset kept in vector registers on AMD (no
+//                            instruction; see its comment)
 //   rf_ld_l2(p)              a global load served from L2 or memory, never from a line the
 //                            multiprocessor's L1 holds from earlier (NVIDIA ld.global.cg)
 //   u8, i8, u16, u32, i64    fixed-width integers (no <stdint.h> under NVRTC)
@@ -175,6 +177,19 @@ __device__ __forceinline__ T* rf_after_wait(T* p) {
     asm volatile("" : "+l"(p));
 #endif
     return p;
+}
+
+// An offset that differs between a block's threads (a piece's place in a weight row, a key
+// row's distance from the first), kept whole in vector registers on AMD. Otherwise the
+// compiler may split it into a part common to the block, added to a base address in scalar
+// registers once for each of the many rows a thread loads (a register pair per row), and a
+// per-thread rest: the many-row matvecs and the decode attention then run out of scalar
+// registers and spill them. An empty asm: no instruction. Elsewhere the offset as it is.
+__device__ __forceinline__ i64 rf_lane_offset(i64 v) {
+#if defined(__AMDGCN__)
+    asm volatile("" : "+v"(v));
+#endif
+    return v;
 }
 
 // A global load from L2 (or memory), past any line the multiprocessor's L1 cached earlier: on

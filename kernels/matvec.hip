@@ -154,8 +154,11 @@ __device__ __forceinline__ float rf_absmax_nan(float m, float v) {
     asm("max.NaN.f32 %0, %1, %2;" : "=f"(r) : "f"(m), "f"(fabsf(v)));
     return r;
 #else
-    const float a = fabsf(v);
-    return (a > m || a != a) ? a : m;
+    // As unsigned integers, the bits of non-negative floats order as their values, and every
+    // NaN's (|NaN|: exponent all ones, mantissa not zero) above infinity's: one integer max,
+    // where a float compare for NaN would keep a lane mask per value live (scalar registers).
+    const u32 a = (u32)__float_as_int(v) & 0x7fffffffu, b = (u32)__float_as_int(m);
+    return __int_as_float((int)(a > b ? a : b));
 #endif
 }
 

@@ -56,6 +56,30 @@ __device__ __forceinline__ void rf_unpack_nibbles(uint4 q, int lo[32]) {
     rf_unpack_nibbles(w, lo);
 }
 
+// Element 32 c + i of a float row of k values (32 c < k), converted by `conv`, or 0 past the
+// row's end. AMD: loaded in bounds (from min(32 c + i, k - 1)) and cleared by an integer mask;
+// a compare would give each of a chunk's 32 elements a lane mask, which the compiler keeps live
+// in scalar registers while the loads are in flight (two a mask at wave 64: they spilled).
+// NVIDIA: the compare (predicated loads).
+template <class T, class Conv>
+__device__ __forceinline__ float rf_chunk_value(const T* r, int c, int i, int k, Conv conv) {
+#if defined(RF_HIP)
+    const int last = k - 1 - 32 * c;
+    return __int_as_float(__float_as_int(conv(r[32 * c + min(i, last)])) & ~((last - i) >> 31));
+#else
+    return (32 * c + i < k) ? conv(r[32 * c + i]) : 0.0f;
+#endif
+}
+struct RfAsFloat {
+    __device__ float operator()(float v) const { return v; }
+};
+struct RfHalfToFloat {
+    __device__ float operator()(u16 v) const { return rf_half_to_float(v); }
+};
+struct RfBf16ToFloat {
+    __device__ float operator()(u16 v) const { return rf_bf16_to_float(v); }
+};
+
 struct WF32 {
     static constexpr int BLOCK = 1, BYTES = 4;
     // Elements [4i, 4i + 4) of a row (rows 16-byte aligned: k % 4 == 0).
@@ -63,7 +87,7 @@ struct WF32 {
     __device__ static void chunk(const u8* row, int c, int k, float y[32]) {
         const float* r = (const float*)row;
 #pragma unroll
-        for (int i = 0; i < 32; ++i) y[i] = (32 * c + i < k) ? r[32 * c + i] : 0.0f;
+        for (int i = 0; i < 32; ++i) y[i] = rf_chunk_value(r, c, i, k, RfAsFloat());
     }
 };
 
@@ -77,7 +101,7 @@ struct WF16 {
     __device__ static void chunk(const u8* row, int c, int k, float y[32]) {
         const u16* r = (const u16*)row;
 #pragma unroll
-        for (int i = 0; i < 32; ++i) y[i] = (32 * c + i < k) ? rf_half_to_float(r[32 * c + i]) : 0.0f;
+        for (int i = 0; i < 32; ++i) y[i] = rf_chunk_value(r, c, i, k, RfHalfToFloat());
     }
 };
 
@@ -91,7 +115,7 @@ struct WBF16 {
     __device__ static void chunk(const u8* row, int c, int k, float y[32]) {
         const u16* r = (const u16*)row;
 #pragma unroll
-        for (int i = 0; i < 32; ++i) y[i] = (32 * c + i < k) ? rf_bf16_to_float(r[32 * c + i]) : 0.0f;
+        for (int i = 0; i < 32; ++i) y[i] = rf_chunk_value(r, c, i, k, RfBf16ToFloat());
     }
 };
 
@@ -104,7 +128,8 @@ struct WBF16 {
 //   X_SUMS        sums of the piece's 8-bit x the dot product takes: 1 (over the piece) or 2
 //                 (over its halves: Q6_K's scales of 16 values).
 //   At(p, k)      where piece p's other data (scales, mins, high bits) sits in a row of k
-//                 values: byte offsets from the row's start.
+//                 values: byte offsets from the row's start, each through rf_lane_offset (a
+//                 block's rows share them: no scalar base address per row and field on AMD).
 //   Aux, aux(row, at)   that data, loaded with the piece's quants (before their use).
 //   dot(q, aux, xq, sx, dx)    the piece's contribution to the row's sum: x is dx * xq, xq
 //                 VALUES / 4 words of 4 signed bytes (word i: values 4i .. 4i + 3 of the piece),
@@ -205,7 +230,7 @@ struct WQ4_0 {  // device layout: qs[k / 32][16], then d[k / 32]
     using Aux = float;
     struct At {
         i64 d;
-        __device__ At(int p, int k) : d((i64)(k / 32) * QS + 2 * p) {}
+        __device__ At(int p, int k) : d(rf_lane_offset((i64)(k / 32) * QS + 2 * p)) {}
     };
     __device__ static Aux aux(const u8* row, const At& at) { return rf_ldh(row + at.d); }
     __device__ static float dot(uint4 q, Aux d, const int* xq, const int* sx, float dx) {
@@ -232,7 +257,7 @@ struct WQ4_1 {  // device layout: qs[k / 32][16], then (d, m)[k / 32]
     };
     struct At {
         i64 dm;
-        __device__ At(int p, int k) : dm((i64)(k / 32) * 16 + 4 * p) {}
+        __device__ At(int p, int k) : dm(rf_lane_offset((i64)(k / 32) * 16 + 4 * p)) {}
     };
     __device__ static Aux aux(const u8* row, const At& at) {
         const u32 dm = rf_ld32_a4(row + at.dm);
@@ -259,7 +284,7 @@ struct WQ5_0 {  // device layout: qs[k / 32][16], qh[k / 32] (u32, spread: rf_do
     };
     struct At {
         i64 h, d;
-        __device__ At(int p, int k) : h((i64)(k / 32) * 16 + 4 * p), d((i64)(k / 32) * 20 + 2 * p) {}
+        __device__ At(int p, int k) : h(rf_lane_offset((i64)(k / 32) * 16 + 4 * p)), d(rf_lane_offset((i64)(k / 32) * 20 + 2 * p)) {}
     };
     // (rows of an odd number of blocks are 2-byte aligned: the decode launchers take none)
     __device__ static Aux aux(const u8* row, const At& at) { return {rf_ld32_a4(row + at.h), rf_ldh(row + at.d)}; }
@@ -286,7 +311,7 @@ struct WQ5_1 {  // device layout: qs[k / 32][16], qh[k / 32] (u32, spread: rf_do
     };
     struct At {
         i64 h, dm;
-        __device__ At(int p, int k) : h((i64)(k / 32) * 16 + 4 * p), dm((i64)(k / 32) * 20 + 4 * p) {}
+        __device__ At(int p, int k) : h(rf_lane_offset((i64)(k / 32) * 16 + 4 * p)), dm(rf_lane_offset((i64)(k / 32) * 20 + 4 * p)) {}
     };
     __device__ static Aux aux(const u8* row, const At& at) {
         const u32 dm = rf_ld32_a4(row + at.dm);
@@ -310,7 +335,7 @@ struct WQ8_0 {  // device layout: qs[k / 32][32], then d[k / 32]
     using Aux = float;
     struct At {
         i64 d;
-        __device__ At(int p, int k) : d((i64)(k / 32) * QS + 2 * (p >> 1)) {}
+        __device__ At(int p, int k) : d(rf_lane_offset((i64)(k / 32) * QS + 2 * (p >> 1))) {}
     };
     __device__ static Aux aux(const u8* row, const At& at) { return rf_ldh(row + at.d); }
     __device__ static float dot(uint4 q, Aux d, const int* xq, const int*, float dx) {
@@ -349,7 +374,7 @@ struct WQ4_K {  // device layout: qs[k / 32][16] (piece = sub-block), then 16 by
     struct At {
         i64 s;  // the super-block's scales
         int j;  // the sub-block
-        __device__ At(int p, int k) : s((i64)(k / 256) * 128 + 16 * (p >> 3)), j(p & 7) {}
+        __device__ At(int p, int k) : s(rf_lane_offset((i64)(k / 256) * 128 + 16 * (p >> 3))), j(p & 7) {}
     };
     __device__ static Aux aux(const u8* row, const At& at) {
         Aux a;
@@ -381,7 +406,7 @@ struct WQ5_K {  // device layout: qs[k / 32][16], qh[k / 32] (u32, spread: rf_do
         i64 h, s;
         int j;
         __device__ At(int p, int k)
-            : h((i64)(k / 256) * 128 + 4 * p), s((i64)(k / 256) * 160 + 16 * (p >> 3)), j(p & 7) {}
+            : h(rf_lane_offset((i64)(k / 256) * 128 + 4 * p)), s(rf_lane_offset((i64)(k / 256) * 160 + 16 * (p >> 3))), j(p & 7) {}
     };
     __device__ static Aux aux(const u8* row, const At& at) {
         Aux a;
@@ -416,7 +441,7 @@ struct WQ6_K {
     struct At {
         i64 h, sc, d;
         __device__ At(int p, int k)
-            : h((i64)(k / 256) * 128 + 8 * p), sc((i64)(k / 256) * 192 + 2 * p), d((i64)(k / 256) * 208 + 2 * (p >> 3)) {}
+            : h(rf_lane_offset((i64)(k / 256) * 128 + 8 * p)), sc(rf_lane_offset((i64)(k / 256) * 192 + 2 * p)), d(rf_lane_offset((i64)(k / 256) * 208 + 2 * (p >> 3))) {}
     };
     // (rows of an odd number of super-blocks are 2-byte aligned: the decode launchers take
     // none; `aux_a2` reads those)
@@ -545,7 +570,7 @@ struct WIQ4_NL {  // device layout as Q4_0's: qs[k / 32][16], then d[k / 32]
     using Aux = float;
     struct At {
         i64 d;
-        __device__ At(int p, int k) : d((i64)(k / 32) * QS + 2 * p) {}
+        __device__ At(int p, int k) : d(rf_lane_offset((i64)(k / 32) * QS + 2 * p)) {}
     };
     __device__ static Aux aux(const u8* row, const At& at) { return rf_ldh(row + at.d); }
     __device__ static float dot(uint4 q, Aux d, const int* xq, const int*, float dx) {
@@ -569,7 +594,7 @@ struct WIQ4_XS {
     struct At {
         i64 s;  // the super-block's d and scales
         int j;  // the sub-block
-        __device__ At(int p, int k) : s((i64)(k / 256) * 128 + 8 * (p >> 3)), j(p & 7) {}
+        __device__ At(int p, int k) : s(rf_lane_offset((i64)(k / 256) * 128 + 8 * (p >> 3))), j(p & 7) {}
     };
     // (rows are whole super-blocks of 136 bytes: 8-byte aligned)
     __device__ static Aux aux(const u8* row, const At& at) {

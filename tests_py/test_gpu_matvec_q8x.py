@@ -174,6 +174,14 @@ def act64(act: str, g: np.ndarray) -> np.ndarray:
 # in src/device/matvec_table.rs
 PROJ = [({"matvec_rows": 4}, "_r4"), ({"matvec_rows": 8}, "_r8"),
         ({"matvec_rows": 16, "matvec_capped": False}, "_r16"), ({"matvec_rows": 16, "matvec_capped": True}, "_r16_capped")]
+
+
+def proj_rows(dtype: str, tuning: dict, name: str) -> str:
+    """The name part of PROJ's kernel for `dtype`: Q8_0's blocks take at most 8 rows
+    (matvec_table.rs, `row_block_max`), so 16 rows select its 8-row form there."""
+    return "_r8" if dtype == "Q8_0" and tuning["matvec_rows"] == 16 else name
+
+
 GLU = [({"glu_rows": 4, "matvec_stream": False}, "glu", "_r4"), ({"glu_rows": 8, "matvec_stream": False}, "glu", "_r8"),
        ({"stream_stages": 2}, "glu_stream", None), ({"stream_stages": 3}, "glu_stream", None)]  # (rows: STREAM_ROWS)
 
@@ -191,7 +199,7 @@ def test_matvec_store_three_matrices(rng, dtype, variant, norm):
     x = input_x(rng, k)
     xin, kw, z, scale = normed(x, norm, rng, 1e-5)
     res = native.gpu_matvec(xin, [m[0] for m in mats], dtype, "store", biases=biases, tuning=tuning, **kw)
-    assert res["kernel"] == f"matvec_proj_{suffix(dtype)}{name}"
+    assert res["kernel"] == f"matvec_proj_{suffix(dtype)}{proj_rows(dtype, tuning, name)}"
     xq = quantize_x(z, piece(dtype))
     for i, ((_, w64), b) in enumerate(zip(mats, biases)):
         want = (w64 @ xq) * scale + b
@@ -288,7 +296,7 @@ def test_matvec_qkv_rope(rng, dtype, variant, kv_dtype):
             "theta": theta, "neox": neox, "freq_factors": ff, "kv_dtype": kv_dtype}
     res = native.gpu_matvec(xin, [m[0] for m in mats], dtype, "qkv_rope", biases=biases, rope=rope,
                             tuning=tuning, **kw)
-    assert res["kernel"] == f"matvec_qkv_rope_{kv_dtype}_{suffix(dtype)}{name}"
+    assert res["kernel"] == f"matvec_qkv_rope_{kv_dtype}_{suffix(dtype)}{proj_rows(dtype, tuning, name)}"
     xq = quantize_x(z, piece(dtype))
     y = [(w64 @ xq) * scale + b for (_, w64), b in zip(mats, biases)]
     want_q = rope64(y[0], head_dim, pos, theta, neox, ff)

@@ -22,9 +22,9 @@
 //! For the clang targets the gate also reads each kernel's resources from the code objects
 //! (VGPRs, SGPRs, LDS, scratch, spills, occupancy) and prints them as a table. The rule
 //! (`resources::Rule`): a kernel whose name starts with one of the `--hot` prefixes, and that
-//! an AMD launcher can take, must not use scratch memory (VGPR spills, a stack) on any of
-//! them, unless `--known` names it for that target (`*` wildcards); SGPR spills into VGPR
-//! lanes and other kernels' spills are warnings. `--docs FILE` writes the table as Markdown
+//! an AMD launcher can take, must neither spill (SGPRs into VGPR lanes, VGPRs) nor use scratch
+//! memory (a stack) on any of them, unless `--known` names it for that target (`*`
+//! wildcards); other kernels' spills are warnings. `--docs FILE` writes the table as Markdown
 //! into FILE between the lines `DOCS_BEGIN` and `DOCS_END`.
 //!
 //! The compilations of all targets run in one pool, one per core (each compiler call is
@@ -499,11 +499,9 @@ fn report_resources(
         }
         let has = |v: Verdict| judged.iter().any(|j| j.0 == v);
         let label = if has(Verdict::Fails) {
-            "FAILED (hot, scratch)"
+            "FAILED (hot, spills or scratch)"
         } else if has(Verdict::Known) {
-            "known (hot, scratch)"
-        } else if has(Verdict::SgprSpills) {
-            "warning (hot, SGPR spills only)"
+            "known (hot, spills or scratch)"
         } else if launched {
             "warning"
         } else {
@@ -512,22 +510,22 @@ fn report_resources(
         let problems: Vec<&str> = judged.iter().map(|j| j.1.as_str()).collect();
         println!("{label} {name}: {}", problems.join("; "));
     }
-    // Known entries that match nothing that uses scratch: to be removed from the list.
+    // Known entries that match nothing that spills or uses scratch: to be removed from the list.
     for (pattern, known_targets) in &rule.known {
         for arch in known_targets.iter().filter(|a| archs.contains(a)) {
             let i = archs.iter().position(|a| a == arch).unwrap();
             let used = table.rows.iter().any(|(name, cells)| {
-                resources::glob(pattern, name) && cells[i].is_some_and(|r| r.uses_scratch())
+                resources::glob(pattern, name) && cells[i].is_some_and(|r| !r.problem().is_empty())
             });
             if !used {
-                println!("note: the known entry {pattern}@{arch} uses no scratch now");
+                println!("note: the known entry {pattern}@{arch} neither spills nor uses scratch now");
             }
         }
     }
     // Per target, the kernels of each verdict.
     let mut summary = String::from(
-        "| target | kernels | hot, scratch: fails | hot, scratch: known | hot, SGPR spills only \
-         | others spilling |\n| --- | ---: | ---: | ---: | ---: | ---: |\n",
+        "| target | kernels | hot, spills or scratch: fails | hot, spills or scratch: known \
+         | others spilling |\n| --- | ---: | ---: | ---: | ---: |\n",
     );
     println!();
     let mut failing = 0;
@@ -540,7 +538,6 @@ fn report_resources(
                 Verdict::Clean => continue,
                 Verdict::Fails => "fails",
                 Verdict::Known => "known",
-                Verdict::SgprSpills => "sgpr",
                 Verdict::Other => "other",
             };
             *count.entry(key).or_default() += 1;
@@ -548,20 +545,18 @@ fn report_resources(
         let n = |k: &str| count.get(k).copied().unwrap_or(0);
         failing += n("fails");
         println!(
-            "{arch}: {} kernels; hot kernels using scratch: {} failing, {} known; hot kernels \
-             spilling only SGPRs: {}; others spilling: {}",
+            "{arch}: {} kernels; hot kernels spilling or using scratch: {} failing, {} known; \
+             others spilling: {}",
             n("kernels"),
             n("fails"),
             n("known"),
-            n("sgpr"),
             n("other")
         );
         summary.push_str(&format!(
-            "| {arch} | {} | {} | {} | {} | {} |\n",
+            "| {arch} | {} | {} | {} | {} |\n",
             n("kernels"),
             n("fails"),
             n("known"),
-            n("sgpr"),
             n("other")
         ));
     }
@@ -571,9 +566,9 @@ fn report_resources(
     } else {
         let hot = format!("hot kernels ({}*)", rule.hot.join("*, "));
         if failing == 0 {
-            println!("no scratch in the {hot} on any target, beyond the known list");
+            println!("no spills and no scratch in the {hot} on any target, beyond the known list");
         } else {
-            println!("FAILED: {failing} (kernel, target) pairs of the {hot} use scratch memory");
+            println!("FAILED: {failing} (kernel, target) pairs of the {hot} spill or use scratch");
         }
         failing == 0
     };

@@ -45,37 +45,29 @@ impl Resources {
     }
 }
 
-impl Resources {
-    /// Whether the kernel touches scratch memory: VGPR spills, a stack frame or a dynamic
-    /// stack. (An SGPR spill goes to a lane of a VGPR, an ALU instruction each way; one that
-    /// finds no free lane goes to scratch, and then shows here too.)
-    pub fn uses_scratch(&self) -> bool {
-        self.scratch > 0 || self.vgpr_spills > 0 || self.dynamic_stack
-    }
-}
-
 /// What the rule says of one kernel on one target.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Verdict {
     /// No spills, no scratch.
     Clean,
-    /// A hot kernel that uses scratch memory: the gate fails.
+    /// A hot kernel that spills (SGPRs into VGPR lanes, or VGPRs) or uses scratch memory: the
+    /// gate fails.
     Fails,
-    /// A hot kernel that uses scratch memory where the known list says so (open work).
+    /// A hot kernel that spills or uses scratch memory where the known list says so (open work).
     Known,
-    /// A hot kernel whose only spills are SGPRs into VGPR lanes: a warning.
-    SgprSpills,
     /// Spills or scratch in a kernel that is not hot, or that no AMD launcher takes: a warning.
     Other,
 }
 
-/// The resource rule: on every target, no hot kernel that an AMD launcher can take uses scratch
-/// memory, except where the known list names it for that target.
+/// The resource rule: on every target, no hot kernel that an AMD launcher can take spills
+/// (SGPRs or VGPRs) or uses scratch memory, except where the known list names it for that
+/// target.
 #[derive(Clone, Debug, Default)]
 pub struct Rule {
     /// Name prefixes of the hot kernels.
     pub hot: Vec<String>,
-    /// (name pattern with `*` wildcards, targets): hot kernels known to use scratch there.
+    /// (name pattern with `*` wildcards, targets): hot kernels known to spill or use scratch
+    /// there.
     pub known: Vec<(String, Vec<String>)>,
 }
 
@@ -127,8 +119,6 @@ impl Rule {
             Verdict::Clean
         } else if !launched || !self.is_hot(&r.name) {
             Verdict::Other
-        } else if !r.uses_scratch() {
-            Verdict::SgprSpills
         } else if self.is_known(&r.name, arch) {
             Verdict::Known
         } else {
@@ -436,7 +426,7 @@ amdhsa.version:
             known: Rule::parse_known("matvec_*_q4_K_r16*@gfx1100+gfx1201").unwrap(),
         };
         let r = &kernels[0];
-        assert!(r.uses_scratch());
+        assert!(r.scratch > 0);
         assert_eq!(rule.verdict(r, "gfx1100", true), Verdict::Fails);
         // Not taken by an AMD launcher, or not hot: a warning.
         assert_eq!(rule.verdict(r, "gfx1100", false), Verdict::Other);
@@ -452,14 +442,20 @@ amdhsa.version:
         };
         assert_eq!(rule.verdict(&known, "gfx1100", true), Verdict::Known);
         assert_eq!(rule.verdict(&known, "gfx1030", true), Verdict::Fails);
-        // SGPRs spilled into VGPR lanes, no scratch: a warning; nothing spilled: clean.
+        // SGPRs spilled into VGPR lanes, no scratch: fails too (known where listed);
+        // nothing spilled: clean.
         let sgpr = Resources {
             sgpr_spills: 40,
             vgpr_spills: 0,
             scratch: 0,
             ..r.clone()
         };
-        assert_eq!(rule.verdict(&sgpr, "gfx90a", true), Verdict::SgprSpills);
+        assert_eq!(rule.verdict(&sgpr, "gfx90a", true), Verdict::Fails);
+        let known_sgpr = Resources {
+            name: known.name.clone(),
+            ..sgpr.clone()
+        };
+        assert_eq!(rule.verdict(&known_sgpr, "gfx1100", true), Verdict::Known);
         let clean = Resources {
             sgpr_spills: 0,
             ..sgpr.clone()

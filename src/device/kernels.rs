@@ -245,6 +245,12 @@ fn matvec_type(ty: GgmlType) -> Option<matvec_table::Type> {
         .copied()
 }
 
+/// The most rows a block of `ty`'s row-block decode kernels takes (`Type::row_block_max`), if
+/// the family takes `ty`.
+pub fn matvec_row_block_max(ty: GgmlType) -> Option<usize> {
+    matvec_type(ty).map(|t| t.row_block_max)
+}
+
 /// Whether the decode matvec family (kernels/matvec.hip) has kernels for `ty`.
 pub fn matvec_decode_type(ty: GgmlType) -> bool {
     matvec_type(ty).is_some()

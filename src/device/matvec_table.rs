@@ -77,28 +77,34 @@ pub struct Type {
     /// spills (NVRTC sm_90, scripts/kernel-stats.py): 8 where a piece's scales are one
     /// register, 4 where they are two or more.
     pub stream_rows: usize,
+    /// The most rows a block of its row-block kernels takes (of each matrix for Glu): 8 for
+    /// Q8_0, whose pieces are 16 values, so that a thread has two pieces of each row in
+    /// flight; at 16 rows those loads fill the 256 vector registers a lane has on AMD, and the
+    /// wave-64 targets spill (docs/AMD.md). 16 for the others.
+    pub row_block_max: usize,
 }
 
-const fn ty(suffix: &'static str, q: &'static str, stream_rows: usize) -> Type {
+const fn ty(suffix: &'static str, q: &'static str, stream_rows: usize, row_block_max: usize) -> Type {
     Type {
         suffix,
         q,
         stream_rows,
+        row_block_max,
     }
 }
 
 /// The weight types of the family.
 pub const TYPES: [Type; 10] = [
-    ty("q4_0", "WQ4_0", 8),
-    ty("q4_1", "WQ4_1", 4),
-    ty("q5_0", "WQ5_0", 4),
-    ty("q5_1", "WQ5_1", 4),
-    ty("q8_0", "WQ8_0", 8),
-    ty("q4_K", "WQ4_K", 4),
-    ty("q5_K", "WQ5_K", 4),
-    ty("q6_K", "WQ6_K", 4),
-    ty("iq4_nl", "WIQ4_NL", 8),
-    ty("iq4_xs", "WIQ4_XS", 8),
+    ty("q4_0", "WQ4_0", 8, 16),
+    ty("q4_1", "WQ4_1", 4, 16),
+    ty("q5_0", "WQ5_0", 4, 16),
+    ty("q5_1", "WQ5_1", 4, 16),
+    ty("q8_0", "WQ8_0", 8, 8),
+    ty("q4_K", "WQ4_K", 4, 16),
+    ty("q5_K", "WQ5_K", 4, 16),
+    ty("q6_K", "WQ6_K", 4, 16),
+    ty("iq4_nl", "WIQ4_NL", 8, 16),
+    ty("iq4_xs", "WIQ4_XS", 8, 16),
 ];
 
 impl Type {
@@ -106,7 +112,7 @@ impl Type {
     pub fn has(&self, shape: &Shape) -> bool {
         SHAPES.contains(shape)
             && match shape.core {
-                Core::RowBlock => true,
+                Core::RowBlock => shape.rows <= self.row_block_max,
                 Core::Stream { .. } => shape.rows == self.stream_rows,
             }
     }

@@ -55,7 +55,8 @@ pub struct Tuning {
     /// The decode plan's q/k/v launch also applies the rope and appends k and v to the cache.
     pub fuse_rope: bool,
     /// Weight rows a block of the decode matvec takes: 4, 8 or 16, the rows per block
-    /// src/device/matvec_table.rs has (None: chosen per shape).
+    /// src/device/matvec_table.rs has (Q8_0 at most 8: 16 takes 8 there; None: chosen per
+    /// shape).
     pub matvec_rows: Option<usize>,
     /// Rows of each of gate and up a block of the decode gate/up matvec takes: 4 or 8 (None:
     /// per type).
