@@ -14,6 +14,13 @@
 #   scripts/gpu-session.sh 4   the decode tuning fields that matter for the K-quant and IQ4 files
 #                              (tg128 with each `--tuning` of TUNINGS), and an ncu per-kernel
 #                              profile of llama-8b Q4_K_M's decode (ncu-kernels.py)
+#   scripts/gpu-session.sh 5   the real gemma-3-270m file: reassembled from GEMMA_PARTS (its
+#                              pieces part*, `split -b 48M -d -a 1 FILE part`: a device call
+#                              carries at most 64 MiB, so each piece travels in a call of its
+#                              own, named alone in `carry`, and stays on the warm machine),
+#                              sha256 checked, into DIR and the test-data cache; then its
+#                              llama.cpp agreement tests on the GPU, a generation, and tg128 /
+#                              pp512 against llama-bench
 #
 # NEW, BASE: rocmforge wheel files (pip's file names; BASE only for phase 2). LLAMACPP: the
 # archive scripts/llamacpp-pack.sh writes. The gguf package, if not installed, is taken from a
@@ -73,8 +80,35 @@ case "${1:-}" in
       $PY -m rocmforge.cli bench -m "$DIR/llama-8b-Q4_K_M.gguf" -p 0 -n 2 -r 1 >"$OUT/ncu-q4km.csv" 2>/dev/null
     $PY "$ROOT/scripts/ncu-kernels.py" "$OUT/ncu-q4km.csv" --top 14
     ;;
+  5)
+    install_new || exit 1
+    real="$DIR/gemma3-270m-real.gguf"
+    cache="${XDG_CACHE_HOME:-$HOME/.cache}/rocmforge/test-data"
+    mkdir -p "$cache" "$DIR"
+    if [ ! -f "$real" ]; then
+      cat "${GEMMA_PARTS:?the folder of the pieces}"/part* >"$real.partial" && mv "$real.partial" "$real"
+    fi
+    $PY - "$real" "$ROOT/tools" <<'PY' || { rm -f "$real"; exit 1; }
+import hashlib, sys
+sys.path.insert(0, sys.argv[2])
+from models import GEMMA3_270M_SHA256
+h = hashlib.sha256()
+with open(sys.argv[1], "rb") as f:
+    for block in iter(lambda: f.read(1 << 24), b""):
+        h.update(block)
+ok = h.hexdigest() == GEMMA3_270M_SHA256
+print("gemma-3-270m sha256", "ok" if ok else "MISMATCH: " + h.hexdigest())
+sys.exit(0 if ok else 1)
+PY
+    ln -sf "$real" "$cache/gemma-3-270m-q4_k_m.gguf"
+    ROCMFORGE_TEST_DEVICES=gpu timeout 240 $PY -m pytest -q -p no:cacheprovider \
+      "$ROOT/tests_py/test_model_vs_llamacpp.py" -k gemma3_270m 2>&1 | tee "$OUT/gemma-tests.txt" | tail -3
+    timeout 60 $PY -m rocmforge.cli generate --model "$real" --device gpu --max-tokens 48 --temperature 0 \
+      "Write one sentence about the sea." 2>&1 | tee "$OUT/gemma-generate.txt" | tail -4
+    timeout 150 "$ROOT/scripts/bench-llamacpp.sh" "$LLAMACPP" gemma3-270m-real 2>&1 | tee "$OUT/llamacpp-gemma.txt"
+    ;;
   *)
-    echo "usage: NEW=... [BASE=...] [LLAMACPP=...] $0 1|2|3|4" >&2
+    echo "usage: NEW=... [BASE=...] [LLAMACPP=...] $0 1|2|3|4|5" >&2
     exit 2
     ;;
 esac
