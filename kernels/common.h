@@ -184,7 +184,9 @@ __device__ __forceinline__ T* rf_after_wait(T* p) {
 // compiler may split it into a part common to the block, added to a base address in scalar
 // registers once for each of the many rows a thread loads (a register pair per row), and a
 // per-thread rest: the many-row matvecs and the decode attention then run out of scalar
-// registers and spill them. An empty asm: no instruction. Elsewhere the offset as it is.
+// registers and spill them. An empty asm: no instruction, but the compiler counts it as
+// convergent, so a loop holding one is not unrolled by a runtime count. Elsewhere the offset as
+// it is.
 __device__ __forceinline__ i64 rf_lane_offset(i64 v) {
 #if defined(__AMDGCN__)
     asm volatile("" : "+v"(v));

@@ -230,7 +230,7 @@ __device__ __forceinline__ void mv_row_block_sums(const float* __restrict__ x, c
         for (int j = 0; j < P; ++j) {
             const int p = c + j * threads + tid;
             if (p < pieces) {
-                const typename Q::At at(p, k);
+                const typename Q::At at(p, k, RfLaneOffset());
 #pragma unroll
                 for (int r = 0; r < R; ++r) {
                     q[r][j] = NA ? rf_ld128_a4_na(rows[r] + (i64)p * 16, aligned16)

@@ -128,8 +128,8 @@ struct WBF16 {
 //   X_SUMS        sums of the piece's 8-bit x the dot product takes: 1 (over the piece) or 2
 //                 (over its halves: Q6_K's scales of 16 values).
 //   At(p, k)      where piece p's other data (scales, mins, high bits) sits in a row of k
-//                 values: byte offsets from the row's start, each through rf_lane_offset (a
-//                 block's rows share them: no scalar base address per row and field on AMD).
+//                 values: byte offsets from the row's start, each through `off` (RfOffset, or
+//                 RfLaneOffset where a block's many rows share them).
 //   Aux, aux(row, at)   that data, loaded with the piece's quants (before their use).
 //   dot(q, aux, xq, sx, dx)    the piece's contribution to the row's sum: x is dx * xq, xq
 //                 VALUES / 4 words of 4 signed bytes (word i: values 4i .. 4i + 3 of the piece),
@@ -224,13 +224,25 @@ __device__ __forceinline__ void rf_piece_nibbles(const u8* p, bool a4, int v[32]
     rf_unpack_nibbles(rf_piece_quants(p, a4), v);
 }
 
+// What the `At` constructors pass their offsets through: as they are (RfOffset), or through
+// rf_lane_offset (RfLaneOffset: the row-block matvecs of matvec.hip, whose blocks hold up to 32
+// rows). Only there: the empty asm it is on AMD counts as convergent, and a loop holding one is
+// not unrolled by a runtime count (matmul.hip's `#pragma unroll 2`).
+struct RfOffset {
+    __device__ i64 operator()(i64 v) const { return v; }
+};
+struct RfLaneOffset {
+    __device__ i64 operator()(i64 v) const { return rf_lane_offset(v); }
+};
+
 struct WQ4_0 {  // device layout: qs[k / 32][16], then d[k / 32]
     static constexpr int BLOCK = 32, BYTES = 18, QS = 16;
     static constexpr int VALUES = 32, X_SUMS = 1;  // a piece: one block
     using Aux = float;
     struct At {
         i64 d;
-        __device__ At(int p, int k) : d(rf_lane_offset((i64)(k / 32) * QS + 2 * p)) {}
+        template <class L = RfOffset>
+        __device__ At(int p, int k, L off = L()) : d(off((i64)(k / 32) * QS + 2 * p)) {}
     };
     __device__ static Aux aux(const u8* row, const At& at) { return rf_ldh(row + at.d); }
     __device__ static float dot(uint4 q, Aux d, const int* xq, const int* sx, float dx) {
@@ -257,7 +269,8 @@ struct WQ4_1 {  // device layout: qs[k / 32][16], then (d, m)[k / 32]
     };
     struct At {
         i64 dm;
-        __device__ At(int p, int k) : dm(rf_lane_offset((i64)(k / 32) * 16 + 4 * p)) {}
+        template <class L = RfOffset>
+        __device__ At(int p, int k, L off = L()) : dm(off((i64)(k / 32) * 16 + 4 * p)) {}
     };
     __device__ static Aux aux(const u8* row, const At& at) {
         const u32 dm = rf_ld32_a4(row + at.dm);
@@ -284,7 +297,8 @@ struct WQ5_0 {  // device layout: qs[k / 32][16], qh[k / 32] (u32, spread: rf_do
     };
     struct At {
         i64 h, d;
-        __device__ At(int p, int k) : h(rf_lane_offset((i64)(k / 32) * 16 + 4 * p)), d(rf_lane_offset((i64)(k / 32) * 20 + 2 * p)) {}
+        template <class L = RfOffset>
+        __device__ At(int p, int k, L off = L()) : h(off((i64)(k / 32) * 16 + 4 * p)), d(off((i64)(k / 32) * 20 + 2 * p)) {}
     };
     // (rows of an odd number of blocks are 2-byte aligned: the decode launchers take none)
     __device__ static Aux aux(const u8* row, const At& at) { return {rf_ld32_a4(row + at.h), rf_ldh(row + at.d)}; }
@@ -311,7 +325,8 @@ struct WQ5_1 {  // device layout: qs[k / 32][16], qh[k / 32] (u32, spread: rf_do
     };
     struct At {
         i64 h, dm;
-        __device__ At(int p, int k) : h(rf_lane_offset((i64)(k / 32) * 16 + 4 * p)), dm(rf_lane_offset((i64)(k / 32) * 20 + 4 * p)) {}
+        template <class L = RfOffset>
+        __device__ At(int p, int k, L off = L()) : h(off((i64)(k / 32) * 16 + 4 * p)), dm(off((i64)(k / 32) * 20 + 4 * p)) {}
     };
     __device__ static Aux aux(const u8* row, const At& at) {
         const u32 dm = rf_ld32_a4(row + at.dm);
@@ -335,7 +350,8 @@ struct WQ8_0 {  // device layout: qs[k / 32][32], then d[k / 32]
     using Aux = float;
     struct At {
         i64 d;
-        __device__ At(int p, int k) : d(rf_lane_offset((i64)(k / 32) * QS + 2 * (p >> 1))) {}
+        template <class L = RfOffset>
+        __device__ At(int p, int k, L off = L()) : d(off((i64)(k / 32) * QS + 2 * (p >> 1))) {}
     };
     __device__ static Aux aux(const u8* row, const At& at) { return rf_ldh(row + at.d); }
     __device__ static float dot(uint4 q, Aux d, const int* xq, const int*, float dx) {
@@ -374,7 +390,8 @@ struct WQ4_K {  // device layout: qs[k / 32][16] (piece = sub-block), then 16 by
     struct At {
         i64 s;  // the super-block's scales
         int j;  // the sub-block
-        __device__ At(int p, int k) : s(rf_lane_offset((i64)(k / 256) * 128 + 16 * (p >> 3))), j(p & 7) {}
+        template <class L = RfOffset>
+        __device__ At(int p, int k, L off = L()) : s(off((i64)(k / 256) * 128 + 16 * (p >> 3))), j(p & 7) {}
     };
     __device__ static Aux aux(const u8* row, const At& at) {
         Aux a;
@@ -405,8 +422,9 @@ struct WQ5_K {  // device layout: qs[k / 32][16], qh[k / 32] (u32, spread: rf_do
     struct At {
         i64 h, s;
         int j;
-        __device__ At(int p, int k)
-            : h(rf_lane_offset((i64)(k / 256) * 128 + 4 * p)), s(rf_lane_offset((i64)(k / 256) * 160 + 16 * (p >> 3))), j(p & 7) {}
+        template <class L = RfOffset>
+        __device__ At(int p, int k, L off = L())
+            : h(off((i64)(k / 256) * 128 + 4 * p)), s(off((i64)(k / 256) * 160 + 16 * (p >> 3))), j(p & 7) {}
     };
     __device__ static Aux aux(const u8* row, const At& at) {
         Aux a;
@@ -440,8 +458,9 @@ struct WQ6_K {
     };
     struct At {
         i64 h, sc, d;
-        __device__ At(int p, int k)
-            : h(rf_lane_offset((i64)(k / 256) * 128 + 8 * p)), sc(rf_lane_offset((i64)(k / 256) * 192 + 2 * p)), d(rf_lane_offset((i64)(k / 256) * 208 + 2 * (p >> 3))) {}
+        template <class L = RfOffset>
+        __device__ At(int p, int k, L off = L())
+            : h(off((i64)(k / 256) * 128 + 8 * p)), sc(off((i64)(k / 256) * 192 + 2 * p)), d(off((i64)(k / 256) * 208 + 2 * (p >> 3))) {}
     };
     // (rows of an odd number of super-blocks are 2-byte aligned: the decode launchers take
     // none; `aux_a2` reads those)
@@ -570,7 +589,8 @@ struct WIQ4_NL {  // device layout as Q4_0's: qs[k / 32][16], then d[k / 32]
     using Aux = float;
     struct At {
         i64 d;
-        __device__ At(int p, int k) : d(rf_lane_offset((i64)(k / 32) * QS + 2 * p)) {}
+        template <class L = RfOffset>
+        __device__ At(int p, int k, L off = L()) : d(off((i64)(k / 32) * QS + 2 * p)) {}
     };
     __device__ static Aux aux(const u8* row, const At& at) { return rf_ldh(row + at.d); }
     __device__ static float dot(uint4 q, Aux d, const int* xq, const int*, float dx) {
@@ -594,7 +614,8 @@ struct WIQ4_XS {
     struct At {
         i64 s;  // the super-block's d and scales
         int j;  // the sub-block
-        __device__ At(int p, int k) : s(rf_lane_offset((i64)(k / 256) * 128 + 8 * (p >> 3))), j(p & 7) {}
+        template <class L = RfOffset>
+        __device__ At(int p, int k, L off = L()) : s(off((i64)(k / 256) * 128 + 8 * (p >> 3))), j(p & 7) {}
     };
     // (rows are whole super-blocks of 136 bytes: 8-byte aligned)
     __device__ static Aux aux(const u8* row, const At& at) {
