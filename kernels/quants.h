@@ -298,7 +298,9 @@ struct WQ5_0 {  // device layout: qs[k / 32][16], qh[k / 32] (u32, spread: rf_do
     struct At {
         i64 h, d;
         template <class L = RfOffset>
-        __device__ At(int p, int k, L off = L()) : h(off((i64)(k / 32) * 16 + 4 * p)), d(off((i64)(k / 32) * 20 + 2 * p)) {}
+        __device__ At(int p, int k, L off = L())
+            : h(off((i64)(k / 32) * 16 + 4 * p)),
+              d(off((i64)(k / 32) * 20 + 2 * p)) {}
     };
     // (rows of an odd number of blocks are 2-byte aligned: the decode launchers take none)
     __device__ static Aux aux(const u8* row, const At& at) { return {rf_ld32_a4(row + at.h), rf_ldh(row + at.d)}; }
@@ -326,7 +328,9 @@ struct WQ5_1 {  // device layout: qs[k / 32][16], qh[k / 32] (u32, spread: rf_do
     struct At {
         i64 h, dm;
         template <class L = RfOffset>
-        __device__ At(int p, int k, L off = L()) : h(off((i64)(k / 32) * 16 + 4 * p)), dm(off((i64)(k / 32) * 20 + 4 * p)) {}
+        __device__ At(int p, int k, L off = L())
+            : h(off((i64)(k / 32) * 16 + 4 * p)),
+              dm(off((i64)(k / 32) * 20 + 4 * p)) {}
     };
     __device__ static Aux aux(const u8* row, const At& at) {
         const u32 dm = rf_ld32_a4(row + at.dm);
@@ -391,7 +395,9 @@ struct WQ4_K {  // device layout: qs[k / 32][16] (piece = sub-block), then 16 by
         i64 s;  // the super-block's scales
         int j;  // the sub-block
         template <class L = RfOffset>
-        __device__ At(int p, int k, L off = L()) : s(off((i64)(k / 256) * 128 + 16 * (p >> 3))), j(p & 7) {}
+        __device__ At(int p, int k, L off = L())
+            : s(off((i64)(k / 256) * 128 + 16 * (p >> 3))),
+              j(p & 7) {}
     };
     __device__ static Aux aux(const u8* row, const At& at) {
         Aux a;
@@ -424,7 +430,9 @@ struct WQ5_K {  // device layout: qs[k / 32][16], qh[k / 32] (u32, spread: rf_do
         int j;
         template <class L = RfOffset>
         __device__ At(int p, int k, L off = L())
-            : h(off((i64)(k / 256) * 128 + 4 * p)), s(off((i64)(k / 256) * 160 + 16 * (p >> 3))), j(p & 7) {}
+            : h(off((i64)(k / 256) * 128 + 4 * p)),
+              s(off((i64)(k / 256) * 160 + 16 * (p >> 3))),
+              j(p & 7) {}
     };
     __device__ static Aux aux(const u8* row, const At& at) {
         Aux a;
@@ -460,7 +468,9 @@ struct WQ6_K {
         i64 h, sc, d;
         template <class L = RfOffset>
         __device__ At(int p, int k, L off = L())
-            : h(off((i64)(k / 256) * 128 + 8 * p)), sc(off((i64)(k / 256) * 192 + 2 * p)), d(off((i64)(k / 256) * 208 + 2 * (p >> 3))) {}
+            : h(off((i64)(k / 256) * 128 + 8 * p)),
+              sc(off((i64)(k / 256) * 192 + 2 * p)),
+              d(off((i64)(k / 256) * 208 + 2 * (p >> 3))) {}
     };
     // (rows of an odd number of super-blocks are 2-byte aligned: the decode launchers take
     // none; `aux_a2` reads those)
@@ -615,7 +625,9 @@ struct WIQ4_XS {
         i64 s;  // the super-block's d and scales
         int j;  // the sub-block
         template <class L = RfOffset>
-        __device__ At(int p, int k, L off = L()) : s(off((i64)(k / 256) * 128 + 8 * (p >> 3))), j(p & 7) {}
+        __device__ At(int p, int k, L off = L())
+            : s(off((i64)(k / 256) * 128 + 8 * (p >> 3))),
+              j(p & 7) {}
     };
     // (rows are whole super-blocks of 136 bytes: 8-byte aligned)
     __device__ static Aux aux(const u8* row, const At& at) {

@@ -518,7 +518,9 @@ fn report_resources(
                 resources::glob(pattern, name) && cells[i].is_some_and(|r| !r.problem().is_empty())
             });
             if !used {
-                println!("note: the known entry {pattern}@{arch} neither spills nor uses scratch now");
+                println!(
+                    "note: the known entry {pattern}@{arch} neither spills nor uses scratch now"
+                );
             }
         }
     }

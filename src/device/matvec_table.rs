@@ -84,7 +84,12 @@ pub struct Type {
     pub row_block_max: usize,
 }
 
-const fn ty(suffix: &'static str, q: &'static str, stream_rows: usize, row_block_max: usize) -> Type {
+const fn ty(
+    suffix: &'static str,
+    q: &'static str,
+    stream_rows: usize,
+    row_block_max: usize,
+) -> Type {
     Type {
         suffix,
         q,

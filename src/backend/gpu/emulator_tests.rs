@@ -878,7 +878,11 @@ fn decode_family_cases(dev: &Arc<GpuDevice>, ty: GgmlType, rng: &mut TestRng) {
                     let xw: Vec<f32> = out.iter().zip(&next).map(|(o, w)| o * w).collect();
                     assert_eq!(got.xw, xw, "{what}: the next norm's x * w");
                     let block_rows = rows.min(table_type.row_block_max);
-                    assert_eq!(got.parts.len(), 21usize.div_ceil(block_rows), "{what}: blocks");
+                    assert_eq!(
+                        got.parts.len(),
+                        21usize.div_ceil(block_rows),
+                        "{what}: blocks"
+                    );
                     let ss: f64 = out.iter().map(|&o| o as f64 * o as f64).sum();
                     let sum: f64 = got.parts.iter().map(|&v| v as f64).sum();
                     assert!(

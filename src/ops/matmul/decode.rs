@@ -117,8 +117,9 @@ fn piece_values(ty: GgmlType) -> Option<usize> {
 }
 
 /// Rows per block of the row-block kernels for `n` rows (in all, for a fused launch) of k values:
-/// `tuning.matvec_rows` (at most the type's largest: Q8_0 8), else Q8_0 4; Q4_0 16 where rows are long (k >= 2048) and there are
-/// still at least a block per multiprocessor, else 8 (docs/perf), and IQ4_NL / IQ4_XS as Q4_0
+/// `tuning.matvec_rows` (at most the type's largest: Q8_0 8), else Q8_0 4; Q4_0 16 where rows
+/// are long (k >= 2048) and there are still at least a block per multiprocessor, else 8
+/// (docs/perf), and IQ4_NL / IQ4_XS as Q4_0
 /// (a piece's scale is one register there too: their 16-row forms fit the capped registers
 /// without spills; not timed yet); the other types 8 (their 16-row forms hold more registers
 /// a piece). Every block reads all of x, so more rows per block move fewer bytes, until too
