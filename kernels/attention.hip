@@ -594,14 +594,14 @@ __device__ __forceinline__ void attn_decode(const float* q, const C* k, const C*
             for (int c = 0; c < ROW16; ++c) rf_ld_l2_words<4>(kr + c * KE, kw[c]);
         }
 #if defined(RF_HIP)
-        // AMD: key j's V row as an offset from vb stepped a row a key (rf_lane_offset), not 32
+        // AMD: key j's V row as an offset from vb stepped a row a key (rf_per_lane), not 32
         // row addresses held in scalar registers (they spilled)
-        i64 vo = rf_lane_offset((i64)j0 * row_len + DL * lane);
+        i64 vo = rf_per_lane((i64)j0 * row_len + DL * lane);
 #pragma unroll
         for (int jj = 0; jj < 32; ++jj) {
             const int j = j0 + jj;
             if (j >= lo && j < hi) rf_ld_l2_words<VW>(vb + vo, vw[jj]);
-            vo = rf_lane_offset(vo + row_len);
+            vo = rf_per_lane(vo + row_len);
         }
 #else
 #pragma unroll

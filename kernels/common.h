@@ -21,8 +21,8 @@
 //                            each result rounded once to f16 (nearest even)
 //   rf_grid_wait / rf_grid_release   programmatic dependent launch (NVIDIA sm_90+, no-ops
 //                            elsewhere): see their comment below
-//   rf_lane_offset(v)        a per-thread offset kept in vector registers on AMD (no
-//                            instruction; see its comment)
+//   rf_per_lane(v)           v kept in vector registers and opaque to the compiler on AMD
+//                            (no instruction; see its comment)
 //   rf_ld_l2(p)              a global load served from L2 or memory, never from a line the
 //                            multiprocessor's L1 holds from earlier (NVIDIA ld.global.cg)
 //   u8, i8, u16, u32, i64    fixed-width integers (no <stdint.h> under NVRTC)
@@ -179,15 +179,19 @@ __device__ __forceinline__ T* rf_after_wait(T* p) {
     return p;
 }
 
-// An offset that differs between a block's threads (a piece's place in a weight row, a key
-// row's distance from the first), kept whole in vector registers on AMD. Otherwise the
-// compiler may split it into a part common to the block, added to a base address in scalar
-// registers once for each of the many rows a thread loads (a register pair per row), and a
-// per-thread rest: the many-row matvecs and the decode attention then run out of scalar
-// registers and spill them. An empty asm: no instruction, but the compiler counts it as
-// convergent, so a loop holding one is not unrolled by a runtime count. Elsewhere the offset as
-// it is.
-__device__ __forceinline__ i64 rf_lane_offset(i64 v) {
+// v kept whole in vector registers on AMD, opaque to the compiler: an empty asm, no
+// instruction. For a value the compiler would otherwise take apart or keep in scalar registers
+// beside many others, and run out of them (they spill):
+// - an offset that differs between a block's threads (a piece's place in a weight row, a key
+//   row's distance from the first), which it splits into a part common to the block, added to
+//   a base address in scalar registers for each of the many rows a thread loads (a register
+//   pair per row), and a per-thread rest;
+// - a lane index, whose compares (lane masks, two scalar registers each at wave 64) it
+//   computes once and keeps live between the uses.
+// The compiler counts the asm as convergent: a loop holding one is not unrolled by a runtime
+// count. Elsewhere v as it is.
+template <class T>
+__device__ __forceinline__ T rf_per_lane(T v) {
 #if defined(__AMDGCN__)
     asm volatile("" : "+v"(v));
 #endif

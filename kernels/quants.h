@@ -225,14 +225,14 @@ __device__ __forceinline__ void rf_piece_nibbles(const u8* p, bool a4, int v[32]
 }
 
 // What the `At` constructors pass their offsets through: as they are (RfOffset), or through
-// rf_lane_offset (RfLaneOffset: the row-block matvecs of matvec.hip, whose blocks hold up to 32
+// rf_per_lane (RfLaneOffset: the row-block matvecs of matvec.hip, whose blocks hold up to 32
 // rows). Only there: the empty asm it is on AMD counts as convergent, and a loop holding one is
 // not unrolled by a runtime count (matmul.hip's `#pragma unroll 2`).
 struct RfOffset {
     __device__ i64 operator()(i64 v) const { return v; }
 };
 struct RfLaneOffset {
-    __device__ i64 operator()(i64 v) const { return rf_lane_offset(v); }
+    __device__ i64 operator()(i64 v) const { return rf_per_lane(v); }
 };
 
 struct WQ4_0 {  // device layout: qs[k / 32][16], then d[k / 32]

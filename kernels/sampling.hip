@@ -156,21 +156,11 @@ __device__ __forceinline__ float rf_shfl_f32(float v, int src) {
     return __int_as_float((int)rf_shfl_u32((u32)__float_as_int(v), src, RF_WARP));
 }
 
-// The calling thread's lane, for the scans below. On AMD the compiler would otherwise compute
-// each step's lane mask (lane >= d) once and keep all of them live between the many scans of
-// the kernel, in scalar registers (two a mask at wave 64: they spilled); an opaque copy of the
-// lane (an empty asm, no instruction) has each scan compute its own.
-__device__ __forceinline__ int rf_scan_lane() {
-    int lane = threadIdx.x % RF_WARP;
-#if defined(__AMDGCN__)
-    asm volatile("" : "+v"(lane));
-#endif
-    return lane;
-}
-
-// Inclusive scans over the calling warp's lanes.
+// Inclusive scans over the calling warp's lanes. (The lane through rf_per_lane: each scan
+// computes its own lane masks, rather than the compiler keeping them all live between the
+// kernel's many scans.)
 __device__ __forceinline__ u32 rf_warp_scan_u32(u32 v) {
-    const int lane = rf_scan_lane();
+    const int lane = rf_per_lane((int)(threadIdx.x % RF_WARP));
     for (int d = 1; d < RF_WARP; d <<= 1) {
         const u32 o = rf_shfl_u32(v, lane >= d ? lane - d : lane, RF_WARP);
         if (lane >= d) v += o;
@@ -178,7 +168,7 @@ __device__ __forceinline__ u32 rf_warp_scan_u32(u32 v) {
     return v;
 }
 __device__ __forceinline__ float rf_warp_scan_f32(float v) {
-    const int lane = rf_scan_lane();
+    const int lane = rf_per_lane((int)(threadIdx.x % RF_WARP));
     for (int d = 1; d < RF_WARP; d <<= 1) {
         const float o = rf_shfl_f32(v, lane >= d ? lane - d : lane);
         if (lane >= d) v += o;
@@ -186,7 +176,7 @@ __device__ __forceinline__ float rf_warp_scan_f32(float v) {
     return v;
 }
 __device__ __forceinline__ u64 rf_warp_scan_u64(u64 v) {
-    const int lane = rf_scan_lane();
+    const int lane = rf_per_lane((int)(threadIdx.x % RF_WARP));
     for (int d = 1; d < RF_WARP; d <<= 1) {
         const int src = lane >= d ? lane - d : lane;
         const u64 o = ((u64)rf_shfl_u32((u32)(v >> 32), src, RF_WARP) << 32) | rf_shfl_u32((u32)v, src, RF_WARP);
