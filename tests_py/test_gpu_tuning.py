@@ -41,6 +41,8 @@ VARIANTS = [
     {"decode_attention": "kv"},
     {"decode_attention": "flash"},
 ]
+# Fields of the sampled step (the greedy runs above never launch the sampler).
+SAMPLED_VARIANTS = [{"sample_block": b} for b in (128, 256, 512, 1024)]
 
 
 @pytest.fixture(scope="module", params=["Q4_0", "Q8_0"])
@@ -91,9 +93,33 @@ def test_every_tuning_value_decodes_the_same_tokens(wide_model, rng):
             assert not any("RMS norm" in line for line in plan), plan
 
 
+def sampled(path, tuning, prompt, **kw):
+    with rf.Model(path, device="gpu", n_ctx=256, tuning=tuning) as model:
+        return model.generate_tokens(prompt, max_tokens=N_GEN, seed=11, **kw), model.tuning
+
+
+@pytest.mark.parametrize("filters", [
+    dict(temperature=0.8, top_k=40, top_p=0.95, min_p=0.05),  # the sampler's candidate prefix
+    dict(temperature=2.0, top_k=0, top_p=1.0, min_p=0.0),  # no filter: the whole row's draw
+])
+def test_every_sampler_block_draws_the_same_tokens(wide_model, rng, filters):
+    # The block sets how the sampler splits a row into slices (and so its candidates per
+    # slice), not the distribution nor the draw: the same seed gives the same tokens.
+    prompt = rng.integers(0, 32000, 12).tolist()
+    want, _ = sampled(wide_model, None, prompt, **filters)
+    assert len(want) == N_GEN
+    for variant in SAMPLED_VARIANTS:
+        got, tuning = sampled(wide_model, variant, prompt, **filters)
+        (key, value), = variant.items()
+        assert tuning[key] == value, (variant, tuning)
+        assert got == want, (variant, got, want)
+
+
 def test_bad_tuning_is_a_value_error(wide_model):
     with pytest.raises(ValueError, match="matvec_rows"):
         rf.Model(wide_model, device="gpu", n_ctx=64, tuning={"matvec_rows": 3})
+    with pytest.raises(ValueError, match="sample_block"):
+        rf.Model(wide_model, device="gpu", n_ctx=64, tuning={"sample_block": 100})
     with pytest.raises(ValueError, match="no_such_field"):
         rf.Model(wide_model, device="gpu", n_ctx=64, tuning={"no_such_field": 1})
     # a launch attribute of the device: ROCMFORGE_TUNING sets it, a model cannot

@@ -78,6 +78,9 @@ pub struct Tuning {
     /// Row tile of the tensor-core matmul (None: chosen per shape).
     pub mma_tile_rows: Option<usize>,
     pub decode_attention: DecodeAttention,
+    /// Threads a block of the sampling kernel takes (each block a slice of 4 tokens a thread;
+    /// None: the smallest block holding the vocabulary, at most 1024).
+    pub sample_block: Option<usize>,
 }
 
 impl Default for Tuning {
@@ -97,6 +100,7 @@ impl Default for Tuning {
             mma_min_rows: 9,
             mma_tile_rows: None,
             decode_attention: DecodeAttention::Auto,
+            sample_block: None,
         }
     }
 }
@@ -110,6 +114,7 @@ fn expected(key: &str) -> &'static str {
         "mma_min_rows" => "an integer >= 1",
         "mma_tile_rows" => "auto, 64 or 128",
         "decode_attention" => "auto, head, kv or flash",
+        "sample_block" => "auto, 128, 256, 512 or 1024",
         _ => "true/false (or 1/0)",
     }
 }
@@ -136,7 +141,7 @@ fn show(v: Option<usize>) -> String {
 
 impl Tuning {
     /// The names of the fields, in the order `entries` gives them.
-    pub const KEYS: [&'static str; 14] = [
+    pub const KEYS: [&'static str; 15] = [
         "graphs",
         "decode_ahead",
         "overlap",
@@ -151,6 +156,7 @@ impl Tuning {
         "mma_min_rows",
         "mma_tile_rows",
         "decode_attention",
+        "sample_block",
     ];
 
     /// The defaults, then the overrides of `ROCMFORGE_TUNING` (`key=value` pairs separated by
@@ -206,6 +212,9 @@ impl Tuning {
             "decode_attention" => {
                 self.decode_attention = DecodeAttention::parse(value).ok_or_else(bad)?
             }
+            "sample_block" => {
+                self.sample_block = parse_choice(value, &[128, 256, 512, 1024]).ok_or_else(bad)?
+            }
             _ => {
                 return Err(Error::invalid(format!(
                     "unknown tuning field {key:?} (fields: {})",
@@ -234,6 +243,7 @@ impl Tuning {
             self.mma_min_rows.to_string(),
             show(self.mma_tile_rows),
             self.decode_attention.name().to_string(),
+            show(self.sample_block),
         ];
         Tuning::KEYS.into_iter().zip(values).collect()
     }
@@ -258,12 +268,13 @@ mod tests {
     fn every_field_round_trips_through_its_text() {
         let mut t = Tuning::default();
         t.apply_str(
-            "graphs=0, matvec_rows=8, stream_stages=3, decode_attention=kv, mma_min_rows=33",
+            "graphs=0, matvec_rows=8, stream_stages=3, decode_attention=kv, mma_min_rows=33, sample_block=256",
         )
         .unwrap();
         assert!(!t.graphs);
         assert_eq!(t.matvec_rows, Some(8));
         assert_eq!(t.decode_attention, DecodeAttention::Kv);
+        assert_eq!(t.sample_block, Some(256));
         let mut back = Tuning::default();
         for (k, v) in t.entries() {
             back.set(k, &v).unwrap();
