@@ -12,7 +12,8 @@
 //   decode step's [token id, position]: the draw's position is position + 1 (the new token's),
 //   and the kernel leaves [the pick, position + 1] there, as argmax does.
 //
-// Launch: grid (parts, rows), block B threads (a multiple of the warp size, at most 1024).
+// Launch: grid (parts, rows), block B threads (a multiple of the warp size, at most 1024;
+// sample_f32_block512, the same kernel for blocks of at most 512, may take more registers).
 // Each row is split into `parts` slices of S = B * RF_SAMPLE_ITEMS tokens, one block a slice,
 // so that a decode step's one row is read by many multiprocessors at once (one block would
 // read a 262,144-token row, 1 MiB, through one multiprocessor, and the slow path below reads
@@ -60,7 +61,6 @@
 #include "common.h"
 
 #define RF_SAMPLE_ITEMS 4           // consecutive tokens a thread loads from a slice
-#define RF_SAMPLE_MAX_SLICE 4096    // 1024 threads * RF_SAMPLE_ITEMS
 #define RF_SAMPLE_BINS 256          // candidate bins and radix digits (8 bits)
 #define RF_SAMPLE_BINS_PER_NAT 8.0f // candidate bin width: 1/8 nat below a maximum
 #define RF_SAMPLE_LEVELS 3          // candidate binnings, each 256 times finer than the last
@@ -317,7 +317,7 @@ __device__ void rf_block_sum3(float& a, float& b, float& c) {
 // --------------------------------------------------------------------------- slice loading
 
 // Thread t's RF_SAMPLE_ITEMS tokens of the slice at `begin`: raw l and penalized z (-inf past
-// the vocabulary). `counts` (shared, RF_SAMPLE_MAX_SLICE) is the scratch of the window count.
+// the vocabulary). `counts` (shared, a slice's worth) is the scratch of the window count.
 __device__ void rf_sample_load(const float* x, int vocab, int begin, const RfSampleParams& p, bool penalized,
                                const int* win, u32* counts, float* l, float* z) {
     const int slice = blockDim.x * RF_SAMPLE_ITEMS;
@@ -822,14 +822,16 @@ __device__ int rf_sample_pick(const RfSampleRow& r, const float* cand_z, const i
 
 // ----------------------------------------------------------------------------- the kernel
 
-RF_KERNEL void RF_LAUNCH_BOUNDS(1024)
-sample_f32(const float* logits, i64 row_stride, int vocab, const u32* params, const int* window, int window_stride,
-           int* out_id, float* out_logprob, int* top_id, float* top_logprob, int n_top, int* next_step,
-           u32* arrivals, float* part_stats, float* cand_z, int* cand_id, int cap, float* part_top_v,
-           int* part_top_id) {
+// The kernel's body, for blocks of at most MAX_BLOCK threads.
+template <int MAX_BLOCK>
+__device__ __forceinline__ void rf_sample_rows(const float* logits, i64 row_stride, int vocab, const u32* params,
+                                               const int* window, int window_stride, int* out_id,
+                                               float* out_logprob, int* top_id, float* top_logprob, int n_top,
+                                               int* next_step, u32* arrivals, float* part_stats, float* cand_z,
+                                               int* cand_id, int cap, float* part_top_v, int* part_top_id) {
     rf_grid_wait();
     rf_grid_release();
-    __shared__ u32 counts[RF_SAMPLE_MAX_SLICE];
+    __shared__ u32 counts[MAX_BLOCK * RF_SAMPLE_ITEMS];
     __shared__ int last_block;
     const int part = blockIdx.x, parts = gridDim.x, slice = blockDim.x * RF_SAMPLE_ITEMS;
     const i64 row = blockIdx.y;
@@ -998,3 +1000,19 @@ sample_f32(const float* logits, i64 row_stride, int vocab, const u32* params, co
         }
     }
 }
+
+// One body, two bounds on the block: the bound caps the registers a thread may take (at 1024
+// threads, 64 on NVIDIA), and src/ops/sampling/gpu.rs takes the 512 one for blocks that fit it
+// (Tuning::sample_block).
+#define RF_SAMPLE_ENTRY(name, max_block)                                                                         \
+    RF_KERNEL void RF_LAUNCH_BOUNDS(max_block)                                                                  \
+    name(const float* logits, i64 row_stride, int vocab, const u32* params, const int* window, int window_stride, \
+         int* out_id, float* out_logprob, int* top_id, float* top_logprob, int n_top, int* next_step,            \
+         u32* arrivals, float* part_stats, float* cand_z, int* cand_id, int cap, float* part_top_v,              \
+         int* part_top_id) {                                                                                     \
+        rf_sample_rows<max_block>(logits, row_stride, vocab, params, window, window_stride, out_id, out_logprob,  \
+                                  top_id, top_logprob, n_top, next_step, arrivals, part_stats, cand_z, cand_id, \
+                                  cap, part_top_v, part_top_id);                                                 \
+    }
+RF_SAMPLE_ENTRY(sample_f32, 1024)
+RF_SAMPLE_ENTRY(sample_f32_block512, 512)

@@ -4,10 +4,14 @@
 # 1 starts in the background are there for the others):
 #
 #   scripts/gpu-session.sh 1   start gpu-prepare.sh (llama-bench and the eight files of
-#                              bench/README.md), then the whole GPU suite on NEW (gpu-check.sh all)
+#                              bench/README.md), then the whole GPU suite on NEW (gpu-check.sh all),
+#                              and with SHIM (what scripts/hip-shim-build.sh built) the rocm
+#                              build's whole suite through the HIP shim, with its greedy
+#                              generation against the cuda build's on qwen2-0.5b Q4_0
 #   scripts/gpu-session.sh 2   bench-ab.sh BASE vs NEW on the eight files (or MODELS; pp512,
-#                              tg128), then bench/generate_speed.py with NEW on the four files
-#                              of GPU.md
+#                              tg128) and both wheels' per-kernel ncu times of a qwen2-0.5b Q4_0
+#                              step, then bench/generate_speed.py with NEW on the four files of
+#                              GPU.md
 #   scripts/gpu-session.sh 3   bench-llamacpp.sh with NEW on the eight files, then llama-8b Q4_K_M
 #                              at depth (-d 4096,16384: tg128 and pp4096) against llama-bench,
 #                              then the other families' files (gemma3-270m and qwen3-8b Q4_K_M)
@@ -21,6 +25,11 @@
 #                              sha256 checked, into DIR and the test-data cache; then its
 #                              llama.cpp agreement tests on the GPU, a generation, and tg128 /
 #                              pp512 against llama-bench
+#   scripts/gpu-session.sh 6   the sampler: tg128 greedy, then sampled (temperature 0.8, top-k
+#                              40, top-p 0.95, min-p 0.05) with each `sample_block` of BLOCKS, on
+#                              the four files of GPU.md; then an ncu profile of one sampling
+#                              launch on qwen2-0.5b Q4_0 (--set full: its duration, occupancy,
+#                              warp stalls)
 #
 # NEW, BASE: rocmforge wheel files (pip's file names; BASE only for phase 2). LLAMACPP: the
 # archive scripts/llamacpp-pack.sh writes. The gguf package, if not installed, is taken from a
@@ -49,12 +58,24 @@ case "${1:-}" in
     "$ROOT/scripts/gpu-prepare.sh" "${LLAMACPP:--}" "${EIGHT[@]}" "${FAMILIES[@]}"
     WHEELS="$(dirname "$NEW")" LOGS="$OUT/check" SLICE_TIMEOUT="${SLICE_TIMEOUT:-480}" \
       "$ROOT/scripts/gpu-check.sh" all 2>&1 | tail -15
+    if [ -n "${SHIM:-}" ]; then
+      for _ in $(seq 60); do [ -f "$DIR/qwen2-0.5b-Q4_0.gguf" ] && break; sleep 2; done
+      MODEL="$DIR/qwen2-0.5b-Q4_0.gguf" LOGS="$OUT/shim" SLICE_TIMEOUT="${SHIM_TIMEOUT:-240}" \
+        "$ROOT/scripts/hip-shim-gpu.sh" "$SHIM" all 2>&1 | tail -8
+    fi
     ;;
   2)
     install_new || exit 1
     MODELS="${MODELS:-${EIGHT[*]}}" ROUNDS="${ROUNDS:-1}" PREPARE_WAIT=240 \
       timeout 330 "$ROOT/scripts/bench-ab.sh" "$BASE" "$NEW" "$DIR" >"$OUT/bench-ab.txt" 2>&1
     sed -n '/== summary/,$p' "$OUT/bench-ab.txt"
+    # Which kernels a difference is in: a qwen2-0.5b Q4_0 step with each wheel (bench-ab.sh
+    # unpacked them), kernel by kernel
+    for w in A B; do
+      PYTHONPATH="/tmp/rocmforge-wheel-$w" timeout 60 ncu --csv --metrics gpu__time_duration.sum -c 400 \
+        $PY -m rocmforge.cli bench -m "$DIR/qwen2-0.5b-Q4_0.gguf" -p 0 -n 2 -r 1 >"$OUT/ncu-$w.csv" 2>/dev/null
+    done
+    $PY "$ROOT/scripts/ncu-kernels.py" "$OUT/ncu-A.csv" "$OUT/ncu-B.csv" --top 16
     for m in "${FOUR[@]}"; do
       timeout 70 $PY "$ROOT/bench/generate_speed.py" "$DIR/$m.gguf" 2>&1 | tee -a "$OUT/generate_speed.txt" | grep "|"
     done
@@ -96,8 +117,26 @@ case "${1:-}" in
       "Write one sentence about the sea." 2>&1 | tee "$OUT/gemma-generate.txt" | tail -4
     timeout 150 "$ROOT/scripts/bench-llamacpp.sh" "$LLAMACPP" gemma3-270m-real 2>&1 | tee "$OUT/llamacpp-gemma.txt"
     ;;
+  6)
+    install_new || exit 1
+    pgrep -f gpu-prepare.sh >/dev/null || "$ROOT/scripts/gpu-prepare.sh" - "${FOUR[@]}"
+    "$ROOT/scripts/gpu-prepare.sh" --wait 240 >/dev/null
+    for m in "${FOUR[@]}"; do
+      for run in greedy ${BLOCKS:-auto 512 256}; do
+        if [ "$run" = greedy ]; then args=(); else args=(--sampled --tuning "sample_block=$run"); fi
+        r=$(timeout 60 $PY -m rocmforge.cli bench -m "$DIR/$m.gguf" -p 0 -n 128 -r 3 "${args[@]}" 2>&1 \
+          | grep "tg128" | awk -F'|' '{print $6 "|" $7}')
+        echo "$m [${args[*]:-greedy}] $r" | tee -a "$OUT/sampler.txt"
+      done
+    done
+    timeout 90 ncu --set full -k regex:sample_f32 -s 3 -c 1 -o "$OUT/sample" \
+      $PY -m rocmforge.cli bench -m "$DIR/qwen2-0.5b-Q4_0.gguf" -p 0 -n 8 -r 1 --sampled >/dev/null 2>&1
+    ncu -i "$OUT/sample.ncu-rep" --page details >"$OUT/sample-details.txt" 2>&1
+    grep -E "Duration|Registers Per|Achieved Occupancy|Block Size|Grid Size|Warp Cycles Per Issued" \
+      "$OUT/sample-details.txt"
+    ;;
   *)
-    echo "usage: NEW=... [BASE=...] [LLAMACPP=...] $0 1|2|3|4|5" >&2
+    echo "usage: NEW=... [BASE=...] [LLAMACPP=...] [SHIM=...] $0 1|2|3|4|5|6" >&2
     exit 2
     ;;
 esac

@@ -160,9 +160,15 @@ pub fn softcap() -> Kernel {
 pub fn argmax() -> Kernel {
     k_overlapping(Family::Argmax, "argmax_f32")
 }
-/// Sampling of every row of a logits block (penalties, filters, draw, log-probabilities).
-pub fn sample() -> Kernel {
-    k_overlapping(Family::Sampling, "sample_f32")
+/// Sampling of every row of a logits block (penalties, filters, draw, log-probabilities), for
+/// blocks of `block` threads: blocks of up to 512 take the build bounded to 512 threads (more
+/// registers a thread).
+pub fn sample(block: usize) -> Kernel {
+    if block <= 512 {
+        k_overlapping(Family::Sampling, "sample_f32_block512")
+    } else {
+        k_overlapping(Family::Sampling, "sample_f32")
+    }
 }
 pub fn kv_append(dtype: KvDtype) -> Kernel {
     k_overlapping(Family::KvCache, format!("kv_append_{}", dtype.name()))
@@ -427,7 +433,8 @@ pub fn all() -> Vec<Kernel> {
         scale(),
         softcap(),
         argmax(),
-        sample(),
+        sample(1024),
+        sample(512),
         kv_append(KvDtype::F32),
         kv_append(KvDtype::F16),
         qkt_matmul(),

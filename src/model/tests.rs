@@ -945,4 +945,9 @@ fn gpu_plan_fusions_on_the_emulator_match_the_cpu() {
             assert!(e < 3e-2, "[{spec}] step {step}: {e}");
         }
     }
+    // The plan's sampling launch with the block the tuning sets (each of the kernel's two
+    // builds): its picks are the sampling op's on the step's logits.
+    for spec in ["sample_block=128", "sample_block=1024"] {
+        check_sampled_steps(|| tuned_backend(&dev, spec), &file, KvDtype::F16, spec);
+    }
 }

@@ -653,7 +653,8 @@ impl GpuPlan {
     /// The workspace of the step's attention (over every cache row) and pick, now.
     fn reserve_work(&self, g: &StepGraph, kv: &[&GpuKv]) -> Result<()> {
         let warp = self.dev.runtime().props().warp_size as usize;
-        let sample = sampling::Split::new(self.logits.1, warp, self.tuning.sample_block)?.workspace_bytes(1, 0);
+        let sample = sampling::Split::new(self.logits.1, warp, self.tuning.sample_block)?
+            .workspace_bytes(1, 0);
         let mut bytes = argmax::gpu::partial_bytes(self.logits.1).max(sample);
         for op in &g.ops {
             if let Op::Attention { a, k, .. } = op {
@@ -751,7 +752,12 @@ impl GpuPlan {
                     next_step: state + STEP_ID as u64,
                     arrivals: self.sample.arrivals.ptr(),
                 };
-                sampling::launch_sample_to(&self.dev, &launch, self.tuning.sample_block, Temp::Own(&self.work))
+                sampling::launch_sample_to(
+                    &self.dev,
+                    &launch,
+                    self.tuning.sample_block,
+                    Temp::Own(&self.work),
+                )
             }
             Launch::Pick { x, n } => {
                 let pick = self.state.ptr() + STEP_PICK as u64;

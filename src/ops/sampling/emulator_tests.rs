@@ -2,9 +2,10 @@
 //! against the CPU op: the same picks for the same draws wherever float sums allow (they are
 //! summed in other orders, so a draw within rounding of a boundary may fall either side), the
 //! same log-probabilities and top-n, the same errors. Small rows split into several slices
-//! (blocks of 64 threads: 256 tokens a slice) reach every path of the kernel: the candidate
-//! prefix, the slices' sums with no filter, and the whole-row radix selection (long nuclei,
-//! large top-k, many ties). Ignored by default like the other emulator tests
+//! (blocks of 64 threads, the kernel's build bounded to 512: 256 tokens a slice) reach every
+//! path of the kernel: the candidate prefix, the slices' sums with no filter, and the whole-row
+//! radix selection (long nuclei, large top-k, many ties); one case takes the 1024-thread build.
+//! Ignored by default like the other emulator tests
 //! (`cargo test --lib emulator -- --ignored`).
 
 use std::sync::Arc;
@@ -291,6 +292,13 @@ fn emulator_sampling_matches_the_cpu_op() {
             .unwrap_err();
         assert!(matches!(e, Error::Runtime(_)), "{e}");
         check_next_step(dev, &normal);
+        // The build for blocks of up to 1024 threads (the cases above take the 512 one): rows
+        // of three slices.
+        let wide: Vec<f32> = (0..9000).map(|_| rng.normal(2.0)).collect();
+        let rs = rows(&SampleParams::default(), &[], 2, 7);
+        let g = gpu::sample_with_block(dev, &wide, 1, wide.len(), &rs, 2, Some(1024)).unwrap();
+        let c = cpu::sample(&wide, 1, wide.len(), &rs, 2).unwrap();
+        assert_agree("9000 tokens, blocks of 1024", &g, &c);
     }
     println!(
         "emulator sampling test: {:.1} s",

@@ -150,7 +150,7 @@ pub fn launch_sample_to(
         )));
     }
     let split = Split::new(l.vocab, dev.runtime().props().warp_size as usize, block)?;
-    let kernel = kernels::sample();
+    let kernel = kernels::sample(split.block);
     let cells = l.rows * split.parts;
     temp.with(
         dev,
