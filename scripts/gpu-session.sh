@@ -32,10 +32,10 @@
 #                              warp stalls)
 #
 # NEW, BASE: rocmforge wheel files (pip's file names; BASE only for phase 2). LLAMACPP: the
-# archive scripts/llamacpp-pack.sh writes. scripts/gpu-pack.sh makes all of these (and SHIM) in
-# one folder to carry, and prints the environment to set. The gguf package, if not installed, is taken from a
-# gguf-*.whl next to NEW. VOCAB_DIR as in bench-models.sh. Each phase prints a short summary;
-# logs and tables go to $OUT (default gpu-session/).
+# archive scripts/llamacpp-pack.sh writes. The gguf package, if not installed, is taken from a
+# gguf-*.whl next to NEW. VOCAB_DIR as in bench-models.sh. scripts/gpu-pack.sh makes all of
+# these (and SHIM) in one folder to carry, and prints the environment to set. Each phase prints
+# a short summary; logs and tables go to $OUT (default gpu-session/).
 set -uo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 PY="${PYTHON:-python3}"

@@ -107,7 +107,7 @@ def test_every_sampler_block_draws_the_same_tokens(wide_model, rng, filters):
     # slice), not the distribution nor the draw: the same seed gives the same tokens.
     prompt = rng.integers(0, 32000, 12).tolist()
     want, _ = sampled(wide_model, None, prompt, **filters)
-    assert len(want) == N_GEN
+    assert want
     for variant in SAMPLED_VARIANTS:
         got, tuning = sampled(wide_model, variant, prompt, **filters)
         (key, value), = variant.items()
