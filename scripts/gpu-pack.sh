@@ -21,7 +21,14 @@ DIR="${1:-.gpu}"
 mkdir -p "$DIR/new"
 DIR="$(realpath "$DIR")"
 log=$(mktemp)
-trap 'rm -f "$log"' EXIT
+tree=""
+site=""
+cleanup() {
+  rm -f "$log"
+  [ -z "$site" ] || rm -rf "$site"
+  if [ -n "$tree" ]; then git worktree remove --force "$tree/src" 2>/dev/null; rm -rf "$tree"; fi
+}
+trap cleanup EXIT
 step() {  # what, command...: run it, show its last lines if it fails
   local what=$1; shift
   echo "== $what"
@@ -40,8 +47,6 @@ if [ -n "${BASE:-}" ]; then
   # other commit's generated sources
   step "wheel of $BASE" env -C "$tree/src" CARGO_TARGET_DIR="${BASE_TARGET:-$tree/target}" \
     maturin build --release -q -o "$DIR/base"
-  git worktree remove --force "$tree/src"
-  rm -rf "$tree"
 fi
 
 step "HIP shim and its two builds" scripts/hip-shim-build.sh "$DIR/hip-shim"
@@ -55,7 +60,6 @@ for vocab in qwen2 llama-bpe; do
   step "vocabulary $vocab" env PYTHONPATH="$site" XDG_CACHE_HOME="$DIR/cache" \
     python3 tools/models.py fetch-vocab "$vocab"
 done
-rm -rf "$site"
 
 echo "== $DIR: $(du -sh "$DIR" | cut -f1)"
 ls "$DIR"/new/*.whl "$DIR"/base/*.whl "$DIR"/hip-shim/*/*.whl 2>/dev/null

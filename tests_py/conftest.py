@@ -105,3 +105,46 @@ def gemma3_270m_path():
         return str(fetch())
     except Exception as e:  # no network and no cache
         pytest.skip(f"gemma-3-270m file unavailable: {e}")
+
+
+def _fetch_vocab_files(target: Path, version: str) -> None:
+    """pip-download the pinned llama-cpp-python sdist and extract llama.cpp's vocab tests."""
+    import socket
+    import subprocess
+    import tarfile
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "--no-binary",
+               "llama-cpp-python", "-d", tmp, f"llama-cpp-python=={version}"]
+        done = subprocess.run(cmd, capture_output=True, text=True)
+        if done.returncode != 0:
+            try:
+                socket.create_connection(("pypi.org", 443), timeout=10).close()
+            except OSError as e:
+                pytest.skip(f"PyPI unreachable ({e}); llama.cpp vocab tests need the sdist")
+            pytest.fail(f"pip download llama-cpp-python failed:\n{done.stdout}\n{done.stderr}")
+        (sdist,) = Path(tmp).glob("llama_cpp_python-*.tar.gz")
+        partial = Path(tempfile.mkdtemp(dir=target.parent))
+        with tarfile.open(sdist) as tar:
+            for member in tar.getmembers():
+                name = member.name.rsplit("/", 1)[-1]
+                if member.isfile() and "/vendor/llama.cpp/models/" in member.name and name.startswith("ggml-vocab-"):
+                    with tar.extractfile(member) as src:
+                        (partial / name).write_bytes(src.read())
+        os.replace(partial, target)
+
+
+@pytest.fixture(scope="session")
+def vocab_dir() -> Path:
+    """llama.cpp's vocabulary files with their tokenizer test pairs (`models/ggml-vocab-*` of the
+    pinned llama-cpp-python sdist), fetched with pip into the test-data cache on first use."""
+    from llamacpp_vocab import LLAMA_CPP_PYTHON_VERSION, data_cache_dir
+
+    target = data_cache_dir() / f"llama-cpp-python-{LLAMA_CPP_PYTHON_VERSION}"
+    if not target.is_dir():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        print(f"fetching llama-cpp-python {LLAMA_CPP_PYTHON_VERSION} (sdist) for llama.cpp's vocab tests into {target}",
+              file=sys.stderr)
+        _fetch_vocab_files(target, LLAMA_CPP_PYTHON_VERSION)
+    return target

@@ -11,13 +11,7 @@ the `gguf` package must give clear errors.
 from __future__ import annotations
 
 import functools
-import os
 import re
-import socket
-import subprocess
-import sys
-import tarfile
-import tempfile
 from pathlib import Path
 
 import gguf
@@ -25,7 +19,6 @@ import pytest
 
 import rocmforge as rf
 from gguf_builder import write_gguf
-from llamacpp_vocab import LLAMA_CPP_PYTHON_VERSION, data_cache_dir
 
 T = gguf.GGUFValueType
 
@@ -42,40 +35,6 @@ LOAD_ONLY = ["gpt-neox", "baichuan"]
 GGUF_PACKAGE_CHECKED = ["llama-spm", "gpt-2"]
 # vocabularies for which llama.cpp's detokenizer cleans spaces (" ?" -> "?", ...)
 CLEAN_SPACES = {"llama-bpe", "gpt-2", "starcoder", "refact", "mpt", "falcon", "gemma-4"}
-
-
-def _fetch_vocab_files(target: Path) -> None:
-    """pip-download the pinned llama-cpp-python sdist and extract llama.cpp's vocab tests."""
-    with tempfile.TemporaryDirectory() as tmp:
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "--no-binary",
-               "llama-cpp-python", "-d", tmp, f"llama-cpp-python=={LLAMA_CPP_PYTHON_VERSION}"]
-        done = subprocess.run(cmd, capture_output=True, text=True)
-        if done.returncode != 0:
-            try:
-                socket.create_connection(("pypi.org", 443), timeout=10).close()
-            except OSError as e:
-                pytest.skip(f"PyPI unreachable ({e}); llama.cpp vocab tests need the sdist")
-            pytest.fail(f"pip download llama-cpp-python failed:\n{done.stdout}\n{done.stderr}")
-        (sdist,) = Path(tmp).glob("llama_cpp_python-*.tar.gz")
-        partial = Path(tempfile.mkdtemp(dir=target.parent))
-        with tarfile.open(sdist) as tar:
-            for member in tar.getmembers():
-                name = member.name.rsplit("/", 1)[-1]
-                if member.isfile() and "/vendor/llama.cpp/models/" in member.name and name.startswith("ggml-vocab-"):
-                    with tar.extractfile(member) as src:
-                        (partial / name).write_bytes(src.read())
-        os.replace(partial, target)
-
-
-@pytest.fixture(scope="session")
-def vocab_dir() -> Path:
-    target = data_cache_dir() / f"llama-cpp-python-{LLAMA_CPP_PYTHON_VERSION}"
-    if not target.is_dir():
-        target.parent.mkdir(parents=True, exist_ok=True)
-        print(f"fetching llama-cpp-python {LLAMA_CPP_PYTHON_VERSION} (sdist) for llama.cpp's vocab tests into {target}",
-              file=sys.stderr)
-        _fetch_vocab_files(target)
-    return target
 
 
 @functools.lru_cache(maxsize=None)
