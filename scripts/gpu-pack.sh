@@ -10,9 +10,10 @@
 #   DIR/llamacpp.tar.xz                          scripts/llamacpp-pack.sh's archive
 #   DIR/cache/rocmforge/test-data/               llama.cpp's vocabulary files (the files'
 #                                                tokenizers; XDG_CACHE_HOME=DIR/cache there)
-# The wheels and the shim are rebuilt each run (incremental builds); the rest is kept once
-# there. Prints the folder's size (a call carries at most 64 MiB with the working tree) and the
-# environment the device calls take.
+# The shim and the wheels are rebuilt each run (incremental builds; this checkout's wheel is
+# the shim's ordinary build, built once); the rest is kept once there. Prints the folder's size
+# (a call carries at most 64 MiB with the working tree) and the environment the device calls
+# take.
 #
 #   scripts/gpu-pack.sh [DIR]        e.g. BASE=90676b8 scripts/gpu-pack.sh
 set -euo pipefail
@@ -35,8 +36,12 @@ step() {  # what, command...: run it, show its last lines if it fails
   "$@" >"$log" 2>&1 || { tail -20 "$log"; echo "gpu-pack: $what failed" >&2; exit 1; }
 }
 
+# The shim's folder holds the ordinary build too (its cuda/ wheel): that is the wheel.
+step "HIP shim, the rocm build and the wheel of $(git rev-parse --short HEAD)" \
+  scripts/hip-shim-build.sh "$DIR/hip-shim"
+grep -E "exports|needs" "$log"
 rm -f "$DIR"/new/rocmforge-*.whl
-step "wheel of $(git rev-parse --short HEAD)" maturin build --release -q -o "$DIR/new"
+cp "$DIR"/hip-shim/cuda/rocmforge-*.whl "$DIR/new/"
 ls "$DIR"/new/gguf-*.whl >/dev/null 2>&1 || python3 -m pip download -q --no-deps "gguf>=0.17" -d "$DIR/new"
 
 if [ -n "${BASE:-}" ]; then
@@ -48,9 +53,6 @@ if [ -n "${BASE:-}" ]; then
   step "wheel of $BASE" env -C "$tree/src" CARGO_TARGET_DIR="${BASE_TARGET:-$tree/target}" \
     maturin build --release -q -o "$DIR/base"
 fi
-
-step "HIP shim and its two builds" scripts/hip-shim-build.sh "$DIR/hip-shim"
-grep -E "exports|needs" "$log"
 
 [ -f "$DIR/llamacpp.tar.xz" ] || step "llama.cpp source" scripts/llamacpp-pack.sh "$DIR/llamacpp.tar.xz"
 # (tools/models.py imports rocmforge and gguf: the wheels just built, unpacked)

@@ -47,6 +47,10 @@ FOUR=(qwen2-0.5b-Q8_0 qwen2-0.5b-Q4_0 llama-1b-Q8_0 llama-8b-Q4_0)
 # The four first: gpu-prepare makes the files in this order, and phase 2 starts with them.
 EIGHT=("${FOUR[@]}" llama-8b-Q4_K_M qwen2-7b-Q4_K_M llama-8b-Q6_K llama-8b-IQ4_XS)
 FAMILIES=(gemma3-270m-Q4_K_M qwen3-8b-Q4_K_M)
+tg128() {  # FILE [bench args...]: "t/s | roofline" of `rocmforge bench`'s tg128 on FILE
+  timeout 60 $PY -m rocmforge.cli bench -m "$1" -p 0 -n 128 -r 3 "${@:2}" 2>&1 \
+    | grep "tg128" | awk -F'|' '{print $6 "|" $7}'
+}
 install_new() {
   local deps=()
   $PY -c "import gguf" 2>/dev/null || deps+=($(ls "$(dirname "$NEW")"/gguf-*.whl 2>/dev/null | head -1))
@@ -92,9 +96,7 @@ case "${1:-}" in
     install_new || exit 1
     for m in llama-8b-Q4_K_M llama-8b-Q6_K llama-8b-IQ4_XS; do
       for t in "" ${TUNINGS:-matvec_rows=8 matvec_rows=16 matvec_stream=0 stream_stages=2}; do
-        r=$(timeout 60 $PY -m rocmforge.cli bench -m "$DIR/$m.gguf" -p 0 -n 128 -r 3 --tuning "$t" 2>&1 \
-          | grep "tg128" | awk -F'|' '{print $6 "|" $7}')
-        echo "$m [${t:-defaults}] $r" | tee -a "$OUT/tuning.txt"
+        echo "$m [${t:-defaults}] $(tg128 "$DIR/$m.gguf" --tuning "$t")" | tee -a "$OUT/tuning.txt"
       done
     done
     timeout 120 ncu --csv --metrics gpu__time_duration.sum,dram__bytes_read.sum \
@@ -125,9 +127,7 @@ case "${1:-}" in
     for m in "${FOUR[@]}"; do
       for run in greedy ${BLOCKS:-auto 512 256}; do
         if [ "$run" = greedy ]; then args=(); else args=(--sampled --tuning "sample_block=$run"); fi
-        r=$(timeout 60 $PY -m rocmforge.cli bench -m "$DIR/$m.gguf" -p 0 -n 128 -r 3 "${args[@]}" 2>&1 \
-          | grep "tg128" | awk -F'|' '{print $6 "|" $7}')
-        echo "$m [${args[*]:-greedy}] $r" | tee -a "$OUT/sampler.txt"
+        echo "$m [${args[*]:-greedy}] $(tg128 "$DIR/$m.gguf" "${args[@]}")" | tee -a "$OUT/sampler.txt"
       done
     done
     timeout 90 ncu --set full -k regex:sample_f32 -s 3 -c 1 -o "$OUT/sample" \
